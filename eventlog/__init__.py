@@ -1,0 +1,53 @@
+"""The append-only event log: typed events, group commit, replay, the command inbox.
+
+``eventlog`` is the bottom of wantbuild's dependency order and imports nothing else of ours. Quick use::
+
+    async with EventLog.open("run.db", fingerprint=graph.fingerprint) as log:
+        rec = await log.append("want", want_id, 0, WantCreated(refs=("daily/2026-11-01",)))
+        async for batch in log.read_batches():
+            ...
+
+See ``docs/eventlog.md`` for the schema, the group commit, the durability guarantee and the errors.
+"""
+
+from ._errors import (
+    CommitError,
+    ConcurrencyError,
+    CorruptLogError,
+    EventLogError,
+    FingerprintMismatch,
+    LogClosedError,
+    LogNotFoundError,
+    ReadOnlyLogError,
+    SchemaVersionError,
+    WantbuildError,
+    WriterLockedError,
+)
+from ._events import REGISTRY, Event, EventRegistry, event
+from ._log import EventLog
+from ._records import Command, Problem, Record, VerifyReport
+from ._schema import SCHEMA_VERSION
+
+__all__ = [
+    "REGISTRY",
+    "SCHEMA_VERSION",
+    "Command",
+    "CommitError",
+    "ConcurrencyError",
+    "CorruptLogError",
+    "Event",
+    "EventLog",
+    "EventLogError",
+    "EventRegistry",
+    "FingerprintMismatch",
+    "LogClosedError",
+    "LogNotFoundError",
+    "Problem",
+    "ReadOnlyLogError",
+    "Record",
+    "SchemaVersionError",
+    "VerifyReport",
+    "WantbuildError",
+    "WriterLockedError",
+    "event",
+]

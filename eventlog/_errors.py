@@ -1,0 +1,79 @@
+"""Errors of the event log, and the root of every wantbuild error.
+
+The hierarchy (``wantbuild`` re-exports all of it)::
+
+    WantbuildError
+     └── EventLogError                  anything the log refuses or cannot do
+          ├── ConcurrencyError          wrong expected_entity_seq (optimistic concurrency)
+          ├── SchemaVersionError        the log was written by a newer wantbuild
+          ├── FingerprintMismatch       the log belongs to another graph
+          ├── CorruptLogError           a row that cannot be read back: unknown type, bad payload, gap
+          ├── CommitError               a batch could not commit (disk full, I/O error, locked)
+          ├── LogClosedError            the log is closed or was never opened
+          ├── LogNotFoundError          a reader (writer=False) found no log at the path
+          ├── ReadOnlyLogError          a write through a log opened with writer=False
+          └── WriterLockedError         another process already writes this log
+
+``WantbuildError`` lives here because ``eventlog`` is the bottom of the dependency order and imports nothing
+of ours; every other package derives its errors from it.
+"""
+
+from __future__ import annotations
+
+
+class WantbuildError(Exception):
+    """Root of every error wantbuild raises on purpose."""
+
+
+class EventLogError(WantbuildError):
+    """The event log refused an operation or could not carry it out."""
+
+
+class ConcurrencyError(EventLogError):
+    """An append's ``expected_entity_seq`` is not the entity's last ``entity_seq``."""
+
+    def __init__(self, entity_kind: str, entity_id: str, expected: int, actual: int) -> None:
+        self.entity_kind = entity_kind
+        self.entity_id = entity_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"{entity_kind} {entity_id!r}: append expected entity_seq {expected} "
+            f"but the log has {actual}; reload the entity and retry"
+        )
+
+
+class SchemaVersionError(EventLogError):
+    """The log was written with a schema version this wantbuild does not know."""
+
+
+class FingerprintMismatch(EventLogError):
+    """The log was written for another graph."""
+
+
+class CorruptLogError(EventLogError):
+    """A stored event cannot be read back. ``seq`` names the offending row."""
+
+    def __init__(self, message: str, seq: int | None = None) -> None:
+        self.seq = seq
+        super().__init__(message if seq is None else f"seq {seq}: {message}")
+
+
+class CommitError(EventLogError):
+    """A batch could not be committed; none of its appends were written."""
+
+
+class LogClosedError(EventLogError, RuntimeError):
+    """The log is not open."""
+
+
+class LogNotFoundError(EventLogError, FileNotFoundError):
+    """There is no event log at the path (only writers create one)."""
+
+
+class ReadOnlyLogError(EventLogError):
+    """An append (or another writer-only call) on a log opened with ``writer=False``."""
+
+
+class WriterLockedError(EventLogError):
+    """Another process holds this log's writer lock."""

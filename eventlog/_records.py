@@ -1,0 +1,81 @@
+"""What the log hands out: committed records, inbox commands and verification reports.
+
+All three are frozen ``msgspec`` structs: cheap to build in the replay hot loop, compared field by field,
+hashable where their fields are. :class:`Record` is built with ``gc=False``: a replay builds millions of
+them and they never take part in reference cycles (they hold strings, numbers and an immutable event), so
+keeping them out of the cyclic garbage collector avoids full collections that would otherwise grow with
+the log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ._events import Event
+
+
+class Record(msgspec.Struct, frozen=True, gc=False):
+    """One committed event, as stored: its global ``seq``, its entity and place in that entity's history."""
+
+    seq: int
+    """Global order, from 1, assigned by the writer in append-call order."""
+    entity_kind: str
+    entity_id: str
+    entity_seq: int
+    """The entity's own counter: 1 for its first event, without gaps."""
+    event: Event
+    at: float
+    """The runtime clock when ``append`` was called."""
+
+    @property
+    def type(self) -> str:
+        """The event's type name, e.g. ``"WantCreated"``."""
+        return self.event.event_name
+
+
+class Command(msgspec.Struct, frozen=True):
+    """A request in the command inbox (``create want``, ``cancel``, ``taint``...), and its outcome."""
+
+    id: int
+    name: str
+    payload: dict[str, Any]
+    submitted_at: float
+    completed_at: float | None = None
+    result: dict[str, Any] | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the runtime has completed the command (``result`` is then set)."""
+        return self.completed_at is not None
+
+
+class Problem(msgspec.Struct, frozen=True):
+    """One finding of :meth:`EventLog.verify`; ``seq`` is ``None`` for problems not tied to one row."""
+
+    seq: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return self.message if self.seq is None else f"seq {self.seq}: {self.message}"
+
+
+class VerifyReport(msgspec.Struct, frozen=True):
+    """The result of :meth:`EventLog.verify`: what was checked and every problem found."""
+
+    path: str
+    events: int
+    entities: int
+    problems: tuple[Problem, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+    def __str__(self) -> str:
+        head = f"{self.path}: {self.events} events, {self.entities} entities"
+        if self.ok:
+            return f"{head}: ok"
+        return "\n".join([f"{head}: {len(self.problems)} problem(s)", *(f"  {p}" for p in self.problems)])

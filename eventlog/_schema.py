@@ -1,0 +1,95 @@
+"""The log's SQLite schema and the SQL the log runs.
+
+The shape was decided by measurement (see ``docs/eventlog.md``): the hot table ``events`` is a plain rowid
+table with no secondary index, because an index keyed by entity scatters its keys across the B-tree and
+dirties many pages per commit. Each event points at the previous event of its entity (``prev_seq``), and
+``entities`` keeps each entity's last ``seq`` and ``entity_seq``, so one entity's history is a recursive
+walk down that chain. Uniqueness of ``(entity, entity_seq)`` is kept by the single writer and checked by
+``EventLog.verify``.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+"""Version of the on-disk format this code writes and reads."""
+
+APPLICATION_ID = 0x57414E54
+"""``PRAGMA application_id`` of a wantbuild log (``'WANT'``), so a foreign SQLite file is told apart."""
+
+CREATE_SCHEMA = """
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    entity_key INTEGER NOT NULL,
+    entity_seq INTEGER NOT NULL,
+    prev_seq INTEGER,
+    type_key INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE entities (
+    entity_key INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    last_seq INTEGER NOT NULL,
+    last_entity_seq INTEGER NOT NULL,
+    UNIQUE (kind, entity_id)
+);
+CREATE TABLE event_types (
+    type_key INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    UNIQUE (name, version)
+);
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE commands (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    submitted_at REAL NOT NULL,
+    completed_at REAL,
+    result TEXT
+);
+CREATE INDEX commands_pending ON commands (id) WHERE completed_at IS NULL;
+"""
+
+INSERT_EVENT = (
+    "INSERT INTO events (seq, entity_key, entity_seq, prev_seq, type_key, payload, at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+INSERT_ENTITY = (
+    "INSERT INTO entities (entity_key, kind, entity_id, last_seq, last_entity_seq) VALUES (?, ?, ?, ?, ?)"
+)
+UPDATE_ENTITY = "UPDATE entities SET last_seq = ?, last_entity_seq = ? WHERE entity_key = ?"
+INSERT_TYPE = "INSERT INTO event_types (type_key, name, version) VALUES (?, ?, ?)"
+
+# Rows as the read paths want them: the entity's kind and id joined in, in seq order.
+SELECT_EVENTS = (
+    "SELECT e.seq, n.kind, n.entity_id, e.entity_seq, e.type_key, e.payload, e.at "
+    "FROM events e JOIN entities n ON n.entity_key = e.entity_key "
+)
+
+# One entity's history: walk prev_seq down from the entity's last event.
+SELECT_HISTORY = """
+WITH RECURSIVE chain(seq) AS (
+    SELECT last_seq FROM entities WHERE kind = ? AND entity_id = ?
+    UNION ALL
+    SELECT e.prev_seq FROM events e JOIN chain c ON e.seq = c.seq WHERE e.prev_seq IS NOT NULL
+)
+SELECT e.seq, e.entity_seq, e.type_key, e.payload, e.at
+FROM chain c JOIN events e ON e.seq = c.seq
+ORDER BY e.seq
+"""
+
+LOOKUP_ENTITIES_CHUNK = 400
+"""How many (kind, id) pairs one batched entity lookup asks for (two bound parameters each)."""
+
+
+def lookup_entities_sql(n: int) -> str:
+    """SQL that fetches the cached state of ``n`` entities given as ``(kind, entity_id)`` parameter pairs."""
+    values = ",".join(["(?,?)"] * n)
+    return (
+        "SELECT entity_key, kind, entity_id, last_seq, last_entity_seq FROM entities "
+        f"WHERE (kind, entity_id) IN (VALUES {values})"
+    )
