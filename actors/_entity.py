@@ -1,0 +1,115 @@
+"""Entity actors: write-ahead persistence of one entity's transitions, then hooks.
+
+:meth:`EntityActor.persist` is the only way an entity changes: the transition is checked by the pure
+transition function (an illegal one raises :class:`IllegalTransition` and nothing is written), appended to
+the event log and committed, and only then adopted as the actor's state, written to the World, and announced
+to the hooks (the supervisor's notifications first, then user hooks). A crash before the commit loses a
+transition nobody was told about; a crash after it loses nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+import structlog
+
+from eventlog import Event, EventLog, Record
+
+from ._actor import Actor, ActorSystem
+from ._clock import Clock
+from ._world import APPLY, EntityState, World
+
+log = structlog.get_logger("wantbuild.actors")
+
+St = TypeVar("St", bound=EntityState)
+
+Hook = Callable[[Record, Any, Any], Awaitable[None] | None]
+"""``hook(record, old_state, new_state)``: called after a committed transition."""
+
+
+class Hooks:
+    """Post-commit hooks: system hooks (the supervisor's notifications) run first, then user hooks.
+
+    A failing user hook is logged and never affects the state or the other hooks.
+    """
+
+    def __init__(self) -> None:
+        self._system: list[Hook] = []
+        self._user: list[Hook] = []
+
+    def add_system(self, hook: Hook) -> None:
+        self._system.append(hook)
+
+    def add(self, hook: Hook) -> Callable[[], None]:
+        """Register a user hook; returns a function that removes it."""
+        self._user.append(hook)
+
+        def remove() -> None:
+            if hook in self._user:
+                self._user.remove(hook)
+
+        return remove
+
+    async def run(self, rec: Record, old: Any, new: Any) -> None:
+        for hook in self._system:
+            res = hook(rec, old, new)
+            if res is not None and inspect.isawaitable(res):
+                await res
+        for hook in self._user:
+            try:
+                res = hook(rec, old, new)
+                if res is not None and inspect.isawaitable(res):
+                    await res
+            except Exception:
+                log.exception("user hook failed", hook=getattr(hook, "__qualname__", repr(hook)), seq=rec.seq,
+                              entity_kind=rec.entity_kind, entity_id=rec.entity_id, event=rec.event.event_name)
+
+
+@dataclass
+class EntityEnv:
+    """What every entity actor shares: the log, the World, the actor system, hooks, the clock."""
+
+    log: EventLog
+    world: World
+    system: ActorSystem
+    hooks: Hooks
+    clock: Clock
+
+
+class EntityActor(Actor[Any], Generic[St]):
+    """An actor whose state is one entity's committed state, changed only through :meth:`persist`."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, key: str, env: EntityEnv) -> None:
+        super().__init__(key)
+        self.env = env
+        self.state: St | None = None
+
+    async def on_start(self) -> None:
+        self.state = self.env.world.get(self.kind, self.key)  # type: ignore[assignment]
+
+    async def persist(self, event: Event) -> St:
+        """Check, append and commit one transition, then adopt it and run the hooks."""
+        apply = APPLY[self.kind]
+        old = self.state
+        seq = 0 if old is None else old.entity_seq
+        apply(old, event, self.key, 0.0, seq + 1)  # raises IllegalTransition; nothing is written
+        rec = await self.env.log.append(self.kind, self.key, seq, event)
+        new: St = apply(old, event, self.key, rec.at, rec.entity_seq)
+        self.state = new
+        self.env.world.put(self.kind, self.key, new, rec.seq, rec.at)
+        await self.env.hooks.run(rec, old, new)
+        return new
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """To the supervisor: a transition was committed (sent by the runtime's system hook)."""
+
+    record: Record
+    old: Any
+    new: Any

@@ -1,0 +1,437 @@
+"""The Want, Partition and JobRun actors: each owns one entity and changes it only by committed events.
+
+Messages are small frozen dataclasses, named for what they ask. The Partition actor is the authority over its
+build lease; the JobRun actor takes leases (applying the collision policy), starts the job through the
+injected :class:`Execution`, records the outcome, then settles its partitions and tells the supervisor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import anyio
+import structlog
+
+from eventlog import Event
+
+from ._entity import EntityActor, EntityEnv
+from ._jobrun import (
+    JobRunCanceled,
+    JobRunDeferred,
+    JobRunDepMiss,
+    JobRunFailed,
+    JobRunLost,
+    JobRunQueued,
+    JobRunStarted,
+    JobRunState,
+    JobRunStatus,
+    JobRunSucceeded,
+)
+from ._partition import (
+    LEASABLE,
+    PartitionBuilding,
+    PartitionFailed,
+    PartitionLive,
+    PartitionMissing,
+    PartitionState,
+    PartitionStatus,
+    PartitionTainted,
+    PartitionUpstreamFailed,
+    PartitionUpstreamWaiting,
+)
+from ._want import (
+    STATUS_EVENT,
+    WANT,
+    WantCanceled,
+    WantCreated,
+    WantExpired,
+    WantFailed,
+    WantSlaMissed,
+    WantState,
+    WantStatus,
+    WantUpstreamBuilding,
+    WantUpstreamFailed,
+)
+
+log = structlog.get_logger("wantbuild.actors")
+
+SUPERVISOR = ("supervisor", "supervisor")
+"""The (kind, key) of the supervisor actor, the recipient of :class:`RunEnded`."""
+
+CollisionPolicy = Literal["shrink", "defer", "all_or_nothing"]
+POLICIES: tuple[CollisionPolicy, ...] = ("shrink", "defer", "all_or_nothing")
+
+
+# --- messages -----------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class GetState:
+    """Reply with the entity's committed state (None if it has none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CreateWant:
+    event: WantCreated
+
+
+@dataclass(frozen=True, slots=True)
+class MoveWant:
+    """Walk the want to ``target`` through legal transitions (no-op if there, or terminal)."""
+
+    target: WantStatus
+    reason: str = ""
+    refs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EndWant:
+    """Cancel or expire a non-terminal want (no-op otherwise)."""
+
+    how: Literal["cancel", "expire"]
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MarkSlaMissed:
+    sla: float
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLease:
+    job_run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseReply:
+    granted: bool
+    ref: str
+    status: PartitionStatus
+    holder: str | None = None
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseLease:
+    job_run_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SettleBuild:
+    """A run's outcome for one partition it holds: live, failed, dep_miss or missing (canceled/lost)."""
+
+    job_run_id: str
+    outcome: Literal["live", "failed", "dep_miss", "missing"]
+    reason: str = ""
+    missing: tuple[str, ...] = ()
+    final: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamReady:
+    """Every upstream ref this partition waits on is Live: schedulable again."""
+
+
+@dataclass(frozen=True, slots=True)
+class FailUpstream:
+    reason: str
+    upstream: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Taint:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRun:
+    """Create the run (Queued), take its leases, start it."""
+
+    queued: JobRunQueued
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLeases:
+    """A deferred run's blockers moved: try the leases again."""
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRun:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkLost:
+    reason: str = "the runtime stopped while this run was in flight"
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """From the execution: the job ended with ``outcome``."""
+
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnded:
+    """To the supervisor: a run reached a terminal status (or was deferred) and its partitions are settled."""
+
+    run: JobRunState
+
+
+class Outcome(Protocol):
+    """What an execution reports (``supervisor.RunOutcome`` satisfies it)."""
+
+    @property
+    def status(self) -> str: ...  # "succeeded" | "failed" | "dep_miss" | "canceled"
+    @property
+    def reason(self) -> str: ...
+    @property
+    def missing(self) -> tuple[str, ...]: ...
+    @property
+    def exit_code(self) -> int | None: ...
+
+
+class Execution(Protocol):
+    """Starts and cancels job executions; tells ``Finished(outcome)`` to the run's actor when one ends."""
+
+    def log_paths(self, run: JobRunState) -> tuple[str | None, str | None]: ...
+
+    def start(self, run: JobRunState) -> None: ...
+
+    def cancel(self, job_run_id: str, reason: str) -> bool: ...
+
+
+# --- Want ---------------------------------------------------------------------------------------------
+class WantActor(EntityActor[WantState]):
+    kind = "want"
+
+    async def handle(self, msg: Any) -> Any:
+        if isinstance(msg, MoveWant):
+            return await self._move(msg)
+        if isinstance(msg, CreateWant):
+            if self.state is not None:  # idempotent re-delivery (command inbox)
+                return self.state
+            return await self.persist(msg.event)
+        if isinstance(msg, EndWant):
+            if self.state is None or self.state.terminal:
+                return self.state
+            ev: Event = WantCanceled(reason=msg.reason) if msg.how == "cancel" else WantExpired(reason=msg.reason)
+            return await self.persist(ev)
+        if isinstance(msg, MarkSlaMissed):
+            if self.state is None or self.state.terminal or self.state.sla_missed:
+                return self.state
+            return await self.persist(WantSlaMissed(sla=msg.sla))
+        if isinstance(msg, GetState):
+            return self.state
+        raise TypeError(f"want {self.key}: unexpected message {msg!r}")
+
+    async def _move(self, msg: MoveWant) -> WantState | None:
+        st = self.state
+        if st is None or st.terminal or st.status == msg.target:
+            return st
+        for _, status in WANT.path(st.status, msg.target):
+            cls = STATUS_EVENT[status]
+            ev: Event
+            if cls is WantUpstreamBuilding:
+                ev = WantUpstreamBuilding(waiting_on=msg.refs, reason=msg.reason)
+            elif cls is WantFailed or cls is WantUpstreamFailed:
+                ev = cls(failed_refs=msg.refs, reason=msg.reason)
+            elif status == msg.target:
+                ev = cls(reason=msg.reason) if "reason" in cls.__struct_fields__ else cls()
+            else:
+                ev = cls(reason=f"on the way to {msg.target}") if "reason" in cls.__struct_fields__ else cls()
+            st = await self.persist(ev)
+        return st
+
+
+# --- Partition ----------------------------------------------------------------------------------------
+class PartitionActor(EntityActor[PartitionState]):
+    kind = "partition"
+
+    def _cur(self) -> PartitionState:
+        return self.state if self.state is not None else PartitionState(ref=self.key)
+
+    async def handle(self, msg: Any) -> Any:
+        cur = self._cur()
+        if isinstance(msg, RequestLease):
+            if cur.status is PartitionStatus.BUILDING and cur.lease == msg.job_run_id:
+                return LeaseReply(True, self.key, cur.status, cur.lease, cur.generation)
+            if cur.status in LEASABLE:
+                st = await self.persist(PartitionBuilding(job_run_id=msg.job_run_id))
+                return LeaseReply(True, self.key, st.status, msg.job_run_id, st.generation)
+            return LeaseReply(False, self.key, cur.status, cur.lease, cur.generation)
+        if isinstance(msg, SettleBuild):
+            if cur.status is not PartitionStatus.BUILDING or cur.lease != msg.job_run_id:
+                log.warning("stale settle ignored", ref=self.key, run=msg.job_run_id, status=str(cur.status),
+                            lease=cur.lease)
+                return cur
+            ev: Event
+            if msg.outcome == "live":
+                ev = PartitionLive(job_run_id=msg.job_run_id)
+            elif msg.outcome == "failed":
+                ev = PartitionFailed(job_run_id=msg.job_run_id, reason=msg.reason, final=msg.final)
+            elif msg.outcome == "dep_miss":
+                ev = PartitionUpstreamWaiting(job_run_id=msg.job_run_id, missing=msg.missing)
+            else:
+                ev = PartitionMissing(reason=msg.reason, job_run_id=msg.job_run_id)
+            return await self.persist(ev)
+        if isinstance(msg, ReleaseLease):
+            if cur.status is PartitionStatus.BUILDING and cur.lease == msg.job_run_id:
+                return await self.persist(PartitionMissing(reason=msg.reason, job_run_id=msg.job_run_id))
+            return cur
+        if isinstance(msg, UpstreamReady):
+            if cur.status is PartitionStatus.UPSTREAM_WAITING:
+                return await self.persist(PartitionMissing(reason="upstream partitions are live"))
+            return cur
+        if isinstance(msg, FailUpstream):
+            if cur.status is PartitionStatus.UPSTREAM_WAITING:
+                return await self.persist(PartitionUpstreamFailed(reason=msg.reason, upstream=msg.upstream))
+            return cur
+        if isinstance(msg, Taint):
+            if cur.status is PartitionStatus.LIVE:
+                return await self.persist(PartitionTainted(reason=msg.reason))
+            return cur  # the runtime refuses to taint a partition that is not Live; a late race is a no-op
+        if isinstance(msg, GetState):
+            return self.state
+        raise TypeError(f"partition {self.key}: unexpected message {msg!r}")
+
+
+# --- JobRun -------------------------------------------------------------------------------------------
+class JobRunActor(EntityActor[JobRunState]):
+    kind = "job_run"
+
+    def __init__(self, key: str, env: EntityEnv, execution: Execution) -> None:
+        super().__init__(key, env)
+        self.execution = execution
+
+    async def handle(self, msg: Any) -> Any:
+        if isinstance(msg, PlanRun):
+            if self.state is None:
+                await self.persist(msg.queued)
+                return await self._lease_and_start()
+            return self.state
+        if isinstance(msg, RetryLeases):
+            if self.state is not None and self.state.status is JobRunStatus.QUEUED:
+                return await self._lease_and_start()
+            return self.state
+        if isinstance(msg, Finished):
+            return await self._finish(msg.outcome)
+        if isinstance(msg, CancelRun):
+            st = self.state
+            if st is None or st.terminal:
+                return st
+            if st.status is JobRunStatus.QUEUED:
+                await self.persist(JobRunCanceled(reason=msg.reason))
+                return await self._settle_and_report()
+            if not self.execution.cancel(self.key, msg.reason):
+                # Not executing in this process (e.g. started before a restart): record it directly.
+                await self.persist(JobRunCanceled(reason=msg.reason))
+                return await self._settle_and_report()
+            return st  # the execution reports Finished(canceled) when the process is gone
+        if isinstance(msg, MarkLost):
+            st = self.state
+            if st is not None and not st.terminal:
+                await self.persist(JobRunLost(reason=msg.reason))
+            return await self._settle_and_report(report=False)
+        if isinstance(msg, GetState):
+            return self.state
+        raise TypeError(f"job_run {self.key}: unexpected message {msg!r}")
+
+    async def _ask_all(self, refs: Sequence[str], make: Any) -> list[Any]:
+        system = self.env.system
+        results: list[Any] = [None] * len(refs)
+
+        async def one(i: int, ref: str) -> None:
+            results[i] = await system.ask("partition", ref, make(ref))
+
+        if len(refs) == 1:
+            await one(0, refs[0])
+            return results
+        async with anyio.create_task_group() as tg:
+            for i, ref in enumerate(refs):
+                tg.start_soon(one, i, ref)
+        return results
+
+    async def _lease_and_start(self) -> JobRunState | None:
+        st = self.state
+        assert st is not None
+        refs = sorted(st.partitions)
+        run_id = self.key
+        granted: list[LeaseReply] = []
+        refused: list[LeaseReply] = []
+        if st.policy in ("defer", "all_or_nothing"):
+            # One lease at a time in ref order, stopping at the first refusal: two such runs never hold
+            # leases the other waits for, so they cannot deadlock or livelock (shrink leases concurrently).
+            for ref in refs:
+                reply: LeaseReply = await self.env.system.ask("partition", ref, RequestLease(run_id))
+                if reply.granted:
+                    granted.append(reply)
+                elif reply.status is not PartitionStatus.LIVE:
+                    refused.append(reply)
+                    break
+        else:
+            for reply in await self._ask_all(refs, lambda _r: RequestLease(run_id)):
+                if reply.granted:
+                    granted.append(reply)
+                elif reply.status is not PartitionStatus.LIVE:
+                    refused.append(reply)
+        why = tuple((r.ref, r.holder or str(r.status)) for r in refused)
+        if refused and st.policy in ("defer", "all_or_nothing"):
+            if granted:
+                await self._ask_all([g.ref for g in granted],
+                                    lambda _r: ReleaseLease(run_id, f"deferred ({st.policy}): waiting for {why[0][1]}"))
+            st = await self.persist(JobRunDeferred(refused=why))
+            await self.env.system.tell(*SUPERVISOR, RunEnded(st))
+            return st
+        if not granted:
+            reason = "nothing left to build: " + (
+                ", ".join(f"{ref} held by {h}" for ref, h in why) if why else "every partition is already Live"
+            )
+            await self.persist(JobRunCanceled(reason=reason))
+            return await self._settle_and_report()
+        out, err = self.execution.log_paths(st)
+        st = await self.persist(JobRunStarted(
+            partitions=tuple(g.ref for g in granted), skipped=why,
+            generations=tuple(g.generation for g in granted), stdout_path=out, stderr_path=err,
+        ))
+        self.execution.start(st)
+        return st
+
+    async def _finish(self, outcome: Outcome) -> JobRunState | None:
+        st = self.state
+        if st is None or st.status is not JobRunStatus.RUNNING:
+            return st
+        if outcome.status == "succeeded":
+            await self.persist(JobRunSucceeded())
+        elif outcome.status == "dep_miss":
+            await self.persist(JobRunDepMiss(missing=tuple(outcome.missing)))
+        elif outcome.status == "canceled":
+            await self.persist(JobRunCanceled(reason=outcome.reason or "canceled"))
+        else:
+            will_retry = st.attempt < st.max_attempts
+            delay = float(getattr(outcome, "retry_delay", 0.0) or 0.0)
+            await self.persist(JobRunFailed(reason=outcome.reason, exit_code=outcome.exit_code,
+                                            will_retry=will_retry, retry_delay=delay))
+        return await self._settle_and_report()
+
+    async def _settle_and_report(self, report: bool = True) -> JobRunState | None:
+        """Settle every partition this terminal run still holds, then tell the supervisor."""
+        st = self.state
+        assert st is not None
+        assert st.terminal
+        if st.status is JobRunStatus.SUCCEEDED:
+            msg: SettleBuild = SettleBuild(st.job_run_id, "live")
+        elif st.status is JobRunStatus.DEP_MISS:
+            msg = SettleBuild(st.job_run_id, "dep_miss", missing=st.missing)
+        elif st.status is JobRunStatus.FAILED:
+            msg = SettleBuild(st.job_run_id, "failed", reason=st.reason, final=not st.will_retry)
+        else:
+            msg = SettleBuild(st.job_run_id, "missing", reason=f"run {st.job_run_id} {st.status}: {st.reason}")
+        holders = [ref for ref in st.partitions if self.env.world.partition(ref).lease == st.job_run_id]
+        if holders:
+            await self._ask_all(holders, lambda _r: msg)
+        if report:
+            await self.env.system.tell(*SUPERVISOR, RunEnded(st))
+        return st

@@ -1,0 +1,135 @@
+"""Invariants I1-I6, checked by folding the log (tests, the scenario runner and ``replay --verify``).
+
+- I1 exclusive build: a run starts only with every partition it builds leased to it, and no partition is
+  claimed by two non-terminal runs.
+- I2 legal history: every event applies (the fold raises :class:`ReplayError` otherwise) and entity_seq has
+  no gaps.
+- I3 replay fidelity and I4 durability compare a live runtime with its log; they are checked where a live
+  runtime exists (:func:`check_replay_fidelity`, the scenario runner's crash points).
+- I5 progress: at the end every want is terminal (checked when ``expect_all_terminal``).
+- I6 consistency: a want is Successful only when all its partitions are Live; a partition becomes Live only
+  through a Succeeded run that held its lease, so each generation is built by exactly one Succeeded run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from eventlog import EventLog, Record
+
+from ._jobrun import JobRunStarted, JobRunStatus
+from ._partition import PartitionLive, PartitionStatus
+from ._want import WantSucceeded
+from ._world import ReplayError, World
+
+
+@dataclass(frozen=True)
+class Violation:
+    invariant: str
+    seq: int | None
+    message: str
+    entities: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        where = f"seq {self.seq}: " if self.seq is not None else ""
+        return f"{self.invariant} {where}{self.message}"
+
+
+class InvariantChecker:
+    """Feed records in seq order with :meth:`feed`; collect :attr:`violations`."""
+
+    def __init__(self, world: World | None = None, stop_at_first: bool = False) -> None:
+        self.world = world if world is not None else World()
+        self.violations: list[Violation] = []
+        self.stop_at_first = stop_at_first
+        self._claims: dict[str, str] = {}
+
+    def _add(self, v: Violation) -> None:
+        self.violations.append(v)
+
+    def feed(self, rec: Record) -> None:
+        w = self.world
+        ev = rec.event
+        # checks that look at the state *before* the record
+        if isinstance(ev, JobRunStarted):
+            for ref in ev.partitions:
+                part = w.partition(ref)
+                if part.status is not PartitionStatus.BUILDING or part.lease != rec.entity_id:
+                    self._add(Violation("I1", rec.seq, f"run {rec.entity_id} started on {ref} without its lease "
+                                        f"(partition is {part.status}, lease {part.lease})", (rec.entity_id, ref)))
+                other = self._claims.get(ref)
+                if other is not None and other != rec.entity_id:
+                    orun = w.runs.get(other)
+                    if orun is not None and not orun.terminal:
+                        self._add(Violation("I1", rec.seq, f"{ref} is built by two non-terminal runs: {other} and "
+                                            f"{rec.entity_id}", (other, rec.entity_id, ref)))
+                self._claims[ref] = rec.entity_id
+        elif isinstance(ev, PartitionLive):
+            run = w.runs.get(ev.job_run_id)
+            if run is None or run.status is not JobRunStatus.SUCCEEDED or rec.entity_id not in run.partitions:
+                self._add(Violation("I6", rec.seq, f"{rec.entity_id} became Live through run {ev.job_run_id}, "
+                                    f"which is {run.status if run else 'unknown'}", (rec.entity_id, ev.job_run_id)))
+        elif isinstance(ev, WantSucceeded):
+            want = w.wants.get(rec.entity_id)
+            if want is not None:
+                not_live = [r for r in want.refs if w.partition(r).status is not PartitionStatus.LIVE]
+                if not_live:
+                    self._add(Violation("I6", rec.seq, f"want {rec.entity_id} Successful while {not_live[0]} is "
+                                        f"{w.partition(not_live[0]).status}", (rec.entity_id, *not_live[:3])))
+        try:
+            w.apply(rec)
+        except ReplayError as e:
+            self._add(Violation("I2", rec.seq, str(e).removeprefix(f"seq {rec.seq}: "),
+                                (f"{rec.entity_kind}:{rec.entity_id}",)))
+            raise
+        if isinstance(ev, JobRunStarted):
+            pass
+        elif rec.entity_kind == "job_run" and w.runs[rec.entity_id].terminal:
+            st = w.runs[rec.entity_id]
+            for ref in st.partitions:
+                if self._claims.get(ref) == rec.entity_id:
+                    del self._claims[ref]
+
+    def finish(self, *, expect_all_terminal: bool = False) -> list[Violation]:
+        w = self.world
+        if expect_all_terminal:
+            for want in sorted(w.active_wants(), key=lambda x: x.want_id):
+                self._add(Violation("I5", None, f"want {want.want_id} never reached a terminal status "
+                                    f"(it is {want.status})", (want.want_id,)))
+        for part in w.partitions.values():
+            if part.status is PartitionStatus.LIVE:
+                run = w.runs.get(part.built_by or "")
+                if run is None or run.status is not JobRunStatus.SUCCEEDED:
+                    self._add(Violation("I6", None, f"{part.ref} is Live but its builder {part.built_by} is "
+                                        f"{run.status if run else 'unknown'}", (part.ref,)))
+        return self.violations
+
+
+def check_records(records: Iterable[Record], *, expect_all_terminal: bool = False) -> list[Violation]:
+    """Check I1, I2, I5 (optional) and I6 over records in seq order."""
+    checker = InvariantChecker()
+    try:
+        for rec in records:
+            checker.feed(rec)
+    except ReplayError:
+        return checker.violations
+    return checker.finish(expect_all_terminal=expect_all_terminal)
+
+
+async def check_log(log: EventLog, *, expect_all_terminal: bool = False,
+                    until_seq: int | None = None) -> tuple[World, list[Violation]]:
+    """Check the invariants over a whole log; returns the rebuilt World too."""
+    checker = InvariantChecker()
+    try:
+        async for batch in log.read_batches(1, until_seq=until_seq):
+            for rec in batch:
+                checker.feed(rec)
+    except ReplayError:
+        return checker.world, checker.violations
+    return checker.world, checker.finish(expect_all_terminal=expect_all_terminal)
+
+
+def check_replay_fidelity(live: World, replayed: World) -> list[Violation]:
+    """I3: the World rebuilt from the log equals the live one."""
+    return [Violation("I3", None, d) for d in live.diff(replayed)]

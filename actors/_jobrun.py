@@ -1,0 +1,169 @@
+"""The JobRun: one attempt of one job over a batch of partitions.
+
+``Queued -> Running | Canceled | Lost``; ``Running -> Succeeded | Failed | DepMiss | Canceled | Lost``.
+``JobRunDeferred`` records (without a status change) that a Queued run gave its leases back under the
+``defer`` or ``all_or_nothing`` collision policy and waits for the runs that hold them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import msgspec
+
+from eventlog import Event, event
+
+from ._machine import Machine, sources
+
+
+class JobRunStatus(StrEnum):
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    DEP_MISS = "DepMiss"
+    CANCELED = "Canceled"
+    LOST = "Lost"
+
+
+R = JobRunStatus
+
+
+@event("JobRunQueued", 1)
+class JobRunQueued(Event, frozen=True):
+    job: str
+    partitions: tuple[str, ...]
+    wants: tuple[str, ...] = ()
+    attempt: int = 1
+    max_attempts: int = 1
+    retry_of: str | None = None
+    policy: str = "shrink"
+    reason: str = ""
+
+
+@event("JobRunDeferred", 1)
+class JobRunDeferred(Event, frozen=True):
+    refused: tuple[tuple[str, str], ...]
+    """``(ref, holder run id or status)`` pairs that were refused."""
+
+
+@event("JobRunStarted", 1)
+class JobRunStarted(Event, frozen=True):
+    partitions: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...] = ()
+    """``(ref, why)``: partitions dropped from the batch, with the run holding them (shrink policy)."""
+    generations: tuple[int, ...] = ()
+    stdout_path: str | None = None
+    stderr_path: str | None = None
+
+
+@event("JobRunSucceeded", 1)
+class JobRunSucceeded(Event, frozen=True):
+    pass
+
+
+@event("JobRunFailed", 1)
+class JobRunFailed(Event, frozen=True):
+    reason: str
+    exit_code: int | None = None
+    will_retry: bool = False
+    retry_delay: float = 0.0
+
+
+@event("JobRunDepMiss", 1)
+class JobRunDepMiss(Event, frozen=True):
+    missing: tuple[str, ...]
+
+
+@event("JobRunCanceled", 1)
+class JobRunCanceled(Event, frozen=True):
+    reason: str
+
+
+@event("JobRunLost", 1)
+class JobRunLost(Event, frozen=True):
+    reason: str = "the runtime stopped while this run was in flight"
+
+
+JOB_RUN = Machine(
+    kind="job_run",
+    statuses=JobRunStatus,
+    initial=R.QUEUED,
+    terminal=frozenset({R.SUCCEEDED, R.FAILED, R.DEP_MISS, R.CANCELED, R.LOST}),
+    table={
+        "JobRunQueued": (sources(None), R.QUEUED),
+        "JobRunDeferred": (sources(R.QUEUED), None),
+        "JobRunStarted": (sources(R.QUEUED), R.RUNNING),
+        "JobRunSucceeded": (sources(R.RUNNING), R.SUCCEEDED),
+        "JobRunFailed": (sources(R.RUNNING), R.FAILED),
+        "JobRunDepMiss": (sources(R.RUNNING), R.DEP_MISS),
+        "JobRunCanceled": (sources(R.QUEUED, R.RUNNING), R.CANCELED),
+        "JobRunLost": (sources(R.QUEUED, R.RUNNING), R.LOST),
+    },
+)
+
+
+class JobRunState(msgspec.Struct, frozen=True, gc=False):
+    """A job run's committed state. ``partitions``: planned while Queued, leased once Running."""
+
+    job_run_id: str
+    job: str
+    status: JobRunStatus
+    partitions: tuple[str, ...]
+    wants: tuple[str, ...]
+    attempt: int
+    max_attempts: int
+    created_at: float
+    updated_at: float
+    entity_seq: int
+    retry_of: str | None = None
+    policy: str = "shrink"
+    planned: tuple[str, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+    deferred_on: tuple[tuple[str, str], ...] = ()
+    started_at: float | None = None
+    ended_at: float | None = None
+    reason: str = ""
+    exit_code: int | None = None
+    missing: tuple[str, ...] = ()
+    will_retry: bool = False
+    retry_delay: float = 0.0
+    stdout_path: str | None = None
+    stderr_path: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in JOB_RUN.terminal
+
+
+def apply_job_run(state: JobRunState | None, ev: Event, run_id: str, at: float, entity_seq: int) -> JobRunState:
+    """The pure transition function of a job run."""
+    target = JOB_RUN.target(run_id, None if state is None else state.status, ev)
+    if state is None:
+        assert isinstance(ev, JobRunQueued)
+        return JobRunState(
+            job_run_id=run_id, job=ev.job, status=R.QUEUED, partitions=ev.partitions, wants=ev.wants,
+            attempt=ev.attempt, max_attempts=ev.max_attempts, created_at=at, updated_at=at,
+            entity_seq=entity_seq, retry_of=ev.retry_of, policy=ev.policy, planned=ev.partitions,
+            reason=ev.reason,
+        )
+    rep = msgspec.structs.replace
+    if isinstance(ev, JobRunDeferred):
+        return rep(state, deferred_on=ev.refused, updated_at=at, entity_seq=entity_seq)
+    assert target is not None
+    common = {"status": target, "updated_at": at, "entity_seq": entity_seq}
+    if isinstance(ev, JobRunStarted):
+        return rep(
+            state, partitions=ev.partitions, skipped=ev.skipped, started_at=at, stdout_path=ev.stdout_path,
+            stderr_path=ev.stderr_path, deferred_on=(), **common,
+        )
+    if isinstance(ev, JobRunFailed):
+        return rep(
+            state, ended_at=at, reason=ev.reason, exit_code=ev.exit_code, will_retry=ev.will_retry,
+            retry_delay=ev.retry_delay, **common,
+        )
+    if isinstance(ev, JobRunDepMiss):
+        return rep(state, ended_at=at, missing=ev.missing, reason="missing upstream partitions", **common)
+    if isinstance(ev, JobRunCanceled | JobRunLost):
+        return rep(state, ended_at=at, reason=ev.reason, **common)
+    return rep(state, ended_at=at, **common)  # JobRunSucceeded

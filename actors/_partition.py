@@ -1,0 +1,148 @@
+"""The Partition: one ref's build state, the authority over its build lease.
+
+``Missing -> Building`` (lease granted to a job run); ``Building -> Live | UpstreamWaiting | Missing | Failed``;
+``UpstreamWaiting -> Missing | UpstreamFailed``; ``Live -> Tainted``; ``Tainted | Failed | UpstreamFailed ->
+Building`` (a fresh attempt, new generation). A partition never mentioned in the log is ``Missing`` at
+generation 0: it has no creation event.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import msgspec
+
+from eventlog import Event, event
+
+from ._machine import IllegalTransition, Machine, sources
+
+
+class PartitionStatus(StrEnum):
+    MISSING = "Missing"
+    BUILDING = "Building"
+    LIVE = "Live"
+    UPSTREAM_WAITING = "UpstreamWaiting"
+    FAILED = "Failed"
+    UPSTREAM_FAILED = "UpstreamFailed"
+    TAINTED = "Tainted"
+
+
+P = PartitionStatus
+LEASABLE = frozenset({P.MISSING, P.TAINTED, P.FAILED, P.UPSTREAM_FAILED})
+"""Statuses in which a partition grants a build lease."""
+
+
+@event("PartitionBuilding", 1)
+class PartitionBuilding(Event, frozen=True):
+    job_run_id: str
+
+
+@event("PartitionLive", 1)
+class PartitionLive(Event, frozen=True):
+    job_run_id: str
+
+
+@event("PartitionUpstreamWaiting", 1)
+class PartitionUpstreamWaiting(Event, frozen=True):
+    job_run_id: str
+    missing: tuple[str, ...]
+
+
+@event("PartitionMissing", 1)
+class PartitionMissing(Event, frozen=True):
+    reason: str
+    job_run_id: str | None = None
+
+
+@event("PartitionFailed", 1)
+class PartitionFailed(Event, frozen=True):
+    job_run_id: str
+    reason: str
+    final: bool = True
+
+
+@event("PartitionUpstreamFailed", 1)
+class PartitionUpstreamFailed(Event, frozen=True):
+    reason: str
+    upstream: tuple[str, ...] = ()
+
+
+@event("PartitionTainted", 1)
+class PartitionTainted(Event, frozen=True):
+    reason: str
+
+
+PARTITION = Machine(
+    kind="partition",
+    statuses=PartitionStatus,
+    initial=P.MISSING,
+    terminal=frozenset(),
+    table={
+        "PartitionBuilding": (sources(*LEASABLE), P.BUILDING),
+        "PartitionLive": (sources(P.BUILDING), P.LIVE),
+        "PartitionUpstreamWaiting": (sources(P.BUILDING), P.UPSTREAM_WAITING),
+        "PartitionMissing": (sources(P.BUILDING, P.UPSTREAM_WAITING), P.MISSING),
+        "PartitionFailed": (sources(P.BUILDING), P.FAILED),
+        "PartitionUpstreamFailed": (sources(P.UPSTREAM_WAITING), P.UPSTREAM_FAILED),
+        "PartitionTainted": (sources(P.LIVE), P.TAINTED),
+    },
+)
+
+
+class PartitionState(msgspec.Struct, frozen=True, gc=False):
+    """A partition's committed state. ``lease``: the run building it (Building only)."""
+
+    ref: str
+    status: PartitionStatus = P.MISSING
+    generation: int = 0
+    entity_seq: int = 0
+    updated_at: float = 0.0
+    lease: str | None = None
+    built_by: str | None = None
+    waiting_on: tuple[str, ...] = ()
+    waiting_run: str | None = None
+    reason: str = ""
+    final: bool = False
+
+    @staticmethod
+    def missing(ref: str) -> PartitionState:
+        return PartitionState(ref=ref)
+
+
+def apply_partition(
+    state: PartitionState | None, ev: Event, ref: str, at: float, entity_seq: int
+) -> PartitionState:
+    """The pure transition function of a partition, with the lease guard."""
+    cur = state if state is not None else PartitionState(ref=ref)
+    status = cur.status
+    target = PARTITION.target(ref, status, ev)
+    assert target is not None
+    run = getattr(ev, "job_run_id", None)
+    if cur.status is P.BUILDING and run is not None and run != cur.lease:
+        raise IllegalTransition(
+            "partition", ref, cur.status, ev.event_name, f"the lease is held by {cur.lease}, not {run}"
+        )
+    common = {"status": target, "entity_seq": entity_seq, "updated_at": at}
+    if isinstance(ev, PartitionBuilding):
+        return msgspec.structs.replace(
+            cur, lease=ev.job_run_id, generation=cur.generation + 1, waiting_on=(), waiting_run=None, reason="",
+            final=False,
+            **common,
+        )
+    if isinstance(ev, PartitionLive):
+        return msgspec.structs.replace(cur, lease=None, built_by=ev.job_run_id, reason="", **common)
+    if isinstance(ev, PartitionUpstreamWaiting):
+        return msgspec.structs.replace(
+            cur, lease=None, waiting_on=ev.missing, waiting_run=ev.job_run_id, reason="", **common
+        )
+    if isinstance(ev, PartitionMissing):
+        return msgspec.structs.replace(
+            cur, lease=None, waiting_on=(), waiting_run=None, reason=ev.reason, **common
+        )
+    if isinstance(ev, PartitionFailed):
+        return msgspec.structs.replace(cur, lease=None, reason=ev.reason, final=ev.final, **common)
+    if isinstance(ev, PartitionUpstreamFailed):
+        return msgspec.structs.replace(cur, reason=ev.reason, **common)
+    if isinstance(ev, PartitionTainted):
+        return msgspec.structs.replace(cur, reason=ev.reason, **common)
+    raise IllegalTransition("partition", ref, status, ev.event_name)  # pragma: no cover - table covers it
