@@ -1,0 +1,33 @@
+"""The coordinating actor, the job graph, job execution, and the runtime that ties them together."""
+
+from ._execution import JobContext, MissingDeps, RunOutcome, run_callable, run_command
+from ._explain import Explanation, explain
+from ._graph import Graph, GraphError, Job, NoJobForRef, Pattern, Retry, UnknownJob
+from ._graph_toml import load_graph
+from ._runtime import Recovery, Runtime, RuntimeClosed, UnknownEntity, WantHandle, open_runtime
+from ._supervisor import Supervisor
+
+__all__ = [
+    "Explanation",
+    "Graph",
+    "GraphError",
+    "Job",
+    "JobContext",
+    "MissingDeps",
+    "NoJobForRef",
+    "Pattern",
+    "Recovery",
+    "Retry",
+    "RunOutcome",
+    "Runtime",
+    "RuntimeClosed",
+    "Supervisor",
+    "UnknownEntity",
+    "UnknownJob",
+    "WantHandle",
+    "explain",
+    "load_graph",
+    "open_runtime",
+    "run_callable",
+    "run_command",
+]

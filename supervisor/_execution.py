@@ -1,0 +1,606 @@
+"""Running one job run: an async callable in-process, or a command as a subprocess. Returns a :class:`RunOutcome`.
+
+This module knows nothing of actors or the log: the caller (``_execution_glue``) records what it returns.
+The protocol a job follows is written up for job authors in ``docs/job-protocol.md``.
+
+Errors::
+
+    WantbuildError
+     └── MissingDeps        raised by an in-process job: "build these upstream refs first"
+
+Decisions worth knowing:
+
+- **Deadlines are measured on the injected clock.** A watchdog task sleeps on ``ctx.clock`` until the earliest
+  of the run's timeout and heartbeat deadline, then cancels the job's scope; nothing here uses anyio's
+  wall-clock timeouts for them, so a scenario's virtual clock drives timeouts of simulated jobs.
+  ``kill_grace`` is the exception: it is how long a real OS process gets to react to SIGTERM, so it is waited
+  in real time (a virtual clock that stands still would otherwise leave the process unkilled forever).
+- **Cancellation is the caller's.** When the caller's scope is cancelled, the job is stopped (the whole
+  process group for a command, killed and reaped under a shielded scope) and the cancellation propagates;
+  nothing here returns ``status="canceled"``: the caller records that itself.
+- **anyio.open_process, with our own stdout pipe.** anyio keeps the cancellation semantics of the rest of
+  the runtime (cancel scopes, shielded cleanup) and runs on any backend. stdout is *not* an asyncio pipe: on
+  Python 3.11, asyncio's ``Process.wait()`` returns only once every pipe of the process is closed, so a
+  grandchild left holding stdout (``sleep 1000 &`` in a shell job) would hang the run after the job exited.
+  We read our own non-blocking ``os.pipe()`` with :func:`anyio.wait_readable` instead (anyio >= 4.7), and
+  stderr goes straight to its log file (the child writes it; we never touch it).
+- **A job owns its process group.** The command starts in a new session (``start_new_session=True``), so its
+  pid is its process group id. On timeout, missed heartbeat or cancellation the group gets SIGTERM (and
+  SIGCONT, so stopped members see it), ``kill_grace`` seconds, then SIGKILL; the leader is always reaped.
+  When the leader exits on its own, members it left behind are stopped the same way: a job must not leave
+  processes running. Processes that leave the group (``setsid``, daemons) are beyond reach. Grandchildren
+  are reparented to init, which reaps them; "alive" below ignores zombies (Linux ``/proc``; elsewhere a
+  zombie counts as alive until reaped).
+- **Log files are written synchronously.** Each chunk read from stdout is written and flushed to
+  ``<log_dir>/<job_run_id>.stdout`` on the event loop: a local page-cache write is cheaper than a hop to a
+  worker thread, and flushing per chunk lets ``tail -f`` follow a running job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Literal, TypeAlias
+
+import anyio
+import anyio.abc
+import structlog
+import structlog.typing
+
+from actors import Clock, SystemClock
+from eventlog import WantbuildError
+
+from ._graph import _is_async_callable
+
+__all__ = ["JobCallable", "JobContext", "MissingDeps", "RunOutcome", "run_callable", "run_command"]
+
+_log = structlog.get_logger("wantbuild.execution")
+
+_READ_SIZE = 65536
+_MAX_PROTOCOL_LINE = 1 << 20
+"""A longer stdout line is kept in the log but not parsed as a protocol line."""
+_MAX_REASON = 2000
+"""Exception messages are cut to this many characters in ``RunOutcome.reason`` (the traceback is logged)."""
+_STDOUT_DRAIN_LIMIT = 5.0
+"""Seconds (real time) to read what is left on stdout once the job's group is gone. Only a process that left
+the group while holding stdout can make it last that long; what it writes later is not kept."""
+_POLL_INTERVAL = 0.05
+_SIGKILL_WAIT = 1.0
+"""Seconds (real time) to see the group gone after SIGKILL before logging that some member survives."""
+
+Status: TypeAlias = Literal["succeeded", "failed", "dep_miss", "canceled"]
+
+
+class MissingDeps(WantbuildError):
+    """Raised by an in-process job: the upstream partitions ``refs`` must be built before it can run.
+
+    ``raise MissingDeps(["raw/2026-11-01"])``. The run ends ``dep_miss``; the supervisor builds the refs and
+    then starts a new run. ``refs`` must be a non-empty collection of ref strings; anything else makes the run
+    fail with a reason saying what was wrong (the constructor itself never raises, so the job's ``raise``
+    line is where the traceback points).
+    """
+
+    def __init__(self, refs: Iterable[str]) -> None:
+        given: object = refs
+        self.refs: tuple[str, ...] = ()
+        self.problem: str | None = None
+        if isinstance(given, str | bytes):
+            self.problem = f"expected a list of partition refs, got a bare {type(given).__name__} {given!r}"
+        elif not isinstance(given, Iterable):
+            self.problem = f"expected a list of partition refs, got {type(given).__name__} {given!r}"
+        else:
+            self.refs = tuple(given)
+            self.problem = _refs_problem(self.refs)
+        super().__init__(f"missing dependencies: {', '.join(map(str, self.refs)) or given!r}")
+
+    def __reduce__(self) -> tuple[type[MissingDeps], tuple[tuple[str, ...]]]:
+        return (type(self), (self.refs,))
+
+
+def _refs_problem(refs: Sequence[object]) -> str | None:
+    """Why ``refs`` is not a valid missing-dependency report, or None. Ref syntax is the supervisor's check."""
+    if not refs:
+        return "the list of missing refs is empty; report at least one ref, or do not report missing deps"
+    bad = [r for r in refs if not isinstance(r, str)]
+    if bad:
+        return f"every missing ref must be a str, got {type(bad[0]).__name__} {bad[0]!r}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """How one job run ended. ``reason`` is for humans; ``missing`` is set for ``dep_miss`` only."""
+
+    status: Status
+    reason: str = ""
+    missing: tuple[str, ...] = ()
+    exit_code: int | None = None
+    stdout_path: str | None = None
+    stderr_path: str | None = None
+    error_type: str | None = None
+
+
+class JobContext:
+    """What a job run sees: which partitions to build, and how to report liveness.
+
+    ``params`` holds, per partition, the placeholders its ref matched in the job's output pattern
+    (``daily/{date}`` -> ``{"date": "2026-11-01"}``). Build one per run.
+    """
+
+    def __init__(
+        self,
+        *,
+        job_run_id: str,
+        job_name: str,
+        partitions: Sequence[str],
+        attempt: int = 1,
+        params: Sequence[Mapping[str, str]] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.job_run_id = job_run_id
+        self.job_name = job_name
+        self.partitions: tuple[str, ...] = tuple(partitions)
+        self.attempt = attempt
+        self.params: tuple[Mapping[str, str], ...] = (
+            tuple({} for _ in self.partitions) if params is None else tuple(params)
+        )
+        if len(self.params) != len(self.partitions):
+            raise ValueError(
+                f"job run {job_run_id!r}: {len(self.params)} params for {len(self.partitions)} partitions; "
+                f"give one mapping per partition"
+            )
+        self.clock: Clock = SystemClock() if clock is None else clock
+        self.log: structlog.typing.FilteringBoundLogger = structlog.get_logger("wantbuild.job").bind(
+            job_run_id=job_run_id, job=job_name
+        )
+        self._started = self.clock.now()
+        self._last_heartbeat = self._started
+
+    def __repr__(self) -> str:
+        return (
+            f"JobContext(job_run_id={self.job_run_id!r}, job_name={self.job_name!r}, "
+            f"partitions={self.partitions!r}, attempt={self.attempt!r})"
+        )
+
+    @property
+    def last_heartbeat(self) -> float:
+        """The clock's time of the last heartbeat (the start of the run until the first one)."""
+        return self._last_heartbeat
+
+    def heartbeat(self) -> None:
+        """Tell the runtime the job is alive: moves the heartbeat deadline to now + ``heartbeat_timeout``."""
+        self._last_heartbeat = self.clock.now()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep on the run's clock (virtual in scenarios). Does not count as a heartbeat."""
+        await self.clock.sleep(seconds)
+
+    def _begin(self) -> None:
+        self._started = self._last_heartbeat = self.clock.now()
+
+
+JobCallable: TypeAlias = Callable[[JobContext], Awaitable[None]]
+
+
+class _Watchdog:
+    """Cancels ``target`` when the run outlives ``timeout`` or goes ``heartbeat_timeout`` without a heartbeat.
+
+    Sleeps on the run's clock until the earliest deadline, then looks again (a heartbeat meanwhile moved it).
+    ``expired`` is the reason once it fired.
+    """
+
+    def __init__(self, ctx: JobContext, timeout: float | None, heartbeat_timeout: float | None) -> None:
+        for what, value in (("timeout", timeout), ("heartbeat_timeout", heartbeat_timeout)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf
+            ):
+                raise ValueError(f"{what} must be a number of seconds > 0, or None for no limit, got {value!r}")
+        self.ctx = ctx
+        self.timeout = timeout
+        self.heartbeat_timeout = heartbeat_timeout
+        self.expired: str | None = None
+        self._scope = anyio.CancelScope()
+
+    async def run(self, target: anyio.CancelScope) -> None:
+        ctx = self.ctx
+        with self._scope:
+            while True:
+                due: list[tuple[float, str]] = []
+                if self.timeout is not None:
+                    due.append((ctx._started + self.timeout, f"timed out after {float(self.timeout)} s"))
+                if self.heartbeat_timeout is not None:
+                    due.append((ctx.last_heartbeat + self.heartbeat_timeout,
+                                f"no heartbeat for {float(self.heartbeat_timeout)} s"))
+                if not due:
+                    return
+                when, reason = min(due, key=lambda d: d[0])
+                now = ctx.clock.now()
+                if now >= when:
+                    self.expired = reason
+                    target.cancel()
+                    return
+                await ctx.clock.sleep(when - now)
+
+    def stop(self) -> None:
+        self._scope.cancel()
+
+
+# -- in-process jobs ---------------------------------------------------------------------------------------
+
+
+async def run_callable(
+    fn: JobCallable, ctx: JobContext, *, timeout: float | None, heartbeat_timeout: float | None
+) -> RunOutcome:
+    """Run the async job ``fn(ctx)`` to its outcome.
+
+    Returns normally -> ``succeeded``; raises :class:`MissingDeps` -> ``dep_miss``; raises anything else ->
+    ``failed`` (traceback logged at info); outlives ``timeout`` or ``heartbeat_timeout`` without
+    ``ctx.heartbeat()`` (both measured on ``ctx.clock`` from now) -> cancelled, ``failed``. A cancellation of
+    the caller's scope cancels the job and propagates. Raises :class:`TypeError` if ``fn`` is not async.
+    """
+    if not _is_async_callable(fn):
+        raise TypeError(
+            f"job {ctx.job_name!r}: {fn!r} is not an async function; define it with `async def` "
+            f"(wrap blocking code with anyio.to_thread.run_sync)"
+        )
+    watchdog = _Watchdog(ctx, timeout, heartbeat_timeout)
+    log = ctx.log
+    ctx._begin()
+    log.debug("job started", partitions=ctx.partitions, attempt=ctx.attempt)
+    outcome = RunOutcome("succeeded")
+    async with anyio.create_task_group() as tg:
+        with anyio.CancelScope() as job_scope:
+            tg.start_soon(watchdog.run, job_scope)
+            try:
+                await fn(ctx)
+            except MissingDeps as e:
+                outcome = _dep_miss_outcome(e, log)
+            except Exception as e:
+                outcome = RunOutcome("failed", reason=_raised(e), error_type=type(e).__name__)
+                log.info("job failed", reason=outcome.reason, exc_info=e)
+            finally:
+                watchdog.stop()
+    if watchdog.expired is not None:
+        outcome = RunOutcome("failed", reason=watchdog.expired)
+        log.info("job killed", reason=watchdog.expired)
+    log.debug("job finished", status=outcome.status, reason=outcome.reason)
+    return outcome
+
+
+def _raised(e: BaseException) -> str:
+    message = str(e)
+    if len(message) > _MAX_REASON:
+        message = message[:_MAX_REASON] + "…"
+    return f"raised {type(e).__name__}: {message}" if message else f"raised {type(e).__name__}"
+
+
+def _dep_miss_outcome(e: MissingDeps, log: structlog.typing.FilteringBoundLogger) -> RunOutcome:
+    if e.problem is not None:
+        reason = f"raised MissingDeps with an invalid list of refs: {e.problem}"
+        log.info("job failed", reason=reason, exc_info=e)
+        return RunOutcome("failed", reason=reason, error_type="MissingDeps")
+    missing = tuple(dict.fromkeys(e.refs))
+    return RunOutcome("dep_miss", reason=_missing_reason(missing), missing=missing)
+
+
+def _missing_reason(missing: tuple[str, ...]) -> str:
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    return f"missing dependencies: {shown}"
+
+
+# -- command jobs ------------------------------------------------------------------------------------------
+
+
+async def run_command(
+    argv: Sequence[str],
+    ctx: JobContext,
+    *,
+    log_dir: Path,
+    timeout: float | None,
+    heartbeat_timeout: float | None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    kill_grace: float = 2.0,
+) -> RunOutcome:
+    """Run ``argv + ctx.partitions`` as a subprocess in its own process group, following the job protocol.
+
+    ``env`` adds variables to the runtime's environment; ``WANTBUILD_JOB_RUN_ID``, ``WANTBUILD_JOB`` and
+    ``WANTBUILD_ATTEMPT`` are always set. stdout goes to ``<log_dir>/<job_run_id>.stdout`` (its protocol
+    lines are also acted on), stderr to ``<log_dir>/<job_run_id>.stderr``. On timeout or missed heartbeat
+    (measured on ``ctx.clock``) the process group is killed and the run ``failed``; on cancellation of the
+    caller's scope it is killed and the cancellation propagates. A command that cannot be started is a
+    ``failed`` outcome, not an exception.
+    """
+    if isinstance(argv, str) or not argv or not all(isinstance(a, str) for a in argv):
+        raise TypeError(f"job {ctx.job_name!r}: argv must be a non-empty sequence of str, got {argv!r}")
+    if not 0 <= kill_grace < math.inf:
+        raise ValueError(f"kill_grace must be a number of seconds >= 0, got {kill_grace!r}")
+    watchdog = _Watchdog(ctx, timeout, heartbeat_timeout)
+    log = ctx.log
+    stdout_path, stderr_path = _log_paths(log_dir, ctx.job_run_id)
+    command = [*argv, *ctx.partitions]
+    child_env = {
+        **os.environ,
+        **(env or {}),
+        "WANTBUILD_JOB_RUN_ID": ctx.job_run_id,
+        "WANTBUILD_JOB": ctx.job_name,
+        "WANTBUILD_ATTEMPT": str(ctx.attempt),
+    }
+
+    out_file, err_file = _open_logs(stdout_path, stderr_path)
+    read_fd, write_fd = os.pipe()
+    try:
+        os.set_blocking(read_fd, False)
+        ctx._begin()
+        process = await anyio.open_process(
+            command, stdin=subprocess.DEVNULL, stdout=write_fd, stderr=err_file, cwd=cwd, env=child_env,
+            start_new_session=True,
+        )
+    except OSError as e:
+        os.close(read_fd)
+        out_file.close()
+        reason = _start_failure(argv[0], cwd, e)
+        err_file.write(f"wantbuild: {reason}\n".encode())
+        log.info("job failed to start", command=command, reason=reason)
+        return RunOutcome("failed", reason=reason, error_type=type(e).__name__, stdout_path=str(stdout_path),
+                          stderr_path=str(stderr_path))
+    except BaseException:
+        os.close(read_fd)
+        out_file.close()
+        raise
+    finally:
+        os.close(write_fd)
+        err_file.close()
+
+    log.debug("job started", command=command, pid=process.pid, attempt=ctx.attempt)
+    reader = _StdoutReader(read_fd, out_file, ctx)
+    killed_for: str | None = None
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader.run)
+            try:
+                with anyio.CancelScope() as job_scope:
+                    tg.start_soon(watchdog.run, job_scope)
+                    await process.wait()
+            finally:
+                watchdog.stop()
+                # Still running: the watchdog fired, or the caller is cancelling us. Exited: it won any race.
+                if process.returncode is None:
+                    killed_for = watchdog.expired or "canceled"
+                try:
+                    with anyio.CancelScope(shield=True):
+                        await _stop_group(process, kill_grace, killed_for, log)
+                finally:
+                    reader.finish_within(_STDOUT_DRAIN_LIMIT)
+    finally:
+        if process.returncode is None:  # _stop_group raised: still leave nothing behind
+            _signal_group(process.pid, signal.SIGKILL)
+        os.close(read_fd)
+        out_file.close()
+        with anyio.CancelScope(shield=True):
+            await process.aclose()
+
+    code = process.returncode
+    if reader.cut_off:
+        log.warning("job's stdout still open after its process group ended; later output is not kept",
+                    path=str(stdout_path))
+    status: Status = "failed"
+    missing: tuple[str, ...] = ()
+    if killed_for is not None:  # a watchdog's reason: a cancellation has propagated above
+        reason = killed_for
+    elif code == 0:
+        status, reason = "succeeded", ""
+        if reader.missing or reader.problem:
+            log.info("job exited 0 after reporting missing deps; exit 0 means built, the report is ignored")
+    elif reader.problem is not None:
+        reason = f"{_exit_reason(code)}; invalid missing_deps line: {reader.problem}"
+    elif reader.missing:
+        missing = tuple(reader.missing)
+        status, reason = "dep_miss", _missing_reason(missing)
+    else:
+        reason = _exit_reason(code)
+    log.debug("job finished", status=status, reason=reason, exit_code=code)
+    return RunOutcome(status, reason=reason, missing=missing, exit_code=code, stdout_path=str(stdout_path),
+                      stderr_path=str(stderr_path))
+
+
+def _log_paths(log_dir: Path, job_run_id: str) -> tuple[Path, Path]:
+    if not job_run_id or "/" in job_run_id or "\0" in job_run_id or job_run_id in (".", ".."):
+        raise ValueError(f"job_run_id {job_run_id!r} cannot name a log file")
+    return log_dir / f"{job_run_id}.stdout", log_dir / f"{job_run_id}.stderr"
+
+
+def _open_logs(stdout_path: Path, stderr_path: Path) -> tuple[IO[bytes], IO[bytes]]:
+    stdout_path.parent.mkdir(parents=True, exist_ok=True)
+    out_file = open(stdout_path, "wb")  # noqa: SIM115 - closed by run_command once the output is drained
+    try:
+        return out_file, open(stderr_path, "wb")  # the child writes it; closed once it is spawned
+    except BaseException:
+        out_file.close()
+        raise
+
+
+def _start_failure(program: str, cwd: Path | None, e: OSError) -> str:
+    what = e.strerror or str(e)
+    if cwd is not None and e.filename is not None and os.fsdecode(e.filename) == os.fspath(cwd):
+        return f"cannot run {program!r}: working directory {os.fspath(cwd)!r}: {what}"
+    return f"cannot run {program!r}: {what}"
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown signal"
+        return f"killed by signal {-code} ({name})"
+    return f"exit code {code}"
+
+
+class _StdoutReader:
+    """Copies the job's stdout to its log file and acts on protocol lines (heartbeat, missing_deps).
+
+    Runs shielded: a cancelled caller still gets the output up to the kill. :meth:`finish_within` bounds how
+    long it keeps reading once the job's process group is gone.
+    """
+
+    def __init__(self, fd: int, out: IO[bytes], ctx: JobContext) -> None:
+        self.fd = fd
+        self.out = out
+        self.ctx = ctx
+        self.missing: dict[str, None] = {}
+        self.problem: str | None = None
+        self.cut_off = False
+        self.write_error: OSError | None = None
+        self._partial = bytearray()
+        self._skipping = False  # inside an over-long line: not a protocol line
+        self._scope = anyio.CancelScope(shield=True)
+
+    async def run(self) -> None:
+        with self._scope:
+            while True:
+                await anyio.wait_readable(self.fd)
+                try:
+                    chunk = os.read(self.fd, _READ_SIZE)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    break
+                self._keep(chunk)
+                self._feed(chunk)
+        if self._scope.cancelled_caught:
+            self.cut_off = True
+        elif self._partial and not self._skipping:
+            self._line(bytes(self._partial))
+
+    def _keep(self, chunk: bytes) -> None:
+        if self.write_error is not None:
+            return
+        try:
+            self.out.write(chunk)
+            self.out.flush()
+        except OSError as e:  # disk full, say: the job goes on, its log is incomplete
+            self.write_error = e
+            self.ctx.log.warning("cannot write the job's stdout log; later output is not kept", error=str(e))
+
+    def finish_within(self, seconds: float) -> None:
+        self._scope.deadline = min(self._scope.deadline, anyio.current_time() + seconds)
+
+    def _feed(self, chunk: bytes) -> None:
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            if not self._skipping:
+                self._partial += chunk[start:end]
+                self._line(bytes(self._partial))
+            self._partial.clear()
+            self._skipping = False
+            start = end + 1
+        if not self._skipping:
+            self._partial += chunk[start:]
+            if len(self._partial) > _MAX_PROTOCOL_LINE:
+                self._partial.clear()
+                self._skipping = True
+
+    def _line(self, line: bytes) -> None:
+        text = line.strip()
+        if not text.startswith(b"{"):
+            return
+        try:
+            message = json.loads(text)
+        except ValueError:
+            return
+        if not isinstance(message, dict):
+            return
+        if message.get("heartbeat") is True:
+            self.ctx.heartbeat()
+        if "missing_deps" in message:
+            refs = message["missing_deps"]
+            if isinstance(refs, list):
+                problem = _refs_problem(refs)
+            else:
+                problem = f"expected a list of partition refs, got {refs!r}"
+            if problem is not None:
+                self.problem = self.problem or problem
+            else:
+                self.missing.update(dict.fromkeys(refs))
+
+
+async def _stop_group(
+    process: anyio.abc.Process, kill_grace: float, why: str | None, log: structlog.typing.FilteringBoundLogger
+) -> None:
+    """Stop the job's process group (SIGTERM, ``kill_grace``, SIGKILL) if anything of it lives; reap the leader.
+
+    ``why`` is None when the leader exited on its own: then only members it left behind are stopped.
+    """
+    pgid = process.pid  # start_new_session=True: the leader's pid is the group's id
+    if why is None and not await _group_alive(pgid):
+        await process.wait()
+        return
+    if why is None:
+        log.warning("job exited leaving processes in its process group; stopping them", pgid=pgid)
+    else:
+        log.info("killing job process group", pgid=pgid, reason=why)
+    _signal_group(pgid, signal.SIGTERM)
+    _signal_group(pgid, signal.SIGCONT)
+    with anyio.move_on_after(kill_grace):
+        await process.wait()
+        await _group_gone(pgid)
+    if process.returncode is None or await _group_alive(pgid):
+        log.warning("job process group outlived SIGTERM; sending SIGKILL", pgid=pgid, grace=kill_grace)
+        _signal_group(pgid, signal.SIGKILL)
+        await process.wait()
+        with anyio.move_on_after(_SIGKILL_WAIT):
+            await _group_gone(pgid)
+        if await _group_alive(pgid):
+            log.warning("job processes still alive after SIGKILL (in uninterruptible sleep?)", pgid=pgid)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+async def _group_gone(pgid: int) -> None:
+    """Return once no process of the group is alive. Polls: the OS tells nobody but the parent of an exit."""
+    while True:
+        if not await _group_alive(pgid):
+            return
+        await anyio.sleep(_POLL_INTERVAL)
+
+
+async def _group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` is alive (zombies awaiting their reaper do not count on Linux)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return await anyio.to_thread.run_sync(_group_has_live_member, pgid)
+
+
+def _group_has_live_member(pgid: int) -> bool:
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True  # no procfs: a member exists, dead or alive
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so split after the last ")".
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] not in (b"Z", b"X"):
+            return True
+    return False

@@ -1,0 +1,98 @@
+"""Runs job runs for the runtime: one task per running job, cancelable, reporting ``Finished`` to the run.
+
+The JobRun actor calls :meth:`LocalExecution.start` once its ``JobRunStarted`` is committed; the job runs in
+the runtime's task group (so the JobRun actor may be passivated meanwhile) and its outcome is told back to
+the run's actor, which records it. Cancel kills the job (the whole process group for commands).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import structlog
+
+from actors import ActorSystem, ActorSystemClosed, Clock, Finished, JobRunState
+
+from ._execution import JobContext, RunOutcome, run_callable, run_command
+from ._graph import Graph
+
+log = structlog.get_logger("wantbuild.execution")
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    status: str
+    reason: str
+    missing: tuple[str, ...]
+    exit_code: int | None
+    retry_delay: float = 0.0
+
+
+class LocalExecution:
+    def __init__(self, graph: Graph, clock: Clock, log_dir: Path, system: ActorSystem,
+                 tg: anyio.abc.TaskGroup) -> None:
+        self.graph = graph
+        self.clock = clock
+        self.log_dir = log_dir
+        self.system = system
+        self.tg = tg
+        self._scopes: dict[str, anyio.CancelScope] = {}
+        self._cancel_reasons: dict[str, str] = {}
+
+    def log_paths(self, run: JobRunState) -> tuple[str | None, str | None]:
+        job = self.graph[run.job]
+        if job.command is None:
+            return None, None
+        return (str(self.log_dir / f"{run.job_run_id}.stdout"), str(self.log_dir / f"{run.job_run_id}.stderr"))
+
+    def start(self, run: JobRunState) -> None:
+        scope = anyio.CancelScope()
+        self._scopes[run.job_run_id] = scope
+        self.tg.start_soon(self._run, run, scope)
+
+    def cancel(self, job_run_id: str, reason: str) -> bool:
+        scope = self._scopes.get(job_run_id)
+        if scope is None:
+            return False
+        self._cancel_reasons[job_run_id] = reason
+        scope.cancel()
+        return True
+
+    def cancel_all(self, reason: str) -> None:
+        for run_id in list(self._scopes):
+            self.cancel(run_id, reason)
+
+    def running(self) -> int:
+        return len(self._scopes)
+
+    async def _run(self, run: JobRunState, scope: anyio.CancelScope) -> None:
+        job = self.graph[run.job]
+        params = tuple(dict(job.params(ref) or {}) for ref in run.partitions)
+        ctx = JobContext(job_run_id=run.job_run_id, job_name=run.job, partitions=run.partitions,
+                         attempt=run.attempt, params=params, clock=self.clock)
+        outcome: RunOutcome | None = None
+        try:
+            with scope:
+                if job.command is not None:
+                    self.log_dir.mkdir(parents=True, exist_ok=True)
+                    outcome = await run_command(job.command, ctx, log_dir=self.log_dir, timeout=job.timeout,
+                                                heartbeat_timeout=job.heartbeat_timeout)
+                else:
+                    assert job.run is not None
+                    outcome = await run_callable(job.run, ctx, timeout=job.timeout,
+                                                 heartbeat_timeout=job.heartbeat_timeout)
+        finally:
+            self._scopes.pop(run.job_run_id, None)
+        reason = self._cancel_reasons.pop(run.job_run_id, None)
+        if outcome is None or scope.cancel_called:
+            outcome = RunOutcome(status="canceled", reason=reason or "canceled")
+        delay = job.retry.delay(run.attempt) if outcome.status == "failed" else 0.0
+        result = _Outcome(outcome.status, outcome.reason, tuple(outcome.missing), outcome.exit_code, delay)
+        try:
+            await self.system.tell("job_run", run.job_run_id, Finished(result))
+        except ActorSystemClosed:  # the runtime crashed or closed meanwhile: restart marks the run Lost
+            log.debug("outcome dropped: the runtime is closed", job_run_id=run.job_run_id, status=result.status)
+

@@ -1,0 +1,398 @@
+"""The runtime: one event log, its World, the actor system, the supervisor and job execution, together.
+
+``async with open_runtime(path, graph) as rt`` opens (or creates) the log, replays it into a World, marks the
+runs that were in flight when the previous runtime died ``Lost`` (their partitions return to Missing), and lets
+the supervisor carry on until every want is terminal. Leaving the block shuts down cleanly: no new runs start,
+running ones are canceled (their processes killed), everything is committed, no task survives.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+
+from actors import (
+    ActorFailure,
+    ActorSystem,
+    CancelRun,
+    Clock,
+    CollisionPolicy,
+    Committed,
+    CreateWant,
+    EndWant,
+    EntityEnv,
+    Hooks,
+    IllegalTransition,
+    JobRunActor,
+    JobRunState,
+    MarkLost,
+    PartitionActor,
+    PartitionState,
+    PartitionStatus,
+    SystemClock,
+    Taint,
+    WantActor,
+    WantCreated,
+    WantState,
+    World,
+    rebuild,
+    validate_refs,
+)
+from eventlog import EventLog, Record, WantbuildError
+
+from ._execution_glue import LocalExecution
+from ._graph import Graph
+from ._ids import IdSource
+from ._supervisor import Drain, Recover, Supervisor
+from ._timers import Timers
+
+log = structlog.get_logger("wantbuild.runtime")
+
+SUPERVISOR = ("supervisor", "supervisor")
+
+
+class UnknownEntity(WantbuildError, LookupError):
+    """No want, partition or job run with that id in this log."""
+
+
+class RuntimeClosed(WantbuildError, RuntimeError):
+    """The runtime is shutting down or closed."""
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What opening an existing log recovered (rule 8)."""
+
+    events_replayed: int
+    lost_runs: tuple[str, ...]
+    requeued_partitions: tuple[str, ...]
+    active_wants: tuple[str, ...]
+
+
+class WantHandle:
+    """A submitted want. ``await handle.done()`` returns its terminal state."""
+
+    def __init__(self, rt: Runtime, want_id: str) -> None:
+        self._rt = rt
+        self.want_id = want_id
+
+    @property
+    def state(self) -> WantState:
+        return self._rt.get_want(self.want_id)
+
+    async def done(self, timeout: float | None = None) -> WantState:
+        return await self._rt.wait_want(self.want_id, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"WantHandle({self.want_id!r}, {self.state.status})"
+
+
+class Runtime:
+    """The embedding API's object. Create it with :func:`open_runtime` (``wantbuild.open``)."""
+
+    def __init__(self, log_: EventLog, world: World, graph: Graph, clock: Clock, system: ActorSystem,
+                 hooks: Hooks, ids: IdSource, recovery: Recovery) -> None:
+        self.log = log_
+        self.world = world
+        self.graph = graph
+        self.clock = clock
+        self.system = system
+        self.hooks = hooks
+        self.ids = ids
+        self.recovery = recovery
+        self.closing = False
+        self.crashed = False
+        self._want_events: dict[str, anyio.Event] = {}
+        self._settled = anyio.Event()
+        self.failures: list[ActorFailure] = []
+
+    # -- commands ---------------------------------------------------------------------------------------
+    async def want(self, refs: Iterable[str] | str, *, ttl: float | None = None, sla: float | None = None,
+                   comment: str = "", source: str = "api", command_id: int | None = None) -> WantHandle:
+        """Submit a want for ``refs``; returns once ``WantCreated`` is committed."""
+        self._check_open()
+        refs_t = validate_refs([refs] if isinstance(refs, str) else refs)
+        for ref in refs_t:
+            self.graph.job_for(ref)  # NoJobForRef names the ref and the patterns
+        for name, val in (("ttl", ttl), ("sla", sla)):
+            if val is not None and (not math.isfinite(val) or val <= 0):
+                raise ValueError(f"{name} must be a positive number of seconds, got {val!r}")
+        want_id = self.ids.next_want()
+        ev = WantCreated(refs=refs_t, source=source, ttl=ttl, sla=sla, comment=comment, command_id=command_id)
+        await self.system.ask("want", want_id, CreateWant(ev))
+        return WantHandle(self, want_id)
+
+    async def cancel(self, want_id: str, reason: str = "canceled by request") -> WantState:
+        self._check_open()
+        self.get_want(want_id)
+        st: WantState = await self.system.ask("want", want_id, EndWant("cancel", reason))
+        return st
+
+    async def taint(self, refs: Iterable[str] | str, reason: str) -> list[PartitionState]:
+        """Mark Live partitions Tainted ("do not read"); rebuilt now if an active want covers them."""
+        self._check_open()
+        refs_t = validate_refs([refs] if isinstance(refs, str) else refs)
+        for ref in refs_t:
+            st = self.world.partition(ref)
+            if st.status is not PartitionStatus.LIVE:
+                raise IllegalTransition("partition", ref, st.status, "PartitionTainted",
+                                        "only a Live partition can be tainted")
+        return [await self.system.ask("partition", ref, Taint(reason)) for ref in refs_t]
+
+    async def wait_want(self, want_id: str, timeout: float | None = None) -> WantState:
+        st = self.get_want(want_id)
+        if st.terminal:
+            return st
+        ev = self._want_events.setdefault(want_id, anyio.Event())
+        with anyio.fail_after(timeout):
+            await ev.wait()
+        return self.get_want(want_id)
+
+    async def wait_idle(self, timeout: float | None = None) -> None:
+        """Wait until every want is terminal."""
+        with anyio.fail_after(timeout):
+            while True:
+                active = [w.want_id for w in self.world.active_wants()]
+                if not active:
+                    return
+                await self.wait_want(active[0])
+
+    async def wait_quiescent(self, timeout: float | None = 30.0) -> None:
+        """Wait until nothing is in flight: no run Queued or Running, nothing waiting to commit, no message
+        waiting or being handled (observed twice in a row). The live World then equals the log's (I3)."""
+        quiet = 0
+        with anyio.fail_after(timeout):
+            while quiet < 2:
+                await self.log.commit()
+                for _ in range(3):
+                    await anyio.sleep(0)
+                busy = (self.log.pending() or self.world.in_flight_runs()
+                        or self.system.stats().mailbox_depth
+                        or self.system.active_count() > self.system.active_count("supervisor"))
+                quiet = 0 if busy else quiet + 1
+                if busy:
+                    await anyio.sleep(0.002)
+
+    # -- queries ----------------------------------------------------------------------------------------
+    def get_want(self, want_id: str) -> WantState:
+        st = self.world.wants.get(want_id)
+        if st is None:
+            raise UnknownEntity(f"no want {want_id!r} in {self.log.path}; list them with `wantbuild want list`")
+        return st
+
+    def get_partition(self, ref: str) -> PartitionState:
+        return self.world.partition(validate_refs([ref])[0])
+
+    def get_run(self, job_run_id: str) -> JobRunState:
+        st = self.world.runs.get(job_run_id)
+        if st is None:
+            raise UnknownEntity(f"no job run {job_run_id!r} in {self.log.path}")
+        return st
+
+    def wants(self, *statuses: str) -> list[WantState]:
+        return sorted((w for w in self.world.wants.values() if not statuses or w.status in statuses),
+                      key=lambda w: w.want_id)
+
+    def partitions(self, *statuses: str) -> list[PartitionState]:
+        return sorted((p for p in self.world.partitions.values() if not statuses or p.status in statuses),
+                      key=lambda p: p.ref)
+
+    def runs(self, *statuses: str) -> list[JobRunState]:
+        return sorted((r for r in self.world.runs.values() if not statuses or r.status in statuses),
+                      key=lambda r: r.job_run_id)
+
+    async def history(self, kind: str, entity_id: str) -> list[Record]:
+        return await self.log.history(kind, entity_id)
+
+    def events(self, from_seq: int | None = None, *, kinds: Collection[str] | None = None,
+               entity_id: str | None = None, types: Collection[str] | None = None) -> AsyncIterator[Record]:
+        """Committed events (from ``from_seq``, default: from now on), following new ones as they commit."""
+        start = self.log.last_seq + 1 if from_seq is None else from_seq
+        return self.log.follow(start, kinds=kinds, entity_id=entity_id, types=types)
+
+    async def explain(self, ref: str) -> Any:
+        from ._explain import explain
+
+        return await explain(self.world, self.graph, validate_refs([ref])[0], log_=self.log)
+
+    def add_hook(self, hook: Any) -> Any:
+        """Register a user hook ``hook(record, old, new)`` run after each committed transition."""
+        return self.hooks.add(hook)
+
+    async def crash(self) -> None:
+        """Stop abruptly, as a killed process would: appends not yet committed are lost, no shutdown runs.
+
+        For the scenario runner and crash tests; leave the ``open_runtime`` block right after calling it.
+        """
+        self.crashed = True
+        self.closing = True
+        await self.log.abort()
+
+    # -- internals --------------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self.closing:
+            raise RuntimeClosed(f"the runtime on {self.log.path} is shutting down")
+
+    async def _system_hook(self, rec: Record, old: Any, new: Any) -> None:
+        kind = rec.entity_kind
+        if kind == "want":
+            if new.terminal:
+                ev = self._want_events.pop(rec.entity_id, None)
+                if ev is not None:
+                    ev.set()
+        elif kind == "job_run":
+            if new.terminal:
+                self._settled.set()
+            return  # the supervisor hears of runs through RunEnded, sent once partitions are settled
+        await self.system.tell(*SUPERVISOR, Committed(rec, old, new))
+
+    def _on_escalate(self, failure: ActorFailure) -> None:
+        self.failures.append(failure)
+        log.error("actor stopped after repeated crashes", kind=failure.kind, key=failure.key,
+                  error=repr(failure.error), restarts=failure.restarts)
+
+
+async def _recover_runs(system: ActorSystem, world: World) -> tuple[list[str], list[str]]:
+    lost: list[str] = []
+    requeued: list[str] = []
+    for run in sorted(world.in_flight_runs(), key=lambda r: r.job_run_id):
+        held = [ref for ref in run.partitions if world.partition(ref).lease == run.job_run_id]
+        await system.ask("job_run", run.job_run_id, MarkLost())
+        lost.append(run.job_run_id)
+        requeued.extend(held)
+    # A crash after a run's terminal event but before its partitions were settled: settle them now.
+    building = [p for p in world.partitions.values() if p.status is PartitionStatus.BUILDING]
+    for part in sorted(building, key=lambda p: p.ref):
+        holder = world.runs.get(part.lease or "")
+        if holder is not None and holder.terminal:
+            await system.ask("job_run", holder.job_run_id, MarkLost())
+    return lost, requeued
+
+
+@asynccontextmanager
+async def open_runtime(
+    path: str | Path,
+    graph: Graph,
+    *,
+    clock: Clock | None = None,
+    policy: CollisionPolicy = "shrink",
+    log_dir: str | Path | None = None,
+    accept_graph_change: bool = False,
+    passivate_after: float | None = 0.0,
+    autocommit: bool = True,
+    serve_commands: bool = True,
+    shutdown_grace: float = 10.0,
+    event_log: EventLog | None = None,
+) -> AsyncIterator[Runtime]:
+    """Open a runtime on the log at ``path`` (created if missing) for ``graph``."""
+    graph.validate()
+    clock = clock if clock is not None else SystemClock()
+    path = Path(path)
+    logs = Path(log_dir) if log_dir is not None else path.parent / (path.name + ".logs")
+    async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit) as elog:
+        world = await rebuild(elog)
+        ids = IdSource(world.wants, world.runs)
+        hooks = Hooks()
+        async with anyio.create_task_group() as tg:
+            system = ActorSystem(passivate_after=passivate_after)
+            async with system:
+                env = EntityEnv(elog, world, system, hooks, clock)
+                timers = Timers(tg, system, clock)
+                execution = LocalExecution(graph, clock, logs, system, tg)
+                system.register("want", lambda key: WantActor(key, env))
+                system.register("partition", lambda key: PartitionActor(key, env))
+                system.register("job_run", lambda key: JobRunActor(key, env, execution))
+                system.register("supervisor",
+                                lambda key: Supervisor(key, env, graph, ids, timers, policy),
+                                passivate_after=None, mailbox_size=math.inf)
+                lost, requeued = await _recover_runs(system, world)
+                recovery = Recovery(elog.last_seq, tuple(lost), tuple(requeued),
+                                    tuple(w.want_id for w in world.active_wants()))
+                rt = Runtime(elog, world, graph, clock, system, hooks, ids, recovery)
+                system.on_escalate = rt._on_escalate
+                hooks.add_system(rt._system_hook)
+                if lost:
+                    log.info("recovered runs", lost=len(lost), requeued=len(requeued))
+                await system.tell(*SUPERVISOR, Recover())
+                if serve_commands:
+                    tg.start_soon(_serve_commands, rt)
+                try:
+                    yield rt
+                finally:
+                    if not rt.crashed:
+                        with anyio.CancelScope(shield=True):
+                            await _shutdown(rt, execution, timers, shutdown_grace)
+                    else:
+                        execution.cancel_all("crash")
+                        timers.cancel_all()
+            tg.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _maybe_log(given: EventLog | None, path: Path, graph: Graph, clock: Clock, accept: bool,
+                     autocommit: bool) -> AsyncIterator[EventLog]:
+    if given is not None:
+        yield given
+        return
+    async with EventLog.open(path, fingerprint=graph.fingerprint(), accept_fingerprint_change=accept,
+                             now=clock.now, autocommit=autocommit) as elog:
+        yield elog
+
+
+async def _shutdown(rt: Runtime, execution: LocalExecution, timers: Timers, grace: float) -> None:
+    """Stop starting runs, cancel the ones in flight, and wait until they are recorded."""
+    rt.closing = True
+    await rt.system.tell(*SUPERVISOR, Drain())
+    timers.cancel_all()
+    with anyio.move_on_after(grace):
+        while True:
+            inflight = rt.world.in_flight_runs()
+            if not inflight:
+                break
+            rt._settled = anyio.Event()
+            for run in inflight:
+                await rt.system.tell("job_run", run.job_run_id, CancelRun("the runtime is shutting down"))
+            with anyio.move_on_after(0.5):
+                await rt._settled.wait()
+    execution.cancel_all("the runtime is shutting down")
+    await rt.log.commit()
+
+
+async def _serve_commands(rt: Runtime, interval: float = 0.2) -> None:
+    """Consume the command inbox (commands from the CLI while this runtime runs), each exactly once."""
+    while not rt.closing:
+        for cmd in await rt.log.pending_commands():
+            try:
+                result = await _run_command(rt, cmd.id, cmd.name, cmd.payload)
+            except WantbuildError as e:
+                result = {"ok": False, "error": str(e)}
+            except Exception as e:  # a bad command must not stop the runtime
+                log.exception("command failed", command=cmd.name, id=cmd.id)
+                result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            await rt.log.complete_command(cmd.id, result)
+        await anyio.sleep(interval)
+
+
+async def _run_command(rt: Runtime, command_id: int, name: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    if name == "want":
+        for w in rt.world.wants.values():  # re-delivered after a crash: already done
+            if w.command_id == command_id:
+                return {"ok": True, "want_id": w.want_id}
+        h = await rt.want(payload["refs"], ttl=payload.get("ttl"), sla=payload.get("sla"),
+                          comment=payload.get("comment", ""), source="cli", command_id=command_id)
+        return {"ok": True, "want_id": h.want_id}
+    if name == "cancel":
+        st = await rt.cancel(payload["want_id"], payload.get("reason", "canceled from the CLI"))
+        return {"ok": True, "want_id": st.want_id, "status": str(st.status)}
+    if name == "taint":
+        sts = await rt.taint(payload["refs"], payload.get("reason", "tainted from the CLI"))
+        return {"ok": True, "partitions": [s.ref for s in sts]}
+    return {"ok": False, "error": f"unknown command {name!r}"}

@@ -1,0 +1,642 @@
+"""The supervisor: the coordinating actor. It plans; the entity actors decide.
+
+It reacts to messages only, never polls: committed transitions forwarded by the system hook (``Committed``),
+runs that ended (``RunEnded``), timers that fired (``Due``), and shutdown. Its indices are all derived: from
+the World at start, then from the messages, so a restart rebuilds them exactly.
+
+The rules (numbers refer to the supervisor rules of the semantics):
+
+1. A new want makes each of its refs *wanted*; Live ones count as done, Building/UpstreamWaiting ones are
+   joined, the rest are queued for their job.
+2. Queued refs are cut into runs of at most ``batch`` per job, within the job's concurrency limit; static
+   dependencies are wanted first (the ref waits in the supervisor until they are Live).
+3. A run takes its leases from the Partition actors itself (the collision policy lives in the JobRun actor).
+4. A DepMiss run leaves its partitions UpstreamWaiting; the supervisor wants the missing refs (one derived want,
+   ``source = job_run:<id>``) and wakes the partitions when every upstream ref is Live. A ref that needs itself
+   through the chain fails the partitions of the cycle as UpstreamFailed, the cycle spelled out.
+5. A failed run with attempts left is retried after its backoff; otherwise its partitions are Failed for good,
+   the wants on them Failed, and whatever waits on them UpstreamFailed.
+6. A want that ends (canceled, expired, failed, ...) releases its interest; a run no active want needs is
+   canceled; derived wants whose every parent was canceled or expired are canceled too.
+A want's status follows its partitions, kept as per-want counters so a 100,000-partition want costs O(1) per
+partition change.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import structlog
+
+from actors import (
+    Actor,
+    CancelRun,
+    Committed,
+    CreateWant,
+    EndWant,
+    EntityEnv,
+    FailUpstream,
+    InvalidRef,
+    JobRunQueued,
+    JobRunState,
+    JobRunStatus,
+    MarkSlaMissed,
+    MoveWant,
+    PartitionState,
+    PartitionStatus,
+    PlanRun,
+    RetryLeases,
+    RunEnded,
+    UpstreamReady,
+    WantCreated,
+    WantState,
+    WantStatus,
+    validate_ref,
+)
+from actors import CollisionPolicy as Policy
+
+from ._graph import Graph, Job, NoJobForRef
+from ._ids import IdSource
+from ._timers import Timers
+
+log = structlog.get_logger("wantbuild.supervisor")
+P = PartitionStatus
+W = WantStatus
+
+
+class Cat(IntEnum):
+    """What a wanted partition means for the wants on it."""
+
+    IDLE = 0
+    BUILDING = 1
+    WAITING = 2
+    LIVE = 3
+    FAILED = 4
+    UPSTREAM_FAILED = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A timer fired: ``what`` is ``ttl``, ``sla`` or ``retry``; ``key`` the want or run id."""
+
+    what: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """Stop starting runs (runtime shutdown)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recover:
+    """Rebuild the indices from the World and resume (sent once at start)."""
+
+
+class Supervisor(Actor[Any]):
+    kind = "supervisor"
+
+    def __init__(self, key: str, env: EntityEnv, graph: Graph, ids: IdSource, timers: Timers,
+                 policy: Policy = "shrink") -> None:
+        super().__init__(key)
+        self.env = env
+        self.world = env.world
+        self.graph = graph
+        self.ids = ids
+        self.timers = timers
+        self.policy = policy
+        self.draining = False
+        # interest
+        self.wants_by_ref: dict[str, list[str]] = {}
+        self.counts: dict[str, Counter[Cat]] = {}
+        self.cat: dict[str, Cat] = {}
+        self.sent: dict[str, W] = {}
+        self.dirty: set[str] = set()
+        # scheduling
+        self.queues: dict[str, dict[str, None]] = {}
+        self.inflight: dict[str, set[str]] = {}
+        self.planned: dict[str, set[str]] = {}  # ref -> non-terminal runs planned for it
+        self.retrying: dict[str, str] = {}
+        self.to_schedule = False
+        # dependencies
+        self.waiters: dict[str, set[str]] = {}
+        self.deferred: dict[str, set[str]] = {}
+        self.static_wait: dict[str, set[str]] = {}
+        self.static_waiters: dict[str, set[str]] = {}
+        self.static_failed: dict[str, str] = {}
+        self.creating: dict[str, str] = {}  # ref -> derived want told to be created, not yet committed
+
+    # -- message loop ---------------------------------------------------------------------------------
+    async def handle(self, msg: Any) -> Any:
+        if isinstance(msg, Committed):
+            await self._on_committed(msg)
+        elif isinstance(msg, RunEnded):
+            await self._on_run_ended(msg.run)
+        elif isinstance(msg, Due):
+            await self._on_due(msg)
+        elif isinstance(msg, Recover):
+            await self._recover()
+        elif isinstance(msg, Drain):
+            self.draining = True
+            return None
+        else:
+            raise TypeError(f"supervisor: unexpected message {msg!r}")
+        await self._flush()
+        return None
+
+    async def _flush(self) -> None:
+        if self.to_schedule and not self.draining:
+            self.to_schedule = False
+            await self._schedule()
+        if self.dirty:
+            dirty, self.dirty = self.dirty, set()
+            for want_id in sorted(dirty):
+                await self._sync_want(want_id)
+
+    # -- committed transitions -----------------------------------------------------------------------
+    async def _on_committed(self, msg: Committed) -> None:
+        rec = msg.record
+        if rec.entity_kind == "partition":
+            await self._on_partition(msg.new, msg.old)
+        elif rec.entity_kind == "want":
+            new: WantState = msg.new
+            if msg.old is None:
+                for ref in new.refs:
+                    if self.creating.get(ref) == new.want_id:
+                        del self.creating[ref]
+                await self._add_want(new)
+            elif new.terminal:
+                await self._drop_want(new)
+
+    async def _on_partition(self, st: PartitionState, old: PartitionState | None) -> None:
+        ref = st.ref
+        if ref in self.wants_by_ref:
+            self._recat(ref)
+        status = st.status
+        if status is P.LIVE:
+            self._wake_waiters(ref)
+            await self._wake_static(ref)
+        elif (status is P.FAILED and st.final) or status is P.UPSTREAM_FAILED:
+            await self._fail_waiters(ref, st)
+            await self._fail_static(ref, st)
+        if status is not P.BUILDING:
+            await self._wake_deferred(ref)
+        if status in (P.MISSING, P.TAINTED) and ref in self.wants_by_ref:
+            self._enqueue(ref)
+
+    # -- wants ----------------------------------------------------------------------------------------
+    async def _add_want(self, want: WantState) -> None:
+        wid = want.want_id
+        if want.terminal or wid in self.counts:
+            return
+        counts: Counter[Cat] = Counter()
+        self.counts[wid] = counts
+        for ref in want.refs:
+            first = ref not in self.wants_by_ref
+            self.wants_by_ref.setdefault(ref, []).append(wid)
+            if first:
+                self.cat[ref] = self._category(ref)
+            counts[self.cat[ref]] += 1
+        for ref in want.refs:
+            st = self.world.partition(ref)
+            if st.status in (P.MISSING, P.TAINTED) or (st.status in (P.FAILED, P.UPSTREAM_FAILED)
+                                                      and ref not in self.retrying):
+                self._enqueue(ref, new_want=True)
+            elif st.status is P.UPSTREAM_WAITING:
+                await self._ensure_upstream(st)
+        self.dirty.add(wid)
+        now = self.env.clock.now()
+        if want.ttl is not None:
+            self.timers.call_at(want.created_at + want.ttl, Due("ttl", wid), now=now)
+        if want.sla is not None and not want.sla_missed:
+            self.timers.call_at(want.created_at + want.sla, Due("sla", wid), now=now)
+
+    async def _drop_want(self, want: WantState) -> None:
+        wid = want.want_id
+        if self.counts.pop(wid, None) is None:
+            return
+        self.sent.pop(wid, None)
+        self.dirty.discard(wid)
+        self.timers.cancel(Due("ttl", wid))
+        self.timers.cancel(Due("sla", wid))
+        runs_to_check: set[str] = set()
+        for ref in want.refs:
+            lst = self.wants_by_ref.get(ref)
+            if lst is None:
+                continue
+            if wid in lst:
+                lst.remove(wid)
+            if not lst:
+                del self.wants_by_ref[ref]
+                self.cat.pop(ref, None)
+                self._dequeue(ref)
+                runs_to_check |= self.planned.get(ref, set())
+        for run_id in sorted(runs_to_check):
+            run = self.world.runs.get(run_id)
+            if run is None or run.terminal:
+                continue
+            if not any(r in self.wants_by_ref for r in run.partitions):
+                await self.env.system.tell("job_run", run_id, CancelRun(f"no active want needs it any more "
+                                                                        f"(want {wid} {want.status})"))
+        if want.status in (W.CANCELED, W.EXPIRED):
+            for other_id in sorted(self.counts):
+                other = self.world.wants.get(other_id)
+                if other is None or wid not in other.parent_want_ids:
+                    continue
+                parents = [self.world.wants.get(p) for p in other.parent_want_ids]
+                if all(p is not None and p.status in (W.CANCELED, W.EXPIRED) for p in parents):
+                    await self.env.system.tell("want", other_id, EndWant("cancel", f"every parent want ended "
+                                                                                   f"({want.status})"))
+
+    def _category(self, ref: str) -> Cat:
+        st = self.world.partition(ref)
+        if ref in self.static_failed:
+            return Cat.UPSTREAM_FAILED
+        s = st.status
+        if s is P.LIVE:
+            return Cat.LIVE
+        if s is P.BUILDING or ref in self.retrying or ref in self.planned:
+            return Cat.BUILDING
+        if s is P.UPSTREAM_WAITING or ref in self.static_wait:
+            return Cat.WAITING
+        if ref in self._queued_refs(ref):
+            return Cat.IDLE
+        if s is P.FAILED and st.final:
+            return Cat.FAILED
+        if s is P.UPSTREAM_FAILED:
+            return Cat.UPSTREAM_FAILED
+        return Cat.IDLE
+
+    def _queued_refs(self, ref: str) -> dict[str, None]:
+        try:
+            job, _ = self.graph.job_for(ref)
+        except NoJobForRef:
+            return {}
+        return self.queues.get(job.name, {})
+
+    def _recat(self, ref: str) -> None:
+        wants = self.wants_by_ref.get(ref)
+        if not wants:
+            return
+        new = self._category(ref)
+        old = self.cat.get(ref)
+        if new == old:
+            return
+        self.cat[ref] = new
+        for wid in wants:
+            c = self.counts[wid]
+            if old is not None:
+                c[old] -= 1
+            c[new] += 1
+            self.dirty.add(wid)
+
+    async def _sync_want(self, wid: str) -> None:
+        counts = self.counts.get(wid)
+        want = self.world.wants.get(wid)
+        if counts is None or want is None or want.terminal:
+            return
+        n = len(want.refs)
+        refs: tuple[str, ...] = ()
+        reason = ""
+        if counts[Cat.LIVE] == n:
+            target = W.SUCCESSFUL
+        elif counts[Cat.FAILED]:
+            target = W.FAILED
+            refs = self._refs_in(want, Cat.FAILED)
+            reason = "; ".join(f"{r}: {self.world.partition(r).reason}" for r in refs[:3])
+        elif counts[Cat.UPSTREAM_FAILED]:
+            target = W.UPSTREAM_FAILED
+            refs = self._refs_in(want, Cat.UPSTREAM_FAILED)
+            reason = "; ".join(f"{r}: {self.static_failed.get(r) or self.world.partition(r).reason}"
+                               for r in refs[:3])
+        elif counts[Cat.WAITING]:
+            target = W.UPSTREAM_BUILDING
+            refs = self._refs_in(want, Cat.WAITING)
+        elif counts[Cat.BUILDING]:
+            target = W.BUILDING
+        else:
+            target = W.IDLE
+        if target == self.sent.get(wid, want.status):
+            return
+        self.sent[wid] = target
+        await self.env.system.tell("want", wid, MoveWant(target, reason, refs))
+
+    def _refs_in(self, want: WantState, cat: Cat, limit: int = 50) -> tuple[str, ...]:
+        out = []
+        for r in want.refs:
+            if self.cat.get(r) == cat:
+                out.append(r)
+                if len(out) >= limit:
+                    break
+        return tuple(out)
+
+    # -- scheduling -----------------------------------------------------------------------------------
+    def _enqueue(self, ref: str, *, new_want: bool = False) -> None:
+        """Queue a wanted ref for its job.
+
+        A new want plans from committed state only (semantics rule 1: it joins builds that are *Building*), so
+        a ref planned in a run that has not taken its lease yet is planned again and the Partition actor's
+        lease decides (the collision policy). Other triggers never plan a ref twice.
+        """
+        if ref in self.static_wait or ref in self.retrying or (ref in self.planned and not new_want):
+            return
+        try:
+            job, _ = self.graph.job_for(ref)
+        except NoJobForRef:
+            return
+        q = self.queues.setdefault(job.name, {})
+        if ref in q:
+            return
+        deps = [d for d in self.graph.static_deps(ref) if self.world.partition(d).status is not P.LIVE]
+        if deps:
+            self.static_wait[ref] = set(deps)
+            for d in deps:
+                self.static_waiters.setdefault(d, set()).add(ref)
+            self._recat(ref)
+            self._want_refs(deps, source=f"static_deps:{ref}", for_refs=(ref,))
+            return
+        q[ref] = None
+        self.to_schedule = True
+
+    def _dequeue(self, ref: str) -> None:
+        try:
+            job, _ = self.graph.job_for(ref)
+        except NoJobForRef:
+            return
+        self.queues.get(job.name, {}).pop(ref, None)
+
+    async def _schedule(self) -> None:
+        for name in sorted(self.queues):
+            q = self.queues[name]
+            if not q:
+                continue
+            job = self.graph[name]
+            running = self.inflight.setdefault(name, set())
+            limit = job.concurrency if job.concurrency is not None else 1 << 30
+            while q and len(running) < limit:
+                batch: list[str] = []
+                for ref in list(q):
+                    del q[ref]
+                    st = self.world.partition(ref)
+                    if ref not in self.wants_by_ref or st.status not in (P.MISSING, P.TAINTED, P.FAILED,
+                                                                         P.UPSTREAM_FAILED):
+                        continue
+                    batch.append(ref)
+                    if len(batch) >= job.batch:
+                        break
+                if not batch:
+                    break
+                await self._plan(job.name, tuple(batch), attempt=1, retry_of=None,
+                                 max_attempts=job.retry.max_attempts, policy=self._policy_of(job))
+
+    def _policy_of(self, job: Job) -> str:
+        return job.collision_policy or self.graph.default_collision_policy or self.policy
+
+    async def _plan(self, job: str, refs: tuple[str, ...], *, attempt: int, retry_of: str | None,
+                    max_attempts: int, policy: str) -> str:
+        run_id = self.ids.next_run()
+        wants = sorted({w for r in refs for w in self.wants_by_ref.get(r, ())})
+        self.inflight.setdefault(job, set()).add(run_id)
+        for r in refs:
+            self.planned.setdefault(r, set()).add(run_id)
+            self._recat(r)
+        reason = f"serves {', '.join(wants[:5])}{' …' if len(wants) > 5 else ''}"
+        if retry_of:
+            reason = f"retry {attempt}/{max_attempts} of {retry_of}; " + reason
+        queued = JobRunQueued(job=job, partitions=refs, wants=tuple(wants), attempt=attempt,
+                              max_attempts=max_attempts, retry_of=retry_of, policy=policy, reason=reason)
+        await self.env.system.tell("job_run", run_id, PlanRun(queued))
+        return run_id
+
+    # -- runs -----------------------------------------------------------------------------------------
+    async def _on_run_ended(self, run: JobRunState) -> None:
+        rid = run.job_run_id
+        if run.status is JobRunStatus.QUEUED:  # deferred: wait until the refused partitions move
+            for ref, _holder in run.deferred_on:
+                self.deferred.setdefault(ref, set()).add(rid)
+            for ref, _holder in run.deferred_on:
+                if self.world.partition(ref).status is not P.BUILDING:
+                    await self._wake_deferred(ref)
+            return
+        self.inflight.get(run.job, set()).discard(rid)
+        for ref in run.planned:
+            runs = self.planned.get(ref)
+            if runs is not None and rid in runs:
+                runs.discard(rid)
+                if not runs:
+                    del self.planned[ref]
+                if ref in self.wants_by_ref:
+                    self._recat(ref)
+                    if self.world.partition(ref).status in (P.MISSING, P.TAINTED):
+                        self._enqueue(ref)
+        for ref, _ in run.deferred_on:
+            self.deferred.get(ref, set()).discard(rid)
+        self.to_schedule = True
+        if run.status is JobRunStatus.DEP_MISS:
+            await self._on_dep_miss(run)
+        elif run.status is JobRunStatus.FAILED and run.will_retry:
+            job = self.graph[run.job]
+            for ref in run.partitions:
+                self.retrying[ref] = rid
+                self._recat(ref)
+            delay = job.retry.delay(run.attempt)
+            self.timers.call_at(run.ended_at + delay if run.ended_at else self.env.clock.now() + delay,
+                                Due("retry", rid), now=self.env.clock.now())
+        elif run.status is JobRunStatus.FAILED:
+            for ref in run.partitions:
+                if ref in self.wants_by_ref:
+                    self._recat(ref)
+
+    async def _on_dep_miss(self, run: JobRunState) -> None:
+        bad: list[tuple[str, str]] = []
+        ok: list[str] = []
+        for m in run.missing:
+            try:
+                validate_ref(m)
+                self.graph.job_for(m)
+                ok.append(m)
+            except (InvalidRef, NoJobForRef) as e:
+                bad.append((m, str(e)))
+        for p in run.partitions:
+            st = self.world.partition(p)
+            if st.status is not P.UPSTREAM_WAITING:
+                continue
+            if bad:
+                await self._tell_partition(p, FailUpstream(f"missing dependency cannot be built: {bad[0][1]}",
+                                                           tuple(b[0] for b in bad)))
+                continue
+            cycle = self._find_cycle(p, st.waiting_on)
+            if cycle:
+                text = " -> ".join(cycle)
+                for member in dict.fromkeys(cycle):
+                    if self.world.partition(member).status is P.UPSTREAM_WAITING:
+                        await self._tell_partition(member, FailUpstream(f"dependency cycle: {text}", tuple(cycle)))
+                continue
+            for m in st.waiting_on:
+                self.waiters.setdefault(m, set()).add(p)
+            if all(self.world.partition(m).status is P.LIVE for m in st.waiting_on):
+                await self._tell_partition(p, UpstreamReady())
+        if not bad:
+            self._want_refs(ok, source=f"job_run:{run.job_run_id}", parents=run.wants)
+
+    def _find_cycle(self, start: str, needs: Iterable[str]) -> list[str] | None:
+        """A path start -> ... -> start through UpstreamWaiting partitions' needs, if there is one."""
+        stack: list[tuple[str, list[str]]] = [(m, [start, m]) for m in needs]
+        seen: set[str] = set()
+        while stack:
+            ref, path = stack.pop()
+            if ref == start:
+                return path
+            if ref in seen:
+                continue
+            seen.add(ref)
+            st = self.world.partitions.get(ref)
+            if st is not None and st.status is P.UPSTREAM_WAITING:
+                for nxt in st.waiting_on:
+                    stack.append((nxt, [*path, nxt]))
+        return None
+
+    async def _ensure_upstream(self, st: PartitionState) -> None:
+        """A wanted partition waits on upstream refs: make sure something wants them and wakes it."""
+        for m in st.waiting_on:
+            self.waiters.setdefault(m, set()).add(st.ref)
+        if all(self.world.partition(m).status is P.LIVE for m in st.waiting_on):
+            await self._tell_partition(st.ref, UpstreamReady())
+            return
+        src = f"job_run:{st.waiting_run}" if st.waiting_run else f"partition:{st.ref}"
+        self._want_refs(list(st.waiting_on), source=src, for_refs=(st.ref,))
+
+    def _want_refs(self, refs: Iterable[str], *, source: str, parents: Iterable[str] = (),
+                   for_refs: Iterable[str] = ()) -> str | None:
+        """Create one derived want for the refs that are neither Live nor wanted yet."""
+        need = [r for r in dict.fromkeys(refs)
+                if r not in self.wants_by_ref and r not in self.creating
+                and self.world.partition(r).status is not P.LIVE]
+        if not need:
+            return None
+        parent_ids = [p for p in parents if p in self.counts]
+        if not parent_ids:
+            parent_ids = sorted({w for r in for_refs for w in self.wants_by_ref.get(r, ())})
+        root = None
+        if parent_ids:
+            first = self.world.wants.get(parent_ids[0])
+            root = first.root_want_id if first is not None else None
+        want_id = self.ids.next_want()
+        for r in need:
+            self.creating[r] = want_id
+        ev = WantCreated(refs=tuple(need), source=source, parent_want_ids=tuple(parent_ids), root_want_id=root,
+                         comment=f"derived: needed by {', '.join(list(for_refs)[:3]) or source}")
+        self.env.system.try_tell("want", want_id, CreateWant(ev)) or self._later_tell("want", want_id, CreateWant(ev))
+        return want_id
+
+    def _later_tell(self, kind: str, key: str, msg: Any) -> bool:
+        self.timers.soon(kind, key, msg)
+        return True
+
+    def _wake_waiters(self, ref: str) -> None:
+        for p in sorted(self.waiters.pop(ref, ())):
+            st = self.world.partition(p)
+            if st.status is P.UPSTREAM_WAITING and all(self.world.partition(m).status is P.LIVE
+                                                        for m in st.waiting_on):
+                self._tell_soon(p, UpstreamReady())
+            elif st.status is P.UPSTREAM_WAITING:
+                for m in st.waiting_on:
+                    if self.world.partition(m).status is not P.LIVE:
+                        self.waiters.setdefault(m, set()).add(p)
+
+    async def _fail_waiters(self, ref: str, st: PartitionState) -> None:
+        why = f"upstream {ref} {st.status}: {st.reason}"
+        for p in sorted(self.waiters.pop(ref, ())):
+            if self.world.partition(p).status is P.UPSTREAM_WAITING:
+                await self._tell_partition(p, FailUpstream(why, (ref,)))
+
+    async def _wake_static(self, ref: str) -> None:
+        for r in sorted(self.static_waiters.pop(ref, ())):
+            deps = self.static_wait.get(r)
+            if deps is None:
+                continue
+            deps.discard(ref)
+            if not deps:
+                del self.static_wait[r]
+                self._recat(r)
+                if ref in self.wants_by_ref or r in self.wants_by_ref:
+                    self._enqueue(r)
+
+    async def _fail_static(self, ref: str, st: PartitionState) -> None:
+        for r in sorted(self.static_waiters.pop(ref, ())):
+            self.static_wait.pop(r, None)
+            self.static_failed[r] = f"static dependency {ref} {st.status}: {st.reason}"
+            self._recat(r)
+
+    async def _wake_deferred(self, ref: str) -> None:
+        for rid in sorted(self.deferred.pop(ref, ())):
+            await self.env.system.tell("job_run", rid, RetryLeases())
+
+    def _tell_soon(self, ref: str, msg: Any) -> None:
+        if not self.env.system.try_tell("partition", ref, msg):
+            self.timers.soon("partition", ref, msg)
+
+    async def _tell_partition(self, ref: str, msg: Any) -> None:
+        await self.env.system.tell("partition", ref, msg)
+
+    # -- timers ---------------------------------------------------------------------------------------
+    async def _on_due(self, due: Due) -> None:
+        if due.what == "ttl":
+            want = self.world.wants.get(due.key)
+            if want is not None and not want.terminal:
+                await self.env.system.tell("want", due.key, EndWant("expire", f"ttl of {want.ttl} s passed"))
+        elif due.what == "sla":
+            want = self.world.wants.get(due.key)
+            if want is not None and not want.terminal and want.sla is not None:
+                await self.env.system.tell("want", due.key, MarkSlaMissed(want.sla))
+        elif due.what == "retry":
+            await self._retry(due.key)
+
+    async def _retry(self, run_id: str) -> None:
+        run = self.world.runs.get(run_id)
+        if run is None:
+            return
+        refs = []
+        for ref in run.partitions:
+            if self.retrying.get(ref) == run_id:
+                del self.retrying[ref]
+                st = self.world.partition(ref)
+                if st.status is P.FAILED and ref in self.wants_by_ref and ref not in self.planned:
+                    refs.append(ref)
+                self._recat(ref)
+        if not refs or self.draining:
+            for ref in run.partitions:
+                if ref in self.wants_by_ref and self.world.partition(ref).status is P.FAILED:
+                    self._enqueue(ref)
+            return
+        job = self.graph[run.job]
+        await self._plan(run.job, tuple(refs), attempt=run.attempt + 1, retry_of=run_id,
+                         max_attempts=run.max_attempts, policy=self._policy_of(job))
+
+    # -- recovery -------------------------------------------------------------------------------------
+    async def _recover(self) -> None:
+        """Rebuild indices from the World (restart, rule 8); the runtime has already marked runs Lost."""
+        world = self.world
+        now = self.env.clock.now()
+        retried = {r.retry_of for r in world.runs.values() if r.retry_of}
+        for run in sorted(world.runs.values(), key=lambda r: r.job_run_id):
+            pending = [ref for ref in run.partitions if world.partition(ref).status is P.FAILED
+                       and not world.partition(ref).final]
+            if run.status is JobRunStatus.FAILED and run.will_retry and run.job_run_id not in retried and pending:
+                for ref in pending:
+                    self.retrying[ref] = run.job_run_id
+                delay = self.graph[run.job].retry.delay(run.attempt)
+                self.timers.call_at((run.ended_at or now) + delay, Due("retry", run.job_run_id), now=now)
+        for want in sorted(world.active_wants(), key=lambda w: w.want_id):
+            await self._add_want(want)
+        waiting = [p for p in world.partitions.values() if p.status is P.UPSTREAM_WAITING]
+        for st in sorted(waiting, key=lambda s: s.ref):
+            for m in st.waiting_on:
+                self.waiters.setdefault(m, set()).add(st.ref)
+            if all(world.partition(m).status is P.LIVE for m in st.waiting_on):
+                await self._tell_partition(st.ref, UpstreamReady())
+        self.to_schedule = True
