@@ -1,0 +1,341 @@
+"""Reading (filters, follow), the command inbox, abort, manual commits and cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eventlog_helpers import Clock, ThingChanged, ThingChangedV2, ThingCreated, dump, open_log, raw
+
+import eventlog
+from eventlog import CommitError, EventLog, EventLogError, LogClosedError, ReadOnlyLogError, Record
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    """``eventlog.__all__`` is every public name of the package, and nothing else."""
+    public = {
+        name
+        for name, value in vars(eventlog).items()
+        if not name.startswith("_") and not inspect.ismodule(value)
+    }
+    assert sorted(public) == sorted(eventlog.__all__)
+
+
+def test_public_names_are_defined_in_private_modules() -> None:
+    """Every exported class and function lives in an ``eventlog._*`` module (one front door)."""
+    for name in eventlog.__all__:
+        value = getattr(eventlog, name)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert value.__module__.startswith("eventlog._"), name
+
+
+async def _three_kinds(path: Path) -> list[Record]:
+    """A log with wants, partitions and runs, at times 1001, 1002, ... (one second apart)."""
+    out = []
+    async with open_log(path, now=Clock(start=1000.0, step=1.0)) as log:
+        for i in range(4):
+            out.append(await log.append("want", f"w{i}", 0, ThingCreated(name=f"w{i}")))
+            out.append(await log.append("partition", f"p{i % 2}", i // 2, ThingChanged(n=i)))
+            out.append(await log.append("run", f"r{i}", 0, ThingChangedV2(n=i, amount=i / 2)))
+    return out
+
+
+async def test_read_filters(tmp_path: Path) -> None:
+    """read() honours from_seq, until_seq, until_time, kinds, entity_id and types, in seq order."""
+    path = tmp_path / "log.db"
+    recs = await _three_kinds(path)
+    async with open_log(path) as log:
+
+        async def seqs(**kw: object) -> list[int]:
+            return [r.seq async for r in log.read(**kw)]  # type: ignore[arg-type]
+
+        assert [r.seq for r in recs] == await seqs()
+        assert await seqs(from_seq=5, until_seq=7) == [5, 6, 7]
+        assert await seqs(until_time=1004.0) == [1, 2, 3]  # the clock's first tick stamped created_at
+        assert await seqs(kinds=["want"]) == [1, 4, 7, 10]
+        assert await seqs(kinds={"partition", "run"}) == [2, 3, 5, 6, 8, 9, 11, 12]
+        assert await seqs(entity_id="p0") == [2, 8]
+        assert await seqs(entity_id="p0", kinds=["partition"]) == [2, 8]
+        assert await seqs(entity_id="p0", kinds=["want"]) == []
+        assert await seqs(types=["ThingChanged"]) == [2, 3, 5, 6, 8, 9, 11, 12]  # both versions
+        assert await seqs(types=["ThingCreated", "NoSuchType"]) == [1, 4, 7, 10]
+        assert await seqs(types=["NoSuchType"]) == []
+        assert await seqs(kinds=[]) == []
+        assert await seqs(from_seq=5, types=["ThingCreated"], kinds=["want"]) == [7, 10]
+        assert [recs[4]] == [r async for r in log.read(5, until_seq=5)]
+
+
+async def test_read_is_paged_not_loaded(tmp_path: Path) -> None:
+    """read() over more rows than one page returns them all, in order, from a reader process too."""
+    path = tmp_path / "log.db"
+    async with open_log(path) as log:
+        await asyncio.gather(*(log.append("thing", f"t{i}", 0, ThingChanged(n=i)) for i in range(2500)))
+    async with open_log(path, writer=False) as log:
+        assert list(range(1, 2501)) == [r.seq async for r in log.read()]
+        assert [len(b) async for b in log.read_batches(batch_size=1000)] == [1000, 1000, 500]
+        assert [len(b) async for b in log.read_batches(500, batch_size=2000)] == [2000, 1]
+        assert [len(b) async for b in log.read_batches(11, until_seq=20)] == [10]
+        assert log.last_seq == 2500
+
+
+async def test_follow_in_the_writer_process(tmp_path: Path) -> None:
+    """follow() yields the existing records, then each new one as the writer commits it."""
+    async with open_log(tmp_path / "log.db") as log:
+        await log.append("thing", "a", 0, ThingCreated(name="a"))
+        got: list[Record] = []
+
+        async def follower() -> None:
+            async for rec in log.follow(kinds=["thing"]):
+                got.append(rec)
+                if len(got) == 4:
+                    return
+
+        task = asyncio.ensure_future(follower())
+        await asyncio.sleep(0.01)
+        assert [r.seq for r in got] == [1]
+        await log.append("other", "x", 0, ThingCreated(name="x"))
+        for i in range(1, 4):
+            await log.append("thing", "a", i, ThingChanged(n=i))
+        await asyncio.wait_for(task, 5)
+        assert [r.seq for r in got] == [1, 3, 4, 5]
+
+
+async def test_follow_stops_at_until_seq_and_at_close(tmp_path: Path) -> None:
+    """follow(until_seq=N) ends after N; an open-ended follow ends when the log closes."""
+    async with open_log(tmp_path / "log.db") as log:
+        bounded = asyncio.ensure_future(_collect(log, until_seq=2))
+        endless = asyncio.ensure_future(_collect(log))
+        for i in range(3):
+            await log.append("thing", "a", i, ThingChanged(n=i))
+        assert await asyncio.wait_for(bounded, 5) == [1, 2]
+        await asyncio.sleep(0.01)
+        assert not endless.done()
+    assert await asyncio.wait_for(endless, 5) == [1, 2, 3]
+
+
+async def _collect(log: EventLog, until_seq: int | None = None) -> list[int]:
+    return [r.seq async for r in log.follow(until_seq=until_seq)]
+
+
+async def test_follow_from_a_reader_polls(tmp_path: Path) -> None:
+    """A writer=False log sees the writer's new commits by polling."""
+    path = tmp_path / "log.db"
+    async with open_log(path) as writer, open_log(path, writer=False, poll_interval=0.01) as reader:
+        task = asyncio.ensure_future(_collect(reader, until_seq=3))
+        for i in range(3):
+            await writer.append("thing", "a", i, ThingChanged(n=i))
+            await asyncio.sleep(0.02)
+        assert await asyncio.wait_for(task, 5) == [1, 2, 3]
+        assert reader.last_seq == 3
+
+
+async def test_history_and_entity_seq_from_a_reader(tmp_path: Path) -> None:
+    """A reader process sees committed history and entity_seq."""
+    path = tmp_path / "log.db"
+    recs = await _three_kinds(path)
+    async with open_log(path, writer=False) as log:
+        assert [recs[1], recs[7]] == await log.history("partition", "p0")
+        assert await log.entity_seq("partition", "p1") == 2
+        assert (await log.verify()).ok
+
+
+# ---------------------------------------------------------------- command inbox
+
+
+async def test_command_round_trip_between_processes(tmp_path: Path) -> None:
+    """A reader submits, the writer sees it pending, completes it, the reader polls the result."""
+    path = tmp_path / "log.db"
+    async with open_log(path) as writer, open_log(path, writer=False) as cli:
+        cid = await cli.submit_command("create_want", {"refs": ["daily/2026-11-01"], "ttl": 3600})
+        other = await cli.submit_command("cancel", {"want_id": "w1"})
+        pending = await writer.pending_commands()
+        assert [(cid, "create_want"), (other, "cancel")] == [(c.id, c.name) for c in pending]
+        assert pending[0].payload == {"refs": ["daily/2026-11-01"], "ttl": 3600}
+        assert not pending[0].done
+        await writer.complete_command(cid, {"want_id": "w-7"})
+        done = await cli.command(cid)
+        assert done is not None
+        assert done.done
+        assert done.result == {"want_id": "w-7"}
+        assert done.completed_at is not None
+        assert done.completed_at >= done.submitted_at
+        assert [other] == [c.id for c in await writer.pending_commands()]
+        assert await cli.command(9999) is None
+
+
+async def test_uncompleted_commands_are_redelivered_after_a_crash(tmp_path: Path) -> None:
+    """A command the writer never completed is pending again after restart; a completed one is not."""
+    path = tmp_path / "log.db"
+    async with open_log(path) as log:
+        a = await log.submit_command("a", {})
+        b = await log.submit_command("b", {})
+        assert [a, b] == [c.id for c in await log.pending_commands()]
+        await log.complete_command(a, {"ok": True})
+        await log.abort()  # crash while handling b
+    async with open_log(path) as log:
+        assert [b] == [c.id for c in await log.pending_commands()]
+        await log.complete_command(b, {"ok": True})
+        assert await log.pending_commands() == []
+
+
+async def test_completing_twice_or_unknown_is_an_error(tmp_path: Path) -> None:
+    """complete_command refuses a command already completed, an unknown id, and readers."""
+    path = tmp_path / "log.db"
+    async with open_log(path) as log:
+        cid = await log.submit_command("taint", {"ref": "a/b"})
+        await log.complete_command(cid, {})
+        with pytest.raises(EventLogError, match=f"command {cid} \\(taint\\) was already completed"):
+            await log.complete_command(cid, {})
+        with pytest.raises(EventLogError, match="there is no command 77"):
+            await log.complete_command(77, {})
+        with pytest.raises(EventLogError, match="not JSON-serializable"):
+            await log.submit_command("bad", {"x": object()})
+        async with open_log(path, writer=False) as reader:
+            with pytest.raises(ReadOnlyLogError):
+                await reader.complete_command(cid, {})
+
+
+# ---------------------------------------------------------------- abort, manual commit, cancellation
+
+
+async def test_abort_loses_only_the_pending_appends(tmp_path: Path) -> None:
+    """abort() fails uncommitted appends with CommitError('log aborted') and keeps committed ones."""
+    path = tmp_path / "log.db"
+    async with open_log(path, autocommit=False) as log:
+        committed = [asyncio.ensure_future(log.append("thing", f"t{i}", 0, ThingCreated(name="c"))) for i in range(3)]
+        await asyncio.sleep(0)
+        await log.commit()
+        pending = [asyncio.ensure_future(log.append("thing", f"t{i}", 1, ThingChanged(n=1))) for i in range(3)]
+        await asyncio.sleep(0)
+        assert log.pending() == 3
+        await log.abort()
+        for fut in pending:
+            with pytest.raises(CommitError, match="log aborted"):
+                await fut
+        assert [(await f).seq for f in committed] == [1, 2, 3]
+        with pytest.raises(LogClosedError):
+            await log.append("thing", "t0", 1, ThingChanged(n=1))
+    async with open_log(path) as log:
+        assert log.last_seq == 3
+        assert (await log.verify()).ok
+        assert await log.entity_seq("thing", "t0") == 1
+
+
+async def test_abort_during_a_batch_rolls_it_back(tmp_path: Path) -> None:
+    """An abort while a batch is being written rolls that batch back; its appenders are told."""
+    path = tmp_path / "log.db"
+    async with open_log(path) as log:
+        await log.append("thing", "a", 0, ThingCreated(name="a"))
+        appends = [asyncio.ensure_future(log.append("thing", f"b{i}", 0, ThingCreated(name="b"))) for i in range(50)]
+        # Poll the writer's private queue until it has taken the batch: that moment is what is tested.
+        while log._incoming or log.pending() < 50:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        assert log.pending() == 50
+        log._aborting = True  # what abort() sets first, here while the batch is in flight
+        await log.abort()
+        results = await asyncio.gather(*appends, return_exceptions=True)
+        assert all(isinstance(r, CommitError) and "log aborted" in str(r) for r in results)
+    async with open_log(path) as log:
+        assert log.last_seq == 1
+
+
+async def _deterministic_run(path: Path) -> None:
+    async with open_log(path, autocommit=False, max_batch=7, now=Clock()) as log:
+        tasks = []
+        for step in range(5):
+            for i in range(6):
+                tasks.append(asyncio.ensure_future(log.append("thing", f"t{i}", step, ThingChanged(n=step * i))))
+            await asyncio.sleep(0)
+            await log.commit()
+        await asyncio.gather(*tasks)
+
+
+async def test_manual_commits_make_identical_logs(tmp_path: Path) -> None:
+    """autocommit=False + commit() at fixed points: the same appends give byte-identical logs."""
+    await _deterministic_run(tmp_path / "one.db")
+    await _deterministic_run(tmp_path / "two.db")
+    one, two = dump(tmp_path / "one.db"), dump(tmp_path / "two.db")
+    assert len(one["events"]) == 30
+    assert one == two
+    with raw(tmp_path / "one.db") as a, raw(tmp_path / "two.db") as b:
+        q = "SELECT key, value FROM meta ORDER BY key"
+        assert a.execute(q).fetchall() == b.execute(q).fetchall()
+
+
+async def test_manual_mode_waits_for_commit(tmp_path: Path) -> None:
+    """With autocommit=False nothing is written until commit(); pending() counts the waiting appends."""
+    path = tmp_path / "log.db"
+    async with open_log(path, autocommit=False) as log, open_log(path, writer=False) as reader:
+        fut = asyncio.ensure_future(log.append("thing", "a", 0, ThingCreated(name="a")))
+        await asyncio.sleep(0.02)
+        assert not fut.done()
+        assert log.pending() == 1
+        assert [r async for r in reader.read()] == []
+        await log.commit()
+        assert (await fut).seq == 1
+        assert log.pending() == 0
+        await log.commit()  # nothing pending: returns at once
+
+
+async def test_commit_with_autocommit_waits_for_everything_appended(tmp_path: Path) -> None:
+    """With autocommit, commit() returns once every append made before it is committed."""
+    async with open_log(tmp_path / "log.db", max_wait=0.05) as log:
+        futs = [asyncio.ensure_future(log.append("thing", f"t{i}", 0, ThingCreated(name="x"))) for i in range(10)]
+        await asyncio.sleep(0)
+        await log.commit()
+        assert all(f.done() for f in futs)
+        assert log.last_seq == 10
+
+
+async def test_cancelled_appender_does_not_corrupt_the_batch(tmp_path: Path) -> None:
+    """Cancelling a task waiting in append: its event may still commit, the others are unaffected."""
+    path = tmp_path / "log.db"
+    async with open_log(path) as log:
+        tasks = [asyncio.ensure_future(log.append("thing", f"t{i}", 0, ThingCreated(name="x"))) for i in range(20)]
+        await asyncio.sleep(0)
+        tasks[5].cancel()
+        tasks[6].cancel()
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        assert [i for i, r in enumerate(done) if isinstance(r, asyncio.CancelledError)] == [5, 6]
+        assert log.last_seq == 20  # the cancelled appends were committed all the same
+        rec = await log.append("thing", "t5", 1, ThingChanged(n=1))
+        assert (rec.seq, rec.entity_seq) == (21, 2)
+        assert (await log.verify()).ok
+
+
+async def test_max_wait_gathers_appends_into_one_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With max_wait, appends arriving within the wait share one transaction."""
+    from eventlog import _log
+
+    calls = 0
+    original = _log._write_batch_sync
+
+    def counting(*args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        original(*args)
+
+    monkeypatch.setattr(_log, "_write_batch_sync", counting)
+    async with open_log(tmp_path / "log.db", max_wait=0.05) as log:
+
+        async def late(i: int) -> Record:
+            await asyncio.sleep(0.005)
+            return await log.append("thing", f"t{i}", 0, ThingCreated(name="x"))
+
+        first = asyncio.ensure_future(log.append("thing", "first", 0, ThingCreated(name="x")))
+        await asyncio.gather(first, *(late(i) for i in range(5)))
+        assert log.last_seq == 6
+    assert calls == 1
+
+
+def test_aiosqlite_still_has_the_primitive_the_writer_uses() -> None:
+    """The writer runs each batch through aiosqlite's Connection._execute; fail loudly if it goes away."""
+    import aiosqlite
+
+    params = list(inspect.signature(aiosqlite.Connection._execute).parameters)
+    assert params == ["self", "fn", "args", "kwargs"]
