@@ -124,7 +124,6 @@ class SettleBuild:
     job_run_id: str
     outcome: Literal["live", "failed", "dep_miss", "missing"]
     reason: str = ""
-    missing: tuple[str, ...] = ()
     final: bool = True
 
 
@@ -273,7 +272,7 @@ class PartitionActor(EntityActor[PartitionState]):
             elif msg.outcome == "failed":
                 ev = PartitionFailed(job_run_id=msg.job_run_id, reason=msg.reason, final=msg.final)
             elif msg.outcome == "dep_miss":
-                ev = PartitionUpstreamWaiting(job_run_id=msg.job_run_id, missing=msg.missing)
+                ev = PartitionUpstreamWaiting(job_run_id=msg.job_run_id)
             else:
                 ev = PartitionMissing(reason=msg.reason, job_run_id=msg.job_run_id)
             return await self.persist(ev)
@@ -424,7 +423,7 @@ class JobRunActor(EntityActor[JobRunState]):
         if st.status is JobRunStatus.SUCCEEDED:
             msg: SettleBuild = SettleBuild(st.job_run_id, "live")
         elif st.status is JobRunStatus.DEP_MISS:
-            msg = SettleBuild(st.job_run_id, "dep_miss", missing=st.missing)
+            msg = SettleBuild(st.job_run_id, "dep_miss")
         elif st.status is JobRunStatus.FAILED:
             msg = SettleBuild(st.job_run_id, "failed", reason=st.reason, final=not st.will_retry)
         else:

@@ -44,8 +44,9 @@ class PartitionLive(Event, frozen=True):
 
 @event("PartitionUpstreamWaiting", 1)
 class PartitionUpstreamWaiting(Event, frozen=True):
+    """The run reported missing upstream partitions; they are listed once, in its ``JobRunDepMiss``."""
+
     job_run_id: str
-    missing: tuple[str, ...]
 
 
 @event("PartitionMissing", 1)
@@ -99,8 +100,8 @@ class PartitionState(msgspec.Struct, frozen=True, gc=False):
     updated_at: float = 0.0
     lease: str | None = None
     built_by: str | None = None
-    waiting_on: tuple[str, ...] = ()
     waiting_run: str | None = None
+    """UpstreamWaiting: the DepMiss run whose missing refs this partition waits on (``World.needs``)."""
     reason: str = ""
     final: bool = False
 
@@ -125,19 +126,18 @@ def apply_partition(
     common = {"status": target, "entity_seq": entity_seq, "updated_at": at}
     if isinstance(ev, PartitionBuilding):
         return msgspec.structs.replace(
-            cur, lease=ev.job_run_id, generation=cur.generation + 1, waiting_on=(), waiting_run=None, reason="",
-            final=False,
+            cur, lease=ev.job_run_id, generation=cur.generation + 1, waiting_run=None, reason="", final=False,
             **common,
         )
     if isinstance(ev, PartitionLive):
         return msgspec.structs.replace(cur, lease=None, built_by=ev.job_run_id, reason="", **common)
     if isinstance(ev, PartitionUpstreamWaiting):
         return msgspec.structs.replace(
-            cur, lease=None, waiting_on=ev.missing, waiting_run=ev.job_run_id, reason="", **common
+            cur, lease=None, waiting_run=ev.job_run_id, reason="", **common
         )
     if isinstance(ev, PartitionMissing):
         return msgspec.structs.replace(
-            cur, lease=None, waiting_on=(), waiting_run=None, reason=ev.reason, **common
+            cur, lease=None, waiting_run=None, reason=ev.reason, **common
         )
     if isinstance(ev, PartitionFailed):
         return msgspec.structs.replace(cur, lease=None, reason=ev.reason, final=ev.final, **common)

@@ -87,6 +87,14 @@ class World:
         st = self.partitions.get(ref)
         return st if st is not None else PartitionState(ref=ref)
 
+    def needs(self, ref: str) -> tuple[str, ...]:
+        """The upstream refs an UpstreamWaiting partition waits on: its DepMiss run's missing refs."""
+        st = self.partitions.get(ref)
+        if st is None or st.status is not PartitionStatus.UPSTREAM_WAITING or st.waiting_run is None:
+            return ()
+        run = self.runs.get(st.waiting_run)
+        return run.missing if run is not None else ()
+
     def by_status(self, kind: str, *statuses: str) -> list[EntityState]:
         wanted = set(statuses)
         return [s for s in self._tables[kind].values() if s.status in wanted]

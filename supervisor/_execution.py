@@ -61,8 +61,6 @@ from ._graph import _is_async_callable
 
 __all__ = ["JobCallable", "JobContext", "MissingDeps", "RunOutcome", "run_callable", "run_command"]
 
-_log = structlog.get_logger("wantbuild.execution")
-
 _READ_SIZE = 65536
 _MAX_PROTOCOL_LINE = 1 << 20
 """A longer stdout line is kept in the log but not parsed as a protocol line."""
@@ -334,8 +332,18 @@ async def run_command(
         "WANTBUILD_ATTEMPT": str(ctx.attempt),
     }
 
-    out_file, err_file = _open_logs(stdout_path, stderr_path)
-    read_fd, write_fd = os.pipe()
+    try:
+        out_file, err_file = _open_logs(stdout_path, stderr_path)
+    except OSError as e:  # the runtime's problem, but one run's outcome: do not take the runtime down
+        reason = f"cannot open the job's log files in {os.fspath(log_dir)!r}: {e.strerror or e}"
+        log.warning("job not started", reason=reason)
+        return RunOutcome("failed", reason=reason, error_type=type(e).__name__)
+    try:
+        read_fd, write_fd = os.pipe()
+    except BaseException:
+        out_file.close()
+        err_file.close()
+        raise
     try:
         os.set_blocking(read_fd, False)
         ctx._begin()
@@ -514,7 +522,7 @@ class _StdoutReader:
             return
         try:
             message = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON (or absurdly nested): plain output
             return
         if not isinstance(message, dict):
             return

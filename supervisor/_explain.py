@@ -79,8 +79,9 @@ async def explain(world: World, graph: Graph | None, ref: str, *, log_: Any = No
         if run and run.wants:
             ex.details.append(f"that run serves {', '.join(run.wants)}")
     elif s is P.UPSTREAM_WAITING:
-        ex.summary = f"waiting on {len(st.waiting_on)} upstream partition(s) reported missing by {st.waiting_run}"
-        for up in st.waiting_on:
+        needs = world.needs(ref)
+        ex.summary = f"waiting on {len(needs)} upstream partition(s) reported missing by {st.waiting_run}"
+        for up in needs[:20]:
             if up in seen:
                 ex.upstream.append(Explanation(up, str(world.partition(up).status), "(cycle: already shown above)"))
             elif depth < 20:

@@ -24,7 +24,7 @@ partition change.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -117,13 +117,15 @@ class Supervisor(Actor[Any]):
         self.sent: dict[str, W] = {}
         self.dirty: set[str] = set()
         # scheduling
-        self.queues: dict[str, dict[str, None]] = {}
+        self.queues: dict[str, deque[str]] = {}  # job -> refs to plan, in arrival order
+        self.queued: set[str] = set()
         self.inflight: dict[str, set[str]] = {}
         self.planned: dict[str, set[str]] = {}  # ref -> non-terminal runs planned for it
         self.retrying: dict[str, str] = {}
         self.to_schedule = False
-        # dependencies
-        self.waiters: dict[str, set[str]] = {}
+        # dependencies: partitions of a DepMiss run wait together on the run's missing refs (a wait group)
+        self.groups: dict[str, set[str]] = {}  # DepMiss run -> its missing refs not yet Live
+        self.waiters: dict[str, set[str]] = {}  # upstream ref -> DepMiss runs waiting on it
         self.deferred: dict[str, set[str]] = {}
         self.static_wait: dict[str, set[str]] = {}
         self.static_waiters: dict[str, set[str]] = {}
@@ -178,7 +180,7 @@ class Supervisor(Actor[Any]):
             self._recat(ref)
         status = st.status
         if status is P.LIVE:
-            self._wake_waiters(ref)
+            await self._wake_waiters(ref)
             await self._wake_static(ref)
         elif (status is P.FAILED and st.final) or status is P.UPSTREAM_FAILED:
             await self._fail_waiters(ref, st)
@@ -263,20 +265,13 @@ class Supervisor(Actor[Any]):
             return Cat.BUILDING
         if s is P.UPSTREAM_WAITING or ref in self.static_wait:
             return Cat.WAITING
-        if ref in self._queued_refs(ref):
+        if ref in self.queued:
             return Cat.IDLE
         if s is P.FAILED and st.final:
             return Cat.FAILED
         if s is P.UPSTREAM_FAILED:
             return Cat.UPSTREAM_FAILED
         return Cat.IDLE
-
-    def _queued_refs(self, ref: str) -> dict[str, None]:
-        try:
-            job, _ = self.graph.job_for(ref)
-        except NoJobForRef:
-            return {}
-        return self.queues.get(job.name, {})
 
     def _recat(self, ref: str) -> None:
         wants = self.wants_by_ref.get(ref)
@@ -300,28 +295,31 @@ class Supervisor(Actor[Any]):
         if counts is None or want is None or want.terminal:
             return
         n = len(want.refs)
-        refs: tuple[str, ...] = ()
-        reason = ""
         if counts[Cat.LIVE] == n:
             target = W.SUCCESSFUL
         elif counts[Cat.FAILED]:
             target = W.FAILED
-            refs = self._refs_in(want, Cat.FAILED)
-            reason = "; ".join(f"{r}: {self.world.partition(r).reason}" for r in refs[:3])
         elif counts[Cat.UPSTREAM_FAILED]:
             target = W.UPSTREAM_FAILED
-            refs = self._refs_in(want, Cat.UPSTREAM_FAILED)
-            reason = "; ".join(f"{r}: {self.static_failed.get(r) or self.world.partition(r).reason}"
-                               for r in refs[:3])
         elif counts[Cat.WAITING]:
             target = W.UPSTREAM_BUILDING
-            refs = self._refs_in(want, Cat.WAITING)
         elif counts[Cat.BUILDING]:
             target = W.BUILDING
         else:
             target = W.IDLE
         if target == self.sent.get(wid, want.status):
             return
+        refs: tuple[str, ...] = ()
+        reason = ""
+        if target is W.FAILED:
+            refs = self._refs_in(want, Cat.FAILED)
+            reason = "; ".join(f"{r}: {self.world.partition(r).reason}" for r in refs[:3])
+        elif target is W.UPSTREAM_FAILED:
+            refs = self._refs_in(want, Cat.UPSTREAM_FAILED)
+            reason = "; ".join(f"{r}: {self.static_failed.get(r) or self.world.partition(r).reason}"
+                               for r in refs[:3])
+        elif target is W.UPSTREAM_BUILDING:
+            refs = self._refs_in(want, Cat.WAITING)
         self.sent[wid] = target
         await self.env.system.tell("want", wid, MoveWant(target, reason, refs))
 
@@ -348,8 +346,7 @@ class Supervisor(Actor[Any]):
             job, _ = self.graph.job_for(ref)
         except NoJobForRef:
             return
-        q = self.queues.setdefault(job.name, {})
-        if ref in q:
+        if ref in self.queued:
             return
         deps = [d for d in self.graph.static_deps(ref) if self.world.partition(d).status is not P.LIVE]
         if deps:
@@ -359,15 +356,12 @@ class Supervisor(Actor[Any]):
             self._recat(ref)
             self._want_refs(deps, source=f"static_deps:{ref}", for_refs=(ref,))
             return
-        q[ref] = None
+        self.queues.setdefault(job.name, deque()).append(ref)
+        self.queued.add(ref)
         self.to_schedule = True
 
     def _dequeue(self, ref: str) -> None:
-        try:
-            job, _ = self.graph.job_for(ref)
-        except NoJobForRef:
-            return
-        self.queues.get(job.name, {}).pop(ref, None)
+        self.queued.discard(ref)  # the stale deque entry is skipped when planning
 
     async def _schedule(self) -> None:
         for name in sorted(self.queues):
@@ -379,8 +373,11 @@ class Supervisor(Actor[Any]):
             limit = job.concurrency if job.concurrency is not None else 1 << 30
             while q and len(running) < limit:
                 batch: list[str] = []
-                for ref in list(q):
-                    del q[ref]
+                while q:
+                    ref = q.popleft()
+                    if ref not in self.queued:
+                        continue
+                    self.queued.discard(ref)
                     st = self.world.partition(ref)
                     if ref not in self.wants_by_ref or st.status not in (P.MISSING, P.TAINTED, P.FAILED,
                                                                          P.UPSTREAM_FAILED):
@@ -452,63 +449,71 @@ class Supervisor(Actor[Any]):
                     self._recat(ref)
 
     async def _on_dep_miss(self, run: JobRunState) -> None:
+        rid = run.job_run_id
         bad: list[tuple[str, str]] = []
-        ok: list[str] = []
         for m in run.missing:
             try:
                 validate_ref(m)
                 self.graph.job_for(m)
-                ok.append(m)
             except (InvalidRef, NoJobForRef) as e:
                 bad.append((m, str(e)))
-        for p in run.partitions:
-            st = self.world.partition(p)
-            if st.status is not P.UPSTREAM_WAITING:
-                continue
-            if bad:
+        members = self._group_members(run)
+        if bad:
+            for p in members:
                 await self._tell_partition(p, FailUpstream(f"missing dependency cannot be built: {bad[0][1]}",
                                                            tuple(b[0] for b in bad)))
-                continue
-            cycle = self._find_cycle(p, st.waiting_on)
-            if cycle:
-                text = " -> ".join(cycle)
-                for member in dict.fromkeys(cycle):
-                    if self.world.partition(member).status is P.UPSTREAM_WAITING:
-                        await self._tell_partition(member, FailUpstream(f"dependency cycle: {text}", tuple(cycle)))
-                continue
-            for m in st.waiting_on:
-                self.waiters.setdefault(m, set()).add(p)
-            if all(self.world.partition(m).status is P.LIVE for m in st.waiting_on):
-                await self._tell_partition(p, UpstreamReady())
-        if not bad:
-            self._want_refs(ok, source=f"job_run:{run.job_run_id}", parents=run.wants)
+            return
+        cycle = self._find_cycle(set(members), run.missing)
+        if cycle:
+            text = " -> ".join(cycle)
+            for member in dict.fromkeys(cycle):
+                if self.world.partition(member).status is P.UPSTREAM_WAITING:
+                    await self._tell_partition(member, FailUpstream(f"dependency cycle: {text}", tuple(cycle)))
+            return
+        await self._track_group(run, members)
+        self._want_refs(run.missing, source=f"job_run:{rid}", parents=run.wants)
 
-    def _find_cycle(self, start: str, needs: Iterable[str]) -> list[str] | None:
-        """A path start -> ... -> start through UpstreamWaiting partitions' needs, if there is one."""
+    def _group_members(self, run: JobRunState) -> list[str]:
+        return [p for p in run.partitions if self.world.partition(p).status is P.UPSTREAM_WAITING
+                and self.world.partition(p).waiting_run == run.job_run_id]
+
+    async def _track_group(self, run: JobRunState, members: list[str]) -> None:
+        """Wait on the run's missing refs; wake its partitions at once if they are all Live already."""
+        rid = run.job_run_id
+        if rid in self.groups or not members:
+            return
+        left = {m for m in run.missing if self.world.partition(m).status is not P.LIVE}
+        if not left:
+            for p in members:
+                await self._tell_partition(p, UpstreamReady())
+            return
+        self.groups[rid] = left
+        for m in left:
+            self.waiters.setdefault(m, set()).add(rid)
+
+    def _find_cycle(self, members: set[str], needs: Iterable[str]) -> list[str] | None:
+        """A path member -> ... -> member through UpstreamWaiting partitions' needs, if there is one."""
+        start = next(iter(sorted(members)))
         stack: list[tuple[str, list[str]]] = [(m, [start, m]) for m in needs]
         seen: set[str] = set()
         while stack:
             ref, path = stack.pop()
-            if ref == start:
-                return path
+            if ref in members:
+                return path if ref == start else [ref, *path[1:]]
             if ref in seen:
                 continue
             seen.add(ref)
-            st = self.world.partitions.get(ref)
-            if st is not None and st.status is P.UPSTREAM_WAITING:
-                for nxt in st.waiting_on:
-                    stack.append((nxt, [*path, nxt]))
+            for nxt in self.world.needs(ref):
+                stack.append((nxt, [*path, nxt]))
         return None
 
     async def _ensure_upstream(self, st: PartitionState) -> None:
-        """A wanted partition waits on upstream refs: make sure something wants them and wakes it."""
-        for m in st.waiting_on:
-            self.waiters.setdefault(m, set()).add(st.ref)
-        if all(self.world.partition(m).status is P.LIVE for m in st.waiting_on):
-            await self._tell_partition(st.ref, UpstreamReady())
+        """A wanted partition waits on upstream refs: make sure its group is tracked and its needs wanted."""
+        run = self.world.runs.get(st.waiting_run or "")
+        if run is None:
             return
-        src = f"job_run:{st.waiting_run}" if st.waiting_run else f"partition:{st.ref}"
-        self._want_refs(list(st.waiting_on), source=src, for_refs=(st.ref,))
+        await self._track_group(run, self._group_members(run))
+        self._want_refs(run.missing, source=f"job_run:{run.job_run_id}", for_refs=(st.ref,))
 
     def _want_refs(self, refs: Iterable[str], *, source: str, parents: Iterable[str] = (),
                    for_refs: Iterable[str] = ()) -> str | None:
@@ -537,21 +542,28 @@ class Supervisor(Actor[Any]):
         self.timers.soon(kind, key, msg)
         return True
 
-    def _wake_waiters(self, ref: str) -> None:
-        for p in sorted(self.waiters.pop(ref, ())):
-            st = self.world.partition(p)
-            if st.status is P.UPSTREAM_WAITING and all(self.world.partition(m).status is P.LIVE
-                                                        for m in st.waiting_on):
-                self._tell_soon(p, UpstreamReady())
-            elif st.status is P.UPSTREAM_WAITING:
-                for m in st.waiting_on:
-                    if self.world.partition(m).status is not P.LIVE:
-                        self.waiters.setdefault(m, set()).add(p)
+    async def _wake_waiters(self, ref: str) -> None:
+        for rid in sorted(self.waiters.pop(ref, ())):
+            left = self.groups.get(rid)
+            if left is None:
+                continue
+            left.discard(ref)
+            if not left:
+                del self.groups[rid]
+                run = self.world.runs[rid]
+                for p in self._group_members(run):
+                    self._tell_soon(p, UpstreamReady())
 
     async def _fail_waiters(self, ref: str, st: PartitionState) -> None:
         why = f"upstream {ref} {st.status}: {st.reason}"
-        for p in sorted(self.waiters.pop(ref, ())):
-            if self.world.partition(p).status is P.UPSTREAM_WAITING:
+        for rid in sorted(self.waiters.pop(ref, ())):
+            left = self.groups.pop(rid, None)
+            if left is None:
+                continue
+            for m in left:
+                if m != ref:
+                    self.waiters.get(m, set()).discard(rid)
+            for p in self._group_members(self.world.runs[rid]):
                 await self._tell_partition(p, FailUpstream(why, (ref,)))
 
     async def _wake_static(self, ref: str) -> None:
@@ -633,10 +645,10 @@ class Supervisor(Actor[Any]):
                 self.timers.call_at((run.ended_at or now) + delay, Due("retry", run.job_run_id), now=now)
         for want in sorted(world.active_wants(), key=lambda w: w.want_id):
             await self._add_want(want)
-        waiting = [p for p in world.partitions.values() if p.status is P.UPSTREAM_WAITING]
-        for st in sorted(waiting, key=lambda s: s.ref):
-            for m in st.waiting_on:
-                self.waiters.setdefault(m, set()).add(st.ref)
-            if all(world.partition(m).status is P.LIVE for m in st.waiting_on):
-                await self._tell_partition(st.ref, UpstreamReady())
+        waiting_runs = sorted({p.waiting_run for p in world.partitions.values()
+                               if p.status is P.UPSTREAM_WAITING and p.waiting_run})
+        for rid in waiting_runs:
+            run = world.runs.get(rid)
+            if run is not None:
+                await self._track_group(run, self._group_members(run))
         self.to_schedule = True

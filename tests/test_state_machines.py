@@ -125,7 +125,7 @@ class WantMachine(RuleBasedStateMachine):
 PARTITION_EVENTS: dict[str, Any] = {
     "PartitionBuilding": lambda run: PartitionBuilding(job_run_id=run),
     "PartitionLive": lambda run: PartitionLive(job_run_id=run),
-    "PartitionUpstreamWaiting": lambda run: PartitionUpstreamWaiting(job_run_id=run, missing=("raw/1",)),
+    "PartitionUpstreamWaiting": lambda run: PartitionUpstreamWaiting(job_run_id=run),
     "PartitionMissing": lambda run: PartitionMissing(reason="lost", job_run_id=run),
     "PartitionFailed": lambda run: PartitionFailed(job_run_id=run, reason="boom"),
     "PartitionUpstreamFailed": lambda run: PartitionUpstreamFailed(reason="upstream"),

@@ -1,0 +1,131 @@
+"""End-to-end orchestration throughput and dependency latency (issue: Supervisor benchmark).
+
+Graph ``raw/{i}`` -> ``daily/{i}``: daily discovers raw as a missing dependency; no-op in-process jobs; the
+log on disk. One want covers all daily partitions (a backfill).
+
+(a) one run per partition: 10,000 partitions (and 1,000 for the growth ratio)
+(b) batches of 500: 100,000 partitions (and 10,000)
+chain: ``step/{i}`` needs ``step/{i-1}``, 1,000 deep, each link discovered as a missing dependency.
+
+growth = (time per partition at full size) / (time per partition at one tenth): 1.0 is linear.
+Usage: python bench/orchestrate.py [--scale 1.0] [--repeat 1]
+Last line: per_run_partitions_per_s=... batched_partitions_per_s=... peak_rss_mb=... growth_per_run=...
+growth_batched=... chain_ms_per_link=...
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+import structlog
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from supervisor import Graph, JobContext, MissingDeps, open_runtime  # noqa: E402
+
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+def two_level(batch: int) -> Graph:
+    g = Graph("bench")
+    built: set[str] = set()
+
+    @g.job("raw", outputs="raw/{i}", batch=batch)
+    async def raw(ctx: JobContext) -> None:
+        built.update(ctx.partitions)
+
+    @g.job("daily", outputs="daily/{i}", batch=batch)
+    async def daily(ctx: JobContext) -> None:
+        missing = [f"raw/{p['i']}" for p in ctx.params if f"raw/{p['i']}" not in built]
+        if missing:
+            raise MissingDeps(missing)
+        built.update(ctx.partitions)
+
+    return g
+
+
+def chain(depth: int) -> Graph:
+    g = Graph("chain")
+    built: set[str] = set()
+
+    @g.job("step", outputs="step/{i}")
+    async def step(ctx: JobContext) -> None:
+        for p in ctx.params:
+            i = int(p["i"])
+            if i > 1 and f"step/{i - 1}" not in built:
+                raise MissingDeps([f"step/{i - 1}"])
+        built.update(ctx.partitions)
+
+    return g
+
+
+async def run_two_level(n: int, batch: int) -> float:
+    with tempfile.TemporaryDirectory() as d:
+        async with open_runtime(Path(d) / "bench.db", two_level(batch)) as rt:
+            t0 = time.perf_counter()
+            h = await rt.want([f"daily/{i}" for i in range(n)])
+            st = await h.done()
+            dt = time.perf_counter() - t0
+            assert str(st.status) == "Successful", st
+            return dt
+
+
+async def run_chain(depth: int) -> float:
+    with tempfile.TemporaryDirectory() as d:
+        async with open_runtime(Path(d) / "chain.db", chain(depth)) as rt:
+            t0 = time.perf_counter()
+            st = await (await rt.want(f"step/{depth}")).done()
+            dt = time.perf_counter() - t0
+            assert str(st.status) == "Successful", st
+            return dt
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every size (0.1 for a quick look)")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--only", choices=["per_run", "batched", "chain"], action="append")
+    a = ap.parse_args()
+    only = set(a.only or ["per_run", "batched", "chain"])
+    out: dict[str, float] = {}
+
+    def med(f: object, *args: int) -> float:
+        return statistics.median(anyio.run(f, *args) for _ in range(a.repeat))  # type: ignore[arg-type]
+
+    if "per_run" in only:
+        n = int(10_000 * a.scale)
+        small, full = med(run_two_level, n // 10, 1), med(run_two_level, n, 1)
+        out["per_run_partitions_per_s"] = n / full
+        out["growth_per_run"] = (full / n) / (small / (n // 10))
+        print(f"(a) one run per partition: {n // 10} in {small:.2f}s, {n} in {full:.2f}s -> {n / full:,.0f}/s")
+    if "batched" in only:
+        n = int(100_000 * a.scale)
+        small, full = med(run_two_level, n // 10, 500), med(run_two_level, n, 500)
+        out["batched_partitions_per_s"] = n / full
+        out["growth_batched"] = (full / n) / (small / (n // 10))
+        print(f"(b) batches of 500: {n // 10} in {small:.2f}s, {n} in {full:.2f}s -> {n / full:,.0f}/s")
+    if "chain" in only:
+        depth = max(10, int(1000 * a.scale))
+        dt = med(run_chain, depth)
+        out["chain_ms_per_link"] = dt * 1000 / depth
+        print(f"chain of {depth}: {dt:.2f}s -> {dt * 1000 / depth:.2f} ms per link")
+    out["peak_rss_mb"] = peak_rss_mb()
+    keys = ["per_run_partitions_per_s", "batched_partitions_per_s", "peak_rss_mb", "growth_per_run",
+            "growth_batched", "chain_ms_per_link"]
+    print(" ".join(f"{k}={out[k]:.2f}" for k in keys if k in out))
+
+
+if __name__ == "__main__":
+    main()
