@@ -81,7 +81,7 @@ import inspect
 import math
 import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Sequence, Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
@@ -722,6 +722,57 @@ class ActorSystem:
             return await env.future
         finally:
             bucket.discard(env)
+
+    async def ask_many(self, kind: str, requests: Sequence[tuple[str, Any]]) -> list[Any]:
+        """Ask many actors of one kind at once; the replies in request order.
+
+        Every message is offered before any reply is awaited, so the actors work concurrently (and their
+        appends share a group commit) without a task per ask. The first error raised by a handler is
+        re-raised after every reply has arrived. Uses the system's ``ask_timeout`` for each reply.
+        """
+        loop = self._loop
+        assert loop is not None
+        k = self._kind(kind)
+        envs: list[_Ask | None] = []
+        waits: list[Any] = []
+        me = _CURRENT.get()
+        for key, msg in requests:
+            cell = k.actors.get(key)
+            if cell is None and key not in k.stopped and self._state == _OPEN:
+                cell = self._activate(k, key)
+            if cell is None or (me is cell and cell.task is asyncio.current_task()):
+                envs.append(None)  # stopped, closing or asking itself: ask() raises the right error
+                waits.append(asyncio.ensure_future(self.ask(kind, key, msg)))
+                continue
+            env = _Ask(msg, loop.create_future(), cell)
+            if cell.offer(env):
+                envs.append(env)
+                waits.append(None)
+            else:  # a full mailbox: wait for room in a task of its own so the others still go out
+                envs.append(None)
+                waits.append(asyncio.ensure_future(self.ask(kind, key, msg)))
+        wheel = self._ask_wheel
+        buckets = [wheel.add(e) if (e is not None and wheel is not None) else None for e in envs]
+        out: list[Any] = []
+        first_error: BaseException | None = None
+        try:
+            for env, wait in zip(envs, waits, strict=True):
+                try:
+                    out.append(await (env.future if env is not None else wait))
+                except Exception as e:  # keep collecting: every message was sent
+                    out.append(None)
+                    if first_error is None:
+                        first_error = e
+        finally:
+            for env, bucket in zip(envs, buckets, strict=True):
+                if bucket is not None:
+                    bucket.discard(env)
+            for wait in waits:
+                if wait is not None and not wait.done():
+                    wait.cancel()
+        if first_error is not None:
+            raise first_error
+        return out
 
     def ref(self, kind: str, key: str) -> ActorRef:
         """A handle on ``(kind, key)`` with ``tell``/``try_tell``/``ask``; valid across passivation."""

@@ -339,19 +339,7 @@ class JobRunActor(EntityActor[JobRunState]):
         raise TypeError(f"job_run {self.key}: unexpected message {msg!r}")
 
     async def _ask_all(self, refs: Sequence[str], make: Any) -> list[Any]:
-        system = self.env.system
-        results: list[Any] = [None] * len(refs)
-
-        async def one(i: int, ref: str) -> None:
-            results[i] = await system.ask("partition", ref, make(ref))
-
-        if len(refs) == 1:
-            await one(0, refs[0])
-            return results
-        async with anyio.create_task_group() as tg:
-            for i, ref in enumerate(refs):
-                tg.start_soon(one, i, ref)
-        return results
+        return await self.env.system.ask_many("partition", [(ref, make(ref)) for ref in refs])
 
     async def _lease_and_start(self) -> JobRunState | None:
         st = self.state

@@ -93,6 +93,12 @@ class Drain:
 
 
 @dataclass(frozen=True, slots=True)
+class Tick:
+    """To itself: plan runs now. Queued behind the notifications already waiting, so a burst of partitions
+    becoming schedulable is planned as full batches, not one run each."""
+
+
+@dataclass(frozen=True, slots=True)
 class Recover:
     """Rebuild the indices from the World and resume (sent once at start)."""
 
@@ -110,6 +116,7 @@ class Supervisor(Actor[Any]):
         self.timers = timers
         self.policy = policy
         self.draining = False
+        self.tick_pending = False
         # interest
         self.wants_by_ref: dict[str, list[str]] = {}
         self.counts: dict[str, Counter[Cat]] = {}
@@ -142,6 +149,11 @@ class Supervisor(Actor[Any]):
             await self._on_due(msg)
         elif isinstance(msg, Recover):
             await self._recover()
+        elif isinstance(msg, Tick):
+            self.tick_pending = False
+            if not self.draining:
+                self.to_schedule = False
+                await self._schedule()
         elif isinstance(msg, Drain):
             self.draining = True
             return None
@@ -151,10 +163,10 @@ class Supervisor(Actor[Any]):
         return None
 
     async def _flush(self) -> None:
-        if self.to_schedule and not self.draining:
-            self.to_schedule = False
-            await self._schedule()
-        if self.dirty:
+        if self.to_schedule and not self.draining and not self.tick_pending:
+            self.tick_pending = True
+            self.env.system.try_tell("supervisor", self.key, Tick())
+        if self.dirty and not self.tick_pending:  # after planning, so a planned ref counts as Building
             dirty, self.dirty = self.dirty, set()
             for want_id in sorted(dirty):
                 await self._sync_want(want_id)

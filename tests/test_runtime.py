@@ -160,16 +160,25 @@ async def test_collision_policies_keep_one_lease(db: Path, policy: Any) -> None:
             built[ref] = built.get(ref, 0) + 1
 
     async with open_runtime(db, g, policy=policy) as rt:
+        # Hold the first run between its JobRunQueued and its leases until the second want's run is queued
+        # too: both runs then plan overlapping partitions, and the Partition actors' leases decide.
+        second_queued = anyio.Event()
         handles: list[Any] = []
 
-        async def submit(refs: list[str]) -> None:
-            handles.append(await rt.want(refs))
+        async def hold(rec: Any, old: Any, new: Any) -> None:
+            if rec.type != "JobRunQueued":
+                return
+            if not handles[1:]:
+                handles.append(await rt.want(["raw/2", "raw/3", "raw/4"]))
+                await second_queued.wait()
+            else:
+                second_queued.set()
 
-        async with anyio.create_task_group() as tg:  # both wants commit before either run takes a lease
-            tg.start_soon(submit, ["raw/1", "raw/2", "raw/3"])
-            tg.start_soon(submit, ["raw/2", "raw/3", "raw/4"])
-        h1, h2 = sorted(handles, key=lambda h: h.want_id)
+        remove = rt.add_hook(hold)
+        handles.append(await rt.want(["raw/1", "raw/2", "raw/3"]))
         await until(rt, lambda: any(r.skipped or r.deferred_on for r in rt.runs()))
+        remove()
+        h1, h2 = handles
         gate.set()
         for h in (h1, h2):
             assert (await h.done(timeout=10)).status is WantStatus.SUCCESSFUL
