@@ -81,7 +81,7 @@ import inspect
 import math
 import types
 from collections import deque
-from collections.abc import Sequence, Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
@@ -702,7 +702,7 @@ class ActorSystem:
             if me is not None and me.kind is k and me.key == key and me.task is asyncio.current_task():
                 # asked from its own on_stop: the next incarnation would wait for this one to finish
                 raise AskDeadlock(f"actor {kind} {key!r} asked itself {type(msg).__name__} while stopping: it "
-                                  f"would wait for itself forever")
+                                  f"would wait for itself forever") from None
             cell = self._activate(k, key)
         else:
             if _CURRENT.get() is cell and cell.task is asyncio.current_task():
@@ -756,17 +756,17 @@ class ActorSystem:
         out: list[Any] = []
         first_error: BaseException | None = None
         try:
-            for env, wait in zip(envs, waits, strict=True):
+            for sent, wait in zip(envs, waits, strict=True):
                 try:
-                    out.append(await (env.future if env is not None else wait))
+                    out.append(await (sent.future if sent is not None else wait))
                 except Exception as e:  # keep collecting: every message was sent
                     out.append(None)
                     if first_error is None:
                         first_error = e
         finally:
-            for env, bucket in zip(envs, buckets, strict=True):
-                if bucket is not None:
-                    bucket.discard(env)
+            for maybe_env, bucket in zip(envs, buckets, strict=True):
+                if bucket is not None and maybe_env is not None:
+                    bucket.discard(maybe_env)
             for wait in waits:
                 if wait is not None and not wait.done():
                     wait.cancel()

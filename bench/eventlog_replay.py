@@ -68,7 +68,7 @@ def write_log(path: str, n_events: int, n_entities: int) -> None:
     db.executemany(
         "INSERT INTO meta VALUES (?, ?)", [("schema_version", str(SCHEMA_VERSION)), ("created_at", "0")]
     )
-    types = [ReplayWantCreated, ReplayPartitionBuilding, ReplayJobRunSucceeded]
+    types: list[type[Event]] = [ReplayWantCreated, ReplayPartitionBuilding, ReplayJobRunSucceeded]
     db.executemany(
         "INSERT INTO event_types VALUES (?, ?, ?)",
         [(i + 1, t.event_name, t.event_version) for i, t in enumerate(types)],

@@ -29,7 +29,7 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from supervisor import Graph, JobContext, MissingDeps, open_runtime  # noqa: E402
+from supervisor import Graph, JobContext, MissingDeps, open_runtime
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 

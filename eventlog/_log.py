@@ -649,11 +649,10 @@ class EventLog:
     # ------------------------------------------------------------------ the writer task
 
     def _ready(self) -> int:
-        if self._autocommit or self._stopping:
-            return min(len(self._incoming), self._max_batch) if self._autocommit else min(
-                self._flush_to - self._taken, self._max_batch
-            )
-        return min(self._flush_to - self._taken, self._max_batch)
+        """How many queued appends the writer may take now."""
+        if self._autocommit:
+            return min(len(self._incoming), self._max_batch)
+        return min(self._flush_to - self._taken, self._max_batch)  # only what commit() (or close) asked for
 
     async def _writer_main(self) -> None:
         """The writer task: take what has queued, write it as one batch, repeat until told to stop."""
@@ -734,11 +733,11 @@ class EventLog:
             await self._write_items(items)
         finally:
             self._done += n
-            self._notify_progress()
+            if self._failures and self._failures[-1].lo == -1:  # this batch failed: note which appends
+                self._failures[-1].lo, self._failures[-1].hi = lo, lo + n
             if len(self._cache) > self._entity_cache_size:
                 self._cache.clear()  # nothing is pending between batches: the tips reload on the next miss
-            if self._failures and self._failures[-1].lo == -1:
-                self._failures[-1].lo, self._failures[-1].hi = lo, lo + n
+            self._notify_progress()
 
     async def _write_items(self, items: list[_Item]) -> None:
         cache = self._cache
@@ -766,7 +765,9 @@ class EventLog:
         recs: list[Record] = []
         futs: list[asyncio.Future[Record]] = []
         rows_append, recs_append, futs_append = rows.append, recs.append, futs.append
-        for (kind, eid, expected, ev, tk, payload, at, fut), ent in zip(items, ents, strict=True):
+        record = Record
+        # zip(strict=False): ents was built from items, one for one; the strict check costs in this loop.
+        for (kind, eid, expected, ev, tk, payload, at, fut), ent in zip(items, ents, strict=False):
             last = ent.peseq
             if expected != last:
                 if not fut.done():
@@ -774,7 +775,7 @@ class EventLog:
                 continue
             last += 1
             rows_append((seq, ent.key, last, ent.pseq or None, tk, payload, at))
-            recs_append(Record(seq, kind, eid, last, ev, at))
+            recs_append(record(seq, kind, eid, last, ev, at))
             futs_append(fut)
             ent.pseq = seq
             ent.peseq = last
@@ -806,7 +807,7 @@ class EventLog:
             self._unsaved_types.pop(tk, None)
         self._committed_seq = seq - 1
         self._next_seq = seq
-        for fut, rec in zip(futs, recs, strict=True):
+        for fut, rec in zip(futs, recs, strict=False):
             try:  # noqa: SIM105 - suppress() would cost a context manager per append in the hot loop
                 fut.set_result(rec)
             except asyncio.InvalidStateError:

@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import structlog
 
 from actors import (
@@ -173,7 +174,7 @@ class Runtime:
             while quiet < 2:
                 await self.log.commit()
                 for _ in range(3):
-                    await anyio.sleep(0)
+                    await anyio.lowlevel.checkpoint()
                 busy = (self.log.pending() or self.world.in_flight_runs()
                         or self.system.stats().mailbox_depth
                         or self.system.active_count() > self.system.active_count("supervisor"))

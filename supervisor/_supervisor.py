@@ -660,7 +660,7 @@ class Supervisor(Actor[Any]):
         waiting_runs = sorted({p.waiting_run for p in world.partitions.values()
                                if p.status is P.UPSTREAM_WAITING and p.waiting_run})
         for rid in waiting_runs:
-            run = world.runs.get(rid)
-            if run is not None:
-                await self._track_group(run, self._group_members(run))
+            dep_miss = world.runs.get(rid)
+            if dep_miss is not None:
+                await self._track_group(dep_miss, self._group_members(dep_miss))
         self.to_schedule = True

@@ -88,7 +88,7 @@ async def run_plan(path: Path, plan: list[list[Step]], config: dict[str, float])
             assert len(seqs) == await log.entity_seq("thing", eid)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plan=plans, config=configs)
 def test_concurrent_appends_make_a_well_formed_log(plan: list[list[Step]], config: dict[str, float]) -> None:
     """Any interleaving of appends from many tasks: seqs increase without gaps, entity_seqs too, reopen reads all."""
@@ -96,7 +96,7 @@ def test_concurrent_appends_make_a_well_formed_log(plan: list[list[Step]], confi
         asyncio.run(run_plan(Path(d) / "log.db", plan, config))
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(plan=plans)
 def test_manual_commits_are_deterministic(plan: list[list[Step]]) -> None:
     """With autocommit=False and commits at fixed points, the same plan writes the same records."""

@@ -10,10 +10,10 @@ import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from runtime_graphs import chain_graph
 
 from actors import JobRunStatus, PartitionStatus, WantStatus, check_log, check_replay_fidelity, rebuild
 from eventlog import EventLog
-from runtime_graphs import chain_graph
 from supervisor import Graph, JobContext, NoJobForRef, Runtime, open_runtime
 
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import anyio
 import pytest
+from runtime_graphs import chain_graph
 
 from actors import JobRunStatus, PartitionStatus, WantStatus, check_log, check_replay_fidelity
-from runtime_graphs import chain_graph
 from supervisor import Graph, Job, Runtime, open_runtime
 
 JOBS = Path(__file__).parent / "jobs"
@@ -46,7 +46,8 @@ async def test_command_job_reporting_missing_deps(tmp_path: Path) -> None:
                                                  JobRunStatus.SUCCEEDED]
         assert rt.runs()[0].missing == ("raw/2026-11-01",)
         run = rt.runs()[-1]
-        assert run.stdout_path and "built daily/2026-11-01" in Path(run.stdout_path).read_text()
+        assert run.stdout_path is not None
+        assert "built daily/2026-11-01" in await anyio.Path(run.stdout_path).read_text()
         await sound(rt)
 
 
@@ -56,9 +57,10 @@ async def test_command_job_that_fails_then_succeeds(tmp_path: Path) -> None:
     async with open_runtime(tmp_path / "wb.db", g) as rt:
         assert (await (await rt.want("raw/a")).done(timeout=30)).status is WantStatus.SUCCESSFUL
         failed, ok = rt.runs()
-        assert failed.status is JobRunStatus.FAILED and failed.exit_code == 2 and failed.will_retry
-        assert ok.retry_of == failed.job_run_id and ok.attempt == 2
-        assert failed.stderr_path and "transient failure" in Path(failed.stderr_path).read_text()
+        assert (failed.status, failed.exit_code, failed.will_retry) == (JobRunStatus.FAILED, 2, True)
+        assert (ok.retry_of, ok.attempt) == (failed.job_run_id, 2)
+        assert failed.stderr_path is not None
+        assert "transient failure" in await anyio.Path(failed.stderr_path).read_text()
         await sound(rt)
 
 
@@ -92,8 +94,10 @@ async def test_sigkill_mid_build_then_restart_finishes_every_want(tmp_path: Path
     """SIGKILL a runtime while runs are in flight; a new runtime on the log recovers and every want ends."""
     db = tmp_path / "wb.db"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent)])}
-    proc = subprocess.Popen([sys.executable, str(JOBS / "killed_runtime.py"), str(db)], stdout=subprocess.PIPE,
-                            env=env, text=True)
+    # a plain child that we SIGKILL; its pipe is read in a worker thread
+    proc = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, str(JOBS / "killed_runtime.py"), str(db)], stdout=subprocess.PIPE, env=env, text=True
+    )
     try:
         assert proc.stdout is not None
         with anyio.fail_after(30):
@@ -106,7 +110,7 @@ async def test_sigkill_mid_build_then_restart_finishes_every_want(tmp_path: Path
         proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
-    g, built = chain_graph(batch=2)
+    g, _ = chain_graph(batch=2)
     async with open_runtime(db, g) as rt:
         assert rt.recovery.lost_runs, "runs were in flight when the runtime was killed"
         await rt.wait_idle(timeout=30)
