@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.abc
 import anyio.lowlevel
 import pytest
 import structlog.testing
@@ -458,6 +457,20 @@ async def test_command_that_cannot_start_fails_cleanly(tmp_path: Path, kind: str
     assert (outcome.status, outcome.exit_code) == ("failed", None)
     assert outcome.reason == f"cannot run {str(program)!r}: {expected}"
     assert text(outcome.stderr_path) == f"wantbuild: {outcome.reason}\n"
+
+
+async def test_command_with_unusable_log_dir_fails_without_starting(tmp_path: Path) -> None:
+    """A log_dir that cannot be created fails the run (nothing started) instead of raising into the runtime."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    marker = tmp_path / "ran"
+
+    outcome = await run_command([sys.executable, "-c", f"open({str(marker)!r}, 'w')"], make_ctx(),
+                                log_dir=blocker / "logs", timeout=None, heartbeat_timeout=None)
+
+    assert (outcome.status, outcome.error_type, outcome.stdout_path) == ("failed", "NotADirectoryError", None)
+    assert outcome.reason.startswith(f"cannot open the job's log files in {str(blocker / 'logs')!r}")
+    assert not marker.exists()
 
 
 async def test_command_cancelled_from_outside_kills_its_group(tmp_path: Path) -> None:
