@@ -287,6 +287,9 @@ class EventLog:
         )
 
     async def _connect(self, mode: str) -> Any:
+        if mode == "rw" and not os.path.exists(self._path):
+            # Refuse before connecting: a failed aiosqlite.connect leaves its worker thread behind.
+            raise LogNotFoundError(f"{self._path}: no event log here (no such file)")
         try:
             db = await aiosqlite.connect(_db_uri(self._path, mode), uri=True, isolation_level=None)
         except sqlite3.OperationalError as e:

@@ -279,7 +279,41 @@ async def _recover_runs(system: ActorSystem, world: World) -> tuple[list[str], l
 
 
 @asynccontextmanager
-async def open_runtime(
+async def open_runtime(*args: Any, **kwargs: Any) -> AsyncIterator[Runtime]:
+    """Open a runtime on the log at ``path`` (created if missing) for ``graph``.
+
+    Keywords: ``clock``, ``policy`` (default collision policy), ``log_dir`` (job output files; default
+    ``<log>.logs``), ``accept_graph_change``, ``passivate_after``, ``autocommit``, ``serve_commands``,
+    ``shutdown_grace``. An exception raised in the ``async with`` body comes out as itself, not wrapped in an
+    exception group by the runtime's task groups.
+    """
+    try:
+        async with _open_runtime(*args, **kwargs) as rt:
+            yield rt
+    except BaseExceptionGroup as eg:
+        inner = _single(eg)
+        if inner is None:
+            raise
+        raise inner from None
+
+
+def _single(eg: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one non-cancellation exception in a (nested) group, if there is exactly one."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for x in e.exceptions:
+                walk(x)
+        elif not isinstance(e, anyio.get_cancelled_exc_class()):
+            leaves.append(e)
+
+    walk(eg)
+    return leaves[0] if len(leaves) == 1 else None
+
+
+@asynccontextmanager
+async def _open_runtime(
     path: str | Path,
     graph: Graph,
     *,
@@ -293,7 +327,6 @@ async def open_runtime(
     shutdown_grace: float = 10.0,
     event_log: EventLog | None = None,
 ) -> AsyncIterator[Runtime]:
-    """Open a runtime on the log at ``path`` (created if missing) for ``graph``."""
     graph.validate()
     clock = clock if clock is not None else SystemClock()
     path = Path(path)
@@ -364,6 +397,9 @@ async def _shutdown(rt: Runtime, execution: LocalExecution, timers: Timers, grac
             with anyio.move_on_after(0.5):
                 await rt._settled.wait()
     execution.cancel_all("the runtime is shutting down")
+    # Runs are terminal; let them settle their partitions (Building -> Missing) before the actors stop.
+    with anyio.move_on_after(grace):
+        await rt.wait_quiescent(timeout=None)
     await rt.log.commit()
 
 
