@@ -1,0 +1,194 @@
+"""Driving a runtime from the CLI: a live progress display while it builds, and the outcome afterwards.
+
+The display polls the runtime's World (ten times a second): it is a view, never part of the build, and polling
+keeps it independent of how fast events commit. It only appears when stderr is a terminal; scripts get the
+outcome alone (as JSON with ``--json``).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from actors import JobRunState, PartitionStatus, WantState, WantStatus
+from supervisor import Runtime
+
+from ._output import short, status_text, wants_table
+
+
+def is_derived(want: WantState) -> bool:
+    """Created by the supervisor (``job_run:<id>``, ``static_deps:<ref>``...), not by a user (api, cli, ...)."""
+    return ":" in want.source
+
+
+@dataclass
+class Session:
+    """What one CLI invocation did with a runtime: the wants and runs it saw come and go."""
+
+    rt: Runtime
+    old_wants: frozenset[str]
+    """Wants that were already terminal when the runtime opened (not part of this session)."""
+    old_runs: frozenset[str]
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def begin(cls, rt: Runtime) -> Session:
+        w = rt.world
+        return cls(rt, frozenset(i for i, s in w.wants.items() if s.terminal), frozenset(w.runs))
+
+    def wants(self) -> list[WantState]:
+        return sorted((s for i, s in self.rt.world.wants.items() if i not in self.old_wants),
+                      key=lambda s: s.want_id)
+
+    def runs(self) -> list[JobRunState]:
+        return sorted((s for i, s in self.rt.world.runs.items() if i not in self.old_runs),
+                      key=lambda s: s.job_run_id)
+
+    def refs(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for w in self.wants():
+            seen.update(dict.fromkeys(w.refs))
+        return list(seen)
+
+    def outcome(self) -> dict[str, Any]:
+        wants = self.wants()
+        runs = self.runs()
+        refs = self.refs()
+        parts = Counter(str(self.rt.world.partition(r).status) for r in refs)
+        return {
+            "db": str(self.rt.log.path),
+            "elapsed_s": round(time.monotonic() - self.started, 3),
+            "wants": [w for w in wants if not is_derived(w)],
+            "derived_wants": [w for w in wants if is_derived(w)],
+            "runs": dict(sorted(Counter(str(r.status) for r in runs).items())),
+            "retries": sum(1 for r in runs if r.attempt > 1),
+            "partitions": dict(sorted(parts.items())),
+        }
+
+
+def root_ok(outcome: dict[str, Any]) -> bool:
+    return all(w.status is WantStatus.SUCCESSFUL for w in outcome["wants"])
+
+
+def print_outcome(out: Console, outcome: dict[str, Any]) -> None:
+    wants: list[WantState] = outcome["wants"]
+    derived: list[WantState] = outcome["derived_wants"]
+    out.print(Text(f"Outcome ({outcome['elapsed_s']:.1f} s, log {outcome['db']})", style="bold"))
+    if wants:
+        out.print(wants_table(wants))
+    if derived:
+        by = Counter(str(w.status) for w in derived)
+        line = Text(f"derived wants (created for missing upstream partitions): {len(derived)} — ")
+        _append_counts(line, by)
+        out.print(line)
+    runs = Text("job runs: ")
+    if outcome["runs"]:
+        _append_counts(runs, outcome["runs"])
+    else:
+        runs.append("none (nothing needed building)")
+    if outcome["retries"]:
+        runs.append(f"; {outcome['retries']} retr{'y' if outcome['retries'] == 1 else 'ies'} after a failure")
+    out.print(runs)
+    parts = Text("partitions: ")
+    if outcome["partitions"]:
+        _append_counts(parts, outcome["partitions"])
+    else:
+        parts.append("none")
+    out.print(parts)
+
+
+def _append_counts(text: Text, counts: dict[str, int]) -> None:
+    for i, (status, n) in enumerate(sorted(counts.items(), key=lambda kv: -kv[1])):
+        if i:
+            text.append(", ")
+        text.append(f"{n} ")
+        text.append_text(status_text(status))
+
+
+def print_recovery(out: Console, rt: Runtime) -> None:
+    rec = rt.recovery
+    out.print(Text(f"Recovered {rt.log.path}: replayed {rec.events_replayed} events", style="bold"))
+    out.print(f"  lost runs (in flight when the runtime died, marked Lost): {len(rec.lost_runs)}"
+              + (f" — {short(rec.lost_runs, 6)}" if rec.lost_runs else ""))
+    out.print(f"  partitions re-queued (back to Missing, to be rebuilt): {len(rec.requeued_partitions)}"
+              + (f" — {short(rec.requeued_partitions, 6)}" if rec.requeued_partitions else ""))
+    out.print(f"  active wants to finish: {len(rec.active_wants)}"
+              + (f" — {short(rec.active_wants, 6)}" if rec.active_wants else ""))
+
+
+def recovery_dict(rt: Runtime) -> dict[str, Any]:
+    rec = rt.recovery
+    return {"events_replayed": rec.events_replayed, "lost_runs": list(rec.lost_runs),
+            "requeued_partitions": list(rec.requeued_partitions), "active_wants": list(rec.active_wants)}
+
+
+async def show_progress(session: Session, wait: Callable[[], Awaitable[None]], err: Console) -> None:
+    """Await ``wait()``, with a live progress display on ``err`` when it is a terminal."""
+    if not err.is_terminal:
+        await wait()
+        return
+    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("{task.fields[detail]}"))
+    with Progress(*columns, console=err, transient=False, refresh_per_second=10) as progress:
+        task = progress.add_task("partitions Live", total=None, detail="")
+
+        def update() -> None:
+            refs = session.refs()
+            live = sum(1 for r in refs if session.rt.world.partition(r).status is PartitionStatus.LIVE)
+            runs = Counter(str(r.status) for r in session.runs())
+            wants = session.wants()
+            active = sum(1 for w in wants if not w.terminal)
+            detail = (f"runs: {runs['Running']} running, {runs['Succeeded']} ok, {runs['DepMiss']} dep-miss, "
+                      f"{runs['Failed']} failed · wants: {active} active / {len(wants)}")
+            progress.update(task, total=max(len(refs), 1), completed=live, detail=detail)
+
+        async with anyio.create_task_group() as tg:
+
+            async def tick() -> None:
+                while True:
+                    update()
+                    await anyio.sleep(0.1)
+
+            tg.start_soon(tick)
+            try:
+                await wait()
+            finally:
+                tg.cancel_scope.cancel()
+        update()
+
+
+async def until_signal(work: Callable[[], Awaitable[None]] | None) -> int | None:
+    """Run ``work()`` (or wait forever if None) until it returns (→ None) or SIGINT/SIGTERM arrives (→ signum)."""
+    if threading.current_thread() is not threading.main_thread():  # signals can only be watched there
+        await (work() if work is not None else anyio.sleep_forever())
+        return None
+    got: list[int] = []
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    got.append(signum)
+                    tg.cancel_scope.cancel()
+                    return
+
+        async def run() -> None:
+            if work is None:
+                await anyio.sleep_forever()
+            else:
+                await work()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        tg.start_soon(run)
+    return got[0] if got else None

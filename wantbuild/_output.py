@@ -1,0 +1,221 @@
+"""What the CLI prints: rich tables and colours for people, JSON for scripts.
+
+Colours only appear when the stream is a terminal (rich decides, and honours ``NO_COLOR``); when it is not,
+lines are not wrapped at 80 columns either, so piped output stays greppable. Everything a script may want is
+also available as JSON (``--json``), built from the same plain values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from actors import MACHINES, JobRunState, PartitionState, WantState, World
+from eventlog import Record
+from supervisor import Explanation
+
+_STYLES = {
+    # done
+    "Successful": "green", "Live": "green", "Succeeded": "green",
+    # failed
+    "Failed": "bold red", "UpstreamFailed": "red",
+    # stopped
+    "Canceled": "magenta", "Expired": "magenta", "Lost": "magenta", "Tainted": "yellow", "DepMiss": "yellow",
+    # moving
+    "Building": "cyan", "Running": "cyan", "Queued": "cyan",
+    "UpstreamBuilding": "blue", "UpstreamWaiting": "blue",
+}
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A console on stdout (or stderr); no wrapping at 80 columns when it is not a terminal."""
+    c = Console(stderr=stderr, highlight=False)
+    if not c.is_terminal:
+        c = Console(stderr=stderr, highlight=False, width=max(c.width, 200), soft_wrap=True)
+    return c
+
+
+def status_text(status: str) -> Text:
+    return Text(str(status), style=_STYLES.get(str(status), ""))
+
+
+def fmt_time(at: float | None) -> str:
+    """Wall-clock times as local ISO times; small numbers (a scenario's virtual clock) as seconds."""
+    if at is None:
+        return "-"
+    if at >= 1e8:
+        return dt.datetime.fromtimestamp(at).isoformat(sep=" ", timespec="milliseconds")
+    return f"t={at:.3f}s"
+
+
+def short(items: Sequence[str], limit: int = 3) -> str:
+    if len(items) <= limit:
+        return ", ".join(items)
+    return f"{', '.join(items[:limit])}, ... (+{len(items) - limit})"
+
+
+# -- JSON ------------------------------------------------------------------------------------------------
+
+
+def to_plain(obj: Any) -> Any:
+    """States, records, explanations and containers of them as JSON-ready builtins."""
+    if isinstance(obj, Record):
+        return record_dict(obj)
+    if isinstance(obj, Explanation):
+        return obj.to_dict()
+    if isinstance(obj, Mapping):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_plain(v) for v in obj]
+    return msgspec.to_builtins(obj)
+
+
+def dumps(obj: Any, *, indent: bool = True) -> str:
+    return json.dumps(to_plain(obj), indent=2 if indent else None, ensure_ascii=False)
+
+
+def record_dict(rec: Record) -> dict[str, Any]:
+    ev = rec.event
+    return {
+        "seq": rec.seq, "at": rec.at, "entity_kind": rec.entity_kind, "entity_id": rec.entity_id,
+        "entity_seq": rec.entity_seq, "type": ev.event_name, "version": ev.event_version,
+        "payload": msgspec.to_builtins(ev),
+    }
+
+
+# -- tables ----------------------------------------------------------------------------------------------
+
+
+def _table(title: str | None) -> Table:
+    return Table(title=title, title_justify="left", title_style="italic", box=box.SIMPLE_HEAD, show_edge=False,
+                 pad_edge=False)
+
+
+def counts_table(counts: Mapping[str, Mapping[str, int]], title: str | None = None) -> Table:
+    """Entities per status, one row per kind, only the statuses that occur (all zero: "none")."""
+    t = _table(title)
+    t.add_column("entity")
+    t.add_column("total", justify="right")
+    t.add_column("by status")
+    for kind in MACHINES:
+        per = counts.get(kind, {})
+        parts = Text()
+        for status, n in per.items():
+            if n:
+                if parts:
+                    parts.append("  ")
+                parts.append_text(status_text(status))
+                parts.append(f" {n}")
+        t.add_row(kind, str(sum(per.values())), parts if parts else Text("none", style="dim"))
+    return t
+
+
+def wants_table(wants: Iterable[WantState], title: str | None = None) -> Table:
+    t = _table(title)
+    for col in ("want", "status", "refs", "source", "created", "reason"):
+        t.add_column(col, overflow="fold")
+    for w in wants:
+        reason = w.reason + (" (SLA missed)" if w.sla_missed else "")
+        t.add_row(w.want_id, status_text(w.status), short(w.refs), w.source, fmt_time(w.created_at), reason)
+    return t
+
+
+def runs_table(runs: Iterable[JobRunState], title: str | None = None) -> Table:
+    t = _table(title)
+    for col in ("run", "job", "status", "attempt", "partitions", "reason"):
+        t.add_column(col, overflow="fold")
+    for r in runs:
+        t.add_row(r.job_run_id, r.job, status_text(r.status), f"{r.attempt}/{r.max_attempts}",
+                  short(r.partitions or r.planned), r.reason)
+    return t
+
+
+def partitions_table(parts: Iterable[PartitionState], world: World, title: str | None = None) -> Table:
+    t = _table(title)
+    for col in ("partition", "status", "generation", "lease / built by", "reason"):
+        t.add_column(col, overflow="fold")
+    for p in parts:
+        holder = p.lease if p.lease else (p.built_by or "")
+        needs = world.needs(p.ref)
+        reason = p.reason or (f"waiting on {short(needs)} (missing for {p.waiting_run})" if needs else "")
+        t.add_row(p.ref, status_text(p.status), str(p.generation), holder, reason)
+    return t
+
+
+def events_table(records: Iterable[Record]) -> Table:
+    t = _table(None)
+    for col in ("seq", "at", "entity", "type", "payload"):
+        t.add_column(col, overflow="fold")
+    for rec in records:
+        t.add_row(*event_cells(rec))
+    return t
+
+
+def event_cells(rec: Record) -> tuple[str, str, str, str, str]:
+    payload = msgspec.json.encode(rec.event).decode()
+    return (str(rec.seq), fmt_time(rec.at), f"{rec.entity_kind}:{rec.entity_id}#{rec.entity_seq}",
+            rec.event.event_name, payload)
+
+
+def event_line(rec: Record) -> Text:
+    seq, at, entity, typ, payload = event_cells(rec)
+    line = Text(f"{seq:>6}  {at}  ")
+    line.append(typ, style="bold")
+    line.append(f"  {entity}  ")
+    line.append(payload, style="dim")
+    return line
+
+
+def explanation_text(ex: Explanation, indent: int = 0) -> Text:
+    """The explanation chain, indented per upstream level, statuses coloured."""
+    out = Text()
+    pad = "  " * indent
+    out.append(f"{pad}{ex.ref} [")
+    out.append_text(status_text(ex.status))
+    out.append(f"]: {ex.summary}\n")
+    for d in ex.details:
+        out.append(f"{pad}  - {d}\n", style="dim" if indent else "")
+    for up in ex.upstream:
+        out.append_text(explanation_text(up, indent + 1))
+    return out
+
+
+def world_summary(world: World) -> dict[str, Any]:
+    """The plain summary ``status`` and ``replay`` print: counts, failures, in-flight runs, active wants."""
+    failed_parts = sorted((p for p in world.partitions.values() if p.status in ("Failed", "UpstreamFailed")),
+                          key=lambda p: p.ref)
+    failed_runs = sorted((r for r in world.runs.values() if r.status == "Failed"), key=lambda r: r.job_run_id)
+    return {
+        "last_seq": world.last_seq,
+        "last_at": world.last_at,
+        "counts": world.counts(),
+        "active_wants": sorted((w for w in world.active_wants()), key=lambda w: w.want_id),
+        "in_flight_runs": sorted(world.in_flight_runs(), key=lambda r: r.job_run_id),
+        "failed_partitions": failed_parts,
+        "failed_runs": failed_runs,
+    }
+
+
+def print_summary(out: Console, world: World, summary: Mapping[str, Any], *, heading: str) -> None:
+    out.print(Text(heading, style="bold"))
+    out.print(counts_table(summary["counts"]))
+    if summary["active_wants"]:
+        out.print()
+        out.print(wants_table(summary["active_wants"], title="active wants"))
+    if summary["in_flight_runs"]:
+        out.print()
+        out.print(runs_table(summary["in_flight_runs"], title="in-flight runs"))
+    if summary["failed_partitions"]:
+        out.print()
+        out.print(partitions_table(summary["failed_partitions"], world, title="failed partitions"))
+    if summary["failed_runs"]:
+        out.print()
+        out.print(runs_table(summary["failed_runs"][-10:], title="failed runs (last 10)"))
