@@ -148,22 +148,19 @@ def apply_job_run(state: JobRunState | None, ev: Event, run_id: str, at: float, 
             reason=ev.reason,
         )
     rep = msgspec.structs.replace
+    if isinstance(ev, JobRunSucceeded):
+        return rep(state, status=target, updated_at=at, entity_seq=entity_seq, ended_at=at)
+    if isinstance(ev, JobRunStarted):
+        return rep(state, status=target, updated_at=at, entity_seq=entity_seq, partitions=ev.partitions,
+                   skipped=ev.skipped, started_at=at, stdout_path=ev.stdout_path, stderr_path=ev.stderr_path,
+                   deferred_on=())
     if isinstance(ev, JobRunDeferred):
         return rep(state, deferred_on=ev.refused, updated_at=at, entity_seq=entity_seq)
-    assert target is not None
-    common = {"status": target, "updated_at": at, "entity_seq": entity_seq}
-    if isinstance(ev, JobRunStarted):
-        return rep(
-            state, partitions=ev.partitions, skipped=ev.skipped, started_at=at, stdout_path=ev.stdout_path,
-            stderr_path=ev.stderr_path, deferred_on=(), **common,
-        )
     if isinstance(ev, JobRunFailed):
-        return rep(
-            state, ended_at=at, reason=ev.reason, exit_code=ev.exit_code, will_retry=ev.will_retry,
-            retry_delay=ev.retry_delay, **common,
-        )
+        return rep(state, status=target, updated_at=at, entity_seq=entity_seq, ended_at=at, reason=ev.reason,
+                   exit_code=ev.exit_code, will_retry=ev.will_retry, retry_delay=ev.retry_delay)
     if isinstance(ev, JobRunDepMiss):
-        return rep(state, ended_at=at, missing=ev.missing, reason="missing upstream partitions", **common)
-    if isinstance(ev, JobRunCanceled | JobRunLost):
-        return rep(state, ended_at=at, reason=ev.reason, **common)
-    return rep(state, ended_at=at, **common)  # JobRunSucceeded
+        return rep(state, status=target, updated_at=at, entity_seq=entity_seq, ended_at=at, missing=ev.missing,
+                   reason="missing upstream partitions")
+    assert isinstance(ev, JobRunCanceled | JobRunLost)
+    return rep(state, status=target, updated_at=at, entity_seq=entity_seq, ended_at=at, reason=ev.reason)

@@ -123,26 +123,22 @@ def apply_partition(
         raise IllegalTransition(
             "partition", ref, cur.status, ev.event_name, f"the lease is held by {cur.lease}, not {run}"
         )
-    common = {"status": target, "entity_seq": entity_seq, "updated_at": at}
+    rep = msgspec.structs.replace
     if isinstance(ev, PartitionBuilding):
-        return msgspec.structs.replace(
-            cur, lease=ev.job_run_id, generation=cur.generation + 1, waiting_run=None, reason="", final=False,
-            **common,
-        )
+        return rep(cur, status=target, entity_seq=entity_seq, updated_at=at, lease=ev.job_run_id,
+                   generation=cur.generation + 1, waiting_run=None, reason="", final=False)
     if isinstance(ev, PartitionLive):
-        return msgspec.structs.replace(cur, lease=None, built_by=ev.job_run_id, reason="", **common)
+        return rep(cur, status=target, entity_seq=entity_seq, updated_at=at, lease=None, built_by=ev.job_run_id,
+                   reason="")
     if isinstance(ev, PartitionUpstreamWaiting):
-        return msgspec.structs.replace(
-            cur, lease=None, waiting_run=ev.job_run_id, reason="", **common
-        )
+        return rep(cur, status=target, entity_seq=entity_seq, updated_at=at, lease=None,
+                   waiting_run=ev.job_run_id, reason="")
     if isinstance(ev, PartitionMissing):
-        return msgspec.structs.replace(
-            cur, lease=None, waiting_run=None, reason=ev.reason, **common
-        )
+        return rep(cur, status=target, entity_seq=entity_seq, updated_at=at, lease=None, waiting_run=None,
+                   reason=ev.reason)
     if isinstance(ev, PartitionFailed):
-        return msgspec.structs.replace(cur, lease=None, reason=ev.reason, final=ev.final, **common)
-    if isinstance(ev, PartitionUpstreamFailed):
-        return msgspec.structs.replace(cur, reason=ev.reason, **common)
-    if isinstance(ev, PartitionTainted):
-        return msgspec.structs.replace(cur, reason=ev.reason, **common)
+        return rep(cur, status=target, entity_seq=entity_seq, updated_at=at, lease=None, reason=ev.reason,
+                   final=ev.final)
+    if isinstance(ev, PartitionUpstreamFailed | PartitionTainted):
+        return rep(cur, status=target, entity_seq=entity_seq, updated_at=at, reason=ev.reason)
     raise IllegalTransition("partition", ref, status, ev.event_name)  # pragma: no cover - table covers it

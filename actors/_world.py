@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeAlias
 
+import anyio
+import anyio.abc
+
 from eventlog import CorruptLogError, Event, EventLog, Record
 
 from ._jobrun import JOB_RUN, JobRunState, JobRunStatus, apply_job_run
@@ -50,25 +53,25 @@ class World:
     # -- folding ---------------------------------------------------------------------------------------
     def apply(self, rec: Record) -> EntityState:
         """Fold one record; raise :class:`ReplayError` (with its seq) if it does not apply."""
-        table = self._tables.get(rec.entity_kind)
+        kind = rec.entity_kind
+        table = self._tables.get(kind)
         if table is None:
-            raise ReplayError(f"unknown entity kind {rec.entity_kind!r}", rec.seq)
-        old = table.get(rec.entity_id)
-        have = 0 if old is None else old.entity_seq
-        if rec.entity_seq != have + 1:
-            raise ReplayError(
-                f"{rec.entity_kind} {rec.entity_id!r}: entity_seq {rec.entity_seq} follows {have} (gap or repeat)",
-                rec.seq,
-            )
+            raise ReplayError(f"unknown entity kind {kind!r}", rec.seq)
+        eid = rec.entity_id
+        old = table.get(eid)
+        eseq = rec.entity_seq
+        if eseq != (1 if old is None else old.entity_seq + 1):
+            have = 0 if old is None else old.entity_seq
+            raise ReplayError(f"{kind} {eid!r}: entity_seq {eseq} follows {have} (gap or repeat)", rec.seq)
         try:
-            new = APPLY[rec.entity_kind](old, rec.event, rec.entity_id, rec.at, rec.entity_seq)
+            new = APPLY[kind](old, rec.event, eid, rec.at, eseq)
         except IllegalTransition as e:
             raise ReplayError(str(e), rec.seq) from e
-        table[rec.entity_id] = new
+        table[eid] = new
         self.last_seq = rec.seq
         self.last_at = rec.at
         if self.history is not None:
-            self.history.setdefault((rec.entity_kind, rec.entity_id), []).append(rec)
+            self.history.setdefault((kind, eid), []).append(rec)
         return new  # type: ignore[no-any-return]
 
     def put(self, kind: str, entity_id: str, state: EntityState, seq: int, at: float) -> None:
@@ -160,21 +163,35 @@ async def rebuild(
     if keep_history:
         world.history = {}
     apply = world.apply
-    async for batch in log.read_batches(1, until_seq=until_seq):
-        if until_time is not None and batch and batch[-1].at > until_time:
-            for rec in batch:
-                if rec.at > until_time:
-                    return world
-                st = apply(rec)
-                if on_record is not None:
-                    on_record(world, rec, st)
-            return world
-        if on_record is None:
-            for rec in batch:
-                apply(rec)
-        else:
-            for rec in batch:
-                on_record(world, rec, apply(rec))
+    batches: anyio.abc.ObjectSendStream[list[Record] | None]
+    batches, incoming = anyio.create_memory_object_stream[list[Record] | None](2)
+
+    async def read() -> None:  # the next batch is read while this one is folded
+        async with batches:
+            async for batch in log.read_batches(1, until_seq=until_seq):
+                await batches.send(batch)
+                if until_time is not None and batch and batch[-1].at > until_time:
+                    break
+
+    async with anyio.create_task_group() as tg, incoming:
+        tg.start_soon(read)
+        async for batch in incoming:
+            assert batch is not None
+            if until_time is not None and batch and batch[-1].at > until_time:
+                for rec in batch:
+                    if rec.at > until_time:
+                        tg.cancel_scope.cancel()
+                        return world
+                    st = apply(rec)
+                    if on_record is not None:
+                        on_record(world, rec, st)
+                continue
+            if on_record is None:
+                for rec in batch:
+                    apply(rec)
+            else:
+                for rec in batch:
+                    on_record(world, rec, apply(rec))
     return world
 
 

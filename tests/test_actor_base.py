@@ -295,6 +295,66 @@ async def settle_until(cond: Callable[[], bool]) -> None:
     raise AssertionError("condition never held")
 
 
+async def test_ask_many_sends_all_before_waiting_and_keeps_request_order() -> None:
+    """ask_many offers every message first (the actors run concurrently) and returns replies in request order."""
+    started: set[str] = set()
+    all_started = asyncio.Event()
+
+    class Rendezvous(Actor[int]):
+        kind = "rv"
+
+        async def handle(self, msg: int) -> int:
+            started.add(self.key)
+            if len(started) == 5:
+                all_started.set()
+            await all_started.wait()  # only returns if all five were asked before any reply was awaited
+            return msg * 10
+
+    async with ActorSystem(ask_timeout=5) as system:
+        system.register("rv", Rendezvous)
+        replies = await system.ask_many("rv", [(f"k{i}", i) for i in reversed(range(5))])
+    assert replies == [40, 30, 20, 10, 0]
+
+
+@pytest.mark.usefixtures("counter")
+async def test_ask_many_reraises_the_first_error_after_all_replies() -> None:
+    """A failing request does not stop the others: all are handled, then the first error is raised."""
+    async with ActorSystem(passivate_after=None) as system:
+        system.register("counter", Counter)
+        await system.stop_actor("counter", "s")
+        with pytest.raises(ValueError, match="boom in b"):
+            await system.ask_many("counter", [("a", "incr"), ("b", "boom"), ("s", "incr"), ("c", "incr")])
+        assert Counter.store == {"a": 1, "c": 1}
+        with pytest.raises(ActorStopped, match="counter 's'"):
+            await system.ask_many("counter", [("a", "incr"), ("s", "incr")])
+        assert Counter.store["a"] == 2
+
+
+async def test_ask_many_waits_for_room_and_detects_asking_itself() -> None:
+    """A full mailbox in ask_many is waited on; an actor asking itself through ask_many gets AskDeadlock."""
+    Gate.reset()
+
+    class Fanout(Actor[str]):
+        kind = "fanout"
+
+        async def handle(self, msg: str) -> Any:
+            return await self.system.ask_many("fanout", [(self.key, "x")])
+
+    async with ActorSystem(mailbox_size=1, ask_timeout=5) as system:
+        system.register("gate", Gate)
+        system.register("fanout", Fanout)
+        await system.tell("gate", "g", 0)
+        await Gate.entered.wait()
+        await system.tell("gate", "g", 1)  # g's mailbox is now full
+        many = asyncio.create_task(system.ask_many("gate", [("g", 2), ("h", 3)]))
+        await asyncio.sleep(0.01)
+        assert not many.done()
+        Gate.gate.set()
+        assert await asyncio.wait_for(many, 2) == [2, 3]
+        with pytest.raises(AskDeadlock, match="ask_many"):
+            await system.ask("fanout", "f", "go")
+
+
 async def test_refs_reach_the_actor_across_passivation() -> None:
     """An ActorRef stays usable after its actor passivated: the next message activates it again."""
     async with ActorSystem(passivate_after=0) as system:
@@ -600,17 +660,17 @@ async def test_asking_yourself_from_on_stop_raises() -> None:
 
 async def test_passivate_after_delay_and_never() -> None:
     """passivate_after=t keeps an idle actor about t seconds; None keeps it until shutdown."""
-    async with ActorSystem(passivate_after=0.05) as system:
+    async with ActorSystem(passivate_after=0.3) as system:
         system.register("rec", Recorder)
         system.register("forever", Recorder, passivate_after=None)
         await system.ask("rec", "a", ("x", 0))
         await system.ask("forever", "a", ("x", 0))
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.15)
         assert system.is_active("rec", "a")
         await system.ask("rec", "a", ("y", 0))  # activity resets the idle clock
-        await asyncio.sleep(0.03)
+        await asyncio.sleep(0.2)  # 0.35 s after the first message, 0.2 s after the last
         assert system.is_active("rec", "a")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
         assert not system.is_active("rec", "a")
         assert system.is_active("forever", "a")
         assert system.active_count() == 1
@@ -860,13 +920,15 @@ def test_random_interleavings_handle_each_message_once_in_sender_order(
                 await asyncio.sleep(0)
 
     async def main() -> None:
-        async with ActorSystem(passivate_after=passivate_after, mailbox_size=mailbox_size) as system:
-            system.register("rec", Recorder)
-            await asyncio.gather(*(sender(s, system) for s in range(len(plans))))
-            for _ in range(100_000):
-                if sum(len(v) for v in Recorder.log.values()) >= len(sent):
-                    break
-                await asyncio.sleep(0)
+        async with asyncio.timeout(5):  # a lost message must fail the example fast, not hang the shrinker
+            async with ActorSystem(passivate_after=passivate_after, mailbox_size=mailbox_size,
+                                   ask_timeout=1) as system:
+                system.register("rec", Recorder)
+                await asyncio.gather(*(sender(s, system) for s in range(len(plans))))
+                for _ in range(10_000):
+                    if sum(len(v) for v in Recorder.log.values()) >= len(sent):
+                        break
+                    await asyncio.sleep(0)
         assert not other_tasks()
 
     asyncio.run(main())
