@@ -27,7 +27,7 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actors import (  # noqa: E402
+from actors import (
     ActorSystem,
     EntityEnv,
     Hooks,
@@ -37,7 +37,7 @@ from actors import (  # noqa: E402
     SystemClock,
     World,
 )
-from eventlog import EventLog  # noqa: E402
+from eventlog import EventLog
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 PASSIVATE_AFTER = 0.0
