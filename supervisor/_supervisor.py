@@ -247,6 +247,11 @@ class Supervisor(Actor[Any]):
             if not lst:
                 del self.wants_by_ref[ref]
                 self.cat.pop(ref, None)
+                needers = self._needed_by(ref)
+                if needers:  # still an upstream of a partition an active want waits for: want it again
+                    source, waiting = needers[0]
+                    self._want_refs([ref], source=source, for_refs=waiting)
+                    continue
                 self._dequeue(ref)
                 runs_to_check |= self.planned.get(ref, set())
         for run_id in sorted(runs_to_check):
@@ -262,9 +267,31 @@ class Supervisor(Actor[Any]):
                 if other is None or wid not in other.parent_want_ids:
                     continue
                 parents = [self.world.wants.get(p) for p in other.parent_want_ids]
-                if all(p is not None and p.status in (W.CANCELED, W.EXPIRED) for p in parents):
+                if all(p is not None and p.status in (W.CANCELED, W.EXPIRED) for p in parents) and not any(
+                        self._needed_by(r) for r in other.refs):
                     await self.env.system.tell("want", other_id, EndWant("cancel", f"every parent want ended "
                                                                                    f"({want.status})"))
+
+    def _needed_by(self, ref: str, seen: set[str] | None = None) -> list[tuple[str, list[str]]]:
+        """Why ``ref`` is still needed: ``(source, waiting partitions)`` for each DepMiss run or static
+        dependency whose waiting partitions are still wanted (directly, or as the upstream of something
+        wanted). Dropping a want must never strand a waiting partition (I5)."""
+        seen = set() if seen is None else seen
+        seen.add(ref)
+
+        def wanted(member: str) -> bool:
+            return member in self.wants_by_ref or (member not in seen and bool(self._needed_by(member, seen)))
+
+        out: list[tuple[str, list[str]]] = []
+        for rid in sorted(self.waiters.get(ref, ())):
+            run = self.world.runs.get(rid)
+            members = self._group_members(run) if run is not None else []
+            if any(wanted(m) for m in members):
+                out.append((f"job_run:{rid}", members))
+        for r in sorted(self.static_waiters.get(ref, ())):
+            if wanted(r):
+                out.append((f"static_deps:{r}", [r]))
+        return out
 
     def _category(self, ref: str) -> Cat:
         st = self.world.partition(ref)
