@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from supervisor import Graph, JobContext, MissingDeps, open_runtime
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+TUNE_GC = True  # as `wantbuild run` runs it; --default-gc measures with Python's default thresholds
 
 
 def two_level(batch: int) -> Graph:
@@ -69,7 +70,7 @@ def chain(depth: int) -> Graph:
 
 async def run_two_level(n: int, batch: int) -> float:
     with tempfile.TemporaryDirectory() as d:
-        async with open_runtime(Path(d) / "bench.db", two_level(batch)) as rt:
+        async with open_runtime(Path(d) / "bench.db", two_level(batch), tune_gc=TUNE_GC) as rt:
             t0 = time.perf_counter()
             h = await rt.want([f"daily/{i}" for i in range(n)])
             st = await h.done()
@@ -80,7 +81,7 @@ async def run_two_level(n: int, batch: int) -> float:
 
 async def run_chain(depth: int) -> float:
     with tempfile.TemporaryDirectory() as d:
-        async with open_runtime(Path(d) / "chain.db", chain(depth)) as rt:
+        async with open_runtime(Path(d) / "chain.db", chain(depth), tune_gc=TUNE_GC) as rt:
             t0 = time.perf_counter()
             st = await (await rt.want(f"step/{depth}")).done()
             dt = time.perf_counter() - t0
@@ -97,7 +98,11 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every size (0.1 for a quick look)")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--only", choices=["per_run", "batched", "chain"], action="append")
+    ap.add_argument("--default-gc", action="store_true", help="do not tune the GC (open_runtime(tune_gc=False))")
     a = ap.parse_args()
+    global TUNE_GC
+    TUNE_GC = not a.default_gc
+    print(f"gc: {'tuned by the runtime (tune_gc=True)' if TUNE_GC else 'Python defaults'}")
     only = set(a.only or ["per_run", "batched", "chain"])
     out: dict[str, float] = {}
 

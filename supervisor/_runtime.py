@@ -8,9 +8,10 @@ running ones are canceled (their processes killed), everything is committed, no 
 
 from __future__ import annotations
 
+import gc
 import math
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -284,8 +285,8 @@ async def open_runtime(*args: Any, **kwargs: Any) -> AsyncIterator[Runtime]:
 
     Keywords: ``clock``, ``policy`` (default collision policy), ``log_dir`` (job output files; default
     ``<log>.logs``), ``accept_graph_change``, ``passivate_after``, ``autocommit``, ``serve_commands``,
-    ``shutdown_grace``. An exception raised in the ``async with`` body comes out as itself, not wrapped in an
-    exception group by the runtime's task groups.
+    ``shutdown_grace``, ``tune_gc`` (see :func:`_gc_policy`; the CLI turns it on). An exception raised in the
+    ``async with`` body comes out as itself, not wrapped in an exception group by the runtime's task groups.
     """
     try:
         async with _open_runtime(*args, **kwargs) as rt:
@@ -326,6 +327,7 @@ async def _open_runtime(
     serve_commands: bool = True,
     shutdown_grace: float = 10.0,
     event_log: EventLog | None = None,
+    tune_gc: bool = False,
 ) -> AsyncIterator[Runtime]:
     graph.validate()
     clock = clock if clock is not None else SystemClock()
@@ -334,40 +336,72 @@ async def _open_runtime(
     async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit) as elog:
         world = await rebuild(elog)
         ids = IdSource(world.wants, world.runs)
-        hooks = Hooks()
-        async with anyio.create_task_group() as tg:
-            system = ActorSystem(passivate_after=passivate_after)
-            async with system:
-                env = EntityEnv(elog, world, system, hooks, clock)
-                timers = Timers(tg, system, clock)
-                execution = LocalExecution(graph, clock, logs, system, tg)
-                system.register("want", lambda key: WantActor(key, env))
-                system.register("partition", lambda key: PartitionActor(key, env))
-                system.register("job_run", lambda key: JobRunActor(key, env, execution))
-                system.register("supervisor",
-                                lambda key: Supervisor(key, env, graph, ids, timers, policy),
-                                passivate_after=None, mailbox_size=math.inf)
-                lost, requeued = await _recover_runs(system, world)
-                recovery = Recovery(elog.last_seq, tuple(lost), tuple(requeued),
-                                    tuple(w.want_id for w in world.active_wants()))
-                rt = Runtime(elog, world, graph, clock, system, hooks, ids, recovery)
-                system.on_escalate = rt._on_escalate
-                hooks.add_system(rt._system_hook)
-                if lost:
-                    log.info("recovered runs", lost=len(lost), requeued=len(requeued))
-                await system.tell(*SUPERVISOR, Recover())
-                if serve_commands:
-                    tg.start_soon(_serve_commands, rt)
-                try:
-                    yield rt
-                finally:
-                    if not rt.crashed:
-                        with anyio.CancelScope(shield=True):
-                            await _shutdown(rt, execution, timers, shutdown_grace)
-                    else:
-                        execution.cancel_all("crash")
-                        timers.cancel_all()
-            tg.cancel_scope.cancel()
+        with _gc_policy(tune_gc):
+            async with _running(elog, world, ids, graph, clock, policy, logs, passivate_after, serve_commands,
+                                shutdown_grace) as rt:
+                yield rt
+
+
+@contextmanager
+def _gc_policy(enabled: bool) -> Iterator[None]:
+    """Optionally tune Python's cyclic GC for the runtime's allocation pattern, and restore it afterwards.
+
+    The runtime allocates many short-lived containers (tasks, futures, messages) while holding many long-lived
+    ones (the World, indices); with the default thresholds full collections walk the long-lived heap again
+    and again (measured: 30-50% of orchestration time, nothing ever collected). Enabled, the replayed World is
+    frozen (never scanned again) and the young generation is collected every 50,000 allocations, not 700.
+    """
+    if not enabled:
+        yield
+        return
+    old = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, max(old[1], 20), max(old[2], 100))
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()
+
+
+@asynccontextmanager
+async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, clock: Clock,
+                   policy: CollisionPolicy, logs: Path, passivate_after: float | None, serve_commands: bool,
+                   shutdown_grace: float) -> AsyncIterator[Runtime]:
+    hooks = Hooks()
+    async with anyio.create_task_group() as tg:
+        system = ActorSystem(passivate_after=passivate_after)
+        async with system:
+            env = EntityEnv(elog, world, system, hooks, clock)
+            timers = Timers(tg, system, clock)
+            execution = LocalExecution(graph, clock, logs, system, tg)
+            system.register("want", lambda key: WantActor(key, env))
+            system.register("partition", lambda key: PartitionActor(key, env))
+            system.register("job_run", lambda key: JobRunActor(key, env, execution))
+            system.register("supervisor",
+                            lambda key: Supervisor(key, env, graph, ids, timers, policy),
+                            passivate_after=None, mailbox_size=math.inf)
+            lost, requeued = await _recover_runs(system, world)
+            recovery = Recovery(elog.last_seq, tuple(lost), tuple(requeued),
+                                tuple(w.want_id for w in world.active_wants()))
+            rt = Runtime(elog, world, graph, clock, system, hooks, ids, recovery)
+            system.on_escalate = rt._on_escalate
+            hooks.add_system(rt._system_hook)
+            if lost:
+                log.info("recovered runs", lost=len(lost), requeued=len(requeued))
+            await system.tell(*SUPERVISOR, Recover())
+            if serve_commands:
+                tg.start_soon(_serve_commands, rt)
+            try:
+                yield rt
+            finally:
+                if not rt.crashed:
+                    with anyio.CancelScope(shield=True):
+                        await _shutdown(rt, execution, timers, shutdown_grace)
+                else:
+                    execution.cancel_all("crash")
+                    timers.cancel_all()
+        tg.cancel_scope.cancel()
 
 
 @asynccontextmanager

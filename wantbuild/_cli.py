@@ -268,7 +268,7 @@ async def build(db: Path, graph: Graph, *, refs: Sequence[str] = (), policy: str
     inbox until SIGINT/SIGTERM instead. Prints the outcome; returns the exit code."""
     out, err = console(), console(stderr=True)
     stopped_by: int | None = None
-    async with open_runtime(db, graph, policy=cast(CollisionPolicy, policy),
+    async with open_runtime(db, graph, policy=cast(CollisionPolicy, policy), tune_gc=True,
                             accept_graph_change=accept_graph_change) as rt:
         session = Session.begin(rt)
         if show_recovery and not as_json:
