@@ -1,0 +1,914 @@
+"""The scenario file: a TOML war-game for the runtime, parsed into a frozen :class:`Scenario`.
+
+The format is documented with examples in ``docs/scenarios.md``; in short::
+
+    [scenario]
+    name = "identical-wants-racing"   # default: the file's stem
+    description = "..."
+    seed = 7                          # seeds flaky jobs (and nothing else: everything else is deterministic)
+    policy = "shrink"                 # the runtime's collision policy: shrink | defer | all_or_nothing
+    horizon = 86400                   # stop at this virtual time (seconds) even if something is still going
+
+    [job.daily]                       # a simulated job: the real Graph fields plus how it behaves
+    outputs = "daily/{date}"
+    batch = 2
+    duration = 60                     # virtual seconds per run (+ per_partition * batch size)
+    behaviour = "succeed"             # succeed | fail | missing_deps | hang | flaky
+
+    [[timeline]]                      # actions at virtual times, in file order for equal times
+    at = 0
+    action = "want"                   # want | cancel | taint | crash | kill
+    name = "a"
+    refs = ["daily/1"]
+
+    [expect]                          # what must hold at the end
+    job_runs = { max = 2 }
+    [expect.wants]
+    a = "Successful"
+
+Every error is a :class:`ScenarioError` whose message starts with ``FILE:LINE:`` and names the key
+(``timeline[2].refs``). ``tomllib`` reports no line numbers for keys, so the line is found by scanning the
+text for the key under its table header: good enough to point at the right line in any file we write.
+
+:func:`dump_scenario` writes a :class:`Scenario` back as TOML (the explorer writes the cases it shrinks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, TypeAlias, get_args
+
+from eventlog import WantbuildError
+
+__all__ = [
+    "ACTIONS",
+    "BEHAVIOURS",
+    "METRICS",
+    "POLICIES",
+    "Bound",
+    "Expectations",
+    "JobSpec",
+    "PartitionExpect",
+    "Policy",
+    "Scenario",
+    "ScenarioError",
+    "Step",
+    "WantExpect",
+    "dump_scenario",
+    "load_scenario",
+    "parse_scenario",
+]
+
+Policy: TypeAlias = Literal["shrink", "defer", "all_or_nothing"]
+POLICIES: Final[tuple[Policy, ...]] = get_args(Policy)
+Behaviour: TypeAlias = Literal["succeed", "fail", "missing_deps", "hang", "flaky"]
+BEHAVIOURS: Final[tuple[Behaviour, ...]] = get_args(Behaviour)
+Action: TypeAlias = Literal["want", "cancel", "taint", "crash", "kill"]
+ACTIONS: Final[tuple[Action, ...]] = get_args(Action)
+
+METRICS: Final[tuple[str, ...]] = (
+    "job_runs",
+    "duplicate_work",
+    "wasted_run_time",
+    "collisions",
+    "crashes",
+    "latency_p50",
+    "latency_p95",
+    "latency_max",
+)
+"""Scenario-wide numbers that ``[expect]`` can bound (see :class:`scenarios.Metrics`)."""
+
+WANT_STATUSES: Final[tuple[str, ...]] = (
+    "New", "Idle", "Building", "UpstreamBuilding", "Successful", "Failed", "UpstreamFailed", "Canceled", "Expired",
+)
+PARTITION_STATUSES: Final[tuple[str, ...]] = (
+    "Missing", "Building", "Live", "UpstreamWaiting", "Failed", "UpstreamFailed", "Tainted",
+)
+RUN_STATUSES: Final[tuple[str, ...]] = ("Queued", "Running", "Succeeded", "Failed", "DepMiss", "Canceled", "Lost")
+EVENT_TYPES: Final[tuple[str, ...]] = (
+    "WantCreated", "WantIdle", "WantBuilding", "WantUpstreamBuilding", "WantSucceeded", "WantFailed",
+    "WantUpstreamFailed", "WantCanceled", "WantExpired", "WantSlaMissed",
+    "PartitionBuilding", "PartitionLive", "PartitionUpstreamWaiting", "PartitionMissing", "PartitionFailed",
+    "PartitionUpstreamFailed", "PartitionTainted",
+    "JobRunQueued", "JobRunDeferred", "JobRunStarted", "JobRunSucceeded", "JobRunFailed", "JobRunDepMiss",
+    "JobRunCanceled", "JobRunLost",
+)
+DEFAULT_HORIZON: Final[float] = 30 * 86400.0
+INVARIANTS: Final[tuple[str, ...]] = ("I1", "I2", "I3", "I4", "I5", "I6")
+
+
+class ScenarioError(WantbuildError, ValueError):
+    """A scenario file that cannot be used. The message starts with ``FILE:LINE:`` and names the key."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 key: str | None = None) -> None:
+        self.path = path
+        self.line = line
+        self.key = key
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(f"{where}{key + ': ' if key else ''}{message}")
+
+
+# --------------------------------------------------------------------------------------------------------
+# The model
+
+
+@dataclass(frozen=True)
+class Bound:
+    """An inclusive range for a number; either end may be open. ``Bound.exactly(n)`` is ``n..n``."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @staticmethod
+    def exactly(value: float) -> Bound:
+        return Bound(value, value)
+
+    def holds(self, value: float) -> bool:
+        return (self.min is None or value >= self.min - 1e-9) and (self.max is None or value <= self.max + 1e-9)
+
+    def __str__(self) -> str:
+        if self.min is not None and self.min == self.max:
+            return f"== {_num(self.min)}"
+        parts = []
+        if self.min is not None:
+            parts.append(f">= {_num(self.min)}")
+        if self.max is not None:
+            parts.append(f"<= {_num(self.max)}")
+        return " and ".join(parts) or "any"
+
+    def to_toml(self) -> str:
+        if self.min is not None and self.min == self.max:
+            return _num(self.min)
+        items = [f"{k} = {_num(v)}" for k, v in (("min", self.min), ("max", self.max)) if v is not None]
+        return "{ " + ", ".join(items) + " }"
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(float(value))
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A simulated job: the graph fields of a real job plus its duration and behaviour.
+
+    ``times`` (fail, hang): only the first ``times`` builds of each partition misbehave; None means every
+    build. ``only``: the behaviour applies only to runs that build one of these refs (others succeed).
+    ``missing`` (missing_deps): ref templates reported missing while they are not Live.
+    ``heartbeat``: the job heartbeats every so many seconds while it works (None: a third of
+    ``heartbeat_timeout`` if that is set, else never).
+    """
+
+    name: str
+    outputs: tuple[str, ...]
+    deps: tuple[str, ...] = ()
+    batch: int = 1
+    concurrency: int | None = None
+    retries: int = 0
+    backoff: float = 1.0
+    backoff_factor: float = 2.0
+    max_backoff: float = 300.0
+    timeout: float | None = None
+    heartbeat_timeout: float | None = None
+    collision_policy: Policy | None = None
+    duration: float = 60.0
+    per_partition: float = 0.0
+    behaviour: Behaviour = "succeed"
+    times: int | None = None
+    rate: float = 0.0
+    missing: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()
+    heartbeat: float | None = None
+    line: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One timeline entry. Which fields matter depends on ``action`` (see docs/scenarios.md)."""
+
+    at: float
+    action: Action
+    index: int = 0
+    name: str | None = None
+    refs: tuple[str, ...] = ()
+    ttl: float | None = None
+    sla: float | None = None
+    comment: str = ""
+    want: str | None = None
+    reason: str = ""
+    downtime: float = 0.0
+    after_event: str | None = None
+    entity: str | None = None
+    ref: str | None = None
+    job: str | None = None
+    line: int | None = field(default=None, compare=False)
+
+    def describe(self) -> str:
+        """One line for reports: ``t=30 want a [daily/1, daily/2]``."""
+        head = f"t={_num(self.at)}"
+        if self.after_event:
+            head += f", after {self.after_event}" + (f" of {self.entity}" if self.entity else "") + ","
+        head += f" {self.action}"
+        if self.action == "want":
+            return f"{head} {self.name or '#' + str(self.index)} [{', '.join(self.refs)}]"
+        if self.action == "cancel":
+            return f"{head} {self.want}"
+        if self.action == "taint":
+            return f"{head} [{', '.join(self.refs)}]"
+        if self.action == "crash":
+            return f"{head}, down {_num(self.downtime)} s" if self.downtime else head
+        return f"{head} {self.ref or 'job ' + str(self.job)}"
+
+
+@dataclass(frozen=True)
+class WantExpect:
+    status: str | None = None
+    latency: Bound | None = None
+
+
+@dataclass(frozen=True)
+class PartitionExpect:
+    status: str | None = None
+    generation: Bound | None = None
+
+
+@dataclass(frozen=True)
+class Expectations:
+    """What must hold at the end of the scenario (and, for the invariants, throughout)."""
+
+    invariants: bool = True
+    all_terminal: bool = True
+    metrics: Mapping[str, Bound] = field(default_factory=dict)
+    runs: Mapping[str, Bound] = field(default_factory=dict)
+    events: Mapping[str, Bound] = field(default_factory=dict)
+    wants: Mapping[str, WantExpect] = field(default_factory=dict)
+    partitions: Mapping[str, PartitionExpect] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    jobs: tuple[JobSpec, ...]
+    timeline: tuple[Step, ...] = ()
+    description: str = ""
+    seed: int = 0
+    policy: Policy = "shrink"
+    horizon: float = DEFAULT_HORIZON
+    expect: Expectations = field(default_factory=Expectations)
+    explore_params: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    path: str | None = field(default=None, compare=False)
+
+    def job(self, name: str) -> JobSpec:
+        for job in self.jobs:
+            if job.name == name:
+                return job
+        raise KeyError(name)
+
+    def with_policy(self, policy: Policy) -> Scenario:
+        return dataclasses.replace(self, policy=policy)
+
+    def with_seed(self, seed: int) -> Scenario:
+        return dataclasses.replace(self, seed=seed)
+
+    def ordered_timeline(self) -> list[Step]:
+        """Steps by time, file order for equal times."""
+        return sorted(self.timeline, key=lambda s: (s.at, s.index))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Finding a key's line
+
+
+_HEADER_RE = re.compile(r"^\s*(\[\[?)\s*([^\]#]+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY_PART = r"""(?:[A-Za-z0-9_\-]+|"(?:[^"\\]|\\.)*"|'[^']*')"""
+_KEY_RE = re.compile(rf"^\s*({_KEY_PART}(?:\s*\.\s*{_KEY_PART})*)\s*=")
+_PART_RE = re.compile(r"""\s*([A-Za-z0-9_\-]+|"(?:[^"\\]|\\.)*"|'[^']*')\s*(?:\.|$)""")
+
+KeyPath: TypeAlias = tuple[str | int, ...]
+
+
+def _split_key(text: str) -> list[str]:
+    parts = []
+    for m in _PART_RE.finditer(text):
+        raw = m.group(1)
+        if raw.startswith('"'):
+            try:
+                raw = json.loads(raw)
+            except ValueError:
+                raw = raw[1:-1]
+        elif raw.startswith("'"):
+            raw = raw[1:-1]
+        parts.append(raw)
+    return parts
+
+
+class Locator:
+    """Maps key paths such as ``("timeline", 2, "refs")`` to 1-based line numbers by scanning the text."""
+
+    def __init__(self, text: str) -> None:
+        self.lines: dict[KeyPath, int] = {}
+        counters: dict[tuple[str, ...], int] = {}
+        table: KeyPath = ()
+        for no, line in enumerate(text.splitlines(), start=1):
+            stripped = line.strip()
+            if not stripped or stripped.startswith("#"):
+                continue
+            hm = _HEADER_RE.match(line)
+            if hm and not _KEY_RE.match(line):
+                names = tuple(_split_key(hm.group(2)))
+                if hm.group(1) == "[[":
+                    idx = counters.get(names, 0)
+                    counters[names] = idx + 1
+                    table = (*names, idx)
+                else:
+                    table = self._resolve(names, counters)
+                self.lines.setdefault(table, no)
+                continue
+            km = _KEY_RE.match(line)
+            if km:
+                path = (*table, *_split_key(km.group(1)))
+                self.lines.setdefault(path, no)
+
+    @staticmethod
+    def _resolve(names: tuple[str, ...], counters: Mapping[tuple[str, ...], int]) -> KeyPath:
+        """``[timeline.x]`` after ``[[timeline]]`` belongs to the last timeline entry."""
+        out: list[str | int] = []
+        for i, name in enumerate(names):
+            out.append(name)
+            n = counters.get(names[: i + 1])
+            if n:
+                out.append(n - 1)
+        return tuple(out)
+
+    def line(self, path: KeyPath) -> int | None:
+        """The line of ``path``, else of its longest known prefix."""
+        for n in range(len(path), 0, -1):
+            found = self.lines.get(path[:n])
+            if found is not None:
+                return found
+        return None
+
+
+def _key_text(path: KeyPath) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            text = part if re.fullmatch(r"[A-Za-z0-9_\-]+", part) else json.dumps(part)
+            out += ("." if out else "") + text
+    return out
+
+
+def _toml_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return type(value).__name__
+
+
+def _did_you_mean(key: str, valid: Iterable[str]) -> str:
+    valid = list(valid)
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}valid: {', '.join(valid)}"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Parsing
+
+
+_SCENARIO_FIELDS = ("name", "description", "seed", "policy", "horizon")
+_JOB_FIELDS = (
+    "outputs", "deps", "batch", "concurrency", "retries", "backoff", "backoff_factor", "max_backoff", "timeout",
+    "heartbeat_timeout", "collision_policy", "duration", "per_partition", "behaviour", "times", "rate", "missing",
+    "only", "heartbeat",
+)
+_TRIGGER = ("after_event", "entity")
+_STEP_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "want": ("at", "action", "name", "refs", "ttl", "sla", "comment", *_TRIGGER),
+    "cancel": ("at", "action", "want", "reason", *_TRIGGER),
+    "taint": ("at", "action", "refs", "reason", *_TRIGGER),
+    "crash": ("at", "action", "downtime", *_TRIGGER),
+    "kill": ("at", "action", "ref", "job", "reason", *_TRIGGER),
+}
+_EXPECT_FIELDS = ("invariants", "all_terminal", *METRICS, "runs", "events", "wants", "partitions")
+_TOP = ("scenario", "job", "timeline", "expect", "explore")
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+class _Parser:
+    def __init__(self, text: str, path: str | None) -> None:
+        self.text = text
+        self.path = path
+        self.loc = Locator(text)
+
+    def error(self, key: KeyPath, message: str) -> ScenarioError:
+        return ScenarioError(message, path=self.path or "<scenario>", line=self.loc.line(key),
+                             key=_key_text(key) if key else None)
+
+    # -- typed getters ---------------------------------------------------------------------------------
+    def get(self, table: Mapping[str, Any], key: KeyPath, check: Callable[[Any], bool], want: str,
+            default: Any = None) -> Any:
+        name = key[-1]
+        assert isinstance(name, str)
+        if name not in table:
+            return default
+        value = table[name]
+        if not check(value):
+            raise self.error(key, f"must be {want}, got {_toml_type(value)} ({value!r})")
+        return value
+
+    def number(self, table: Mapping[str, Any], key: KeyPath, *, default: float | None = None, low: float = 0.0,
+               strict: bool = False) -> float | None:
+        want = f"a number {'>' if strict else '>='} {_num(low)}"
+        value = self.get(table, key, lambda v: _is_num(v) and (v > low if strict else v >= low), want)
+        return default if value is None else float(value)
+
+    def integer(self, table: Mapping[str, Any], key: KeyPath, *, default: int | None = None,
+                low: int = 0) -> int | None:
+        value = self.get(table, key, lambda v: _is_int(v) and v >= low, f"an integer >= {low}")
+        return default if value is None else int(value)
+
+    def string(self, table: Mapping[str, Any], key: KeyPath, *, default: str | None = None,
+               choices: Sequence[str] | None = None) -> str | None:
+        if choices is not None:
+            value = table.get(str(key[-1]))
+            if value is not None and value not in choices:
+                hint = _did_you_mean(str(value), choices) if isinstance(value, str) else f"valid: {', '.join(choices)}"
+                raise self.error(key, f"{value!r} is not allowed; {hint}")
+        value = self.get(table, key, lambda v: isinstance(v, str), "a string")
+        return default if value is None else str(value)
+
+    def strings(self, table: Mapping[str, Any], key: KeyPath, *, one_ok: bool = True,
+                nonempty: bool = False) -> tuple[str, ...]:
+        want = "a string or an array of strings" if one_ok else "an array of strings"
+        value = self.get(
+            table, key,
+            lambda v: (one_ok and isinstance(v, str)) or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
+            want,
+        )
+        if value is None:
+            return ()
+        out = (value,) if isinstance(value, str) else tuple(value)
+        if nonempty and not out:
+            raise self.error(key, "must not be empty")
+        return out
+
+    def check_keys(self, table: Mapping[str, Any], key: KeyPath, valid: Sequence[str], what: str) -> None:
+        for name in table:
+            if name not in valid:
+                raise self.error((*key, name), f"unknown field in {what}; {_did_you_mean(name, valid)}")
+
+    def table(self, parent: Mapping[str, Any], key: KeyPath) -> dict[str, Any]:
+        value = parent.get(str(key[-1]), {})
+        if not isinstance(value, dict):
+            raise self.error(key, f"must be a table, got {_toml_type(value)}")
+        return value
+
+    def bound(self, value: object, key: KeyPath) -> Bound:
+        if _is_num(value):
+            assert isinstance(value, int | float)
+            return Bound.exactly(float(value))
+        if isinstance(value, dict):
+            self.check_keys(value, key, ("min", "max"), "a bound")
+            lo = self.get(value, (*key, "min"), _is_num, "a number")
+            hi = self.get(value, (*key, "max"), _is_num, "a number")
+            if lo is None and hi is None:
+                raise self.error(key, "a bound needs min, max or both, e.g. { max = 3 }")
+            if lo is not None and hi is not None and lo > hi:
+                raise self.error(key, f"min ({lo}) is greater than max ({hi})")
+            return Bound(None if lo is None else float(lo), None if hi is None else float(hi))
+        raise self.error(key, f"must be a number (exactly) or a table {{ min = ..., max = ... }}, "
+                              f"got {_toml_type(value)} ({value!r})")
+
+    # -- sections --------------------------------------------------------------------------------------
+    def parse(self) -> Scenario:
+        try:
+            data = tomllib.loads(self.text)
+        except tomllib.TOMLDecodeError as e:
+            m = re.search(r"line (\d+)", str(e))
+            raise ScenarioError(f"not valid TOML: {e}", path=self.path or "<scenario>",
+                                line=int(m.group(1)) if m else None) from None
+        for key in data:
+            if key not in _TOP:
+                raise self.error((key,), f"unknown top-level key; {_did_you_mean(key, _TOP)}")
+        head = self.table(data, ("scenario",))
+        self.check_keys(head, ("scenario",), _SCENARIO_FIELDS, "[scenario]")
+        stem = Path(self.path).stem if self.path else "scenario"
+        name = self.string(head, ("scenario", "name"), default=stem)
+        assert name is not None
+        if not _NAME_RE.fullmatch(name):
+            raise self.error(("scenario", "name"), f"{name!r} is not a usable name: letters, digits, '_', '.' "
+                                                    f"and '-', at most 128 characters")
+        jobs = self.jobs(data)
+        job_names = {j.name for j in jobs}
+        timeline = self.timeline(data, job_names)
+        expect = self.expect(data, timeline)
+        explore = self.explore(data)
+        return Scenario(
+            name=name,
+            description=self.string(head, ("scenario", "description"), default="") or "",
+            seed=self.integer(head, ("scenario", "seed"), default=0) or 0,
+            policy=self.string(head, ("scenario", "policy"), default="shrink", choices=POLICIES),  # type: ignore[arg-type]
+            horizon=self.number(head, ("scenario", "horizon"), default=DEFAULT_HORIZON, strict=True) or DEFAULT_HORIZON,
+            jobs=jobs,
+            timeline=timeline,
+            expect=expect,
+            explore_params=explore,
+            path=self.path,
+        )
+
+    def jobs(self, data: Mapping[str, Any]) -> tuple[JobSpec, ...]:
+        jobs = self.table(data, ("job",))
+        if not jobs:
+            raise self.error(("job",), "the scenario defines no jobs; add a [job.NAME] table with outputs = ...")
+        out = []
+        for name, table in jobs.items():
+            key: KeyPath = ("job", name)
+            if not isinstance(table, dict):
+                raise self.error(key, f"must be a table ([job.{name}]), got {_toml_type(table)}")
+            out.append(self.job(name, table, key))
+        return tuple(out)
+
+    def job(self, name: str, t: dict[str, Any], key: KeyPath) -> JobSpec:
+        self.check_keys(t, key, _JOB_FIELDS, f"[job.{name}]")
+        if "outputs" not in t:
+            raise self.error(key, f"missing field 'outputs'; add e.g. outputs = \"{name}/{{date}}\"")
+        behaviour = self.string(t, (*key, "behaviour"), default="succeed", choices=BEHAVIOURS)
+        rate = self.number(t, (*key, "rate"), default=0.0) or 0.0
+        if rate > 1:
+            raise self.error((*key, "rate"), f"is a probability between 0 and 1, got {rate}")
+        if behaviour == "flaky" and "rate" not in t:
+            raise self.error((*key, "behaviour"), "a flaky job needs a rate (probability that a run fails), "
+                                                  "e.g. rate = 0.3")
+        missing = self.strings(t, (*key, "missing"))
+        if behaviour == "missing_deps" and not missing:
+            raise self.error((*key, "behaviour"), "a missing_deps job needs missing = [templates], "
+                                                  "e.g. missing = [\"raw/{date}\"]")
+        for fld, allowed in (("rate", ("flaky",)), ("missing", ("missing_deps",)), ("times", ("fail", "hang"))):
+            if fld in t and behaviour not in allowed:
+                raise self.error((*key, fld), f"only applies to behaviour {' or '.join(allowed)} "
+                                              f"(this job's behaviour is {behaviour})")
+        return JobSpec(
+            name=name,
+            outputs=self.strings(t, (*key, "outputs"), nonempty=True),
+            deps=self.strings(t, (*key, "deps")),
+            batch=self.integer(t, (*key, "batch"), default=1, low=1) or 1,
+            concurrency=self.integer(t, (*key, "concurrency"), low=1),
+            retries=self.integer(t, (*key, "retries"), default=0) or 0,
+            backoff=self.number(t, (*key, "backoff"), default=1.0) or 0.0,
+            backoff_factor=self.number(t, (*key, "backoff_factor"), default=2.0, low=1.0) or 1.0,
+            max_backoff=self.number(t, (*key, "max_backoff"), default=300.0) or 0.0,
+            timeout=self.number(t, (*key, "timeout"), strict=True),
+            heartbeat_timeout=self.number(t, (*key, "heartbeat_timeout"), strict=True),
+            collision_policy=self.string(t, (*key, "collision_policy"), choices=POLICIES),  # type: ignore[arg-type]
+            duration=self.number(t, (*key, "duration"), default=60.0) or 0.0,
+            per_partition=self.number(t, (*key, "per_partition"), default=0.0) or 0.0,
+            behaviour=behaviour,  # type: ignore[arg-type]
+            times=self.integer(t, (*key, "times"), low=1),
+            rate=rate,
+            missing=missing,
+            only=self.strings(t, (*key, "only")),
+            heartbeat=self.number(t, (*key, "heartbeat"), strict=True),
+            line=self.loc.line(key),
+        )
+
+    def timeline(self, data: Mapping[str, Any], job_names: set[str]) -> tuple[Step, ...]:
+        raw = data.get("timeline", [])
+        if not isinstance(raw, list):
+            raise self.error(("timeline",), f"must be an array of tables ([[timeline]] entries), got {_toml_type(raw)}")
+        steps: list[Step] = []
+        names: set[str] = set()
+        for i, t in enumerate(raw):
+            key: KeyPath = ("timeline", i)
+            if not isinstance(t, dict):
+                raise self.error(key, f"must be a table, got {_toml_type(t)}")
+            if "action" not in t:
+                raise self.error(key, f"missing field 'action'; one of {', '.join(ACTIONS)}")
+            action = self.string(t, (*key, "action"), choices=ACTIONS)
+            assert action is not None
+            self.check_keys(t, key, _STEP_FIELDS[action], f"a {action} step")
+            if "at" not in t:
+                raise self.error(key, "missing field 'at' (virtual seconds since the start)")
+            at = self.number(t, (*key, "at"))
+            assert at is not None
+            ev = self.string(t, (*key, "after_event"), choices=EVENT_TYPES)
+            if "entity" in t and ev is None:
+                raise self.error((*key, "entity"), "only applies together with after_event")
+            step = Step(at=at, action=action, index=i, line=self.loc.line(key),  # type: ignore[arg-type]
+                        after_event=ev, entity=self.string(t, (*key, "entity")))
+            if action == "want":
+                if "refs" not in t:
+                    raise self.error(key, "a want step needs refs = [\"...\"]")
+                name = self.string(t, (*key, "name"))
+                if name is not None:
+                    if name in names:
+                        raise self.error((*key, "name"), f"the want name {name!r} is used twice; names are unique")
+                    names.add(name)
+                step = dataclasses.replace(
+                    step, name=name, refs=self.strings(t, (*key, "refs"), nonempty=True),
+                    ttl=self.number(t, (*key, "ttl"), strict=True), sla=self.number(t, (*key, "sla"), strict=True),
+                    comment=self.string(t, (*key, "comment"), default="") or "",
+                )
+            elif action == "cancel":
+                want = self.string(t, (*key, "want"))
+                if want is None:
+                    raise self.error(key, "a cancel step needs want = \"NAME\" (the name of an earlier want step)")
+                if want not in names:
+                    known = ", ".join(sorted(names)) or "none yet"
+                    raise self.error((*key, "want"), f"no earlier want step is named {want!r} (named so far: {known})")
+                step = dataclasses.replace(step, want=want, reason=self.string(t, (*key, "reason"), default="") or "")
+            elif action == "taint":
+                if "refs" not in t:
+                    raise self.error(key, "a taint step needs refs = [\"...\"]")
+                step = dataclasses.replace(step, refs=self.strings(t, (*key, "refs"), nonempty=True),
+                                           reason=self.string(t, (*key, "reason"), default="") or "")
+            elif action == "crash":
+                step = dataclasses.replace(step, downtime=self.number(t, (*key, "downtime"), default=0.0) or 0.0)
+            else:  # kill
+                ref = self.string(t, (*key, "ref"))
+                job = self.string(t, (*key, "job"))
+                if (ref is None) == (job is None):
+                    raise self.error(key, "a kill step needs exactly one of ref = \"...\" (the run building it) "
+                                          "or job = \"NAME\" (every running run of that job)")
+                if job is not None and job not in job_names:
+                    raise self.error((*key, "job"), f"no job named {job!r}; {_did_you_mean(job, sorted(job_names))}")
+                step = dataclasses.replace(step, ref=ref, job=job,
+                                           reason=self.string(t, (*key, "reason"), default="") or "")
+            steps.append(step)
+        return tuple(steps)
+
+    def expect(self, data: Mapping[str, Any], timeline: Sequence[Step]) -> Expectations:
+        t = self.table(data, ("expect",))
+        self.check_keys(t, ("expect",), _EXPECT_FIELDS, "[expect]")
+        metrics = {m: self.bound(t[m], ("expect", m)) for m in METRICS if m in t}
+        runs = self.bounds_table(t, ("expect", "runs"), RUN_STATUSES, "job run status")
+        events = self.bounds_table(t, ("expect", "events"), EVENT_TYPES, "event type")
+        names = {s.name for s in timeline if s.name}
+        wants: dict[str, WantExpect] = {}
+        for name, v in self.table(t, ("expect", "wants")).items():
+            key: KeyPath = ("expect", "wants", name)
+            if name not in names:
+                raise self.error(key, f"no want step is named {name!r}; {_did_you_mean(name, sorted(names))}")
+            wants[name] = self.want_expect(v, key)
+        parts: dict[str, PartitionExpect] = {}
+        for ref, v in self.table(t, ("expect", "partitions")).items():
+            key = ("expect", "partitions", ref)
+            parts[ref] = self.partition_expect(v, key)
+        return Expectations(
+            invariants=self.get(t, ("expect", "invariants"), lambda v: isinstance(v, bool), "true or false", True),
+            all_terminal=self.get(t, ("expect", "all_terminal"), lambda v: isinstance(v, bool), "true or false", True),
+            metrics=metrics, runs=runs, events=events, wants=wants, partitions=parts,
+        )
+
+    def bounds_table(self, parent: Mapping[str, Any], key: KeyPath, valid: Sequence[str],
+                     what: str) -> dict[str, Bound]:
+        t = self.table(parent, key)
+        out = {}
+        for name, v in t.items():
+            if name not in valid:
+                raise self.error((*key, name), f"unknown {what}; {_did_you_mean(name, valid)}")
+            out[name] = self.bound(v, (*key, name))
+        return out
+
+    def want_expect(self, v: object, key: KeyPath) -> WantExpect:
+        if isinstance(v, str):
+            v = {"status": v}
+        if not isinstance(v, dict):
+            raise self.error(key, f"must be a status string or a table {{ status = ..., latency = ... }}, "
+                                  f"got {_toml_type(v)}")
+        self.check_keys(v, key, ("status", "latency"), "a want expectation")
+        status = v.get("status")
+        if status is not None and status not in WANT_STATUSES:
+            raise self.error(key, f"unknown want status {status!r}; {_did_you_mean(str(status), WANT_STATUSES)}")
+        lat = self.bound(v["latency"], (*key, "latency")) if "latency" in v else None
+        return WantExpect(status, lat)
+
+    def partition_expect(self, v: object, key: KeyPath) -> PartitionExpect:
+        if isinstance(v, str):
+            v = {"status": v}
+        if not isinstance(v, dict):
+            raise self.error(key, f"must be a status string or a table {{ status = ..., generation = ... }}, "
+                                  f"got {_toml_type(v)}")
+        self.check_keys(v, key, ("status", "generation"), "a partition expectation")
+        status = v.get("status")
+        if status is not None and status not in PARTITION_STATUSES:
+            raise self.error(key, f"unknown partition status {status!r}; "
+                                  f"{_did_you_mean(str(status), PARTITION_STATUSES)}")
+        gen = self.bound(v["generation"], (*key, "generation")) if "generation" in v else None
+        return PartitionExpect(status, gen)
+
+    def explore(self, data: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+        t = self.table(data, ("explore",))
+        self.check_keys(t, ("explore",), ("params",), "[explore]")
+        params = self.table(t, ("explore", "params"))
+        out = {}
+        for name in params:
+            out[name] = self.strings(params, ("explore", "params", name), one_ok=False, nonempty=True)
+        return out
+
+
+def parse_scenario(text: str, path: str | None = None, *, check_graph: bool = True) -> Scenario:
+    """Parse and validate scenario text. ``check_graph`` also builds the graph and checks every ref against it."""
+    parser = _Parser(text, path)
+    scenario = parser.parse()
+    if check_graph:
+        _check_against_graph(scenario, parser)
+    return scenario
+
+
+def load_scenario(path: str | Path, *, check_graph: bool = True) -> Scenario:
+    """Read, parse and validate a scenario file; raises :class:`ScenarioError` naming the file, line and key."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError("no such scenario file", path=str(p)) from None
+    except IsADirectoryError:
+        raise ScenarioError("is a folder, not a scenario file", path=str(p)) from None
+    except UnicodeDecodeError as e:
+        raise ScenarioError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=str(p)) from None
+    except OSError as e:
+        raise ScenarioError(f"cannot read it: {e.strerror}", path=str(p)) from None
+    return parse_scenario(text, str(p), check_graph=check_graph)
+
+
+def _check_against_graph(sc: Scenario, parser: _Parser) -> None:
+    """Build the real graph, then check refs, templates and names against it."""
+    from actors import InvalidRef, validate_ref
+    from supervisor import GraphError, NoJobForRef
+
+    from ._sim import build_graph
+
+    try:
+        graph = build_graph(sc, lambda job: None)
+    except GraphError as e:
+        msg = str(e)
+        m = re.match(r"jobs? '([^']+)'", msg)
+        raise parser.error(("job", m.group(1)) if m else ("job",), msg) from None
+
+    def check_ref(ref: str, key: KeyPath) -> None:
+        try:
+            graph.job_for(validate_ref(ref))
+        except (InvalidRef, NoJobForRef) as e:
+            raise parser.error(key, str(e)) from None
+
+    for step in sc.timeline:
+        key: KeyPath = ("timeline", step.index)
+        for ref in step.refs:
+            check_ref(ref, (*key, "refs"))
+        if step.ref is not None:
+            check_ref(step.ref, (*key, "ref"))
+        if step.entity is not None and step.after_event is not None and step.after_event.startswith("Partition"):
+            check_ref(step.entity, (*key, "entity"))
+    for ref in sc.expect.partitions:
+        check_ref(ref, ("expect", "partitions", ref))
+    for job in sc.jobs:
+        key = ("job", job.name)
+        for ref in job.only:
+            check_ref(ref, (*key, "only"))
+        out_names = {n for p in job.outputs for n in re.findall(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}", p)}
+        for template in job.missing:
+            used = set(re.findall(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}", template))
+            if used - out_names:
+                raise parser.error((*key, "missing"),
+                                   f"the template {template!r} uses {{{sorted(used - out_names)[0]}}}, which the "
+                                   f"outputs do not have (they have: {', '.join(sorted(out_names)) or 'none'})")
+            try:
+                sample = template.format(**{n: "x" for n in used})
+                graph.job_for(validate_ref(sample))
+            except (InvalidRef, NoJobForRef) as e:
+                raise parser.error((*key, "missing"), f"the template {template!r} does not name a ref any job "
+                                                      f"builds: {e}") from None
+    for name, values in sc.explore_params.items():
+        for v in values:
+            if "/" in v or not v:
+                raise parser.error(("explore", "params", name), f"the value {v!r} must be non-empty without '/'")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Writing
+
+
+def _q(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _list(values: Iterable[str]) -> str:
+    return "[" + ", ".join(_q(v) for v in values) + "]"
+
+
+def _key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_\-]+", name) else _q(name)
+
+
+def dump_scenario(sc: Scenario, *, header: str = "") -> str:
+    """The scenario as TOML text that :func:`parse_scenario` reads back into an equal :class:`Scenario`."""
+    out: list[str] = []
+    if header:
+        out.extend(f"# {line}" if line else "#" for line in header.splitlines())
+        out.append("")
+    out.append("[scenario]")
+    out.append(f"name = {_q(sc.name)}")
+    if sc.description:
+        out.append(f"description = {_q(sc.description)}")
+    out.append(f"seed = {sc.seed}")
+    out.append(f"policy = {_q(sc.policy)}")
+    if sc.horizon != DEFAULT_HORIZON:
+        out.append(f"horizon = {_num(sc.horizon)}")
+    defaults = JobSpec(name="x", outputs=("x",))
+    for job in sc.jobs:
+        out.append("")
+        out.append(f"[job.{_key(job.name)}]")
+        out.append(f"outputs = {_list(job.outputs)}")
+        for f in dataclasses.fields(JobSpec):
+            if f.name in ("name", "outputs", "line"):
+                continue
+            value = getattr(job, f.name)
+            if value == getattr(defaults, f.name):
+                continue
+            if isinstance(value, tuple):
+                out.append(f"{f.name} = {_list(value)}")
+            elif isinstance(value, str):
+                out.append(f"{f.name} = {_q(value)}")
+            else:
+                out.append(f"{f.name} = {_num(value)}")
+    for step in sorted(sc.timeline, key=lambda s: s.index):
+        out.append("")
+        out.append("[[timeline]]")
+        out.append(f"at = {_num(step.at)}")
+        out.append(f"action = {_q(step.action)}")
+        for name in _STEP_FIELDS[step.action][2:]:
+            value = getattr(step, name)
+            if value in (None, "", (), 0.0) and name != "refs":
+                continue
+            if isinstance(value, tuple):
+                out.append(f"{name} = {_list(value)}")
+            elif isinstance(value, str):
+                out.append(f"{name} = {_q(value)}")
+            else:
+                out.append(f"{name} = {_num(value)}")
+    e = sc.expect
+    out.append("")
+    out.append("[expect]")
+    out.append(f"invariants = {'true' if e.invariants else 'false'}")
+    out.append(f"all_terminal = {'true' if e.all_terminal else 'false'}")
+    for m, b in e.metrics.items():
+        out.append(f"{m} = {b.to_toml()}")
+    for section, table in (("runs", e.runs), ("events", e.events)):
+        if table:
+            out.append(f"{section} = {{ " + ", ".join(f"{k} = {b.to_toml()}" for k, b in table.items()) + " }")
+    if e.wants:
+        out.append("")
+        out.append("[expect.wants]")
+        for name, we in e.wants.items():
+            items = []
+            if we.status is not None:
+                items.append(f"status = {_q(we.status)}")
+            if we.latency is not None:
+                items.append(f"latency = {we.latency.to_toml()}")
+            out.append(f"{_key(name)} = {{ {', '.join(items)} }}")
+    if e.partitions:
+        out.append("")
+        out.append("[expect.partitions]")
+        for ref, pe in e.partitions.items():
+            items = []
+            if pe.status is not None:
+                items.append(f"status = {_q(pe.status)}")
+            if pe.generation is not None:
+                items.append(f"generation = {pe.generation.to_toml()}")
+            out.append(f"{_q(ref)} = {{ {', '.join(items)} }}")
+    if sc.explore_params:
+        out.append("")
+        out.append("[explore.params]")
+        for name, values in sc.explore_params.items():
+            out.append(f"{_key(name)} = {_list(values)}")
+    return "\n".join(out) + "\n"
