@@ -787,6 +787,9 @@ class ActorSystem:
             for maybe_env, bucket in zip(envs, buckets, strict=True):
                 if bucket is not None and maybe_env is not None:
                     bucket.discard(maybe_env)
+                if maybe_env is not None and not maybe_env.future.done():
+                    # abandoned (the asker was cancelled): a late error must not be "never retrieved"
+                    maybe_env.future.add_done_callback(_retrieve)
             for wait in waits:
                 if wait is not None and not wait.done():
                     wait.cancel()

@@ -236,6 +236,7 @@ class Runtime:
         """
         self.crashed = True
         self.closing = True
+        await self.system.aclose()  # a killed process's actors stop with it (and do not log crashes)
         await self.log.abort()
 
     # -- internals --------------------------------------------------------------------------------------

@@ -253,6 +253,7 @@ class Supervisor(Actor[Any]):
                     self._want_refs([ref], source=source, for_refs=waiting)
                     continue
                 self._dequeue(ref)
+                self._forget_static(ref)
                 runs_to_check |= self.planned.get(ref, set())
         for run_id in sorted(runs_to_check):
             run = self.world.runs.get(run_id)
@@ -398,6 +399,16 @@ class Supervisor(Actor[Any]):
         self.queues.setdefault(job.name, deque()).append(ref)
         self.queued.add(ref)
         self.to_schedule = True
+
+    def _forget_static(self, ref: str) -> None:
+        """Nothing wants ``ref`` any more: stop waiting for its static dependencies (a later want starts over)."""
+        self.static_failed.pop(ref, None)
+        for dep in self.static_wait.pop(ref, ()):
+            waiting = self.static_waiters.get(dep)
+            if waiting is not None:
+                waiting.discard(ref)
+                if not waiting:
+                    del self.static_waiters[dep]
 
     def _dequeue(self, ref: str) -> None:
         self.queued.discard(ref)  # the stale deque entry is skipped when planning
