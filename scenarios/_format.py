@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias, get_args
 
 from eventlog import WantbuildError
+from supervisor._graph_toml import toml_type
 
 __all__ = [
     "ACTIONS",
@@ -370,22 +371,6 @@ def _key_text(path: KeyPath) -> str:
     return out
 
 
-def _toml_type(value: object) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    return type(value).__name__
-
-
 def _did_you_mean(key: str, valid: Iterable[str]) -> str:
     valid = list(valid)
     close = difflib.get_close_matches(key, valid, n=1)
@@ -443,7 +428,7 @@ class _Parser:
             return default
         value = table[name]
         if not check(value):
-            raise self.error(key, f"must be {want}, got {_toml_type(value)} ({value!r})")
+            raise self.error(key, f"must be {want}, got {toml_type(value)} ({value!r})")
         return value
 
     def number(self, table: Mapping[str, Any], key: KeyPath, *, default: float | None = None, low: float = 0.0,
@@ -490,7 +475,7 @@ class _Parser:
     def table(self, parent: Mapping[str, Any], key: KeyPath) -> dict[str, Any]:
         value = parent.get(str(key[-1]), {})
         if not isinstance(value, dict):
-            raise self.error(key, f"must be a table, got {_toml_type(value)}")
+            raise self.error(key, f"must be a table, got {toml_type(value)}")
         return value
 
     def bound(self, value: object, key: KeyPath) -> Bound:
@@ -507,7 +492,7 @@ class _Parser:
                 raise self.error(key, f"min ({lo}) is greater than max ({hi})")
             return Bound(None if lo is None else float(lo), None if hi is None else float(hi))
         raise self.error(key, f"must be a number (exactly) or a table {{ min = ..., max = ... }}, "
-                              f"got {_toml_type(value)} ({value!r})")
+                              f"got {toml_type(value)} ({value!r})")
 
     # -- sections --------------------------------------------------------------------------------------
     def parse(self) -> Scenario:
@@ -554,7 +539,7 @@ class _Parser:
         for name, table in jobs.items():
             key: KeyPath = ("job", name)
             if not isinstance(table, dict):
-                raise self.error(key, f"must be a table ([job.{name}]), got {_toml_type(table)}")
+                raise self.error(key, f"must be a table ([job.{name}]), got {toml_type(table)}")
             out.append(self.job(name, table, key))
         return tuple(out)
 
@@ -604,13 +589,13 @@ class _Parser:
     def timeline(self, data: Mapping[str, Any], job_names: set[str]) -> tuple[Step, ...]:
         raw = data.get("timeline", [])
         if not isinstance(raw, list):
-            raise self.error(("timeline",), f"must be an array of tables ([[timeline]] entries), got {_toml_type(raw)}")
+            raise self.error(("timeline",), f"must be an array of tables ([[timeline]] entries), got {toml_type(raw)}")
         steps: list[Step] = []
         names: set[str] = set()
         for i, t in enumerate(raw):
             key: KeyPath = ("timeline", i)
             if not isinstance(t, dict):
-                raise self.error(key, f"must be a table, got {_toml_type(t)}")
+                raise self.error(key, f"must be a table, got {toml_type(t)}")
             if "action" not in t:
                 raise self.error(key, f"missing field 'action'; one of {', '.join(ACTIONS)}")
             action = self.string(t, (*key, "action"), choices=ACTIONS)
@@ -704,7 +689,7 @@ class _Parser:
             v = {"status": v}
         if not isinstance(v, dict):
             raise self.error(key, f"must be a status string or a table {{ status = ..., latency = ... }}, "
-                                  f"got {_toml_type(v)}")
+                                  f"got {toml_type(v)}")
         self.check_keys(v, key, ("status", "latency"), "a want expectation")
         status = v.get("status")
         if status is not None and status not in WANT_STATUSES:
@@ -717,7 +702,7 @@ class _Parser:
             v = {"status": v}
         if not isinstance(v, dict):
             raise self.error(key, f"must be a status string or a table {{ status = ..., generation = ... }}, "
-                                  f"got {_toml_type(v)}")
+                                  f"got {toml_type(v)}")
         self.check_keys(v, key, ("status", "generation"), "a partition expectation")
         status = v.get("status")
         if status is not None and status not in PARTITION_STATUSES:

@@ -83,7 +83,7 @@ _JOB_FIELDS = (
 _PYTHONS = ("python", "python3")
 
 
-def _toml_type(value: object) -> str:
+def toml_type(value: object) -> str:
     """The TOML name of a parsed value's type, for messages."""
     if isinstance(value, bool):
         return "a boolean"
@@ -122,7 +122,7 @@ class _Loader:
         value = table[key]
         if not check(value):
             raise self.error(
-                f"job {job!r}: field {key!r} must be {want}, got {_toml_type(value)} ({value!r}); fix its value"
+                f"job {job!r}: field {key!r} must be {want}, got {toml_type(value)} ({value!r}); fix its value"
             )
         return value
 
@@ -137,14 +137,14 @@ class _Loader:
         graph = self.graph(data.get("graph", {}))
         jobs = data.get("job", {})
         if not isinstance(jobs, dict):
-            raise self.error(f"'job' must be a table of jobs ([job.NAME] sections), got {_toml_type(jobs)}")
+            raise self.error(f"'job' must be a table of jobs ([job.NAME] sections), got {toml_type(jobs)}")
         if not jobs:
             raise self.error("the graph defines no jobs; add a [job.NAME] table with outputs and a command")
         for name, table in jobs.items():
             if not isinstance(table, dict):
                 raise self.error(
                     f"job {name!r} must be a table ([job.{name}] with outputs = ... on the lines below), "
-                    f"got {_toml_type(table)}"
+                    f"got {toml_type(table)}"
                 )
             job = self.job(name, table)
             try:
@@ -171,13 +171,13 @@ class _Loader:
 
     def graph(self, table: object) -> Graph:
         if not isinstance(table, dict):
-            raise self.error(f"'graph' must be a table ([graph]), got {_toml_type(table)}")
+            raise self.error(f"'graph' must be a table ([graph]), got {toml_type(table)}")
         for key in table:
             if key not in _GRAPH_FIELDS:
                 raise self.error(f"[graph]: unknown field {key!r}; {_unknown(key, _GRAPH_FIELDS)}")
         name = table.get("name", self.path.stem)
         if not isinstance(name, str) or not name:
-            raise self.error(f"[graph]: field 'name' must be a non-empty string, got {_toml_type(name)} ({name!r})")
+            raise self.error(f"[graph]: field 'name' must be a non-empty string, got {toml_type(name)} ({name!r})")
         policy = table.get("default_collision_policy")
         if policy is not None and policy not in COLLISION_POLICIES:
             raise self.error(
