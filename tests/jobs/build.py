@@ -22,7 +22,7 @@ args, refs = p.parse_known_args()
 os.makedirs(args.data, exist_ok=True)
 
 
-def marker(ref):
+def marker(ref: str) -> str:
     return os.path.join(args.data, ref.replace("/", "__"))
 
 
