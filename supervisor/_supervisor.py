@@ -585,12 +585,8 @@ class Supervisor(Actor[Any]):
             self.creating[r] = want_id
         ev = WantCreated(refs=tuple(need), source=source, parent_want_ids=tuple(parent_ids), root_want_id=root,
                          comment=f"derived: needed by {', '.join(list(for_refs)[:3]) or source}")
-        self.env.system.try_tell("want", want_id, CreateWant(ev)) or self._later_tell("want", want_id, CreateWant(ev))
+        self._tell_soon("want", want_id, CreateWant(ev))
         return want_id
-
-    def _later_tell(self, kind: str, key: str, msg: Any) -> bool:
-        self.timers.soon(kind, key, msg)
-        return True
 
     async def _wake_waiters(self, ref: str) -> None:
         for rid in sorted(self.waiters.pop(ref, ())):
@@ -602,7 +598,7 @@ class Supervisor(Actor[Any]):
                 del self.groups[rid]
                 run = self.world.runs[rid]
                 for p in self._group_members(run):
-                    self._tell_soon(p, UpstreamReady())
+                    self._tell_soon("partition", p, UpstreamReady())
 
     async def _fail_waiters(self, ref: str, st: PartitionState) -> None:
         why = f"upstream {ref} {st.status}: {st.reason}"
@@ -638,9 +634,10 @@ class Supervisor(Actor[Any]):
         for rid in sorted(self.deferred.pop(ref, ())):
             await self.env.system.tell("job_run", rid, RetryLeases())
 
-    def _tell_soon(self, ref: str, msg: Any) -> None:
-        if not self.env.system.try_tell("partition", ref, msg):
-            self.timers.soon("partition", ref, msg)
+    def _tell_soon(self, kind: str, key: str, msg: Any) -> None:
+        """Tell without waiting (from synchronous code): now if the mailbox has room, else from a task."""
+        if not self.env.system.try_tell(kind, key, msg):
+            self.timers.soon(kind, key, msg)
 
     async def _tell_partition(self, ref: str, msg: Any) -> None:
         await self.env.system.tell("partition", ref, msg)
