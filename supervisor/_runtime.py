@@ -8,6 +8,7 @@ running ones are canceled (their processes killed), everything is committed, no 
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import math
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
@@ -53,7 +54,7 @@ from eventlog import EventLog, Record, WantbuildError
 from ._execution_glue import LocalExecution
 from ._graph import Graph
 from ._ids import IdSource
-from ._supervisor import Drain, Recover, Supervisor
+from ._supervisor import CommittedBatch, Drain, Recover, Supervisor
 from ._timers import Timers
 
 log = structlog.get_logger("wantbuild.runtime")
@@ -114,6 +115,7 @@ class Runtime:
         self.crashed = False
         self._want_events: dict[str, anyio.Event] = {}
         self._settled = anyio.Event()
+        self._committed: list[Committed] = []
         self.failures: list[ActorFailure] = []
 
     # -- commands ---------------------------------------------------------------------------------------
@@ -244,7 +246,7 @@ class Runtime:
         if self.closing:
             raise RuntimeClosed(f"the runtime on {self.log.path} is shutting down")
 
-    async def _system_hook(self, rec: Record, old: Any, new: Any) -> None:
+    def _system_hook(self, rec: Record, old: Any, new: Any) -> None:
         kind = rec.entity_kind
         if kind == "want":
             if new.terminal:
@@ -255,7 +257,16 @@ class Runtime:
             if new.terminal:
                 self._settled.set()
             return  # the supervisor hears of runs through RunEnded, sent once partitions are settled
-        await self.system.tell(*SUPERVISOR, Committed(rec, old, new))
+        # Buffered, and told as one batch from a callback queued now: it runs before any actor resumed by
+        # this commit can tell the supervisor something else, so the order of notifications is kept.
+        if not self._committed:
+            asyncio.get_running_loop().call_soon(self._flush_committed)
+        self._committed.append(Committed(rec, old, new))
+
+    def _flush_committed(self) -> None:
+        batch, self._committed = self._committed, []
+        if batch:
+            self.system.try_tell(*SUPERVISOR, CommittedBatch(tuple(batch)))  # its mailbox is unbounded
 
     def _on_escalate(self, failure: ActorFailure) -> None:
         self.failures.append(failure)

@@ -93,6 +93,13 @@ class Drain:
 
 
 @dataclass(frozen=True, slots=True)
+class CommittedBatch:
+    """Committed transitions in commit order, delivered together (one message per loop iteration)."""
+
+    items: tuple[Committed, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """To itself: plan runs now. Queued behind the notifications already waiting, so a burst of partitions
     becoming schedulable is planned as full batches, not one run each."""
@@ -141,7 +148,10 @@ class Supervisor(Actor[Any]):
 
     # -- message loop ---------------------------------------------------------------------------------
     async def handle(self, msg: Any) -> Any:
-        if isinstance(msg, Committed):
+        if isinstance(msg, CommittedBatch):
+            for item in msg.items:
+                await self._on_committed(item)
+        elif isinstance(msg, Committed):
             await self._on_committed(msg)
         elif isinstance(msg, RunEnded):
             await self._on_run_ended(msg.run)
