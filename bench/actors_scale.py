@@ -1,14 +1,14 @@
 """1,000,000 partition actors driven Missing -> Building -> Live, with passivation (issue: Actors).
 
 Each partition is a real ``PartitionActor``: its lease request and its build outcome are asks, each transition
-is appended to the event log on disk and committed before the reply (write-ahead). Partitions are driven in
-waves of ``--wave`` (``ask_many``: one group commit per wave step); actors passivate as soon as they are idle,
-so memory follows the active wave, not the million. (The World keeps each partition's committed state, a
-compact record, as the runtime does.)
+is appended to the event log on disk and committed before the reply (write-ahead). Partitions are driven by
+``--drivers`` concurrent runs of ``--wave`` partitions each (one ``ask_many`` per step, the steps sharing group
+commits); actors passivate as soon as they are idle, so memory follows the active waves, not the million.
+(The World keeps each partition's committed state, a compact record, as the runtime does.)
 
 Baseline in the same run: a bare asyncio.Queue ping-pong (request queue + reply future), the same number of
 request/reply messages. ratio = actor messages/s / baseline messages/s.
-Usage: python bench/actors_scale.py [--entities 1000000] [--wave 20000]
+Usage: python bench/actors_scale.py [--entities 1000000] [--wave 250] [--drivers 1]
 Last line: ratio=... peak_rss_mb=... entities=...
 """
 
@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import anyio
 import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -41,6 +42,7 @@ from eventlog import EventLog
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 PASSIVATE_AFTER = 0.0
+DRIVERS = 1
 
 
 async def drive(n: int, wave: int) -> tuple[float, int, int]:
@@ -53,14 +55,21 @@ async def drive(n: int, wave: int) -> tuple[float, int, int]:
                 messages = 0
                 max_active = 0
                 t0 = time.perf_counter()
-                for start in range(0, n, wave):
-                    run = f"r-{start // wave:08d}"
-                    refs = [f"daily/{i:07d}" for i in range(start, min(n, start + wave))]
-                    replies = await system.ask_many("partition", [(r, RequestLease(run)) for r in refs])
-                    assert all(rep.granted for rep in replies)
-                    max_active = max(max_active, system.active_count())
-                    await system.ask_many("partition", [(r, SettleBuild(run, "live")) for r in refs])
-                    messages += 2 * len(refs)
+
+                async def driver(first_wave: int) -> None:
+                    nonlocal messages, max_active
+                    for start in range(first_wave * wave, n, wave * DRIVERS):
+                        run = f"r-{start // wave:08d}"
+                        refs = [f"daily/{i:07d}" for i in range(start, min(n, start + wave))]
+                        replies = await system.ask_many("partition", [(r, RequestLease(run)) for r in refs])
+                        assert all(rep.granted for rep in replies)
+                        max_active = max(max_active, system.active_count())
+                        await system.ask_many("partition", [(r, SettleBuild(run, "live")) for r in refs])
+                        messages += 2 * len(refs)
+
+                async with anyio.create_task_group() as tg:
+                    for k in range(DRIVERS):
+                        tg.start_soon(driver, k)
                 dt = time.perf_counter() - t0
                 await asyncio.sleep(PASSIVATE_AFTER * 1.2 + 0.05)
                 live = sum(1 for p in world.partitions.values() if p.status == "Live")
@@ -99,11 +108,13 @@ async def baseline(n_messages: int, pairs: int = 1000) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--entities", type=int, default=1_000_000)
-    ap.add_argument("--wave", type=int, default=20_000)
+    ap.add_argument("--wave", type=int, default=250, help="partitions per run (one ask_many per step)")
+    ap.add_argument("--drivers", type=int, default=1, help="runs leasing and settling concurrently")
     ap.add_argument("--passivate-after", type=float, default=0.0, help="idle seconds before passivation")
     a = ap.parse_args()
-    global PASSIVATE_AFTER
+    global PASSIVATE_AFTER, DRIVERS
     PASSIVATE_AFTER = a.passivate_after
+    DRIVERS = a.drivers
     base = asyncio.run(baseline(min(2 * a.entities, 400_000)))
     rate, max_active, events = asyncio.run(drive(a.entities, a.wave))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
