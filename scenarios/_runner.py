@@ -589,21 +589,8 @@ async def run_scenario_async(sc: Scenario, *, policy: Policy | None = None, work
     return result
 
 
-def _quiet_closed_asks(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """WORKAROUND (core bug, see the scenario runner's report): when the runner stops a runtime abruptly, an
-    actor cancelled inside ``ActorSystem.ask_many`` leaves the asks it had sent to fail with
-    ActorSystemClosed unretrieved, and asyncio logs "Future exception was never retrieved" for each. Drop
-    exactly those; everything else goes to the default handler."""
-    from actors import ActorSystemClosed
-
-    if isinstance(context.get("exception"), ActorSystemClosed) and "never retrieved" in str(context.get("message")):
-        return
-    loop.default_exception_handler(context)
-
-
 def run_scenario(sc: Scenario, *, policy: Policy | None = None, workdir: str | Path | None = None,
                  checker_factory: CheckerFactory | None = None) -> ScenarioResult:
     """Run ``sc`` deterministically on a fresh asyncio loop and return its result."""
     with asyncio.Runner() as runner:
-        runner.get_loop().set_exception_handler(_quiet_closed_asks)
         return runner.run(run_scenario_async(sc, policy=policy, workdir=workdir, checker_factory=checker_factory))

@@ -114,9 +114,8 @@ class WantbuildGroup(click.Group):
 def _unwrap(e: BaseException) -> BaseException:
     """The one error inside nested exception groups.
 
-    WORKAROUND (core): an exception raised inside ``async with open_runtime(...)`` (or ``EventLog.open``) comes
-    out wrapped in one ExceptionGroup per task group it crosses; unwrap single-exception groups so a
-    WantbuildError is still reported as one line."""
+    ``open_runtime`` re-raises a single error from its body as itself; this guard keeps any other task group
+    (a command's own, or a future one) from turning a WantbuildError into a traceback instead of one line."""
     while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
         e = e.exceptions[0]
     return e
