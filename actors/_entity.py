@@ -94,12 +94,13 @@ class EntityActor(Actor[Any], Generic[St]):
 
     async def persist(self, event: Event) -> St:
         """Check, append and commit one transition, then adopt it and run the hooks."""
-        apply = APPLY[self.kind]
         old = self.state
         seq = 0 if old is None else old.entity_seq
-        apply(old, event, self.key, 0.0, seq + 1)  # raises IllegalTransition; nothing is written
-        rec = await self.env.log.append(self.kind, self.key, seq, event)
-        new: St = apply(old, event, self.key, rec.at, rec.entity_seq)
+        at = self.env.clock.now()
+        # The transition is computed first (an illegal one raises IllegalTransition and nothing is written),
+        # adopted only once its event is committed.
+        new: St = APPLY[self.kind](old, event, self.key, at, seq + 1)
+        rec = await self.env.log.append(self.kind, self.key, seq, event, at)
         self.state = new
         self.env.world.put(self.kind, self.key, new, rec.seq, rec.at)
         await self.env.hooks.run(rec, old, new)

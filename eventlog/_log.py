@@ -557,12 +557,14 @@ class EventLog:
                 "writer lock appends events (submit a command to it instead)"
             )
 
-    async def append(self, entity_kind: str, entity_id: str, expected_entity_seq: int, event: Event) -> Record:
+    async def append(self, entity_kind: str, entity_id: str, expected_entity_seq: int, event: Event,
+                     at: float | None = None) -> Record:
         """Append ``event`` to the entity's history; return its record once it is committed.
 
         ``expected_entity_seq`` is the entity's last ``entity_seq`` as the caller knows it (0 for a new
         entity); the new record gets ``expected_entity_seq + 1``, or the append fails with
-        :class:`ConcurrencyError`. ``at`` is ``now()`` at the call; ``seq`` follows the order of calls.
+        :class:`ConcurrencyError`. ``at`` is ``now()`` at the call unless the caller gives it (an actor that
+        already read the runtime clock for its transition); ``seq`` follows the order of calls.
         Raises :class:`CommitError` if its batch could not be committed (nothing of it was written).
         """
         if not self._appendable:
@@ -573,7 +575,8 @@ class EventLog:
         fut: asyncio.Future[Record] = _Future(loop=self._loop)
         incoming = self._incoming
         incoming.append(
-            (entity_kind, entity_id, expected_entity_seq, event, tk, self._encode(event), self._now(), fut)
+            (entity_kind, entity_id, expected_entity_seq, event, tk, self._encode(event),
+             self._now() if at is None else at, fut)
         )
         if (wake := self._wake) is not None and len(incoming) >= self._wake_at:
             self._wake = None
