@@ -339,8 +339,18 @@ class EventLog:
             fingerprint=self._fingerprint,
         )
 
-    async def _init_or_check(self, db: Any) -> None:
-        """Create the schema in an empty database, or check that this is a log we can use."""
+    async def _init_or_check(self, db: Any, *, schema_wait: float = 2.0) -> None:
+        """Create the schema in an empty database, or check that this is a log we can use.
+
+        A reader that finds the database empty while a writer holds the lock has arrived between the writer's
+        lock and its schema commit (milliseconds): it waits up to ``schema_wait`` seconds for the schema.
+        """
+        if not self._writer:
+            deadline = time.monotonic() + schema_wait
+            # The writer is (usually) another process: there is nothing to wait on but the file itself.
+            while (not await db.execute_fetchall("SELECT 1 FROM sqlite_master WHERE type='table' LIMIT 1")  # noqa: ASYNC110
+                   and writer_active(self._path) and time.monotonic() < deadline):
+                await asyncio.sleep(0.01)
         if self._writer:
             await db.execute("BEGIN IMMEDIATE")
         try:

@@ -7,11 +7,20 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from eventlog_helpers import Clock, ThingChanged, ThingChangedV2, ThingCreated, dump, open_log, raw
 
 import eventlog
-from eventlog import CommitError, EventLog, EventLogError, LogClosedError, ReadOnlyLogError, Record
+from eventlog import (
+    CommitError,
+    EventLog,
+    EventLogError,
+    LogClosedError,
+    LogNotFoundError,
+    ReadOnlyLogError,
+    Record,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -339,3 +348,51 @@ def test_aiosqlite_still_has_the_primitive_the_writer_uses() -> None:
 
     params = list(inspect.signature(aiosqlite.Connection._execute).parameters)
     assert params == ["self", "fn", "args", "kwargs"]
+
+
+async def test_reader_waits_for_the_schema_a_starting_writer_is_creating(tmp_path: Path) -> None:
+    """A reader that arrives between a writer's lock and its schema commit waits for the schema (no false
+    'no event log here')."""
+    import sqlite3
+
+    from eventlog._lock import WriterLock
+    from eventlog._schema import APPLICATION_ID, CREATE_SCHEMA, SCHEMA_VERSION
+
+    path = tmp_path / "starting.db"
+    lock = WriterLock(str(path))  # the writer has its lock; its database is still empty
+    sqlite3.connect(path).close()
+
+    def create_schema() -> None:
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("BEGIN")
+        for statement in CREATE_SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.executemany("INSERT INTO meta VALUES (?, ?)",
+                       [("schema_version", str(SCHEMA_VERSION)), ("created_at", "0")])
+        db.execute("COMMIT")
+        db.close()
+
+    async def writer_finishes_starting() -> None:
+        await anyio.sleep(0.2)
+        await anyio.to_thread.run_sync(create_schema)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer_finishes_starting)
+            async with EventLog.open(path, writer=False) as log:
+                assert log.last_seq == 0
+    finally:
+        lock.release()
+
+
+async def test_reader_of_an_empty_database_without_a_writer_is_told_there_is_no_log(tmp_path: Path) -> None:
+    """With no writer starting, an empty database is reported at once as not an event log."""
+    import sqlite3
+
+    path = tmp_path / "empty.db"
+    sqlite3.connect(path).close()
+    with anyio.fail_after(1.0), pytest.raises(LogNotFoundError, match="no event log here"):
+        async with EventLog.open(path, writer=False):
+            pass
