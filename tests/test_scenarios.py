@@ -255,27 +255,6 @@ w2 = "Successful"
 """
 
 
-def test_regression_cancel_one_of_two_joined_wants() -> None:
-    """I5: canceling one of two wants on the same partition must not strand the other."""
-    r = run_scenario(parse_scenario(CANCEL_ONE_OF_TWO_JOINED, "bug1.toml"))
-    assert [str(v) for v in r.violations] == []
-    assert r.ok
-
-
-def test_regression_cancel_the_want_an_upstream_was_borrowed_from() -> None:
-    """I5: an upstream partition a waiting partition needs stays wanted when the want that asked for it ends."""
-    r = run_scenario(parse_scenario(CANCEL_BORROWED_UPSTREAM, "bug2.toml"))
-    assert [str(v) for v in r.violations] == []
-    assert r.ok
-
-
-def test_regression_cancel_the_want_a_static_dependency_was_borrowed_from() -> None:
-    """I5: a static dependency stays wanted while a wanted partition waits for it."""
-    r = run_scenario(parse_scenario(CANCEL_BORROWED_STATIC_DEP, "bug3.toml"))
-    assert [str(v) for v in r.violations] == []
-    assert r.ok
-
-
 WANT_AGAIN_AFTER_STATIC_DEP_CANCELED = """\
 # Found by `wantbuild scenario explore` on raw <- daily with static deps (seed 7).
 [scenario]
@@ -306,11 +285,18 @@ w2 = "Successful"
 """
 
 
-# Regression (was a supervisor I5 bug): canceling w1 canceled the static_deps want for raw/1 and raw/1's run,
-# but daily/1 stayed in the supervisor's static_wait, so a later want for daily/1 waited forever.
-def test_core_bug_want_again_after_its_static_dependency_was_canceled() -> None:
-    """I5: wanting a partition again after its static dependency's want was canceled builds it."""
-    r = run_scenario(parse_scenario(WANT_AGAIN_AFTER_STATIC_DEP_CANCELED, "bug4.toml"))
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(CANCEL_ONE_OF_TWO_JOINED, id="cancel-one-of-two-joined-wants"),
+        pytest.param(CANCEL_BORROWED_UPSTREAM, id="cancel-the-want-an-upstream-was-borrowed-from"),
+        pytest.param(CANCEL_BORROWED_STATIC_DEP, id="cancel-the-want-a-static-dependency-was-borrowed-from"),
+        pytest.param(WANT_AGAIN_AFTER_STATIC_DEP_CANCELED, id="want-again-after-its-static-dependency-was-canceled"),
+    ],
+)
+def test_supervisor_i5_regressions(text: str) -> None:
+    """I5: ending one want never strands a partition another want waits for (four bugs the explorer found)."""
+    r = run_scenario(parse_scenario(text, "regression.toml"))
     assert [str(v) for v in r.violations] == []
     assert r.ok
 
