@@ -155,9 +155,7 @@ class JobContext:
                 f"give one mapping per partition"
             )
         self.clock: Clock = SystemClock() if clock is None else clock
-        self.log: structlog.typing.FilteringBoundLogger = structlog.get_logger("wantbuild.job").bind(
-            job_run_id=job_run_id, job=job_name
-        )
+        self._log: structlog.typing.FilteringBoundLogger | None = None
         self._started = self.clock.now()
         self._last_heartbeat = self._started
 
@@ -166,6 +164,13 @@ class JobContext:
             f"JobContext(job_run_id={self.job_run_id!r}, job_name={self.job_name!r}, "
             f"partitions={self.partitions!r}, attempt={self.attempt!r})"
         )
+
+    @property
+    def log(self) -> structlog.typing.FilteringBoundLogger:
+        """A structlog logger bound to this run (``job_run_id``, ``job``); made on first use."""
+        if self._log is None:
+            self._log = structlog.get_logger("wantbuild.job").bind(job_run_id=self.job_run_id, job=self.job_name)
+        return self._log
 
     @property
     def last_heartbeat(self) -> float:
@@ -253,6 +258,17 @@ async def run_callable(
     ctx._begin()
     log.debug("job started", partitions=ctx.partitions, attempt=ctx.attempt)
     outcome = RunOutcome("succeeded")
+    if timeout is None and heartbeat_timeout is None:
+        # Nothing to watch: no watchdog task, no task group (a run of a no-op job costs half as much).
+        try:
+            await fn(ctx)
+        except MissingDeps as e:
+            outcome = _dep_miss_outcome(e, log)
+        except Exception as e:
+            outcome = RunOutcome("failed", reason=_raised(e), error_type=type(e).__name__)
+            log.info("job failed", reason=outcome.reason, exc_info=e)
+        log.debug("job finished", status=outcome.status, reason=outcome.reason)
+        return outcome
     async with anyio.create_task_group() as tg:
         with anyio.CancelScope() as job_scope:
             tg.start_soon(watchdog.run, job_scope)

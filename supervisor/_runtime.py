@@ -386,7 +386,7 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
         async with system:
             env = EntityEnv(elog, world, system, hooks, clock)
             timers = Timers(tg, system, clock)
-            execution = LocalExecution(graph, clock, logs, system, tg)
+            execution = LocalExecution(graph, clock, logs, system)
             system.register("want", lambda key: WantActor(key, env))
             system.register("partition", lambda key: PartitionActor(key, env))
             system.register("job_run", lambda key: JobRunActor(key, env, execution))
@@ -413,6 +413,8 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
                 else:
                     execution.cancel_all("crash")
                     timers.cancel_all()
+                with anyio.CancelScope(shield=True):
+                    await execution.aclose("the runtime is closing")
         tg.cancel_scope.cancel()
 
 

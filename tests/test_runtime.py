@@ -310,3 +310,57 @@ async def test_events_follow_committed_transitions(db: Path) -> None:
             await anyio.sleep(0.05)
             await (await rt.want("raw/1")).done(timeout=5)
         assert [r.event.event_name for r in got] == ["WantCreated", "WantBuilding", "WantSucceeded"]
+
+
+async def test_close_cancels_running_jobs_and_waits_for_their_cleanup(db: Path) -> None:
+    """A job still running when the runtime closes is cancelled, and its cleanup has run when close returns."""
+    g = Graph("hang")
+    started = anyio.Event()
+    cleaned: list[str] = []
+
+    @g.job("slow", outputs="slow/{i}")
+    async def slow(ctx: JobContext) -> None:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):  # cleanup that itself awaits: close must wait for it
+                await anyio.sleep(0.05)
+            cleaned.extend(ctx.partitions)
+
+    async with open_runtime(db, g) as rt:
+        await rt.want("slow/1")
+        with anyio.fail_after(5):
+            await started.wait()
+    assert cleaned == ["slow/1"]
+    async with open_runtime(db, g) as rt:  # recorded Canceled by the shutdown: nothing was Lost
+        run = rt.runs()[0]
+        assert run.status is JobRunStatus.CANCELED, run
+        assert rt.get_partition("slow/1").status is PartitionStatus.MISSING
+        assert rt.recovery.lost_runs == ()
+
+
+async def test_a_crashed_runtime_still_waits_for_its_running_jobs(db: Path) -> None:
+    """After crash() nothing is recorded, but the job's task is cancelled and finished when the block exits."""
+    g = Graph("hang")
+    started = anyio.Event()
+    cleaned: list[str] = []
+
+    @g.job("slow", outputs="slow/{i}")
+    async def slow(ctx: JobContext) -> None:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(0.05)
+            cleaned.extend(ctx.partitions)
+
+    async with open_runtime(db, g) as rt:
+        await rt.want("slow/1")
+        with anyio.fail_after(5):
+            await started.wait()
+        await rt.crash()
+    assert cleaned == ["slow/1"]
+    async with open_runtime(db, g) as rt:
+        assert rt.recovery.lost_runs == (rt.runs()[0].job_run_id,)
