@@ -79,6 +79,9 @@ _JOB_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,127}")
 _FINGERPRINT_FORMAT = "wantbuild.graph-fingerprint/1"
 
 
+_FOUND_MAX = 1 << 16
+"""At most this many refs are remembered by :meth:`Graph.job_for` (some 20 MB at the limit)."""
+
 class GraphError(WantbuildError, ValueError):
     """A graph definition that cannot be used. The message names the job(s) and says how to fix it."""
 
@@ -683,6 +686,8 @@ class Graph:
         # job_for() index: (number of "/" in a matching ref, its text before the first "/" when the pattern
         # fixes it, else None) -> candidates.
         self._index: dict[tuple[int, str | None], list[tuple[Pattern, Job]]] = {}
+        self._found: dict[str, tuple[Job, Mapping[str, str]]] = {}  # job_for's answers (the supervisor asks
+        # several times per partition); dropped when a job is added, bounded by _FOUND_MAX
 
     def __repr__(self) -> str:
         return f"<Graph {self.name!r}: {len(self._jobs)} jobs>"
@@ -748,6 +753,7 @@ class Graph:
         self._jobs[job.name] = job
         for pattern in job.outputs:
             self._index.setdefault((pattern._slashes, pattern._head), []).append((pattern, job))
+        self._found.clear()
         _log.debug("graph.job_added", graph=self.name, job=job.name, outputs=[p.text for p in job.outputs])
         return job
 
@@ -786,13 +792,19 @@ class Graph:
         Raises :class:`~actors._refs.InvalidRef` for an invalid ref and :class:`NoJobForRef` if no job
         produces it.
         """
+        found = self._found.get(ref)
+        if found is not None:
+            return found
         validate_ref(ref)
         slashes = ref.count("/")
         for key in ((slashes, ref.partition("/")[0]), (slashes, None)):
             for pattern, job in self._index.get(key, ()):
                 params = pattern.match(ref)
                 if params is not None:
-                    return job, params
+                    if len(self._found) >= _FOUND_MAX:
+                        self._found.clear()
+                    found = self._found[ref] = (job, MappingProxyType(params))
+                    return found
         patterns = [f"{job.name}: {', '.join(_texts(job))}" for job in self._jobs.values()]
         listing = "; ".join(patterns[:20]) + (f"; and {len(patterns) - 20} more jobs" if len(patterns) > 20 else "")
         raise NoJobForRef(
