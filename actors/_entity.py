@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
+import msgspec
 import structlog
 
 from eventlog import Event, EventLog, Record
@@ -87,10 +88,9 @@ class EntityActor(Actor[Any], Generic[St]):
     def __init__(self, key: str, env: EntityEnv) -> None:
         super().__init__(key)
         self.env = env
-        self.state: St | None = None
-
-    async def on_start(self) -> None:
-        self.state = self.env.world.get(self.kind, self.key)  # type: ignore[assignment]
+        # The committed state, read when the instance is made (every activation and every restart after a
+        # crash makes a new one); not in on_start, which would cost a coroutine per activation.
+        self.state: St | None = env.world.get(self.kind, key)  # type: ignore[assignment]
 
     async def persist(self, event: Event) -> St:
         """Check, append and commit one transition, then adopt it and run the hooks."""
@@ -107,8 +107,7 @@ class EntityActor(Actor[Any], Generic[St]):
         return new
 
 
-@dataclass(frozen=True, slots=True)
-class Committed:
+class Committed(msgspec.Struct, frozen=True):
     """To the supervisor: a transition was committed (sent by the runtime's system hook)."""
 
     record: Record

@@ -8,9 +8,9 @@ injected :class:`Execution`, records the outcome, then settles its partitions an
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+import msgspec
 import structlog
 
 from eventlog import Event
@@ -64,18 +64,15 @@ POLICIES: tuple[CollisionPolicy, ...] = ("shrink", "defer", "all_or_nothing")
 
 
 # --- messages -----------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class GetState:
+class GetState(msgspec.Struct, frozen=True):
     """Reply with the entity's committed state (None if it has none)."""
 
 
-@dataclass(frozen=True, slots=True)
-class CreateWant:
+class CreateWant(msgspec.Struct, frozen=True):
     event: WantCreated
 
 
-@dataclass(frozen=True, slots=True)
-class MoveWant:
+class MoveWant(msgspec.Struct, frozen=True):
     """Walk the want to ``target`` through legal transitions (no-op if there, or terminal)."""
 
     target: WantStatus
@@ -83,26 +80,22 @@ class MoveWant:
     refs: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class EndWant:
+class EndWant(msgspec.Struct, frozen=True):
     """Cancel or expire a non-terminal want (no-op otherwise)."""
 
     how: Literal["cancel", "expire"]
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class MarkSlaMissed:
+class MarkSlaMissed(msgspec.Struct, frozen=True):
     sla: float
 
 
-@dataclass(frozen=True, slots=True)
-class RequestLease:
+class RequestLease(msgspec.Struct, frozen=True):
     job_run_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class LeaseReply:
+class LeaseReply(msgspec.Struct, frozen=True):
     granted: bool
     ref: str
     status: PartitionStatus
@@ -110,14 +103,12 @@ class LeaseReply:
     generation: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class ReleaseLease:
+class ReleaseLease(msgspec.Struct, frozen=True):
     job_run_id: str
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class SettleBuild:
+class SettleBuild(msgspec.Struct, frozen=True):
     """A run's outcome for one partition it holds: live, failed, dep_miss or missing (canceled/lost)."""
 
     job_run_id: str
@@ -126,53 +117,44 @@ class SettleBuild:
     final: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamReady:
+class UpstreamReady(msgspec.Struct, frozen=True):
     """Every upstream ref this partition waits on is Live: schedulable again."""
 
 
-@dataclass(frozen=True, slots=True)
-class FailUpstream:
+class FailUpstream(msgspec.Struct, frozen=True):
     reason: str
     upstream: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Taint:
+class Taint(msgspec.Struct, frozen=True):
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class PlanRun:
+class PlanRun(msgspec.Struct, frozen=True):
     """Create the run (Queued), take its leases, start it."""
 
     queued: JobRunQueued
 
 
-@dataclass(frozen=True, slots=True)
-class RetryLeases:
+class RetryLeases(msgspec.Struct, frozen=True):
     """A deferred run's blockers moved: try the leases again."""
 
 
-@dataclass(frozen=True, slots=True)
-class CancelRun:
+class CancelRun(msgspec.Struct, frozen=True):
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class MarkLost:
+class MarkLost(msgspec.Struct, frozen=True):
     reason: str = "the runtime stopped while this run was in flight"
 
 
-@dataclass(frozen=True, slots=True)
-class Finished:
+class Finished(msgspec.Struct, frozen=True):
     """From the execution: the job ended with ``outcome``."""
 
     outcome: Outcome
 
 
-@dataclass(frozen=True, slots=True)
-class RunEnded:
+class RunEnded(msgspec.Struct, frozen=True):
     """To the supervisor: a run reached a terminal status (or was deferred) and its partitions are settled."""
 
     run: JobRunState

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+import msgspec
 import structlog
 
 from actors import (
@@ -79,34 +79,29 @@ class Cat(IntEnum):
     UPSTREAM_FAILED = 5
 
 
-@dataclass(frozen=True, slots=True)
-class Due:
+class Due(msgspec.Struct, frozen=True):
     """A timer fired: ``what`` is ``ttl``, ``sla`` or ``retry``; ``key`` the want or run id."""
 
     what: str
     key: str
 
 
-@dataclass(frozen=True, slots=True)
-class Drain:
+class Drain(msgspec.Struct, frozen=True):
     """Stop starting runs (runtime shutdown)."""
 
 
-@dataclass(frozen=True, slots=True)
-class CommittedBatch:
+class CommittedBatch(msgspec.Struct, frozen=True):
     """Committed transitions in commit order, delivered together (one message per loop iteration)."""
 
     items: tuple[Committed, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Tick:
+class Tick(msgspec.Struct, frozen=True):
     """To itself: plan runs now. Queued behind the notifications already waiting, so a burst of partitions
     becoming schedulable is planned as full batches, not one run each."""
 
 
-@dataclass(frozen=True, slots=True)
-class Recover:
+class Recover(msgspec.Struct, frozen=True):
     """Rebuild the indices from the World and resume (sent once at start)."""
 
 
