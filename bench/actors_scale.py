@@ -119,10 +119,10 @@ def main() -> None:
     a = ap.parse_args()
     if not a.default_gc:
         # What open_runtime(tune_gc=True) does (supervisor/_runtime.py, _gc_policy), as `wantbuild run` runs:
-        # the young generation is collected every 50,000 allocations, not 700, and what exists now is frozen.
+        # the young generation is collected every 1,000,000 allocations, not 700, and what exists now is frozen.
         # Applied before the baseline too, so both sides run under the same collector settings.
         gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
+        gc.set_threshold(1_000_000, 20, 100)
     print(f"gc: {'Python defaults' if a.default_gc else 'tuned as the runtime tunes it (tune_gc=True)'}")
     global PASSIVATE_AFTER, DRIVERS
     PASSIVATE_AFTER = a.passivate_after

@@ -364,3 +364,24 @@ async def test_a_crashed_runtime_still_waits_for_its_running_jobs(db: Path) -> N
     assert cleaned == ["slow/1"]
     async with open_runtime(db, g) as rt:
         assert rt.recovery.lost_runs == (rt.runs()[0].job_run_id,)
+
+
+@pytest.mark.parametrize("tune", [True, False])
+async def test_tune_gc_raises_the_young_threshold_and_restores_it(db: Path, tune: bool) -> None:
+    """tune_gc=True collects the young generation far less often while the runtime is open, then restores
+    the process's thresholds and unfreezes; without it the thresholds are never touched."""
+    import gc
+
+    g, _ = chain_graph()
+    before = gc.get_threshold()
+    async with open_runtime(db, g, tune_gc=tune) as rt:
+        inside = gc.get_threshold()
+        frozen = gc.get_freeze_count()
+        assert (await (await rt.want("raw/1")).done(timeout=10)).status is WantStatus.SUCCESSFUL
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+    if tune:
+        assert inside[0] >= 1_000_000
+        assert frozen > 0
+    else:
+        assert inside == before
