@@ -364,12 +364,14 @@ def _gc_policy(enabled: bool) -> Iterator[None]:
     frozen (never scanned again) and the young generation is collected every 1,000,000 allocations, not 700.
     Each young collection also touches the old objects the young ones point to, so its cost grows with the
     heap: at 50,000 a 20,000-partition backfill still spent 23% of its time in 200 collections; at 1,000,000,
-    5%. Cyclic garbage waits longer (reference counting frees everything else at once).
+    5%. Cyclic garbage waits longer (reference counting frees everything else at once); one full collection
+    before the freeze keeps what is already garbage (say, a previous runtime's cycles) out of it.
     """
     if not enabled:
         yield
         return
     old = gc.get_threshold()
+    gc.collect()  # what is garbage now (a previous runtime's cycles) must not be frozen with the World
     gc.freeze()
     gc.set_threshold(1_000_000, max(old[1], 20), max(old[2], 100))
     try:
