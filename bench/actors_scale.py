@@ -9,7 +9,8 @@ commits); actors passivate as soon as they are idle, so memory follows the activ
 Baseline in the same run: a bare asyncio.Queue ping-pong (request queue + reply future), the same number of
 request/reply messages; its median of five runs (three before, two after).
 ratio = actor messages/s / baseline messages/s.
-Usage: python bench/actors_scale.py [--entities 1000000] [--wave 250] [--drivers 1] [--default-gc]
+Usage: python bench/actors_scale.py [--entities 1000000] [--wave 250] [--drivers 1] [--default-gc] [--split]
+(--split adds a diagnostic line: the same drive with commits resolved in memory, never the headline.)
 Last line: ratio=... peak_rss_mb=... entities=...
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import resource
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import anyio
 import structlog
@@ -41,19 +44,46 @@ from actors import (
     SystemClock,
     World,
 )
-from eventlog import EventLog
+from eventlog import EventLog, Record
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 PASSIVATE_AFTER = 0.0
 DRIVERS = 1
 
 
-async def drive(n: int, wave: int) -> tuple[float, int, int]:
+class MemoryCommits:
+    """Diagnostic only (``--split``): ``append`` resolved in memory, once per loop iteration, nothing durable.
+
+    With it the same drive measures the actor layer alone (activation, handler, transition, reply,
+    passivation), so the report can say how much of the cost is the durable commit. Never the headline.
+    """
+
+    def __init__(self) -> None:
+        self.last_seq = 0
+        self._pending: list[tuple[asyncio.Future[Record], str, str, int, Any, float]] = []
+
+    async def append(self, kind: str, eid: str, expected: int, event: Any, at: float | None = None) -> Record:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Record] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._commit)
+        self._pending.append((fut, kind, eid, expected + 1, event, at or 0.0))
+        return await fut
+
+    def _commit(self) -> None:
+        pending, self._pending = self._pending, []
+        for fut, kind, eid, eseq, event, at in pending:
+            self.last_seq += 1
+            fut.set_result(Record(self.last_seq, kind, eid, eseq, event, at))
+
+
+async def drive(n: int, wave: int, durable: bool = True) -> tuple[float, int, int]:
     with tempfile.TemporaryDirectory() as d:
-        async with EventLog.open(Path(d) / "scale.db") as log:
+        async with contextlib.AsyncExitStack() as stack:
+            log = await stack.enter_async_context(EventLog.open(Path(d) / "scale.db")) if durable else MemoryCommits()
             world = World()
             async with ActorSystem(passivate_after=PASSIVATE_AFTER) as system:
-                env = EntityEnv(log, world, system, Hooks(), SystemClock())
+                env = EntityEnv(cast(EventLog, log), world, system, Hooks(), SystemClock())
                 system.register("partition", lambda key: PartitionActor(key, env))
                 messages = 0
                 max_active = 0
@@ -114,6 +144,8 @@ def main() -> None:
     ap.add_argument("--wave", type=int, default=250, help="partitions per run (one ask_many per step)")
     ap.add_argument("--drivers", type=int, default=1, help="runs leasing and settling concurrently")
     ap.add_argument("--passivate-after", type=float, default=0.0, help="idle seconds before passivation")
+    ap.add_argument("--split", action="store_true",
+                    help="also run the actor layer with commits resolved in memory, to split the cost (diagnostic)")
     ap.add_argument("--default-gc", action="store_true",
                     help="keep Python's GC thresholds (default: the runtime's tune_gc policy, for both sides)")
     a = ap.parse_args()
@@ -132,6 +164,13 @@ def main() -> None:
     rate, max_active, events = asyncio.run(drive(a.entities, a.wave))
     bases += [asyncio.run(baseline(min(2 * a.entities, 400_000))) for _ in range(2)]
     base = statistics.median(bases)
+    if a.split:
+        n_split = min(a.entities, 200_000)
+        mem_rate, _, _ = asyncio.run(drive(n_split, a.wave, durable=False))
+        print(f"split ({n_split:,} partitions): the actor layer alone, commits resolved in memory (not durable): "
+              f"{mem_rate:,.0f} messages/s = {mem_rate / base:.3f} of the baseline; per message "
+              f"{1e6 / mem_rate:.1f} us in the actor layer + {1e6 / rate - 1e6 / mem_rate:.1f} us for the durable "
+              f"commit")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{a.entities:,} partitions, {events:,} events committed; actor messages {rate:,.0f}/s; "
           f"bare asyncio queue ping-pong {base:,.0f}/s; most actors active at once: {max_active:,}")
