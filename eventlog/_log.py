@@ -13,6 +13,7 @@ See ``docs/eventlog.md`` for the schema, the measurements behind it and the erro
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import sqlite3
 import time
@@ -752,7 +753,12 @@ class EventLog:
             if self._failures and self._failures[-1].lo == -1:  # this batch failed: note which appends
                 self._failures[-1].lo, self._failures[-1].hi = lo, lo + n
             if len(self._cache) > self._entity_cache_size:
-                self._cache.clear()  # nothing is pending between batches: the tips reload on the next miss
+                # Nothing is pending between batches, so any tip may go: it reloads on its next miss. The older
+                # half goes (insertion order), not all of it: clearing everything made every active entity miss
+                # at once, and a log just past the size paid a lookup per append from then on.
+                cache = self._cache
+                for key in list(itertools.islice(cache, len(cache) // 2)):
+                    del cache[key]
             self._notify_progress()
 
     async def _write_items(self, items: list[_Item]) -> None:

@@ -79,8 +79,9 @@ _JOB_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,127}")
 _FINGERPRINT_FORMAT = "wantbuild.graph-fingerprint/1"
 
 
-_FOUND_MAX = 1 << 16
-"""At most this many refs are remembered by :meth:`Graph.job_for` (some 20 MB at the limit)."""
+_FOUND_MAX = 1 << 19
+"""At most this many refs are remembered by :meth:`Graph.job_of` (a dict entry each: some 20 MB at the limit;
+the ref strings are the ones the runtime holds anyway)."""
 
 class GraphError(WantbuildError, ValueError):
     """A graph definition that cannot be used. The message names the job(s) and says how to fix it."""
@@ -686,8 +687,8 @@ class Graph:
         # job_for() index: (number of "/" in a matching ref, its text before the first "/" when the pattern
         # fixes it, else None) -> candidates.
         self._index: dict[tuple[int, str | None], list[tuple[Pattern, Job]]] = {}
-        self._found: dict[str, tuple[Job, Mapping[str, str]]] = {}  # job_for's answers (the supervisor asks
-        # several times per partition); dropped when a job is added, bounded by _FOUND_MAX
+        self._found: dict[str, Job] = {}  # job_of's answers (the supervisor asks several times per partition);
+        # dropped when a job is added, bounded by _FOUND_MAX
 
     def __repr__(self) -> str:
         return f"<Graph {self.name!r}: {len(self._jobs)} jobs>"
@@ -792,6 +793,17 @@ class Graph:
         Raises :class:`~actors._refs.InvalidRef` for an invalid ref and :class:`NoJobForRef` if no job
         produces it.
         """
+        job = self.job_of(ref)
+        params = job.params(ref)
+        assert params is not None
+        return job, params
+
+    def job_of(self, ref: str) -> Job:
+        """The one job that produces ``ref`` (remembered: the supervisor asks several times per partition).
+
+        Raises :class:`~actors._refs.InvalidRef` for an invalid ref and :class:`NoJobForRef` if no job
+        produces it.
+        """
         found = self._found.get(ref)
         if found is not None:
             return found
@@ -799,12 +811,11 @@ class Graph:
         slashes = ref.count("/")
         for key in ((slashes, ref.partition("/")[0]), (slashes, None)):
             for pattern, job in self._index.get(key, ()):
-                params = pattern.match(ref)
-                if params is not None:
+                if pattern.match(ref) is not None:
                     if len(self._found) >= _FOUND_MAX:
                         self._found.clear()
-                    found = self._found[ref] = (job, MappingProxyType(params))
-                    return found
+                    self._found[ref] = job
+                    return job
         patterns = [f"{job.name}: {', '.join(_texts(job))}" for job in self._jobs.values()]
         listing = "; ".join(patterns[:20]) + (f"; and {len(patterns) - 20} more jobs" if len(patterns) > 20 else "")
         raise NoJobForRef(
@@ -819,9 +830,11 @@ class Graph:
         Raises :class:`GraphError` naming the job if its deps function fails or returns something that is not
         a list of valid refs other than ``ref`` itself.
         """
-        job, params = self.job_for(ref)
+        job = self.job_of(ref)
         if job.deps is None:
             return ()
+        params = job.params(ref)
+        assert params is not None
         try:
             found = job.deps(ref, params)
         except WantbuildError as e:

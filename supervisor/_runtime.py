@@ -125,7 +125,7 @@ class Runtime:
         self._check_open()
         refs_t = validate_refs([refs] if isinstance(refs, str) else refs)
         for ref in refs_t:
-            self.graph.job_for(ref)  # NoJobForRef names the ref and the patterns
+            self.graph.job_of(ref)  # NoJobForRef names the ref and the patterns
         for name, val in (("ttl", ttl), ("sla", sla)):
             if val is not None and (not math.isfinite(val) or val <= 0):
                 raise ValueError(f"{name} must be a positive number of seconds, got {val!r}")

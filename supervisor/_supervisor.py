@@ -388,7 +388,7 @@ class Supervisor(Actor[Any]):
         if ref in self.static_wait or ref in self.retrying or (ref in self.planned and not new_want):
             return
         try:
-            job, _ = self.graph.job_for(ref)
+            job = self.graph.job_of(ref)
         except NoJobForRef:
             return
         if ref in self.queued:
@@ -509,7 +509,7 @@ class Supervisor(Actor[Any]):
         for m in run.missing:
             try:
                 validate_ref(m)
-                self.graph.job_for(m)
+                self.graph.job_of(m)
             except (InvalidRef, NoJobForRef) as e:
                 bad.append((m, str(e)))
         members = self._group_members(run)

@@ -396,3 +396,25 @@ async def test_reader_of_an_empty_database_without_a_writer_is_told_there_is_no_
     with anyio.fail_after(1.0), pytest.raises(LogNotFoundError, match="no event log here"):
         async with EventLog.open(path, writer=False):
             pass
+
+
+async def test_a_small_entity_cache_evicts_old_tips_and_stays_correct(tmp_path: Path) -> None:
+    """With the tip cache far smaller than the entities, tips are evicted and reloaded: every append still
+    gets the next entity_seq, a stale expectation still fails, and the cache stays bounded."""
+    path = tmp_path / "log.db"
+    n, rounds = 60, 4
+    async with open_log(path, entity_cache_size=10) as log:
+        for r in range(rounds):
+            for i in range(n):  # one append per batch: the cache is trimmed after each
+                assert (await log.append("thing", f"t{i}", r, ThingChanged(n=r))).entity_seq == r + 1
+                assert len(log._cache) <= 10
+        with pytest.raises(eventlog.ConcurrencyError):
+            await log.append("thing", "t0", rounds - 1, ThingChanged(n=99))  # t0 (evicted early) is at `rounds`
+        assert (await log.append("thing", "t0", rounds, ThingChanged(n=99))).entity_seq == rounds + 1
+    report = await _verify(path)
+    assert report.ok, report
+
+
+async def _verify(path: Path) -> Any:
+    async with open_log(path) as log:
+        return await log.verify()
