@@ -27,12 +27,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import anyio
 import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _memory_commits import MemoryCommits  # bench/, the script's own folder
 
 from actors import (
     ActorSystem,
@@ -44,37 +46,11 @@ from actors import (
     SystemClock,
     World,
 )
-from eventlog import EventLog, Record
+from eventlog import EventLog
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 PASSIVATE_AFTER = 0.0
 DRIVERS = 1
-
-
-class MemoryCommits:
-    """Diagnostic only (``--split``): ``append`` resolved in memory, once per loop iteration, nothing durable.
-
-    With it the same drive measures the actor layer alone (activation, handler, transition, reply,
-    passivation), so the report can say how much of the cost is the durable commit. Never the headline.
-    """
-
-    def __init__(self) -> None:
-        self.last_seq = 0
-        self._pending: list[tuple[asyncio.Future[Record], str, str, int, Any, float]] = []
-
-    async def append(self, kind: str, eid: str, expected: int, event: Any, at: float | None = None) -> Record:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Record] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._commit)
-        self._pending.append((fut, kind, eid, expected + 1, event, at or 0.0))
-        return await fut
-
-    def _commit(self) -> None:
-        pending, self._pending = self._pending, []
-        for fut, kind, eid, eseq, event, at in pending:
-            self.last_seq += 1
-            fut.set_result(Record(self.last_seq, kind, eid, eseq, event, at))
 
 
 async def drive(n: int, wave: int, durable: bool = True) -> tuple[float, int, int]:

@@ -8,7 +8,7 @@ log on disk. One want covers all daily partitions (a backfill).
 chain: ``step/{i}`` needs ``step/{i-1}``, 1,000 deep, each link discovered as a missing dependency.
 
 growth = (time per partition at full size) / (time per partition at one tenth): 1.0 is linear.
-Usage: python bench/orchestrate.py [--scale 1.0] [--repeat 1]
+Usage: python bench/orchestrate.py [--scale 1.0] [--repeat 1] [--split] [--default-gc]
 Last line: per_run_partitions_per_s=... batched_partitions_per_s=... peak_rss_mb=... growth_per_run=...
 growth_batched=... chain_ms_per_link=...
 """
@@ -29,6 +29,9 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _memory_commits import skip_durability  # bench/, the script's own folder
+
+from eventlog import EventLog
 from supervisor import Graph, JobContext, MissingDeps, open_runtime
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -68,9 +71,13 @@ def chain(depth: int) -> Graph:
     return g
 
 
-async def run_two_level(n: int, batch: int) -> float:
+async def run_two_level(n: int, batch: int, durable: bool = True) -> float:
     with tempfile.TemporaryDirectory() as d:
-        async with open_runtime(Path(d) / "bench.db", two_level(batch), tune_gc=TUNE_GC) as rt:
+        g = two_level(batch)
+        async with EventLog.open(Path(d) / "bench.db", fingerprint=g.fingerprint()) as log, \
+                open_runtime(Path(d) / "bench.db", g, tune_gc=TUNE_GC, event_log=log) as rt:
+            if not durable:
+                skip_durability(log)
             t0 = time.perf_counter()
             h = await rt.want([f"daily/{i}" for i in range(n)])
             st = await h.done()
@@ -99,6 +106,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--only", choices=["per_run", "batched", "chain"], action="append")
     ap.add_argument("--default-gc", action="store_true", help="do not tune the GC (open_runtime(tune_gc=False))")
+    ap.add_argument("--split", action="store_true",
+                    help="also run (b) at one tenth with commits resolved in memory, to say what the log costs "
+                         "(diagnostic, never the headline)")
     a = ap.parse_args()
     global TUNE_GC
     TUNE_GC = not a.default_gc
@@ -121,6 +131,12 @@ def main() -> None:
         out["batched_partitions_per_s"] = n / full
         out["growth_batched"] = (full / n) / (small / (n // 10))
         print(f"(b) batches of 500: {n // 10} in {small:.2f}s, {n} in {full:.2f}s -> {n / full:,.0f}/s")
+    if a.split and "batched" in only:
+        n = int(10_000 * a.scale)
+        durable = med(run_two_level, n, 500)
+        memory = statistics.median(anyio.run(run_two_level, n, 500, False) for _ in range(a.repeat))
+        print(f"split (b) at {n}: {n / durable:,.0f}/s durable, {n / memory:,.0f}/s with commits resolved in memory "
+              f"(not durable): the log is {100 * (1 - memory / durable):.0f}% of the time")
     if "chain" in only:
         depth = max(10, int(1000 * a.scale))
         dt = med(run_chain, depth)
