@@ -260,25 +260,14 @@ async def run_callable(
     outcome = RunOutcome("succeeded")
     if timeout is None and heartbeat_timeout is None:
         # Nothing to watch: no watchdog task, no task group (a run of a no-op job costs half as much).
-        try:
-            await fn(ctx)
-        except MissingDeps as e:
-            outcome = _dep_miss_outcome(e, log)
-        except Exception as e:
-            outcome = RunOutcome("failed", reason=_raised(e), error_type=type(e).__name__)
-            log.info("job failed", reason=outcome.reason, exc_info=e)
+        outcome = await _call(fn, ctx, log)
         log.debug("job finished", status=outcome.status, reason=outcome.reason)
         return outcome
     async with anyio.create_task_group() as tg:
         with anyio.CancelScope() as job_scope:
             tg.start_soon(watchdog.run, job_scope)
             try:
-                await fn(ctx)
-            except MissingDeps as e:
-                outcome = _dep_miss_outcome(e, log)
-            except Exception as e:
-                outcome = RunOutcome("failed", reason=_raised(e), error_type=type(e).__name__)
-                log.info("job failed", reason=outcome.reason, exc_info=e)
+                outcome = await _call(fn, ctx, log)
             finally:
                 watchdog.stop()
     if watchdog.expired is not None:
@@ -286,6 +275,19 @@ async def run_callable(
         log.info("job killed", reason=watchdog.expired)
     log.debug("job finished", status=outcome.status, reason=outcome.reason)
     return outcome
+
+
+async def _call(fn: JobCallable, ctx: JobContext, log: structlog.typing.FilteringBoundLogger) -> RunOutcome:
+    """``fn(ctx)``'s outcome from how it returned: normally, by MissingDeps, or by another exception."""
+    try:
+        await fn(ctx)
+    except MissingDeps as e:
+        return _dep_miss_outcome(e, log)
+    except Exception as e:
+        outcome = RunOutcome("failed", reason=_raised(e), error_type=type(e).__name__)
+        log.info("job failed", reason=outcome.reason, exc_info=e)
+        return outcome
+    return RunOutcome("succeeded")
 
 
 def _raised(e: BaseException) -> str:

@@ -312,8 +312,8 @@ async def test_events_follow_committed_transitions(db: Path) -> None:
         assert [r.event.event_name for r in got] == ["WantCreated", "WantBuilding", "WantSucceeded"]
 
 
-async def test_close_cancels_running_jobs_and_waits_for_their_cleanup(db: Path) -> None:
-    """A job still running when the runtime closes is cancelled, and its cleanup has run when close returns."""
+def _hanging_graph() -> tuple[Graph, anyio.Event, list[str]]:
+    """A job that runs until cancelled, then cleans up with an await (shielded) and records it."""
     g = Graph("hang")
     started = anyio.Event()
     cleaned: list[str] = []
@@ -324,10 +324,16 @@ async def test_close_cancels_running_jobs_and_waits_for_their_cleanup(db: Path) 
         try:
             await anyio.sleep_forever()
         finally:
-            with anyio.CancelScope(shield=True):  # cleanup that itself awaits: close must wait for it
+            with anyio.CancelScope(shield=True):  # cleanup that itself awaits: closing must wait for it
                 await anyio.sleep(0.05)
             cleaned.extend(ctx.partitions)
 
+    return g, started, cleaned
+
+
+async def test_close_cancels_running_jobs_and_waits_for_their_cleanup(db: Path) -> None:
+    """A job still running when the runtime closes is cancelled, and its cleanup has run when close returns."""
+    g, started, cleaned = _hanging_graph()
     async with open_runtime(db, g) as rt:
         await rt.want("slow/1")
         with anyio.fail_after(5):
@@ -342,20 +348,7 @@ async def test_close_cancels_running_jobs_and_waits_for_their_cleanup(db: Path) 
 
 async def test_a_crashed_runtime_still_waits_for_its_running_jobs(db: Path) -> None:
     """After crash() nothing is recorded, but the job's task is cancelled and finished when the block exits."""
-    g = Graph("hang")
-    started = anyio.Event()
-    cleaned: list[str] = []
-
-    @g.job("slow", outputs="slow/{i}")
-    async def slow(ctx: JobContext) -> None:
-        started.set()
-        try:
-            await anyio.sleep_forever()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.sleep(0.05)
-            cleaned.extend(ctx.partitions)
-
+    g, started, cleaned = _hanging_graph()
     async with open_runtime(db, g) as rt:
         await rt.want("slow/1")
         with anyio.fail_after(5):
