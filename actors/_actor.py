@@ -345,14 +345,15 @@ class _Kind:
     """Everything the system knows about one kind: settings, the registry of active actors, counters."""
 
     __slots__ = ("activations", "actors", "crash_log", "crash_log_swept", "crashes", "escalate_to", "exiting",
-                 "factory", "idle_wheel", "mailbox_size", "name", "passivate_after", "passivations", "restarts",
-                 "stopped")
+                 "factory", "idle_wheel", "linger", "mailbox_size", "name", "passivate_after", "passivations",
+                 "restarts", "stopped")
 
     def __init__(self, name: str, factory: Callable[[str], Actor[Any]], passivate_after: float | None,
-                 mailbox_size: float, escalate_to: tuple[str, str] | None) -> None:
+                 mailbox_size: float, escalate_to: tuple[str, str] | None, linger: bool = True) -> None:
         self.name = name
         self.factory = factory
         self.passivate_after = passivate_after
+        self.linger = linger
         self.mailbox_size = mailbox_size
         self.escalate_to = escalate_to
         self.actors: dict[str, _Cell] = {}  # active actors only: this is what lets memory follow the active set
@@ -639,20 +640,23 @@ class ActorSystem:
     def register(self, kind: str, factory: Callable[[str], Actor[Any]], *,
                  passivate_after: float | _Default | None = DEFAULT,
                  mailbox_size: float | _Default = DEFAULT,
-                 escalate_to: tuple[str, str] | None = None) -> None:
+                 escalate_to: tuple[str, str] | None = None, linger: bool = True) -> None:
         """Register the factory of ``kind``: ``factory(key)`` returns a fresh, not yet started instance.
 
         ``passivate_after`` and ``mailbox_size`` override the system's settings for this kind (the mailbox of a
         coordinator that must never block its senders may be ``math.inf``). ``escalate_to=(kind, key)``: an
         actor of this kind stopped by the crash limit is reported to that actor as an :class:`ActorFailure`
-        message (as well as to ``on_escalate``).
+        message (as well as to ``on_escalate``). ``linger``: with its mailbox empty, the actor first lets the
+        loop go round once, so a partner answering at once finds it still active (a request/reply exchange,
+        a job run reporting its outcome); ``False`` for a kind whose next message is rarely that close, which
+        then waits or passivates one loop step sooner.
         """
         if kind in self._kinds:
             raise ValueError(f"actor kind {kind!r} is already registered")
         pa = (self.passivate_after if isinstance(passivate_after, _Default)
               else _check_passivate_after(passivate_after))
         size = self.mailbox_size if isinstance(mailbox_size, _Default) else _check_mailbox_size(mailbox_size)
-        k = _Kind(kind, factory, pa, size, escalate_to)
+        k = _Kind(kind, factory, pa, size, escalate_to, linger)
         self._kinds[kind] = k
         self._registry[kind] = k.actors
 
@@ -906,9 +910,10 @@ class ActorSystem:
                         await _yield()
                 else:
                     burst = 0
-                    await _yield()  # one round for a ping-pong partner to answer before we wait or passivate
-                    if buf:
-                        continue
+                    if k.linger:
+                        await _yield()  # one round for a ping-pong partner to answer before we wait or passivate
+                        if buf:
+                            continue
                     cur = await self._wait(cell)
                     if cur is _EMPTY:
                         break  # passivated, or stopped and drained

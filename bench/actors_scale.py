@@ -60,7 +60,7 @@ async def drive(n: int, wave: int, durable: bool = True) -> tuple[float, int, in
             world = World()
             async with ActorSystem(passivate_after=PASSIVATE_AFTER) as system:
                 env = EntityEnv(cast(EventLog, log), world, system, Hooks(), SystemClock())
-                system.register("partition", lambda key: PartitionActor(key, env))
+                system.register("partition", lambda key: PartitionActor(key, env), linger=False)  # as the runtime
                 messages = 0
                 max_active = 0
                 t0 = time.perf_counter()

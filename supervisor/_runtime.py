@@ -393,7 +393,9 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
             timers = Timers(tg, system, clock)
             execution = LocalExecution(graph, clock, logs, system)
             system.register("want", lambda key: WantActor(key, env))
-            system.register("partition", lambda key: PartitionActor(key, env))
+            # A partition's next message (its settlement) comes a whole job run after its lease: no linger
+            # (5% of a batched backfill, A/B).
+            system.register("partition", lambda key: PartitionActor(key, env), linger=False)
             system.register("job_run", lambda key: JobRunActor(key, env, execution))
             system.register("supervisor",
                             lambda key: Supervisor(key, env, graph, ids, timers, policy),

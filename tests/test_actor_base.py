@@ -939,3 +939,18 @@ def test_random_interleavings_handle_each_message_once_in_sender_order(
         for s in range(len(plans)):
             mine = [i for (sender_, i, _) in msgs if sender_ == s]
             assert mine == sorted(mine)
+
+
+@pytest.mark.parametrize("linger", [True, False])
+async def test_linger_keeps_an_idle_actor_for_one_loop_round(linger: bool) -> None:
+    """With passivate_after=0, a lingering actor is still active when its asker asks again at once (one
+    activation for the exchange); without linger it passivates first, and each ask activates it anew."""
+    async with ActorSystem(passivate_after=0) as system:
+        system.register("rec", Recorder, linger=linger)
+        for i in range(5):
+            assert await system.ask("rec", "a", i) == i
+        await settle(system)
+        st = system.stats().kinds["rec"]
+        assert Recorder.log["a"] == [0, 1, 2, 3, 4]
+        assert st.activations == (1 if linger else 5)
+        assert st.passivations == st.activations
