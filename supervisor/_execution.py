@@ -257,12 +257,12 @@ async def run_callable(
     log = ctx.log
     ctx._begin()
     log.debug("job started", partitions=ctx.partitions, attempt=ctx.attempt)
-    outcome = RunOutcome("succeeded")
     if timeout is None and heartbeat_timeout is None:
         # Nothing to watch: no watchdog task, no task group (a run of a no-op job costs half as much).
         outcome = await _call(fn, ctx, log)
         log.debug("job finished", status=outcome.status, reason=outcome.reason)
         return outcome
+    outcome = RunOutcome("succeeded")  # stays if the watchdog cancels the job first (then failed, below)
     async with anyio.create_task_group() as tg:
         with anyio.CancelScope() as job_scope:
             tg.start_soon(watchdog.run, job_scope)

@@ -64,8 +64,9 @@ class LocalExecution:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.system._fatal(task.exception())  # type: ignore[arg-type]
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            self.system._fatal(error)
 
     async def aclose(self, reason: str) -> None:
         """Cancel every run still executing and wait until their tasks are gone."""

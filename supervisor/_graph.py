@@ -83,6 +83,7 @@ _FOUND_MAX = 1 << 19
 """At most this many refs are remembered by :meth:`Graph.job_of` (a dict entry each: some 20 MB at the limit;
 the ref strings are the ones the runtime holds anyway)."""
 
+
 class GraphError(WantbuildError, ValueError):
     """A graph definition that cannot be used. The message names the job(s) and says how to fix it."""
 

@@ -55,7 +55,6 @@ from actors import (
     WantCreated,
     WantState,
     WantStatus,
-    validate_ref,
 )
 from actors import CollisionPolicy as Policy
 
@@ -508,8 +507,7 @@ class Supervisor(Actor[Any]):
         bad: list[tuple[str, str]] = []
         for m in run.missing:
             try:
-                validate_ref(m)
-                self.graph.job_of(m)
+                self.graph.job_of(m)  # validates the ref first: InvalidRef, else NoJobForRef
             except (InvalidRef, NoJobForRef) as e:
                 bad.append((m, str(e)))
         members = self._group_members(run)

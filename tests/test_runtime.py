@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -363,8 +364,6 @@ async def test_a_crashed_runtime_still_waits_for_its_running_jobs(db: Path) -> N
 async def test_tune_gc_raises_the_young_threshold_and_restores_it(db: Path, tune: bool) -> None:
     """tune_gc=True collects the young generation far less often while the runtime is open, then restores
     the process's thresholds and unfreezes; without it the thresholds are never touched."""
-    import gc
-
     g, _ = chain_graph()
     before = gc.get_threshold()
     async with open_runtime(db, g, tune_gc=tune) as rt:
