@@ -1,6 +1,28 @@
-"""Shared test set-up: the tests folder is importable (shared graphs for tests and their subprocesses)."""
+"""Shared test set-up: the tests folder is importable (shared graphs for tests and their subprocesses).
 
+Tests that need a real server or program (PostgreSQL, Dask, Ray, Chromium) call :func:`need` when it is
+missing: on a developer machine the test is skipped with a message that says how to run it; under
+``WANTBUILD_REQUIRE_SERVERS=1`` (what ``.ci/run`` sets) it fails instead, so CI never passes by skipping.
+"""
+
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def servers_required() -> bool:
+    """Whether a missing server must fail the test (CI) rather than skip it (a developer machine)."""
+    return os.environ.get("WANTBUILD_REQUIRE_SERVERS", "") not in ("", "0")
+
+
+def need(what: str, how: str) -> NoReturn:
+    """``what`` is unavailable: skip (saying ``how`` to get it), or fail under WANTBUILD_REQUIRE_SERVERS=1."""
+    message = f"{what} is not available; {how}"
+    if servers_required():
+        pytest.fail(f"{message} (WANTBUILD_REQUIRE_SERVERS=1: CI must run this test, not skip it)")
+    pytest.skip(message)

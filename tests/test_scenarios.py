@@ -20,6 +20,7 @@ import msgspec
 import pytest
 import structlog
 from click.testing import CliRunner
+from conftest import need
 
 import scenarios
 from actors import InvariantChecker, Violation
@@ -506,9 +507,10 @@ def test_html_report_is_self_contained() -> None:
         assert forbidden not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (CI installs Debian's)")
 def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     """Headless Chromium renders the report to a non-trivial screenshot."""
+    if shutil.which("chromium") is None:
+        need("chromium", "install Debian's chromium (`apt-get install chromium`; .ci/run does)")
     r = run_scenario(load_scenario(scenarios.find_scenario("crash-during-group-commit")))
     page = tmp_path / "report.html"
     page.write_text(render_html(r), encoding="utf-8")
