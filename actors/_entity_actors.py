@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from typing import Any, Final, Literal, Protocol
 
 import msgspec
-import structlog
 
-from eventlog import Event
+from eventlog import Event, get_logger
 
 from ._actor import ActorStopped
 from ._entity import EntityActor, EntityEnv
@@ -56,7 +55,7 @@ from ._want import (
     WantUpstreamFailed,
 )
 
-log = structlog.get_logger("wantbuild.actors")
+log = get_logger("wantbuild.actors")
 
 SUPERVISOR = ("supervisor", "supervisor")
 """The (kind, key) of the supervisor actor, the recipient of :class:`RunEnded`."""
@@ -192,6 +191,15 @@ class Outcome(Protocol):
     @property
     def exit_code(self) -> int | None: ...
 
+
+MESSAGES: Final[dict[str, tuple[str, ...]]] = {
+    "want": ("CreateWant", "MoveWant", "EndWant", "MarkSlaMissed", "GetState"),
+    "partition": ("RequestLease", "ReleaseLease", "SettleBuild", "UpstreamReady", "FailUpstream", "Taint",
+                  "GetState"),
+    "job_run": ("PlanRun", "RetryLeases", "Finished", "Attached", "CancelRun", "MarkLost", "Abandon", "Reconcile",
+                "GetState"),
+}
+"""The messages each entity actor kind handles, by type name (for fault drills naming one)."""
 
 RUNNING: Final = "running"
 """What :meth:`Execution.poll` returns for a run still executing."""

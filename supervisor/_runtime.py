@@ -20,7 +20,6 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import structlog
 
 from actors import (
     ActorFailure,
@@ -50,7 +49,12 @@ from actors import (
     rebuild,
     validate_refs,
 )
-from eventlog import EventLog, Record, WantbuildError
+from eventlog import (
+    EventLog,
+    Record,
+    WantbuildError,
+    get_logger,
+)
 
 from ._execution_glue import LocalExecution
 from ._graph import Graph
@@ -58,7 +62,7 @@ from ._ids import IdSource
 from ._supervisor import ActorCrashed, CommittedBatch, Drain, GaveUp, Pending, Recover, Supervisor
 from ._timers import Timers
 
-log = structlog.get_logger("wantbuild.runtime")
+log = get_logger("wantbuild.runtime")
 
 SUPERVISOR = ("supervisor", "supervisor")
 
@@ -286,18 +290,27 @@ class Runtime:
             self.system.try_tell(*SUPERVISOR, ActorCrashed(kind, key, None if msg is None else type(msg).__name__))
 
     def _on_escalate(self, failure: ActorFailure) -> None:
-        """An actor was stopped after repeated crashes: record it and let the supervisor end what depends on it.
+        """An actor was stopped after repeated crashes: record it and let the supervisor end what depends on it
+        (the supervisor itself is started afresh and reconciles).
 
-        Raising here makes the failure fatal (the runtime stops with it): when the supervisor itself is gone, or
-        an actor fails again after it was given up on once, nothing can heal it.
+        Raising here makes the failure fatal (the runtime stops with it): an actor that fails again after it was
+        given up on once cannot be healed.
         """
         again = any(f.kind == failure.kind and f.key == failure.key for f in self.failures)
         self.failures.append(failure)
         log.error("actor stopped after repeated crashes", kind=failure.kind, key=failure.key,
                   error=repr(failure.error), restarts=failure.restarts)
-        if failure.kind == "supervisor" or again:
-            raise RuntimeError(f"wantbuild cannot heal the {failure.kind} actor {failure.key!r}: it crashed "
-                               f"{failure.restarts + 1} times, the last with {failure.error!r}") from failure.error
+        if again:
+            raise RuntimeError(f"wantbuild cannot heal the {failure.kind} actor {failure.key!r}: it was given up on "
+                               f"once already, and crashed {failure.restarts + 1} times again, the last with "
+                               f"{failure.error!r}") from failure.error
+        if failure.kind == "supervisor":
+            # The messages it held are dropped with it (a poison message among them): a fresh supervisor
+            # rebuilds everything from the World. A second time, nothing more can be done: fatal (above).
+            if not self.closing:
+                self.system.revive(*SUPERVISOR)
+                self.system.try_tell(*SUPERVISOR, Recover())
+            return
         if not self.closing:
             reason = (f"wantbuild gave up on {failure.kind} {failure.key} after {failure.restarts + 1} crashes: "
                       f"{type(failure.error).__name__}: {failure.error}")
