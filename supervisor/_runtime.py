@@ -323,7 +323,7 @@ async def _recover_runs(system: ActorSystem, world: World) -> tuple[list[str], l
     requeued: list[str] = []
     for run in sorted(world.in_flight_runs(), key=lambda r: r.job_run_id):
         held = [ref for ref in run.partitions if world.partition(ref).lease == run.job_run_id]
-        await system.ask("job_run", run.job_run_id, MarkLost())
+        await _mark_lost(system, run.job_run_id)
         lost.append(run.job_run_id)
         requeued.extend(held)
     # A crash after a run's terminal event but before its partitions were settled: settle them now.
@@ -331,8 +331,15 @@ async def _recover_runs(system: ActorSystem, world: World) -> tuple[list[str], l
     for part in sorted(building, key=lambda p: p.ref):
         holder = world.runs.get(part.lease or "")
         if holder is not None and holder.terminal:
-            await system.ask("job_run", holder.job_run_id, MarkLost())
+            await _mark_lost(system, holder.job_run_id)
     return lost, requeued
+
+
+async def _mark_lost(system: ActorSystem, job_run_id: str) -> None:
+    try:
+        await system.ask("job_run", job_run_id, MarkLost())
+    except WantbuildError as e:  # the actor crashed on it: its own recovery marks the run Lost (reconcile)
+        log.warning("marking a run Lost failed; its actor recovers it", job_run_id=job_run_id, error=str(e))
 
 
 @asynccontextmanager
@@ -449,16 +456,16 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
                             lambda key: Supervisor(key, env, graph, ids, timers, policy, pending),
                             passivate_after=None, mailbox_size=math.inf)
             replayed = elog.last_seq
-            # Before anything is leased again: stop what the previous runtime's jobs left running.
-            fenced = await execution.fence(world.in_flight_runs())
-            lost, requeued = await _recover_runs(system, world)
-            recovery = Recovery(replayed, tuple(lost), tuple(requeued),
-                                tuple(w.want_id for w in world.active_wants()), tuple(fenced))
-            rt = Runtime(elog, world, graph, clock, system, hooks, ids, recovery)
+            rt = Runtime(elog, world, graph, clock, system, hooks, ids, Recovery(replayed, (), (), ()))
             rt._timers = timers
             system.on_escalate = rt._on_escalate
             system.on_crash = rt._on_crash
             hooks.add_system(rt._system_hook)
+            # Before anything is leased again: stop what the previous runtime's jobs left running.
+            fenced = await execution.fence(world.in_flight_runs())
+            lost, requeued = await _recover_runs(system, world)
+            rt.recovery = Recovery(replayed, tuple(lost), tuple(requeued),
+                                   tuple(w.want_id for w in world.active_wants()), tuple(fenced))
             if lost:
                 log.info("recovered runs", lost=len(lost), requeued=len(requeued), fenced=len(fenced))
             await system.tell(*SUPERVISOR, Recover())
