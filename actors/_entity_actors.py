@@ -8,7 +8,7 @@ injected :class:`Execution`, records the outcome, then settles its partitions an
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, TypeAlias, get_args
 
 import msgspec
 import structlog
@@ -59,8 +59,9 @@ log = structlog.get_logger("wantbuild.actors")
 SUPERVISOR = ("supervisor", "supervisor")
 """The (kind, key) of the supervisor actor, the recipient of :class:`RunEnded`."""
 
-CollisionPolicy = Literal["shrink", "defer", "all_or_nothing"]
-POLICIES: tuple[CollisionPolicy, ...] = ("shrink", "defer", "all_or_nothing")
+CollisionPolicy: TypeAlias = Literal["shrink", "defer", "all_or_nothing"]
+"""What a JobRun does with partitions another run holds the lease on (docs/concepts.md, "Collisions")."""
+POLICIES: Final[tuple[CollisionPolicy, ...]] = get_args(CollisionPolicy)
 
 
 # --- messages -----------------------------------------------------------------------------------------

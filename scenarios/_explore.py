@@ -22,8 +22,9 @@ from typing import Any
 
 import structlog
 
+from actors import POLICIES
+
 from ._format import (
-    POLICIES,
     Expectations,
     JobSpec,
     Scenario,

@@ -31,7 +31,6 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import inspect
@@ -42,16 +41,17 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final, Literal, NamedTuple, TypeAlias, TypeVar, get_args
+from typing import Any, NamedTuple, TypeAlias, TypeVar
 
 import structlog
 
+from actors import POLICIES, CollisionPolicy
 from actors._refs import _SCHEME_RE, MAX_REF_LENGTH, InvalidRef, validate_ref
 from eventlog._errors import WantbuildError
 
+from ._hints import did_you_mean
+
 __all__ = [
-    "COLLISION_POLICIES",
-    "CollisionPolicy",
     "DepsFunction",
     "Graph",
     "GraphError",
@@ -66,8 +66,6 @@ __all__ = [
 
 _log = structlog.get_logger(__name__)
 
-CollisionPolicy: TypeAlias = Literal["shrink", "defer", "all_or_nothing"]
-COLLISION_POLICIES: Final[tuple[CollisionPolicy, ...]] = get_args(CollisionPolicy)
 JobCallable: TypeAlias = Callable[[Any], Awaitable[None]]
 """An async job: called with the executor's context object (``ctx.partitions``, ``ctx.heartbeat()``)."""
 DepsFunction: TypeAlias = Callable[[str, Mapping[str, str]], Sequence[str]]
@@ -645,8 +643,8 @@ def _check_job(job: Job) -> None:
         or not job.command[0]
     ):
         raise fail(f"command must be a non-empty argv of str, e.g. ['python3', 'jobs/daily.py'], got {job.command!r}")
-    if job.collision_policy is not None and job.collision_policy not in COLLISION_POLICIES:
-        raise fail(f"collision_policy must be one of {', '.join(COLLISION_POLICIES)}, got {job.collision_policy!r}")
+    if job.collision_policy is not None and job.collision_policy not in POLICIES:
+        raise fail(f"collision_policy must be one of {', '.join(POLICIES)}, got {job.collision_policy!r}")
 
 
 def _check_retry(retry: Retry, fail: Callable[[str], GraphError]) -> None:
@@ -677,9 +675,9 @@ class Graph:
     def __init__(self, name: str = "graph", *, default_collision_policy: CollisionPolicy | None = None) -> None:
         if not isinstance(name, str) or not name:
             raise GraphError(f"a graph name must be a non-empty str, got {name!r}")
-        if default_collision_policy is not None and default_collision_policy not in COLLISION_POLICIES:
+        if default_collision_policy is not None and default_collision_policy not in POLICIES:
             raise GraphError(
-                f"graph {name!r}: default_collision_policy must be one of {', '.join(COLLISION_POLICIES)}, "
+                f"graph {name!r}: default_collision_policy must be one of {', '.join(POLICIES)}, "
                 f"got {default_collision_policy!r}"
             )
         self.name = name
@@ -777,8 +775,8 @@ class Graph:
         try:
             return self._jobs[name]
         except KeyError:
-            close = difflib.get_close_matches(str(name), list(self._jobs), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(str(name), self._jobs)
+            hint = f"; {hint}" if hint else ""
             known = ", ".join(map(repr, self._jobs)) or "none"
             raise UnknownJob(name, f"graph {self.name!r} has no job {name!r}{hint} (known jobs: {known})") from None
 

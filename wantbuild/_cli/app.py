@@ -19,6 +19,7 @@ import structlog
 
 from actors import POLICIES, InvalidRef, validate_refs
 from eventlog import WantbuildError
+from supervisor import sole_error
 
 from .. import __version__
 from .._output import dumps
@@ -57,18 +58,8 @@ class WantbuildGroup(click.Group):
         try:
             rv = super().main(args, prog_name or "wantbuild", complete_var, standalone_mode=False, **extra)
         except BaseException as e:
-            return _exit_code_for(_unwrap(e))
+            return _exit_code_for(sole_error(e) or e)
         return rv if isinstance(rv, int) else 0
-
-
-def _unwrap(e: BaseException) -> BaseException:
-    """The one error inside nested exception groups.
-
-    ``open_runtime`` re-raises a single error from its body as itself; this guard keeps any other task group
-    (a command's own, or a future one) from turning a WantbuildError into a traceback instead of one line."""
-    while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
-        e = e.exceptions[0]
-    return e
 
 
 def _exit_code_for(e: BaseException) -> int:

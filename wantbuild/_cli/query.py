@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from rich.text import Text
 from actors import JOB_RUN, KINDS, PARTITION, WANT, InvalidRef, Machine, check_log, rebuild, validate_refs
 from eventlog import REGISTRY, Record
 from supervisor import explain as explain_ref
-from supervisor import load_graph
+from supervisor import load_graph, valid_choices
 
 from .._access import load_world, parse_until, reader, runtime_active
 from .._build import until_signal
@@ -67,9 +66,7 @@ def _type_callback(ctx: click.Context, param: click.Parameter, value: Sequence[s
     known = sorted({cls.event_name for cls in REGISTRY.all()})
     for t in value:
         if t not in known:
-            close = difflib.get_close_matches(t, known, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise click.BadParameter(f"unknown event type {t!r}; {hint}known: {', '.join(known)}")
+            raise click.BadParameter(f"unknown event type {t!r}; {valid_choices(t, known, label='known')}")
     return tuple(value)
 
 
