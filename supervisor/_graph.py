@@ -46,7 +46,7 @@ from typing import Any, NamedTuple, TypeAlias, TypeVar
 import structlog
 
 from actors import POLICIES, CollisionPolicy
-from actors._refs import _SCHEME_RE, MAX_REF_LENGTH, InvalidRef, validate_ref
+from actors._refs import _SCHEME_RE, MAX_REF_LENGTH, InvalidRef, char_problem, validate_ref
 from eventlog._errors import WantbuildError
 
 from ._hints import did_you_mean
@@ -130,8 +130,8 @@ class Pattern:
     """A parsed ref pattern such as ``daily/{date}`` or ``events/date={date}/hour={hour}``.
 
     Literal text must follow the ref rules (``actors._refs``); ``{name}`` placeholders (Python identifiers,
-    each at most once) match one or more characters within one segment. ``{{`` and ``}}`` are literal braces.
-    Construction raises :class:`GraphError` naming the pattern and the problem.
+    each at most once) match one or more characters within one segment. There is no literal brace: refs cannot
+    contain one. Construction raises :class:`GraphError` naming the pattern and the problem.
     """
 
     __slots__ = ("_head", "_regex", "_slashes", "names", "scheme", "segments", "text")
@@ -157,7 +157,7 @@ class Pattern:
         example = self._example("x")
         try:
             validate_ref(example)
-        except InvalidRef as e:  # pragma: no cover - the checks above are meant to catch everything
+        except InvalidRef as e:  # a literal not in NFC, say
             raise GraphError(f"pattern {text!r} cannot match a valid ref: {e}") from e
 
     # -- reading
@@ -237,16 +237,12 @@ def _tokenize(text: str) -> tuple[list[_Item], tuple[str, ...]]:
     while i < len(text):
         char = text[i]
         if char == "{":
-            if text.startswith("{{", i):
-                items.append("{")
-                i += 2
-                continue
             end = text.find("}", i + 1)
             opening = text.find("{", i + 1)
             if end == -1 or (opening != -1 and opening < end):
                 raise GraphError(
                     f"pattern {text!r}: unbalanced '{{' at index {i}; close the placeholder with '}}' "
-                    f"or write '{{{{' for a literal brace"
+                    f"(a ref cannot contain a literal brace)"
                 )
             inner = text[i + 1 : end]
             name, colon, _ = inner.partition(":")
@@ -271,10 +267,8 @@ def _tokenize(text: str) -> tuple[list[_Item], tuple[str, ...]]:
             items.append(_Slot(name))
             i = end + 1
         elif char == "}":
-            if not text.startswith("}}", i):
-                raise GraphError(f"pattern {text!r}: unbalanced '}}' at index {i}; write '}}}}' for a literal brace")
-            items.append("}")
-            i += 2
+            raise GraphError(f"pattern {text!r}: unbalanced '}}' at index {i}; open the placeholder with '{{' "
+                             f"(a ref cannot contain a literal brace)")
         else:
             items.append(char)
             i += 1
@@ -320,10 +314,12 @@ def _check_literals(text: str, scheme: str, segments: Sequence[_Segment]) -> Non
                 f"are not allowed as segments, rename it"
             )
         for item in segment:
-            if isinstance(item, str) and (not item.isprintable() or item.isspace()):
+            problem = char_problem(item) if isinstance(item, str) else None
+            if problem is not None:
+                rule, what, why = problem
                 raise GraphError(
-                    f"pattern {text!r} contains the character {item!r} (U+{ord(item):04X}); refs may only "
-                    f"contain printable non-space characters"
+                    f"pattern {text!r} contains {what}{f' ({why})' if why else ''}, which no ref may contain "
+                    f"[rule: {rule}]; see the ref rules in docs/graph-file.md"
                 )
     shortest = len(scheme) + sum(len(segment) for segment in segments) + len(segments) - 1
     if shortest > MAX_REF_LENGTH:
