@@ -131,6 +131,7 @@ class Runtime:
         """Actors the runtime gave up on (stopped after repeated crashes); what depended on them was ended with
         the error as its reason."""
         self._timers: Timers | None = None
+        self._given_up: dict[tuple[str, str], int] = {}
 
     # -- commands ---------------------------------------------------------------------------------------
     async def want(self, refs: Iterable[str] | str, *, ttl: float | None = None, sla: float | None = None,
@@ -291,31 +292,37 @@ class Runtime:
             self.system.try_tell(*SUPERVISOR, ActorCrashed(kind, key, None if msg is None else type(msg).__name__))
 
     def _on_escalate(self, failure: ActorFailure) -> None:
-        """An actor was stopped after repeated crashes: record it and let the supervisor end what depends on it
-        (the supervisor itself is started afresh and reconciles).
+        """An actor was stopped after repeated crashes: record it, and give up on it (the supervisor ends what
+        depended on it with the error as the reason; the supervisor itself is started afresh and reconciles).
 
-        Raising here makes the failure fatal (the runtime stops with it): an actor that fails again after it was
-        given up on once cannot be healed.
+        Never fatal: with finitely many failures every want still ends (I5). An actor given up on again is
+        revived after a backoff (1 s, 2 s, 4 s ... 60 s on the runtime's clock), so a lasting fault (a full disk)
+        costs a loud log line a minute, not the runtime; whatever can still run goes on meanwhile.
         """
-        again = any(f.kind == failure.kind and f.key == failure.key for f in self.failures)
         self.failures.append(failure)
+        key = (failure.kind, failure.key)
+        n = self._given_up[key] = self._given_up.get(key, 0) + 1
+        reason = (f"wantbuild gave up on {failure.kind} {failure.key} after {failure.restarts + 1} crashes: "
+                  f"{type(failure.error).__name__}: {failure.error}")
         log.error("actor stopped after repeated crashes", kind=failure.kind, key=failure.key,
-                  error=repr(failure.error), restarts=failure.restarts)
-        if again:
-            raise RuntimeError(f"wantbuild cannot heal the {failure.kind} actor {failure.key!r}: it was given up on "
-                               f"once already, and crashed {failure.restarts + 1} times again, the last with "
-                               f"{failure.error!r}") from failure.error
-        if failure.kind == "supervisor":
-            # The messages it held are dropped with it (a poison message among them): a fresh supervisor
-            # rebuilds everything from the World. A second time, nothing more can be done: fatal (above).
-            if not self.closing:
-                self.system.revive(*SUPERVISOR)
-                self.system.try_tell(*SUPERVISOR, Recover())
+                  error=repr(failure.error), restarts=failure.restarts, given_up=n)
+        if self.closing:
             return
-        if not self.closing:
-            reason = (f"wantbuild gave up on {failure.kind} {failure.key} after {failure.restarts + 1} crashes: "
-                      f"{type(failure.error).__name__}: {failure.error}")
-            self.system.try_tell(*SUPERVISOR, GaveUp(failure.kind, failure.key, reason))
+        if n == 1 or self._timers is None:
+            self._give_up(failure.kind, failure.key, reason)
+        else:
+            self._timers.call_later(min(2.0 ** (n - 2), 60.0),
+                                    lambda: self._give_up(failure.kind, failure.key, reason))
+
+    def _give_up(self, kind: str, key: str, reason: str) -> None:
+        if self.closing:
+            return
+        if kind == "supervisor":
+            # Its messages went with it (a poison message among them): a fresh one rebuilds all from the World.
+            self.system.revive(*SUPERVISOR)
+            self.system.try_tell(*SUPERVISOR, Recover())
+        else:
+            self.system.try_tell(*SUPERVISOR, GaveUp(kind, key, reason))
 
 
 async def _recover_runs(system: ActorSystem, world: World) -> tuple[list[str], list[str]]:
