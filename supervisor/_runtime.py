@@ -293,26 +293,7 @@ async def _recover_runs(system: ActorSystem, world: World) -> tuple[list[str], l
 
 
 @asynccontextmanager
-async def open_runtime(*args: Any, **kwargs: Any) -> AsyncIterator[Runtime]:
-    """Open a runtime on the log at ``path`` (created if missing) for ``graph``.
-
-    Keywords: ``clock``, ``policy`` (default collision policy), ``log_dir`` (job output files; default
-    ``<log>.logs``), ``accept_graph_change``, ``passivate_after``, ``autocommit``, ``serve_commands``,
-    ``shutdown_grace``, ``tune_gc`` (see :func:`_gc_policy`; the CLI turns it on). An exception raised in the
-    ``async with`` body comes out as itself, not wrapped in an exception group by the runtime's task groups.
-    """
-    try:
-        async with _open_runtime(*args, **kwargs) as rt:
-            yield rt
-    except BaseExceptionGroup as eg:
-        inner = sole_error(eg)
-        if inner is None:
-            raise
-        raise inner from None
-
-
-@asynccontextmanager
-async def _open_runtime(
+async def open_runtime(
     path: str | Path,
     graph: Graph,
     *,
@@ -320,24 +301,51 @@ async def _open_runtime(
     policy: CollisionPolicy = "shrink",
     log_dir: str | Path | None = None,
     accept_graph_change: bool = False,
+    shutdown_grace: float = 10.0,
+    tune_gc: bool = False,
+    serve_commands: bool = True,
     passivate_after: float | None = 0.0,
     autocommit: bool = True,
-    serve_commands: bool = True,
-    shutdown_grace: float = 10.0,
     event_log: EventLog | None = None,
-    tune_gc: bool = False,
 ) -> AsyncIterator[Runtime]:
+    """Open a runtime on the log at ``path`` (created if missing) for ``graph``: ``async with`` it.
+
+    :param path: the event log (a SQLite file).
+    :param graph: the jobs; a log written for another graph raises ``FingerprintMismatch``.
+    :param clock: where the runtime reads time and sleeps (default: the system clock; scenarios pass a virtual
+        one).
+    :param policy: the collision policy for jobs that set none (``shrink``, ``defer``, ``all_or_nothing``).
+    :param log_dir: where job runs' stdout/stderr files go (default ``<path>.logs``).
+    :param accept_graph_change: open a log written for a different graph (its fingerprint is updated).
+    :param shutdown_grace: seconds that leaving the block waits for canceled runs to end before killing them.
+    :param tune_gc: tune Python's cyclic GC for the runtime while it is open (see :func:`_gc_policy`; the CLI
+        turns it on).
+    :param serve_commands: consume the log's command inbox (what ``wantbuild want create --db`` submits).
+    :param passivate_after: seconds an idle entity actor lingers before it stops (None: never).
+    :param autocommit: commit appends as they come (group commit); False leaves commits to the caller
+        (``rt.log.commit()``), as the scenario runner does.
+    :param event_log: run on this already-open log instead of opening ``path`` (the scenario runner's).
+
+    An exception raised in the ``async with`` body comes out as itself, not wrapped in an exception group by the
+    runtime's task groups.
+    """
     graph.validate()
     clock = clock if clock is not None else SystemClock()
     path = Path(path)
     logs = Path(log_dir) if log_dir is not None else path.parent / (path.name + ".logs")
-    async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit) as elog:
-        world = await rebuild(elog)
-        ids = IdSource(world.wants, world.runs)
-        with _gc_policy(tune_gc):
-            async with _running(elog, world, ids, graph, clock, policy, logs, passivate_after, serve_commands,
-                                shutdown_grace) as rt:
-                yield rt
+    try:
+        async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit) as elog:
+            world = await rebuild(elog)
+            ids = IdSource(world.wants, world.runs)
+            with _gc_policy(tune_gc):
+                async with _running(elog, world, ids, graph, clock, policy, logs, passivate_after, serve_commands,
+                                    shutdown_grace) as rt:
+                    yield rt
+    except BaseExceptionGroup as eg:
+        inner = sole_error(eg)
+        if inner is None:
+            raise
+        raise inner from None
 
 
 @contextmanager

@@ -678,10 +678,3 @@ def test_cli_compare_policies() -> None:
     assert table.exit_code == 0
     for word in ("policy", "job runs", "duplicate work", "shrink", "defer"):
         assert word in table.output
-
-
-def test_public_names_match_all() -> None:
-    """scenarios.__all__ lists exactly the public names of the package."""
-    public = {n for n in dir(scenarios) if not n.startswith("_")}
-    modules = {n for n in public if type(getattr(scenarios, n)).__name__ == "module"}
-    assert set(scenarios.__all__) == public - modules
