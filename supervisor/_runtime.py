@@ -136,6 +136,11 @@ class Runtime:
         return WantHandle(self, want_id)
 
     async def cancel(self, want_id: str, reason: str = "canceled by request") -> WantState:
+        """Cancel an active want; returns its state once ``WantCanceled`` is committed.
+
+        A want that is already terminal (it may have finished a moment ago: cancel races with completion) is
+        left as it is and its state returned, so check ``.status``; nothing is written. Runs that no active
+        want needs any more are canceled. :class:`UnknownEntity` if there is no such want."""
         self._check_open()
         self.get_want(want_id)
         st: WantState = await self.system.ask("want", want_id, EndWant("cancel", reason))
@@ -153,6 +158,8 @@ class Runtime:
         return [await self.system.ask("partition", ref, Taint(reason)) for ref in refs_t]
 
     async def wait_want(self, want_id: str, timeout: float | None = None) -> WantState:
+        """Wait until the want is terminal and return that state (``handle.done()`` calls this); ``TimeoutError``
+        after ``timeout`` seconds."""
         st = self.get_want(want_id)
         if st.terminal:
             return st
@@ -188,15 +195,25 @@ class Runtime:
 
     # -- queries ----------------------------------------------------------------------------------------
     def get_want(self, want_id: str) -> WantState:
+        """The want's state; :class:`UnknownEntity` if there is none."""
         st = self.world.wants.get(want_id)
         if st is None:
             raise UnknownEntity(f"no want {want_id!r} in {self.log.path}; list them with `wantbuild want list`")
         return st
 
     def get_partition(self, ref: str) -> PartitionState:
-        return self.world.partition(validate_refs([ref])[0])
+        """The partition's state. A ref the log never mentioned is Missing at generation 0 (partitions have no
+        creation event), unless no job of the graph produces it: then :class:`NoJobForRef` (a typo, mostly).
+        :class:`InvalidRef` for a malformed ref."""
+        ref = validate_refs([ref])[0]
+        st = self.world.partitions.get(ref)
+        if st is None:
+            self.graph.job_of(ref)  # NoJobForRef names the ref and the patterns
+            return self.world.partition(ref)
+        return st
 
     def get_run(self, job_run_id: str) -> JobRunState:
+        """The job run's state; :class:`UnknownEntity` if there is none."""
         st = self.world.runs.get(job_run_id)
         if st is None:
             raise UnknownEntity(f"no job run {job_run_id!r} in {self.log.path}")
@@ -219,7 +236,11 @@ class Runtime:
 
     def events(self, from_seq: int | None = None, *, kinds: Collection[str] | None = None,
                entity_id: str | None = None, types: Collection[str] | None = None) -> AsyncIterator[Record]:
-        """Committed events (from ``from_seq``, default: from now on), following new ones as they commit."""
+        """Committed events from ``from_seq`` on, following new ones as they commit (stop by breaking out).
+
+        Without ``from_seq`` it starts after the last event committed when ``events()`` is *called*, not when
+        iteration begins: ``it = rt.events()``, then ``await rt.want(...)``, then ``async for rec in it`` sees
+        that want's ``WantCreated``. ``from_seq=1`` replays the whole log first."""
         start = self.log.last_seq + 1 if from_seq is None else from_seq
         return self.log.follow(start, kinds=kinds, entity_id=entity_id, types=types)
 

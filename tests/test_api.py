@@ -142,6 +142,41 @@ async def test_handle_done_returns_the_terminal_state_and_times_out(tmp_path: Pa
         assert h.state == final == rt.get_want(h.want_id)
 
 
+async def test_get_partition_of_an_unseen_ref_is_missing_unless_no_job_produces_it(tmp_path: Path) -> None:
+    """A ref the log never mentioned is Missing at generation 0; one no job produces raises NoJobForRef."""
+    g, _ = chain("unseen")
+    async with wantbuild.open(tmp_path / "u.db", g) as rt:
+        st = rt.get_partition("daily/404")
+        assert (st.ref, st.status, st.generation) == ("daily/404", wantbuild.PartitionStatus.MISSING, 0)
+        with pytest.raises(wantbuild.NoJobForRef, match="no job of graph 'unseen' produces 'dayly/1'"):
+            rt.get_partition("dayly/1")
+
+
+async def test_cancel_of_a_terminal_want_returns_its_state_and_writes_nothing(tmp_path: Path) -> None:
+    """Cancelling a want that already finished is no error: its state comes back unchanged, no event is written."""
+    g, _ = chain("cancel-late")
+    async with wantbuild.open(tmp_path / "c.db", g) as rt:
+        h = await rt.want("daily/1")
+        done = await h.done(timeout=10)
+        await rt.wait_quiescent()
+        last = rt.log.last_seq
+        assert await rt.cancel(h.want_id, "too late") == done
+        await rt.wait_quiescent()
+        assert (rt.get_want(h.want_id).status, rt.log.last_seq) == (WantStatus.SUCCESSFUL, last)
+
+
+async def test_events_start_when_called_not_when_iterated(tmp_path: Path) -> None:
+    """rt.events() without from_seq starts after the last event committed at the call, not at iteration."""
+    g, _ = chain("events-start")
+    async with wantbuild.open(tmp_path / "s.db", g) as rt:
+        await (await rt.want("raw/1")).done(timeout=10)
+        stream = rt.events(types=["WantCreated"])
+        h = await rt.want("raw/2")
+        with anyio.fail_after(10):
+            first = await anext(aiter(stream))
+        assert (first.type, first.entity_id) == ("WantCreated", h.want_id)
+
+
 async def test_events_filter_by_kind_entity_and_type(tmp_path: Path) -> None:
     """rt.events from a past seq yields only the matching committed events, in seq order."""
     g, _ = chain("events")
