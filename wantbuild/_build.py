@@ -23,7 +23,7 @@ from rich.text import Text
 from actors import JobRunState, PartitionStatus, WantState, WantStatus
 from supervisor import Runtime
 
-from ._output import short, status_text, wants_table
+from ._output import append_counts, short, wants_table
 
 
 def is_derived(want: WantState) -> bool:
@@ -89,30 +89,22 @@ def print_outcome(out: Console, outcome: dict[str, Any]) -> None:
     if derived:
         by = Counter(str(w.status) for w in derived)
         line = Text(f"derived wants (created for missing upstream partitions): {len(derived)} — ")
-        _append_counts(line, by)
+        append_counts(line, by)
         out.print(line)
     runs = Text("job runs: ")
     if outcome["runs"]:
-        _append_counts(runs, outcome["runs"])
+        append_counts(runs, outcome["runs"])
     else:
         runs.append("none (nothing needed building)")
     if outcome["retries"]:
         runs.append(f"; {outcome['retries']} retr{'y' if outcome['retries'] == 1 else 'ies'} after a failure")
     out.print(runs)
-    parts = Text("partitions: ")
+    parts = Text("partitions of these wants: ")
     if outcome["partitions"]:
-        _append_counts(parts, outcome["partitions"])
+        append_counts(parts, outcome["partitions"])
     else:
         parts.append("none")
     out.print(parts)
-
-
-def _append_counts(text: Text, counts: dict[str, int]) -> None:
-    for i, (status, n) in enumerate(sorted(counts.items(), key=lambda kv: -kv[1])):
-        if i:
-            text.append(", ")
-        text.append(f"{n} ")
-        text.append_text(status_text(status))
 
 
 def print_recovery(out: Console, rt: Runtime) -> None:

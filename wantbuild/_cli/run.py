@@ -28,10 +28,11 @@ EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 async def build(db: Path, graph: Graph, *, refs: Sequence[str] = (), policy: str = "shrink", serve: bool = False,
                 as_json: bool = False, show_recovery: bool = False, accept_graph_change: bool = False,
                 ttl: float | None = None, sla: float | None = None, comment: str = "",
-                then: Callable[[Runtime], Awaitable[None]] | None = None) -> int:
+                then: Callable[[Runtime], Awaitable[None]] | None = None, afresh: str = "") -> int:
     """Open a runtime on ``db``, want ``refs`` (if any), call ``then(rt)``, and run until the want (without refs:
     every want, and every queued command) is terminal, with a progress display; with ``serve``, keep serving the
-    inbox until SIGINT/SIGTERM instead. Prints the outcome; returns the exit code."""
+    inbox until SIGINT/SIGTERM instead. Prints the outcome (``afresh``: how to start over, said when everything
+    asked for was Live already); returns the exit code."""
     out, err = console(), console(stderr=True)
     stopped_by: int | None = None
     async with open_runtime(db, graph, policy=cast(CollisionPolicy, policy), tune_gc=True,
@@ -40,6 +41,7 @@ async def build(db: Path, graph: Graph, *, refs: Sequence[str] = (), policy: str
         if show_recovery and not as_json:
             print_recovery(out, rt)
         already_live = bool(refs) and all(rt.get_partition(r).status is PartitionStatus.LIVE for r in refs)
+        live_in_log = sum(1 for p in rt.world.partitions.values() if p.status is PartitionStatus.LIVE)
         handle = await rt.want(refs, ttl=ttl, sla=sla, comment=comment, source="cli") if refs else None
         if then is not None:
             await then(rt)
@@ -59,6 +61,8 @@ async def build(db: Path, graph: Graph, *, refs: Sequence[str] = (), policy: str
             stopped_by = await until_signal(lambda: show_progress(session, wait, err))
         outcome = session.outcome()
     result: dict[str, Any] = {"ok": root_ok(outcome), "already_live": already_live, **outcome}
+    if already_live:
+        result["live_in_log"] = live_in_log
     if show_recovery:
         result["recovery"] = recovery_dict(rt)
     if stopped_by is not None:
@@ -67,7 +71,10 @@ async def build(db: Path, graph: Graph, *, refs: Sequence[str] = (), policy: str
         emit_json(result)
     else:
         if already_live:
-            out.print(f"Everything asked for was already Live in {db}: the want succeeded at once, no job ran.")
+            out.print(f"Nothing to build: {short(list(refs))} {'is' if len(refs) == 1 else 'are'} already Live in "
+                      f"{db}, so the want succeeded at once and no job ran. The log holds {live_in_log} Live "
+                      f"partition{'' if live_in_log == 1 else 's'} (`wantbuild status"
+                      f"{'' if str(db) == 'wantbuild.db' else f' --db {db}'}`).{f' {afresh}' if afresh else ''}")
         print_outcome(out, outcome)
     if stopped_by is not None and not serve:
         error(f"interrupted by {signal.Signals(stopped_by).name}: the runtime stopped cleanly (runs in flight were "
@@ -128,7 +135,9 @@ def demo(db: Path, data_dir: Path, as_json: bool) -> int:
     """
     graph = example_graph(data_dir)
     weekly = f"weekly/{week_dates()[0]}"
-    code = run_async(lambda: build(db, graph, refs=(weekly,), as_json=as_json, comment="wantbuild demo"))
+    afresh = (f"To build the demo afresh, delete {db} and {data_dir}/ (or pass --db and --data elsewhere).")
+    code = run_async(lambda: build(db, graph, refs=(weekly,), as_json=as_json, comment="wantbuild demo",
+                                   afresh=afresh))
     if not as_json and code == 0:
         flag = "" if str(db) == "wantbuild.db" else f" --db {db}"
         console().print(Text(f"\nNext: `wantbuild status{flag}`, `wantbuild explain {weekly}{flag}`, "
