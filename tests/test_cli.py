@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -19,9 +20,13 @@ from typing import Any
 import anyio
 import pytest
 from click.testing import CliRunner, Result
+from rich.console import Console
+from rich.spinner import Spinner
 
 from actors import JOB_RUN, PARTITION, WANT, JobRunStatus, Machine, WantCreated, WantSucceeded, rebuild
 from eventlog import EventLog, LogNotFoundError
+from supervisor import Graph, JobContext, open_runtime
+from wantbuild._build import Session, Snapshot, progress_line, show_progress
 from wantbuild._cli import cli
 
 CLI = [sys.executable, "-m", "wantbuild"]
@@ -165,6 +170,66 @@ def test_cli_docs_give_the_number_of_partitions_the_demo_builds(demo_db: Path) -
     said = re.search(r"builds? the rest: (\d+) partitions", " ".join(text.split()))
     assert said is not None
     assert int(said.group(1)) == sum(1 for p in load(demo_db).partitions.values() if p.status == "Live")
+
+
+# -- the live progress display ------------------------------------------------------------------------------
+
+SNAP = Snapshot(live=12, total=22, runs={"Running": 3, "Succeeded": 12, "DepMiss": 2, "Failed": 1}, active_wants=3,
+                wants=4)
+
+
+def rendered(width: int, snap: Snapshot = SNAP) -> str:
+    """The live line as a terminal of ``width`` columns shows it."""
+    buf = io.StringIO()
+    Console(file=buf, width=width, force_terminal=True, color_system=None).print(
+        progress_line(width, snap, elapsed=3.2, spinner=Spinner("dots").render(0)))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("width", [80, 81, 90, 100, 120, 200])
+def test_progress_line_stays_readable_from_80_columns(width: int) -> None:
+    """From 80 columns up the live line is one line with the count, the bar and the title whole, nothing cut."""
+    line = one_line(rendered(width))
+    assert len(line) <= width
+    assert "…" not in line
+    for part in ("12/22", "━", "partitions Live", "runs: 3 running", "1 failed"):
+        assert part in line, (part, line)
+
+
+def test_progress_line_drops_the_least_important_first() -> None:
+    """A wide terminal shows everything; narrower ones drop wants, then dep-miss and ok; the count always stays."""
+    wide = one_line(rendered(200))
+    assert "12 ok, 2 dep-miss, 1 failed · wants: 3 active / 4" in wide
+    assert "0:00:03" in wide
+    assert "wants" not in one_line(rendered(100))
+    narrow = one_line(rendered(30))
+    assert "12/22" in narrow
+    assert "…" not in narrow
+
+
+async def test_live_display_at_80_columns_ends_with_the_full_count(tmp_path: Path) -> None:
+    """The display drawn while a runtime builds, on an 80-column terminal, ends showing every partition Live."""
+    g = Graph("progress")
+
+    @g.job("raw", outputs="raw/{i}", batch=3)
+    async def raw(ctx: JobContext) -> None:
+        await anyio.sleep(0.05)
+
+    buf = io.StringIO()
+    err = Console(file=buf, width=80, force_terminal=True, color_system=None)
+    async with open_runtime(tmp_path / "p.db", g) as rt:
+        session = Session.begin(rt)
+        handle = await rt.want([f"raw/{i}" for i in range(1, 8)])
+
+        async def wait() -> None:
+            await handle.done(timeout=10)
+
+        await show_progress(session, wait, err)
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buf.getvalue()).replace("\r", "\n")
+    last = [line for line in drawn.splitlines() if line.strip()][-1]
+    assert "partitions Live" in last
+    assert "7/7" in last
+    assert "…" not in last
 
 
 # -- read commands on the demo log -------------------------------------------------------------------------

@@ -7,6 +7,7 @@ outcome alone (as JSON with ``--json``).
 
 from __future__ import annotations
 
+import datetime
 import signal
 import threading
 import time
@@ -16,8 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.console import Console, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.spinner import Spinner
+from rich.table import Table
 from rich.text import Text
 
 from actors import JobRunState, PartitionStatus, WantState, WantStatus
@@ -124,25 +128,101 @@ def recovery_dict(rt: Runtime) -> dict[str, Any]:
             "requeued_partitions": list(rec.requeued_partitions), "active_wants": list(rec.active_wants)}
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What the live display shows, taken in the event loop (the display's refresh thread only reads it)."""
+
+    live: int = 0
+    total: int = 0
+    runs: dict[str, int] = field(default_factory=dict)
+    active_wants: int = 0
+    wants: int = 0
+
+    @classmethod
+    def of(cls, session: Session) -> Snapshot:
+        refs = session.refs()
+        wants = session.wants()
+        return cls(live=sum(1 for r in refs if session.rt.world.partition(r).status is PartitionStatus.LIVE),
+                   total=len(refs), runs=dict(Counter(str(r.status) for r in session.runs())),
+                   active_wants=sum(1 for w in wants if not w.terminal), wants=len(wants))
+
+
+_BAR_WIDTH = (10, 40)
+"""The progress bar's width: at least (else it is dropped), at most."""
+
+_DROP_ORDER = ("wants", "dep-miss", "ok", "spinner", "elapsed", "running", "what", "bar", "failed")
+"""What the live line gives up first when the terminal is narrow; the X/Y count is never dropped."""
+
+
+def progress_line(width: int, snap: Snapshot, *, elapsed: float, spinner: RenderableType | None = None) -> Table:
+    """The live display's one line, fitted to ``width`` columns: ``⠋ partitions Live ━━━━╸ 12/22 0:00:03 runs:
+    2 running, 9 ok, 1 dep-miss, 0 failed · wants: 1 active / 3``, giving up parts in :data:`_DROP_ORDER` when
+    they do not fit, never the count."""
+    runs = snap.runs
+    pieces: dict[str, Text] = {
+        "what": Text("partitions Live", style="bold"),
+        "count": Text(f"{snap.live}/{snap.total}", style="bold"),
+        "elapsed": Text(str(datetime.timedelta(seconds=int(elapsed))), style="yellow"),
+        "running": Text(f"{runs.get('Running', 0)} running"),
+        "ok": Text(f"{runs.get('Succeeded', 0)} ok"),
+        "dep-miss": Text(f"{runs.get('DepMiss', 0)} dep-miss"),
+        "failed": Text(f"{runs.get('Failed', 0)} failed", style="bold red" if runs.get("Failed") else ""),
+        "wants": Text(f"· wants: {snap.active_wants} active / {snap.wants}"),
+    }
+    keep = set(pieces) | {"bar"} | ({"spinner"} if spinner is not None else set())
+    run_parts = ("running", "ok", "dep-miss", "failed")
+
+    def needed() -> int:
+        cells = [pieces[k].cell_len for k in pieces if k in keep and k not in run_parts]
+        shown_runs = [pieces[k].cell_len for k in run_parts if k in keep]
+        if shown_runs:  # "runs: " and the ", " between them
+            cells.append(len("runs: ") + sum(shown_runs) + 2 * (len(shown_runs) - 1))
+        cells += [1] * ("spinner" in keep) + [_BAR_WIDTH[0]] * ("bar" in keep)
+        return sum(cells) + len(cells) - 1  # one space between cells
+
+    for name in _DROP_ORDER:
+        if needed() <= width:
+            break
+        keep.discard(name)
+    grid = Table.grid(padding=(0, 1))
+    row: list[RenderableType] = []
+    if "spinner" in keep and spinner is not None:
+        row.append(spinner)
+    if "what" in keep:
+        row.append(pieces["what"])
+    if "bar" in keep:
+        bar = min(_BAR_WIDTH[1], _BAR_WIDTH[0] + max(0, width - needed()))
+        row.append(ProgressBar(total=max(snap.total, 1), completed=snap.live, width=bar))
+    row += [pieces["count"]] + ([pieces["elapsed"]] if "elapsed" in keep else [])
+    shown = [pieces[k] for k in run_parts if k in keep]
+    if shown:
+        row.append(Text("runs: ") + Text(", ").join(shown))
+    if "wants" in keep:
+        row.append(pieces["wants"])
+    for _ in row:
+        grid.add_column(no_wrap=True)
+    grid.add_row(*row)
+    return grid
+
+
 async def show_progress(session: Session, wait: Callable[[], Awaitable[None]], err: Console) -> None:
-    """Await ``wait()``, with a live progress display on ``err`` when it is a terminal."""
+    """Await ``wait()``, with a live progress display on ``err`` when it is a terminal (one line that fits its
+    width, from 80 columns up without losing the count; see :func:`progress_line`)."""
     if not err.is_terminal:
         await wait()
         return
-    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("{task.fields[detail]}"))
-    with Progress(*columns, console=err, transient=False, refresh_per_second=10) as progress:
-        task = progress.add_task("partitions Live", total=None, detail="")
+    snap = Snapshot.of(session)
+    spinner = Spinner("dots")
+
+    def render() -> RenderableType:
+        now = time.monotonic()
+        return progress_line(err.width, snap, elapsed=now - session.started, spinner=spinner.render(now))
+
+    with Live(console=err, transient=False, refresh_per_second=10, get_renderable=render) as live:
 
         def update() -> None:
-            refs = session.refs()
-            live = sum(1 for r in refs if session.rt.world.partition(r).status is PartitionStatus.LIVE)
-            runs = Counter(str(r.status) for r in session.runs())
-            wants = session.wants()
-            active = sum(1 for w in wants if not w.terminal)
-            detail = (f"runs: {runs['Running']} running, {runs['Succeeded']} ok, {runs['DepMiss']} dep-miss, "
-                      f"{runs['Failed']} failed · wants: {active} active / {len(wants)}")
-            progress.update(task, total=max(len(refs), 1), completed=live, detail=detail)
+            nonlocal snap
+            snap = Snapshot.of(session)
 
         async with anyio.create_task_group() as tg:
 
@@ -157,6 +237,7 @@ async def show_progress(session: Session, wait: Callable[[], Awaitable[None]], e
             finally:
                 tg.cancel_scope.cancel()
         update()
+        live.refresh()
 
 
 async def until_signal(work: Callable[[], Awaitable[None]] | None) -> int | None:
