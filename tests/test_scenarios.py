@@ -576,8 +576,9 @@ def test_explore_cli_shrinks_an_expectation_that_cannot_hold(tmp_path: Path) -> 
     assert "FAIL job_runs" in rerun.output
 
 
-def test_explore_accepts_a_graph_file(tmp_path: Path) -> None:
-    """A wantbuild graph file's jobs are simulated (succeeding) and explored; invariants hold."""
+def test_explore_accepts_a_graph_file_and_says_it_is_alive_in_a_pipe(tmp_path: Path) -> None:
+    """A graph file's jobs are simulated and explored, invariants hold; with stderr a pipe (CI), explore prints
+    a progress line every 10 timelines."""
     graph = tmp_path / "graph.toml"
     graph.write_text(textwrap.dedent("""\
         [graph]
@@ -587,9 +588,13 @@ def test_explore_accepts_a_graph_file(tmp_path: Path) -> None:
         command = ["true"]
         batch = 2
     """), encoding="utf-8")
-    res = CliRunner().invoke(scenario, ["explore", str(graph), "--runs", "5", "--seed", "2", "--out", str(tmp_path)])
-    assert res.exit_code == 0, res.output
-    assert "5 random timelines" in res.output
+    proc = subprocess.run([sys.executable, "-m", "wantbuild", "scenario", "explore", str(graph), "--runs", "10",
+                           "--seed", "2", "--out", str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "10 random timelines, every invariant and expectation held" in proc.stdout
+    assert [line for line in proc.stderr.splitlines() if line.startswith("exploring")] == [
+        "exploring g: 10/10 timelines run"]
 
 
 # -------------------------------------------------------------------------------------------------------- the CLI
