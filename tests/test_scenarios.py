@@ -333,6 +333,11 @@ refs = ["daily/1"]
                      id="bad-action"),
         pytest.param(GOOD.replace("at = 0", "at = -5"), 9, "timeline[0].at: must be a number >= 0",
                      id="negative-time"),
+        pytest.param(GOOD.replace("at = 0", "at = 1e300"), 9, "timeline[0].at: 1e+300 is past the scenario's end, "
+                     "the default horizon of 2592000 s, so this step would never run", id="past-default-horizon"),
+        pytest.param(GOOD.replace('name = "t"', 'name = "t"\nhorizon = 100').replace("at = 0", "at = 101"), 10,
+                     "timeline[0].at: 101 is past the scenario's end, its [scenario] horizon of 100 s",
+                     id="past-horizon"),
         pytest.param(GOOD.replace('refs = ["daily/1"]', 'refs = ["weekly/1"]'), 12,
                      "timeline[0].refs: no job of graph", id="ref-no-job-builds"),
         pytest.param(GOOD.replace('refs = ["daily/1"]', 'refs = ["daily//1"]'), 12, "timeline[0].refs",
@@ -651,6 +656,17 @@ def test_cli_usage_errors_exit_2_with_one_line(args: list[str], needle: str) -> 
     assert needle in res.stderr
     assert "Traceback" not in res.output + res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_cli_refuses_a_step_past_the_horizon(tmp_path: Path) -> None:
+    """`wantbuild scenario run` of a file with a step that could never run exits 2 naming it (not '0 events')."""
+    far = tmp_path / "far.toml"
+    far.write_text(GOOD.replace("at = 0", "at = 1e300"), encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "wantbuild", "scenario", "run", str(far)], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 2, proc.stdout
+    assert f"{far}:9: timeline[0].at: 1e+300 is past the scenario's end" in proc.stderr
+    assert "events" not in proc.stdout
 
 
 def test_cli_bad_scenario_file_exits_2(tmp_path: Path) -> None:
