@@ -21,7 +21,11 @@ from ._actor import (
 from ._clock import Clock, SystemClock
 from ._entity import Committed, EntityActor, EntityEnv, Hook, Hooks
 from ._entity_actors import (
+    MESSAGES,
     POLICIES,
+    RUNNING,
+    Abandon,
+    Attached,
     CancelRun,
     CollisionPolicy,
     CreateWant,
@@ -38,6 +42,7 @@ from ._entity_actors import (
     Outcome,
     PartitionActor,
     PlanRun,
+    Reconcile,
     ReleaseLease,
     RequestLease,
     RetryLeases,
@@ -47,9 +52,11 @@ from ._entity_actors import (
     UpstreamReady,
     WantActor,
 )
+from ._faults import FAULT_POINTS, FaultPoint, FaultRule, Faults, InjectedFault
 from ._invariants import InvariantChecker, Violation, check_log, check_records, check_replay_fidelity
 from ._jobrun import (
     JOB_RUN,
+    JobRunAttached,
     JobRunCanceled,
     JobRunDeferred,
     JobRunDepMiss,
@@ -97,13 +104,17 @@ from ._want import (
 from ._world import KINDS, MACHINES, EntityState, ReplayError, World, fold, rebuild
 
 __all__ = [
+    "FAULT_POINTS",
     "JOB_RUN",
     "KINDS",
     "LEASABLE",
     "MACHINES",
+    "MESSAGES",
     "PARTITION",
     "POLICIES",
+    "RUNNING",
     "WANT",
+    "Abandon",
     "Actor",
     "ActorFailure",
     "ActorStopped",
@@ -111,6 +122,7 @@ __all__ = [
     "ActorSystemClosed",
     "AskDeadlock",
     "AskTimeout",
+    "Attached",
     "CancelRun",
     "Clock",
     "CollisionPolicy",
@@ -122,14 +134,19 @@ __all__ = [
     "EntityState",
     "Execution",
     "FailUpstream",
+    "FaultPoint",
+    "FaultRule",
+    "Faults",
     "Finished",
     "GetState",
     "Hook",
     "Hooks",
     "IllegalTransition",
+    "InjectedFault",
     "InvalidRef",
     "InvariantChecker",
     "JobRunActor",
+    "JobRunAttached",
     "JobRunCanceled",
     "JobRunDeferred",
     "JobRunDepMiss",
@@ -157,6 +174,7 @@ __all__ = [
     "PartitionUpstreamFailed",
     "PartitionUpstreamWaiting",
     "PlanRun",
+    "Reconcile",
     "ReleaseLease",
     "ReplayError",
     "RequestLease",

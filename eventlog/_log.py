@@ -26,7 +26,6 @@ from urllib.parse import quote
 import aiosqlite
 import anyio
 import msgspec
-import structlog
 
 from ._errors import (
     CommitError,
@@ -41,6 +40,7 @@ from ._errors import (
 )
 from ._events import REGISTRY, Event, EventRegistry
 from ._lock import WriterLock, writer_active
+from ._logging import get_logger
 from ._records import Command, Problem, Record, VerifyReport
 from ._schema import (
     APPLICATION_ID,
@@ -56,7 +56,7 @@ from ._schema import (
     lookup_entities_sql,
 )
 
-log = structlog.get_logger("wantbuild.eventlog")
+log = get_logger("wantbuild.eventlog")
 _Future = asyncio.Future
 
 _Decode = Callable[[bytes], Event]

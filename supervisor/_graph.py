@@ -43,10 +43,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeAlias, TypeVar
 
-import structlog
-
 from actors import POLICIES, CollisionPolicy
 from actors._refs import _SCHEME_RE, MAX_REF_LENGTH, InvalidRef, char_problem, validate_ref
+from eventlog import get_logger
 from eventlog._errors import WantbuildError
 
 from ._hints import did_you_mean
@@ -64,7 +63,7 @@ __all__ = [
     "UnknownJob",
 ]
 
-_log = structlog.get_logger(__name__)
+_log = get_logger("wantbuild.graph")
 
 JobCallable: TypeAlias = Callable[[Any], Awaitable[None]]
 """An async job: called with the executor's context object (``ctx.partitions``, ``ctx.heartbeat()``)."""

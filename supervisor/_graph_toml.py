@@ -54,16 +54,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from actors import POLICIES
+from eventlog import get_logger
 
 from ._graph import Graph, GraphError, Job, _is_async_callable
 from ._hints import valid_choices
 
 __all__ = ["load_graph"]
 
-_log = structlog.get_logger(__name__)
+_log = get_logger("wantbuild.graph")
 
 _TOP_LEVEL = ("graph", "job")
 _GRAPH_FIELDS = ("name", "default_collision_policy")

@@ -38,7 +38,8 @@ Errors all derive from :class:`WantbuildError`::
      ├── ActorSystemClosed (RuntimeError) the actor system is not running
      ├── AskDeadlock (RuntimeError)     an actor asked itself: it would wait for itself forever
      ├── UnknownActorKind (LookupError) no actor kind of that name is registered
-     └── AskTimeout (TimeoutError)      no reply from an actor in time
+     ├── AskTimeout (TimeoutError)      no reply from an actor in time
+     └── InjectedFault (RuntimeError)   raised on purpose by a Faults drill (``open(..., faults=...)``)
 
 ``ScenarioError`` (a scenario file that cannot be used) derives from it too; it lives with the scenario runner,
 ``scenarios.ScenarioError``, which ``import wantbuild`` does not load.
@@ -56,7 +57,9 @@ from actors import (
     AskDeadlock,
     AskTimeout,
     Clock,
+    Faults,
     IllegalTransition,
+    InjectedFault,
     InvalidRef,
     JobRunState,
     JobRunStatus,
@@ -132,10 +135,12 @@ __all__ = [
     "EventLog",
     "EventLogError",
     "Explanation",
+    "Faults",
     "FingerprintMismatch",
     "Graph",
     "GraphError",
     "IllegalTransition",
+    "InjectedFault",
     "InvalidRef",
     "JobContext",
     "JobRunState",
