@@ -252,8 +252,11 @@ def compare_rows(results: Sequence[ScenarioResult]) -> list[dict[str, object]]:
 @click.option("--expectations/--invariants-only", "use_expectations", default=None,
               help="Also check the file's scenario-wide [expect] bounds (default: only for a file without a "
                    "timeline, i.e. one written for exploring).")
+@click.option("--faults", is_flag=True,
+              help="Also inject random faults (failed commits, crashing handlers, ask timeouts, lost "
+                   "notifications...): every want must still end and the invariants hold.")
 def explore_cmd(target: str, runs: int, seed: int, out_dir: Path, max_steps: int,
-                use_expectations: bool | None) -> None:
+                use_expectations: bool | None, faults: bool) -> None:
     """Generate random timelines over a scenario's (or graph file's) jobs; shrink and save any failure."""
     from ._catalog import find_scenario
     from ._explore import explore, load_explore_target
@@ -272,10 +275,11 @@ def explore_cmd(target: str, runs: int, seed: int, out_dir: Path, max_steps: int
         if con.is_terminal:
             with con.status(f"exploring {base.name}: 0/{runs} timelines") as status:
                 res = explore(base, runs=runs, seed=seed, out_dir=out_dir, max_steps=max_steps,
-                              use_expectations=use_expectations, progress=lambda n, r: status.update(said(n)))
+                              use_expectations=use_expectations, faults=faults,
+                              progress=lambda n, r: status.update(said(n)))
         else:  # a CI log or a pipe: no spinner, a line now and then so that the run is visibly alive
             res = explore(base, runs=runs, seed=seed, out_dir=out_dir, max_steps=max_steps,
-                          use_expectations=use_expectations,
+                          use_expectations=use_expectations, faults=faults,
                           progress=lambda n, r: con.print(said(n)) if n % PROGRESS_EVERY == 0 else None)
     out = _out()
     if res.ok:

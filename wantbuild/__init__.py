@@ -39,7 +39,8 @@ Errors all derive from :class:`WantbuildError`::
      ├── AskDeadlock (RuntimeError)     an actor asked itself: it would wait for itself forever
      ├── UnknownActorKind (LookupError) no actor kind of that name is registered
      ├── AskTimeout (TimeoutError)      no reply from an actor in time
-     └── InjectedFault (RuntimeError)   raised on purpose by a Faults drill (``open(..., faults=...)``)
+     ├── InjectedFault (RuntimeError)   raised on purpose by a Faults drill (``open(..., faults=...)``)
+     └── StaleFence (RuntimeError)      publish(): a newer generation of the partition is already published
 
 ``ScenarioError`` (a scenario file that cannot be used) derives from it too; it lives with the scenario runner,
 ``scenarios.ScenarioError``, which ``import wantbuild`` does not load.
@@ -110,6 +111,8 @@ from supervisor import (
     open_runtime,
 )
 
+from ._publish import StaleFence, fence_from_env, publish
+
 try:
     __version__ = _version("wantbuild")
 except _PackageNotFoundError:  # pragma: no cover - running from a checkout that was never installed
@@ -158,6 +161,7 @@ __all__ = [
     "Runtime",
     "RuntimeClosed",
     "SchemaVersionError",
+    "StaleFence",
     "SystemClock",
     "UnknownActorKind",
     "UnknownEntity",
@@ -172,8 +176,10 @@ __all__ = [
     "__version__",
     "check_log",
     "explain",
+    "fence_from_env",
     "load_graph",
     "open",
+    "publish",
     "rebuild",
     "validate_ref",
     "validate_refs",

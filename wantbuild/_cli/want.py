@@ -25,6 +25,7 @@ from .._output import (
     status_text,
     wants_table,
 )
+from .._signals import Interrupts
 from .app import db_option, emit_json, graph_option, json_option, refs_callback, run_async
 from .changes import change
 from .run import build
@@ -60,8 +61,9 @@ def want_create(refs: tuple[str, ...], ttl: float | None, sla: float | None, com
 
     async def main() -> int:
         if graph_path is not None and not runtime_active(db):
-            graph = load_graph(graph_path)
-            return await build(db, graph, refs=refs, ttl=ttl, sla=sla, comment=comment, as_json=as_json)
+            with Interrupts() as interrupts:
+                return await build(db, lambda: load_graph(graph_path), interrupts=interrupts, refs=refs, ttl=ttl,
+                                   sla=sla, comment=comment, as_json=as_json)
         code, result = await change(db, None, "want", payload, timeout=timeout, as_json=as_json, quiet=wait,
                                     describe=lambda r: f"created want {r['want_id']} (through the running runtime)")
         if wait and result.get("via") == "inbox":
