@@ -3,7 +3,10 @@
 - the actor base: :class:`Actor`, :class:`ActorSystem` (mailboxes, ask/tell, supervision, passivation);
 - the state machines: statuses, events, transition tables (:data:`WANT`, :data:`PARTITION`, :data:`JOB_RUN`)
   and pure transition functions, shared by live actors and replay;
-- the entity actors that persist their transitions write-ahead, and the hooks that run after a commit;
+- the actor kernel (:class:`Kernel`): actors as a mailbox and a state, handlers as plain functions, one
+  dispatcher, group commit, write-ahead release of replies and messages;
+- the entity actors (behaviours of the kernel) that persist their transitions, and the hooks that run after a
+  commit;
 - replay: :class:`World` and :func:`rebuild` (time travel with ``until_seq`` / ``until_time``);
 - the invariants I1-I6.
 """
@@ -19,7 +22,7 @@ from ._actor import (
     UnknownActorKind,
 )
 from ._clock import Clock, SystemClock
-from ._entity import Committed, EntityActor, EntityEnv, Hook, Hooks
+from ._entity import EntityEnv
 from ._entity_actors import (
     MESSAGES,
     POLICIES,
@@ -69,6 +72,7 @@ from ._jobrun import (
     JobRunSucceeded,
     apply_job_run,
 )
+from ._kernel import Behavior, Committed, Ctx, Hook, Hooks, Kernel, KernelStats, replies_ok
 from ._machine import IllegalTransition, Machine
 from ._partition import (
     LEASABLE,
@@ -123,13 +127,14 @@ __all__ = [
     "AskDeadlock",
     "AskTimeout",
     "Attached",
+    "Behavior",
     "CancelRun",
     "Clock",
     "CollisionPolicy",
     "Committed",
     "CreateWant",
+    "Ctx",
     "EndWant",
-    "EntityActor",
     "EntityEnv",
     "EntityState",
     "Execution",
@@ -157,6 +162,8 @@ __all__ = [
     "JobRunState",
     "JobRunStatus",
     "JobRunSucceeded",
+    "Kernel",
+    "KernelStats",
     "LeaseReply",
     "Machine",
     "MarkLost",
@@ -208,6 +215,7 @@ __all__ = [
     "check_replay_fidelity",
     "fold",
     "rebuild",
+    "replies_ok",
     "validate_ref",
     "validate_refs",
 ]

@@ -1,8 +1,12 @@
 """The Want, Partition and JobRun actors: each owns one entity and changes it only by committed events.
 
-Messages are small frozen dataclasses, named for what they ask. The Partition actor is the authority over its
-build lease; the JobRun actor takes leases (applying the collision policy), starts the job through the
-injected :class:`Execution`, records the outcome, then settles its partitions and tells the supervisor.
+Each is a :class:`~actors._kernel.Behavior` of the actor kernel: plain handlers over the actor's cell
+(``ctx``), one state machine and event stream per entity. Messages are small frozen structs, named for what
+they ask. The Partition actor is the authority over its build lease; the JobRun actor takes leases (applying
+the collision policy), starts the job through the injected :class:`Execution`, records the outcome, then
+settles its partitions and tells the supervisor. Its multi-step flows are steps chained by ``ctx.then`` and
+``ctx.ask_many``; their progress lives in the cell (``ctx.scratch``) and is re-derived by
+:meth:`JobRunActor.reconcile` after a crash.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import msgspec
 from eventlog import Event, get_logger
 
 from ._actor import ActorStopped
-from ._entity import EntityActor, EntityEnv
 from ._jobrun import (
     JobRunAttached,
     JobRunCanceled,
@@ -29,6 +32,7 @@ from ._jobrun import (
     JobRunStatus,
     JobRunSucceeded,
 )
+from ._kernel import Behavior, Ctx, replies_ok
 from ._partition import (
     LEASABLE,
     PartitionBuilding,
@@ -54,6 +58,7 @@ from ._want import (
     WantUpstreamBuilding,
     WantUpstreamFailed,
 )
+from ._world import World
 
 log = get_logger("wantbuild.actors")
 
@@ -230,31 +235,33 @@ class Execution(Protocol):
 
 
 # --- Want ---------------------------------------------------------------------------------------------
-class WantActor(EntityActor[WantState]):
-    kind = "want"
+class WantActor(Behavior):
+    """A want: created once (idempotent), walked to the status its partitions imply, ended by cancel or TTL."""
 
-    async def handle(self, msg: Any) -> Any:
+    def receive(self, ctx: Ctx, msg: Any) -> Any:
+        st: WantState | None = ctx.state
         if isinstance(msg, MoveWant):
-            return await self._move(msg)
+            return self._move(ctx, msg)
         if isinstance(msg, CreateWant):
-            if self.state is not None:  # idempotent re-delivery (command inbox)
-                return self.state
-            return await self.persist(msg.event)
+            if st is not None:  # idempotent re-delivery (command inbox)
+                return st
+            return ctx.persist(msg.event)
         if isinstance(msg, EndWant):
-            if self.state is None or self.state.terminal:
-                return self.state
+            if st is None or st.terminal:
+                return st
             ev: Event = WantCanceled(reason=msg.reason) if msg.how == "cancel" else WantExpired(reason=msg.reason)
-            return await self.persist(ev)
+            return ctx.persist(ev)
         if isinstance(msg, MarkSlaMissed):
-            if self.state is None or self.state.terminal or self.state.sla_missed:
-                return self.state
-            return await self.persist(WantSlaMissed(sla=msg.sla))
+            if st is None or st.terminal or st.sla_missed:
+                return st
+            return ctx.persist(WantSlaMissed(sla=msg.sla))
         if isinstance(msg, GetState):
-            return self.state
-        raise TypeError(f"want {self.key}: unexpected message {msg!r}")
+            return st
+        raise TypeError(f"want {ctx.key}: unexpected message {msg!r}")
 
-    async def _move(self, msg: MoveWant) -> WantState | None:
-        st = self.state
+    @staticmethod
+    def _move(ctx: Ctx, msg: MoveWant) -> WantState | None:
+        st: WantState | None = ctx.state
         if st is None or st.terminal or st.status == msg.target:
             return st
         for _, status in WANT.path(st.status, msg.target):
@@ -268,29 +275,30 @@ class WantActor(EntityActor[WantState]):
                 ev = cls(reason=msg.reason) if "reason" in cls.__struct_fields__ else cls()
             else:
                 ev = cls(reason=f"on the way to {msg.target}") if "reason" in cls.__struct_fields__ else cls()
-            st = await self.persist(ev)
+            st = ctx.persist(ev)
         return st
 
 
 # --- Partition ----------------------------------------------------------------------------------------
-class PartitionActor(EntityActor[PartitionState]):
-    kind = "partition"
+class PartitionActor(Behavior):
+    """A partition: the authority over its build lease; settled by the run that holds it."""
 
-    def _cur(self) -> PartitionState:
-        return self.state if self.state is not None else PartitionState(ref=self.key)
-
-    async def handle(self, msg: Any) -> Any:
-        cur = self._cur()
-        if isinstance(msg, RequestLease):
-            if cur.status is PartitionStatus.BUILDING and cur.lease == msg.job_run_id:
-                return LeaseReply(True, self.key, cur.status, cur.lease, cur.generation)
+    def receive(self, ctx: Ctx, msg: Any) -> Any:
+        key = ctx.key
+        state: PartitionState | None = ctx.state
+        cur = state if state is not None else PartitionState(ref=key)
+        t = type(msg)
+        if t is RequestLease:
+            run_id = msg.job_run_id
+            if cur.status is PartitionStatus.BUILDING and cur.lease == run_id:
+                return LeaseReply(True, key, cur.status, cur.lease, cur.generation)
             if cur.status in LEASABLE:
-                st = await self.persist(PartitionBuilding(job_run_id=msg.job_run_id))
-                return LeaseReply(True, self.key, st.status, msg.job_run_id, st.generation)
-            return LeaseReply(False, self.key, cur.status, cur.lease, cur.generation)
-        if isinstance(msg, SettleBuild):
+                st = ctx.persist(PartitionBuilding(job_run_id=run_id))
+                return LeaseReply(True, key, st.status, run_id, st.generation)
+            return LeaseReply(False, key, cur.status, cur.lease, cur.generation)
+        if t is SettleBuild:
             if cur.status is not PartitionStatus.BUILDING or cur.lease != msg.job_run_id:
-                log.warning("stale settle ignored", ref=self.key, run=msg.job_run_id, status=str(cur.status),
+                log.warning("stale settle ignored", ref=key, run=msg.job_run_id, status=str(cur.status),
                             lease=cur.lease)
                 return cur
             ev: Event
@@ -302,231 +310,283 @@ class PartitionActor(EntityActor[PartitionState]):
                 ev = PartitionUpstreamWaiting(job_run_id=msg.job_run_id)
             else:
                 ev = PartitionMissing(reason=msg.reason, job_run_id=msg.job_run_id)
-            return await self.persist(ev)
-        if isinstance(msg, ReleaseLease):
+            return ctx.persist(ev)
+        if t is ReleaseLease:
             if cur.status is PartitionStatus.BUILDING and cur.lease == msg.job_run_id:
-                return await self.persist(PartitionMissing(reason=msg.reason, job_run_id=msg.job_run_id))
+                return ctx.persist(PartitionMissing(reason=msg.reason, job_run_id=msg.job_run_id))
             return cur
-        if isinstance(msg, UpstreamReady):
+        if t is UpstreamReady:
             if cur.status is PartitionStatus.UPSTREAM_WAITING:
-                return await self.persist(PartitionMissing(reason="upstream partitions are live"))
+                return ctx.persist(PartitionMissing(reason="upstream partitions are live"))
             return cur
-        if isinstance(msg, FailUpstream):
+        if t is FailUpstream:
             if cur.status is PartitionStatus.UPSTREAM_WAITING:
-                return await self.persist(PartitionUpstreamFailed(reason=msg.reason, upstream=msg.upstream))
+                return ctx.persist(PartitionUpstreamFailed(reason=msg.reason, upstream=msg.upstream))
             return cur
-        if isinstance(msg, Taint):
+        if t is Taint:
             if cur.status is PartitionStatus.LIVE:
-                return await self.persist(PartitionTainted(reason=msg.reason))
+                return ctx.persist(PartitionTainted(reason=msg.reason))
             return cur  # the runtime refuses to taint a partition that is not Live; a late race is a no-op
-        if isinstance(msg, GetState):
-            return self.state
-        raise TypeError(f"partition {self.key}: unexpected message {msg!r}")
+        if t is GetState:
+            return state
+        raise TypeError(f"partition {key}: unexpected message {msg!r}")
 
 
 # --- JobRun -------------------------------------------------------------------------------------------
-class JobRunActor(EntityActor[JobRunState]):
+class _Leasing:
+    """A Queued run's lease collection in progress (in its cell: transient, re-derived after a crash)."""
+
+    __slots__ = ("granted", "i", "refs", "refused")
+
+    def __init__(self, refs: list[str]) -> None:
+        self.refs = refs
+        self.i = 0
+        self.granted: list[LeaseReply] = []
+        self.refused: list[LeaseReply] = []
+
+
+def _lease_reply(ref: str, got: Any) -> LeaseReply:
+    if isinstance(got, ActorStopped):
+        return LeaseReply(False, ref, PartitionStatus.MISSING, f"unavailable ({got.reason})")
+    if isinstance(got, Exception):
+        raise got  # the run crashes; its reconcile asks again (a lease it already holds is granted again)
+    assert isinstance(got, LeaseReply)
+    return got
+
+
+class JobRunActor(Behavior):
     """One job run: takes its leases (the collision policy), starts the job, records how it ended, settles its
     partitions and tells the supervisor.
 
-    Recovery is level-triggered: whatever message was in hand when the actor crashed, :meth:`reconcile` derives
-    what must happen next from the committed state (and the execution's :meth:`~Execution.poll`): a Queued run
-    takes its leases and starts, a Running run whose execution is gone is Lost, a run that ended settles what it
-    still holds and reports again (the supervisor treats a second report as a no-op).
+    Recovery is level-triggered: whatever message or step was in hand when the actor crashed, :meth:`reconcile`
+    derives what must happen next from the committed state (and the execution's :meth:`~Execution.poll`): a
+    Queued run takes its leases and starts, a Running run whose execution is gone is Lost, a run that ended
+    settles what it still holds and reports again (the supervisor treats a second report as a no-op).
     """
 
-    kind = "job_run"
-
-    def __init__(self, key: str, env: EntityEnv, execution: Execution) -> None:
-        super().__init__(key, env)
+    def __init__(self, execution: Execution, world: World) -> None:
         self.execution = execution
+        self.world = world
 
-    async def handle(self, msg: Any) -> Any:
+    def receive(self, ctx: Ctx, msg: Any) -> Any:
+        st: JobRunState | None = ctx.state
         if isinstance(msg, PlanRun):
-            if self.state is None:
-                await self.persist(msg.queued)
-                return await self._lease_and_start()
-            return self.state
+            if st is None:
+                ctx.persist(msg.queued)
+                ctx.then(self._lease_and_start)
+            return st
         if isinstance(msg, RetryLeases):
-            if self.state is not None and self.state.status is JobRunStatus.QUEUED:
-                return await self._lease_and_start()
-            return self.state
+            if st is not None and st.status is JobRunStatus.QUEUED:
+                return self._lease_and_start(ctx, None)
+            return st
         if isinstance(msg, Finished):
-            return await self._finish(msg.outcome)
+            return self._finish(ctx, msg.outcome)
         if isinstance(msg, Attached):
-            st = self.state
             if st is not None and st.status is JobRunStatus.RUNNING and st.handle is None:
-                return await self.persist(JobRunAttached(executor=msg.executor, handle=msg.handle))
+                return ctx.persist(JobRunAttached(executor=msg.executor, handle=msg.handle))
             return st
         if isinstance(msg, CancelRun):
-            st = self.state
             if st is None or st.terminal:
                 return st
-            if st.status is JobRunStatus.QUEUED:
-                await self.persist(JobRunCanceled(reason=msg.reason))
-                return await self._settle_and_report()
-            if not self.execution.cancel(self.key, msg.reason):
-                # Not executing in this process (e.g. started before a restart): record it directly.
-                await self.persist(JobRunCanceled(reason=msg.reason))
-                return await self._settle_and_report()
-            return st  # the execution reports Finished(canceled) when the process is gone
+            if st.status is JobRunStatus.RUNNING and self.execution.cancel(ctx.key, msg.reason):
+                return st  # the execution reports Finished(canceled) when the process is gone
+            # Queued, or not executing in this process (e.g. started before a restart): record it directly.
+            ctx.persist(JobRunCanceled(reason=msg.reason))
+            ctx.then(self._settle_and_report)
+            return None
         if isinstance(msg, MarkLost):
-            st = self.state
             if st is not None and not st.terminal:
-                await self.persist(JobRunLost(reason=msg.reason))
-            return await self._settle_and_report(report=False)
+                ctx.persist(JobRunLost(reason=msg.reason))
+                ctx.then(self._settle_quietly)
+                return None
+            return self._settle_quietly(ctx, None)
         if isinstance(msg, Abandon):
-            return await self._abandon(msg.reason)
+            return self._abandon(ctx, msg.reason)
         if isinstance(msg, Reconcile):
-            return await self.reconcile("a reconcile after a crash elsewhere")
+            return self.reconcile(ctx, "a reconcile after a crash elsewhere")
         if isinstance(msg, GetState):
-            return self.state
-        raise TypeError(f"job_run {self.key}: unexpected message {msg!r}")
+            return st
+        raise TypeError(f"job_run {ctx.key}: unexpected message {msg!r}")
 
-    async def on_restart(self, failed: Any, error: Exception) -> None:
-        await self.reconcile(f"{type(error).__name__}: {error}")
+    def restarted(self, ctx: Ctx, failed: Any, error: Exception) -> Any:
+        return self.reconcile(ctx, f"{type(error).__name__}: {error}")
 
-    async def reconcile(self, why: str) -> JobRunState | None:
+    def reconcile(self, ctx: Ctx, why: str) -> Any:
         """Do what the committed state says is next (see the class docstring). ``why``: for reasons."""
-        st = self.state
+        st: JobRunState | None = ctx.state
         if st is None:
             return None  # never created: the supervisor planned it and derives it again
         if st.status is JobRunStatus.QUEUED:
-            world = self.env.world
+            world = self.world
             if st.deferred_on and any(world.partition(ref).status is PartitionStatus.BUILDING
                                       for ref, _ in st.deferred_on):
-                await self.env.system.tell(*SUPERVISOR, RunEnded(st))  # still waiting: make sure it is known
+                ctx.tell(*SUPERVISOR, RunEnded(st))  # still waiting: make sure it is known
                 return st
-            return await self._lease_and_start()
+            return self._lease_and_start(ctx, None)
         if st.status is JobRunStatus.RUNNING:
-            polled = self.execution.poll(self.key)
+            polled = self.execution.poll(ctx.key)
             if polled == RUNNING:
                 return st
             if polled is None:
-                await self.persist(JobRunLost(reason=f"its execution was lost when wantbuild recovered from {why}"))
-                return await self._settle_and_report()
-            return await self._finish(polled)
-        return await self._settle_and_report()
+                ctx.persist(JobRunLost(reason=f"its execution was lost when wantbuild recovered from {why}"))
+                ctx.then(self._settle_and_report)
+                return None
+            return self._finish(ctx, polled)
+        return self._settle_and_report(ctx, None)
 
-    async def _abandon(self, reason: str) -> JobRunState | None:
-        st = self.state
+    def _abandon(self, ctx: Ctx, reason: str) -> Any:
+        st: JobRunState | None = ctx.state
         if st is None:
             return None
-        if not st.terminal:
-            self.execution.cancel(self.key, reason)
-            if st.status is JobRunStatus.RUNNING:
-                await self.persist(JobRunFailed(reason=reason, will_retry=False))
-            else:
-                await self.persist(JobRunCanceled(reason=reason))
-            self.execution.release(self.key)
-        return await self._settle_and_report()
+        if st.terminal:
+            return self._settle_and_report(ctx, None)
+        self.execution.cancel(ctx.key, reason)
+        if st.status is JobRunStatus.RUNNING:
+            ctx.persist(JobRunFailed(reason=reason, will_retry=False))
+        else:
+            ctx.persist(JobRunCanceled(reason=reason))
+        ctx.then(self._release_and_settle)
+        return None
 
-    async def _ask_all(self, refs: Sequence[str], make: Any) -> list[Any]:
-        """Ask each partition; a partition whose actor was stopped answers with its ActorStopped (any other
-        error is raised, and the crash's reconcile asks again)."""
-        replies = await self.env.system.ask_many("partition", [(ref, make(ref)) for ref in refs],
-                                                 return_exceptions=True)
-        for reply in replies:
-            if isinstance(reply, Exception) and not isinstance(reply, ActorStopped):
-                raise reply
-        return replies
-
-    async def _lease(self, ref: str, run_id: str) -> LeaseReply:
-        try:
-            reply: LeaseReply = await self.env.system.ask("partition", ref, RequestLease(run_id))
-        except ActorStopped as e:
-            return LeaseReply(False, ref, PartitionStatus.MISSING, f"unavailable ({e.reason})")
-        return reply
-
-    async def _lease_and_start(self) -> JobRunState | None:
-        st = self.state
-        assert st is not None
+    # -- leases ------------------------------------------------------------------------------------------
+    def _lease_and_start(self, ctx: Ctx, _: Any) -> Any:
+        st: JobRunState = ctx.state
         refs = sorted(st.partitions)
-        run_id = self.key
-        granted: list[LeaseReply] = []
-        refused: list[LeaseReply] = []
+        run_id = ctx.key
         if st.policy in ("defer", "all_or_nothing"):
             # One lease at a time in ref order, stopping at the first refusal: two such runs never hold
             # leases the other waits for, so they cannot deadlock or livelock (shrink leases concurrently).
-            for ref in refs:
-                reply = await self._lease(ref, run_id)
-                if reply.granted:
-                    granted.append(reply)
-                elif reply.status is not PartitionStatus.LIVE:
-                    refused.append(reply)
-                    break
-        else:
-            for ref, got in zip(refs, await self._ask_all(refs, lambda _r: RequestLease(run_id)), strict=True):
-                reply = got if not isinstance(got, ActorStopped) else LeaseReply(
-                    False, ref, PartitionStatus.MISSING, f"unavailable ({got.reason})")
-                if reply.granted:
-                    granted.append(reply)
-                elif reply.status is not PartitionStatus.LIVE:
-                    refused.append(reply)
+            ctx.scratch = _Leasing(refs)
+            return self._next_lease(ctx, None)
+        req = RequestLease(run_id)
+        ctx.scratch = refs
+        ctx.ask_many("partition", [(ref, req) for ref in refs], self._leases_in)
+        return None
+
+    def _next_lease(self, ctx: Ctx, replies: list[Any] | None) -> Any:
+        lz: _Leasing = ctx.scratch
+        if replies is not None:
+            reply = _lease_reply(lz.refs[lz.i - 1], replies[0])
+            if reply.granted:
+                lz.granted.append(reply)
+            elif reply.status is not PartitionStatus.LIVE:
+                lz.refused.append(reply)
+                return self._decide(ctx, lz.granted, lz.refused)
+        if lz.i < len(lz.refs):
+            ref = lz.refs[lz.i]
+            lz.i += 1
+            ctx.ask_many("partition", [(ref, RequestLease(ctx.key))], self._next_lease)
+            return None
+        return self._decide(ctx, lz.granted, lz.refused)
+
+    def _leases_in(self, ctx: Ctx, replies: list[Any]) -> Any:
+        refs: list[str] = ctx.scratch
+        granted: list[LeaseReply] = []
+        refused: list[LeaseReply] = []
+        for ref, got in zip(refs, replies, strict=True):
+            reply = _lease_reply(ref, got)
+            if reply.granted:
+                granted.append(reply)
+            elif reply.status is not PartitionStatus.LIVE:
+                refused.append(reply)
+        return self._decide(ctx, granted, refused)
+
+    def _decide(self, ctx: Ctx, granted: list[LeaseReply], refused: list[LeaseReply]) -> Any:
+        st: JobRunState = ctx.state
+        ctx.scratch = None
         why = tuple((r.ref, r.holder or str(r.status)) for r in refused)
         if refused and st.policy in ("defer", "all_or_nothing"):
             if granted:
-                await self._ask_all([g.ref for g in granted],
-                                    lambda _r: ReleaseLease(run_id, f"deferred ({st.policy}): waiting for {why[0][1]}"))
-            st = await self.persist(JobRunDeferred(refused=why))
-            await self.env.system.tell(*SUPERVISOR, RunEnded(st))
-            return st
+                release = ReleaseLease(ctx.key, f"deferred ({st.policy}): waiting for {why[0][1]}")
+                ctx.scratch = why
+                ctx.ask_many("partition", [(g.ref, release) for g in granted], self._released)
+                return None
+            return self._defer(ctx, why)
         if not granted:
             reason = "nothing left to build: " + (
                 ", ".join(f"{ref} held by {h}" for ref, h in why) if why else "every partition is already Live"
             )
-            await self.persist(JobRunCanceled(reason=reason))
-            return await self._settle_and_report()
+            ctx.persist(JobRunCanceled(reason=reason))
+            ctx.then(self._settle_and_report)
+            return None
         out, err = self.execution.log_paths(st)
-        st = await self.persist(JobRunStarted(
+        ctx.persist(JobRunStarted(
             partitions=tuple(g.ref for g in granted), skipped=why,
             generations=tuple(g.generation for g in granted), stdout_path=out, stderr_path=err,
         ))
+        ctx.then(self._start)
+        return None
+
+    def _released(self, ctx: Ctx, replies: list[Any]) -> Any:
+        replies_ok(replies)
+        why: tuple[tuple[str, str], ...] = ctx.scratch
+        ctx.scratch = None
+        return self._defer(ctx, why)
+
+    def _defer(self, ctx: Ctx, why: tuple[tuple[str, str], ...]) -> JobRunState:
+        st: JobRunState = ctx.persist(JobRunDeferred(refused=why))
+        ctx.tell(*SUPERVISOR, RunEnded(st))
+        return st
+
+    def _start(self, ctx: Ctx, _: Any) -> JobRunState:
+        st: JobRunState = ctx.state
         self.execution.start(st)
         return st
 
-    async def _finish(self, outcome: Outcome) -> JobRunState | None:
-        st = self.state
+    # -- outcomes ----------------------------------------------------------------------------------------
+    def _finish(self, ctx: Ctx, outcome: Outcome) -> JobRunState | None:
+        st: JobRunState | None = ctx.state
         if st is None or st.status is not JobRunStatus.RUNNING:
             return st
         delay = float(getattr(outcome, "retry_delay", 0.0) or 0.0)
         if outcome.status == "succeeded":
-            await self.persist(JobRunSucceeded())
+            ctx.persist(JobRunSucceeded())
         elif outcome.status == "dep_miss":
             stale = self._live_before_start(st, outcome.missing)
             if stale is not None:
                 # Reporting a partition that was Live all along would loop forever (build nothing, ask again):
                 # it is the job's failure, retried by its policy like any other.
-                await self.persist(JobRunFailed(reason=stale, will_retry=st.attempt < st.max_attempts,
-                                                retry_delay=delay))
+                ctx.persist(JobRunFailed(reason=stale, will_retry=st.attempt < st.max_attempts, retry_delay=delay))
             else:
-                await self.persist(JobRunDepMiss(missing=tuple(outcome.missing)))
+                ctx.persist(JobRunDepMiss(missing=tuple(outcome.missing)))
         elif outcome.status == "canceled":
-            await self.persist(JobRunCanceled(reason=outcome.reason or "canceled"))
+            ctx.persist(JobRunCanceled(reason=outcome.reason or "canceled"))
         else:
-            await self.persist(JobRunFailed(reason=outcome.reason, exit_code=outcome.exit_code,
-                                            will_retry=st.attempt < st.max_attempts, retry_delay=delay))
-        self.execution.release(self.key)
-        return await self._settle_and_report()
+            ctx.persist(JobRunFailed(reason=outcome.reason, exit_code=outcome.exit_code,
+                                     will_retry=st.attempt < st.max_attempts, retry_delay=delay))
+        ctx.then(self._release_and_settle)
+        return None
 
     def _live_before_start(self, st: JobRunState, missing: Sequence[str]) -> str | None:
         """Why the run's missing-dependency report is wrong, if it names a partition Live since before it started."""
         started = st.started_at if st.started_at is not None else st.created_at
         for ref in missing:
-            part = self.env.world.partitions.get(ref)
+            part = self.world.partitions.get(ref)
             if part is not None and part.status is PartitionStatus.LIVE and part.updated_at <= started:
                 return (f"reported {ref} as a missing dependency, but it was Live (generation {part.generation}, "
                         f"built by {part.built_by}) before this run started: a job must read a Live dependency, "
                         f"not report it missing")
         return None
 
-    async def _settle_and_report(self, report: bool = True) -> JobRunState | None:
+    def _release_and_settle(self, ctx: Ctx, _: Any) -> Any:
+        """The terminal event is committed: the execution may forget the outcome; settle the partitions."""
+        self.execution.release(ctx.key)
+        return self._settle_and_report(ctx, None)
+
+    def _settle_quietly(self, ctx: Ctx, _: Any) -> Any:
+        return self._settle(ctx, report=False)
+
+    def _settle_and_report(self, ctx: Ctx, _: Any) -> Any:
+        return self._settle(ctx, report=True)
+
+    def _settle(self, ctx: Ctx, *, report: bool) -> Any:
         """Settle every partition this terminal run still holds, then tell the supervisor.
 
         Idempotent: partitions already settled are skipped, and the supervisor ignores a second report.
         """
-        st = self.state
-        assert st is not None
+        st: JobRunState | None = ctx.state
+        if st is None:
+            return None
         assert st.terminal
         if st.status is JobRunStatus.SUCCEEDED:
             msg: SettleBuild = SettleBuild(st.job_run_id, "live")
@@ -536,19 +596,41 @@ class JobRunActor(EntityActor[JobRunState]):
             msg = SettleBuild(st.job_run_id, "failed", reason=st.reason, final=not st.will_retry)
         else:
             msg = SettleBuild(st.job_run_id, "missing", reason=f"run {st.job_run_id} {st.status}: {st.reason}")
-        world = self.env.world
+        parts = self.world.partitions
+        rid = st.job_run_id
         built = set(st.partitions)
         # Every planned ref is checked: a lease granted after its ask timed out is held too, though the run
         # started without it; such a partition was not built by the run and goes back to Missing.
-        extra = SettleBuild(st.job_run_id, "missing", reason=f"run {st.job_run_id} started without it")
-        holders = [ref for ref in dict.fromkeys((*st.partitions, *st.planned))
-                   if world.partition(ref).lease == st.job_run_id]
-        if holders:
-            replies = await self._ask_all(holders, lambda r: msg if r in built else extra)
-            for ref, reply in zip(holders, replies, strict=True):
-                if isinstance(reply, ActorStopped):
-                    log.error("partition not settled: its actor is stopped", ref=ref, run=st.job_run_id,
-                              reason=reply.reason)
+        extra = SettleBuild(rid, "missing", reason=f"run {rid} started without it")
+        holders = []
+        for ref in dict.fromkeys((*st.partitions, *st.planned)):
+            p = parts.get(ref)
+            if p is not None and p.lease == rid:
+                holders.append(ref)
+        if not holders:
+            if report:
+                ctx.tell(*SUPERVISOR, RunEnded(st))
+            return st
+        ctx.scratch = holders
+        ctx.ask_many("partition", [(ref, msg if ref in built else extra) for ref in holders],
+                     self._settled_report if report else self._settled_quiet)
+        return None
+
+    def _settled_report(self, ctx: Ctx, replies: list[Any]) -> Any:
+        return self._settled(ctx, replies, report=True)
+
+    def _settled_quiet(self, ctx: Ctx, replies: list[Any]) -> Any:
+        return self._settled(ctx, replies, report=False)
+
+    def _settled(self, ctx: Ctx, replies: list[Any], *, report: bool) -> Any:
+        st: JobRunState = ctx.state
+        holders: list[str] = ctx.scratch
+        ctx.scratch = None
+        replies_ok(replies)
+        for ref, reply in zip(holders, replies, strict=True):
+            if isinstance(reply, ActorStopped):
+                log.error("partition not settled: its actor is stopped", ref=ref, run=st.job_run_id,
+                          reason=reply.reason)
         if report:
-            await self.env.system.tell(*SUPERVISOR, RunEnded(st))
+            ctx.tell(*SUPERVISOR, RunEnded(st))
         return st

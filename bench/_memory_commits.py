@@ -12,19 +12,22 @@ from eventlog import EventLog, Record
 
 
 class MemoryCommits:
-    """``append`` resolved in memory, once per loop iteration (a group commit that writes nothing)."""
+    """``append``/``submit`` resolved in memory, once per loop iteration (a group commit that writes nothing)."""
 
     def __init__(self) -> None:
         self.last_seq = 0
         self._pending: list[tuple[asyncio.Future[Record], str, str, int, Any, float]] = []
 
     async def append(self, kind: str, eid: str, expected: int, event: Any, at: float | None = None) -> Record:
+        return await self.submit(kind, eid, expected, event, at)
+
+    def submit(self, kind: str, eid: str, expected: int, event: Any, at: float | None = None) -> asyncio.Future[Record]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Record] = loop.create_future()
         if not self._pending:
             loop.call_soon(self._commit)
         self._pending.append((fut, kind, eid, expected + 1, event, at or 0.0))
-        return await fut
+        return fut
 
     def _commit(self) -> None:
         pending, self._pending = self._pending, []
@@ -37,4 +40,5 @@ def skip_durability(log: EventLog) -> MemoryCommits:
     """Make this open log's appends resolve in memory (reads, commands and the rest stay real)."""
     mem = MemoryCommits()
     log.append = mem.append  # type: ignore[method-assign,assignment]
+    log.submit = mem.submit  # type: ignore[method-assign,assignment]
     return mem

@@ -1,13 +1,14 @@
-"""1,000,000 partition actors driven Missing -> Building -> Live, with passivation (issue: Actors).
+"""1,000,000 partition actors driven Missing -> Building -> Live, every transition durable (issue: Actors).
 
-Each partition is a real ``PartitionActor``: its lease request and its build outcome are asks, each transition
-is appended to the event log on disk and committed before the reply (write-ahead). Partitions are driven by
-``--drivers`` concurrent runs of ``--wave`` partitions each (one ``ask_many`` per step, the steps sharing group
-commits); actors passivate as soon as they are idle, so memory follows the active waves, not the million.
-(The World keeps each partition's committed state, a compact record, as the runtime does.)
+Each partition is the runtime's own ``PartitionActor`` on the actor kernel: its lease request and its build
+outcome are asks, each transition is appended to the event log on disk and committed before the reply
+(write-ahead). Partitions are driven by ``--drivers`` concurrent runs of ``--wave`` partitions each, as a JobRun
+drives them: one ask to the whole wave (``ctx.ask_many``), its replies, then the next step. Memory follows the
+active waves, not the million: an idle actor's cell is dropped at once (the World keeps each partition's
+committed state, a compact record, as the runtime does).
 
-Baseline in the same run: a bare asyncio.Queue ping-pong (request queue + reply future), the same number of
-request/reply messages; its median of five runs (three before, two after).
+Baseline in the same run: a bare asyncio.Queue ping-pong (request queue + reply future, a task per server), the
+same number of request/reply messages; its median of five runs (three before, two after).
 ratio = actor messages/s / baseline messages/s.
 Usage: python bench/actors_scale.py [--entities 1000000] [--wave 250] [--drivers 1] [--default-gc] [--split]
 (--split adds a diagnostic line: the same drive with commits resolved in memory, never the headline.)
@@ -27,9 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
-import anyio
 import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,20 +37,75 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _memory_commits import MemoryCommits  # bench/, the script's own folder
 
 from actors import (
-    ActorSystem,
-    EntityEnv,
-    Hooks,
+    Behavior,
+    Ctx,
+    Kernel,
+    LeaseReply,
     PartitionActor,
     RequestLease,
     SettleBuild,
     SystemClock,
     World,
+    replies_ok,
 )
 from eventlog import EventLog
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-PASSIVATE_AFTER = 0.0
 DRIVERS = 1
+
+
+class Go:
+    """To a driver: drive waves ``first, first + drivers, ...`` of the partitions, then resolve ``done``."""
+
+    def __init__(self, first: int, n: int, wave: int, done: asyncio.Future[int]) -> None:
+        self.first, self.n, self.wave, self.done = first, n, wave, done
+
+
+class Driver(Behavior):
+    """Leases a wave of partitions (one ask to all of them), settles them Live, then the next wave."""
+
+    def __init__(self) -> None:
+        self.go: Go | None = None
+        self.start = 0
+        self.messages = 0
+        self.max_active = 0
+
+    def receive(self, ctx: Ctx, msg: Any) -> Any:
+        assert isinstance(msg, Go)
+        self.go = msg
+        self.start = msg.first * msg.wave
+        return self._lease(ctx, None)
+
+    def _refs(self) -> tuple[str, list[str]]:
+        go = self.go
+        assert go is not None
+        return f"r-{self.start // go.wave:08d}", [f"daily/{i:07d}" for i in range(self.start, min(go.n, self.start
+                                                                                                   + go.wave))]
+
+    def _lease(self, ctx: Ctx, _: Any) -> Any:
+        go = self.go
+        assert go is not None
+        if self.start >= go.n:
+            go.done.set_result(self.messages)
+            return None
+        run, refs = self._refs()
+        ctx.ask_many("partition", [(r, RequestLease(run)) for r in refs], self._leased)
+        return None
+
+    def _leased(self, ctx: Ctx, replies: list[Any]) -> Any:
+        assert all(cast(LeaseReply, rep).granted for rep in replies_ok(replies))
+        self.max_active = max(self.max_active, ctx.kernel.active_count())
+        run, refs = self._refs()
+        ctx.ask_many("partition", [(r, SettleBuild(run, "live")) for r in refs], self._settled)
+        return None
+
+    def _settled(self, ctx: Ctx, replies: list[Any]) -> Any:
+        replies_ok(replies)
+        go = self.go
+        assert go is not None
+        self.messages += 2 * len(replies)
+        self.start += go.wave * DRIVERS
+        return self._lease(ctx, None)
 
 
 async def drive(n: int, wave: int, durable: bool = True) -> tuple[float, int, int]:
@@ -58,33 +113,28 @@ async def drive(n: int, wave: int, durable: bool = True) -> tuple[float, int, in
         async with contextlib.AsyncExitStack() as stack:
             log = await stack.enter_async_context(EventLog.open(Path(d) / "scale.db")) if durable else MemoryCommits()
             world = World()
-            async with ActorSystem(passivate_after=PASSIVATE_AFTER) as system:
-                env = EntityEnv(cast(EventLog, log), world, system, Hooks(), SystemClock())
-                system.register("partition", lambda key: PartitionActor(key, env), linger=False)  # as the runtime
-                messages = 0
-                max_active = 0
+            drivers: list[Driver] = []
+
+            def make_driver(_key: str) -> Driver:
+                drivers.append(Driver())
+                return drivers[-1]
+
+            async with Kernel(cast(EventLog, log), world, SystemClock()) as kernel:
+                kernel.register("partition", lambda _key: PartitionActor())  # as the runtime does
+                kernel.register("driver", make_driver, entity=False, keep=True)
+                loop = asyncio.get_running_loop()
                 t0 = time.perf_counter()
-
-                async def driver(first_wave: int) -> None:
-                    nonlocal messages, max_active
-                    for start in range(first_wave * wave, n, wave * DRIVERS):
-                        run = f"r-{start // wave:08d}"
-                        refs = [f"daily/{i:07d}" for i in range(start, min(n, start + wave))]
-                        replies = await system.ask_many("partition", [(r, RequestLease(run)) for r in refs])
-                        assert all(rep.granted for rep in replies)
-                        max_active = max(max_active, system.active_count())
-                        await system.ask_many("partition", [(r, SettleBuild(run, "live")) for r in refs])
-                        messages += 2 * len(refs)
-
-                async with anyio.create_task_group() as tg:
-                    for k in range(DRIVERS):
-                        tg.start_soon(driver, k)
+                dones = []
+                for k in range(DRIVERS):
+                    fut: asyncio.Future[int] = loop.create_future()
+                    dones.append(fut)
+                    kernel.tell("driver", str(k), Go(k, n, wave, fut))
+                messages = sum(await asyncio.gather(*dones))
                 dt = time.perf_counter() - t0
-                await asyncio.sleep(PASSIVATE_AFTER * 1.2 + 0.05)
                 live = sum(1 for p in world.partitions.values() if p.status == "Live")
                 assert live == n, live
-                assert system.active_count() == 0, "every idle actor passivated"
-                return messages / dt, max_active, log.last_seq
+                assert kernel.active_count("partition") == 0, "every idle actor's cell was dropped"
+                return messages / dt, max(d.max_active for d in drivers), log.last_seq
 
 
 async def baseline(n_messages: int, pairs: int = 1000) -> float:
@@ -117,9 +167,8 @@ async def baseline(n_messages: int, pairs: int = 1000) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--entities", type=int, default=1_000_000)
-    ap.add_argument("--wave", type=int, default=250, help="partitions per run (one ask_many per step)")
+    ap.add_argument("--wave", type=int, default=250, help="partitions per run (one ask to all of them per step)")
     ap.add_argument("--drivers", type=int, default=1, help="runs leasing and settling concurrently")
-    ap.add_argument("--passivate-after", type=float, default=0.0, help="idle seconds before passivation")
     ap.add_argument("--split", action="store_true",
                     help="also run the actor layer with commits resolved in memory, to split the cost (diagnostic)")
     ap.add_argument("--default-gc", action="store_true",
@@ -132,8 +181,7 @@ def main() -> None:
         gc.freeze()
         gc.set_threshold(1_000_000, 20, 100)
     print(f"gc: {'Python defaults' if a.default_gc else 'tuned as the runtime tunes it (tune_gc=True)'}")
-    global PASSIVATE_AFTER, DRIVERS
-    PASSIVATE_AFTER = a.passivate_after
+    global DRIVERS
     DRIVERS = a.drivers
     # The baseline is short and this machine noisy: its median over five runs, around the measured one.
     bases = [asyncio.run(baseline(min(2 * a.entities, 400_000))) for _ in range(3)]

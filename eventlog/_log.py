@@ -64,6 +64,12 @@ _Decode = Callable[[bytes], Event]
 # A queued append: kind, id, expected entity_seq, event, type key, encoded payload, at, its future.
 _Item = tuple[str, str, int, Event, int, bytes, float, "asyncio.Future[Record]"]
 
+_INLINE_ROWS: Final = int(os.environ.get("WB_INLINE", "4096"))
+"""A batch of at most this many appends is written on the event loop's thread, not through the writer connection's
+thread: each thread round trip costs ~50-100 us on this machine (more when it is loaded), the same as committing
+such a batch, and a dependency chain is a sequence of small commits. Bigger batches go to the thread, so the loop
+computes the next batch while the database writes this one (see docs/performance.md, "The actor kernel")."""
+
 _MAX_PROBLEMS: Final = 1000
 _READ_CHUNK: Final = 1000
 
@@ -198,6 +204,7 @@ class EventLog:
         self._poll_interval = poll_interval
         self._encode = registry.encoder.encode
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._inline_rows = _INLINE_ROWS
 
         self._lock: WriterLock | None = None
         self._wdb: Any = None  # aiosqlite.Connection of the writer
@@ -288,12 +295,15 @@ class EventLog:
             )
         )
 
-    async def _connect(self, mode: str) -> Any:
+    async def _connect(self, mode: str, *, inline: bool = False) -> Any:
         if mode == "rw" and not os.path.exists(self._path):  # noqa: ASYNC240 - one stat, at open
             # Refuse before connecting: a failed aiosqlite.connect leaves its worker thread behind.
             raise LogNotFoundError(f"{self._path}: no event log here (no such file)")
         try:
-            db = await aiosqlite.connect(_db_uri(self._path, mode), uri=True, isolation_level=None)
+            # ``inline``: the writer's connection is also used from the loop's thread for small batches (never at
+            # the same time: the writer task awaits each of its calls); SQLite itself is built serialized.
+            db = await aiosqlite.connect(_db_uri(self._path, mode), uri=True, isolation_level=None,
+                                         check_same_thread=not inline)
         except sqlite3.OperationalError as e:
             if mode == "rw":
                 raise LogNotFoundError(f"{self._path}: no event log here ({e})") from e
@@ -318,7 +328,7 @@ class EventLog:
         try:
             if self._writer:
                 self._lock = WriterLock(self._path)
-                self._wdb = await self._connect("rwc")
+                self._wdb = await self._connect("rwc", inline=True)
                 await self._init_or_check(self._wdb)
                 self._rdb = await self._connect("rw")
             else:
@@ -579,6 +589,16 @@ class EventLog:
         already read the runtime clock for its transition); ``seq`` follows the order of calls.
         Raises :class:`CommitError` if its batch could not be committed (nothing of it was written).
         """
+        return await self.submit(entity_kind, entity_id, expected_entity_seq, event, at)
+
+    def submit(self, entity_kind: str, entity_id: str, expected_entity_seq: int, event: Event,
+               at: float | None = None) -> asyncio.Future[Record]:
+        """:meth:`append` without waiting: queue the append now and return the future of its record.
+
+        For callers that run many appends from synchronous code (the actor kernel's dispatcher): the future
+        resolves when the append's batch commits, or fails as :meth:`append` would raise. Appends are taken in
+        the order of the calls, and the writer resolves the futures of one batch in that order.
+        """
         if not self._appendable:
             self._check_writable()
         tk = self._type_keys.get(type(event))
@@ -594,7 +614,7 @@ class EventLog:
             self._wake = None
             if not wake.done():
                 wake.set_result(None)
-        return await fut
+        return fut
 
     def _new_type_key(self, event: Event) -> int:
         cls = type(event)
@@ -728,9 +748,12 @@ class EventLog:
         for i in range(0, len(keys), LOOKUP_ENTITIES_CHUNK):
             chunk = keys[i : i + LOOKUP_ENTITIES_CHUNK]
             params = [x for pair in chunk for x in pair]
-            for ek, kind, eid, last_seq, last_eseq in await self._wdb.execute_fetchall(
-                lookup_entities_sql(len(chunk)), params
-            ):
+            sql = lookup_entities_sql(len(chunk))
+            if len(chunk) <= self._inline_rows:
+                found = self._wdb._conn.execute(sql, params).fetchall()
+            else:
+                found = await self._wdb.execute_fetchall(sql, params)
+            for ek, kind, eid, last_seq, last_eseq in found:
                 missing[(kind, eid)] = _Entity(ek, kind, eid, last_seq, last_eseq, True)
         for k in keys:
             if not isinstance(missing[k], _Entity):
@@ -815,8 +838,11 @@ class EventLog:
         # One trip to the connection's thread writes and commits the whole batch (or rolls it back).
         # Shielded: once started, the outcome must be known, whatever happens to this task.
         try:
-            with anyio.CancelScope(shield=True):
-                await _in_db_thread(self._wdb, _write_batch_sync, types, rows, new, upd, self._is_aborting)
+            if len(rows) <= self._inline_rows:
+                _write_batch_sync(self._wdb._conn, types, rows, new, upd, self._is_aborting)
+            else:
+                with anyio.CancelScope(shield=True):
+                    await _in_db_thread(self._wdb, _write_batch_sync, types, rows, new, upd, self._is_aborting)
         except Exception as e:
             self._rollback(e, touched, futs, first_seq, seq - 1)
             return

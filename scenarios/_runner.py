@@ -208,7 +208,7 @@ class _Runner:
         Stopping the actors first is what a dying process looks like, and it keeps the actors whose appends
         are dropped from "crashing" on the CommitError and logging errors with tracebacks (see the report).
         """
-        await rt.system.aclose()
+        await rt.kernel.aclose()
         await rt.crash()
 
     async def _open_runtime(self, ready: anyio.Event) -> None:

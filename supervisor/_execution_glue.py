@@ -23,7 +23,7 @@ from typing import Literal
 
 import anyio
 
-from actors import RUNNING, ActorSystem, ActorSystemClosed, Attached, Clock, Faults, Finished, JobRunState
+from actors import RUNNING, ActorSystemClosed, Attached, Clock, Faults, Finished, JobRunState, Kernel
 from eventlog import get_logger
 
 from ._execution import JobContext, RunOutcome, run_callable, run_command
@@ -43,7 +43,7 @@ class _Outcome:
 
 
 class LocalExecution:
-    def __init__(self, graph: Graph, clock: Clock, log_dir: Path, system: ActorSystem,
+    def __init__(self, graph: Graph, clock: Clock, log_dir: Path, system: Kernel,
                  faults: Faults | None = None) -> None:
         self.graph = graph
         self.faults = faults
@@ -148,18 +148,11 @@ class LocalExecution:
         result = _Outcome(outcome.status, outcome.reason, tuple(outcome.missing), outcome.exit_code, delay)
         self._outcomes[rid] = result
         try:
-            await self.system.tell("job_run", rid, Finished(result))
+            self.system.tell("job_run", rid, Finished(result))
         except ActorSystemClosed:  # the runtime crashed or closed meanwhile: restart marks the run Lost
             log.debug("outcome dropped: the runtime is closed", job_run_id=rid, status=result.status)
 
     def _attached(self, job_run_id: str, pid: int) -> None:
-        msg = Attached(EXECUTOR, process_handle(pid))
-        if not self.system.try_tell("job_run", job_run_id, msg):  # a full mailbox: from a tracked task
-            task = asyncio.get_running_loop().create_task(self._tell_later(job_run_id, msg))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _tell_later(self, job_run_id: str, msg: Attached) -> None:
         with contextlib.suppress(ActorSystemClosed):
-            await self.system.tell("job_run", job_run_id, msg)
+            self.system.tell("job_run", job_run_id, Attached(EXECUTOR, process_handle(pid)))
 

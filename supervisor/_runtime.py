@@ -8,7 +8,6 @@ running ones are canceled (their processes killed), everything is committed, no 
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import math
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
@@ -23,7 +22,6 @@ import anyio.lowlevel
 
 from actors import (
     ActorFailure,
-    ActorSystem,
     CancelRun,
     Clock,
     CollisionPolicy,
@@ -36,6 +34,7 @@ from actors import (
     IllegalTransition,
     JobRunActor,
     JobRunState,
+    Kernel,
     MarkLost,
     PartitionActor,
     PartitionState,
@@ -112,13 +111,13 @@ class WantHandle:
 class Runtime:
     """The embedding API's object. Create it with :func:`open_runtime` (``wantbuild.open``)."""
 
-    def __init__(self, log_: EventLog, world: World, graph: Graph, clock: Clock, system: ActorSystem,
+    def __init__(self, log_: EventLog, world: World, graph: Graph, clock: Clock, kernel: Kernel,
                  hooks: Hooks, ids: IdSource, recovery: Recovery) -> None:
         self.log = log_
         self.world = world
         self.graph = graph
         self.clock = clock
-        self.system = system
+        self.kernel = kernel
         self.hooks = hooks
         self.ids = ids
         self.recovery = recovery
@@ -126,7 +125,6 @@ class Runtime:
         self.crashed = False
         self._want_events: dict[str, anyio.Event] = {}
         self._settled = anyio.Event()
-        self._committed: list[Committed] = []
         self.failures: list[ActorFailure] = []
         """Actors the runtime gave up on (stopped after repeated crashes); what depended on them was ended with
         the error as its reason."""
@@ -146,7 +144,7 @@ class Runtime:
                 raise ValueError(f"{name} must be a positive number of seconds, got {val!r}")
         want_id = self.ids.next_want()
         ev = WantCreated(refs=refs_t, source=source, ttl=ttl, sla=sla, comment=comment, command_id=command_id)
-        await self.system.ask("want", want_id, CreateWant(ev))
+        await self.kernel.ask("want", want_id, CreateWant(ev))
         return WantHandle(self, want_id)
 
     async def cancel(self, want_id: str, reason: str = "canceled by request") -> WantState:
@@ -157,7 +155,7 @@ class Runtime:
         want needs any more are canceled. :class:`UnknownEntity` if there is no such want."""
         self._check_open()
         self.get_want(want_id)
-        st: WantState = await self.system.ask("want", want_id, EndWant("cancel", reason))
+        st: WantState = await self.kernel.ask("want", want_id, EndWant("cancel", reason))
         return st
 
     async def taint(self, refs: Iterable[str] | str, reason: str) -> list[PartitionState]:
@@ -169,7 +167,7 @@ class Runtime:
             if st.status is not PartitionStatus.LIVE:
                 raise IllegalTransition("partition", ref, st.status, "PartitionTainted",
                                         "only a Live partition can be tainted")
-        return [await self.system.ask("partition", ref, Taint(reason)) for ref in refs_t]
+        return [await self.kernel.ask("partition", ref, Taint(reason)) for ref in refs_t]
 
     async def wait_want(self, want_id: str, timeout: float | None = None) -> WantState:
         """Wait until the want is terminal and return that state (``handle.done()`` calls this); ``TimeoutError``
@@ -200,9 +198,7 @@ class Runtime:
                 await self.log.commit()
                 for _ in range(3):
                     await anyio.lowlevel.checkpoint()
-                busy = (self.log.pending() or self.world.in_flight_runs()
-                        or self.system.stats().mailbox_depth
-                        or self.system.active_count() > self.system.active_count("supervisor"))
+                busy = self.log.pending() or self.world.in_flight_runs() or self.kernel.busy()
                 quiet = 0 if busy else quiet + 1
                 if busy:
                     await anyio.sleep(0.002)
@@ -276,7 +272,7 @@ class Runtime:
         self.closing = True
         if self._timers is not None:
             self._timers.cancel_all(tells=True)  # before the actors stop: a timer would tell a closed system
-        await self.system.aclose()  # a killed process's actors stop with it (and do not log crashes)
+        await self.kernel.aclose()  # a killed process's actors stop with it (and do not log crashes)
         await self.log.abort()
 
     # -- internals --------------------------------------------------------------------------------------
@@ -284,33 +280,30 @@ class Runtime:
         if self.closing:
             raise RuntimeClosed(f"the runtime on {self.log.path} is shutting down")
 
-    def _system_hook(self, rec: Record, old: Any, new: Any) -> None:
-        kind = rec.entity_kind
-        if kind == "want":
-            if new.terminal:
+    def _on_commit(self, batch: list[Committed]) -> None:
+        """A commit landed (the kernel calls this once per commit, before anything the committing actors said is
+        released): wake waiters, and tell the supervisor of the wants' and partitions' transitions."""
+        items: list[Committed] = []
+        for item in batch:
+            rec = item.record
+            kind = rec.entity_kind
+            if kind == "job_run":
+                if item.new.terminal:
+                    self._settled.set()
+                continue  # the supervisor hears of runs through RunEnded, sent once partitions are settled
+            if kind == "want" and item.new.terminal:
                 ev = self._want_events.pop(rec.entity_id, None)
                 if ev is not None:
                     ev.set()
-        elif kind == "job_run":
-            if new.terminal:
-                self._settled.set()
-            return  # the supervisor hears of runs through RunEnded, sent once partitions are settled
-        # Buffered, and told as one batch from a callback queued now: it runs before any actor resumed by
-        # this commit can tell the supervisor something else, so the order of notifications is kept.
-        if not self._committed:
-            asyncio.get_running_loop().call_soon(self._flush_committed)
-        self._committed.append(Committed(rec, old, new))
-
-    def _flush_committed(self) -> None:
-        batch, self._committed = self._committed, []
-        if batch:
-            self.system.try_tell(*SUPERVISOR, CommittedBatch(tuple(batch)))  # its mailbox is unbounded
+            items.append(item)
+        if items:
+            self.kernel.tell(*SUPERVISOR, CommittedBatch(tuple(items)))
 
     def _on_crash(self, kind: str, key: str, msg: Any, error: Exception) -> None:
         """Any actor crashed: the supervisor reconciles (the message it held may be lost). Its own crash it
         reconciles in ``on_restart``."""
         if kind != "supervisor" and not self.closing:
-            self.system.try_tell(*SUPERVISOR, ActorCrashed(kind, key, None if msg is None else type(msg).__name__))
+            self.kernel.tell(*SUPERVISOR, ActorCrashed(kind, key, None if msg is None else type(msg).__name__))
 
     def _on_escalate(self, failure: ActorFailure) -> None:
         """An actor was stopped after repeated crashes: record it, and give up on it (the supervisor ends what
@@ -340,13 +333,13 @@ class Runtime:
             return
         if kind == "supervisor":
             # Its messages went with it (a poison message among them): a fresh one rebuilds all from the World.
-            self.system.revive(*SUPERVISOR)
-            self.system.try_tell(*SUPERVISOR, Recover())
+            self.kernel.revive(*SUPERVISOR)
+            self.kernel.tell(*SUPERVISOR, Recover())
         else:
-            self.system.try_tell(*SUPERVISOR, GaveUp(kind, key, reason))
+            self.kernel.tell(*SUPERVISOR, GaveUp(kind, key, reason))
 
 
-async def _recover_runs(system: ActorSystem, world: World) -> tuple[list[str], list[str]]:
+async def _recover_runs(system: Kernel, world: World) -> tuple[list[str], list[str]]:
     """Mark the runs the previous runtime left in flight Lost (their partitions go back to Missing)."""
     lost: list[str] = []
     requeued: list[str] = []
@@ -364,7 +357,7 @@ async def _recover_runs(system: ActorSystem, world: World) -> tuple[list[str], l
     return lost, requeued
 
 
-async def _mark_lost(system: ActorSystem, job_run_id: str) -> None:
+async def _mark_lost(system: Kernel, job_run_id: str) -> None:
     try:
         await system.ask("job_run", job_run_id, MarkLost())
     except WantbuildError as e:  # the actor crashed on it: its own recovery marks the run Lost (reconcile)
@@ -383,7 +376,6 @@ async def open_runtime(
     shutdown_grace: float = 10.0,
     tune_gc: bool = False,
     serve_commands: bool = True,
-    passivate_after: float | None = 0.0,
     autocommit: bool = True,
     event_log: EventLog | None = None,
     faults: Faults | None = None,
@@ -401,7 +393,6 @@ async def open_runtime(
     :param tune_gc: tune Python's cyclic GC for the runtime while it is open (see :func:`_gc_policy`; the CLI
         turns it on).
     :param serve_commands: consume the log's command inbox (what ``wantbuild want create --db`` submits).
-    :param passivate_after: seconds an idle entity actor lingers before it stops (None: never).
     :param autocommit: commit appends as they come (group commit); False leaves commits to the caller
         (``rt.log.commit()``), as the scenario runner does.
     :param event_log: run on this already-open log instead of opening ``path`` (the scenario runner's).
@@ -419,7 +410,7 @@ async def open_runtime(
             world = await rebuild(elog)
             ids = IdSource(world.wants, world.runs)
             with _gc_policy(tune_gc):
-                async with _running(elog, world, ids, graph, clock, policy, logs, passivate_after, serve_commands,
+                async with _running(elog, world, ids, graph, clock, policy, logs, serve_commands,
                                     shutdown_grace, faults) as rt:
                     yield rt
     except BaseExceptionGroup as eg:
@@ -458,31 +449,27 @@ def _gc_policy(enabled: bool) -> Iterator[None]:
 
 @asynccontextmanager
 async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, clock: Clock,
-                   policy: CollisionPolicy, logs: Path, passivate_after: float | None, serve_commands: bool,
+                   policy: CollisionPolicy, logs: Path, serve_commands: bool,
                    shutdown_grace: float, faults: Faults | None) -> AsyncIterator[Runtime]:
     hooks = Hooks(faults)
     async with anyio.create_task_group() as tg:
-        system = ActorSystem(passivate_after=passivate_after)
-        system.faults = faults
+        system = Kernel(elog, world, clock, hooks=hooks, faults=faults)
         async with system:
             env = EntityEnv(elog, world, system, hooks, clock, faults)
             timers = Timers(tg, system, clock)
             execution = LocalExecution(graph, clock, logs, system, faults)
             pending = Pending()
-            system.register("want", lambda key: WantActor(key, env))
-            # A partition's next message (its settlement) comes a whole job run after its lease: no linger
-            # (5% of a batched backfill, A/B).
-            system.register("partition", lambda key: PartitionActor(key, env), linger=False)
-            system.register("job_run", lambda key: JobRunActor(key, env, execution))
-            system.register("supervisor",
-                            lambda key: Supervisor(key, env, graph, ids, timers, policy, pending),
-                            passivate_after=None, mailbox_size=math.inf)
+            system.register("want", lambda key: WantActor())
+            system.register("partition", lambda key: PartitionActor())
+            system.register("job_run", lambda key: JobRunActor(execution, world))
+            system.register("supervisor", lambda key: Supervisor(key, env, graph, ids, timers, policy, pending),
+                            entity=False, keep=True)
             replayed = elog.last_seq
             rt = Runtime(elog, world, graph, clock, system, hooks, ids, Recovery(replayed, (), (), ()))
             rt._timers = timers
             system.on_escalate = rt._on_escalate
             system.on_crash = rt._on_crash
-            hooks.add_system(rt._system_hook)
+            system.on_commit = rt._on_commit
             # Before anything is leased again: stop what the previous runtime's jobs left running.
             fenced = await execution.fence(world.in_flight_runs())
             lost, requeued = await _recover_runs(system, world)
@@ -490,7 +477,7 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
                                    tuple(w.want_id for w in world.active_wants()), tuple(fenced))
             if lost:
                 log.info("recovered runs", lost=len(lost), requeued=len(requeued), fenced=len(fenced))
-            await system.tell(*SUPERVISOR, Recover())
+            system.tell(*SUPERVISOR, Recover())
             if serve_commands:
                 tg.start_soon(_serve_commands, rt)
             try:
@@ -521,7 +508,7 @@ async def _maybe_log(given: EventLog | None, path: Path, graph: Graph, clock: Cl
 async def _shutdown(rt: Runtime, execution: LocalExecution, timers: Timers, grace: float) -> None:
     """Stop starting runs, cancel the ones in flight, and wait until they are recorded."""
     rt.closing = True
-    await rt.system.tell(*SUPERVISOR, Drain())
+    rt.kernel.tell(*SUPERVISOR, Drain())
     timers.cancel_all()
     with anyio.move_on_after(grace):
         while True:
@@ -530,7 +517,7 @@ async def _shutdown(rt: Runtime, execution: LocalExecution, timers: Timers, grac
                 break
             rt._settled = anyio.Event()
             for run in inflight:
-                await rt.system.tell("job_run", run.job_run_id, CancelRun("the runtime is shutting down"))
+                rt.kernel.tell("job_run", run.job_run_id, CancelRun("the runtime is shutting down"))
             with anyio.move_on_after(0.5):
                 await rt._settled.wait()
     execution.cancel_all("the runtime is shutting down")

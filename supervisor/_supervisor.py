@@ -42,10 +42,11 @@ import msgspec
 
 from actors import (
     Abandon,
-    Actor,
+    Behavior,
     CancelRun,
     Committed,
     CreateWant,
+    Ctx,
     EndWant,
     EntityEnv,
     FailUpstream,
@@ -152,13 +153,14 @@ class Pending:
                 del self.creating[ref]
 
 
-class Supervisor(Actor[Any]):
-    kind = "supervisor"
+class Supervisor(Behavior):
+    """The supervisor's logic: one instance per runtime (replaced after a crash), its indices all derived."""
 
     def __init__(self, key: str, env: EntityEnv, graph: Graph, ids: IdSource, timers: Timers,
                  policy: Policy = "shrink", pending: Pending | None = None) -> None:
-        super().__init__(key)
+        self.key = key
         self.env = env
+        self.kernel = env.kernel
         self.world = env.world
         self.graph = graph
         self.ids = ids
@@ -194,77 +196,77 @@ class Supervisor(Actor[Any]):
         self.children: dict[str, set[str]] = {}  # active want -> its active derived wants
 
     # -- message loop ---------------------------------------------------------------------------------
-    async def handle(self, msg: Any) -> Any:
+    def receive(self, ctx: Ctx, msg: Any) -> Any:
         if isinstance(msg, CommittedBatch):
             for item in msg.items:
-                await self._on_committed(item)
+                self._on_committed(item)
         elif isinstance(msg, Committed):
-            await self._on_committed(msg)
+            self._on_committed(msg)
         elif isinstance(msg, RunEnded):
-            await self._on_run_ended(msg.run)
+            self._on_run_ended(msg.run)
         elif isinstance(msg, Due):
-            await self._on_due(msg)
+            self._on_due(msg)
         elif isinstance(msg, Recover):
-            await self._reconcile()
+            self._reconcile()
         elif isinstance(msg, ActorCrashed):
-            await self._on_crashed(msg)
+            self._on_crashed(msg)
         elif isinstance(msg, GaveUp):
-            await self._on_gave_up(msg)
+            self._on_gave_up(msg)
         elif isinstance(msg, Tick):
             self.tick_pending = False
             if not self.pending.draining:
                 self.to_schedule = False
-                await self._schedule()
+                self._schedule()
         elif isinstance(msg, Drain):
             self.pending.draining = True
             return None
         else:
             raise TypeError(f"supervisor: unexpected message {msg!r}")
-        await self._flush()
+        self._flush()
         return None
 
-    async def _flush(self) -> None:
+    def _flush(self) -> None:
         if self.to_schedule and not self.pending.draining and not self.tick_pending:
             self.tick_pending = True
-            self.env.system.try_tell("supervisor", self.key, Tick())
+            self.kernel.tell("supervisor", self.key, Tick())
         if self.dirty and not self.tick_pending:  # after planning, so a planned ref counts as Building
             dirty, self.dirty = self.dirty, set()
             for want_id in sorted(dirty):
-                await self._sync_want(want_id)
+                self._sync_want(want_id)
 
     # -- committed transitions -----------------------------------------------------------------------
-    async def _on_committed(self, msg: Committed) -> None:
+    def _on_committed(self, msg: Committed) -> None:
         rec = msg.record
         if rec.entity_kind == "partition":
-            await self._on_partition(msg.new, msg.old)
+            self._on_partition(msg.new, msg.old)
         elif rec.entity_kind == "want":
             new: WantState = msg.new
             if msg.old is None:
                 self.pending.forget_want(new.want_id)
-                await self._add_want(new)
+                self._add_want(new)
             elif new.terminal:
-                await self._drop_want(new)
+                self._drop_want(new)
 
-    async def _on_partition(self, st: PartitionState, old: PartitionState | None) -> None:
+    def _on_partition(self, st: PartitionState, old: PartitionState | None) -> None:
         ref = st.ref
         if ref in self.wants_by_ref:
             self._recat(ref)
         status = st.status
         if status is P.LIVE:
-            await self._wake_waiters(ref)
-            await self._wake_static(ref)
+            self._wake_waiters(ref)
+            self._wake_static(ref)
         elif (status is P.FAILED and st.final) or status is P.UPSTREAM_FAILED:
-            await self._fail_waiters(ref, st)
-            await self._fail_static(ref, st)
+            self._fail_waiters(ref, st)
+            self._fail_static(ref, st)
         if status is not P.BUILDING:
-            await self._wake_deferred(ref)
+            self._wake_deferred(ref)
         if status in (P.MISSING, P.TAINTED) and ref in self.wants_by_ref:
             self._enqueue(ref)
 
     # -- wants ----------------------------------------------------------------------------------------
-    async def _add_want(self, want: WantState) -> None:
+    def _add_want(self, want: WantState) -> None:
         if self._index_want(want):
-            await self._plan_want(want)
+            self._plan_want(want)
 
     def _index_want(self, want: WantState) -> bool:
         """Count the want's interest in its refs and arm its timers; False if it is terminal or known already."""
@@ -289,7 +291,7 @@ class Supervisor(Actor[Any]):
             self.timers.call_at(want.created_at + want.sla, Due("sla", wid), now=now)
         return True
 
-    async def _plan_want(self, want: WantState, *, new: bool = True) -> None:
+    def _plan_want(self, want: WantState, *, new: bool = True) -> None:
         """Queue the want's refs that need building; join or re-want the upstreams of those that wait.
 
         ``new``: the want was just created (it plans from committed state, see :meth:`_enqueue`); a reconcile
@@ -301,9 +303,9 @@ class Supervisor(Actor[Any]):
                                                       and ref not in self.retrying):
                 self._enqueue(ref, new_want=new)
             elif st.status is P.UPSTREAM_WAITING:
-                await self._ensure_upstream(st)
+                self._ensure_upstream(st)
 
-    async def _drop_want(self, want: WantState) -> None:
+    def _drop_want(self, want: WantState) -> None:
         wid = want.want_id
         if self.counts.pop(wid, None) is None:
             return
@@ -341,7 +343,7 @@ class Supervisor(Actor[Any]):
             if run is None or run.terminal:
                 continue
             if not any(r in self.wants_by_ref for r in run.partitions):
-                await self.env.system.tell("job_run", run_id, CancelRun(f"no active want needs it any more "
+                self.kernel.tell("job_run", run_id, CancelRun(f"no active want needs it any more "
                                                                         f"(want {wid} {want.status})"))
         children = self.children.pop(wid, set())
         if want.status in (W.CANCELED, W.EXPIRED):
@@ -352,7 +354,7 @@ class Supervisor(Actor[Any]):
                 parents = [self.world.wants.get(p) for p in other.parent_want_ids]
                 if all(p is not None and p.status in (W.CANCELED, W.EXPIRED) for p in parents) and not any(
                         self._needed_by(r) for r in other.refs):
-                    await self.env.system.tell("want", other_id, EndWant("cancel", f"every parent want ended "
+                    self.kernel.tell("want", other_id, EndWant("cancel", f"every parent want ended "
                                                                                    f"({want.status})"))
 
     def _needed_by(self, ref: str, seen: set[str] | None = None) -> list[tuple[str, list[str]]]:
@@ -413,7 +415,7 @@ class Supervisor(Actor[Any]):
             c[new] += 1
             self.dirty.add(wid)
 
-    async def _sync_want(self, wid: str) -> None:
+    def _sync_want(self, wid: str) -> None:
         counts = self.counts.get(wid)
         want = self.world.wants.get(wid)
         if counts is None or want is None or want.terminal:
@@ -445,7 +447,7 @@ class Supervisor(Actor[Any]):
         elif target is W.UPSTREAM_BUILDING:
             refs = self._upstream_of(self._refs_in(want, Cat.WAITING))
         self.sent[wid] = target
-        await self.env.system.tell("want", wid, MoveWant(target, reason, refs))
+        self.kernel.tell("want", wid, MoveWant(target, reason, refs))
 
     def _upstream_of(self, waiting: Iterable[str], limit: int = 50) -> tuple[str, ...]:
         """The upstream refs that the waiting refs wait on (not yet Live), the first ``limit`` of them."""
@@ -508,7 +510,7 @@ class Supervisor(Actor[Any]):
     def _dequeue(self, ref: str) -> None:
         self.queued.discard(ref)  # the stale deque entry is skipped when planning
 
-    async def _schedule(self) -> None:
+    def _schedule(self) -> None:
         for name in sorted(self.queues):
             q = self.queues[name]
             if not q:
@@ -532,13 +534,13 @@ class Supervisor(Actor[Any]):
                         break
                 if not batch:
                     break
-                await self._plan(job.name, tuple(batch), attempt=1, retry_of=None,
+                self._plan(job.name, tuple(batch), attempt=1, retry_of=None,
                                  max_attempts=job.retry.max_attempts, policy=self._policy_of(job))
 
     def _policy_of(self, job: Job) -> str:
         return job.collision_policy or self.graph.default_collision_policy or self.policy
 
-    async def _plan(self, job: str, refs: tuple[str, ...], *, attempt: int, retry_of: str | None,
+    def _plan(self, job: str, refs: tuple[str, ...], *, attempt: int, retry_of: str | None,
                     max_attempts: int, policy: str) -> str:
         run_id = self.ids.next_run()
         wants = sorted({w for r in refs for w in self.wants_by_ref.get(r, ())})
@@ -552,11 +554,11 @@ class Supervisor(Actor[Any]):
         queued = JobRunQueued(job=job, partitions=refs, wants=tuple(wants), attempt=attempt,
                               max_attempts=max_attempts, retry_of=retry_of, policy=policy, reason=reason)
         self.pending.runs[run_id] = queued
-        await self.env.system.tell("job_run", run_id, PlanRun(queued))
+        self.kernel.tell("job_run", run_id, PlanRun(queued))
         return run_id
 
     # -- runs -----------------------------------------------------------------------------------------
-    async def _on_run_ended(self, run: JobRunState) -> None:
+    def _on_run_ended(self, run: JobRunState) -> None:
         rid = run.job_run_id
         self.pending.runs.pop(rid, None)
         if run.status is JobRunStatus.QUEUED:  # deferred: wait until the refused partitions move
@@ -564,7 +566,7 @@ class Supervisor(Actor[Any]):
                 self.deferred.setdefault(ref, set()).add(rid)
             for ref, _holder in run.deferred_on:
                 if self.world.partition(ref).status is not P.BUILDING:
-                    await self._wake_deferred(ref)
+                    self._wake_deferred(ref)
             return
         # Idempotent: a run may be reported twice (its actor recovered after a crash), or after a reconcile that
         # already dropped it from the indices; the bookkeeping below finds nothing to do then, and each effect
@@ -584,7 +586,7 @@ class Supervisor(Actor[Any]):
             self.deferred.get(ref, set()).discard(rid)
         self.to_schedule = True
         if run.status is JobRunStatus.DEP_MISS:
-            await self._on_dep_miss(run)
+            self._on_dep_miss(run)
         elif run.status is JobRunStatus.FAILED and run.will_retry:
             # The partitions it failed and nothing has leased since (a second report finds them leased).
             waiting = [ref for ref in run.partitions if (p := self.world.partition(ref)).status is P.FAILED
@@ -601,7 +603,7 @@ class Supervisor(Actor[Any]):
                 if ref in self.wants_by_ref:
                     self._recat(ref)
 
-    async def _on_dep_miss(self, run: JobRunState) -> None:
+    def _on_dep_miss(self, run: JobRunState) -> None:
         rid = run.job_run_id
         bad: list[tuple[str, str]] = []
         for m in run.missing:
@@ -612,7 +614,7 @@ class Supervisor(Actor[Any]):
         members = self._group_members(run)
         if bad:
             for p in members:
-                await self._tell_partition(p, FailUpstream(f"missing dependency cannot be built: {bad[0][1]}",
+                self._tell_partition(p, FailUpstream(f"missing dependency cannot be built: {bad[0][1]}",
                                                            tuple(b[0] for b in bad)))
             return
         cycle = self._find_cycle(set(members), run.missing)
@@ -620,16 +622,16 @@ class Supervisor(Actor[Any]):
             text = " -> ".join(cycle)
             for member in dict.fromkeys(cycle):
                 if self.world.partition(member).status is P.UPSTREAM_WAITING:
-                    await self._tell_partition(member, FailUpstream(f"dependency cycle: {text}", tuple(cycle)))
+                    self._tell_partition(member, FailUpstream(f"dependency cycle: {text}", tuple(cycle)))
             return
-        await self._track_group(run, members)
+        self._track_group(run, members)
         self._want_refs(run.missing, source=f"job_run:{rid}", parents=run.wants)
 
     def _group_members(self, run: JobRunState) -> list[str]:
         return [p for p in run.partitions if self.world.partition(p).status is P.UPSTREAM_WAITING
                 and self.world.partition(p).waiting_run == run.job_run_id]
 
-    async def _track_group(self, run: JobRunState, members: list[str]) -> None:
+    def _track_group(self, run: JobRunState, members: list[str]) -> None:
         """Wait on the run's missing refs; wake its partitions at once if they are all Live already."""
         rid = run.job_run_id
         if rid in self.groups or not members:
@@ -637,7 +639,7 @@ class Supervisor(Actor[Any]):
         left = {m for m in run.missing if self.world.partition(m).status is not P.LIVE}
         if not left:
             for p in members:
-                await self._tell_partition(p, UpstreamReady())
+                self._tell_partition(p, UpstreamReady())
             return
         self.groups[rid] = left
         for m in left:
@@ -661,12 +663,12 @@ class Supervisor(Actor[Any]):
                 stack.append((nxt, [*path, nxt]))
         return None
 
-    async def _ensure_upstream(self, st: PartitionState) -> None:
+    def _ensure_upstream(self, st: PartitionState) -> None:
         """A wanted partition waits on upstream refs: make sure its group is tracked and its needs wanted."""
         run = self.world.runs.get(st.waiting_run or "")
         if run is None:
             return
-        await self._track_group(run, self._group_members(run))
+        self._track_group(run, self._group_members(run))
         self._want_refs(run.missing, source=f"job_run:{run.job_run_id}", for_refs=(st.ref,))
 
     def _want_refs(self, refs: Iterable[str], *, source: str, parents: Iterable[str] = (),
@@ -694,7 +696,7 @@ class Supervisor(Actor[Any]):
         self._tell_soon("want", want_id, CreateWant(ev))
         return want_id
 
-    async def _wake_waiters(self, ref: str) -> None:
+    def _wake_waiters(self, ref: str) -> None:
         for rid in sorted(self.waiters.pop(ref, ())):
             left = self.groups.get(rid)
             if left is None:
@@ -706,7 +708,7 @@ class Supervisor(Actor[Any]):
                 for p in self._group_members(run):
                     self._tell_soon("partition", p, UpstreamReady())
 
-    async def _fail_waiters(self, ref: str, st: PartitionState) -> None:
+    def _fail_waiters(self, ref: str, st: PartitionState) -> None:
         why = f"upstream {ref} {st.status}: {st.reason}"
         for rid in sorted(self.waiters.pop(ref, ())):
             left = self.groups.pop(rid, None)
@@ -716,9 +718,9 @@ class Supervisor(Actor[Any]):
                 if m != ref:
                     self.waiters.get(m, set()).discard(rid)
             for p in self._group_members(self.world.runs[rid]):
-                await self._tell_partition(p, FailUpstream(why, (ref,)))
+                self._tell_partition(p, FailUpstream(why, (ref,)))
 
-    async def _wake_static(self, ref: str) -> None:
+    def _wake_static(self, ref: str) -> None:
         for r in sorted(self.static_waiters.pop(ref, ())):
             deps = self.static_wait.get(r)
             if deps is None:
@@ -730,38 +732,36 @@ class Supervisor(Actor[Any]):
                 if ref in self.wants_by_ref or r in self.wants_by_ref:
                     self._enqueue(r)
 
-    async def _fail_static(self, ref: str, st: PartitionState) -> None:
+    def _fail_static(self, ref: str, st: PartitionState) -> None:
         for r in sorted(self.static_waiters.pop(ref, ())):
             self.static_wait.pop(r, None)
             self.static_failed[r] = f"static dependency {ref} {st.status}: {st.reason}"
             self._recat(r)
 
-    async def _wake_deferred(self, ref: str) -> None:
+    def _wake_deferred(self, ref: str) -> None:
         for rid in sorted(self.deferred.pop(ref, ())):
-            await self.env.system.tell("job_run", rid, RetryLeases())
+            self.kernel.tell("job_run", rid, RetryLeases())
 
     def _tell_soon(self, kind: str, key: str, msg: Any) -> None:
-        """Tell without waiting (from synchronous code): now if the mailbox has room, else from a task."""
-        if not self.env.system.try_tell(kind, key, msg):
-            self.timers.soon(kind, key, msg)
+        self.kernel.tell(kind, key, msg)
 
-    async def _tell_partition(self, ref: str, msg: Any) -> None:
-        await self.env.system.tell("partition", ref, msg)
+    def _tell_partition(self, ref: str, msg: Any) -> None:
+        self.kernel.tell("partition", ref, msg)
 
     # -- timers ---------------------------------------------------------------------------------------
-    async def _on_due(self, due: Due) -> None:
+    def _on_due(self, due: Due) -> None:
         if due.what == "ttl":
             want = self.world.wants.get(due.key)
             if want is not None and not want.terminal:
-                await self.env.system.tell("want", due.key, EndWant("expire", f"ttl of {want.ttl} s passed"))
+                self.kernel.tell("want", due.key, EndWant("expire", f"ttl of {want.ttl} s passed"))
         elif due.what == "sla":
             want = self.world.wants.get(due.key)
             if want is not None and not want.terminal and want.sla is not None:
-                await self.env.system.tell("want", due.key, MarkSlaMissed(want.sla))
+                self.kernel.tell("want", due.key, MarkSlaMissed(want.sla))
         elif due.what == "retry":
-            await self._retry(due.key)
+            self._retry(due.key)
 
-    async def _retry(self, run_id: str) -> None:
+    def _retry(self, run_id: str) -> None:
         run = self.world.runs.get(run_id)
         if run is None:
             return
@@ -779,30 +779,30 @@ class Supervisor(Actor[Any]):
                     self._enqueue(ref)
             return
         job = self.graph[run.job]
-        await self._plan(run.job, tuple(refs), attempt=run.attempt + 1, retry_of=run_id,
+        self._plan(run.job, tuple(refs), attempt=run.attempt + 1, retry_of=run_id,
                          max_attempts=run.max_attempts, policy=self._policy_of(job))
 
     # -- recovery -------------------------------------------------------------------------------------
-    async def on_restart(self, failed: Any, error: Exception) -> None:
+    def restarted(self, ctx: Ctx, failed: Any, error: Exception) -> None:
         """The supervisor crashed: its indices may be half-updated. Rebuild them all from the World."""
-        await self._reconcile()
-        await self._flush()
+        self._reconcile()
+        self._flush()
 
-    async def _on_crashed(self, msg: ActorCrashed) -> None:
+    def _on_crashed(self, msg: ActorCrashed) -> None:
         world = self.world
         if msg.kind == "want" and msg.key in self.pending.wants and msg.key not in world.wants:
             self.pending.forget_want(msg.key)  # its CreateWant was lost with the crash: want the refs again
         elif msg.kind == "job_run" and msg.key in self.pending.runs and msg.key not in world.runs:
             del self.pending.runs[msg.key]  # its PlanRun was lost: plan the refs again
-        await self._reconcile()
+        self._reconcile()
 
-    async def _on_gave_up(self, msg: GaveUp) -> None:
-        await self._end_given_up(msg)
-        await self._reconcile()
+    def _on_gave_up(self, msg: GaveUp) -> None:
+        self._end_given_up(msg)
+        self._reconcile()
 
-    async def _end_given_up(self, msg: GaveUp) -> None:
+    def _end_given_up(self, msg: GaveUp) -> None:
         """End what depends on an actor the system stopped: nothing else would ever move it (I5)."""
-        system = self.env.system
+        system = self.kernel
         if msg.kind == "job_run":
             run = self.world.runs.get(msg.key)
             if run is not None and not run.terminal:
@@ -811,7 +811,7 @@ class Supervisor(Actor[Any]):
                         self.broken[ref] = msg.reason
                         self._recat(ref)
             system.revive("job_run", msg.key)
-            await system.tell("job_run", msg.key, Abandon(msg.reason))
+            system.tell("job_run", msg.key, Abandon(msg.reason))
         elif msg.kind == "partition":
             if msg.key in self.wants_by_ref:
                 self.broken[msg.key] = msg.reason
@@ -822,9 +822,9 @@ class Supervisor(Actor[Any]):
             system.revive("want", msg.key)
             if want is not None and not want.terminal:
                 self.sent[msg.key] = W.FAILED
-                await system.tell("want", msg.key, MoveWant(W.FAILED, msg.reason, want.refs[:50]))
+                system.tell("want", msg.key, MoveWant(W.FAILED, msg.reason, want.refs[:50]))
 
-    async def _reconcile(self) -> None:
+    def _reconcile(self) -> None:
         """Rebuild every index from the World and the pending intents, then re-derive what must happen next:
         refs to plan, upstreams to want, dependency groups to wait on, deferred runs to wake, retries and want
         timers to arm, runs that ended without settling to settle. Idempotent; O(World)."""
@@ -868,22 +868,22 @@ class Supervisor(Actor[Any]):
         for want in active:
             self._index_want(want)
         for want in active:
-            await self._plan_want(want, new=False)
+            self._plan_want(want, new=False)
         waiting_runs = sorted({p.waiting_run for p in world.partitions.values()
                                if p.status is P.UPSTREAM_WAITING and p.waiting_run})
         for rid in waiting_runs:
             dep_miss = world.runs.get(rid)
             if dep_miss is not None:
-                await self._track_group(dep_miss, self._group_members(dep_miss))
+                self._track_group(dep_miss, self._group_members(dep_miss))
         for ref in sorted(self.deferred):
             if world.partition(ref).status is not P.BUILDING:
-                await self._wake_deferred(ref)
+                self._wake_deferred(ref)
         stranded = sorted({p.lease for p in world.partitions.values() if p.status is P.BUILDING and p.lease
                            and (world.runs.get(p.lease) is None or world.runs[p.lease].terminal)})
         for rid in stranded:  # ended without settling its partitions (a crash in between): settle them now
             if rid in world.runs:
                 self._tell_soon("job_run", rid, Reconcile())
         for kind in ("want", "job_run", "partition"):  # stopped while its GaveUp could not reach us
-            for key, why in sorted(self.env.system.stopped(kind).items()):
-                await self._end_given_up(GaveUp(kind, key, f"wantbuild gave up on {kind} {key}: {why}"))
+            for key, why in sorted(self.kernel.stopped(kind).items()):
+                self._end_given_up(GaveUp(kind, key, f"wantbuild gave up on {kind} {key}: {why}"))
         self.to_schedule = True

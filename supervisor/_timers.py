@@ -6,17 +6,18 @@ closes. Timers are keyed by their message, so re-arming the same (what, key) rep
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Hashable
 from typing import Any
 
 import anyio
 import anyio.abc
 
-from actors import ActorSystem, Clock
+from actors import ActorSystemClosed, Clock, Kernel
 
 
 class Timers:
-    def __init__(self, tg: anyio.abc.TaskGroup, system: ActorSystem, clock: Clock,
+    def __init__(self, tg: anyio.abc.TaskGroup, system: Kernel, clock: Clock,
                  target: tuple[str, str] = ("supervisor", "supervisor")) -> None:
         self._tg = tg
         self._system = system
@@ -38,7 +39,8 @@ class Timers:
                 await self._clock.sleep(delay)
             if self._scopes.get(msg) is scope:
                 del self._scopes[msg]
-            await self._system.tell(*self._target, msg)
+            with contextlib.suppress(ActorSystemClosed):  # the runtime stopped as the timer fired
+                self._system.tell(*self._target, msg)
 
     def cancel(self, msg: Hashable) -> None:
         scope = self._scopes.pop(msg, None)
@@ -69,8 +71,8 @@ class Timers:
 
     async def _tell(self, scope: anyio.CancelScope, kind: str, key: str, msg: Any) -> None:
         try:
-            with scope:
-                await self._system.tell(kind, key, msg)
+            with scope, contextlib.suppress(ActorSystemClosed):
+                self._system.tell(kind, key, msg)
         finally:
             self._soon.discard(scope)
 

@@ -229,6 +229,7 @@ async def test_abort_during_a_batch_rolls_it_back(tmp_path: Path) -> None:
     """An abort while a batch is being written rolls that batch back; its appenders are told."""
     path = tmp_path / "log.db"
     async with open_log(path) as log:
+        log._inline_rows = 0  # every batch through the connection's thread: a batch that is in flight
         await log.append("thing", "a", 0, ThingCreated(name="a"))
         appends = [asyncio.ensure_future(log.append("thing", f"b{i}", 0, ThingCreated(name="b"))) for i in range(50)]
         # Poll the writer's private queue until it has taken the batch: that moment is what is tested.

@@ -1,0 +1,1026 @@
+"""The actor kernel: every actor is a mailbox and a state, run by one dispatcher, persisted by group commit.
+
+The runtime's actors (one per Want, Partition and JobRun, and the supervisor) are not tasks. An actor is a
+**cell**: a mailbox, the actor's committed state (kept in the :class:`~actors.World`), and the progress of what
+it is in the middle of. Its logic is a :class:`Behavior` whose handlers are plain functions: given the cell
+(:class:`Ctx`) and a message they return the reply, after saying through the cell what else must happen::
+
+    def receive(self, ctx: Ctx, msg: Any) -> Any:
+        if isinstance(msg, RequestLease) and ctx.state.status in LEASABLE:
+            st = ctx.persist(PartitionBuilding(job_run_id=msg.job_run_id))  # checked now, adopted at commit
+            return LeaseReply(True, ctx.key, st.status, msg.job_run_id, st.generation)  # sent after commit
+
+One **dispatcher** (a loop callback, no task) runs the handlers of every actor that has a message, many actors
+per loop iteration. What the handlers of one pass persist goes into the log together (one group commit); when
+that commit lands, the kernel adopts each actor's new state, tells the runtime once for the whole batch
+(``on_commit``), runs the user hooks, and only then releases what the handlers said: replies, tells, asks and
+continuations. **Nothing anyone is told comes before its commit** (write-ahead). An actor whose persist is in
+flight, or that waits for the replies of its asks, keeps its next messages in its mailbox (they are *stashed*)
+until that is over, so an actor handles one thing at a time, in order, as a task-per-actor design would.
+
+A flow of several steps (take 500 leases, then start the job; record the outcome, then settle the partitions,
+then report) is written as steps chained by :meth:`Ctx.then` and :meth:`Ctx.ask_many`, its progress kept in
+the cell (``ctx.scratch``), never persisted: after a crash :meth:`Behavior.restarted` re-derives it from the
+committed state. An ask to many actors travels as one envelope (:class:`_Gather`); each of them handles its
+part with its own state machine and persists its own event.
+
+Supervision is the generic actor system's: a handler that raises loses its message (an asker gets the error),
+the cell's transient progress is dropped, ``on_crash`` is called, and the actor restarts in place: a fresh
+behaviour (for the kinds that have one per key) and :meth:`Behavior.restarted`, before the rest of its mailbox.
+More than ``max_restarts`` crashes within ``restart_window`` seconds stop it: asks to it raise
+:class:`~actors.ActorStopped`, tells are dropped with a warning, and ``on_escalate`` is called until
+:meth:`Kernel.revive`. A batch that fails to commit fails every append in it: each actor concerned crashes (its
+asker gets the :class:`~eventlog.CommitError`) and restarts.
+
+Memory follows the active actors: a cell exists while it has messages, a commit in flight or asks out, and is
+dropped as soon as it is idle (its state stays in the World). Only a kind registered with ``keep=True`` (the
+supervisor) keeps its cell and behaviour instance.
+
+Design notes (measured, see ``docs/performance.md`` and ``docs/decisions.md``, "The actor kernel"): a task per
+activation cost ~10 us per message and a commit wait per persist; here a message costs a deque append and a
+handler call, a persist a future from the log, and a whole pass one callback when its commit lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import math
+import time
+import types
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+import anyio
+import anyio.abc
+
+from eventlog import CommitError, Event, EventLog, Record, WantbuildError, get_logger
+
+from ._actor import ActorFailure, ActorStopped, ActorSystemClosed, AskTimeout, UnknownActorKind
+from ._clock import Clock
+from ._faults import Faults
+from ._world import APPLY, World
+
+__all__ = ["Behavior", "Committed", "Ctx", "Hook", "Hooks", "Kernel", "KernelStats"]
+
+log = get_logger("wantbuild.actors")
+
+Hook = Callable[[Record, Any, Any], Any]
+"""``hook(record, old_state, new_state)``: called after a committed transition (may return an awaitable)."""
+
+_FREE: Final = 0
+_COMMIT: Final = 1  # a persist is in flight
+_GATHER: Final = 2  # asks are out; the cell waits for every reply
+_HOOKS: Final = 3  # committed; the cell waits for its async user hooks
+
+_BUDGET: Final = 4000
+"""Handler steps one dispatcher pass runs before it lets the loop go round (the log's writer starts committing
+what the pass persisted so far: the database works while the next pass computes)."""
+
+
+class _Cont:
+    """Marks a continuation in a mailbox: ``(_CONT, fn, arg)`` runs ``fn(ctx, arg)`` as the flow's next step."""
+
+
+_CONT: Final[Any] = _Cont()
+_UNSET: Final[Any] = object()
+
+
+class Committed:
+    """One committed transition, as the runtime is told of it: the record, the state before and after."""
+
+    __slots__ = ("new", "old", "record")
+
+    def __init__(self, record: Record, old: Any, new: Any) -> None:
+        self.record = record
+        self.old = old
+        self.new = new
+
+    def __repr__(self) -> str:
+        return f"Committed({self.record!r}, {self.old!r}, {self.new!r})"
+
+
+class Hooks:
+    """User hooks, run after each committed transition, in commit order.
+
+    A hook that raises is logged and never affects the state or the other hooks. A hook may return an
+    awaitable (a coroutine function): the actor that committed then waits for it, in order, before anything
+    else it does (its reply, its messages, its next step), as an actor awaiting its hooks would; other actors
+    are not held.
+    """
+
+    def __init__(self, faults: Faults | None = None) -> None:
+        self._user: list[Hook] = []
+        self.faults = faults
+
+    def __bool__(self) -> bool:
+        return bool(self._user)
+
+    def add(self, hook: Hook) -> Callable[[], None]:
+        """Register a user hook; returns a function that removes it."""
+        self._user.append(hook)
+
+        def remove() -> None:
+            if hook in self._user:
+                self._user.remove(hook)
+
+        return remove
+
+    def run(self, rec: Record, old: Any, new: Any, waits: list[tuple[Hook, Record, Any]]) -> None:
+        """Call every hook on one transition; the awaitables they return are appended to ``waits``."""
+        faults = self.faults
+        for hook in self._user:
+            try:
+                if faults is not None:
+                    faults.check("hook", rec.entity_kind, rec.entity_id, rec.event.event_name)
+                res = hook(rec, old, new)
+                if res is not None and inspect.isawaitable(res):
+                    waits.append((hook, rec, res))
+            except Exception as e:
+                _hook_failed(hook, rec, e)
+
+
+async def _await_hooks(waits: list[tuple[Hook, Record, Any]]) -> None:
+    for hook, rec, res in waits:
+        try:
+            await res
+        except Exception as e:
+            _hook_failed(hook, rec, e)
+
+
+def _hook_failed(hook: Hook, rec: Record, e: Exception) -> None:
+    # "event" is structlog's positional message: the event's name goes in as event_type.
+    log.error("user hook failed", hook=getattr(hook, "__qualname__", repr(hook)), seq=rec.seq,
+              entity_kind=rec.entity_kind, entity_id=rec.entity_id, event_type=rec.event.event_name, exc_info=e)
+
+
+class Behavior:
+    """The logic of one actor kind: subclass and implement :meth:`receive`.
+
+    Entity kinds (``Kernel.register(..., entity=True)``) share one instance for all their keys: keep nothing
+    per key on ``self`` (the state is ``ctx.state``, transient progress ``ctx.scratch``). A kind registered
+    with ``keep=True`` gets one instance per key that lives as long as the kernel, replaced after a crash.
+    """
+
+    reply_errors: ClassVar[tuple[type[Exception], ...]] = ()
+    """Exceptions a handler raises as answers: the asker gets them and the actor does not crash."""
+
+    def receive(self, ctx: Ctx, msg: Any) -> Any:
+        """Handle one message. The return value is the reply to an ask (after the commit of what the handler
+        persisted), unless the handler chained a next step (:meth:`Ctx.then`, :meth:`Ctx.ask_many`): the
+        flow's last step then gives the reply."""
+        raise NotImplementedError(f"{type(self).__name__}.receive")
+
+    def restarted(self, ctx: Ctx, failed: Any, error: Exception) -> Any:
+        """After a crash, before the next message: re-derive from ``ctx.state`` what the lost message (``failed``,
+        ``None`` when a restart itself crashed) or the interrupted flow was doing. It is a step like any other."""
+        return None
+
+
+class _Kind:
+    __slots__ = ("activations", "apply", "cells", "crash_log", "crash_log_swept", "crashes", "entity", "factory",
+                 "keep", "name", "reply_errors", "restarts", "shared", "stopped", "table")
+
+    def __init__(self, name: str, factory: Callable[[str], Behavior], entity: bool, keep: bool,
+                 table: dict[str, Any] | None) -> None:
+        self.name = name
+        self.factory = factory
+        self.entity = entity
+        self.keep = keep
+        self.shared: Behavior | None = factory("") if entity else None
+        self.reply_errors: tuple[type[Exception], ...] = (
+            type(self.shared).reply_errors if self.shared is not None else ())
+        self.cells: dict[str, Ctx] = {}
+        self.stopped: dict[str, tuple[str, ActorFailure | None]] = {}
+        self.crash_log: dict[str, deque[float]] = {}
+        self.crash_log_swept = 0
+        self.apply = APPLY.get(name) if entity else None
+        self.table = table
+        self.activations = 0
+        self.crashes = 0
+        self.restarts = 0
+
+
+class _Gather:
+    """One ask to many actors (or one): the replies in request order, then the asker's next step."""
+
+    __slots__ = ("cell", "epoch", "fn", "left", "replies")
+
+    def __init__(self, cell: Ctx, fn: Callable[[Ctx, Any], Any], n: int) -> None:
+        self.cell = cell
+        self.epoch = cell.epoch
+        self.fn = fn
+        self.left = n
+        self.replies: list[Any] = [None] * n
+
+
+class Ctx:
+    """One actor's cell, and what its handler sees of it: ``key``, ``state``, ``scratch`` and the effects.
+
+    Every effect a step asks for (:meth:`persist`, :meth:`tell`, :meth:`ask_many`, :meth:`then`) happens only
+    if the step returns normally; if it persisted anything, only after that commit.
+    """
+
+    # Class-level defaults rather than __slots__: a cell is made for every message to an idle actor, and four
+    # assignments cost half of twenty (measured); the rest are set when first used.
+    blocked: int = _FREE
+    queued: bool = False
+    epoch: int = 0
+    pending: Any = _UNSET
+    events: list[tuple[Event, Any, Any, float, int]] | None = None
+    outbox: list[tuple[str, str, Any]] | None = None
+    nxt: Any = None
+    futs: list[asyncio.Future[Record]] | None = None
+    rvalue: Any = None
+    rtarget: Any = None
+    ridx: int = 0
+    ftarget: Any = None  # the reply target of the flow in progress (carried across continuations)
+    fidx: int = 0
+    scratch: Any = None
+    crashes: deque[float] | None = None
+
+    def __init__(self, kernel: Kernel, kind: _Kind, key: str) -> None:
+        self.kernel = kernel
+        self.kind = kind
+        self.key = key
+        shared = kind.shared
+        self.obj: Behavior = shared if shared is not None else kind.factory(key)
+        self.mbox: deque[tuple[Any, Any, Any]] = deque()
+        if kind.crash_log:
+            self.crashes = kind.crash_log.pop(key, None)
+
+    def __repr__(self) -> str:
+        return f"<Ctx {self.kind.name} {self.key!r}>"
+
+    # -- what a handler reads ------------------------------------------------------------------------------
+    @property
+    def state(self) -> Any:
+        """The entity's state: committed, or as this step's persists leave it. ``None`` if it has none."""
+        if self.pending is not _UNSET:
+            return self.pending
+        table = self.kind.table
+        return None if table is None else table.get(self.key)
+
+    @property
+    def name(self) -> str:
+        """The actor's kind."""
+        return self.kind.name
+
+    # -- what a handler asks for ---------------------------------------------------------------------------
+    def persist(self, event: Event) -> Any:
+        """Check ``event`` against the state machine now (an illegal one raises ``IllegalTransition`` and
+        nothing is written) and return the state it leads to; it is appended when the step ends and adopted
+        when it commits."""
+        k = self.kind
+        apply = k.apply
+        if apply is None:
+            raise TypeError(f"actor kind {k.name!r} is not an entity kind: it has no events to persist")
+        old = self.state
+        seq = 0 if old is None else old.entity_seq
+        kernel = self.kernel
+        at = kernel.now()
+        new = apply(old, event, self.key, at, seq + 1)
+        faults = kernel.faults
+        if faults is not None and faults.hit("commit", k.name, self.key, event.event_name):
+            raise CommitError(f"injected fault: the batch holding {event.event_name} of {k.name} {self.key} "
+                              f"did not commit")
+        events = self.events
+        if events is None:
+            self.events = [(event, old, new, at, seq)]
+        else:
+            events.append((event, old, new, at, seq))
+        self.pending = new
+        return new
+
+    def tell(self, kind: str, key: str, msg: Any) -> None:
+        """Send ``msg`` once this step is over (after its commit, if it persisted anything)."""
+        if self.outbox is None:
+            self.outbox = [(kind, key, msg)]
+        else:
+            self.outbox.append((kind, key, msg))
+
+    def ask_many(self, kind: str, requests: Sequence[tuple[str, Any]], then: Callable[[Ctx, Any], Any]) -> None:
+        """Ask each ``(key, message)`` once this step is over, then run ``then(ctx, replies)``: the replies in
+        request order, an exception in the place of a request that failed (the actor stopped, it crashed on it,
+        an injected ask timeout). The actor handles nothing else meanwhile."""
+        if self.nxt is not None:
+            raise RuntimeError(f"{self!r}: one next step per step (ask_many after then/ask_many)")
+        self.nxt = (kind, requests, then)
+
+    def then(self, fn: Callable[[Ctx, Any], Any], arg: Any = None) -> None:
+        """Run ``fn(ctx, arg)`` as the flow's next step, before any other message (after this step's commit)."""
+        if self.nxt is not None:
+            raise RuntimeError(f"{self!r}: one next step per step (then after then/ask_many)")
+        self.nxt = (fn, arg)
+
+
+@dataclass(frozen=True, slots=True)
+class KernelStats:
+    """Counters of the kernel: cells alive, messages waiting, per kind activations, crashes, stops."""
+
+    active: int
+    mailbox_depth: int
+    activations: dict[str, int]
+    crashes: dict[str, int]
+    stopped: dict[str, int]
+
+
+_NEW, _OPEN, _CLOSED = range(3)
+
+
+class Kernel:
+    """Runs the actors of every registered kind: an async context manager (one anyio task group, for the
+    async user hooks and for errors no actor handles).
+
+    ``on_commit(batch)`` is told once per landed commit with every transition in it (:class:`Committed`, in
+    commit order); ``on_crash(kind, key, message, error)`` for every crash; ``on_escalate(failure)`` when an
+    actor is stopped after repeated crashes (with none, that is fatal).
+    """
+
+    def __init__(self, log_: EventLog | None, world: World, clock: Clock, *, hooks: Hooks | None = None,
+                 faults: Faults | None = None, max_restarts: int = 3, restart_window: float = 60.0,
+                 ask_timeout: float | None = 30.0,
+                 on_commit: Callable[[list[Committed]], None] | None = None,
+                 on_crash: Callable[[str, str, Any, Exception], None] | None = None,
+                 on_escalate: Callable[[ActorFailure], None] | None = None) -> None:
+        if max_restarts < 0:
+            raise ValueError(f"max_restarts must be >= 0, not {max_restarts!r}")
+        if not restart_window > 0:
+            raise ValueError(f"restart_window must be > 0, not {restart_window!r}")
+        self.log = log_
+        self.world = world
+        self.clock = clock
+        self.now = clock.now
+        self.hooks = hooks if hooks is not None else Hooks(faults)
+        self.faults = faults
+        self.max_restarts = max_restarts
+        self.restart_window = restart_window
+        self.ask_timeout = ask_timeout
+        self.on_commit = on_commit
+        self.on_crash = on_crash
+        self.on_escalate = on_escalate
+        self._kinds: dict[str, _Kind] = {}
+        self._ready: deque[Ctx] = deque()
+        self._flight: list[Ctx] = []
+        self._in_flight = 0  # cells whose commit has not landed
+        self._running = False
+        self._scheduled = False
+        self._state = _NEW
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._fatal_count = 0
+        self._externals: set[asyncio.Future[Any]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    async def __aenter__(self) -> Kernel:
+        if self._state != _NEW:
+            raise RuntimeError("a Kernel can be entered only once")
+        self._loop = asyncio.get_running_loop()
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        self._state = _OPEN
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: types.TracebackType | None) -> None:
+        tg = self._tg
+        try:
+            await self.aclose()
+        finally:
+            if tg is not None:
+                self._tg = None
+                tg.cancel_scope.cancel()
+                if self._fatal_count:
+                    await tg.__aexit__(exc_type, exc, tb)
+                else:
+                    await tg.__aexit__(None, None, None)
+
+    async def aclose(self) -> None:
+        """Stop: nothing more is handled or released; asks waiting anywhere raise ``ActorSystemClosed``.
+        A commit that lands later changes nothing (as after a crash, the log has it and the World does not)."""
+        if self._state == _CLOSED:
+            return
+        self._state = _CLOSED
+        err = ActorSystemClosed("the actor kernel is closed (the runtime is shutting down or crashed)")
+        for k in self._kinds.values():
+            for cell in k.cells.values():
+                for _msg, target, _idx in cell.mbox:
+                    if isinstance(target, asyncio.Future) and not target.done():
+                        target.set_exception(err)
+                cell.mbox.clear()
+                for target in (cell.rtarget, cell.ftarget):
+                    if isinstance(target, asyncio.Future) and not target.done():
+                        target.set_exception(err)
+            k.cells.clear()
+        for fut in list(self._externals):
+            if not fut.done():
+                fut.set_exception(err)
+        self._externals.clear()
+        self._ready.clear()
+        self._flight.clear()
+        await anyio.lowlevel.checkpoint()
+
+    @property
+    def closed(self) -> bool:
+        return self._state != _OPEN
+
+    # -- registration ----------------------------------------------------------------------------------------
+    def register(self, kind: str, factory: Callable[[str], Behavior], *, entity: bool = True,
+                 keep: bool = False) -> None:
+        """Register ``kind``. ``factory(key)`` makes its behaviour: called once for an entity kind (its instance
+        is shared), per activation and after each crash otherwise. ``entity``: its state lives in the World and
+        changes only through :meth:`Ctx.persist`. ``keep``: its cells are never dropped when idle."""
+        if kind in self._kinds:
+            raise ValueError(f"actor kind {kind!r} is already registered")
+        table = self.world._tables.get(kind) if entity else None
+        if entity and table is None:
+            raise ValueError(f"{kind!r} is not an entity kind of the World")
+        self._kinds[kind] = _Kind(kind, factory, entity, keep, table)
+
+    def _kind(self, kind: str) -> _Kind:
+        try:
+            return self._kinds[kind]
+        except KeyError:
+            raise UnknownActorKind(f"no actor kind {kind!r} is registered "
+                                   f"(registered: {', '.join(sorted(self._kinds)) or 'none'})") from None
+
+    # -- messaging from outside --------------------------------------------------------------------------------
+    def tell(self, kind: str, key: str, msg: Any) -> None:
+        """Put ``msg`` in the mailbox of ``(kind, key)`` (it is handled at the loop's next turn). A tell to a
+        stopped actor is dropped with a warning; ``ActorSystemClosed`` once the kernel is closed."""
+        if self._state != _OPEN:
+            raise self._closed_error()
+        self._send(self._kind(kind), key, msg, None, 0)
+        self._kick()
+
+    def try_tell(self, kind: str, key: str, msg: Any) -> bool:
+        """:meth:`tell` for callers written for bounded mailboxes: the kernel's never refuse (always ``True``)."""
+        self.tell(kind, key, msg)
+        return True
+
+    async def ask(self, kind: str, key: str, msg: Any, *, timeout: float | object | None = _UNSET) -> Any:
+        """Send ``msg`` and return the reply, once what its handling persisted is committed; re-raise what the
+        handler raised (or the commit's ``CommitError``). ``AskTimeout`` after ``timeout`` seconds (default: the
+        kernel's ``ask_timeout``; the message is still handled), ``ActorStopped``, ``ActorSystemClosed``."""
+        if self._state != _OPEN:
+            raise self._closed_error()
+        k = self._kind(kind)
+        stopped = k.stopped.get(key)
+        if stopped is not None:
+            err = _stopped_error(k, key, stopped)
+            raise err from err.__cause__
+        loop = self._loop
+        assert loop is not None
+        fut: asyncio.Future[Any] = loop.create_future()
+        faults = self.faults
+        if faults is not None and faults.hit("ask_timeout", kind, key, type(msg).__name__):
+            self._send(k, key, msg, None, 0)  # delivered, its reply never awaited: as a real timeout
+            self._kick()
+            raise AskTimeout(kind, key, type(msg).__name__, 0.0)
+        self._send(k, key, msg, fut, 0)
+        self._externals.add(fut)
+        self._kick()
+        t = self.ask_timeout if timeout is _UNSET else timeout
+        try:
+            if t is None:
+                return await fut
+            assert isinstance(t, int | float)
+            try:
+                async with asyncio.timeout(t):
+                    return await asyncio.shield(fut)
+            except TimeoutError:
+                if fut.done():
+                    return fut.result()
+                fut.add_done_callback(_retrieve)
+                raise AskTimeout(kind, key, type(msg).__name__, t) from None
+        finally:
+            self._externals.discard(fut)
+
+    # -- control -----------------------------------------------------------------------------------------------
+    def revive(self, kind: str, key: str) -> None:
+        """Re-enable a stopped actor, forgetting its crash history; its next message activates it."""
+        k = self._kind(kind)
+        k.stopped.pop(key, None)
+        k.crash_log.pop(key, None)
+
+    def is_stopped(self, kind: str, key: str) -> bool:
+        return key in self._kind(kind).stopped
+
+    def stopped(self, kind: str) -> dict[str, str]:
+        """The stopped keys of ``kind`` with why each was stopped (until :meth:`revive`)."""
+        return {key: why for key, (why, _f) in self._kind(kind).stopped.items()}
+
+    def is_active(self, kind: str, key: str) -> bool:
+        return key in self._kind(kind).cells
+
+    def active_count(self, kind: str | None = None) -> int:
+        if kind is None:
+            return sum(len(k.cells) for k in self._kinds.values())
+        return len(self._kind(kind).cells)
+
+    def busy(self) -> bool:
+        """Whether anything is waiting: a message, a step, a commit, replies (the supervisor's idle cell aside)."""
+        if self._ready or self._scheduled or self._running or self._in_flight or self._flight:
+            return True
+        return any(c.mbox or c.blocked for k in self._kinds.values() for c in k.cells.values())
+
+    def stats(self) -> KernelStats:
+        cells = [c for k in self._kinds.values() for c in k.cells.values()]
+        return KernelStats(len(cells), sum(len(c.mbox) for c in cells),
+                           {n: k.activations for n, k in self._kinds.items()},
+                           {n: k.crashes for n, k in self._kinds.items()},
+                           {n: len(k.stopped) for n, k in self._kinds.items()})
+
+    # -- the dispatcher ----------------------------------------------------------------------------------------
+    def _closed_error(self) -> ActorSystemClosed:
+        return ActorSystemClosed("the actor kernel is not running " + (
+            "(enter it first: `async with Kernel(...)`)" if self._state == _NEW else "(it is closing or closed)"))
+
+    def _kick(self) -> None:
+        if not self._scheduled and not self._running:
+            self._scheduled = True
+            loop = self._loop
+            assert loop is not None
+            loop.call_soon(self._dispatch)
+
+    def _send(self, k: _Kind, key: str, msg: Any, target: Any, idx: int) -> None:
+        """Queue ``(msg, reply target)`` for ``(k, key)``, making a cell if there is none."""
+        cell = k.cells.get(key)
+        if cell is None:
+            if k.stopped:
+                stopped = k.stopped.get(key)
+                if stopped is not None:
+                    if target is None:
+                        log.warning("tell to a stopped actor dropped", actor_kind=k.name, actor_key=key,
+                                    message_type=type(msg).__name__, reason=stopped[0])
+                    else:
+                        self._resolve_error(target, idx, _stopped_error(k, key, stopped))
+                    return
+            cell = k.cells[key] = Ctx(self, k, key)
+            k.activations += 1
+            cell.mbox.append((msg, target, idx))
+            cell.queued = True
+            self._ready.append(cell)
+            return
+        cell.mbox.append((msg, target, idx))
+        if not cell.queued and not cell.blocked:
+            cell.queued = True
+            self._ready.append(cell)
+
+    def _dispatch(self) -> None:
+        """One pass: run the ready cells' steps (up to the budget), then hand the pass's appends to the log."""
+        self._scheduled = False
+        if self._running or self._state != _OPEN:
+            return
+        self._running = True
+        try:
+            ready = self._ready
+            budget = _BUDGET
+            while ready and budget > 0:
+                cell = ready.popleft()
+                cell.queued = False
+                budget -= self._drain(cell)
+        finally:
+            self._running = False
+            if self._flight:
+                self._launch()
+            if self._ready and self._state == _OPEN:
+                self._kick()
+
+    def _drain(self, cell: Ctx) -> int:
+        """Run the cell's messages until its mailbox is empty or it blocks; drop it if it is then idle."""
+        mbox = cell.mbox
+        steps = 0
+        faults = self.faults
+        while mbox and not cell.blocked:
+            msg, target, idx = mbox.popleft()
+            steps += 1
+            if msg is _CONT:  # the flow's next step: (_CONT, fn, arg), replying to the flow's asker
+                fn, arg, target, idx = target, idx, cell.ftarget, cell.fidx
+                msg = None
+            else:
+                if faults is not None:
+                    try:
+                        faults.check("handler", cell.kind.name, cell.key, type(msg).__name__)
+                    except Exception as exc:
+                        self._resolve_error(target, idx, exc)
+                        self._crash(cell, msg, exc)
+                        continue
+                fn, arg = cell.obj.receive, msg
+            try:
+                value = fn(cell, arg)
+            except Exception as exc:
+                self._step_failed(cell, msg, exc, target, idx)
+                continue
+            if cell.events:
+                cell.rvalue = value
+                cell.rtarget = target
+                cell.ridx = idx
+                self._persist(cell)
+                break
+            if cell.outbox is not None or cell.nxt is not None:
+                self._after(cell, value, target, idx)
+            else:
+                if msg is None:
+                    cell.ftarget = None
+                if target is not None:
+                    self._resolve(target, idx, value)
+        if not mbox and not cell.blocked and not cell.kind.keep:
+            self._drop(cell)  # idle: memory follows the active actors
+        return steps
+
+    def _drop(self, cell: Ctx) -> None:
+        """Forget an idle cell (its state is in the World), keeping its recent crash times: a poison message
+        must not dodge the restart limit because the actor went idle in between. Bounded: stale entries are
+        swept whenever the crash log has doubled since the last sweep."""
+        k = cell.kind
+        if k.cells.get(cell.key) is cell:
+            del k.cells[cell.key]
+        history = cell.crashes
+        if history:
+            horizon = time.monotonic() - self.restart_window
+            if history[-1] >= horizon:
+                log_ = k.crash_log
+                log_[cell.key] = history
+                if len(log_) > 2 * k.crash_log_swept + 64:
+                    for stale in [key for key, h in log_.items() if h[-1] < horizon]:
+                        del log_[stale]
+                    k.crash_log_swept = len(log_)
+
+    def _step_failed(self, cell: Ctx, msg: Any, exc: Exception, target: Any, idx: int) -> None:
+        """A handler step raised: nothing it asked for happens; its asker gets the error; the actor crashes
+        (unless ``exc`` is one of the kind's answers to a message)."""
+        cell.events = None
+        cell.outbox = None
+        cell.nxt = None
+        cell.pending = _UNSET
+        self._resolve_error(target, idx, exc)
+        if msg is not None and isinstance(exc, cell.kind.reply_errors):
+            if target is None:
+                log.warning("tell failed", actor_kind=cell.kind.name, actor_key=cell.key,
+                            message_type=type(msg).__name__, error=repr(exc))
+            return
+        self._crash(cell, msg, exc)
+
+    def _persist(self, cell: Ctx) -> None:
+        """Hand the step's events to the log; the cell waits for their commit."""
+        name, key = cell.kind.name, cell.key
+        log_ = self.log
+        assert log_ is not None
+        assert cell.events is not None
+        submit = log_.submit
+        futs: list[asyncio.Future[Record]] = []
+        try:
+            for ev, _old, _new, at, seq in cell.events:
+                futs.append(submit(name, key, seq, ev, at))
+        except Exception as exc:  # the log is closed or failed: as a commit that failed
+            for fut in futs:
+                fut.add_done_callback(_retrieve)
+            cell.events = None
+            self._fail_step(cell, exc)
+            return
+        cell.futs = futs
+        cell.blocked = _COMMIT
+        self._flight.append(cell)
+
+    def _launch(self) -> None:
+        """Watch for the commit of this pass's appends: one callback on the pass's last future."""
+        flight, self._flight = self._flight, []
+        self._in_flight += len(flight)
+        last: list[asyncio.Future[Record]] = flight[-1].futs  # type: ignore[assignment]
+        last[-1].add_done_callback(lambda _f: self._landed(flight))
+
+    def _landed(self, flight: list[Ctx]) -> None:
+        """The commit holding a pass's appends has landed: adopt, tell the runtime, run hooks, then release."""
+        for cell in flight:  # a batch failed before its last future resolved: wait for them all
+            assert cell.futs is not None
+            for fut in cell.futs:
+                if not fut.done():
+                    fut.add_done_callback(lambda _f: self._landed(flight))
+                    return
+        self._in_flight -= len(flight)
+        if self._state != _OPEN:
+            for cell in flight:
+                for fut in cell.futs or ():
+                    fut.exception()  # retrieved: a crash drops them
+            return
+        world = self.world
+        hooks = self.hooks if self.hooks else None
+        faults = self.faults
+        notify = self.on_commit is not None
+        plain = faults is None and hooks is None
+        batch: list[Committed] = []
+        failed: list[tuple[Ctx, Exception]] = []
+        held: dict[int, list[tuple[Hook, Record, Any]]] = {}
+        last, last_at = world.last_seq, world.last_at
+        for cell in flight:
+            # Set for every cell in a flight (entity kinds only persist): no asserts in this loop.
+            table: dict[str, Any] = cell.kind.table  # type: ignore[assignment]
+            futs: list[asyncio.Future[Record]] = cell.futs  # type: ignore[assignment]
+            events: list[tuple[Event, Any, Any, float, int]] = cell.events  # type: ignore[assignment]
+            key = cell.key
+            error: BaseException | None = None
+            if plain and len(futs) == 1:  # the common case, kept short
+                fut = futs[0]
+                error = fut.exception()
+                if error is None:
+                    rec = fut.result()
+                    new = events[0][2]
+                    table[key] = new
+                    if rec.seq > last:
+                        last, last_at = rec.seq, rec.at
+                    if notify:
+                        batch.append(Committed(rec, events[0][1], new))
+            else:
+                waits: list[tuple[Hook, Record, Any]] = []
+                for fut, (_ev, old, new, _at, _seq) in zip(futs, events, strict=True):
+                    exc = fut.exception()
+                    if exc is not None:
+                        error = exc
+                        break
+                    rec = fut.result()
+                    table[key] = new
+                    if rec.seq > last:
+                        last, last_at = rec.seq, rec.at
+                    lost = False
+                    if faults is not None and error is None:
+                        try:
+                            faults.check("notify", cell.kind.name, key, rec.event.event_name)
+                        except Exception as e:  # the notification is lost; the actor crashes after its commit
+                            error = e
+                            lost = True
+                    if notify and not lost:
+                        batch.append(Committed(rec, old, new))
+                    if hooks is not None:
+                        hooks.run(rec, old, new, waits)
+                if waits:
+                    held[id(cell)] = waits
+            cell.futs = None
+            cell.events = None
+            cell.pending = _UNSET
+            cell.blocked = _FREE
+            if error is not None:
+                failed.append((cell, error if isinstance(error, Exception) else CommitError(repr(error))))
+        world.last_seq, world.last_at = last, last_at
+        if batch and self.on_commit is not None:
+            try:
+                self.on_commit(batch)
+            except Exception as exc:  # a bug in the runtime's notification: every actor of the batch recovers
+                log.error("commit notification failed", exc_info=exc)
+                seen = {id(c) for c, _ in failed}
+                failed += [(c, exc) for c in flight if id(c) not in seen]
+        crashed: set[int] = set()
+        for cell, err in failed:
+            crashed.add(id(cell))
+            self._fail_step(cell, err)
+        for cell in flight:
+            if held:
+                cell_waits = held.get(id(cell))
+                if cell_waits:
+                    if id(cell) in crashed:  # the actor restarts at once; its hooks still run, in order
+                        self._spawn(_await_hooks(cell_waits))
+                    else:
+                        cell.blocked = _HOOKS
+                        self._spawn(self._hooks_then_release(cell, cell.epoch, cell_waits))
+                    continue
+            if crashed and id(cell) in crashed:
+                continue
+            self._release(cell)
+        self._dispatch()
+
+    def _release(self, cell: Ctx) -> None:
+        """The cell's step is committed (and its hooks have run): release its effects, go on."""
+        value, target, idx = cell.rvalue, cell.rtarget, cell.ridx
+        cell.rvalue = cell.rtarget = None
+        self._after(cell, value, target, idx)
+        if cell.mbox and not cell.queued and not cell.blocked:
+            cell.queued = True
+            self._ready.append(cell)
+        elif not cell.mbox and not cell.blocked and not cell.kind.keep:
+            self._drop(cell)
+
+    async def _hooks_then_release(self, cell: Ctx, epoch: int, waits: list[tuple[Hook, Record, Any]]) -> None:
+        await _await_hooks(waits)
+        if self._state != _OPEN or cell.epoch != epoch or cell.blocked != _HOOKS:
+            return
+        cell.blocked = _FREE
+        self._release(cell)
+        self._kick()
+
+    def _spawn(self, coro: Any) -> None:
+        tg = self._tg
+        if tg is None:  # pragma: no cover - the kernel runs inside its task group
+            coro.close()
+            return
+        tg.start_soon(lambda: coro)
+
+    def _fail_step(self, cell: Ctx, exc: Exception) -> None:
+        """The step's commit failed (or the notification of it): its asker gets the error, the actor crashes."""
+        target, idx = cell.rtarget, cell.ridx
+        cell.rvalue = cell.rtarget = None
+        cell.outbox = None
+        cell.nxt = None
+        cell.pending = _UNSET
+        cell.blocked = _FREE
+        self._resolve_error(target, idx, exc)
+        self._crash(cell, None, exc)
+
+    def _after(self, cell: Ctx, value: Any, target: Any, idx: int) -> None:
+        """A step is over (and committed): release its tells, then its next step or its reply."""
+        if cell.outbox is not None:
+            out, cell.outbox = cell.outbox, None
+            kinds = self._kinds
+            for kind, key, msg in out:
+                k = kinds.get(kind)
+                if k is None:
+                    log.error("tell to an unknown actor kind dropped", actor_kind=kind, actor_key=key)
+                    continue
+                self._send(k, key, msg, None, 0)
+        nxt = cell.nxt
+        if nxt is None:
+            cell.ftarget = None
+            if target is not None:
+                self._resolve(target, idx, value)
+            return
+        cell.nxt = None
+        cell.ftarget, cell.fidx = target, idx
+        if len(nxt) == 2:
+            cell.mbox.appendleft((_CONT, nxt[0], nxt[1]))
+            if not cell.queued and not cell.blocked:
+                cell.queued = True
+                self._ready.append(cell)
+            return
+        kind, requests, fn = nxt
+        k = self._kinds.get(kind)
+        if k is None:
+            self._crash(cell, None, UnknownActorKind(f"{cell!r} asked an unknown actor kind {kind!r}"))
+            return
+        gather = _Gather(cell, fn, len(requests))
+        cell.blocked = _GATHER
+        if not requests:
+            self._gathered(gather)
+            return
+        faults = self.faults
+        for i, (key, msg) in enumerate(requests):
+            if faults is not None and faults.hit("ask_timeout", kind, key, type(msg).__name__):
+                self._send(k, key, msg, None, 0)
+                self._resolve_error(gather, i, AskTimeout(kind, key, type(msg).__name__, 0.0))
+                continue
+            self._send(k, key, msg, gather, i)
+
+    def _resolve(self, target: Any, idx: int, value: Any) -> None:
+        if type(target) is _Gather:
+            target.replies[idx] = value
+            target.left -= 1
+            if target.left == 0:
+                self._gathered(target)
+        elif not target.done():
+            target.set_result(value)
+
+    def _resolve_error(self, target: Any, idx: int, exc: BaseException) -> None:
+        if target is None:
+            return
+        if type(target) is _Gather:
+            self._resolve(target, idx, exc)
+        elif not target.done():
+            target.set_exception(exc)
+
+    def _gathered(self, g: _Gather) -> None:
+        """Every reply is in: the asker's next step runs (unless it crashed meanwhile)."""
+        cell = g.cell
+        if cell.epoch != g.epoch or cell.blocked != _GATHER or cell.kind.cells.get(cell.key) is not cell:
+            return
+        cell.blocked = _FREE
+        cell.mbox.appendleft((_CONT, g.fn, g.replies))
+        if not cell.queued:
+            cell.queued = True
+            self._ready.append(cell)
+        if not self._running:
+            self._kick()
+
+    # -- supervision -------------------------------------------------------------------------------------------
+    def _crash(self, cell: Ctx, msg: Any, exc: Exception) -> None:
+        """Supervise a crash: restart in place (a fresh behaviour, then ``restarted``), or stop and escalate."""
+        k = cell.kind
+        cell.epoch += 1
+        cell.blocked = _FREE
+        cell.scratch = None
+        cell.ftarget = None
+        now = time.monotonic()
+        history = cell.crashes
+        if history is None:
+            history = cell.crashes = deque()
+        history.append(now)
+        while history[0] < now - self.restart_window:
+            history.popleft()
+        k.crashes += 1
+        restart = len(history) <= self.max_restarts
+        log.error("actor crashed", actor_kind=k.name, actor_key=cell.key,
+                  message_type=None if msg is None else type(msg).__name__,
+                  action="restart" if restart else "stop", crashes_in_window=len(history), exc_info=exc)
+        if self.on_crash is not None:
+            try:
+                self.on_crash(k.name, cell.key, msg, exc)
+            except Exception as e:
+                log.error("on_crash failed", actor_kind=k.name, actor_key=cell.key, exc_info=e)
+        if restart:
+            k.restarts += 1
+            if k.shared is None:
+                try:
+                    cell.obj = k.factory(cell.key)
+                except Exception as again:
+                    self._crash(cell, None, again)
+                    return
+            cell.mbox.appendleft((_CONT, _restarted, (msg, exc)))
+            if not cell.queued:
+                cell.queued = True
+                self._ready.append(cell)
+            if not self._running:
+                self._kick()
+            return
+        self._stop_failed(cell, ActorFailure(k.name, cell.key, exc, len(history) - 1))
+
+    def _stop_failed(self, cell: Ctx, failure: ActorFailure) -> None:
+        k = cell.kind
+        reason = (f"{failure.restarts + 1} crashes within {self.restart_window:g} s, "
+                  f"the last one {failure.error!r}")
+        k.stopped[cell.key] = (reason, failure)
+        if k.cells.get(cell.key) is cell:
+            del k.cells[cell.key]
+        tells = 0
+        err_stopped = _stopped_error(k, cell.key, (reason, failure))
+        for msg, target, idx in cell.mbox:
+            if msg is _CONT:
+                continue
+            if target is None:
+                tells += 1
+            else:
+                self._resolve_error(target, idx, err_stopped)
+        cell.mbox.clear()
+        if cell.queued:
+            with contextlib.suppress(ValueError):
+                self._ready.remove(cell)
+            cell.queued = False
+        if tells:
+            log.warning("tells to a stopped actor dropped", actor_kind=k.name, actor_key=cell.key, count=tells)
+        handler = self.on_escalate
+        if handler is None:
+            failure.error.add_note(f"actor {failure.kind} {failure.key!r} was stopped after {failure.restarts} "
+                                   f"restarts, and there is no escalation target (on_escalate)")
+            self._fatal(failure.error)
+            return
+        try:
+            handler(failure)
+        except Exception as exc:
+            self._fatal(exc)
+
+    def _fatal(self, exc: BaseException) -> None:
+        """An error no actor handles: fail the kernel's task group (its ``async with`` raises it)."""
+        tg = self._tg
+        if tg is not None:
+            try:
+                tg.start_soon(_reraise, exc)
+                self._fatal_count += 1
+                return
+            except RuntimeError:  # pragma: no cover - the task group is no longer active
+                pass
+        log.critical("actor kernel failure after shutdown", exc_info=exc)  # pragma: no cover
+
+
+def _restarted(ctx: Ctx, arg: tuple[Any, Exception]) -> Any:
+    failed, error = arg
+    return ctx.obj.restarted(ctx, failed, error)
+
+
+def _stopped_error(k: _Kind, key: str, stopped: tuple[str, ActorFailure | None]) -> ActorStopped:
+    reason, failure = stopped
+    err = ActorStopped(k.name, key, reason, failure)
+    if failure is not None:
+        err.__cause__ = failure.error
+    return err
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+async def _reraise(exc: BaseException) -> None:
+    raise exc
+
+
+def replies_ok(replies: Iterable[Any]) -> list[Any]:
+    """The replies of an :meth:`Ctx.ask_many`, raising the first error that is not :class:`ActorStopped` (an
+    actor that crashed on its request, an ask timeout): the asker then crashes and re-derives its work."""
+    out = list(replies)
+    for r in out:
+        if isinstance(r, Exception) and not isinstance(r, ActorStopped):
+            raise r
+    return out
+
+
+_ = (math, WantbuildError)
