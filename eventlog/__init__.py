@@ -21,6 +21,7 @@ from ._errors import (
     ReadOnlyLogError,
     SchemaVersionError,
     WantbuildError,
+    WriterFailedError,
     WriterLockedError,
 )
 from ._events import REGISTRY, Event, EventRegistry, event
@@ -48,6 +49,7 @@ __all__ = [
     "SchemaVersionError",
     "VerifyReport",
     "WantbuildError",
+    "WriterFailedError",
     "WriterLockedError",
     "event",
 ]

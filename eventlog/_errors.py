@@ -9,6 +9,7 @@ The hierarchy (``wantbuild`` re-exports all of it)::
           ├── FingerprintMismatch       the log belongs to another graph
           ├── CorruptLogError           a row that cannot be read back: unknown type, bad payload, gap
           ├── CommitError               a batch could not commit (disk full, I/O error, locked)
+          ├── WriterFailedError         the writer stopped on an unexpected error (a bug): no more appends
           ├── LogClosedError            the log is closed or was never opened
           ├── LogNotFoundError          a reader (writer=False) found no log at the path
           ├── ReadOnlyLogError          a write through a log opened with writer=False
@@ -61,6 +62,14 @@ class CorruptLogError(EventLogError):
 
 class CommitError(EventLogError):
     """A batch could not be committed; none of its appends were written."""
+
+
+class WriterFailedError(EventLogError, RuntimeError):
+    """The log's writer stopped on an unexpected error (a bug, not a database error); ``__cause__`` is that error.
+
+    The batch it was writing and every append after it fail with this error; nothing of them was written. The
+    log accepts no more appends: close it (closing raises the original error) and fix the bug.
+    """
 
 
 class LogClosedError(EventLogError, RuntimeError):

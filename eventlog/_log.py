@@ -17,7 +17,6 @@ import itertools
 import os
 import sqlite3
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Any, Final
@@ -38,6 +37,7 @@ from ._errors import (
     LogNotFoundError,
     ReadOnlyLogError,
     SchemaVersionError,
+    WriterFailedError,
 )
 from ._events import REGISTRY, Event, EventRegistry
 from ._lock import WriterLock, writer_active
@@ -64,6 +64,11 @@ _Decode = Callable[[bytes], Event]
 _Item = tuple[str, str, int, Event, int, bytes, float, "asyncio.Future[Record]"]
 
 _MAX_PROBLEMS: Final = 1000
+# What a batch that failed in the database raises: CommitError, the batch did not commit. ProgrammingError and
+# InterfaceError (both sqlite3.Error) mean the API was used wrongly, e.g. a closed connection or a value that
+# cannot be bound: a bug, like any other exception, which stops the writer (see EventLog._writer_failed).
+_BUG_DB_ERRORS: Final = (sqlite3.ProgrammingError, sqlite3.InterfaceError)
+_DB_ERRORS: Final = (sqlite3.Error, OSError)
 _READ_CHUNK: Final = 1000
 
 
@@ -81,11 +86,14 @@ class _Entity:
         self.in_db = in_db
 
 
-class _Failure:
+class _CommitWait:
+    """A :meth:`EventLog.commit` call waiting for the appends ``lo <= ordinal < hi``; ``error`` is the first failure."""
+
     __slots__ = ("error", "hi", "lo")
 
-    def __init__(self, lo: int, hi: int, error: BaseException) -> None:
-        self.lo, self.hi, self.error = lo, hi, error
+    def __init__(self, lo: int, hi: int) -> None:
+        self.lo, self.hi = lo, hi
+        self.error: CommitError | None = None
 
 
 class _Aborted(Exception):
@@ -228,7 +236,10 @@ class EventLog:
         self._writer_task: asyncio.Task[None] | None = None
         self._closed_event = asyncio.Event()
         self._shutdown_started = False
-        self._failures: deque[_Failure] = deque(maxlen=64)
+        # The commit() calls now waiting, so a failed batch can tell each one whose appends it held. Nothing else
+        # is kept: a commit() that starts later never asks about appends that were already done.
+        self._commit_waits: list[_CommitWait] = []
+        self._writer_error: BaseException | None = None  # the bug that stopped the writer
         self._progress = asyncio.Event()
         self._cache: dict[tuple[str, str], _Entity] = {}
         self._next_seq = 1
@@ -560,6 +571,8 @@ class EventLog:
     # ------------------------------------------------------------------ appending
 
     def _check_writable(self) -> None:
+        if self._writer_error is not None:
+            raise self._writer_failed_error()
         if not self._open:
             raise LogClosedError(f"{self._path}: the event log is closed")
         if not self._writer:
@@ -627,22 +640,39 @@ class EventLog:
         ``autocommit=True`` it waits for the writer. Raises :class:`CommitError` if a batch holding one of
         those appends failed to commit.
         """
+        if self._writer_error is not None:
+            raise self._writer_failed_error()
         if not self._open:
             raise LogClosedError(f"{self._path}: the event log is closed")
         if not self._writer:
             return
         target = self._submitted
-        start = self._done
-        if target > self._flush_to:
-            self._flush_to = target
-            self._kick()
-        while self._done < target:
-            if self._closed or self._writer_done is None or self._writer_done.is_set():
-                raise LogClosedError(f"{self._path}: the event log was closed before the commit finished")
-            await self._progress.wait()
-        for f in self._failures:
-            if f.hi > start and f.lo < target:
-                raise CommitError(f"{self._path}: commit failed: {f.error}") from f.error
+        if self._done >= target:
+            return
+        wait = _CommitWait(self._done, target)
+        self._commit_waits.append(wait)
+        try:
+            if target > self._flush_to:
+                self._flush_to = target
+                self._kick()
+            while self._done < target:
+                if self._closed or self._writer_done is None or self._writer_done.is_set():
+                    if self._writer_error is not None:
+                        raise self._writer_failed_error()
+                    raise LogClosedError(f"{self._path}: the event log was closed before the commit finished")
+                await self._progress.wait()
+        finally:
+            self._commit_waits.remove(wait)
+        if wait.error is not None:
+            raise CommitError(f"{self._path}: commit failed: {wait.error}") from wait.error
+        if self._writer_error is not None:  # the writer stopped on a bug while writing these appends
+            raise self._writer_failed_error()
+
+    def _note_failure(self, lo: int, hi: int, error: CommitError) -> None:
+        """Appends ``lo <= ordinal < hi`` did not commit: tell each waiting commit() that covers one of them."""
+        for wait in self._commit_waits:
+            if wait.error is None and lo < wait.hi and hi > wait.lo:
+                wait.error = error
 
     def _kick(self) -> None:
         wake = self._wake
@@ -654,14 +684,47 @@ class EventLog:
         self._progress = asyncio.Event()
 
     def _fail_incoming(self, message: str) -> None:
+        """Fail every append not yet taken by the writer with CommitError (the log is aborting)."""
         items, self._incoming = self._incoming, []
+        error = CommitError(f"{self._path}: {message}")
         for item in items:
             fut = item[7]
             if not fut.done():
                 fut.set_exception(CommitError(f"{self._path}: {message}"))
+        lo = self._taken
         self._taken += len(items)
         self._done += len(items)
         self._flush_to = max(self._flush_to, self._taken)
+        if items:
+            self._note_failure(lo, self._taken, error)
+
+    def _writer_failed_error(self) -> WriterFailedError:
+        error = self._writer_error
+        err = WriterFailedError(
+            f"{self._path}: the log's writer stopped on an unexpected error (a bug, not a database error), and "
+            f"the log accepts no more appends; nothing of the batch it was writing was written: "
+            f"{type(error).__name__}: {error}"
+        )
+        err.__cause__ = error
+        return err
+
+    def _writer_failed(self, error: BaseException, items: Sequence[_Item]) -> None:
+        """The writer hit a bug (or was cancelled): fail the batch in hand and everything queued, stop appends."""
+        if self._writer_error is None:
+            self._writer_error = error
+            log.error("eventlog writer failed", path=self._path, error=f"{type(error).__name__}: {error}")
+        self._open = self._appendable = False
+        for item in items:
+            fut = item[7]
+            if not fut.done():
+                fut.set_exception(self._writer_failed_error())
+        rest, self._incoming = self._incoming, []
+        for item in rest:
+            fut = item[7]
+            if not fut.done():
+                fut.set_exception(self._writer_failed_error())
+        self._taken += len(rest)
+        self._done += len(rest)
 
     # ------------------------------------------------------------------ the writer task
 
@@ -692,9 +755,8 @@ class EventLog:
                     n = self._ready()
                 await self._write_batch(n)
         except BaseException as e:
-            # Only a bug gets here (batches catch their own errors): fail everything still waiting.
-            self._open = self._appendable = False
-            self._fail_incoming(f"the log's writer stopped: {e!r}")
+            # Only a bug (or the task's cancellation) gets here: batches catch their database errors.
+            self._writer_failed(e, ())
             raise
         finally:
             self._writer_done.set()
@@ -747,11 +809,12 @@ class EventLog:
         lo = self._taken
         self._taken += n
         try:
-            await self._write_items(items)
+            await self._write_items(items, lo)
+        except BaseException as e:
+            self._writer_failed(e, items)
+            raise
         finally:
             self._done += n
-            if self._failures and self._failures[-1].lo == -1:  # this batch failed: note which appends
-                self._failures[-1].lo, self._failures[-1].hi = lo, lo + n
             if len(self._cache) > self._entity_cache_size:
                 # Nothing is pending between batches, so any tip may go: it reloads on its next miss. The older
                 # half goes (insertion order), not all of it: clearing everything made every active entity miss
@@ -761,12 +824,19 @@ class EventLog:
                     del cache[key]
             self._notify_progress()
 
-    async def _write_items(self, items: list[_Item]) -> None:
+    async def _write_items(self, items: list[_Item], lo: int) -> None:
+        """Check, number and write one batch (appends ``lo ..``); a database error fails it with CommitError."""
         cache = self._cache
         try:
             ents = [cache[(it[0], it[1])] for it in items]
         except KeyError:
-            found = await self._lookup(items)
+            try:
+                found = await self._lookup(items)
+            except _BUG_DB_ERRORS:
+                raise
+            except _DB_ERRORS as e:  # nothing is numbered or cached yet: only the appends need failing
+                self._fail_batch(e, [it[7] for it in items], lo, len(items), "", "")
+                return
             bad: dict[tuple[str, str], str] = {}
             for k, v in found.items():
                 if isinstance(v, _Entity):
@@ -816,9 +886,16 @@ class EventLog:
         try:
             with anyio.CancelScope(shield=True):
                 await _in_db_thread(self._wdb, _write_batch_sync, types, rows, new, upd, self._is_aborting)
-        except Exception as e:
-            self._rollback(e, touched, futs, first_seq, seq - 1)
+        except (_Aborted, *_DB_ERRORS) as e:
+            if isinstance(e, _BUG_DB_ERRORS):
+                self._rollback(touched)
+                raise
+            self._rollback(touched)
+            self._fail_batch(e, futs, lo, len(items), f" (seq {first_seq}..{seq - 1})", f" of {len(futs)} appends")
             return
+        except BaseException:
+            self._rollback(touched)
+            raise
 
         # Committed: promote the pending tips and tell every appender.
         for ent in touched:
@@ -838,15 +915,8 @@ class EventLog:
     def _is_aborting(self) -> bool:
         return self._aborting
 
-    def _rollback(
-        self,
-        error: BaseException,
-        touched: list[_Entity],
-        futs: list[asyncio.Future[Record]],
-        first: int,
-        last: int,
-    ) -> None:
-        """Undo a failed batch in memory (the database already rolled back) and fail its appends."""
+    def _rollback(self, touched: list[_Entity]) -> None:
+        """Undo a batch in memory that did not commit (the database already rolled it back)."""
         for e in touched:
             if e.in_db:
                 e.pseq = e.cseq
@@ -854,15 +924,22 @@ class EventLog:
             else:
                 self._cache.pop((e.kind, e.eid), None)
         self._next_seq = self._committed_seq + 1
+
+    def _fail_batch(
+        self, error: BaseException, futs: list[asyncio.Future[Record]], lo: int, n: int, seqs: str, size: str
+    ) -> None:
+        """A batch (appends ``lo .. lo + n``) did not commit: fail its appends with CommitError, tell commit()."""
         if isinstance(error, _Aborted):
             message = f"{self._path}: log aborted before this append was committed"
         else:
             message = (
-                f"{self._path}: could not commit a batch of {len(futs)} appends (seq {first}..{last}), "
-                f"nothing of it was written: {type(error).__name__}: {error}"
+                f"{self._path}: could not commit a batch{size}{seqs}, nothing of it was written: "
+                f"{type(error).__name__}: {error}"
             )
             log.error("eventlog commit failed", path=self._path, appends=len(futs), error=str(error))
-        self._failures.append(_Failure(-1, -1, CommitError(message)))
+        failure = CommitError(message)
+        failure.__cause__ = error
+        self._note_failure(lo, lo + n, failure)
         for fut in futs:
             if not fut.done():
                 err = CommitError(message)

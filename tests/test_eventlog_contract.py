@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from eventlog_helpers import REGISTRY, Clock, ThingChanged, ThingChangedV2, ThingCreated, open_log
 
-from eventlog import ConcurrencyError, Event, EventLog, LogClosedError, Record
+from eventlog import CommitError, ConcurrencyError, Event, EventLog, LogClosedError, Record
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -145,6 +145,17 @@ class EventLogContract:
         assert all(t.done() and not t.exception() for t in tasks)
         async with self.create_log(path) as log:
             assert log.last_seq == 30
+
+    async def test_commit_fails_when_an_abort_drops_its_appends(self, tmp_path: Path) -> None:
+        """A commit() waiting for appends that an abort() drops raises CommitError; it never reports success."""
+        async with self.create_log(tmp_path / "log.db", autocommit=False) as log:
+            append = asyncio.ensure_future(log.append("thing", "a", 0, ThingCreated(name="a")))
+            commit = asyncio.ensure_future(log.commit())
+            await asyncio.sleep(0)  # both are waiting now: the append queued, commit() for it
+            await log.abort()
+            results = await asyncio.gather(append, commit, return_exceptions=True)
+        assert [CommitError, CommitError] == [type(r) for r in results]
+        assert "log aborted" in str(results[1])
 
     async def test_verify_accepts_a_healthy_log(self, tmp_path: Path) -> None:
         """verify() finds no problem in a log written through the API."""
