@@ -25,17 +25,19 @@ from ._errors import (
     WriterLockedError,
 )
 from ._events import REGISTRY, Event, EventRegistry, event
-from ._log import EventLog
+from ._log import DEFAULT_DURABILITY, Durability, EventLog
 from ._records import Command, Problem, Record, VerifyReport
 from ._schema import SCHEMA_VERSION
 
 __all__ = [
+    "DEFAULT_DURABILITY",
     "REGISTRY",
     "SCHEMA_VERSION",
     "Command",
     "CommitError",
     "ConcurrencyError",
     "CorruptLogError",
+    "Durability",
     "Event",
     "EventLog",
     "EventLogError",

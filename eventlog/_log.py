@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import quote
 
 import aiosqlite
@@ -58,6 +58,11 @@ from ._schema import (
 
 log = structlog.get_logger("wantbuild.eventlog")
 _Future = asyncio.Future
+
+Durability = Literal["process", "power"]
+"""Which crash a commit survives: the process dying (``"process"``), or also power loss / an OS crash."""
+DEFAULT_DURABILITY: Final[Durability] = "process"
+_SYNCHRONOUS: Final[dict[str, str]] = {"process": "NORMAL", "power": "FULL"}
 
 _Decode = Callable[[bytes], Event]
 # A queued append: kind, id, expected entity_seq, event, type key, encoded payload, at, its future.
@@ -186,7 +191,13 @@ class EventLog:
         busy_timeout: float,
         entity_cache_size: int,
         poll_interval: float,
+        durability: Durability,
     ) -> None:
+        if durability not in _SYNCHRONOUS:
+            raise ValueError(
+                f"durability must be 'process' (a commit survives the process dying) or 'power' (it also survives "
+                f"power loss and OS crashes, at the cost of a disk flush per batch), got {durability!r}"
+            )
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_wait < 0:
@@ -203,6 +214,7 @@ class EventLog:
         self._busy_timeout = busy_timeout
         self._entity_cache_size = entity_cache_size
         self._poll_interval = poll_interval
+        self._durability: Durability = durability
         self._encode = registry.encoder.encode
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -264,6 +276,7 @@ class EventLog:
         busy_timeout: float = 5.0,
         entity_cache_size: int = 200_000,
         poll_interval: float = 0.1,
+        durability: Durability = DEFAULT_DURABILITY,
     ) -> AbstractAsyncContextManager[EventLog]:
         """Open (and on first use create) the log at ``path``; an async context manager.
 
@@ -280,6 +293,12 @@ class EventLog:
         ``busy_timeout`` bounds how long a write waits for a lock held by another connection;
         ``entity_cache_size`` bounds the writer's cache of entity tips; ``poll_interval`` is how often
         :meth:`follow` looks for new events when another process writes.
+
+        ``durability`` says which crash a commit survives, i.e. what returning from :meth:`append` promises:
+        ``"process"`` (WAL, ``synchronous=NORMAL``): the death of the process, however it dies; after a power
+        loss or an OS crash the last commits may be gone (the log stays consistent, it just ends earlier).
+        ``"power"`` (``synchronous=FULL``): power loss and OS crashes too, at the cost of one disk flush per
+        batch. ``docs/eventlog.md`` has the measurements and why ``"process"`` is the default.
         """
         return _open_log(
             cls(
@@ -295,6 +314,7 @@ class EventLog:
                 busy_timeout=busy_timeout,
                 entity_cache_size=entity_cache_size,
                 poll_interval=poll_interval,
+                durability=durability,
             )
         )
 
@@ -312,7 +332,9 @@ class EventLog:
             await db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             if self._writer and mode == "rwc":
                 await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA synchronous = NORMAL")
+            await db.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self._durability]}")
+            if self._durability == "power":  # macOS flushes the drive's own cache only with F_FULLFSYNC
+                await db.execute("PRAGMA fullfsync = ON")
         except sqlite3.DatabaseError as e:
             await db.close()
             raise self._corrupt_open_error(e) from e
@@ -534,6 +556,11 @@ class EventLog:
     def path(self) -> str:
         """The log's file."""
         return self._path
+
+    @property
+    def durability(self) -> Durability:
+        """Which crash a commit survives: ``"process"`` or ``"power"`` (see :meth:`open`)."""
+        return self._durability
 
     @property
     def fingerprint(self) -> str | None:

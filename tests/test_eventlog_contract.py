@@ -184,6 +184,12 @@ class TestOneAppendPerTransaction(EventLogContract):
     options: dict[str, Any] = {"max_batch": 1}
 
 
+class TestPowerDurability(EventLogContract):
+    """durability="power": every batch is flushed to the disk before its appends return."""
+
+    options: dict[str, Any] = {"durability": "power"}
+
+
 def test_the_test_registry_is_not_the_global_one() -> None:
     """Test events are registered in the test registry only."""
     from eventlog import REGISTRY as GLOBAL
