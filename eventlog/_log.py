@@ -995,12 +995,15 @@ class EventLog:
     def _decode_one(self, seq: int, kind: str, eid: str, eseq: int, tk: int, payload: bytes, at: float) -> Record:
         return Record(seq, kind, eid, eseq, self._decode_payload(seq, tk, payload), at)
 
-    def _decode_payload(self, seq: int, tk: int, payload: bytes) -> Event:
+    def _decode_payload(self, seq: int, tk: int, payload: bytes, strict: bool = False) -> Event:
+        """Decode one row's payload, or raise CorruptLogError saying why; ``strict`` refuses unknown fields."""
         name_version = self._type_names.get(tk)
         if name_version is None:
             raise CorruptLogError(f"{self._path}: event type key {tk} is not in the event_types table", seq)
         name, version = name_version
         dec = self._decoders[tk] if tk < len(self._decoders) else None
+        if dec is not None and strict:
+            dec = self._registry.strict_decoder_for(self._registry.lookup(name, version)).decode
         if dec is None:
             known = sorted(v for (n, v) in self._type_by_name if n == name and self._decoders_has(n, v))
             hint = f" (this wantbuild knows versions {known})" if known else ""
@@ -1168,7 +1171,8 @@ class EventLog:
 
         Checks: ``seq`` increases; each entity's ``entity_seq`` runs 1, 2, 3... without gaps and its
         ``prev_seq`` chain links each event to the entity's previous one and ends at ``entities.last_seq``;
-        every event type is known; every payload decodes into its type.
+        every event type is known; every payload decodes into its type strictly: a field the type does not
+        have is a problem here (reading ignores it), as is a required field that is missing.
         """
         db = self._check_readable()
         await self._load_types()
@@ -1202,7 +1206,7 @@ class EventLog:
                     problem(seq, f"prev_seq {prev} but the entity's previous event is {want_prev}")
                 tips[ek] = (seq, eseq)
                 try:
-                    self._decode_payload(seq, tk, payload)
+                    self._decode_payload(seq, tk, payload, strict=True)
                 except CorruptLogError as e:
                     problem(seq, str(e).removeprefix(f"seq {seq}: ").removeprefix(f"{self._path}: "))
         entities = 0
