@@ -8,6 +8,7 @@ The hierarchy (``wantbuild`` re-exports all of it)::
           ├── SchemaVersionError        the log was written by a newer wantbuild
           ├── FingerprintMismatch       the log belongs to another graph
           ├── CorruptLogError           a row that cannot be read back: unknown type, bad payload, gap
+          │    └── DamagedLogError      the log's structure is damaged: it is read, never written
           ├── CommitError               a batch could not commit (disk full, I/O error, locked)
           ├── WriterFailedError         the writer stopped on an unexpected error (a bug): no more appends
           ├── LogClosedError            the log is closed or was never opened
@@ -58,6 +59,24 @@ class CorruptLogError(EventLogError):
     def __init__(self, message: str, seq: int | None = None) -> None:
         self.seq = seq
         super().__init__(message if seq is None else f"seq {seq}: {message}")
+
+
+class DamagedLogError(CorruptLogError):
+    """The log's structure is damaged (events missing, links broken), so nothing will be written to it.
+
+    Raised when a writer opens a log whose tail fails the structural check, and by an append that finds the
+    damage (its entity's last event missing). ``problems`` lists what was found; readers still open the log.
+    """
+
+    def __init__(self, path: str, problems: list[str] | tuple[str, ...]) -> None:
+        self.path = path
+        self.problems = tuple(problems)
+        more = f" (and {len(self.problems) - 1} more problem(s))" if len(self.problems) > 1 else ""
+        super().__init__(
+            f"{path}: the log is damaged, so nothing will be written to it: {self.problems[0]}{more}. "
+            f"To see every problem, check it with `wantbuild replay {path} --verify`; then restore it from a "
+            "backup (or move it aside and start a new log). Reading it (status, events, replay) still works."
+        )
 
 
 class CommitError(EventLogError):

@@ -31,6 +31,7 @@ from ._errors import (
     CommitError,
     ConcurrencyError,
     CorruptLogError,
+    DamagedLogError,
     EventLogError,
     FingerprintMismatch,
     LogClosedError,
@@ -45,6 +46,7 @@ from ._records import Command, Problem, Record, VerifyReport
 from ._schema import (
     APPLICATION_ID,
     CREATE_SCHEMA,
+    HIGH_WATER,
     INSERT_ENTITY,
     INSERT_EVENT,
     INSERT_TYPE,
@@ -53,6 +55,7 @@ from ._schema import (
     SELECT_EVENTS,
     SELECT_HISTORY,
     UPDATE_ENTITY,
+    UPDATE_HIGH_WATER,
     lookup_entities_sql,
 )
 
@@ -75,6 +78,9 @@ _MAX_PROBLEMS: Final = 1000
 _BUG_DB_ERRORS: Final = (sqlite3.ProgrammingError, sqlite3.InterfaceError)
 _DB_ERRORS: Final = (sqlite3.Error, OSError)
 _READ_CHUNK: Final = 1000
+_LOOKUP_KEYS: Final = 500  # keys per `IN (...)` query (SQLite allows 32,766 bound parameters)
+_TAIL_CHECK = 256
+"""How many of the last events a writer's open checks (links, heads, types, payloads): a few ms at any size."""
 
 
 class _Entity:
@@ -128,6 +134,7 @@ def _write_batch_sync(
             conn.executemany(INSERT_ENTITY, new)
         if upd:
             conn.executemany(UPDATE_ENTITY, upd)
+        conn.execute(UPDATE_HIGH_WATER, (rows[-1][0],))
         if aborting():
             raise _Aborted
         conn.execute("COMMIT")
@@ -252,6 +259,7 @@ class EventLog:
         # is kept: a commit() that starts later never asks about appends that were already done.
         self._commit_waits: list[_CommitWait] = []
         self._writer_error: BaseException | None = None  # the bug that stopped the writer
+        self._damage: tuple[str, ...] = ()  # damage an append found: nothing more is written
         self._progress = asyncio.Event()
         self._cache: dict[tuple[str, str], _Entity] = {}
         self._next_seq = 1
@@ -415,7 +423,8 @@ class EventLog:
                 await db.execute(statement)
         await db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         now = self._now()
-        meta = {"schema_version": str(SCHEMA_VERSION), "created_at": repr(now), "format": "wantbuild event log"}
+        meta = {"schema_version": str(SCHEMA_VERSION), "created_at": repr(now), "format": "wantbuild event log",
+                HIGH_WATER: "0"}
         if self._want_fingerprint is not None:
             meta["fingerprint"] = self._want_fingerprint
         await db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
@@ -442,6 +451,16 @@ class EventLog:
                 f"{self._path}: the log has schema version {version}, but this wantbuild reads schema "
                 f"version {SCHEMA_VERSION} and has no upgrade from {version}"
             )
+        if self._writer:
+            problems = await self._tail_problems(db, meta.get(HIGH_WATER))
+            if problems:
+                log.error("eventlog damaged", path=self._path, problems=problems)
+                raise DamagedLogError(self._path, problems)
+            if HIGH_WATER not in meta:  # a log from before the mark: start it now
+                await db.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, (SELECT COALESCE(MAX(seq), 0) FROM events))",
+                    (HIGH_WATER,),
+                )
         stored = meta.get("fingerprint")
         self._fingerprint = stored
         want = self._want_fingerprint
@@ -465,6 +484,95 @@ class EventLog:
         )
         if stored is not None:
             log.warning("eventlog graph fingerprint changed", path=self._path, old=stored, new=want)
+
+    async def _tail_problems(self, db: Any, mark: str | None) -> list[str]:
+        """What is structurally wrong with the log's last ``_TAIL_CHECK`` events; [] when they are sound.
+
+        Each event must link (``prev_seq``) to an earlier event of its own entity with the previous
+        ``entity_seq``, have a known type key and a payload that decodes strictly (when this registry knows its
+        type); the entity of each must have its last event in the tail recorded as its head in ``entities``;
+        and the last event must not be below the high-water mark. Reads a few hundred rows by key: milliseconds
+        whatever the log's size. Damage older than the tail is found by ``verify()``, or by an append that
+        meets it (:meth:`_conflict_damage`).
+        """
+        problems: list[str] = []
+        tail = await db.execute_fetchall(
+            "SELECT seq, entity_key, entity_seq, prev_seq, type_key, payload FROM events ORDER BY seq DESC LIMIT ?",
+            (_TAIL_CHECK,),
+        )
+        last = tail[0][0] if tail else 0
+        try:
+            committed = None if mark is None else int(mark)
+        except ValueError:
+            problems.append(f"meta {HIGH_WATER} is {mark!r}, not a seq")
+            committed = None
+        if committed is not None and committed > last:
+            problems.append(
+                f"the log's last events are missing: seq {committed} was committed, but the last event is "
+                + (f"seq {last}" if last else "none (the events table is empty)")
+            )
+        by_seq = {seq: (ek, eseq) for seq, ek, eseq, *_ in tail}
+        by_seq.update(await self._events_at({r[3] for r in tail if r[3] is not None and r[3] not in by_seq}))
+        types = {tk: (name, version) for tk, name, version
+                 in await db.execute_fetchall("SELECT type_key, name, version FROM event_types")}
+        heads: dict[int, tuple[int, int]] = {}  # entity_key -> its last (seq, entity_seq) in the tail
+        for seq, ek, eseq, prev, tk, payload in tail:
+            heads.setdefault(ek, (seq, eseq))
+            if prev is None:
+                if eseq != 1:
+                    problems.append(f"seq {seq}: entity_seq {eseq} without a prev_seq (only a first event has none)")
+            elif prev >= seq:
+                problems.append(f"seq {seq}: prev_seq {prev} is not before it")
+            elif (linked := by_seq.get(prev)) is None:
+                problems.append(f"seq {seq}: prev_seq {prev} points at an event that is not in the log")
+            elif linked[0] != ek:
+                problems.append(f"seq {seq}: prev_seq {prev} points at an event of another entity")
+            elif linked[1] != eseq - 1:
+                problems.append(f"seq {seq}: entity_seq {eseq} follows entity_seq {linked[1]} (a gap or a repeat)")
+            name_version = types.get(tk)
+            if name_version is None:
+                problems.append(f"seq {seq}: event type key {tk} is not in the event_types table")
+                continue
+            try:
+                cls = self._registry.lookup(*name_version)
+            except CorruptLogError:
+                continue  # a type this wantbuild does not know: not damage; reading it says so
+            try:
+                self._registry.strict_decoder_for(cls).decode(payload)
+            except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as e:
+                problems.append(f"seq {seq}: undecodable payload for {name_version[0]} v{name_version[1]}: {e}")
+        keys = list(heads)
+        found: dict[int, tuple[str, str, int, int]] = {}
+        for i in range(0, len(keys), _LOOKUP_KEYS):
+            chunk = keys[i : i + _LOOKUP_KEYS]
+            for ek, kind, eid, last_seq, last_eseq in await db.execute_fetchall(
+                "SELECT entity_key, kind, entity_id, last_seq, last_entity_seq FROM entities "
+                f"WHERE entity_key IN ({','.join('?' * len(chunk))})", chunk
+            ):
+                found[ek] = (kind, eid, last_seq, last_eseq)
+        for ek, (seq, eseq) in heads.items():
+            ent = found.get(ek)
+            if ent is None:
+                problems.append(f"seq {seq}: its entity (entity_key {ek}) is not in the entities table")
+            elif (ent[2], ent[3]) != (seq, eseq):
+                problems.append(
+                    f"{ent[0]} {ent[1]!r}: entities says last seq {ent[2]} / entity_seq {ent[3]}, but its events "
+                    f"end at seq {seq} / entity_seq {eseq}"
+                )
+        return problems
+
+    async def _events_at(self, seqs: Collection[int]) -> dict[int, tuple[int, int]]:
+        """``seq -> (entity_key, entity_seq)`` of those of ``seqs`` that are in the log."""
+        db = self._wdb
+        keys = sorted(seqs)
+        out: dict[int, tuple[int, int]] = {}
+        for i in range(0, len(keys), _LOOKUP_KEYS):
+            chunk = keys[i : i + _LOOKUP_KEYS]
+            for seq, ek, eseq in await db.execute_fetchall(
+                f"SELECT seq, entity_key, entity_seq FROM events WHERE seq IN ({','.join('?' * len(chunk))})", chunk
+            ):
+                out[seq] = (ek, eseq)
+        return out
 
     async def _load_state(self) -> None:
         db = self._wdb if self._writer else self._rdb
@@ -600,6 +708,8 @@ class EventLog:
     def _check_writable(self) -> None:
         if self._writer_error is not None:
             raise self._writer_failed_error()
+        if self._damage:
+            raise DamagedLogError(self._path, self._damage)
         if not self._open:
             raise LogClosedError(f"{self._path}: the event log is closed")
         if not self._writer:
@@ -885,12 +995,14 @@ class EventLog:
         futs: list[asyncio.Future[Record]] = []
         rows_append, recs_append, futs_append = rows.append, recs.append, futs.append
         record = Record
+        conflicts: list[tuple[asyncio.Future[Record], _Entity, int, int]] | None = None
         # zip(strict=False): ents was built from items, one for one; the strict check costs in this loop.
         for (kind, eid, expected, ev, tk, payload, at, fut), ent in zip(items, ents, strict=False):
             last = ent.peseq
             if expected != last:
-                if not fut.done():
-                    fut.set_exception(ConcurrencyError(kind, eid, expected, last))
+                if conflicts is None:
+                    conflicts = []
+                conflicts.append((fut, ent, expected, last))
                 continue
             last += 1
             rows_append((seq, ent.key, last, ent.pseq or None, tk, payload, at))
@@ -899,11 +1011,13 @@ class EventLog:
             ent.pseq = seq
             ent.peseq = last
             seq += 1
-        if not rows:
-            return
         # Between batches every pending tip equals its committed tip, so the touched entities are exactly
         # those whose tips moved.
         touched = [e for e in dict.fromkeys(ents) if e.pseq != e.cseq]
+        if conflicts is not None and await self._conflicts_reveal_damage(conflicts, touched, futs):
+            return
+        if not rows:
+            return
         new = [(e.key, e.kind, e.eid, e.pseq, e.peseq) for e in touched if not e.in_db]
         upd = [(e.pseq, e.peseq, e.key) for e in touched if e.in_db]
         types = [(tk, name, version) for tk, (name, version) in self._unsaved_types.items()]
@@ -938,6 +1052,63 @@ class EventLog:
                 fut.set_result(rec)
             except asyncio.InvalidStateError:
                 pass  # the appender was cancelled; its event is committed all the same
+
+    async def _conflicts_reveal_damage(
+        self,
+        conflicts: list[tuple[asyncio.Future[Record], _Entity, int, int]],
+        touched: list[_Entity],
+        futs: list[asyncio.Future[Record]],
+    ) -> bool:
+        """Fail the conflicting appends with ConcurrencyError, unless the conflict comes from a damaged log.
+
+        The one writer numbers every append, so an append whose expected ``entity_seq`` is not the entity's
+        comes from a caller whose view is not the log's: a bug in the caller, or a log that lost its entity's
+        last event (the caller's replay of it counts one event fewer than ``entities`` does). The latter is
+        damage: then the whole batch fails with DamagedLogError, nothing is written, and nothing ever will be.
+        A rare path: it reads each conflicting entity's head row, by key.
+        """
+        damage = await self._conflict_damage({id(c[1]): c[1] for c in conflicts if c[1].in_db}.values())
+        if not damage:
+            for fut, ent, expected, actual in conflicts:
+                if not fut.done():
+                    fut.set_exception(ConcurrencyError(ent.kind, ent.eid, expected, actual))
+            return False
+        self._rollback(touched)
+        self._damage = tuple(damage)
+        self._appendable = False
+        log.error("eventlog damaged", path=self._path, problems=damage)
+        for fut in [c[0] for c in conflicts] + futs:
+            if not fut.done():
+                fut.set_exception(DamagedLogError(self._path, self._damage))
+        rest, self._incoming = self._incoming, []
+        for item in rest:
+            if not item[7].done():
+                item[7].set_exception(DamagedLogError(self._path, self._damage))
+        self._taken += len(rest)
+        self._done += len(rest)
+        return True
+
+    async def _conflict_damage(self, ents: Collection[_Entity]) -> list[str]:
+        """Problems with these entities' committed last events (missing, another entity's, misnumbered)."""
+        try:
+            heads = await self._events_at({e.cseq for e in ents})
+        except _BUG_DB_ERRORS:
+            raise
+        except _DB_ERRORS:
+            return []  # cannot tell: the conflicts stay conflicts
+        problems = []
+        for e in ents:
+            head = heads.get(e.cseq)
+            if head is None:
+                problems.append(f"{e.kind} {e.eid!r}: its last event, seq {e.cseq}, is not in the log")
+            elif head[0] != e.key:
+                problems.append(f"{e.kind} {e.eid!r}: its last event, seq {e.cseq}, is another entity's")
+            elif head[1] != e.ceseq:
+                problems.append(
+                    f"{e.kind} {e.eid!r}: its last event, seq {e.cseq}, has entity_seq {head[1]}, but entities says "
+                    f"{e.ceseq}"
+                )
+        return problems
 
     def _is_aborting(self) -> bool:
         return self._aborting

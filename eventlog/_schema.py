@@ -64,6 +64,12 @@ INSERT_ENTITY = (
 UPDATE_ENTITY = "UPDATE entities SET last_seq = ?, last_entity_seq = ? WHERE entity_key = ?"
 INSERT_TYPE = "INSERT INTO event_types (type_key, name, version) VALUES (?, ?, ?)"
 
+HIGH_WATER = "last_seq"
+"""The ``meta`` key holding the last committed ``seq``, written in each batch's transaction: a writer that opens a
+log whose last event is below it knows events were lost from the tail (``events`` has no cheaper witness: the
+largest ``entities.last_seq`` needs a full scan)."""
+UPDATE_HIGH_WATER = f"UPDATE meta SET value = ? WHERE key = '{HIGH_WATER}'"
+
 # Rows as the read paths want them: the entity's kind and id joined in, in seq order.
 SELECT_EVENTS = (
     "SELECT e.seq, n.kind, n.entity_id, e.entity_seq, e.type_key, e.payload, e.at "

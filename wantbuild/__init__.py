@@ -20,8 +20,10 @@ Errors all derive from :class:`WantbuildError`::
      │    ├── SchemaVersionError        the log was written by a newer wantbuild
      │    ├── FingerprintMismatch       the log belongs to another graph
      │    ├── CorruptLogError           a stored event cannot be read back (names its seq)
-     │    │    └── ReplayError          an event that does not apply to its entity (names its seq)
+     │    │    ├── ReplayError          an event that does not apply to its entity (names its seq)
+     │    │    └── DamagedLogError      the log's structure is damaged: read, never written
      │    ├── CommitError               a batch could not commit
+     │    ├── WriterFailedError         the log's writer stopped on a bug (also a RuntimeError)
      │    ├── LogClosedError            the log is closed (also a RuntimeError)
      │    ├── LogNotFoundError          no log at the path (also a FileNotFoundError)
      │    ├── ReadOnlyLogError          a write through a log opened with writer=False
@@ -73,6 +75,7 @@ from eventlog import (
     CommitError,
     ConcurrencyError,
     CorruptLogError,
+    DamagedLogError,
     EventLog,
     EventLogError,
     FingerprintMismatch,
@@ -82,6 +85,7 @@ from eventlog import (
     Record,
     SchemaVersionError,
     WantbuildError,
+    WriterFailedError,
     WriterLockedError,
 )
 from supervisor import (
@@ -122,6 +126,7 @@ __all__ = [
     "CommitError",
     "ConcurrencyError",
     "CorruptLogError",
+    "DamagedLogError",
     "EventLog",
     "EventLogError",
     "Explanation",
@@ -157,6 +162,7 @@ __all__ = [
     "WantStatus",
     "WantbuildError",
     "World",
+    "WriterFailedError",
     "WriterLockedError",
     "__version__",
     "check_log",
