@@ -11,6 +11,7 @@ See ``docs/eventlog.md`` for the schema, the group commit, the durability guaran
 """
 
 from ._errors import (
+    CommandCompletedError,
     CommitError,
     ConcurrencyError,
     CorruptLogError,
@@ -21,13 +22,14 @@ from ._errors import (
     LogNotFoundError,
     ReadOnlyLogError,
     SchemaVersionError,
+    UnknownCommandError,
     WantbuildError,
     WriterFailedError,
     WriterLockedError,
 )
 from ._events import REGISTRY, Event, EventRegistry, event
 from ._log import DEFAULT_DURABILITY, Durability, EventLog
-from ._records import Command, Problem, Record, VerifyReport
+from ._records import Command, CommandState, Problem, Record, VerifyReport
 from ._schema import SCHEMA_VERSION
 
 __all__ = [
@@ -35,6 +37,8 @@ __all__ = [
     "REGISTRY",
     "SCHEMA_VERSION",
     "Command",
+    "CommandCompletedError",
+    "CommandState",
     "CommitError",
     "ConcurrencyError",
     "CorruptLogError",
@@ -51,6 +55,7 @@ __all__ = [
     "ReadOnlyLogError",
     "Record",
     "SchemaVersionError",
+    "UnknownCommandError",
     "VerifyReport",
     "WantbuildError",
     "WriterFailedError",

@@ -14,6 +14,8 @@ The hierarchy (``wantbuild`` re-exports all of it)::
           ├── LogClosedError            the log is closed or was never opened
           ├── LogNotFoundError          a reader (writer=False) found no log at the path
           ├── ReadOnlyLogError          a write through a log opened with writer=False
+          ├── CommandCompletedError     completing an inbox command that was already completed
+          ├── UnknownCommandError       completing an inbox command that does not exist (a LookupError)
           └── WriterLockedError         another process already writes this log
 
 ``WantbuildError`` lives here because ``eventlog`` is the bottom of the dependency order and imports nothing
@@ -101,6 +103,26 @@ class LogNotFoundError(EventLogError, FileNotFoundError):
 
 class ReadOnlyLogError(EventLogError):
     """An append (or another writer-only call) on a log opened with ``writer=False``."""
+
+
+class CommandCompletedError(EventLogError):
+    """An inbox command was completed again (``complete_command``, or an append carrying its completion).
+
+    ``command_id`` names it. Completing is what makes a command's effect happen exactly once: an append that
+    carries an already-completed command is not written, so a redelivered command cannot apply its effect twice.
+    """
+
+    def __init__(self, message: str, command_id: int) -> None:
+        self.command_id = command_id
+        super().__init__(message)
+
+
+class UnknownCommandError(EventLogError, LookupError):
+    """There is no inbox command with that id. ``command_id`` names it."""
+
+    def __init__(self, message: str, command_id: int) -> None:
+        self.command_id = command_id
+        super().__init__(message)
 
 
 class WriterLockedError(EventLogError):

@@ -28,6 +28,7 @@ import msgspec
 import structlog
 
 from ._errors import (
+    CommandCompletedError,
     CommitError,
     ConcurrencyError,
     CorruptLogError,
@@ -38,13 +39,16 @@ from ._errors import (
     LogNotFoundError,
     ReadOnlyLogError,
     SchemaVersionError,
+    UnknownCommandError,
     WriterFailedError,
 )
 from ._events import REGISTRY, Event, EventRegistry
 from ._lock import WriterLock, writer_active
-from ._records import Command, Problem, Record, VerifyReport
+from ._records import Command, CommandState, Problem, Record, VerifyReport
 from ._schema import (
     APPLICATION_ID,
+    COMMAND_STATE,
+    COMPLETE_COMMAND,
     CREATE_SCHEMA,
     HIGH_WATER,
     INSERT_ENTITY,
@@ -111,6 +115,14 @@ class _Aborted(Exception):
     """Internal: the log was aborted while a batch was being written."""
 
 
+class _CommandsNotPending(Exception):
+    """Internal: these of a batch's command completions (indexes into its list) found their command not pending."""
+
+    def __init__(self, indexes: list[int]) -> None:
+        super().__init__(indexes)
+        self.indexes = indexes
+
+
 def _set_once(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -123,10 +135,20 @@ def _write_batch_sync(
     new: list[tuple[int, str, str, int, int]],
     upd: list[tuple[int, int, int]],
     aborting: Callable[[], bool],
+    commands: Sequence[tuple[float, str, int]] = (),
 ) -> None:
-    """Write one batch in one transaction, on the connection's own thread; roll back on any error."""
+    """Write one batch in one transaction, on the connection's own thread; roll back on any error.
+
+    ``commands`` are inbox completions ``(completed_at, result, id)`` that commit with the batch; one whose
+    command is not pending (completed already, or no such command) rolls the whole batch back with
+    :class:`_CommandsNotPending`, so the writer can retry the batch without its append.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if commands:
+            bad = [i for i, row in enumerate(commands) if conn.execute(COMPLETE_COMMAND, row).rowcount != 1]
+            if bad:
+                raise _CommandsNotPending(bad)
         if types:
             conn.executemany(INSERT_TYPE, types)
         conn.executemany(INSERT_EVENT, rows)
@@ -176,11 +198,13 @@ class EventLog:
     just is not told. (Write-ahead still holds: whoever was cancelled must not act as if it committed.)
 
     **Command inbox, exactly once.** :meth:`submit_command` stores a command; the writer process reads
-    :meth:`pending_commands`, handles each and calls :meth:`complete_command` with its result. A command that
-    was never completed (the runtime crashed while handling it) is delivered again by
-    :meth:`pending_commands` after a restart: delivery is at least once, so handling must be idempotent (for
-    example, the want created for a command takes an id derived from the command id, and the handler first
-    checks whether it exists). Together that consumes every command exactly once.
+    :meth:`pending_commands` and handles each. A handler whose command has an effect appends the event that
+    makes it with ``append(..., command=(id, result))``: the effect and the completion commit in one
+    transaction, so a crash leaves either both or neither, and a command redelivered after a restart (still
+    pending) has no effect yet. A command without an event (refused, or a no-op) is completed with
+    :meth:`complete_command`. Delivery stays at least once (a crash between two events of one effect leaves
+    the first), so a handler whose effect takes several appends makes the earlier ones idempotent and puts
+    the completion on the last. :meth:`commands` lists commands by state (pending, ok, failed).
     """
 
     def __init__(
@@ -260,6 +284,8 @@ class EventLog:
         self._commit_waits: list[_CommitWait] = []
         self._writer_error: BaseException | None = None  # the bug that stopped the writer
         self._damage: tuple[str, ...] = ()  # damage an append found: nothing more is written
+        # Inbox completions riding on queued appends: their future -> (command id, result as JSON).
+        self._commands: dict[asyncio.Future[Record], tuple[int, str]] = {}
         self._progress = asyncio.Event()
         self._cache: dict[tuple[str, str], _Entity] = {}
         self._next_seq = 1
@@ -719,7 +745,7 @@ class EventLog:
             )
 
     async def append(self, entity_kind: str, entity_id: str, expected_entity_seq: int, event: Event,
-                     at: float | None = None) -> Record:
+                     at: float | None = None, *, command: tuple[int, Mapping[str, Any]] | None = None) -> Record:
         """Append ``event`` to the entity's history; return its record once it is committed.
 
         ``expected_entity_seq`` is the entity's last ``entity_seq`` as the caller knows it (0 for a new
@@ -727,6 +753,13 @@ class EventLog:
         :class:`ConcurrencyError`. ``at`` is ``now()`` at the call unless the caller gives it (an actor that
         already read the runtime clock for its transition); ``seq`` follows the order of calls.
         Raises :class:`CommitError` if its batch could not be committed (nothing of it was written).
+
+        ``command=(command_id, result)`` completes that inbox command with ``result`` (``completed_at`` is the
+        event's ``at``) in the same transaction as the event: both commit or neither does, so a command whose
+        effect is this event is applied exactly once. If the command is no longer pending (completed already,
+        also by an earlier append of the same batch) this append fails alone with
+        :class:`CommandCompletedError` (:class:`UnknownCommandError` if there is no such command) and nothing
+        of it is written; the rest of its batch commits as usual.
         """
         if not self._appendable:
             self._check_writable()
@@ -734,6 +767,8 @@ class EventLog:
         if tk is None:
             tk = self._new_type_key(event)
         fut: asyncio.Future[Record] = _Future(loop=self._loop)
+        if command is not None:
+            self._commands[fut] = (command[0], self._result_json(command[0], command[1]))
         incoming = self._incoming
         incoming.append(
             (entity_kind, entity_id, expected_entity_seq, event, tk, self._encode(event),
@@ -744,6 +779,21 @@ class EventLog:
             if not wake.done():
                 wake.set_result(None)
         return await fut
+
+    @staticmethod
+    def _result_json(command_id: int, result: Mapping[str, Any]) -> str:
+        if type(command_id) is not int:
+            raise EventLogError(f"a command id is an int (what submit_command returned), got {command_id!r}")
+        try:
+            return msgspec.json.encode(dict(result)).decode()
+        except (TypeError, msgspec.EncodeError) as e:
+            raise EventLogError(f"command {command_id}: result is not JSON-serializable: {e}") from e
+
+    def _forget_commands(self, items: Sequence[_Item]) -> None:
+        """Drop the inbox completions of appends that failed before their batch was written."""
+        if self._commands:
+            for item in items:
+                self._commands.pop(item[7], None)
 
     def _new_type_key(self, event: Event) -> int:
         cls = type(event)
@@ -823,6 +873,7 @@ class EventLog:
     def _fail_incoming(self, message: str) -> None:
         """Fail every append not yet taken by the writer with CommitError (the log is aborting)."""
         items, self._incoming = self._incoming, []
+        self._forget_commands(items)
         error = CommitError(f"{self._path}: {message}")
         for item in items:
             fut = item[7]
@@ -856,6 +907,8 @@ class EventLog:
             if not fut.done():
                 fut.set_exception(self._writer_failed_error())
         rest, self._incoming = self._incoming, []
+        self._forget_commands(items)
+        self._forget_commands(rest)
         for item in rest:
             fut = item[7]
             if not fut.done():
@@ -961,8 +1014,14 @@ class EventLog:
                     del cache[key]
             self._notify_progress()
 
-    async def _write_items(self, items: list[_Item], lo: int) -> None:
-        """Check, number and write one batch (appends ``lo ..``); a database error fails it with CommitError."""
+    async def _write_items(self, items: list[_Item], lo: int,
+                           cmds: dict[asyncio.Future[Record], tuple[int, str]] | None = None) -> None:
+        """Check, number and write one batch (appends ``lo ..``); a database error fails it with CommitError.
+
+        ``cmds`` are the batch's inbox completions (taken from ``_commands`` here on the first attempt).
+        """
+        if cmds is None and self._commands:
+            cmds = {it[7]: c for it in items if (c := self._commands.pop(it[7], None)) is not None}
         cache = self._cache
         try:
             ents = [cache[(it[0], it[1])] for it in items]
@@ -1021,12 +1080,28 @@ class EventLog:
         new = [(e.key, e.kind, e.eid, e.pseq, e.peseq) for e in touched if not e.in_db]
         upd = [(e.pseq, e.peseq, e.key) for e in touched if e.in_db]
         types = [(tk, name, version) for tk, (name, version) in self._unsaved_types.items()]
+        cmd_futs: list[asyncio.Future[Record]] = []
+        cmd_rows: list[tuple[float, str, int]] = []
+        if cmds:
+            for fut, rec in zip(futs, recs, strict=True):
+                if (c := cmds.get(fut)) is not None:
+                    cmd_futs.append(fut)
+                    cmd_rows.append((rec.at, c[1], c[0]))
 
         # One trip to the connection's thread writes and commits the whole batch (or rolls it back).
         # Shielded: once started, the outcome must be known, whatever happens to this task.
         try:
             with anyio.CancelScope(shield=True):
-                await _in_db_thread(self._wdb, _write_batch_sync, types, rows, new, upd, self._is_aborting)
+                await _in_db_thread(self._wdb, _write_batch_sync, types, rows, new, upd, self._is_aborting, cmd_rows)
+        except _CommandsNotPending as e:
+            # Fail those appends alone and write the batch again without them (and without appends already
+            # failed: a conflict they caused is not undone, their callers were told).
+            self._rollback(touched)
+            assert cmds is not None
+            await self._fail_not_pending([(cmd_futs[i], cmd_rows[i][2]) for i in e.indexes])
+            await self._write_items([it for it in items if not it[7].done()], lo,
+                                    {f: c for f, c in cmds.items() if not f.done()})
+            return
         except (_Aborted, *_DB_ERRORS) as e:
             if isinstance(e, _BUG_DB_ERRORS):
                 self._rollback(touched)
@@ -1052,6 +1127,31 @@ class EventLog:
                 fut.set_result(rec)
             except asyncio.InvalidStateError:
                 pass  # the appender was cancelled; its event is committed all the same
+
+    async def _fail_not_pending(self, failed: list[tuple[asyncio.Future[Record], int]]) -> None:
+        """Fail appends whose command completion found the command not pending, saying why."""
+        for fut, command_id in failed:
+            try:
+                rows = await self._wdb.execute_fetchall(
+                    "SELECT name, completed_at FROM commands WHERE id = ?", (command_id,)
+                )
+            except _BUG_DB_ERRORS:
+                raise
+            except _DB_ERRORS:
+                rows = []
+            error: EventLogError
+            if not rows:
+                error = UnknownCommandError(
+                    f"{self._path}: there is no command {command_id}, so this append, which was to complete it, "
+                    "was not written", command_id)
+            else:
+                name, done_at = rows[0]
+                when = "earlier in the same batch" if done_at is None else f"at {done_at}"
+                error = CommandCompletedError(
+                    f"{self._path}: command {command_id} ({name}) was already completed ({when}); nothing of this "
+                    "append was written, so the command's effect is not applied twice", command_id)
+            if not fut.done():
+                fut.set_exception(error)
 
     async def _conflicts_reveal_damage(
         self,
@@ -1081,6 +1181,7 @@ class EventLog:
             if not fut.done():
                 fut.set_exception(DamagedLogError(self._path, self._damage))
         rest, self._incoming = self._incoming, []
+        self._forget_commands(rest)
         for item in rest:
             if not item[7].done():
                 item[7].set_exception(DamagedLogError(self._path, self._damage))
@@ -1429,23 +1530,52 @@ class EventLog:
     async def complete_command(self, command_id: int, result: Mapping[str, Any]) -> None:
         """Record a command's result; it is then no longer pending. Writer only; once per command."""
         self._check_writable()
-        try:
-            body = msgspec.json.encode(dict(result)).decode()
-        except (TypeError, msgspec.EncodeError) as e:
-            raise EventLogError(f"command {command_id}: result is not JSON-serializable: {e}") from e
+        body = self._result_json(command_id, result)
         db = self._check_readable()
         try:
-            cur = await db.execute(
-                "UPDATE commands SET completed_at = ?, result = ? WHERE id = ? AND completed_at IS NULL",
-                (self._now(), body, command_id),
-            )
+            cur = await db.execute(COMPLETE_COMMAND, (self._now(), body, command_id))
         except sqlite3.Error as e:
             raise CommitError(f"{self._path}: could not complete command {command_id}: {e}") from e
         if cur.rowcount != 1:
             existing = await self.command(command_id)
             if existing is None:
-                raise EventLogError(f"{self._path}: there is no command {command_id}")
-            raise EventLogError(f"{self._path}: command {command_id} ({existing.name}) was already completed")
+                raise UnknownCommandError(f"{self._path}: there is no command {command_id}", command_id)
+            raise CommandCompletedError(
+                f"{self._path}: command {command_id} ({existing.name}) was already completed", command_id
+            )
+
+    async def commands(self, state: CommandState | None = None, *, limit: int | None = None,
+                       newest_first: bool = False) -> list[Command]:
+        """Inbox commands in id order (newest first if asked), all or those in one ``state``, with results.
+
+        ``state``: ``"pending"`` (not completed yet), ``"ok"`` (completed) or ``"failed"`` (completed with
+        ``{"ok": false, "error": ...}``: the runtime refused or failed it; :attr:`Command.error` says why).
+        """
+        if state is not None and state not in ("pending", "ok", "failed"):
+            raise ValueError(f"state must be 'pending', 'ok', 'failed' or None, got {state!r}")
+        sql = "SELECT id, name, payload, submitted_at, completed_at, result FROM commands"
+        params: list[Any] = []
+        if state == "pending":  # the partial index commands_pending serves this one
+            sql += " WHERE completed_at IS NULL"
+        elif state is not None:
+            sql += f" WHERE {COMMAND_STATE} = ?"
+            params.append(state)
+        sql += " ORDER BY id DESC" if newest_first else " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = await self._check_readable().execute_fetchall(sql, params)
+        return [Command(i, n, msgspec.json.decode(p), at, done_at, None if r is None else msgspec.json.decode(r))
+                for i, n, p, at, done_at, r in rows]
+
+    async def command_counts(self) -> dict[CommandState, int]:
+        """How many inbox commands are pending, ok and failed (every state present, 0 when none)."""
+        rows = await self._check_readable().execute_fetchall(
+            f"SELECT {COMMAND_STATE} AS state, COUNT(*) FROM commands GROUP BY state"
+        )
+        counts: dict[CommandState, int] = {"pending": 0, "ok": 0, "failed": 0}
+        counts.update(dict(rows))
+        return counts
 
     async def command(self, command_id: int) -> Command | None:
         """One command with its result once completed, or ``None`` if there is no such command."""

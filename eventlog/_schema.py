@@ -64,6 +64,14 @@ INSERT_ENTITY = (
 UPDATE_ENTITY = "UPDATE entities SET last_seq = ?, last_entity_seq = ? WHERE entity_key = ?"
 INSERT_TYPE = "INSERT INTO event_types (type_key, name, version) VALUES (?, ?, ?)"
 
+COMPLETE_COMMAND = "UPDATE commands SET completed_at = ?, result = ? WHERE id = ? AND completed_at IS NULL"
+
+# A command's state from its row; a failed command's result holds "ok": false (json_type is 'false' for it).
+COMMAND_STATE = (
+    "CASE WHEN completed_at IS NULL THEN 'pending' "
+    "WHEN json_type(result, '$.ok') = 'false' THEN 'failed' ELSE 'ok' END"
+)
+
 HIGH_WATER = "last_seq"
 """The ``meta`` key holding the last committed ``seq``, written in each batch's transaction: a writer that opens a
 log whose last event is below it knows events were lost from the tail (``events`` has no cheaper witness: the

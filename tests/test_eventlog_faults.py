@@ -145,3 +145,23 @@ def test_writer_failed_error_is_an_event_log_error() -> None:
     assert issubclass(WriterFailedError, EventLogError)
     assert issubclass(WriterFailedError, RuntimeError)
     assert not issubclass(WriterFailedError, CommitError)
+
+
+async def test_a_command_stays_pending_when_its_batch_cannot_commit(tmp_path: Path) -> None:
+    """A disk-full batch carrying a command's completion rolls both back: the command is pending again."""
+    path = tmp_path / "log.db"
+    async with open_log(path) as log:
+        cid = await log.submit_command("want", {"refs": ["a/1"]})
+        wdb = log._wdb
+        pages = (await wdb.execute_fetchall("PRAGMA page_count"))[0][0]
+        await wdb.execute(f"PRAGMA max_page_count = {pages}")
+        with pytest.raises(CommitError, match="database or disk is full"):
+            await log.append("thing", "a", 0, ThingCreated(name="x" * 20_000), command=(cid, {"ok": True}))
+        assert [cid] == [c.id for c in await log.pending_commands()]
+        await wdb.execute("PRAGMA max_page_count = 1073741823")
+        await log.append("thing", "a", 0, ThingCreated(name="a"), command=(cid, {"ok": True}))
+        done = await log.command(cid)
+        assert done is not None
+        assert done.state == "ok"
+    async with open_log(path, writer=False) as log:
+        assert await log.pending_commands() == []
