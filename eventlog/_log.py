@@ -187,6 +187,12 @@ def _db_uri(path: str, mode: str) -> str:
     return f"file:{quote(os.path.abspath(path))}?mode={mode}"
 
 
+def _cannot_write_here(e: sqlite3.Error) -> bool:
+    """Whether SQLite failed because this process may not write the file, its folder, or its WAL index."""
+    name = getattr(e, "sqlite_errorname", "")
+    return name.startswith("SQLITE_READONLY") or name == "SQLITE_CANTOPEN"
+
+
 class EventLog:
     """An append-only log of typed events in one SQLite file. Create it with :meth:`open`.
 
@@ -246,6 +252,7 @@ class EventLog:
         self._entity_cache_size = entity_cache_size
         self._poll_interval = poll_interval
         self._durability: Durability = durability
+        self._read_only = False  # a reader that could open the file only for reading (no commands)
         self._encode = registry.encoder.encode
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -371,13 +378,57 @@ class EventLog:
                 await db.execute("PRAGMA fullfsync = ON")
         except sqlite3.DatabaseError as e:
             await db.close()
+            if _cannot_write_here(e):
+                raise  # a reader falls back to reading only (_connect_reader); _start explains it to a writer
             raise self._corrupt_open_error(e) from e
         return db
 
     def _corrupt_open_error(self, e: sqlite3.Error) -> EventLogError:
         if isinstance(e, sqlite3.DatabaseError) and "not a database" in str(e):
             return CorruptLogError(f"{self._path}: not a wantbuild event log: not a SQLite database ({e})")
+        if self._writer and _cannot_write_here(e):
+            return EventLogError(
+                f"{self._path}: cannot open the log for writing: the file or its folder is read-only for this user "
+                f"({e}); make them writable, or open the log with writer=False to read it (the CLI's query "
+                "commands, such as status, events and replay, do)"
+            )
         return EventLogError(f"{self._path}: cannot open the event log: {e}")
+
+    async def _connect_reader(self) -> Any:
+        """A reader's connection: read-write if it may (to submit commands), else read-only, else immutable.
+
+        SQLite reads a WAL-mode database through its ``-shm`` index, which a reader creates (or opens for
+        writing) next to the file: in a read-only folder without one, or beside a read-only ``-shm``, the
+        read-write and read-only opens fail. Then the file is opened ``immutable=1``: read as a plain file,
+        with no locking and without the WAL. That is exact when there is no WAL (a log closed cleanly, the
+        usual state of a log in a read-only place); a non-empty ``-wal`` holds commits that immutable reading
+        would not see, so that case is refused with the way out instead of showing an older state.
+        """
+        for mode in ("rw", "ro"):
+            db = None
+            try:
+                db = await self._connect(mode)
+                await db.execute_fetchall("SELECT COUNT(*) FROM sqlite_master")  # the first read opens the WAL
+            except sqlite3.OperationalError as e:
+                if db is not None:
+                    await db.close()
+                if not _cannot_write_here(e):
+                    raise
+                continue
+            self._read_only = mode == "ro"
+            return db
+        wal = self._path + "-wal"
+        size = os.path.getsize(wal) if os.path.exists(wal) else 0  # noqa: ASYNC240 - two stats, at open
+        if size:
+            raise EventLogError(
+                f"{self._path}: cannot read the log's latest commits: they are in {wal} ({size} bytes), and SQLite "
+                f"reads that file only with write access to the folder (to create {self._path}-shm) or an existing "
+                "-shm file; copy the log together with its -wal file to a folder you can write, and read the copy"
+            )
+        db = await self._connect("ro&immutable=1")
+        self._read_only = True
+        log.info("eventlog opened immutable", path=self._path, reason="read-only file or folder, no WAL")
+        return db
 
     async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -388,7 +439,7 @@ class EventLog:
                 await self._init_or_check(self._wdb)
                 self._rdb = await self._connect("rw")
             else:
-                self._rdb = await self._connect("rw")
+                self._rdb = await self._connect_reader()
                 await self._init_or_check(self._rdb)
             await self._load_state()
         except sqlite3.Error as e:
@@ -434,6 +485,8 @@ class EventLog:
                     f"application_id {app_id:#x}, tables: {', '.join(sorted(tables)) or 'none'})"
                 )
             else:
+                if self._writer:  # a read-only file opens "read-write" without a word: find out now, not at append
+                    await db.execute("UPDATE meta SET value = value WHERE key = 'schema_version'")
                 await self._check_meta(db)
             if self._writer:
                 await db.execute("COMMIT")
@@ -690,6 +743,15 @@ class EventLog:
     def path(self) -> str:
         """The log's file."""
         return self._path
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this reader had to open the log read-only (its folder or its ``-shm`` cannot be written).
+
+        It reads everything; :meth:`submit_command` raises :class:`ReadOnlyLogError`, as it also does for a
+        read-only file in a writable folder (which SQLite opens without saying it is read-only, so this is
+        False then)."""
+        return self._read_only
 
     @property
     def durability(self) -> Durability:
@@ -1510,11 +1572,21 @@ class EventLog:
             body = msgspec.json.encode(dict(payload)).decode()
         except (TypeError, msgspec.EncodeError) as e:
             raise EventLogError(f"command {name!r}: payload is not JSON-serializable: {e}") from e
+        if self._read_only:
+            raise ReadOnlyLogError(
+                f"{self._path}: cannot store command {name!r}: the log's file or folder is read-only for this user; "
+                "run the command as a user who can write the log's folder"
+            )
         try:
             cur = await db.execute(
                 "INSERT INTO commands (name, payload, submitted_at) VALUES (?, ?, ?)", (name, body, self._now())
             )
         except sqlite3.Error as e:
+            if _cannot_write_here(e):
+                raise ReadOnlyLogError(
+                    f"{self._path}: cannot store command {name!r}: the log is read-only for this user ({e}); run "
+                    "the command as a user who can write the log and its folder"
+                ) from e
             raise CommitError(f"{self._path}: could not store command {name!r}: {e}") from e
         command_id = int(cur.lastrowid)
         log.info("eventlog command submitted", path=self._path, command_id=command_id, command=name)

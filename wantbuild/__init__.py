@@ -26,7 +26,9 @@ Errors all derive from :class:`WantbuildError`::
      │    ├── WriterFailedError         the log's writer stopped on a bug (also a RuntimeError)
      │    ├── LogClosedError            the log is closed (also a RuntimeError)
      │    ├── LogNotFoundError          no log at the path (also a FileNotFoundError)
-     │    ├── ReadOnlyLogError          a write through a log opened with writer=False
+     │    ├── ReadOnlyLogError          a write through a log opened with writer=False (or a read-only file)
+     │    ├── CommandCompletedError     an inbox command completed twice (its effect is not applied again)
+     │    ├── UnknownCommandError       no inbox command with that id (also a LookupError)
      │    └── WriterLockedError         another process already writes this log
      ├── IllegalTransition (ValueError) an event a state machine does not accept in its current state
      ├── InvalidRef (ValueError)        a malformed partition ref (names the ref and the rule)
@@ -72,6 +74,7 @@ from actors import (
     validate_refs,
 )
 from eventlog import (
+    CommandCompletedError,
     CommitError,
     ConcurrencyError,
     CorruptLogError,
@@ -84,6 +87,7 @@ from eventlog import (
     ReadOnlyLogError,
     Record,
     SchemaVersionError,
+    UnknownCommandError,
     WantbuildError,
     WriterFailedError,
     WriterLockedError,
@@ -123,6 +127,7 @@ __all__ = [
     "ActorSystemClosed",
     "AskTimeout",
     "Clock",
+    "CommandCompletedError",
     "CommitError",
     "ConcurrencyError",
     "CorruptLogError",
@@ -154,6 +159,7 @@ __all__ = [
     "RuntimeClosed",
     "SchemaVersionError",
     "SystemClock",
+    "UnknownCommandError",
     "UnknownEntity",
     "UnknownJob",
     "Violation",
