@@ -91,9 +91,8 @@ from typing import Any, ClassVar, Final, Generic, TypeVar
 
 import anyio
 import anyio.abc
-import structlog
 
-from eventlog import WantbuildError
+from eventlog import WantbuildError, get_logger
 
 from ._faults import Faults
 
@@ -113,7 +112,7 @@ __all__ = [
     "UnknownActorKind",
 ]
 
-log = structlog.get_logger("wantbuild.actors")
+log = get_logger("wantbuild.actors")
 
 M = TypeVar("M")
 

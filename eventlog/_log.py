@@ -25,7 +25,6 @@ from urllib.parse import quote
 import aiosqlite
 import anyio
 import msgspec
-import structlog
 
 from ._errors import (
     CommandCompletedError,
@@ -44,6 +43,7 @@ from ._errors import (
 )
 from ._events import REGISTRY, Event, EventRegistry
 from ._lock import WriterLock, writer_active
+from ._logging import get_logger
 from ._records import Command, CommandState, Problem, Record, VerifyReport
 from ._schema import (
     APPLICATION_ID,
@@ -63,7 +63,7 @@ from ._schema import (
     lookup_entities_sql,
 )
 
-log = structlog.get_logger("wantbuild.eventlog")
+log = get_logger("wantbuild.eventlog")
 _Future = asyncio.Future
 
 Durability = Literal["process", "power"]

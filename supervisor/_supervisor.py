@@ -39,7 +39,6 @@ from enum import IntEnum
 from typing import Any
 
 import msgspec
-import structlog
 
 from actors import (
     Abandon,
@@ -68,12 +67,13 @@ from actors import (
     WantStatus,
 )
 from actors import CollisionPolicy as Policy
+from eventlog import get_logger
 
 from ._graph import Graph, Job, NoJobForRef
 from ._ids import IdSource
 from ._timers import Timers
 
-log = structlog.get_logger("wantbuild.supervisor")
+log = get_logger("wantbuild.supervisor")
 P = PartitionStatus
 W = WantStatus
 
@@ -129,6 +129,11 @@ class GaveUp(msgspec.Struct, frozen=True):
     kind: str
     key: str
     reason: str
+
+
+SUPERVISOR_MESSAGES: tuple[str, ...] = ("CommittedBatch", "RunEnded", "Due", "Recover", "Tick", "Drain",
+                                        "ActorCrashed", "GaveUp")
+"""The messages the supervisor handles, by type name (for fault drills naming one)."""
 
 
 class Pending:
@@ -557,10 +562,10 @@ class Supervisor(Actor[Any]):
                 if self.world.partition(ref).status is not P.BUILDING:
                     await self._wake_deferred(ref)
             return
-        running = self.inflight.get(run.job)
-        if running is None or rid not in running:
-            return  # reported again (a JobRun actor that recovered), or already reconciled as ended
-        running.discard(rid)
+        # Idempotent: a run may be reported twice (its actor recovered after a crash), or after a reconcile that
+        # already dropped it from the indices; the bookkeeping below finds nothing to do then, and each effect
+        # checks the committed state before acting.
+        self.inflight.get(run.job, set()).discard(rid)
         for ref in run.planned:
             runs = self.planned.get(ref)
             if runs is not None and rid in runs:
@@ -577,13 +582,16 @@ class Supervisor(Actor[Any]):
         if run.status is JobRunStatus.DEP_MISS:
             await self._on_dep_miss(run)
         elif run.status is JobRunStatus.FAILED and run.will_retry:
-            job = self.graph[run.job]
-            for ref in run.partitions:
-                self.retrying[ref] = rid
-                self._recat(ref)
-            delay = job.retry.delay(run.attempt)
-            self.timers.call_at(run.ended_at + delay if run.ended_at else self.env.clock.now() + delay,
-                                Due("retry", rid), now=self.env.clock.now())
+            # The partitions it failed and nothing has leased since (a second report finds them leased).
+            waiting = [ref for ref in run.partitions if (p := self.world.partition(ref)).status is P.FAILED
+                       and not p.final]
+            if waiting:
+                for ref in waiting:
+                    self.retrying[ref] = rid
+                    self._recat(ref)
+                delay = self.graph[run.job].retry.delay(run.attempt)
+                self.timers.call_at(run.ended_at + delay if run.ended_at else self.env.clock.now() + delay,
+                                    Due("retry", rid), now=self.env.clock.now())
         elif run.status is JobRunStatus.FAILED:
             for ref in run.partitions:
                 if ref in self.wants_by_ref:
