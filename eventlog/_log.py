@@ -532,8 +532,8 @@ class EventLog:
             )
         if self._writer:
             problems = await self._tail_problems(db, meta.get(HIGH_WATER))
-            if problems:
-                log.error("eventlog damaged", path=self._path, problems=problems)
+            if problems:  # the error says it all; logged for the record only
+                log.info("eventlog damaged, not opened for writing", path=self._path, problems=problems)
                 raise DamagedLogError(self._path, problems)
             if HIGH_WATER not in meta:  # a log from before the mark: start it now
                 await db.execute(

@@ -19,7 +19,7 @@ from supervisor import Graph, Runtime, load_graph, open_runtime
 from .._access import CliError, require_log, runtime_active
 from .._build import Session, print_outcome, print_recovery, recovery_dict, root_ok, show_progress, until_signal
 from .._example import example_graph, week_dates
-from .._output import console, short, status_text
+from .._output import command_dict, command_note, console, short, status_text
 from .app import db_option, emit_json, error, json_option, policy_option, refs_callback, run_async
 
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -37,6 +37,7 @@ async def build(db: Path, graph: Graph, *, refs: Sequence[str] = (), policy: str
     async with open_runtime(db, graph, policy=cast(CollisionPolicy, policy), tune_gc=True,
                             accept_graph_change=accept_graph_change) as rt:
         session = Session.begin(rt)
+        since = rt.clock.now()
         if show_recovery and not as_json:
             print_recovery(out, rt)
         already_live = bool(refs) and all(rt.get_partition(r).status is PartitionStatus.LIVE for r in refs)
@@ -58,7 +59,11 @@ async def build(db: Path, graph: Graph, *, refs: Sequence[str] = (), policy: str
         else:
             stopped_by = await until_signal(lambda: show_progress(session, wait, err))
         outcome = session.outcome()
-    result: dict[str, Any] = {"ok": root_ok(outcome), "already_live": already_live, **outcome}
+        # Queued commands this runtime took and refused (a want for a ref no job produces...): say so, not "done".
+        rejected = [c for c in await rt.log.commands("failed", newest_first=True, limit=100)
+                    if c.completed_at is not None and c.completed_at >= since][::-1]
+    result: dict[str, Any] = {"ok": root_ok(outcome) and not rejected, "already_live": already_live, **outcome,
+                              "rejected_commands": [command_dict(c) for c in rejected]}
     if show_recovery:
         result["recovery"] = recovery_dict(rt)
     if stopped_by is not None:
@@ -69,6 +74,10 @@ async def build(db: Path, graph: Graph, *, refs: Sequence[str] = (), policy: str
         if already_live:
             out.print(f"Everything asked for was already Live in {db}: the want succeeded at once, no job ran.")
         print_outcome(out, outcome)
+    for cmd in rejected:
+        error(command_note(cmd))
+    if rejected and not serve and stopped_by is None:
+        return 1
     if stopped_by is not None and not serve:
         error(f"interrupted by {signal.Signals(stopped_by).name}: the runtime stopped cleanly (runs in flight were "
                f"canceled); resume with `wantbuild run GRAPH.toml --db {db}`")
