@@ -136,9 +136,11 @@ def _write_batch_sync(
     upd: list[tuple[int, int, int]],
     aborting: Callable[[], bool],
     commands: Sequence[tuple[float, str, int]] = (),
+    mark: int | None = None,
 ) -> None:
     """Write one batch in one transaction, on the connection's own thread; roll back on any error.
 
+    ``mark``, when given, is written as the high-water mark (see :meth:`EventLog._needs_mark`).
     ``commands`` are inbox completions ``(completed_at, result, id)`` that commit with the batch; one whose
     command is not pending (completed already, or no such command) rolls the whole batch back with
     :class:`_CommandsNotPending`, so the writer can retry the batch without its append.
@@ -156,7 +158,8 @@ def _write_batch_sync(
             conn.executemany(INSERT_ENTITY, new)
         if upd:
             conn.executemany(UPDATE_ENTITY, upd)
-        conn.execute(UPDATE_HIGH_WATER, (rows[-1][0],))
+        if mark is not None:
+            conn.execute(UPDATE_HIGH_WATER, (mark,))
         if aborting():
             raise _Aborted
         conn.execute("COMMIT")
@@ -1154,7 +1157,8 @@ class EventLog:
         # Shielded: once started, the outcome must be known, whatever happens to this task.
         try:
             with anyio.CancelScope(shield=True):
-                await _in_db_thread(self._wdb, _write_batch_sync, types, rows, new, upd, self._is_aborting, cmd_rows)
+                await _in_db_thread(self._wdb, _write_batch_sync, types, rows, new, upd, self._is_aborting, cmd_rows,
+                                    seq - 1 if self._needs_mark(touched, seq - 1) else None)
         except _CommandsNotPending as e:
             # Fail those appends alone and write the batch again without them (and without appends already
             # failed: a conflict they caused is not undone, their callers were told).
@@ -1189,6 +1193,21 @@ class EventLog:
                 fut.set_result(rec)
             except asyncio.InvalidStateError:
                 pass  # the appender was cancelled; its event is committed all the same
+
+    @staticmethod
+    def _needs_mark(touched: list[_Entity], last: int) -> bool:
+        """Whether a batch ending at seq ``last`` must write the high-water mark for the open check to see the
+        loss of its events.
+
+        If the log's last events are lost, look at the first lost one, e: if its entity's previous event p is
+        within ``_TAIL_CHECK`` of it, p is in the tail the writer's open checks, and the entity's head in
+        ``entities`` (past p) gives the loss away. Otherwise (p is older, or e was its entity's first event) only
+        the mark can: so a batch writes it when one of its entities is new or last moved ``_TAIL_CHECK`` seqs
+        before the batch's end (a cheap superset of the events that need it; the first entity usually decides).
+        Batches of entities that move often, the common case of a small batch, write no extra page.
+        """
+        horizon = last - _TAIL_CHECK
+        return any(e.cseq == 0 or e.cseq < horizon for e in touched)
 
     async def _fail_not_pending(self, failed: list[tuple[asyncio.Future[Record], int]]) -> None:
         """Fail appends whose command completion found the command not pending, saying why."""

@@ -73,9 +73,9 @@ COMMAND_STATE = (
 )
 
 HIGH_WATER = "last_seq"
-"""The ``meta`` key holding the last committed ``seq``, written in each batch's transaction: a writer that opens a
-log whose last event is below it knows events were lost from the tail (``events`` has no cheaper witness: the
-largest ``entities.last_seq`` needs a full scan)."""
+"""The ``meta`` key holding a committed ``seq`` (the high-water mark), written in the transaction of each batch
+whose loss the writer's open check could not otherwise see (``EventLog._needs_mark``): a log whose last event is
+below it has lost events from its end. (The other witness, the largest ``entities.last_seq``, needs a full scan.)"""
 UPDATE_HIGH_WATER = f"UPDATE meta SET value = ? WHERE key = '{HIGH_WATER}'"
 
 # Rows as the read paths want them: the entity's kind and id joined in, in seq order.

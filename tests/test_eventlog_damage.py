@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from eventlog_helpers import ThingChanged, ThingCreated, ThingTouched, dump, open_log, raw
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from eventlog import ConcurrencyError, CorruptLogError, DamagedLogError
 from eventlog import _log as log_module
@@ -69,7 +72,7 @@ def stale_entity_head(db: sqlite3.Connection) -> None:
 
 
 DAMAGE: list[tuple[Callable[[sqlite3.Connection], None], str]] = [
-    (delete_last_row, "the log's last events are missing: seq 15 was committed, but the last event is seq 14"),
+    (delete_last_row, "thing 't2': entities says last seq 15 / entity_seq 5, but its events end at seq 12"),
     (swap_last_two_seqs, "thing 't1': entities says last seq 14 / entity_seq 5, but its events end at seq 15"),
     (swap_two_events_of_one_entity, "seq 12: prev_seq 12 is not before it"),
     (delete_a_middle_row, "seq 11: prev_seq 8 points at an event that is not in the log"),
@@ -107,6 +110,61 @@ async def test_a_damaged_log_is_not_opened_for_writing(
     async with open_log(path, writer=False) as reader:
         report = await reader.verify()
     assert not report.ok
+
+
+async def test_a_lost_last_event_that_the_tail_cannot_show_is_caught_by_the_high_water_mark(tmp_path: Path) -> None:
+    """The last event lost was its entity's first: no event left in the tail belongs to it, so only the
+    high-water mark (written by that batch) shows the loss."""
+    path = tmp_path / "log.db"
+    await healthy_log(path)
+    async with open_log(path) as log:
+        await log.append("thing", "late", 0, ThingCreated(name="late"))  # seq 16
+    with raw(path) as db:
+        delete_last_row(db)
+    with pytest.raises(DamagedLogError) as info:
+        async with open_log(path):
+            pass  # pragma: no cover
+    lost = "the log's last events are missing: seq 16 was committed, but the last event is seq 15"
+    assert info.value.problems == (lost,)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    steps=st.lists(st.tuples(st.integers(0, 6), st.booleans()), min_size=1, max_size=40),
+    lost=st.integers(1, 40),
+)
+def test_losing_the_last_events_is_always_caught(monkeypatch: pytest.MonkeyPatch,
+                                                 steps: list[tuple[int, bool]], lost: int) -> None:
+    """Whatever the appends and batches, a log that lost any number of its last events is refused for writing
+    (a checked tail of 4 events, so that the high-water mark has work to do); the intact log opens."""
+    monkeypatch.setattr(log_module, "_TAIL_CHECK", 4)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "log.db"
+
+        async def write() -> None:
+            counts = [0] * 7
+            async with open_log(path, autocommit=False) as log:
+                pending = []
+                for entity, commit_after in steps:
+                    pending.append(asyncio.ensure_future(
+                        log.append("thing", f"t{entity}", counts[entity], ThingChanged(n=counts[entity]))))
+                    counts[entity] += 1
+                    await asyncio.sleep(0)
+                    if commit_after:
+                        await log.commit()
+                await log.commit()
+                await asyncio.gather(*pending)
+
+        async def open_for_writing() -> None:
+            async with open_log(path):
+                pass
+
+        asyncio.run(write())
+        asyncio.run(open_for_writing())  # intact: opens
+        with raw(path) as db:
+            db.execute("DELETE FROM events WHERE seq > (SELECT MAX(seq) FROM events) - ?", (lost,))
+        with pytest.raises(DamagedLogError):
+            asyncio.run(open_for_writing())
 
 
 async def test_a_healthy_log_opens_and_the_check_reads_only_the_tail(
@@ -177,4 +235,4 @@ async def test_a_new_log_and_an_old_log_without_a_high_water_mark_open(tmp_path:
     async with open_log(path) as log:
         await log.append("thing", "t0", 5, ThingChanged(n=5))
     with raw(path) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchall() == [("16",)]
+        assert db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchall() == [("15",)]
