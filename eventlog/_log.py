@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import aiosqlite
 import anyio
+import anyio.lowlevel
 import msgspec
 
 from ._errors import (
@@ -1695,8 +1696,13 @@ async def _open_log(self: EventLog) -> AsyncIterator[EventLog]:
     ``ExceptionGroup``, and the writer never fails on its own (batches catch their errors; a bug in it is
     re-raised by ``close``).
     """
-    await self._start()
+    # Shielded: opening takes milliseconds, and a cancellation in the middle of it (a Ctrl-C at start-up) would
+    # leave a half-made aiosqlite connection, whose thread later finds its event loop closed. A cancellation
+    # that arrives meanwhile is delivered at the checkpoint right after, with the log open and closable.
+    with anyio.CancelScope(shield=True):
+        await self._start()
     try:
+        await anyio.lowlevel.checkpoint()
         if self._writer:
             self._writer_done = asyncio.Event()
             self._writer_task = asyncio.create_task(self._writer_main(), name=f"eventlog writer {self._path}")

@@ -141,8 +141,7 @@ def test_a_damaged_log_is_refused_for_writing(tmp_path: Path, graph: Path, db: P
     assert proc.returncode == 1
     line = proc.stderr.strip()
     assert len(line.splitlines()) == 1
-    assert line.startswith(f"Error: {db}: the log is damaged, so nothing will be written to it: the log's last "
-                           "events are missing")
+    assert line.startswith(f"Error: {db}: the log is damaged, so nothing will be written to it: ")
     assert f"`wantbuild replay {db} --verify`" in line
     assert "restore it from a backup" in line
     assert invoke("status", "--db", db).exit_code == 0

@@ -10,6 +10,7 @@ from supervisor import Runtime, load_graph
 
 from .._access import CliError, Submitted, runtime_active, submit
 from .._output import command_note, console
+from .._signals import Interrupts
 from .app import emit_json
 from .run import build
 
@@ -45,7 +46,8 @@ async def change(db: Path, graph_path: Path | None, name: str, payload: dict[str
             if not as_json:
                 out.print(describe(results[0]))
 
-        code = await build(db, graph, as_json=as_json, then=then)
+        with Interrupts() as interrupts:
+            code = await build(db, graph, interrupts=interrupts, as_json=as_json, then=then)
         return code, results[0] if results else {"ok": False}
     sent = await submit(db, name, payload, 0)
     tell_rejected(sent)

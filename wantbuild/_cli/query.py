@@ -15,7 +15,6 @@ from supervisor import explain as explain_ref
 from supervisor import load_graph, valid_choices
 
 from .._access import load_world, parse_until, reader, runtime_active
-from .._build import until_signal
 from .._output import (
     command_dict,
     commands_table,
@@ -27,6 +26,7 @@ from .._output import (
     print_summary,
     world_summary,
 )
+from .._signals import Interrupts
 from .app import db_option, emit_json, error, graph_option, json_option, run_async
 
 DIAGRAMS: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "jobrun": JOB_RUN}
@@ -142,7 +142,13 @@ def events(follow: bool, entity_id: str | None, kinds: tuple[str, ...], types: t
                     return
 
     if follow:
-        run_async(lambda: until_signal(follow_live))
+        with Interrupts(announce=False) as interrupts:
+
+            async def follow_until_stopped() -> None:
+                with interrupts.stoppable():
+                    await follow_live()
+
+            run_async(follow_until_stopped)
         return 0
     records = run_async(read_all)
     for rec in records:

@@ -13,57 +13,76 @@ import click
 from rich.text import Text
 
 from actors import CollisionPolicy, PartitionStatus, WantStatus
-from eventlog import Record
+from eventlog import Command, Record
 from supervisor import Graph, Runtime, load_graph, open_runtime
 
-from .._access import CliError, require_log, runtime_active
-from .._build import Session, print_outcome, print_recovery, recovery_dict, root_ok, show_progress, until_signal
+from .._access import CliError, reader, require_log, runtime_active
+from .._build import Session, print_outcome, print_recovery, recovery_dict, root_ok, show_progress
 from .._example import example_graph, week_dates
 from .._output import command_dict, command_note, console, short, status_text
+from .._signals import EXIT_SIGNAL, Interrupts
 from .app import db_option, emit_json, error, json_option, policy_option, refs_callback, run_async
 
-EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
-
-async def build(db: Path, graph: Graph, *, refs: Sequence[str] = (), policy: str = "shrink", serve: bool = False,
-                as_json: bool = False, show_recovery: bool = False, accept_graph_change: bool = False,
-                ttl: float | None = None, sla: float | None = None, comment: str = "",
-                then: Callable[[Runtime], Awaitable[None]] | None = None) -> int:
+async def build(db: Path, graph: Graph | Callable[[], Graph], *, interrupts: Interrupts, refs: Sequence[str] = (),
+                policy: str = "shrink", serve: bool = False, as_json: bool = False, show_recovery: bool = False,
+                accept_graph_change: bool = False, ttl: float | None = None, sla: float | None = None,
+                comment: str = "", then: Callable[[Runtime], Awaitable[None]] | None = None, afresh: str = "") -> int:
     """Open a runtime on ``db``, want ``refs`` (if any), call ``then(rt)``, and run until the want (without refs:
     every want, and every queued command) is terminal, with a progress display; with ``serve``, keep serving the
-    inbox until SIGINT/SIGTERM instead. Prints the outcome; returns the exit code."""
+    inbox until SIGINT/SIGTERM instead. Prints the outcome once the runtime has shut down (``afresh``: how to start
+    over, said when everything asked for was Live already); returns the exit code.
+
+    The first SIGINT/SIGTERM (see :class:`Interrupts`) stops it cleanly at any point, start-up and replay included.
+    """
     out, err = console(), console(stderr=True)
-    stopped_by: int | None = None
-    async with open_runtime(db, graph, policy=cast(CollisionPolicy, policy), tune_gc=True,
-                            accept_graph_change=accept_graph_change) as rt:
-        session = Session.begin(rt)
-        since = rt.clock.now()
-        if show_recovery and not as_json:
-            print_recovery(out, rt)
-        already_live = bool(refs) and all(rt.get_partition(r).status is PartitionStatus.LIVE for r in refs)
-        handle = await rt.want(refs, ttl=ttl, sla=sla, comment=comment, source="cli") if refs else None
-        if then is not None:
-            await then(rt)
+    session: Session | None = None
+    since = 0.0  # the runtime clock when it opened: commands it rejected after that are reported
+    rt: Runtime | None = None
+    already_live = False
+    live_in_log = 0
+    with interrupts.stoppable():
+        if callable(graph):
+            graph = graph()
+        async with open_runtime(db, graph, policy=cast(CollisionPolicy, policy), tune_gc=True,
+                                accept_graph_change=accept_graph_change) as rt:
+            interrupts.leaving = lambda: _leaving(rt)
+            session = Session.begin(rt)
+            since = rt.clock.now()
+            if show_recovery and not as_json:
+                print_recovery(out, rt)
+            already_live = bool(refs) and all(rt.get_partition(r).status is PartitionStatus.LIVE for r in refs)
+            live_in_log = sum(1 for p in rt.world.partitions.values() if p.status is PartitionStatus.LIVE)
+            handle = await rt.want(refs, ttl=ttl, sla=sla, comment=comment, source="cli") if refs else None
+            if then is not None:
+                await then(rt)
 
-        async def wait() -> None:
-            if handle is not None:
-                await handle.done()
+            async def wait() -> None:
+                if handle is not None:
+                    await handle.done()
+                else:
+                    await settle(rt)
+
+            if serve:
+                err.print(Text(f"Serving {db} (pid {os.getpid()}): submit wants with "
+                               f"`wantbuild want create REF --db {db}`; stop with Ctrl-C or SIGTERM.", style="bold"))
+                rt.add_hook(_announcer(err))
+                await anyio.sleep_forever()
             else:
-                await settle(rt)
-
-        if serve:
-            err.print(Text(f"Serving {db} (pid {os.getpid()}): submit wants with "
-                           f"`wantbuild want create REF --db {db}`; stop with Ctrl-C or SIGTERM.", style="bold"))
-            rt.add_hook(_announcer(err))
-            stopped_by = await until_signal(None)
-        else:
-            stopped_by = await until_signal(lambda: show_progress(session, wait, err))
-        outcome = session.outcome()
-        # Queued commands this runtime took and refused (a want for a ref no job produces...): say so, not "done".
-        rejected = [c for c in await rt.log.commands("failed", newest_first=True, limit=100)
-                    if c.completed_at is not None and c.completed_at >= since][::-1]
+                await show_progress(session, wait, err)
+    interrupts.leaving = None
+    stopped_by = interrupts.first
+    if session is None or rt is None:  # interrupted before the runtime was open: nothing was started
+        assert stopped_by is not None
+        name = signal.Signals(stopped_by).name
+        error(f"interrupted by {name} while starting: no runtime ran, nothing changed in {db}")
+        return EXIT_SIGNAL.get(signal.Signals(stopped_by), 1)
+    outcome = session.outcome()  # read now that the shutdown has recorded everything
+    rejected = await _rejected_since(db, since)
     result: dict[str, Any] = {"ok": root_ok(outcome) and not rejected, "already_live": already_live, **outcome,
                               "rejected_commands": [command_dict(c) for c in rejected]}
+    if already_live:
+        result["live_in_log"] = live_in_log
     if show_recovery:
         result["recovery"] = recovery_dict(rt)
     if stopped_by is not None:
@@ -72,7 +91,10 @@ async def build(db: Path, graph: Graph, *, refs: Sequence[str] = (), policy: str
         emit_json(result)
     else:
         if already_live:
-            out.print(f"Everything asked for was already Live in {db}: the want succeeded at once, no job ran.")
+            out.print(f"Nothing to build: {short(list(refs))} {'is' if len(refs) == 1 else 'are'} already Live in "
+                      f"{db}, so the want succeeded at once and no job ran. The log holds {live_in_log} Live "
+                      f"partition{'' if live_in_log == 1 else 's'} (`wantbuild status"
+                      f"{'' if str(db) == 'wantbuild.db' else f' --db {db}'}`).{f' {afresh}' if afresh else ''}")
         print_outcome(out, outcome)
     for cmd in rejected:
         error(command_note(cmd))
@@ -80,16 +102,34 @@ async def build(db: Path, graph: Graph, *, refs: Sequence[str] = (), policy: str
         return 1
     if stopped_by is not None and not serve:
         error(f"interrupted by {signal.Signals(stopped_by).name}: the runtime stopped cleanly (runs in flight were "
-               f"canceled); resume with `wantbuild run GRAPH.toml --db {db}`")
+              f"canceled and recorded); resume with `wantbuild run GRAPH.toml --db {db}`")
         return EXIT_SIGNAL.get(signal.Signals(stopped_by), 1)
     if not result["ok"]:
         bad = [w for w in outcome["wants"] if w.status is not WantStatus.SUCCESSFUL]
         if bad and not serve:
             w = bad[0]
             error(f"{len(bad)} want(s) did not succeed: {w.want_id} is {w.status}"
-                   f"{f' ({w.reason})' if w.reason else ''}; see `wantbuild explain {w.refs[0]} --db {db}`")
+                  f"{f' ({w.reason})' if w.reason else ''}; see `wantbuild explain {w.refs[0]} --db {db}`")
             return 1
     return 0
+
+
+def _leaving(rt: Runtime) -> str:
+    """What a forced exit leaves behind, for the farewell line."""
+    runs = rt.world.in_flight_runs()
+    if not runs:
+        return "Nothing is in flight."
+    ids = ", ".join(r.job_run_id for r in runs[:5]) + (" ..." if len(runs) > 5 else "")
+    return (f"{len(runs)} run(s) stay recorded as in flight ({ids}): their job processes die with wantbuild, and "
+            f"the next start on {rt.log.path} marks them Lost and builds their partitions again.")
+
+
+async def _rejected_since(db: Path, since: float) -> list[Command]:
+    """Queued commands a runtime took and refused (a want for a ref no job produces...) since ``since``: a run that
+    took them says so rather than "nothing needed building"."""
+    async with reader(db) as log:
+        failed = await log.commands("failed", newest_first=True, limit=100)
+    return [c for c in reversed(failed) if c.completed_at is not None and c.completed_at >= since]
 
 
 async def settle(rt: Runtime) -> None:
@@ -135,9 +175,11 @@ def demo(db: Path, data_dir: Path, as_json: bool) -> int:
     weekly/{week}. One want for the weekly report; the jobs discover their inputs as missing dependencies and the
     supervisor creates derived wants for them. Running it again finds everything Live already.
     """
-    graph = example_graph(data_dir)
-    weekly = f"weekly/{week_dates()[0]}"
-    code = run_async(lambda: build(db, graph, refs=(weekly,), as_json=as_json, comment="wantbuild demo"))
+    with Interrupts() as interrupts:
+        weekly = f"weekly/{week_dates()[0]}"
+        afresh = f"To build the demo afresh, delete {db} and {data_dir}/ (or pass --db and --data elsewhere)."
+        code = run_async(lambda: build(db, lambda: example_graph(data_dir), interrupts=interrupts, refs=(weekly,),
+                                       as_json=as_json, comment="wantbuild demo", afresh=afresh))
     if not as_json and code == 0:
         flag = "" if str(db) == "wantbuild.db" else f" --db {db}"
         console().print(Text(f"\nNext: `wantbuild status{flag}`, `wantbuild explain {weekly}{flag}`, "
@@ -163,9 +205,10 @@ def run(graph_file: Path, refs: tuple[str, ...], db: Path, serve: bool, policy: 
     Without --want and --serve it finishes the wants already in the log. Exit code 0 when every want it waited
     for is Successful, 1 otherwise.
     """
-    graph = load_graph(graph_file)
-    return run_async(lambda: build(db, graph, refs=refs, policy=policy, serve=serve, as_json=as_json,
-                                   accept_graph_change=accept_graph_change, comment="wantbuild run"))
+    with Interrupts() as interrupts:
+        return run_async(lambda: build(db, lambda: load_graph(graph_file), interrupts=interrupts, refs=refs,
+                                       policy=policy, serve=serve, as_json=as_json,
+                                       accept_graph_change=accept_graph_change, comment="wantbuild run"))
 
 
 @click.command(short_help="Resume a crashed runtime: report Lost runs, then finish.")
@@ -182,7 +225,7 @@ def restart(db: Path, graph_file: Path, policy: str, accept_graph_change: bool, 
     if runtime_active(db):
         raise CliError(f"a runtime is running on {db}; restart is for a log whose runtime died (stop it first, "
                        "or talk to it with `wantbuild status` / `wantbuild want ...`)")
-    graph = load_graph(graph_file)
-    return run_async(lambda: build(db, graph, policy=policy, as_json=as_json, show_recovery=True,
-                                   accept_graph_change=accept_graph_change))
+    with Interrupts() as interrupts:
+        return run_async(lambda: build(db, lambda: load_graph(graph_file), interrupts=interrupts, policy=policy,
+                                       as_json=as_json, show_recovery=True, accept_graph_change=accept_graph_change))
 
