@@ -24,20 +24,13 @@ from typing import Any
 
 import structlog
 
-from eventlog import Event, EventLog, EventRegistry, event
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from eventlog_append import BENCH_REGISTRY, BenchPartitionBuilt  # bench/, the script's own folder
+
+from eventlog import EventLog
 from eventlog import _log as log_module
 from eventlog._schema import APPLICATION_ID, CREATE_SCHEMA, INSERT_ENTITY, INSERT_EVENT, SCHEMA_VERSION
-
-BENCH_REGISTRY = EventRegistry()
-
-
-@event("BenchPartitionBuilt", 1, registry=BENCH_REGISTRY)
-class BenchPartitionBuilt(Event, frozen=True):
-    """A small, typical payload: a ref, a generation, a run id."""
-
-    ref: str
-    generation: int
-    job_run_id: str
 
 
 def build(path: str, n_events: int, n_entities: int) -> None:
