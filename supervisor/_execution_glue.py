@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import structlog
@@ -48,6 +49,9 @@ class LocalExecution:
         if job.command is None:
             return None, None
         return (str(self.log_dir / f"{run.job_run_id}.stdout"), str(self.log_dir / f"{run.job_run_id}.stderr"))
+
+    def placement(self, run: JobRunState) -> tuple[str, dict[str, Any]] | None:
+        return None  # the runtime's own tasks and processes
 
     def start(self, run: JobRunState) -> None:
         if self._scope_cls is None:
