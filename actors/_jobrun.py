@@ -147,6 +147,7 @@ class JobRunState(msgspec.Struct, frozen=True, gc=False):
     retry_delay: float = 0.0
     stdout_path: str | None = None
     stderr_path: str | None = None
+    generations: tuple[int, ...] = ()
     executor: str | None = None
     handle: dict[str, Any] | None = None
     ignored_results: int = 0
@@ -173,7 +174,7 @@ def apply_job_run(state: JobRunState | None, ev: Event, run_id: str, at: float, 
     if isinstance(ev, JobRunStarted):
         return rep(state, status=target, updated_at=at, entity_seq=entity_seq, partitions=ev.partitions,
                    skipped=ev.skipped, started_at=at, stdout_path=ev.stdout_path, stderr_path=ev.stderr_path,
-                   deferred_on=(), executor=ev.executor, handle=ev.handle)
+                   deferred_on=(), generations=ev.generations, executor=ev.executor, handle=ev.handle)
     if isinstance(ev, JobRunResultIgnored):
         return rep(state, updated_at=at, entity_seq=entity_seq, ignored_results=state.ignored_results + 1)
     if isinstance(ev, JobRunDeferred):

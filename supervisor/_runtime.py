@@ -9,7 +9,9 @@ running ones are canceled (their processes killed), everything is committed, no 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import hashlib
 import math
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -52,6 +54,7 @@ from actors import (
 from eventlog import EventLog, Record, WantbuildError
 
 from ._execution_glue import LocalExecution
+from ._executors import ExecutionRouter, Executor, ExecutorEnv
 from ._graph import Graph
 from ._ids import IdSource
 from ._supervisor import CommittedBatch, Drain, Recover, Supervisor
@@ -296,8 +299,10 @@ async def open_runtime(*args: Any, **kwargs: Any) -> AsyncIterator[Runtime]:
     """Open a runtime on the log at ``path`` (created if missing) for ``graph``.
 
     Keywords: ``clock``, ``policy`` (default collision policy), ``log_dir`` (job output files; default
-    ``<log>.logs``), ``accept_graph_change``, ``passivate_after``, ``autocommit``, ``serve_commands``,
-    ``shutdown_grace``, ``tune_gc`` (see :func:`_gc_policy`; the CLI turns it on). An exception raised in the
+    ``<log>.logs``), ``executor`` (where jobs without an executor of their own run, e.g.
+    ``DaskExecutor(client)``; default: the graph's, else the runtime's own processes), ``accept_graph_change``,
+    ``passivate_after``, ``autocommit``, ``serve_commands``, ``shutdown_grace``, ``tune_gc`` (see
+    :func:`_gc_policy`; the CLI turns it on). An exception raised in the
     ``async with`` body comes out as itself, not wrapped in an exception group by the runtime's task groups.
     """
     try:
@@ -340,8 +345,12 @@ async def _open_runtime(
     shutdown_grace: float = 10.0,
     event_log: EventLog | None = None,
     tune_gc: bool = False,
+    executor: Executor | None = None,
 ) -> AsyncIterator[Runtime]:
     graph.validate()
+    if executor is not None and not isinstance(executor, Executor):
+        raise TypeError(f"executor must be an executor (DaskExecutor(...), RayExecutor(...), LocalExecutor()), "
+                        f"got {executor!r}")
     clock = clock if clock is not None else SystemClock()
     path = Path(path)
     logs = Path(log_dir) if log_dir is not None else path.parent / (path.name + ".logs")
@@ -350,7 +359,7 @@ async def _open_runtime(
         ids = IdSource(world.wants, world.runs)
         with _gc_policy(tune_gc):
             async with _running(elog, world, ids, graph, clock, policy, logs, passivate_after, serve_commands,
-                                shutdown_grace) as rt:
+                                shutdown_grace, executor) as rt:
                 yield rt
 
 
@@ -384,14 +393,16 @@ def _gc_policy(enabled: bool) -> Iterator[None]:
 @asynccontextmanager
 async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, clock: Clock,
                    policy: CollisionPolicy, logs: Path, passivate_after: float | None, serve_commands: bool,
-                   shutdown_grace: float) -> AsyncIterator[Runtime]:
+                   shutdown_grace: float, default_executor: Executor | None) -> AsyncIterator[Runtime]:
     hooks = Hooks()
     async with anyio.create_task_group() as tg:
         system = ActorSystem(passivate_after=passivate_after)
-        async with system:
+        async with system, contextlib.AsyncExitStack() as stack:
             env = EntityEnv(elog, world, system, hooks, clock)
             timers = Timers(tg, system, clock)
-            execution = LocalExecution(graph, clock, logs, system)
+            local = LocalExecution(graph, clock, logs, system)
+            env_x = ExecutorEnv(graph, clock, system, _namespace(elog))
+            execution = await stack.enter_async_context(ExecutionRouter.open(graph, local, env_x, default_executor))
             system.register("want", lambda key: WantActor(key, env))
             # A partition's next message (its settlement) comes a whole job run after its lease: no linger
             # (5% of a batched backfill, A/B).
@@ -400,6 +411,8 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
             system.register("supervisor",
                             lambda key: Supervisor(key, env, graph, ids, timers, policy),
                             passivate_after=None, mailbox_size=math.inf)
+            # Before anything is leased again: stop what the previous runtime started on a cluster (fencing).
+            await execution.fence(world.in_flight_runs())
             lost, requeued = await _recover_runs(system, world)
             recovery = Recovery(elog.last_seq, tuple(lost), tuple(requeued),
                                 tuple(w.want_id for w in world.active_wants()))
@@ -418,11 +431,17 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
                     with anyio.CancelScope(shield=True):
                         await _shutdown(rt, execution, timers, shutdown_grace)
                 else:
-                    execution.cancel_all("crash")
+                    execution.crash()
                     timers.cancel_all()
                 with anyio.CancelScope(shield=True):
                     await execution.aclose("the runtime is closing")
         tg.cancel_scope.cancel()
+
+
+def _namespace(elog: EventLog) -> str:
+    """A short name of this log, part of every remote task's key: two runtimes on different logs may share a
+    cluster, and one log's restarted runtime finds the keys its predecessor used."""
+    return hashlib.sha256(str(Path(elog.path).resolve()).encode()).hexdigest()[:10]
 
 
 @asynccontextmanager
@@ -436,7 +455,7 @@ async def _maybe_log(given: EventLog | None, path: Path, graph: Graph, clock: Cl
         yield elog
 
 
-async def _shutdown(rt: Runtime, execution: LocalExecution, timers: Timers, grace: float) -> None:
+async def _shutdown(rt: Runtime, execution: ExecutionRouter, timers: Timers, grace: float) -> None:
     """Stop starting runs, cancel the ones in flight, and wait until they are recorded."""
     rt.closing = True
     await rt.system.tell(*SUPERVISOR, Drain())
