@@ -28,6 +28,7 @@ import asyncio
 import heapq
 import math
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -119,6 +120,9 @@ class RemoteRun:
     late: list[RunOutcome] = field(default_factory=list)
     handle: Any = None
     """The engine's future / object ref, once submitted."""
+    got_result: bool = False
+    """The job's outcome arrived (from the task's result or from a worker asked about it): a second copy of the
+    same result is recognised and dropped."""
 
     @property
     def key(self) -> str:
@@ -148,6 +152,8 @@ class RemoteExecution(ABC):
         self.kill_grace = kill_grace
         self.runs: dict[str, RemoteRun] = {}
         self.by_key: dict[str, RemoteRun] = {}
+        self.ended: OrderedDict[str, RemoteRun] = OrderedDict()
+        """Recently ended runs by key (bounded): a result arriving after a run was forgotten is still known."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._deadlines: list[tuple[float, int, str, str]] = []
         self._deadline_seq = 0
@@ -264,7 +270,11 @@ class RemoteExecution(ABC):
 
     # -- outcomes -----------------------------------------------------------------------------------
     def _result(self, r: RemoteRun, outcome: RunOutcome) -> None:
-        """The engine returned ``outcome`` for ``r``'s task (its handle is settled)."""
+        """The job of ``r`` ended with ``outcome`` (from the task's result, or from a worker asked about it)."""
+        if r.got_result:
+            log.debug("a second copy of a result ignored", key=r.key, status=outcome.status)
+            return
+        r.got_result = True
         r.settled = True
         if r.decided is None:
             r.decided = outcome
@@ -350,10 +360,13 @@ class RemoteExecution(ABC):
             log.debug("outcome dropped: the runtime is closed", job_run_id=r.run.job_run_id, status=outcome.status)
 
     def _forget_if_done(self, r: RemoteRun) -> None:
-        if r.reported and (r.settled or r.stopping):
-            self.runs.pop(r.run.job_run_id, None)
+        if r.reported and (r.settled or r.stopping) and self.runs.pop(r.run.job_run_id, None) is not None:
             self.by_key.pop(r.key, None)
             r.handle = None
+            if r.stopping:  # stopped by us: its job may still deliver a late result
+                self.ended[r.key] = r
+                if len(self.ended) > _ENDED_KEPT:
+                    self.ended.popitem(last=False)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -411,6 +424,9 @@ class RemoteExecution(ABC):
                     self._push(due, r, "heartbeat")
                 else:
                     self._decide(r, RunOutcome("failed", reason=f"no heartbeat for {float(job.heartbeat_timeout)} s"))
+
+
+_ENDED_KEPT = 4096
 
 
 def _slack(seconds: float) -> float:

@@ -39,7 +39,7 @@ from actors import JobRunState
 
 from .._execution import RunOutcome
 from .base import Executor, ExecutorEnv, ExecutorError, RemoteExecution, RemoteRun
-from .worker import RemoteJob, outcome_from, run_remote, running_keys, stop_keys
+from .worker import RemoteJob, key_states, outcome_from, run_remote, stop_keys
 
 log = structlog.get_logger("wantbuild.executors.dask")
 
@@ -305,15 +305,22 @@ class DaskExecution(RemoteExecution):
             await self.client.cancel(futures, reason=f"wantbuild: {reason}")
 
     async def _still_running(self, keys: list[str]) -> list[str] | None:
+        """Ask every worker; outcomes of jobs that ended meanwhile are taken as their results (late or not)."""
         if not self._connected():
             return None
-        replies = await self.client.run(running_keys, keys, on_error="return")
+        replies = await self.client.run(key_states, keys, on_error="return")
         left: set[str] = set()
+        unknown = False
         for reply in replies.values():
             if isinstance(reply, BaseException):
-                return None
-            left.update(reply)
-        return sorted(left)
+                unknown = True
+                continue
+            for key, state in reply.items():
+                if state == "running":
+                    left.add(key)
+                elif (r := self.by_key.get(key) or self.ended.get(key)) is not None:
+                    self._result(r, outcome_from(state))
+        return None if unknown else sorted(left)
 
     # -- engine events ------------------------------------------------------------------------------
     def _on_event(self, event: tuple[float, Any]) -> None:

@@ -15,9 +15,11 @@ Stopping a job on the worker:
   (``PyThreadState_SetAsyncExc``), which takes effect at its next Python instruction: a thread blocked inside
   one C call (a socket read without timeout) is reported as not stoppable.
 
-Every run is registered in :data:`RUNNING` (this process) from its start until the job is stopped, so that the
-orchestrator can ask a worker whether a key still runs there (:func:`running_keys`) before it records a run as
-ended: nothing is reported stopped while it may still write its partitions.
+Every run is registered in :data:`RUNNING` (this process) from its start until the job is stopped, then its
+outcome is kept in :data:`FINISHED` (the last few thousand), so that the orchestrator can ask a worker how a key
+is doing (:func:`key_states`) before it records a run as ended: nothing is reported stopped while it may still
+write its partitions, and the outcome of a job that finished after its task was released (nobody reads that
+task's result) still reaches wantbuild, as a late result.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,12 +113,22 @@ class _Running:
 
 RUNNING: dict[str, _Running] = {}
 """Keys of the job runs executing in this process (until their job is stopped)."""
+FINISHED: OrderedDict[str, dict[str, Any]] = OrderedDict()
+"""The outcomes of the last :data:`FINISHED_KEPT` job runs that ended in this process, by key."""
+FINISHED_KEPT = 4096
 _poller: list[anyio.CancelScope] = []
 
 
-def running_keys(keys: Iterable[str]) -> list[str]:
-    """Those of ``keys`` whose job still runs in this process (the orchestrator asks every worker)."""
-    return [k for k in keys if k in RUNNING]
+def key_states(keys: Iterable[str]) -> dict[str, Any]:
+    """For those of ``keys`` this process knows: ``"running"``, or the outcome of the ended job (the orchestrator
+    asks every worker)."""
+    out: dict[str, Any] = {}
+    for k in keys:
+        if k in RUNNING:
+            out[k] = "running"
+        elif k in FINISHED:
+            out[k] = FINISHED[k]
+    return out
 
 
 def stop_keys(keys: Iterable[str], reason: str) -> list[str]:
@@ -171,15 +184,26 @@ async def run_remote(
     RUNNING[job.key] = entry
     if stop_requested is not None and not _poller and spawn_poller is not None:
         spawn_poller(_poll_stops)
+    result: dict[str, Any] = {"status": "failed", "reason": "the worker's entry raised", "missing": [],
+                              "exit_code": None, **where}
     try:
         outcome: RunOutcome | None = None
         with scope:
             outcome = await _run(job, ctx)
         if outcome is None:
-            return {"status": "canceled", "reason": f"stopped on the worker: {entry.stopping or 'canceled'}",
-                    "missing": [], "exit_code": None, **where}
-        return _outcome(outcome, **where)
+            result = {"status": "canceled", "reason": f"stopped on the worker: {entry.stopping or 'canceled'}",
+                      "missing": [], "exit_code": None, **where}
+        else:
+            result = _outcome(outcome, **where)
+        return result
+    except BaseException:
+        result = {"status": "canceled", "reason": "stopped on the worker: its task was cancelled", "missing": [],
+                  "exit_code": None, **where}
+        raise
     finally:
+        FINISHED[job.key] = result
+        if len(FINISHED) > FINISHED_KEPT:
+            FINISHED.popitem(last=False)
         RUNNING.pop(job.key, None)
 
 
