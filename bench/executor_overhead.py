@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -63,9 +64,10 @@ async def through_wantbuild(executor: Executor, runs: int, round_: int) -> float
 
 
 async def dask_baseline(address: str, runs: int) -> float:
-    from distributed import Client
+    import distributed
 
-    async with Client(address, asynchronous=True) as client:
+    client: Any = distributed.Client
+    async with client(address, asynchronous=True) as client:
         t0 = time.perf_counter()
         futures = [client.submit(noop, i, pure=False) for i in range(runs)]
         results = await client.gather(futures)
@@ -93,9 +95,10 @@ def figures(name: str, base: list[float], wb: list[float]) -> str:
 
 
 async def bench_dask(runs: int, repeat: int) -> str:
-    from distributed import LocalCluster
+    import distributed
 
-    async with LocalCluster(processes=True, n_workers=2, host="127.0.0.1", dashboard_address=None,
+    local_cluster: Any = distributed.LocalCluster
+    async with local_cluster(processes=True, n_workers=2, host="127.0.0.1", dashboard_address=None,
                             asynchronous=True) as cluster:
         executor = DaskExecutor(address=cluster.scheduler_address)
         base: list[float] = []
