@@ -114,7 +114,7 @@ async def bench_ray(runs: int, repeat: int) -> str:
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", num_cpus=2, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", num_cpus=2, log_to_driver=False)
     try:
         executor = RayExecutor()
         base: list[float] = []
