@@ -33,6 +33,7 @@ Errors all derive from :class:`WantbuildError`::
      ├── UnknownJob (KeyError)          no job has that name
      ├── UnknownEntity (LookupError)    no want, partition or job run with that id
      ├── RuntimeClosed (RuntimeError)   the runtime is shutting down or closed
+     ├── ExecutorError (RuntimeError)   an executor's engine is missing or its cluster cannot be reached
      ├── ActorStopped (RuntimeError)    an actor stopped after repeated crashes
      ├── ActorSystemClosed (RuntimeError) the actor system is not running
      └── AskTimeout (TimeoutError)      no reply from an actor in time
@@ -82,12 +83,17 @@ from eventlog import (
     WriterLockedError,
 )
 from supervisor import (
+    DaskExecutor,
+    Executor,
+    ExecutorError,
     Explanation,
     Graph,
     GraphError,
     JobContext,
+    LocalExecutor,
     MissingDeps,
     NoJobForRef,
+    RayExecutor,
     Recovery,
     Runtime,
     RuntimeClosed,
@@ -106,7 +112,8 @@ except _PackageNotFoundError:  # pragma: no cover - running from a checkout that
 
 open = _open_runtime
 """``async with wantbuild.open(path, graph, ...) as rt``: the runtime on the log at ``path`` (see
-:func:`supervisor.open_runtime` for the options: ``clock``, ``policy``, ``log_dir``, ``accept_graph_change``...)."""
+:func:`supervisor.open_runtime` for the options: ``clock``, ``policy``, ``log_dir``, ``executor``,
+``accept_graph_change``...)."""
 
 __all__ = [
     "JOB_RUN",
@@ -119,8 +126,11 @@ __all__ = [
     "CommitError",
     "ConcurrencyError",
     "CorruptLogError",
+    "DaskExecutor",
     "EventLog",
     "EventLogError",
+    "Executor",
+    "ExecutorError",
     "Explanation",
     "FingerprintMismatch",
     "Graph",
@@ -130,12 +140,14 @@ __all__ = [
     "JobContext",
     "JobRunState",
     "JobRunStatus",
+    "LocalExecutor",
     "LogClosedError",
     "LogNotFoundError",
     "MissingDeps",
     "NoJobForRef",
     "PartitionState",
     "PartitionStatus",
+    "RayExecutor",
     "ReadOnlyLogError",
     "Record",
     "Recovery",
