@@ -864,6 +864,10 @@ def _mount_scenarios() -> None:
 
 _mount_scenarios()
 
+from ._ui import ui as _ui_command  # noqa: E402 - the web view's command lives in its own module (docs/web.md)
+
+cli.add_command(_ui_command)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: returns the exit code."""
