@@ -99,8 +99,8 @@ EVENT_TYPES: Final[tuple[str, ...]] = (
     "WantUpstreamFailed", "WantCanceled", "WantExpired", "WantSlaMissed",
     "PartitionBuilding", "PartitionLive", "PartitionUpstreamWaiting", "PartitionMissing", "PartitionFailed",
     "PartitionUpstreamFailed", "PartitionTainted",
-    "JobRunQueued", "JobRunDeferred", "JobRunStarted", "JobRunSucceeded", "JobRunFailed", "JobRunDepMiss",
-    "JobRunCanceled", "JobRunLost",
+    "JobRunQueued", "JobRunDeferred", "JobRunStarted", "JobRunAttached", "JobRunSucceeded", "JobRunFailed",
+    "JobRunDepMiss", "JobRunCanceled", "JobRunLost",
 )
 DEFAULT_HORIZON: Final[float] = 30 * 86400.0
 INVARIANTS: Final[tuple[str, ...]] = ("I1", "I2", "I3", "I4", "I5", "I6")

@@ -32,6 +32,7 @@ from actors import (
     CreateWant,
     EndWant,
     EntityEnv,
+    Faults,
     Hooks,
     IllegalTransition,
     JobRunActor,
@@ -54,7 +55,7 @@ from eventlog import EventLog, Record, WantbuildError
 from ._execution_glue import LocalExecution
 from ._graph import Graph
 from ._ids import IdSource
-from ._supervisor import CommittedBatch, Drain, Recover, Supervisor
+from ._supervisor import ActorCrashed, CommittedBatch, Drain, GaveUp, Pending, Recover, Supervisor
 from ._timers import Timers
 
 log = structlog.get_logger("wantbuild.runtime")
@@ -72,12 +73,17 @@ class RuntimeClosed(WantbuildError, RuntimeError):
 
 @dataclass(frozen=True)
 class Recovery:
-    """What opening an existing log recovered (rule 8)."""
+    """What opening an existing log recovered (rule 8).
+
+    ``events_replayed`` counts the log's events before recovery wrote its own; ``fenced`` says what was done
+    about job processes the previous runtime left running (see ``Execution.fence``).
+    """
 
     events_replayed: int
     lost_runs: tuple[str, ...]
     requeued_partitions: tuple[str, ...]
     active_wants: tuple[str, ...]
+    fenced: tuple[str, ...] = ()
 
 
 class WantHandle:
@@ -117,6 +123,9 @@ class Runtime:
         self._settled = anyio.Event()
         self._committed: list[Committed] = []
         self.failures: list[ActorFailure] = []
+        """Actors the runtime gave up on (stopped after repeated crashes); what depended on them was ended with
+        the error as its reason."""
+        self._timers: Timers | None = None
 
     # -- commands ---------------------------------------------------------------------------------------
     async def want(self, refs: Iterable[str] | str, *, ttl: float | None = None, sla: float | None = None,
@@ -238,6 +247,8 @@ class Runtime:
         """
         self.crashed = True
         self.closing = True
+        if self._timers is not None:
+            self._timers.cancel_all(tells=True)  # before the actors stop: a timer would tell a closed system
         await self.system.aclose()  # a killed process's actors stop with it (and do not log crashes)
         await self.log.abort()
 
@@ -268,13 +279,33 @@ class Runtime:
         if batch:
             self.system.try_tell(*SUPERVISOR, CommittedBatch(tuple(batch)))  # its mailbox is unbounded
 
+    def _on_crash(self, kind: str, key: str, msg: Any, error: Exception) -> None:
+        """Any actor crashed: the supervisor reconciles (the message it held may be lost). Its own crash it
+        reconciles in ``on_restart``."""
+        if kind != "supervisor" and not self.closing:
+            self.system.try_tell(*SUPERVISOR, ActorCrashed(kind, key, None if msg is None else type(msg).__name__))
+
     def _on_escalate(self, failure: ActorFailure) -> None:
+        """An actor was stopped after repeated crashes: record it and let the supervisor end what depends on it.
+
+        Raising here makes the failure fatal (the runtime stops with it): when the supervisor itself is gone, or
+        an actor fails again after it was given up on once, nothing can heal it.
+        """
+        again = any(f.kind == failure.kind and f.key == failure.key for f in self.failures)
         self.failures.append(failure)
         log.error("actor stopped after repeated crashes", kind=failure.kind, key=failure.key,
                   error=repr(failure.error), restarts=failure.restarts)
+        if failure.kind == "supervisor" or again:
+            raise RuntimeError(f"wantbuild cannot heal the {failure.kind} actor {failure.key!r}: it crashed "
+                               f"{failure.restarts + 1} times, the last with {failure.error!r}") from failure.error
+        if not self.closing:
+            reason = (f"wantbuild gave up on {failure.kind} {failure.key} after {failure.restarts + 1} crashes: "
+                      f"{type(failure.error).__name__}: {failure.error}")
+            self.system.try_tell(*SUPERVISOR, GaveUp(failure.kind, failure.key, reason))
 
 
 async def _recover_runs(system: ActorSystem, world: World) -> tuple[list[str], list[str]]:
+    """Mark the runs the previous runtime left in flight Lost (their partitions go back to Missing)."""
     lost: list[str] = []
     requeued: list[str] = []
     for run in sorted(world.in_flight_runs(), key=lambda r: r.job_run_id):
@@ -297,7 +328,8 @@ async def open_runtime(*args: Any, **kwargs: Any) -> AsyncIterator[Runtime]:
 
     Keywords: ``clock``, ``policy`` (default collision policy), ``log_dir`` (job output files; default
     ``<log>.logs``), ``accept_graph_change``, ``passivate_after``, ``autocommit``, ``serve_commands``,
-    ``shutdown_grace``, ``tune_gc`` (see :func:`_gc_policy`; the CLI turns it on). An exception raised in the
+    ``shutdown_grace``, ``tune_gc`` (see :func:`_gc_policy`; the CLI turns it on), ``faults`` (drills only:
+    :class:`actors.Faults` to inject). An exception raised in the
     ``async with`` body comes out as itself, not wrapped in an exception group by the runtime's task groups.
     """
     try:
@@ -340,6 +372,7 @@ async def _open_runtime(
     shutdown_grace: float = 10.0,
     event_log: EventLog | None = None,
     tune_gc: bool = False,
+    faults: Faults | None = None,
 ) -> AsyncIterator[Runtime]:
     graph.validate()
     clock = clock if clock is not None else SystemClock()
@@ -350,7 +383,7 @@ async def _open_runtime(
         ids = IdSource(world.wants, world.runs)
         with _gc_policy(tune_gc):
             async with _running(elog, world, ids, graph, clock, policy, logs, passivate_after, serve_commands,
-                                shutdown_grace) as rt:
+                                shutdown_grace, faults) as rt:
                 yield rt
 
 
@@ -384,30 +417,37 @@ def _gc_policy(enabled: bool) -> Iterator[None]:
 @asynccontextmanager
 async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, clock: Clock,
                    policy: CollisionPolicy, logs: Path, passivate_after: float | None, serve_commands: bool,
-                   shutdown_grace: float) -> AsyncIterator[Runtime]:
-    hooks = Hooks()
+                   shutdown_grace: float, faults: Faults | None) -> AsyncIterator[Runtime]:
+    hooks = Hooks(faults)
     async with anyio.create_task_group() as tg:
         system = ActorSystem(passivate_after=passivate_after)
+        system.faults = faults
         async with system:
-            env = EntityEnv(elog, world, system, hooks, clock)
+            env = EntityEnv(elog, world, system, hooks, clock, faults)
             timers = Timers(tg, system, clock)
-            execution = LocalExecution(graph, clock, logs, system)
+            execution = LocalExecution(graph, clock, logs, system, faults)
+            pending = Pending()
             system.register("want", lambda key: WantActor(key, env))
             # A partition's next message (its settlement) comes a whole job run after its lease: no linger
             # (5% of a batched backfill, A/B).
             system.register("partition", lambda key: PartitionActor(key, env), linger=False)
             system.register("job_run", lambda key: JobRunActor(key, env, execution))
             system.register("supervisor",
-                            lambda key: Supervisor(key, env, graph, ids, timers, policy),
+                            lambda key: Supervisor(key, env, graph, ids, timers, policy, pending),
                             passivate_after=None, mailbox_size=math.inf)
+            replayed = elog.last_seq
+            # Before anything is leased again: stop what the previous runtime's jobs left running.
+            fenced = await execution.fence(world.in_flight_runs())
             lost, requeued = await _recover_runs(system, world)
-            recovery = Recovery(elog.last_seq, tuple(lost), tuple(requeued),
-                                tuple(w.want_id for w in world.active_wants()))
+            recovery = Recovery(replayed, tuple(lost), tuple(requeued),
+                                tuple(w.want_id for w in world.active_wants()), tuple(fenced))
             rt = Runtime(elog, world, graph, clock, system, hooks, ids, recovery)
+            rt._timers = timers
             system.on_escalate = rt._on_escalate
+            system.on_crash = rt._on_crash
             hooks.add_system(rt._system_hook)
             if lost:
-                log.info("recovered runs", lost=len(lost), requeued=len(requeued))
+                log.info("recovered runs", lost=len(lost), requeued=len(requeued), fenced=len(fenced))
             await system.tell(*SUPERVISOR, Recover())
             if serve_commands:
                 tg.start_soon(_serve_commands, rt)
@@ -419,7 +459,7 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
                         await _shutdown(rt, execution, timers, shutdown_grace)
                 else:
                     execution.cancel_all("crash")
-                    timers.cancel_all()
+                    timers.cancel_all(tells=True)
                 with anyio.CancelScope(shield=True):
                     await execution.aclose("the runtime is closing")
         tg.cancel_scope.cancel()
@@ -455,6 +495,7 @@ async def _shutdown(rt: Runtime, execution: LocalExecution, timers: Timers, grac
     # Runs are terminal; let them settle their partitions (Building -> Missing) before the actors stop.
     with anyio.move_on_after(grace):
         await rt.wait_quiescent(timeout=None)
+    timers.cancel_all(tells=True)
     await rt.log.commit()
 
 
