@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import anyio
+import structlog
 
 from supervisor import open_runtime
 from wantbuild._build import until_signal
@@ -22,4 +24,5 @@ async def main(db: str, data: str) -> None:
 
 
 if __name__ == "__main__":
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     anyio.run(main, sys.argv[1], sys.argv[2])

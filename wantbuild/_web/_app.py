@@ -92,6 +92,9 @@ def _problem_json(p: HttpProblem) -> Response:
 
 
 def _problem_page(request: Request, p: HttpProblem) -> Response:
+    if "part" in request.query_params:  # a live region's refresh: htmx keeps the region as it was
+        return Response(f"{p.status} {p.title}: {p.message}", status_code=p.status, media_type="text/plain",
+                        headers=p.headers)
     try:
         if p.status == 503 and p.title == "Loading":
             return render(request, "loading.html", {"problem": p}, status=503, headers=p.headers)
@@ -504,7 +507,7 @@ def create_app(source: str | os.PathLike[str] | Any, *, allow_writes: bool = Fal
             try:
                 elog = await stack.enter_async_context(open_reader(db))
             except (WantbuildError, OSError) as e:
-                obs._fail(f"{db} cannot be opened: {e}")
+                obs._fail(f"{obs.db} cannot be opened: {e}")
                 elog = None
             state.started = True
             async with anyio.create_task_group() as tg:

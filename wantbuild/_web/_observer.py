@@ -40,6 +40,8 @@ from actors import (
 )
 from eventlog import EventLog, Record, WantbuildError
 
+from ._source import display_name, is_url
+
 log = structlog.get_logger("wantbuild.web")
 
 Phase = Literal["starting", "loading", "ready", "failed"]
@@ -82,7 +84,10 @@ class Observer:
     """A World and its indices, followed live. Create it with :meth:`for_runtime` or :meth:`follow_log`."""
 
     def __init__(self, db: str, world: World | None = None) -> None:
-        self.db = db
+        self.source = db
+        """Where the log is (a path, or a database URL with its credentials)."""
+        self.db = display_name(db)
+        """The log as pages and messages name it (a URL without its password)."""
         self.world = world if world is not None else World()
         self.phase: Phase = "starting"
         self.error: str | None = None
@@ -347,8 +352,11 @@ class Observer:
         """Whether a runtime writes the log now."""
         if self.runtime is not None:
             return not bool(getattr(self.runtime, "closing", False))
+        if is_url(self.source):  # a server-backed log (issue #12) says it through its own API, if it has one
+            probe = getattr(self.log, "writer_active", None)
+            return bool(probe()) if callable(probe) else False
         try:
-            return EventLog.writer_active(self.db)
+            return EventLog.writer_active(self.source)
         except OSError:
             return False
 
@@ -362,7 +370,8 @@ class Observer:
         now = time.time()
         last = self.world.last_at
         end = now if last >= 1e8 and now - last < minutes * MINUTE else last
-        return end, self.throughput.window(end, minutes)
+        end = (int(end // MINUTE) + 1) * MINUTE  # the end of its minute: the chart changes once a minute
+        return end, self.throughput.window(end - 1, minutes)
 
 
 def _unwrap(e: BaseException) -> BaseException:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -96,6 +97,11 @@ def live_region(request: Request, name: str, content: str) -> Markup:
     )
 
 
+def _short_db(db: str) -> str:
+    """The log's file name, or its URL (already without a password: ``Observer.db``)."""
+    return db if "://" in db else os.path.basename(db) or db
+
+
 def url_helpers(b: str) -> dict[str, Any]:
     """Links to entities under the app's prefix ``b`` (for templates)."""
     return {
@@ -118,7 +124,7 @@ def render(request: Request, name: str, ctx: Mapping[str, Any], *, status: int =
         return str(urls[f"{kind}_url"](x))
 
     full: dict[str, Any] = {
-        "request": request, "base": b, "obs": obs, "db": obs.db, "state": obs.state(),
+        "request": request, "base": b, "obs": obs, "db": obs.db, "db_name": _short_db(obs.db), "state": obs.state(),
         "allow_writes": st.allow_writes, "signed_in": st.check_token(request.cookies.get(TOKEN_COOKIE)),
         "static": lambda path: f"{b}/static/{__version__}/{path}",
         **urls,
@@ -134,6 +140,8 @@ def render(request: Request, name: str, ctx: Mapping[str, Any], *, status: int =
         block = tmpl.blocks.get(f"part_{part}")
         if block is None:
             return HTMLResponse(f"no region {html.escape(part)}", status_code=400)
+        # A block rendered on its own does not run the page's top-level imports: give it the macros.
+        full["m"] = ENV.get_template("macros.html").make_module(full)
         content = "".join(block(tmpl.new_context(full)))
         if request.query_params.get("h") == _digest(content):
             return Response(status_code=204)

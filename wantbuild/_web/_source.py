@@ -15,6 +15,17 @@ def is_url(db: str) -> bool:
     return "://" in db
 
 
+def display_name(db: str) -> str:
+    """``db`` as pages and messages show it: a URL without its password, a path as given."""
+    if not is_url(db):
+        return db
+    scheme, rest = db.split("://", 1)
+    if "@" not in rest:
+        return db
+    creds, host = rest.rsplit("@", 1)
+    return f"{scheme}://{creds.split(':', 1)[0]}@{host}"
+
+
 @asynccontextmanager
 async def open_reader(db: str) -> AsyncIterator[EventLog]:
     """The log at ``db`` opened for reading and for submitting commands, never as its writer.

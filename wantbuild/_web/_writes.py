@@ -97,6 +97,7 @@ async def submit(st: WebState, name: str, payload: dict[str, Any]) -> tuple[int,
     log = st.obs.log
     if log is None or log.closed:
         raise HttpProblem(503, "the log is not open", title="Not available")
+    before = _versions(st, name, payload)
     command_id = await log.submit_command(name, payload)
     with anyio.move_on_after(st.command_wait):
         while True:
@@ -104,6 +105,7 @@ async def submit(st: WebState, name: str, payload: dict[str, Any]) -> tuple[int,
             if cmd is not None and cmd.done:
                 result = dict(cmd.result or {})
                 if result.get("ok"):
+                    await _visible(st, name, result, before)
                     return 200, {"command_id": command_id, "status": "done", **result}
                 return 409, {"command_id": command_id, "status": "refused",
                              "error": str(result.get("error", "the runtime refused the command"))}
@@ -112,6 +114,37 @@ async def submit(st: WebState, name: str, payload: dict[str, Any]) -> tuple[int,
     note = ("the runtime has not answered yet; it applies the command when it gets to it" if running else
             "no runtime is running on this log: the command is queued and applied when a runtime next opens it")
     return 202, {"command_id": command_id, "status": "pending", "runtime_running": running, "message": note}
+
+
+def _versions(st: WebState, name: str, payload: dict[str, Any]) -> dict[str, int]:
+    """The ``entity_seq`` of what a command changes, before it is submitted."""
+    world = st.obs.world
+    if name == "cancel":
+        want = world.wants.get(payload["want_id"])
+        return {payload["want_id"]: want.entity_seq if want is not None else 0}
+    if name == "taint":
+        return {r: world.partition(r).entity_seq for r in payload["refs"]}
+    return {}
+
+
+async def _visible(st: WebState, name: str, result: dict[str, Any], before: dict[str, int],
+                   timeout: float = 5.0) -> None:
+    """Wait (bounded) until the state the pages show includes the command's effect: read your writes.
+
+    The runtime completes a command after committing its events, but a server that follows the log from
+    another process sees them at its next poll; a page shown right after the write must not miss them.
+    """
+
+    def seen() -> bool:
+        world = st.obs.world
+        if name == "want":
+            return result.get("want_id") in world.wants
+        table: dict[str, Any] = world.wants if name == "cancel" else world.partitions
+        return all((e := table.get(k)) is not None and e.entity_seq > v for k, v in before.items())
+
+    with anyio.move_on_after(timeout):
+        while not seen():
+            await st.obs.wait_changed(0.1)
 
 
 def command_dict(cmd: Any) -> dict[str, Any]:
