@@ -602,7 +602,7 @@ async def _health(request: Request) -> dict[str, Any]:
 
 async def _explain(request: Request) -> dict[str, Any]:
     obs = require_ready(request)
-    ex = await explain(obs.world, None, get_ref(request))
+    ex = await explain(obs.world, None, get_ref(request), index=obs)
     return ex.to_dict()
 
 

@@ -201,7 +201,7 @@ async def partition_detail(obs: Observer, ref: str, *, roffset: int, rlimit: int
     history = await _history(obs, "partition", ref)
     runs = obs.runs_by_ref.get(ref, [])
     wants = obs.wants_by_ref.get(ref, [])
-    ex = await explain(w, None, ref)
+    ex = await explain(w, None, ref, index=obs)
     return {
         "partition": plain(st),
         "explain": ex.to_dict(),

@@ -344,6 +344,14 @@ class Observer:
             self._sorted_refs.sort()  # timsort: near-linear on a sorted list with a sorted-ish tail
         return self._sorted_refs
 
+    def wants_of(self, ref: str) -> list[str]:
+        """The wants that ask for ``ref`` (``supervisor.explain``'s index)."""
+        return self.wants_by_ref.get(ref, [])
+
+    def runs_of(self, ref: str) -> list[str]:
+        """The job runs that planned ``ref`` (``supervisor.explain``'s index)."""
+        return self.runs_by_ref.get(ref, [])
+
     def known_ref(self, ref: str) -> bool:
         """Whether the log mentions ``ref`` at all: a partition event, a want or a run for it."""
         return ref in self.world.partitions or ref in self.wants_by_ref or ref in self.runs_by_ref
