@@ -267,9 +267,11 @@ def main() -> None:
                 while client.get("/").status_code != 200:
                     time.sleep(0.02)
                 first_page = time.perf_counter() - t0
-                events = client.get("/api/health").json()["last_seq"]
-                print(f"listening after {listening:.2f} s, first page after {first_page:.2f} s "
-                      f"({events:,} events)", file=sys.stderr)
+                health = client.get("/api/health").json()
+                events = health["last_seq"]
+                print(f"listening after {listening:.2f} s, first page after {first_page:.2f} s ({events:,} events; "
+                      f"the server replayed them in {health['load_seconds']['replay']:.2f} s and indexed the World "
+                      f"in {health['load_seconds']['index']:.2f} s)", file=sys.stderr)
                 pages = {
                     "overview": "/",
                     "want_10k": f"/wants/{BIG}",

@@ -476,17 +476,18 @@ class HostCheck:
 
 def create_app(source: str | os.PathLike[str] | Any, *, allow_writes: bool = False, token: str | None = None,
                trusted_hosts: list[str] | None = None, poll_interval: float = 0.25,
-               command_wait: float = 5.0) -> Starlette:
+               command_wait: float = 5.0, tune_gc: bool = False) -> Starlette:
     """The web view of a log (a path: followed from its own reader) or of a live runtime (its World).
 
     ``allow_writes`` turns on creating and canceling wants and tainting, which then need ``token``.
-    ``trusted_hosts`` limits the Host headers answered (the CLI sets it when bound to loopback).
+    ``trusted_hosts`` limits the Host headers answered (the CLI sets it when bound to loopback). ``tune_gc``
+    freezes the loaded World out of the garbage collector's reach (process-wide: the CLI's own server sets it).
     """
     if allow_writes and not token:
         raise ValueError("allow_writes needs a token (the CLI generates one and prints it)")
     if isinstance(source, str | os.PathLike):
         db = os.fspath(source)
-        obs = Observer(db)
+        obs = Observer(db, tune_gc=tune_gc)
         runtime = None
     else:
         runtime = source

@@ -85,7 +85,8 @@ def _components() -> dict[str, Any]:
         "Error": _obj({"error": STR, "status": INT, "title": STR, "asked": STR}, required=["error", "status"]),
         "Health": _obj({"phase": {"enum": ["starting", "loading", "ready", "failed"]}, "last_seq": INT,
                         "loaded_seq": INT, "target_seq": INT, "error": _nullable(STR),
-                        "follow_error": _nullable(STR), "db": STR, "writes": BOOL}),
+                        "follow_error": _nullable(STR), "db": STR, "writes": BOOL,
+                        "load_seconds": _nullable(_obj({"replay": NUM, "index": NUM}))}),
         "Status": _obj({
             "db": STR, "runtime_running": BOOL, "last_seq": INT, "last_at": NUM, "counts": counts,
             "active_wants": _obj({"total": INT, "items": _array(_ref("WantSummary"))}),

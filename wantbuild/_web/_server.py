@@ -66,7 +66,8 @@ async def serve(db: str, *, host: str, port: int, allow_writes: bool, token: str
                 on_ready: Callable[[str], None], poll_interval: float = 0.25) -> int | None:
     """Serve until SIGINT/SIGTERM; ``on_ready(url)`` once the socket listens. Returns the signal that stopped it."""
     trusted = [*LOOPBACK_NAMES, host] if is_loopback(host) else None
-    app = create_app(db, allow_writes=allow_writes, token=token, trusted_hosts=trusted, poll_interval=poll_interval)
+    app = create_app(db, allow_writes=allow_writes, token=token, trusted_hosts=trusted, poll_interval=poll_interval,
+                     tune_gc=True)
     config = uvicorn.Config(app, host=host.strip("[]"), port=port, log_config=None, access_log=False,
                             lifespan="on", timeout_graceful_shutdown=3, server_header=False, proxy_headers=False)
     sock = bind(host, port)

@@ -1,6 +1,6 @@
 """Server-sent events: pages hear when the log moved; API clients get the records themselves.
 
-``/stream`` (pages) sends ``tick`` (the log moved: live regions re-fetch themselves, at most every half second)
+``/stream`` (pages) sends ``tick`` (the log moved: live regions re-fetch themselves, at most once a second)
 and, for the events page, ``rows`` (the new matching events as table rows). ``/api/stream`` sends each matching
 record as ``event: record`` with its ``seq`` as the event id, so a client that reconnects with ``Last-Event-ID``
 misses nothing that is still in memory (the newest records); further back, it reads ``/api/events``.
@@ -20,7 +20,7 @@ from eventlog import Record
 from ._common import WebState, web
 from ._data import record_dict
 
-MIN_INTERVAL = 0.5
+MIN_INTERVAL = 1.0
 KEEPALIVE = 15.0
 MAX_ROWS = 200
 
