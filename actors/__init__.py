@@ -19,6 +19,7 @@ from ._actor import (
 from ._clock import Clock, SystemClock
 from ._entity import Committed, EntityActor, EntityEnv, Hook, Hooks
 from ._entity_actors import (
+    MESSAGES,
     POLICIES,
     RUNNING,
     Abandon,
@@ -106,6 +107,7 @@ __all__ = [
     "KINDS",
     "LEASABLE",
     "MACHINES",
+    "MESSAGES",
     "PARTITION",
     "POLICIES",
     "RUNNING",

@@ -91,9 +91,8 @@ from typing import Any, ClassVar, Final, Generic, TypeVar
 
 import anyio
 import anyio.abc
-import structlog
 
-from eventlog import WantbuildError
+from eventlog import WantbuildError, get_logger
 
 from ._faults import Faults
 
@@ -113,7 +112,7 @@ __all__ = [
     "UnknownActorKind",
 ]
 
-log = structlog.get_logger("wantbuild.actors")
+log = get_logger("wantbuild.actors")
 
 M = TypeVar("M")
 
@@ -1249,6 +1248,10 @@ class ActorSystem:
 
     def is_stopped(self, kind: str, key: str) -> bool:
         return key in self._kind(kind).stopped
+
+    def stopped(self, kind: str) -> dict[str, str]:
+        """The stopped keys of ``kind`` with why each was stopped (until :meth:`revive`)."""
+        return {key: st.reason for key, st in self._kind(kind).stopped.items()}
 
     def active_count(self, kind: str | None = None) -> int:
         if kind is None:

@@ -15,16 +15,15 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
-import structlog
 
-from eventlog import CommitError, Event, EventLog, Record
+from eventlog import CommitError, Event, EventLog, Record, get_logger
 
 from ._actor import Actor, ActorSystem
 from ._clock import Clock
 from ._faults import Faults
 from ._world import APPLY, EntityState, World
 
-log = structlog.get_logger("wantbuild.actors")
+log = get_logger("wantbuild.actors")
 
 St = TypeVar("St", bound=EntityState)
 

@@ -8,12 +8,11 @@ injected :class:`Execution`, records the outcome, then settles its partitions an
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, TypeAlias, get_args
 
 import msgspec
-import structlog
 
-from eventlog import Event
+from eventlog import Event, get_logger
 
 from ._actor import ActorStopped
 from ._entity import EntityActor, EntityEnv
@@ -56,13 +55,14 @@ from ._want import (
     WantUpstreamFailed,
 )
 
-log = structlog.get_logger("wantbuild.actors")
+log = get_logger("wantbuild.actors")
 
 SUPERVISOR = ("supervisor", "supervisor")
 """The (kind, key) of the supervisor actor, the recipient of :class:`RunEnded`."""
 
-CollisionPolicy = Literal["shrink", "defer", "all_or_nothing"]
-POLICIES: tuple[CollisionPolicy, ...] = ("shrink", "defer", "all_or_nothing")
+CollisionPolicy: TypeAlias = Literal["shrink", "defer", "all_or_nothing"]
+"""What a JobRun does with partitions another run holds the lease on (docs/concepts.md, "Collisions")."""
+POLICIES: Final[tuple[CollisionPolicy, ...]] = get_args(CollisionPolicy)
 
 
 # --- messages -----------------------------------------------------------------------------------------
@@ -192,6 +192,15 @@ class Outcome(Protocol):
     @property
     def exit_code(self) -> int | None: ...
 
+
+MESSAGES: Final[dict[str, tuple[str, ...]]] = {
+    "want": ("CreateWant", "MoveWant", "EndWant", "MarkSlaMissed", "GetState"),
+    "partition": ("RequestLease", "ReleaseLease", "SettleBuild", "UpstreamReady", "FailUpstream", "Taint",
+                  "GetState"),
+    "job_run": ("PlanRun", "RetryLeases", "Finished", "Attached", "CancelRun", "MarkLost", "Abandon", "Reconcile",
+                "GetState"),
+}
+"""The messages each entity actor kind handles, by type name (for fault drills naming one)."""
 
 RUNNING: Final = "running"
 """What :meth:`Execution.poll` returns for a run still executing."""

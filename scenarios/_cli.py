@@ -22,8 +22,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from actors import POLICIES, CollisionPolicy
+
 from ._catalog import catalog, resolve
-from ._format import POLICIES, Policy, Scenario, ScenarioError
+from ._format import Scenario, ScenarioError
 from ._report import render_html, render_json, render_text
 from ._result import ScenarioResult
 from ._runner import run_scenario
@@ -135,7 +137,7 @@ def _print_result(r: ScenarioResult, *, verbose: bool) -> None:
 @click.option("--seed", type=int, help="Override the scenario's seed.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print the timeline and the notes.")
 def run_cmd(target: str | None, run_all: bool, as_json: bool, events: bool, html: Path | None,
-            policy: Policy | None, seed: int | None, verbose: bool) -> None:
+            policy: CollisionPolicy | None, seed: int | None, verbose: bool) -> None:
     """Run a bundled scenario by NAME, a scenario FILE, or --all of them."""
     if run_all == (target is not None):
         _usage("give a scenario NAME or FILE, or --all (not both)")
@@ -183,8 +185,8 @@ def run_cmd(target: str | None, run_all: bool, as_json: bool, events: bool, html
         raise click.exceptions.Exit(EXIT_FAILED)
 
 
-def _policies(value: str) -> list[Policy]:
-    out: list[Policy] = []
+def _policies(value: str) -> list[CollisionPolicy]:
+    out: list[CollisionPolicy] = []
     for p in (x.strip() for x in value.split(",")):
         if not p:
             continue
@@ -248,8 +250,11 @@ def compare_rows(results: Sequence[ScenarioResult]) -> list[dict[str, object]]:
 @click.option("--expectations/--invariants-only", "use_expectations", default=None,
               help="Also check the file's scenario-wide [expect] bounds (default: only for a file without a "
                    "timeline, i.e. one written for exploring).")
+@click.option("--faults", is_flag=True,
+              help="Also inject random faults (failed commits, crashing handlers, ask timeouts, lost "
+                   "notifications...): every want must still end and the invariants hold.")
 def explore_cmd(target: str, runs: int, seed: int, out_dir: Path, max_steps: int,
-                use_expectations: bool | None) -> None:
+                use_expectations: bool | None, faults: bool) -> None:
     """Generate random timelines over a scenario's (or graph file's) jobs; shrink and save any failure."""
     from ._catalog import find_scenario
     from ._explore import explore, load_explore_target
@@ -262,7 +267,7 @@ def explore_cmd(target: str, runs: int, seed: int, out_dir: Path, max_steps: int
         con = _err()
         with con.status(f"exploring {base.name}: 0/{runs} timelines") as status:
             res = explore(base, runs=runs, seed=seed, out_dir=out_dir, max_steps=max_steps,
-                          use_expectations=use_expectations,
+                          use_expectations=use_expectations, faults=faults,
                           progress=lambda n, r: status.update(f"exploring {base.name}: {n} timelines run"))
     out = _out()
     if res.ok:

@@ -54,11 +54,9 @@ from typing import IO, Literal, TypeAlias
 
 import anyio
 import anyio.abc
-import structlog
-import structlog.typing
 
 from actors import Clock, SystemClock
-from eventlog import WantbuildError
+from eventlog import LibraryLogger, WantbuildError, get_logger
 
 from ._graph import _is_async_callable
 
@@ -162,7 +160,7 @@ class JobContext:
                 f"give one mapping per partition"
             )
         self.clock: Clock = SystemClock() if clock is None else clock
-        self._log: structlog.typing.FilteringBoundLogger | None = None
+        self._log: LibraryLogger | None = None
         self._started = self.clock.now()
         self._last_heartbeat = self._started
 
@@ -173,10 +171,11 @@ class JobContext:
         )
 
     @property
-    def log(self) -> structlog.typing.FilteringBoundLogger:
-        """A structlog logger bound to this run (``job_run_id``, ``job``); made on first use."""
+    def log(self) -> LibraryLogger:
+        """A logger bound to this run (``job_run_id``, ``job``): structlog when configured, else stdlib logging
+        ``wantbuild.job``; made on first use."""
         if self._log is None:
-            self._log = structlog.get_logger("wantbuild.job").bind(job_run_id=self.job_run_id, job=self.job_name)
+            self._log = get_logger("wantbuild.job", job_run_id=self.job_run_id, job=self.job_name)
         return self._log
 
     @property
@@ -295,7 +294,7 @@ async def run_callable(
     return outcome
 
 
-async def _call(fn: JobCallable, ctx: JobContext, log: structlog.typing.FilteringBoundLogger) -> RunOutcome:
+async def _call(fn: JobCallable, ctx: JobContext, log: LibraryLogger) -> RunOutcome:
     """``fn(ctx)``'s outcome from how it returned: normally, by MissingDeps, or by another exception."""
     try:
         await fn(ctx)
@@ -315,7 +314,7 @@ def _raised(e: BaseException) -> str:
     return f"raised {type(e).__name__}: {message}" if message else f"raised {type(e).__name__}"
 
 
-def _dep_miss_outcome(e: MissingDeps, log: structlog.typing.FilteringBoundLogger) -> RunOutcome:
+def _dep_miss_outcome(e: MissingDeps, log: LibraryLogger) -> RunOutcome:
     if e.problem is not None:
         reason = f"raised MissingDeps with an invalid list of refs: {e.problem}"
         log.info("job failed", reason=reason, exc_info=e)
@@ -608,7 +607,7 @@ class _StdoutReader:
 
 
 async def _stop_group(
-    process: anyio.abc.Process, kill_grace: float, why: str | None, log: structlog.typing.FilteringBoundLogger
+    process: anyio.abc.Process, kill_grace: float, why: str | None, log: LibraryLogger
 ) -> None:
     """Stop the job's process group (SIGTERM, ``kill_grace``, SIGKILL) if anything of it lives; reap the leader.
 

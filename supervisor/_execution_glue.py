@@ -22,15 +22,15 @@ from pathlib import Path
 from typing import Literal
 
 import anyio
-import structlog
 
 from actors import RUNNING, ActorSystem, ActorSystemClosed, Attached, Clock, Faults, Finished, JobRunState
+from eventlog import get_logger
 
 from ._execution import JobContext, RunOutcome, run_callable, run_command
 from ._fence import EXECUTOR, fence_local, process_handle
 from ._graph import Graph
 
-log = structlog.get_logger("wantbuild.execution")
+log = get_logger("wantbuild.execution")
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
-import structlog
 
-log = structlog.get_logger("wantbuild.execution")
+from eventlog import get_logger
+
+log = get_logger("wantbuild.execution")
 
 EXECUTOR = "local"
 

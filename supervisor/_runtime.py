@@ -20,7 +20,6 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import structlog
 
 from actors import (
     ActorFailure,
@@ -50,15 +49,21 @@ from actors import (
     rebuild,
     validate_refs,
 )
-from eventlog import EventLog, Record, WantbuildError
+from eventlog import (
+    EventLog,
+    Record,
+    WantbuildError,
+    get_logger,
+)
 
 from ._execution_glue import LocalExecution
 from ._graph import Graph
+from ._hints import sole_error
 from ._ids import IdSource
 from ._supervisor import ActorCrashed, CommittedBatch, Drain, GaveUp, Pending, Recover, Supervisor
 from ._timers import Timers
 
-log = structlog.get_logger("wantbuild.runtime")
+log = get_logger("wantbuild.runtime")
 
 SUPERVISOR = ("supervisor", "supervisor")
 
@@ -126,6 +131,7 @@ class Runtime:
         """Actors the runtime gave up on (stopped after repeated crashes); what depended on them was ended with
         the error as its reason."""
         self._timers: Timers | None = None
+        self._given_up: dict[tuple[str, str], int] = {}
 
     # -- commands ---------------------------------------------------------------------------------------
     async def want(self, refs: Iterable[str] | str, *, ttl: float | None = None, sla: float | None = None,
@@ -286,22 +292,37 @@ class Runtime:
             self.system.try_tell(*SUPERVISOR, ActorCrashed(kind, key, None if msg is None else type(msg).__name__))
 
     def _on_escalate(self, failure: ActorFailure) -> None:
-        """An actor was stopped after repeated crashes: record it and let the supervisor end what depends on it.
+        """An actor was stopped after repeated crashes: record it, and give up on it (the supervisor ends what
+        depended on it with the error as the reason; the supervisor itself is started afresh and reconciles).
 
-        Raising here makes the failure fatal (the runtime stops with it): when the supervisor itself is gone, or
-        an actor fails again after it was given up on once, nothing can heal it.
+        Never fatal: with finitely many failures every want still ends (I5). An actor given up on again is
+        revived after a backoff (1 s, 2 s, 4 s ... 60 s on the runtime's clock), so a lasting fault (a full disk)
+        costs a loud log line a minute, not the runtime; whatever can still run goes on meanwhile.
         """
-        again = any(f.kind == failure.kind and f.key == failure.key for f in self.failures)
         self.failures.append(failure)
+        key = (failure.kind, failure.key)
+        n = self._given_up[key] = self._given_up.get(key, 0) + 1
+        reason = (f"wantbuild gave up on {failure.kind} {failure.key} after {failure.restarts + 1} crashes: "
+                  f"{type(failure.error).__name__}: {failure.error}")
         log.error("actor stopped after repeated crashes", kind=failure.kind, key=failure.key,
-                  error=repr(failure.error), restarts=failure.restarts)
-        if failure.kind == "supervisor" or again:
-            raise RuntimeError(f"wantbuild cannot heal the {failure.kind} actor {failure.key!r}: it crashed "
-                               f"{failure.restarts + 1} times, the last with {failure.error!r}") from failure.error
-        if not self.closing:
-            reason = (f"wantbuild gave up on {failure.kind} {failure.key} after {failure.restarts + 1} crashes: "
-                      f"{type(failure.error).__name__}: {failure.error}")
-            self.system.try_tell(*SUPERVISOR, GaveUp(failure.kind, failure.key, reason))
+                  error=repr(failure.error), restarts=failure.restarts, given_up=n)
+        if self.closing:
+            return
+        if n == 1 or self._timers is None:
+            self._give_up(failure.kind, failure.key, reason)
+        else:
+            self._timers.call_later(min(2.0 ** (n - 2), 60.0),
+                                    lambda: self._give_up(failure.kind, failure.key, reason))
+
+    def _give_up(self, kind: str, key: str, reason: str) -> None:
+        if self.closing:
+            return
+        if kind == "supervisor":
+            # Its messages went with it (a poison message among them): a fresh one rebuilds all from the World.
+            self.system.revive(*SUPERVISOR)
+            self.system.try_tell(*SUPERVISOR, Recover())
+        else:
+            self.system.try_tell(*SUPERVISOR, GaveUp(kind, key, reason))
 
 
 async def _recover_runs(system: ActorSystem, world: World) -> tuple[list[str], list[str]]:
@@ -310,7 +331,7 @@ async def _recover_runs(system: ActorSystem, world: World) -> tuple[list[str], l
     requeued: list[str] = []
     for run in sorted(world.in_flight_runs(), key=lambda r: r.job_run_id):
         held = [ref for ref in run.partitions if world.partition(ref).lease == run.job_run_id]
-        await system.ask("job_run", run.job_run_id, MarkLost())
+        await _mark_lost(system, run.job_run_id)
         lost.append(run.job_run_id)
         requeued.extend(held)
     # A crash after a run's terminal event but before its partitions were settled: settle them now.
@@ -318,8 +339,15 @@ async def _recover_runs(system: ActorSystem, world: World) -> tuple[list[str], l
     for part in sorted(building, key=lambda p: p.ref):
         holder = world.runs.get(part.lease or "")
         if holder is not None and holder.terminal:
-            await system.ask("job_run", holder.job_run_id, MarkLost())
+            await _mark_lost(system, holder.job_run_id)
     return lost, requeued
+
+
+async def _mark_lost(system: ActorSystem, job_run_id: str) -> None:
+    try:
+        await system.ask("job_run", job_run_id, MarkLost())
+    except WantbuildError as e:  # the actor crashed on it: its own recovery marks the run Lost (reconcile)
+        log.warning("marking a run Lost failed; its actor recovers it", job_run_id=job_run_id, error=str(e))
 
 
 @asynccontextmanager
@@ -336,25 +364,10 @@ async def open_runtime(*args: Any, **kwargs: Any) -> AsyncIterator[Runtime]:
         async with _open_runtime(*args, **kwargs) as rt:
             yield rt
     except BaseExceptionGroup as eg:
-        inner = _single(eg)
+        inner = sole_error(eg)
         if inner is None:
             raise
         raise inner from None
-
-
-def _single(eg: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one non-cancellation exception in a (nested) group, if there is exactly one."""
-    leaves: list[BaseException] = []
-
-    def walk(e: BaseException) -> None:
-        if isinstance(e, BaseExceptionGroup):
-            for x in e.exceptions:
-                walk(x)
-        elif not isinstance(e, anyio.get_cancelled_exc_class()):
-            leaves.append(e)
-
-    walk(eg)
-    return leaves[0] if len(leaves) == 1 else None
 
 
 @asynccontextmanager
@@ -436,16 +449,16 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
                             lambda key: Supervisor(key, env, graph, ids, timers, policy, pending),
                             passivate_after=None, mailbox_size=math.inf)
             replayed = elog.last_seq
-            # Before anything is leased again: stop what the previous runtime's jobs left running.
-            fenced = await execution.fence(world.in_flight_runs())
-            lost, requeued = await _recover_runs(system, world)
-            recovery = Recovery(replayed, tuple(lost), tuple(requeued),
-                                tuple(w.want_id for w in world.active_wants()), tuple(fenced))
-            rt = Runtime(elog, world, graph, clock, system, hooks, ids, recovery)
+            rt = Runtime(elog, world, graph, clock, system, hooks, ids, Recovery(replayed, (), (), ()))
             rt._timers = timers
             system.on_escalate = rt._on_escalate
             system.on_crash = rt._on_crash
             hooks.add_system(rt._system_hook)
+            # Before anything is leased again: stop what the previous runtime's jobs left running.
+            fenced = await execution.fence(world.in_flight_runs())
+            lost, requeued = await _recover_runs(system, world)
+            rt.recovery = Recovery(replayed, tuple(lost), tuple(requeued),
+                                   tuple(w.want_id for w in world.active_wants()), tuple(fenced))
             if lost:
                 log.info("recovered runs", lost=len(lost), requeued=len(requeued), fenced=len(fenced))
             await system.tell(*SUPERVISOR, Recover())

@@ -39,7 +39,6 @@ from enum import IntEnum
 from typing import Any
 
 import msgspec
-import structlog
 
 from actors import (
     Abandon,
@@ -68,12 +67,13 @@ from actors import (
     WantStatus,
 )
 from actors import CollisionPolicy as Policy
+from eventlog import get_logger
 
 from ._graph import Graph, Job, NoJobForRef
 from ._ids import IdSource
 from ._timers import Timers
 
-log = structlog.get_logger("wantbuild.supervisor")
+log = get_logger("wantbuild.supervisor")
 P = PartitionStatus
 W = WantStatus
 
@@ -129,6 +129,11 @@ class GaveUp(msgspec.Struct, frozen=True):
     kind: str
     key: str
     reason: str
+
+
+SUPERVISOR_MESSAGES: tuple[str, ...] = ("CommittedBatch", "RunEnded", "Due", "Recover", "Tick", "Drain",
+                                        "ActorCrashed", "GaveUp")
+"""The messages the supervisor handles, by type name (for fault drills naming one)."""
 
 
 class Pending:
@@ -284,13 +289,17 @@ class Supervisor(Actor[Any]):
             self.timers.call_at(want.created_at + want.sla, Due("sla", wid), now=now)
         return True
 
-    async def _plan_want(self, want: WantState) -> None:
-        """Queue the want's refs that need building; join or re-want the upstreams of those that wait."""
+    async def _plan_want(self, want: WantState, *, new: bool = True) -> None:
+        """Queue the want's refs that need building; join or re-want the upstreams of those that wait.
+
+        ``new``: the want was just created (it plans from committed state, see :meth:`_enqueue`); a reconcile
+        passes False, so a ref already planned in a run is not planned again.
+        """
         for ref in want.refs:
             st = self.world.partition(ref)
             if st.status in (P.MISSING, P.TAINTED) or (st.status in (P.FAILED, P.UPSTREAM_FAILED)
                                                       and ref not in self.retrying):
-                self._enqueue(ref, new_want=True)
+                self._enqueue(ref, new_want=new)
             elif st.status is P.UPSTREAM_WAITING:
                 await self._ensure_upstream(st)
 
@@ -557,10 +566,10 @@ class Supervisor(Actor[Any]):
                 if self.world.partition(ref).status is not P.BUILDING:
                     await self._wake_deferred(ref)
             return
-        running = self.inflight.get(run.job)
-        if running is None or rid not in running:
-            return  # reported again (a JobRun actor that recovered), or already reconciled as ended
-        running.discard(rid)
+        # Idempotent: a run may be reported twice (its actor recovered after a crash), or after a reconcile that
+        # already dropped it from the indices; the bookkeeping below finds nothing to do then, and each effect
+        # checks the committed state before acting.
+        self.inflight.get(run.job, set()).discard(rid)
         for ref in run.planned:
             runs = self.planned.get(ref)
             if runs is not None and rid in runs:
@@ -577,13 +586,16 @@ class Supervisor(Actor[Any]):
         if run.status is JobRunStatus.DEP_MISS:
             await self._on_dep_miss(run)
         elif run.status is JobRunStatus.FAILED and run.will_retry:
-            job = self.graph[run.job]
-            for ref in run.partitions:
-                self.retrying[ref] = rid
-                self._recat(ref)
-            delay = job.retry.delay(run.attempt)
-            self.timers.call_at(run.ended_at + delay if run.ended_at else self.env.clock.now() + delay,
-                                Due("retry", rid), now=self.env.clock.now())
+            # The partitions it failed and nothing has leased since (a second report finds them leased).
+            waiting = [ref for ref in run.partitions if (p := self.world.partition(ref)).status is P.FAILED
+                       and not p.final]
+            if waiting:
+                for ref in waiting:
+                    self.retrying[ref] = rid
+                    self._recat(ref)
+                delay = self.graph[run.job].retry.delay(run.attempt)
+                self.timers.call_at(run.ended_at + delay if run.ended_at else self.env.clock.now() + delay,
+                                    Due("retry", rid), now=self.env.clock.now())
         elif run.status is JobRunStatus.FAILED:
             for ref in run.partitions:
                 if ref in self.wants_by_ref:
@@ -785,6 +797,10 @@ class Supervisor(Actor[Any]):
         await self._reconcile()
 
     async def _on_gave_up(self, msg: GaveUp) -> None:
+        await self._end_given_up(msg)
+        await self._reconcile()
+
+    async def _end_given_up(self, msg: GaveUp) -> None:
         """End what depends on an actor the system stopped: nothing else would ever move it (I5)."""
         system = self.env.system
         if msg.kind == "job_run":
@@ -807,7 +823,6 @@ class Supervisor(Actor[Any]):
             if want is not None and not want.terminal:
                 self.sent[msg.key] = W.FAILED
                 await system.tell("want", msg.key, MoveWant(W.FAILED, msg.reason, want.refs[:50]))
-        await self._reconcile()
 
     async def _reconcile(self) -> None:
         """Rebuild every index from the World and the pending intents, then re-derive what must happen next:
@@ -853,7 +868,7 @@ class Supervisor(Actor[Any]):
         for want in active:
             self._index_want(want)
         for want in active:
-            await self._plan_want(want)
+            await self._plan_want(want, new=False)
         waiting_runs = sorted({p.waiting_run for p in world.partitions.values()
                                if p.status is P.UPSTREAM_WAITING and p.waiting_run})
         for rid in waiting_runs:
@@ -868,4 +883,7 @@ class Supervisor(Actor[Any]):
         for rid in stranded:  # ended without settling its partitions (a crash in between): settle them now
             if rid in world.runs:
                 self._tell_soon("job_run", rid, Reconcile())
+        for kind in ("want", "job_run", "partition"):  # stopped while its GaveUp could not reach us
+            for key, why in sorted(self.env.system.stopped(kind).items()):
+                await self._end_given_up(GaveUp(kind, key, f"wantbuild gave up on {kind} {key}: {why}"))
         self.to_schedule = True

@@ -13,16 +13,18 @@ import anyio
 import structlog
 
 from supervisor import open_runtime
-from wantbuild._build import until_signal
 from wantbuild._example import example_graph
+from wantbuild._signals import Interrupts
 
 
-async def main(db: str, data: str) -> None:
+async def main(db: str, data: str, interrupts: Interrupts) -> None:
     async with open_runtime(db, example_graph(data, work_seconds=0.01)):
         print("serving", flush=True)
-        await until_signal(None)
+        with interrupts.stoppable():
+            await anyio.sleep_forever()
 
 
 if __name__ == "__main__":
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    anyio.run(main, sys.argv[1], sys.argv[2])
+    with Interrupts(announce=False) as stop:
+        anyio.run(main, sys.argv[1], sys.argv[2], stop)

@@ -36,7 +36,8 @@ Errors all derive from :class:`WantbuildError`::
      ├── ActorStopped (RuntimeError)    an actor stopped after repeated crashes
      ├── ActorSystemClosed (RuntimeError) the actor system is not running
      ├── AskTimeout (TimeoutError)      no reply from an actor in time
-     └── InjectedFault (RuntimeError)   raised on purpose by a Faults drill (``open(..., faults=...)``)
+     ├── InjectedFault (RuntimeError)   raised on purpose by a Faults drill (``open(..., faults=...)``)
+     └── StaleFence (RuntimeError)      publish(): a newer generation of the partition is already published
 """
 
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
@@ -104,6 +105,8 @@ from supervisor import (
 from supervisor import open_runtime as _open_runtime
 from supervisor._graph import UnknownJob  # not in supervisor.__all__ (yet)
 
+from ._publish import StaleFence, fence_from_env, publish
+
 try:
     __version__ = _version("wantbuild")
 except _PackageNotFoundError:  # pragma: no cover - running from a checkout that was never installed
@@ -169,6 +172,7 @@ __all__ = [
     "Runtime",
     "RuntimeClosed",
     "SchemaVersionError",
+    "StaleFence",
     "SystemClock",
     "UnknownEntity",
     "UnknownJob",
@@ -182,8 +186,10 @@ __all__ = [
     "__version__",
     "check_log",
     "explain",
+    "fence_from_env",
     "load_graph",
     "open",
+    "publish",
     "rebuild",
     "validate_ref",
     "validate_refs",

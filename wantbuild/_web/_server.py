@@ -5,10 +5,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import secrets
-import signal
 import socket
-import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 import anyio
 import uvicorn
@@ -63,8 +62,10 @@ def url_for(host: str, port: int) -> str:
 
 
 async def serve(db: str, *, host: str, port: int, allow_writes: bool, token: str | None,
-                on_ready: Callable[[str], None], poll_interval: float = 0.25) -> int | None:
-    """Serve until SIGINT/SIGTERM; ``on_ready(url)`` once the socket listens. Returns the signal that stopped it."""
+                on_ready: Callable[[str], None], stop: Callable[[], AbstractContextManager[anyio.CancelScope]],
+                poll_interval: float = 0.25) -> None:
+    """Serve until ``stop()``'s scope is cancelled (the CLI's SIGINT/SIGTERM), then shut down cleanly (open
+    streams end, requests in flight finish); ``on_ready(url)`` once the socket listens."""
     trusted = [*LOOPBACK_NAMES, host] if is_loopback(host) else None
     app = create_app(db, allow_writes=allow_writes, token=token, trusted_hosts=trusted, poll_interval=poll_interval,
                      tune_gc=True)
@@ -73,7 +74,6 @@ async def serve(db: str, *, host: str, port: int, allow_writes: bool, token: str
     sock = bind(host, port)
     actual_port = int(sock.getsockname()[1])
     server = _Server(config)
-    got: list[int] = []
     async with anyio.create_task_group() as tg:
 
         async def run() -> None:
@@ -83,15 +83,11 @@ async def serve(db: str, *, host: str, port: int, allow_writes: bool, token: str
                 tg.cancel_scope.cancel()
 
         async def watch() -> None:
-            if threading.current_thread() is not threading.main_thread():
-                return
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    got.append(signum)
-                    app.state.wantbuild.closing = True
-                    app.state.wantbuild.obs.close()
-                    server.should_exit = True
-                    return
+            with stop():
+                await anyio.sleep_forever()
+            app.state.wantbuild.closing = True
+            app.state.wantbuild.obs.close()
+            server.should_exit = True
 
         async def announce() -> None:
             while not server.started:
@@ -104,4 +100,3 @@ async def serve(db: str, *, host: str, port: int, allow_writes: bool, token: str
         tg.start_soon(announce)
         tg.start_soon(run)
     sock.close()
-    return got[0] if got else None

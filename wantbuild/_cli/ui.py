@@ -1,7 +1,7 @@
 """``wantbuild ui``: the web view and HTTP API of a log (needs the ``web`` extra).
 
-Kept apart from the rest of the CLI: importing it costs nothing (the web stack is imported when the command
-runs), so a wantbuild installed without ``[web]`` still has every other command.
+Importing this module costs nothing: the web stack is imported when the command runs, so a wantbuild installed
+without ``[web]`` still has every other command, and ``ui`` says how to get it.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from pathlib import Path
 import click
 from rich.text import Text
 
-from ._access import CliError
-from ._output import console
+from .._access import CliError
+from .._output import console
+from .._signals import Interrupts
 
 
 @click.command("ui", short_help="The web view and HTTP API of a log, live.")
@@ -34,7 +35,7 @@ def ui(db: str, host: str, port: int, allow_writes: bool) -> int:
     log's command inbox (a running runtime applies them), with the token. Stop with Ctrl-C. See docs/web.md.
     """
     try:
-        from ._web._server import is_loopback, make_token, serve
+        from .._web._server import is_loopback, make_token, serve
     except ModuleNotFoundError as e:
         raise CliError(f"the web view needs the web extra ({e.name} is not installed): "
                        "pip install 'wantbuild[web]'") from None
@@ -65,7 +66,9 @@ def ui(db: str, host: str, port: int, allow_writes: bool) -> int:
                 err.print(f"Writes are on, with the token in WANTBUILD_UI_TOKEN (sign in at {url}login)")
 
     try:
-        anyio.run(lambda: serve(db, host=host, port=port, allow_writes=allow_writes, token=token, on_ready=ready))
+        with Interrupts(announce=False) as interrupts:
+            anyio.run(lambda: serve(db, host=host, port=port, allow_writes=allow_writes, token=token, on_ready=ready,
+                                    stop=interrupts.stoppable))
     except OSError as e:
         raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}"
                        + ("; pick another --port (0: any free one)" if port else "")) from None
