@@ -169,3 +169,23 @@ async def test_a_runtime_observer_equals_a_replay_of_its_log(tmp_path: Path) -> 
         assert obs.world == replayed.world
         assert indices(obs) == indices(replayed)
         assert obs.retried_by  # raw/3 failed once and was retried
+
+
+def test_a_wide_explanation_is_cut_breadth_first_and_says_so() -> None:
+    """An explanation of 1 + 20 + 400 partitions is cut to 200, nearest levels first, naming how many it left."""
+    from wantbuild._web._data import bounded_explanation
+
+    def node(ref: str, upstream: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"ref": ref, "status": "UpstreamWaiting", "summary": "", "details": [], "wants": [], "runs": [],
+                "upstream": upstream}
+
+    wide = node("top", [node(f"a{i}", [node(f"a{i}/b{j}", []) for j in range(20)]) for i in range(20)])
+    cut = bounded_explanation(wide)
+    level1 = cut["upstream"]
+    assert [n["ref"] for n in level1] == [f"a{i}" for i in range(20)]
+    shown = 1 + 20 + sum(len(n["upstream"]) for n in level1)
+    assert shown == 200
+    assert [len(n["upstream"]) for n in level1] == [20] * 8 + [19] + [0] * 11
+    assert level1[8]["details"] == ["… and 1 more upstream partition(s) not shown here"]
+    assert level1[19]["details"] == ["… and 20 more upstream partition(s) not shown here"]
+    assert bounded_explanation(wide, budget=10_000) == wide

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import os
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -204,7 +205,7 @@ async def partition_detail(obs: Observer, ref: str, *, roffset: int, rlimit: int
     ex = await explain(w, None, ref, index=obs)
     return {
         "partition": plain(st),
-        "explain": ex.to_dict(),
+        "explain": bounded_explanation(ex.to_dict()),
         "needs": list(w.needs(ref)),
         "generations": generations(history, w.runs),
         "runs": page(runs[::-1], roffset, rlimit, lambda r: plain(w.runs[r])),
@@ -213,6 +214,33 @@ async def partition_detail(obs: Observer, ref: str, *, roffset: int, rlimit: int
         "lineage": lineage(obs, ref),
         "history": [record_dict(r) for r in history],
     }
+
+
+MAX_EXPLAIN_NODES = 200
+
+
+def bounded_explanation(ex: dict[str, Any], budget: int = MAX_EXPLAIN_NODES) -> dict[str, Any]:
+    """An explanation chain cut to ``budget`` partitions, breadth first; a cut level says how many it left out.
+
+    ``explain`` follows up to 20 upstream refs per level, 20 levels deep: a wide backfill that waits on a wide
+    upstream could otherwise put thousands of partitions on one page.
+    """
+    root = {**ex, "upstream": []}
+    queue = deque([(ex, root)])
+    shown = 1
+    while queue:
+        src, dst = queue.popleft()
+        for up in src["upstream"]:
+            if shown >= budget:
+                break
+            copy = {**up, "upstream": []}
+            dst["upstream"].append(copy)
+            queue.append((up, copy))
+            shown += 1
+        left = len(src["upstream"]) - len(dst["upstream"])
+        if left:
+            dst["details"] = [*dst["details"], f"… and {left} more upstream partition(s) not shown here"]
+    return root
 
 
 def generations(history: list[Record], runs: dict[str, JobRunState]) -> list[dict[str, Any]]:

@@ -137,6 +137,7 @@ class Observer:
         """kind -> status -> the ids in that status, in the order they entered it (oldest first)."""
         self.throughput = Throughput()
         self.recent: deque[Record] = deque(maxlen=RECENT)
+        self._recent_seq = 0
         self._sorted_refs: list[str] = []
         self._new_refs: list[str] = []
 
@@ -229,6 +230,8 @@ class Observer:
         start = max(1, self.world.last_seq - RECENT + 1)
         async for batch in self.log.read_batches(start, until_seq=self.world.last_seq, batch_size=RECENT):
             self.recent.extend(batch)
+        if self.recent:
+            self._recent_seq = max(self._recent_seq, self.recent[-1].seq)
 
     async def ensure_recent(self) -> None:
         """Fill the recent-records buffer from the log if it is empty (a runtime mounted with history)."""
@@ -248,17 +251,25 @@ class Observer:
             on(rec, old, new)
 
     def on_commit(self, rec: Record, old: Any, new: Any) -> None:
-        """One committed transition (a runtime hook, or a record folded while following)."""
-        self._index(rec.entity_kind, old, new, rec.at)
-        recent = self.recent
-        if recent and rec.seq < recent[-1].seq:  # hooks of one commit may run slightly out of seq order
-            items = list(recent)
+        """One committed transition (a runtime hook, or a record folded while following).
+
+        On a runtime this runs after every commit, so it is kept to a few dictionary operations: every index
+        changes only when a status does (a first event is a change from nothing).
+        """
+        if old is None or old.status is not new.status:
+            self._index(rec.entity_kind, old, new, rec.at)
+        seq = rec.seq
+        if seq > self._recent_seq:
+            self.recent.append(rec)
+            self._recent_seq = seq
+        else:  # hooks of one commit may run slightly out of seq order
+            items = list(self.recent)
             bisect.insort(items, rec, key=lambda r: r.seq)
-            recent.clear()
-            recent.extend(items)
-        else:
-            recent.append(rec)
-        self.throughput.add(self.throughput.events, rec.at)
+            self.recent.clear()
+            self.recent.extend(items)
+        events = self.throughput.events
+        minute = int(rec.at // MINUTE)
+        events[minute] = events.get(minute, 0) + 1
         if not self._notify_scheduled:
             self._notify_scheduled = True
             try:
@@ -332,34 +343,32 @@ class Observer:
         self.throughput.prune()
 
     def _index(self, kind: str, old: Any, new: Any, at: float) -> None:
-        changed = old is None or old.status != new.status
-        if changed:
-            members = self.members[kind]
-            key = new.ref if kind == "partition" else new.want_id if kind == "want" else new.job_run_id
-            if old is not None:
-                del members[old.status][key]
-            members[new.status][key] = None
+        """A status changed (or an entity appeared): move it between status sets, and index what it adds."""
+        members = self.members[kind]
+        key = new.ref if kind == "partition" else new.want_id if kind == "want" else new.job_run_id
+        if old is not None:
+            del members[old.status][key]
+        members[new.status][key] = None
         if kind == "partition":
             if old is None:
                 self._new_refs.append(new.ref)
-            if changed and new.status is PartitionStatus.LIVE:
+            if new.status is PartitionStatus.LIVE:
                 self.throughput.add(self.throughput.live, at)
         elif kind == "job_run":
             if old is None:
                 self._index_new_run(new)
-            if changed:
-                status = new.status
-                if status is JobRunStatus.SUCCEEDED:
-                    self.throughput.add(self.throughput.succeeded, at)
-                elif status is JobRunStatus.FAILED:
-                    self.throughput.add(self.throughput.failed, at)
-                    self.failed_runs.append(new.job_run_id)
-                elif status is JobRunStatus.DEP_MISS:
-                    for ref in new.partitions:
-                        needs = self.needs.setdefault(ref, {})
-                        for up in new.missing:
-                            needs[up] = new.job_run_id
-                            self.needed_by.setdefault(up, {})[ref] = new.job_run_id
+            status = new.status
+            if status is JobRunStatus.SUCCEEDED:
+                self.throughput.add(self.throughput.succeeded, at)
+            elif status is JobRunStatus.FAILED:
+                self.throughput.add(self.throughput.failed, at)
+                self.failed_runs.append(new.job_run_id)
+            elif status is JobRunStatus.DEP_MISS:
+                for ref in new.partitions:
+                    needs = self.needs.setdefault(ref, {})
+                    for up in new.missing:
+                        needs[up] = new.job_run_id
+                        self.needed_by.setdefault(up, {})[ref] = new.job_run_id
         elif kind == "want" and old is None:
             want_id = new.want_id
             for parent in new.parent_want_ids:
@@ -390,6 +399,8 @@ class Observer:
     # -- change notification -----------------------------------------------------------------------------
     def _notify(self) -> None:
         self._notify_scheduled = False
+        if len(self.throughput.events) > KEEP_MINUTES + 10:
+            self.throughput.prune()
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
