@@ -161,3 +161,15 @@ def test_without_the_web_extra_it_says_how_to_install_it(monkeypatch: pytest.Mon
     r = CliRunner().invoke(cli, ["ui", "--db", str(demo_log)])
     assert r.exit_code == 1
     assert "the web view needs the web extra (uvicorn is not installed): pip install 'wantbuild[web]'" in r.output
+
+
+def test_the_embedding_example_serves_a_runtime_and_reads_it_back(tmp_path: Path) -> None:
+    """docs/examples/web_embed.py runs: the want succeeds and the API served from the runtime shows its lineage."""
+    example = Path(__file__).resolve().parent.parent / "docs" / "examples" / "web_embed.py"
+    r = subprocess.run([sys.executable, str(example), str(tmp_path)], capture_output=True, text=True, timeout=60,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("web view on http://127.0.0.1:")
+    assert lines[1:] == ["want w-00000001: Successful", "wants per status: {'Successful': 2}",
+                         "lineage: [('raw/2026-11-02', 'daily/2026-11-02')]"]
