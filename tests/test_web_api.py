@@ -416,6 +416,8 @@ async def test_host_check_timing_header_and_cached_compressed_scripts(demo_log: 
         r = await client.get("/api/health", headers={"Host": "localhost:1234"})
         assert r.status_code == 200
         assert r.headers["server-timing"].startswith("app;dur=")
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        assert r.headers["x-frame-options"] == "DENY"
         version = wantbuild.__version__
         r = await client.get(f"/static/{version}/vendor/mermaid-12.3.0.min.js", headers={"Accept-Encoding": "gzip"})
         assert r.status_code == 200
