@@ -167,8 +167,8 @@ async def _wants(request: Request) -> dict[str, Any]:
 async def _want(request: Request) -> dict[str, Any]:
     obs = require_ready(request)
     want_id = str(request.path_params["want_id"])
-    pst, pq, poff, plim = list_params(request, "partition", "p")
-    _, _, roff, rlim = list_params(request, "job_run", "r")
+    pst, pq, poff, plim = list_params(request, "partition", "p", default_limit=50)
+    _, _, roff, rlim = list_params(request, "job_run", "r", default_limit=20)
     data = await want_detail(obs, want_id, pstatuses=pst, pq=pq, poffset=poff, plimit=plim, roffset=roff,
                              rlimit=rlim)
     if data is None:
@@ -185,7 +185,7 @@ async def _partitions(request: Request) -> dict[str, Any]:
 async def _partition(request: Request) -> dict[str, Any]:
     obs = require_ready(request)
     ref = get_ref(request)
-    _, _, roff, rlim = list_params(request, "job_run", "r")
+    _, _, roff, rlim = list_params(request, "job_run", "r", default_limit=20)
     data = await partition_detail(obs, ref, roffset=roff, rlimit=rlim)
     if data is None:
         raise _unknown("partition", ref, obs.db, "no event, want or run mentions it (a want for it would create it)")
@@ -202,7 +202,7 @@ async def _runs(request: Request) -> dict[str, Any]:
 async def _run(request: Request) -> dict[str, Any]:
     obs = require_ready(request)
     run_id = str(request.path_params["run_id"])
-    _, _, poff, plim = list_params(request, "partition", "p")
+    _, _, poff, plim = list_params(request, "partition", "p", default_limit=50)
     data = await run_detail(obs, run_id, poffset=poff, plimit=plim)
     if data is None:
         raise _unknown("job run", run_id, obs.db, "the runs page lists them")

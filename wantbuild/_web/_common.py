@@ -71,13 +71,14 @@ def get_ref(request: Request) -> str:
         raise HttpProblem(400, str(e), title="Malformed partition ref", asked=ref) from None
 
 
-def list_params(request: Request, kind: str, prefix: str = "") -> tuple[set[str], str, int, int]:
+def list_params(request: Request, kind: str, prefix: str = "",
+                default_limit: int = DEFAULT_LIMIT) -> tuple[set[str], str, int, int]:
     """``status`` (repeatable or comma-separated), ``q``, ``offset`` and ``limit`` of a list, checked."""
     qp = request.query_params
     try:
         statuses = statuses_param(qp.getlist(prefix + "status"), kind)
         offset = int_param(qp.get(prefix + "offset"), prefix + "offset", 0)
-        limit = int_param(qp.get(prefix + "limit"), prefix + "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        limit = int_param(qp.get(prefix + "limit"), prefix + "limit", default_limit, 1, MAX_LIMIT)
     except BadQuery as e:
         raise HttpProblem(400, str(e), title="Bad query parameter") from None
     return statuses, qp.get(prefix + "q", "").strip(), offset, limit

@@ -115,6 +115,7 @@ class Observer:
         """Freeze the loaded World out of the cyclic GC's reach (the CLI's own process only: GC is global)."""
         """The live runtime when mounted on one (then a runtime is running by definition)."""
         self._loading_world: World | None = None
+        self._load_events: dict[int, int] = {}
         self._changed = asyncio.Event()
         self._notify_scheduled = False
         self._reset_indices()
@@ -182,6 +183,9 @@ class Observer:
             gc.freeze()
         t1 = time.perf_counter()
         self._index_world()
+        self.throughput.events.update(self._load_events)
+        self._load_events = {}
+        self.throughput.prune()
         await self._load_recent()
         self.load_seconds = {"replay": round(t1 - t0, 3), "index": round(time.perf_counter() - t1, 3)}
         self.phase = "ready"
@@ -211,7 +215,11 @@ class Observer:
         return await rebuild(log_, on_record=self._loading)
 
     def _loading(self, world: World, rec: Record, state: Any) -> None:
+        """Per record while loading: where loading is (for the loading page), and events per minute."""
         self._loading_world = world
+        events = self._load_events
+        minute = int(rec.at // MINUTE)
+        events[minute] = events.get(minute, 0) + 1
 
     def _fail(self, message: str) -> None:
         self.phase = "failed"

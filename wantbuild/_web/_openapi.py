@@ -177,12 +177,12 @@ WRITE_ERRORS = {
 }
 
 
-def _list_params(kind: str) -> list[dict[str, Any]]:
+def _list_params(kind: str, default: int = 100) -> list[dict[str, Any]]:
     return [
         _param("status", "query", _array(STR), f"only these {kind} statuses (repeat, or comma-separated)"),
         _param("q", "query", STR, "a substring to search for"),
         _param("offset", "query", {"type": "integer", "minimum": 0}, "skip this many"),
-        _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500}, "page size (default 100)"),
+        _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500}, f"page size (default {default})"),
     ]
 
 
@@ -215,7 +215,7 @@ def openapi_schema(server: str = "") -> dict[str, Any]:
     """The whole document; ``server`` is the prefix the app is mounted under."""
     ref_param = _param("ref", "path", STR, "a partition ref, its slashes kept (e.g. daily/2026-11-02)")
     rpage = [_param("roffset", "query", {"type": "integer", "minimum": 0}, "runs: skip this many"),
-             _param("rlimit", "query", {"type": "integer", "minimum": 1, "maximum": 500}, "runs: page size")]
+             _param("rlimit", "query", {"type": "integer", "minimum": 1, "maximum": 500}, "runs: page size (20)")]
     event_filters = [
         _param("kind", "query", _array({"enum": ["want", "partition", "job_run"]}), "only these entity kinds"),
         _param("type", "query", _array(STR), "only these event types, e.g. WantCreated"),
@@ -234,7 +234,7 @@ def openapi_schema(server: str = "") -> dict[str, Any]:
             "One want: partitions (paged: pstatus, pq, poffset, plimit), runs (roffset, rlimit), derived wants, "
             "history", "WantDetail",
             [_param("want_id", "path", STR, "the want's id"),
-             *[{**p, "name": "p" + p["name"]} for p in _list_params("partition")], *rpage], not_found=True),
+             *[{**p, "name": "p" + p["name"]} for p in _list_params("partition", 50)], *rpage], not_found=True),
         "/api/wants/{want_id}/cancel": _post("Cancel an active want (through the command inbox)", "CancelWant",
                                              [_param("want_id", "path", STR, "the want's id")], not_found=True),
         "/api/partitions": _get("Partitions, by ref", "PartitionsPage", _list_params("partition")),
@@ -249,7 +249,8 @@ def openapi_schema(server: str = "") -> dict[str, Any]:
             "One job run: partitions (poffset, plimit), attempts, history, the tail of its output", "RunDetail",
             [_param("run_id", "path", STR, "the run's id"),
              _param("poffset", "query", {"type": "integer", "minimum": 0}, "partitions: skip this many"),
-             _param("plimit", "query", {"type": "integer", "minimum": 1, "maximum": 500}, "partitions: page size")],
+             _param("plimit", "query", {"type": "integer", "minimum": 1, "maximum": 500},
+                    "partitions: page size (50)")],
             not_found=True),
         "/api/events": _get(
             "Committed events: newest first before before_seq, or oldest first from from_seq; a filtered page "
