@@ -295,38 +295,17 @@ class Observer:
         w = self.world
         minute = MINUTE
         wants = self.members["want"]
-        children, wants_by_ref = self.children, self.wants_by_ref
+        index_want = self._index_new_want
         for wid, want in w.wants.items():
             wants[want.status][wid] = None
-            for parent in want.parent_want_ids:
-                children.setdefault(parent, []).append(wid)
-            for ref in want.refs:
-                lst = wants_by_ref.get(ref)
-                if lst is None:
-                    wants_by_ref[ref] = [wid]
-                else:
-                    lst.append(wid)
+            index_want(want)
         runs = self.members["job_run"]
-        runs_by_want, runs_by_ref, retried_by, jobs = self.runs_by_want, self.runs_by_ref, self.retried_by, self.jobs
+        index_run = self._index_new_run
         succeeded, failed = self.throughput.succeeded, self.throughput.failed
         for rid, run in w.runs.items():
             status = run.status
             runs[status][rid] = None
-            jobs.add(run.job)
-            for want_id in run.wants:
-                lst = runs_by_want.get(want_id)
-                if lst is None:
-                    runs_by_want[want_id] = [rid]
-                else:
-                    lst.append(rid)
-            for ref in run.planned or run.partitions:
-                lst = runs_by_ref.get(ref)
-                if lst is None:
-                    runs_by_ref[ref] = [rid]
-                else:
-                    lst.append(rid)
-            if run.retry_of is not None:
-                retried_by[run.retry_of] = rid
+            index_run(run)
             if status is JobRunStatus.SUCCEEDED:
                 m = int((run.ended_at or run.updated_at) // minute)
                 succeeded[m] = succeeded.get(m, 0) + 1
@@ -335,11 +314,7 @@ class Observer:
                 failed[m] = failed.get(m, 0) + 1
                 self.failed_runs.append(rid)
             elif status is JobRunStatus.DEP_MISS:
-                for ref in run.partitions:
-                    needs = self.needs.setdefault(ref, {})
-                    for up in run.missing:
-                        needs[up] = rid
-                        self.needed_by.setdefault(up, {})[ref] = rid
+                self._index_depmiss(run)
         parts = self.members["partition"]
         live = self.throughput.live
         for ref, part in w.partitions.items():
@@ -372,28 +347,40 @@ class Observer:
                 self.throughput.add(self.throughput.failed, at)
                 self.failed_runs.append(new.job_run_id)
             elif status is JobRunStatus.DEP_MISS:
-                for ref in new.partitions:
-                    needs = self.needs.setdefault(ref, {})
-                    for up in new.missing:
-                        needs[up] = new.job_run_id
-                        self.needed_by.setdefault(up, {})[ref] = new.job_run_id
+                self._index_depmiss(new)
         elif kind == "want" and old is None:
-            want_id = new.want_id
-            for parent in new.parent_want_ids:
-                self.children.setdefault(parent, []).append(want_id)
-            by_ref = self.wants_by_ref
-            for ref in new.refs:
-                lst = by_ref.get(ref)
-                if lst is None:
-                    by_ref[ref] = [want_id]
-                else:
-                    lst.append(want_id)
+            self._index_new_want(new)
+
+    def _index_new_want(self, want: WantState) -> None:
+        want_id = want.want_id
+        for parent in want.parent_want_ids:
+            self.children.setdefault(parent, []).append(want_id)
+        by_ref = self.wants_by_ref
+        for ref in want.refs:
+            lst = by_ref.get(ref)
+            if lst is None:
+                by_ref[ref] = [want_id]
+            else:
+                lst.append(want_id)
+
+    def _index_depmiss(self, run: JobRunState) -> None:
+        """A run ended DepMiss: each of its partitions needs each ref it reported missing (lineage edges)."""
+        for ref in run.partitions:
+            needs = self.needs.setdefault(ref, {})
+            for up in run.missing:
+                needs[up] = run.job_run_id
+                self.needed_by.setdefault(up, {})[ref] = run.job_run_id
 
     def _index_new_run(self, run: JobRunState) -> None:
         run_id = run.job_run_id
         self.jobs.add(run.job)
+        by_want = self.runs_by_want
         for want_id in run.wants:
-            self.runs_by_want.setdefault(want_id, []).append(run_id)
+            lst = by_want.get(want_id)
+            if lst is None:
+                by_want[want_id] = [run_id]
+            else:
+                lst.append(run_id)
         by_ref = self.runs_by_ref
         for ref in run.planned or run.partitions:
             lst = by_ref.get(ref)
