@@ -452,3 +452,24 @@ async def test_every_live_region_refreshes_to_what_the_full_page_shows(demo_log:
                 assert r.text in full.text
                 seen += 1
         assert seen >= 14
+
+
+async def test_refs_with_schemes_and_url_characters_round_trip_through_links(tmp_path: Path) -> None:
+    """A page links `s3://...` and refs with `%`, `?`, `#` so that following the link opens that partition."""
+    from actors import WantCreated
+
+    refs = ("s3://bucket/events/date=2026-11-01", "daily/a%20b?x#y")
+    db = tmp_path / "odd.db"
+    async with EventLog.open(db) as log:
+        await log.append("want", "w-00000001", 0, WantCreated(refs=refs))
+    async with served(create_app(db)) as client:
+        await wait_ready(client)
+        page = (await client.get("/wants/w-00000001")).text
+        links = sorted(set(re.findall(r'href="(/partitions/[^"]+)"', page)))
+        assert len(links) == 2
+        for link in links:
+            r = await client.get(html.unescape(link))
+            assert r.status_code == 200, link
+            shown = re.search(r'<span class="ref">([^<]+)</span>', r.text)
+            assert shown is not None
+            assert html.unescape(shown.group(1)) in refs
