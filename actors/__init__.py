@@ -14,7 +14,9 @@ from ._actor import (
     ActorStopped,
     ActorSystem,
     ActorSystemClosed,
+    AskDeadlock,
     AskTimeout,
+    UnknownActorKind,
 )
 from ._clock import Clock, SystemClock
 from ._entity import Committed, EntityActor, EntityEnv, Hook, Hooks
@@ -61,6 +63,7 @@ from ._jobrun import (
     JobRunFailed,
     JobRunLost,
     JobRunQueued,
+    JobRunResultIgnored,
     JobRunStarted,
     JobRunState,
     JobRunStatus,
@@ -118,6 +121,7 @@ __all__ = [
     "ActorStopped",
     "ActorSystem",
     "ActorSystemClosed",
+    "AskDeadlock",
     "AskTimeout",
     "Attached",
     "CancelRun",
@@ -150,6 +154,7 @@ __all__ = [
     "JobRunFailed",
     "JobRunLost",
     "JobRunQueued",
+    "JobRunResultIgnored",
     "JobRunStarted",
     "JobRunState",
     "JobRunStatus",
@@ -180,6 +185,7 @@ __all__ = [
     "SettleBuild",
     "SystemClock",
     "Taint",
+    "UnknownActorKind",
     "UpstreamReady",
     "Violation",
     "WantActor",

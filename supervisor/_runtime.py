@@ -9,7 +9,9 @@ running ones are canceled (their processes killed), everything is committed, no 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import hashlib
 import math
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -57,6 +59,7 @@ from eventlog import (
 )
 
 from ._execution_glue import LocalExecution
+from ._executors import ExecutionRouter, Executor, ExecutorEnv
 from ._graph import Graph
 from ._hints import sole_error
 from ._ids import IdSource
@@ -150,6 +153,11 @@ class Runtime:
         return WantHandle(self, want_id)
 
     async def cancel(self, want_id: str, reason: str = "canceled by request") -> WantState:
+        """Cancel an active want; returns its state once ``WantCanceled`` is committed.
+
+        A want that is already terminal (it may have finished a moment ago: cancel races with completion) is
+        left as it is and its state returned, so check ``.status``; nothing is written. Runs that no active
+        want needs any more are canceled. :class:`UnknownEntity` if there is no such want."""
         self._check_open()
         self.get_want(want_id)
         st: WantState = await self.system.ask("want", want_id, EndWant("cancel", reason))
@@ -167,6 +175,8 @@ class Runtime:
         return [await self.system.ask("partition", ref, Taint(reason)) for ref in refs_t]
 
     async def wait_want(self, want_id: str, timeout: float | None = None) -> WantState:
+        """Wait until the want is terminal and return that state (``handle.done()`` calls this); ``TimeoutError``
+        after ``timeout`` seconds."""
         st = self.get_want(want_id)
         if st.terminal:
             return st
@@ -202,15 +212,25 @@ class Runtime:
 
     # -- queries ----------------------------------------------------------------------------------------
     def get_want(self, want_id: str) -> WantState:
+        """The want's state; :class:`UnknownEntity` if there is none."""
         st = self.world.wants.get(want_id)
         if st is None:
             raise UnknownEntity(f"no want {want_id!r} in {self.log.path}; list them with `wantbuild want list`")
         return st
 
     def get_partition(self, ref: str) -> PartitionState:
-        return self.world.partition(validate_refs([ref])[0])
+        """The partition's state. A ref the log never mentioned is Missing at generation 0 (partitions have no
+        creation event), unless no job of the graph produces it: then :class:`NoJobForRef` (a typo, mostly).
+        :class:`InvalidRef` for a malformed ref."""
+        ref = validate_refs([ref])[0]
+        st = self.world.partitions.get(ref)
+        if st is None:
+            self.graph.job_of(ref)  # NoJobForRef names the ref and the patterns
+            return self.world.partition(ref)
+        return st
 
     def get_run(self, job_run_id: str) -> JobRunState:
+        """The job run's state; :class:`UnknownEntity` if there is none."""
         st = self.world.runs.get(job_run_id)
         if st is None:
             raise UnknownEntity(f"no job run {job_run_id!r} in {self.log.path}")
@@ -233,7 +253,11 @@ class Runtime:
 
     def events(self, from_seq: int | None = None, *, kinds: Collection[str] | None = None,
                entity_id: str | None = None, types: Collection[str] | None = None) -> AsyncIterator[Record]:
-        """Committed events (from ``from_seq``, default: from now on), following new ones as they commit."""
+        """Committed events from ``from_seq`` on, following new ones as they commit (stop by breaking out).
+
+        Without ``from_seq`` it starts after the last event committed when ``events()`` is *called*, not when
+        iteration begins: ``it = rt.events()``, then ``await rt.want(...)``, then ``async for rec in it`` sees
+        that want's ``WantCreated``. ``from_seq=1`` replays the whole log first."""
         start = self.log.last_seq + 1 if from_seq is None else from_seq
         return self.log.follow(start, kinds=kinds, entity_id=entity_id, types=types)
 
@@ -351,27 +375,7 @@ async def _mark_lost(system: ActorSystem, job_run_id: str) -> None:
 
 
 @asynccontextmanager
-async def open_runtime(*args: Any, **kwargs: Any) -> AsyncIterator[Runtime]:
-    """Open a runtime on the log at ``path`` (created if missing) for ``graph``.
-
-    Keywords: ``clock``, ``policy`` (default collision policy), ``log_dir`` (job output files; default
-    ``<log>.logs``), ``accept_graph_change``, ``passivate_after``, ``autocommit``, ``serve_commands``,
-    ``shutdown_grace``, ``tune_gc`` (see :func:`_gc_policy`; the CLI turns it on), ``faults`` (drills only:
-    :class:`actors.Faults` to inject). An exception raised in the
-    ``async with`` body comes out as itself, not wrapped in an exception group by the runtime's task groups.
-    """
-    try:
-        async with _open_runtime(*args, **kwargs) as rt:
-            yield rt
-    except BaseExceptionGroup as eg:
-        inner = sole_error(eg)
-        if inner is None:
-            raise
-        raise inner from None
-
-
-@asynccontextmanager
-async def _open_runtime(
+async def open_runtime(
     path: str | Path,
     graph: Graph,
     *,
@@ -379,25 +383,59 @@ async def _open_runtime(
     policy: CollisionPolicy = "shrink",
     log_dir: str | Path | None = None,
     accept_graph_change: bool = False,
+    shutdown_grace: float = 10.0,
+    tune_gc: bool = False,
+    serve_commands: bool = True,
     passivate_after: float | None = 0.0,
     autocommit: bool = True,
-    serve_commands: bool = True,
-    shutdown_grace: float = 10.0,
     event_log: EventLog | None = None,
-    tune_gc: bool = False,
     faults: Faults | None = None,
+    executor: Executor | None = None,
 ) -> AsyncIterator[Runtime]:
+    """Open a runtime on the log at ``path`` (created if missing) for ``graph``: ``async with`` it.
+
+    :param path: the event log (a SQLite file).
+    :param graph: the jobs; a log written for another graph raises ``FingerprintMismatch``.
+    :param clock: where the runtime reads time and sleeps (default: the system clock; scenarios pass a virtual
+        one).
+    :param policy: the collision policy for jobs that set none (``shrink``, ``defer``, ``all_or_nothing``).
+    :param log_dir: where job runs' stdout/stderr files go (default ``<path>.logs``).
+    :param accept_graph_change: open a log written for a different graph (its fingerprint is updated).
+    :param shutdown_grace: seconds that leaving the block waits for canceled runs to end before killing them.
+    :param tune_gc: tune Python's cyclic GC for the runtime while it is open (see :func:`_gc_policy`; the CLI
+        turns it on).
+    :param serve_commands: consume the log's command inbox (what ``wantbuild want create --db`` submits).
+    :param passivate_after: seconds an idle entity actor lingers before it stops (None: never).
+    :param autocommit: commit appends as they come (group commit); False leaves commits to the caller
+        (``rt.log.commit()``), as the scenario runner does.
+    :param event_log: run on this already-open log instead of opening ``path`` (the scenario runner's).
+    :param faults: drills only: the :class:`actors.Faults` to inject.
+    :param executor: where jobs without an executor of their own run (``DaskExecutor(client)``,
+        ``RayExecutor(...)``); default: the graph's ``[executor]``, else the runtime's own processes.
+
+    An exception raised in the ``async with`` body comes out as itself, not wrapped in an exception group by the
+    runtime's task groups.
+    """
     graph.validate()
+    if executor is not None and not isinstance(executor, Executor):
+        raise TypeError(f"executor must be an executor (DaskExecutor(...), RayExecutor(...), LocalExecutor()), "
+                        f"got {executor!r}")
     clock = clock if clock is not None else SystemClock()
     path = Path(path)
     logs = Path(log_dir) if log_dir is not None else path.parent / (path.name + ".logs")
-    async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit) as elog:
-        world = await rebuild(elog)
-        ids = IdSource(world.wants, world.runs)
-        with _gc_policy(tune_gc):
-            async with _running(elog, world, ids, graph, clock, policy, logs, passivate_after, serve_commands,
-                                shutdown_grace, faults) as rt:
-                yield rt
+    try:
+        async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit) as elog:
+            world = await rebuild(elog)
+            ids = IdSource(world.wants, world.runs)
+            with _gc_policy(tune_gc):
+                async with _running(elog, world, ids, graph, clock, policy, logs, passivate_after, serve_commands,
+                                    shutdown_grace, faults, executor) as rt:
+                    yield rt
+    except BaseExceptionGroup as eg:
+        inner = sole_error(eg)
+        if inner is None:
+            raise
+        raise inner from None
 
 
 @contextmanager
@@ -430,15 +468,18 @@ def _gc_policy(enabled: bool) -> Iterator[None]:
 @asynccontextmanager
 async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, clock: Clock,
                    policy: CollisionPolicy, logs: Path, passivate_after: float | None, serve_commands: bool,
-                   shutdown_grace: float, faults: Faults | None) -> AsyncIterator[Runtime]:
+                   shutdown_grace: float, faults: Faults | None,
+                   default_executor: Executor | None) -> AsyncIterator[Runtime]:
     hooks = Hooks(faults)
     async with anyio.create_task_group() as tg:
         system = ActorSystem(passivate_after=passivate_after)
         system.faults = faults
-        async with system:
+        async with system, contextlib.AsyncExitStack() as stack:
             env = EntityEnv(elog, world, system, hooks, clock, faults)
             timers = Timers(tg, system, clock)
-            execution = LocalExecution(graph, clock, logs, system, faults)
+            local = LocalExecution(graph, clock, logs, system, faults)
+            env_x = ExecutorEnv(graph, clock, system, _namespace(elog))
+            execution = await stack.enter_async_context(ExecutionRouter.open(graph, local, env_x, default_executor))
             pending = Pending()
             system.register("want", lambda key: WantActor(key, env))
             # A partition's next message (its settlement) comes a whole job run after its lease: no linger
@@ -471,11 +512,17 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
                     with anyio.CancelScope(shield=True):
                         await _shutdown(rt, execution, timers, shutdown_grace)
                 else:
-                    execution.cancel_all("crash")
+                    execution.crash()
                     timers.cancel_all(tells=True)
                 with anyio.CancelScope(shield=True):
                     await execution.aclose("the runtime is closing")
         tg.cancel_scope.cancel()
+
+
+def _namespace(elog: EventLog) -> str:
+    """A short name of this log, part of every remote task's key: two runtimes on different logs may share a
+    cluster, and one log's restarted runtime finds the keys its predecessor used."""
+    return hashlib.sha256(str(Path(elog.path).resolve()).encode()).hexdigest()[:10]
 
 
 @asynccontextmanager
@@ -489,7 +536,7 @@ async def _maybe_log(given: EventLog | None, path: Path, graph: Graph, clock: Cl
         yield elog
 
 
-async def _shutdown(rt: Runtime, execution: LocalExecution, timers: Timers, grace: float) -> None:
+async def _shutdown(rt: Runtime, execution: ExecutionRouter, timers: Timers, grace: float) -> None:
     """Stop starting runs, cancel the ones in flight, and wait until they are recorded."""
     rt.closing = True
     await rt.system.tell(*SUPERVISOR, Drain())

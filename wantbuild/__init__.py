@@ -32,12 +32,19 @@ Errors all derive from :class:`WantbuildError`::
      ├── NoJobForRef (LookupError)      no job of the graph produces the ref
      ├── UnknownJob (KeyError)          no job has that name
      ├── UnknownEntity (LookupError)    no want, partition or job run with that id
+     ├── MissingDeps                    raised by a job: these upstream partitions are missing (not a failure)
      ├── RuntimeClosed (RuntimeError)   the runtime is shutting down or closed
+     ├── ExecutorError (RuntimeError)   an executor's engine is missing or its cluster cannot be reached
      ├── ActorStopped (RuntimeError)    an actor stopped after repeated crashes
      ├── ActorSystemClosed (RuntimeError) the actor system is not running
+     ├── AskDeadlock (RuntimeError)     an actor asked itself: it would wait for itself forever
+     ├── UnknownActorKind (LookupError) no actor kind of that name is registered
      ├── AskTimeout (TimeoutError)      no reply from an actor in time
      ├── InjectedFault (RuntimeError)   raised on purpose by a Faults drill (``open(..., faults=...)``)
      └── StaleFence (RuntimeError)      publish(): a newer generation of the partition is already published
+
+``ScenarioError`` (a scenario file that cannot be used) derives from it too; it lives with the scenario runner,
+``scenarios.ScenarioError``, which ``import wantbuild`` does not load.
 """
 
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
@@ -51,6 +58,7 @@ from actors import (
     WANT,
     ActorStopped,
     ActorSystemClosed,
+    AskDeadlock,
     AskTimeout,
     Clock,
     Faults,
@@ -63,6 +71,7 @@ from actors import (
     PartitionStatus,
     ReplayError,
     SystemClock,
+    UnknownActorKind,
     Violation,
     WantState,
     WantStatus,
@@ -88,22 +97,27 @@ from eventlog import (
     WriterLockedError,
 )
 from supervisor import (
+    DaskExecutor,
+    Executor,
+    ExecutorError,
     Explanation,
     Graph,
     GraphError,
     JobContext,
+    LocalExecutor,
     MissingDeps,
     NoJobForRef,
+    RayExecutor,
     Recovery,
     Runtime,
     RuntimeClosed,
     UnknownEntity,
+    UnknownJob,
     WantHandle,
     explain,
     load_graph,
+    open_runtime,
 )
-from supervisor import open_runtime as _open_runtime
-from supervisor._graph import UnknownJob  # not in supervisor.__all__ (yet)
 
 from ._publish import StaleFence, fence_from_env, publish
 
@@ -112,9 +126,10 @@ try:
 except _PackageNotFoundError:  # pragma: no cover - running from a checkout that was never installed
     __version__ = "0+unknown"
 
-open = _open_runtime
-"""``async with wantbuild.open(path, graph, ...) as rt``: the runtime on the log at ``path`` (see
-:func:`supervisor.open_runtime` for the options: ``clock``, ``policy``, ``log_dir``, ``accept_graph_change``...)."""
+open = open_runtime
+"""``async with wantbuild.open(path, graph, *, policy=..., clock=..., ...) as rt``: the runtime on the log at
+``path``; every keyword is typed and documented on :func:`supervisor.open_runtime`."""
+del open_runtime
 
 
 # -- the web view (the `web` extra) ------------------------------------------------------------------------------
@@ -141,13 +156,17 @@ __all__ = [
     "WANT",
     "ActorStopped",
     "ActorSystemClosed",
+    "AskDeadlock",
     "AskTimeout",
     "Clock",
     "CommitError",
     "ConcurrencyError",
     "CorruptLogError",
+    "DaskExecutor",
     "EventLog",
     "EventLogError",
+    "Executor",
+    "ExecutorError",
     "Explanation",
     "Faults",
     "FingerprintMismatch",
@@ -159,12 +178,14 @@ __all__ = [
     "JobContext",
     "JobRunState",
     "JobRunStatus",
+    "LocalExecutor",
     "LogClosedError",
     "LogNotFoundError",
     "MissingDeps",
     "NoJobForRef",
     "PartitionState",
     "PartitionStatus",
+    "RayExecutor",
     "ReadOnlyLogError",
     "Record",
     "Recovery",
@@ -174,6 +195,7 @@ __all__ = [
     "SchemaVersionError",
     "StaleFence",
     "SystemClock",
+    "UnknownActorKind",
     "UnknownEntity",
     "UnknownJob",
     "Violation",
