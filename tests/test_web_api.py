@@ -473,3 +473,45 @@ async def test_refs_with_schemes_and_url_characters_round_trip_through_links(tmp
             shown = re.search(r'<span class="ref">([^<]+)</span>', r.text)
             assert shown is not None
             assert html.unescape(shown.group(1)) in refs
+
+
+async def test_a_stream_resumed_with_last_event_id_sends_what_came_after(demo_log: Path) -> None:
+    """Reconnecting to /api/stream with Last-Event-ID N replays the records after N, once, then a tick."""
+    async with served(create_app(demo_log)) as client:
+        last = (await wait_ready(client))["last_seq"]
+        ids: list[int] = []
+        events: list[str] = []
+        async with client.stream("GET", "/api/stream", headers={"Last-Event-ID": str(last - 5)}) as resp:
+            with anyio.fail_after(10):
+                async for line in resp.aiter_lines():
+                    if line.startswith("event: "):
+                        events.append(line[7:])
+                    elif line.startswith("id: "):
+                        ids.append(int(line[4:]))
+                        if events[-1] == "tick":
+                            break
+        assert events == ["record"] * 5 + ["tick"]
+        assert ids == [*range(last - 4, last + 1), last]
+
+
+async def test_a_stream_resumed_from_too_far_back_names_the_gap(demo_log: Path) -> None:
+    """Records no longer in memory are announced as a gap (a seq range to read from /api/events), not dropped."""
+    app = create_app(demo_log)
+    async with served(app) as client:
+        last = (await wait_ready(client))["last_seq"]
+        recent = app.state.wantbuild.obs.recent
+        while len(recent) > 10:  # keep only the newest 10 in memory
+            recent.popleft()
+        events: list[tuple[str, str]] = []
+        async with client.stream("GET", "/api/stream", params={"after": str(last - 30)}) as resp:
+            with anyio.fail_after(10):
+                event = ""
+                async for line in resp.aiter_lines():
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: "):
+                        events.append((event, line[6:]))
+                        if event == "tick":
+                            break
+        assert events[0] == ("gap", json.dumps({"from_seq": last - 29, "until_seq": last - 10}))
+        assert [json.loads(d)["seq"] for e, d in events if e == "record"] == list(range(last - 9, last + 1))

@@ -261,7 +261,8 @@ def openapi_schema(server: str = "") -> dict[str, Any]:
              _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500}, "page size")]),
         "/api/stream": {"get": {
             "summary": "Server-sent events: each new matching record as `event: record` (id: its seq; reconnect "
-                       "with Last-Event-ID), and `event: tick` when the log moved",
+                       "with Last-Event-ID), `event: tick` when the log moved, and `event: gap` ({from_seq, "
+                       "until_seq}) for records no longer in memory (read them from /api/events)",
             "parameters": [*event_filters, _param("after", "query", INT, "send records after this seq")],
             "responses": {"200": {"description": "An event stream",
                                   "content": {"text/event-stream": {"schema": STR}}}, **ERRORS}}},

@@ -3,7 +3,8 @@
 ``/stream`` (pages) sends ``tick`` (the log moved: live regions re-fetch themselves, at most once a second)
 and, for the events page, ``rows`` (the new matching events as table rows). ``/api/stream`` sends each matching
 record as ``event: record`` with its ``seq`` as the event id, so a client that reconnects with ``Last-Event-ID``
-misses nothing that is still in memory (the newest records); further back, it reads ``/api/events``.
+gets what it missed from memory (the newest records); older ones are announced by an ``event: gap`` naming the
+``seq`` range to read from ``/api/events``.
 """
 
 from __future__ import annotations
@@ -51,27 +52,31 @@ async def _events(request: Request, st: WebState, after: int, kinds: Collection[
                   entity: str, rows: Callable[[list[Record], int], str] | None, records: bool) -> AsyncIterator[str]:
     obs = st.obs
     yield "retry: 2000\n\n"
-    last_seen = obs.world.last_seq
-    if after < last_seen:  # moved between the page's render (or the client's last id) and this connection
-        yield _sse("tick", f"{last_seen:,}")
+    sent = after  # the client has everything up to this seq (the page's render, or its Last-Event-ID)
     while not st.closing:
-        if obs.world.last_seq == last_seen:
+        current = obs.world.last_seq
+        if current <= sent:
             changed = await obs.wait_changed(KEEPALIVE)
             if st.closing:
                 return
             if not changed:
                 yield ": keepalive\n\n"
-                continue
-        last_seen = obs.world.last_seq
+            continue
         if rows is not None or records:
-            new, missed = _new_since(st, after, kinds, types, entity)
-            after = last_seen
+            new, missed = _new_since(st, sent, kinds, types, entity)
+            if new:
+                current = max(current, new[-1].seq)
             if records:
+                if missed:  # older than what is kept in memory: the client reads them from /api/events
+                    yield _sse("gap", json.dumps({"from_seq": sent + 1, "until_seq": sent + missed}))
                 for rec in new:
                     yield _sse("record", json.dumps(record_dict(rec)), rec.seq)
             elif rows is not None and (new or missed):
-                yield _sse("rows", rows(new[-MAX_ROWS:], missed + max(0, len(new) - MAX_ROWS)))
-        yield _sse("tick", f"{last_seen:,}")
+                yield _sse("rows", rows(new[-MAX_ROWS:], missed + max(0, len(new) - MAX_ROWS)), current)
+        sent = current
+        # The id is the seq everything sent so far covers: a reconnecting client (Last-Event-ID) misses nothing
+        # still in memory and gets nothing twice.
+        yield _sse("tick", f"{sent:,}", sent)
         await anyio.sleep(MIN_INTERVAL)
 
 
