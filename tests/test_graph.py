@@ -631,6 +631,18 @@ def test_fingerprint_is_stable_across_processes() -> None:
     assert int(fingerprint, 16) >= 0
 
 
+def test_fingerprint_ignores_where_jobs_run() -> None:
+    """A job's executor and resources are deployment, not the graph: moving a job to a cluster keeps the log's
+    fingerprint (docs/decisions.md, executors)."""
+    from supervisor._executors import DaskExecutor
+
+    base, moved = Graph("a"), Graph("a")
+    base.add_job(Job.create("raw", outputs="raw/{d}", command=["python3", "raw.py"]))
+    moved.add_job(Job.create("raw", outputs="raw/{d}", command=["python3", "raw.py"],
+                             executor=DaskExecutor(address="tcp://127.0.0.1:8786"), resources={"gpu": 1}))
+    assert moved.fingerprint() == base.fingerprint()
+
+
 def test_fingerprint_ignores_callable_identity_and_order() -> None:
     """Another async function or another definition order gives the same fingerprint."""
 
