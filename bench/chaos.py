@@ -9,8 +9,10 @@ Each round, in a fresh folder:
    that detects a second writer.
 2. Client threads drive it only through the CLI: ``want create`` (some with ``--wait``), ``want cancel`` and
    ``taint``, each with ``--json``; what the CLI acknowledged (exit 0) is recorded.
-3. Meanwhile the runtime is SIGKILLed at random moments and restarted with the same command; some restarts are
-   killed again during start-up (replay, recovery).
+3. Meanwhile the runtime is SIGKILLed at random moments (mostly while some job runs) and restarted with the
+   same command; some restarts are killed again during start-up (replay, recovery). With ``--lock-faults N``,
+   another process also holds the log's write lock for 6.5 s (past its 5 s busy timeout) N times a round, so
+   commits fail meanwhile, as with a backup tool or an ``sqlite3`` shell left in a transaction.
 4. The last runtime is left to finish (no pending command, every want terminal), then stopped with SIGTERM.
 
 Then the checks (each violation is counted under its check and kept with its evidence):
@@ -33,8 +35,9 @@ Then the checks (each violation is counted under its check and kept with its evi
   and stops cleanly (exit 0) on SIGTERM.
 - ``cli``: no CLI call shows an internal error or a traceback, or hangs.
 
-Usage: python bench/chaos.py --rounds 20 [--seed S] [--keep] [--workdir DIR]
-Last line: rounds=... kills=... wants=... commands=... violations=... violations_<check>=... (one per check)
+Usage: python bench/chaos.py --rounds 20 [--seed S] [--lock-faults N] [--keep] [--workdir DIR] [--report F]
+Last line: rounds=... kills=... restart_kills=... lock_faults=... wants=... commands=... runs=... acks=...
+derived_raced=... violations=... violations_<check>=... (one per check)
 """
 
 from __future__ import annotations
@@ -77,6 +80,10 @@ class DrillConfig:
     """How long the clients submit commands in a round (kills happen in this window)."""
     kills: tuple[int, int] = (1, 3)
     """SIGKILLs per round while serving (inclusive range)."""
+    lock_faults: int = 0
+    """Per round: how many times another process holds SQLite's write lock for ``lock_seconds`` (longer than the
+    log's busy timeout, 5 s), so that the runtime's commits fail meanwhile (a backup or an ``sqlite3`` shell)."""
+    lock_seconds: float = 6.5
     busy_kill_p: float = 0.7
     """Probability that a kill waits (up to 1.5 s) for a moment when some job process is running."""
     restart_kill_p: float = 0.35
@@ -137,6 +144,7 @@ class RoundResult:
     folder: Path
     kills: int = 0
     restart_kills: int = 0
+    lock_faults: int = 0
     incarnations: int = 0
     wants: int = 0
     commands: int = 0
@@ -425,6 +433,10 @@ command = {cmd("weekly")}
             t.start()
         n_kills = self.rng.randint(*self.cfg.kills)
         kill_at = sorted(self.rng.uniform(0.8, self.cfg.client_seconds) for _ in range(n_kills))
+        lockers = [threading.Thread(target=self.hold_write_lock, args=(self.rng.uniform(0.8, self.cfg.client_seconds),),
+                                    daemon=True) for _ in range(self.cfg.lock_faults)]
+        for t in lockers:
+            t.start()
         for at in kill_at:
             while time.monotonic() - begun < at:
                 self.check_alive()
@@ -442,7 +454,7 @@ command = {cmd("weekly")}
             self.check_alive()
             time.sleep(0.05)
         self.stop_clients.set()
-        for t in clients:
+        for t in [*clients, *lockers]:
             t.join(120)
         mark = self.phase("clients", begun)
         self.settle()
@@ -461,6 +473,23 @@ command = {cmd("weekly")}
         now = time.monotonic()
         self.result.seconds[name] = round(now - since, 2)
         return now
+
+    def hold_write_lock(self, after: float) -> None:
+        """After ``after`` seconds, hold the log's write lock for ``lock_seconds`` from another connection."""
+        if self.stop_clients.wait(after):
+            return
+        try:
+            con = sqlite3.connect(self.db, timeout=30, isolation_level=None)
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                with self.calls_lock:
+                    self.result.lock_faults += 1
+                time.sleep(self.cfg.lock_seconds)
+                con.execute("ROLLBACK")
+            finally:
+                con.close()
+        except sqlite3.Error as e:
+            self.violation("progress", f"could not take the log's write lock for a lock fault: {e}")
 
     def settle(self) -> None:
         """Wait until the inbox is empty and every want is terminal (the runtime keeps serving)."""
@@ -768,7 +797,8 @@ class Tally:
         rs = self.rounds
         fig: dict[str, Any] = {
             "rounds": len(rs), "kills": sum(r.kills for r in rs),
-            "restart_kills": sum(r.restart_kills for r in rs), "wants": sum(r.wants for r in rs),
+            "restart_kills": sum(r.restart_kills for r in rs), "lock_faults": sum(r.lock_faults for r in rs),
+            "wants": sum(r.wants for r in rs),
             "commands": sum(r.commands for r in rs), "runs": sum(r.runs for r in rs),
             "acks": sum(r.acks for r in rs), "derived_raced": sum(r.derived_raced for r in rs),
             "violations": len(self.violations),
@@ -812,19 +842,22 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--seed", type=int, default=None, help="default: random (printed)")
     ap.add_argument("--client-seconds", type=float, default=DrillConfig.client_seconds)
+    ap.add_argument("--lock-faults", type=int, default=0, help="per round: times another process holds the log's "
+                    "write lock past the busy timeout (commits fail meanwhile)")
     ap.add_argument("--workdir", type=Path, help="where the rounds' folders go (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep every round's folder (default: only failing ones)")
     ap.add_argument("--report", type=Path, help="write every violation with its evidence as JSON here")
     a = ap.parse_args()
     seed = a.seed if a.seed is not None else random.randrange(1 << 30)
-    cfg = DrillConfig(rounds=a.rounds, seed=seed, client_seconds=a.client_seconds)
+    cfg = DrillConfig(rounds=a.rounds, seed=seed, client_seconds=a.client_seconds, lock_faults=a.lock_faults)
     workdir = a.workdir or Path(tempfile.mkdtemp(prefix="wantbuild-chaos-"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"chaos drill: {a.rounds} rounds, seed {seed}, in {workdir}", file=sys.stderr)
 
     def progress(r: RoundResult) -> None:
         counts = Counter(v.check for v in r.violations)
-        print(f"round {r.index}: {r.kills} kills ({r.restart_kills} during start-up), {r.wants} wants, "
+        print(f"round {r.index}: {r.kills} kills ({r.restart_kills} during start-up), {r.lock_faults} lock faults, "
+              f"{r.wants} wants, "
               f"{r.commands} commands, {r.runs} runs, {len(r.violations)} violations "
               f"{dict(counts) if counts else ''} (seconds: {r.seconds})", file=sys.stderr, flush=True)
         if not r.violations and not a.keep:
