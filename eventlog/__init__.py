@@ -8,6 +8,7 @@
             ...
 
 See ``docs/eventlog.md`` for the schema, the group commit, the durability guarantee and the errors.
+:func:`get_logger` gives the loggers every wantbuild package logs through: quiet unless the embedder asks.
 """
 
 from ._errors import (
@@ -25,6 +26,7 @@ from ._errors import (
 )
 from ._events import REGISTRY, Event, EventRegistry, event
 from ._log import EventLog
+from ._logging import LibraryLogger, get_logger
 from ._records import Command, Problem, Record, VerifyReport
 from ._schema import SCHEMA_VERSION
 
@@ -40,6 +42,7 @@ __all__ = [
     "EventLogError",
     "EventRegistry",
     "FingerprintMismatch",
+    "LibraryLogger",
     "LogClosedError",
     "LogNotFoundError",
     "Problem",
@@ -50,4 +53,5 @@ __all__ = [
     "WantbuildError",
     "WriterLockedError",
     "event",
+    "get_logger",
 ]

@@ -25,8 +25,8 @@ from urllib.parse import quote
 
 import aiosqlite
 import anyio
+import anyio.lowlevel
 import msgspec
-import structlog
 
 from ._errors import (
     CommitError,
@@ -41,6 +41,7 @@ from ._errors import (
 )
 from ._events import REGISTRY, Event, EventRegistry
 from ._lock import WriterLock, writer_active
+from ._logging import get_logger
 from ._records import Command, Problem, Record, VerifyReport
 from ._schema import (
     APPLICATION_ID,
@@ -56,7 +57,7 @@ from ._schema import (
     lookup_entities_sql,
 )
 
-log = structlog.get_logger("wantbuild.eventlog")
+log = get_logger("wantbuild.eventlog")
 _Future = asyncio.Future
 
 _Decode = Callable[[bytes], Event]
@@ -1195,8 +1196,13 @@ async def _open_log(self: EventLog) -> AsyncIterator[EventLog]:
     ``ExceptionGroup``, and the writer never fails on its own (batches catch their errors; a bug in it is
     re-raised by ``close``).
     """
-    await self._start()
+    # Shielded: opening takes milliseconds, and a cancellation in the middle of it (a Ctrl-C at start-up) would
+    # leave a half-made aiosqlite connection, whose thread later finds its event loop closed. A cancellation
+    # that arrives meanwhile is delivered at the checkpoint right after, with the log open and closable.
+    with anyio.CancelScope(shield=True):
+        await self._start()
     try:
+        await anyio.lowlevel.checkpoint()
         if self._writer:
             self._writer_done = asyncio.Event()
             self._writer_task = asyncio.create_task(self._writer_main(), name=f"eventlog writer {self._path}")

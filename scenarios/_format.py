@@ -17,7 +17,7 @@ The format is documented with examples in ``docs/scenarios.md``; in short::
 
     [[timeline]]                      # actions at virtual times, in file order for equal times
     at = 0
-    action = "want"                   # want | cancel | taint | crash | kill
+    action = "want"                   # want | cancel | taint | crash | kill | fault
     name = "a"
     refs = ["daily/1"]
 
@@ -36,7 +36,6 @@ text for the key under its table header: good enough to point at the right line 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import re
@@ -46,19 +45,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias, get_args
 
+from actors import POLICIES, CollisionPolicy
 from eventlog import WantbuildError
+from supervisor import valid_choices
 from supervisor._graph_toml import toml_type
 
 __all__ = [
     "ACTIONS",
     "BEHAVIOURS",
     "METRICS",
-    "POLICIES",
     "Bound",
     "Expectations",
     "JobSpec",
     "PartitionExpect",
-    "Policy",
     "Scenario",
     "ScenarioError",
     "Step",
@@ -68,11 +67,9 @@ __all__ = [
     "parse_scenario",
 ]
 
-Policy: TypeAlias = Literal["shrink", "defer", "all_or_nothing"]
-POLICIES: Final[tuple[Policy, ...]] = get_args(Policy)
 Behaviour: TypeAlias = Literal["succeed", "fail", "missing_deps", "hang", "flaky"]
 BEHAVIOURS: Final[tuple[Behaviour, ...]] = get_args(Behaviour)
-Action: TypeAlias = Literal["want", "cancel", "taint", "crash", "kill"]
+Action: TypeAlias = Literal["want", "cancel", "taint", "crash", "kill", "fault"]
 ACTIONS: Final[tuple[Action, ...]] = get_args(Action)
 
 METRICS: Final[tuple[str, ...]] = (
@@ -84,6 +81,8 @@ METRICS: Final[tuple[str, ...]] = (
     "latency_p50",
     "latency_p95",
     "latency_max",
+    "faults",
+    "gave_up",
 )
 """Scenario-wide numbers that ``[expect]`` can bound (see :class:`scenarios.Metrics`)."""
 
@@ -99,8 +98,8 @@ EVENT_TYPES: Final[tuple[str, ...]] = (
     "WantUpstreamFailed", "WantCanceled", "WantExpired", "WantSlaMissed",
     "PartitionBuilding", "PartitionLive", "PartitionUpstreamWaiting", "PartitionMissing", "PartitionFailed",
     "PartitionUpstreamFailed", "PartitionTainted",
-    "JobRunQueued", "JobRunDeferred", "JobRunStarted", "JobRunSucceeded", "JobRunFailed", "JobRunDepMiss",
-    "JobRunCanceled", "JobRunLost",
+    "JobRunQueued", "JobRunDeferred", "JobRunStarted", "JobRunAttached", "JobRunSucceeded", "JobRunFailed",
+    "JobRunDepMiss", "JobRunCanceled", "JobRunLost",
 )
 DEFAULT_HORIZON: Final[float] = 30 * 86400.0
 INVARIANTS: Final[tuple[str, ...]] = ("I1", "I2", "I3", "I4", "I5", "I6")
@@ -181,7 +180,7 @@ class JobSpec:
     max_backoff: float = 300.0
     timeout: float | None = None
     heartbeat_timeout: float | None = None
-    collision_policy: Policy | None = None
+    collision_policy: CollisionPolicy | None = None
     duration: float = 60.0
     per_partition: float = 0.0
     behaviour: Behaviour = "succeed"
@@ -212,6 +211,11 @@ class Step:
     entity: str | None = None
     ref: str | None = None
     job: str | None = None
+    point: str | None = None
+    kind: str | None = None
+    match: str | None = None
+    skip: int = 0
+    times: int = 1
     line: int | None = field(default=None, compare=False)
 
     def describe(self) -> str:
@@ -228,6 +232,10 @@ class Step:
             return f"{head} [{', '.join(self.refs)}]"
         if self.action == "crash":
             return f"{head}, down {_num(self.downtime)} s" if self.downtime else head
+        if self.action == "fault":
+            what = " ".join(x for x in (self.kind, self.match) if x) or "anything"
+            count = f"{self.times}x" + (f" after {self.skip}" if self.skip else "")
+            return f"{head} {self.point} on {what} ({count})"
         return f"{head} {self.ref or 'job ' + str(self.job)}"
 
 
@@ -263,7 +271,7 @@ class Scenario:
     timeline: tuple[Step, ...] = ()
     description: str = ""
     seed: int = 0
-    policy: Policy = "shrink"
+    policy: CollisionPolicy = "shrink"
     horizon: float = DEFAULT_HORIZON
     expect: Expectations = field(default_factory=Expectations)
     explore_params: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -275,7 +283,7 @@ class Scenario:
                 return job
         raise KeyError(name)
 
-    def with_policy(self, policy: Policy) -> Scenario:
+    def with_policy(self, policy: CollisionPolicy) -> Scenario:
         return dataclasses.replace(self, policy=policy)
 
     def with_seed(self, seed: int) -> Scenario:
@@ -371,13 +379,6 @@ def _key_text(path: KeyPath) -> str:
     return out
 
 
-def _did_you_mean(key: str, valid: Iterable[str]) -> str:
-    valid = list(valid)
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"{hint}valid: {', '.join(valid)}"
-
-
 # --------------------------------------------------------------------------------------------------------
 # Parsing
 
@@ -395,7 +396,9 @@ _STEP_FIELDS: Mapping[str, tuple[str, ...]] = {
     "taint": ("at", "action", "refs", "reason", *_TRIGGER),
     "crash": ("at", "action", "downtime", *_TRIGGER),
     "kill": ("at", "action", "ref", "job", "reason", *_TRIGGER),
+    "fault": ("at", "action", "point", "kind", "match", "skip", "times", *_TRIGGER),
 }
+_ENTITY_KINDS = ("want", "partition", "job_run")
 _EXPECT_FIELDS = ("invariants", "all_terminal", *METRICS, "runs", "events", "wants", "partitions")
 _TOP = ("scenario", "job", "timeline", "expect", "explore")
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
@@ -447,7 +450,7 @@ class _Parser:
         if choices is not None:
             value = table.get(str(key[-1]))
             if value is not None and value not in choices:
-                hint = _did_you_mean(str(value), choices) if isinstance(value, str) else f"valid: {', '.join(choices)}"
+                hint = valid_choices(str(value), choices) if isinstance(value, str) else f"valid: {', '.join(choices)}"
                 raise self.error(key, f"{value!r} is not allowed; {hint}")
         value = self.get(table, key, lambda v: isinstance(v, str), "a string")
         return default if value is None else str(value)
@@ -470,7 +473,7 @@ class _Parser:
     def check_keys(self, table: Mapping[str, Any], key: KeyPath, valid: Sequence[str], what: str) -> None:
         for name in table:
             if name not in valid:
-                raise self.error((*key, name), f"unknown field in {what}; {_did_you_mean(name, valid)}")
+                raise self.error((*key, name), f"unknown field in {what}; {valid_choices(name, valid)}")
 
     def table(self, parent: Mapping[str, Any], key: KeyPath) -> dict[str, Any]:
         value = parent.get(str(key[-1]), {})
@@ -504,7 +507,7 @@ class _Parser:
                                 line=int(m.group(1)) if m else None) from None
         for key in data:
             if key not in _TOP:
-                raise self.error((key,), f"unknown top-level key; {_did_you_mean(key, _TOP)}")
+                raise self.error((key,), f"unknown top-level key; {valid_choices(key, _TOP)}")
         head = self.table(data, ("scenario",))
         self.check_keys(head, ("scenario",), _SCENARIO_FIELDS, "[scenario]")
         stem = Path(self.path).stem if self.path else "scenario"
@@ -638,6 +641,8 @@ class _Parser:
                                            reason=self.string(t, (*key, "reason"), default="") or "")
             elif action == "crash":
                 step = dataclasses.replace(step, downtime=self.number(t, (*key, "downtime"), default=0.0) or 0.0)
+            elif action == "fault":
+                step = self.fault_step(t, key, step, job_names)
             else:  # kill
                 ref = self.string(t, (*key, "ref"))
                 job = self.string(t, (*key, "job"))
@@ -645,11 +650,43 @@ class _Parser:
                     raise self.error(key, "a kill step needs exactly one of ref = \"...\" (the run building it) "
                                           "or job = \"NAME\" (every running run of that job)")
                 if job is not None and job not in job_names:
-                    raise self.error((*key, "job"), f"no job named {job!r}; {_did_you_mean(job, sorted(job_names))}")
+                    raise self.error((*key, "job"), f"no job named {job!r}; {valid_choices(job, sorted(job_names))}")
                 step = dataclasses.replace(step, ref=ref, job=job,
                                            reason=self.string(t, (*key, "reason"), default="") or "")
             steps.append(step)
         return tuple(steps)
+
+    def fault_step(self, t: Mapping[str, Any], key: KeyPath, step: Step, job_names: Iterable[str]) -> Step:
+        """A fault to inject from this instant on (see ``actors.Faults``): point, kind, match, skip, times."""
+        from actors import FAULT_POINTS, MESSAGES
+        from supervisor._supervisor import SUPERVISOR_MESSAGES
+
+        if "point" not in t:
+            raise self.error(key, f"a fault step needs point = \"...\"; one of {', '.join(FAULT_POINTS)}")
+        point = self.string(t, (*key, "point"), choices=FAULT_POINTS)
+        assert point is not None
+        messages = {**MESSAGES, "supervisor": SUPERVISOR_MESSAGES}
+        if point == "job":
+            kinds: Sequence[str] = sorted(job_names)
+            matches: Sequence[str] = ()
+        elif point in ("handler", "ask_timeout"):
+            kinds = (*_ENTITY_KINDS, "supervisor") if point == "handler" else _ENTITY_KINDS
+            matches = sorted({m for k in kinds for m in messages[k]})
+        else:
+            kinds, matches = _ENTITY_KINDS, EVENT_TYPES
+        kind = self.string(t, (*key, "kind"), choices=kinds)
+        match = self.string(t, (*key, "match"))
+        if match is not None:
+            if point == "job":
+                raise self.error((*key, "match"), "a job fault is chosen by kind = \"JOB NAME\" only")
+            valid = messages[kind] if point in ("handler", "ask_timeout") and kind is not None else matches
+            if match not in valid:
+                what = "message" if point in ("handler", "ask_timeout") else "event type"
+                raise self.error((*key, "match"), f"{match!r} is not a {what} of {kind or 'any kind'}; "
+                                                  f"{valid_choices(match, valid)}")
+        times = self.integer(t, (*key, "times"), default=1, low=1)
+        skip = self.integer(t, (*key, "skip"), default=0)
+        return dataclasses.replace(step, point=point, kind=kind, match=match, times=times or 1, skip=skip or 0)
 
     def expect(self, data: Mapping[str, Any], timeline: Sequence[Step]) -> Expectations:
         t = self.table(data, ("expect",))
@@ -662,7 +699,7 @@ class _Parser:
         for name, v in self.table(t, ("expect", "wants")).items():
             key: KeyPath = ("expect", "wants", name)
             if name not in names:
-                raise self.error(key, f"no want step is named {name!r}; {_did_you_mean(name, sorted(names))}")
+                raise self.error(key, f"no want step is named {name!r}; {valid_choices(name, sorted(names))}")
             wants[name] = self.want_expect(v, key)
         parts: dict[str, PartitionExpect] = {}
         for ref, v in self.table(t, ("expect", "partitions")).items():
@@ -680,7 +717,7 @@ class _Parser:
         out = {}
         for name, v in t.items():
             if name not in valid:
-                raise self.error((*key, name), f"unknown {what}; {_did_you_mean(name, valid)}")
+                raise self.error((*key, name), f"unknown {what}; {valid_choices(name, valid)}")
             out[name] = self.bound(v, (*key, name))
         return out
 
@@ -693,7 +730,7 @@ class _Parser:
         self.check_keys(v, key, ("status", "latency"), "a want expectation")
         status = v.get("status")
         if status is not None and status not in WANT_STATUSES:
-            raise self.error(key, f"unknown want status {status!r}; {_did_you_mean(str(status), WANT_STATUSES)}")
+            raise self.error(key, f"unknown want status {status!r}; {valid_choices(str(status), WANT_STATUSES)}")
         lat = self.bound(v["latency"], (*key, "latency")) if "latency" in v else None
         return WantExpect(status, lat)
 
@@ -707,7 +744,7 @@ class _Parser:
         status = v.get("status")
         if status is not None and status not in PARTITION_STATUSES:
             raise self.error(key, f"unknown partition status {status!r}; "
-                                  f"{_did_you_mean(str(status), PARTITION_STATUSES)}")
+                                  f"{valid_choices(str(status), PARTITION_STATUSES)}")
         gen = self.bound(v["generation"], (*key, "generation")) if "generation" in v else None
         return PartitionExpect(status, gen)
 
@@ -853,7 +890,7 @@ def dump_scenario(sc: Scenario, *, header: str = "") -> str:
         out.append(f"action = {_q(step.action)}")
         for name in _STEP_FIELDS[step.action][2:]:
             value = getattr(step, name)
-            if value in (None, "", (), 0.0) and name != "refs":
+            if (value in (None, "", (), 0.0) and name != "refs") or (name == "times" and value == 1):
                 continue
             if isinstance(value, tuple):
                 out.append(f"{name} = {_list(value)}")

@@ -7,10 +7,12 @@ missing: on a developer machine the test is skipped with a message that says how
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
+import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -26,3 +28,11 @@ def need(what: str, how: str) -> NoReturn:
     if servers_required():
         pytest.fail(f"{message} (WANTBUILD_REQUIRE_SERVERS=1: CI must run this test, not skip it)")
     pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _library_logging_unconfigured() -> Iterator[None]:
+    """Every test starts with structlog unconfigured, as an embedder's program does (tests that configure it,
+    the CLI's included, leave it configured otherwise)."""
+    yield
+    structlog.reset_defaults()
