@@ -56,7 +56,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,30 +160,32 @@ class RoundResult:
 # -- processes ------------------------------------------------------------------------------------------
 
 
-def job_processes(tag: str) -> Iterator[tuple[int, dict[str, str]]]:
+def job_processes(tag: str) -> list[tuple[int, dict[str, str]]]:
     """Live job processes of this drill (``tag`` in their argv), with their environment."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    found: list[tuple[int, dict[str, str]]] = []
+    with os.scandir("/proc") as entries:
+        pids = [e.name for e in entries if e.name.isdigit()]
+    for pid in pids:
         try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
             if tag.encode() not in argv or not any(a.endswith(b"job.py") for a in argv):
                 continue
-            with open(f"/proc/{entry.name}/environ", "rb") as f:
+            with open(f"/proc/{pid}/environ", "rb") as f:
                 env = dict(kv.decode(errors="replace").partition("=")[::2] for kv in f.read().split(b"\0") if kv)
-            with open(f"/proc/{entry.name}/stat") as f:
+            with open(f"/proc/{pid}/stat") as f:
                 if f.read().rsplit(")", 1)[1].split()[0] == "Z":
                     continue  # a zombie is not running
         except OSError:
             continue  # exited meanwhile
-        yield int(entry.name), env
+        found.append((int(pid), env))
+    return found
 
 
 def kill_jobs(tag: str) -> int:
     """SIGKILL this drill's leftover job processes (hygiene after they were counted); returns how many."""
     n = 0
-    for pid, _ in list(job_processes(tag)):
+    for pid, _ in job_processes(tag):
         try:
             os.kill(pid, signal.SIGKILL)
             n += 1
@@ -444,7 +446,7 @@ command = {cmd("weekly")}
             self.check_alive()
             if self.rng.random() < self.cfg.busy_kill_p:  # prefer a moment with a job in flight (up to 1.5 s)
                 deadline = time.monotonic() + 1.5
-                while not any(True for _ in job_processes(self.tag)) and time.monotonic() < deadline:
+                while not job_processes(self.tag) and time.monotonic() < deadline:
                     time.sleep(0.02)
             assert self.runtime is not None
             self.runtime.kill()
