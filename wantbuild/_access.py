@@ -41,8 +41,9 @@ def require_log(db: Path) -> None:
 
 @asynccontextmanager
 async def reader(db: Path) -> AsyncIterator[EventLog]:
-    """The log at ``db``, opened read-only (it must exist)."""
-    require_log(db)
+    """The log at ``db``, opened read-only (it must exist, or be about to: see _open_reader)."""
+    if not runtime_active(db):  # a runtime that has just started may not have created the file yet
+        require_log(db)
     async with _open_reader(db) as log:
         yield log
 
