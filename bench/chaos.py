@@ -57,7 +57,8 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -525,7 +526,7 @@ command = {cmd("weekly")}
                        f"{self.active_wants()[:10]}", pending=self.pending_commands(), active=self.active_wants())
 
     def pending_commands(self) -> list[int]:
-        with closing_ro(self.db) as con:
+        with read_only(self.db) as con:
             return [r[0] for r in con.execute("SELECT id FROM commands WHERE completed_at IS NULL ORDER BY id")]
 
     def active_wants(self) -> list[str]:
@@ -577,7 +578,7 @@ command = {cmd("weekly")}
         return [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
 
     def commands(self) -> list[dict[str, Any]]:
-        with closing_ro(self.db) as con:
+        with read_only(self.db) as con:
             rows = con.execute("SELECT id, name, payload, completed_at, result FROM commands ORDER BY id").fetchall()
         return [{"id": i, "name": n, "payload": json.loads(p), "done": c is not None,
                  "result": json.loads(r) if r else None} for i, n, p, c, r in rows]
@@ -739,17 +740,14 @@ command = {cmd("weekly")}
                            f"{p.stderr.strip()[-300:]}", verify=doc)
 
 
-class closing_ro:
-    """A read-only SQLite connection to the log (the commands table), closed on exit."""
-
-    def __init__(self, db: Path) -> None:
-        self.con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-
-    def __enter__(self) -> sqlite3.Connection:
-        return self.con
-
-    def __exit__(self, *exc: object) -> None:
-        self.con.close()
+@contextmanager
+def read_only(db: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only SQLite connection to the log (for the commands table), closed on exit."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        yield con
+    finally:
+        con.close()
 
 
 @dataclass

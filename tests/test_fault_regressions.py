@@ -28,6 +28,7 @@ from typing import Any
 import anyio
 import pytest
 from conftest import need
+from test_cli import JOBS as CLI_JOBS
 
 import wantbuild
 
@@ -35,41 +36,13 @@ CLI = [sys.executable, "-m", "wantbuild"]
 JOBS_DIR = Path(__file__).parent / "jobs"
 TERMINAL = {"Successful", "Failed", "UpstreamFailed", "Canceled", "Expired"}
 
-JOBS = '''\
-import os
-from pathlib import Path
-
-import anyio
-
-from wantbuild import MissingDeps
-
-DATA = Path(__file__).parent / "data"
-
-
-def path_of(ref):
-    return DATA / ref.replace("/", "__")
-
-
-async def raw(ctx):
-    await anyio.sleep(float(os.environ.get("WB_SLOW", "0")))
-    DATA.mkdir(exist_ok=True)
-    for ref in ctx.partitions:
-        path_of(ref).write_text(ctx.job_run_id)
-
-
-async def daily(ctx):
-    missing = [f"raw/{p['i']}" for p in ctx.params if not path_of(f"raw/{p['i']}").exists()]
-    if missing:
-        raise MissingDeps(missing)
-    DATA.mkdir(exist_ok=True)
-    for ref in ctx.partitions:
-        path_of(ref).write_text(ctx.job_run_id)
-
+JOBS = CLI_JOBS + '''
 
 async def loops(ctx):
     """Reports its input missing every time, even once it is Live."""
     raise MissingDeps([f"raw/{p['i']}" for p in ctx.params])
 '''
+"""The function jobs of the CLI tests (raw/{i}, slow with WB_TEST_SLOW; daily/{i} needs raw/{i}), and loops/{i}."""
 
 GRAPH = '''\
 [job.raw]
@@ -284,7 +257,7 @@ async def test_a_failing_user_hook_is_logged_never_fatal(tmp_path: Path) -> None
 def test_a_commit_failure_does_not_strand_a_want(project: Project) -> None:
     """Item 1: a commit that fails (another process holds SQLite's write lock past the busy timeout) while a
     run ends does not strand its want: once the lock is gone the want still reaches a terminal state."""
-    rt = project.serve(env={"WB_SLOW": "1.0"})
+    rt = project.serve(env={"WB_TEST_SLOW": "1.0"})
     created = project.wb("want", "create", "raw/1", "--db", project.db, "--json")
     assert created.returncode == 0, created.stderr
     want_id = json.loads(created.stdout)["want_id"]
@@ -370,7 +343,7 @@ def test_a_runs_process_identity_is_in_the_log(project: Project) -> None:
 @pytest.mark.parametrize("stop", [pytest.param(signal.SIGKILL, id="sigkill"), pytest.param(signal.SIGINT, id="ctrl-c")])
 def test_a_restart_does_not_duplicate_derived_wants(project: Project, stop: signal.Signals) -> None:
     """Item 3: after a restart (crash or Ctrl-C), no second derived want is created for a ref already wanted."""
-    slow = {"WB_SLOW": "30"}
+    slow = {"WB_TEST_SLOW": "30"}
     rt = project.serve(env=slow)
     assert project.wb("want", "create", "daily/1", "--db", project.db).returncode == 0
 
@@ -483,7 +456,7 @@ def test_a_redelivered_command_is_applied_once(project: Project, what: str) -> N
     script = project.folder / "killer.py"
     script.write_text(KILLER)
     reason = f"drill {uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "NO_COLOR": "1", "WB_SLOW": "30"}
+    env = {**os.environ, "NO_COLOR": "1", "WB_TEST_SLOW": "30"}
     if what == "taint":
         project.build("raw/1")
         queued = project.wb("taint", "raw/1", "--reason", reason, "--db", project.db, "--json")
@@ -504,7 +477,7 @@ def test_a_redelivered_command_is_applied_once(project: Project, what: str) -> N
         out, err = proc.communicate(timeout=30)
         killer = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     assert killer.returncode == -signal.SIGKILL, f"the runtime did not die right after the effect: {killer.stderr}"
-    finish = project.wb("run", project.graph, "--db", project.db, env={"WB_SLOW": "0"})
+    finish = project.wb("run", project.graph, "--db", project.db, env={"WB_TEST_SLOW": "0"})
     assert finish.returncode == 0, finish.stderr
     effect = "PartitionTainted" if what == "taint" else "WantCanceled"
     applied = [e for e in events(project.db, "--type", effect) if e["payload"].get("reason") == reason]
@@ -664,7 +637,7 @@ def test_the_restart_report_counts_only_the_events_it_replayed(project: Project)
     """Item 8: ``wantbuild restart`` reports how many events it replayed: those in the log before it, not its own
     recovery events."""
     proc = subprocess.Popen([*CLI, "run", str(project.graph), "--db", str(project.db), "--want", "raw/1"],
-                            cwd=project.folder, env={**os.environ, "WB_SLOW": "30"}, stdout=subprocess.DEVNULL,
+                            cwd=project.folder, env={**os.environ, "WB_TEST_SLOW": "30"}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: project.db.exists() and any(e["type"] == "JobRunStarted" for e in events(project.db)),
