@@ -34,6 +34,7 @@ Errors all derive from :class:`WantbuildError`::
      ├── UnknownEntity (LookupError)    no want, partition or job run with that id
      ├── MissingDeps                    raised by a job: these upstream partitions are missing (not a failure)
      ├── RuntimeClosed (RuntimeError)   the runtime is shutting down or closed
+     ├── ExecutorError (RuntimeError)   an executor's engine is missing or its cluster cannot be reached
      ├── ActorStopped (RuntimeError)    an actor stopped after repeated crashes
      ├── ActorSystemClosed (RuntimeError) the actor system is not running
      ├── AskDeadlock (RuntimeError)     an actor asked itself: it would wait for itself forever
@@ -94,12 +95,17 @@ from eventlog import (
     WriterLockedError,
 )
 from supervisor import (
+    DaskExecutor,
+    Executor,
+    ExecutorError,
     Explanation,
     Graph,
     GraphError,
     JobContext,
+    LocalExecutor,
     MissingDeps,
     NoJobForRef,
+    RayExecutor,
     Recovery,
     Runtime,
     RuntimeClosed,
@@ -135,8 +141,11 @@ __all__ = [
     "CommitError",
     "ConcurrencyError",
     "CorruptLogError",
+    "DaskExecutor",
     "EventLog",
     "EventLogError",
+    "Executor",
+    "ExecutorError",
     "Explanation",
     "Faults",
     "FingerprintMismatch",
@@ -148,12 +157,14 @@ __all__ = [
     "JobContext",
     "JobRunState",
     "JobRunStatus",
+    "LocalExecutor",
     "LogClosedError",
     "LogNotFoundError",
     "MissingDeps",
     "NoJobForRef",
     "PartitionState",
     "PartitionStatus",
+    "RayExecutor",
     "ReadOnlyLogError",
     "Record",
     "Recovery",
