@@ -27,6 +27,7 @@ from ._jobrun import (
     JobRunFailed,
     JobRunLost,
     JobRunQueued,
+    JobRunResultIgnored,
     JobRunStarted,
     JobRunState,
     JobRunStatus,
@@ -75,8 +76,13 @@ class GetState(msgspec.Struct, frozen=True):
     """Reply with the entity's committed state (None if it has none)."""
 
 
+Completion = tuple[int, dict[str, Any]]
+"""An inbox command completed by the message's transition: ``(command id, result)`` (see ``Ctx.persist``)."""
+
+
 class CreateWant(msgspec.Struct, frozen=True):
     event: WantCreated
+    command: Completion | None = None
 
 
 class MoveWant(msgspec.Struct, frozen=True):
@@ -92,6 +98,7 @@ class EndWant(msgspec.Struct, frozen=True):
 
     how: Literal["cancel", "expire"]
     reason: str = ""
+    command: Completion | None = None
 
 
 class MarkSlaMissed(msgspec.Struct, frozen=True):
@@ -135,6 +142,7 @@ class FailUpstream(msgspec.Struct, frozen=True):
 
 class Taint(msgspec.Struct, frozen=True):
     reason: str
+    command: Completion | None = None
 
 
 class PlanRun(msgspec.Struct, frozen=True):
@@ -189,7 +197,7 @@ class Outcome(Protocol):
     """What an execution reports (``supervisor.RunOutcome`` satisfies it)."""
 
     @property
-    def status(self) -> str: ...  # "succeeded" | "failed" | "dep_miss" | "canceled"
+    def status(self) -> str: ...  # "succeeded" | "failed" | "dep_miss" | "canceled" | "lost"
     @property
     def reason(self) -> str: ...
     @property
@@ -216,9 +224,15 @@ class Execution(Protocol):
 
     The actor treats ``Finished`` as a hint and :meth:`poll` as the truth: after a crash it asks the execution
     what became of its run (see :meth:`JobRunActor.reconcile`).
+
+    ``placement(run)`` says, before the run is started, where it will run and under what handle
+    (``("dask", {"key": ..., "scheduler": ...})``, or None for the runtime's own processes); it is recorded in
+    ``JobRunStarted`` (write-ahead), so that a restarted runtime can find and fence what it started.
     """
 
     def log_paths(self, run: JobRunState) -> tuple[str | None, str | None]: ...
+
+    def placement(self, run: JobRunState) -> tuple[str, dict[str, Any]] | None: ...
 
     def start(self, run: JobRunState) -> None: ...
 
@@ -245,12 +259,12 @@ class WantActor(Behavior):
         if isinstance(msg, CreateWant):
             if st is not None:  # idempotent re-delivery (command inbox)
                 return st
-            return ctx.persist(msg.event)
+            return ctx.persist(msg.event, msg.command)
         if isinstance(msg, EndWant):
             if st is None or st.terminal:
                 return st
             ev: Event = WantCanceled(reason=msg.reason) if msg.how == "cancel" else WantExpired(reason=msg.reason)
-            return ctx.persist(ev)
+            return ctx.persist(ev, msg.command)
         if isinstance(msg, MarkSlaMissed):
             if st is None or st.terminal or st.sla_missed:
                 return st
@@ -325,7 +339,7 @@ class PartitionActor(Behavior):
             return cur
         if t is Taint:
             if cur.status is PartitionStatus.LIVE:
-                return ctx.persist(PartitionTainted(reason=msg.reason))
+                return ctx.persist(PartitionTainted(reason=msg.reason), msg.command)
             return cur  # the runtime refuses to taint a partition that is not Live; a late race is a no-op
         if t is GetState:
             return state
@@ -510,9 +524,11 @@ class JobRunActor(Behavior):
             ctx.then(self._settle_and_report)
             return None
         out, err = self.execution.log_paths(st)
+        where = self.execution.placement(st)
         ctx.persist(JobRunStarted(
             partitions=tuple(g.ref for g in granted), skipped=why,
             generations=tuple(g.generation for g in granted), stdout_path=out, stderr_path=err,
+            executor=None if where is None else where[0], handle=None if where is None else where[1],
         ))
         ctx.then(self._start)
         return None
@@ -534,9 +550,15 @@ class JobRunActor(Behavior):
         return st
 
     # -- outcomes ----------------------------------------------------------------------------------------
-    def _finish(self, ctx: Ctx, outcome: Outcome) -> JobRunState | None:
+    def _finish(self, ctx: Ctx, outcome: Outcome) -> Any:
         st: JobRunState | None = ctx.state
         if st is None or st.status is not JobRunStatus.RUNNING:
+            if st is not None and st.terminal and st.executor not in (None, "local"):
+                # A late result (a remote job that finished after it was timed out, canceled or lost): kept in
+                # the log as a fact, never applied. (A local outcome re-delivered after a recovery is a hint.)
+                log.info("late result ignored", job_run_id=ctx.key, run_status=str(st.status),
+                         result=outcome.status, reason=outcome.reason)
+                return ctx.persist(JobRunResultIgnored(status=outcome.status, reason=outcome.reason))
             return st
         delay = float(getattr(outcome, "retry_delay", 0.0) or 0.0)
         if outcome.status == "succeeded":
@@ -551,6 +573,8 @@ class JobRunActor(Behavior):
                 ctx.persist(JobRunDepMiss(missing=tuple(outcome.missing)))
         elif outcome.status == "canceled":
             ctx.persist(JobRunCanceled(reason=outcome.reason or "canceled"))
+        elif outcome.status == "lost":  # the executor lost track of the job (its cluster became unreachable)
+            ctx.persist(JobRunLost(reason=outcome.reason or "lost"))
         else:
             ctx.persist(JobRunFailed(reason=outcome.reason, exit_code=outcome.exit_code,
                                      will_retry=st.attempt < st.max_attempts, retry_delay=delay))

@@ -50,7 +50,7 @@ import math
 import time
 import types
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -230,7 +230,7 @@ class Ctx:
     queued: bool = False
     epoch: int = 0
     pending: Any = _UNSET
-    events: list[tuple[Event, Any, Any, float, int]] | None = None
+    events: list[tuple[Event, Any, Any, float, int, Any]] | None = None
     outbox: list[tuple[str, str, Any]] | None = None
     nxt: Any = None
     futs: list[asyncio.Future[Record]] | None = None
@@ -270,10 +270,13 @@ class Ctx:
         return self.kind.name
 
     # -- what a handler asks for ---------------------------------------------------------------------------
-    def persist(self, event: Event) -> Any:
+    def persist(self, event: Event, command: tuple[int, Mapping[str, Any]] | None = None) -> Any:
         """Check ``event`` against the state machine now (an illegal one raises ``IllegalTransition`` and
         nothing is written) and return the state it leads to; it is appended when the step ends and adopted
-        when it commits."""
+        when it commits.
+
+        ``command=(id, result)``: the inbox command this transition is the effect of, completed with ``result``
+        in the same transaction (exactly once: a crash leaves both or neither)."""
         k = self.kind
         apply = k.apply
         if apply is None:
@@ -289,9 +292,9 @@ class Ctx:
                               f"did not commit")
         events = self.events
         if events is None:
-            self.events = [(event, old, new, at, seq)]
+            self.events = [(event, old, new, at, seq, command)]
         else:
-            events.append((event, old, new, at, seq))
+            events.append((event, old, new, at, seq, command))
         self.pending = new
         return new
 
@@ -675,8 +678,9 @@ class Kernel:
         submit = log_.submit
         futs: list[asyncio.Future[Record]] = []
         try:
-            for ev, _old, _new, at, seq in cell.events:
-                futs.append(submit(name, key, seq, ev, at))
+            for ev, _old, _new, at, seq, command in cell.events:
+                futs.append(submit(name, key, seq, ev, at) if command is None else
+                            submit(name, key, seq, ev, at, command=command))
         except Exception as exc:  # the log is closed or failed: as a commit that failed
             for fut in futs:
                 fut.add_done_callback(_retrieve)
@@ -721,7 +725,7 @@ class Kernel:
             # Set for every cell in a flight (entity kinds only persist): no asserts in this loop.
             table: dict[str, Any] = cell.kind.table  # type: ignore[assignment]
             futs: list[asyncio.Future[Record]] = cell.futs  # type: ignore[assignment]
-            events: list[tuple[Event, Any, Any, float, int]] = cell.events  # type: ignore[assignment]
+            events: list[tuple[Event, Any, Any, float, int, Any]] = cell.events  # type: ignore[assignment]
             key = cell.key
             error: BaseException | None = None
             if plain and len(futs) == 1:  # the common case, kept short
@@ -737,7 +741,7 @@ class Kernel:
                         batch.append(Committed(rec, events[0][1], new))
             else:
                 waits: list[tuple[Hook, Record, Any]] = []
-                for fut, (_ev, old, new, _at, _seq) in zip(futs, events, strict=True):
+                for fut, (_ev, old, new, _at, _seq, _cmd) in zip(futs, events, strict=True):
                     exc = fut.exception()
                     if exc is not None:
                         error = exc

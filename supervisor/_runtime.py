@@ -8,7 +8,9 @@ running ones are canceled (their processes killed), everything is committed, no 
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import hashlib
 import math
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -22,10 +24,13 @@ import anyio.lowlevel
 
 from actors import (
     ActorFailure,
+    ActorStopped,
+    AskTimeout,
     CancelRun,
     Clock,
     CollisionPolicy,
     Committed,
+    Completion,
     CreateWant,
     EndWant,
     EntityEnv,
@@ -49,13 +54,19 @@ from actors import (
     validate_refs,
 )
 from eventlog import (
+    DEFAULT_DURABILITY,
+    CommandCompletedError,
+    CommitError,
+    Durability,
     EventLog,
+    LogClosedError,
     Record,
     WantbuildError,
     get_logger,
 )
 
 from ._execution_glue import LocalExecution
+from ._executors import ExecutionRouter, Executor, ExecutorEnv
 from ._graph import Graph
 from ._hints import sole_error
 from ._ids import IdSource
@@ -144,10 +155,13 @@ class Runtime:
                 raise ValueError(f"{name} must be a positive number of seconds, got {val!r}")
         want_id = self.ids.next_want()
         ev = WantCreated(refs=refs_t, source=source, ttl=ttl, sla=sla, comment=comment, command_id=command_id)
-        await self.kernel.ask("want", want_id, CreateWant(ev))
+        # A want made for an inbox command completes the command in WantCreated's own transaction.
+        done = None if command_id is None else (command_id, {"ok": True, "want_id": want_id})
+        await self.kernel.ask("want", want_id, CreateWant(ev, done))
         return WantHandle(self, want_id)
 
-    async def cancel(self, want_id: str, reason: str = "canceled by request") -> WantState:
+    async def cancel(self, want_id: str, reason: str = "canceled by request", *,
+                     _command: Completion | None = None) -> WantState:
         """Cancel an active want; returns its state once ``WantCanceled`` is committed.
 
         A want that is already terminal (it may have finished a moment ago: cancel races with completion) is
@@ -155,10 +169,11 @@ class Runtime:
         want needs any more are canceled. :class:`UnknownEntity` if there is no such want."""
         self._check_open()
         self.get_want(want_id)
-        st: WantState = await self.kernel.ask("want", want_id, EndWant("cancel", reason))
+        st: WantState = await self.kernel.ask("want", want_id, EndWant("cancel", reason, _command))
         return st
 
-    async def taint(self, refs: Iterable[str] | str, reason: str) -> list[PartitionState]:
+    async def taint(self, refs: Iterable[str] | str, reason: str, *,
+                    _command: Completion | None = None) -> list[PartitionState]:
         """Mark Live partitions Tainted ("do not read"); rebuilt now if an active want covers them."""
         self._check_open()
         refs_t = validate_refs([refs] if isinstance(refs, str) else refs)
@@ -167,7 +182,9 @@ class Runtime:
             if st.status is not PartitionStatus.LIVE:
                 raise IllegalTransition("partition", ref, st.status, "PartitionTainted",
                                         "only a Live partition can be tainted")
-        return [await self.kernel.ask("partition", ref, Taint(reason)) for ref in refs_t]
+        last = len(refs_t) - 1  # an inbox command completes with the last one (see _run_command)
+        return [await self.kernel.ask("partition", ref, Taint(reason, _command if i == last else None))
+                for i, ref in enumerate(refs_t)]
 
     async def wait_want(self, want_id: str, timeout: float | None = None) -> WantState:
         """Wait until the want is terminal and return that state (``handle.done()`` calls this); ``TimeoutError``
@@ -378,7 +395,9 @@ async def open_runtime(
     serve_commands: bool = True,
     autocommit: bool = True,
     event_log: EventLog | None = None,
+    durability: Durability = DEFAULT_DURABILITY,
     faults: Faults | None = None,
+    executor: Executor | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime on the log at ``path`` (created if missing) for ``graph``: ``async with`` it.
 
@@ -396,22 +415,30 @@ async def open_runtime(
     :param autocommit: commit appends as they come (group commit); False leaves commits to the caller
         (``rt.log.commit()``), as the scenario runner does.
     :param event_log: run on this already-open log instead of opening ``path`` (the scenario runner's).
+    :param durability: what a commit survives: ``"process"`` (default: any death of the process; the last
+        commits can vanish on power loss or an OS crash) or ``"power"`` (those too; a disk flush per group commit).
+        See docs/eventlog.md.
     :param faults: drills only: the :class:`actors.Faults` to inject.
+    :param executor: where jobs without an executor of their own run (``DaskExecutor(client)``,
+        ``RayExecutor(...)``); default: the graph's ``[executor]``, else the runtime's own processes.
 
     An exception raised in the ``async with`` body comes out as itself, not wrapped in an exception group by the
     runtime's task groups.
     """
     graph.validate()
+    if executor is not None and not isinstance(executor, Executor):
+        raise TypeError(f"executor must be an executor (DaskExecutor(...), RayExecutor(...), LocalExecutor()), "
+                        f"got {executor!r}")
     clock = clock if clock is not None else SystemClock()
     path = Path(path)
     logs = Path(log_dir) if log_dir is not None else path.parent / (path.name + ".logs")
     try:
-        async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit) as elog:
+        async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit, durability) as elog:
             world = await rebuild(elog)
             ids = IdSource(world.wants, world.runs)
             with _gc_policy(tune_gc):
                 async with _running(elog, world, ids, graph, clock, policy, logs, serve_commands,
-                                    shutdown_grace, faults) as rt:
+                                    shutdown_grace, faults, executor) as rt:
                     yield rt
     except BaseExceptionGroup as eg:
         inner = sole_error(eg)
@@ -450,14 +477,17 @@ def _gc_policy(enabled: bool) -> Iterator[None]:
 @asynccontextmanager
 async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, clock: Clock,
                    policy: CollisionPolicy, logs: Path, serve_commands: bool,
-                   shutdown_grace: float, faults: Faults | None) -> AsyncIterator[Runtime]:
+                   shutdown_grace: float, faults: Faults | None,
+                   default_executor: Executor | None) -> AsyncIterator[Runtime]:
     hooks = Hooks(faults)
     async with anyio.create_task_group() as tg:
         system = Kernel(elog, world, clock, hooks=hooks, faults=faults)
-        async with system:
+        async with system, contextlib.AsyncExitStack() as stack:
             env = EntityEnv(elog, world, system, hooks, clock, faults)
             timers = Timers(tg, system, clock)
-            execution = LocalExecution(graph, clock, logs, system, faults)
+            local = LocalExecution(graph, clock, logs, system, faults)
+            env_x = ExecutorEnv(graph, clock, system, _namespace(elog))
+            execution = await stack.enter_async_context(ExecutionRouter.open(graph, local, env_x, default_executor))
             pending = Pending()
             system.register("want", lambda key: WantActor())
             system.register("partition", lambda key: PartitionActor())
@@ -487,25 +517,31 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
                     with anyio.CancelScope(shield=True):
                         await _shutdown(rt, execution, timers, shutdown_grace)
                 else:
-                    execution.cancel_all("crash")
+                    execution.crash()
                     timers.cancel_all(tells=True)
                 with anyio.CancelScope(shield=True):
                     await execution.aclose("the runtime is closing")
         tg.cancel_scope.cancel()
 
 
+def _namespace(elog: EventLog) -> str:
+    """A short name of this log, part of every remote task's key: two runtimes on different logs may share a
+    cluster, and one log's restarted runtime finds the keys its predecessor used."""
+    return hashlib.sha256(str(Path(elog.path).resolve()).encode()).hexdigest()[:10]
+
+
 @asynccontextmanager
 async def _maybe_log(given: EventLog | None, path: Path, graph: Graph, clock: Clock, accept: bool,
-                     autocommit: bool) -> AsyncIterator[EventLog]:
+                     autocommit: bool, durability: Durability) -> AsyncIterator[EventLog]:
     if given is not None:
         yield given
         return
     async with EventLog.open(path, fingerprint=graph.fingerprint(), accept_fingerprint_change=accept,
-                             now=clock.now, autocommit=autocommit) as elog:
+                             now=clock.now, autocommit=autocommit, durability=durability) as elog:
         yield elog
 
 
-async def _shutdown(rt: Runtime, execution: LocalExecution, timers: Timers, grace: float) -> None:
+async def _shutdown(rt: Runtime, execution: ExecutionRouter, timers: Timers, grace: float) -> None:
     """Stop starting runs, cancel the ones in flight, and wait until they are recorded."""
     rt.closing = True
     rt.kernel.tell(*SUPERVISOR, Drain())
@@ -529,32 +565,59 @@ async def _shutdown(rt: Runtime, execution: LocalExecution, timers: Timers, grac
 
 
 async def _serve_commands(rt: Runtime, interval: float = 0.2) -> None:
-    """Consume the command inbox (commands from the CLI while this runtime runs), each exactly once."""
+    """Consume the command inbox (commands from the CLI while this runtime runs), each exactly once.
+
+    A command's effect and its completion commit in one transaction (the effect's event carries it: ``append(...,
+    command=...)``), so a command still pending after a crash has no effect yet and is simply handled again. A
+    command refused (bad input) or without an effect (nothing left to do) is completed on its own. A transient
+    failure (a commit that failed, the runtime closing) leaves it pending: the next pass retries it.
+    """
     while not rt.closing:
         for cmd in await rt.log.pending_commands():
+            if rt.closing:
+                return
+            result: dict[str, Any] | None
             try:
                 result = await _run_command(rt, cmd.id, cmd.name, cmd.payload)
+            except (CommitError, LogClosedError, ActorStopped, AskTimeout, RuntimeClosed) as e:
+                log.warning("command not applied yet; retried", command=cmd.name, id=cmd.id, error=str(e))
+                continue
+            except CommandCompletedError:
+                continue  # completed meanwhile (by its effect): nothing left to do
             except WantbuildError as e:
                 result = {"ok": False, "error": str(e)}
             except Exception as e:  # a bad command must not stop the runtime
                 log.exception("command failed", command=cmd.name, id=cmd.id)
                 result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-            await rt.log.complete_command(cmd.id, result)
+            if result is not None:
+                with contextlib.suppress(CommandCompletedError):
+                    await rt.log.complete_command(cmd.id, result)
         await anyio.sleep(interval)
 
 
-async def _run_command(rt: Runtime, command_id: int, name: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+async def _run_command(rt: Runtime, command_id: int, name: str,
+                       payload: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Apply one inbox command. None: its effect completed it; else the result to complete it with."""
     if name == "want":
-        for w in rt.world.wants.values():  # re-delivered after a crash: already done
-            if w.command_id == command_id:
-                return {"ok": True, "want_id": w.want_id}
-        h = await rt.want(payload["refs"], ttl=payload.get("ttl"), sla=payload.get("sla"),
-                          comment=payload.get("comment", ""), source="cli", command_id=command_id)
-        return {"ok": True, "want_id": h.want_id}
+        await rt.want(payload["refs"], ttl=payload.get("ttl"), sla=payload.get("sla"),
+                      comment=payload.get("comment", ""), source="cli", command_id=command_id)
+        return None
     if name == "cancel":
-        st = await rt.cancel(payload["want_id"], payload.get("reason", "canceled from the CLI"))
-        return {"ok": True, "want_id": st.want_id, "status": str(st.status)}
+        want_id = payload["want_id"]
+        st = rt.get_want(want_id)
+        result = {"ok": True, "want_id": want_id, "status": "Canceled"}
+        if st.terminal:
+            return {**result, "status": str(st.status)}
+        await rt.cancel(want_id, payload.get("reason", "canceled from the CLI"), _command=(command_id, result))
+        # A want that ended meanwhile wrote nothing: the command is still pending, and the next pass completes it.
+        return None
     if name == "taint":
-        sts = await rt.taint(payload["refs"], payload.get("reason", "tainted from the CLI"))
-        return {"ok": True, "partitions": [s.ref for s in sts]}
+        refs = validate_refs(payload["refs"])
+        result = {"ok": True, "partitions": list(refs)}
+        live = [r for r in refs if rt.world.partition(r).status is PartitionStatus.LIVE]
+        # Redelivered after a crash between two of its taints: those already Tainted are done.
+        if not live and all(rt.world.partition(r).status is PartitionStatus.TAINTED for r in refs):
+            return result
+        await rt.taint(live or refs, payload.get("reason", "tainted from the CLI"), _command=(command_id, result))
+        return None
     return {"ok": False, "error": f"unknown command {name!r}"}

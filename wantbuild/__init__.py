@@ -20,11 +20,15 @@ Errors all derive from :class:`WantbuildError`::
      │    ├── SchemaVersionError        the log was written by a newer wantbuild
      │    ├── FingerprintMismatch       the log belongs to another graph
      │    ├── CorruptLogError           a stored event cannot be read back (names its seq)
-     │    │    └── ReplayError          an event that does not apply to its entity (names its seq)
+     │    │    ├── ReplayError          an event that does not apply to its entity (names its seq)
+     │    │    └── DamagedLogError      the log's structure is damaged: read, never written
      │    ├── CommitError               a batch could not commit
+     │    ├── WriterFailedError         the log's writer stopped on a bug (also a RuntimeError)
      │    ├── LogClosedError            the log is closed (also a RuntimeError)
      │    ├── LogNotFoundError          no log at the path (also a FileNotFoundError)
-     │    ├── ReadOnlyLogError          a write through a log opened with writer=False
+     │    ├── ReadOnlyLogError          a write through a log opened with writer=False (or a read-only file)
+     │    ├── CommandCompletedError     an inbox command completed twice (its effect is not applied again)
+     │    ├── UnknownCommandError       no inbox command with that id (also a LookupError)
      │    └── WriterLockedError         another process already writes this log
      ├── IllegalTransition (ValueError) an event a state machine does not accept in its current state
      ├── InvalidRef (ValueError)        a malformed partition ref (names the ref and the rule)
@@ -34,6 +38,7 @@ Errors all derive from :class:`WantbuildError`::
      ├── UnknownEntity (LookupError)    no want, partition or job run with that id
      ├── MissingDeps                    raised by a job: these upstream partitions are missing (not a failure)
      ├── RuntimeClosed (RuntimeError)   the runtime is shutting down or closed
+     ├── ExecutorError (RuntimeError)   an executor's engine is missing or its cluster cannot be reached
      ├── ActorStopped (RuntimeError)    an actor stopped after repeated crashes
      ├── ActorSystemClosed (RuntimeError) the actor system is not running
      ├── AskDeadlock (RuntimeError)     an actor asked itself: it would wait for itself forever
@@ -48,6 +53,8 @@ Errors all derive from :class:`WantbuildError`::
 
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
+from os import PathLike as _PathLike
+from typing import Any as _Any
 
 from actors import (
     JOB_RUN,
@@ -79,9 +86,11 @@ from actors import (
     validate_refs,
 )
 from eventlog import (
+    CommandCompletedError,
     CommitError,
     ConcurrencyError,
     CorruptLogError,
+    DamagedLogError,
     EventLog,
     EventLogError,
     FingerprintMismatch,
@@ -90,16 +99,23 @@ from eventlog import (
     ReadOnlyLogError,
     Record,
     SchemaVersionError,
+    UnknownCommandError,
     WantbuildError,
+    WriterFailedError,
     WriterLockedError,
 )
 from supervisor import (
+    DaskExecutor,
+    Executor,
+    ExecutorError,
     Explanation,
     Graph,
     GraphError,
     JobContext,
+    LocalExecutor,
     MissingDeps,
     NoJobForRef,
+    RayExecutor,
     Recovery,
     Runtime,
     RuntimeClosed,
@@ -123,6 +139,25 @@ open = open_runtime
 ``path``; every keyword is typed and documented on :func:`supervisor.open_runtime`."""
 del open_runtime
 
+
+# -- the web view (the `web` extra) ------------------------------------------------------------------------------
+def web_app(source: Runtime | str | _PathLike[str], *, allow_writes: bool = False, token: str | None = None,
+            poll_interval: float = 0.25, command_wait: float = 5.0) -> _Any:
+    """The web view and HTTP API as an ASGI app (Starlette), to serve or mount in your own server.
+
+    ``source`` is a live :class:`Runtime` (the app shows its World as it changes; nothing is replayed) or the
+    path of a log (the app replays it once when it starts, in its lifespan, and follows it). With
+    ``allow_writes`` the app creates and cancels wants and taints partitions through the log's command inbox,
+    for requests that carry ``token``. Needs ``pip install 'wantbuild[web]'``. See ``docs/web.md``.
+    """
+    try:
+        from ._web import create_app
+    except ModuleNotFoundError as e:
+        raise WantbuildError(f"the web view needs the web extra ({e.name} is not installed): "
+                             "pip install 'wantbuild[web]'") from None
+    return create_app(source, allow_writes=allow_writes, token=token, poll_interval=poll_interval,
+                      command_wait=command_wait)
+
 __all__ = [
     "JOB_RUN",
     "PARTITION",
@@ -132,11 +167,16 @@ __all__ = [
     "AskDeadlock",
     "AskTimeout",
     "Clock",
+    "CommandCompletedError",
     "CommitError",
     "ConcurrencyError",
     "CorruptLogError",
+    "DamagedLogError",
+    "DaskExecutor",
     "EventLog",
     "EventLogError",
+    "Executor",
+    "ExecutorError",
     "Explanation",
     "Faults",
     "FingerprintMismatch",
@@ -148,12 +188,14 @@ __all__ = [
     "JobContext",
     "JobRunState",
     "JobRunStatus",
+    "LocalExecutor",
     "LogClosedError",
     "LogNotFoundError",
     "MissingDeps",
     "NoJobForRef",
     "PartitionState",
     "PartitionStatus",
+    "RayExecutor",
     "ReadOnlyLogError",
     "Record",
     "Recovery",
@@ -164,6 +206,7 @@ __all__ = [
     "StaleFence",
     "SystemClock",
     "UnknownActorKind",
+    "UnknownCommandError",
     "UnknownEntity",
     "UnknownJob",
     "Violation",
@@ -172,6 +215,7 @@ __all__ = [
     "WantStatus",
     "WantbuildError",
     "World",
+    "WriterFailedError",
     "WriterLockedError",
     "__version__",
     "check_log",
@@ -183,4 +227,5 @@ __all__ = [
     "rebuild",
     "validate_ref",
     "validate_refs",
+    "web_app",
 ]

@@ -13,21 +13,22 @@ import click
 from rich.text import Text
 
 from actors import CollisionPolicy, PartitionStatus, WantStatus
-from eventlog import Record
+from eventlog import Command, Durability, Record
 from supervisor import Graph, Runtime, load_graph, open_runtime
 
-from .._access import CliError, require_log, runtime_active
+from .._access import CliError, reader, require_log, runtime_active
 from .._build import Session, print_outcome, print_recovery, recovery_dict, root_ok, show_progress
 from .._example import example_graph, week_dates
-from .._output import console, short, status_text
+from .._output import command_dict, command_note, console, short, status_text
 from .._signals import EXIT_SIGNAL, Interrupts
-from .app import db_option, emit_json, error, json_option, policy_option, refs_callback, run_async
+from .app import db_option, durability_option, emit_json, error, json_option, policy_option, refs_callback, run_async
 
 
 async def build(db: Path, graph: Graph | Callable[[], Graph], *, interrupts: Interrupts, refs: Sequence[str] = (),
                 policy: str = "shrink", serve: bool = False, as_json: bool = False, show_recovery: bool = False,
                 accept_graph_change: bool = False, ttl: float | None = None, sla: float | None = None,
-                comment: str = "", then: Callable[[Runtime], Awaitable[None]] | None = None, afresh: str = "") -> int:
+                comment: str = "", then: Callable[[Runtime], Awaitable[None]] | None = None, afresh: str = "",
+                durability: str = "process") -> int:
     """Open a runtime on ``db``, want ``refs`` (if any), call ``then(rt)``, and run until the want (without refs:
     every want, and every queued command) is terminal, with a progress display; with ``serve``, keep serving the
     inbox until SIGINT/SIGTERM instead. Prints the outcome once the runtime has shut down (``afresh``: how to start
@@ -37,6 +38,7 @@ async def build(db: Path, graph: Graph | Callable[[], Graph], *, interrupts: Int
     """
     out, err = console(), console(stderr=True)
     session: Session | None = None
+    since = 0.0  # the runtime clock when it opened: commands it rejected after that are reported
     rt: Runtime | None = None
     already_live = False
     live_in_log = 0
@@ -44,9 +46,11 @@ async def build(db: Path, graph: Graph | Callable[[], Graph], *, interrupts: Int
         if callable(graph):
             graph = graph()
         async with open_runtime(db, graph, policy=cast(CollisionPolicy, policy), tune_gc=True,
+                                durability=cast(Durability, durability),
                                 accept_graph_change=accept_graph_change) as rt:
             interrupts.leaving = lambda: _leaving(rt)
             session = Session.begin(rt)
+            since = rt.clock.now()
             if show_recovery and not as_json:
                 print_recovery(out, rt)
             already_live = bool(refs) and all(rt.get_partition(r).status is PartitionStatus.LIVE for r in refs)
@@ -76,7 +80,9 @@ async def build(db: Path, graph: Graph | Callable[[], Graph], *, interrupts: Int
         error(f"interrupted by {name} while starting: no runtime ran, nothing changed in {db}")
         return EXIT_SIGNAL.get(signal.Signals(stopped_by), 1)
     outcome = session.outcome()  # read now that the shutdown has recorded everything
-    result: dict[str, Any] = {"ok": root_ok(outcome), "already_live": already_live, **outcome}
+    rejected = await _rejected_since(db, since)
+    result: dict[str, Any] = {"ok": root_ok(outcome) and not rejected, "already_live": already_live, **outcome,
+                              "rejected_commands": [command_dict(c) for c in rejected]}
     if already_live:
         result["live_in_log"] = live_in_log
     if show_recovery:
@@ -92,6 +98,10 @@ async def build(db: Path, graph: Graph | Callable[[], Graph], *, interrupts: Int
                       f"partition{'' if live_in_log == 1 else 's'} (`wantbuild status"
                       f"{'' if str(db) == 'wantbuild.db' else f' --db {db}'}`).{f' {afresh}' if afresh else ''}")
         print_outcome(out, outcome)
+    for cmd in rejected:
+        error(command_note(cmd))
+    if rejected and not serve and stopped_by is None:
+        return 1
     if stopped_by is not None and not serve:
         error(f"interrupted by {signal.Signals(stopped_by).name}: the runtime stopped cleanly (runs in flight were "
               f"canceled and recorded); resume with `wantbuild run GRAPH.toml --db {db}`")
@@ -114,6 +124,14 @@ def _leaving(rt: Runtime) -> str:
     ids = ", ".join(r.job_run_id for r in runs[:5]) + (" ..." if len(runs) > 5 else "")
     return (f"{len(runs)} run(s) stay recorded as in flight ({ids}): their job processes die with wantbuild, and "
             f"the next start on {rt.log.path} marks them Lost and builds their partitions again.")
+
+
+async def _rejected_since(db: Path, since: float) -> list[Command]:
+    """Queued commands a runtime took and refused (a want for a ref no job produces...) since ``since``: a run that
+    took them says so rather than "nothing needed building"."""
+    async with reader(db) as log:
+        failed = await log.commands("failed", newest_first=True, limit=100)
+    return [c for c in reversed(failed) if c.completed_at is not None and c.completed_at >= since]
 
 
 async def settle(rt: Runtime) -> None:
@@ -151,8 +169,9 @@ def _announcer(err: Any) -> Callable[[Record, Any, Any], None]:
               help="Where to write the event log.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default="wantbuild-data",
               show_default=True, help="Where the example jobs write their files.")
+@durability_option
 @json_option
-def demo(db: Path, data_dir: Path, as_json: bool) -> int:
+def demo(db: Path, data_dir: Path, as_json: bool, durability: str) -> int:
     """Build the bundled example graph: a week of daily partitions and a weekly report.
 
     raw/{date} -> clean/{date} (a flaky job: some first attempts fail and are retried) -> daily/{date} ->
@@ -163,7 +182,8 @@ def demo(db: Path, data_dir: Path, as_json: bool) -> int:
         weekly = f"weekly/{week_dates()[0]}"
         afresh = f"To build the demo afresh, delete {db} and {data_dir}/ (or pass --db and --data elsewhere)."
         code = run_async(lambda: build(db, lambda: example_graph(data_dir), interrupts=interrupts, refs=(weekly,),
-                                       as_json=as_json, comment="wantbuild demo", afresh=afresh))
+                                       as_json=as_json, comment="wantbuild demo", afresh=afresh,
+                                       durability=durability))
     if not as_json and code == 0:
         flag = "" if str(db) == "wantbuild.db" else f" --db {db}"
         console().print(Text(f"\nNext: `wantbuild status{flag}`, `wantbuild explain {weekly}{flag}`, "
@@ -181,9 +201,10 @@ def demo(db: Path, data_dir: Path, as_json: bool) -> int:
 @policy_option
 @click.option("--accept-graph-change", is_flag=True,
               help="Open a log written for a different graph (its fingerprint is updated).")
+@durability_option
 @json_option
 def run(graph_file: Path, refs: tuple[str, ...], db: Path, serve: bool, policy: str, accept_graph_change: bool,
-        as_json: bool) -> int:
+        as_json: bool, durability: str) -> int:
     """Run GRAPH.toml on the log: build the --want partitions, then stop (or keep serving with --serve).
 
     Without --want and --serve it finishes the wants already in the log. Exit code 0 when every want it waited
@@ -192,7 +213,8 @@ def run(graph_file: Path, refs: tuple[str, ...], db: Path, serve: bool, policy: 
     with Interrupts() as interrupts:
         return run_async(lambda: build(db, lambda: load_graph(graph_file), interrupts=interrupts, refs=refs,
                                        policy=policy, serve=serve, as_json=as_json,
-                                       accept_graph_change=accept_graph_change, comment="wantbuild run"))
+                                       accept_graph_change=accept_graph_change, comment="wantbuild run",
+                                       durability=durability))
 
 
 @click.command(short_help="Resume a crashed runtime: report Lost runs, then finish.")
@@ -201,8 +223,10 @@ def run(graph_file: Path, refs: tuple[str, ...], db: Path, serve: bool, policy: 
 @policy_option
 @click.option("--accept-graph-change", is_flag=True,
               help="Resume a log written for a different graph (its fingerprint is updated).")
+@durability_option
 @json_option
-def restart(db: Path, graph_file: Path, policy: str, accept_graph_change: bool, as_json: bool) -> int:
+def restart(db: Path, graph_file: Path, policy: str, accept_graph_change: bool, as_json: bool,
+            durability: str) -> int:
     """Resume a crashed runtime on DB: report what it recovered (Lost runs, re-queued partitions), then run every
     active want to completion."""
     require_log(db)
@@ -211,5 +235,6 @@ def restart(db: Path, graph_file: Path, policy: str, accept_graph_change: bool, 
                        "or talk to it with `wantbuild status` / `wantbuild want ...`)")
     with Interrupts() as interrupts:
         return run_async(lambda: build(db, lambda: load_graph(graph_file), interrupts=interrupts, policy=policy,
-                                       as_json=as_json, show_recovery=True, accept_graph_change=accept_graph_change))
+                                       as_json=as_json, show_recovery=True, accept_graph_change=accept_graph_change,
+                                       durability=durability))
 
