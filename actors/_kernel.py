@@ -229,7 +229,9 @@ class Ctx:
     blocked: int = _FREE
     queued: bool = False
     epoch: int = 0
-    pending: Any = _UNSET
+    state: Any = None
+    """The entity's state for the step running: committed, or as the step's persists so far leave it (``None`` if it
+    has none). Read afresh before every step."""
     events: list[tuple[Event, Any, Any, float, int, Any]] | None = None
     outbox: list[tuple[str, str, Any]] | None = None
     nxt: Any = None
@@ -256,14 +258,6 @@ class Ctx:
         return f"<Ctx {self.kind.name} {self.key!r}>"
 
     # -- what a handler reads ------------------------------------------------------------------------------
-    @property
-    def state(self) -> Any:
-        """The entity's state: committed, or as this step's persists leave it. ``None`` if it has none."""
-        if self.pending is not _UNSET:
-            return self.pending
-        table = self.kind.table
-        return None if table is None else table.get(self.key)
-
     @property
     def name(self) -> str:
         """The actor's kind."""
@@ -295,7 +289,7 @@ class Ctx:
             self.events = [(event, old, new, at, seq, command)]
         else:
             events.append((event, old, new, at, seq, command))
-        self.pending = new
+        self.state = new
         return new
 
     def tell(self, kind: str, key: str, msg: Any) -> None:
@@ -376,6 +370,8 @@ class Kernel:
         self._tg: anyio.abc.TaskGroup | None = None
         self._fatal_count = 0
         self._externals: set[asyncio.Future[Any]] = set()
+        self._submit: Callable[..., asyncio.Future[Record]] = (
+            log_.submit if log_ is not None else _no_log)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def __aenter__(self) -> Kernel:
@@ -599,9 +595,12 @@ class Kernel:
         mbox = cell.mbox
         steps = 0
         faults = self.faults
+        table = cell.kind.table
         while mbox and not cell.blocked:
             msg, target, idx = mbox.popleft()
             steps += 1
+            if table is not None:
+                cell.state = table.get(cell.key)
             if msg is _CONT:  # the flow's next step: (_CONT, fn, arg), replying to the flow's asker
                 fn, arg, target, idx = target, idx, cell.ftarget, cell.fidx
                 msg = None
@@ -619,11 +618,22 @@ class Kernel:
             except Exception as exc:
                 self._step_failed(cell, msg, exc, target, idx)
                 continue
-            if cell.events:
+            events = cell.events
+            if events:  # hand them to the log; the cell waits for their commit
                 cell.rvalue = value
                 cell.rtarget = target
                 cell.ridx = idx
-                self._persist(cell)
+                name, key = cell.kind.name, cell.key
+                try:
+                    submit = self._submit
+                    cell.futs = [submit(name, key, seq, ev, at) if cmd is None else
+                                 submit(name, key, seq, ev, at, command=cmd) for ev, _o, _n, at, seq, cmd in events]
+                except Exception as exc:  # the log is closed or failed: as a commit that failed
+                    cell.events = None
+                    self._fail_step(cell, exc)
+                    continue
+                cell.blocked = _COMMIT
+                self._flight.append(cell)
                 break
             if cell.outbox is not None or cell.nxt is not None:
                 self._after(cell, value, target, idx)
@@ -660,7 +670,6 @@ class Kernel:
         cell.events = None
         cell.outbox = None
         cell.nxt = None
-        cell.pending = _UNSET
         self._resolve_error(target, idx, exc)
         if msg is not None and isinstance(exc, cell.kind.reply_errors):
             if target is None:
@@ -668,28 +677,6 @@ class Kernel:
                             message_type=type(msg).__name__, error=repr(exc))
             return
         self._crash(cell, msg, exc)
-
-    def _persist(self, cell: Ctx) -> None:
-        """Hand the step's events to the log; the cell waits for their commit."""
-        name, key = cell.kind.name, cell.key
-        log_ = self.log
-        assert log_ is not None
-        assert cell.events is not None
-        submit = log_.submit
-        futs: list[asyncio.Future[Record]] = []
-        try:
-            for ev, _old, _new, at, seq, command in cell.events:
-                futs.append(submit(name, key, seq, ev, at) if command is None else
-                            submit(name, key, seq, ev, at, command=command))
-        except Exception as exc:  # the log is closed or failed: as a commit that failed
-            for fut in futs:
-                fut.add_done_callback(_retrieve)
-            cell.events = None
-            self._fail_step(cell, exc)
-            return
-        cell.futs = futs
-        cell.blocked = _COMMIT
-        self._flight.append(cell)
 
     def _launch(self) -> None:
         """Watch for the commit of this pass's appends: one callback on the pass's last future."""
@@ -699,13 +686,15 @@ class Kernel:
         last[-1].add_done_callback(lambda _f: self._landed(flight))
 
     def _landed(self, flight: list[Ctx]) -> None:
-        """The commit holding a pass's appends has landed: adopt, tell the runtime, run hooks, then release."""
-        for cell in flight:  # a batch failed before its last future resolved: wait for them all
-            assert cell.futs is not None
-            for fut in cell.futs:
-                if not fut.done():
-                    fut.add_done_callback(lambda _f: self._landed(flight))
-                    return
+        """The commit holding a pass's appends has landed: adopt, tell the runtime, run hooks, then release.
+
+        The log resolves appends in order, a batch's all at once: once the pass's last future is done, every
+        earlier one is (the first one is checked too, for a failure that raced ahead).
+        """
+        first: list[asyncio.Future[Record]] = flight[0].futs  # type: ignore[assignment]
+        if not first[0].done():  # pragma: no cover - the writer resolves appends in order
+            first[0].add_done_callback(lambda _f: self._landed(flight))
+            return
         self._in_flight -= len(flight)
         if self._state != _OPEN:
             for cell in flight:
@@ -718,82 +707,95 @@ class Kernel:
         notify = self.on_commit is not None
         plain = faults is None and hooks is None
         batch: list[Committed] = []
-        failed: list[tuple[Ctx, Exception]] = []
-        held: dict[int, list[tuple[Hook, Record, Any]]] = {}
+        slow: list[tuple[Ctx, BaseException | None, list[tuple[Hook, Record, Any]] | None]] = []
         last, last_at = world.last_seq, world.last_at
         for cell in flight:
+            k = cell.kind
             # Set for every cell in a flight (entity kinds only persist): no asserts in this loop.
-            table: dict[str, Any] = cell.kind.table  # type: ignore[assignment]
+            table: dict[str, Any] = k.table  # type: ignore[assignment]
             futs: list[asyncio.Future[Record]] = cell.futs  # type: ignore[assignment]
             events: list[tuple[Event, Any, Any, float, int, Any]] = cell.events  # type: ignore[assignment]
             key = cell.key
-            error: BaseException | None = None
+            cell.futs = None
+            cell.events = None
+            cell.blocked = _FREE
             if plain and len(futs) == 1:  # the common case, kept short
                 fut = futs[0]
                 error = fut.exception()
-                if error is None:
-                    rec = fut.result()
-                    new = events[0][2]
-                    table[key] = new
-                    if rec.seq > last:
-                        last, last_at = rec.seq, rec.at
-                    if notify:
-                        batch.append(Committed(rec, events[0][1], new))
-            else:
-                waits: list[tuple[Hook, Record, Any]] = []
-                for fut, (_ev, old, new, _at, _seq, _cmd) in zip(futs, events, strict=True):
-                    exc = fut.exception()
-                    if exc is not None:
-                        error = exc
-                        break
-                    rec = fut.result()
-                    table[key] = new
-                    if rec.seq > last:
-                        last, last_at = rec.seq, rec.at
-                    lost = False
-                    if faults is not None and error is None:
-                        try:
-                            faults.check("notify", cell.kind.name, key, rec.event.event_name)
-                        except Exception as e:  # the notification is lost; the actor crashes after its commit
-                            error = e
-                            lost = True
-                    if notify and not lost:
-                        batch.append(Committed(rec, old, new))
-                    if hooks is not None:
-                        hooks.run(rec, old, new, waits)
-                if waits:
-                    held[id(cell)] = waits
-            cell.futs = None
-            cell.events = None
-            cell.pending = _UNSET
-            cell.blocked = _FREE
-            if error is not None:
-                failed.append((cell, error if isinstance(error, Exception) else CommitError(repr(error))))
+                if error is not None:
+                    slow.append((cell, error, None))
+                    continue
+                rec = fut.result()
+                new = events[0][2]
+                table[key] = new
+                if rec.seq > last:
+                    last, last_at = rec.seq, rec.at
+                if notify:
+                    batch.append(Committed(rec, events[0][1], new))
+                if cell.outbox is not None or cell.nxt is not None or cell.mbox or k.keep:
+                    slow.append((cell, None, None))
+                    continue
+                # Nothing else to release: reply, and the actor is idle again (replies go to futures and to
+                # the gathers of asking actors, whose next steps run later: the runtime hears of the commit
+                # first).
+                target = cell.rtarget
+                if target is not None:
+                    value = cell.rvalue
+                    cell.rvalue = cell.rtarget = None
+                    if type(target) is _Gather:
+                        target.replies[cell.ridx] = value
+                        target.left -= 1
+                        if target.left == 0:
+                            self._gathered(target)
+                    elif not target.done():
+                        target.set_result(value)
+                cell.ftarget = None
+                if k.cells.get(key) is cell:
+                    if cell.crashes:
+                        self._drop(cell)
+                    else:
+                        del k.cells[key]
+                continue
+            error = None
+            waits: list[tuple[Hook, Record, Any]] = []
+            for fut, (_ev, old, new, _at, _seq, _cmd) in zip(futs, events, strict=True):
+                exc = fut.exception()
+                if exc is not None:
+                    error = exc
+                    break
+                rec = fut.result()
+                table[key] = new
+                if rec.seq > last:
+                    last, last_at = rec.seq, rec.at
+                lost = False
+                if faults is not None and error is None:
+                    try:
+                        faults.check("notify", k.name, key, rec.event.event_name)
+                    except Exception as e:  # the notification is lost; the actor crashes after its commit
+                        error = e
+                        lost = True
+                if notify and not lost:
+                    batch.append(Committed(rec, old, new))
+                if hooks is not None:
+                    hooks.run(rec, old, new, waits)
+            slow.append((cell, error, waits or None))
         world.last_seq, world.last_at = last, last_at
         if batch and self.on_commit is not None:
             try:
                 self.on_commit(batch)
-            except Exception as exc:  # a bug in the runtime's notification: every actor of the batch recovers
+            except Exception as exc:  # a bug in the runtime's notification: the actors of the batch recover
                 log.error("commit notification failed", exc_info=exc)
-                seen = {id(c) for c, _ in failed}
-                failed += [(c, exc) for c in flight if id(c) not in seen]
-        crashed: set[int] = set()
-        for cell, err in failed:
-            crashed.add(id(cell))
-            self._fail_step(cell, err)
-        for cell in flight:
-            if held:
-                cell_waits = held.get(id(cell))
-                if cell_waits:
-                    if id(cell) in crashed:  # the actor restarts at once; its hooks still run, in order
-                        self._spawn(_await_hooks(cell_waits))
-                    else:
-                        cell.blocked = _HOOKS
-                        self._spawn(self._hooks_then_release(cell, cell.epoch, cell_waits))
-                    continue
-            if crashed and id(cell) in crashed:
-                continue
-            self._release(cell)
+                slow = [(c, e if e is not None else exc, w) for c, e, w in slow]
+        for cell, error, held in slow:
+            if error is not None:
+                self._fail_step(cell, error if isinstance(error, Exception) else CommitError(repr(error)))
+                if held:  # the actor restarts at once; its hooks still run, in order
+                    self._spawn(_await_hooks(held))
+            elif held:
+                cell.blocked = _HOOKS
+                self._spawn(self._hooks_then_release(cell, cell.epoch, held))
+            else:
+                self._release(cell)
         self._dispatch()
 
     def _release(self, cell: Ctx) -> None:
@@ -828,7 +830,6 @@ class Kernel:
         cell.rvalue = cell.rtarget = None
         cell.outbox = None
         cell.nxt = None
-        cell.pending = _UNSET
         cell.blocked = _FREE
         self._resolve_error(target, idx, exc)
         self._crash(cell, None, exc)
@@ -869,12 +870,29 @@ class Kernel:
             self._gathered(gather)
             return
         faults = self.faults
+        if faults is not None or k.stopped:
+            for i, (key, msg) in enumerate(requests):
+                if faults is not None and faults.hit("ask_timeout", kind, key, type(msg).__name__):
+                    self._send(k, key, msg, None, 0)
+                    self._resolve_error(gather, i, AskTimeout(kind, key, type(msg).__name__, 0.0))
+                    continue
+                self._send(k, key, msg, gather, i)
+            return
+        # One envelope to many actors: each gets its part in its own mailbox (_send, inlined).
+        cells, ready = k.cells, self._ready
         for i, (key, msg) in enumerate(requests):
-            if faults is not None and faults.hit("ask_timeout", kind, key, type(msg).__name__):
-                self._send(k, key, msg, None, 0)
-                self._resolve_error(gather, i, AskTimeout(kind, key, type(msg).__name__, 0.0))
-                continue
-            self._send(k, key, msg, gather, i)
+            c = cells.get(key)
+            if c is None:
+                c = cells[key] = Ctx(self, k, key)
+                k.activations += 1
+                c.mbox.append((msg, gather, i))
+                c.queued = True
+                ready.append(c)
+            else:
+                c.mbox.append((msg, gather, i))
+                if not c.queued and not c.blocked:
+                    c.queued = True
+                    ready.append(c)
 
     def _resolve(self, target: Any, idx: int, value: Any) -> None:
         if type(target) is _Gather:
@@ -993,6 +1011,10 @@ class Kernel:
             except RuntimeError:  # pragma: no cover - the task group is no longer active
                 pass
         log.critical("actor kernel failure after shutdown", exc_info=exc)  # pragma: no cover
+
+
+def _no_log(*_args: Any) -> asyncio.Future[Record]:
+    raise TypeError("this kernel has no event log: its actors cannot persist")
 
 
 def _restarted(ctx: Ctx, arg: tuple[Any, Exception]) -> Any:

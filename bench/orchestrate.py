@@ -74,16 +74,16 @@ def chain(depth: int) -> Graph:
 async def run_two_level(n: int, batch: int, durable: bool = True) -> float:
     with tempfile.TemporaryDirectory() as d:
         g = two_level(batch)
-        async with EventLog.open(Path(d) / "bench.db", fingerprint=g.fingerprint()) as log, \
-                open_runtime(Path(d) / "bench.db", g, tune_gc=TUNE_GC, event_log=log) as rt:
+        async with EventLog.open(Path(d) / "bench.db", fingerprint=g.fingerprint()) as log:
             if not durable:
                 skip_durability(log)
-            t0 = time.perf_counter()
-            h = await rt.want([f"daily/{i}" for i in range(n)])
-            st = await h.done()
-            dt = time.perf_counter() - t0
-            assert str(st.status) == "Successful", st
-            return dt
+            async with open_runtime(Path(d) / "bench.db", g, tune_gc=TUNE_GC, event_log=log) as rt:
+                t0 = time.perf_counter()
+                h = await rt.want([f"daily/{i}" for i in range(n)])
+                st = await h.done()
+                dt = time.perf_counter() - t0
+                assert str(st.status) == "Successful", st
+                return dt
 
 
 async def run_chain(depth: int) -> float:

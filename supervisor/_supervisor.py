@@ -33,10 +33,10 @@ on its partitions Failed.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterable
 from enum import IntEnum
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -79,6 +79,14 @@ P = PartitionStatus
 W = WantStatus
 
 
+_PLANNABLE = frozenset({P.MISSING, P.TAINTED, P.FAILED, P.UPSTREAM_FAILED})
+"""Statuses a queued ref may be planned in (a ref never seen is Missing)."""
+
+
+_LIVE: Final = P.LIVE
+_BUILDING: Final = P.BUILDING
+
+
 class Cat(IntEnum):
     """What a wanted partition means for the wants on it."""
 
@@ -88,6 +96,10 @@ class Cat(IntEnum):
     LIVE = 3
     FAILED = 4
     UPSTREAM_FAILED = 5
+
+
+_CAT_LIVE: Final = Cat.LIVE
+_CAT_BUILDING: Final = Cat.BUILDING
 
 
 class Due(msgspec.Struct, frozen=True):
@@ -174,7 +186,7 @@ class Supervisor(Behavior):
         """Empty every derived index (:meth:`_reconcile` rebuilds them from the World)."""
         # interest
         self.wants_by_ref: dict[str, list[str]] = {}
-        self.counts: dict[str, Counter[Cat]] = {}
+        self.counts: dict[str, list[int]] = {}  # want -> how many of its refs are in each Cat (index: Cat)
         self.cat: dict[str, Cat] = {}
         self.sent: dict[str, W] = {}
         self.dirty: set[str] = set()
@@ -198,8 +210,7 @@ class Supervisor(Behavior):
     # -- message loop ---------------------------------------------------------------------------------
     def receive(self, ctx: Ctx, msg: Any) -> Any:
         if isinstance(msg, CommittedBatch):
-            for item in msg.items:
-                self._on_committed(item)
+            self._on_batch(msg.items)
         elif isinstance(msg, Committed):
             self._on_committed(msg)
         elif isinstance(msg, RunEnded):
@@ -238,7 +249,7 @@ class Supervisor(Behavior):
     def _on_committed(self, msg: Committed) -> None:
         rec = msg.record
         if rec.entity_kind == "partition":
-            self._on_partition(msg.new, msg.old)
+            self._on_batch((msg,))
         elif rec.entity_kind == "want":
             new: WantState = msg.new
             if msg.old is None:
@@ -247,21 +258,38 @@ class Supervisor(Behavior):
             elif new.terminal:
                 self._drop_want(new)
 
-    def _on_partition(self, st: PartitionState, old: PartitionState | None) -> None:
-        ref = st.ref
-        if ref in self.wants_by_ref:
-            self._recat(ref)
-        status = st.status
-        if status is P.LIVE:
-            self._wake_waiters(ref)
-            self._wake_static(ref)
-        elif (status is P.FAILED and st.final) or status is P.UPSTREAM_FAILED:
-            self._fail_waiters(ref, st)
-            self._fail_static(ref, st)
-        if status is not P.BUILDING:
-            self._wake_deferred(ref)
-        if status in (P.MISSING, P.TAINTED) and ref in self.wants_by_ref:
-            self._enqueue(ref)
+    def _on_batch(self, items: Iterable[Committed]) -> None:
+        """One commit's transitions, in commit order. Partitions are most of them (a backfill commits thousands
+        per batch): their common case is handled here, with the indices held in locals and the empty ones
+        skipped; anything else goes through :meth:`_on_committed`."""
+        wants_by_ref = self.wants_by_ref
+        recat = self._recat
+        live, building = P.LIVE, P.BUILDING
+        for item in items:
+            if item.record.entity_kind != "partition":
+                self._on_committed(item)
+                continue
+            st: PartitionState = item.new
+            ref = st.ref
+            wanted = wants_by_ref.get(ref)
+            if wanted:
+                recat(ref, st, wanted)
+            status = st.status
+            if status is building:
+                continue
+            if status is live:
+                if self.waiters:
+                    self._wake_waiters(ref)
+                if self.static_waiters:
+                    self._wake_static(ref)
+            elif (status is P.FAILED and st.final) or status is P.UPSTREAM_FAILED:
+                self._fail_waiters(ref, st)
+                self._fail_static(ref, st)
+            if self.deferred:
+                self._wake_deferred(ref)
+            if wanted and (status is P.MISSING or status is P.TAINTED):
+                self._enqueue(ref)
+
 
     # -- wants ----------------------------------------------------------------------------------------
     def _add_want(self, want: WantState) -> None:
@@ -273,7 +301,7 @@ class Supervisor(Behavior):
         wid = want.want_id
         if want.terminal or wid in self.counts:
             return False
-        counts: Counter[Cat] = Counter()
+        counts = [0] * len(Cat)
         self.counts[wid] = counts
         for ref in want.refs:
             first = ref not in self.wants_by_ref
@@ -378,18 +406,19 @@ class Supervisor(Behavior):
                 out.append((f"static_deps:{r}", [r]))
         return out
 
-    def _category(self, ref: str) -> Cat:
-        st = self.world.partition(ref)
-        if ref in self.broken:
+    def _category(self, ref: str, st: PartitionState | None = None) -> Cat:
+        if self.broken and ref in self.broken:
             return Cat.FAILED
-        if ref in self.static_failed:
+        if self.static_failed and ref in self.static_failed:
             return Cat.UPSTREAM_FAILED
+        if st is None:
+            st = self.world.partition(ref)
         s = st.status
-        if s is P.LIVE:
-            return Cat.LIVE
-        if s is P.BUILDING or ref in self.retrying or ref in self.planned:
-            return Cat.BUILDING
-        if s is P.UPSTREAM_WAITING or ref in self.static_wait:
+        if s is _LIVE:
+            return _CAT_LIVE
+        if s is _BUILDING or ref in self.planned or (self.retrying and ref in self.retrying):
+            return _CAT_BUILDING
+        if s is P.UPSTREAM_WAITING or (self.static_wait and ref in self.static_wait):
             return Cat.WAITING
         if ref in self.queued:
             return Cat.IDLE
@@ -399,21 +428,26 @@ class Supervisor(Behavior):
             return Cat.UPSTREAM_FAILED
         return Cat.IDLE
 
-    def _recat(self, ref: str) -> None:
-        wants = self.wants_by_ref.get(ref)
-        if not wants:
-            return
-        new = self._category(ref)
+    def _recat(self, ref: str, st: PartitionState | None = None, wants: list[str] | None = None) -> None:
+        """Recount ``ref`` for the wants on it (``st``: its state, ``wants``: the wants on it, if the caller has
+        them)."""
+        if wants is None:
+            wants = self.wants_by_ref.get(ref)
+            if not wants:
+                return
+        new = self._category(ref, st)
         old = self.cat.get(ref)
         if new == old:
             return
         self.cat[ref] = new
+        counts = self.counts
+        dirty = self.dirty
         for wid in wants:
-            c = self.counts[wid]
+            c = counts[wid]
             if old is not None:
                 c[old] -= 1
             c[new] += 1
-            self.dirty.add(wid)
+            dirty.add(wid)
 
     def _sync_want(self, wid: str) -> None:
         counts = self.counts.get(wid)
@@ -485,7 +519,8 @@ class Supervisor(Behavior):
             return
         if ref in self.queued:
             return
-        deps = [d for d in self.graph.static_deps(ref) if self.world.partition(d).status is not P.LIVE]
+        deps = [] if job.deps is None else [d for d in self.graph.static_deps(ref)
+                                            if self.world.partition(d).status is not P.LIVE]
         if deps:
             self.static_wait[ref] = set(deps)
             for d in deps:
@@ -493,7 +528,10 @@ class Supervisor(Behavior):
             self._recat(ref)
             self._want_refs(deps, source=f"static_deps:{ref}", for_refs=(ref,))
             return
-        self.queues.setdefault(job.name, deque()).append(ref)
+        q = self.queues.get(job.name)
+        if q is None:
+            q = self.queues[job.name] = deque()
+        q.append(ref)
         self.queued.add(ref)
         self.to_schedule = True
 
@@ -518,16 +556,16 @@ class Supervisor(Behavior):
             job = self.graph[name]
             running = self.inflight.setdefault(name, set())
             limit = job.concurrency if job.concurrency is not None else 1 << 30
+            queued, wanted, parts = self.queued, self.wants_by_ref, self.world.partitions
             while q and len(running) < limit:
                 batch: list[str] = []
                 while q:
                     ref = q.popleft()
-                    if ref not in self.queued:
+                    if ref not in queued:
                         continue
-                    self.queued.discard(ref)
-                    st = self.world.partition(ref)
-                    if ref not in self.wants_by_ref or st.status not in (P.MISSING, P.TAINTED, P.FAILED,
-                                                                         P.UPSTREAM_FAILED):
+                    queued.discard(ref)
+                    st = parts.get(ref)
+                    if ref not in wanted or (st is not None and st.status not in _PLANNABLE):
                         continue
                     batch.append(ref)
                     if len(batch) >= job.batch:
@@ -572,15 +610,17 @@ class Supervisor(Behavior):
         # already dropped it from the indices; the bookkeeping below finds nothing to do then, and each effect
         # checks the committed state before acting.
         self.inflight.get(run.job, set()).discard(rid)
+        planned, wanted, parts = self.planned, self.wants_by_ref, self.world.partitions
         for ref in run.planned:
-            runs = self.planned.get(ref)
+            runs = planned.get(ref)
             if runs is not None and rid in runs:
                 runs.discard(rid)
                 if not runs:
-                    del self.planned[ref]
-                if ref in self.wants_by_ref:
-                    self._recat(ref)
-                    if self.world.partition(ref).status in (P.MISSING, P.TAINTED):
+                    del planned[ref]
+                if ref in wanted:
+                    st = parts.get(ref)
+                    self._recat(ref, st)
+                    if st is None or st.status is P.MISSING or st.status is P.TAINTED:
                         self._enqueue(ref)
         for ref, _ in run.deferred_on:
             self.deferred.get(ref, set()).discard(rid)
