@@ -626,8 +626,9 @@ class Kernel:
                 name, key = cell.kind.name, cell.key
                 try:
                     submit = self._submit
-                    cell.futs = [submit(name, key, seq, ev, at) if cmd is None else
-                                 submit(name, key, seq, ev, at, command=cmd) for ev, _o, _n, at, seq, cmd in events]
+                    cell.futs = [submit(name, key, seq, ev, at) if seq and cmd is None else
+                                 submit(name, key, seq, ev, at, command=cmd, new=old is None)
+                                 for ev, old, _n, at, seq, cmd in events]
                 except Exception as exc:  # the log is closed or failed: as a commit that failed
                     cell.events = None
                     self._fail_step(cell, exc)

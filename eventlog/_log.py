@@ -313,6 +313,7 @@ class EventLog:
         self._commands: dict[asyncio.Future[Record], tuple[int, str]] = {}
         self._progress = asyncio.Event()
         self._cache: dict[tuple[str, str], _Entity] = {}
+        self._fresh: set[tuple[str, str]] = set()  # entities submit() was told are new (not looked up)
         self._next_seq = 1
         self._committed_seq = 0
         self._next_entity_key = 1
@@ -848,15 +849,23 @@ class EventLog:
 
     def submit(self, entity_kind: str, entity_id: str, expected_entity_seq: int, event: Event,
                at: float | None = None, *, command: tuple[int, Mapping[str, Any]] | None = None,
-               ) -> asyncio.Future[Record]:
+               new: bool = False) -> asyncio.Future[Record]:
         """:meth:`append` without waiting: queue the append now and return the future of its record.
 
         For callers that run many appends from synchronous code (the actor kernel's dispatcher): the future
         resolves when the append's batch commits, or fails as :meth:`append` would raise. Appends are taken in
         the order of the calls, and the writer resolves the futures of one batch in that order.
+
+        ``new=True`` (with ``expected_entity_seq=0``): the caller knows the entity has no event in the log (the
+        kernel does: its World is the log's), so the writer does not look for it in the database. If it is wrong,
+        the database's unique key on entities refuses the batch: every append of it fails with
+        :class:`CommitError` and nothing is written (the single wrong append would otherwise fail alone, with
+        :class:`ConcurrencyError`).
         """
         if not self._appendable:
             self._check_writable()
+        if new and expected_entity_seq == 0:
+            self._fresh.add((entity_kind, entity_id))
         tk = self._type_keys.get(type(event))
         if tk is None:
             tk = self._new_type_key(event)
@@ -1070,8 +1079,12 @@ class EventLog:
                 else:
                     missing[k] = ""
         keys = [k for k, v in missing.items() if not v]
-        for i in range(0, len(keys), LOOKUP_ENTITIES_CHUNK):
-            chunk = keys[i : i + LOOKUP_ENTITIES_CHUNK]
+        fresh = self._fresh
+        ask = [k for k in keys if k not in fresh] if fresh else keys
+        if fresh:
+            fresh.difference_update(keys)
+        for i in range(0, len(ask), LOOKUP_ENTITIES_CHUNK):
+            chunk = ask[i : i + LOOKUP_ENTITIES_CHUNK]
             params = [x for pair in chunk for x in pair]
             sql = lookup_entities_sql(len(chunk))
             if len(chunk) <= self._inline_rows:
