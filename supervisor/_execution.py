@@ -210,6 +210,14 @@ class JobContext:
 JobCallable: TypeAlias = Callable[[JobContext], Awaitable[None]]
 
 
+def _check_limits(timeout: float | None, heartbeat_timeout: float | None) -> None:
+    for what, value in (("timeout", timeout), ("heartbeat_timeout", heartbeat_timeout)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf
+        ):
+            raise ValueError(f"{what} must be a number of seconds > 0, or None for no limit, got {value!r}")
+
+
 class _Watchdog:
     """Cancels ``target`` when the run outlives ``timeout`` or goes ``heartbeat_timeout`` without a heartbeat.
 
@@ -218,11 +226,7 @@ class _Watchdog:
     """
 
     def __init__(self, ctx: JobContext, timeout: float | None, heartbeat_timeout: float | None) -> None:
-        for what, value in (("timeout", timeout), ("heartbeat_timeout", heartbeat_timeout)):
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf
-            ):
-                raise ValueError(f"{what} must be a number of seconds > 0, or None for no limit, got {value!r}")
+        _check_limits(timeout, heartbeat_timeout)
         self.ctx = ctx
         self.timeout = timeout
         self.heartbeat_timeout = heartbeat_timeout
@@ -271,15 +275,16 @@ async def run_callable(
             f"job {ctx.job_name!r}: {fn!r} is not an async function; define it with `async def` "
             f"(wrap blocking code with anyio.to_thread.run_sync)"
         )
-    watchdog = _Watchdog(ctx, timeout, heartbeat_timeout)
+    _check_limits(timeout, heartbeat_timeout)
     log = ctx.log
     ctx._begin()
     log.debug("job started", partitions=ctx.partitions, attempt=ctx.attempt)
     if timeout is None and heartbeat_timeout is None:
-        # Nothing to watch: no watchdog task, no task group (a run of a no-op job costs half as much).
+        # Nothing to watch: no watchdog (nor its cancel scope), no task group (a no-op job costs half as much).
         outcome = await _call(fn, ctx, log)
         log.debug("job finished", status=outcome.status, reason=outcome.reason)
         return outcome
+    watchdog = _Watchdog(ctx, timeout, heartbeat_timeout)
     outcome = RunOutcome("succeeded")  # stays if the watchdog cancels the job first (then failed, below)
     async with anyio.create_task_group() as tg:
         with anyio.CancelScope() as job_scope:
