@@ -262,19 +262,22 @@ class Supervisor(Behavior):
         """One commit's transitions, in commit order. Partitions are most of them (a backfill commits thousands
         per batch): their common case is handled here, with the indices held in locals and the empty ones
         skipped; anything else goes through :meth:`_on_committed`."""
-        wants_by_ref = self.wants_by_ref
+        wants_by_ref, planned, cat = self.wants_by_ref, self.planned, self.cat
         recat = self._recat
-        live, building = P.LIVE, P.BUILDING
+        live, building, cat_building = P.LIVE, P.BUILDING, _CAT_BUILDING
         for item in items:
             if item.record.entity_kind != "partition":
                 self._on_committed(item)
                 continue
             st: PartitionState = item.new
             ref = st.ref
-            wanted = wants_by_ref.get(ref)
-            if wanted:
-                recat(ref, st, wanted)
             status = st.status
+            wanted = wants_by_ref.get(ref)
+            # A planned ref counts as Building whatever it goes through before its run ends (a lease, a settle
+            # that is not Live): nothing to recount then (_category says so first; broken and static_failed
+            # refs keep their category too).
+            if wanted and not (status is not live and cat.get(ref) is cat_building and ref in planned):
+                recat(ref, st, wanted)
             if status is building:
                 continue
             if status is live:
