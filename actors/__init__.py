@@ -107,7 +107,7 @@ from ._want import (
     WantUpstreamFailed,
     apply_want,
 )
-from ._world import KINDS, MACHINES, EntityState, ReplayError, World, fold, rebuild
+from ._world import KINDS, MACHINES, EntityState, ReplayError, World, fold, rebuild, register_entity_kind
 
 __all__ = [
     "FAULT_POINTS",
@@ -219,6 +219,7 @@ __all__ = [
     "check_replay_fidelity",
     "fold",
     "rebuild",
+    "register_entity_kind",
     "replies_ok",
     "validate_ref",
     "validate_refs",

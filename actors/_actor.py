@@ -518,11 +518,79 @@ def _idle_expired(cell: _Cell, delay: float) -> None:
             getter.set_result(_IDLE)
 
 
+def note_crash(history: deque[float] | None, now: float, window: float, max_restarts: int, kind: str, key: str,
+               msg: Any, exc: Exception, on_crash: Callable[[str, str, Any, Exception], None] | None,
+               ) -> deque[float]:
+    """Record a crash of ``(kind, key)`` at ``now`` in its history (the crash times within ``window``), log it
+    and tell ``on_crash``. The actor restarts if the history then holds at most ``max_restarts`` crashes.
+    Shared by the generic :class:`ActorSystem` and the runtime's kernel (``actors/_kernel.py``)."""
+    if history is None:
+        history = deque()
+    history.append(now)
+    while history[0] < now - window:
+        history.popleft()
+    restart = len(history) <= max_restarts
+    log.error("actor crashed", actor_kind=kind, actor_key=key, message_type=None if msg is None else type(msg).__name__,
+              action="restart" if restart else "stop", crashes_in_window=len(history), exc_info=exc)
+    if on_crash is not None:
+        try:
+            on_crash(kind, key, msg, exc)
+        except Exception as e:
+            log.error("on_crash failed", actor_kind=kind, actor_key=key, exc_info=e)
+    return history
+
+
 def _stopped_error(k: _Kind, key: str, stopped: _Stopped) -> ActorStopped:
-    err = ActorStopped(k.name, key, stopped.reason, stopped.failure)
-    if stopped.failure is not None:
-        err.__cause__ = stopped.failure.error  # shown as "the direct cause" in tracebacks
+    return stopped_error(k.name, key, stopped.reason, stopped.failure)
+
+
+def stopped_error(kind: str, key: str, reason: str, failure: ActorFailure | None) -> ActorStopped:
+    """What an ask to a stopped actor raises (the crash that stopped it as its direct cause)."""
+    err = ActorStopped(kind, key, reason, failure)
+    if failure is not None:
+        err.__cause__ = failure.error  # shown as "the direct cause" in tracebacks
     return err
+
+
+class FatalSink:
+    """Owns one anyio task group in which the errors no actor handles are raised: the owner's ``async with``
+    then fails with them, as with a failed task (the generic :class:`ActorSystem` and the runtime's kernel)."""
+
+    _tg: anyio.abc.TaskGroup | None = None
+    _fatal_count = 0
+    _after_shutdown: ClassVar[str] = "actor system failure after shutdown"
+
+    async def _open_task_group(self) -> None:
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+
+    async def _close_task_group(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                                tb: types.TracebackType | None, *, cancel: bool = False) -> None:
+        tg = self._tg
+        if tg is None:
+            return
+        self._tg = None
+        if cancel:
+            tg.cancel_scope.cancel()
+        if self._fatal_count:
+            # an actor failure failed the owner: the task group raises it (with the block's own error)
+            await tg.__aexit__(exc_type, exc, tb)
+        else:
+            # nothing failed in here: the block's own exception or cancellation propagates unwrapped
+            await tg.__aexit__(None, None, None)
+
+    def _fatal(self, exc: BaseException) -> None:
+        """An error no actor handles: fail the owner's task group, as an escaped task error would."""
+        tg = self._tg
+        if tg is not None:
+            try:
+                tg.start_soon(_reraise, exc)
+                self._fatal_count += 1
+                return
+            except RuntimeError:  # pragma: no cover - the task group is no longer active
+                pass
+        log.critical(self._after_shutdown, exc_info=exc)  # pragma: no cover
 
 
 def _failed(loop: asyncio.AbstractEventLoop, exc: BaseException) -> asyncio.Future[Any]:
@@ -555,7 +623,7 @@ def _check_passivate_after(value: float | None) -> float | None:
 _NEW, _OPEN, _CLOSING, _CLOSED = range(4)
 
 
-class ActorSystem:
+class ActorSystem(FatalSink):
     """Owns the actors: an async context manager with one anyio task group.
 
     ``async with ActorSystem(...) as system:`` -- register kinds, then ``tell``/``ask`` by ``(kind, key)``.
@@ -588,8 +656,6 @@ class ActorSystem:
         self._running: set[_Cell] = set()  # every cell whose task has not finished
         self._starting = 0  # activated actors whose task has not taken its first step
         self._state = _NEW
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._fatal_count = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wheels: dict[float, _Wheel] = {}
         self._ask_wheel: _Wheel | None = None
@@ -605,27 +671,17 @@ class ActorSystem:
         self._loop = asyncio.get_running_loop()
         if self.ask_timeout is not None:
             self._ask_wheel = self._wheels[self.ask_timeout] = _Wheel(self._loop, self.ask_timeout, _ask_expired)
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._tg = tg
+        await self._open_task_group()
         self._state = _OPEN
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: types.TracebackType | None) -> None:
-        tg = self._tg
         try:
             with anyio.CancelScope(shield=True):
                 await self.aclose()
         finally:
-            if tg is not None:
-                self._tg = None
-                if self._fatal_count:
-                    # an actor failure failed the system: the task group raises it (with the block's own error)
-                    await tg.__aexit__(exc_type, exc, tb)
-                else:
-                    # nothing failed in here: the block's own exception or cancellation propagates unwrapped
-                    await tg.__aexit__(None, None, None)
+            await self._close_task_group(exc_type, exc, tb)
 
     async def aclose(self) -> None:
         """Cancel every actor and wait until all have finished. Idempotent; safe to call concurrently."""
@@ -1066,24 +1122,10 @@ class ActorSystem:
         k = cell.kind
         loop = self._loop
         assert loop is not None
-        now = loop.time()
-        history = cell.crashes
-        if history is None:
-            history = cell.crashes = deque()
-        history.append(now)
-        while history[0] < now - self.restart_window:
-            history.popleft()
+        history = cell.crashes = note_crash(cell.crashes, loop.time(), self.restart_window, self.max_restarts,
+                                            k.name, cell.key, msg, exc, self.on_crash)
         k.crashes += 1
-        restart = len(history) <= self.max_restarts
-        log.error("actor crashed", actor_kind=k.name, actor_key=cell.key,
-                  message_type=None if msg is None else type(msg).__name__,
-                  action="restart" if restart else "stop", crashes_in_window=len(history), exc_info=exc)
-        if self.on_crash is not None:
-            try:
-                self.on_crash(k.name, cell.key, msg, exc)
-            except Exception as e:
-                log.error("on_crash failed", actor_kind=k.name, actor_key=cell.key, exc_info=e)
-        if restart:
+        if len(history) <= self.max_restarts:
             k.restarts += 1
             return True
         await self._stop_failed(cell, ActorFailure(k.name, cell.key, exc, len(history) - 1))
@@ -1205,18 +1247,6 @@ class ActorSystem:
         if cell.finished is not None and not cell.finished.done():
             cell.finished.set_result(None)
         cell.task = None
-
-    def _fatal(self, exc: BaseException) -> None:
-        """An error no actor handles: fail the system's task group, as an escaped task error would."""
-        tg = self._tg
-        if tg is not None:
-            try:
-                tg.start_soon(_reraise, exc)
-                self._fatal_count += 1
-                return
-            except RuntimeError:  # pragma: no cover - the task group is no longer active
-                pass
-        log.critical("actor system failure after shutdown", exc_info=exc)  # pragma: no cover
 
     # -- control ---------------------------------------------------------------------------------------------
     async def stop_actor(self, kind: str, key: str) -> None:

@@ -59,7 +59,17 @@ import anyio.abc
 
 from eventlog import CommitError, Event, EventLog, Record, WantbuildError, get_logger
 
-from ._actor import ActorFailure, ActorStopped, ActorSystemClosed, AskTimeout, UnknownActorKind
+from ._actor import (
+    ActorFailure,
+    ActorStopped,
+    ActorSystemClosed,
+    AskTimeout,
+    FatalSink,
+    UnknownActorKind,
+    _retrieve,
+    note_crash,
+    stopped_error,
+)
 from ._clock import Clock
 from ._faults import Faults
 from ._world import APPLY, World
@@ -328,7 +338,7 @@ class KernelStats:
 _NEW, _OPEN, _CLOSED = range(3)
 
 
-class Kernel:
+class Kernel(FatalSink):
     """Runs the actors of every registered kind: an async context manager (one anyio task group, for the
     async user hooks and for errors no actor handles).
 
@@ -336,6 +346,8 @@ class Kernel:
     commit order); ``on_crash(kind, key, message, error)`` for every crash; ``on_escalate(failure)`` when an
     actor is stopped after repeated crashes (with none, that is fatal).
     """
+
+    _after_shutdown = "actor kernel failure after shutdown"
 
     def __init__(self, log_: EventLog | None, world: World, clock: Clock, *, hooks: Hooks | None = None,
                  faults: Faults | None = None, max_restarts: int = 3, restart_window: float = 60.0,
@@ -367,8 +379,6 @@ class Kernel:
         self._scheduled = False
         self._state = _NEW
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._fatal_count = 0
         self._externals: set[asyncio.Future[Any]] = set()
         self._submit: Callable[..., asyncio.Future[Record]] = (
             log_.submit if log_ is not None else _no_log)
@@ -378,25 +388,16 @@ class Kernel:
         if self._state != _NEW:
             raise RuntimeError("a Kernel can be entered only once")
         self._loop = asyncio.get_running_loop()
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._tg = tg
+        await self._open_task_group()
         self._state = _OPEN
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: types.TracebackType | None) -> None:
-        tg = self._tg
         try:
             await self.aclose()
         finally:
-            if tg is not None:
-                self._tg = None
-                tg.cancel_scope.cancel()
-                if self._fatal_count:
-                    await tg.__aexit__(exc_type, exc, tb)
-                else:
-                    await tg.__aexit__(None, None, None)
+            await self._close_task_group(exc_type, exc, tb, cancel=True)
 
     async def aclose(self) -> None:
         """Stop: nothing more is handled or released; asks waiting anywhere raise ``ActorSystemClosed``.
@@ -437,7 +438,8 @@ class Kernel:
             raise ValueError(f"actor kind {kind!r} is already registered")
         table = self.world._tables.get(kind) if entity else None
         if entity and table is None:
-            raise ValueError(f"{kind!r} is not an entity kind of the World")
+            raise ValueError(f"{kind!r} is not an entity kind of this World (add one with register_entity_kind before "
+                             f"the World is made)")
         self._kinds[kind] = _Kind(kind, factory, entity, keep, table)
 
     def _kind(self, kind: str) -> _Kind:
@@ -759,10 +761,12 @@ class Kernel:
                 continue
             error = None
             waits: list[tuple[Hook, Record, Any]] = []
-            for fut, (_ev, old, new, _at, _seq, _cmd) in zip(futs, events, strict=True):
+            for i, (fut, (_ev, old, new, _at, _seq, _cmd)) in enumerate(zip(futs, events, strict=True)):
                 exc = fut.exception()
                 if exc is not None:
                     error = exc
+                    for later in futs[i + 1:]:
+                        later.exception()  # retrieved: they failed with it (or after it)
                     break
                 rec = fut.result()
                 table[key] = new
@@ -933,24 +937,10 @@ class Kernel:
         cell.blocked = _FREE
         cell.scratch = None
         cell.ftarget = None
-        now = time.monotonic()
-        history = cell.crashes
-        if history is None:
-            history = cell.crashes = deque()
-        history.append(now)
-        while history[0] < now - self.restart_window:
-            history.popleft()
+        history = cell.crashes = note_crash(cell.crashes, time.monotonic(), self.restart_window, self.max_restarts,
+                                            k.name, cell.key, msg, exc, self.on_crash)
         k.crashes += 1
-        restart = len(history) <= self.max_restarts
-        log.error("actor crashed", actor_kind=k.name, actor_key=cell.key,
-                  message_type=None if msg is None else type(msg).__name__,
-                  action="restart" if restart else "stop", crashes_in_window=len(history), exc_info=exc)
-        if self.on_crash is not None:
-            try:
-                self.on_crash(k.name, cell.key, msg, exc)
-            except Exception as e:
-                log.error("on_crash failed", actor_kind=k.name, actor_key=cell.key, exc_info=e)
-        if restart:
+        if len(history) <= self.max_restarts:
             k.restarts += 1
             if k.shared is None:
                 try:
@@ -1001,18 +991,6 @@ class Kernel:
         except Exception as exc:
             self._fatal(exc)
 
-    def _fatal(self, exc: BaseException) -> None:
-        """An error no actor handles: fail the kernel's task group (its ``async with`` raises it)."""
-        tg = self._tg
-        if tg is not None:
-            try:
-                tg.start_soon(_reraise, exc)
-                self._fatal_count += 1
-                return
-            except RuntimeError:  # pragma: no cover - the task group is no longer active
-                pass
-        log.critical("actor kernel failure after shutdown", exc_info=exc)  # pragma: no cover
-
 
 def _no_log(*_args: Any) -> asyncio.Future[Record]:
     raise TypeError("this kernel has no event log: its actors cannot persist")
@@ -1024,20 +1002,7 @@ def _restarted(ctx: Ctx, arg: tuple[Any, Exception]) -> Any:
 
 
 def _stopped_error(k: _Kind, key: str, stopped: tuple[str, ActorFailure | None]) -> ActorStopped:
-    reason, failure = stopped
-    err = ActorStopped(k.name, key, reason, failure)
-    if failure is not None:
-        err.__cause__ = failure.error
-    return err
-
-
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
-async def _reraise(exc: BaseException) -> None:
-    raise exc
+    return stopped_error(k.name, key, *stopped)
 
 
 def replies_ok(replies: Iterable[Any]) -> list[Any]:

@@ -22,6 +22,7 @@ from ._want import WANT, WantState, WantStatus, apply_want
 
 EntityKind: TypeAlias = Literal["want", "partition", "job_run"]
 KINDS: tuple[EntityKind, ...] = ("want", "partition", "job_run")
+"""The built-in entity kinds (:data:`MACHINES` also has the kinds added with :func:`register_entity_kind`)."""
 EntityState: TypeAlias = WantState | PartitionState | JobRunState
 
 MACHINES: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "job_run": JOB_RUN}
@@ -30,6 +31,19 @@ APPLY: dict[str, Callable[[Any, Event, str, float, int], Any]] = {
     "partition": apply_partition,
     "job_run": apply_job_run,
 }
+
+
+def register_entity_kind(kind: str, machine: Machine[Any], apply: Callable[[Any, Event, str, float, int], Any]) -> None:
+    """Add an entity kind: its state machine and its pure transition function ``apply(state, event, id, at,
+    entity_seq) -> state``. Every World made afterwards keeps a table of its states, replay folds its events,
+    and the actor kernel can run it (``Kernel.register(kind, ..., entity=True)``). Call it when the module
+    that defines the kind is imported, before any World is made (see docs/kernel.md)."""
+    if kind in APPLY and (MACHINES.get(kind) is not machine or APPLY[kind] is not apply):
+        raise ValueError(f"entity kind {kind!r} is already registered with another machine or transition")
+    if machine.kind != kind:
+        raise ValueError(f"entity kind {kind!r}: its machine is for {machine.kind!r}")
+    MACHINES[kind] = machine
+    APPLY[kind] = apply
 
 
 class ReplayError(CorruptLogError):
@@ -49,6 +63,8 @@ class World:
         self._tables: dict[str, dict[str, Any]] = {
             "want": self.wants, "partition": self.partitions, "job_run": self.runs,
         }
+        for kind in APPLY:  # kinds added with register_entity_kind
+            self._tables.setdefault(kind, {})
 
     # -- folding ---------------------------------------------------------------------------------------
     def apply(self, rec: Record) -> EntityState:
@@ -84,6 +100,10 @@ class World:
     # -- queries ---------------------------------------------------------------------------------------
     def get(self, kind: str, entity_id: str) -> EntityState | None:
         return self._tables[kind].get(entity_id)
+
+    def table(self, kind: str) -> dict[str, Any]:
+        """Every committed state of ``kind`` by id (the live dict: read it, do not change it)."""
+        return self._tables[kind]
 
     def partition(self, ref: str) -> PartitionState:
         """The partition's state; a ref never seen is Missing at generation 0."""
@@ -133,10 +153,11 @@ class World:
         """Human-readable differences between two worlds (for I3 failures)."""
         out: list[str] = []
         a, b = self.snapshot(), other.snapshot()
-        for kind in KINDS:
-            for key in sorted(set(a[kind]) | set(b[kind])):
-                if a[kind].get(key) != b[kind].get(key):
-                    out.append(f"{kind} {key}: {a[kind].get(key)!r} != {b[kind].get(key)!r}")
+        for kind in dict.fromkeys((*a, *b)):
+            ta, tb = a.get(kind, {}), b.get(kind, {})
+            for key in sorted(set(ta) | set(tb)):
+                if ta.get(key) != tb.get(key):
+                    out.append(f"{kind} {key}: {ta.get(key)!r} != {tb.get(key)!r}")
                     if len(out) >= limit:
                         return out
         return out
@@ -206,4 +227,5 @@ __all__ = [
     "World",
     "fold",
     "rebuild",
+    "register_entity_kind",
 ]

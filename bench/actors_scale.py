@@ -68,7 +68,6 @@ class Driver(Behavior):
         self.go: Go | None = None
         self.start = 0
         self.messages = 0
-        self.max_active = 0
 
     def receive(self, ctx: Ctx, msg: Any) -> Any:
         assert isinstance(msg, Go)
@@ -94,7 +93,6 @@ class Driver(Behavior):
 
     def _leased(self, ctx: Ctx, replies: list[Any]) -> Any:
         assert all(cast(LeaseReply, rep).granted for rep in replies_ok(replies))
-        self.max_active = max(self.max_active, ctx.kernel.active_count())
         run, refs = self._refs()
         ctx.ask_many("partition", [(r, SettleBuild(run, "live")) for r in refs], self._settled)
         return None
@@ -108,20 +106,14 @@ class Driver(Behavior):
         return self._lease(ctx, None)
 
 
-async def drive(n: int, wave: int, durable: bool = True) -> tuple[float, int, int]:
+async def drive(n: int, wave: int, durable: bool = True) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as d:
         async with contextlib.AsyncExitStack() as stack:
             log = await stack.enter_async_context(EventLog.open(Path(d) / "scale.db")) if durable else MemoryCommits()
             world = World()
-            drivers: list[Driver] = []
-
-            def make_driver(_key: str) -> Driver:
-                drivers.append(Driver())
-                return drivers[-1]
-
             async with Kernel(cast(EventLog, log), world, SystemClock()) as kernel:
                 kernel.register("partition", lambda _key: PartitionActor())  # as the runtime does
-                kernel.register("driver", make_driver, entity=False, keep=True)
+                kernel.register("driver", lambda _key: Driver(), entity=False, keep=True)
                 loop = asyncio.get_running_loop()
                 t0 = time.perf_counter()
                 dones = []
@@ -134,7 +126,7 @@ async def drive(n: int, wave: int, durable: bool = True) -> tuple[float, int, in
                 live = sum(1 for p in world.partitions.values() if p.status == "Live")
                 assert live == n, live
                 assert kernel.active_count("partition") == 0, "every idle actor's cell was dropped"
-                return messages / dt, max(d.max_active for d in drivers), log.last_seq
+                return messages / dt, log.last_seq
 
 
 async def baseline(n_messages: int, pairs: int = 1000) -> float:
@@ -185,19 +177,19 @@ def main() -> None:
     DRIVERS = a.drivers
     # The baseline is short and this machine noisy: its median over five runs, around the measured one.
     bases = [asyncio.run(baseline(min(2 * a.entities, 400_000))) for _ in range(3)]
-    rate, max_active, events = asyncio.run(drive(a.entities, a.wave))
+    rate, events = asyncio.run(drive(a.entities, a.wave))
     bases += [asyncio.run(baseline(min(2 * a.entities, 400_000))) for _ in range(2)]
     base = statistics.median(bases)
     if a.split:
         n_split = min(a.entities, 200_000)
-        mem_rate, _, _ = asyncio.run(drive(n_split, a.wave, durable=False))
+        mem_rate, _ = asyncio.run(drive(n_split, a.wave, durable=False))
         print(f"split ({n_split:,} partitions): the actor layer alone, commits resolved in memory (not durable): "
               f"{mem_rate:,.0f} messages/s = {mem_rate / base:.3f} of the baseline; per message "
               f"{1e6 / mem_rate:.1f} us in the actor layer + {1e6 / rate - 1e6 / mem_rate:.1f} us for the durable "
               f"commit")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{a.entities:,} partitions, {events:,} events committed; actor messages {rate:,.0f}/s; "
-          f"bare asyncio queue ping-pong {base:,.0f}/s; most actors active at once: {max_active:,}")
+          f"bare asyncio queue ping-pong {base:,.0f}/s")
     print(f"ratio={rate / base:.3f} peak_rss_mb={rss:.0f} entities={a.entities}")
 
 

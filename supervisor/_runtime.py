@@ -301,18 +301,20 @@ class Runtime:
         """A commit landed (the kernel calls this once per commit, before anything the committing actors said is
         released): wake waiters, and tell the supervisor of the wants' and partitions' transitions."""
         items: list[Committed] = []
+        settled = False
         for item in batch:
             rec = item.record
             kind = rec.entity_kind
             if kind == "job_run":
-                if item.new.terminal:
-                    self._settled.set()
+                settled = settled or item.new.terminal
                 continue  # the supervisor hears of runs through RunEnded, sent once partitions are settled
             if kind == "want" and item.new.terminal:
                 ev = self._want_events.pop(rec.entity_id, None)
                 if ev is not None:
                     ev.set()
             items.append(item)
+        if settled:
+            self._settled.set()
         if items:
             self.kernel.tell(*SUPERVISOR, CommittedBatch(tuple(items)))
 
