@@ -9,7 +9,8 @@ cancelled, thread interrupted); a task that has not ended ``kill_grace`` + 3 s l
 How each fault surfaces:
 
 - a worker or node that dies under a task makes its object ref raise (``WorkerCrashedError``,
-  ``NodeDiedError``...): the run is Failed with a reason naming it, and retried per the job's policy;
+  ``NodeDiedError``...): the run is Failed with a reason saying which died (a node by its IP and ID), and
+  retried per the job's policy;
 - heartbeats go to a small actor (``num_cpus=0``, made on the first run with a heartbeat deadline) that the
   runtime polls a few times per deadline;
 - after a restart, the previous runtime's tasks belonged to a driver that is gone: Ray stops the tasks of a
@@ -37,8 +38,6 @@ from .worker import RemoteJob, outcome_from, run_remote
 
 log = get_logger("wantbuild.executors.ray")
 
-_DIED = ("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "OwnerDiedError", "ObjectLostError",
-         "ObjectReconstructionFailedError", "OutOfMemoryError")
 
 
 def _import_ray() -> Any:
@@ -202,18 +201,17 @@ class RayExecution(RemoteExecution):
         except Exception as e:
             r.settled = True
             r.handle = None
-            name = type(e).__name__
-            if name == "TaskCancelledError" or (r.stopping and not any(d in name for d in _DIED)):
+            died = _died(self.ray.exceptions, e)
+            if isinstance(e, self.ray.exceptions.TaskCancelledError) or (r.stopping and died is None):
                 self._forget_if_done(r)
                 if r.decided is None:
                     self._decide(r, RunOutcome("failed", reason="the Ray task was canceled outside wantbuild"),
                                  stop=False)
                 return
-            if any(d in name for d in _DIED):
-                text = str(e).strip().splitlines()[0] if str(e).strip() else name
-                self._decide(r, RunOutcome("failed", reason=f"the Ray worker running the job died ({name}: "
-                                                            f"{text[:300]})"), stop=False)
+            if died is not None:
+                self._decide(r, RunOutcome("failed", reason=died), stop=False)
                 return
+            name = type(e).__name__
             self._result(r, RunOutcome("failed", reason=f"the Ray task failed: {name}: {str(e)[:500]}",
                                        error_type=name))
             return
@@ -253,3 +251,19 @@ class RayExecution(RemoteExecution):
             if alive:
                 await anyio.sleep(0.2)
         log.info("fenced the previous runtime's Ray tasks", jobs=sorted(jobs), confirmed=not alive)
+
+
+def _died(exceptions: Any, e: Exception) -> str | None:
+    """The reason of a run whose task ended with ``e`` because a part of the cluster died, else None.
+
+    ``NodeDiedError``'s message names the node (its IP and node ID); the advice that follows it is cut."""
+    if isinstance(e, exceptions.NodeDiedError | exceptions.LocalRayletDiedError):
+        what = "the Ray node running the job died"
+    elif isinstance(e, exceptions.WorkerCrashedError | exceptions.OutOfMemoryError):
+        what = "the Ray worker running the job died"
+    elif isinstance(e, exceptions.ObjectLostError):  # OwnerDiedError, ObjectReconstructionFailedError too
+        what = "the job's result was lost on the Ray cluster (the node holding it died) before it was read"
+    else:
+        return None
+    text = str(e).strip().split(" This can happen", 1)[0].splitlines()
+    return f"{what} ({type(e).__name__}: {(text[0] if text else '')[:300]})"
