@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -86,6 +87,19 @@ async def test_async_sync_and_dep_miss_jobs_run_on_workers(cluster: Any, tmp_pat
         assert json.loads(read(tmp_path / "state", "fast/1")[3]) == {
             "run": fast.job_run_id, "generations": dict(zip(fast.partitions, fast.generations, strict=True))}
         await sound(rt)
+
+
+async def test_closing_a_runtime_leaves_no_error_in_the_schedulers_log(
+        cluster: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The scheduler (in this process) logs nothing at ERROR or above when wantbuild's client leaves it."""
+    g = graph(tmp_path / "state", executor(cluster))
+    with caplog.at_level(logging.ERROR, logger="distributed"):
+        async with open_runtime(tmp_path / "wb.db", g) as rt:
+            assert (await (await rt.want("fast/1")).done(timeout=30)).status is WantStatus.SUCCESSFUL
+        client = await distributed.Client(cluster.scheduler_address, asynchronous=True)
+        async with client:  # a round trip: the scheduler has handled the other client's departure
+            await client.scheduler.identity()
+    assert [r.getMessage()[:200] for r in caplog.records if r.name.startswith("distributed")] == []
 
 
 async def test_command_job_runs_on_a_worker_with_the_protocol(cluster: Any, tmp_path: Path) -> None:

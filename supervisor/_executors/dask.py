@@ -178,6 +178,11 @@ class DaskExecution(RemoteExecution):
             self._monitor.cancel()
         if self.client is not None:
             with contextlib.suppress(Exception), anyio.move_on_after(5):
+                if self._connected():
+                    # Else the scheduler sends this client's own departure to it on a closed comm, and logs
+                    # that as CRITICAL with a traceback (distributed 2026.8).
+                    for topic in (self.topic, "all"):
+                        self.client.unsubscribe_topic(topic)
                 await self.client.close()
 
     def _connected(self) -> bool:
