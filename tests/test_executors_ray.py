@@ -18,10 +18,21 @@ from typing import Any
 import anyio
 import pytest
 from conftest import need
-from executor_jobs import TESTS, add_command, cell, graph, pids_in, read
+from executor_jobs import (
+    TESTS,
+    add_command,
+    alive,
+    cell,
+    graph,
+    pids_in,
+    proc_stat,
+    read,
+    sound,
+    wait_for,
+)
 
-from actors import JobRunStatus, WantStatus, check_log
-from supervisor import Runtime, open_runtime
+from actors import JobRunStatus, WantStatus
+from supervisor import open_runtime
 from supervisor._executors import RayExecutor
 
 ray: Any
@@ -61,39 +72,13 @@ def cluster() -> Iterator[Any]:
         ray.shutdown()
 
 
-async def sound(rt: Runtime) -> None:
-    await rt.wait_quiescent()
-    _, violations = await check_log(rt.log)
-    assert [str(v) for v in violations] == []
-
-
-async def wait_for(pred: Any, timeout: float = 60.0) -> None:
-    with anyio.fail_after(timeout):
-        while not pred():  # noqa: ASYNC110 - conditions on files and other processes: nothing to await
-            await anyio.sleep(0.05)
-
-
-def _stat(pid: int | str) -> list[str]:
-    """The fields of /proc/PID/stat after the command name: state, ppid, process group, session, ..."""
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return _stat(pid)[0] not in ("Z", "X")
-    except (ProcessLookupError, FileNotFoundError):
-        return False
-
-
 def session_pids(sid: int) -> set[int]:
     """The live processes of session ``sid``."""
     found = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             with suppress(OSError):
-                fields = _stat(entry)
+                fields = proc_stat(entry)
                 if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
                     found.add(int(entry))
     return found
@@ -224,3 +209,4 @@ async def test_a_ray_node_removed_mid_run_fails_the_run_and_the_retry_runs_on_it
                 assert (run_id, attempt) == (runs[1].job_run_id, "2")
                 assert int(pid) in second_node.pids()
                 await sound(rt)
+
