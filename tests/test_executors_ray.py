@@ -17,17 +17,21 @@ from typing import Any
 
 import anyio
 import pytest
+import structlog
 from conftest import need
 from executor_jobs import (
+    OLD_RUN_SLEEPS,
     TESTS,
     add_command,
     alive,
+    assert_never_finished,
     cell,
     graph,
     pids_in,
     proc_stat,
     read,
     sound,
+    start_orchestrator,
     wait_for,
 )
 
@@ -210,3 +214,33 @@ async def test_a_ray_node_removed_mid_run_fails_the_run_and_the_retry_runs_on_it
                 assert int(pid) in second_node.pids()
                 await sound(rt)
 
+
+async def test_restart_waits_until_ray_has_ended_the_killed_runtimes_driver(cluster: Any, tmp_path: Path) -> None:
+    """A runtime (a Ray driver of its own) SIGKILLed with a job running on the cluster: Ray ends its driver's job
+    and the job's task; the restarted runtime confirms the job dead (fence) before it leases the partition again,
+    the run is Lost, and a new run builds the partition; the old job never finishes."""
+    db, state = tmp_path / "wb.db", tmp_path / "state"
+    address = cluster.get_runtime_context().gcs_address
+    proc = start_orchestrator(tmp_path, db, f"RayExecutor(address={address!r})", resources={"side": 1},
+                              slow_for=OLD_RUN_SLEEPS)
+    try:
+        await wait_for(lambda: cell(state, "slow/1").exists())
+        started_at, first = time.monotonic(), read(state, "slow/1")
+    finally:
+        proc.kill()
+        proc.wait()
+    g = graph(state, RayExecutor(), resources={"side": 1}, slow_for=0.2)
+    with structlog.testing.capture_logs() as logs:
+        async with open_runtime(db, g) as rt:
+            fenced = [e for e in logs if e["event"] == "fenced the previous runtime's Ray tasks"]
+            assert [e["confirmed"] for e in fenced] == [True]
+            assert rt.recovery.lost_runs == (first[0],)
+            assert rt.get_run(first[0]).status is JobRunStatus.LOST
+            await wait_for(lambda: not alive(int(first[1])), timeout=10)  # Ray killed the old driver's task
+            h = await rt.want("slow/1")
+            assert (await h.done(timeout=60)).status is WantStatus.SUCCESSFUL
+            last = read(state, "slow/1")
+            assert last[0] != first[0]
+            assert last[-1] == "done"
+            await sound(rt)
+    await assert_never_finished(state, "slow/1", first[0], started_at)

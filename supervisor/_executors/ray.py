@@ -236,22 +236,28 @@ class RayExecution(RemoteExecution):
         return [k for k in keys if (r := self.by_key.get(k)) is not None and not r.settled]
 
     async def fence(self, runs: Sequence[JobRunState]) -> None:
-        """Ray stops the tasks of a driver that is gone: wait until the cluster says the old driver's job is."""
+        """Ray stops the tasks of a driver that is gone: wait until the cluster says the old driver's job is.
+
+        At most ``lost_after`` seconds; the log line says whether it was confirmed. If the job table cannot be
+        read (see :func:`_live_jobs`), the fence waits the whole ``lost_after`` instead, and says so."""
         jobs = {str((run.handle or {}).get("job_id")) for run in runs if (run.handle or {}).get("job_id")}
         jobs.discard(self.job_id)
         if not jobs:
             return
-        from ray._private import state
-
         deadline = time.monotonic() + self.spec.lost_after
         alive = jobs
         while alive and time.monotonic() < deadline:
-            table = await anyio.to_thread.run_sync(state.jobs)
-            alive = {j["JobID"] for j in table if j["JobID"] in jobs and not j["IsDead"]}
+            try:
+                alive = await anyio.to_thread.run_sync(_live_jobs, jobs)
+            except Exception as e:
+                log.warning("cannot read Ray's job table to confirm that the previous runtime's driver is gone; "
+                            "waiting lost_after seconds instead", error=f"{type(e).__name__}: {e}",
+                            ray_version=getattr(self.ray, "__version__", "?"), lost_after=self.spec.lost_after)
+                await anyio.sleep(max(0.0, deadline - time.monotonic()))
+                break
             if alive:
                 await anyio.sleep(0.2)
         log.info("fenced the previous runtime's Ray tasks", jobs=sorted(jobs), confirmed=not alive)
-
 
 def _died(exceptions: Any, e: Exception) -> str | None:
     """The reason of a run whose task ended with ``e`` because a part of the cluster died, else None.
@@ -267,3 +273,21 @@ def _died(exceptions: Any, e: Exception) -> str | None:
         return None
     text = str(e).strip().split(" This can happen", 1)[0].splitlines()
     return f"{what} ({type(e).__name__}: {(text[0] if text else '')[:300]})"
+
+
+def _live_jobs(jobs: set[str]) -> set[str]:
+    """Those of ``jobs`` (driver job ids, hex) that the cluster does not report dead.
+
+    This reads the GCS job table through ``ray._private.state.jobs()``, a private function, on purpose: Ray
+    (2.40-2.60) has no public call that answers "is this driver's job dead" without its dashboard.
+    ``ray.util.state.list_jobs`` asks the dashboard's state server, which a cluster started with
+    ``--include-dashboard=false`` or from a minimal ``pip install ray`` does not run, and ``JobSubmissionClient``
+    knows only submitted jobs, not drivers. What this relies on: a list of dicts with ``"JobID"`` (the hex id
+    that ``get_runtime_context().get_job_id()`` returns) and ``"IsDead"``. If a Ray release renames or reshapes
+    it, this raises, the fence falls back to waiting ``lost_after`` without confirmation (a warning says so), and
+    ``tests/test_executors_ray.py``'s restart test fails, which is where to notice (docs/decisions.md).
+    """
+    from ray._private import state
+
+    table: list[dict[str, Any]] = state.jobs()  # type: ignore[no-untyped-call]
+    return {str(j["JobID"]) for j in table if str(j["JobID"]) in jobs and not j["IsDead"]}
