@@ -40,6 +40,7 @@ from actors import (
     JobRunState,
     MarkLost,
     PartitionActor,
+    PartitionSet,
     PartitionState,
     PartitionStatus,
     SystemClock,
@@ -51,6 +52,7 @@ from actors import (
     rebuild,
     validate_refs,
 )
+from actors._want import Anchor
 from eventlog import (
     EventLog,
     Record,
@@ -63,6 +65,7 @@ from ._executors import ExecutionRouter, Executor, ExecutorEnv
 from ._graph import Graph
 from ._hints import sole_error
 from ._ids import IdSource
+from ._sets import check_set
 from ._supervisor import ActorCrashed, CommittedBatch, Drain, GaveUp, Pending, Recover, Supervisor
 from ._timers import Timers
 
@@ -137,18 +140,44 @@ class Runtime:
         self._given_up: dict[tuple[str, str], int] = {}
 
     # -- commands ---------------------------------------------------------------------------------------
-    async def want(self, refs: Iterable[str] | str, *, ttl: float | None = None, sla: float | None = None,
-                   comment: str = "", source: str = "api", command_id: int | None = None) -> WantHandle:
-        """Submit a want for ``refs``; returns once ``WantCreated`` is committed."""
+    async def want(self, refs: Iterable[str] | str | PartitionSet, *, ttl: float | None = None,
+                   sla: float | None = None, comment: str = "", source: str = "api", command_id: int | None = None,
+                   priority: int = 0, data_time: float | None = None, anchor: Anchor = "created",
+                   schedule: str | None = None, tick: float | None = None, want_id: str | None = None) -> WantHandle:
+        """Submit a want for ``refs``; returns once ``WantCreated`` is committed.
+
+        ``refs`` is a list of refs, or a :class:`~actors.PartitionSet` (``wantbuild.parse_partition_set(graph,
+        ["daily/2026-01-01..2026-11-30"])``): a set with ranges is stored as one event whatever its size and
+        planned lazily. ``priority``: higher is planned first. ``data_time`` (seconds since the epoch) defaults to
+        the latest data time of the refs (from their ``date``/``hour`` typed parameter); ``anchor="data_time"``
+        makes ``ttl`` and ``sla`` count from it instead of from creation.
+        """
         self._check_open()
-        refs_t = validate_refs([refs] if isinstance(refs, str) else refs)
-        for ref in refs_t:
-            self.graph.job_of(ref)  # NoJobForRef names the ref and the patterns
+        parts: PartitionSet | None = refs if isinstance(refs, PartitionSet) and refs.ranges else None
+        if isinstance(refs, PartitionSet) and parts is None:
+            refs = refs.refs
+        refs_t: tuple[str, ...] = ()
+        if parts is not None:
+            check_set(self.graph, parts, parts.refs)
+            derived = _data_time(self.graph, parts.refs, parts.data_time)
+        else:
+            assert not isinstance(refs, PartitionSet)
+            refs_t = validate_refs([refs] if isinstance(refs, str) else refs)
+            for ref in refs_t:
+                self.graph.job_of(ref)  # NoJobForRef names the ref and the patterns
+            derived = _data_time(self.graph, refs_t, None)
         for name, val in (("ttl", ttl), ("sla", sla)):
             if val is not None and (not math.isfinite(val) or val <= 0):
                 raise ValueError(f"{name} must be a positive number of seconds, got {val!r}")
-        want_id = self.ids.next_want()
-        ev = WantCreated(refs=refs_t, source=source, ttl=ttl, sla=sla, comment=comment, command_id=command_id)
+        if anchor not in ("created", "data_time"):
+            raise ValueError(f"anchor must be 'created' or 'data_time', got {anchor!r}")
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise ValueError(f"priority must be an int (higher is planned first), got {priority!r}")
+        want_id = want_id or self.ids.next_want()
+        ev = WantCreated(refs=refs_t, source=source, ttl=ttl, sla=sla, comment=comment, command_id=command_id,
+                         parts=None if parts is None else parts.to_json(),
+                         data_time=data_time if data_time is not None else derived, anchor=anchor,
+                         priority=priority, schedule=schedule, tick=tick)
         await self.system.ask("want", want_id, CreateWant(ev))
         return WantHandle(self, want_id)
 
@@ -559,6 +588,22 @@ async def _shutdown(rt: Runtime, execution: ExecutionRouter, timers: Timers, gra
     await rt.log.commit()
 
 
+def _data_time(graph: Graph, refs: Iterable[str], start: float | None) -> float | None:
+    """The latest data time of ``refs`` (and ``start``), from their jobs' ``date``/``hour`` typed parameters."""
+    best = start
+    timed: dict[str, bool] = {}
+    for ref in refs:
+        job = graph.job_of(ref)
+        has = timed.get(job.name)
+        if has is None:
+            has = timed[job.name] = any(kind.timed for kind in job.param_types.values())
+        if has:
+            t = job.data_time(ref)
+            if t is not None and (best is None or t > best):
+                best = t
+    return best
+
+
 async def _serve_commands(rt: Runtime, interval: float = 0.2) -> None:
     """Consume the command inbox (commands from the CLI while this runtime runs), each exactly once."""
     while not rt.closing:
@@ -579,8 +624,13 @@ async def _run_command(rt: Runtime, command_id: int, name: str, payload: Mapping
         for w in rt.world.wants.values():  # re-delivered after a crash: already done
             if w.command_id == command_id:
                 return {"ok": True, "want_id": w.want_id}
-        h = await rt.want(payload["refs"], ttl=payload.get("ttl"), sla=payload.get("sla"),
-                          comment=payload.get("comment", ""), source="cli", command_id=command_id)
+        refs: Any = payload.get("refs", ())
+        if payload.get("parts") is not None:
+            refs = PartitionSet.from_json(payload["parts"])
+        h = await rt.want(refs, ttl=payload.get("ttl"), sla=payload.get("sla"),
+                          comment=payload.get("comment", ""), source="cli", command_id=command_id,
+                          priority=int(payload.get("priority", 0)), anchor=payload.get("anchor", "created"),
+                          data_time=payload.get("data_time"))
         return {"ok": True, "want_id": h.want_id}
     if name == "cancel":
         st = await rt.cancel(payload["want_id"], payload.get("reason", "canceled from the CLI"))
