@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from actors import PartitionSet, WantStatus, check_log, check_replay_fidelity, rebuild
+from actors import PartitionSet, WantCreated, WantStatus, check_log, check_replay_fidelity, rebuild
 from eventlog import EventLog
 from supervisor import Graph, JobContext, Runtime, _lazy, open_runtime, parse_partition_set
 from supervisor._lazy import waiting_reason
@@ -65,7 +65,10 @@ async def test_range_want_is_one_event_and_builds_every_partition(db: Path) -> N
         creations = [r for r in await log.history("want", h.want_id) if r.event.event_name == "WantCreated"]
         world = await rebuild(log)
     assert len(creations) == 1
-    assert creations[0].event.refs == ()
+    created = creations[0].event
+    assert isinstance(created, WantCreated)
+    assert created.refs == ()
+    assert created.parts is not None
     assert isinstance(world.wants[h.want_id].refs, PartitionSet)
     assert world.wants[h.want_id].data_time == dt.datetime(2026, 12, 31, tzinfo=dt.UTC).timestamp()
 
