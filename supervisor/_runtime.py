@@ -65,7 +65,7 @@ from ._executors import ExecutionRouter, Executor, ExecutorEnv
 from ._graph import Graph
 from ._hints import sole_error
 from ._ids import IdSource
-from ._sets import check_set
+from ._sets import check_set, parse_partition_set
 from ._supervisor import ActorCrashed, CommittedBatch, Drain, GaveUp, Pending, Recover, Supervisor
 from ._timers import Timers
 
@@ -625,13 +625,13 @@ async def _run_command(rt: Runtime, command_id: int, name: str, payload: Mapping
             if w.command_id == command_id:
                 return {"ok": True, "want_id": w.want_id}
         refs: Any = payload.get("refs", ())
-        if payload.get("parts") is not None:
-            refs = PartitionSet.from_json(payload["parts"])
+        if payload.get("specs"):  # ranges, read against this runtime's graph
+            refs = parse_partition_set(rt.graph, payload["specs"], refs=refs)
         h = await rt.want(refs, ttl=payload.get("ttl"), sla=payload.get("sla"),
                           comment=payload.get("comment", ""), source="cli", command_id=command_id,
                           priority=int(payload.get("priority", 0)), anchor=payload.get("anchor", "created"),
                           data_time=payload.get("data_time"))
-        return {"ok": True, "want_id": h.want_id}
+        return {"ok": True, "want_id": h.want_id, "size": len(h.state.refs)}
     if name == "cancel":
         st = await rt.cancel(payload["want_id"], payload.get("reason", "canceled from the CLI"))
         return {"ok": True, "want_id": st.want_id, "status": str(st.status)}
