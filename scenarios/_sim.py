@@ -24,7 +24,7 @@ import anyio
 
 from eventlog import get_logger
 
-from ._format import JobSpec, Scenario
+from ._format import Attempt, JobSpec, Scenario
 
 log = get_logger("wantbuild.scenarios")
 
@@ -52,9 +52,11 @@ def fill(template: str, params: Mapping[str, str]) -> str:
 
 def build_graph(sc: Scenario, make_run: Callable[[JobSpec], JobCallable | None]) -> Any:
     """The scenario's ``supervisor.Graph``; ``make_run(job)`` gives each job's callable (None: a no-op)."""
-    from supervisor import Graph
+    from supervisor import Graph, Schedule
 
     g = Graph(sc.name)
+    for pool, size in sc.pools.items():
+        g.add_pool(pool, size)
     for job in sc.jobs:
         run = make_run(job) or _noop
         g.job(
@@ -70,7 +72,13 @@ def build_graph(sc: Scenario, make_run: Callable[[JobSpec], JobCallable | None])
             timeout=job.timeout,
             heartbeat_timeout=job.heartbeat_timeout,
             collision_policy=job.collision_policy,
+            params={k: list(v) if isinstance(v, tuple) else v for k, v in job.params.items()} or None,
+            pool=job.pool,
         )(run)
+    for spec in sc.schedules:
+        g.schedules[spec.name] = Schedule(spec.name, spec.cron, spec.want, spec.timezone,
+                                          spec.catch_up, spec.priority, spec.ttl,  # type: ignore[arg-type]
+                                          spec.sla, spec.grace)
     return g
 
 
@@ -109,6 +117,7 @@ class Simulation:
     switches: dict[str, _Switch] = field(default_factory=dict)
     duplicates: list[Duplicate] = field(default_factory=list)
     executions: int = 0
+    scripted: dict[str, int] = field(default_factory=dict)  # ref -> scripted builds run
 
     def job_callable(self, job: JobSpec) -> JobCallable:
         async def run(ctx: Any) -> None:
@@ -143,6 +152,10 @@ class Simulation:
         run_id: str = ctx.job_run_id
         refs: tuple[str, ...] = tuple(ctx.partitions)
         params: tuple[Mapping[str, str], ...] = tuple(ctx.params)
+        scripted = next(((ref, job.script[ref]) for ref in refs if ref in job.script), None)
+        if scripted is not None:
+            await self._scripted(job, ctx, run_id, refs, *scripted)
+            return
         applies = not job.only or any(r in job.only for r in refs)
         if job.behaviour == "missing_deps" and applies:
             missing: dict[str, None] = {}
@@ -182,6 +195,39 @@ class Simulation:
             if misbehave:
                 what = "flaky failure" if job.behaviour == "flaky" else "failure"
                 raise SimulatedFailure(f"simulated {what} of {job.name} (attempt {ctx.attempt})")
+            for ref in refs:
+                self.outputs[ref] = True
+        finally:
+            self.switches.pop(run_id, None)
+            for ref in refs:
+                if self.executing.get(ref) == run_id:
+                    del self.executing[ref]
+
+    async def _scripted(self, job: JobSpec, ctx: Any, run_id: str, refs: tuple[str, ...], first: str,
+                        script: tuple[Attempt, ...]) -> None:
+        """A replayed build: the ``n``-th build of ``first`` goes as its script's ``n``-th step says."""
+        from supervisor import MissingDeps
+
+        step = script[min(self.scripted.get(first, 0), len(script) - 1)]
+        self.scripted[first] = self.scripted.get(first, 0) + 1
+        if step.outcome == "missing_deps":
+            missing = [m for m in step.missing if not self.is_live(m)]
+            if missing:
+                raise MissingDeps(missing)
+        self.executions += 1
+        for ref in refs:
+            self.builds[ref] = self.builds.get(ref, 0) + 1
+            self.executing[ref] = run_id
+        switch = _Switch(job.name, refs)
+        self.switches[run_id] = switch
+        try:
+            with anyio.CancelScope() as scope:
+                switch.scope = scope
+                await self._work(job, ctx, step.duration)
+            if switch.killed is not None:
+                raise SimulatedFailure(f"{switch.killed} (run {run_id})")
+            if step.outcome == "fail":
+                raise SimulatedFailure(f"replayed failure of {job.name} (attempt {ctx.attempt})")
             for ref in refs:
                 self.outputs[ref] = True
         finally:

@@ -30,6 +30,7 @@ from actors import (
     Clock,
     CollisionPolicy,
     Committed,
+    CreateSchedule,
     CreateWant,
     EndWant,
     EntityEnv,
@@ -43,6 +44,8 @@ from actors import (
     PartitionSet,
     PartitionState,
     PartitionStatus,
+    ScheduleActor,
+    ScheduleState,
     SystemClock,
     Taint,
     WantActor,
@@ -63,8 +66,10 @@ from eventlog import (
 from ._execution_glue import LocalExecution
 from ._executors import ExecutionRouter, Executor, ExecutorEnv
 from ._graph import Graph
-from ._hints import sole_error
+from ._hints import did_you_mean, sole_error
 from ._ids import IdSource
+from ._scheduler import Scheduler, created_event
+from ._schedules import Schedule, ScheduleError, check_schedule
 from ._sets import check_set, parse_partition_set
 from ._supervisor import ActorCrashed, CommittedBatch, Drain, GaveUp, Pending, Recover, Supervisor
 from ._timers import Timers
@@ -138,6 +143,49 @@ class Runtime:
         the error as its reason."""
         self._timers: Timers | None = None
         self._given_up: dict[tuple[str, str], int] = {}
+        self.scheduler = Scheduler(self)
+
+    # -- schedules (issue 16) -----------------------------------------------------------------------------
+    async def add_schedule(self, schedule: Schedule, *, source: str = "api") -> ScheduleState:
+        """Record a schedule (checked against the graph first: ScheduleError names the problem, nothing is
+        written); its first tick is the cron's first fire after now. A schedule of that name that exists already
+        is an error (delete it first)."""
+        self._check_open()
+        check_schedule(schedule, now=self.clock.now(), graph=self.graph)
+        existing = self.world.schedules.get(schedule.name)
+        if existing is not None:
+            what = "was deleted (a name is never reused)" if existing.terminal else "exists"
+            raise ScheduleError(f"schedule {schedule.name!r} {what}; pick another name"
+                                + ("" if existing.terminal else f", or delete it first (`wantbuild schedule rm "
+                                                                 f"{schedule.name}`)"))
+        st: ScheduleState = await self.system.ask("schedule", schedule.name,
+                                                  CreateSchedule(created_event(schedule, source)))
+        self.scheduler.wake()
+        return st
+
+    async def pause_schedule(self, name: str, reason: str = "paused by request") -> ScheduleState:
+        """Pause a schedule: no tick until it is resumed (ticks missed meanwhile are not caught up)."""
+        return await self._change_schedule(name, "pause", reason)
+
+    async def resume_schedule(self, name: str, reason: str = "resumed by request") -> ScheduleState:
+        return await self._change_schedule(name, "resume", reason)
+
+    async def delete_schedule(self, name: str, reason: str = "deleted by request") -> ScheduleState:
+        """Delete a schedule for good (its wants go on); its name cannot be used again."""
+        return await self._change_schedule(name, "delete", reason)
+
+    def get_schedule(self, name: str) -> ScheduleState:
+        st = self.world.schedules.get(name)
+        if st is None:
+            hint = did_you_mean(name, self.world.schedules)
+            raise UnknownEntity(f"no schedule {name!r} in {self.log.path}{'; ' + hint if hint else ''}")
+        return st
+
+    async def _change_schedule(self, name: str, how: str, reason: str) -> ScheduleState:
+        self._check_open()
+        self.get_schedule(name)
+        st: ScheduleState = await self.scheduler.change(name, how, reason)
+        return st
 
     # -- commands ---------------------------------------------------------------------------------------
     async def want(self, refs: Iterable[str] | str | PartitionSet, *, ttl: float | None = None,
@@ -515,6 +563,7 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
             # (5% of a batched backfill, A/B).
             system.register("partition", lambda key: PartitionActor(key, env), linger=False)
             system.register("job_run", lambda key: JobRunActor(key, env, execution))
+            system.register("schedule", lambda key: ScheduleActor(key, env))
             system.register("supervisor",
                             lambda key: Supervisor(key, env, graph, ids, timers, policy, pending),
                             passivate_after=None, mailbox_size=math.inf)
@@ -534,6 +583,9 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
             await system.tell(*SUPERVISOR, Recover())
             if serve_commands:
                 tg.start_soon(_serve_commands, rt)
+            if graph.schedules:
+                await rt.scheduler.ensure(graph.schedules.values(), "graph")
+            tg.start_soon(rt.scheduler.run)
             try:
                 yield rt
             finally:
@@ -632,6 +684,13 @@ async def _run_command(rt: Runtime, command_id: int, name: str, payload: Mapping
                           priority=int(payload.get("priority", 0)), anchor=payload.get("anchor", "created"),
                           data_time=payload.get("data_time"))
         return {"ok": True, "want_id": h.want_id, "size": len(h.state.refs)}
+    if name == "schedule_add":
+        fields = dict(payload)
+        sched = await rt.add_schedule(Schedule(**fields), source="cli")
+        return {"ok": True, "schedule": sched.name}
+    if name == "schedule_change":
+        sched = await rt._change_schedule(payload["name"], payload["how"], payload.get("reason", "from the CLI"))
+        return {"ok": True, "schedule": sched.name, "status": str(sched.status)}
     if name == "cancel":
         st = await rt.cancel(payload["want_id"], payload.get("reason", "canceled from the CLI"))
         return {"ok": True, "want_id": st.want_id, "status": str(st.status)}
