@@ -557,7 +557,7 @@ class Job:
             value = params.get(name)
             if value is not None and kind.ordinal(value) is None:
                 return (f"{{{name}}} of job {self.name!r} is {kind.describe()}, but {ref!r} has {value!r} there; "
-                        f"write {kind.describe().split(' ', 1)[1]}")
+                        f"write a value of that type")
         return None
 
     def data_time(self, ref: str) -> float | None:

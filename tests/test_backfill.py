@@ -11,7 +11,7 @@ import pytest
 
 from actors import PartitionSet, WantCreated, WantStatus, check_log, check_replay_fidelity, rebuild
 from eventlog import EventLog
-from supervisor import Graph, JobContext, Runtime, _lazy, open_runtime, parse_partition_set
+from supervisor import Graph, JobContext, Runtime, Schedule, ScheduleError, _lazy, open_runtime, parse_partition_set
 from supervisor._lazy import waiting_reason
 
 
@@ -163,3 +163,34 @@ async def test_sla_anchored_to_a_given_data_time(db: Path) -> None:
         h = await rt.want(["daily/2026-01-01"], sla=60, anchor="data_time", data_time=rt.clock.now() - 3600)
         st = await h.done(timeout=10)
         assert (st.status, st.sla_missed) == (WantStatus.SUCCESSFUL, True)
+
+
+async def test_schedule_ticks_pauses_resumes_and_is_deleted(db: Path) -> None:
+    """A schedule firing every second creates one want per tick; paused, it creates none, and resuming does not
+    catch up the paused time; deleted, it stops for good. Reopening the log keeps it and never doubles a tick."""
+    built: list[str] = []
+    g = daily_graph(built)
+    sched = Schedule("often", "* * * * * *", "daily/{date}", priority=5)
+    async with open_runtime(db, g) as rt:
+        await rt.add_schedule(sched)
+        with pytest.raises(ScheduleError, match="exists"):
+            await rt.add_schedule(sched)
+        await anyio.sleep(2.5)
+        ticks = rt.get_schedule("often").ticks
+        assert ticks >= 1
+        await rt.pause_schedule("often")
+        await anyio.sleep(2.0)
+        assert rt.get_schedule("often").ticks == ticks
+        await rt.resume_schedule("often")
+        await anyio.sleep(1.6)
+        resumed = rt.get_schedule("often").ticks
+        assert ticks < resumed <= ticks + 2  # the paused seconds are not caught up
+    async with open_runtime(db, g) as rt:
+        st = rt.get_schedule("often")
+        await rt.delete_schedule("often")
+        await anyio.sleep(1.5)
+        assert rt.get_schedule("often").ticks <= st.ticks + 2
+        wants = [w for w in rt.world.wants.values() if w.schedule == "often"]
+        assert len(wants) == len({w.tick for w in wants}) == rt.get_schedule("often").ticks
+        assert all(w.priority == 5 and w.anchor == "data_time" for w in wants)
+        assert str(rt.get_schedule("often").status) == "Deleted"

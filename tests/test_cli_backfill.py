@@ -103,3 +103,27 @@ def test_nothing_to_want_is_a_usage_error(tmp_path: Path) -> None:
     res = invoke("want", "create", "--db", tmp_path / "wb.db")
     assert res.exit_code == 2
     assert "--from-file" in res.output
+
+
+def test_schedule_commands(graph_file: Path, tmp_path: Path) -> None:
+    """schedule add (checked against the graph), list, pause, resume and rm; bad input is refused, nothing written."""
+    db = tmp_path / "wb.db"
+    bad = invoke("schedule", "add", "n", "--cron", "0 0 31 2 *", "--want", "daily/{date}", "--graph", graph_file,
+                 "--db", db)
+    assert bad.exit_code == 1
+    assert "never fires" in bad.output
+    assert not db.exists()
+    bad = invoke("schedule", "add", "n", "--cron", "0 2 * * *", "--want", "daily/{date:yesterday}",
+                 "--timezone", "Mars/Olympus", "--graph", graph_file, "--db", db)
+    assert "unknown timezone 'Mars/Olympus'" in bad.output
+    ok = invoke("schedule", "add", "nightly", "--cron", "0 2 * * *", "--want", "daily/{date:yesterday}",
+                "--catch-up", "latest", "--graph", graph_file, "--db", db)
+    assert ok.exit_code == 0, ok.output
+    listed = json.loads(invoke("schedule", "list", "--db", db, "--json").output)
+    assert [(s["name"], s["status"], s["spec"]["catch_up"]) for s in listed] == [("nightly", "Active", "latest")]
+    assert listed[0]["next_tick"] is not None
+    for command, status in (("pause", "Paused"), ("resume", "Active"), ("rm", "Deleted")):
+        res = invoke("schedule", command, "nightly", "--graph", graph_file, "--db", db)
+        assert res.exit_code == 0, res.output
+        assert load(db).schedules["nightly"].status == status
+    assert invoke("schedule", "rm", "nope", "--db", db).exit_code == 2
