@@ -203,8 +203,8 @@ class JobSpec:
 
 @dataclass(frozen=True)
 class Attempt:
-    """One scripted build: how long it takes and how it ends (``succeed``, ``fail``, or ``missing_deps`` reporting
-    ``missing`` while they are not Live)."""
+    """One scripted build: how long it takes and how it ends (``succeed``, ``fail``, ``missing_deps`` reporting
+    ``missing`` while they are not Live, or ``hang``: it runs until canceled, killed or timed out)."""
 
     duration: float = 0.0
     outcome: str = "succeed"
@@ -658,8 +658,8 @@ class _Parser:
             for a in attempts:
                 self.check_keys(a, (*key, ref), ("duration", "outcome", "missing"), "a scripted build")
                 outcome = a.get("outcome", "succeed")
-                if outcome not in ("succeed", "fail", "missing_deps"):
-                    raise self.error((*key, ref), f"outcome {outcome!r} is not succeed, fail or missing_deps")
+                if outcome not in ("succeed", "fail", "missing_deps", "hang"):
+                    raise self.error((*key, ref), f"outcome {outcome!r} is not succeed, fail, missing_deps or hang")
                 duration = a.get("duration", 0.0)
                 if not _is_num(duration) or duration < 0:
                     raise self.error((*key, ref), f"duration must be a number >= 0, got {duration!r}")

@@ -209,7 +209,8 @@ class Simulation:
         from supervisor import MissingDeps
 
         step = script[min(self.scripted.get(first, 0), len(script) - 1)]
-        self.scripted[first] = self.scripted.get(first, 0) + 1
+        for ref in refs:
+            self.scripted[ref] = self.scripted.get(ref, 0) + 1
         if step.outcome == "missing_deps":
             missing = [m for m in step.missing if not self.is_live(m)]
             if missing:
@@ -223,6 +224,8 @@ class Simulation:
         try:
             with anyio.CancelScope() as scope:
                 switch.scope = scope
+                if step.outcome == "hang":
+                    await anyio.Event().wait()
                 await self._work(job, ctx, step.duration)
             if switch.killed is not None:
                 raise SimulatedFailure(f"{switch.killed} (run {run_id})")
