@@ -194,3 +194,34 @@ async def test_schedule_ticks_pauses_resumes_and_is_deleted(db: Path) -> None:
         assert len(wants) == len({w.tick for w in wants}) == rt.get_schedule("often").ticks
         assert all(w.priority == 5 and w.anchor == "data_time" for w in wants)
         assert str(rt.get_schedule("often").status) == "Deleted"
+
+
+async def test_explain_says_a_queued_ref_waits_on_its_full_pool(db: Path) -> None:
+    """While a pool of one is busy with another job's run, explain says the queued ref waits on the full pool."""
+    release, started = anyio.Event(), anyio.Event()
+    g = Graph("pools")
+    g.add_pool("warehouse", 1)
+
+    @g.job("load", outputs="load/{n}", pool="warehouse")
+    async def load(ctx: JobContext) -> None:
+        started.set()
+        await release.wait()
+
+    @g.job("report", outputs="report/{n}", pool="warehouse")
+    async def report(ctx: JobContext) -> None:
+        return None
+
+    async with open_runtime(db, g) as rt:
+        busy = await rt.want(["load/1"])
+        with anyio.fail_after(5):
+            await started.wait()
+        idle = anyio.Event()
+        rt.add_hook(lambda rec, old, new: idle.set() if rec.event.event_name == "WantIdle" else None)
+        waiting = await rt.want(["report/1"])
+        with anyio.fail_after(5):
+            await idle.wait()
+        ex = await rt.explain("report/1")
+        assert "pool warehouse full: 1/1" in ex.summary
+        release.set()
+        assert (await busy.done(timeout=5)).status is WantStatus.SUCCESSFUL
+        assert (await waiting.done(timeout=5)).status is WantStatus.SUCCESSFUL

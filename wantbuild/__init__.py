@@ -20,11 +20,15 @@ Errors all derive from :class:`WantbuildError`::
      │    ├── SchemaVersionError        the log was written by a newer wantbuild
      │    ├── FingerprintMismatch       the log belongs to another graph
      │    ├── CorruptLogError           a stored event cannot be read back (names its seq)
-     │    │    └── ReplayError          an event that does not apply to its entity (names its seq)
+     │    │    ├── ReplayError          an event that does not apply to its entity (names its seq)
+     │    │    └── DamagedLogError      the log's structure is damaged: read, never written
      │    ├── CommitError               a batch could not commit
+     │    ├── WriterFailedError         the log's writer stopped on a bug (also a RuntimeError)
      │    ├── LogClosedError            the log is closed (also a RuntimeError)
      │    ├── LogNotFoundError          no log at the path (also a FileNotFoundError)
-     │    ├── ReadOnlyLogError          a write through a log opened with writer=False
+     │    ├── ReadOnlyLogError          a write through a log opened with writer=False (or a read-only file)
+     │    ├── CommandCompletedError     an inbox command completed twice (its effect is not applied again)
+     │    ├── UnknownCommandError       no inbox command with that id (also a LookupError)
      │    └── WriterLockedError         another process already writes this log
      ├── IllegalTransition (ValueError) an event a state machine does not accept in its current state
      ├── InvalidRef (ValueError)        a malformed partition ref (names the ref and the rule)
@@ -84,9 +88,11 @@ from actors import (
     validate_refs,
 )
 from eventlog import (
+    CommandCompletedError,
     CommitError,
     ConcurrencyError,
     CorruptLogError,
+    DamagedLogError,
     EventLog,
     EventLogError,
     FingerprintMismatch,
@@ -95,7 +101,9 @@ from eventlog import (
     ReadOnlyLogError,
     Record,
     SchemaVersionError,
+    UnknownCommandError,
     WantbuildError,
+    WriterFailedError,
     WriterLockedError,
 )
 from supervisor import (
@@ -145,9 +153,11 @@ __all__ = [
     "AskDeadlock",
     "AskTimeout",
     "Clock",
+    "CommandCompletedError",
     "CommitError",
     "ConcurrencyError",
     "CorruptLogError",
+    "DamagedLogError",
     "DaskExecutor",
     "EventLog",
     "EventLogError",
@@ -186,6 +196,7 @@ __all__ = [
     "StaleFence",
     "SystemClock",
     "UnknownActorKind",
+    "UnknownCommandError",
     "UnknownEntity",
     "UnknownJob",
     "Violation",
@@ -194,6 +205,7 @@ __all__ = [
     "WantStatus",
     "WantbuildError",
     "World",
+    "WriterFailedError",
     "WriterLockedError",
     "__version__",
     "check_log",
