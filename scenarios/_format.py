@@ -47,7 +47,7 @@ from typing import Any, Final, Literal, TypeAlias, get_args
 
 from actors import POLICIES, CollisionPolicy
 from eventlog import WantbuildError
-from supervisor import valid_choices
+from supervisor import CATCH_UP, Schedule, valid_choices
 from supervisor._graph_toml import toml_type
 
 __all__ = [
@@ -61,7 +61,6 @@ __all__ = [
     "PartitionExpect",
     "Scenario",
     "ScenarioError",
-    "ScheduleSpec",
     "Step",
     "WantExpect",
     "dump_scenario",
@@ -212,21 +211,6 @@ class Attempt:
 
 
 @dataclass(frozen=True)
-class ScheduleSpec:
-    """A ``[schedule.NAME]`` of the scenario: the fields of a graph file's schedule."""
-
-    name: str
-    cron: str
-    want: str
-    timezone: str = "UTC"
-    catch_up: str = "all"
-    priority: int = 0
-    ttl: float | None = None
-    sla: float | None = None
-    grace: float = 60.0
-
-
-@dataclass(frozen=True)
 class Step:
     """One timeline entry. Which fields matter depends on ``action`` (see docs/scenarios.md)."""
 
@@ -311,7 +295,8 @@ class Scenario:
     expect: Expectations = field(default_factory=Expectations)
     explore_params: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     pools: Mapping[str, int] = field(default_factory=dict)
-    schedules: tuple[ScheduleSpec, ...] = ()
+    schedules: tuple[Schedule, ...] = ()
+    """``[schedule.NAME]`` tables: the schedules of a graph file (``supervisor.Schedule``)."""
     path: str | None = field(default=None, compare=False)
 
     def job(self, name: str) -> JobSpec:
@@ -670,7 +655,7 @@ class _Parser:
             out[ref] = tuple(steps)
         return out
 
-    def schedule(self, name: str, t: object) -> ScheduleSpec:
+    def schedule(self, name: str, t: object) -> Schedule:
         key: KeyPath = ("schedule", name)
         if not isinstance(t, dict):
             raise self.error(key, f"must be a table ([schedule.{name}]), got {toml_type(t)}")
@@ -680,10 +665,10 @@ class _Parser:
             if needed not in t:
                 raise self.error(key, f"missing field {needed!r}; e.g. cron = \"0 2 * * *\", "
                                       f"want = \"daily/{{date:yesterday}}\"")
-        return ScheduleSpec(
+        return Schedule(
             name=name, cron=self.string(t, (*key, "cron")) or "", want=self.string(t, (*key, "want")) or "",
             timezone=self.string(t, (*key, "timezone"), default="UTC") or "UTC",
-            catch_up=self.string(t, (*key, "catch_up"), default="all", choices=("all", "latest", "none")) or "all",
+            catch_up=self.string(t, (*key, "catch_up"), default="all", choices=CATCH_UP) or "all",  # type: ignore[arg-type]
             priority=int(self.get(t, (*key, "priority"), _is_int, "an integer", 0)),
             ttl=self.number(t, (*key, "ttl"), strict=True), sla=self.number(t, (*key, "sla"), strict=True),
             grace=self.number(t, (*key, "grace"), default=60.0) or 0.0,
@@ -909,7 +894,7 @@ def _check_against_graph(sc: Scenario, parser: _Parser) -> None:
         except (InvalidRef, NoJobForRef) as e:
             raise parser.error(key, str(e)) from None
 
-    from supervisor import Schedule, ScheduleError, check_schedule, parse_partition_set
+    from supervisor import ScheduleError, check_schedule, parse_partition_set
 
     for step in sc.timeline:
         key: KeyPath = ("timeline", step.index)
@@ -927,8 +912,7 @@ def _check_against_graph(sc: Scenario, parser: _Parser) -> None:
             check_ref(step.entity, (*key, "entity"))
     for spec in sc.schedules:
         try:
-            check_schedule(Schedule(spec.name, spec.cron, spec.want, spec.timezone, spec.catch_up,  # type: ignore[arg-type]
-                                    spec.priority, spec.ttl, spec.sla, spec.grace), now=0.0, graph=graph)
+            check_schedule(spec, now=0.0, graph=graph)
         except ScheduleError as e:
             raise parser.error(("schedule", spec.name), str(e)) from None
     for ref in sc.expect.partitions:
@@ -993,9 +977,10 @@ def dump_scenario(sc: Scenario, *, header: str = "") -> str:
     for sched in sc.schedules:
         out.append("")
         out.append(f"[schedule.{_key(sched.name)}]")
-        for f in dataclasses.fields(ScheduleSpec):
+        unset = Schedule(name="x", cron="", want="")
+        for f in dataclasses.fields(Schedule):
             value = getattr(sched, f.name)
-            if f.name == "name" or value is None:
+            if f.name == "name" or (f.name not in ("cron", "want") and value == getattr(unset, f.name)):
                 continue
             out.append(f"{f.name} = {_q(value) if isinstance(value, str) else _num(value)}")
     defaults = JobSpec(name="x", outputs=("x",))

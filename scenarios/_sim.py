@@ -24,7 +24,7 @@ import anyio
 
 from eventlog import get_logger
 
-from ._format import Attempt, JobSpec, Scenario
+from ._format import JobSpec, Scenario
 
 log = get_logger("wantbuild.scenarios")
 
@@ -52,7 +52,7 @@ def fill(template: str, params: Mapping[str, str]) -> str:
 
 def build_graph(sc: Scenario, make_run: Callable[[JobSpec], JobCallable | None]) -> Any:
     """The scenario's ``supervisor.Graph``; ``make_run(job)`` gives each job's callable (None: a no-op)."""
-    from supervisor import Graph, Schedule
+    from supervisor import Graph
 
     g = Graph(sc.name)
     for pool, size in sc.pools.items():
@@ -75,10 +75,8 @@ def build_graph(sc: Scenario, make_run: Callable[[JobSpec], JobCallable | None])
             params={k: list(v) if isinstance(v, tuple) else v for k, v in job.params.items()} or None,
             pool=job.pool,
         )(run)
-    for spec in sc.schedules:
-        g.schedules[spec.name] = Schedule(spec.name, spec.cron, spec.want, spec.timezone,
-                                          spec.catch_up, spec.priority, spec.ttl,  # type: ignore[arg-type]
-                                          spec.sla, spec.grace)
+    for schedule in sc.schedules:
+        g.schedules[schedule.name] = schedule
     return g
 
 
@@ -153,19 +151,42 @@ class Simulation:
         refs: tuple[str, ...] = tuple(ctx.partitions)
         params: tuple[Mapping[str, str], ...] = tuple(ctx.params)
         scripted = next(((ref, job.script[ref]) for ref in refs if ref in job.script), None)
-        if scripted is not None:
-            await self._scripted(job, ctx, run_id, refs, *scripted)
+        if scripted is not None:  # a replayed build (scenario from-log): the n-th build of its first ref
+            first, script = scripted
+            step = script[min(self.scripted.get(first, 0), len(script) - 1)]
+            for ref in refs:
+                self.scripted[ref] = self.scripted.get(ref, 0) + 1
+            missing = [m for m in step.missing if not self.is_live(m)] if step.outcome == "missing_deps" else []
+            if missing:
+                raise MissingDeps(missing)
+            failure = f"replayed failure of {job.name} (attempt {ctx.attempt})" if step.outcome == "fail" else None
+            await self._execute(job, ctx, run_id, refs, step.duration, hang=step.outcome == "hang", failure=failure)
             return
         applies = not job.only or any(r in job.only for r in refs)
         if job.behaviour == "missing_deps" and applies:
-            missing: dict[str, None] = {}
+            wanted: dict[str, None] = {}
             for p in params:
                 for template in job.missing:
                     dep = fill(template, p)
                     if not self.is_live(dep):
-                        missing[dep] = None
-            if missing:
-                raise MissingDeps(list(missing))
+                        wanted[dep] = None
+            if wanted:
+                raise MissingDeps(list(wanted))
+        builds = [self.builds.get(r, 0) + 1 for r in refs]
+        misbehave = False
+        if applies and job.behaviour in ("fail", "hang"):
+            misbehave = job.times is None or min(builds) <= job.times
+        elif applies and job.behaviour == "flaky":
+            misbehave = flaky_rng(self.scenario.seed, run_id, int(ctx.attempt)).random() < job.rate
+        what = "flaky failure" if job.behaviour == "flaky" else "failure"
+        await self._execute(job, ctx, run_id, refs, job.duration + job.per_partition * len(refs),
+                            hang=misbehave and job.behaviour == "hang",
+                            failure=f"simulated {what} of {job.name} (attempt {ctx.attempt})" if misbehave else None)
+
+    async def _execute(self, job: JobSpec, ctx: Any, run_id: str, refs: tuple[str, ...], seconds: float, *,
+                       hang: bool, failure: str | None) -> None:
+        """Build ``refs``: count the builds (and duplicate work), work ``seconds`` (or forever if ``hang``), then
+        fail with ``failure`` or write the outputs. A kill step ends it early."""
         self.executions += 1
         at = self.now()
         for ref in refs:
@@ -176,61 +197,18 @@ class Simulation:
             elif self.outputs.get(ref):
                 self.duplicates.append(Duplicate(at, run_id, ref, "output exists"))
             self.executing[ref] = run_id
-        first_builds = [self.builds[r] for r in refs]
-        misbehave = False
-        if applies and job.behaviour in ("fail", "hang"):
-            misbehave = job.times is None or min(first_builds) <= job.times
-        elif applies and job.behaviour == "flaky":
-            misbehave = flaky_rng(self.scenario.seed, run_id, int(ctx.attempt)).random() < job.rate
         switch = _Switch(job.name, refs)
         self.switches[run_id] = switch
         try:
             with anyio.CancelScope() as scope:
                 switch.scope = scope
-                if misbehave and job.behaviour == "hang":
+                if hang:
                     await anyio.Event().wait()
-                await self._work(job, ctx, job.duration + job.per_partition * len(refs))
+                await self._work(job, ctx, seconds)
             if switch.killed is not None:
                 raise SimulatedFailure(f"{switch.killed} (run {run_id})")
-            if misbehave:
-                what = "flaky failure" if job.behaviour == "flaky" else "failure"
-                raise SimulatedFailure(f"simulated {what} of {job.name} (attempt {ctx.attempt})")
-            for ref in refs:
-                self.outputs[ref] = True
-        finally:
-            self.switches.pop(run_id, None)
-            for ref in refs:
-                if self.executing.get(ref) == run_id:
-                    del self.executing[ref]
-
-    async def _scripted(self, job: JobSpec, ctx: Any, run_id: str, refs: tuple[str, ...], first: str,
-                        script: tuple[Attempt, ...]) -> None:
-        """A replayed build: the ``n``-th build of ``first`` goes as its script's ``n``-th step says."""
-        from supervisor import MissingDeps
-
-        step = script[min(self.scripted.get(first, 0), len(script) - 1)]
-        for ref in refs:
-            self.scripted[ref] = self.scripted.get(ref, 0) + 1
-        if step.outcome == "missing_deps":
-            missing = [m for m in step.missing if not self.is_live(m)]
-            if missing:
-                raise MissingDeps(missing)
-        self.executions += 1
-        for ref in refs:
-            self.builds[ref] = self.builds.get(ref, 0) + 1
-            self.executing[ref] = run_id
-        switch = _Switch(job.name, refs)
-        self.switches[run_id] = switch
-        try:
-            with anyio.CancelScope() as scope:
-                switch.scope = scope
-                if step.outcome == "hang":
-                    await anyio.Event().wait()
-                await self._work(job, ctx, step.duration)
-            if switch.killed is not None:
-                raise SimulatedFailure(f"{switch.killed} (run {run_id})")
-            if step.outcome == "fail":
-                raise SimulatedFailure(f"replayed failure of {job.name} (attempt {ctx.attempt})")
+            if failure is not None:
+                raise SimulatedFailure(failure)
             for ref in refs:
                 self.outputs[ref] = True
         finally:

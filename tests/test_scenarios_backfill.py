@@ -30,3 +30,12 @@ def test_schedule_across_a_crash_ticks_exactly_once() -> None:
     assert ticks == sorted(set(ticks))
     assert len(ticks) == 12
     assert all(w.status == "Successful" for w in r.wants)
+
+
+def test_new_fields_survive_dump_and_parse() -> None:
+    """Pools, schedules, typed params, pools on jobs, priorities and scripts are written back as they were read."""
+    from scenarios import dump_scenario, parse_scenario
+
+    for name in ("backfill-and-schedule-share-a-pool", "schedule-across-a-crash", "demo-replayed"):
+        sc = load_scenario(scenarios.find_scenario(name))
+        assert parse_scenario(dump_scenario(sc), f"{name}.toml") == sc
