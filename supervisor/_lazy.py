@@ -64,7 +64,7 @@ class LazyPlanning:
             return itertools.islice(want.refs, self.cursors.get(want.want_id, len(want.refs)))
         return want.refs
 
-    def _activate(self) -> None:
+    async def _activate(self) -> None:
         """Activate set wants' refs, highest priority first, while fewer than WINDOW refs are queued or in flight."""
         if not self.cursors:
             return
@@ -81,13 +81,13 @@ class LazyPlanning:
                     break
                 chunk = list(itertools.islice(refs.iter_from(start), CHUNK))
                 self.cursors[wid] = start + len(chunk)
-                self._activate_refs(want, chunk)
+                await self._activate_refs(want, chunk)
             if self.cursors[wid] >= len(refs):
                 del self.cursors[wid]
             if len(self.queued) + len(self.planned) >= WINDOW:
                 return
 
-    def _activate_refs(self, want: WantState, refs: list[str]) -> None:
+    async def _activate_refs(self, want: WantState, refs: list[str]) -> None:
         raise NotImplementedError  # the supervisor's: index each ref, then plan it
 
     # -- priorities ----------------------------------------------------------------------------------------------

@@ -299,7 +299,7 @@ class Supervisor(LazyPlanning, Actor[Any]):
             self.cat[ref] = self._category(ref)
         counts[self.cat[ref]] += 1
 
-    def _activate_refs(self, want: WantState, refs: list[str]) -> None:
+    async def _activate_refs(self, want: WantState, refs: list[str]) -> None:
         """Index a chunk of a set want's refs (they counted as Idle so far) and queue those that need building.
         Never plans a ref planned already (a set's refs are not new: they may be planned before a restart)."""
         wid = want.want_id
@@ -312,10 +312,7 @@ class Supervisor(LazyPlanning, Actor[Any]):
                                                       and ref not in self.retrying):
                 self._enqueue(ref)
             elif st.status is P.UPSTREAM_WAITING:
-                run = self.world.runs.get(st.waiting_run or "")
-                if run is not None:
-                    self._want_refs(run.missing, source=f"job_run:{run.job_run_id}", for_refs=(st.ref,))
-                    self.to_schedule = True
+                await self._ensure_upstream(st)
         self.dirty.add(wid)
 
     async def _plan_want(self, want: WantState, *, new: bool = True) -> None:
@@ -541,7 +538,7 @@ class Supervisor(LazyPlanning, Actor[Any]):
         self.queued.discard(ref)  # the stale deque entry is skipped when planning
 
     async def _schedule(self) -> None:
-        self._activate()
+        await self._activate()
         for name in self._jobs_in_order():
             job = self.graph[name]
             refs = self._pop_refs(name)

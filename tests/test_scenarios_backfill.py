@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 import scenarios
-from scenarios import load_scenario, run_scenario
+from scenarios import load_scenario, parse_scenario, run_scenario
+from supervisor import _lazy
 
 
 def test_priority_schedule_waits_at_most_one_slot_behind_the_backfill() -> None:
@@ -39,3 +44,46 @@ def test_new_fields_survive_dump_and_parse() -> None:
     for name in ("backfill-and-schedule-share-a-pool", "schedule-across-a-crash", "demo-replayed"):
         sc = load_scenario(scenarios.find_scenario(name))
         assert parse_scenario(dump_scenario(sc), f"{name}.toml") == sc
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(crash_at=st.floats(0, 1500), downtime=st.sampled_from([0.0, 600.0]), priority=st.integers(0, 2))
+def test_range_want_across_a_crash_completes(monkeypatch: pytest.MonkeyPatch, crash_at: float, downtime: float,
+                                             priority: int) -> None:
+    """A range want planned lazily (a small window) with a competing priority want, crashed anywhere: both end
+    Successful, every partition Live, invariants I1-I6 hold throughout and across the crash."""
+    monkeypatch.setattr(_lazy, "WINDOW", 40)
+    monkeypatch.setattr(_lazy, "CHUNK", 15)
+    sc = parse_scenario(f"""
+[scenario]
+name = "range-crash"
+[job.daily]
+outputs = "daily/{{date}}"
+params = {{ date = "date" }}
+batch = 7
+concurrency = 3
+duration = 60
+[[timeline]]
+at = 0
+action = "want"
+name = "backfill"
+refs = ["daily/1970-01-01..1970-05-20"]
+[[timeline]]
+at = 300
+action = "want"
+name = "today"
+refs = ["daily/1970-06-01"]
+priority = {priority}
+[[timeline]]
+at = {crash_at}
+action = "crash"
+downtime = {downtime}
+[expect]
+all_terminal = true
+[expect.wants]
+backfill = "Successful"
+today = "Successful"
+""", "range-crash.toml")
+    r = run_scenario(sc)
+    assert r.violations == []
+    assert r.ok, [f"{c.name}: {c.expected} != {c.actual}" for c in r.failed_checks]
