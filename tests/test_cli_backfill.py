@@ -127,3 +127,36 @@ def test_schedule_commands(graph_file: Path, tmp_path: Path) -> None:
         assert res.exit_code == 0, res.output
         assert load(db).schedules["nightly"].status == status
     assert invoke("schedule", "rm", "nope", "--db", db).exit_code == 2
+
+
+def test_ranges_and_schedules_through_a_running_runtime(graph_file: Path, tmp_path: Path) -> None:
+    """Against ``run --serve``: a range want goes through the inbox and is read against the runtime's graph; a bad
+    range is rejected with the fix and creates no want; a schedule is added, paused and removed the same way."""
+    import subprocess
+    import sys
+    import time
+
+    db = tmp_path / "served.db"
+    proc = subprocess.Popen([sys.executable, "-m", "wantbuild", "run", str(graph_file), "--db", str(db), "--serve"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not EventLog.writer_active(db) and proc.poll() is None:
+            assert time.monotonic() < deadline, "the runtime did not start"
+            time.sleep(0.05)
+        waited = invoke("want", "create", "daily/2026-03-01..2026-03-31", "--db", db, "--wait", "--json")
+        assert waited.exit_code == 0, waited.output
+        assert json.loads(waited.output)["status"] == "Successful"
+        bad = invoke("want", "create", "daily/2026-03-01..31", "--db", db)
+        assert bad.exit_code == 1
+        assert "write e.g. daily/2026-03-01..2026-03-31" in bad.output
+        for args in (("add", "nightly", "--cron", "0 2 * * *", "--want", "daily/{date:yesterday}"),
+                     ("pause", "nightly"), ("rm", "nightly")):
+            res = invoke("schedule", *args, "--db", db)
+            assert res.exit_code == 0, res.output
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+    world = load(db)
+    assert [len(w.refs) for w in world.wants.values()] == [31]
+    assert str(world.schedules["nightly"].status) == "Deleted"
