@@ -22,6 +22,8 @@ from ._schedule import (
 # --- messages and the actor -------------------------------------------------------------------------------
 class CreateSchedule(msgspec.Struct, frozen=True):
     event: ScheduleCreated
+    command: tuple[int, dict[str, Any]] | None = None
+    """The inbox command this completes, in the same transaction (see ``EntityActor.persist``)."""
 
 
 class RecordTick(msgspec.Struct, frozen=True):
@@ -35,6 +37,7 @@ class RecordTick(msgspec.Struct, frozen=True):
 class ChangeSchedule(msgspec.Struct, frozen=True):
     how: str  # pause | resume | delete
     reason: str = ""
+    command: tuple[int, dict[str, Any]] | None = None
 
 
 class ScheduleActor(EntityActor[ScheduleState]):
@@ -48,7 +51,7 @@ class ScheduleActor(EntityActor[ScheduleState]):
             if st is not None:
                 raise IllegalTransition("schedule", self.key, st.status, "ScheduleCreated",
                                         "a deleted schedule's name cannot be used again; pick another name")
-            return await self.persist(msg.event)
+            return await self.persist(msg.event, msg.command)
         if isinstance(msg, RecordTick):
             if st is None or st.status is not S.ACTIVE or msg.tick <= st.last_tick:
                 return st
@@ -57,11 +60,13 @@ class ScheduleActor(EntityActor[ScheduleState]):
             if st is None or st.terminal:
                 return st
             if msg.how == "pause":
-                return st if st.status is S.PAUSED else await self.persist(SchedulePaused(reason=msg.reason))
+                return st if st.status is S.PAUSED else await self.persist(SchedulePaused(reason=msg.reason),
+                                                                           msg.command)
             if msg.how == "resume":
-                return st if st.status is S.ACTIVE else await self.persist(ScheduleResumed(reason=msg.reason))
+                return st if st.status is S.ACTIVE else await self.persist(ScheduleResumed(reason=msg.reason),
+                                                                           msg.command)
             if msg.how == "delete":
-                return await self.persist(ScheduleDeleted(reason=msg.reason))
+                return await self.persist(ScheduleDeleted(reason=msg.reason), msg.command)
             raise ValueError(f"schedule {self.key}: unknown change {msg.how!r}")
         if type(msg).__name__ == "GetState":
             return st

@@ -25,11 +25,14 @@ import anyio.lowlevel
 
 from actors import (
     ActorFailure,
+    ActorStopped,
     ActorSystem,
+    AskTimeout,
     CancelRun,
     Clock,
     CollisionPolicy,
     Committed,
+    Completion,
     CreateSchedule,
     CreateWant,
     EndWant,
@@ -57,7 +60,12 @@ from actors import (
 )
 from actors._want import Anchor
 from eventlog import (
+    DEFAULT_DURABILITY,
+    CommandCompletedError,
+    CommitError,
+    Durability,
     EventLog,
+    LogClosedError,
     Record,
     WantbuildError,
     get_logger,
@@ -146,7 +154,8 @@ class Runtime:
         self.scheduler = Scheduler(self)
 
     # -- schedules (issue 16) -----------------------------------------------------------------------------
-    async def add_schedule(self, schedule: Schedule, *, source: str = "api") -> ScheduleState:
+    async def add_schedule(self, schedule: Schedule, *, source: str = "api",
+                           _command: Completion | None = None) -> ScheduleState:
         """Record a schedule (checked against the graph first: ScheduleError names the problem, nothing is
         written); its first tick is the cron's first fire after now. A schedule of that name that exists already
         is an error (delete it first)."""
@@ -159,7 +168,7 @@ class Runtime:
                                 + ("" if existing.terminal else f", or delete it first (`wantbuild schedule rm "
                                                                  f"{schedule.name}`)"))
         st: ScheduleState = await self.system.ask("schedule", schedule.name,
-                                                  CreateSchedule(created_event(schedule, source)))
+                                                  CreateSchedule(created_event(schedule, source), _command))
         self.scheduler.wake()
         return st
 
@@ -181,10 +190,11 @@ class Runtime:
             raise UnknownEntity(f"no schedule {name!r} in {self.log.path}{'; ' + hint if hint else ''}")
         return st
 
-    async def _change_schedule(self, name: str, how: str, reason: str) -> ScheduleState:
+    async def _change_schedule(self, name: str, how: str, reason: str,
+                               _command: Completion | None = None) -> ScheduleState:
         self._check_open()
         self.get_schedule(name)
-        st: ScheduleState = await self.scheduler.change(name, how, reason)
+        st: ScheduleState = await self.scheduler.change(name, how, reason, _command)
         return st
 
     # -- commands ---------------------------------------------------------------------------------------
@@ -226,10 +236,14 @@ class Runtime:
                          parts=None if parts is None else parts.to_json(),
                          data_time=data_time if data_time is not None else derived, anchor=anchor,
                          priority=priority, schedule=schedule, tick=tick)
-        await self.system.ask("want", want_id, CreateWant(ev))
+        # A want made for an inbox command completes the command in WantCreated's own transaction.
+        size = len(parts) if parts is not None else len(refs_t)
+        done = None if command_id is None else (command_id, {"ok": True, "want_id": want_id, "size": size})
+        await self.system.ask("want", want_id, CreateWant(ev, done))
         return WantHandle(self, want_id)
 
-    async def cancel(self, want_id: str, reason: str = "canceled by request") -> WantState:
+    async def cancel(self, want_id: str, reason: str = "canceled by request", *,
+                     _command: Completion | None = None) -> WantState:
         """Cancel an active want; returns its state once ``WantCanceled`` is committed.
 
         A want that is already terminal (it may have finished a moment ago: cancel races with completion) is
@@ -237,10 +251,11 @@ class Runtime:
         want needs any more are canceled. :class:`UnknownEntity` if there is no such want."""
         self._check_open()
         self.get_want(want_id)
-        st: WantState = await self.system.ask("want", want_id, EndWant("cancel", reason))
+        st: WantState = await self.system.ask("want", want_id, EndWant("cancel", reason, _command))
         return st
 
-    async def taint(self, refs: Iterable[str] | str, reason: str) -> list[PartitionState]:
+    async def taint(self, refs: Iterable[str] | str, reason: str, *,
+                    _command: Completion | None = None) -> list[PartitionState]:
         """Mark Live partitions Tainted ("do not read"); rebuilt now if an active want covers them."""
         self._check_open()
         refs_t = validate_refs([refs] if isinstance(refs, str) else refs)
@@ -249,7 +264,9 @@ class Runtime:
             if st.status is not PartitionStatus.LIVE:
                 raise IllegalTransition("partition", ref, st.status, "PartitionTainted",
                                         "only a Live partition can be tainted")
-        return [await self.system.ask("partition", ref, Taint(reason)) for ref in refs_t]
+        last = len(refs_t) - 1  # an inbox command completes with the last one (see _run_command)
+        return [await self.system.ask("partition", ref, Taint(reason, _command if i == last else None))
+                for i, ref in enumerate(refs_t)]
 
     async def wait_want(self, want_id: str, timeout: float | None = None) -> WantState:
         """Wait until the want is terminal and return that state (``handle.done()`` calls this); ``TimeoutError``
@@ -466,6 +483,7 @@ async def open_runtime(
     passivate_after: float | None = 0.0,
     autocommit: bool = True,
     event_log: EventLog | None = None,
+    durability: Durability = DEFAULT_DURABILITY,
     faults: Faults | None = None,
     executor: Executor | None = None,
 ) -> AsyncIterator[Runtime]:
@@ -486,6 +504,9 @@ async def open_runtime(
     :param autocommit: commit appends as they come (group commit); False leaves commits to the caller
         (``rt.log.commit()``), as the scenario runner does.
     :param event_log: run on this already-open log instead of opening ``path`` (the scenario runner's).
+    :param durability: what a commit survives: ``"process"`` (default: any death of the process; the last
+        commits can vanish on power loss or an OS crash) or ``"power"`` (those too; a disk flush per group commit).
+        See docs/eventlog.md.
     :param faults: drills only: the :class:`actors.Faults` to inject.
     :param executor: where jobs without an executor of their own run (``DaskExecutor(client)``,
         ``RayExecutor(...)``); default: the graph's ``[executor]``, else the runtime's own processes.
@@ -501,7 +522,7 @@ async def open_runtime(
     path = Path(path)
     logs = Path(log_dir) if log_dir is not None else path.parent / (path.name + ".logs")
     try:
-        async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit) as elog:
+        async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit, durability) as elog:
             world = await rebuild(elog)
             ids = IdSource(world.wants, world.runs)
             with _gc_policy(tune_gc):
@@ -608,12 +629,12 @@ def _namespace(elog: EventLog) -> str:
 
 @asynccontextmanager
 async def _maybe_log(given: EventLog | None, path: Path, graph: Graph, clock: Clock, accept: bool,
-                     autocommit: bool) -> AsyncIterator[EventLog]:
+                     autocommit: bool, durability: Durability) -> AsyncIterator[EventLog]:
     if given is not None:
         yield given
         return
     async with EventLog.open(path, fingerprint=graph.fingerprint(), accept_fingerprint_change=accept,
-                             now=clock.now, autocommit=autocommit) as elog:
+                             now=clock.now, autocommit=autocommit, durability=durability) as elog:
         yield elog
 
 
@@ -657,44 +678,77 @@ def _data_time(graph: Graph, refs: Iterable[str], start: float | None) -> float 
 
 
 async def _serve_commands(rt: Runtime, interval: float = 0.2) -> None:
-    """Consume the command inbox (commands from the CLI while this runtime runs), each exactly once."""
+    """Consume the command inbox (commands from the CLI while this runtime runs), each exactly once.
+
+    A command's effect and its completion commit in one transaction (the effect's event carries it: ``append(...,
+    command=...)``), so a command still pending after a crash has no effect yet and is simply handled again. A
+    command refused (bad input) or without an effect (nothing left to do) is completed on its own. A transient
+    failure (a commit that failed, the runtime closing) leaves it pending: the next pass retries it.
+    """
     while not rt.closing:
         for cmd in await rt.log.pending_commands():
+            if rt.closing:
+                return
+            result: dict[str, Any] | None
             try:
                 result = await _run_command(rt, cmd.id, cmd.name, cmd.payload)
+            except (CommitError, LogClosedError, ActorStopped, AskTimeout, RuntimeClosed) as e:
+                log.warning("command not applied yet; retried", command=cmd.name, id=cmd.id, error=str(e))
+                continue
+            except CommandCompletedError:
+                continue  # completed meanwhile (by its effect): nothing left to do
             except WantbuildError as e:
                 result = {"ok": False, "error": str(e)}
             except Exception as e:  # a bad command must not stop the runtime
                 log.exception("command failed", command=cmd.name, id=cmd.id)
                 result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-            await rt.log.complete_command(cmd.id, result)
+            if result is not None:
+                with contextlib.suppress(CommandCompletedError):
+                    await rt.log.complete_command(cmd.id, result)
         await anyio.sleep(interval)
 
 
-async def _run_command(rt: Runtime, command_id: int, name: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+async def _run_command(rt: Runtime, command_id: int, name: str,
+                       payload: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Apply one inbox command. None: its effect completed it; else the result to complete it with."""
     if name == "want":
-        for w in rt.world.wants.values():  # re-delivered after a crash: already done
-            if w.command_id == command_id:
-                return {"ok": True, "want_id": w.want_id}
         refs: Any = payload.get("refs", ())
         if payload.get("specs"):  # ranges, read against this runtime's graph
             refs = parse_partition_set(rt.graph, payload["specs"], refs=refs)
-        h = await rt.want(refs, ttl=payload.get("ttl"), sla=payload.get("sla"),
-                          comment=payload.get("comment", ""), source="cli", command_id=command_id,
-                          priority=int(payload.get("priority", 0)), anchor=payload.get("anchor", "created"),
-                          data_time=payload.get("data_time"))
-        return {"ok": True, "want_id": h.want_id, "size": len(h.state.refs)}
+        await rt.want(refs, ttl=payload.get("ttl"), sla=payload.get("sla"),
+                      comment=payload.get("comment", ""), source="cli", command_id=command_id,
+                      priority=int(payload.get("priority", 0)), anchor=payload.get("anchor", "created"),
+                      data_time=payload.get("data_time"))
+        return None
     if name == "schedule_add":
-        fields = dict(payload)
-        sched = await rt.add_schedule(Schedule(**fields), source="cli")
-        return {"ok": True, "schedule": sched.name}
+        sched = Schedule(**dict(payload))
+        await rt.add_schedule(sched, source="cli", _command=(command_id, {"ok": True, "schedule": sched.name}))
+        return None
     if name == "schedule_change":
-        sched = await rt._change_schedule(payload["name"], payload["how"], payload.get("reason", "from the CLI"))
-        return {"ok": True, "schedule": sched.name, "status": str(sched.status)}
+        target = {"pause": "Paused", "resume": "Active", "delete": "Deleted"}.get(payload["how"], "")
+        sched_st = rt.get_schedule(payload["name"])
+        done = {"ok": True, "schedule": sched_st.name, "status": target}
+        if str(sched_st.status) == target or sched_st.terminal:  # nothing to write: complete it on its own
+            return {**done, "status": str(sched_st.status)}
+        await rt._change_schedule(sched_st.name, payload["how"], payload.get("reason", "from the CLI"),
+                                  _command=(command_id, done))
+        return None
     if name == "cancel":
-        st = await rt.cancel(payload["want_id"], payload.get("reason", "canceled from the CLI"))
-        return {"ok": True, "want_id": st.want_id, "status": str(st.status)}
+        want_id = payload["want_id"]
+        st = rt.get_want(want_id)
+        result = {"ok": True, "want_id": want_id, "status": "Canceled"}
+        if st.terminal:
+            return {**result, "status": str(st.status)}
+        await rt.cancel(want_id, payload.get("reason", "canceled from the CLI"), _command=(command_id, result))
+        # A want that ended meanwhile wrote nothing: the command is still pending, and the next pass completes it.
+        return None
     if name == "taint":
-        sts = await rt.taint(payload["refs"], payload.get("reason", "tainted from the CLI"))
-        return {"ok": True, "partitions": [s.ref for s in sts]}
+        refs = validate_refs(payload["refs"])
+        result = {"ok": True, "partitions": list(refs)}
+        live = [r for r in refs if rt.world.partition(r).status is PartitionStatus.LIVE]
+        # Redelivered after a crash between two of its taints: those already Tainted are done.
+        if not live and all(rt.world.partition(r).status is PartitionStatus.TAINTED for r in refs):
+            return result
+        await rt.taint(live or refs, payload.get("reason", "tainted from the CLI"), _command=(command_id, result))
+        return None
     return {"ok": False, "error": f"unknown command {name!r}"}

@@ -162,7 +162,7 @@ class Scheduler:
                       error=str(e))
 
     # -- changes --------------------------------------------------------------------------------------------
-    async def change(self, name: str, how: str, reason: str) -> Any:
-        st = await self.rt.system.ask("schedule", name, ChangeSchedule(how, reason))
+    async def change(self, name: str, how: str, reason: str, command: Any = None) -> Any:
+        st = await self.rt.system.ask("schedule", name, ChangeSchedule(how, reason, command))
         self.wake()
         return st

@@ -25,6 +25,7 @@ from .run import demo, restart, run
 from .scenario import scenario_command
 from .schedule import schedule
 from .taint import taint
+from .ui import ui
 from .want import want
 
 __all__ = ["DIAGRAMS", "cli", "main"]
@@ -42,6 +43,7 @@ cli.add_command(replay)
 cli.add_command(diagram)
 cli.add_command(publish_command)
 cli.add_command(schedule)
+cli.add_command(ui)
 if (_scenario := scenario_command()) is not None:
     cli.add_command(_scenario, "scenario")
 
