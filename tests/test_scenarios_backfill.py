@@ -87,3 +87,22 @@ today = "Successful"
     r = run_scenario(sc)
     assert r.violations == []
     assert r.ok, [f"{c.name}: {c.expected} != {c.actual}" for c in r.failed_checks]
+
+
+def test_compare_across_pool_sizes() -> None:
+    """scenario compare --pool NAME=SIZES runs every policy at every size: a bigger pool ends the backfill sooner."""
+    import json
+
+    from click.testing import CliRunner
+
+    from wantbuild._cli import cli
+
+    res = CliRunner().invoke(cli, ["scenario", "compare", "backfill-and-schedule-share-a-pool", "--policies", "shrink",
+                                   "--pool", "warehouse=1,4", "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert [(r["pool"], r["pool_size"]) for r in rows] == [("warehouse", 1), ("warehouse", 4)]
+    assert rows[1]["latency_p50"] < rows[0]["latency_p50"] / 3
+    bad = CliRunner().invoke(cli, ["scenario", "compare", "backfill-and-schedule-share-a-pool", "--pool", "wh=2"])
+    assert bad.exit_code == 2
+    assert "has no pool 'wh'" in bad.output
