@@ -260,6 +260,60 @@ def compare_cmd(target: str, policies: str, pool: str | None, as_json: bool) -> 
         raise click.exceptions.Exit(EXIT_FAILED)
 
 
+def _when(value: str | None, what: str) -> float | None:
+    """``--from``/``--to``: seconds since the epoch, or an ISO date/time (UTC unless it says otherwise)."""
+    if value is None:
+        return None
+    import datetime as dt
+
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        at = dt.datetime.fromisoformat(value)
+    except ValueError:
+        _usage(f"{what} {value!r} is neither seconds since the epoch nor an ISO time such as 2026-11-24T00:00")
+    return (at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)).timestamp()
+
+
+@scenario.command("from-log")
+@click.argument("log_path", metavar="LOG", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--from", "start", help="Only wants created from this time (epoch seconds or ISO time).")
+@click.option("--to", "end", help="Only wants created up to this time.")
+@click.option("--graph", "graph_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The graph file the log was written with: jobs keep their settings (else they are inferred).")
+@click.option("--name", help="The scenario's name (default: the log's name + '-replayed').")
+@click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the scenario here (default: stdout).")
+def from_log_cmd(log_path: Path, start: str | None, end: str | None, graph_path: Path | None, name: str | None,
+                 out_path: Path | None) -> None:
+    """Write a scenario that replays LOG's wants, job durations and outcomes on the simulated clock.
+
+    Re-running it reproduces the log's outcome (its expectations say so); edit its timeline or pools and run
+    `scenario compare` on it to ask what-ifs on real traffic.
+    """
+    import anyio
+
+    from supervisor import load_graph
+
+    from ._from_log import dump_replay, scenario_from_log
+
+    graph = load_graph(graph_path) if graph_path is not None else None
+    try:
+        sc = anyio.run(lambda: scenario_from_log(log_path, graph=graph, start=_when(start, "--from"),
+                                                 end=_when(end, "--to"), name=name))
+    except ValueError as e:
+        _usage(str(e))
+    text = dump_replay(sc, str(log_path))
+    if out_path is None:
+        click.echo(text, nl=False)
+    else:
+        out_path.write_text(text)
+        _err().print(f"wrote {out_path}: {len(sc.timeline)} step(s), {len(sc.jobs)} job(s); run it with "
+                     f"`wantbuild scenario run {out_path}`")
+
+
 def compare_rows(results: Sequence[ScenarioResult]) -> list[dict[str, object]]:
     """One row per result: the numbers ``compare`` shows."""
     return [{
