@@ -5,6 +5,7 @@ and Ray tests share: waiting on conditions, looking at processes, checking a log
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -43,8 +44,9 @@ def text(path: Path | str) -> str:
 
 
 def pids_in(path: Path | str) -> list[int]:
-    """The pids a job printed as ``pid N`` lines (tests/jobs/hang.py)."""
-    return [int(line.split()[1]) for line in text(path).splitlines() if line.startswith("pid ")]
+    """The pids a job printed as ``pid N`` (tests/jobs/hang.py). Its shell and its Python print at the same time into
+    one file, so two lines can interleave (``pid 26546pid 26550``): read every ``pid N`` wherever it is."""
+    return [int(pid) for pid in re.findall(r"pid (\d+)", text(path))]
 
 
 def read(state: Path, ref: str) -> list[str]:

@@ -34,6 +34,8 @@ Errors all derive from :class:`WantbuildError`::
      ├── InvalidRef (ValueError)        a malformed partition ref (names the ref and the rule)
      ├── GraphError (ValueError)        a graph definition that cannot be used (names the job and the fix)
      ├── NoJobForRef (LookupError)      no job of the graph produces the ref
+     ├── PartitionSetError (ValueError) a range or partition set that cannot be read (names the spec and the fix)
+     ├── ScheduleError (ValueError)     a schedule that cannot be used (cron, timezone, template)
      ├── UnknownJob (KeyError)          no job has that name
      ├── UnknownEntity (LookupError)    no want, partition or job run with that id
      ├── MissingDeps                    raised by a job: these upstream partitions are missing (not a failure)
@@ -72,6 +74,8 @@ from actors import (
     InvalidRef,
     JobRunState,
     JobRunStatus,
+    PartitionSet,
+    PartitionSetError,
     PartitionState,
     PartitionStatus,
     ReplayError,
@@ -120,12 +124,15 @@ from supervisor import (
     Recovery,
     Runtime,
     RuntimeClosed,
+    Schedule,
+    ScheduleError,
     UnknownEntity,
     UnknownJob,
     WantHandle,
     explain,
     load_graph,
     open_runtime,
+    parse_partition_set,
 )
 
 from ._publish import StaleFence, fence_from_env, publish
@@ -194,6 +201,8 @@ __all__ = [
     "LogNotFoundError",
     "MissingDeps",
     "NoJobForRef",
+    "PartitionSet",
+    "PartitionSetError",
     "PartitionState",
     "PartitionStatus",
     "RayExecutor",
@@ -204,6 +213,8 @@ __all__ = [
     "Runtime",
     "RuntimeClosed",
     "ScenarioError",
+    "Schedule",
+    "ScheduleError",
     "SchemaVersionError",
     "StaleFence",
     "SystemClock",
@@ -225,6 +236,7 @@ __all__ = [
     "fence_from_env",
     "load_graph",
     "open",
+    "parse_partition_set",
     "publish",
     "rebuild",
     "validate_ref",
