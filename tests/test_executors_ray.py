@@ -37,7 +37,7 @@ from executor_jobs import (
 
 from actors import JobRunStatus, WantStatus
 from supervisor import open_runtime
-from supervisor._executors import RayExecutor
+from supervisor._executors import ExecutorError, RayExecutor
 
 ray: Any
 try:
@@ -244,3 +244,18 @@ async def test_restart_waits_until_ray_has_ended_the_killed_runtimes_driver(clus
             assert last[-1] == "done"
             await sound(rt)
     await assert_never_finished(state, "slow/1", first[0], started_at)
+
+
+async def test_a_ray_executor_naming_another_cluster_than_the_connected_one_is_refused(cluster: Any,
+                                                                                     tmp_path: Path) -> None:
+    """Ray already connected to a cluster: a RayExecutor naming another address fails the open, naming both and
+    the fix; the connected cluster's own address (spelt with localhost) runs jobs there."""
+    connected = cluster.get_runtime_context().gcs_address
+    elsewhere = graph(tmp_path / "state", RayExecutor(address="127.0.0.1:1"))
+    with pytest.raises(ExecutorError, match=r"RayExecutor\(address='127\.0\.0\.1:1'\): this process is already "
+                                            rf"connected to the Ray cluster at {connected} .*ray\.shutdown\(\)"):
+        async with open_runtime(tmp_path / "refused.db", elsewhere):
+            pass
+    same = graph(tmp_path / "state", RayExecutor(address=f"localhost:{connected.rsplit(':', 1)[1]}"))
+    async with open_runtime(tmp_path / "wb.db", same) as rt:
+        assert (await (await rt.want("fast/1")).done(timeout=60)).status is WantStatus.SUCCESSFUL

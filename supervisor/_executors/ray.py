@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -121,6 +122,8 @@ class RayExecutor(Executor):
                                     f"{type(e).__name__}: {e}; start one (`ray start --head`) or fix the "
                                     f"executor's address") from e
             started = True
+        else:
+            self._check_initialized_cluster(ray)
         execution = RayExecution(env, self, ray)
         try:
             yield execution
@@ -129,6 +132,29 @@ class RayExecutor(Executor):
                 execution.closed = True
                 if started:
                     await anyio.to_thread.run_sync(ray.shutdown)
+
+
+    def _check_initialized_cluster(self, ray: Any) -> None:
+        """Ray is already initialized in this process (one cluster per process): refuse a different address
+        rather than run the jobs on a cluster the user did not name."""
+        if self.address is None or self.address == "auto" or "://" in self.address:
+            return  # no address, or one that cannot be compared with the GCS address (a Ray client's)
+        connected = str(ray.get_runtime_context().gcs_address)
+        if _host_port(self.address) != _host_port(connected):
+            raise ExecutorError(
+                f"RayExecutor(address={self.address!r}): this process is already connected to the Ray cluster at "
+                f"{connected} (ray.init), and Ray connects a process to one cluster only; use "
+                f"RayExecutor() for that cluster, or call ray.shutdown() first"
+            )
+
+
+def _host_port(address: str) -> tuple[str, str]:
+    """``host:port`` with the host resolved (``localhost`` and ``127.0.0.1`` compare equal)."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    with contextlib.suppress(OSError):
+        host = socket.gethostbyname(host)
+    return host, port
 
 
 class RayExecution(RemoteExecution):
