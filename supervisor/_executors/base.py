@@ -428,8 +428,9 @@ def _slack(seconds: float) -> float:
     return min(max(0.25 * seconds, 0.5), 30.0)
 
 
-def check_resources(job_name: str, resources: Mapping[str, Any] | None) -> dict[str, float] | None:
-    """Placement hints: a mapping of resource name to a number >= 0, or a message naming the job."""
+def check_resources(resources: Mapping[str, Any] | None) -> dict[str, float] | None:
+    """Placement hints: a mapping of resource name to a number >= 0; ValueError otherwise (the caller names the
+    job)."""
     if resources is None:
         return None
     if not isinstance(resources, Mapping):
