@@ -254,7 +254,9 @@ class DaskExecution(RemoteExecution):
                 self._spawn(self._track(r, fut))
 
     async def _track(self, r: RemoteRun, fut: Any) -> None:
-        await fut._state.wait()  # the shared FutureState: no gather, no per-future callback thread
+        # Waits for the future to be done, on this loop, without fetching its result (no round trip, no
+        # callback thread per future): results are gathered in batches by _gather_results.
+        exc = await fut.exception()
         status = fut.status
         if status == "finished":
             self._gather.append(r)
@@ -263,7 +265,6 @@ class DaskExecution(RemoteExecution):
                 self._spawn(self._gather_results())
             return
         if status == "error":
-            exc = fut._state.exception
             r.settled = True
             if type(exc).__name__ == "KilledWorker":
                 self._decide(r, RunOutcome("failed", reason=f"Dask workers died while running the job: {exc}"))
