@@ -16,6 +16,7 @@ from ._errors import (
     CorruptLogError,
     EventLogError,
     FingerprintMismatch,
+    LeaseLost,
     LogClosedError,
     LogNotFoundError,
     ReadOnlyLogError,
@@ -25,7 +26,7 @@ from ._errors import (
 )
 from ._events import REGISTRY, Event, EventRegistry, event
 from ._log import EventLog
-from ._records import Command, Problem, Record, VerifyReport
+from ._records import Command, Lease, Problem, Record, VerifyReport
 from ._schema import SCHEMA_VERSION
 
 __all__ = [
@@ -40,6 +41,8 @@ __all__ = [
     "EventLogError",
     "EventRegistry",
     "FingerprintMismatch",
+    "Lease",
+    "LeaseLost",
     "LogClosedError",
     "LogNotFoundError",
     "Problem",

@@ -12,7 +12,8 @@ The hierarchy (``wantbuild`` re-exports all of it)::
           ├── LogClosedError            the log is closed or was never opened
           ├── LogNotFoundError          a reader (writer=False) found no log at the path
           ├── ReadOnlyLogError          a write through a log opened with writer=False
-          └── WriterLockedError         another process already writes this log
+          ├── WriterLockedError         another process already writes this log
+          └── LeaseLost                 this writer's lease was taken or expired: it may write no more
 
 ``WantbuildError`` lives here because ``eventlog`` is the bottom of the dependency order and imports nothing
 of ours; every other package derives its errors from it.
@@ -77,3 +78,12 @@ class ReadOnlyLogError(EventLogError):
 
 class WriterLockedError(EventLogError):
     """Another process holds this log's writer lock."""
+
+
+class LeaseLost(EventLogError):
+    """This writer no longer holds the log's writer lease (it expired, or another writer took it).
+
+    Every append from then on fails with this error, and so does the batch that found out: nothing of it was
+    written. The runtime that gets it must stop acting (its actors, its jobs' results) and exit; whoever holds
+    the lease now owns the log.
+    """
