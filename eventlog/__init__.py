@@ -2,7 +2,7 @@
 
 ``eventlog`` is the bottom of wantbuild's dependency order and imports nothing else of ours. Quick use::
 
-    async with EventLog.open("run.db", fingerprint=graph.fingerprint) as log:
+    async with open_log("run.db", fingerprint=graph.fingerprint) as log:   # or "postgresql://..."
         rec = await log.append("want", want_id, 0, WantCreated(refs=("daily/2026-11-01",)))
         async for batch in log.read_batches():
             ...
@@ -17,8 +17,10 @@ from ._errors import (
     EventLogError,
     FingerprintMismatch,
     LeaseLost,
+    LogAccessDenied,
     LogClosedError,
     LogNotFoundError,
+    LogUnreachableError,
     ReadOnlyLogError,
     SchemaVersionError,
     WantbuildError,
@@ -26,6 +28,8 @@ from ._errors import (
 )
 from ._events import REGISTRY, Event, EventRegistry, event
 from ._log import EventLog
+from ._open import Log, open_log
+from ._postgres import PostgresEventLog
 from ._records import Command, Lease, Problem, Record, VerifyReport
 from ._schema import SCHEMA_VERSION
 
@@ -43,8 +47,12 @@ __all__ = [
     "FingerprintMismatch",
     "Lease",
     "LeaseLost",
+    "Log",
+    "LogAccessDenied",
     "LogClosedError",
     "LogNotFoundError",
+    "LogUnreachableError",
+    "PostgresEventLog",
     "Problem",
     "ReadOnlyLogError",
     "Record",
@@ -53,4 +61,5 @@ __all__ = [
     "WantbuildError",
     "WriterLockedError",
     "event",
+    "open_log",
 ]

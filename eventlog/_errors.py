@@ -11,6 +11,8 @@ The hierarchy (``wantbuild`` re-exports all of it)::
           ├── CommitError               a batch could not commit (disk full, I/O error, locked)
           ├── LogClosedError            the log is closed or was never opened
           ├── LogNotFoundError          a reader (writer=False) found no log at the path
+          ├── LogUnreachableError       the log's database server cannot be reached (PostgreSQL)
+          ├── LogAccessDenied           the server refused the user, the password or a privilege
           ├── ReadOnlyLogError          a write through a log opened with writer=False
           ├── WriterLockedError         another process already writes this log
           └── LeaseLost                 this writer's lease was taken or expired: it may write no more
@@ -70,6 +72,14 @@ class LogClosedError(EventLogError, RuntimeError):
 
 class LogNotFoundError(EventLogError, FileNotFoundError):
     """There is no event log at the path (only writers create one)."""
+
+
+class LogUnreachableError(EventLogError, ConnectionError):
+    """The log's database server cannot be reached (refused, unknown host, timed out, starting up)."""
+
+
+class LogAccessDenied(EventLogError, PermissionError):
+    """The database server refused the user or password, or a privilege the log needs."""
 
 
 class ReadOnlyLogError(EventLogError):

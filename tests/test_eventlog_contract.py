@@ -1,21 +1,22 @@
-"""The event log's contract, one abstract suite run against each way of running the writer.
+"""The event log's contract, one abstract suite run against each backend and each way of running the writer.
 
 ``EventLogContract.create_log`` is the hook: each subclass opens the log its own way (natural batching,
-batches held open for ``max_wait``, one append per transaction). Every behaviour here must hold for all.
+batches held open for ``max_wait``, one append per transaction), and the ``log_target`` fixture gives every
+test a SQLite file and then a PostgreSQL schema. Every behaviour here must hold for all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from pathlib import Path
 from typing import Any
 
 import pytest
 from eventlog_helpers import REGISTRY, Clock, ThingChanged, ThingChangedV2, ThingCreated, open_log
 
-from eventlog import ConcurrencyError, Event, EventLog, LogClosedError, Record
+from eventlog import ConcurrencyError, Event, Log, LogClosedError, Record
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -25,21 +26,21 @@ class EventLogContract:
 
     options: dict[str, Any] = {}
 
-    def create_log(self, path: Path, **kwargs: Any) -> AbstractAsyncContextManager[EventLog]:
-        return open_log(path, **{**self.options, **kwargs})
+    def create_log(self, target: str, **kwargs: Any) -> AbstractAsyncContextManager[Log]:
+        return open_log(target, **{**self.options, **kwargs})
 
-    async def test_first_append_gets_seq_1_and_entity_seq_1(self, tmp_path: Path) -> None:
+    async def test_first_append_gets_seq_1_and_entity_seq_1(self, log_target: str) -> None:
         """The first event of a new log and a new entity is seq 1, entity_seq 1, stamped by the clock."""
         clock = Clock(start=10.0, step=1.0)
-        async with self.create_log(tmp_path / "log.db", now=clock) as log:
+        async with self.create_log(log_target, now=clock) as log:
             assert clock.t == 11.0  # creating the log stamped created_at
             rec = await log.append("thing", "a", 0, ThingCreated(name="a"))
         assert Record(1, "thing", "a", 1, ThingCreated(name="a"), 12.0) == rec
         assert rec.type == "ThingCreated"
 
-    async def test_returned_records_are_what_reopening_reads(self, tmp_path: Path) -> None:
+    async def test_returned_records_are_what_reopening_reads(self, log_target: str) -> None:
         """Close and reopen: read() returns exactly the returned records, in seq order."""
-        path = tmp_path / "log.db"
+        path = log_target
         async with self.create_log(path) as log:
             written = [await log.append("thing", "a", i, ThingChanged(n=i)) for i in range(5)]
             written += await asyncio.gather(*(log.append("thing", f"b{i}", 0, ThingCreated(name=str(i)))
@@ -50,15 +51,15 @@ class EventLogContract:
             assert log.last_seq == 25
         assert sorted(written, key=lambda r: r.seq) == read
 
-    async def test_seq_follows_call_order(self, tmp_path: Path) -> None:
+    async def test_seq_follows_call_order(self, log_target: str) -> None:
         """Concurrent appends get seqs in the order append was called."""
-        async with self.create_log(tmp_path / "log.db") as log:
+        async with self.create_log(log_target) as log:
             recs = await asyncio.gather(*(log.append("thing", f"t{i}", 0, ThingChanged(n=i)) for i in range(50)))
         assert list(range(1, 51)) == [r.seq for r in recs]
 
-    async def test_stale_expected_seq_fails_alone(self, tmp_path: Path) -> None:
+    async def test_stale_expected_seq_fails_alone(self, log_target: str) -> None:
         """A stale expected_entity_seq raises ConcurrencyError for that append; the others commit."""
-        async with self.create_log(tmp_path / "log.db") as log:
+        async with self.create_log(log_target) as log:
             await log.append("thing", "a", 0, ThingCreated(name="a"))
             results = await asyncio.gather(
                 log.append("thing", "b", 0, ThingCreated(name="b")),
@@ -75,16 +76,16 @@ class EventLogContract:
             assert (ok_b.seq, ok_b.entity_seq, ok_a.seq, ok_a.entity_seq) == (2, 1, 3, 2)
             assert [r.entity_seq for r in await log.history("thing", "a")] == [1, 2]
 
-    async def test_appends_to_one_entity_may_be_pipelined(self, tmp_path: Path) -> None:
+    async def test_appends_to_one_entity_may_be_pipelined(self, log_target: str) -> None:
         """Appends that count on earlier, still pending appends of the same entity are accepted."""
-        async with self.create_log(tmp_path / "log.db") as log:
+        async with self.create_log(log_target) as log:
             recs = await asyncio.gather(*(log.append("thing", "a", i, ThingChanged(n=i)) for i in range(10)))
             assert list(range(1, 11)) == [r.entity_seq for r in recs]
             assert await log.entity_seq("thing", "a") == 10
 
-    async def test_entity_seq_is_zero_for_unknown_entities(self, tmp_path: Path) -> None:
+    async def test_entity_seq_is_zero_for_unknown_entities(self, log_target: str) -> None:
         """entity_seq() is 0 for an entity the log has never seen, and counts after that."""
-        path = tmp_path / "log.db"
+        path = log_target
         async with self.create_log(path) as log:
             assert await log.entity_seq("thing", "nope") == 0
             await log.append("thing", "a", 0, ThingCreated(name="a"))
@@ -94,17 +95,17 @@ class EventLogContract:
             rec = await log.append("thing", "a", 2, ThingChanged(n=2))
             assert (rec.seq, rec.entity_seq) == (3, 3)
 
-    async def test_same_id_under_two_kinds_is_two_entities(self, tmp_path: Path) -> None:
+    async def test_same_id_under_two_kinds_is_two_entities(self, log_target: str) -> None:
         """An entity is (kind, id): the same id under another kind has its own history."""
-        async with self.create_log(tmp_path / "log.db") as log:
+        async with self.create_log(log_target) as log:
             await log.append("thing", "x", 0, ThingCreated(name="thing x"))
             rec = await log.append("other", "x", 0, ThingCreated(name="other x"))
             assert rec.entity_seq == 1
             assert [r.event.name for r in await log.history("other", "x")] == ["other x"]  # type: ignore[attr-defined]
 
-    async def test_history_is_one_entity_in_order(self, tmp_path: Path) -> None:
+    async def test_history_is_one_entity_in_order(self, log_target: str) -> None:
         """history() returns exactly one entity's records in order, optionally up to a seq."""
-        async with self.create_log(tmp_path / "log.db") as log:
+        async with self.create_log(log_target) as log:
             for i in range(6):
                 for eid in ("a", "b", "c"):
                     await log.append("thing", eid, i, ThingChanged(n=i, note=eid))
@@ -115,9 +116,9 @@ class EventLogContract:
             assert await log.history("thing", "zzz") == []
             assert [r async for r in log.read(entity_id="b")] == hist
 
-    async def test_event_versions_round_trip(self, tmp_path: Path) -> None:
+    async def test_event_versions_round_trip(self, log_target: str) -> None:
         """Two versions of one event name are stored and decoded as their own classes."""
-        path = tmp_path / "log.db"
+        path = log_target
         events: Sequence[Event] = [ThingChanged(n=1, note="v1"), ThingChangedV2(n=2, amount=2.5)]
         async with self.create_log(path) as log:
             for i, ev in enumerate(events):
@@ -125,20 +126,20 @@ class EventLogContract:
         async with self.create_log(path) as log:
             assert list(events) == [r.event for r in await log.history("thing", "a")]
 
-    async def test_append_after_close_raises(self, tmp_path: Path) -> None:
+    async def test_append_after_close_raises(self, log_target: str) -> None:
         """After the log is closed, append and read raise LogClosedError naming the file."""
-        path = tmp_path / "log.db"
+        path = log_target
         async with self.create_log(path) as log:
             await log.append("thing", "a", 0, ThingCreated(name="a"))
-        with pytest.raises(LogClosedError, match=r"log\.db: the event log is closed"):
+        with pytest.raises(LogClosedError, match=re.escape(f"{log.path}: the event log is closed")):
             await log.append("thing", "a", 1, ThingChanged(n=1))
         with pytest.raises(LogClosedError):
             [r async for r in log.read()]
         assert log.closed
 
-    async def test_close_commits_what_is_pending(self, tmp_path: Path) -> None:
+    async def test_close_commits_what_is_pending(self, log_target: str) -> None:
         """Appends still queued when the log closes are committed, not dropped."""
-        path = tmp_path / "log.db"
+        path = log_target
         async with self.create_log(path) as log:
             tasks = [asyncio.ensure_future(log.append("thing", f"t{i}", 0, ThingCreated(name="x"))) for i in range(30)]
             await asyncio.sleep(0)
@@ -146,9 +147,9 @@ class EventLogContract:
         async with self.create_log(path) as log:
             assert log.last_seq == 30
 
-    async def test_verify_accepts_a_healthy_log(self, tmp_path: Path) -> None:
+    async def test_verify_accepts_a_healthy_log(self, log_target: str) -> None:
         """verify() finds no problem in a log written through the API."""
-        async with self.create_log(tmp_path / "log.db") as log:
+        async with self.create_log(log_target) as log:
             await asyncio.gather(*(log.append("thing", f"t{i % 7}", i // 7, ThingChanged(n=i)) for i in range(70)))
             report = await log.verify()
         assert (report.ok, report.events, report.entities, report.problems) == (True, 70, 7, ())

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
 from eventlog_helpers import HELPERS, ThingChanged, ThingCreated, open_log, raw
@@ -259,7 +260,7 @@ async def test_disk_full_fails_the_batch_and_nothing_is_half_written(tmp_path: P
     async with open_log(path) as log:
         await log.append("thing", "a", 0, ThingCreated(name="a"))
         await log.append("thing", "b", 0, ThingCreated(name="b"))
-        wdb = log._wdb  # the writer's connection: max_page_count is a per-connection limit
+        wdb = cast(EventLog, log)._wdb  # the writer's connection: max_page_count is a per-connection limit
         pages = (await wdb.execute_fetchall("PRAGMA page_count"))[0][0]
         await wdb.execute(f"PRAGMA max_page_count = {pages}")
         big = "x" * 20_000
@@ -289,7 +290,7 @@ async def test_commit_raises_for_a_failed_batch(tmp_path: Path) -> None:
     """With autocommit=False, commit() raises CommitError when its batch cannot commit."""
     path = tmp_path / "log.db"
     async with open_log(path, autocommit=False) as log:
-        wdb = log._wdb
+        wdb = cast(EventLog, log)._wdb
         pages = (await wdb.execute_fetchall("PRAGMA page_count"))[0][0]
         await wdb.execute(f"PRAGMA max_page_count = {pages}")
         pending = asyncio.ensure_future(log.append("thing", "a", 0, ThingCreated(name="x" * 20_000)))

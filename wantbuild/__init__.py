@@ -24,8 +24,11 @@ Errors all derive from :class:`WantbuildError`::
      │    ├── CommitError               a batch could not commit
      │    ├── LogClosedError            the log is closed (also a RuntimeError)
      │    ├── LogNotFoundError          no log at the path (also a FileNotFoundError)
+     │    ├── LogUnreachableError       the log's PostgreSQL server cannot be reached (a ConnectionError)
+     │    ├── LogAccessDenied           the server refused the user or password (a PermissionError)
      │    ├── ReadOnlyLogError          a write through a log opened with writer=False
-     │    └── WriterLockedError         another process already writes this log
+     │    ├── WriterLockedError         another process already writes this log
+     │    └── LeaseLost                 this writer's lease expired or was taken: it may write no more
      ├── IllegalTransition (ValueError) an event a state machine does not accept in its current state
      ├── InvalidRef (ValueError)        a malformed partition ref (names the ref and the rule)
      ├── GraphError (ValueError)        a graph definition that cannot be used (names the job and the fix)
@@ -74,8 +77,10 @@ from eventlog import (
     EventLogError,
     FingerprintMismatch,
     LeaseLost,
+    LogAccessDenied,
     LogClosedError,
     LogNotFoundError,
+    LogUnreachableError,
     ReadOnlyLogError,
     Record,
     SchemaVersionError,
@@ -124,7 +129,6 @@ __all__ = [
     "EventLogError",
     "Explanation",
     "FingerprintMismatch",
-    "LeaseLost",
     "Graph",
     "GraphError",
     "IllegalTransition",
@@ -132,8 +136,11 @@ __all__ = [
     "JobContext",
     "JobRunState",
     "JobRunStatus",
+    "LeaseLost",
+    "LogAccessDenied",
     "LogClosedError",
     "LogNotFoundError",
+    "LogUnreachableError",
     "MissingDeps",
     "NoJobForRef",
     "PartitionState",

@@ -6,9 +6,11 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from eventlog import Event, EventLog, EventRegistry, event
+from eventlog import Event, EventRegistry, event
+from eventlog import open_log as _open_log
+from eventlog._core import LogCore
 
 REGISTRY = EventRegistry()
 """Test events live here, not in the process-wide registry the runtime's events use."""
@@ -52,10 +54,13 @@ class Clock:
         return self.t
 
 
-def open_log(path: Path | str, **kwargs: Any) -> AbstractAsyncContextManager[EventLog]:
-    """``EventLog.open`` with the test registry (unless told otherwise)."""
+def open_log(target: Path | str, **kwargs: Any) -> AbstractAsyncContextManager[LogCore]:
+    """``eventlog.open_log`` (a SQLite path or a PostgreSQL URL) with the test registry (unless told otherwise).
+
+    Typed as the backends' shared class: tests look at the writer's internals (``_incoming``, ``_cache``).
+    """
     kwargs.setdefault("registry", REGISTRY)
-    return EventLog.open(path, **kwargs)
+    return cast(AbstractAsyncContextManager[LogCore], _open_log(target, **kwargs))
 
 
 @contextmanager
