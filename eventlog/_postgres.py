@@ -60,6 +60,9 @@ _CONNECTION_LOST: Final = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.CannotConnectNowError,
+    # A connection the server closed while idle can fail its next call with "another operation is in progress"
+    # before asyncpg marks it closed: as lost, the statement's outcome is checked, never assumed.
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -186,9 +189,17 @@ class PostgresEventLog(LogCore):
             )
         return EventLogError(f"{url}: PostgreSQL error while {doing}: {what}")
 
-    async def _connect(self) -> Any:
+    def _settings(self, role: str) -> dict[str, str]:
+        """Session settings: ``application_name`` says which log and which role (what to look for in
+        ``pg_stat_activity``), unless the URL sets its own."""
+        if "application_name" in self._target.dsn:
+            return {}
+        return {"application_name": f"wantbuild {role} {self._target.schema}"[:63]}
+
+    async def _connect(self, role: str = "writer") -> Any:
         try:
-            conn = await asyncpg.connect(self._target.dsn, timeout=self._connect_timeout)
+            conn = await asyncpg.connect(self._target.dsn, timeout=self._connect_timeout,
+                                         server_settings=self._settings(role))
         except BaseException as e:
             if isinstance(e, Exception):
                 raise self._error(e, "connecting") from None
@@ -203,7 +214,8 @@ class PostgresEventLog(LogCore):
                 return self._wconn
             try:
                 conn = await asyncpg.connect(self._target.dsn, timeout=min(
-                    self._connect_timeout, max(0.1, deadline - time.monotonic())))
+                    self._connect_timeout, max(0.1, deadline - time.monotonic())),
+                    server_settings=self._settings("writer"))
                 if self._epoch:
                     await conn.execute(q.REATTACH_LEASE.format(s=self._quoted), self._epoch)
                 self._wconn = conn
@@ -239,7 +251,8 @@ class PostgresEventLog(LogCore):
     async def _db_start(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(self._target.dsn, min_size=1, max_size=4,
-                                                   timeout=self._connect_timeout)
+                                                   timeout=self._connect_timeout,
+                                                   server_settings=self._settings("reader"))
         except Exception as e:
             raise self._error(e, "connecting") from None
         if self._writer:
@@ -580,7 +593,7 @@ class PostgresEventLog(LogCore):
     async def _listen(self) -> None:
         self._notified.clear()
         try:
-            conn = await self._connect()
+            conn = await self._connect("listener")
             await conn.add_listener(self._channel, self._on_notify)
         except Exception as e:
             log.warning("eventlog cannot listen for commits, polling", path=self._path, error=str(e))

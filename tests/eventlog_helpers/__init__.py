@@ -80,3 +80,19 @@ def dump(path: Path | str) -> dict[str, list[tuple[Any, ...]]]:
             table: db.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
             for table in ("events", "entities", "event_types")
         }
+
+
+async def pg_connect(url: str) -> Any:
+    """A plain asyncpg connection to the database of a PostgreSQL log URL (for tampering and inspection)."""
+    import asyncpg
+
+    from eventlog._target import PgTarget
+
+    return await asyncpg.connect(PgTarget(url).dsn)
+
+
+def pg_schema(url: str) -> str:
+    """The quoted schema that holds the log at ``url``."""
+    from eventlog._target import PgTarget
+
+    return '"' + PgTarget(url).schema + '"'
