@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import msgspec
 import structlog
 
-from eventlog import Event, EventLog, Record
+from eventlog import Event, Log, Record
 
 from ._actor import Actor, ActorSystem
 from ._clock import Clock
@@ -73,7 +73,7 @@ class Hooks:
 class EntityEnv:
     """What every entity actor shares: the log, the World, the actor system, hooks, the clock."""
 
-    log: EventLog
+    log: Log
     world: World
     system: ActorSystem
     hooks: Hooks

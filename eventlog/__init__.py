@@ -32,6 +32,7 @@ from ._open import Log, open_log
 from ._postgres import PostgresEventLog
 from ._records import Command, Lease, Problem, Record, VerifyReport
 from ._schema import SCHEMA_VERSION
+from ._target import is_postgres, log_label, redact
 
 __all__ = [
     "REGISTRY",
@@ -61,5 +62,8 @@ __all__ = [
     "WantbuildError",
     "WriterLockedError",
     "event",
+    "is_postgres",
+    "log_label",
     "open_log",
+    "redact",
 ]

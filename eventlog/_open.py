@@ -98,9 +98,9 @@ def open_log(target: str | os.PathLike[str], **options: Any) -> AbstractAsyncCon
     (``fingerprint``, ``writer``, ``now``, ``max_batch``, ``autocommit``...) mean the same for both. An option
     only the other backend knows is refused with a ``TypeError`` that says so.
     """
-    if is_postgres(target):
+    if isinstance(target, str) and is_postgres(target):
         _refuse(options, _SQLITE_ONLY, "SQLite", target)
-        return PostgresEventLog.open(str(target), **options)
+        return PostgresEventLog.open(target, **options)  # as given: str() of a CLI URL hides its password
     _refuse(options, _POSTGRES_ONLY, "PostgreSQL", target)
     return EventLog.open(target, **options)
 

@@ -77,3 +77,10 @@ class PgTarget:
         for s in self._secrets:
             text = text.replace(s, "***")
         return text
+
+
+def log_label(target: str | os.PathLike[str]) -> str:
+    """A short name for the log at ``target``: a file's name, or a PostgreSQL log's schema."""
+    if is_postgres(target):
+        return PgTarget(str(target)).schema
+    return os.path.basename(os.fspath(target))

@@ -49,7 +49,7 @@ from actors import (
     rebuild,
     validate_refs,
 )
-from eventlog import EventLog, Record, WantbuildError
+from eventlog import LeaseLost, Log, Record, WantbuildError, is_postgres, log_label, open_log
 
 from ._execution_glue import LocalExecution
 from ._graph import Graph
@@ -101,7 +101,7 @@ class WantHandle:
 class Runtime:
     """The embedding API's object. Create it with :func:`open_runtime` (``wantbuild.open``)."""
 
-    def __init__(self, log_: EventLog, world: World, graph: Graph, clock: Clock, system: ActorSystem,
+    def __init__(self, log_: Log, world: World, graph: Graph, clock: Clock, system: ActorSystem,
                  hooks: Hooks, ids: IdSource, recovery: Recovery) -> None:
         self.log = log_
         self.world = world
@@ -113,6 +113,7 @@ class Runtime:
         self.recovery = recovery
         self.closing = False
         self.crashed = False
+        self.lease_lost: LeaseLost | None = None
         self._want_events: dict[str, anyio.Event] = {}
         self._settled = anyio.Event()
         self._committed: list[Committed] = []
@@ -338,13 +339,16 @@ async def _open_runtime(
     autocommit: bool = True,
     serve_commands: bool = True,
     shutdown_grace: float = 10.0,
-    event_log: EventLog | None = None,
+    event_log: Log | None = None,
     tune_gc: bool = False,
 ) -> AsyncIterator[Runtime]:
     graph.validate()
     clock = clock if clock is not None else SystemClock()
-    path = Path(path)
-    logs = Path(log_dir) if log_dir is not None else path.parent / (path.name + ".logs")
+    if is_postgres(path):  # a database log: job output files go beside where the runtime runs
+        logs = Path(log_dir) if log_dir is not None else Path(log_label(path) + ".logs")
+    else:
+        path = Path(path)
+        logs = Path(log_dir) if log_dir is not None else path.parent / (path.name + ".logs")
     async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit) as elog:
         world = await rebuild(elog)
         ids = IdSource(world.wants, world.runs)
@@ -382,7 +386,7 @@ def _gc_policy(enabled: bool) -> Iterator[None]:
 
 
 @asynccontextmanager
-async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, clock: Clock,
+async def _running(elog: Log, world: World, ids: IdSource, graph: Graph, clock: Clock,
                    policy: CollisionPolicy, logs: Path, passivate_after: float | None, serve_commands: bool,
                    shutdown_grace: float) -> AsyncIterator[Runtime]:
     hooks = Hooks()
@@ -411,6 +415,7 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
             await system.tell(*SUPERVISOR, Recover())
             if serve_commands:
                 tg.start_soon(_serve_commands, rt)
+            tg.start_soon(_stop_on_lease_lost, rt, tg.cancel_scope)
             try:
                 yield rt
             finally:
@@ -423,16 +428,33 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
                 with anyio.CancelScope(shield=True):
                     await execution.aclose("the runtime is closing")
         tg.cancel_scope.cancel()
+    if rt.lease_lost is not None:
+        raise rt.lease_lost
+
+
+async def _stop_on_lease_lost(rt: Runtime, scope: anyio.CancelScope) -> None:
+    """Another runtime took the log (or this one stalled past its lease): stop at once, acting no more.
+
+    Nothing this runtime appends can land any more, so it stops as a crashed one does (its jobs are stopped, no
+    shutdown events): the runtime that holds the lease now replays the log and carries on. The embedder's
+    ``async with`` body is cancelled and the block raises :class:`LeaseLost`.
+    """
+    err = await rt.log.wait_lease_lost()
+    log.error("lease lost: the runtime stops", error=str(err))
+    rt.lease_lost = err
+    rt.crashed = True
+    rt.closing = True
+    scope.cancel()
 
 
 @asynccontextmanager
-async def _maybe_log(given: EventLog | None, path: Path, graph: Graph, clock: Clock, accept: bool,
-                     autocommit: bool) -> AsyncIterator[EventLog]:
+async def _maybe_log(given: Log | None, path: str | Path, graph: Graph, clock: Clock, accept: bool,
+                     autocommit: bool) -> AsyncIterator[Log]:
     if given is not None:
         yield given
         return
-    async with EventLog.open(path, fingerprint=graph.fingerprint(), accept_fingerprint_change=accept,
-                             now=clock.now, autocommit=autocommit) as elog:
+    async with open_log(path, fingerprint=graph.fingerprint(), accept_fingerprint_change=accept,
+                        now=clock.now, autocommit=autocommit) as elog:
         yield elog
 
 

@@ -1,7 +1,8 @@
 """How the CLI reaches a log: read-only for queries, the command inbox for changes while a runtime runs.
 
-Queries (``status``, ``want list``, ``explain``, ``events``, ``replay``) always read the log directly: it is
-SQLite in WAL mode, so a reader never blocks the running runtime and sees every committed event. Changes
+Queries (``status``, ``want list``, ``explain``, ``events``, ``replay``) always read the log directly: SQLite in
+WAL mode or PostgreSQL, a reader never blocks the running runtime and sees every committed event. ``--db`` is a
+file path or a ``postgresql://`` URL (:class:`LogURL`: shown everywhere with its password hidden). Changes
 (``want create``, ``want cancel``, ``taint``) must go through the one writer: while a runtime runs they are
 submitted to its command inbox and the CLI waits for the answer.
 """
@@ -20,7 +21,41 @@ import anyio
 import click
 
 from actors import World, rebuild
-from eventlog import EventLog, LogNotFoundError
+from eventlog import EventLog, Log, LogNotFoundError, is_postgres, open_log, redact
+
+
+class LogURL(str):
+    """A PostgreSQL log URL from the command line. Its value is the real URL (what ``open_log`` gets); every way
+    of showing it (``str``, f-strings, ``%s``, ``repr``) hides the password, so no message can leak it."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return redact(str.__str__(self))
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __repr__(self) -> str:
+        return repr(str(self))
+
+
+Db = Path | LogURL
+"""Where the CLI's log is: a SQLite file or a PostgreSQL URL."""
+
+
+class DbParam(click.ParamType):  # type: ignore[type-arg]
+    """``--db``: a ``postgresql://`` URL (kept whole) or a SQLite file path."""
+
+    name = "PATH|URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Db:
+        if isinstance(value, Path | LogURL):
+            return value
+        text = str(value)
+        if is_postgres(text):
+            return LogURL(text)
+        return Path(text)
 
 
 class CliError(click.ClickException):
@@ -29,7 +64,9 @@ class CliError(click.ClickException):
     exit_code = 1
 
 
-def require_log(db: Path) -> None:
+def require_log(db: Db) -> None:
+    if isinstance(db, LogURL):
+        return  # opening it says what is wrong (unreachable, refused, no log in that schema)
     if not db.exists():
         raise CliError(
             f"no log at {db}: create one with `wantbuild demo` or `wantbuild run GRAPH.toml --db {db}`, "
@@ -40,7 +77,7 @@ def require_log(db: Path) -> None:
 
 
 @asynccontextmanager
-async def reader(db: Path) -> AsyncIterator[EventLog]:
+async def reader(db: Db) -> AsyncIterator[Log]:
     """The log at ``db``, opened read-only (it must exist)."""
     require_log(db)
     async with _open_reader(db) as log:
@@ -48,32 +85,38 @@ async def reader(db: Path) -> AsyncIterator[EventLog]:
 
 
 @asynccontextmanager
-async def _open_reader(db: Path) -> AsyncIterator[EventLog]:
+async def _open_reader(db: Db) -> AsyncIterator[Log]:
     # WORKAROUND (core): a runtime takes the writer lock before it creates the schema, so for a moment a new
     # log is "running" but empty and a reader gets LogNotFoundError. Retry while a writer holds the lock.
     async with AsyncExitStack() as stack:
         for attempt in range(40):
             try:
-                log = await stack.enter_async_context(EventLog.open(db, writer=False))
+                log = await stack.enter_async_context(open_log(db, writer=False))
                 break
             except LogNotFoundError:
-                if attempt == 39 or not runtime_active(db):
+                if attempt == 39 or not await runtime_active(db):
                     raise
                 await anyio.sleep(0.05)
         yield log
 
 
-async def load_world(db: Path, *, until_seq: int | None = None, until_time: float | None = None) -> World:
+async def load_world(db: Db, *, until_seq: int | None = None, until_time: float | None = None) -> World:
     async with reader(db) as log:
         return await rebuild(log, until_seq=until_seq, until_time=until_time)
 
 
-def runtime_active(db: Path) -> bool:
-    """Whether a runtime is running on the log at ``db`` (it holds the writer lock)."""
+async def runtime_active(db: Db) -> bool:
+    """Whether a runtime is running on the log at ``db`` (it holds the writer lock, or the writer lease)."""
+    if isinstance(db, LogURL):
+        try:
+            async with open_log(db, writer=False) as log:
+                return await log.lease() is not None
+        except LogNotFoundError:
+            return False
     return EventLog.writer_active(db)
 
 
-async def submit(db: Path, name: str, payload: dict[str, Any], timeout: float) -> tuple[int, dict[str, Any] | None]:
+async def submit(db: Db, name: str, payload: dict[str, Any], timeout: float) -> tuple[int, dict[str, Any] | None]:
     """Put a command in the log's inbox; wait up to ``timeout`` s for its result (``None``: no answer yet)."""
     async with reader(db) as log:
         command_id = await log.submit_command(name, payload)

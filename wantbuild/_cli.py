@@ -50,7 +50,17 @@ from supervisor import Graph, Runtime, UnknownEntity, load_graph, open_runtime
 from supervisor import explain as explain_ref
 
 from . import __version__
-from ._access import CliError, load_world, parse_until, reader, require_log, runtime_active, submit
+from ._access import (
+    CliError,
+    Db,
+    DbParam,
+    load_world,
+    parse_until,
+    reader,
+    require_log,
+    runtime_active,
+    submit,
+)
 from ._build import Session, print_outcome, print_recovery, recovery_dict, root_ok, show_progress, until_signal
 from ._example import example_graph, week_dates
 from ._output import (
@@ -216,8 +226,9 @@ def _refs_callback(ctx: click.Context, param: click.Parameter, value: Sequence[s
 
 def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
-        "--db", type=click.Path(dir_okay=False, path_type=Path), default="wantbuild.db", show_default=True,
-        envvar="WANTBUILD_DB", help="The event log (SQLite file). Env: WANTBUILD_DB.",
+        "--db", type=DbParam(), default="wantbuild.db", show_default=True, envvar="WANTBUILD_DB",
+        help="The event log: a SQLite file, or a postgresql://user:password@host/database[?schema=NAME] URL. "
+             "Env: WANTBUILD_DB.",
     )(fn)
 
 
@@ -258,7 +269,7 @@ def cli(verbose: int) -> None:
 # -- building: demo, run, restart ------------------------------------------------------------------------
 
 
-async def build(db: Path, graph: Graph, *, refs: Sequence[str] = (), policy: str = "shrink", serve: bool = False,
+async def build(db: Db, graph: Graph, *, refs: Sequence[str] = (), policy: str = "shrink", serve: bool = False,
                 as_json: bool = False, show_recovery: bool = False, accept_graph_change: bool = False,
                 ttl: float | None = None, sla: float | None = None, comment: str = "",
                 then: Callable[[Runtime], Awaitable[None]] | None = None) -> int:
@@ -347,12 +358,12 @@ def _announcer(err: Any) -> Callable[[Record, Any, Any], None]:
 
 
 @cli.command(short_help="Build the bundled example: a week of dailies and a weekly report.")
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default="wantbuild.db", show_default=True,
-              help="Where to write the event log.")
+@click.option("--db", type=DbParam(), default="wantbuild.db", show_default=True,
+              help="Where to write the event log (a SQLite file or a postgresql:// URL).")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default="wantbuild-data",
               show_default=True, help="Where the example jobs write their files.")
 @json_option
-def demo(db: Path, data_dir: Path, as_json: bool) -> int:
+def demo(db: Db, data_dir: Path, as_json: bool) -> int:
     """Build the bundled example graph: a week of daily partitions and a weekly report.
 
     raw/{date} -> clean/{date} (a flaky job: some first attempts fail and are retried) -> daily/{date} ->
@@ -380,7 +391,7 @@ def demo(db: Path, data_dir: Path, as_json: bool) -> int:
 @click.option("--accept-graph-change", is_flag=True,
               help="Open a log written for a different graph (its fingerprint is updated).")
 @json_option
-def run(graph_file: Path, refs: tuple[str, ...], db: Path, serve: bool, policy: str, accept_graph_change: bool,
+def run(graph_file: Path, refs: tuple[str, ...], db: Db, serve: bool, policy: str, accept_graph_change: bool,
         as_json: bool) -> int:
     """Run GRAPH.toml on the log: build the --want partitions, then stop (or keep serving with --serve).
 
@@ -393,17 +404,17 @@ def run(graph_file: Path, refs: tuple[str, ...], db: Path, serve: bool, policy: 
 
 
 @cli.command(short_help="Resume a crashed runtime: report Lost runs, then finish.")
-@click.argument("db", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("db", type=DbParam())
 @click.argument("graph_file", metavar="GRAPH.toml", type=click.Path(path_type=Path))
 @policy_option
 @click.option("--accept-graph-change", is_flag=True,
               help="Resume a log written for a different graph (its fingerprint is updated).")
 @json_option
-def restart(db: Path, graph_file: Path, policy: str, accept_graph_change: bool, as_json: bool) -> int:
+def restart(db: Db, graph_file: Path, policy: str, accept_graph_change: bool, as_json: bool) -> int:
     """Resume a crashed runtime on DB: report what it recovered (Lost runs, re-queued partitions), then run every
     active want to completion."""
     require_log(db)
-    if runtime_active(db):
+    if run_async(lambda: runtime_active(db)):
         raise CliError(f"a runtime is running on {db}; restart is for a log whose runtime died (stop it first, "
                        "or talk to it with `wantbuild status` / `wantbuild want ...`)")
     graph = load_graph(graph_file)
@@ -419,14 +430,14 @@ def want() -> None:
     """Create, list, show and cancel wants."""
 
 
-async def change(db: Path, graph_path: Path | None, name: str, payload: dict[str, Any], *, timeout: float,
+async def change(db: Db, graph_path: Path | None, name: str, payload: dict[str, Any], *, timeout: float,
                  as_json: bool, describe: Callable[[dict[str, Any]], str],
                  apply: Callable[[Runtime], Awaitable[dict[str, Any]]] | None = None,
                  quiet: bool = False) -> tuple[int, dict[str, Any]]:
     """Apply a change to the log: via the running runtime's inbox, via a runtime of our own (``--graph``, then
     run until every want is terminal), or queued in the inbox for the next runtime. Returns (exit code, result)."""
     out, err = console(), console(stderr=True)
-    if runtime_active(db):
+    if await runtime_active(db):
         command_id, answer = await submit(db, name, payload, timeout)
         if answer is None:
             raise CliError(f"submitted as command {command_id}, but the runtime on {db} did not answer within "
@@ -474,7 +485,7 @@ async def change(db: Path, graph_path: Path | None, name: str, payload: dict[str
 @db_option
 @json_option
 def want_create(refs: tuple[str, ...], ttl: float | None, sla: float | None, comment: str, graph_path: Path | None,
-                wait: bool, timeout: float, db: Path, as_json: bool) -> int:
+                wait: bool, timeout: float, db: Db, as_json: bool) -> int:
     """Want partitions REF... built."""
     payload: dict[str, Any] = {"refs": list(refs), "comment": comment}
     if ttl is not None:
@@ -483,7 +494,7 @@ def want_create(refs: tuple[str, ...], ttl: float | None, sla: float | None, com
         payload["sla"] = sla
 
     async def main() -> int:
-        if graph_path is not None and not runtime_active(db):
+        if graph_path is not None and not await runtime_active(db):
             graph = load_graph(graph_path)
             return await build(db, graph, refs=refs, ttl=ttl, sla=sla, comment=comment, as_json=as_json)
         code, result = await change(db, None, "want", payload, timeout=timeout, as_json=as_json, quiet=wait,
@@ -495,7 +506,7 @@ def want_create(refs: tuple[str, ...], ttl: float | None, sla: float | None, com
     return run_async(main)
 
 
-async def _wait_for_want(db: Path, want_id: str, as_json: bool) -> int:
+async def _wait_for_want(db: Db, want_id: str, as_json: bool) -> int:
     """After ``want create --wait``: follow the log until the want is terminal; exit 0 if it is Successful."""
     async with reader(db) as log:
         history = await log.history("want", want_id)
@@ -518,7 +529,7 @@ async def _wait_for_want(db: Path, want_id: str, as_json: bool) -> int:
     return 0 if state.status is WantStatus.SUCCESSFUL else 1
 
 
-def unknown_want(db: Path, want_id: str) -> UnknownEntity:
+def unknown_want(db: Db, want_id: str) -> UnknownEntity:
     return UnknownEntity(f"no want {want_id!r} in {db}; list them with `wantbuild want list --db {db}`")
 
 
@@ -528,7 +539,7 @@ def unknown_want(db: Path, want_id: str) -> UnknownEntity:
 @click.option("--active", is_flag=True, help="Only wants that are not terminal yet.")
 @db_option
 @json_option
-def want_list(statuses: tuple[str, ...], active: bool, db: Path, as_json: bool) -> None:
+def want_list(statuses: tuple[str, ...], active: bool, db: Db, as_json: bool) -> None:
     """List wants (oldest first)."""
     world = run_async(lambda: load_world(db))
     wanted = {s.lower() for s in statuses}
@@ -546,7 +557,7 @@ def want_list(statuses: tuple[str, ...], active: bool, db: Path, as_json: bool) 
 @click.argument("want_id")
 @db_option
 @json_option
-def want_show(want_id: str, db: Path, as_json: bool) -> None:
+def want_show(want_id: str, db: Db, as_json: bool) -> None:
     """Show one want: its state, partitions, runs, derived wants and history."""
 
     async def main() -> tuple[World, list[Record], WantState]:
@@ -596,7 +607,7 @@ def want_show(want_id: str, db: Path, as_json: bool) -> None:
               help="Seconds to wait for the running runtime to answer.")
 @db_option
 @json_option
-def want_cancel(want_id: str, reason: str, graph_path: Path | None, timeout: float, db: Path, as_json: bool) -> int:
+def want_cancel(want_id: str, reason: str, graph_path: Path | None, timeout: float, db: Db, as_json: bool) -> int:
     """Cancel a want; runs that no active want needs any more are canceled too."""
 
     async def main() -> int:
@@ -627,7 +638,7 @@ def want_cancel(want_id: str, reason: str, graph_path: Path | None, timeout: flo
               help="Seconds to wait for the running runtime to answer.")
 @db_option
 @json_option
-def taint(refs: tuple[str, ...], reason: str, graph_path: Path | None, timeout: float, db: Path,
+def taint(refs: tuple[str, ...], reason: str, graph_path: Path | None, timeout: float, db: Db,
           as_json: bool) -> int:
     """Mark Live partitions Tainted ("do not read"): rebuilt when next wanted, at once if an active want covers
     them."""
@@ -657,11 +668,11 @@ def taint(refs: tuple[str, ...], reason: str, graph_path: Path | None, timeout: 
 @cli.command(short_help="Entities per status, active wants, runs in flight.")
 @db_option
 @json_option
-def status(db: Path, as_json: bool) -> None:
+def status(db: Db, as_json: bool) -> None:
     """What the log holds now: entities per status, active wants, runs in flight, failures."""
     world = run_async(lambda: load_world(db))
     summary = world_summary(world)
-    running = runtime_active(db)
+    running = run_async(lambda: runtime_active(db))
     if as_json:
         emit_json({"db": str(db), "runtime_running": running, **summary})
         return
@@ -675,7 +686,7 @@ def status(db: Path, as_json: bool) -> None:
 @graph_option("The graph file, to name the job that builds REF and its concurrency (optional).")
 @db_option
 @json_option
-def explain(ref: str, graph_path: Path | None, db: Path, as_json: bool) -> None:
+def explain(ref: str, graph_path: Path | None, db: Db, as_json: bool) -> None:
     """Why partition REF is not Live yet (or how it became Live), as a chain through its upstream partitions."""
     try:
         ref = validate_refs([ref])[0]
@@ -716,7 +727,7 @@ def _type_callback(ctx: click.Context, param: click.Parameter, value: Sequence[s
 @db_option
 @json_option
 def events(follow: bool, entity_id: str | None, kinds: tuple[str, ...], types: tuple[str, ...], from_seq: int | None,
-           limit: int | None, db: Path, as_json: bool) -> int:
+           limit: int | None, db: Db, as_json: bool) -> int:
     """Print committed events, filtered; --json prints one JSON object per line."""
     out = console()
 
@@ -757,14 +768,14 @@ def events(follow: bool, entity_id: str | None, kinds: tuple[str, ...], types: t
 
 
 @cli.command(short_help="The state at any point; --verify checks invariants.")
-@click.argument("db", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("db", type=DbParam())
 @click.option("--until", metavar="SEQ|TIME",
               help="Stop at this seq (an integer) or time (seconds like 1762070400.5, or ISO 2026-11-02T10:15).")
 @click.option("--verify", is_flag=True, help="Check the log's structure and invariants I1, I2, I6 (and I5 with "
               "--expect-terminal); exit 1 naming the first offending seq.")
 @click.option("--expect-terminal", is_flag=True, help="With --verify: every want must be terminal (I5).")
 @json_option
-def replay(db: Path, until: str | None, verify: bool, expect_terminal: bool, as_json: bool) -> int:
+def replay(db: Db, until: str | None, verify: bool, expect_terminal: bool, as_json: bool) -> int:
     """Rebuild the state recorded in DB (at any point with --until) and print a summary."""
     until_seq, until_time = parse_until(until) if until is not None else (None, None)
 
