@@ -23,9 +23,12 @@ Semantics (the *when* and *why*):
   room in the mailbox and for the reply; it fires up to 1/32 of itself late (deadlines are bucketed), never
   early. A timed-out ask is *not* withdrawn: the actor still handles the message, and its reply is dropped. If
   the handler raises, the asker gets that exception.
-- **Supervision**: a handler (or ``factory``, or ``on_start``) that raises is logged (``actor crashed``, with
-  ``actor_kind``, ``actor_key``, ``message_type`` and ``exc_info``) and the actor restarts in place: a fresh
-  instance from the factory, whose ``on_start`` reloads the last committed state; the mailbox is kept. More
+- **Supervision**: a handler (or ``factory``, ``on_start`` or ``on_restart``) that raises is logged (``actor
+  crashed``, with ``actor_kind``, ``actor_key``, ``message_type`` and ``exc_info``), reported to ``on_crash`` if
+  set, and the actor restarts in place: a fresh instance from the factory, whose ``on_start`` reloads the last
+  committed state, then ``on_restart(message, error)``, which re-derives from that state the work the lost
+  message was doing (the message itself is not handled again: messages are hints, the state is the truth);
+  the mailbox is kept. More
   than ``max_restarts`` crashes within ``restart_window`` seconds stop the actor (no backoff, no retrying
   forever): the asks waiting in its mailbox raise :class:`ActorStopped`, its queued tells are dropped (one
   warning), and the failure is escalated: told to the kind's ``escalate_to`` actor and/or passed to
@@ -88,9 +91,10 @@ from typing import Any, ClassVar, Final, Generic, TypeVar
 
 import anyio
 import anyio.abc
-import structlog
 
-from eventlog import WantbuildError
+from eventlog import WantbuildError, get_logger
+
+from ._faults import Faults
 
 __all__ = [
     "DEFAULT",
@@ -108,7 +112,7 @@ __all__ = [
     "UnknownActorKind",
 ]
 
-log = structlog.get_logger("wantbuild.actors")
+log = get_logger("wantbuild.actors")
 
 M = TypeVar("M")
 
@@ -298,12 +302,21 @@ class Actor(Generic[M]):
         """Handle one message; the return value is the reply of an ask (ignored for a tell)."""
         raise NotImplementedError(f"{type(self).__name__}.handle")
 
+    async def on_restart(self, failed: Any, error: Exception) -> None:
+        """Called on the fresh instance after a crash, once ``on_start`` has run, before the next message.
+
+        ``failed`` is the message whose handling crashed (``None`` when ``on_start`` or ``on_restart`` itself
+        did); it is not handled again. Re-derive what must happen next from the persisted state instead: a
+        crash may have come before or after any of the handler's effects.
+        """
+
     async def on_stop(self) -> None:
         """Called on passivation, ``stop_actor`` and system shutdown (not after a crash)."""
 
 
 _BASE_ON_START: Final = Actor.on_start
 _BASE_ON_STOP: Final = Actor.on_stop
+_BASE_ON_RESTART: Final = Actor.on_restart
 
 
 # -- internals -------------------------------------------------------------------------------------------------
@@ -551,7 +564,8 @@ class ActorSystem:
 
     def __init__(self, *, mailbox_size: int = 256, passivate_after: float | None = 0.0, max_restarts: int = 3,
                  restart_window: float = 60.0, ask_timeout: float | None = 30.0,
-                 on_escalate: Callable[[ActorFailure], Awaitable[None] | None] | None = None) -> None:
+                 on_escalate: Callable[[ActorFailure], Awaitable[None] | None] | None = None,
+                 on_crash: Callable[[str, str, Any, Exception], None] | None = None) -> None:
         if max_restarts < 0:
             raise ValueError(f"max_restarts must be >= 0, not {max_restarts!r}")
         if not restart_window > 0:
@@ -564,6 +578,11 @@ class ActorSystem:
         self.restart_window = restart_window
         self.ask_timeout = ask_timeout
         self.on_escalate = on_escalate
+        self.faults: Faults | None = None
+        """Faults to inject (drills only): ``handler`` before a handler runs, ``ask_timeout`` on an ask."""
+        self.on_crash = on_crash
+        """``on_crash(kind, key, message, error)``: called (synchronously) for every crash, restarted or not, so a
+        coordinator can reconcile what it derived from the lost message. An error it raises is logged."""
         self._kinds: dict[str, _Kind] = {}
         self._registry: dict[str, dict[str, _Cell]] = {}  # kind -> its active actors (the _Kind.actors dicts)
         self._running: set[_Cell] = set()  # every cell whose task has not finished
@@ -729,6 +748,10 @@ class ActorSystem:
         env = _Ask(msg, loop.create_future(), cell)
         wheel = self._ask_wheel if isinstance(timeout, _Default) else (
             None if timeout is None else self._wheel_for(timeout))
+        if self.faults is not None and self.faults.hit("ask_timeout", kind, key, type(msg).__name__):
+            env.future.add_done_callback(_retrieve)  # delivered, its reply never awaited: as a real timeout
+            if cell.offer(env):
+                raise AskTimeout(kind, key, type(msg).__name__, 0.0)
         if not cell.offer(env):
             return await self._ask_blocking(cell.kind, key, env, None if wheel is None else wheel.delay)
         if wheel is None:
@@ -739,12 +762,14 @@ class ActorSystem:
         finally:
             bucket.discard(env)
 
-    async def ask_many(self, kind: str, requests: Sequence[tuple[str, Any]]) -> list[Any]:
+    async def ask_many(self, kind: str, requests: Sequence[tuple[str, Any]], *,
+                       return_exceptions: bool = False) -> list[Any]:
         """Ask many actors of one kind at once; the replies in request order.
 
         Every message is offered before any reply is awaited, so the actors work concurrently (and their
         appends share a group commit) without a task per ask. The first error raised by a handler is
-        re-raised after every reply has arrived. Uses the system's ``ask_timeout`` for each reply.
+        re-raised after every reply has arrived; with ``return_exceptions`` each error is returned in its
+        reply's place instead. Uses the system's ``ask_timeout`` for each reply.
         """
         loop = self._loop
         assert loop is not None
@@ -769,6 +794,12 @@ class ActorSystem:
                 waits.append(asyncio.ensure_future(self.ask(kind, key, msg)))
                 continue
             env = _Ask(msg, loop.create_future(), cell)
+            if self.faults is not None and self.faults.hit("ask_timeout", kind, key, type(msg).__name__):
+                env.future.add_done_callback(_retrieve)
+                if cell.offer(env):
+                    envs.append(None)
+                    waits.append(_failed(loop, AskTimeout(kind, key, type(msg).__name__, 0.0)))
+                    continue
             if cell.offer(env):
                 envs.append(env)
                 waits.append(None)
@@ -784,8 +815,8 @@ class ActorSystem:
                 try:
                     out.append(await (sent.future if sent is not None else wait))
                 except Exception as e:  # keep collecting: every message was sent
-                    out.append(None)
-                    if first_error is None:
+                    out.append(e if return_exceptions else None)
+                    if first_error is None and not return_exceptions:
                         first_error = e
         finally:
             for maybe_env, bucket in zip(envs, buckets, strict=True):
@@ -920,6 +951,8 @@ class ActorSystem:
                 if type(cur) is _Ask:
                     fut = cur.future
                     try:
+                        if self.faults is not None:
+                            self.faults.check("handler", k.name, cell.key, type(cur.msg).__name__)
                         result = await actor.handle(cur.msg)
                     except Exception as exc:
                         if not fut.done():
@@ -933,6 +966,8 @@ class ActorSystem:
                             fut.set_result(result)
                 else:
                     try:
+                        if self.faults is not None:
+                            self.faults.check("handler", k.name, cell.key, type(cur).__name__)
                         await actor.handle(cur)
                     except Exception as exc:
                         if isinstance(exc, actor.reply_errors):
@@ -1012,11 +1047,20 @@ class ActorSystem:
                     return None
 
     async def _crashed(self, cell: _Cell, msg: Any, exc: Exception) -> Actor[Any] | None:
-        """Supervise a handler's crash: restart in place, or stop and escalate (``None``)."""
-        cell.has_stop = False  # no on_stop after a crash
-        if not await self._crash_allowed(cell, msg, exc):
-            return None
-        return await self._start(cell)
+        """Supervise a handler's crash: restart in place (then ``on_restart``), or stop and escalate (``None``)."""
+        while True:
+            cell.has_stop = False  # no on_stop after a crash
+            if not await self._crash_allowed(cell, msg, exc):
+                return None
+            actor = await self._start(cell)
+            if actor is None or type(actor).on_restart is _BASE_ON_RESTART:
+                return actor
+            try:
+                await actor.on_restart(msg, exc)
+            except Exception as again:  # recovery crashed: that counts as a crash too (bounded by the limit)
+                msg, exc = None, again
+                continue
+            return actor
 
     async def _crash_allowed(self, cell: _Cell, msg: Any, exc: Exception) -> bool:
         k = cell.kind
@@ -1034,6 +1078,11 @@ class ActorSystem:
         log.error("actor crashed", actor_kind=k.name, actor_key=cell.key,
                   message_type=None if msg is None else type(msg).__name__,
                   action="restart" if restart else "stop", crashes_in_window=len(history), exc_info=exc)
+        if self.on_crash is not None:
+            try:
+                self.on_crash(k.name, cell.key, msg, exc)
+            except Exception as e:
+                log.error("on_crash failed", actor_kind=k.name, actor_key=cell.key, exc_info=e)
         if restart:
             k.restarts += 1
             return True

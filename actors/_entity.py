@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
-import structlog
 
-from eventlog import Event, Log, Record
+from eventlog import CommitError, Event, Log, Record, get_logger
 
 from ._actor import Actor, ActorSystem
 from ._clock import Clock
+from ._faults import Faults
 from ._world import APPLY, EntityState, World
 
-log = structlog.get_logger("wantbuild.actors")
+log = get_logger("wantbuild.actors")
 
 St = TypeVar("St", bound=EntityState)
 
@@ -34,12 +34,14 @@ Hook = Callable[[Record, Any, Any], Awaitable[None] | None]
 class Hooks:
     """Post-commit hooks: system hooks (the supervisor's notifications) run first, then user hooks.
 
-    A failing user hook is logged and never affects the state or the other hooks.
+    A failing user hook is logged and never affects the state or the other hooks. A failing system hook crashes
+    the actor that committed (after its commit): the supervisor then reconciles from the World.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, faults: Faults | None = None) -> None:
         self._system: list[Hook] = []
         self._user: list[Hook] = []
+        self.faults = faults
 
     def add_system(self, hook: Hook) -> None:
         self._system.append(hook)
@@ -55,18 +57,25 @@ class Hooks:
         return remove
 
     async def run(self, rec: Record, old: Any, new: Any) -> None:
+        faults = self.faults
+        if faults is not None:
+            faults.check("notify", rec.entity_kind, rec.entity_id, rec.event.event_name)
         for hook in self._system:
             res = hook(rec, old, new)
             if res is not None and inspect.isawaitable(res):
                 await res
         for hook in self._user:
             try:
+                if faults is not None:
+                    faults.check("hook", rec.entity_kind, rec.entity_id, rec.event.event_name)
                 res = hook(rec, old, new)
                 if res is not None and inspect.isawaitable(res):
                     await res
-            except Exception:
-                log.exception("user hook failed", hook=getattr(hook, "__qualname__", repr(hook)), seq=rec.seq,
-                              entity_kind=rec.entity_kind, entity_id=rec.entity_id, event=rec.event.event_name)
+            except Exception as e:
+                # "event" is structlog's positional message: the event's name goes in as event_type.
+                log.error("user hook failed", hook=getattr(hook, "__qualname__", repr(hook)), seq=rec.seq,
+                          entity_kind=rec.entity_kind, entity_id=rec.entity_id,
+                          event_type=rec.event.event_name, exc_info=e)
 
 
 @dataclass
@@ -78,6 +87,7 @@ class EntityEnv:
     system: ActorSystem
     hooks: Hooks
     clock: Clock
+    faults: Faults | None = None
 
 
 class EntityActor(Actor[Any], Generic[St]):
@@ -100,6 +110,9 @@ class EntityActor(Actor[Any], Generic[St]):
         # The transition is computed first (an illegal one raises IllegalTransition and nothing is written),
         # adopted only once its event is committed.
         new: St = APPLY[self.kind](old, event, self.key, at, seq + 1)
+        if self.env.faults is not None and self.env.faults.hit("commit", self.kind, self.key, event.event_name):
+            raise CommitError(f"injected fault: the batch holding {event.event_name} of {self.kind} {self.key} "
+                              f"did not commit")
         rec = await self.env.log.append(self.kind, self.key, seq, event, at)
         self.state = new
         self.env.world.put(self.kind, self.key, new, rec.seq, rec.at)

@@ -8,15 +8,16 @@ injected :class:`Execution`, records the outcome, then settles its partitions an
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import msgspec
-import structlog
 
-from eventlog import Event
+from eventlog import Event, get_logger
 
+from ._actor import ActorStopped
 from ._entity import EntityActor, EntityEnv
 from ._jobrun import (
+    JobRunAttached,
     JobRunCanceled,
     JobRunDeferred,
     JobRunDepMiss,
@@ -54,7 +55,7 @@ from ._want import (
     WantUpstreamFailed,
 )
 
-log = structlog.get_logger("wantbuild.actors")
+log = get_logger("wantbuild.actors")
 
 SUPERVISOR = ("supervisor", "supervisor")
 """The (kind, key) of the supervisor actor, the recipient of :class:`RunEnded`."""
@@ -149,9 +150,27 @@ class MarkLost(msgspec.Struct, frozen=True):
 
 
 class Finished(msgspec.Struct, frozen=True):
-    """From the execution: the job ended with ``outcome``."""
+    """From the execution: the job ended with ``outcome``. A hint: the execution keeps the outcome until the
+    run's terminal event is committed (``Execution.release``), so a crash while recording it loses nothing."""
 
     outcome: Outcome
+
+
+class Attached(msgspec.Struct, frozen=True):
+    """From the execution: what it started for the run (a process, a remote task), to record for fencing."""
+
+    executor: str
+    handle: dict[str, str | int | float]
+
+
+class Reconcile(msgspec.Struct, frozen=True):
+    """To a JobRun actor: do what its committed state says is next (see :meth:`JobRunActor.reconcile`)."""
+
+
+class Abandon(msgspec.Struct, frozen=True):
+    """The runtime gave up on this run (its actor kept crashing): end it with ``reason``, by the shortest path."""
+
+    reason: str
 
 
 class RunEnded(msgspec.Struct, frozen=True):
@@ -173,14 +192,40 @@ class Outcome(Protocol):
     def exit_code(self) -> int | None: ...
 
 
+MESSAGES: Final[dict[str, tuple[str, ...]]] = {
+    "want": ("CreateWant", "MoveWant", "EndWant", "MarkSlaMissed", "GetState"),
+    "partition": ("RequestLease", "ReleaseLease", "SettleBuild", "UpstreamReady", "FailUpstream", "Taint",
+                  "GetState"),
+    "job_run": ("PlanRun", "RetryLeases", "Finished", "Attached", "CancelRun", "MarkLost", "Abandon", "Reconcile",
+                "GetState"),
+}
+"""The messages each entity actor kind handles, by type name (for fault drills naming one)."""
+
+RUNNING: Final = "running"
+"""What :meth:`Execution.poll` returns for a run still executing."""
+
+
 class Execution(Protocol):
-    """Starts and cancels job executions; tells ``Finished(outcome)`` to the run's actor when one ends."""
+    """Starts and cancels job executions; tells ``Finished(outcome)`` to the run's actor when one ends.
+
+    The actor treats ``Finished`` as a hint and :meth:`poll` as the truth: after a crash it asks the execution
+    what became of its run (see :meth:`JobRunActor.reconcile`).
+    """
 
     def log_paths(self, run: JobRunState) -> tuple[str | None, str | None]: ...
 
     def start(self, run: JobRunState) -> None: ...
 
     def cancel(self, job_run_id: str, reason: str) -> bool: ...
+
+    def poll(self, job_run_id: str) -> Outcome | Literal["running"] | None:
+        """``"running"`` while the run executes here, its outcome once it ended (until :meth:`release`), ``None``
+        if this execution does not know the run (never started here, or released)."""
+        ...
+
+    def release(self, job_run_id: str) -> None:
+        """The run's terminal event is committed: forget its outcome."""
+        ...
 
 
 # --- Want ---------------------------------------------------------------------------------------------
@@ -280,6 +325,15 @@ class PartitionActor(EntityActor[PartitionState]):
 
 # --- JobRun -------------------------------------------------------------------------------------------
 class JobRunActor(EntityActor[JobRunState]):
+    """One job run: takes its leases (the collision policy), starts the job, records how it ended, settles its
+    partitions and tells the supervisor.
+
+    Recovery is level-triggered: whatever message was in hand when the actor crashed, :meth:`reconcile` derives
+    what must happen next from the committed state (and the execution's :meth:`~Execution.poll`): a Queued run
+    takes its leases and starts, a Running run whose execution is gone is Lost, a run that ended settles what it
+    still holds and reports again (the supervisor treats a second report as a no-op).
+    """
+
     kind = "job_run"
 
     def __init__(self, key: str, env: EntityEnv, execution: Execution) -> None:
@@ -298,6 +352,11 @@ class JobRunActor(EntityActor[JobRunState]):
             return self.state
         if isinstance(msg, Finished):
             return await self._finish(msg.outcome)
+        if isinstance(msg, Attached):
+            st = self.state
+            if st is not None and st.status is JobRunStatus.RUNNING and st.handle is None:
+                return await self.persist(JobRunAttached(executor=msg.executor, handle=msg.handle))
+            return st
         if isinstance(msg, CancelRun):
             st = self.state
             if st is None or st.terminal:
@@ -315,12 +374,68 @@ class JobRunActor(EntityActor[JobRunState]):
             if st is not None and not st.terminal:
                 await self.persist(JobRunLost(reason=msg.reason))
             return await self._settle_and_report(report=False)
+        if isinstance(msg, Abandon):
+            return await self._abandon(msg.reason)
+        if isinstance(msg, Reconcile):
+            return await self.reconcile("a reconcile after a crash elsewhere")
         if isinstance(msg, GetState):
             return self.state
         raise TypeError(f"job_run {self.key}: unexpected message {msg!r}")
 
+    async def on_restart(self, failed: Any, error: Exception) -> None:
+        await self.reconcile(f"{type(error).__name__}: {error}")
+
+    async def reconcile(self, why: str) -> JobRunState | None:
+        """Do what the committed state says is next (see the class docstring). ``why``: for reasons."""
+        st = self.state
+        if st is None:
+            return None  # never created: the supervisor planned it and derives it again
+        if st.status is JobRunStatus.QUEUED:
+            world = self.env.world
+            if st.deferred_on and any(world.partition(ref).status is PartitionStatus.BUILDING
+                                      for ref, _ in st.deferred_on):
+                await self.env.system.tell(*SUPERVISOR, RunEnded(st))  # still waiting: make sure it is known
+                return st
+            return await self._lease_and_start()
+        if st.status is JobRunStatus.RUNNING:
+            polled = self.execution.poll(self.key)
+            if polled == RUNNING:
+                return st
+            if polled is None:
+                await self.persist(JobRunLost(reason=f"its execution was lost when wantbuild recovered from {why}"))
+                return await self._settle_and_report()
+            return await self._finish(polled)
+        return await self._settle_and_report()
+
+    async def _abandon(self, reason: str) -> JobRunState | None:
+        st = self.state
+        if st is None:
+            return None
+        if not st.terminal:
+            self.execution.cancel(self.key, reason)
+            if st.status is JobRunStatus.RUNNING:
+                await self.persist(JobRunFailed(reason=reason, will_retry=False))
+            else:
+                await self.persist(JobRunCanceled(reason=reason))
+            self.execution.release(self.key)
+        return await self._settle_and_report()
+
     async def _ask_all(self, refs: Sequence[str], make: Any) -> list[Any]:
-        return await self.env.system.ask_many("partition", [(ref, make(ref)) for ref in refs])
+        """Ask each partition; a partition whose actor was stopped answers with its ActorStopped (any other
+        error is raised, and the crash's reconcile asks again)."""
+        replies = await self.env.system.ask_many("partition", [(ref, make(ref)) for ref in refs],
+                                                 return_exceptions=True)
+        for reply in replies:
+            if isinstance(reply, Exception) and not isinstance(reply, ActorStopped):
+                raise reply
+        return replies
+
+    async def _lease(self, ref: str, run_id: str) -> LeaseReply:
+        try:
+            reply: LeaseReply = await self.env.system.ask("partition", ref, RequestLease(run_id))
+        except ActorStopped as e:
+            return LeaseReply(False, ref, PartitionStatus.MISSING, f"unavailable ({e.reason})")
+        return reply
 
     async def _lease_and_start(self) -> JobRunState | None:
         st = self.state
@@ -333,14 +448,16 @@ class JobRunActor(EntityActor[JobRunState]):
             # One lease at a time in ref order, stopping at the first refusal: two such runs never hold
             # leases the other waits for, so they cannot deadlock or livelock (shrink leases concurrently).
             for ref in refs:
-                reply: LeaseReply = await self.env.system.ask("partition", ref, RequestLease(run_id))
+                reply = await self._lease(ref, run_id)
                 if reply.granted:
                     granted.append(reply)
                 elif reply.status is not PartitionStatus.LIVE:
                     refused.append(reply)
                     break
         else:
-            for reply in await self._ask_all(refs, lambda _r: RequestLease(run_id)):
+            for ref, got in zip(refs, await self._ask_all(refs, lambda _r: RequestLease(run_id)), strict=True):
+                reply = got if not isinstance(got, ActorStopped) else LeaseReply(
+                    False, ref, PartitionStatus.MISSING, f"unavailable ({got.reason})")
                 if reply.granted:
                     granted.append(reply)
                 elif reply.status is not PartitionStatus.LIVE:
@@ -371,21 +488,42 @@ class JobRunActor(EntityActor[JobRunState]):
         st = self.state
         if st is None or st.status is not JobRunStatus.RUNNING:
             return st
+        delay = float(getattr(outcome, "retry_delay", 0.0) or 0.0)
         if outcome.status == "succeeded":
             await self.persist(JobRunSucceeded())
         elif outcome.status == "dep_miss":
-            await self.persist(JobRunDepMiss(missing=tuple(outcome.missing)))
+            stale = self._live_before_start(st, outcome.missing)
+            if stale is not None:
+                # Reporting a partition that was Live all along would loop forever (build nothing, ask again):
+                # it is the job's failure, retried by its policy like any other.
+                await self.persist(JobRunFailed(reason=stale, will_retry=st.attempt < st.max_attempts,
+                                                retry_delay=delay))
+            else:
+                await self.persist(JobRunDepMiss(missing=tuple(outcome.missing)))
         elif outcome.status == "canceled":
             await self.persist(JobRunCanceled(reason=outcome.reason or "canceled"))
         else:
-            will_retry = st.attempt < st.max_attempts
-            delay = float(getattr(outcome, "retry_delay", 0.0) or 0.0)
             await self.persist(JobRunFailed(reason=outcome.reason, exit_code=outcome.exit_code,
-                                            will_retry=will_retry, retry_delay=delay))
+                                            will_retry=st.attempt < st.max_attempts, retry_delay=delay))
+        self.execution.release(self.key)
         return await self._settle_and_report()
 
+    def _live_before_start(self, st: JobRunState, missing: Sequence[str]) -> str | None:
+        """Why the run's missing-dependency report is wrong, if it names a partition Live since before it started."""
+        started = st.started_at if st.started_at is not None else st.created_at
+        for ref in missing:
+            part = self.env.world.partitions.get(ref)
+            if part is not None and part.status is PartitionStatus.LIVE and part.updated_at <= started:
+                return (f"reported {ref} as a missing dependency, but it was Live (generation {part.generation}, "
+                        f"built by {part.built_by}) before this run started: a job must read a Live dependency, "
+                        f"not report it missing")
+        return None
+
     async def _settle_and_report(self, report: bool = True) -> JobRunState | None:
-        """Settle every partition this terminal run still holds, then tell the supervisor."""
+        """Settle every partition this terminal run still holds, then tell the supervisor.
+
+        Idempotent: partitions already settled are skipped, and the supervisor ignores a second report.
+        """
         st = self.state
         assert st is not None
         assert st.terminal
@@ -397,9 +535,19 @@ class JobRunActor(EntityActor[JobRunState]):
             msg = SettleBuild(st.job_run_id, "failed", reason=st.reason, final=not st.will_retry)
         else:
             msg = SettleBuild(st.job_run_id, "missing", reason=f"run {st.job_run_id} {st.status}: {st.reason}")
-        holders = [ref for ref in st.partitions if self.env.world.partition(ref).lease == st.job_run_id]
+        world = self.env.world
+        built = set(st.partitions)
+        # Every planned ref is checked: a lease granted after its ask timed out is held too, though the run
+        # started without it; such a partition was not built by the run and goes back to Missing.
+        extra = SettleBuild(st.job_run_id, "missing", reason=f"run {st.job_run_id} started without it")
+        holders = [ref for ref in dict.fromkeys((*st.partitions, *st.planned))
+                   if world.partition(ref).lease == st.job_run_id]
         if holders:
-            await self._ask_all(holders, lambda _r: msg)
+            replies = await self._ask_all(holders, lambda r: msg if r in built else extra)
+            for ref, reply in zip(holders, replies, strict=True):
+                if isinstance(reply, ActorStopped):
+                    log.error("partition not settled: its actor is stopped", ref=ref, run=st.job_run_id,
+                              reason=reply.reason)
         if report:
             await self.env.system.tell(*SUPERVISOR, RunEnded(st))
         return st

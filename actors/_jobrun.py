@@ -2,7 +2,8 @@
 
 ``Queued -> Running | Canceled | Lost``; ``Running -> Succeeded | Failed | DepMiss | Canceled | Lost``.
 ``JobRunDeferred`` records (without a status change) that a Queued run gave its leases back under the
-``defer`` or ``all_or_nothing`` collision policy and waits for the runs that hold them.
+``defer`` or ``all_or_nothing`` collision policy and waits for the runs that hold them; ``JobRunAttached``
+records what the execution started for a Running run (a process, a remote task), so a restart can fence it.
 """
 
 from __future__ import annotations
@@ -57,6 +58,19 @@ class JobRunStarted(Event, frozen=True):
     stderr_path: str | None = None
 
 
+@event("JobRunAttached", 1)
+class JobRunAttached(Event, frozen=True):
+    """What the execution started for a Running run (no status change), recorded so that a runtime restarted
+    after a crash can find it and stop it before anything is leased again (``Execution.fence``).
+
+    ``executor`` names the execution (``local``, ``dask``, ...); ``handle`` is its identity there: for a local
+    command ``{"pid", "pgid", "start_ticks", "boot_id", "host"}``.
+    """
+
+    executor: str
+    handle: dict[str, str | int | float]
+
+
 @event("JobRunSucceeded", 1)
 class JobRunSucceeded(Event, frozen=True):
     pass
@@ -94,6 +108,7 @@ JOB_RUN = Machine(
         "JobRunQueued": (sources(None), R.QUEUED),
         "JobRunDeferred": (sources(R.QUEUED), None),
         "JobRunStarted": (sources(R.QUEUED), R.RUNNING),
+        "JobRunAttached": (sources(R.RUNNING), None),
         "JobRunSucceeded": (sources(R.RUNNING), R.SUCCEEDED),
         "JobRunFailed": (sources(R.RUNNING), R.FAILED),
         "JobRunDepMiss": (sources(R.RUNNING), R.DEP_MISS),
@@ -121,6 +136,8 @@ class JobRunState(msgspec.Struct, frozen=True, gc=False):
     planned: tuple[str, ...] = ()
     skipped: tuple[tuple[str, str], ...] = ()
     deferred_on: tuple[tuple[str, str], ...] = ()
+    generations: tuple[int, ...] = ()
+    """Running: the generation of each leased partition (``partitions`` order), the run's fencing token."""
     started_at: float | None = None
     ended_at: float | None = None
     reason: str = ""
@@ -130,6 +147,9 @@ class JobRunState(msgspec.Struct, frozen=True, gc=False):
     retry_delay: float = 0.0
     stdout_path: str | None = None
     stderr_path: str | None = None
+    executor: str | None = None
+    handle: dict[str, str | int | float] | None = None
+    """``JobRunAttached``: what the execution started, and where (see :class:`JobRunAttached`)."""
 
     @property
     def terminal(self) -> bool:
@@ -152,10 +172,13 @@ def apply_job_run(state: JobRunState | None, ev: Event, run_id: str, at: float, 
         return rep(state, status=target, updated_at=at, entity_seq=entity_seq, ended_at=at)
     if isinstance(ev, JobRunStarted):
         return rep(state, status=target, updated_at=at, entity_seq=entity_seq, partitions=ev.partitions,
-                   skipped=ev.skipped, started_at=at, stdout_path=ev.stdout_path, stderr_path=ev.stderr_path,
+                   skipped=ev.skipped, generations=ev.generations, started_at=at, stdout_path=ev.stdout_path,
+                   stderr_path=ev.stderr_path,
                    deferred_on=())
     if isinstance(ev, JobRunDeferred):
         return rep(state, deferred_on=ev.refused, updated_at=at, entity_seq=entity_seq)
+    if isinstance(ev, JobRunAttached):
+        return rep(state, executor=ev.executor, handle=dict(ev.handle), updated_at=at, entity_seq=entity_seq)
     if isinstance(ev, JobRunFailed):
         return rep(state, status=target, updated_at=at, entity_seq=entity_seq, ended_at=at, reason=ev.reason,
                    exit_code=ev.exit_code, will_retry=ev.will_retry, retry_delay=ev.retry_delay)

@@ -8,6 +8,7 @@
             ...
 
 See ``docs/eventlog.md`` for the schema, the group commit, the durability guarantee and the errors.
+:func:`get_logger` gives the loggers every wantbuild package logs through: quiet unless the embedder asks.
 """
 
 from ._errors import (
@@ -28,6 +29,7 @@ from ._errors import (
 )
 from ._events import REGISTRY, Event, EventRegistry, event
 from ._log import EventLog
+from ._logging import LibraryLogger, get_logger
 from ._open import Log, open_log
 from ._postgres import PostgresEventLog
 from ._records import Command, Lease, Problem, Record, VerifyReport
@@ -48,6 +50,7 @@ __all__ = [
     "FingerprintMismatch",
     "Lease",
     "LeaseLost",
+    "LibraryLogger",
     "Log",
     "LogAccessDenied",
     "LogClosedError",
@@ -62,6 +65,7 @@ __all__ = [
     "WantbuildError",
     "WriterLockedError",
     "event",
+    "get_logger",
     "is_postgres",
     "log_label",
     "open_log",

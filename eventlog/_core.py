@@ -21,7 +21,6 @@ from typing import Any, Final, TypeVar
 
 import anyio
 import msgspec
-import structlog
 
 from ._errors import (
     CommitError,
@@ -35,10 +34,11 @@ from ._errors import (
     SchemaVersionError,
 )
 from ._events import Event, EventRegistry
+from ._logging import get_logger
 from ._records import Command, Lease, Problem, Record, VerifyReport
 from ._schema import SCHEMA_VERSION
 
-log = structlog.get_logger("wantbuild.eventlog")
+log = get_logger("wantbuild.eventlog")
 _Future = asyncio.Future
 
 _Decode = Callable[[bytes], Event]

@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import quote
 
 import aiosqlite
-import structlog
 
 from ._core import (
     Aborted,
@@ -33,6 +32,7 @@ from ._core import (
 from ._errors import CorruptLogError, EventLogError, LogClosedError, LogNotFoundError
 from ._events import REGISTRY, EventRegistry
 from ._lock import WriterLock, lock_owner, writer_active
+from ._logging import get_logger
 from ._records import Lease
 from ._schema import (
     APPLICATION_ID,
@@ -47,7 +47,7 @@ from ._schema import (
     lookup_entities_sql,
 )
 
-log = structlog.get_logger("wantbuild.eventlog")
+log = get_logger("wantbuild.eventlog")
 
 
 def _write_batch_sync(

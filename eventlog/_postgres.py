@@ -25,7 +25,6 @@ from contextlib import AbstractAsyncContextManager, suppress
 from typing import Any, Final
 
 import asyncpg
-import structlog
 
 from . import _pg_schema as q
 from ._core import Aborted, EventRow, LogCore, NewEntityRow, ReadRow, TypeRow, UpdateEntityRow, open_core
@@ -40,10 +39,11 @@ from ._errors import (
     WriterLockedError,
 )
 from ._events import REGISTRY, EventRegistry
+from ._logging import get_logger
 from ._records import Lease
 from ._target import PgTarget
 
-log = structlog.get_logger("wantbuild.eventlog")
+log = get_logger("wantbuild.eventlog")
 
 DEFAULT_LEASE_TTL: Final = 10.0
 """Seconds a writer lease lasts without renewal: what a standby waits after its writer's death at most."""

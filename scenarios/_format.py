@@ -17,7 +17,7 @@ The format is documented with examples in ``docs/scenarios.md``; in short::
 
     [[timeline]]                      # actions at virtual times, in file order for equal times
     at = 0
-    action = "want"                   # want | cancel | taint | crash | kill
+    action = "want"                   # want | cancel | taint | crash | kill | fault
     name = "a"
     refs = ["daily/1"]
 
@@ -72,7 +72,7 @@ Policy: TypeAlias = Literal["shrink", "defer", "all_or_nothing"]
 POLICIES: Final[tuple[Policy, ...]] = get_args(Policy)
 Behaviour: TypeAlias = Literal["succeed", "fail", "missing_deps", "hang", "flaky"]
 BEHAVIOURS: Final[tuple[Behaviour, ...]] = get_args(Behaviour)
-Action: TypeAlias = Literal["want", "cancel", "taint", "crash", "kill"]
+Action: TypeAlias = Literal["want", "cancel", "taint", "crash", "kill", "fault"]
 ACTIONS: Final[tuple[Action, ...]] = get_args(Action)
 
 METRICS: Final[tuple[str, ...]] = (
@@ -84,6 +84,8 @@ METRICS: Final[tuple[str, ...]] = (
     "latency_p50",
     "latency_p95",
     "latency_max",
+    "faults",
+    "gave_up",
 )
 """Scenario-wide numbers that ``[expect]`` can bound (see :class:`scenarios.Metrics`)."""
 
@@ -99,8 +101,8 @@ EVENT_TYPES: Final[tuple[str, ...]] = (
     "WantUpstreamFailed", "WantCanceled", "WantExpired", "WantSlaMissed",
     "PartitionBuilding", "PartitionLive", "PartitionUpstreamWaiting", "PartitionMissing", "PartitionFailed",
     "PartitionUpstreamFailed", "PartitionTainted",
-    "JobRunQueued", "JobRunDeferred", "JobRunStarted", "JobRunSucceeded", "JobRunFailed", "JobRunDepMiss",
-    "JobRunCanceled", "JobRunLost",
+    "JobRunQueued", "JobRunDeferred", "JobRunStarted", "JobRunAttached", "JobRunSucceeded", "JobRunFailed",
+    "JobRunDepMiss", "JobRunCanceled", "JobRunLost",
 )
 DEFAULT_HORIZON: Final[float] = 30 * 86400.0
 INVARIANTS: Final[tuple[str, ...]] = ("I1", "I2", "I3", "I4", "I5", "I6")
@@ -212,6 +214,11 @@ class Step:
     entity: str | None = None
     ref: str | None = None
     job: str | None = None
+    point: str | None = None
+    kind: str | None = None
+    match: str | None = None
+    skip: int = 0
+    times: int = 1
     line: int | None = field(default=None, compare=False)
 
     def describe(self) -> str:
@@ -228,6 +235,10 @@ class Step:
             return f"{head} [{', '.join(self.refs)}]"
         if self.action == "crash":
             return f"{head}, down {_num(self.downtime)} s" if self.downtime else head
+        if self.action == "fault":
+            what = " ".join(x for x in (self.kind, self.match) if x) or "anything"
+            count = f"{self.times}x" + (f" after {self.skip}" if self.skip else "")
+            return f"{head} {self.point} on {what} ({count})"
         return f"{head} {self.ref or 'job ' + str(self.job)}"
 
 
@@ -395,7 +406,9 @@ _STEP_FIELDS: Mapping[str, tuple[str, ...]] = {
     "taint": ("at", "action", "refs", "reason", *_TRIGGER),
     "crash": ("at", "action", "downtime", *_TRIGGER),
     "kill": ("at", "action", "ref", "job", "reason", *_TRIGGER),
+    "fault": ("at", "action", "point", "kind", "match", "skip", "times", *_TRIGGER),
 }
+_ENTITY_KINDS = ("want", "partition", "job_run")
 _EXPECT_FIELDS = ("invariants", "all_terminal", *METRICS, "runs", "events", "wants", "partitions")
 _TOP = ("scenario", "job", "timeline", "expect", "explore")
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
@@ -638,6 +651,8 @@ class _Parser:
                                            reason=self.string(t, (*key, "reason"), default="") or "")
             elif action == "crash":
                 step = dataclasses.replace(step, downtime=self.number(t, (*key, "downtime"), default=0.0) or 0.0)
+            elif action == "fault":
+                step = self.fault_step(t, key, step, job_names)
             else:  # kill
                 ref = self.string(t, (*key, "ref"))
                 job = self.string(t, (*key, "job"))
@@ -650,6 +665,38 @@ class _Parser:
                                            reason=self.string(t, (*key, "reason"), default="") or "")
             steps.append(step)
         return tuple(steps)
+
+    def fault_step(self, t: Mapping[str, Any], key: KeyPath, step: Step, job_names: Iterable[str]) -> Step:
+        """A fault to inject from this instant on (see ``actors.Faults``): point, kind, match, skip, times."""
+        from actors import FAULT_POINTS, MESSAGES
+        from supervisor._supervisor import SUPERVISOR_MESSAGES
+
+        if "point" not in t:
+            raise self.error(key, f"a fault step needs point = \"...\"; one of {', '.join(FAULT_POINTS)}")
+        point = self.string(t, (*key, "point"), choices=FAULT_POINTS)
+        assert point is not None
+        messages = {**MESSAGES, "supervisor": SUPERVISOR_MESSAGES}
+        if point == "job":
+            kinds: Sequence[str] = sorted(job_names)
+            matches: Sequence[str] = ()
+        elif point in ("handler", "ask_timeout"):
+            kinds = (*_ENTITY_KINDS, "supervisor") if point == "handler" else _ENTITY_KINDS
+            matches = sorted({m for k in kinds for m in messages[k]})
+        else:
+            kinds, matches = _ENTITY_KINDS, EVENT_TYPES
+        kind = self.string(t, (*key, "kind"), choices=kinds)
+        match = self.string(t, (*key, "match"))
+        if match is not None:
+            if point == "job":
+                raise self.error((*key, "match"), "a job fault is chosen by kind = \"JOB NAME\" only")
+            valid = messages[kind] if point in ("handler", "ask_timeout") and kind is not None else matches
+            if match not in valid:
+                what = "message" if point in ("handler", "ask_timeout") else "event type"
+                raise self.error((*key, "match"), f"{match!r} is not a {what} of {kind or 'any kind'}; "
+                                                  f"{_did_you_mean(match, valid)}")
+        times = self.integer(t, (*key, "times"), default=1, low=1)
+        skip = self.integer(t, (*key, "skip"), default=0)
+        return dataclasses.replace(step, point=point, kind=kind, match=match, times=times or 1, skip=skip or 0)
 
     def expect(self, data: Mapping[str, Any], timeline: Sequence[Step]) -> Expectations:
         t = self.table(data, ("expect",))
@@ -853,7 +900,7 @@ def dump_scenario(sc: Scenario, *, header: str = "") -> str:
         out.append(f"action = {_q(step.action)}")
         for name in _STEP_FIELDS[step.action][2:]:
             value = getattr(step, name)
-            if value in (None, "", (), 0.0) and name != "refs":
+            if (value in (None, "", (), 0.0) and name != "refs") or (name == "times" and value == 1):
                 continue
             if isinstance(value, tuple):
                 out.append(f"{name} = {_list(value)}")

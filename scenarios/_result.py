@@ -143,6 +143,10 @@ class Metrics:
     skipped: int = 0
     derived_wants: int = 0
     executions: int = 0
+    faults: int = 0
+    """Injected faults that fired (fault steps)."""
+    gave_up: int = 0
+    """Actors the runtime gave up on after repeated crashes (what depended on them ended with the reason)."""
 
     def value(self, name: str) -> float | None:
         v = getattr(self, name)

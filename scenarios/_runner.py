@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
-import structlog
+
+from eventlog import get_logger
 
 from ._clock import VirtualClock, run_until_idle
 from ._format import Bound, Policy, Scenario, Step
@@ -52,7 +53,7 @@ from ._result import (
 )
 from ._sim import Simulation, build_graph
 
-log = structlog.get_logger("wantbuild.scenarios")
+log = get_logger("wantbuild.scenarios")
 
 __all__ = ["Checker", "run_scenario", "run_scenario_async"]
 
@@ -128,6 +129,10 @@ class _Runner:
         self.created: dict[str, anyio.Event] = {}
         self.deferred_refusals = 0
         self._action_tg: Any = None
+        from actors import Faults
+
+        self.faults = Faults()  # armed by fault steps; outlives crashes, as a flaky disk would
+        self.gave_up: list[str] = []
 
     # -- the outside world -------------------------------------------------------------------------------
     def _is_live(self, ref: str) -> bool:
@@ -218,9 +223,9 @@ class _Runner:
 
     def _collect_failures(self) -> None:
         for f in getattr(self.rt, "failures", ()):
-            text = f"t={self.clock.now():g}: actor {f.kind} {f.key} stopped after repeated crashes: {f.error!r}"
-            if text not in self.runtime_errors:
-                self.runtime_errors.append(text)
+            text = f"actor {f.kind} {f.key} stopped after repeated crashes, given up on: {f.error!r}"
+            if text not in self.gave_up:
+                self.gave_up.append(text)
 
     async def _hold(self, elog: Any, ready: anyio.Event, stop: anyio.Event) -> None:
         from supervisor import open_runtime
@@ -228,6 +233,7 @@ class _Runner:
         async with open_runtime(
             self.path, self.graph, clock=self.clock, policy=self.policy, autocommit=False,
             serve_commands=False, event_log=elog, log_dir=self.workdir / "job-logs", shutdown_grace=1.0,
+            faults=self.faults,
         ) as rt:
             self.rt = rt
             rt.add_hook(self._hook)
@@ -278,6 +284,10 @@ class _Runner:
             hit = self.sim.kill(ref=step.ref, job=step.job, reason=step.reason)
             what = step.ref if step.ref is not None else f"job {step.job}"
             self.notes.append(f"t={now:g}: kill {what}: " + (", ".join(hit) if hit else "no run was executing"))
+        elif step.action == "fault":
+            assert step.point is not None
+            self.faults.add(step.point, step.kind, step.match, skip=step.skip, times=step.times)  # type: ignore[arg-type]
+            self.notes.append(f"t={now:g}: armed {step.describe()}")
         else:
             self._spawn(step)
 
@@ -494,7 +504,8 @@ class _Runner:
             name=self.sc.name, description=self.sc.description, policy=self.policy, seed=self.sc.seed, ok=True,
             end_time=self.end_time, events=events, runs=runs, wants=wants, partitions=partitions,
             crashes=list(self.crashes), violations=list(self.violations), checks=[], metrics=metrics,
-            timeline=[s.describe() for s in self.sc.ordered_timeline()], notes=[*self.notes, *self.runtime_errors],
+            timeline=[s.describe() for s in self.sc.ordered_timeline()],
+            notes=[*self.notes, *self.gave_up, *self.runtime_errors],
             stopped=self.stopped, wall_seconds=wall,
         )
         r.checks = self._checks(r, world)
@@ -518,6 +529,7 @@ class _Runner:
             runs_by_status=dict(sorted(by_status.items())), events_by_type=dict(sorted(by_type.items())),
             deferrals=deferrals, skipped=skipped,
             derived_wants=sum(1 for w in wants if w.source != "scenario"), executions=self.sim.executions,
+            faults=len(self.faults.fired), gave_up=len(self.gave_up),
         )
 
     def _checks(self, r: ScenarioResult, world: Any) -> list[Check]:
@@ -557,7 +569,10 @@ class _Runner:
             if pe.generation is not None:
                 bound(f"partitions.{ref}.generation", pe.generation, float(st.generation if st is not None else 0))
         if self.runtime_errors:
-            out.append(Check("runtime errors", False, "no actor fails", "; ".join(self.runtime_errors[:3])))
+            out.append(Check("runtime errors", False, "the runtime never fails", "; ".join(self.runtime_errors[:3])))
+        if self.gave_up and "gave_up" not in e.metrics:
+            out.append(Check("gave_up", False, "no actor given up on (bound gave_up to expect it)",
+                             "; ".join(self.gave_up[:3])))
         return out
 
 

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import structlog
+
+from eventlog import get_logger
 
 from ._format import JobSpec, Scenario
 
-log = structlog.get_logger("wantbuild.scenarios")
+log = get_logger("wantbuild.scenarios")
 
 __all__ = ["Duplicate", "SimulatedFailure", "Simulation", "build_graph", "flaky_rng"]
 

@@ -4,23 +4,33 @@ The JobRun actor calls :meth:`LocalExecution.start` once its ``JobRunStarted`` i
 a task of its own, tracked here and awaited when the runtime closes (so the JobRun actor may be passivated
 meanwhile), and its outcome is told back to the run's actor, which records it. Cancel kills the job (the
 whole process group for commands).
+
+The outcome is also kept here until the actor has committed it (:meth:`release`): ``Finished`` is a hint, and
+an actor that crashed while recording it finds it again with :meth:`poll`. A command's process is reported to
+the actor (``Attached``) as soon as it runs, so the log names it, and :meth:`fence` stops what a dead runtime's
+jobs left running before a restarted runtime leases anything. An execution task that fails (a bug of ours, not
+the job's) ends its run Failed with the error, never the runtime.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import anyio
-import structlog
 
-from actors import ActorSystem, ActorSystemClosed, Clock, Finished, JobRunState
+from actors import RUNNING, ActorSystem, ActorSystemClosed, Attached, Clock, Faults, Finished, JobRunState
+from eventlog import get_logger
 
 from ._execution import JobContext, RunOutcome, run_callable, run_command
+from ._fence import EXECUTOR, fence_local, process_handle
 from ._graph import Graph
 
-log = structlog.get_logger("wantbuild.execution")
+log = get_logger("wantbuild.execution")
 
 
 @dataclass(frozen=True)
@@ -33,14 +43,17 @@ class _Outcome:
 
 
 class LocalExecution:
-    def __init__(self, graph: Graph, clock: Clock, log_dir: Path, system: ActorSystem) -> None:
+    def __init__(self, graph: Graph, clock: Clock, log_dir: Path, system: ActorSystem,
+                 faults: Faults | None = None) -> None:
         self.graph = graph
+        self.faults = faults
         self.clock = clock
         self.log_dir = log_dir
         self.system = system
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._cancel_reasons: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._outcomes: dict[str, _Outcome] = {}
         self._scope_cls: type[anyio.CancelScope] | None = None
 
     def log_paths(self, run: JobRunState) -> tuple[str | None, str | None]:
@@ -65,8 +78,20 @@ class LocalExecution:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         error = None if task.cancelled() else task.exception()
-        if error is not None:
+        if error is not None:  # pragma: no cover - _run turns every Exception into an outcome
             self.system._fatal(error)
+
+    def poll(self, job_run_id: str) -> _Outcome | Literal["running"] | None:
+        if job_run_id in self._scopes:
+            return RUNNING
+        return self._outcomes.get(job_run_id)
+
+    def release(self, job_run_id: str) -> None:
+        self._outcomes.pop(job_run_id, None)
+
+    async def fence(self, runs: Sequence[JobRunState], grace: float = 2.0) -> list[str]:
+        """Stop what the previous runtime's in-flight ``runs`` left running here; lines saying what was done."""
+        return await fence_local(runs, grace)
 
     async def aclose(self, reason: str) -> None:
         """Cancel every run still executing and wait until their tasks are gone."""
@@ -90,30 +115,51 @@ class LocalExecution:
         return len(self._scopes)
 
     async def _run(self, run: JobRunState, scope: anyio.CancelScope) -> None:
+        rid = run.job_run_id
         job = self.graph[run.job]
-        params = tuple(dict(job.params(ref) or {}) for ref in run.partitions)
-        ctx = JobContext(job_run_id=run.job_run_id, job_name=run.job, partitions=run.partitions,
-                         attempt=run.attempt, params=params, clock=self.clock)
         outcome: RunOutcome | None = None
         try:
             with scope:
+                if self.faults is not None:
+                    self.faults.check("job", run.job, rid, run.job)
+                params = tuple(dict(job.params(ref) or {}) for ref in run.partitions)
+                ctx = JobContext(job_run_id=rid, job_name=run.job, partitions=run.partitions,
+                                 attempt=run.attempt, params=params, clock=self.clock,
+                                 generations=run.generations)
                 if job.command is not None:
                     self.log_dir.mkdir(parents=True, exist_ok=True)
                     outcome = await run_command(job.command, ctx, log_dir=self.log_dir, timeout=job.timeout,
-                                                heartbeat_timeout=job.heartbeat_timeout)
+                                                heartbeat_timeout=job.heartbeat_timeout,
+                                                on_spawn=lambda pid: self._attached(rid, pid))
                 else:
                     assert job.run is not None
                     outcome = await run_callable(job.run, ctx, timeout=job.timeout,
                                                  heartbeat_timeout=job.heartbeat_timeout)
+        except Exception as e:  # wantbuild's failure, not the job's: this run fails, the runtime goes on
+            log.error("job execution failed", job_run_id=rid, exc_info=e)
+            outcome = RunOutcome("failed", reason=f"wantbuild could not execute the job: {type(e).__name__}: {e}",
+                                 error_type=type(e).__name__)
         finally:
-            self._scopes.pop(run.job_run_id, None)
-        reason = self._cancel_reasons.pop(run.job_run_id, None)
+            self._scopes.pop(rid, None)
+        reason = self._cancel_reasons.pop(rid, None)
         if outcome is None or scope.cancel_called:
             outcome = RunOutcome(status="canceled", reason=reason or "canceled")
         delay = job.retry.delay(run.attempt) if outcome.status == "failed" else 0.0
         result = _Outcome(outcome.status, outcome.reason, tuple(outcome.missing), outcome.exit_code, delay)
+        self._outcomes[rid] = result
         try:
-            await self.system.tell("job_run", run.job_run_id, Finished(result))
+            await self.system.tell("job_run", rid, Finished(result))
         except ActorSystemClosed:  # the runtime crashed or closed meanwhile: restart marks the run Lost
-            log.debug("outcome dropped: the runtime is closed", job_run_id=run.job_run_id, status=result.status)
+            log.debug("outcome dropped: the runtime is closed", job_run_id=rid, status=result.status)
+
+    def _attached(self, job_run_id: str, pid: int) -> None:
+        msg = Attached(EXECUTOR, process_handle(pid))
+        if not self.system.try_tell("job_run", job_run_id, msg):  # a full mailbox: from a tracked task
+            task = asyncio.get_running_loop().create_task(self._tell_later(job_run_id, msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _tell_later(self, job_run_id: str, msg: Attached) -> None:
+        with contextlib.suppress(ActorSystemClosed):
+            await self.system.tell("job_run", job_run_id, msg)
 

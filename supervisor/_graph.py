@@ -44,9 +44,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal, NamedTuple, TypeAlias, TypeVar, get_args
 
-import structlog
-
 from actors._refs import _SCHEME_RE, MAX_REF_LENGTH, InvalidRef, validate_ref
+from eventlog import get_logger
 from eventlog._errors import WantbuildError
 
 __all__ = [
@@ -64,7 +63,7 @@ __all__ = [
     "UnknownJob",
 ]
 
-_log = structlog.get_logger(__name__)
+_log = get_logger("wantbuild.graph")
 
 CollisionPolicy: TypeAlias = Literal["shrink", "defer", "all_or_nothing"]
 COLLISION_POLICIES: Final[tuple[CollisionPolicy, ...]] = get_args(CollisionPolicy)

@@ -55,13 +55,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import structlog
+from eventlog import get_logger
 
 from ._graph import COLLISION_POLICIES, Graph, GraphError, Job, _is_async_callable
 
 __all__ = ["load_graph"]
 
-_log = structlog.get_logger(__name__)
+_log = get_logger("wantbuild.graph")
 
 _TOP_LEVEL = ("graph", "job")
 _GRAPH_FIELDS = ("name", "default_collision_policy")

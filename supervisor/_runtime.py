@@ -20,7 +20,6 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import structlog
 
 from actors import (
     ActorFailure,
@@ -32,6 +31,7 @@ from actors import (
     CreateWant,
     EndWant,
     EntityEnv,
+    Faults,
     Hooks,
     IllegalTransition,
     JobRunActor,
@@ -49,15 +49,24 @@ from actors import (
     rebuild,
     validate_refs,
 )
-from eventlog import LeaseLost, Log, Record, WantbuildError, is_postgres, log_label, open_log
+from eventlog import (
+    LeaseLost,
+    Log,
+    Record,
+    WantbuildError,
+    get_logger,
+    is_postgres,
+    log_label,
+    open_log,
+)
 
 from ._execution_glue import LocalExecution
 from ._graph import Graph
 from ._ids import IdSource
-from ._supervisor import CommittedBatch, Drain, Recover, Supervisor
+from ._supervisor import ActorCrashed, CommittedBatch, Drain, GaveUp, Pending, Recover, Supervisor
 from ._timers import Timers
 
-log = structlog.get_logger("wantbuild.runtime")
+log = get_logger("wantbuild.runtime")
 
 SUPERVISOR = ("supervisor", "supervisor")
 
@@ -72,12 +81,17 @@ class RuntimeClosed(WantbuildError, RuntimeError):
 
 @dataclass(frozen=True)
 class Recovery:
-    """What opening an existing log recovered (rule 8)."""
+    """What opening an existing log recovered (rule 8).
+
+    ``events_replayed`` counts the log's events before recovery wrote its own; ``fenced`` says what was done
+    about job processes the previous runtime left running (see ``Execution.fence``).
+    """
 
     events_replayed: int
     lost_runs: tuple[str, ...]
     requeued_partitions: tuple[str, ...]
     active_wants: tuple[str, ...]
+    fenced: tuple[str, ...] = ()
 
 
 class WantHandle:
@@ -118,6 +132,9 @@ class Runtime:
         self._settled = anyio.Event()
         self._committed: list[Committed] = []
         self.failures: list[ActorFailure] = []
+        """Actors the runtime gave up on (stopped after repeated crashes); what depended on them was ended with
+        the error as its reason."""
+        self._timers: Timers | None = None
 
     # -- commands ---------------------------------------------------------------------------------------
     async def want(self, refs: Iterable[str] | str, *, ttl: float | None = None, sla: float | None = None,
@@ -239,6 +256,8 @@ class Runtime:
         """
         self.crashed = True
         self.closing = True
+        if self._timers is not None:
+            self._timers.cancel_all(tells=True)  # before the actors stop: a timer would tell a closed system
         await self.system.aclose()  # a killed process's actors stop with it (and do not log crashes)
         await self.log.abort()
 
@@ -269,18 +288,47 @@ class Runtime:
         if batch:
             self.system.try_tell(*SUPERVISOR, CommittedBatch(tuple(batch)))  # its mailbox is unbounded
 
+    def _on_crash(self, kind: str, key: str, msg: Any, error: Exception) -> None:
+        """Any actor crashed: the supervisor reconciles (the message it held may be lost). Its own crash it
+        reconciles in ``on_restart``."""
+        if kind != "supervisor" and not self.closing:
+            self.system.try_tell(*SUPERVISOR, ActorCrashed(kind, key, None if msg is None else type(msg).__name__))
+
     def _on_escalate(self, failure: ActorFailure) -> None:
+        """An actor was stopped after repeated crashes: record it and let the supervisor end what depends on it
+        (the supervisor itself is started afresh and reconciles).
+
+        Raising here makes the failure fatal (the runtime stops with it): an actor that fails again after it was
+        given up on once cannot be healed.
+        """
+        again = any(f.kind == failure.kind and f.key == failure.key for f in self.failures)
         self.failures.append(failure)
         log.error("actor stopped after repeated crashes", kind=failure.kind, key=failure.key,
                   error=repr(failure.error), restarts=failure.restarts)
+        if again:
+            raise RuntimeError(f"wantbuild cannot heal the {failure.kind} actor {failure.key!r}: it was given up on "
+                               f"once already, and crashed {failure.restarts + 1} times again, the last with "
+                               f"{failure.error!r}") from failure.error
+        if failure.kind == "supervisor":
+            # The messages it held are dropped with it (a poison message among them): a fresh supervisor
+            # rebuilds everything from the World. A second time, nothing more can be done: fatal (above).
+            if not self.closing:
+                self.system.revive(*SUPERVISOR)
+                self.system.try_tell(*SUPERVISOR, Recover())
+            return
+        if not self.closing:
+            reason = (f"wantbuild gave up on {failure.kind} {failure.key} after {failure.restarts + 1} crashes: "
+                      f"{type(failure.error).__name__}: {failure.error}")
+            self.system.try_tell(*SUPERVISOR, GaveUp(failure.kind, failure.key, reason))
 
 
 async def _recover_runs(system: ActorSystem, world: World) -> tuple[list[str], list[str]]:
+    """Mark the runs the previous runtime left in flight Lost (their partitions go back to Missing)."""
     lost: list[str] = []
     requeued: list[str] = []
     for run in sorted(world.in_flight_runs(), key=lambda r: r.job_run_id):
         held = [ref for ref in run.partitions if world.partition(ref).lease == run.job_run_id]
-        await system.ask("job_run", run.job_run_id, MarkLost())
+        await _mark_lost(system, run.job_run_id)
         lost.append(run.job_run_id)
         requeued.extend(held)
     # A crash after a run's terminal event but before its partitions were settled: settle them now.
@@ -288,8 +336,15 @@ async def _recover_runs(system: ActorSystem, world: World) -> tuple[list[str], l
     for part in sorted(building, key=lambda p: p.ref):
         holder = world.runs.get(part.lease or "")
         if holder is not None and holder.terminal:
-            await system.ask("job_run", holder.job_run_id, MarkLost())
+            await _mark_lost(system, holder.job_run_id)
     return lost, requeued
+
+
+async def _mark_lost(system: ActorSystem, job_run_id: str) -> None:
+    try:
+        await system.ask("job_run", job_run_id, MarkLost())
+    except WantbuildError as e:  # the actor crashed on it: its own recovery marks the run Lost (reconcile)
+        log.warning("marking a run Lost failed; its actor recovers it", job_run_id=job_run_id, error=str(e))
 
 
 @asynccontextmanager
@@ -298,7 +353,8 @@ async def open_runtime(*args: Any, **kwargs: Any) -> AsyncIterator[Runtime]:
 
     Keywords: ``clock``, ``policy`` (default collision policy), ``log_dir`` (job output files; default
     ``<log>.logs``), ``accept_graph_change``, ``passivate_after``, ``autocommit``, ``serve_commands``,
-    ``shutdown_grace``, ``tune_gc`` (see :func:`_gc_policy`; the CLI turns it on). An exception raised in the
+    ``shutdown_grace``, ``tune_gc`` (see :func:`_gc_policy`; the CLI turns it on), ``faults`` (drills only:
+    :class:`actors.Faults` to inject). An exception raised in the
     ``async with`` body comes out as itself, not wrapped in an exception group by the runtime's task groups.
     """
     try:
@@ -341,6 +397,7 @@ async def _open_runtime(
     shutdown_grace: float = 10.0,
     event_log: Log | None = None,
     tune_gc: bool = False,
+    faults: Faults | None = None,
 ) -> AsyncIterator[Runtime]:
     graph.validate()
     clock = clock if clock is not None else SystemClock()
@@ -354,7 +411,7 @@ async def _open_runtime(
         ids = IdSource(world.wants, world.runs)
         with _gc_policy(tune_gc):
             async with _running(elog, world, ids, graph, clock, policy, logs, passivate_after, serve_commands,
-                                shutdown_grace) as rt:
+                                shutdown_grace, faults) as rt:
                 yield rt
 
 
@@ -388,30 +445,37 @@ def _gc_policy(enabled: bool) -> Iterator[None]:
 @asynccontextmanager
 async def _running(elog: Log, world: World, ids: IdSource, graph: Graph, clock: Clock,
                    policy: CollisionPolicy, logs: Path, passivate_after: float | None, serve_commands: bool,
-                   shutdown_grace: float) -> AsyncIterator[Runtime]:
-    hooks = Hooks()
+                   shutdown_grace: float, faults: Faults | None) -> AsyncIterator[Runtime]:
+    hooks = Hooks(faults)
     async with anyio.create_task_group() as tg:
         system = ActorSystem(passivate_after=passivate_after)
+        system.faults = faults
         async with system:
-            env = EntityEnv(elog, world, system, hooks, clock)
+            env = EntityEnv(elog, world, system, hooks, clock, faults)
             timers = Timers(tg, system, clock)
-            execution = LocalExecution(graph, clock, logs, system)
+            execution = LocalExecution(graph, clock, logs, system, faults)
+            pending = Pending()
             system.register("want", lambda key: WantActor(key, env))
             # A partition's next message (its settlement) comes a whole job run after its lease: no linger
             # (5% of a batched backfill, A/B).
             system.register("partition", lambda key: PartitionActor(key, env), linger=False)
             system.register("job_run", lambda key: JobRunActor(key, env, execution))
             system.register("supervisor",
-                            lambda key: Supervisor(key, env, graph, ids, timers, policy),
+                            lambda key: Supervisor(key, env, graph, ids, timers, policy, pending),
                             passivate_after=None, mailbox_size=math.inf)
-            lost, requeued = await _recover_runs(system, world)
-            recovery = Recovery(elog.last_seq, tuple(lost), tuple(requeued),
-                                tuple(w.want_id for w in world.active_wants()))
-            rt = Runtime(elog, world, graph, clock, system, hooks, ids, recovery)
+            replayed = elog.last_seq
+            rt = Runtime(elog, world, graph, clock, system, hooks, ids, Recovery(replayed, (), (), ()))
+            rt._timers = timers
             system.on_escalate = rt._on_escalate
+            system.on_crash = rt._on_crash
             hooks.add_system(rt._system_hook)
+            # Before anything is leased again: stop what the previous runtime's jobs left running.
+            fenced = await execution.fence(world.in_flight_runs())
+            lost, requeued = await _recover_runs(system, world)
+            rt.recovery = Recovery(replayed, tuple(lost), tuple(requeued),
+                                   tuple(w.want_id for w in world.active_wants()), tuple(fenced))
             if lost:
-                log.info("recovered runs", lost=len(lost), requeued=len(requeued))
+                log.info("recovered runs", lost=len(lost), requeued=len(requeued), fenced=len(fenced))
             await system.tell(*SUPERVISOR, Recover())
             if serve_commands:
                 tg.start_soon(_serve_commands, rt)
@@ -424,7 +488,7 @@ async def _running(elog: Log, world: World, ids: IdSource, graph: Graph, clock: 
                         await _shutdown(rt, execution, timers, shutdown_grace)
                 else:
                     execution.cancel_all("crash")
-                    timers.cancel_all()
+                    timers.cancel_all(tells=True)
                 with anyio.CancelScope(shield=True):
                     await execution.aclose("the runtime is closing")
         tg.cancel_scope.cancel()
@@ -477,6 +541,7 @@ async def _shutdown(rt: Runtime, execution: LocalExecution, timers: Timers, grac
     # Runs are terminal; let them settle their partitions (Building -> Missing) before the actors stop.
     with anyio.move_on_after(grace):
         await rt.wait_quiescent(timeout=None)
+    timers.cancel_all(tells=True)
     await rt.log.commit()
 
 

@@ -20,6 +20,15 @@ The rules (numbers refer to the supervisor rules of the semantics):
    canceled; derived wants whose every parent was canceled or expired are canceled too.
 A want's status follows its partitions, kept as per-want counters so a 100,000-partition want costs O(1) per
 partition change.
+
+Recovery is level-triggered. Every index is derived from the World; :meth:`Supervisor._reconcile` rebuilds them
+all and re-derives what must happen (runs to plan, dependencies to want, timers to arm) at start, after the
+supervisor itself crashed, and whenever another actor crashed (``ActorCrashed``): a crash may have dropped a
+message, and the committed state, not the message, says what is left to do. What the supervisor has asked for
+but not yet seen committed (a derived want, a planned run) is kept in :class:`Pending`, which outlives a crash
+of the supervisor, so reconciling never asks twice. An actor the system gave up on (``GaveUp``: it crashed past
+the restart limit) ends what depends on it with the error as the reason: its run Failed or Canceled, the wants
+on its partitions Failed.
 """
 
 from __future__ import annotations
@@ -30,9 +39,9 @@ from enum import IntEnum
 from typing import Any
 
 import msgspec
-import structlog
 
 from actors import (
+    Abandon,
     Actor,
     CancelRun,
     Committed,
@@ -49,6 +58,7 @@ from actors import (
     PartitionState,
     PartitionStatus,
     PlanRun,
+    Reconcile,
     RetryLeases,
     RunEnded,
     UpstreamReady,
@@ -57,12 +67,13 @@ from actors import (
     WantStatus,
 )
 from actors import CollisionPolicy as Policy
+from eventlog import get_logger
 
 from ._graph import Graph, Job, NoJobForRef
 from ._ids import IdSource
 from ._timers import Timers
 
-log = structlog.get_logger("wantbuild.supervisor")
+log = get_logger("wantbuild.supervisor")
 P = PartitionStatus
 W = WantStatus
 
@@ -104,11 +115,48 @@ class Recover(msgspec.Struct, frozen=True):
     """Rebuild the indices from the World and resume (sent once at start)."""
 
 
+class ActorCrashed(msgspec.Struct, frozen=True):
+    """An actor crashed (and restarted, or was stopped): the message it held may be lost; reconcile."""
+
+    kind: str
+    key: str
+    message_type: str | None = None
+
+
+class GaveUp(msgspec.Struct, frozen=True):
+    """The actor system stopped an actor after repeated crashes: end what depends on it, with ``reason``."""
+
+    kind: str
+    key: str
+    reason: str
+
+
+SUPERVISOR_MESSAGES: tuple[str, ...] = ("CommittedBatch", "RunEnded", "Due", "Recover", "Tick", "Drain",
+                                        "ActorCrashed", "GaveUp")
+"""The messages the supervisor handles, by type name (for fault drills naming one)."""
+
+
+class Pending:
+    """What the supervisor asked for and has not seen committed yet; kept by the runtime, so it outlives a crash of
+    the supervisor (reconciling must not ask for a derived want or a run a second time)."""
+
+    def __init__(self) -> None:
+        self.wants: dict[str, tuple[str, ...]] = {}  # want id -> refs: CreateWant told, WantCreated not seen
+        self.creating: dict[str, str] = {}  # ref -> the pending want that will want it
+        self.runs: dict[str, JobRunQueued] = {}  # run id -> PlanRun told, the run not in the World yet
+        self.draining = False  # the runtime is shutting down: plan nothing more
+
+    def forget_want(self, want_id: str) -> None:
+        for ref in self.wants.pop(want_id, ()):
+            if self.creating.get(ref) == want_id:
+                del self.creating[ref]
+
+
 class Supervisor(Actor[Any]):
     kind = "supervisor"
 
     def __init__(self, key: str, env: EntityEnv, graph: Graph, ids: IdSource, timers: Timers,
-                 policy: Policy = "shrink") -> None:
+                 policy: Policy = "shrink", pending: Pending | None = None) -> None:
         super().__init__(key)
         self.env = env
         self.world = env.world
@@ -116,8 +164,12 @@ class Supervisor(Actor[Any]):
         self.ids = ids
         self.timers = timers
         self.policy = policy
-        self.draining = False
+        self.pending = pending if pending is not None else Pending()
         self.tick_pending = False
+        self._reset()
+
+    def _reset(self) -> None:
+        """Empty every derived index (:meth:`_reconcile` rebuilds them from the World)."""
         # interest
         self.wants_by_ref: dict[str, list[str]] = {}
         self.counts: dict[str, Counter[Cat]] = {}
@@ -138,7 +190,8 @@ class Supervisor(Actor[Any]):
         self.static_wait: dict[str, set[str]] = {}
         self.static_waiters: dict[str, set[str]] = {}
         self.static_failed: dict[str, str] = {}
-        self.creating: dict[str, str] = {}  # ref -> derived want told to be created, not yet committed
+        self.broken: dict[str, str] = {}  # wanted ref -> why the runtime gave up on it (GaveUp)
+        self.children: dict[str, set[str]] = {}  # active want -> its active derived wants
 
     # -- message loop ---------------------------------------------------------------------------------
     async def handle(self, msg: Any) -> Any:
@@ -152,14 +205,18 @@ class Supervisor(Actor[Any]):
         elif isinstance(msg, Due):
             await self._on_due(msg)
         elif isinstance(msg, Recover):
-            await self._recover()
+            await self._reconcile()
+        elif isinstance(msg, ActorCrashed):
+            await self._on_crashed(msg)
+        elif isinstance(msg, GaveUp):
+            await self._on_gave_up(msg)
         elif isinstance(msg, Tick):
             self.tick_pending = False
-            if not self.draining:
+            if not self.pending.draining:
                 self.to_schedule = False
                 await self._schedule()
         elif isinstance(msg, Drain):
-            self.draining = True
+            self.pending.draining = True
             return None
         else:
             raise TypeError(f"supervisor: unexpected message {msg!r}")
@@ -167,7 +224,7 @@ class Supervisor(Actor[Any]):
         return None
 
     async def _flush(self) -> None:
-        if self.to_schedule and not self.draining and not self.tick_pending:
+        if self.to_schedule and not self.pending.draining and not self.tick_pending:
             self.tick_pending = True
             self.env.system.try_tell("supervisor", self.key, Tick())
         if self.dirty and not self.tick_pending:  # after planning, so a planned ref counts as Building
@@ -183,9 +240,7 @@ class Supervisor(Actor[Any]):
         elif rec.entity_kind == "want":
             new: WantState = msg.new
             if msg.old is None:
-                for ref in new.refs:
-                    if self.creating.get(ref) == new.want_id:
-                        del self.creating[ref]
+                self.pending.forget_want(new.want_id)
                 await self._add_want(new)
             elif new.terminal:
                 await self._drop_want(new)
@@ -208,9 +263,14 @@ class Supervisor(Actor[Any]):
 
     # -- wants ----------------------------------------------------------------------------------------
     async def _add_want(self, want: WantState) -> None:
+        if self._index_want(want):
+            await self._plan_want(want)
+
+    def _index_want(self, want: WantState) -> bool:
+        """Count the want's interest in its refs and arm its timers; False if it is terminal or known already."""
         wid = want.want_id
         if want.terminal or wid in self.counts:
-            return
+            return False
         counts: Counter[Cat] = Counter()
         self.counts[wid] = counts
         for ref in want.refs:
@@ -219,6 +279,18 @@ class Supervisor(Actor[Any]):
             if first:
                 self.cat[ref] = self._category(ref)
             counts[self.cat[ref]] += 1
+        for parent in want.parent_want_ids:
+            self.children.setdefault(parent, set()).add(wid)
+        self.dirty.add(wid)
+        now = self.env.clock.now()
+        if want.ttl is not None:
+            self.timers.call_at(want.created_at + want.ttl, Due("ttl", wid), now=now)
+        if want.sla is not None and not want.sla_missed:
+            self.timers.call_at(want.created_at + want.sla, Due("sla", wid), now=now)
+        return True
+
+    async def _plan_want(self, want: WantState) -> None:
+        """Queue the want's refs that need building; join or re-want the upstreams of those that wait."""
         for ref in want.refs:
             st = self.world.partition(ref)
             if st.status in (P.MISSING, P.TAINTED) or (st.status in (P.FAILED, P.UPSTREAM_FAILED)
@@ -226,12 +298,6 @@ class Supervisor(Actor[Any]):
                 self._enqueue(ref, new_want=True)
             elif st.status is P.UPSTREAM_WAITING:
                 await self._ensure_upstream(st)
-        self.dirty.add(wid)
-        now = self.env.clock.now()
-        if want.ttl is not None:
-            self.timers.call_at(want.created_at + want.ttl, Due("ttl", wid), now=now)
-        if want.sla is not None and not want.sla_missed:
-            self.timers.call_at(want.created_at + want.sla, Due("sla", wid), now=now)
 
     async def _drop_want(self, want: WantState) -> None:
         wid = want.want_id
@@ -241,6 +307,12 @@ class Supervisor(Actor[Any]):
         self.dirty.discard(wid)
         self.timers.cancel(Due("ttl", wid))
         self.timers.cancel(Due("sla", wid))
+        for parent in want.parent_want_ids:
+            siblings = self.children.get(parent)
+            if siblings is not None:
+                siblings.discard(wid)
+                if not siblings:
+                    del self.children[parent]
         runs_to_check: set[str] = set()
         for ref in want.refs:
             lst = self.wants_by_ref.get(ref)
@@ -251,6 +323,7 @@ class Supervisor(Actor[Any]):
             if not lst:
                 del self.wants_by_ref[ref]
                 self.cat.pop(ref, None)
+                self.broken.pop(ref, None)
                 needers = self._needed_by(ref)
                 if needers:  # still an upstream of a partition an active want waits for: want it again
                     source, waiting = needers[0]
@@ -266,10 +339,11 @@ class Supervisor(Actor[Any]):
             if not any(r in self.wants_by_ref for r in run.partitions):
                 await self.env.system.tell("job_run", run_id, CancelRun(f"no active want needs it any more "
                                                                         f"(want {wid} {want.status})"))
+        children = self.children.pop(wid, set())
         if want.status in (W.CANCELED, W.EXPIRED):
-            for other_id in sorted(self.counts):
+            for other_id in sorted(children):
                 other = self.world.wants.get(other_id)
-                if other is None or wid not in other.parent_want_ids:
+                if other is None or other.terminal:
                     continue
                 parents = [self.world.wants.get(p) for p in other.parent_want_ids]
                 if all(p is not None and p.status in (W.CANCELED, W.EXPIRED) for p in parents) and not any(
@@ -300,6 +374,8 @@ class Supervisor(Actor[Any]):
 
     def _category(self, ref: str) -> Cat:
         st = self.world.partition(ref)
+        if ref in self.broken:
+            return Cat.FAILED
         if ref in self.static_failed:
             return Cat.UPSTREAM_FAILED
         s = st.status
@@ -357,15 +433,26 @@ class Supervisor(Actor[Any]):
         reason = ""
         if target is W.FAILED:
             refs = self._refs_in(want, Cat.FAILED)
-            reason = "; ".join(f"{r}: {self.world.partition(r).reason}" for r in refs[:3])
+            reason = "; ".join(f"{r}: {self.broken.get(r) or self.world.partition(r).reason}" for r in refs[:3])
         elif target is W.UPSTREAM_FAILED:
             refs = self._refs_in(want, Cat.UPSTREAM_FAILED)
             reason = "; ".join(f"{r}: {self.static_failed.get(r) or self.world.partition(r).reason}"
                                for r in refs[:3])
         elif target is W.UPSTREAM_BUILDING:
-            refs = self._refs_in(want, Cat.WAITING)
+            refs = self._upstream_of(self._refs_in(want, Cat.WAITING))
         self.sent[wid] = target
         await self.env.system.tell("want", wid, MoveWant(target, reason, refs))
+
+    def _upstream_of(self, waiting: Iterable[str], limit: int = 50) -> tuple[str, ...]:
+        """The upstream refs that the waiting refs wait on (not yet Live), the first ``limit`` of them."""
+        out: dict[str, None] = {}
+        for ref in waiting:
+            for up in (*self.world.needs(ref), *sorted(self.static_wait.get(ref, ()))):
+                if up not in out and self.world.partition(up).status is not P.LIVE:
+                    out[up] = None
+                    if len(out) >= limit:
+                        return tuple(out)
+        return tuple(out)
 
     def _refs_in(self, want: WantState, cat: Cat, limit: int = 50) -> tuple[str, ...]:
         out = []
@@ -460,12 +547,14 @@ class Supervisor(Actor[Any]):
             reason = f"retry {attempt}/{max_attempts} of {retry_of}; " + reason
         queued = JobRunQueued(job=job, partitions=refs, wants=tuple(wants), attempt=attempt,
                               max_attempts=max_attempts, retry_of=retry_of, policy=policy, reason=reason)
+        self.pending.runs[run_id] = queued
         await self.env.system.tell("job_run", run_id, PlanRun(queued))
         return run_id
 
     # -- runs -----------------------------------------------------------------------------------------
     async def _on_run_ended(self, run: JobRunState) -> None:
         rid = run.job_run_id
+        self.pending.runs.pop(rid, None)
         if run.status is JobRunStatus.QUEUED:  # deferred: wait until the refused partitions move
             for ref, _holder in run.deferred_on:
                 self.deferred.setdefault(ref, set()).add(rid)
@@ -473,6 +562,9 @@ class Supervisor(Actor[Any]):
                 if self.world.partition(ref).status is not P.BUILDING:
                     await self._wake_deferred(ref)
             return
+        # Idempotent: a run may be reported twice (its actor recovered after a crash), or after a reconcile that
+        # already dropped it from the indices; the bookkeeping below finds nothing to do then, and each effect
+        # checks the committed state before acting.
         self.inflight.get(run.job, set()).discard(rid)
         for ref in run.planned:
             runs = self.planned.get(ref)
@@ -490,13 +582,16 @@ class Supervisor(Actor[Any]):
         if run.status is JobRunStatus.DEP_MISS:
             await self._on_dep_miss(run)
         elif run.status is JobRunStatus.FAILED and run.will_retry:
-            job = self.graph[run.job]
-            for ref in run.partitions:
-                self.retrying[ref] = rid
-                self._recat(ref)
-            delay = job.retry.delay(run.attempt)
-            self.timers.call_at(run.ended_at + delay if run.ended_at else self.env.clock.now() + delay,
-                                Due("retry", rid), now=self.env.clock.now())
+            # The partitions it failed and nothing has leased since (a second report finds them leased).
+            waiting = [ref for ref in run.partitions if (p := self.world.partition(ref)).status is P.FAILED
+                       and not p.final]
+            if waiting:
+                for ref in waiting:
+                    self.retrying[ref] = rid
+                    self._recat(ref)
+                delay = self.graph[run.job].retry.delay(run.attempt)
+                self.timers.call_at(run.ended_at + delay if run.ended_at else self.env.clock.now() + delay,
+                                    Due("retry", rid), now=self.env.clock.now())
         elif run.status is JobRunStatus.FAILED:
             for ref in run.partitions:
                 if ref in self.wants_by_ref:
@@ -546,7 +641,9 @@ class Supervisor(Actor[Any]):
 
     def _find_cycle(self, members: set[str], needs: Iterable[str]) -> list[str] | None:
         """A path member -> ... -> member through UpstreamWaiting partitions' needs, if there is one."""
-        start = next(iter(sorted(members)))
+        if not members:
+            return None
+        start = min(members)
         stack: list[tuple[str, list[str]]] = [(m, [start, m]) for m in needs]
         seen: set[str] = set()
         while stack:
@@ -571,8 +668,9 @@ class Supervisor(Actor[Any]):
     def _want_refs(self, refs: Iterable[str], *, source: str, parents: Iterable[str] = (),
                    for_refs: Iterable[str] = ()) -> str | None:
         """Create one derived want for the refs that are neither Live nor wanted yet."""
+        creating = self.pending.creating
         need = [r for r in dict.fromkeys(refs)
-                if r not in self.wants_by_ref and r not in self.creating
+                if r not in self.wants_by_ref and r not in creating
                 and self.world.partition(r).status is not P.LIVE]
         if not need:
             return None
@@ -585,7 +683,8 @@ class Supervisor(Actor[Any]):
             root = first.root_want_id if first is not None else None
         want_id = self.ids.next_want()
         for r in need:
-            self.creating[r] = want_id
+            creating[r] = want_id
+        self.pending.wants[want_id] = tuple(need)
         ev = WantCreated(refs=tuple(need), source=source, parent_want_ids=tuple(parent_ids), root_want_id=root,
                          comment=f"derived: needed by {', '.join(list(for_refs)[:3]) or source}")
         self._tell_soon("want", want_id, CreateWant(ev))
@@ -670,7 +769,7 @@ class Supervisor(Actor[Any]):
                 if st.status is P.FAILED and ref in self.wants_by_ref and ref not in self.planned:
                     refs.append(ref)
                 self._recat(ref)
-        if not refs or self.draining:
+        if not refs or self.pending.draining:
             for ref in run.partitions:
                 if ref in self.wants_by_ref and self.world.partition(ref).status is P.FAILED:
                     self._enqueue(ref)
@@ -680,25 +779,101 @@ class Supervisor(Actor[Any]):
                          max_attempts=run.max_attempts, policy=self._policy_of(job))
 
     # -- recovery -------------------------------------------------------------------------------------
-    async def _recover(self) -> None:
-        """Rebuild indices from the World (restart, rule 8); the runtime has already marked runs Lost."""
+    async def on_restart(self, failed: Any, error: Exception) -> None:
+        """The supervisor crashed: its indices may be half-updated. Rebuild them all from the World."""
+        await self._reconcile()
+        await self._flush()
+
+    async def _on_crashed(self, msg: ActorCrashed) -> None:
         world = self.world
+        if msg.kind == "want" and msg.key in self.pending.wants and msg.key not in world.wants:
+            self.pending.forget_want(msg.key)  # its CreateWant was lost with the crash: want the refs again
+        elif msg.kind == "job_run" and msg.key in self.pending.runs and msg.key not in world.runs:
+            del self.pending.runs[msg.key]  # its PlanRun was lost: plan the refs again
+        await self._reconcile()
+
+    async def _on_gave_up(self, msg: GaveUp) -> None:
+        """End what depends on an actor the system stopped: nothing else would ever move it (I5)."""
+        system = self.env.system
+        if msg.kind == "job_run":
+            run = self.world.runs.get(msg.key)
+            if run is not None and not run.terminal:
+                for ref in run.planned:
+                    if ref in self.wants_by_ref:
+                        self.broken[ref] = msg.reason
+                        self._recat(ref)
+            system.revive("job_run", msg.key)
+            await system.tell("job_run", msg.key, Abandon(msg.reason))
+        elif msg.kind == "partition":
+            if msg.key in self.wants_by_ref:
+                self.broken[msg.key] = msg.reason
+                self._recat(msg.key)
+            system.revive("partition", msg.key)  # a later want gets a fresh actor
+        elif msg.kind == "want":
+            want = self.world.wants.get(msg.key)
+            system.revive("want", msg.key)
+            if want is not None and not want.terminal:
+                self.sent[msg.key] = W.FAILED
+                await system.tell("want", msg.key, MoveWant(W.FAILED, msg.reason, want.refs[:50]))
+        await self._reconcile()
+
+    async def _reconcile(self) -> None:
+        """Rebuild every index from the World and the pending intents, then re-derive what must happen next:
+        refs to plan, upstreams to want, dependency groups to wait on, deferred runs to wake, retries and want
+        timers to arm, runs that ended without settling to settle. Idempotent; O(World)."""
+        world = self.world
+        pending = self.pending
         now = self.env.clock.now()
+        broken = self.broken
+        self._reset()
+        self.broken = {ref: why for ref, why in broken.items()}
+        self.timers.cancel_all()
+        for wid in [w for w in pending.wants if w in world.wants]:
+            pending.forget_want(wid)
+        for rid in [r for r in pending.runs if r in world.runs]:
+            del pending.runs[rid]
         retried = {r.retry_of for r in world.runs.values() if r.retry_of}
+        retried.update(q.retry_of for q in pending.runs.values() if q.retry_of)
         for run in sorted(world.runs.values(), key=lambda r: r.job_run_id):
-            pending = [ref for ref in run.partitions if world.partition(ref).status is P.FAILED
-                       and not world.partition(ref).final]
-            if run.status is JobRunStatus.FAILED and run.will_retry and run.job_run_id not in retried and pending:
-                for ref in pending:
-                    self.retrying[ref] = run.job_run_id
-                delay = self.graph[run.job].retry.delay(run.attempt)
-                self.timers.call_at((run.ended_at or now) + delay, Due("retry", run.job_run_id), now=now)
-        for want in sorted(world.active_wants(), key=lambda w: w.want_id):
-            await self._add_want(want)
+            rid = run.job_run_id
+            if not run.terminal:
+                self.inflight.setdefault(run.job, set()).add(rid)
+                for ref in run.planned:
+                    self.planned.setdefault(ref, set()).add(rid)
+                for ref, _holder in run.deferred_on:
+                    self.deferred.setdefault(ref, set()).add(rid)
+                continue
+            if run.status is JobRunStatus.FAILED and run.will_retry and rid not in retried:
+                waiting = [ref for ref in run.partitions if world.partition(ref).status is P.FAILED
+                           and not world.partition(ref).final]
+                if waiting:
+                    for ref in waiting:
+                        self.retrying[ref] = rid
+                    delay = self.graph[run.job].retry.delay(run.attempt)
+                    self.timers.call_at((run.ended_at or now) + delay, Due("retry", rid), now=now)
+        for rid, queued in pending.runs.items():
+            self.inflight.setdefault(queued.job, set()).add(rid)
+            for ref in queued.partitions:
+                self.planned.setdefault(ref, set()).add(rid)
+        # Every active want is indexed before any is planned: a ref that a derived want (a later id) already
+        # wants must not be wanted again for its parent.
+        active = sorted(world.active_wants(), key=lambda w: w.want_id)
+        for want in active:
+            self._index_want(want)
+        for want in active:
+            await self._plan_want(want)
         waiting_runs = sorted({p.waiting_run for p in world.partitions.values()
                                if p.status is P.UPSTREAM_WAITING and p.waiting_run})
         for rid in waiting_runs:
             dep_miss = world.runs.get(rid)
             if dep_miss is not None:
                 await self._track_group(dep_miss, self._group_members(dep_miss))
+        for ref in sorted(self.deferred):
+            if world.partition(ref).status is not P.BUILDING:
+                await self._wake_deferred(ref)
+        stranded = sorted({p.lease for p in world.partitions.values() if p.status is P.BUILDING and p.lease
+                           and (world.runs.get(p.lease) is None or world.runs[p.lease].terminal)})
+        for rid in stranded:  # ended without settling its partitions (a crash in between): settle them now
+            if rid in world.runs:
+                self._tell_soon("job_run", rid, Reconcile())
         self.to_schedule = True

@@ -23,6 +23,7 @@ class Timers:
         self._clock = clock
         self._target = target
         self._scopes: dict[Hashable, anyio.CancelScope] = {}
+        self._soon: set[anyio.CancelScope] = set()
 
     def call_at(self, when: float, msg: Hashable, *, now: float) -> None:
         """Deliver ``msg`` to the supervisor at clock time ``when`` (at once if it has passed)."""
@@ -45,13 +46,29 @@ class Timers:
             scope.cancel()
 
     def soon(self, kind: str, key: str, msg: Any) -> None:
-        """Tell an actor from a separate task (for callers that must not wait on a full mailbox)."""
-        self._tg.start_soon(self._system.tell, kind, key, msg)
+        """Tell an actor from a separate task (for callers that must not wait on a full mailbox).
+
+        Cancelled by :meth:`cancel_all` (shutdown, crash) like the timers."""
+        scope = anyio.CancelScope()
+        self._soon.add(scope)
+        self._tg.start_soon(self._tell, scope, kind, key, msg)
+
+    async def _tell(self, scope: anyio.CancelScope, kind: str, key: str, msg: Any) -> None:
+        try:
+            with scope:
+                await self._system.tell(kind, key, msg)
+        finally:
+            self._soon.discard(scope)
 
     def pending(self) -> int:
         return len(self._scopes)
 
-    def cancel_all(self) -> None:
+    def cancel_all(self, *, tells: bool = False) -> None:
+        """Cancel every timer; with ``tells``, the pending :meth:`soon` tells too (shutdown, crash)."""
         for scope in self._scopes.values():
             scope.cancel()
         self._scopes.clear()
+        if tells:
+            for scope in self._soon:
+                scope.cancel()
+            self._soon.clear()

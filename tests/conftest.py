@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -102,3 +103,11 @@ def log_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "log.db")
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture(autouse=True)
+def _library_logging_unconfigured() -> Iterator[None]:
+    """Every test starts with structlog unconfigured, as an embedder's program does (tests that configure it,
+    the CLI's included, leave it configured otherwise)."""
+    yield
+    structlog.reset_defaults()

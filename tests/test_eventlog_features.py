@@ -106,6 +106,9 @@ async def test_follow_in_the_writer_process(log_target: str) -> None:
                     return
 
         task = asyncio.ensure_future(follower())
+        with anyio.fail_after(5):
+            while not got:  # noqa: ASYNC110 - the follower has no signal of its own to wait on
+                await asyncio.sleep(0.005)
         await asyncio.sleep(0.01)
         assert [r.seq for r in got] == [1]
         await log.append("other", "x", 0, ThingCreated(name="x"))

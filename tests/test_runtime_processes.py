@@ -119,3 +119,63 @@ async def test_sigkill_mid_build_then_restart_finishes_every_want(tmp_path: Path
         lost = rt.runs(JobRunStatus.LOST)
         assert {r.job_run_id for r in lost} == set(rt.recovery.lost_runs)
         await sound(rt)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux's")
+async def test_jobs_of_a_killed_runtime_are_fenced_before_the_restart_leases(tmp_path: Path) -> None:
+    """SIGKILL a runtime while its command job runs: the kernel kills the job (PR_SET_PDEATHSIG); the child the
+    job left in its group is found by the restarted runtime (the pid and group recorded in JobRunAttached) and
+    stopped before anything is leased again, and the restart reports it (issue #10 item 2)."""
+    import json
+
+    sys.path.insert(0, str(JOBS))
+    from command_runtime import graph
+
+    db = tmp_path / "wb.db"
+    release = tmp_path / "release"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent)])}
+    proc = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, str(JOBS / "command_runtime.py"), str(db), str(release)], stdout=subprocess.PIPE, env=env,
+        text=True,
+    )
+    info: dict[str, Any] = {}
+    try:
+        assert proc.stdout is not None
+        with anyio.fail_after(30):
+            while not info:
+                line = await anyio.to_thread.run_sync(proc.stdout.readline)
+                assert line, "the runtime exited before its job ran"
+                if line.startswith("{"):
+                    info = json.loads(line)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    leader, child = info["pids"]
+    try:
+        with anyio.fail_after(10):
+            while _alive(leader):  # noqa: ASYNC110 - nobody but its parent hears of its exit
+                await anyio.sleep(0.02)
+        assert _alive(child), "the job's own child should outlive it: that is what fencing is for"
+        release.touch()
+        async with open_runtime(db, graph(str(release))) as rt:
+            assert not _alive(child)
+            assert len(rt.recovery.fenced) == 1
+            assert info["run"] in rt.recovery.fenced[0]
+            assert str(child) in rt.recovery.fenced[0]
+            assert rt.recovery.lost_runs == (info["run"],)
+            assert (await rt.wait_want(rt.wants()[0].want_id, timeout=30)).status is WantStatus.SUCCESSFUL
+            await sound(rt)
+    finally:
+        for pid in (leader, child):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -38,7 +38,8 @@ Errors all derive from :class:`WantbuildError`::
      ├── RuntimeClosed (RuntimeError)   the runtime is shutting down or closed
      ├── ActorStopped (RuntimeError)    an actor stopped after repeated crashes
      ├── ActorSystemClosed (RuntimeError) the actor system is not running
-     └── AskTimeout (TimeoutError)      no reply from an actor in time
+     ├── AskTimeout (TimeoutError)      no reply from an actor in time
+     └── InjectedFault (RuntimeError)   raised on purpose by a Faults drill (``open(..., faults=...)``)
 """
 
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
@@ -52,7 +53,9 @@ from actors import (
     ActorSystemClosed,
     AskTimeout,
     Clock,
+    Faults,
     IllegalTransition,
+    InjectedFault,
     InvalidRef,
     JobRunState,
     JobRunStatus,
@@ -128,10 +131,12 @@ __all__ = [
     "EventLog",
     "EventLogError",
     "Explanation",
+    "Faults",
     "FingerprintMismatch",
     "Graph",
     "GraphError",
     "IllegalTransition",
+    "InjectedFault",
     "InvalidRef",
     "JobContext",
     "JobRunState",
