@@ -8,7 +8,7 @@ injected :class:`Execution`, records the outcome, then settles its partitions an
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, TypeAlias, get_args
 
 import msgspec
 
@@ -60,8 +60,9 @@ log = get_logger("wantbuild.actors")
 SUPERVISOR = ("supervisor", "supervisor")
 """The (kind, key) of the supervisor actor, the recipient of :class:`RunEnded`."""
 
-CollisionPolicy = Literal["shrink", "defer", "all_or_nothing"]
-POLICIES: tuple[CollisionPolicy, ...] = ("shrink", "defer", "all_or_nothing")
+CollisionPolicy: TypeAlias = Literal["shrink", "defer", "all_or_nothing"]
+"""What a JobRun does with partitions another run holds the lease on (docs/concepts.md, "Collisions")."""
+POLICIES: Final[tuple[CollisionPolicy, ...]] = get_args(CollisionPolicy)
 
 
 # --- messages -----------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
 
 import anyio
+import anyio.lowlevel
 import msgspec
 
 from ._errors import (
@@ -89,6 +90,8 @@ def _set_once(fut: asyncio.Future[None]) -> None:
 
 class LogCore:
     """The backend-independent body of a log. Subclasses implement the storage hooks (``_db_*``)."""
+
+    _shield_open = True
 
     def __init__(
         self,
@@ -1041,8 +1044,15 @@ async def open_core(self: L) -> AsyncIterator[L]:
     ``ExceptionGroup``, and the writer never fails on its own (batches catch their errors; a bug in it is
     re-raised by ``close``).
     """
-    await self._start()
+    # Shielded where the backend asks (SQLite): opening takes milliseconds, and a cancellation in the middle of it
+    # (a Ctrl-C at start-up) would leave a half-made aiosqlite connection, whose thread later finds its event
+    # loop closed. A cancellation that arrives meanwhile is delivered at the checkpoint right after, with the log
+    # open and closable. PostgreSQL's open may wait for the writer lease (a standby): it stays cancellable, and
+    # its connections are simply dropped when cancelled.
+    with anyio.CancelScope(shield=self._shield_open):
+        await self._start()
     try:
+        await anyio.lowlevel.checkpoint()
         if self._writer:
             self._start_writer()
         yield self

@@ -84,6 +84,8 @@ class PostgresEventLog(LogCore):
     every further write refused with :class:`LeaseLost`.
     """
 
+    _shield_open = False  # opening may wait for the lease: it must stay cancellable
+
     def __init__(self, url: str, *, lease_ttl: float, lease_wait: float | None, owner: str | None,
                  connect_timeout: float, **options: Any) -> None:
         self._target = PgTarget(url)

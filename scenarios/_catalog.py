@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
+
+from supervisor import did_you_mean
 
 from ._format import Scenario, ScenarioError, load_scenario
 
@@ -41,9 +42,8 @@ def find_scenario(name: str) -> Path:
         if entry.name == name:
             return entry.path
     names = [e.name for e in catalog()]
-    close = difflib.get_close_matches(name, names, n=3)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise ScenarioError(f"no bundled scenario named {name!r} and no such file; {hint}"
+    hint = did_you_mean(name, names, n=3)
+    raise ScenarioError(f"no bundled scenario named {name!r} and no such file; {hint + ' ' if hint else ''}"
                         f"see `wantbuild scenario list`")
 
 

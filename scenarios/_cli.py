@@ -22,8 +22,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from actors import POLICIES, CollisionPolicy
+
 from ._catalog import catalog, resolve
-from ._format import POLICIES, Policy, Scenario, ScenarioError
+from ._format import Scenario, ScenarioError
 from ._report import render_html, render_json, render_text
 from ._result import ScenarioResult
 from ._runner import run_scenario
@@ -135,7 +137,7 @@ def _print_result(r: ScenarioResult, *, verbose: bool) -> None:
 @click.option("--seed", type=int, help="Override the scenario's seed.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print the timeline and the notes.")
 def run_cmd(target: str | None, run_all: bool, as_json: bool, events: bool, html: Path | None,
-            policy: Policy | None, seed: int | None, verbose: bool) -> None:
+            policy: CollisionPolicy | None, seed: int | None, verbose: bool) -> None:
     """Run a bundled scenario by NAME, a scenario FILE, or --all of them."""
     if run_all == (target is not None):
         _usage("give a scenario NAME or FILE, or --all (not both)")
@@ -183,8 +185,8 @@ def run_cmd(target: str | None, run_all: bool, as_json: bool, events: bool, html
         raise click.exceptions.Exit(EXIT_FAILED)
 
 
-def _policies(value: str) -> list[Policy]:
-    out: list[Policy] = []
+def _policies(value: str) -> list[CollisionPolicy]:
+    out: list[CollisionPolicy] = []
     for p in (x.strip() for x in value.split(",")):
         if not p:
             continue

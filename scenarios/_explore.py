@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from actors import POLICIES
 from eventlog import get_logger
 
 from ._format import (
-    POLICIES,
     Bound,
     Expectations,
     JobSpec,

@@ -36,7 +36,6 @@ text for the key under its table header: good enough to point at the right line 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import re
@@ -46,19 +45,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias, get_args
 
+from actors import POLICIES, CollisionPolicy
 from eventlog import WantbuildError
+from supervisor import valid_choices
 from supervisor._graph_toml import toml_type
 
 __all__ = [
     "ACTIONS",
     "BEHAVIOURS",
     "METRICS",
-    "POLICIES",
     "Bound",
     "Expectations",
     "JobSpec",
     "PartitionExpect",
-    "Policy",
     "Scenario",
     "ScenarioError",
     "Step",
@@ -68,8 +67,6 @@ __all__ = [
     "parse_scenario",
 ]
 
-Policy: TypeAlias = Literal["shrink", "defer", "all_or_nothing"]
-POLICIES: Final[tuple[Policy, ...]] = get_args(Policy)
 Behaviour: TypeAlias = Literal["succeed", "fail", "missing_deps", "hang", "flaky"]
 BEHAVIOURS: Final[tuple[Behaviour, ...]] = get_args(Behaviour)
 Action: TypeAlias = Literal["want", "cancel", "taint", "crash", "kill", "fault"]
@@ -183,7 +180,7 @@ class JobSpec:
     max_backoff: float = 300.0
     timeout: float | None = None
     heartbeat_timeout: float | None = None
-    collision_policy: Policy | None = None
+    collision_policy: CollisionPolicy | None = None
     duration: float = 60.0
     per_partition: float = 0.0
     behaviour: Behaviour = "succeed"
@@ -274,7 +271,7 @@ class Scenario:
     timeline: tuple[Step, ...] = ()
     description: str = ""
     seed: int = 0
-    policy: Policy = "shrink"
+    policy: CollisionPolicy = "shrink"
     horizon: float = DEFAULT_HORIZON
     expect: Expectations = field(default_factory=Expectations)
     explore_params: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -286,7 +283,7 @@ class Scenario:
                 return job
         raise KeyError(name)
 
-    def with_policy(self, policy: Policy) -> Scenario:
+    def with_policy(self, policy: CollisionPolicy) -> Scenario:
         return dataclasses.replace(self, policy=policy)
 
     def with_seed(self, seed: int) -> Scenario:
@@ -382,13 +379,6 @@ def _key_text(path: KeyPath) -> str:
     return out
 
 
-def _did_you_mean(key: str, valid: Iterable[str]) -> str:
-    valid = list(valid)
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"{hint}valid: {', '.join(valid)}"
-
-
 # --------------------------------------------------------------------------------------------------------
 # Parsing
 
@@ -460,7 +450,7 @@ class _Parser:
         if choices is not None:
             value = table.get(str(key[-1]))
             if value is not None and value not in choices:
-                hint = _did_you_mean(str(value), choices) if isinstance(value, str) else f"valid: {', '.join(choices)}"
+                hint = valid_choices(str(value), choices) if isinstance(value, str) else f"valid: {', '.join(choices)}"
                 raise self.error(key, f"{value!r} is not allowed; {hint}")
         value = self.get(table, key, lambda v: isinstance(v, str), "a string")
         return default if value is None else str(value)
@@ -483,7 +473,7 @@ class _Parser:
     def check_keys(self, table: Mapping[str, Any], key: KeyPath, valid: Sequence[str], what: str) -> None:
         for name in table:
             if name not in valid:
-                raise self.error((*key, name), f"unknown field in {what}; {_did_you_mean(name, valid)}")
+                raise self.error((*key, name), f"unknown field in {what}; {valid_choices(name, valid)}")
 
     def table(self, parent: Mapping[str, Any], key: KeyPath) -> dict[str, Any]:
         value = parent.get(str(key[-1]), {})
@@ -517,7 +507,7 @@ class _Parser:
                                 line=int(m.group(1)) if m else None) from None
         for key in data:
             if key not in _TOP:
-                raise self.error((key,), f"unknown top-level key; {_did_you_mean(key, _TOP)}")
+                raise self.error((key,), f"unknown top-level key; {valid_choices(key, _TOP)}")
         head = self.table(data, ("scenario",))
         self.check_keys(head, ("scenario",), _SCENARIO_FIELDS, "[scenario]")
         stem = Path(self.path).stem if self.path else "scenario"
@@ -660,7 +650,7 @@ class _Parser:
                     raise self.error(key, "a kill step needs exactly one of ref = \"...\" (the run building it) "
                                           "or job = \"NAME\" (every running run of that job)")
                 if job is not None and job not in job_names:
-                    raise self.error((*key, "job"), f"no job named {job!r}; {_did_you_mean(job, sorted(job_names))}")
+                    raise self.error((*key, "job"), f"no job named {job!r}; {valid_choices(job, sorted(job_names))}")
                 step = dataclasses.replace(step, ref=ref, job=job,
                                            reason=self.string(t, (*key, "reason"), default="") or "")
             steps.append(step)
@@ -693,7 +683,7 @@ class _Parser:
             if match not in valid:
                 what = "message" if point in ("handler", "ask_timeout") else "event type"
                 raise self.error((*key, "match"), f"{match!r} is not a {what} of {kind or 'any kind'}; "
-                                                  f"{_did_you_mean(match, valid)}")
+                                                  f"{valid_choices(match, valid)}")
         times = self.integer(t, (*key, "times"), default=1, low=1)
         skip = self.integer(t, (*key, "skip"), default=0)
         return dataclasses.replace(step, point=point, kind=kind, match=match, times=times or 1, skip=skip or 0)
@@ -709,7 +699,7 @@ class _Parser:
         for name, v in self.table(t, ("expect", "wants")).items():
             key: KeyPath = ("expect", "wants", name)
             if name not in names:
-                raise self.error(key, f"no want step is named {name!r}; {_did_you_mean(name, sorted(names))}")
+                raise self.error(key, f"no want step is named {name!r}; {valid_choices(name, sorted(names))}")
             wants[name] = self.want_expect(v, key)
         parts: dict[str, PartitionExpect] = {}
         for ref, v in self.table(t, ("expect", "partitions")).items():
@@ -727,7 +717,7 @@ class _Parser:
         out = {}
         for name, v in t.items():
             if name not in valid:
-                raise self.error((*key, name), f"unknown {what}; {_did_you_mean(name, valid)}")
+                raise self.error((*key, name), f"unknown {what}; {valid_choices(name, valid)}")
             out[name] = self.bound(v, (*key, name))
         return out
 
@@ -740,7 +730,7 @@ class _Parser:
         self.check_keys(v, key, ("status", "latency"), "a want expectation")
         status = v.get("status")
         if status is not None and status not in WANT_STATUSES:
-            raise self.error(key, f"unknown want status {status!r}; {_did_you_mean(str(status), WANT_STATUSES)}")
+            raise self.error(key, f"unknown want status {status!r}; {valid_choices(str(status), WANT_STATUSES)}")
         lat = self.bound(v["latency"], (*key, "latency")) if "latency" in v else None
         return WantExpect(status, lat)
 
@@ -754,7 +744,7 @@ class _Parser:
         status = v.get("status")
         if status is not None and status not in PARTITION_STATUSES:
             raise self.error(key, f"unknown partition status {status!r}; "
-                                  f"{_did_you_mean(str(status), PARTITION_STATUSES)}")
+                                  f"{valid_choices(str(status), PARTITION_STATUSES)}")
         gen = self.bound(v["generation"], (*key, "generation")) if "generation" in v else None
         return PartitionExpect(status, gen)
 

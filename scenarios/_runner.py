@@ -36,10 +36,12 @@ from typing import Any, Protocol
 
 import anyio
 
+from actors import CollisionPolicy
 from eventlog import get_logger
+from supervisor import sole_error
 
 from ._clock import VirtualClock, run_until_idle
-from ._format import Bound, Policy, Scenario, Step
+from ._format import Bound, Scenario, Step
 from ._result import (
     Check,
     CrashRow,
@@ -95,12 +97,12 @@ def _copy_world(world: Any) -> Any:
 
 
 class _Runner:
-    def __init__(self, sc: Scenario, *, policy: Policy | None, workdir: Path,
+    def __init__(self, sc: Scenario, *, policy: CollisionPolicy | None, workdir: Path,
                  checker_factory: CheckerFactory | None) -> None:
         from actors import InvariantChecker
 
         self.sc = sc
-        self.policy: Policy = policy or sc.policy
+        self.policy: CollisionPolicy = policy or sc.policy
         self.workdir = workdir
         self.path = workdir / "scenario.db"
         self.clock = VirtualClock()
@@ -576,14 +578,7 @@ class _Runner:
         return out
 
 
-def _innermost(e: BaseException) -> BaseException:
-    """The one error inside nested single-exception groups (task groups wrap what crosses them)."""
-    while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
-        e = e.exceptions[0]
-    return e
-
-
-async def run_scenario_async(sc: Scenario, *, policy: Policy | None = None, workdir: str | Path | None = None,
+async def run_scenario_async(sc: Scenario, *, policy: CollisionPolicy | None = None, workdir: str | Path | None = None,
                              checker_factory: CheckerFactory | None = None) -> ScenarioResult:
     """Run ``sc`` on the current (asyncio) loop. Prefer :func:`run_scenario`, which uses a fresh loop."""
     started = time.perf_counter()
@@ -593,7 +588,7 @@ async def run_scenario_async(sc: Scenario, *, policy: Policy | None = None, work
         try:
             await runner.run()
         except Exception as e:  # the runtime (not the scenario) broke: report it as this scenario's failure
-            error = _innermost(e)
+            error = sole_error(e) or e  # task groups wrap what crosses them
             log.error("scenario aborted by a runtime error", scenario=sc.name, error=repr(error))
             runner.stopped = f"the runtime failed at t={runner.clock.now():g}: {type(error).__name__}: {error}"
             runner.runtime_errors.append(runner.stopped)
@@ -604,7 +599,7 @@ async def run_scenario_async(sc: Scenario, *, policy: Policy | None = None, work
     return result
 
 
-def run_scenario(sc: Scenario, *, policy: Policy | None = None, workdir: str | Path | None = None,
+def run_scenario(sc: Scenario, *, policy: CollisionPolicy | None = None, workdir: str | Path | None = None,
                  checker_factory: CheckerFactory | None = None) -> ScenarioResult:
     """Run ``sc`` deterministically on a fresh asyncio loop and return its result."""
     with asyncio.Runner() as runner:

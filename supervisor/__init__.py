@@ -4,6 +4,7 @@ from ._execution import JobContext, MissingDeps, RunOutcome, run_callable, run_c
 from ._explain import Explanation, explain
 from ._graph import Graph, GraphError, Job, NoJobForRef, Pattern, Retry, UnknownJob
 from ._graph_toml import load_graph
+from ._hints import did_you_mean, sole_error, valid_choices
 from ._runtime import Recovery, Runtime, RuntimeClosed, UnknownEntity, WantHandle, open_runtime
 from ._supervisor import Supervisor
 
@@ -25,9 +26,12 @@ __all__ = [
     "UnknownEntity",
     "UnknownJob",
     "WantHandle",
+    "did_you_mean",
     "explain",
     "load_graph",
     "open_runtime",
     "run_callable",
     "run_command",
+    "sole_error",
+    "valid_choices",
 ]

@@ -31,7 +31,6 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import inspect
@@ -42,15 +41,16 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final, Literal, NamedTuple, TypeAlias, TypeVar, get_args
+from typing import Any, NamedTuple, TypeAlias, TypeVar
 
-from actors._refs import _SCHEME_RE, MAX_REF_LENGTH, InvalidRef, validate_ref
+from actors import POLICIES, CollisionPolicy
+from actors._refs import _SCHEME_RE, MAX_REF_LENGTH, InvalidRef, char_problem, validate_ref
 from eventlog import get_logger
 from eventlog._errors import WantbuildError
 
+from ._hints import did_you_mean
+
 __all__ = [
-    "COLLISION_POLICIES",
-    "CollisionPolicy",
     "DepsFunction",
     "Graph",
     "GraphError",
@@ -65,8 +65,6 @@ __all__ = [
 
 _log = get_logger("wantbuild.graph")
 
-CollisionPolicy: TypeAlias = Literal["shrink", "defer", "all_or_nothing"]
-COLLISION_POLICIES: Final[tuple[CollisionPolicy, ...]] = get_args(CollisionPolicy)
 JobCallable: TypeAlias = Callable[[Any], Awaitable[None]]
 """An async job: called with the executor's context object (``ctx.partitions``, ``ctx.heartbeat()``)."""
 DepsFunction: TypeAlias = Callable[[str, Mapping[str, str]], Sequence[str]]
@@ -131,8 +129,8 @@ class Pattern:
     """A parsed ref pattern such as ``daily/{date}`` or ``events/date={date}/hour={hour}``.
 
     Literal text must follow the ref rules (``actors._refs``); ``{name}`` placeholders (Python identifiers,
-    each at most once) match one or more characters within one segment. ``{{`` and ``}}`` are literal braces.
-    Construction raises :class:`GraphError` naming the pattern and the problem.
+    each at most once) match one or more characters within one segment. There is no literal brace: refs cannot
+    contain one. Construction raises :class:`GraphError` naming the pattern and the problem.
     """
 
     __slots__ = ("_head", "_regex", "_slashes", "names", "scheme", "segments", "text")
@@ -158,7 +156,7 @@ class Pattern:
         example = self._example("x")
         try:
             validate_ref(example)
-        except InvalidRef as e:  # pragma: no cover - the checks above are meant to catch everything
+        except InvalidRef as e:  # a literal not in NFC, say
             raise GraphError(f"pattern {text!r} cannot match a valid ref: {e}") from e
 
     # -- reading
@@ -238,16 +236,12 @@ def _tokenize(text: str) -> tuple[list[_Item], tuple[str, ...]]:
     while i < len(text):
         char = text[i]
         if char == "{":
-            if text.startswith("{{", i):
-                items.append("{")
-                i += 2
-                continue
             end = text.find("}", i + 1)
             opening = text.find("{", i + 1)
             if end == -1 or (opening != -1 and opening < end):
                 raise GraphError(
                     f"pattern {text!r}: unbalanced '{{' at index {i}; close the placeholder with '}}' "
-                    f"or write '{{{{' for a literal brace"
+                    f"(a ref cannot contain a literal brace)"
                 )
             inner = text[i + 1 : end]
             name, colon, _ = inner.partition(":")
@@ -272,10 +266,8 @@ def _tokenize(text: str) -> tuple[list[_Item], tuple[str, ...]]:
             items.append(_Slot(name))
             i = end + 1
         elif char == "}":
-            if not text.startswith("}}", i):
-                raise GraphError(f"pattern {text!r}: unbalanced '}}' at index {i}; write '}}}}' for a literal brace")
-            items.append("}")
-            i += 2
+            raise GraphError(f"pattern {text!r}: unbalanced '}}' at index {i}; open the placeholder with '{{' "
+                             f"(a ref cannot contain a literal brace)")
         else:
             items.append(char)
             i += 1
@@ -321,10 +313,12 @@ def _check_literals(text: str, scheme: str, segments: Sequence[_Segment]) -> Non
                 f"are not allowed as segments, rename it"
             )
         for item in segment:
-            if isinstance(item, str) and (not item.isprintable() or item.isspace()):
+            problem = char_problem(item) if isinstance(item, str) else None
+            if problem is not None:
+                rule, what, why = problem
                 raise GraphError(
-                    f"pattern {text!r} contains the character {item!r} (U+{ord(item):04X}); refs may only "
-                    f"contain printable non-space characters"
+                    f"pattern {text!r} contains {what}{f' ({why})' if why else ''}, which no ref may contain "
+                    f"[rule: {rule}]; see the ref rules in docs/graph-file.md"
                 )
     shortest = len(scheme) + sum(len(segment) for segment in segments) + len(segments) - 1
     if shortest > MAX_REF_LENGTH:
@@ -644,8 +638,8 @@ def _check_job(job: Job) -> None:
         or not job.command[0]
     ):
         raise fail(f"command must be a non-empty argv of str, e.g. ['python3', 'jobs/daily.py'], got {job.command!r}")
-    if job.collision_policy is not None and job.collision_policy not in COLLISION_POLICIES:
-        raise fail(f"collision_policy must be one of {', '.join(COLLISION_POLICIES)}, got {job.collision_policy!r}")
+    if job.collision_policy is not None and job.collision_policy not in POLICIES:
+        raise fail(f"collision_policy must be one of {', '.join(POLICIES)}, got {job.collision_policy!r}")
 
 
 def _check_retry(retry: Retry, fail: Callable[[str], GraphError]) -> None:
@@ -676,9 +670,9 @@ class Graph:
     def __init__(self, name: str = "graph", *, default_collision_policy: CollisionPolicy | None = None) -> None:
         if not isinstance(name, str) or not name:
             raise GraphError(f"a graph name must be a non-empty str, got {name!r}")
-        if default_collision_policy is not None and default_collision_policy not in COLLISION_POLICIES:
+        if default_collision_policy is not None and default_collision_policy not in POLICIES:
             raise GraphError(
-                f"graph {name!r}: default_collision_policy must be one of {', '.join(COLLISION_POLICIES)}, "
+                f"graph {name!r}: default_collision_policy must be one of {', '.join(POLICIES)}, "
                 f"got {default_collision_policy!r}"
             )
         self.name = name
@@ -776,8 +770,8 @@ class Graph:
         try:
             return self._jobs[name]
         except KeyError:
-            close = difflib.get_close_matches(str(name), list(self._jobs), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(str(name), self._jobs)
+            hint = f"; {hint}" if hint else ""
             known = ", ".join(map(repr, self._jobs)) or "none"
             raise UnknownJob(name, f"graph {self.name!r} has no job {name!r}{hint} (known jobs: {known})") from None
 

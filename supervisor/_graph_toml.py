@@ -45,7 +45,6 @@ job and the field, and says how to fix it.
 from __future__ import annotations
 
 import datetime
-import difflib
 import importlib
 import os
 import shutil
@@ -55,9 +54,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from actors import POLICIES
 from eventlog import get_logger
 
-from ._graph import COLLISION_POLICIES, Graph, GraphError, Job, _is_async_callable
+from ._graph import Graph, GraphError, Job, _is_async_callable
+from ._hints import valid_choices
 
 __all__ = ["load_graph"]
 
@@ -102,12 +103,6 @@ def toml_type(value: object) -> str:
     return type(value).__name__  # pragma: no cover - tomllib yields nothing else
 
 
-def _unknown(key: str, valid: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"{hint}valid: {', '.join(valid)}"
-
-
 class _Loader:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -131,7 +126,7 @@ class _Loader:
         for key in data:
             if key not in _TOP_LEVEL:
                 raise self.error(
-                    f"unknown top-level key {key!r}; {_unknown(key, _TOP_LEVEL)} "
+                    f"unknown top-level key {key!r}; {valid_choices(key, _TOP_LEVEL)} "
                     f"(jobs go in [job.NAME] tables, graph settings in [graph])"
                 )
         graph = self.graph(data.get("graph", {}))
@@ -174,14 +169,14 @@ class _Loader:
             raise self.error(f"'graph' must be a table ([graph]), got {toml_type(table)}")
         for key in table:
             if key not in _GRAPH_FIELDS:
-                raise self.error(f"[graph]: unknown field {key!r}; {_unknown(key, _GRAPH_FIELDS)}")
+                raise self.error(f"[graph]: unknown field {key!r}; {valid_choices(key, _GRAPH_FIELDS)}")
         name = table.get("name", self.path.stem)
         if not isinstance(name, str) or not name:
             raise self.error(f"[graph]: field 'name' must be a non-empty string, got {toml_type(name)} ({name!r})")
         policy = table.get("default_collision_policy")
-        if policy is not None and policy not in COLLISION_POLICIES:
+        if policy is not None and policy not in POLICIES:
             raise self.error(
-                f"[graph]: field 'default_collision_policy' must be one of {', '.join(COLLISION_POLICIES)}, "
+                f"[graph]: field 'default_collision_policy' must be one of {', '.join(POLICIES)}, "
                 f"got {policy!r}"
             )
         return Graph(name, default_collision_policy=policy)
@@ -189,7 +184,7 @@ class _Loader:
     def job(self, name: str, table: dict[str, Any]) -> Job:
         for key in table:
             if key not in _JOB_FIELDS:
-                raise self.error(f"job {name!r}: unknown field {key!r}; {_unknown(key, _JOB_FIELDS)}")
+                raise self.error(f"job {name!r}: unknown field {key!r}; {valid_choices(key, _JOB_FIELDS)}")
         if "outputs" not in table:
             raise self.error(f"job {name!r}: missing field 'outputs'; add e.g. outputs = [\"{name}/{{date}}\"]")
         has_command, has_function = "command" in table, "function" in table
@@ -214,8 +209,8 @@ class _Loader:
                 name,
                 table,
                 "collision_policy",
-                lambda value: value in COLLISION_POLICIES,
-                f"one of {', '.join(map(repr, COLLISION_POLICIES))}",
+                lambda value: value in POLICIES,
+                f"one of {', '.join(map(repr, POLICIES))}",
             )
         if has_command:
             argv = self.field(name, table, "command", _argv, "a non-empty array of non-empty strings (an argv)")

@@ -62,6 +62,7 @@ from eventlog import (
 
 from ._execution_glue import LocalExecution
 from ._graph import Graph
+from ._hints import sole_error
 from ._ids import IdSource
 from ._supervisor import ActorCrashed, CommittedBatch, Drain, GaveUp, Pending, Recover, Supervisor
 from ._timers import Timers
@@ -361,25 +362,10 @@ async def open_runtime(*args: Any, **kwargs: Any) -> AsyncIterator[Runtime]:
         async with _open_runtime(*args, **kwargs) as rt:
             yield rt
     except BaseExceptionGroup as eg:
-        inner = _single(eg)
+        inner = sole_error(eg)
         if inner is None:
             raise
         raise inner from None
-
-
-def _single(eg: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one non-cancellation exception in a (nested) group, if there is exactly one."""
-    leaves: list[BaseException] = []
-
-    def walk(e: BaseException) -> None:
-        if isinstance(e, BaseExceptionGroup):
-            for x in e.exceptions:
-                walk(x)
-        elif not isinstance(e, anyio.get_cancelled_exc_class()):
-            leaves.append(e)
-
-    walk(eg)
-    return leaves[0] if len(leaves) == 1 else None
 
 
 @asynccontextmanager

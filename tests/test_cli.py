@@ -360,6 +360,22 @@ def _newer_schema(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(
+    ("ref", "needle"),
+    [
+        pytest.param("weekly/2026\u201111\u201102", "U+2011 NON-BREAKING HYPHEN at index 11 (punctuation outside "
+                     "ASCII that looks like '-') [rule: confusable]", id="look-alike-hyphen"),
+        pytest.param("weekly/{week}", "'{' at index 7 (a placeholder's brace", id="unfilled-placeholder"),
+        pytest.param("weekly/2026-11-0\uff12", "U+FF12 FULLWIDTH DIGIT TWO", id="fullwidth-digit"),
+    ],
+)
+def test_refs_that_only_look_valid_are_refused(ref: str, needle: str, demo_db: Path) -> None:
+    """A ref with a look-alike character or an unfilled placeholder is a usage error naming the character."""
+    proc = wb("want", "create", ref, "--db", demo_db)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in one_line(proc.stderr)
+
+
+@pytest.mark.parametrize(
     ("case", "code", "needle"),
     [
         pytest.param("unknown-command", 2, "No such command", id="unknown-command"),

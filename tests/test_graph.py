@@ -78,12 +78,11 @@ def test_pattern_does_not_match(pattern: str, ref: str) -> None:
     assert Pattern(pattern).match(ref) is None
 
 
-def test_pattern_with_scheme_and_escaped_braces() -> None:
-    """A literal scheme prefix and '{{'/'}}' escapes match and format as literal text."""
-    assert Pattern("s3://bucket/{key}").match("s3://bucket/a.csv") == {"key": "a.csv"}
-    pattern = Pattern("t/{{raw}}/{x}")
-    assert pattern.match("t/{raw}/1") == {"x": "1"}
-    assert pattern.format(x="1") == "t/{raw}/1"
+def test_pattern_with_scheme() -> None:
+    """A literal scheme prefix matches and formats as literal text."""
+    pattern = Pattern("s3://bucket/{key}")
+    assert pattern.match("s3://bucket/a.csv") == {"key": "a.csv"}
+    assert pattern.format(key="a.csv") == "s3://bucket/a.csv"
 
 
 def test_pattern_equality_is_by_text() -> None:
@@ -100,6 +99,8 @@ def test_pattern_equality_is_by_text() -> None:
         pytest.param({"date": ""}, GraphError, "must be a non-empty str without '/'", id="empty"),
         pytest.param({"date": "a/b"}, GraphError, "must be a non-empty str without '/'", id="slash"),
         pytest.param({"date": ".."}, InvalidRef, "[rule: dot-segment]", id="dotdot"),
+        pytest.param({"date": "{date}"}, InvalidRef, "[rule: brace]", id="unfilled"),
+        pytest.param({"date": "2026\u201111"}, InvalidRef, "U+2011 NON-BREAKING HYPHEN", id="confusable"),
     ],
 )
 def test_pattern_format_errors(params: dict[str, str], error: type[Exception], fragment: str) -> None:
@@ -114,7 +115,11 @@ def test_pattern_format_errors(params: dict[str, str], error: type[Exception], f
     [
         pytest.param("daily/{date", "unbalanced '{' at index 6", id="unclosed"),
         pytest.param("daily/{a{b}", "unbalanced '{' at index 6", id="nested"),
-        pytest.param("daily/date}", "unbalanced '}' at index 10; write '}}'", id="stray-close"),
+        pytest.param("daily/date}", "unbalanced '}' at index 10; open the placeholder with '{'", id="stray-close"),
+        pytest.param("t/{{raw}}/{x}", "unbalanced '{' at index 2", id="escaped-brace"),
+        pytest.param("daily\u2011x/{d}", "contains U+2011 NON-BREAKING HYPHEN (punctuation outside ASCII that looks "
+                     "like '-'), which no ref may contain [rule: confusable]", id="confusable-literal"),
+        pytest.param("cafe\u0301/{d}", "cannot match a valid ref", id="literal-not-nfc"),
         pytest.param("daily/{}", "empty placeholder '{}' at index 6", id="empty-name"),
         pytest.param("x/{d}/{d}", "placeholder {d} appears more than once", id="repeated"),
         pytest.param("x/{1d}", "placeholder name '1d' is not an identifier", id="bad-name"),
@@ -123,7 +128,8 @@ def test_pattern_format_errors(params: dict[str, str], error: type[Exception], f
         pytest.param("/a/{d}", "segment 1 is empty", id="leading-slash"),
         pytest.param("a/{d}/", "segment 3 is empty", id="trailing-slash"),
         pytest.param("../{d}", "segment 1 is '..'", id="dotdot-segment"),
-        pytest.param("a b/{d}", "contains the character ' ' (U+0020)", id="space"),
+        pytest.param("a b/{d}", "contains whitespace (U+0020 SPACE), which no ref may contain [rule: char]",
+                     id="space"),
         pytest.param("", "pattern '' is empty", id="empty"),
         pytest.param("s3://", "is empty after its scheme prefix", id="scheme-only"),
         pytest.param("{s}://x", "segment 2 is empty", id="placeholder-scheme"),

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import time
+import unicodedata
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors._refs import MAX_REF_LENGTH, InvalidRef, _find_problem, validate_ref, validate_refs
+from actors._refs import MAX_REF_LENGTH, InvalidRef, _find_problem, char_problem, validate_ref, validate_refs
 from eventlog._errors import WantbuildError
 
 # -- strategies
 
-_ascii = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "/")
+_ascii = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "/{}")
 ref_chars = st.sampled_from(_ascii) | st.characters(codec="utf-8").filter(
-    lambda c: c.isprintable() and not c.isspace() and c != "/"
+    lambda c: c != "/" and char_problem(c) is None
 )
-segments = st.text(ref_chars, min_size=1, max_size=8).filter(lambda s: s not in (".", ".."))
+segments = st.text(ref_chars, min_size=1, max_size=8).filter(
+    lambda s: s not in (".", "..") and unicodedata.is_normalized("NFC", s)
+)
 schemes = st.from_regex(r"[A-Za-z][A-Za-z0-9+.\-]{0,5}://", fullmatch=True)
 
 
@@ -60,9 +63,21 @@ def test_valid_examples(ref: str) -> None:
         pytest.param(b"daily/x", "type", "got bytes", id="bytes"),
         pytest.param("", "empty", "must not be empty", id="empty"),
         pytest.param("x" * (MAX_REF_LENGTH + 1), "too-long", "1025 characters long, the limit is 1024", id="long"),
-        pytest.param("daily/2026 11", "char", "whitespace (U+0020) at index 10", id="space"),
+        pytest.param("daily/2026 11", "char", "whitespace (U+0020 SPACE) at index 10", id="space"),
         pytest.param("a\tb", "char", "U+0009", id="tab"),
-        pytest.param("a\x00b", "char", "non-printable character (U+0000)", id="nul"),
+        pytest.param("a\x00b", "char", "non-printable character (U+0000 (unnamed))", id="nul"),
+        pytest.param("daily/{d}", "brace", "contains '{' at index 6 (a placeholder's brace", id="unfilled"),
+        pytest.param("x/a}", "brace", "contains '}' at index 3", id="closing-brace"),
+        pytest.param("daily/2026\u201111\u201102", "confusable",
+                     "U+2011 NON-BREAKING HYPHEN at index 10 (punctuation outside ASCII that looks like '-')",
+                     id="non-breaking-hyphen"),
+        pytest.param("a\u2215b", "confusable", "U+2215 DIVISION SLASH at index 1 (a symbol outside ASCII that looks "
+                     "like '/')", id="division-slash"),
+        pytest.param("x/\uff12", "confusable", "U+FF12 FULLWIDTH DIGIT TWO at index 2 (a compatibility form of '2')",
+                     id="fullwidth-digit"),
+        pytest.param("x/\u20ac", "confusable", "U+20AC EURO SIGN at index 2 (a symbol outside ASCII)", id="symbol"),
+        pytest.param("x/cafe\u0301", "not-nfc", "U+0301 COMBINING ACUTE ACCENT at index 6 should be composed with "
+                     "what precedes it; in NFC it is 'x/caf\u00e9'", id="decomposed"),
         pytest.param("a//b", "empty-segment", "segment 2 (at index 2) is empty", id="double-slash"),
         pytest.param("/a", "empty-segment", "segment 1 (at index 0) is empty", id="leading-slash"),
         pytest.param("a/", "empty-segment", "segment 2 (at index 2) is empty", id="trailing-slash"),
@@ -189,7 +204,8 @@ def test_non_str_is_rejected(value: object) -> None:
     assert caught.value.rule == "type"
 
 
-@given(st.text(st.sampled_from("ab./: \t\x00é"), max_size=12) | st.from_regex(r"[a-z]{1,3}://[a-z./]{0,6}"))
+@given(st.text(st.sampled_from("ab./: \t\x00é{}\u0301\u2011\uff12"), max_size=12)
+       | st.from_regex(r"[a-z]{1,3}://[a-z./]{0,6}"))
 def test_fast_path_agrees_with_explaining_path(text: str) -> None:
     """validate_ref accepts exactly the strings in which the explaining path finds no broken rule."""
     problem = _find_problem(text)
@@ -199,6 +215,30 @@ def test_fast_path_agrees_with_explaining_path(text: str) -> None:
         with pytest.raises(InvalidRef) as caught:
             validate_ref(text)
         assert caught.value.rule == problem[0]
+
+
+@given(valid_refs(), st.characters(codec="utf-8", categories=["Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Sm", "Sc", "Sk",
+                                                                "So"]).filter(lambda c: not c.isascii()),
+       st.integers(min_value=0))
+def test_punctuation_and_symbols_beyond_ascii_are_rejected(ref: str, char: str, where: int) -> None:
+    """Inserting any non-ASCII punctuation or symbol anywhere breaks the 'confusable' rule, naming it."""
+    at = where % (len(ref) + 1)
+    with pytest.raises(InvalidRef) as caught:
+        validate_ref(ref[:at] + char + ref[at:])
+    assert caught.value.rule == "confusable"
+    assert f"U+{ord(char):04X} {unicodedata.name(char)} at index {at}" in str(caught.value)
+
+
+@given(valid_refs(), st.sampled_from("\u00e9\u00c5\u00f1\u00fc\u00e7\u1ec7"))
+def test_a_decomposed_ref_is_rejected_and_its_nfc_form_accepted(valid: str, accented: str) -> None:
+    """A ref written decomposed is refused (rule 'not-nfc', giving the NFC spelling); the NFC one is valid."""
+    ref = unicodedata.normalize("NFC", valid + accented)
+    assert validate_ref(ref) == ref
+    nfd = unicodedata.normalize("NFD", ref)
+    with pytest.raises(InvalidRef) as caught:
+        validate_ref(nfd)
+    assert caught.value.rule == "not-nfc"
+    assert f"in NFC it is {ref!r}" in str(caught.value)
 
 
 # -- validate_refs

@@ -7,8 +7,6 @@ outcome alone (as JSON with ``--json``).
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -33,18 +31,59 @@ def is_derived(want: WantState) -> bool:
 
 @dataclass
 class Session:
-    """What one CLI invocation did with a runtime: the wants and runs it saw come and go."""
+    """What one CLI invocation did with a runtime: the wants and runs it saw come and go.
+
+    The progress figures (``live``, ``total``, ``run_counts``, ``active``, ``want_count``) are kept up to date by
+    a hook, one step per committed event, so the display costs nothing that grows with the wants.
+    """
 
     rt: Runtime
     old_wants: frozenset[str]
     """Wants that were already terminal when the runtime opened (not part of this session)."""
     old_runs: frozenset[str]
     started: float = field(default_factory=time.monotonic)
+    refs_seen: set[str] = field(default_factory=set)
+    live: int = 0
+    run_counts: Counter[str] = field(default_factory=Counter)
+    active: int = 0
+    want_count: int = 0
 
     @classmethod
     def begin(cls, rt: Runtime) -> Session:
         w = rt.world
-        return cls(rt, frozenset(i for i, s in w.wants.items() if s.terminal), frozenset(w.runs))
+        session = cls(rt, frozenset(i for i, s in w.wants.items() if s.terminal), frozenset(w.runs))
+        for want in session.wants():
+            session._count_want(want)
+        rt.add_hook(session._on_commit)
+        return session
+
+    @property
+    def total(self) -> int:
+        return len(self.refs_seen)
+
+    def _count_want(self, want: WantState) -> None:
+        self.want_count += 1
+        self.active += not want.terminal
+        world = self.rt.world
+        for ref in want.refs:
+            if ref not in self.refs_seen:
+                self.refs_seen.add(ref)
+                self.live += world.partition(ref).status is PartitionStatus.LIVE
+
+    def _on_commit(self, rec: Any, old: Any, new: Any) -> None:
+        kind = rec.entity_kind
+        if kind == "partition":
+            if new.ref in self.refs_seen:
+                was = old is not None and old.status is PartitionStatus.LIVE
+                self.live += (new.status is PartitionStatus.LIVE) - was
+        elif kind == "job_run":
+            if old is not None:
+                self.run_counts[str(old.status)] -= 1
+            self.run_counts[str(new.status)] += 1
+        elif old is None:
+            self._count_want(new)
+        elif new.terminal and not old.terminal:
+            self.active -= 1
 
     def wants(self) -> list[WantState]:
         return sorted((s for i, s in self.rt.world.wants.items() if i not in self.old_wants),
@@ -143,14 +182,10 @@ async def show_progress(session: Session, wait: Callable[[], Awaitable[None]], e
         task = progress.add_task("partitions Live", total=None, detail="")
 
         def update() -> None:
-            refs = session.refs()
-            live = sum(1 for r in refs if session.rt.world.partition(r).status is PartitionStatus.LIVE)
-            runs = Counter(str(r.status) for r in session.runs())
-            wants = session.wants()
-            active = sum(1 for w in wants if not w.terminal)
+            runs = session.run_counts
             detail = (f"runs: {runs['Running']} running, {runs['Succeeded']} ok, {runs['DepMiss']} dep-miss, "
-                      f"{runs['Failed']} failed · wants: {active} active / {len(wants)}")
-            progress.update(task, total=max(len(refs), 1), completed=live, detail=detail)
+                      f"{runs['Failed']} failed · wants: {session.active} active / {session.want_count}")
+            progress.update(task, total=max(session.total, 1), completed=session.live, detail=detail)
 
         async with anyio.create_task_group() as tg:
 
@@ -165,30 +200,3 @@ async def show_progress(session: Session, wait: Callable[[], Awaitable[None]], e
             finally:
                 tg.cancel_scope.cancel()
         update()
-
-
-async def until_signal(work: Callable[[], Awaitable[None]] | None) -> int | None:
-    """Run ``work()`` (or wait forever if None) until it returns (→ None) or SIGINT/SIGTERM arrives (→ signum)."""
-    if threading.current_thread() is not threading.main_thread():  # signals can only be watched there
-        await (work() if work is not None else anyio.sleep_forever())
-        return None
-    got: list[int] = []
-    async with anyio.create_task_group() as tg:
-
-        async def watch() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    got.append(signum)
-                    tg.cancel_scope.cancel()
-                    return
-
-        async def run() -> None:
-            if work is None:
-                await anyio.sleep_forever()
-            else:
-                await work()
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(watch)
-        tg.start_soon(run)
-    return got[0] if got else None

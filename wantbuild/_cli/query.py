@@ -1,0 +1,209 @@
+"""Queries: ``status``, ``explain``, ``events``, ``replay``, ``diagram``. They read the log directly (read-only)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.text import Text
+
+from actors import JOB_RUN, KINDS, PARTITION, WANT, InvalidRef, Machine, check_log, rebuild, validate_refs
+from eventlog import REGISTRY, Record
+from supervisor import explain as explain_ref
+from supervisor import load_graph, valid_choices
+
+from .._access import Db, DbParam, load_world, parse_until, reader, runtime_active
+from .._output import console, dumps, event_line, explanation_text, fmt_time, print_summary, world_summary
+from .._signals import Interrupts
+from .app import db_option, emit_json, error, graph_option, json_option, run_async
+
+DIAGRAMS: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "jobrun": JOB_RUN}
+
+
+@click.command(short_help="Entities per status, active wants, runs in flight.")
+@db_option
+@json_option
+def status(db: Db, as_json: bool) -> None:
+    """What the log holds now: entities per status, active wants, runs in flight, failures."""
+    world = run_async(lambda: load_world(db))
+    summary = world_summary(world)
+    running = run_async(lambda: runtime_active(db))
+    if as_json:
+        emit_json({"db": str(db), "runtime_running": running, **summary})
+        return
+    out = console()
+    state = "a runtime is running on it" if running else "no runtime is running on it"
+    print_summary(out, world, summary, heading=f"{db}: {summary['last_seq']} events, {state}")
+
+
+@click.command(short_help="Why a partition is not Live yet, as a chain.")
+@click.argument("ref")
+@graph_option("The graph file, to name the job that builds REF and its concurrency (optional).")
+@db_option
+@json_option
+def explain(ref: str, graph_path: Path | None, db: Db, as_json: bool) -> None:
+    """Why partition REF is not Live yet (or how it became Live), as a chain through its upstream partitions."""
+    try:
+        ref = validate_refs([ref])[0]
+    except InvalidRef as e:
+        raise click.BadParameter(str(e), param_hint="REF") from None
+    graph = load_graph(graph_path) if graph_path is not None else None
+
+    async def main() -> Any:
+        world = await load_world(db)
+        return await explain_ref(world, graph, ref)
+
+    ex = run_async(main)
+    if as_json:
+        emit_json(ex.to_dict())
+    else:
+        console().print(explanation_text(ex), end="")
+
+
+def _type_callback(ctx: click.Context, param: click.Parameter, value: Sequence[str]) -> tuple[str, ...]:
+    known = sorted({cls.event_name for cls in REGISTRY.all()})
+    for t in value:
+        if t not in known:
+            raise click.BadParameter(f"unknown event type {t!r}; {valid_choices(t, known, label='known')}")
+    return tuple(value)
+
+
+@click.command(short_help="Committed events, filtered; --follow for new ones.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they commit (Ctrl-C stops).")
+@click.option("--entity", "entity_id", metavar="ID", help="Only this entity's events (a want id, a ref, a run id).")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(KINDS), help="Only this entity kind (repeatable).")
+@click.option("--type", "types", multiple=True, callback=_type_callback, metavar="TYPE",
+              help="Only this event type, e.g. WantCreated (repeatable).")
+@click.option("--from-seq", type=click.IntRange(min=1), help="Start at this seq (default: the first event; with "
+              "--follow: the next new one).")
+@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many events.")
+@db_option
+@json_option
+def events(follow: bool, entity_id: str | None, kinds: tuple[str, ...], types: tuple[str, ...], from_seq: int | None,
+           limit: int | None, db: Db, as_json: bool) -> int:
+    """Print committed events, filtered; --json prints one JSON object per line."""
+    out = console()
+
+    async def read_all() -> list[Record]:
+        got: list[Record] = []
+        async with reader(db) as log:
+            async for rec in log.read(from_seq or 1, kinds=kinds or None, entity_id=entity_id, types=types or None):
+                got.append(rec)
+                if limit is not None and len(got) >= limit:
+                    break
+        return got
+
+    async def follow_live() -> None:
+        n = 0
+        async with reader(db) as log:
+            start = from_seq if from_seq is not None else log.last_seq + 1
+            async for rec in log.follow(start, kinds=kinds or None, entity_id=entity_id, types=types or None):
+                if as_json:
+                    click.echo(dumps(rec, indent=False))
+                else:
+                    out.print(event_line(rec))
+                n += 1
+                if limit is not None and n >= limit:
+                    return
+
+    if follow:
+        with Interrupts(announce=False) as interrupts:
+
+            async def follow_until_stopped() -> None:
+                with interrupts.stoppable():
+                    await follow_live()
+
+            run_async(follow_until_stopped)
+        return 0
+    records = run_async(read_all)
+    for rec in records:
+        if as_json:
+            click.echo(dumps(rec, indent=False))
+        else:
+            out.print(event_line(rec))
+    if not records:
+        console(stderr=True).print(f"no matching events in {db}")
+    return 0
+
+
+@click.command(short_help="The state at any point; --verify checks invariants.")
+@click.argument("db", type=DbParam())
+@click.option("--until", metavar="SEQ|TIME",
+              help="Stop at this seq (an integer) or time (seconds like 1762070400.5, or ISO 2026-11-02T10:15).")
+@click.option("--verify", is_flag=True, help="Check the log's structure and invariants I1, I2, I6 (and I5 with "
+              "--expect-terminal); exit 1 naming the first offending seq.")
+@click.option("--expect-terminal", is_flag=True, help="With --verify: every want must be terminal (I5).")
+@json_option
+def replay(db: Db, until: str | None, verify: bool, expect_terminal: bool, as_json: bool) -> int:
+    """Rebuild the state recorded in DB (at any point with --until) and print a summary."""
+    until_seq, until_time = parse_until(until) if until is not None else (None, None)
+
+    async def main() -> tuple[Any, list[Any], list[str]]:
+        async with reader(db) as log:
+            if not verify:
+                return await rebuild(log, until_seq=until_seq, until_time=until_time), [], []
+            report = await log.verify()
+            problems = [str(p) for p in report.problems]
+            seq = until_seq
+            if until_time is not None:
+                seq = (await rebuild(log, until_time=until_time)).last_seq
+            world, violations = await check_log(log, expect_all_terminal=expect_terminal, until_seq=seq)
+            return world, violations, problems
+
+    world, violations, problems = run_async(main)
+    summary = world_summary(world)
+    at = f"seq {world.last_seq}" + (f" ({fmt_time(world.last_at)})" if world.last_seq else "")
+    if as_json:
+        doc: dict[str, Any] = {"db": str(db), "until": until, **summary}
+        if verify:
+            doc["verify"] = {"ok": not violations and not problems, "problems": problems,
+                             "violations": [{"invariant": v.invariant, "seq": v.seq, "message": v.message,
+                                             "entities": list(v.entities)} for v in violations]}
+        emit_json(doc)
+    else:
+        out = console()
+        print_summary(out, world, summary, heading=f"{db} replayed up to {at}")
+        if verify:
+            out.print()
+            if problems:
+                out.print(Text(f"log structure: {len(problems)} problem(s)", style="bold red"))
+                for p in problems:
+                    out.print(f"  {p}")
+            else:
+                out.print(Text("log structure: ok", style="green"))
+            if violations:
+                out.print(Text(f"invariants: {len(violations)} violation(s)", style="bold red"))
+                for v in violations:
+                    out.print(f"  {v}")
+            else:
+                checked = "I1, I2, I5, I6" if expect_terminal else "I1, I2, I6"
+                out.print(Text(f"invariants {checked}: ok", style="green"))
+    if violations:
+        first = min(violations, key=lambda v: (v.seq is None, v.seq or 0))
+        where = f"seq {first.seq}" if first.seq is not None else "the end of the log"
+        error(f"invariant {first.invariant} violated at {where}: {first.message} "
+               f"(see `wantbuild events --db {db} --from-seq {first.seq or 1}`)")
+        return 1
+    if problems:
+        error(f"{db} is damaged: {problems[0]}")
+        return 1
+    return 0
+
+
+@click.command(short_help="Mermaid state diagram of want, partition or jobrun.")
+@click.argument("kind", type=click.Choice(list(DIAGRAMS)))
+@click.option("--markdown", is_flag=True, help="Wrap it in a ```mermaid fence, ready for a Markdown file.")
+@json_option
+def diagram(kind: str, markdown: bool, as_json: bool) -> None:
+    """Print the Mermaid state diagram of want, partition or jobrun, generated from its transition table."""
+    machine = DIAGRAMS[kind]
+    text = machine.mermaid()
+    if as_json:
+        emit_json({"kind": machine.kind, "mermaid": text,
+                   "terminal": sorted(str(s) for s in machine.terminal),
+                   "transitions": [{"from": None if a is None else str(a), "to": None if b is None else str(b),
+                                    "event": name} for a, b, name in machine.edges()]})
+    else:
+        click.echo(f"```mermaid\n{text}```\n" if markdown else text, nl=False)
