@@ -86,11 +86,13 @@ class PostgresEventLog(LogCore):
 
     _shield_open = False  # opening may wait for the lease: it must stay cancellable
 
-    def __init__(self, url: str, *, lease_ttl: float, lease_wait: float | None, owner: str | None,
+    def __init__(self, url: str, *, lease_ttl: float | None, lease_wait: float | None, owner: str | None,
                  connect_timeout: float, **options: Any) -> None:
         self._target = PgTarget(url)
         super().__init__(self._target.display, **options)
-        if lease_ttl <= 0:
+        if lease_ttl is None:
+            lease_ttl = self._target.lease_ttl if self._target.lease_ttl is not None else DEFAULT_LEASE_TTL
+        if not lease_ttl > 0:
             raise ValueError(f"lease_ttl must be > 0 seconds, got {lease_ttl}")
         self._lease_ttl = float(lease_ttl)
         self._lease_wait = lease_wait
@@ -126,7 +128,7 @@ class PostgresEventLog(LogCore):
         registry: EventRegistry = REGISTRY,
         entity_cache_size: int = 200_000,
         poll_interval: float = 0.1,
-        lease_ttl: float = DEFAULT_LEASE_TTL,
+        lease_ttl: float | None = None,
         lease_wait: float | None = 0.0,
         owner: str | None = None,
         connect_timeout: float = 10.0,
@@ -136,9 +138,10 @@ class PostgresEventLog(LogCore):
         ``url`` is ``postgresql://user:password@host:port/database?schema=name`` (any libpq-style parameter
         asyncpg understands may follow; ``schema`` defaults to ``wantbuild``). The options shared with
         :meth:`EventLog.open` mean the same. A writer takes the writer lease: ``lease_ttl`` is how long it lasts
-        without renewal (the log renews it with every batch, and every ``lease_ttl / 3`` s when idle);
-        ``lease_wait`` is how long to wait for another writer's lease to lapse (``None``: as long as it takes,
-        the way a standby waits) before :class:`WriterLockedError`. ``owner`` names this writer in the lease.
+        without renewal (default: ``?lease_ttl=`` in the URL, else 10 s; the log renews it with every batch, and
+        every ``lease_ttl / 3`` s when idle); ``lease_wait`` is how long to wait for another writer's lease to
+        lapse (``None``: as long as it takes, the way a standby waits) before :class:`WriterLockedError`.
+        ``owner`` names this writer in the lease.
         """
         return open_core(
             cls(
@@ -654,12 +657,21 @@ class PostgresEventLog(LogCore):
         )]
 
     async def _db_complete_command(self, command_id: int, at: float, body: str) -> bool:
+        # Fenced like a batch: a writer that lost its lease completes nothing.
         rows = await self._fetch(
             f"UPDATE {self._quoted}.commands SET completed_at = $1, result = $2 WHERE id = $3 "
-            "AND completed_at IS NULL RETURNING id",
-            at, body, command_id,
+            f"AND completed_at IS NULL AND EXISTS (SELECT 1 FROM {self._quoted}.writer_lease "
+            "WHERE id = 1 AND epoch = $4 AND expires_at > clock_timestamp()) RETURNING id",
+            at, body, command_id, self._epoch,
         )
-        return bool(rows)
+        if rows:
+            return True
+        state = (await self._fetch(self._sql_lease))[0]
+        if int(state[1]) != self._epoch or float(state[2]) <= 0:
+            err = await self._lease_lost_error(f"completing command {command_id}")
+            self._fence(err)
+            raise err
+        return False
 
     async def _db_command(self, command_id: int) -> tuple[int, str, str, float, float | None, str | None] | None:
         rows = await self._fetch(

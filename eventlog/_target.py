@@ -50,17 +50,29 @@ def secrets_of(target: str) -> list[str]:
 
 
 class PgTarget:
-    """A parsed PostgreSQL log URL: the DSN for the driver, the schema that holds the log, the display text."""
+    """A parsed PostgreSQL log URL: the DSN for the driver, the schema that holds the log, the display text.
+
+    Two query parameters are wantbuild's own and are not passed to the server: ``schema`` (the log's schema,
+    default ``wantbuild``) and ``lease_ttl`` (seconds; what ``lease_ttl=`` gives when the caller gives none).
+    """
 
     def __init__(self, url: str) -> None:
         self.display = redact(url)
         parts = urlsplit(url)
         pairs = parse_qsl(parts.query, keep_blank_values=True)
         schema = DEFAULT_SCHEMA
+        self.lease_ttl: float | None = None
         rest = []
         for k, v in pairs:
             if k == "schema":
                 schema = v
+            elif k == "lease_ttl":
+                try:
+                    self.lease_ttl = float(v)
+                except ValueError:
+                    raise EventLogError(
+                        f"{self.display}: lease_ttl={v!r} is not a number of seconds (e.g. ?lease_ttl=10)"
+                    ) from None
             else:
                 rest.append((k, v))
         if not _SCHEMA_NAME.fullmatch(schema):

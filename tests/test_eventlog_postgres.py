@@ -445,3 +445,28 @@ def test_redact_hides_passwords_everywhere() -> None:
 def test_drop_schema_helper_is_idempotent(pg_server: str) -> None:
     """The per-test schema clean-up tolerates a schema that was never created."""
     drop_schema(pg_server, "t_never_created")
+
+
+async def test_lease_ttl_in_the_url(pg_url: str) -> None:
+    """?lease_ttl= in the URL sets the lease's TTL (what the CLI's --db can carry); a bad one is refused."""
+    async with open_log(f"{pg_url}&lease_ttl=42") as log:
+        assert isinstance(log, PostgresEventLog)
+        assert log.lease_ttl == 42.0
+        lease = await log.lease()
+        assert lease is not None
+        assert lease.expires_in is not None
+        assert 40 < lease.expires_in <= 42
+    with pytest.raises(EventLogError, match="lease_ttl='soon' is not a number of seconds"):
+        async with open_log(f"{pg_url}&lease_ttl=soon"):
+            pass  # pragma: no cover
+
+
+async def test_a_fenced_writer_cannot_complete_a_command(pg_url: str) -> None:
+    """Completing a command is fenced like a batch: after the lease moved on, LeaseLost, the command still pending."""
+    async with open_log(pg_url) as old:
+        cid = await old.submit_command("cancel", {"want_id": "w-1"})
+        await _sql(pg_url, "UPDATE {s}.writer_lease SET expires_at = clock_timestamp()")
+        async with open_log(pg_url, lease_wait=5):
+            with pytest.raises(LeaseLost):
+                await old.complete_command(cid, {"ok": True})
+            assert [c.id for c in await old.pending_commands()] == [cid]
