@@ -24,8 +24,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, suppress
 from typing import Any, Final
 
-import asyncpg
-
 from . import _pg_schema as q
 from ._core import Aborted, EventRow, LogCore, NewEntityRow, ReadRow, TypeRow, UpdateEntityRow, open_core
 from ._errors import (
@@ -51,19 +49,29 @@ _FOLLOW_FALLBACK: Final = 5.0
 """A follower looks for new events at least this often even without a notification."""
 _LOOKUP_CHUNK: Final = 5000
 
-# Errors after which a connection is gone and the outcome of the statement in flight is unknown.
-_CONNECTION_LOST: Final = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.CannotConnectNowError,
-    # A connection the server closed while idle can fail its next call with "another operation is in progress"
-    # before asyncpg marks it closed: as lost, the statement's outcome is checked, never assumed.
-    asyncpg.exceptions.InternalClientError,
-)
+_CONNECTION_LOST: tuple[type[BaseException], ...] = ()
+
+
+def _pg() -> Any:
+    """asyncpg, imported on first use: a program that only opens SQLite logs never pays its import (~70 ms)."""
+    global _CONNECTION_LOST
+    import asyncpg
+
+    if not _CONNECTION_LOST:
+        # Errors after which a connection is gone and the outcome of the statement in flight is unknown.
+        _CONNECTION_LOST = (
+            OSError,
+            asyncio.TimeoutError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            asyncpg.exceptions.AdminShutdownError,
+            asyncpg.exceptions.CrashShutdownError,
+            asyncpg.exceptions.CannotConnectNowError,
+            # A connection the server closed while idle can fail its next call with "another operation is in
+            # progress" before asyncpg marks it closed: as lost, the statement's outcome is checked, not assumed.
+            asyncpg.exceptions.InternalClientError,
+        )
+    return asyncpg
 
 
 def _lost(e: BaseException) -> bool:
@@ -169,6 +177,7 @@ class PostgresEventLog(LogCore):
         """Turn a driver error met while ``doing`` into the log's error, naming the URL and the fix."""
         if isinstance(e, EventLogError):
             return e
+        asyncpg = _pg()
         what = self._target.scrub(f"{type(e).__name__}: {e}")
         url = self._path
         if isinstance(e, asyncpg.InvalidPasswordError):
@@ -203,7 +212,7 @@ class PostgresEventLog(LogCore):
 
     async def _connect(self, role: str = "writer") -> Any:
         try:
-            conn = await asyncpg.connect(self._target.dsn, timeout=self._connect_timeout,
+            conn = await _pg().connect(self._target.dsn, timeout=self._connect_timeout,
                                          server_settings=self._settings(role))
         except BaseException as e:
             if isinstance(e, Exception):
@@ -218,7 +227,7 @@ class PostgresEventLog(LogCore):
             if self._wconn is not None and not self._wconn.is_closed():
                 return self._wconn
             try:
-                conn = await asyncpg.connect(self._target.dsn, timeout=min(
+                conn = await _pg().connect(self._target.dsn, timeout=min(
                     self._connect_timeout, max(0.1, deadline - time.monotonic())),
                     server_settings=self._settings("writer"))
                 if self._epoch:
@@ -255,7 +264,7 @@ class PostgresEventLog(LogCore):
 
     async def _db_start(self) -> None:
         try:
-            self._pool = await asyncpg.create_pool(self._target.dsn, min_size=1, max_size=4,
+            self._pool = await _pg().create_pool(self._target.dsn, min_size=1, max_size=4,
                                                    timeout=self._connect_timeout,
                                                    server_settings=self._settings("reader"))
         except Exception as e:
