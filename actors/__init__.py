@@ -14,7 +14,9 @@ from ._actor import (
     ActorStopped,
     ActorSystem,
     ActorSystemClosed,
+    AskDeadlock,
     AskTimeout,
+    UnknownActorKind,
 )
 from ._clock import Clock, SystemClock
 from ._entity import Committed, EntityActor, EntityEnv, Hook, Hooks
@@ -118,6 +120,7 @@ __all__ = [
     "ActorStopped",
     "ActorSystem",
     "ActorSystemClosed",
+    "AskDeadlock",
     "AskTimeout",
     "Attached",
     "CancelRun",
@@ -180,6 +183,7 @@ __all__ = [
     "SettleBuild",
     "SystemClock",
     "Taint",
+    "UnknownActorKind",
     "UpstreamReady",
     "Violation",
     "WantActor",

@@ -1249,6 +1249,10 @@ class ActorSystem:
     def is_stopped(self, kind: str, key: str) -> bool:
         return key in self._kind(kind).stopped
 
+    def stopped(self, kind: str) -> dict[str, str]:
+        """The stopped keys of ``kind`` with why each was stopped (until :meth:`revive`)."""
+        return {key: st.reason for key, st in self._kind(kind).stopped.items()}
+
     def active_count(self, kind: str | None = None) -> int:
         if kind is None:
             return sum(len(k.actors) for k in self._kinds.values())

@@ -104,7 +104,7 @@ WANT = Machine(
         "WantBuilding": (sources(W.NEW, W.IDLE), W.BUILDING),
         "WantUpstreamBuilding": (sources(W.BUILDING), W.UPSTREAM_BUILDING),
         "WantSucceeded": (sources(W.NEW, W.BUILDING), W.SUCCESSFUL),
-        "WantFailed": (sources(W.BUILDING), W.FAILED),
+        "WantFailed": (sources(W.NEW, W.IDLE, W.BUILDING, W.UPSTREAM_BUILDING), W.FAILED),
         "WantUpstreamFailed": (sources(W.UPSTREAM_BUILDING), W.UPSTREAM_FAILED),
         "WantCanceled": (sources(*_ACTIVE), W.CANCELED),
         "WantExpired": (sources(*_ACTIVE), W.EXPIRED),

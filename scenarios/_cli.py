@@ -33,6 +33,8 @@ from ._runner import run_scenario
 __all__ = ["scenario"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+PROGRESS_EVERY = 10
+"""``explore`` prints a progress line every this many timelines when stderr is not a terminal."""
 
 
 def _console(file: TextIO) -> Console:
@@ -250,8 +252,11 @@ def compare_rows(results: Sequence[ScenarioResult]) -> list[dict[str, object]]:
 @click.option("--expectations/--invariants-only", "use_expectations", default=None,
               help="Also check the file's scenario-wide [expect] bounds (default: only for a file without a "
                    "timeline, i.e. one written for exploring).")
+@click.option("--faults", is_flag=True,
+              help="Also inject random faults (failed commits, crashing handlers, ask timeouts, lost "
+                   "notifications...): every want must still end and the invariants hold.")
 def explore_cmd(target: str, runs: int, seed: int, out_dir: Path, max_steps: int,
-                use_expectations: bool | None) -> None:
+                use_expectations: bool | None, faults: bool) -> None:
     """Generate random timelines over a scenario's (or graph file's) jobs; shrink and save any failure."""
     from ._catalog import find_scenario
     from ._explore import explore, load_explore_target
@@ -262,10 +267,20 @@ def explore_cmd(target: str, runs: int, seed: int, out_dir: Path, max_steps: int
             path = find_scenario(target)
         base = load_explore_target(path)
         con = _err()
-        with con.status(f"exploring {base.name}: 0/{runs} timelines") as status:
+
+        def said(n: int) -> str:
+            return f"exploring {base.name}: " + (f"{n}/{runs} timelines run" if n <= runs else
+                                                 f"{n} timelines run (shrinking a failing one)")
+
+        if con.is_terminal:
+            with con.status(f"exploring {base.name}: 0/{runs} timelines") as status:
+                res = explore(base, runs=runs, seed=seed, out_dir=out_dir, max_steps=max_steps,
+                              use_expectations=use_expectations, faults=faults,
+                              progress=lambda n, r: status.update(said(n)))
+        else:  # a CI log or a pipe: no spinner, a line now and then so that the run is visibly alive
             res = explore(base, runs=runs, seed=seed, out_dir=out_dir, max_steps=max_steps,
-                          use_expectations=use_expectations,
-                          progress=lambda n, r: status.update(f"exploring {base.name}: {n} timelines run"))
+                          use_expectations=use_expectations, faults=faults,
+                          progress=lambda n, r: con.print(said(n)) if n % PROGRESS_EVERY == 0 else None)
     out = _out()
     if res.ok:
         out.print(Text(f"{base.name}: {res.examples} random timelines, every invariant and expectation held "

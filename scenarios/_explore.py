@@ -232,7 +232,7 @@ def explore(base: Scenario, *, runs: int = 50, seed: int = 0, out_dir: str | Pat
     if not refs:
         raise ScenarioError("nothing to explore: no refs (add [explore.params] values for the patterns' "
                             "placeholders)", path=base.path)
-    span = _job_span(base.jobs)
+    span = min(_job_span(base.jobs), int(base.horizon))  # a step past the horizon could never run
     at = st.integers(min_value=0, max_value=span)
     pick = st.lists(st.sampled_from(refs), min_size=1, max_size=3, unique=True)
     step = st.one_of(

@@ -518,7 +518,8 @@ class _Parser:
                                                     f"and '-', at most 128 characters")
         jobs = self.jobs(data)
         job_names = {j.name for j in jobs}
-        timeline = self.timeline(data, job_names)
+        horizon = self.number(head, ("scenario", "horizon"), default=DEFAULT_HORIZON, strict=True) or DEFAULT_HORIZON
+        timeline = self.timeline(data, job_names, horizon)
         expect = self.expect(data, timeline)
         explore = self.explore(data)
         return Scenario(
@@ -526,7 +527,7 @@ class _Parser:
             description=self.string(head, ("scenario", "description"), default="") or "",
             seed=self.integer(head, ("scenario", "seed"), default=0) or 0,
             policy=self.string(head, ("scenario", "policy"), default="shrink", choices=POLICIES),  # type: ignore[arg-type]
-            horizon=self.number(head, ("scenario", "horizon"), default=DEFAULT_HORIZON, strict=True) or DEFAULT_HORIZON,
+            horizon=horizon,
             jobs=jobs,
             timeline=timeline,
             expect=expect,
@@ -589,7 +590,7 @@ class _Parser:
             line=self.loc.line(key),
         )
 
-    def timeline(self, data: Mapping[str, Any], job_names: set[str]) -> tuple[Step, ...]:
+    def timeline(self, data: Mapping[str, Any], job_names: set[str], horizon: float) -> tuple[Step, ...]:
         raw = data.get("timeline", [])
         if not isinstance(raw, list):
             raise self.error(("timeline",), f"must be an array of tables ([[timeline]] entries), got {toml_type(raw)}")
@@ -608,6 +609,11 @@ class _Parser:
                 raise self.error(key, "missing field 'at' (virtual seconds since the start)")
             at = self.number(t, (*key, "at"))
             assert at is not None
+            if at > horizon:  # the run stops at the horizon: this step could never happen
+                which = "the default horizon" if horizon == DEFAULT_HORIZON else "its [scenario] horizon"
+                raise self.error((*key, "at"), f"{_num(at)} is past the scenario's end, {which} of {_num(horizon)} "
+                                               f"s, so this step would never run; move it earlier or raise "
+                                               f"[scenario] horizon")
             ev = self.string(t, (*key, "after_event"), choices=EVENT_TYPES)
             if "entity" in t and ev is None:
                 raise self.error((*key, "entity"), "only applies together with after_event")

@@ -59,10 +59,12 @@ async def explain(world: World, graph: Graph | None, ref: str, *, log_: Any = No
     runs = _runs_for(world, ref)
     ex = Explanation(ref, str(st.status), "", wants=wants, runs=[r.job_run_id for r in runs])
     job_name = None
+    no_job = False
     if graph is not None:
         try:
             job_name = graph.job_for(ref)[0].name
         except NoJobForRef as e:
+            no_job = True
             ex.details.append(str(e))
     if active:
         ex.details.append(f"wanted by {', '.join(active)}")
@@ -97,7 +99,9 @@ async def explain(world: World, graph: Graph | None, ref: str, *, log_: Any = No
     elif s is P.TAINTED:
         ex.summary = f"tainted ({st.reason}); rebuilt when next wanted"
     else:
-        if not active:
+        if no_job and graph is not None:
+            ex.summary = f"Missing, and no job of graph {graph.name!r} produces it, so nothing can build it"
+        elif not active:
             ex.summary = "Missing and nothing wants it (create a want for it)"
         elif last is not None and last.status is JobRunStatus.QUEUED and last.deferred_on:
             ex.summary = f"run {last.job_run_id} is deferred until " + ", ".join(

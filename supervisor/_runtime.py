@@ -136,6 +136,7 @@ class Runtime:
         """Actors the runtime gave up on (stopped after repeated crashes); what depended on them was ended with
         the error as its reason."""
         self._timers: Timers | None = None
+        self._given_up: dict[tuple[str, str], int] = {}
 
     # -- commands ---------------------------------------------------------------------------------------
     async def want(self, refs: Iterable[str] | str, *, ttl: float | None = None, sla: float | None = None,
@@ -154,6 +155,11 @@ class Runtime:
         return WantHandle(self, want_id)
 
     async def cancel(self, want_id: str, reason: str = "canceled by request") -> WantState:
+        """Cancel an active want; returns its state once ``WantCanceled`` is committed.
+
+        A want that is already terminal (it may have finished a moment ago: cancel races with completion) is
+        left as it is and its state returned, so check ``.status``; nothing is written. Runs that no active
+        want needs any more are canceled. :class:`UnknownEntity` if there is no such want."""
         self._check_open()
         self.get_want(want_id)
         st: WantState = await self.system.ask("want", want_id, EndWant("cancel", reason))
@@ -171,6 +177,8 @@ class Runtime:
         return [await self.system.ask("partition", ref, Taint(reason)) for ref in refs_t]
 
     async def wait_want(self, want_id: str, timeout: float | None = None) -> WantState:
+        """Wait until the want is terminal and return that state (``handle.done()`` calls this); ``TimeoutError``
+        after ``timeout`` seconds."""
         st = self.get_want(want_id)
         if st.terminal:
             return st
@@ -206,15 +214,25 @@ class Runtime:
 
     # -- queries ----------------------------------------------------------------------------------------
     def get_want(self, want_id: str) -> WantState:
+        """The want's state; :class:`UnknownEntity` if there is none."""
         st = self.world.wants.get(want_id)
         if st is None:
             raise UnknownEntity(f"no want {want_id!r} in {self.log.path}; list them with `wantbuild want list`")
         return st
 
     def get_partition(self, ref: str) -> PartitionState:
-        return self.world.partition(validate_refs([ref])[0])
+        """The partition's state. A ref the log never mentioned is Missing at generation 0 (partitions have no
+        creation event), unless no job of the graph produces it: then :class:`NoJobForRef` (a typo, mostly).
+        :class:`InvalidRef` for a malformed ref."""
+        ref = validate_refs([ref])[0]
+        st = self.world.partitions.get(ref)
+        if st is None:
+            self.graph.job_of(ref)  # NoJobForRef names the ref and the patterns
+            return self.world.partition(ref)
+        return st
 
     def get_run(self, job_run_id: str) -> JobRunState:
+        """The job run's state; :class:`UnknownEntity` if there is none."""
         st = self.world.runs.get(job_run_id)
         if st is None:
             raise UnknownEntity(f"no job run {job_run_id!r} in {self.log.path}")
@@ -237,7 +255,11 @@ class Runtime:
 
     def events(self, from_seq: int | None = None, *, kinds: Collection[str] | None = None,
                entity_id: str | None = None, types: Collection[str] | None = None) -> AsyncIterator[Record]:
-        """Committed events (from ``from_seq``, default: from now on), following new ones as they commit."""
+        """Committed events from ``from_seq`` on, following new ones as they commit (stop by breaking out).
+
+        Without ``from_seq`` it starts after the last event committed when ``events()`` is *called*, not when
+        iteration begins: ``it = rt.events()``, then ``await rt.want(...)``, then ``async for rec in it`` sees
+        that want's ``WantCreated``. ``from_seq=1`` replays the whole log first."""
         start = self.log.last_seq + 1 if from_seq is None else from_seq
         return self.log.follow(start, kinds=kinds, entity_id=entity_id, types=types)
 
@@ -296,31 +318,37 @@ class Runtime:
             self.system.try_tell(*SUPERVISOR, ActorCrashed(kind, key, None if msg is None else type(msg).__name__))
 
     def _on_escalate(self, failure: ActorFailure) -> None:
-        """An actor was stopped after repeated crashes: record it and let the supervisor end what depends on it
-        (the supervisor itself is started afresh and reconciles).
+        """An actor was stopped after repeated crashes: record it, and give up on it (the supervisor ends what
+        depended on it with the error as the reason; the supervisor itself is started afresh and reconciles).
 
-        Raising here makes the failure fatal (the runtime stops with it): an actor that fails again after it was
-        given up on once cannot be healed.
+        Never fatal: with finitely many failures every want still ends (I5). An actor given up on again is
+        revived after a backoff (1 s, 2 s, 4 s ... 60 s on the runtime's clock), so a lasting fault (a full disk)
+        costs a loud log line a minute, not the runtime; whatever can still run goes on meanwhile.
         """
-        again = any(f.kind == failure.kind and f.key == failure.key for f in self.failures)
         self.failures.append(failure)
+        key = (failure.kind, failure.key)
+        n = self._given_up[key] = self._given_up.get(key, 0) + 1
+        reason = (f"wantbuild gave up on {failure.kind} {failure.key} after {failure.restarts + 1} crashes: "
+                  f"{type(failure.error).__name__}: {failure.error}")
         log.error("actor stopped after repeated crashes", kind=failure.kind, key=failure.key,
-                  error=repr(failure.error), restarts=failure.restarts)
-        if again:
-            raise RuntimeError(f"wantbuild cannot heal the {failure.kind} actor {failure.key!r}: it was given up on "
-                               f"once already, and crashed {failure.restarts + 1} times again, the last with "
-                               f"{failure.error!r}") from failure.error
-        if failure.kind == "supervisor":
-            # The messages it held are dropped with it (a poison message among them): a fresh supervisor
-            # rebuilds everything from the World. A second time, nothing more can be done: fatal (above).
-            if not self.closing:
-                self.system.revive(*SUPERVISOR)
-                self.system.try_tell(*SUPERVISOR, Recover())
+                  error=repr(failure.error), restarts=failure.restarts, given_up=n)
+        if self.closing:
             return
-        if not self.closing:
-            reason = (f"wantbuild gave up on {failure.kind} {failure.key} after {failure.restarts + 1} crashes: "
-                      f"{type(failure.error).__name__}: {failure.error}")
-            self.system.try_tell(*SUPERVISOR, GaveUp(failure.kind, failure.key, reason))
+        if n == 1 or self._timers is None:
+            self._give_up(failure.kind, failure.key, reason)
+        else:
+            self._timers.call_later(min(2.0 ** (n - 2), 60.0),
+                                    lambda: self._give_up(failure.kind, failure.key, reason))
+
+    def _give_up(self, kind: str, key: str, reason: str) -> None:
+        if self.closing:
+            return
+        if kind == "supervisor":
+            # Its messages went with it (a poison message among them): a fresh one rebuilds all from the World.
+            self.system.revive(*SUPERVISOR)
+            self.system.try_tell(*SUPERVISOR, Recover())
+        else:
+            self.system.try_tell(*SUPERVISOR, GaveUp(kind, key, reason))
 
 
 async def _recover_runs(system: ActorSystem, world: World) -> tuple[list[str], list[str]]:
@@ -349,27 +377,7 @@ async def _mark_lost(system: ActorSystem, job_run_id: str) -> None:
 
 
 @asynccontextmanager
-async def open_runtime(*args: Any, **kwargs: Any) -> AsyncIterator[Runtime]:
-    """Open a runtime on the log at ``path`` (created if missing) for ``graph``.
-
-    Keywords: ``clock``, ``policy`` (default collision policy), ``log_dir`` (job output files; default
-    ``<log>.logs``), ``accept_graph_change``, ``passivate_after``, ``autocommit``, ``serve_commands``,
-    ``shutdown_grace``, ``tune_gc`` (see :func:`_gc_policy`; the CLI turns it on), ``faults`` (drills only:
-    :class:`actors.Faults` to inject). An exception raised in the
-    ``async with`` body comes out as itself, not wrapped in an exception group by the runtime's task groups.
-    """
-    try:
-        async with _open_runtime(*args, **kwargs) as rt:
-            yield rt
-    except BaseExceptionGroup as eg:
-        inner = sole_error(eg)
-        if inner is None:
-            raise
-        raise inner from None
-
-
-@asynccontextmanager
-async def _open_runtime(
+async def open_runtime(
     path: str | Path,
     graph: Graph,
     *,
@@ -377,14 +385,36 @@ async def _open_runtime(
     policy: CollisionPolicy = "shrink",
     log_dir: str | Path | None = None,
     accept_graph_change: bool = False,
+    shutdown_grace: float = 10.0,
+    tune_gc: bool = False,
+    serve_commands: bool = True,
     passivate_after: float | None = 0.0,
     autocommit: bool = True,
-    serve_commands: bool = True,
-    shutdown_grace: float = 10.0,
     event_log: Log | None = None,
-    tune_gc: bool = False,
     faults: Faults | None = None,
 ) -> AsyncIterator[Runtime]:
+    """Open a runtime on the log at ``path`` (created if missing) for ``graph``: ``async with`` it.
+
+    :param path: the event log: a SQLite file, or a ``postgresql://`` URL (see ``docs/deploy.md``).
+    :param graph: the jobs; a log written for another graph raises ``FingerprintMismatch``.
+    :param clock: where the runtime reads time and sleeps (default: the system clock; scenarios pass a virtual
+        one).
+    :param policy: the collision policy for jobs that set none (``shrink``, ``defer``, ``all_or_nothing``).
+    :param log_dir: where job runs' stdout/stderr files go (default ``<path>.logs``).
+    :param accept_graph_change: open a log written for a different graph (its fingerprint is updated).
+    :param shutdown_grace: seconds that leaving the block waits for canceled runs to end before killing them.
+    :param tune_gc: tune Python's cyclic GC for the runtime while it is open (see :func:`_gc_policy`; the CLI
+        turns it on).
+    :param serve_commands: consume the log's command inbox (what ``wantbuild want create --db`` submits).
+    :param passivate_after: seconds an idle entity actor lingers before it stops (None: never).
+    :param autocommit: commit appends as they come (group commit); False leaves commits to the caller
+        (``rt.log.commit()``), as the scenario runner does.
+    :param event_log: run on this already-open log instead of opening ``path`` (the scenario runner's).
+    :param faults: drills only: the :class:`actors.Faults` to inject.
+
+    An exception raised in the ``async with`` body comes out as itself, not wrapped in an exception group by the
+    runtime's task groups.
+    """
     graph.validate()
     clock = clock if clock is not None else SystemClock()
     if is_postgres(path):  # a database log: job output files go beside where the runtime runs
@@ -392,13 +422,19 @@ async def _open_runtime(
     else:
         path = Path(path)
         logs = Path(log_dir) if log_dir is not None else path.parent / (path.name + ".logs")
-    async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit) as elog:
-        world = await rebuild(elog)
-        ids = IdSource(world.wants, world.runs)
-        with _gc_policy(tune_gc):
-            async with _running(elog, world, ids, graph, clock, policy, logs, passivate_after, serve_commands,
-                                shutdown_grace, faults) as rt:
-                yield rt
+    try:
+        async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit) as elog:
+            world = await rebuild(elog)
+            ids = IdSource(world.wants, world.runs)
+            with _gc_policy(tune_gc):
+                async with _running(elog, world, ids, graph, clock, policy, logs, passivate_after, serve_commands,
+                                    shutdown_grace, faults) as rt:
+                    yield rt
+    except BaseExceptionGroup as eg:
+        inner = sole_error(eg)
+        if inner is None:
+            raise
+        raise inner from None
 
 
 @contextmanager

@@ -289,13 +289,17 @@ class Supervisor(Actor[Any]):
             self.timers.call_at(want.created_at + want.sla, Due("sla", wid), now=now)
         return True
 
-    async def _plan_want(self, want: WantState) -> None:
-        """Queue the want's refs that need building; join or re-want the upstreams of those that wait."""
+    async def _plan_want(self, want: WantState, *, new: bool = True) -> None:
+        """Queue the want's refs that need building; join or re-want the upstreams of those that wait.
+
+        ``new``: the want was just created (it plans from committed state, see :meth:`_enqueue`); a reconcile
+        passes False, so a ref already planned in a run is not planned again.
+        """
         for ref in want.refs:
             st = self.world.partition(ref)
             if st.status in (P.MISSING, P.TAINTED) or (st.status in (P.FAILED, P.UPSTREAM_FAILED)
                                                       and ref not in self.retrying):
-                self._enqueue(ref, new_want=True)
+                self._enqueue(ref, new_want=new)
             elif st.status is P.UPSTREAM_WAITING:
                 await self._ensure_upstream(st)
 
@@ -793,6 +797,10 @@ class Supervisor(Actor[Any]):
         await self._reconcile()
 
     async def _on_gave_up(self, msg: GaveUp) -> None:
+        await self._end_given_up(msg)
+        await self._reconcile()
+
+    async def _end_given_up(self, msg: GaveUp) -> None:
         """End what depends on an actor the system stopped: nothing else would ever move it (I5)."""
         system = self.env.system
         if msg.kind == "job_run":
@@ -815,7 +823,6 @@ class Supervisor(Actor[Any]):
             if want is not None and not want.terminal:
                 self.sent[msg.key] = W.FAILED
                 await system.tell("want", msg.key, MoveWant(W.FAILED, msg.reason, want.refs[:50]))
-        await self._reconcile()
 
     async def _reconcile(self) -> None:
         """Rebuild every index from the World and the pending intents, then re-derive what must happen next:
@@ -861,7 +868,7 @@ class Supervisor(Actor[Any]):
         for want in active:
             self._index_want(want)
         for want in active:
-            await self._plan_want(want)
+            await self._plan_want(want, new=False)
         waiting_runs = sorted({p.waiting_run for p in world.partitions.values()
                                if p.status is P.UPSTREAM_WAITING and p.waiting_run})
         for rid in waiting_runs:
@@ -876,4 +883,7 @@ class Supervisor(Actor[Any]):
         for rid in stranded:  # ended without settling its partitions (a crash in between): settle them now
             if rid in world.runs:
                 self._tell_soon("job_run", rid, Reconcile())
+        for kind in ("want", "job_run", "partition"):  # stopped while its GaveUp could not reach us
+            for key, why in sorted(self.env.system.stopped(kind).items()):
+                await self._end_given_up(GaveUp(kind, key, f"wantbuild gave up on {kind} {key}: {why}"))
         self.to_schedule = True

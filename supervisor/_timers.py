@@ -6,7 +6,7 @@ closes. Timers are keyed by their message, so re-arming the same (what, key) rep
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import anyio
@@ -52,6 +52,20 @@ class Timers:
         scope = anyio.CancelScope()
         self._soon.add(scope)
         self._tg.start_soon(self._tell, scope, kind, key, msg)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after ``delay`` seconds of the clock (cancelled like the tells of :meth:`soon`)."""
+        scope = anyio.CancelScope()
+        self._soon.add(scope)
+        self._tg.start_soon(self._later, scope, delay, callback)
+
+    async def _later(self, scope: anyio.CancelScope, delay: float, callback: Callable[[], None]) -> None:
+        try:
+            with scope:
+                await self._clock.sleep(delay)
+                callback()
+        finally:
+            self._soon.discard(scope)
 
     async def _tell(self, scope: anyio.CancelScope, kind: str, key: str, msg: Any) -> None:
         try:

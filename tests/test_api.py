@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
+import re
 from pathlib import Path
+from types import ModuleType
 
 import anyio
 import pytest
 
 import actors
 import eventlog
+import scenarios
 import supervisor
 import wantbuild
 from wantbuild import (
@@ -22,28 +27,61 @@ from wantbuild import (
     WantStatus,
 )
 
-
-def test_all_lists_exactly_the_public_names() -> None:
-    """``wantbuild.__all__`` is every public name of the module, and nothing else."""
-    public = {name for name in vars(wantbuild) if not name.startswith("_")} | {"__version__"}
-    assert sorted(public) == sorted(wantbuild.__all__)
+PACKAGES = [pytest.param(p, id=p.__name__) for p in (eventlog, actors, supervisor, scenarios, wantbuild)]
+CORE = (eventlog, actors, supervisor)
+"""The layers under the public API: wantbuild re-exports their errors. (scenarios is a sibling with its own.)"""
 
 
-def test_every_error_of_the_core_is_exported() -> None:
-    """Every public WantbuildError subclass of the packages underneath is reachable as ``wantbuild.X``."""
-    core = {
+def modules_of(package: ModuleType) -> list[ModuleType]:
+    """The package and every module inside it, imported."""
+    found = [package]
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        found.append(importlib.import_module(info.name))
+    return found
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_all_lists_exactly_the_public_names(package: ModuleType) -> None:
+    """Each package's ``__all__`` is every public name it has (its submodules aside), and nothing else."""
+    public = {name for name, value in vars(package).items() if not name.startswith("_") and not inspect.ismodule(value)}
+    dunder = {name for name in package.__all__ if name.startswith("__")}
+    assert sorted(public | dunder) == sorted(package.__all__)
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_error_a_user_can_catch_is_exported(package: ModuleType) -> None:
+    """Every WantbuildError subclass defined in any module of a package is in its ``__all__``, and the core's
+    are also ``wantbuild.X``."""
+    errors = {
         obj
-        for module in (eventlog, actors, supervisor)
-        for name in module.__all__
-        if inspect.isclass(obj := getattr(module, name)) and issubclass(obj, WantbuildError)
+        for module in modules_of(package)
+        for obj in vars(module).values()
+        if inspect.isclass(obj) and issubclass(obj, WantbuildError) and obj.__module__ == module.__name__
     }
-    missing = sorted(cls.__name__ for cls in core if getattr(wantbuild, cls.__name__, None) is not cls)
-    assert missing == []
+    assert sorted(cls.__name__ for cls in errors if getattr(package, cls.__name__, None) is not cls) == []
+    if package in CORE:
+        assert sorted(cls.__name__ for cls in errors if getattr(wantbuild, cls.__name__, None) is not cls) == []
 
 
-def test_open_is_the_runtime_context_manager() -> None:
-    """``wantbuild.open`` is ``supervisor.open_runtime`` and the version is a string."""
+def test_every_error_is_in_the_hierarchy_drawn_in_the_docstring() -> None:
+    """``help(wantbuild)`` draws every exported error."""
+    exported = [name for name in wantbuild.__all__
+                if inspect.isclass(cls := getattr(wantbuild, name)) and issubclass(cls, WantbuildError)]
+    doc = wantbuild.__doc__ or ""
+    assert [name for name in exported if not re.search(rf"(^|[ ─]){name}\b", doc, re.M)] == []
+
+
+def test_open_has_its_real_keyword_signature() -> None:
+    """``wantbuild.open`` is ``supervisor.open_runtime``, with every keyword typed and documented."""
     assert wantbuild.open is supervisor.open_runtime
+    sig = inspect.signature(wantbuild.open, eval_str=True)
+    params = list(sig.parameters.values())
+    assert [p.name for p in params[:2]] == ["path", "graph"]
+    keywords = [p for p in params[2:] if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    assert len(keywords) == len(params) - 2 >= 10
+    assert [p.name for p in params if p.annotation is inspect.Parameter.empty] == []
+    doc = wantbuild.open.__doc__ or ""
+    assert [p.name for p in params if f":param {p.name}:" not in doc] == []
     assert isinstance(wantbuild.__version__, str)
     assert wantbuild.__version__
 
@@ -102,6 +140,41 @@ async def test_handle_done_returns_the_terminal_state_and_times_out(tmp_path: Pa
         final = await h.done(timeout=10)
         assert (final.status, final.comment, final.want_id) == (WantStatus.SUCCESSFUL, "gated", h.want_id)
         assert h.state == final == rt.get_want(h.want_id)
+
+
+async def test_get_partition_of_an_unseen_ref_is_missing_unless_no_job_produces_it(tmp_path: Path) -> None:
+    """A ref the log never mentioned is Missing at generation 0; one no job produces raises NoJobForRef."""
+    g, _ = chain("unseen")
+    async with wantbuild.open(tmp_path / "u.db", g) as rt:
+        st = rt.get_partition("daily/404")
+        assert (st.ref, st.status, st.generation) == ("daily/404", wantbuild.PartitionStatus.MISSING, 0)
+        with pytest.raises(wantbuild.NoJobForRef, match="no job of graph 'unseen' produces 'dayly/1'"):
+            rt.get_partition("dayly/1")
+
+
+async def test_cancel_of_a_terminal_want_returns_its_state_and_writes_nothing(tmp_path: Path) -> None:
+    """Cancelling a want that already finished is no error: its state comes back unchanged, no event is written."""
+    g, _ = chain("cancel-late")
+    async with wantbuild.open(tmp_path / "c.db", g) as rt:
+        h = await rt.want("daily/1")
+        done = await h.done(timeout=10)
+        await rt.wait_quiescent()
+        last = rt.log.last_seq
+        assert await rt.cancel(h.want_id, "too late") == done
+        await rt.wait_quiescent()
+        assert (rt.get_want(h.want_id).status, rt.log.last_seq) == (WantStatus.SUCCESSFUL, last)
+
+
+async def test_events_start_when_called_not_when_iterated(tmp_path: Path) -> None:
+    """rt.events() without from_seq starts after the last event committed at the call, not at iteration."""
+    g, _ = chain("events-start")
+    async with wantbuild.open(tmp_path / "s.db", g) as rt:
+        await (await rt.want("raw/1")).done(timeout=10)
+        stream = rt.events(types=["WantCreated"])
+        h = await rt.want("raw/2")
+        with anyio.fail_after(10):
+            first = await anext(aiter(stream))
+        assert (first.type, first.entity_id) == ("WantCreated", h.want_id)
 
 
 async def test_events_filter_by_kind_entity_and_type(tmp_path: Path) -> None:

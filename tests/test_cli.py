@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -18,9 +20,13 @@ from typing import Any
 import anyio
 import pytest
 from click.testing import CliRunner, Result
+from rich.console import Console
+from rich.spinner import Spinner
 
 from actors import JOB_RUN, PARTITION, WANT, JobRunStatus, Machine, WantCreated, WantSucceeded, rebuild
 from eventlog import EventLog, LogNotFoundError
+from supervisor import Graph, JobContext, open_runtime
+from wantbuild._build import Session, Snapshot, progress_line, show_progress
 from wantbuild._cli import cli
 
 CLI = [sys.executable, "-m", "wantbuild"]
@@ -28,6 +34,7 @@ DEMO_WEEKLY = "weekly/2026-11-02"
 
 JOBS = '''\
 import os
+import re
 from pathlib import Path
 
 import anyio
@@ -142,15 +149,87 @@ def test_demo_builds_the_week_and_derived_wants(demo_db: Path) -> None:
     assert (demo_db.parent / "wantbuild-data").is_dir()
 
 
-def test_demo_twice_says_everything_is_live(demo_dir: Path) -> None:
-    """A second demo finds the weekly report Live: the want succeeds at once and no job runs."""
+def test_demo_twice_says_what_it_did_and_how_to_start_afresh(demo_dir: Path) -> None:
+    """A second demo says nothing needed building, how many partitions the log holds, and how to start over."""
     proc = wb("demo", "--json", cwd=demo_dir)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert (out["ok"], out["already_live"], out["runs"]) == (True, True, {})
+    assert (out["ok"], out["already_live"], out["runs"], out["live_in_log"]) == (True, True, {}, 22)
     text = wb("demo", cwd=demo_dir)
     assert text.returncode == 0
-    assert "already Live" in text.stdout
+    said = " ".join(text.stdout.split())
+    assert f"Nothing to build: {DEMO_WEEKLY} is already Live in wantbuild.db" in said
+    assert "The log holds 22 Live partitions" in said
+    assert "To build the demo afresh, delete wantbuild.db and wantbuild-data/" in said
+    assert "partitions of these wants: 1 Live" in said
+
+
+def test_cli_docs_give_the_number_of_partitions_the_demo_builds(demo_db: Path) -> None:
+    """docs/cli.md says how many partitions the demo builds, and that is what it builds."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    said = re.search(r"builds? the rest: (\d+) partitions", " ".join(text.split()))
+    assert said is not None
+    assert int(said.group(1)) == sum(1 for p in load(demo_db).partitions.values() if p.status == "Live")
+
+
+# -- the live progress display ------------------------------------------------------------------------------
+
+SNAP = Snapshot(live=12, total=22, runs={"Running": 3, "Succeeded": 12, "DepMiss": 2, "Failed": 1}, active_wants=3,
+                wants=4)
+
+
+def rendered(width: int, snap: Snapshot = SNAP) -> str:
+    """The live line as a terminal of ``width`` columns shows it."""
+    buf = io.StringIO()
+    Console(file=buf, width=width, force_terminal=True, color_system=None).print(
+        progress_line(width, snap, elapsed=3.2, spinner=Spinner("dots").render(0)))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("width", [80, 81, 90, 100, 120, 200])
+def test_progress_line_stays_readable_from_80_columns(width: int) -> None:
+    """From 80 columns up the live line is one line with the count, the bar and the title whole, nothing cut."""
+    line = one_line(rendered(width))
+    assert len(line) <= width
+    assert "…" not in line
+    for part in ("12/22", "━", "partitions Live", "runs: 3 running", "1 failed"):
+        assert part in line, (part, line)
+
+
+def test_progress_line_drops_the_least_important_first() -> None:
+    """A wide terminal shows everything; narrower ones drop wants, then dep-miss and ok; the count always stays."""
+    wide = one_line(rendered(200))
+    assert "12 ok, 2 dep-miss, 1 failed · wants: 3 active / 4" in wide
+    assert "0:00:03" in wide
+    assert "wants" not in one_line(rendered(100))
+    narrow = one_line(rendered(30))
+    assert "12/22" in narrow
+    assert "…" not in narrow
+
+
+async def test_live_display_at_80_columns_ends_with_the_full_count(tmp_path: Path) -> None:
+    """The display drawn while a runtime builds, on an 80-column terminal, ends showing every partition Live."""
+    g = Graph("progress")
+
+    @g.job("raw", outputs="raw/{i}", batch=3)
+    async def raw(ctx: JobContext) -> None:
+        await anyio.sleep(0.05)
+
+    buf = io.StringIO()
+    err = Console(file=buf, width=80, force_terminal=True, color_system=None)
+    async with open_runtime(tmp_path / "p.db", g) as rt:
+        session = Session.begin(rt)
+        handle = await rt.want([f"raw/{i}" for i in range(1, 8)])
+
+        async def wait() -> None:
+            await handle.done(timeout=10)
+
+        await show_progress(session, wait, err)
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buf.getvalue()).replace("\r", "\n")
+    last = [line for line in drawn.splitlines() if line.strip()][-1]
+    assert "partitions Live" in last
+    assert "7/7" in last
+    assert "…" not in last
 
 
 # -- read commands on the demo log -------------------------------------------------------------------------
@@ -175,6 +254,48 @@ def test_status_and_want_commands_read_the_log(demo_db: Path) -> None:
     assert root[0]["want_id"] in table.stdout
     assert "history" in table.stdout
     assert "Successful" in invoke("want", "list", "--db", demo_db, "--status", "successful").stdout
+
+
+def test_cancel_of_a_finished_want_is_not_an_error(demo_db: Path) -> None:
+    """want cancel of a want that is already terminal says so and exits 0 (the want is not active: as asked)."""
+    done = invoke("want", "cancel", "w-00000001", "--db", demo_db)
+    assert done.exit_code == 0, done.stderr
+    assert done.stdout.strip() == "want w-00000001 is already Successful: nothing to cancel"
+    doc = json.loads(invoke("want", "cancel", "w-00000001", "--db", demo_db, "--json").stdout)
+    assert doc == {"ok": True, "want_id": "w-00000001", "status": "Successful", "already_terminal": True}
+
+
+def test_explain_a_ref_no_job_produces_says_so(demo_db: Path) -> None:
+    """explain of a ref that no job of the given graph produces says so, not 'create a want for it'."""
+    graph = Path(__file__).resolve().parent.parent / "docs" / "examples" / "graph.toml"
+    result = invoke("explain", "nojob/1", "--graph", graph, "--db", demo_db)
+    assert result.exit_code == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first == "nojob/1 [Missing]: Missing, and no job of graph 'tour' produces it, so nothing can build it"
+    assert "create a want" not in result.stdout
+
+
+def test_want_show_summarises_a_large_want_unless_all(graph_file: Path, tmp_path: Path) -> None:
+    """want show of a want with many refs prints counts per status and what is not done; --all lists every ref."""
+    db = tmp_path / "big.db"
+    refs = [f"raw/{i}" for i in range(1, 31)]
+    assert invoke("want", "create", *refs, "--graph", graph_file, "--db", db).exit_code == 0
+    summary = invoke("want", "show", "w-00000001", "--db", db)
+    assert summary.exit_code == 0, summary.stderr
+    said = " ".join(summary.stdout.split())
+    assert "partitions: 30 — 30 Live; showing 0" in said
+    assert "job runs serving it: 8 — 8 Succeeded run job status" in said  # few: listed in full
+    assert "pass --all to list every partition" in said
+    assert len(summary.stdout) < 6000  # WantCreated's 30 refs are shortened in the history too
+    listed = re.compile(r"^raw/\d+ +Live", re.M)
+    assert listed.findall(summary.stdout) == []
+    full = invoke("want", "show", "w-00000001", "--all", "--db", db).stdout
+    assert len(listed.findall(full)) == 30
+    doc = json.loads(invoke("want", "show", "w-00000001", "--db", db, "--json").stdout)
+    assert (doc["complete"], doc["counts"]["partitions"], doc["partitions"]) == (False, {"Live": 30}, [])
+    every = json.loads(invoke("want", "show", "w-00000001", "--all", "--db", db, "--json").stdout)
+    assert (every["complete"], len(every["partitions"]), len(every["runs"])) == (True, 30, 8)
+    assert len(doc["runs"]) == 8
 
 
 def test_explain_events_and_replay_until(demo_db: Path) -> None:
@@ -282,8 +403,8 @@ def test_run_serve_takes_wants_through_the_inbox(serving: tuple[subprocess.Popen
     assert json.loads(tainted.stdout)["partitions"] == ["raw/3"]
     wait_for(lambda: load(db).partition("raw/3").status == "Tainted", what="the taint")
     again = invoke("want", "cancel", first["want_id"], "--db", db)
-    assert again.exit_code == 1
-    assert "already Successful" in one_line(again.stderr)
+    assert again.exit_code == 0, again.stderr
+    assert "already Successful: nothing to cancel" in one_line(again.stdout)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err

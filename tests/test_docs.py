@@ -5,12 +5,16 @@
 
 from __future__ import annotations
 
+import ast
+import asyncio
+import inspect
 import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +24,27 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 CONCEPTS = DOCS / "concepts.md"
 BLOCK = re.compile(r"(<!-- diagram: (\w+)[^>]*-->\n)(.*?)(<!-- /diagram -->)", re.S)
+PYTHON = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+
+
+def python_blocks(text: str) -> list[tuple[int, str]]:
+    """The ```python blocks of a Markdown text, each with the number of lines before it."""
+    return [(text.count("\n", 0, m.start(1)), m.group(1)) for m in PYTHON.finditer(text)]
+
+
+def run_blocks(path: Path) -> None:
+    """Run a page's python blocks in order, as one program, with top-level await (as in ``python -m asyncio``)."""
+    namespace: dict[str, Any] = {"__name__": f"docs_{path.stem}"}
+    blocks = python_blocks(path.read_text())
+
+    async def main() -> None:
+        for before, source in blocks:
+            code = compile("\n" * before + source, str(path), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+            result = eval(code, namespace)
+            if inspect.iscoroutine(result):
+                await result
+
+    asyncio.run(main())
 
 
 def fenced(kind: str) -> str:
@@ -73,6 +98,31 @@ def test_embedding_example_runs(tmp_path: Path) -> None:
     assert "derived wants: [('w-" in out
     assert "0 invariant violations" in out
     assert (tmp_path / "example.db").exists()
+
+
+def test_embedding_page_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Every python block of docs/embedding.md runs, in order, as one program, and its assertions hold."""
+    assert len(python_blocks((DOCS / "embedding.md").read_text())) >= 7
+    monkeypatch.chdir(tmp_path)
+    run_blocks(DOCS / "embedding.md")
+    out = capsys.readouterr().out
+    assert "Successful" in out
+    assert "no job of graph 'example' produces 'dayly/2026-11-02'" in out
+    assert (tmp_path / "example.db").exists()
+
+
+def test_readme_embed_snippet_is_a_program_that_runs(tmp_path: Path) -> None:
+    """The README's embedding example is a whole program (an async def and asyncio.run) and it runs."""
+    blocks = python_blocks((ROOT / "README.md").read_text())
+    assert len(blocks) == 1
+    script = tmp_path / "readme_example.py"
+    script.write_text(blocks[0][1])
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "Successful" in proc.stdout.splitlines()
+    assert "daily/2026-11-02 [Live]" in proc.stdout
 
 
 def test_tour_graph_builds_with_command_jobs(tmp_path: Path) -> None:

@@ -107,6 +107,12 @@ FOUND = [
     # a lost notification of a DepMiss: the run reported again was ignored, its derived want never made
     _steps(Step(at=0, action="fault", point="notify", kind="job_run", match="JobRunDepMiss"),
            Step(at=0, action="want", name="w1", refs=("daily/1",))),
+    # a want whose every WantBuilding fails 8 times: reconciles planned its ref again each time (8 runs, I1),
+    # and the second give-up on the want was fatal to the runtime
+    _steps(Step(at=0, action="fault", point="commit", kind="want", match="WantBuilding", times=2),
+           Step(at=0, action="fault", point="commit", kind="want", match="WantBuilding", times=6),
+           Step(at=0, action="want", name="w1", refs=("raw/1",)),
+           Step(at=0, action="crash")),
 ]
 
 
@@ -114,6 +120,7 @@ FOUND = [
 @given(timelines())
 @example(FOUND[0])
 @example(FOUND[1])
+@example(FOUND[2])
 def test_every_want_ends_and_the_invariants_hold_whatever_fails(steps: tuple[Step, ...]) -> None:
     """Under random injected faults every want reaches a terminal state in bounded virtual time and I1-I6 hold."""
     r = run_scenario(scenario(steps))

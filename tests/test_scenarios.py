@@ -333,6 +333,11 @@ refs = ["daily/1"]
                      id="bad-action"),
         pytest.param(GOOD.replace("at = 0", "at = -5"), 9, "timeline[0].at: must be a number >= 0",
                      id="negative-time"),
+        pytest.param(GOOD.replace("at = 0", "at = 1e300"), 9, "timeline[0].at: 1e+300 is past the scenario's end, "
+                     "the default horizon of 2592000 s, so this step would never run", id="past-default-horizon"),
+        pytest.param(GOOD.replace('name = "t"', 'name = "t"\nhorizon = 100').replace("at = 0", "at = 101"), 10,
+                     "timeline[0].at: 101 is past the scenario's end, its [scenario] horizon of 100 s",
+                     id="past-horizon"),
         pytest.param(GOOD.replace('refs = ["daily/1"]', 'refs = ["weekly/1"]'), 12,
                      "timeline[0].refs: no job of graph", id="ref-no-job-builds"),
         pytest.param(GOOD.replace('refs = ["daily/1"]', 'refs = ["daily//1"]'), 12, "timeline[0].refs",
@@ -576,8 +581,9 @@ def test_explore_cli_shrinks_an_expectation_that_cannot_hold(tmp_path: Path) -> 
     assert "FAIL job_runs" in rerun.output
 
 
-def test_explore_accepts_a_graph_file(tmp_path: Path) -> None:
-    """A wantbuild graph file's jobs are simulated (succeeding) and explored; invariants hold."""
+def test_explore_accepts_a_graph_file_and_says_it_is_alive_in_a_pipe(tmp_path: Path) -> None:
+    """A graph file's jobs are simulated and explored, invariants hold; with stderr a pipe (CI), explore prints
+    a progress line every 10 timelines."""
     graph = tmp_path / "graph.toml"
     graph.write_text(textwrap.dedent("""\
         [graph]
@@ -587,9 +593,13 @@ def test_explore_accepts_a_graph_file(tmp_path: Path) -> None:
         command = ["true"]
         batch = 2
     """), encoding="utf-8")
-    res = CliRunner().invoke(scenario, ["explore", str(graph), "--runs", "5", "--seed", "2", "--out", str(tmp_path)])
-    assert res.exit_code == 0, res.output
-    assert "5 random timelines" in res.output
+    proc = subprocess.run([sys.executable, "-m", "wantbuild", "scenario", "explore", str(graph), "--runs", "10",
+                           "--seed", "2", "--out", str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "10 random timelines, every invariant and expectation held" in proc.stdout
+    assert [line for line in proc.stderr.splitlines() if line.startswith("exploring")] == [
+        "exploring g: 10/10 timelines run"]
 
 
 # -------------------------------------------------------------------------------------------------------- the CLI
@@ -648,6 +658,17 @@ def test_cli_usage_errors_exit_2_with_one_line(args: list[str], needle: str) -> 
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+def test_cli_refuses_a_step_past_the_horizon(tmp_path: Path) -> None:
+    """`wantbuild scenario run` of a file with a step that could never run exits 2 naming it (not '0 events')."""
+    far = tmp_path / "far.toml"
+    far.write_text(GOOD.replace("at = 0", "at = 1e300"), encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "wantbuild", "scenario", "run", str(far)], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 2, proc.stdout
+    assert f"{far}:9: timeline[0].at: 1e+300 is past the scenario's end" in proc.stderr
+    assert "events" not in proc.stdout
+
+
 def test_cli_bad_scenario_file_exits_2(tmp_path: Path) -> None:
     """A bad scenario file: exit 2, one line naming FILE:LINE and the key."""
     bad = tmp_path / "bad.toml"
@@ -678,10 +699,3 @@ def test_cli_compare_policies() -> None:
     assert table.exit_code == 0
     for word in ("policy", "job runs", "duplicate work", "shrink", "defer"):
         assert word in table.output
-
-
-def test_public_names_match_all() -> None:
-    """scenarios.__all__ lists exactly the public names of the package."""
-    public = {n for n in dir(scenarios) if not n.startswith("_")}
-    modules = {n for n in public if type(getattr(scenarios, n)).__name__ == "module"}
-    assert set(scenarios.__all__) == public - modules

@@ -49,12 +49,14 @@ from actors import (
 from eventlog import Event
 
 # The semantics, written out independently of the tables in actors/ (the model the machines must match).
+# The semantics' transitions, plus one documented extension (docs/decisions.md, "Recovery after faults"): any
+# non-terminal want may end Failed, when wantbuild gives up on what it depends on (or on the want itself).
 WANT_MODEL: dict[str | None, set[str]] = {
     None: {"New"},
-    "New": {"Idle", "Building", "Successful", "Canceled", "Expired"},
-    "Idle": {"Building", "Canceled", "Expired"},
+    "New": {"Idle", "Building", "Successful", "Failed", "Canceled", "Expired"},
+    "Idle": {"Building", "Failed", "Canceled", "Expired"},
     "Building": {"UpstreamBuilding", "Successful", "Failed", "Idle", "Canceled", "Expired"},
-    "UpstreamBuilding": {"Idle", "UpstreamFailed", "Canceled", "Expired"},
+    "UpstreamBuilding": {"Idle", "UpstreamFailed", "Failed", "Canceled", "Expired"},
 }
 PARTITION_MODEL: dict[str, set[str]] = {
     "Missing": {"Building"},

@@ -35,11 +35,18 @@ Errors all derive from :class:`WantbuildError`::
      ├── NoJobForRef (LookupError)      no job of the graph produces the ref
      ├── UnknownJob (KeyError)          no job has that name
      ├── UnknownEntity (LookupError)    no want, partition or job run with that id
+     ├── MissingDeps                    raised by a job: these upstream partitions are missing (not a failure)
      ├── RuntimeClosed (RuntimeError)   the runtime is shutting down or closed
      ├── ActorStopped (RuntimeError)    an actor stopped after repeated crashes
      ├── ActorSystemClosed (RuntimeError) the actor system is not running
+     ├── AskDeadlock (RuntimeError)     an actor asked itself: it would wait for itself forever
+     ├── UnknownActorKind (LookupError) no actor kind of that name is registered
      ├── AskTimeout (TimeoutError)      no reply from an actor in time
-     └── InjectedFault (RuntimeError)   raised on purpose by a Faults drill (``open(..., faults=...)``)
+     ├── InjectedFault (RuntimeError)   raised on purpose by a Faults drill (``open(..., faults=...)``)
+     └── StaleFence (RuntimeError)      publish(): a newer generation of the partition is already published
+
+``ScenarioError`` (a scenario file that cannot be used) derives from it too; it lives with the scenario runner,
+``scenarios.ScenarioError``, which ``import wantbuild`` does not load.
 """
 
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
@@ -51,6 +58,7 @@ from actors import (
     WANT,
     ActorStopped,
     ActorSystemClosed,
+    AskDeadlock,
     AskTimeout,
     Clock,
     Faults,
@@ -63,6 +71,7 @@ from actors import (
     PartitionStatus,
     ReplayError,
     SystemClock,
+    UnknownActorKind,
     Violation,
     WantState,
     WantStatus,
@@ -101,21 +110,24 @@ from supervisor import (
     Runtime,
     RuntimeClosed,
     UnknownEntity,
+    UnknownJob,
     WantHandle,
     explain,
     load_graph,
+    open_runtime,
 )
-from supervisor import open_runtime as _open_runtime
-from supervisor._graph import UnknownJob  # not in supervisor.__all__ (yet)
+
+from ._publish import StaleFence, fence_from_env, publish
 
 try:
     __version__ = _version("wantbuild")
 except _PackageNotFoundError:  # pragma: no cover - running from a checkout that was never installed
     __version__ = "0+unknown"
 
-open = _open_runtime
-"""``async with wantbuild.open(path, graph, ...) as rt``: the runtime on the log at ``path`` (see
-:func:`supervisor.open_runtime` for the options: ``clock``, ``policy``, ``log_dir``, ``accept_graph_change``...)."""
+open = open_runtime
+"""``async with wantbuild.open(path, graph, *, policy=..., clock=..., ...) as rt``: the runtime on the log at
+``path``; every keyword is typed and documented on :func:`supervisor.open_runtime`."""
+del open_runtime
 
 __all__ = [
     "JOB_RUN",
@@ -123,6 +135,7 @@ __all__ = [
     "WANT",
     "ActorStopped",
     "ActorSystemClosed",
+    "AskDeadlock",
     "AskTimeout",
     "Clock",
     "CommitError",
@@ -157,7 +170,9 @@ __all__ = [
     "Runtime",
     "RuntimeClosed",
     "SchemaVersionError",
+    "StaleFence",
     "SystemClock",
+    "UnknownActorKind",
     "UnknownEntity",
     "UnknownJob",
     "Violation",
@@ -170,8 +185,10 @@ __all__ = [
     "__version__",
     "check_log",
     "explain",
+    "fence_from_env",
     "load_graph",
     "open",
+    "publish",
     "rebuild",
     "validate_ref",
     "validate_refs",

@@ -78,8 +78,10 @@ def require_log(db: Db) -> None:
 
 @asynccontextmanager
 async def reader(db: Db) -> AsyncIterator[Log]:
-    """The log at ``db``, opened read-only (it must exist)."""
-    require_log(db)
+    """The log at ``db``, opened read-only (it must exist, or be about to: see _open_reader)."""
+    # A runtime that has just started may not have created the file yet (a URL: opening it says what is wrong).
+    if isinstance(db, Path) and not await runtime_active(db):
+        require_log(db)
     async with _open_reader(db) as log:
         yield log
 

@@ -7,6 +7,7 @@ outcome alone (as JSON with ``--json``).
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -14,14 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.console import Console, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.spinner import Spinner
+from rich.table import Table
 from rich.text import Text
 
 from actors import JobRunState, PartitionStatus, WantState, WantStatus
 from supervisor import Runtime
 
-from ._output import short, status_text, wants_table
+from ._output import append_counts, short, wants_table
 
 
 def is_derived(want: WantState) -> bool:
@@ -128,30 +132,22 @@ def print_outcome(out: Console, outcome: dict[str, Any]) -> None:
     if derived:
         by = Counter(str(w.status) for w in derived)
         line = Text(f"derived wants (created for missing upstream partitions): {len(derived)} — ")
-        _append_counts(line, by)
+        append_counts(line, by)
         out.print(line)
     runs = Text("job runs: ")
     if outcome["runs"]:
-        _append_counts(runs, outcome["runs"])
+        append_counts(runs, outcome["runs"])
     else:
         runs.append("none (nothing needed building)")
     if outcome["retries"]:
         runs.append(f"; {outcome['retries']} retr{'y' if outcome['retries'] == 1 else 'ies'} after a failure")
     out.print(runs)
-    parts = Text("partitions: ")
+    parts = Text("partitions of these wants: ")
     if outcome["partitions"]:
-        _append_counts(parts, outcome["partitions"])
+        append_counts(parts, outcome["partitions"])
     else:
         parts.append("none")
     out.print(parts)
-
-
-def _append_counts(text: Text, counts: dict[str, int]) -> None:
-    for i, (status, n) in enumerate(sorted(counts.items(), key=lambda kv: -kv[1])):
-        if i:
-            text.append(", ")
-        text.append(f"{n} ")
-        text.append_text(status_text(status))
 
 
 def print_recovery(out: Console, rt: Runtime) -> None:
@@ -171,21 +167,99 @@ def recovery_dict(rt: Runtime) -> dict[str, Any]:
             "requeued_partitions": list(rec.requeued_partitions), "active_wants": list(rec.active_wants)}
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What the live display shows, taken in the event loop (the display's refresh thread only reads it)."""
+
+    live: int = 0
+    total: int = 0
+    runs: dict[str, int] = field(default_factory=dict)
+    active_wants: int = 0
+    wants: int = 0
+
+    @classmethod
+    def of(cls, session: Session) -> Snapshot:
+        """The session's figures (kept up to date by its hook: nothing here grows with the wants)."""
+        return cls(live=session.live, total=session.total, runs=dict(session.run_counts),
+                   active_wants=session.active, wants=session.want_count)
+
+
+_BAR_WIDTH = (10, 40)
+"""The progress bar's width: at least (else it is dropped), at most."""
+
+_DROP_ORDER = ("wants", "dep-miss", "ok", "spinner", "elapsed", "running", "what", "bar", "failed")
+"""What the live line gives up first when the terminal is narrow; the X/Y count is never dropped."""
+
+
+def progress_line(width: int, snap: Snapshot, *, elapsed: float, spinner: RenderableType | None = None) -> Table:
+    """The live display's one line, fitted to ``width`` columns: ``⠋ partitions Live ━━━━╸ 12/22 0:00:03 runs:
+    2 running, 9 ok, 1 dep-miss, 0 failed · wants: 1 active / 3``, giving up parts in :data:`_DROP_ORDER` when
+    they do not fit, never the count."""
+    runs = snap.runs
+    pieces: dict[str, Text] = {
+        "what": Text("partitions Live", style="bold"),
+        "count": Text(f"{snap.live}/{snap.total}", style="bold"),
+        "elapsed": Text(str(datetime.timedelta(seconds=int(elapsed))), style="yellow"),
+        "running": Text(f"{runs.get('Running', 0)} running"),
+        "ok": Text(f"{runs.get('Succeeded', 0)} ok"),
+        "dep-miss": Text(f"{runs.get('DepMiss', 0)} dep-miss"),
+        "failed": Text(f"{runs.get('Failed', 0)} failed", style="bold red" if runs.get("Failed") else ""),
+        "wants": Text(f"· wants: {snap.active_wants} active / {snap.wants}"),
+    }
+    keep = set(pieces) | {"bar"} | ({"spinner"} if spinner is not None else set())
+    run_parts = ("running", "ok", "dep-miss", "failed")
+
+    def needed() -> int:
+        cells = [pieces[k].cell_len for k in pieces if k in keep and k not in run_parts]
+        shown_runs = [pieces[k].cell_len for k in run_parts if k in keep]
+        if shown_runs:  # "runs: " and the ", " between them
+            cells.append(len("runs: ") + sum(shown_runs) + 2 * (len(shown_runs) - 1))
+        cells += [1] * ("spinner" in keep) + [_BAR_WIDTH[0]] * ("bar" in keep)
+        return sum(cells) + len(cells) - 1  # one space between cells
+
+    for name in _DROP_ORDER:
+        if needed() <= width:
+            break
+        keep.discard(name)
+    grid = Table.grid(padding=(0, 1))
+    row: list[RenderableType] = []
+    if "spinner" in keep and spinner is not None:
+        row.append(spinner)
+    if "what" in keep:
+        row.append(pieces["what"])
+    if "bar" in keep:
+        bar = min(_BAR_WIDTH[1], _BAR_WIDTH[0] + max(0, width - needed()))
+        row.append(ProgressBar(total=max(snap.total, 1), completed=snap.live, width=bar))
+    row += [pieces["count"]] + ([pieces["elapsed"]] if "elapsed" in keep else [])
+    shown = [pieces[k] for k in run_parts if k in keep]
+    if shown:
+        row.append(Text("runs: ") + Text(", ").join(shown))
+    if "wants" in keep:
+        row.append(pieces["wants"])
+    for _ in row:
+        grid.add_column(no_wrap=True)
+    grid.add_row(*row)
+    return grid
+
+
 async def show_progress(session: Session, wait: Callable[[], Awaitable[None]], err: Console) -> None:
-    """Await ``wait()``, with a live progress display on ``err`` when it is a terminal."""
+    """Await ``wait()``, with a live progress display on ``err`` when it is a terminal (one line that fits its
+    width, from 80 columns up without losing the count; see :func:`progress_line`)."""
     if not err.is_terminal:
         await wait()
         return
-    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("{task.fields[detail]}"))
-    with Progress(*columns, console=err, transient=False, refresh_per_second=10) as progress:
-        task = progress.add_task("partitions Live", total=None, detail="")
+    snap = Snapshot.of(session)
+    spinner = Spinner("dots")
+
+    def render() -> RenderableType:
+        now = time.monotonic()
+        return progress_line(err.width, snap, elapsed=now - session.started, spinner=spinner.render(now))
+
+    with Live(console=err, transient=False, refresh_per_second=10, get_renderable=render) as live:
 
         def update() -> None:
-            runs = session.run_counts
-            detail = (f"runs: {runs['Running']} running, {runs['Succeeded']} ok, {runs['DepMiss']} dep-miss, "
-                      f"{runs['Failed']} failed · wants: {session.active} active / {session.want_count}")
-            progress.update(task, total=max(session.total, 1), completed=session.live, detail=detail)
+            nonlocal snap
+            snap = Snapshot.of(session)
 
         async with anyio.create_task_group() as tg:
 
@@ -200,3 +274,4 @@ async def show_progress(session: Session, wait: Callable[[], Awaitable[None]], e
             finally:
                 tg.cancel_scope.cancel()
         update()
+        live.refresh()

@@ -47,6 +47,15 @@ def status_text(status: str) -> Text:
     return Text(str(status), style=_STYLES.get(str(status), ""))
 
 
+def append_counts(text: Text, counts: Mapping[str, int]) -> None:
+    """``12 Live, 3 Failed``: counts per status, largest first, statuses coloured."""
+    for i, (status, n) in enumerate(sorted(counts.items(), key=lambda kv: -kv[1])):
+        if i:
+            text.append(", ")
+        text.append(f"{n} ")
+        text.append_text(status_text(status))
+
+
 def fmt_time(at: float | None) -> str:
     """Wall-clock times as local ISO times; small numbers (a scenario's virtual clock) as seconds."""
     if at is None:
@@ -150,17 +159,20 @@ def partitions_table(parts: Iterable[PartitionState], world: World, title: str |
     return t
 
 
-def events_table(records: Iterable[Record]) -> Table:
+def events_table(records: Iterable[Record], *, max_payload: int | None = None) -> Table:
+    """One row per event; payloads longer than ``max_payload`` characters are cut (a 100,000-ref WantCreated)."""
     t = _table(None)
     for col in ("seq", "at", "entity", "type", "payload"):
         t.add_column(col, overflow="fold")
     for rec in records:
-        t.add_row(*event_cells(rec))
+        t.add_row(*event_cells(rec, max_payload=max_payload))
     return t
 
 
-def event_cells(rec: Record) -> tuple[str, str, str, str, str]:
+def event_cells(rec: Record, *, max_payload: int | None = None) -> tuple[str, str, str, str, str]:
     payload = msgspec.json.encode(rec.event).decode()
+    if max_payload is not None and len(payload) > max_payload:
+        payload = f"{payload[:max_payload]}... ({len(payload)} characters; --all shows them)"
     return (str(rec.seq), fmt_time(rec.at), f"{rec.entity_kind}:{rec.entity_id}#{rec.entity_seq}",
             rec.event.event_name, payload)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .app import cli
+from .publish import publish_command
 from .query import DIAGRAMS, diagram, events, explain, replay, status
 from .run import demo, restart, run
 from .scenario import scenario_command
@@ -38,6 +39,7 @@ cli.add_command(explain)
 cli.add_command(events)
 cli.add_command(replay)
 cli.add_command(diagram)
+cli.add_command(publish_command)
 if (_scenario := scenario_command()) is not None:
     cli.add_command(_scenario, "scenario")
 

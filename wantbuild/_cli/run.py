@@ -27,10 +27,11 @@ from .app import db_option, emit_json, error, json_option, policy_option, refs_c
 async def build(db: Db, graph: Graph | Callable[[], Graph], *, interrupts: Interrupts, refs: Sequence[str] = (),
                 policy: str = "shrink", serve: bool = False, as_json: bool = False, show_recovery: bool = False,
                 accept_graph_change: bool = False, ttl: float | None = None, sla: float | None = None,
-                comment: str = "", then: Callable[[Runtime], Awaitable[None]] | None = None) -> int:
+                comment: str = "", then: Callable[[Runtime], Awaitable[None]] | None = None, afresh: str = "") -> int:
     """Open a runtime on ``db``, want ``refs`` (if any), call ``then(rt)``, and run until the want (without refs:
     every want, and every queued command) is terminal, with a progress display; with ``serve``, keep serving the
-    inbox until SIGINT/SIGTERM instead. Prints the outcome once the runtime has shut down; returns the exit code.
+    inbox until SIGINT/SIGTERM instead. Prints the outcome once the runtime has shut down (``afresh``: how to start
+    over, said when everything asked for was Live already); returns the exit code.
 
     The first SIGINT/SIGTERM (see :class:`Interrupts`) stops it cleanly at any point, start-up and replay included.
     """
@@ -38,6 +39,7 @@ async def build(db: Db, graph: Graph | Callable[[], Graph], *, interrupts: Inter
     session: Session | None = None
     rt: Runtime | None = None
     already_live = False
+    live_in_log = 0
     with interrupts.stoppable():
         if callable(graph):
             graph = graph()
@@ -48,6 +50,7 @@ async def build(db: Db, graph: Graph | Callable[[], Graph], *, interrupts: Inter
             if show_recovery and not as_json:
                 print_recovery(out, rt)
             already_live = bool(refs) and all(rt.get_partition(r).status is PartitionStatus.LIVE for r in refs)
+            live_in_log = sum(1 for p in rt.world.partitions.values() if p.status is PartitionStatus.LIVE)
             handle = await rt.want(refs, ttl=ttl, sla=sla, comment=comment, source="cli") if refs else None
             if then is not None:
                 await then(rt)
@@ -74,6 +77,8 @@ async def build(db: Db, graph: Graph | Callable[[], Graph], *, interrupts: Inter
         return EXIT_SIGNAL.get(signal.Signals(stopped_by), 1)
     outcome = session.outcome()  # read now that the shutdown has recorded everything
     result: dict[str, Any] = {"ok": root_ok(outcome), "already_live": already_live, **outcome}
+    if already_live:
+        result["live_in_log"] = live_in_log
     if show_recovery:
         result["recovery"] = recovery_dict(rt)
     if stopped_by is not None:
@@ -82,7 +87,10 @@ async def build(db: Db, graph: Graph | Callable[[], Graph], *, interrupts: Inter
         emit_json(result)
     else:
         if already_live:
-            out.print(f"Everything asked for was already Live in {db}: the want succeeded at once, no job ran.")
+            out.print(f"Nothing to build: {short(list(refs))} {'is' if len(refs) == 1 else 'are'} already Live in "
+                      f"{db}, so the want succeeded at once and no job ran. The log holds {live_in_log} Live "
+                      f"partition{'' if live_in_log == 1 else 's'} (`wantbuild status"
+                      f"{'' if str(db) == 'wantbuild.db' else f' --db {db}'}`).{f' {afresh}' if afresh else ''}")
         print_outcome(out, outcome)
     if stopped_by is not None and not serve:
         error(f"interrupted by {signal.Signals(stopped_by).name}: the runtime stopped cleanly (runs in flight were "
@@ -153,8 +161,9 @@ def demo(db: Db, data_dir: Path, as_json: bool) -> int:
     """
     with Interrupts() as interrupts:
         weekly = f"weekly/{week_dates()[0]}"
+        afresh = f"To build the demo afresh, delete {db} and {data_dir}/ (or pass --db and --data elsewhere)."
         code = run_async(lambda: build(db, lambda: example_graph(data_dir), interrupts=interrupts, refs=(weekly,),
-                                       as_json=as_json, comment="wantbuild demo"))
+                                       as_json=as_json, comment="wantbuild demo", afresh=afresh))
     if not as_json and code == 0:
         flag = "" if str(db) == "wantbuild.db" else f" --db {db}"
         console().print(Text(f"\nNext: `wantbuild status{flag}`, `wantbuild explain {weekly}{flag}`, "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.text import Text
@@ -12,12 +14,23 @@ from actors import WantState, WantStatus, World, rebuild
 from eventlog import Record
 from supervisor import Runtime, UnknownEntity, load_graph
 
-from .._access import CliError, Db, load_world, reader, runtime_active
-from .._output import console, events_table, partitions_table, record_dict, runs_table, status_text, wants_table
+from .._access import Db, load_world, reader, runtime_active
+from .._output import (
+    append_counts,
+    console,
+    events_table,
+    partitions_table,
+    record_dict,
+    runs_table,
+    status_text,
+    wants_table,
+)
 from .._signals import Interrupts
 from .app import db_option, emit_json, graph_option, json_option, refs_callback, run_async
 from .changes import change
 from .run import build
+
+T = TypeVar("T")
 
 
 @click.group()
@@ -107,12 +120,45 @@ def want_list(statuses: tuple[str, ...], active: bool, db: Db, as_json: bool) ->
         console(stderr=True).print(f"no wants{' matching' if statuses or active else ''} in {db}")
 
 
+SHOW_LIMIT = 20
+"""``want show`` lists at most this many partitions, runs and derived wants (those not done first) unless --all."""
+
+_DONE = {"Live", "Succeeded", "Successful"}
+_FIRST = {"Failed": 0, "UpstreamFailed": 1}
+
+
+def _shown(items: Sequence[T], status: Callable[[T], str], show_all: bool) -> list[T]:
+    """All of ``items`` if few (or ``show_all``); else the first SHOW_LIMIT not done, failures first."""
+    if show_all or len(items) <= SHOW_LIMIT:
+        return list(items)
+    pending = [x for x in items if status(x) not in _DONE]
+    return sorted(pending, key=lambda x: _FIRST.get(status(x), 2))[:SHOW_LIMIT]
+
+
+def _heading(title: str, counts: dict[str, int], shown: int) -> Text:
+    total = sum(counts.values())
+    line = Text(f"{title}: {total}", style="italic")
+    if total:
+        line.append(" — ")
+        append_counts(line, counts)
+    if shown < total:
+        line.append(f"; showing {shown}" + (" not done, failures first" if shown else ""), style="dim")
+    return line
+
+
 @want.command("show", short_help="One want: state, partitions, runs, history.")
 @click.argument("want_id")
+@click.option("--all", "show_all", is_flag=True,
+              help=f"List every partition, run and derived want (by default, beyond {SHOW_LIMIT}: counts per "
+                   "status and the first ones not done).")
 @db_option
 @json_option
-def want_show(want_id: str, db: Db, as_json: bool) -> None:
-    """Show one want: its state, partitions, runs, derived wants and history."""
+def want_show(want_id: str, show_all: bool, db: Db, as_json: bool) -> None:
+    """Show one want: its state, partitions, runs, derived wants and history.
+
+    A large want is summarised: counts per status, and the first partitions, runs and derived wants that are not
+    done (failures first); --all lists them all.
+    """
 
     async def main() -> tuple[World, list[Record], WantState]:
         async with reader(db) as log:
@@ -123,12 +169,20 @@ def want_show(want_id: str, db: Db, as_json: bool) -> None:
             return world, await log.history("want", want_id), st
 
     world, history, st = run_async(main)
-    parts = [world.partition(r) for r in st.refs]
-    runs = sorted((r for r in world.runs.values() if want_id in r.wants), key=lambda r: r.job_run_id)
-    derived = sorted((w for w in world.wants.values() if want_id in w.parent_want_ids), key=lambda w: w.want_id)
+    all_parts = [world.partition(r) for r in st.refs]
+    all_runs = sorted((r for r in world.runs.values() if want_id in r.wants), key=lambda r: r.job_run_id)
+    all_derived = sorted((w for w in world.wants.values() if want_id in w.parent_want_ids),
+                         key=lambda w: w.want_id)
+    counts = {"partitions": dict(Counter(str(p.status) for p in all_parts)),
+              "runs": dict(Counter(str(r.status) for r in all_runs)),
+              "derived_wants": dict(Counter(str(w.status) for w in all_derived))}
+    parts = _shown(all_parts, lambda p: str(p.status), show_all)
+    runs = _shown(all_runs, lambda r: str(r.status), show_all)
+    derived = _shown(all_derived, lambda w: str(w.status), show_all)
+    complete = (len(parts), len(runs), len(derived)) == (len(all_parts), len(all_runs), len(all_derived))
     if as_json:
-        emit_json({"want": st, "partitions": parts, "runs": runs, "derived_wants": derived,
-                   "history": [record_dict(r) for r in history]})
+        emit_json({"want": st, "complete": complete, "counts": counts, "partitions": parts, "runs": runs,
+                   "derived_wants": derived, "history": [record_dict(r) for r in history]})
         return
     out = console()
     head = Text(f"want {st.want_id} ", style="bold")
@@ -141,16 +195,26 @@ def want_show(want_id: str, db: Db, as_json: bool) -> None:
     for k, v in info:
         out.print(f"  {k:<11} {v}")
     out.print()
-    out.print(partitions_table(parts, world, title="partitions"))
-    if runs:
+    out.print(_heading("partitions", counts["partitions"], len(parts)))
+    if parts:
+        out.print(partitions_table(parts, world))
+    if all_runs:
         out.print()
-        out.print(runs_table(runs, title="job runs serving it"))
-    if derived:
+        out.print(_heading("job runs serving it", counts["runs"], len(runs)))
+        if runs:
+            out.print(runs_table(runs))
+    if all_derived:
         out.print()
-        out.print(wants_table(derived, title="derived wants"))
+        out.print(_heading("derived wants", counts["derived_wants"], len(derived)))
+        if derived:
+            out.print(wants_table(derived))
+    if not complete:
+        out.print()
+        out.print(Text(f"A large want: pass --all to list every partition, run and derived want "
+                       f"(`wantbuild want show {want_id} --all`).", style="dim"))
     out.print()
     out.print(Text("history", style="italic"))
-    out.print(events_table(history))
+    out.print(events_table(history, max_payload=None if show_all else 400))
 
 
 @want.command("cancel", short_help="Cancel an active want.")
@@ -169,8 +233,12 @@ def want_cancel(want_id: str, reason: str, graph_path: Path | None, timeout: flo
         st = world.wants.get(want_id)
         if st is None:
             raise unknown_want(db, want_id)
-        if st.terminal:
-            raise CliError(f"want {want_id} is already {st.status}; only an active want can be canceled")
+        if st.terminal:  # cancel races with completion: the want is not active, which is what was asked
+            if as_json:
+                emit_json({"ok": True, "want_id": want_id, "status": str(st.status), "already_terminal": True})
+            else:
+                console().print(f"want {want_id} is already {st.status}: nothing to cancel")
+            return 0
 
         async def apply(rt: Runtime) -> dict[str, Any]:
             new = await rt.cancel(want_id, reason)
