@@ -412,6 +412,10 @@ class LogCore:
         """Set once this writer lost its lease: every append since has failed with it."""
         return self._lease_lost
 
+    async def renew_lease(self) -> None:
+        """Extend this writer's lease now (a lock held for the process's lifetime needs nothing: SQLite)."""
+        self._check_writable()
+
     async def wait_lease_lost(self) -> LeaseLost:
         """Wait until this writer loses its lease (never, for a lease that cannot be lost); return the error."""
         await self._lease_lost_event.wait()

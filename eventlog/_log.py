@@ -29,7 +29,7 @@ from ._core import (
     UpdateEntityRow,
     open_core,
 )
-from ._errors import CorruptLogError, EventLogError, LogClosedError, LogNotFoundError
+from ._errors import CorruptLogError, EventLogError, LogClosedError, LogNotFoundError, WriterLockedError
 from ._events import REGISTRY, EventRegistry
 from ._lock import WriterLock, lock_owner, writer_active
 from ._logging import get_logger
@@ -116,9 +116,10 @@ class EventLog(LogCore):
     checks whether it exists). Together that consumes every command exactly once.
     """
 
-    def __init__(self, path: str, *, busy_timeout: float, **options: Any) -> None:
+    def __init__(self, path: str, *, busy_timeout: float, lease_wait: float | None = 0.0, **options: Any) -> None:
         super().__init__(path, **options)
         self._busy_timeout = busy_timeout
+        self._lease_wait = lease_wait
         self._lock: WriterLock | None = None
         self._wdb: Any = None  # aiosqlite.Connection of the writer
         self._rdb: Any = None  # aiosqlite.Connection for reads and the command inbox
@@ -141,6 +142,7 @@ class EventLog(LogCore):
         busy_timeout: float = 5.0,
         entity_cache_size: int = 200_000,
         poll_interval: float = 0.1,
+        lease_wait: float | None = 0.0,
     ) -> AbstractAsyncContextManager[EventLog]:
         """Open (and on first use create) the log at ``path``; an async context manager.
 
@@ -156,7 +158,9 @@ class EventLog(LogCore):
 
         ``busy_timeout`` bounds how long a write waits for a lock held by another connection;
         ``entity_cache_size`` bounds the writer's cache of entity tips; ``poll_interval`` is how often
-        :meth:`follow` looks for new events when another process writes.
+        :meth:`follow` looks for new events when another process writes. ``lease_wait`` is how long a writer
+        waits for another process's writer lock (``None``: until it is free, as a standby would); then
+        :class:`WriterLockedError`.
         """
         return open_core(
             cls(
@@ -172,6 +176,7 @@ class EventLog(LogCore):
                 busy_timeout=busy_timeout,
                 entity_cache_size=entity_cache_size,
                 poll_interval=poll_interval,
+                lease_wait=lease_wait,
             )
         )
 
@@ -203,7 +208,7 @@ class EventLog(LogCore):
     async def _db_start(self) -> None:
         try:
             if self._writer:
-                self._lock = WriterLock(self._path)
+                self._lock = await self._take_lock()
                 self._wdb = await self._connect("rwc")
                 await self._init_or_check(self._wdb)
                 self._rdb = await self._connect("rw")
@@ -212,6 +217,18 @@ class EventLog(LogCore):
                 await self._init_or_check(self._rdb)
         except sqlite3.Error as e:
             raise self._corrupt_open_error(e) from e
+
+    async def _take_lock(self) -> WriterLock:
+        """The writer lock, waiting up to ``lease_wait`` seconds (None: as long as it takes) for its holder."""
+        deadline = None if self._lease_wait is None else time.monotonic() + self._lease_wait
+        while True:
+            try:
+                return WriterLock(self._path)
+            except WriterLockedError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+            pause = 0.05 if deadline is None else min(0.05, max(0.0, deadline - time.monotonic()))
+            await asyncio.sleep(pause)
 
     async def _init_or_check(self, db: Any, *, schema_wait: float = 2.0) -> None:
         """Create the schema in an empty database, or check that this is a log we can use.

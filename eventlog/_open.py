@@ -19,7 +19,7 @@ from ._records import Command, Lease, Record, VerifyReport
 from ._target import is_postgres
 
 _SQLITE_ONLY = frozenset({"busy_timeout"})
-_POSTGRES_ONLY = frozenset({"lease_ttl", "lease_wait", "owner", "connect_timeout"})
+_POSTGRES_ONLY = frozenset({"lease_ttl", "owner", "connect_timeout"})
 
 
 @runtime_checkable
@@ -86,6 +86,9 @@ class Log(Protocol):
 
     async def lease(self) -> Lease | None:
         """Who holds the writer lease (SQLite: the lock file) now; ``None`` when no writer runs."""
+
+    async def renew_lease(self) -> None:
+        """Extend this writer's lease now; :class:`LeaseLost` if it is gone (SQLite: nothing to do)."""
 
     async def wait_lease_lost(self) -> LeaseLost:
         """Return once this writer has lost its lease (a SQLite lock is never lost: waits forever)."""

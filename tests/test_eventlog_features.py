@@ -418,3 +418,25 @@ async def test_a_small_entity_cache_evicts_old_tips_and_stays_correct(log_target
 async def _verify(path: str) -> Any:
     async with open_log(path) as log:
         return await log.verify()
+
+
+async def test_a_writer_can_wait_for_the_lease(log_target: str) -> None:
+    """lease_wait: a second writer waits (a standby) and takes over the moment the first one closes, on either
+    backend; without it, it is refused at once."""
+    async with open_log(log_target) as first:
+        await first.append("thing", "a", 0, ThingCreated(name="a"))
+        with pytest.raises(eventlog.WriterLockedError):
+            async with open_log(log_target, lease_wait=0):
+                pass  # pragma: no cover
+        await first.renew_lease()
+        waiting = asyncio.ensure_future(_take_over(log_target))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+    assert await asyncio.wait_for(waiting, 10) == 2
+
+
+async def _take_over(target: str) -> int:
+    async with open_log(target, lease_wait=None) as log:
+        lease = await log.lease()
+        assert lease is not None
+        return (await log.append("thing", "a", 1, ThingChanged(n=1))).seq
