@@ -34,6 +34,7 @@ import structlog
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _memory_commits import skip_durability  # bench/, the script's own folder
+from _pg import drop_schema, schema_url, server
 
 from eventlog import open_log
 from supervisor import Graph, JobContext, MissingDeps, open_runtime
@@ -80,8 +81,8 @@ async def run_two_level(n: int, batch: int, durable: bool = True, pg: str | None
         g = two_level(batch)
         target = str(Path(d) / "bench.db")
         if pg is not None:
-            await _drop_schema(pg, "bench_orchestrate")
-            target = f"{pg}{'&' if '?' in pg else '?'}schema=bench_orchestrate"
+            await drop_schema(pg, "bench_orchestrate")
+            target = schema_url(pg, "bench_orchestrate")
         async with open_log(target, fingerprint=g.fingerprint()) as log, \
                 open_runtime(target, g, tune_gc=TUNE_GC, event_log=log, log_dir=Path(d) / "logs") as rt:
             if not durable:
@@ -102,18 +103,6 @@ async def run_chain(depth: int) -> float:
             dt = time.perf_counter() - t0
             assert str(st.status) == "Successful", st
             return dt
-
-
-async def _drop_schema(url: str, schema: str) -> None:
-    import asyncpg
-
-    from eventlog._target import PgTarget
-
-    conn = await asyncpg.connect(PgTarget(url).dsn)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
 
 
 def peak_rss_mb() -> float:
@@ -160,24 +149,11 @@ def main() -> None:
         print(f"split (b) at {n}: {n / durable:,.0f}/s durable, {n / memory:,.0f}/s with commits resolved in memory "
               f"(not durable): the log is {100 * (1 - memory / durable):.0f}% of the time")
     if a.db is not None:
-        server = None
-        url = a.db
-        if url == "postgres":
-            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-            from pg_server import HOW, start_server
-
-            server = start_server()
-            if server is None:
-                raise SystemExit(f"no PostgreSQL server: {HOW}")
-            url = server.url
-        try:
+        with server(a.db) as url:
             n = int(100_000 * a.scale)
             sqlite_s = med(run_two_level, n, 500)
             pg_s = statistics.median(anyio.run(run_two_level, n, 500, True, url) for _ in range(a.repeat))
-            asyncio_run_drop(url)
-        finally:
-            if server is not None:
-                server.remove()
+            anyio.run(drop_schema, url, "bench_orchestrate")
         out["pg_batched_partitions_per_s"] = n / pg_s
         out["pg_ratio_to_sqlite"] = sqlite_s / pg_s
         print(f"(b) on PostgreSQL, {n}: {pg_s:.2f}s -> {n / pg_s:,.0f}/s; SQLite in the same run {sqlite_s:.2f}s -> "
@@ -191,10 +167,6 @@ def main() -> None:
     keys = ["per_run_partitions_per_s", "batched_partitions_per_s", "peak_rss_mb", "growth_per_run",
             "growth_batched", "chain_ms_per_link", "pg_batched_partitions_per_s", "pg_ratio_to_sqlite"]
     print(" ".join(f"{k}={out[k]:.2f}" for k in keys if k in out))
-
-
-def asyncio_run_drop(url: str) -> None:
-    anyio.run(_drop_schema, url, "bench_orchestrate")
 
 
 if __name__ == "__main__":

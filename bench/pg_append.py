@@ -29,9 +29,10 @@ from typing import Any
 import asyncpg
 import structlog
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pg_server import HOW, start_server
+from _baseline_rows import interleaved_batches  # bench/, the script's own folder
+from _pg import drop_schema, schema_url, server
 
 from eventlog import Event, EventRegistry, event, open_log
 from eventlog._pg_schema import CREATE_SCHEMA
@@ -49,22 +50,10 @@ class BenchPartitionBuilt(Event, frozen=True):
     job_run_id: str
 
 
-def _url(base: str, schema: str) -> str:
-    return f"{base}{'&' if '?' in base else '?'}schema={schema}"
-
-
-async def _drop(base: str, schema: str) -> None:
-    conn = await asyncpg.connect(PgTarget(base).dsn)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
-
-
 async def _run_log(base: str, schema: str, n_events: int, n_entities: int, max_batch: int) -> float:
-    await _drop(base, schema)
+    await drop_schema(base, schema)
     per = n_events // n_entities
-    async with open_log(_url(base, schema), registry=BENCH_REGISTRY, max_batch=max_batch) as log:
+    async with open_log(schema_url(base, schema), registry=BENCH_REGISTRY, max_batch=max_batch) as log:
 
         async def actor(i: int) -> None:
             eid = f"daily/2026-11-{i:04d}"
@@ -82,7 +71,7 @@ async def _run_log(base: str, schema: str, n_events: int, n_entities: int, max_b
 
 
 async def _run_baseline(base: str, schema: str, n_events: int, n_entities: int, batch: int) -> float:
-    await _drop(base, schema)
+    await drop_schema(base, schema)
     per = n_events // n_entities
     s = f'"{schema}"'
     conn: Any = await asyncpg.connect(PgTarget(base).dsn)
@@ -96,39 +85,25 @@ async def _run_baseline(base: str, schema: str, n_events: int, n_entities: int, 
         update_entity = f"UPDATE {s}.entities SET last_seq = $1, last_entity_seq = $2 WHERE entity_key = $3"
         encode = BENCH_REGISTRY.encode
         ids = [f"daily/2026-11-{i:04d}" for i in range(n_entities)]
-        last_seq = [0] * n_entities
         t0 = time.perf_counter()
-        seq = 0
-        total = per * n_entities
-        order = ((k, i) for k in range(per) for i in range(n_entities))
         created = False
-        while seq < total:
-            rows = []
-            touched: dict[int, None] = {}
-            at = time.time()
-            for k, i in order:
-                seq += 1
-                prev = last_seq[i] or None
-                payload = encode(BenchPartitionBuilt(ref=ids[i], generation=k, job_run_id=f"run-{i}"))
-                rows.append((seq, i + 1, k + 1, prev, 1, payload, at))
-                last_seq[i] = seq
-                touched[i] = None
-                if len(rows) == batch:
-                    break
+        for rows, tips in interleaved_batches(
+            n_events, n_entities, batch,
+            lambda i, k: encode(BenchPartitionBuilt(ref=ids[i], generation=k, job_run_id=f"run-{i}")),
+        ):
             async with conn.transaction():
                 if not created:
                     await conn.execute(f"INSERT INTO {s}.event_types VALUES (1, 'BenchPartitionBuilt', 1)")
                 await conn.executemany(insert_event, rows)
                 if not created:
-                    await conn.executemany(insert_entity, [(i + 1, "partition", ids[i], last_seq[i], 0)
+                    await conn.executemany(insert_entity, [(i + 1, "partition", ids[i], 0, 0)
                                                            for i in range(n_entities)])
                     created = True
-                await conn.executemany(update_entity, [(last_seq[i], (last_seq[i] - i - 1) // n_entities + 1, i + 1)
-                                                       for i in touched])
+                await conn.executemany(update_entity, tips)
         elapsed = time.perf_counter() - t0
     finally:
         await conn.close()
-    return total / elapsed
+    return per * n_entities / elapsed
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -143,14 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
 
-    server = None
-    base = args.url
-    if base is None:
-        server = start_server()
-        if server is None:
-            raise SystemExit(f"no PostgreSQL server: {HOW}")
-        base = server.url
-    try:
+    with server(args.url) as base:
         if args.profile:
             prof = cProfile.Profile()
             prof.enable()
@@ -166,10 +134,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"run {r + 1}: eventlog {ours[-1]:,.0f} events/s, raw asyncpg executemany {raw[-1]:,.0f} events/s",
                   file=sys.stderr)
         for schema in ("bench_log", "bench_raw", "bench_profile"):
-            asyncio.run(_drop(base, schema))
-    finally:
-        if server is not None:
-            server.remove()
+            asyncio.run(drop_schema(base, schema))
     o, b = statistics.median(ours), statistics.median(raw)
     print(f"events_per_s={o:.0f} baseline_events_per_s={b:.0f} ratio={o / b:.3f}")
 
