@@ -19,7 +19,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 
@@ -61,6 +61,9 @@ class LocalExecution:
         if job.command is None:
             return None, None
         return (str(self.log_dir / f"{run.job_run_id}.stdout"), str(self.log_dir / f"{run.job_run_id}.stderr"))
+
+    def placement(self, run: JobRunState) -> tuple[str, dict[str, Any]] | None:
+        return None  # the runtime's own tasks and processes
 
     def start(self, run: JobRunState) -> None:
         if self._scope_cls is None:

@@ -37,6 +37,7 @@ Errors all derive from :class:`WantbuildError`::
      ├── UnknownEntity (LookupError)    no want, partition or job run with that id
      ├── MissingDeps                    raised by a job: these upstream partitions are missing (not a failure)
      ├── RuntimeClosed (RuntimeError)   the runtime is shutting down or closed
+     ├── ExecutorError (RuntimeError)   an executor's engine is missing or its cluster cannot be reached
      ├── ActorStopped (RuntimeError)    an actor stopped after repeated crashes
      ├── ActorSystemClosed (RuntimeError) the actor system is not running
      ├── AskDeadlock (RuntimeError)     an actor asked itself: it would wait for itself forever
@@ -100,12 +101,17 @@ from eventlog import (
     WriterLockedError,
 )
 from supervisor import (
+    DaskExecutor,
+    Executor,
+    ExecutorError,
     Explanation,
     Graph,
     GraphError,
     JobContext,
+    LocalExecutor,
     MissingDeps,
     NoJobForRef,
+    RayExecutor,
     Recovery,
     Runtime,
     RuntimeClosed,
@@ -141,8 +147,11 @@ __all__ = [
     "CommitError",
     "ConcurrencyError",
     "CorruptLogError",
+    "DaskExecutor",
     "EventLog",
     "EventLogError",
+    "Executor",
+    "ExecutorError",
     "Explanation",
     "Faults",
     "FingerprintMismatch",
@@ -155,6 +164,7 @@ __all__ = [
     "JobRunState",
     "JobRunStatus",
     "LeaseLost",
+    "LocalExecutor",
     "LogAccessDenied",
     "LogClosedError",
     "LogNotFoundError",
@@ -163,6 +173,7 @@ __all__ = [
     "NoJobForRef",
     "PartitionState",
     "PartitionStatus",
+    "RayExecutor",
     "ReadOnlyLogError",
     "Record",
     "Recovery",
