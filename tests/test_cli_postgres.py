@@ -203,3 +203,15 @@ def test_open_log_on_a_url_with_schema(pg_server: str) -> None:
 
         drop_schema(pg_server, "t_cli_a")
         drop_schema(pg_server, "t_cli_b")
+
+
+def test_a_url_on_the_command_line_never_shows_its_password() -> None:
+    """--db keeps the real URL for connecting, and every way of showing it hides the password."""
+    from wantbuild._access import DbParam, LogURL
+
+    db = DbParam().convert(f"postgresql://u:{PASSWORD}@h:5432/d?schema=s", None, None)
+    assert isinstance(db, LogURL)
+    assert str.__str__(db).startswith(f"postgresql://u:{PASSWORD}@")  # what open_log gets
+    shown = [str(db), f"{db}", f"{db:>10}", "%s" % db, repr(db), "{}".format(db)]  # noqa: UP031, UP032
+    assert all(PASSWORD not in text and "u:***@h:5432" in text for text in shown), shown
+    assert isinstance(DbParam().convert("run.db", None, None), Path)

@@ -33,6 +33,7 @@ class EventLogContract:
         """The first event of a new log and a new entity is seq 1, entity_seq 1, stamped by the clock."""
         clock = Clock(start=10.0, step=1.0)
         async with self.create_log(log_target, now=clock) as log:
+            assert isinstance(log, Log)  # the protocol the runtime codes to
             assert clock.t == 11.0  # creating the log stamped created_at
             rec = await log.append("thing", "a", 0, ThingCreated(name="a"))
         assert Record(1, "thing", "a", 1, ThingCreated(name="a"), 12.0) == rec
