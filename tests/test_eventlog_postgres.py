@@ -470,3 +470,14 @@ async def test_a_fenced_writer_cannot_complete_a_command(pg_url: str) -> None:
             with pytest.raises(LeaseLost):
                 await old.complete_command(cid, {"ok": True})
             assert [c.id for c in await old.pending_commands()] == [cid]
+
+
+@pytest.mark.parametrize(("durability", "setting"), [("power", "on"), ("process", "off")])
+async def test_durability_sets_the_writers_synchronous_commit(pg_url: str, durability: str, setting: str) -> None:
+    """durability='power' commits with synchronous_commit=on (on the server's disk), 'process' with off."""
+    async with open_log(pg_url, durability=durability) as log:
+        assert isinstance(log, PostgresEventLog)
+        assert await log._wconn.fetchval("SHOW synchronous_commit") == setting
+        await log.append("thing", "a", 0, ThingCreated(name="a"))
+    with pytest.raises(ValueError, match="durability must be 'process' or 'power'"):
+        PostgresEventLog.open(pg_url, durability="sometimes")
