@@ -11,10 +11,13 @@ See ``docs/eventlog.md`` for the schema, the group commit, the durability guaran
 :func:`get_logger` gives the loggers every wantbuild package logs through: quiet unless the embedder asks.
 """
 
+from ._core import DEFAULT_DURABILITY, Durability
 from ._errors import (
+    CommandCompletedError,
     CommitError,
     ConcurrencyError,
     CorruptLogError,
+    DamagedLogError,
     EventLogError,
     FingerprintMismatch,
     LeaseLost,
@@ -24,7 +27,9 @@ from ._errors import (
     LogUnreachableError,
     ReadOnlyLogError,
     SchemaVersionError,
+    UnknownCommandError,
     WantbuildError,
+    WriterFailedError,
     WriterLockedError,
 )
 from ._events import REGISTRY, Event, EventRegistry, event
@@ -32,17 +37,22 @@ from ._log import EventLog
 from ._logging import LibraryLogger, get_logger
 from ._open import Log, open_log
 from ._postgres import PostgresEventLog
-from ._records import Command, Lease, Problem, Record, VerifyReport
+from ._records import Command, CommandState, Lease, Problem, Record, VerifyReport
 from ._schema import SCHEMA_VERSION
 from ._target import is_postgres, log_label, redact
 
 __all__ = [
+    "DEFAULT_DURABILITY",
     "REGISTRY",
     "SCHEMA_VERSION",
     "Command",
+    "CommandCompletedError",
+    "CommandState",
     "CommitError",
     "ConcurrencyError",
     "CorruptLogError",
+    "DamagedLogError",
+    "Durability",
     "Event",
     "EventLog",
     "EventLogError",
@@ -61,8 +71,10 @@ __all__ = [
     "ReadOnlyLogError",
     "Record",
     "SchemaVersionError",
+    "UnknownCommandError",
     "VerifyReport",
     "WantbuildError",
+    "WriterFailedError",
     "WriterLockedError",
     "event",
     "get_logger",

@@ -14,29 +14,32 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import anyio
 import anyio.lowlevel
 import msgspec
 
 from ._errors import (
+    CommandCompletedError,
     CommitError,
     ConcurrencyError,
     CorruptLogError,
+    DamagedLogError,
     EventLogError,
     FingerprintMismatch,
     LeaseLost,
     LogClosedError,
     ReadOnlyLogError,
     SchemaVersionError,
+    UnknownCommandError,
+    WriterFailedError,
 )
 from ._events import Event, EventRegistry
 from ._logging import get_logger
-from ._records import Command, Lease, Problem, Record, VerifyReport
+from ._records import Command, CommandState, Lease, Problem, Record, VerifyReport
 from ._schema import SCHEMA_VERSION
 
 log = get_logger("wantbuild.eventlog")
@@ -72,15 +75,38 @@ class _Entity:
         self.in_db = in_db
 
 
-class _Failure:
+class _CommitWait:
+    """A :meth:`LogCore.commit` call waiting for the appends ``lo <= ordinal < hi``; ``error`` is the first failure."""
+
     __slots__ = ("error", "hi", "lo")
 
-    def __init__(self, lo: int, hi: int, error: BaseException) -> None:
-        self.lo, self.hi, self.error = lo, hi, error
+    def __init__(self, lo: int, hi: int) -> None:
+        self.lo, self.hi = lo, hi
+        self.error: CommitError | None = None
 
 
 class Aborted(Exception):
     """Internal: the log was aborted while a batch was being written."""
+
+
+class CommandsNotPending(Exception):
+    """Internal: these of a batch's command completions (indexes into its list) found their command not pending.
+
+    A backend raises it from ``_db_write`` having written nothing; the writer fails those appends alone and
+    writes the batch again without them."""
+
+    def __init__(self, indexes: list[int]) -> None:
+        super().__init__(indexes)
+        self.indexes = indexes
+
+
+Durability = Literal["process", "power"]
+"""Which crash a commit survives: the process dying (``"process"``), or also power loss / an OS crash."""
+DEFAULT_DURABILITY: Final[Durability] = "process"
+"""SQLite's default (``docs/eventlog.md`` says why); a PostgreSQL log defaults to ``"power"``."""
+
+TAIL_CHECK: Final = 256
+"""How many of the last events a writer's open checks (links, heads, types, payloads): a few ms at any size."""
 
 
 def _set_once(fut: asyncio.Future[None]) -> None:
@@ -124,6 +150,7 @@ class LogCore:
         self._entity_cache_size = entity_cache_size
         self._poll_interval = poll_interval
         self._encode = registry.encoder.encode
+        self._durability: Durability = DEFAULT_DURABILITY  # the backend sets what it was opened with
         self._loop: asyncio.AbstractEventLoop | None = None
 
         self._open = False  # accepting appends and reads
@@ -155,7 +182,13 @@ class LogCore:
         self._writer_task: asyncio.Task[None] | None = None
         self._closed_event = asyncio.Event()
         self._shutdown_started = False
-        self._failures: deque[_Failure] = deque(maxlen=64)
+        # The commit() calls now waiting, so a failed batch can tell each one whose appends it held. Nothing else
+        # is kept: a commit() that starts later never asks about appends that were already done.
+        self._commit_waits: list[_CommitWait] = []
+        self._writer_error: BaseException | None = None  # the bug that stopped the writer
+        self._damage: tuple[str, ...] = ()  # damage an append found: nothing more is written
+        # Inbox completions riding on queued appends: their future -> (command id, result as JSON).
+        self._commands: dict[asyncio.Future[Record], tuple[int, str]] = {}
         self._progress = asyncio.Event()
         self._cache: dict[tuple[str, str], _Entity] = {}
         self._next_seq = 1
@@ -183,9 +216,40 @@ class LogCore:
         """The stored tips of these entities (those the log has): key, kind, id, last seq, last entity_seq."""
         raise NotImplementedError
 
+    _db_errors: tuple[type[BaseException], ...] = (OSError,)
+    """What a batch that failed in the database raises (then: CommitError, the batch did not commit)."""
+    _bug_db_errors: tuple[type[BaseException], ...] = ()
+    """Those of ``_db_errors`` that mean the API was used wrongly: a bug, which stops the writer."""
+
+    @property
+    def _batch_errors(self) -> tuple[type[BaseException], ...]:
+        return (Aborted, *self._db_errors)
+
     async def _db_write(self, types: list[TypeRow], rows: list[EventRow], new: list[NewEntityRow],
-                        upd: list[UpdateEntityRow]) -> None:
-        """Write one batch in one transaction, or nothing of it (then raise). Shielded by the caller."""
+                        upd: list[UpdateEntityRow], commands: list[tuple[float, str, int]], mark: int | None) -> None:
+        """Write one batch in one transaction, or nothing of it (then raise). Shielded by the caller.
+
+        ``commands`` are inbox completions ``(completed_at, result, id)`` that commit with the batch: if one's
+        command is not pending, write nothing and raise :class:`CommandsNotPending`. ``mark``, when given, is a
+        committed seq the open check must be able to see (``_needs_mark``)."""
+        raise NotImplementedError
+
+    async def _db_events_at(self, seqs: Collection[int]) -> dict[int, tuple[int, int]]:
+        """``seq -> (entity_key, entity_seq)`` of those of ``seqs`` that are in the log."""
+        raise NotImplementedError
+
+    async def _db_tail(self, n: int) -> list[tuple[int, int, int, int | None, int, bytes]]:
+        """The last ``n`` events, newest first: seq, entity_key, entity_seq, prev_seq, type_key, payload."""
+        raise NotImplementedError
+
+    async def _db_entities_by_key(self, keys: list[int]) -> list[NewEntityRow]:
+        raise NotImplementedError
+
+    async def _db_commands(self, state: CommandState | None, limit: int | None, newest_first: bool,
+                           ) -> list[tuple[int, str, str, float, float | None, str | None]]:
+        raise NotImplementedError
+
+    async def _db_command_counts(self) -> dict[str, int]:
         raise NotImplementedError
 
     def _db_scan(self, from_seq: int, until_seq: int | None, until_time: float | None,
@@ -388,6 +452,11 @@ class LogCore:
         return not self._open
 
     @property
+    def durability(self) -> Durability:
+        """Which crash a commit survives: ``"process"`` or ``"power"`` (see ``open``)."""
+        return self._durability
+
+    @property
     def writer(self) -> bool:
         """Whether this log was opened as the writer."""
         return self._writer
@@ -436,6 +505,10 @@ class LogCore:
     def _check_writable(self) -> None:
         if self._lease_lost is not None:
             raise self._lease_lost
+        if self._writer_error is not None:
+            raise self._writer_failed_error()
+        if self._damage:
+            raise DamagedLogError(self._path, self._damage)
         if not self._open:
             raise LogClosedError(f"{self._path}: the event log is closed")
         if not self._writer:
@@ -445,7 +518,7 @@ class LogCore:
             )
 
     async def append(self, entity_kind: str, entity_id: str, expected_entity_seq: int, event: Event,
-                     at: float | None = None) -> Record:
+                     at: float | None = None, *, command: tuple[int, Mapping[str, Any]] | None = None) -> Record:
         """Append ``event`` to the entity's history; return its record once it is committed.
 
         ``expected_entity_seq`` is the entity's last ``entity_seq`` as the caller knows it (0 for a new
@@ -454,6 +527,13 @@ class LogCore:
         already read the runtime clock for its transition); ``seq`` follows the order of calls.
         Raises :class:`CommitError` if its batch could not be committed (nothing of it was written), and
         :class:`LeaseLost` once the writer's lease is lost.
+
+        ``command=(command_id, result)`` completes that inbox command with ``result`` (``completed_at`` is the
+        event's ``at``) in the same transaction as the event: both commit or neither does, so a command whose
+        effect is this event is applied exactly once. If the command is no longer pending (completed already,
+        also by an earlier append of the same batch) this append fails alone with
+        :class:`CommandCompletedError` (:class:`UnknownCommandError` if there is no such command) and nothing
+        of it is written; the rest of its batch commits as usual.
         """
         if not self._appendable:
             self._check_writable()
@@ -461,6 +541,8 @@ class LogCore:
         if tk is None:
             tk = self._new_type_key(event)
         fut: asyncio.Future[Record] = _Future(loop=self._loop)
+        if command is not None:
+            self._commands[fut] = (command[0], self._result_json(command[0], command[1]))
         incoming = self._incoming
         incoming.append(
             (entity_kind, entity_id, expected_entity_seq, event, tk, self._encode(event),
@@ -471,6 +553,21 @@ class LogCore:
             if not wake.done():
                 wake.set_result(None)
         return await fut
+
+    @staticmethod
+    def _result_json(command_id: int, result: Mapping[str, Any]) -> str:
+        if type(command_id) is not int:
+            raise EventLogError(f"a command id is an int (what submit_command returned), got {command_id!r}")
+        try:
+            return msgspec.json.encode(dict(result)).decode()
+        except (TypeError, msgspec.EncodeError) as e:
+            raise EventLogError(f"command {command_id}: result is not JSON-serializable: {e}") from e
+
+    def _forget_commands(self, items: Sequence[_Item]) -> None:
+        """Drop the inbox completions of appends that failed before their batch was written."""
+        if self._commands:
+            for item in items:
+                self._commands.pop(item[7], None)
 
     def _new_type_key(self, event: Event) -> int:
         cls = type(event)
@@ -506,24 +603,41 @@ class LogCore:
         """
         if self._lease_lost is not None:
             raise self._lease_lost
+        if self._writer_error is not None:
+            raise self._writer_failed_error()
         if not self._open:
             raise LogClosedError(f"{self._path}: the event log is closed")
         if not self._writer:
             return
         target = self._submitted
-        start = self._done
-        if target > self._flush_to:
-            self._flush_to = target
-            self._kick()
-        while self._done < target:
-            if self._closed or self._writer_done is None or self._writer_done.is_set():
-                raise LogClosedError(f"{self._path}: the event log was closed before the commit finished")
-            await self._progress.wait()
+        if self._done >= target:
+            return
+        wait = _CommitWait(self._done, target)
+        self._commit_waits.append(wait)
+        try:
+            if target > self._flush_to:
+                self._flush_to = target
+                self._kick()
+            while self._done < target:
+                if self._closed or self._writer_done is None or self._writer_done.is_set():
+                    if self._writer_error is not None:
+                        raise self._writer_failed_error()
+                    raise LogClosedError(f"{self._path}: the event log was closed before the commit finished")
+                await self._progress.wait()
+        finally:
+            self._commit_waits.remove(wait)
         if self._lease_lost is not None:
             raise self._lease_lost
-        for f in self._failures:
-            if f.hi > start and f.lo < target:
-                raise CommitError(f"{self._path}: commit failed: {f.error}") from f.error
+        if wait.error is not None:
+            raise CommitError(f"{self._path}: commit failed: {wait.error}") from wait.error
+        if self._writer_error is not None:  # the writer stopped on a bug while writing these appends
+            raise self._writer_failed_error()
+
+    def _note_failure(self, lo: int, hi: int, error: CommitError) -> None:
+        """Appends ``lo <= ordinal < hi`` did not commit: tell each waiting commit() that covers one of them."""
+        for wait in self._commit_waits:
+            if wait.error is None and lo < wait.hi and hi > wait.lo:
+                wait.error = error
 
     def _kick(self) -> None:
         wake = self._wake
@@ -535,14 +649,50 @@ class LogCore:
         self._progress = asyncio.Event()
 
     def _fail_incoming(self, message: str, error: EventLogError | None = None) -> None:
+        """Fail every append not yet taken by the writer (the log is aborting, or its lease is lost)."""
         items, self._incoming = self._incoming, []
+        self._forget_commands(items)
+        failure = CommitError(f"{self._path}: {message}")
         for item in items:
             fut = item[7]
             if not fut.done():
                 fut.set_exception(error if error is not None else CommitError(f"{self._path}: {message}"))
+        lo = self._taken
         self._taken += len(items)
         self._done += len(items)
         self._flush_to = max(self._flush_to, self._taken)
+        if items:
+            self._note_failure(lo, self._taken, failure)
+
+    def _writer_failed_error(self) -> WriterFailedError:
+        error = self._writer_error
+        err = WriterFailedError(
+            f"{self._path}: the log's writer stopped on an unexpected error (a bug, not a database error), and "
+            f"the log accepts no more appends; nothing of the batch it was writing was written: "
+            f"{type(error).__name__}: {error}"
+        )
+        err.__cause__ = error
+        return err
+
+    def _writer_failed(self, error: BaseException, items: Sequence[_Item]) -> None:
+        """The writer hit a bug (or was cancelled): fail the batch in hand and everything queued, stop appends."""
+        if self._writer_error is None:
+            self._writer_error = error
+            log.error("eventlog writer failed", path=self._path, error=f"{type(error).__name__}: {error}")
+        self._open = self._appendable = False
+        for item in items:
+            fut = item[7]
+            if not fut.done():
+                fut.set_exception(self._writer_failed_error())
+        rest, self._incoming = self._incoming, []
+        self._forget_commands(items)
+        self._forget_commands(rest)
+        for item in rest:
+            fut = item[7]
+            if not fut.done():
+                fut.set_exception(self._writer_failed_error())
+        self._taken += len(rest)
+        self._done += len(rest)
 
     # ------------------------------------------------------------------ the writer task
 
@@ -573,9 +723,8 @@ class LogCore:
                     n = self._ready()
                 await self._write_batch(n)
         except BaseException as e:
-            # Only a bug gets here (batches catch their own errors): fail everything still waiting.
-            self._open = self._appendable = False
-            self._fail_incoming(f"the log's writer stopped: {e!r}")
+            # Only a bug (or the task's cancellation) gets here: batches catch their database errors.
+            self._writer_failed(e, ())
             raise
         finally:
             self._writer_done.set()
@@ -624,11 +773,12 @@ class LogCore:
         lo = self._taken
         self._taken += n
         try:
-            await self._write_items(items)
+            await self._write_items(items, lo)
+        except BaseException as e:
+            self._writer_failed(e, items)
+            raise
         finally:
             self._done += n
-            if self._failures and self._failures[-1].lo == -1:  # this batch failed: note which appends
-                self._failures[-1].lo, self._failures[-1].hi = lo, lo + n
             if len(self._cache) > self._entity_cache_size:
                 # Nothing is pending between batches, so any tip may go: it reloads on its next miss. The older
                 # half goes (insertion order), not all of it: clearing everything made every active entity miss
@@ -638,7 +788,14 @@ class LogCore:
                     del cache[key]
             self._notify_progress()
 
-    async def _write_items(self, items: list[_Item]) -> None:
+    async def _write_items(self, items: list[_Item], lo: int,
+                           cmds: dict[asyncio.Future[Record], tuple[int, str]] | None = None) -> None:
+        """Check, number and write one batch (appends ``lo ..``); a database error fails it with CommitError.
+
+        ``cmds`` are the batch's inbox completions (taken from ``_commands`` here on the first attempt).
+        """
+        if cmds is None and self._commands:
+            cmds = {it[7]: c for it in items if (c := self._commands.pop(it[7], None)) is not None}
         if self._lease_lost is not None:
             for it in items:
                 if not it[7].done():
@@ -650,8 +807,13 @@ class LogCore:
         except KeyError:
             try:
                 found = await self._lookup(items)
-            except Exception as e:
-                self._rollback(e, [], [it[7] for it in items], self._next_seq, self._next_seq + len(items) - 1)
+            except LeaseLost as e:
+                self._fail_lease_lost(e, [it[7] for it in items])
+                return
+            except self._bug_db_errors:
+                raise
+            except self._db_errors as e:  # nothing is numbered or cached yet: only the appends need failing
+                self._fail_batch(e, [it[7] for it in items], lo, len(items), "", "")
                 return
             bad: dict[tuple[str, str], str] = {}
             for k, v in found.items():
@@ -674,12 +836,14 @@ class LogCore:
         futs: list[asyncio.Future[Record]] = []
         rows_append, recs_append, futs_append = rows.append, recs.append, futs.append
         record = Record
+        conflicts: list[tuple[asyncio.Future[Record], _Entity, int, int]] | None = None
         # zip(strict=False): ents was built from items, one for one; the strict check costs in this loop.
         for (kind, eid, expected, ev, tk, payload, at, fut), ent in zip(items, ents, strict=False):
             last = ent.peseq
             if expected != last:
-                if not fut.done():
-                    fut.set_exception(ConcurrencyError(kind, eid, expected, last))
+                if conflicts is None:
+                    conflicts = []
+                conflicts.append((fut, ent, expected, last))
                 continue
             last += 1
             rows_append((seq, ent.key, last, ent.pseq or None, tk, payload, at))
@@ -688,23 +852,52 @@ class LogCore:
             ent.pseq = seq
             ent.peseq = last
             seq += 1
-        if not rows:
-            return
         # Between batches every pending tip equals its committed tip, so the touched entities are exactly
         # those whose tips moved.
         touched = [e for e in dict.fromkeys(ents) if e.pseq != e.cseq]
+        if conflicts is not None and await self._conflicts_reveal_damage(conflicts, touched, futs):
+            return
+        if not rows:
+            return
         new = [(e.key, e.kind, e.eid, e.pseq, e.peseq) for e in touched if not e.in_db]
         upd = [(e.pseq, e.peseq, e.key) for e in touched if e.in_db]
         types = [(tk, name, version) for tk, (name, version) in self._unsaved_types.items()]
+        cmd_futs: list[asyncio.Future[Record]] = []
+        cmd_rows: list[tuple[float, str, int]] = []
+        if cmds:
+            for fut, rec in zip(futs, recs, strict=True):
+                if (c := cmds.get(fut)) is not None:
+                    cmd_futs.append(fut)
+                    cmd_rows.append((rec.at, c[1], c[0]))
 
         # One call writes and commits the whole batch (or nothing of it).
         # Shielded: once started, the outcome must be known, whatever happens to this task.
         try:
             with anyio.CancelScope(shield=True):
-                await self._db_write(types, rows, new, upd)
-        except Exception as e:
-            self._rollback(e, touched, futs, first_seq, seq - 1)
+                await self._db_write(types, rows, new, upd, cmd_rows,
+                                     seq - 1 if self._needs_mark(touched, seq - 1) else None)
+        except CommandsNotPending as e:
+            # Fail those appends alone and write the batch again without them (and without appends already
+            # failed: a conflict they caused is not undone, their callers were told).
+            self._rollback(touched)
+            assert cmds is not None
+            await self._fail_not_pending([(cmd_futs[i], cmd_rows[i][2]) for i in e.indexes])
+            await self._write_items([it for it in items if not it[7].done()], lo,
+                                    {f: c for f, c in cmds.items() if not f.done()})
             return
+        except LeaseLost as e:
+            self._rollback(touched)
+            self._fail_lease_lost(e, futs)
+            return
+        except self._batch_errors as e:
+            self._rollback(touched)
+            if isinstance(e, self._bug_db_errors):
+                raise
+            self._fail_batch(e, futs, lo, len(items), f" (seq {first_seq}..{seq - 1})", f" of {len(futs)} appends")
+            return
+        except BaseException:
+            self._rollback(touched)
+            raise
 
         # Committed: promote the pending tips and tell every appender.
         for ent in touched:
@@ -721,18 +914,171 @@ class LogCore:
             except asyncio.InvalidStateError:
                 pass  # the appender was cancelled; its event is committed all the same
 
+    @staticmethod
+    def _needs_mark(touched: list[_Entity], last: int) -> bool:
+        """Whether a batch ending at seq ``last`` must write the high-water mark for the open check to see the
+        loss of its events.
+
+        If the log's last events are lost, look at the first lost one, e: if its entity's previous event p is
+        within ``TAIL_CHECK`` of it, p is in the tail the writer's open checks, and the entity's head in
+        ``entities`` (past p) gives the loss away. Otherwise (p is older, or e was its entity's first event) only
+        the mark can: so a batch writes it when one of its entities is new or last moved ``TAIL_CHECK`` seqs
+        before the batch's end (a cheap superset of the events that need it; the first entity usually decides).
+        Batches of entities that move often, the common case of a small batch, write no extra page.
+        """
+        horizon = last - TAIL_CHECK
+        return any(e.cseq == 0 or e.cseq < horizon for e in touched)
+
+    async def _fail_not_pending(self, failed: list[tuple[asyncio.Future[Record], int]]) -> None:
+        """Fail appends whose command completion found the command not pending, saying why."""
+        for fut, command_id in failed:
+            try:
+                row = await self._db_command(command_id)
+            except self._bug_db_errors:
+                raise
+            except self._db_errors:
+                row = None
+            error: EventLogError
+            if row is None:
+                error = UnknownCommandError(
+                    f"{self._path}: there is no command {command_id}, so this append, which was to complete it, "
+                    "was not written", command_id)
+            else:
+                name, done_at = row[1], row[4]
+                when = "earlier in the same batch" if done_at is None else f"at {done_at}"
+                error = CommandCompletedError(
+                    f"{self._path}: command {command_id} ({name}) was already completed ({when}); nothing of this "
+                    "append was written, so the command's effect is not applied twice", command_id)
+            if not fut.done():
+                fut.set_exception(error)
+
+    async def _conflicts_reveal_damage(
+        self,
+        conflicts: list[tuple[asyncio.Future[Record], _Entity, int, int]],
+        touched: list[_Entity],
+        futs: list[asyncio.Future[Record]],
+    ) -> bool:
+        """Fail the conflicting appends with ConcurrencyError, unless the conflict comes from a damaged log.
+
+        The one writer numbers every append, so an append whose expected ``entity_seq`` is not the entity's
+        comes from a caller whose view is not the log's: a bug in the caller, or a log that lost its entity's
+        last event (the caller's replay of it counts one event fewer than ``entities`` does). The latter is
+        damage: then the whole batch fails with DamagedLogError, nothing is written, and nothing ever will be.
+        A rare path: it reads each conflicting entity's head row, by key.
+        """
+        damage = await self._conflict_damage({id(c[1]): c[1] for c in conflicts if c[1].in_db}.values())
+        if not damage:
+            for fut, ent, expected, actual in conflicts:
+                if not fut.done():
+                    fut.set_exception(ConcurrencyError(ent.kind, ent.eid, expected, actual))
+            return False
+        self._rollback(touched)
+        self._damage = tuple(damage)
+        self._appendable = False
+        log.error("eventlog damaged", path=self._path, problems=damage)
+        for fut in [c[0] for c in conflicts] + futs:
+            if not fut.done():
+                fut.set_exception(DamagedLogError(self._path, self._damage))
+        rest, self._incoming = self._incoming, []
+        self._forget_commands(rest)
+        for item in rest:
+            if not item[7].done():
+                item[7].set_exception(DamagedLogError(self._path, self._damage))
+        self._taken += len(rest)
+        self._done += len(rest)
+        return True
+
+    async def _conflict_damage(self, ents: Collection[_Entity]) -> list[str]:
+        """Problems with these entities' committed last events (missing, another entity's, misnumbered)."""
+        try:
+            heads = await self._db_events_at({e.cseq for e in ents})
+        except self._bug_db_errors:
+            raise
+        except self._db_errors:
+            return []  # cannot tell: the conflicts stay conflicts
+        problems = []
+        for e in ents:
+            head = heads.get(e.cseq)
+            if head is None:
+                problems.append(f"{e.kind} {e.eid!r}: its last event, seq {e.cseq}, is not in the log")
+            elif head[0] != e.key:
+                problems.append(f"{e.kind} {e.eid!r}: its last event, seq {e.cseq}, is another entity's")
+            elif head[1] != e.ceseq:
+                problems.append(
+                    f"{e.kind} {e.eid!r}: its last event, seq {e.cseq}, has entity_seq {head[1]}, but entities says "
+                    f"{e.ceseq}"
+                )
+        return problems
+
+    async def _tail_problems(self, mark: str | None) -> list[str]:
+        """What is structurally wrong with the log's last ``TAIL_CHECK`` events; [] when they are sound.
+
+        Each event must link (``prev_seq``) to an earlier event of its own entity with the previous
+        ``entity_seq``, have a known type key and a payload that decodes strictly (when this registry knows its
+        type); the entity of each must have its last event in the tail recorded as its head in ``entities``;
+        and the last event must not be below ``mark``, the high-water mark (a committed seq). Reads a few
+        hundred rows by key: milliseconds whatever the log's size. Damage older than the tail is found by
+        ``verify()``, or by an append that meets it (:meth:`_conflict_damage`).
+        """
+        problems: list[str] = []
+        tail = await self._db_tail(TAIL_CHECK)
+        last = tail[0][0] if tail else 0
+        try:
+            committed = None if mark is None else int(mark)
+        except ValueError:
+            problems.append(f"the high-water mark is {mark!r}, not a seq")
+            committed = None
+        if committed is not None and committed > last:
+            problems.append(
+                f"the log's last events are missing: seq {committed} was committed, but the last event is "
+                + (f"seq {last}" if last else "none (the events table is empty)")
+            )
+        by_seq = {seq: (ek, eseq) for seq, ek, eseq, *_ in tail}
+        by_seq.update(await self._db_events_at({r[3] for r in tail if r[3] is not None and r[3] not in by_seq}))
+        types = {tk: (name, version) for tk, name, version in await self._db_types()}
+        heads: dict[int, tuple[int, int]] = {}  # entity_key -> its last (seq, entity_seq) in the tail
+        for seq, ek, eseq, prev, tk, payload in tail:
+            heads.setdefault(ek, (seq, eseq))
+            if prev is None:
+                if eseq != 1:
+                    problems.append(f"seq {seq}: entity_seq {eseq} without a prev_seq (only a first event has none)")
+            elif prev >= seq:
+                problems.append(f"seq {seq}: prev_seq {prev} is not before it")
+            elif (linked := by_seq.get(prev)) is None:
+                problems.append(f"seq {seq}: prev_seq {prev} points at an event that is not in the log")
+            elif linked[0] != ek:
+                problems.append(f"seq {seq}: prev_seq {prev} points at an event of another entity")
+            elif linked[1] != eseq - 1:
+                problems.append(f"seq {seq}: entity_seq {eseq} follows entity_seq {linked[1]} (a gap or a repeat)")
+            name_version = types.get(tk)
+            if name_version is None:
+                problems.append(f"seq {seq}: event type key {tk} is not in the event_types table")
+                continue
+            try:
+                cls = self._registry.lookup(*name_version)
+            except CorruptLogError:
+                continue  # a type this wantbuild does not know: not damage; reading it says so
+            try:
+                self._registry.strict_decoder_for(cls).decode(payload)
+            except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as e:
+                problems.append(f"seq {seq}: undecodable payload for {name_version[0]} v{name_version[1]}: {e}")
+        found = {ek: (kind, eid, ls, les) for ek, kind, eid, ls, les in await self._db_entities_by_key(list(heads))}
+        for ek, (seq, eseq) in heads.items():
+            ent = found.get(ek)
+            if ent is None:
+                problems.append(f"seq {seq}: its entity (entity_key {ek}) is not in the entities table")
+            elif (ent[2], ent[3]) != (seq, eseq):
+                problems.append(
+                    f"{ent[0]} {ent[1]!r}: entities says last seq {ent[2]} / entity_seq {ent[3]}, but its events "
+                    f"end at seq {seq} / entity_seq {eseq}"
+                )
+        return problems
+
     def _is_aborting(self) -> bool:
         return self._aborting
 
-    def _rollback(
-        self,
-        error: BaseException,
-        touched: list[_Entity],
-        futs: list[asyncio.Future[Record]],
-        first: int,
-        last: int,
-    ) -> None:
-        """Undo a failed batch in memory (the database already rolled back) and fail its appends."""
+    def _rollback(self, touched: list[_Entity]) -> None:
+        """Undo a batch in memory that did not commit (the database already rolled it back)."""
         for e in touched:
             if e.in_db:
                 e.pseq = e.cseq
@@ -740,22 +1086,29 @@ class LogCore:
             else:
                 self._cache.pop((e.kind, e.eid), None)
         self._next_seq = self._committed_seq + 1
-        if isinstance(error, LeaseLost):
-            self._failures.append(_Failure(-1, -1, error))
-            for fut in futs:
-                if not fut.done():
-                    fut.set_exception(error)
-            self._fence(error)
-            return
+
+    def _fail_lease_lost(self, error: LeaseLost, futs: list[asyncio.Future[Record]]) -> None:
+        """The batch's fence did not hold: nothing was written; fail its appends and fence the log."""
+        for fut in futs:
+            if not fut.done():
+                fut.set_exception(error)
+        self._fence(error)
+
+    def _fail_batch(
+        self, error: BaseException, futs: list[asyncio.Future[Record]], lo: int, n: int, seqs: str, size: str
+    ) -> None:
+        """A batch (appends ``lo .. lo + n``) did not commit: fail its appends with CommitError, tell commit()."""
         if isinstance(error, Aborted):
             message = f"{self._path}: log aborted before this append was committed"
         else:
             message = (
-                f"{self._path}: could not commit a batch of {len(futs)} appends (seq {first}..{last}), "
-                f"nothing of it was written: {type(error).__name__}: {error}"
+                f"{self._path}: could not commit a batch{size}{seqs}, nothing of it was written: "
+                f"{type(error).__name__}: {error}"
             )
             log.error("eventlog commit failed", path=self._path, appends=len(futs), error=str(error))
-        self._failures.append(_Failure(-1, -1, CommitError(message)))
+        failure = CommitError(message)
+        failure.__cause__ = error
+        self._note_failure(lo, lo + n, failure)
         for fut in futs:
             if not fut.done():
                 err = CommitError(message)
@@ -783,12 +1136,15 @@ class LogCore:
     def _decode_one(self, seq: int, kind: str, eid: str, eseq: int, tk: int, payload: bytes, at: float) -> Record:
         return Record(seq, kind, eid, eseq, self._decode_payload(seq, tk, payload), at)
 
-    def _decode_payload(self, seq: int, tk: int, payload: bytes) -> Event:
+    def _decode_payload(self, seq: int, tk: int, payload: bytes, strict: bool = False) -> Event:
+        """Decode one row's payload, or raise CorruptLogError saying why; ``strict`` refuses unknown fields."""
         name_version = self._type_names.get(tk)
         if name_version is None:
             raise CorruptLogError(f"{self._path}: event type key {tk} is not in the event_types table", seq)
         name, version = name_version
         dec = self._decoders[tk] if tk < len(self._decoders) else None
+        if dec is not None and strict:
+            dec = self._registry.strict_decoder_for(self._registry.lookup(name, version)).decode
         if dec is None:
             known = sorted(v for (n, v) in self._type_by_name if n == name and self._decoders_has(n, v))
             hint = f" (this wantbuild knows versions {known})" if known else ""
@@ -932,7 +1288,8 @@ class LogCore:
 
         Checks: ``seq`` increases; each entity's ``entity_seq`` runs 1, 2, 3... without gaps and its
         ``prev_seq`` chain links each event to the entity's previous one and ends at ``entities.last_seq``;
-        every event type is known; every payload decodes into its type.
+        every event type is known; every payload decodes into its type strictly: a field the type does not
+        have is a problem here (reading ignores it), as is a required field that is missing.
         """
         self._check_readable()
         await self._load_types()
@@ -959,7 +1316,7 @@ class LogCore:
                     problem(seq, f"prev_seq {prev} but the entity's previous event is {want_prev}")
                 tips[ek] = (seq, eseq)
                 try:
-                    self._decode_payload(seq, tk, payload)
+                    self._decode_payload(seq, tk, payload, strict=True)
                 except CorruptLogError as e:
                     problem(seq, str(e).removeprefix(f"seq {seq}: ").removeprefix(f"{self._path}: "))
         entities = 0
@@ -1004,12 +1361,12 @@ class LogCore:
         return [Command(i, n, msgspec.json.decode(p), at) for i, n, p, at in await self._db_pending_commands()]
 
     async def complete_command(self, command_id: int, result: Mapping[str, Any]) -> None:
-        """Record a command's result; it is then no longer pending. Writer only; once per command."""
+        """Record a command's result; it is then no longer pending. Writer only; once per command.
+
+        For a command whose effect is an event, complete it with that event instead (``append(...,
+        command=(id, result))``): both then commit together."""
         self._check_writable()
-        try:
-            body = msgspec.json.encode(dict(result)).decode()
-        except (TypeError, msgspec.EncodeError) as e:
-            raise EventLogError(f"command {command_id}: result is not JSON-serializable: {e}") from e
+        body = self._result_json(command_id, result)
         self._check_readable()
         try:
             done = await self._db_complete_command(command_id, self._now(), body)
@@ -1020,8 +1377,33 @@ class LogCore:
         if not done:
             existing = await self.command(command_id)
             if existing is None:
-                raise EventLogError(f"{self._path}: there is no command {command_id}")
-            raise EventLogError(f"{self._path}: command {command_id} ({existing.name}) was already completed")
+                raise UnknownCommandError(f"{self._path}: there is no command {command_id}", command_id)
+            raise CommandCompletedError(
+                f"{self._path}: command {command_id} ({existing.name}) was already completed", command_id
+            )
+
+    async def commands(self, state: CommandState | None = None, *, limit: int | None = None,
+                       newest_first: bool = False) -> list[Command]:
+        """Inbox commands in id order (newest first if asked), all or those in one ``state``, with results.
+
+        ``state``: ``"pending"`` (not completed yet), ``"ok"`` (completed) or ``"failed"`` (completed with
+        ``{"ok": false, "error": ...}``: the runtime refused or failed it; :attr:`Command.error` says why).
+        """
+        if state is not None and state not in ("pending", "ok", "failed"):
+            raise ValueError(f"state must be 'pending', 'ok', 'failed' or None, got {state!r}")
+        self._check_readable()
+        rows = await self._db_commands(state, limit, newest_first)
+        return [Command(i, n, msgspec.json.decode(p), at, done_at, None if r is None else msgspec.json.decode(r))
+                for i, n, p, at, done_at, r in rows]
+
+    async def command_counts(self) -> dict[CommandState, int]:
+        """How many inbox commands are pending, ok and failed (every state present, 0 when none)."""
+        self._check_readable()
+        counts: dict[CommandState, int] = {"pending": 0, "ok": 0, "failed": 0}
+        for state, n in (await self._db_command_counts()).items():
+            if state in counts:
+                counts[state] = n
+        return counts
 
     async def command(self, command_id: int) -> Command | None:
         """One command with its result once completed, or ``None`` if there is no such command."""

@@ -12,15 +12,18 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, suppress
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote
 
 import aiosqlite
 
 from ._core import (
+    DEFAULT_DURABILITY,
     Aborted,
+    CommandsNotPending,
+    Durability,
     EventRow,
     LogCore,
     NewEntityRow,
@@ -29,14 +32,25 @@ from ._core import (
     UpdateEntityRow,
     open_core,
 )
-from ._errors import CorruptLogError, EventLogError, LogClosedError, LogNotFoundError, WriterLockedError
+from ._errors import (
+    CorruptLogError,
+    DamagedLogError,
+    EventLogError,
+    LogClosedError,
+    LogNotFoundError,
+    ReadOnlyLogError,
+    WriterLockedError,
+)
 from ._events import REGISTRY, EventRegistry
 from ._lock import WriterLock, lock_owner, writer_active
 from ._logging import get_logger
-from ._records import Lease
+from ._records import CommandState, Lease
 from ._schema import (
     APPLICATION_ID,
+    COMMAND_STATE,
+    COMPLETE_COMMAND,
     CREATE_SCHEMA,
+    HIGH_WATER,
     INSERT_ENTITY,
     INSERT_EVENT,
     INSERT_TYPE,
@@ -44,10 +58,14 @@ from ._schema import (
     SELECT_EVENTS,
     SELECT_HISTORY,
     UPDATE_ENTITY,
+    UPDATE_HIGH_WATER,
     lookup_entities_sql,
 )
 
 log = get_logger("wantbuild.eventlog")
+
+_SYNCHRONOUS: Final[dict[str, str]] = {"process": "NORMAL", "power": "FULL"}
+_LOOKUP_KEYS: Final = 500  # keys per `IN (...)` query (SQLite allows 32,766 bound parameters)
 
 
 def _write_batch_sync(
@@ -57,10 +75,22 @@ def _write_batch_sync(
     new: list[NewEntityRow],
     upd: list[UpdateEntityRow],
     aborting: Callable[[], bool],
+    commands: Sequence[tuple[float, str, int]] = (),
+    mark: int | None = None,
 ) -> None:
-    """Write one batch in one transaction, on the connection's own thread; roll back on any error."""
+    """Write one batch in one transaction, on the connection's own thread; roll back on any error.
+
+    ``mark``, when given, is written as the high-water mark (see ``LogCore._needs_mark``).
+    ``commands`` are inbox completions ``(completed_at, result, id)`` that commit with the batch; one whose
+    command is not pending (completed already, or no such command) rolls the whole batch back with
+    :class:`CommandsNotPending`, so the writer can retry the batch without its append.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if commands:
+            bad = [i for i, row in enumerate(commands) if conn.execute(COMPLETE_COMMAND, row).rowcount != 1]
+            if bad:
+                raise CommandsNotPending(bad)
         if types:
             conn.executemany(INSERT_TYPE, types)
         conn.executemany(INSERT_EVENT, rows)
@@ -68,6 +98,8 @@ def _write_batch_sync(
             conn.executemany(INSERT_ENTITY, new)
         if upd:
             conn.executemany(UPDATE_ENTITY, upd)
+        if mark is not None:
+            conn.execute(UPDATE_HIGH_WATER, (mark,))
         if aborting():
             raise Aborted
         conn.execute("COMMIT")
@@ -98,6 +130,12 @@ def _db_uri(path: str, mode: str) -> str:
     return f"file:{quote(os.path.abspath(path))}?mode={mode}"
 
 
+def _cannot_write_here(e: sqlite3.Error) -> bool:
+    """Whether SQLite failed because this process may not write the file, its folder, or its WAL index."""
+    name = getattr(e, "sqlite_errorname", "")
+    return name.startswith("SQLITE_READONLY") or name == "SQLITE_CANTOPEN"
+
+
 class EventLog(LogCore):
     """An append-only log of typed events in one SQLite file. Create it with :meth:`open`.
 
@@ -116,8 +154,22 @@ class EventLog(LogCore):
     checks whether it exists). Together that consumes every command exactly once.
     """
 
-    def __init__(self, path: str, *, busy_timeout: float, lease_wait: float | None = 0.0, **options: Any) -> None:
+    # What a batch that failed in the database raises: CommitError, the batch did not commit. ProgrammingError and
+    # InterfaceError (both sqlite3.Error) mean the API was used wrongly, e.g. a closed connection or a value that
+    # cannot be bound: a bug, like any other exception, which stops the writer (see LogCore._writer_failed).
+    _db_errors = (sqlite3.Error, OSError)
+    _bug_db_errors = (sqlite3.ProgrammingError, sqlite3.InterfaceError)
+
+    def __init__(self, path: str, *, busy_timeout: float, lease_wait: float | None = 0.0,
+                 durability: Durability = DEFAULT_DURABILITY, **options: Any) -> None:
+        if durability not in _SYNCHRONOUS:
+            raise ValueError(
+                f"durability must be 'process' (a commit survives the process dying) or 'power' (it also survives "
+                f"power loss and OS crashes, at the cost of a disk flush per batch), got {durability!r}"
+            )
         super().__init__(path, **options)
+        self._durability: Durability = durability
+        self._read_only = False  # a reader that could open the file only for reading (no commands)
         self._busy_timeout = busy_timeout
         self._lease_wait = lease_wait
         self._lock: WriterLock | None = None
@@ -143,6 +195,7 @@ class EventLog(LogCore):
         entity_cache_size: int = 200_000,
         poll_interval: float = 0.1,
         lease_wait: float | None = 0.0,
+        durability: Durability = DEFAULT_DURABILITY,
     ) -> AbstractAsyncContextManager[EventLog]:
         """Open (and on first use create) the log at ``path``; an async context manager.
 
@@ -161,6 +214,12 @@ class EventLog(LogCore):
         :meth:`follow` looks for new events when another process writes. ``lease_wait`` is how long a writer
         waits for another process's writer lock (``None``: until it is free, as a standby would); then
         :class:`WriterLockedError`.
+
+        ``durability`` says which crash a commit survives, i.e. what returning from :meth:`append` promises:
+        ``"process"`` (WAL, ``synchronous=NORMAL``): the death of the process, however it dies; after a power
+        loss or an OS crash the last commits may be gone (the log stays consistent, it just ends earlier).
+        ``"power"`` (``synchronous=FULL``): power loss and OS crashes too, at the cost of one disk flush per
+        batch. ``docs/eventlog.md`` has the measurements and why ``"process"`` is the default.
         """
         return open_core(
             cls(
@@ -177,6 +236,7 @@ class EventLog(LogCore):
                 entity_cache_size=entity_cache_size,
                 poll_interval=poll_interval,
                 lease_wait=lease_wait,
+                durability=durability,
             )
         )
 
@@ -194,16 +254,71 @@ class EventLog(LogCore):
             await db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             if self._writer and mode == "rwc":
                 await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA synchronous = NORMAL")
+            await db.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self._durability]}")
+            if self._durability == "power":  # macOS flushes the drive's own cache only with F_FULLFSYNC
+                await db.execute("PRAGMA fullfsync = ON")
         except sqlite3.DatabaseError as e:
             await db.close()
+            if _cannot_write_here(e):
+                raise  # a reader falls back to reading only (_connect_reader); _start explains it to a writer
             raise self._corrupt_open_error(e) from e
         return db
 
     def _corrupt_open_error(self, e: sqlite3.Error) -> EventLogError:
         if isinstance(e, sqlite3.DatabaseError) and "not a database" in str(e):
             return CorruptLogError(f"{self._path}: not a wantbuild event log: not a SQLite database ({e})")
+        if self._writer and _cannot_write_here(e):
+            return EventLogError(
+                f"{self._path}: cannot open the log for writing: the file or its folder is read-only for this user "
+                f"({e}); make them writable, or open the log with writer=False to read it (the CLI's query "
+                "commands, such as status, events and replay, do)"
+            )
         return EventLogError(f"{self._path}: cannot open the event log: {e}")
+
+    async def _connect_reader(self) -> Any:
+        """A reader's connection: read-write if it may (to submit commands), else read-only, else immutable.
+
+        SQLite reads a WAL-mode database through its ``-shm`` index, which a reader creates (or opens for
+        writing) next to the file: in a read-only folder without one, or beside a read-only ``-shm``, the
+        read-write and read-only opens fail. Then the file is opened ``immutable=1``: read as a plain file,
+        with no locking and without the WAL. That is exact when there is no WAL (a log closed cleanly, the
+        usual state of a log in a read-only place); a non-empty ``-wal`` holds commits that immutable reading
+        would not see, so that case is refused with the way out instead of showing an older state.
+        """
+        for mode in ("rw", "ro"):
+            db = None
+            try:
+                db = await self._connect(mode)
+                await db.execute_fetchall("SELECT COUNT(*) FROM sqlite_master")  # the first read opens the WAL
+            except sqlite3.OperationalError as e:
+                if db is not None:
+                    await db.close()
+                if not _cannot_write_here(e):
+                    raise
+                continue
+            self._read_only = mode == "ro"
+            return db
+        wal = self._path + "-wal"
+        size = os.path.getsize(wal) if os.path.exists(wal) else 0  # noqa: ASYNC240 - two stats, at open
+        if size:
+            raise EventLogError(
+                f"{self._path}: cannot read the log's latest commits: they are in {wal} ({size} bytes), and SQLite "
+                f"reads that file only with write access to the folder (to create {self._path}-shm) or an existing "
+                "-shm file; copy the log together with its -wal file to a folder you can write, and read the copy"
+            )
+        db = await self._connect("ro&immutable=1")
+        self._read_only = True
+        log.info("eventlog opened immutable", path=self._path, reason="read-only file or folder, no WAL")
+        return db
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this reader had to open the log read-only (its folder or its ``-shm`` cannot be written).
+
+        It reads everything; :meth:`submit_command` raises :class:`ReadOnlyLogError`, as it also does for a
+        read-only file in a writable folder (which SQLite opens without saying it is read-only, so this is
+        False then)."""
+        return self._read_only
 
     async def _db_start(self) -> None:
         try:
@@ -213,7 +328,7 @@ class EventLog(LogCore):
                 await self._init_or_check(self._wdb)
                 self._rdb = await self._connect("rw")
             else:
-                self._rdb = await self._connect("rw")
+                self._rdb = await self._connect_reader()
                 await self._init_or_check(self._rdb)
         except sqlite3.Error as e:
             raise self._corrupt_open_error(e) from e
@@ -257,7 +372,20 @@ class EventLog(LogCore):
                     f"application_id {app_id:#x}, tables: {', '.join(sorted(tables)) or 'none'})"
                 )
             else:
-                updates = self._check_meta(dict(await db.execute_fetchall("SELECT key, value FROM meta")))
+                if self._writer:  # a read-only file opens "read-write" without a word: find out now, not at append
+                    await db.execute("UPDATE meta SET value = value WHERE key = 'schema_version'")
+                meta = dict(await db.execute_fetchall("SELECT key, value FROM meta"))
+                updates = self._check_meta(meta)
+                if self._writer:
+                    problems = await self._tail_problems(meta.get(HIGH_WATER))
+                    if problems:  # the error says it all; logged for the record only
+                        log.info("eventlog damaged, not opened for writing", path=self._path, problems=problems)
+                        raise DamagedLogError(self._path, problems)
+                    if HIGH_WATER not in meta:  # a log from before the mark: start it now
+                        await db.execute(
+                            "INSERT INTO meta (key, value) VALUES (?, (SELECT COALESCE(MAX(seq), 0) FROM events))",
+                            (HIGH_WATER,),
+                        )
                 if updates:
                     await db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                                          list(updates.items()))
@@ -274,7 +402,8 @@ class EventLog(LogCore):
             if statement.strip():
                 await db.execute(statement)
         await db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        await db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", list(self._new_meta().items()))
+        await db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                             [*self._new_meta().items(), (HIGH_WATER, "0")])
         log.info("eventlog created", path=self._path, schema_version=self._schema_version)
 
     async def _db_max_keys(self) -> tuple[int, int]:
@@ -320,9 +449,39 @@ class EventLog(LogCore):
         return out
 
     async def _db_write(self, types: list[TypeRow], rows: list[EventRow], new: list[NewEntityRow],
-                        upd: list[UpdateEntityRow]) -> None:
+                        upd: list[UpdateEntityRow], commands: list[tuple[float, str, int]], mark: int | None) -> None:
         # One trip to the connection's thread writes and commits the whole batch (or rolls it back).
-        await _in_db_thread(self._wdb, _write_batch_sync, types, rows, new, upd, self._is_aborting)
+        await _in_db_thread(self._wdb, _write_batch_sync, types, rows, new, upd, self._is_aborting, commands, mark)
+
+    def _db(self) -> Any:
+        return self._wdb if self._writer and self._wdb is not None else self._r()
+
+    async def _db_events_at(self, seqs: Collection[int]) -> dict[int, tuple[int, int]]:
+        keys = sorted(seqs)
+        out: dict[int, tuple[int, int]] = {}
+        for i in range(0, len(keys), _LOOKUP_KEYS):
+            chunk = keys[i : i + _LOOKUP_KEYS]
+            for seq, ek, eseq in await self._db().execute_fetchall(
+                f"SELECT seq, entity_key, entity_seq FROM events WHERE seq IN ({','.join('?' * len(chunk))})", chunk
+            ):
+                out[seq] = (ek, eseq)
+        return out
+
+    async def _db_tail(self, n: int) -> list[tuple[int, int, int, int | None, int, bytes]]:
+        return list(await self._db().execute_fetchall(
+            "SELECT seq, entity_key, entity_seq, prev_seq, type_key, payload FROM events ORDER BY seq DESC LIMIT ?",
+            (n,),
+        ))
+
+    async def _db_entities_by_key(self, keys: list[int]) -> list[NewEntityRow]:
+        out: list[NewEntityRow] = []
+        for i in range(0, len(keys), _LOOKUP_KEYS):
+            chunk = keys[i : i + _LOOKUP_KEYS]
+            out.extend(await self._db().execute_fetchall(
+                "SELECT entity_key, kind, entity_id, last_seq, last_entity_seq FROM entities "
+                f"WHERE entity_key IN ({','.join('?' * len(chunk))})", chunk
+            ))
+        return out
 
     # ------------------------------------------------------------------ reading
 
@@ -395,9 +554,22 @@ class EventLog(LogCore):
     # ------------------------------------------------------------------ command inbox
 
     async def _db_submit_command(self, name: str, body: str, at: float) -> int:
-        cur = await self._r().execute(
-            "INSERT INTO commands (name, payload, submitted_at) VALUES (?, ?, ?)", (name, body, at)
-        )
+        if self._read_only:
+            raise ReadOnlyLogError(
+                f"{self._path}: cannot store command {name!r}: the log's file or folder is read-only for this user; "
+                "run the command as a user who can write the log's folder"
+            )
+        try:
+            cur = await self._r().execute(
+                "INSERT INTO commands (name, payload, submitted_at) VALUES (?, ?, ?)", (name, body, at)
+            )
+        except sqlite3.Error as e:
+            if _cannot_write_here(e):
+                raise ReadOnlyLogError(
+                    f"{self._path}: cannot store command {name!r}: the log is read-only for this user ({e}); run "
+                    "the command as a user who can write the log and its folder"
+                ) from e
+            raise
         return int(cur.lastrowid)
 
     async def _db_pending_commands(self) -> list[tuple[int, str, str, float]]:
@@ -406,11 +578,29 @@ class EventLog(LogCore):
         ))
 
     async def _db_complete_command(self, command_id: int, at: float, body: str) -> bool:
-        cur = await self._r().execute(
-            "UPDATE commands SET completed_at = ?, result = ? WHERE id = ? AND completed_at IS NULL",
-            (at, body, command_id),
-        )
+        cur = await self._r().execute(COMPLETE_COMMAND, (at, body, command_id))
         return bool(cur.rowcount == 1)
+
+    async def _db_commands(self, state: CommandState | None, limit: int | None, newest_first: bool,
+                           ) -> list[tuple[int, str, str, float, float | None, str | None]]:
+        sql = "SELECT id, name, payload, submitted_at, completed_at, result FROM commands"
+        params: list[Any] = []
+        if state == "pending":  # the partial index commands_pending serves this one
+            sql += " WHERE completed_at IS NULL"
+        elif state is not None:
+            sql += f" WHERE {COMMAND_STATE} = ?"
+            params.append(state)
+        sql += " ORDER BY id DESC" if newest_first else " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return list(await self._r().execute_fetchall(sql, params))
+
+    async def _db_command_counts(self) -> dict[str, int]:
+        rows = await self._r().execute_fetchall(
+            f"SELECT {COMMAND_STATE} AS state, COUNT(*) FROM commands GROUP BY state"
+        )
+        return {str(state): int(n) for state, n in rows}
 
     async def _db_command(self, command_id: int) -> tuple[int, str, str, float, float | None, str | None] | None:
         rows = await self._r().execute_fetchall(

@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, runtime_checkable
 
+from ._core import Durability
 from ._errors import LeaseLost
 from ._events import Event
 from ._log import EventLog
 from ._postgres import PostgresEventLog
-from ._records import Command, Lease, Record, VerifyReport
+from ._records import Command, CommandState, Lease, Record, VerifyReport
 from ._target import is_postgres
 
 _SQLITE_ONLY = frozenset({"busy_timeout"})
@@ -50,8 +51,14 @@ class Log(Protocol):
 
     def pending(self) -> int: ...
 
+    @property
+    def durability(self) -> Durability: ...
+
+    @property
+    def read_only(self) -> bool: ...
+
     async def append(self, entity_kind: str, entity_id: str, expected_entity_seq: int, event: Event,
-                     at: float | None = None) -> Record: ...
+                     at: float | None = None, *, command: tuple[int, Mapping[str, Any]] | None = None) -> Record: ...
 
     async def commit(self) -> None: ...
 
@@ -83,6 +90,11 @@ class Log(Protocol):
     async def complete_command(self, command_id: int, result: Mapping[str, Any]) -> None: ...
 
     async def command(self, command_id: int) -> Command | None: ...
+
+    async def commands(self, state: CommandState | None = None, *, limit: int | None = None,
+                       newest_first: bool = False) -> list[Command]: ...
+
+    async def command_counts(self) -> dict[CommandState, int]: ...
 
     async def lease(self) -> Lease | None:
         """Who holds the writer lease (SQLite: the lock file) now; ``None`` when no writer runs."""

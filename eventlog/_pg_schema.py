@@ -135,9 +135,19 @@ WITH fence AS (
     UPDATE {s}.entities AS e SET last_seq = u.s, last_entity_seq = u.es
     FROM unnest($20::bigint[], $21::bigint[], $22::bigint[]) AS u(s, es, k)
     WHERE e.entity_key = u.k AND EXISTS (SELECT FROM fence)
+), cm AS (
+    UPDATE {s}.commands AS c SET completed_at = u.at, result = u.r
+    FROM unnest($24::bigint[], $25::float8[], $26::text[]) AS u(id, at, r)
+    WHERE c.id = u.id AND c.completed_at IS NULL AND EXISTS (SELECT FROM fence)
 )
 SELECT fence.epoch FROM fence, pg_notify($23, $3::text) AS notified
 """
+
+COMMAND_STATE = (
+    "CASE WHEN completed_at IS NULL THEN 'pending' "
+    "WHEN (result::jsonb -> 'ok') = 'false'::jsonb THEN 'failed' ELSE 'ok' END"
+)
+"""A command's state from its row (as SQLite's ``_schema.COMMAND_STATE``)."""
 
 LOOKUP_ENTITIES = """
 SELECT e.entity_key, e.kind, e.entity_id, e.last_seq, e.last_entity_seq

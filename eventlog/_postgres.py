@@ -20,14 +20,26 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, suppress
 from typing import Any, Final
 
 from . import _pg_schema as q
-from ._core import Aborted, EventRow, LogCore, NewEntityRow, ReadRow, TypeRow, UpdateEntityRow, open_core
+from ._core import (
+    Aborted,
+    CommandsNotPending,
+    Durability,
+    EventRow,
+    LogCore,
+    NewEntityRow,
+    ReadRow,
+    TypeRow,
+    UpdateEntityRow,
+    open_core,
+)
 from ._errors import (
     CorruptLogError,
+    DamagedLogError,
     EventLogError,
     LeaseLost,
     LogAccessDenied,
@@ -38,7 +50,7 @@ from ._errors import (
 )
 from ._events import REGISTRY, EventRegistry
 from ._logging import get_logger
-from ._records import Lease
+from ._records import CommandState, Lease
 from ._target import PgTarget
 
 log = get_logger("wantbuild.eventlog")
@@ -94,9 +106,12 @@ class PostgresEventLog(LogCore):
     """
 
     _shield_open = False  # opening may wait for the lease: it must stay cancellable
+    # A batch's statement raises the log's own errors (translated from asyncpg's): CommitError, the batch did not
+    # commit; LeaseLost is caught before them.
+    _db_errors = (EventLogError, OSError)
 
     def __init__(self, url: str, *, lease_ttl: float | None, lease_wait: float | None, owner: str | None,
-                 connect_timeout: float, durability: str = "power", **options: Any) -> None:
+                 connect_timeout: float, durability: Durability = "power", **options: Any) -> None:
         self._target = PgTarget(url)
         super().__init__(self._target.display, **options)
         if lease_ttl is None:
@@ -110,6 +125,7 @@ class PostgresEventLog(LogCore):
         if durability not in _SYNCHRONOUS_COMMIT:
             raise ValueError(f"durability must be 'process' or 'power', got {durability!r}")
         self._durability = durability
+        self._read_only = False
         s = self._quoted = '"' + self._target.schema + '"'
         self._sql_append = q.APPEND_BATCH.format(s=s)
         self._sql_lease = q.LEASE_STATE.format(s=s)
@@ -144,7 +160,7 @@ class PostgresEventLog(LogCore):
         lease_wait: float | None = 0.0,
         owner: str | None = None,
         connect_timeout: float = 10.0,
-        durability: str = "power",
+        durability: Durability = "power",
     ) -> AbstractAsyncContextManager[PostgresEventLog]:
         """Open (and on first use create) the log at ``url``; an async context manager.
 
@@ -285,6 +301,12 @@ class PostgresEventLog(LogCore):
             self._wconn = await self._connect()
             await self._init_or_check(self._wconn)
             await self._acquire(self._wconn)
+            # The lease row's last_seq is the high-water mark: every batch writes it with its events.
+            mark = (await self._fetch(self._sql_lease))[0][3]
+            problems = await self._tail_problems(str(mark))
+            if problems:
+                log.info("eventlog damaged, not opened for writing", path=self._path, problems=problems)
+                raise DamagedLogError(self._path, problems)
             self._renewer = asyncio.create_task(self._renew_loop(), name=f"eventlog lease {self._path}")
         else:
             async with self._pool.acquire() as conn:
@@ -505,15 +527,30 @@ class PostgresEventLog(LogCore):
         return out
 
     async def _db_write(self, types: list[TypeRow], rows: list[EventRow], new: list[NewEntityRow],
-                        upd: list[UpdateEntityRow]) -> None:
+                        upd: list[UpdateEntityRow], commands: list[tuple[float, str, int]], mark: int | None) -> None:
+        # ``mark`` is SQLite's: here every batch writes its last seq into the lease row, the open check's mark.
         if self._aborting:
             raise Aborted
+        if commands:
+            # Only the writer completes commands, and its batches are fenced: checking first is race-free.
+            ids = [c[2] for c in commands]
+            pending = {int(r[0]) for r in await self._fetch(
+                f"SELECT id FROM {self._quoted}.commands WHERE id = ANY($1::bigint[]) AND completed_at IS NULL", ids)}
+            seen: set[int] = set()
+            bad = []
+            for i, cid in enumerate(ids):
+                if cid not in pending or cid in seen:
+                    bad.append(i)
+                seen.add(cid)
+            if bad:
+                raise CommandsNotPending(bad)
+        cm: Sequence[Sequence[Any]] = ([c[2] for c in commands], [c[0] for c in commands], [c[1] for c in commands])
         batch = self._batch + 1
         ev = list(zip(*rows, strict=True))
         ty: Sequence[Sequence[Any]] = list(zip(*types, strict=True)) if types else ([], [], [])
         ne: Sequence[Sequence[Any]] = list(zip(*new, strict=True)) if new else ([], [], [], [], [])
         ue: Sequence[Sequence[Any]] = list(zip(*upd, strict=True)) if upd else ([], [], [])
-        args = (self._lease_ttl, self._epoch, rows[-1][0], batch, *ty, *ev, *ne, *ue, self._channel)
+        args = (self._lease_ttl, self._epoch, rows[-1][0], batch, *ty, *ev, *ne, *ue, self._channel, *cm)
         while True:
             sent = time.monotonic()
             try:
@@ -700,3 +737,47 @@ class PostgresEventLog(LogCore):
             command_id,
         )
         return tuple(rows[0]) if rows else None
+
+    async def _db_commands(self, state: CommandState | None, limit: int | None, newest_first: bool,
+                           ) -> list[tuple[int, str, str, float, float | None, str | None]]:
+        sql = f"SELECT id, name, payload, submitted_at, completed_at, result FROM {self._quoted}.commands"
+        params: list[Any] = []
+        if state == "pending":
+            sql += " WHERE completed_at IS NULL"
+        elif state is not None:
+            params.append(state)
+            sql += f" WHERE {q.COMMAND_STATE} = $1"
+        sql += " ORDER BY id DESC" if newest_first else " ORDER BY id"
+        if limit is not None:
+            params.append(limit)
+            sql += f" LIMIT ${len(params)}"
+        return [tuple(r) for r in await self._fetch(sql, *params)]
+
+    async def _db_command_counts(self) -> dict[str, int]:
+        rows = await self._fetch(f"SELECT {q.COMMAND_STATE} AS state, count(*) FROM {self._quoted}.commands GROUP BY 1")
+        return {str(state): int(n) for state, n in rows}
+
+    # ------------------------------------------------------------------ the open check's reads
+
+    async def _db_events_at(self, seqs: Collection[int]) -> dict[int, tuple[int, int]]:
+        rows = await self._fetch(
+            f"SELECT seq, entity_key, entity_seq FROM {self._quoted}.events WHERE seq = ANY($1::bigint[])", list(seqs)
+        )
+        return {int(seq): (int(ek), int(es)) for seq, ek, es in rows}
+
+    async def _db_tail(self, n: int) -> list[tuple[int, int, int, int | None, int, bytes]]:
+        return [tuple(r) for r in await self._fetch(
+            f"SELECT seq, entity_key, entity_seq, prev_seq, type_key, payload FROM {self._quoted}.events "
+            "ORDER BY seq DESC LIMIT $1", n
+        )]
+
+    async def _db_entities_by_key(self, keys: list[int]) -> list[NewEntityRow]:
+        return [tuple(r) for r in await self._fetch(
+            f"SELECT entity_key, kind, entity_id, last_seq, last_entity_seq FROM {self._quoted}.entities "
+            "WHERE entity_key = ANY($1::bigint[])", keys
+        )]
+
+    @property
+    def read_only(self) -> bool:
+        """Always False: a PostgreSQL reader may submit commands (if the server lets its user insert)."""
+        return self._read_only

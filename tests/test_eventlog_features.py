@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import pytest
@@ -440,3 +440,36 @@ async def _take_over(target: str) -> int:
         lease = await log.lease()
         assert lease is not None
         return (await log.append("thing", "a", 1, ThingChanged(n=1))).seq
+
+
+# ---------------------------------------------------------------- durability
+
+
+@pytest.mark.parametrize(
+    ("durability", "synchronous"),
+    [pytest.param("process", 1, id="process-NORMAL"), pytest.param("power", 2, id="power-FULL")],
+)
+async def test_durability_sets_how_sqlite_syncs(tmp_path: Path, durability: str, synchronous: int) -> None:
+    """durability="process" runs WAL with synchronous=NORMAL, "power" with FULL, on every connection."""
+    path = tmp_path / "log.db"
+    async with open_log(path, durability=durability) as log, open_log(path, writer=False,
+                                                                       durability=durability) as reader:
+        assert durability == log.durability
+        for db in (cast(EventLog, log)._wdb, cast(EventLog, log)._rdb, cast(EventLog, reader)._rdb):
+            assert [(synchronous,)] == list(await db.execute_fetchall("PRAGMA synchronous"))
+        assert list(await cast(EventLog, log)._wdb.execute_fetchall("PRAGMA journal_mode")) == [("wal",)]
+
+
+async def test_the_default_durability_is_process(tmp_path: Path) -> None:
+    """Without durability=, a log survives process crashes (the documented default)."""
+    async with open_log(tmp_path / "log.db") as log:
+        assert log.durability == eventlog.DEFAULT_DURABILITY
+    assert eventlog.DEFAULT_DURABILITY == "process"
+
+
+async def test_an_unknown_durability_is_refused_with_the_choices(tmp_path: Path) -> None:
+    """durability="disk" is refused, naming the two choices; no file is created."""
+    with pytest.raises(ValueError, match=r"durability must be 'process' .* or 'power' .*, got 'disk'"):
+        async with open_log(tmp_path / "log.db", durability="disk"):
+            pass  # pragma: no cover
+    assert not (tmp_path / "log.db").exists()

@@ -480,4 +480,4 @@ async def test_durability_sets_the_writers_synchronous_commit(pg_url: str, durab
         assert await log._wconn.fetchval("SHOW synchronous_commit") == setting
         await log.append("thing", "a", 0, ThingCreated(name="a"))
     with pytest.raises(ValueError, match="durability must be 'process' or 'power'"):
-        PostgresEventLog.open(pg_url, durability="sometimes")
+        PostgresEventLog.open(pg_url, durability="sometimes")  # type: ignore[arg-type]

@@ -20,13 +20,17 @@ Errors all derive from :class:`WantbuildError`::
      │    ├── SchemaVersionError        the log was written by a newer wantbuild
      │    ├── FingerprintMismatch       the log belongs to another graph
      │    ├── CorruptLogError           a stored event cannot be read back (names its seq)
-     │    │    └── ReplayError          an event that does not apply to its entity (names its seq)
+     │    │    ├── ReplayError          an event that does not apply to its entity (names its seq)
+     │    │    └── DamagedLogError      the log's structure is damaged: read, never written
      │    ├── CommitError               a batch could not commit
+     │    ├── WriterFailedError         the log's writer stopped on a bug (also a RuntimeError)
      │    ├── LogClosedError            the log is closed (also a RuntimeError)
      │    ├── LogNotFoundError          no log at the path (also a FileNotFoundError)
      │    ├── LogUnreachableError       the log's PostgreSQL server cannot be reached (a ConnectionError)
      │    ├── LogAccessDenied           the server refused the user or password (a PermissionError)
-     │    ├── ReadOnlyLogError          a write through a log opened with writer=False
+     │    ├── ReadOnlyLogError          a write through a log opened with writer=False (or a read-only file)
+     │    ├── CommandCompletedError     an inbox command completed twice (its effect is not applied again)
+     │    ├── UnknownCommandError       no inbox command with that id (also a LookupError)
      │    ├── WriterLockedError         another process already writes this log
      │    └── LeaseLost                 this writer's lease expired or was taken: it may write no more
      ├── IllegalTransition (ValueError) an event a state machine does not accept in its current state
@@ -83,9 +87,11 @@ from actors import (
     validate_refs,
 )
 from eventlog import (
+    CommandCompletedError,
     CommitError,
     ConcurrencyError,
     CorruptLogError,
+    DamagedLogError,
     EventLog,
     EventLogError,
     FingerprintMismatch,
@@ -97,7 +103,9 @@ from eventlog import (
     ReadOnlyLogError,
     Record,
     SchemaVersionError,
+    UnknownCommandError,
     WantbuildError,
+    WriterFailedError,
     WriterLockedError,
 )
 from supervisor import (
@@ -144,9 +152,11 @@ __all__ = [
     "AskDeadlock",
     "AskTimeout",
     "Clock",
+    "CommandCompletedError",
     "CommitError",
     "ConcurrencyError",
     "CorruptLogError",
+    "DamagedLogError",
     "DaskExecutor",
     "EventLog",
     "EventLogError",
@@ -184,6 +194,7 @@ __all__ = [
     "StaleFence",
     "SystemClock",
     "UnknownActorKind",
+    "UnknownCommandError",
     "UnknownEntity",
     "UnknownJob",
     "Violation",
@@ -192,6 +203,7 @@ __all__ = [
     "WantStatus",
     "WantbuildError",
     "World",
+    "WriterFailedError",
     "WriterLockedError",
     "__version__",
     "check_log",

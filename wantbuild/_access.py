@@ -1,8 +1,7 @@
 """How the CLI reaches a log: read-only for queries, the command inbox for changes while a runtime runs.
 
-Queries (``status``, ``want list``, ``explain``, ``events``, ``replay``) always read the log directly: SQLite in
-WAL mode or PostgreSQL, a reader never blocks the running runtime and sees every committed event. ``--db`` is a
-file path or a ``postgresql://`` URL (:class:`LogURL`: shown everywhere with its password hidden). Changes
+Queries (``status``, ``want list``, ``explain``, ``events``, ``replay``) always read the log directly: it is
+SQLite in WAL mode, so a reader never blocks the running runtime and sees every committed event. Changes
 (``want create``, ``want cancel``, ``taint``) must go through the one writer: while a runtime runs they are
 submitted to its command inbox and the CLI waits for the answer.
 """
@@ -14,6 +13,7 @@ import math
 import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,13 @@ import anyio
 import click
 
 from actors import World, rebuild
-from eventlog import EventLog, Log, LogNotFoundError, is_postgres, open_log, redact
+from eventlog import Command, EventLog, Log, LogNotFoundError, is_postgres, open_log, redact
+
+
+class CliError(click.ClickException):
+    """A failure the CLI reports as one line on stderr, exit code 1."""
+
+    exit_code = 1
 
 
 class LogURL(str):
@@ -56,12 +62,6 @@ class DbParam(click.ParamType):  # type: ignore[type-arg]
         if is_postgres(text):
             return LogURL(text)
         return Path(text)
-
-
-class CliError(click.ClickException):
-    """A failure the CLI reports as one line on stderr, exit code 1."""
-
-    exit_code = 1
 
 
 def require_log(db: Db) -> None:
@@ -118,19 +118,48 @@ async def runtime_active(db: Db) -> bool:
     return EventLog.writer_active(db)
 
 
-async def submit(db: Db, name: str, payload: dict[str, Any], timeout: float) -> tuple[int, dict[str, Any] | None]:
-    """Put a command in the log's inbox; wait up to ``timeout`` s for its result (``None``: no answer yet)."""
+@dataclass(frozen=True)
+class Submitted:
+    """A command put in the inbox: its id, its result if a runtime completed it in time, and the commands a runtime
+    rejected since the command before it was submitted (so whoever submits next hears of them)."""
+
+    command_id: int
+    result: dict[str, Any] | None
+    rejected: list[Command]
+
+
+async def submit(db: Db, name: str, payload: dict[str, Any], timeout: float) -> Submitted:
+    """Put a command in the log's inbox; wait up to ``timeout`` s for a runtime to complete it (result ``None``:
+    no answer yet, the command stays queued)."""
     async with reader(db) as log:
         command_id = await log.submit_command(name, payload)
-        if timeout <= 0:
-            return command_id, None
-        with anyio.move_on_after(timeout):
-            while True:
-                cmd = await log.command(command_id)
-                if cmd is not None and cmd.done:
-                    return command_id, cmd.result
-                await anyio.sleep(0.05)
-    return command_id, None
+        rejected = await rejected_since_previous(log, command_id)
+        done = await wait_for_command(log, command_id, timeout)
+    return Submitted(command_id, None if done is None else done.result, rejected)
+
+
+async def wait_for_command(log: Log, command_id: int, timeout: float) -> Command | None:
+    """The command once a runtime completed it, or ``None`` after ``timeout`` seconds."""
+    if timeout <= 0:
+        return None
+    with anyio.move_on_after(timeout):
+        while True:
+            cmd = await log.command(command_id)
+            if cmd is not None and cmd.done:
+                return cmd
+            await anyio.sleep(0.05)
+    return None
+
+
+async def rejected_since_previous(log: Log, command_id: int) -> list[Command]:
+    """Commands a runtime rejected (completed with ``ok: false``) after the command before ``command_id`` was
+    submitted: those nobody who submitted a command since has been told about."""
+    before = [c for c in await log.commands(newest_first=True, limit=2) if c.id < command_id]
+    if not before:
+        return []
+    since = before[0].submitted_at
+    failed = await log.commands("failed", newest_first=True, limit=20)
+    return sorted((c for c in failed if c.completed_at is not None and c.completed_at > since), key=lambda c: c.id)
 
 
 def parse_until(text: str) -> tuple[int | None, float | None]:
