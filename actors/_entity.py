@@ -10,7 +10,7 @@ transition nobody was told about; a crash after it loses nothing.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -102,8 +102,11 @@ class EntityActor(Actor[Any], Generic[St]):
         # crash makes a new one); not in on_start, which would cost a coroutine per activation.
         self.state: St | None = env.world.get(self.kind, key)  # type: ignore[assignment]
 
-    async def persist(self, event: Event) -> St:
-        """Check, append and commit one transition, then adopt it and run the hooks."""
+    async def persist(self, event: Event, command: tuple[int, Mapping[str, Any]] | None = None) -> St:
+        """Check, append and commit one transition, then adopt it and run the hooks.
+
+        ``command``: the inbox command this transition is the effect of, completed with the given result in the
+        same transaction (exactly once: a crash leaves both or neither)."""
         old = self.state
         seq = 0 if old is None else old.entity_seq
         at = self.env.clock.now()
@@ -113,7 +116,7 @@ class EntityActor(Actor[Any], Generic[St]):
         if self.env.faults is not None and self.env.faults.hit("commit", self.kind, self.key, event.event_name):
             raise CommitError(f"injected fault: the batch holding {event.event_name} of {self.kind} {self.key} "
                               f"did not commit")
-        rec = await self.env.log.append(self.kind, self.key, seq, event, at)
+        rec = await self.env.log.append(self.kind, self.key, seq, event, at, command=command)
         self.state = new
         self.env.world.put(self.kind, self.key, new, rec.seq, rec.at)
         await self.env.hooks.run(rec, old, new)

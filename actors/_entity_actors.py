@@ -71,8 +71,13 @@ class GetState(msgspec.Struct, frozen=True):
     """Reply with the entity's committed state (None if it has none)."""
 
 
+Completion = tuple[int, dict[str, Any]]
+"""An inbox command completed by the message's transition: ``(command id, result)`` (see ``EntityActor.persist``)."""
+
+
 class CreateWant(msgspec.Struct, frozen=True):
     event: WantCreated
+    command: Completion | None = None
 
 
 class MoveWant(msgspec.Struct, frozen=True):
@@ -88,6 +93,7 @@ class EndWant(msgspec.Struct, frozen=True):
 
     how: Literal["cancel", "expire"]
     reason: str = ""
+    command: Completion | None = None
 
 
 class MarkSlaMissed(msgspec.Struct, frozen=True):
@@ -131,6 +137,7 @@ class FailUpstream(msgspec.Struct, frozen=True):
 
 class Taint(msgspec.Struct, frozen=True):
     reason: str
+    command: Completion | None = None
 
 
 class PlanRun(msgspec.Struct, frozen=True):
@@ -246,12 +253,12 @@ class WantActor(EntityActor[WantState]):
         if isinstance(msg, CreateWant):
             if self.state is not None:  # idempotent re-delivery (command inbox)
                 return self.state
-            return await self.persist(msg.event)
+            return await self.persist(msg.event, msg.command)
         if isinstance(msg, EndWant):
             if self.state is None or self.state.terminal:
                 return self.state
             ev: Event = WantCanceled(reason=msg.reason) if msg.how == "cancel" else WantExpired(reason=msg.reason)
-            return await self.persist(ev)
+            return await self.persist(ev, msg.command)
         if isinstance(msg, MarkSlaMissed):
             if self.state is None or self.state.terminal or self.state.sla_missed:
                 return self.state
@@ -324,7 +331,7 @@ class PartitionActor(EntityActor[PartitionState]):
             return cur
         if isinstance(msg, Taint):
             if cur.status is PartitionStatus.LIVE:
-                return await self.persist(PartitionTainted(reason=msg.reason))
+                return await self.persist(PartitionTainted(reason=msg.reason), msg.command)
             return cur  # the runtime refuses to taint a partition that is not Live; a late race is a no-op
         if isinstance(msg, GetState):
             return self.state

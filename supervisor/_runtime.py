@@ -25,11 +25,14 @@ import anyio.lowlevel
 
 from actors import (
     ActorFailure,
+    ActorStopped,
     ActorSystem,
+    AskTimeout,
     CancelRun,
     Clock,
     CollisionPolicy,
     Committed,
+    Completion,
     CreateWant,
     EndWant,
     EntityEnv,
@@ -52,8 +55,12 @@ from actors import (
     validate_refs,
 )
 from eventlog import (
+    CommandCompletedError,
+    CommitError,
+    Durability,
     LeaseLost,
     Log,
+    LogClosedError,
     Record,
     WantbuildError,
     get_logger,
@@ -154,10 +161,13 @@ class Runtime:
                 raise ValueError(f"{name} must be a positive number of seconds, got {val!r}")
         want_id = self.ids.next_want()
         ev = WantCreated(refs=refs_t, source=source, ttl=ttl, sla=sla, comment=comment, command_id=command_id)
-        await self.system.ask("want", want_id, CreateWant(ev))
+        # A want made for an inbox command completes the command in WantCreated's own transaction.
+        done = None if command_id is None else (command_id, {"ok": True, "want_id": want_id})
+        await self.system.ask("want", want_id, CreateWant(ev, done))
         return WantHandle(self, want_id)
 
-    async def cancel(self, want_id: str, reason: str = "canceled by request") -> WantState:
+    async def cancel(self, want_id: str, reason: str = "canceled by request", *,
+                     _command: Completion | None = None) -> WantState:
         """Cancel an active want; returns its state once ``WantCanceled`` is committed.
 
         A want that is already terminal (it may have finished a moment ago: cancel races with completion) is
@@ -165,10 +175,11 @@ class Runtime:
         want needs any more are canceled. :class:`UnknownEntity` if there is no such want."""
         self._check_open()
         self.get_want(want_id)
-        st: WantState = await self.system.ask("want", want_id, EndWant("cancel", reason))
+        st: WantState = await self.system.ask("want", want_id, EndWant("cancel", reason, _command))
         return st
 
-    async def taint(self, refs: Iterable[str] | str, reason: str) -> list[PartitionState]:
+    async def taint(self, refs: Iterable[str] | str, reason: str, *,
+                    _command: Completion | None = None) -> list[PartitionState]:
         """Mark Live partitions Tainted ("do not read"); rebuilt now if an active want covers them."""
         self._check_open()
         refs_t = validate_refs([refs] if isinstance(refs, str) else refs)
@@ -177,7 +188,9 @@ class Runtime:
             if st.status is not PartitionStatus.LIVE:
                 raise IllegalTransition("partition", ref, st.status, "PartitionTainted",
                                         "only a Live partition can be tainted")
-        return [await self.system.ask("partition", ref, Taint(reason)) for ref in refs_t]
+        last = len(refs_t) - 1  # an inbox command completes with the last one (see _run_command)
+        return [await self.system.ask("partition", ref, Taint(reason, _command if i == last else None))
+                for i, ref in enumerate(refs_t)]
 
     async def wait_want(self, want_id: str, timeout: float | None = None) -> WantState:
         """Wait until the want is terminal and return that state (``handle.done()`` calls this); ``TimeoutError``
@@ -394,6 +407,7 @@ async def open_runtime(
     passivate_after: float | None = 0.0,
     autocommit: bool = True,
     event_log: Log | None = None,
+    durability: Durability | None = None,
     faults: Faults | None = None,
     executor: Executor | None = None,
 ) -> AsyncIterator[Runtime]:
@@ -414,6 +428,9 @@ async def open_runtime(
     :param autocommit: commit appends as they come (group commit); False leaves commits to the caller
         (``rt.log.commit()``), as the scenario runner does.
     :param event_log: run on this already-open log instead of opening ``path`` (the scenario runner's).
+    :param durability: what a commit survives: ``"process"`` (any death of the process; the last commits can
+        vanish on power loss or an OS crash) or ``"power"`` (those too; a disk flush per group commit). Default:
+        the log's own (``"process"`` for a SQLite file, ``"power"`` for PostgreSQL). See docs/eventlog.md.
     :param faults: drills only: the :class:`actors.Faults` to inject.
     :param executor: where jobs without an executor of their own run (``DaskExecutor(client)``,
         ``RayExecutor(...)``); default: the graph's ``[executor]``, else the runtime's own processes.
@@ -432,7 +449,7 @@ async def open_runtime(
         path = Path(path)
         logs = Path(log_dir) if log_dir is not None else path.parent / (path.name + ".logs")
     try:
-        async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit) as elog:
+        async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit, durability) as elog:
             world = await rebuild(elog)
             ids = IdSource(world.wants, world.runs)
             with _gc_policy(tune_gc):
@@ -555,12 +572,13 @@ def _namespace(elog: Log) -> str:
 
 @asynccontextmanager
 async def _maybe_log(given: Log | None, path: str | Path, graph: Graph, clock: Clock, accept: bool,
-                     autocommit: bool) -> AsyncIterator[Log]:
+                     autocommit: bool, durability: Durability | None) -> AsyncIterator[Log]:
     if given is not None:
         yield given
         return
+    options = {} if durability is None else {"durability": durability}  # None: the backend's own default
     async with open_log(path, fingerprint=graph.fingerprint(), accept_fingerprint_change=accept,
-                        now=clock.now, autocommit=autocommit) as elog:
+                        now=clock.now, autocommit=autocommit, **options) as elog:
         yield elog
 
 
@@ -588,32 +606,59 @@ async def _shutdown(rt: Runtime, execution: ExecutionRouter, timers: Timers, gra
 
 
 async def _serve_commands(rt: Runtime, interval: float = 0.2) -> None:
-    """Consume the command inbox (commands from the CLI while this runtime runs), each exactly once."""
+    """Consume the command inbox (commands from the CLI while this runtime runs), each exactly once.
+
+    A command's effect and its completion commit in one transaction (the effect's event carries it: ``append(...,
+    command=...)``), so a command still pending after a crash has no effect yet and is simply handled again. A
+    command refused (bad input) or without an effect (nothing left to do) is completed on its own. A transient
+    failure (a commit that failed, the runtime closing) leaves it pending: the next pass retries it.
+    """
     while not rt.closing:
         for cmd in await rt.log.pending_commands():
+            if rt.closing:
+                return
+            result: dict[str, Any] | None
             try:
                 result = await _run_command(rt, cmd.id, cmd.name, cmd.payload)
+            except (CommitError, LogClosedError, ActorStopped, AskTimeout, RuntimeClosed) as e:
+                log.warning("command not applied yet; retried", command=cmd.name, id=cmd.id, error=str(e))
+                continue
+            except CommandCompletedError:
+                continue  # completed meanwhile (by its effect): nothing left to do
             except WantbuildError as e:
                 result = {"ok": False, "error": str(e)}
             except Exception as e:  # a bad command must not stop the runtime
                 log.exception("command failed", command=cmd.name, id=cmd.id)
                 result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-            await rt.log.complete_command(cmd.id, result)
+            if result is not None:
+                with contextlib.suppress(CommandCompletedError):
+                    await rt.log.complete_command(cmd.id, result)
         await anyio.sleep(interval)
 
 
-async def _run_command(rt: Runtime, command_id: int, name: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+async def _run_command(rt: Runtime, command_id: int, name: str,
+                       payload: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Apply one inbox command. None: its effect completed it; else the result to complete it with."""
     if name == "want":
-        for w in rt.world.wants.values():  # re-delivered after a crash: already done
-            if w.command_id == command_id:
-                return {"ok": True, "want_id": w.want_id}
-        h = await rt.want(payload["refs"], ttl=payload.get("ttl"), sla=payload.get("sla"),
-                          comment=payload.get("comment", ""), source="cli", command_id=command_id)
-        return {"ok": True, "want_id": h.want_id}
+        await rt.want(payload["refs"], ttl=payload.get("ttl"), sla=payload.get("sla"),
+                      comment=payload.get("comment", ""), source="cli", command_id=command_id)
+        return None
     if name == "cancel":
-        st = await rt.cancel(payload["want_id"], payload.get("reason", "canceled from the CLI"))
-        return {"ok": True, "want_id": st.want_id, "status": str(st.status)}
+        want_id = payload["want_id"]
+        st = rt.get_want(want_id)
+        result = {"ok": True, "want_id": want_id, "status": "Canceled"}
+        if st.terminal:
+            return {**result, "status": str(st.status)}
+        await rt.cancel(want_id, payload.get("reason", "canceled from the CLI"), _command=(command_id, result))
+        # A want that ended meanwhile wrote nothing: the command is still pending, and the next pass completes it.
+        return None
     if name == "taint":
-        sts = await rt.taint(payload["refs"], payload.get("reason", "tainted from the CLI"))
-        return {"ok": True, "partitions": [s.ref for s in sts]}
+        refs = validate_refs(payload["refs"])
+        result = {"ok": True, "partitions": list(refs)}
+        live = [r for r in refs if rt.world.partition(r).status is PartitionStatus.LIVE]
+        # Redelivered after a crash between two of its taints: those already Tainted are done.
+        if not live and all(rt.world.partition(r).status is PartitionStatus.TAINTED for r in refs):
+            return result
+        await rt.taint(live or refs, payload.get("reason", "tainted from the CLI"), _command=(command_id, result))
+        return None
     return {"ok": False, "error": f"unknown command {name!r}"}
