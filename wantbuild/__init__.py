@@ -56,6 +56,8 @@ Errors all derive from :class:`WantbuildError`::
 
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
+from os import PathLike as _PathLike
+from typing import Any as _Any
 
 from actors import (
     JOB_RUN,
@@ -143,6 +145,25 @@ open = open_runtime
 ``path``; every keyword is typed and documented on :func:`supervisor.open_runtime`."""
 del open_runtime
 
+
+# -- the web view (the `web` extra) ------------------------------------------------------------------------------
+def web_app(source: Runtime | str | _PathLike[str], *, allow_writes: bool = False, token: str | None = None,
+            poll_interval: float = 0.25, command_wait: float = 5.0) -> _Any:
+    """The web view and HTTP API as an ASGI app (Starlette), to serve or mount in your own server.
+
+    ``source`` is a live :class:`Runtime` (the app shows its World as it changes; nothing is replayed) or the
+    path of a log (the app replays it once when it starts, in its lifespan, and follows it). With
+    ``allow_writes`` the app creates and cancels wants and taints partitions through the log's command inbox,
+    for requests that carry ``token``. Needs ``pip install 'wantbuild[web]'``. See ``docs/web.md``.
+    """
+    try:
+        from ._web import create_app
+    except ModuleNotFoundError as e:
+        raise WantbuildError(f"the web view needs the web extra ({e.name} is not installed): "
+                             "pip install 'wantbuild[web]'") from None
+    return create_app(source, allow_writes=allow_writes, token=token, poll_interval=poll_interval,
+                      command_wait=command_wait)
+
 __all__ = [
     "JOB_RUN",
     "PARTITION",
@@ -215,4 +236,5 @@ __all__ = [
     "rebuild",
     "validate_ref",
     "validate_refs",
+    "web_app",
 ]
