@@ -215,3 +215,26 @@ def test_a_url_on_the_command_line_never_shows_its_password() -> None:
     shown = [str(db), f"{db}", f"{db:>10}", "%s" % db, repr(db), "{}".format(db)]  # noqa: UP031, UP032
     assert all(PASSWORD not in text and "u:***@h:5432" in text for text in shown), shown
     assert isinstance(DbParam().convert("run.db", None, None), Path)
+
+
+async def test_the_web_view_reads_a_postgres_log(pg_url: str, tmp_path: Path) -> None:
+    """The web view on a PostgreSQL log: it loads and follows it, says whether a runtime holds the lease, and
+    shows the URL without its password."""
+    from web_helpers import served, wait_ready
+
+    from wantbuild._web._app import create_app
+
+    graph, _ = chain_graph()
+    async with wantbuild.open(pg_url, graph, log_dir=tmp_path / "logs") as rt:
+        await (await rt.want("daily/1")).done(timeout=20)
+        await rt.wait_quiescent()
+        async with served(create_app(pg_url)) as client:
+            health = await wait_ready(client)
+            assert health["phase"] == "ready", health
+            with anyio.fail_after(10):
+                while True:
+                    status = (await client.get("/api/status")).json()
+                    if status["runtime_running"] and status["counts"] == rt.world.counts():
+                        break
+                    await anyio.sleep(0.1)
+            assert PASSWORD not in (await client.get("/api/health")).text
