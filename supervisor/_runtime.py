@@ -13,6 +13,7 @@ import contextlib
 import gc
 import hashlib
 import math
+import os
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -502,7 +503,8 @@ async def _running(elog: Log, world: World, ids: IdSource, graph: Graph, clock: 
         async with system, contextlib.AsyncExitStack() as stack:
             env = EntityEnv(elog, world, system, hooks, clock, faults)
             timers = Timers(tg, system, clock)
-            local = LocalExecution(graph, clock, logs, system, faults)
+            log_id = os.path.abspath(elog.path)  # noqa: ASYNC240 - the log jobs run for (WANTBUILD_LOG); no I/O
+            local = LocalExecution(graph, clock, logs, system, faults, log_id=log_id)
             env_x = ExecutorEnv(graph, clock, system, _namespace(elog))
             execution = await stack.enter_async_context(ExecutionRouter.open(graph, local, env_x, default_executor))
             pending = Pending()

@@ -48,10 +48,11 @@ Errors all derive from :class:`WantbuildError`::
      ├── UnknownActorKind (LookupError) no actor kind of that name is registered
      ├── AskTimeout (TimeoutError)      no reply from an actor in time
      ├── InjectedFault (RuntimeError)   raised on purpose by a Faults drill (``open(..., faults=...)``)
-     └── StaleFence (RuntimeError)      publish(): a newer generation of the partition is already published
+     ├── StaleFence (RuntimeError)      publish(): a newer generation of the partition is already published
+     └── ScenarioError (ValueError)     a scenario file that cannot be used (names the file, line and key)
 
-``ScenarioError`` (a scenario file that cannot be used) derives from it too; it lives with the scenario runner,
-``scenarios.ScenarioError``, which ``import wantbuild`` does not load.
+``ScenarioError`` lives with the scenario runner (``scenarios.ScenarioError``); ``wantbuild.ScenarioError`` loads
+it on first use, so ``import wantbuild`` does not pay for the runner.
 """
 
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
@@ -211,6 +212,7 @@ __all__ = [
     "ReplayError",
     "Runtime",
     "RuntimeClosed",
+    "ScenarioError",
     "SchemaVersionError",
     "StaleFence",
     "SystemClock",
@@ -238,3 +240,17 @@ __all__ = [
     "validate_refs",
     "web_app",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``wantbuild.ScenarioError``, imported on first use (the scenario runner is not loaded by ``import
+    wantbuild``)."""
+    if name == "ScenarioError":
+        from scenarios import ScenarioError
+
+        return ScenarioError
+    raise AttributeError(f"module 'wantbuild' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "ScenarioError"})
