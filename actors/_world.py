@@ -18,17 +18,19 @@ from eventlog import CorruptLogError, Event, Log, Record
 from ._jobrun import JOB_RUN, JobRunState, JobRunStatus, apply_job_run
 from ._machine import IllegalTransition, Machine
 from ._partition import PARTITION, PartitionState, PartitionStatus, apply_partition
+from ._schedule import SCHEDULE, ScheduleState, apply_schedule
 from ._want import WANT, WantState, WantStatus, apply_want
 
-EntityKind: TypeAlias = Literal["want", "partition", "job_run"]
-KINDS: tuple[EntityKind, ...] = ("want", "partition", "job_run")
-EntityState: TypeAlias = WantState | PartitionState | JobRunState
+EntityKind: TypeAlias = Literal["want", "partition", "job_run", "schedule"]
+KINDS: tuple[EntityKind, ...] = ("want", "partition", "job_run", "schedule")
+EntityState: TypeAlias = WantState | PartitionState | JobRunState | ScheduleState
 
-MACHINES: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "job_run": JOB_RUN}
+MACHINES: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "job_run": JOB_RUN, "schedule": SCHEDULE}
 APPLY: dict[str, Callable[[Any, Event, str, float, int], Any]] = {
     "want": apply_want,
     "partition": apply_partition,
     "job_run": apply_job_run,
+    "schedule": apply_schedule,
 }
 
 
@@ -43,11 +45,12 @@ class World:
         self.wants: dict[str, WantState] = {}
         self.partitions: dict[str, PartitionState] = {}
         self.runs: dict[str, JobRunState] = {}
+        self.schedules: dict[str, ScheduleState] = {}
         self.last_seq = 0
         self.last_at = 0.0
         self.history: dict[tuple[str, str], list[Record]] | None = None
         self._tables: dict[str, dict[str, Any]] = {
-            "want": self.wants, "partition": self.partitions, "job_run": self.runs,
+            "want": self.wants, "partition": self.partitions, "job_run": self.runs, "schedule": self.schedules,
         }
 
     # -- folding ---------------------------------------------------------------------------------------
@@ -80,6 +83,14 @@ class World:
         if seq > self.last_seq:
             self.last_seq = seq
             self.last_at = at
+
+    def copy(self) -> World:
+        """A shallow copy: the same (immutable) states in new tables."""
+        w = World()
+        for kind, table in self._tables.items():
+            w._tables[kind].update(table)
+        w.last_seq, w.last_at = self.last_seq, self.last_at
+        return w
 
     # -- queries ---------------------------------------------------------------------------------------
     def get(self, kind: str, entity_id: str) -> EntityState | None:

@@ -85,15 +85,7 @@ class _Crash:
 
 
 def _copy_world(world: Any) -> Any:
-    from actors import World
-
-    w = World()
-    w.wants.update(world.wants)
-    w.partitions.update(world.partitions)
-    w.runs.update(world.runs)
-    w.last_seq = world.last_seq
-    w.last_at = world.last_at
-    return w
+    return world.copy()
 
 
 class _Runner:
@@ -309,7 +301,10 @@ class _Runner:
         with scope:
             try:
                 if step.action == "want":
-                    h = await rt.want(list(step.refs), ttl=step.ttl, sla=step.sla, source="scenario",
+                    from supervisor import parse_partition_set
+
+                    h = await rt.want(parse_partition_set(rt.graph, step.refs), ttl=step.ttl, sla=step.sla,
+                                      source="scenario", priority=step.priority,
                                       comment=step.comment or (f"scenario want {step.name}" if step.name else ""))
                     if step.name is not None:
                         self.want_ids[step.name] = h.want_id
@@ -496,7 +491,8 @@ class _Runner:
         wants = []
         for w in sorted(world.wants.values(), key=lambda w: w.want_id):
             wants.append(WantRow(
-                want_id=w.want_id, name=self.names.get(w.want_id), refs=tuple(w.refs), source=w.source,
+                want_id=w.want_id, name=self.names.get(w.want_id),
+                refs=(w.refs.describe(),) if w.is_set else tuple(w.refs), source=w.source,
                 status=str(w.status), created_at=w.created_at, ended_at=w.updated_at if w.terminal else None,
                 reason=w.reason, sla_missed=w.sla_missed,
             ))

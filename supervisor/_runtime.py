@@ -34,6 +34,7 @@ from actors import (
     CollisionPolicy,
     Committed,
     Completion,
+    CreateSchedule,
     CreateWant,
     EndWant,
     EntityEnv,
@@ -44,8 +45,11 @@ from actors import (
     JobRunState,
     MarkLost,
     PartitionActor,
+    PartitionSet,
     PartitionState,
     PartitionStatus,
+    ScheduleActor,
+    ScheduleState,
     SystemClock,
     Taint,
     WantActor,
@@ -55,6 +59,7 @@ from actors import (
     rebuild,
     validate_refs,
 )
+from actors._want import Anchor
 from eventlog import (
     CommandCompletedError,
     CommitError,
@@ -73,8 +78,11 @@ from eventlog import (
 from ._execution_glue import LocalExecution
 from ._executors import ExecutionRouter, Executor, ExecutorEnv
 from ._graph import Graph
-from ._hints import sole_error
+from ._hints import did_you_mean, sole_error
 from ._ids import IdSource
+from ._scheduler import Scheduler, created_event
+from ._schedules import Schedule, ScheduleError, check_schedule
+from ._sets import check_set, parse_partition_set
 from ._supervisor import ActorCrashed, CommittedBatch, Drain, GaveUp, Pending, Recover, Supervisor
 from ._timers import Timers
 
@@ -148,22 +156,94 @@ class Runtime:
         the error as its reason."""
         self._timers: Timers | None = None
         self._given_up: dict[tuple[str, str], int] = {}
+        self.scheduler = Scheduler(self)
+
+    # -- schedules (issue 16) -----------------------------------------------------------------------------
+    async def add_schedule(self, schedule: Schedule, *, source: str = "api",
+                           _command: Completion | None = None) -> ScheduleState:
+        """Record a schedule (checked against the graph first: ScheduleError names the problem, nothing is
+        written); its first tick is the cron's first fire after now. A schedule of that name that exists already
+        is an error (delete it first)."""
+        self._check_open()
+        check_schedule(schedule, now=self.clock.now(), graph=self.graph)
+        existing = self.world.schedules.get(schedule.name)
+        if existing is not None:
+            what = "was deleted (a name is never reused)" if existing.terminal else "exists"
+            raise ScheduleError(f"schedule {schedule.name!r} {what}; pick another name"
+                                + ("" if existing.terminal else f", or delete it first (`wantbuild schedule rm "
+                                                                 f"{schedule.name}`)"))
+        st: ScheduleState = await self.system.ask("schedule", schedule.name,
+                                                  CreateSchedule(created_event(schedule, source), _command))
+        self.scheduler.wake()
+        return st
+
+    async def pause_schedule(self, name: str, reason: str = "paused by request") -> ScheduleState:
+        """Pause a schedule: no tick until it is resumed (ticks missed meanwhile are not caught up)."""
+        return await self._change_schedule(name, "pause", reason)
+
+    async def resume_schedule(self, name: str, reason: str = "resumed by request") -> ScheduleState:
+        return await self._change_schedule(name, "resume", reason)
+
+    async def delete_schedule(self, name: str, reason: str = "deleted by request") -> ScheduleState:
+        """Delete a schedule for good (its wants go on); its name cannot be used again."""
+        return await self._change_schedule(name, "delete", reason)
+
+    def get_schedule(self, name: str) -> ScheduleState:
+        st = self.world.schedules.get(name)
+        if st is None:
+            hint = did_you_mean(name, self.world.schedules)
+            raise UnknownEntity(f"no schedule {name!r} in {self.log.path}{'; ' + hint if hint else ''}")
+        return st
+
+    async def _change_schedule(self, name: str, how: str, reason: str,
+                               _command: Completion | None = None) -> ScheduleState:
+        self._check_open()
+        self.get_schedule(name)
+        st: ScheduleState = await self.scheduler.change(name, how, reason, _command)
+        return st
 
     # -- commands ---------------------------------------------------------------------------------------
-    async def want(self, refs: Iterable[str] | str, *, ttl: float | None = None, sla: float | None = None,
-                   comment: str = "", source: str = "api", command_id: int | None = None) -> WantHandle:
-        """Submit a want for ``refs``; returns once ``WantCreated`` is committed."""
+    async def want(self, refs: Iterable[str] | str | PartitionSet, *, ttl: float | None = None,
+                   sla: float | None = None, comment: str = "", source: str = "api", command_id: int | None = None,
+                   priority: int = 0, data_time: float | None = None, anchor: Anchor = "created",
+                   schedule: str | None = None, tick: float | None = None, want_id: str | None = None) -> WantHandle:
+        """Submit a want for ``refs``; returns once ``WantCreated`` is committed.
+
+        ``refs`` is a list of refs, or a :class:`~actors.PartitionSet` (``wantbuild.parse_partition_set(graph,
+        ["daily/2026-01-01..2026-11-30"])``): a set with ranges is stored as one event whatever its size and
+        planned lazily. ``priority``: higher is planned first. ``data_time`` (seconds since the epoch) defaults to
+        the latest data time of the refs (from their ``date``/``hour`` typed parameter); ``anchor="data_time"``
+        makes ``ttl`` and ``sla`` count from it instead of from creation.
+        """
         self._check_open()
-        refs_t = validate_refs([refs] if isinstance(refs, str) else refs)
-        for ref in refs_t:
-            self.graph.job_of(ref)  # NoJobForRef names the ref and the patterns
+        parts: PartitionSet | None = refs if isinstance(refs, PartitionSet) and refs.ranges else None
+        if isinstance(refs, PartitionSet) and parts is None:
+            refs = refs.refs
+        refs_t: tuple[str, ...] = ()
+        if parts is not None:
+            check_set(self.graph, parts, parts.refs)
+            derived = _data_time(self.graph, parts.refs, parts.data_time)
+        else:
+            assert not isinstance(refs, PartitionSet)
+            refs_t = validate_refs([refs] if isinstance(refs, str) else refs)
+            for ref in refs_t:
+                self.graph.job_of(ref)  # NoJobForRef names the ref and the patterns
+            derived = _data_time(self.graph, refs_t, None)
         for name, val in (("ttl", ttl), ("sla", sla)):
             if val is not None and (not math.isfinite(val) or val <= 0):
                 raise ValueError(f"{name} must be a positive number of seconds, got {val!r}")
-        want_id = self.ids.next_want()
-        ev = WantCreated(refs=refs_t, source=source, ttl=ttl, sla=sla, comment=comment, command_id=command_id)
+        if anchor not in ("created", "data_time"):
+            raise ValueError(f"anchor must be 'created' or 'data_time', got {anchor!r}")
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise ValueError(f"priority must be an int (higher is planned first), got {priority!r}")
+        want_id = want_id or self.ids.next_want()
+        ev = WantCreated(refs=refs_t, source=source, ttl=ttl, sla=sla, comment=comment, command_id=command_id,
+                         parts=None if parts is None else parts.to_json(),
+                         data_time=data_time if data_time is not None else derived, anchor=anchor,
+                         priority=priority, schedule=schedule, tick=tick)
         # A want made for an inbox command completes the command in WantCreated's own transaction.
-        done = None if command_id is None else (command_id, {"ok": True, "want_id": want_id})
+        size = len(parts) if parts is not None else len(refs_t)
+        done = None if command_id is None else (command_id, {"ok": True, "want_id": want_id, "size": size})
         await self.system.ask("want", want_id, CreateWant(ev, done))
         return WantHandle(self, want_id)
 
@@ -513,6 +593,7 @@ async def _running(elog: Log, world: World, ids: IdSource, graph: Graph, clock: 
             # (5% of a batched backfill, A/B).
             system.register("partition", lambda key: PartitionActor(key, env), linger=False)
             system.register("job_run", lambda key: JobRunActor(key, env, execution))
+            system.register("schedule", lambda key: ScheduleActor(key, env))
             system.register("supervisor",
                             lambda key: Supervisor(key, env, graph, ids, timers, policy, pending),
                             passivate_after=None, mailbox_size=math.inf)
@@ -532,6 +613,9 @@ async def _running(elog: Log, world: World, ids: IdSource, graph: Graph, clock: 
             await system.tell(*SUPERVISOR, Recover())
             if serve_commands:
                 tg.start_soon(_serve_commands, rt)
+            if graph.schedules:
+                await rt.scheduler.ensure(graph.schedules.values(), "graph")
+            tg.start_soon(rt.scheduler.run)
             tg.start_soon(_stop_on_lease_lost, rt, tg.cancel_scope)
             try:
                 yield rt
@@ -607,6 +691,22 @@ async def _shutdown(rt: Runtime, execution: ExecutionRouter, timers: Timers, gra
     await rt.log.commit()
 
 
+def _data_time(graph: Graph, refs: Iterable[str], start: float | None) -> float | None:
+    """The latest data time of ``refs`` (and ``start``), from their jobs' ``date``/``hour`` typed parameters."""
+    best = start
+    timed: dict[str, bool] = {}
+    for ref in refs:
+        job = graph.job_of(ref)
+        has = timed.get(job.name)
+        if has is None:
+            has = timed[job.name] = any(kind.timed for kind in job.param_types.values())
+        if has:
+            t = job.data_time(ref)
+            if t is not None and (best is None or t > best):
+                best = t
+    return best
+
+
 async def _serve_commands(rt: Runtime, interval: float = 0.2) -> None:
     """Consume the command inbox (commands from the CLI while this runtime runs), each exactly once.
 
@@ -642,8 +742,26 @@ async def _run_command(rt: Runtime, command_id: int, name: str,
                        payload: Mapping[str, Any]) -> dict[str, Any] | None:
     """Apply one inbox command. None: its effect completed it; else the result to complete it with."""
     if name == "want":
-        await rt.want(payload["refs"], ttl=payload.get("ttl"), sla=payload.get("sla"),
-                      comment=payload.get("comment", ""), source="cli", command_id=command_id)
+        refs: Any = payload.get("refs", ())
+        if payload.get("specs"):  # ranges, read against this runtime's graph
+            refs = parse_partition_set(rt.graph, payload["specs"], refs=refs)
+        await rt.want(refs, ttl=payload.get("ttl"), sla=payload.get("sla"),
+                      comment=payload.get("comment", ""), source="cli", command_id=command_id,
+                      priority=int(payload.get("priority", 0)), anchor=payload.get("anchor", "created"),
+                      data_time=payload.get("data_time"))
+        return None
+    if name == "schedule_add":
+        sched = Schedule(**dict(payload))
+        await rt.add_schedule(sched, source="cli", _command=(command_id, {"ok": True, "schedule": sched.name}))
+        return None
+    if name == "schedule_change":
+        target = {"pause": "Paused", "resume": "Active", "delete": "Deleted"}.get(payload["how"], "")
+        sched_st = rt.get_schedule(payload["name"])
+        done = {"ok": True, "schedule": sched_st.name, "status": target}
+        if str(sched_st.status) == target or sched_st.terminal:  # nothing to write: complete it on its own
+            return {**done, "status": str(sched_st.status)}
+        await rt._change_schedule(sched_st.name, payload["how"], payload.get("reason", "from the CLI"),
+                                  _command=(command_id, done))
         return None
     if name == "cancel":
         want_id = payload["want_id"]

@@ -37,6 +37,8 @@ Errors all derive from :class:`WantbuildError`::
      ├── InvalidRef (ValueError)        a malformed partition ref (names the ref and the rule)
      ├── GraphError (ValueError)        a graph definition that cannot be used (names the job and the fix)
      ├── NoJobForRef (LookupError)      no job of the graph produces the ref
+     ├── PartitionSetError (ValueError) a range or partition set that cannot be read (names the spec and the fix)
+     ├── ScheduleError (ValueError)     a schedule that cannot be used (cron, timezone, template)
      ├── UnknownJob (KeyError)          no job has that name
      ├── UnknownEntity (LookupError)    no want, partition or job run with that id
      ├── MissingDeps                    raised by a job: these upstream partitions are missing (not a failure)
@@ -75,6 +77,8 @@ from actors import (
     InvalidRef,
     JobRunState,
     JobRunStatus,
+    PartitionSet,
+    PartitionSetError,
     PartitionState,
     PartitionStatus,
     ReplayError,
@@ -126,12 +130,15 @@ from supervisor import (
     Recovery,
     Runtime,
     RuntimeClosed,
+    Schedule,
+    ScheduleError,
     UnknownEntity,
     UnknownJob,
     WantHandle,
     explain,
     load_graph,
     open_runtime,
+    parse_partition_set,
 )
 
 from ._publish import StaleFence, fence_from_env, publish
@@ -203,6 +210,8 @@ __all__ = [
     "LogUnreachableError",
     "MissingDeps",
     "NoJobForRef",
+    "PartitionSet",
+    "PartitionSetError",
     "PartitionState",
     "PartitionStatus",
     "RayExecutor",
@@ -213,6 +222,8 @@ __all__ = [
     "Runtime",
     "RuntimeClosed",
     "ScenarioError",
+    "Schedule",
+    "ScheduleError",
     "SchemaVersionError",
     "StaleFence",
     "SystemClock",
@@ -234,6 +245,7 @@ __all__ = [
     "fence_from_env",
     "load_graph",
     "open",
+    "parse_partition_set",
     "publish",
     "rebuild",
     "validate_ref",

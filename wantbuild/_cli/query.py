@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.text import Text
 
-from actors import JOB_RUN, KINDS, PARTITION, WANT, InvalidRef, Machine, check_log, rebuild, validate_refs
+from actors import JOB_RUN, KINDS, PARTITION, SCHEDULE, WANT, InvalidRef, Machine, check_log, rebuild, validate_refs
 from eventlog import REGISTRY, Command, CommandState, Record
 from supervisor import explain as explain_ref
 from supervisor import load_graph, valid_choices
@@ -29,7 +29,7 @@ from .._output import (
 from .._signals import Interrupts
 from .app import db_option, emit_json, error, graph_option, json_option, run_async
 
-DIAGRAMS: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "jobrun": JOB_RUN}
+DIAGRAMS: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "jobrun": JOB_RUN, "schedule": SCHEDULE}
 
 
 @click.command(short_help="Entities per status, active wants, runs in flight.")

@@ -13,6 +13,7 @@ import click
 from rich.text import Text
 
 from actors import CollisionPolicy, PartitionStatus, WantStatus
+from actors._want import Anchor
 from eventlog import Command, Durability, Record
 from supervisor import Graph, Runtime, load_graph, open_runtime
 
@@ -28,7 +29,7 @@ async def build(db: Db, graph: Graph | Callable[[], Graph], *, interrupts: Inter
                 policy: str = "shrink", serve: bool = False, as_json: bool = False, show_recovery: bool = False,
                 accept_graph_change: bool = False, ttl: float | None = None, sla: float | None = None,
                 comment: str = "", then: Callable[[Runtime], Awaitable[None]] | None = None, afresh: str = "",
-                durability: str | None = None) -> int:
+                durability: str | None = None, priority: int = 0, anchor: str = "created") -> int:
     """Open a runtime on ``db``, want ``refs`` (if any), call ``then(rt)``, and run until the want (without refs:
     every want, and every queued command) is terminal, with a progress display; with ``serve``, keep serving the
     inbox until SIGINT/SIGTERM instead. Prints the outcome once the runtime has shut down (``afresh``: how to start
@@ -55,7 +56,8 @@ async def build(db: Db, graph: Graph | Callable[[], Graph], *, interrupts: Inter
                 print_recovery(out, rt)
             already_live = bool(refs) and all(rt.get_partition(r).status is PartitionStatus.LIVE for r in refs)
             live_in_log = sum(1 for p in rt.world.partitions.values() if p.status is PartitionStatus.LIVE)
-            handle = await rt.want(refs, ttl=ttl, sla=sla, comment=comment, source="cli") if refs else None
+            handle = await rt.want(refs, ttl=ttl, sla=sla, comment=comment, source="cli", priority=priority,
+                                   anchor=cast(Anchor, anchor)) if refs else None
             if then is not None:
                 await then(rt)
 
