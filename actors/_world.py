@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeAlias
 import anyio
 import anyio.abc
 
-from eventlog import CorruptLogError, Event, EventLog, Record
+from eventlog import CorruptLogError, Event, Log, Record
 
 from ._jobrun import JOB_RUN, JobRunState, JobRunStatus, apply_job_run
 from ._machine import IllegalTransition, Machine
@@ -162,7 +162,7 @@ def fold(records: Iterable[Record], world: World | None = None) -> World:
 
 
 async def rebuild(
-    log: EventLog,
+    log: Log,
     *,
     until_seq: int | None = None,
     until_time: float | None = None,

@@ -152,13 +152,13 @@ class _Runner:
 
     async def _segment(self) -> _Crash | None:
         """One runtime's life: open it, drive the scenario until the end or a crash, then stop it."""
-        from eventlog import EventLog
+        from eventlog import open_log
 
         crash: _Crash | None = None
         live_world: Any = None
         last_seq = 0
-        async with EventLog.open(self.path, fingerprint=self.graph.fingerprint(), now=self.clock.now,
-                                 autocommit=False) as elog:
+        async with open_log(self.path, fingerprint=self.graph.fingerprint(), now=self.clock.now,
+                            autocommit=False) as elog:
             self.elog = elog
             ready = anyio.Event()
             stop = anyio.Event()
@@ -426,9 +426,9 @@ class _Runner:
     # -- crashes -----------------------------------------------------------------------------------------
     async def _after_crash(self, crash: _Crash, live: Any, last_seq: int) -> None:
         from actors import check_replay_fidelity, rebuild
-        from eventlog import EventLog
+        from eventlog import open_log
 
-        async with EventLog.open(self.path, writer=False) as reader:
+        async with open_log(self.path, writer=False) as reader:
             rebuilt = await rebuild(reader)
         diffs = [v.message for v in check_replay_fidelity(live, rebuilt)]
         lost_told = []

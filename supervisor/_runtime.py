@@ -61,15 +61,18 @@ from actors import (
 )
 from actors._want import Anchor
 from eventlog import (
-    DEFAULT_DURABILITY,
     CommandCompletedError,
     CommitError,
     Durability,
-    EventLog,
+    LeaseLost,
+    Log,
     LogClosedError,
     Record,
     WantbuildError,
     get_logger,
+    is_postgres,
+    log_label,
+    open_log,
 )
 
 from ._execution_glue import LocalExecution
@@ -132,7 +135,7 @@ class WantHandle:
 class Runtime:
     """The embedding API's object. Create it with :func:`open_runtime` (``wantbuild.open``)."""
 
-    def __init__(self, log_: EventLog, world: World, graph: Graph, clock: Clock, system: ActorSystem,
+    def __init__(self, log_: Log, world: World, graph: Graph, clock: Clock, system: ActorSystem,
                  hooks: Hooks, ids: IdSource, recovery: Recovery) -> None:
         self.log = log_
         self.world = world
@@ -144,6 +147,7 @@ class Runtime:
         self.recovery = recovery
         self.closing = False
         self.crashed = False
+        self.lease_lost: LeaseLost | None = None
         self._want_events: dict[str, anyio.Event] = {}
         self._settled = anyio.Event()
         self._committed: list[Committed] = []
@@ -483,14 +487,14 @@ async def open_runtime(
     serve_commands: bool = True,
     passivate_after: float | None = 0.0,
     autocommit: bool = True,
-    event_log: EventLog | None = None,
-    durability: Durability = DEFAULT_DURABILITY,
+    event_log: Log | None = None,
+    durability: Durability | None = None,
     faults: Faults | None = None,
     executor: Executor | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime on the log at ``path`` (created if missing) for ``graph``: ``async with`` it.
 
-    :param path: the event log (a SQLite file).
+    :param path: the event log: a SQLite file, or a ``postgresql://`` URL (see ``docs/deploy.md``).
     :param graph: the jobs; a log written for another graph raises ``FingerprintMismatch``.
     :param clock: where the runtime reads time and sleeps (default: the system clock; scenarios pass a virtual
         one).
@@ -505,9 +509,9 @@ async def open_runtime(
     :param autocommit: commit appends as they come (group commit); False leaves commits to the caller
         (``rt.log.commit()``), as the scenario runner does.
     :param event_log: run on this already-open log instead of opening ``path`` (the scenario runner's).
-    :param durability: what a commit survives: ``"process"`` (default: any death of the process; the last
-        commits can vanish on power loss or an OS crash) or ``"power"`` (those too; a disk flush per group commit).
-        See docs/eventlog.md.
+    :param durability: what a commit survives: ``"process"`` (any death of the process; the last commits can
+        vanish on power loss or an OS crash) or ``"power"`` (those too; a disk flush per group commit). Default:
+        the log's own (``"process"`` for a SQLite file, ``"power"`` for PostgreSQL). See docs/eventlog.md.
     :param faults: drills only: the :class:`actors.Faults` to inject.
     :param executor: where jobs without an executor of their own run (``DaskExecutor(client)``,
         ``RayExecutor(...)``); default: the graph's ``[executor]``, else the runtime's own processes.
@@ -520,8 +524,11 @@ async def open_runtime(
         raise TypeError(f"executor must be an executor (DaskExecutor(...), RayExecutor(...), LocalExecutor()), "
                         f"got {executor!r}")
     clock = clock if clock is not None else SystemClock()
-    path = Path(path)
-    logs = Path(log_dir) if log_dir is not None else path.parent / (path.name + ".logs")
+    if is_postgres(path):  # a database log: job output files go beside where the runtime runs
+        logs = Path(log_dir) if log_dir is not None else Path(log_label(path) + ".logs")
+    else:
+        path = Path(path)
+        logs = Path(log_dir) if log_dir is not None else path.parent / (path.name + ".logs")
     try:
         async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit, durability) as elog:
             world = await rebuild(elog)
@@ -565,7 +572,7 @@ def _gc_policy(enabled: bool) -> Iterator[None]:
 
 
 @asynccontextmanager
-async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, clock: Clock,
+async def _running(elog: Log, world: World, ids: IdSource, graph: Graph, clock: Clock,
                    policy: CollisionPolicy, logs: Path, passivate_after: float | None, serve_commands: bool,
                    shutdown_grace: float, faults: Faults | None,
                    default_executor: Executor | None) -> AsyncIterator[Runtime]:
@@ -609,6 +616,7 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
             if graph.schedules:
                 await rt.scheduler.ensure(graph.schedules.values(), "graph")
             tg.start_soon(rt.scheduler.run)
+            tg.start_soon(_stop_on_lease_lost, rt, tg.cancel_scope)
             try:
                 yield rt
             finally:
@@ -621,22 +629,42 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
                 with anyio.CancelScope(shield=True):
                     await execution.aclose("the runtime is closing")
         tg.cancel_scope.cancel()
+    if rt.lease_lost is not None:
+        raise rt.lease_lost
 
 
-def _namespace(elog: EventLog) -> str:
+async def _stop_on_lease_lost(rt: Runtime, scope: anyio.CancelScope) -> None:
+    """Another runtime took the log (or this one stalled past its lease): stop at once, acting no more.
+
+    Nothing this runtime appends can land any more, so it stops as a crashed one does (its jobs are stopped, no
+    shutdown events): the runtime that holds the lease now replays the log and carries on. The embedder's
+    ``async with`` body is cancelled and the block raises :class:`LeaseLost`.
+    """
+    err = await rt.log.wait_lease_lost()
+    log.error("lease lost: the runtime stops", error=str(err))
+    rt.lease_lost = err
+    rt.crashed = True
+    rt.closing = True
+    scope.cancel()
+
+
+def _namespace(elog: Log) -> str:
     """A short name of this log, part of every remote task's key: two runtimes on different logs may share a
-    cluster, and one log's restarted runtime finds the keys its predecessor used."""
-    return hashlib.sha256(str(Path(elog.path).resolve()).encode()).hexdigest()[:10]
+    cluster, and one log's restarted runtime finds the keys its predecessor used (a file by its absolute path,
+    a PostgreSQL log by its URL, password hidden, which names its server, database and schema)."""
+    where = elog.path if is_postgres(elog.path) else str(Path(elog.path).resolve())
+    return hashlib.sha256(where.encode()).hexdigest()[:10]
 
 
 @asynccontextmanager
-async def _maybe_log(given: EventLog | None, path: Path, graph: Graph, clock: Clock, accept: bool,
-                     autocommit: bool, durability: Durability) -> AsyncIterator[EventLog]:
+async def _maybe_log(given: Log | None, path: str | Path, graph: Graph, clock: Clock, accept: bool,
+                     autocommit: bool, durability: Durability | None) -> AsyncIterator[Log]:
     if given is not None:
         yield given
         return
-    async with EventLog.open(path, fingerprint=graph.fingerprint(), accept_fingerprint_change=accept,
-                             now=clock.now, autocommit=autocommit, durability=durability) as elog:
+    options = {} if durability is None else {"durability": durability}  # None: the backend's own default
+    async with open_log(path, fingerprint=graph.fingerprint(), accept_fingerprint_change=accept,
+                        now=clock.now, autocommit=autocommit, **options) as elog:
         yield elog
 
 

@@ -26,10 +26,13 @@ Errors all derive from :class:`WantbuildError`::
      │    ├── WriterFailedError         the log's writer stopped on a bug (also a RuntimeError)
      │    ├── LogClosedError            the log is closed (also a RuntimeError)
      │    ├── LogNotFoundError          no log at the path (also a FileNotFoundError)
+     │    ├── LogUnreachableError       the log's PostgreSQL server cannot be reached (a ConnectionError)
+     │    ├── LogAccessDenied           the server refused the user or password (a PermissionError)
      │    ├── ReadOnlyLogError          a write through a log opened with writer=False (or a read-only file)
      │    ├── CommandCompletedError     an inbox command completed twice (its effect is not applied again)
      │    ├── UnknownCommandError       no inbox command with that id (also a LookupError)
-     │    └── WriterLockedError         another process already writes this log
+     │    ├── WriterLockedError         another process already writes this log
+     │    └── LeaseLost                 this writer's lease expired or was taken: it may write no more
      ├── IllegalTransition (ValueError) an event a state machine does not accept in its current state
      ├── InvalidRef (ValueError)        a malformed partition ref (names the ref and the rule)
      ├── GraphError (ValueError)        a graph definition that cannot be used (names the job and the fix)
@@ -99,8 +102,11 @@ from eventlog import (
     EventLog,
     EventLogError,
     FingerprintMismatch,
+    LeaseLost,
+    LogAccessDenied,
     LogClosedError,
     LogNotFoundError,
+    LogUnreachableError,
     ReadOnlyLogError,
     Record,
     SchemaVersionError,
@@ -196,9 +202,12 @@ __all__ = [
     "JobContext",
     "JobRunState",
     "JobRunStatus",
+    "LeaseLost",
     "LocalExecutor",
+    "LogAccessDenied",
     "LogClosedError",
     "LogNotFoundError",
+    "LogUnreachableError",
     "MissingDeps",
     "NoJobForRef",
     "PartitionSet",

@@ -14,7 +14,7 @@ from actors import ScheduleState
 from supervisor import CATCH_UP, Runtime, Schedule, check_schedule, fire_times, load_graph
 from supervisor._schedules import NEVER_AFTER
 
-from .._access import load_world, runtime_active
+from .._access import Db, load_world, runtime_active
 from .._output import console, fmt_time, status_text
 from .app import db_option, emit_json, graph_option, json_option, run_async
 from .changes import change
@@ -44,7 +44,7 @@ def schedule() -> None:
 @db_option
 @json_option
 def schedule_add(name: str, cron: str, template: str, timezone: str, catch_up: str, priority: int, ttl: float | None,
-                 sla: float | None, graph_path: Path | None, timeout: float, db: Path, as_json: bool) -> int:
+                 sla: float | None, graph_path: Path | None, timeout: float, db: Db, as_json: bool) -> int:
     """Add schedule NAME: every fire of --cron in --timezone creates the want --want renders (exactly once)."""
     sched = Schedule(name, cron, template, timezone, catch_up, priority, ttl, sla)  # type: ignore[arg-type]
     # Checked here first (cron, timezone, template; against the graph when given): bad input writes nothing.
@@ -73,11 +73,11 @@ def _change_command(how: str, verb: str) -> Any:
     @click.option("--timeout", type=float, default=10.0, show_default=True)
     @db_option
     @json_option
-    def command(name: str, reason: str, graph_path: Path | None, timeout: float, db: Path, as_json: bool) -> int:
-        exists = db.exists()
+    def command(name: str, reason: str, graph_path: Path | None, timeout: float, db: Db, as_json: bool) -> int:
+        exists = not isinstance(db, Path) or db.exists()
 
         async def main() -> int:
-            if not runtime_active(db) and exists:
+            if exists and not await runtime_active(db):
                 world = await load_world(db)
                 if name not in world.schedules:
                     known = ", ".join(sorted(world.schedules)) or "none"
@@ -106,7 +106,7 @@ schedule_rm = _change_command("delete", "deleted")
 @schedule.command("list", short_help="List schedules: status, cron, last and next tick.")
 @db_option
 @json_option
-def schedule_list(db: Path, as_json: bool) -> None:
+def schedule_list(db: Db, as_json: bool) -> None:
     """List the schedules of the log, with their last and next tick."""
     world = run_async(lambda: load_world(db))
     rows = sorted(world.schedules.values(), key=lambda s: s.name)

@@ -14,7 +14,15 @@ from actors import InvalidRef, WantState, WantStatus, World, rebuild, validate_r
 from eventlog import Command, CommandState, Record
 from supervisor import Runtime, UnknownEntity, load_graph, parse_partition_set, read_refs
 
-from .._access import CliError, load_world, reader, rejected_since_previous, runtime_active, wait_for_command
+from .._access import (
+    CliError,
+    Db,
+    load_world,
+    reader,
+    rejected_since_previous,
+    runtime_active,
+    wait_for_command,
+)
 from .._output import (
     append_counts,
     command_dict,
@@ -64,7 +72,7 @@ def want() -> None:
 @db_option
 @json_option
 def want_create(specs: tuple[str, ...], from_file: TextIO | None, ttl: float | None, sla: float | None, anchor: str,
-                priority: int, comment: str, graph_path: Path | None, wait: bool, timeout: float, db: Path,
+                priority: int, comment: str, graph_path: Path | None, wait: bool, timeout: float, db: Db,
                 as_json: bool) -> int:
     """Want partitions built: each REF, each RANGE (daily/2026-01-01..2026-11-30, hourly/2026-11-02T00..23: START..END
     in place of one typed parameter of a job's output pattern), and the refs of --from-file.
@@ -91,13 +99,13 @@ def want_create(specs: tuple[str, ...], from_file: TextIO | None, ttl: float | N
         payload["priority"] = priority
 
     async def main() -> int:
-        if graph_path is not None and not runtime_active(db):
+        if graph_path is not None and not await runtime_active(db):
             graph = load_graph(graph_path)
             wanted = parse_partition_set(graph, ranges, refs=literal)
             with Interrupts() as interrupts:
                 return await build(db, graph, interrupts=interrupts, refs=wanted, ttl=ttl, sla=sla, comment=comment,
                                    as_json=as_json, priority=priority, anchor=anchor)
-        if wait and not runtime_active(db):
+        if wait and not await runtime_active(db):
             return await _queue_and_wait(db, payload, timeout, as_json)
         code, result = await change(db, None, "want", payload, timeout=timeout, as_json=as_json, quiet=wait,
                                     describe=lambda r: f"created want {r['want_id']} (through the running runtime)"
@@ -124,7 +132,7 @@ def _split_specs(specs: Sequence[str]) -> tuple[list[str], list[str]]:
     return literal, ranges
 
 
-async def _queue_and_wait(db: Path, payload: dict[str, Any], timeout: float, as_json: bool) -> int:
+async def _queue_and_wait(db: Db, payload: dict[str, Any], timeout: float, as_json: bool) -> int:
     """``want create --wait`` with no runtime running: queue the command, wait ``timeout`` s for a runtime to take it,
     then for the want to end. Never 0 unless the want was created and is Successful."""
     async with reader(db) as log:
@@ -145,7 +153,7 @@ async def _queue_and_wait(db: Path, payload: dict[str, Any], timeout: float, as_
     return await _wait_for_want(db, str(done.result["want_id"]), as_json)
 
 
-async def _wait_for_want(db: Path, want_id: str, as_json: bool) -> int:
+async def _wait_for_want(db: Db, want_id: str, as_json: bool) -> int:
     """After ``want create --wait``: follow the log until the want is terminal; exit 0 if it is Successful."""
     async with reader(db) as log:
         history = await log.history("want", want_id)
@@ -168,7 +176,7 @@ async def _wait_for_want(db: Path, want_id: str, as_json: bool) -> int:
     return 0 if state.status is WantStatus.SUCCESSFUL else 1
 
 
-def unknown_want(db: Path, want_id: str) -> UnknownEntity:
+def unknown_want(db: Db, want_id: str) -> UnknownEntity:
     return UnknownEntity(f"no want {want_id!r} in {db}; list them with `wantbuild want list --db {db}`")
 
 
@@ -178,7 +186,7 @@ def unknown_want(db: Path, want_id: str) -> UnknownEntity:
 @click.option("--active", is_flag=True, help="Only wants that are not terminal yet.")
 @db_option
 @json_option
-def want_list(statuses: tuple[str, ...], active: bool, db: Path, as_json: bool) -> None:
+def want_list(statuses: tuple[str, ...], active: bool, db: Db, as_json: bool) -> None:
     """List wants (oldest first), then the want commands that have no want: queued, or rejected by the runtime."""
 
     async def main() -> tuple[World, list[Command]]:
@@ -244,7 +252,7 @@ def _heading(title: str, counts: dict[str, int], shown: int) -> Text:
                    "status and the first ones not done).")
 @db_option
 @json_option
-def want_show(want_id: str, show_all: bool, db: Path, as_json: bool) -> int:
+def want_show(want_id: str, show_all: bool, db: Db, as_json: bool) -> int:
     """Show one want: its state, partitions, runs, derived wants and history.
 
     A large want is summarised: counts per status, and the first partitions, runs and derived wants that are not
@@ -351,7 +359,7 @@ def _show_command(cmd: Command, as_json: bool) -> int:
               help="Seconds to wait for the running runtime to answer.")
 @db_option
 @json_option
-def want_cancel(want_id: str, reason: str, graph_path: Path | None, timeout: float, db: Path, as_json: bool) -> int:
+def want_cancel(want_id: str, reason: str, graph_path: Path | None, timeout: float, db: Db, as_json: bool) -> int:
     """Cancel a want; runs that no active want needs any more are canceled too."""
 
     async def main() -> int:
