@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from eventlog import EventLog
+from eventlog import Log
 
 from ._clock import Clock
 from ._faults import Faults
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 class EntityEnv:
     """What every entity behaviour may need beyond its cell: the log, the World, the kernel, hooks, the clock."""
 
-    log: EventLog
+    log: Log
     world: World
     kernel: Kernel
     hooks: Hooks

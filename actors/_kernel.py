@@ -57,7 +57,7 @@ from typing import Any, ClassVar, Final
 import anyio
 import anyio.abc
 
-from eventlog import CommitError, Event, EventLog, Record, WantbuildError, get_logger
+from eventlog import CommitError, Event, Log, Record, WantbuildError, get_logger
 
 from ._actor import (
     ActorFailure,
@@ -349,7 +349,7 @@ class Kernel(FatalSink):
 
     _after_shutdown = "actor kernel failure after shutdown"
 
-    def __init__(self, log_: EventLog | None, world: World, clock: Clock, *, hooks: Hooks | None = None,
+    def __init__(self, log_: Log | None, world: World, clock: Clock, *, hooks: Hooks | None = None,
                  faults: Faults | None = None, max_restarts: int = 3, restart_window: float = 60.0,
                  ask_timeout: float | None = 30.0,
                  on_commit: Callable[[list[Committed]], None] | None = None,

@@ -13,23 +13,25 @@ from typing import Any, Literal, TypeAlias
 import anyio
 import anyio.abc
 
-from eventlog import CorruptLogError, Event, EventLog, Record
+from eventlog import CorruptLogError, Event, Log, Record
 
 from ._jobrun import JOB_RUN, JobRunState, JobRunStatus, apply_job_run
 from ._machine import IllegalTransition, Machine
 from ._partition import PARTITION, PartitionState, PartitionStatus, apply_partition
+from ._schedule import SCHEDULE, ScheduleState, apply_schedule
 from ._want import WANT, WantState, WantStatus, apply_want
 
-EntityKind: TypeAlias = Literal["want", "partition", "job_run"]
-KINDS: tuple[EntityKind, ...] = ("want", "partition", "job_run")
+EntityKind: TypeAlias = Literal["want", "partition", "job_run", "schedule"]
+KINDS: tuple[EntityKind, ...] = ("want", "partition", "job_run", "schedule")
 """The built-in entity kinds (:data:`MACHINES` also has the kinds added with :func:`register_entity_kind`)."""
-EntityState: TypeAlias = WantState | PartitionState | JobRunState
+EntityState: TypeAlias = WantState | PartitionState | JobRunState | ScheduleState
 
-MACHINES: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "job_run": JOB_RUN}
+MACHINES: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "job_run": JOB_RUN, "schedule": SCHEDULE}
 APPLY: dict[str, Callable[[Any, Event, str, float, int], Any]] = {
     "want": apply_want,
     "partition": apply_partition,
     "job_run": apply_job_run,
+    "schedule": apply_schedule,
 }
 
 
@@ -57,11 +59,12 @@ class World:
         self.wants: dict[str, WantState] = {}
         self.partitions: dict[str, PartitionState] = {}
         self.runs: dict[str, JobRunState] = {}
+        self.schedules: dict[str, ScheduleState] = {}
         self.last_seq = 0
         self.last_at = 0.0
         self.history: dict[tuple[str, str], list[Record]] | None = None
         self._tables: dict[str, dict[str, Any]] = {
-            "want": self.wants, "partition": self.partitions, "job_run": self.runs,
+            "want": self.wants, "partition": self.partitions, "job_run": self.runs, "schedule": self.schedules,
         }
         for kind in APPLY:  # kinds added with register_entity_kind
             self._tables.setdefault(kind, {})
@@ -96,6 +99,14 @@ class World:
         if seq > self.last_seq:
             self.last_seq = seq
             self.last_at = at
+
+    def copy(self) -> World:
+        """A shallow copy: the same (immutable) states in new tables."""
+        w = World()
+        for kind, table in self._tables.items():
+            w._tables[kind].update(table)
+        w.last_seq, w.last_at = self.last_seq, self.last_at
+        return w
 
     # -- queries ---------------------------------------------------------------------------------------
     def get(self, kind: str, entity_id: str) -> EntityState | None:
@@ -172,7 +183,7 @@ def fold(records: Iterable[Record], world: World | None = None) -> World:
 
 
 async def rebuild(
-    log: EventLog,
+    log: Log,
     *,
     until_seq: int | None = None,
     until_time: float | None = None,

@@ -177,6 +177,8 @@ def job_processes(tag: str) -> list[tuple[int, dict[str, str]]]:
                 continue
             with open(f"/proc/{pid}/environ", "rb") as f:
                 env = dict(kv.decode(errors="replace").partition("=")[::2] for kv in f.read().split(b"\0") if kv)
+            if not env:
+                continue  # exiting between the two reads: its memory (argv, environment) is already gone
             with open(f"/proc/{pid}/stat") as f:
                 if f.read().rsplit(")", 1)[1].split()[0] == "Z":
                     continue  # a zombie is not running

@@ -28,7 +28,7 @@ from eventlog import get_logger
 
 from ._execution import JobContext, RunOutcome, run_callable, run_command
 from ._fence import EXECUTOR, fence_local, process_handle
-from ._graph import Graph
+from ._graph import Graph, Job
 
 log = get_logger("wantbuild.execution")
 
@@ -42,10 +42,31 @@ class _Outcome:
     retry_delay: float = 0.0
 
 
+def job_params(job: Job, partitions: Sequence[str]) -> tuple[dict[str, str], ...]:
+    """The pattern parameters of each of ``partitions``, as the job's context gives them (``ctx.params``)."""
+    return tuple(dict(job.params(ref) or {}) for ref in partitions)
+
+
+def to_record(job: Job, attempt: int, outcome: RunOutcome) -> _Outcome:
+    """What the run's actor records for the job's ``outcome``: a failure carries its retry delay."""
+    delay = job.retry.delay(attempt) if outcome.status == "failed" else 0.0
+    return _Outcome(outcome.status, outcome.reason, tuple(outcome.missing), outcome.exit_code, delay)
+
+
+def tell_finished(system: Kernel, job_run_id: str, outcome: _Outcome) -> None:
+    """Give the run's actor its outcome; dropped when the runtime closed (its restart marks the run Lost)."""
+    try:
+        system.tell("job_run", job_run_id, Finished(outcome))
+    except ActorSystemClosed:
+        log.debug("outcome dropped: the runtime is closed", job_run_id=job_run_id, status=outcome.status)
+
+
 class LocalExecution:
     def __init__(self, graph: Graph, clock: Clock, log_dir: Path, system: Kernel,
-                 faults: Faults | None = None) -> None:
+                 faults: Faults | None = None, log_id: str = "") -> None:
         self.graph = graph
+        self.log_id = log_id
+        """The log this runtime runs on (``WANTBUILD_LOG`` in each job's environment; see ``_fence.py``)."""
         self.faults = faults
         self.clock = clock
         self.log_dir = log_dir
@@ -94,7 +115,7 @@ class LocalExecution:
 
     async def fence(self, runs: Sequence[JobRunState], grace: float = 2.0) -> list[str]:
         """Stop what the previous runtime's in-flight ``runs`` left running here; lines saying what was done."""
-        return await fence_local(runs, grace)
+        return await fence_local(runs, grace, self.log_id)
 
     async def aclose(self, reason: str) -> None:
         """Cancel every run still executing and wait until their tasks are gone."""
@@ -125,14 +146,14 @@ class LocalExecution:
             with scope:
                 if self.faults is not None:
                     self.faults.check("job", run.job, rid, run.job)
-                params = tuple(dict(job.params(ref) or {}) for ref in run.partitions)
-                ctx = JobContext(job_run_id=rid, job_name=run.job, partitions=run.partitions,
-                                 attempt=run.attempt, params=params, clock=self.clock,
+                ctx = JobContext(job_run_id=rid, job_name=run.job, partitions=run.partitions, attempt=run.attempt,
+                                 params=job_params(job, run.partitions), clock=self.clock,
                                  generations=run.generations)
                 if job.command is not None:
                     self.log_dir.mkdir(parents=True, exist_ok=True)
                     outcome = await run_command(job.command, ctx, log_dir=self.log_dir, timeout=job.timeout,
                                                 heartbeat_timeout=job.heartbeat_timeout,
+                                                env={"WANTBUILD_LOG": self.log_id} if self.log_id else None,
                                                 on_spawn=lambda pid: self._attached(rid, pid))
                 else:
                     assert job.run is not None
@@ -147,13 +168,9 @@ class LocalExecution:
         reason = self._cancel_reasons.pop(rid, None)
         if outcome is None or scope.cancel_called:
             outcome = RunOutcome(status="canceled", reason=reason or "canceled")
-        delay = job.retry.delay(run.attempt) if outcome.status == "failed" else 0.0
-        result = _Outcome(outcome.status, outcome.reason, tuple(outcome.missing), outcome.exit_code, delay)
+        result = to_record(job, run.attempt, outcome)
         self._outcomes[rid] = result
-        try:
-            self.system.tell("job_run", rid, Finished(result))
-        except ActorSystemClosed:  # the runtime crashed or closed meanwhile: restart marks the run Lost
-            log.debug("outcome dropped: the runtime is closed", job_run_id=rid, status=result.status)
+        tell_finished(self.system, rid, result)
 
     def _attached(self, job_run_id: str, pid: int) -> None:
         with contextlib.suppress(ActorSystemClosed):

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from eventlog_helpers import ThingChanged, ThingCreated, open_log
 
-from eventlog import CommitError, EventLogError, Record, WriterFailedError
+from eventlog import CommitError, EventLog, EventLogError, Record, WriterFailedError
 from eventlog import _log as log_module
 
 pytestmark = pytest.mark.timeout(30)
@@ -152,7 +152,7 @@ async def test_a_command_stays_pending_when_its_batch_cannot_commit(tmp_path: Pa
     path = tmp_path / "log.db"
     async with open_log(path) as log:
         cid = await log.submit_command("want", {"refs": ["a/1"]})
-        wdb = log._wdb
+        wdb = cast(EventLog, log)._wdb
         pages = (await wdb.execute_fetchall("PRAGMA page_count"))[0][0]
         await wdb.execute(f"PRAGMA max_page_count = {pages}")
         with pytest.raises(CommitError, match="database or disk is full"):

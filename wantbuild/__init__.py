@@ -26,14 +26,19 @@ Errors all derive from :class:`WantbuildError`::
      │    ├── WriterFailedError         the log's writer stopped on a bug (also a RuntimeError)
      │    ├── LogClosedError            the log is closed (also a RuntimeError)
      │    ├── LogNotFoundError          no log at the path (also a FileNotFoundError)
+     │    ├── LogUnreachableError       the log's PostgreSQL server cannot be reached (a ConnectionError)
+     │    ├── LogAccessDenied           the server refused the user or password (a PermissionError)
      │    ├── ReadOnlyLogError          a write through a log opened with writer=False (or a read-only file)
      │    ├── CommandCompletedError     an inbox command completed twice (its effect is not applied again)
      │    ├── UnknownCommandError       no inbox command with that id (also a LookupError)
-     │    └── WriterLockedError         another process already writes this log
+     │    ├── WriterLockedError         another process already writes this log
+     │    └── LeaseLost                 this writer's lease expired or was taken: it may write no more
      ├── IllegalTransition (ValueError) an event a state machine does not accept in its current state
      ├── InvalidRef (ValueError)        a malformed partition ref (names the ref and the rule)
      ├── GraphError (ValueError)        a graph definition that cannot be used (names the job and the fix)
      ├── NoJobForRef (LookupError)      no job of the graph produces the ref
+     ├── PartitionSetError (ValueError) a range or partition set that cannot be read (names the spec and the fix)
+     ├── ScheduleError (ValueError)     a schedule that cannot be used (cron, timezone, template)
      ├── UnknownJob (KeyError)          no job has that name
      ├── UnknownEntity (LookupError)    no want, partition or job run with that id
      ├── MissingDeps                    raised by a job: these upstream partitions are missing (not a failure)
@@ -45,10 +50,11 @@ Errors all derive from :class:`WantbuildError`::
      ├── UnknownActorKind (LookupError) no actor kind of that name is registered
      ├── AskTimeout (TimeoutError)      no reply from an actor in time
      ├── InjectedFault (RuntimeError)   raised on purpose by a Faults drill (``open(..., faults=...)``)
-     └── StaleFence (RuntimeError)      publish(): a newer generation of the partition is already published
+     ├── StaleFence (RuntimeError)      publish(): a newer generation of the partition is already published
+     └── ScenarioError (ValueError)     a scenario file that cannot be used (names the file, line and key)
 
-``ScenarioError`` (a scenario file that cannot be used) derives from it too; it lives with the scenario runner,
-``scenarios.ScenarioError``, which ``import wantbuild`` does not load.
+``ScenarioError`` lives with the scenario runner (``scenarios.ScenarioError``); ``wantbuild.ScenarioError`` loads
+it on first use, so ``import wantbuild`` does not pay for the runner.
 """
 
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
@@ -71,6 +77,8 @@ from actors import (
     InvalidRef,
     JobRunState,
     JobRunStatus,
+    PartitionSet,
+    PartitionSetError,
     PartitionState,
     PartitionStatus,
     ReplayError,
@@ -94,8 +102,11 @@ from eventlog import (
     EventLog,
     EventLogError,
     FingerprintMismatch,
+    LeaseLost,
+    LogAccessDenied,
     LogClosedError,
     LogNotFoundError,
+    LogUnreachableError,
     ReadOnlyLogError,
     Record,
     SchemaVersionError,
@@ -119,12 +130,15 @@ from supervisor import (
     Recovery,
     Runtime,
     RuntimeClosed,
+    Schedule,
+    ScheduleError,
     UnknownEntity,
     UnknownJob,
     WantHandle,
     explain,
     load_graph,
     open_runtime,
+    parse_partition_set,
 )
 
 from ._publish import StaleFence, fence_from_env, publish
@@ -188,11 +202,16 @@ __all__ = [
     "JobContext",
     "JobRunState",
     "JobRunStatus",
+    "LeaseLost",
     "LocalExecutor",
+    "LogAccessDenied",
     "LogClosedError",
     "LogNotFoundError",
+    "LogUnreachableError",
     "MissingDeps",
     "NoJobForRef",
+    "PartitionSet",
+    "PartitionSetError",
     "PartitionState",
     "PartitionStatus",
     "RayExecutor",
@@ -202,6 +221,9 @@ __all__ = [
     "ReplayError",
     "Runtime",
     "RuntimeClosed",
+    "ScenarioError",
+    "Schedule",
+    "ScheduleError",
     "SchemaVersionError",
     "StaleFence",
     "SystemClock",
@@ -223,9 +245,24 @@ __all__ = [
     "fence_from_env",
     "load_graph",
     "open",
+    "parse_partition_set",
     "publish",
     "rebuild",
     "validate_ref",
     "validate_refs",
     "web_app",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``wantbuild.ScenarioError``, imported on first use (the scenario runner is not loaded by ``import
+    wantbuild``)."""
+    if name == "ScenarioError":
+        from scenarios import ScenarioError
+
+        return ScenarioError
+    raise AttributeError(f"module 'wantbuild' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "ScenarioError"})

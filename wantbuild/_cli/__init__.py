@@ -23,6 +23,7 @@ from .publish import publish_command
 from .query import DIAGRAMS, diagram, events, explain, replay, status
 from .run import demo, restart, run
 from .scenario import scenario_command
+from .schedule import schedule
 from .taint import taint
 from .ui import ui
 from .want import want
@@ -41,6 +42,7 @@ cli.add_command(events)
 cli.add_command(replay)
 cli.add_command(diagram)
 cli.add_command(publish_command)
+cli.add_command(schedule)
 cli.add_command(ui)
 if (_scenario := scenario_command()) is not None:
     cli.add_command(_scenario, "scenario")

@@ -10,7 +10,7 @@ import click
 from actors import PartitionStatus
 from supervisor import Runtime
 
-from .._access import CliError, load_world
+from .._access import CliError, Db, load_world
 from .._output import short
 from .app import db_option, graph_option, json_option, refs_callback, run_async
 from .changes import change
@@ -24,7 +24,7 @@ from .changes import change
               help="Seconds to wait for the running runtime to answer.")
 @db_option
 @json_option
-def taint(refs: tuple[str, ...], reason: str, graph_path: Path | None, timeout: float, db: Path,
+def taint(refs: tuple[str, ...], reason: str, graph_path: Path | None, timeout: float, db: Db,
           as_json: bool) -> int:
     """Mark Live partitions Tainted ("do not read"): rebuilt when next wanted, at once if an active want covers
     them."""
