@@ -18,10 +18,13 @@ class MemoryCommits:
         self.last_seq = 0
         self._pending: list[tuple[asyncio.Future[Record], str, str, int, Any, float]] = []
 
-    async def append(self, kind: str, eid: str, expected: int, event: Any, at: float | None = None) -> Record:
+    async def append(self, kind: str, eid: str, expected: int, event: Any, at: float | None = None, *,
+                     command: Any = None) -> Record:
         return await self.submit(kind, eid, expected, event, at)
 
-    def submit(self, kind: str, eid: str, expected: int, event: Any, at: float | None = None) -> asyncio.Future[Record]:
+    def submit(self, kind: str, eid: str, expected: int, event: Any, at: float | None = None, *,
+               command: Any = None, new: bool = False) -> asyncio.Future[Record]:
+        """Queue the append; ``command`` (an inbox completion) and ``new`` (a hint) change nothing here."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Record] = loop.create_future()
         if not self._pending:

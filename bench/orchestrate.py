@@ -8,6 +8,8 @@ log on disk. One want covers all daily partitions (a backfill).
 chain: ``step/{i}`` needs ``step/{i-1}``, 1,000 deep, each link discovered as a missing dependency.
 
 growth = (time per partition at full size) / (time per partition at one tenth): 1.0 is linear.
+The ``*_cpu_*`` figures are the process's CPU time for the full-size case (on a shared machine they move less
+than wall time; the job runs' threads are included).
 Usage: python bench/orchestrate.py [--scale 1.0] [--repeat 1] [--split] [--default-gc] [--db postgresql://...]
 Last line: per_run_partitions_per_s=... batched_partitions_per_s=... peak_rss_mb=... growth_per_run=...
 growth_batched=... chain_ms_per_link=...
@@ -128,19 +130,30 @@ def main() -> None:
     only = set(a.only or ["per_run", "batched", "chain"])
     out: dict[str, float] = {}
 
+    cpu: list[float] = []  # the process's CPU seconds of the last med() call's runs (median)
+
     def med(f: object, *args: int) -> float:
-        return statistics.median(anyio.run(f, *args) for _ in range(a.repeat))  # type: ignore[arg-type]
+        walls: list[float] = []
+        cpus: list[float] = []
+        for _ in range(a.repeat):
+            c0 = time.process_time()
+            walls.append(anyio.run(f, *args))  # type: ignore[arg-type]
+            cpus.append(time.process_time() - c0)
+        cpu[:] = [statistics.median(cpus)]
+        return statistics.median(walls)
 
     if "per_run" in only:
         n = int(10_000 * a.scale)
         small, full = med(run_two_level, n // 10, 1), med(run_two_level, n, 1)
         out["per_run_partitions_per_s"] = n / full
+        out["per_run_cpu_us_per_partition"] = cpu[0] * 1e6 / n
         out["growth_per_run"] = (full / n) / (small / (n // 10))
         print(f"(a) one run per partition: {n // 10} in {small:.2f}s, {n} in {full:.2f}s -> {n / full:,.0f}/s")
     if "batched" in only:
         n = int(100_000 * a.scale)
         small, full = med(run_two_level, n // 10, 500), med(run_two_level, n, 500)
         out["batched_partitions_per_s"] = n / full
+        out["batched_cpu_us_per_partition"] = cpu[0] * 1e6 / n
         out["growth_batched"] = (full / n) / (small / (n // 10))
         print(f"(b) batches of 500: {n // 10} in {small:.2f}s, {n} in {full:.2f}s -> {n / full:,.0f}/s")
     if a.split and "batched" in only:
@@ -163,10 +176,12 @@ def main() -> None:
         depth = max(10, int(1000 * a.scale))
         dt = med(run_chain, depth)
         out["chain_ms_per_link"] = dt * 1000 / depth
+        out["chain_cpu_ms_per_link"] = cpu[0] * 1000 / depth
         print(f"chain of {depth}: {dt:.2f}s -> {dt * 1000 / depth:.2f} ms per link")
     out["peak_rss_mb"] = peak_rss_mb()
     keys = ["per_run_partitions_per_s", "batched_partitions_per_s", "peak_rss_mb", "growth_per_run",
-            "growth_batched", "chain_ms_per_link", "pg_batched_partitions_per_s", "pg_ratio_to_sqlite"]
+            "growth_batched", "chain_ms_per_link", "pg_batched_partitions_per_s", "pg_ratio_to_sqlite",
+            "per_run_cpu_us_per_partition", "batched_cpu_us_per_partition", "chain_cpu_ms_per_link"]
     print(" ".join(f"{k}={out[k]:.2f}" for k in keys if k in out))
 
 
