@@ -5,7 +5,8 @@
   and pure transition functions, shared by live actors and replay;
 - the entity actors that persist their transitions write-ahead, and the hooks that run after a commit;
 - replay: :class:`World` and :func:`rebuild` (time travel with ``until_seq`` / ``until_time``);
-- the invariants I1-I6.
+- the invariants I1-I7;
+- lineage: what each generation was built from (:func:`lineage`, :func:`stale`), and the Taint entity.
 """
 
 from ._actor import (
@@ -53,6 +54,7 @@ from ._entity_actors import (
     WantActor,
 )
 from ._faults import FAULT_POINTS, FaultPoint, FaultRule, Faults, InjectedFault
+from ._filters import EventFilter, compile_pattern
 from ._invariants import InvariantChecker, Violation, check_log, check_records, check_replay_fidelity
 from ._jobrun import (
     JOB_RUN,
@@ -69,6 +71,22 @@ from ._jobrun import (
     JobRunSucceeded,
     apply_job_run,
 )
+from ._lineage import (
+    LineageDirection,
+    LineageGraph,
+    LineageIndex,
+    LineageNode,
+    NeverBuilt,
+    Stale,
+    TaintedRead,
+    builder_of,
+    inputs_of,
+    lineage,
+    newer_inputs,
+    outputs_of,
+    stale,
+    tainted_reads,
+)
 from ._machine import IllegalTransition, Machine
 from ._partition import (
     LEASABLE,
@@ -77,6 +95,7 @@ from ._partition import (
     PartitionFailed,
     PartitionLive,
     PartitionMissing,
+    PartitionRestored,
     PartitionState,
     PartitionStatus,
     PartitionTainted,
@@ -85,6 +104,16 @@ from ._partition import (
     apply_partition,
 )
 from ._refs import InvalidRef, validate_ref, validate_refs
+from ._taint import (
+    TAINT,
+    TaintApplied,
+    TaintCanceled,
+    TaintCreated,
+    TaintRestored,
+    TaintState,
+    TaintStatus,
+    apply_taint,
+)
 from ._want import (
     WANT,
     WantBuilding,
@@ -113,6 +142,7 @@ __all__ = [
     "PARTITION",
     "POLICIES",
     "RUNNING",
+    "TAINT",
     "WANT",
     "Abandon",
     "Actor",
@@ -132,6 +162,7 @@ __all__ = [
     "EntityActor",
     "EntityEnv",
     "EntityState",
+    "EventFilter",
     "Execution",
     "FailUpstream",
     "FaultPoint",
@@ -158,16 +189,22 @@ __all__ = [
     "JobRunStatus",
     "JobRunSucceeded",
     "LeaseReply",
+    "LineageDirection",
+    "LineageGraph",
+    "LineageIndex",
+    "LineageNode",
     "Machine",
     "MarkLost",
     "MarkSlaMissed",
     "MoveWant",
+    "NeverBuilt",
     "Outcome",
     "PartitionActor",
     "PartitionBuilding",
     "PartitionFailed",
     "PartitionLive",
     "PartitionMissing",
+    "PartitionRestored",
     "PartitionState",
     "PartitionStatus",
     "PartitionTainted",
@@ -181,8 +218,16 @@ __all__ = [
     "RetryLeases",
     "RunEnded",
     "SettleBuild",
+    "Stale",
     "SystemClock",
     "Taint",
+    "TaintApplied",
+    "TaintCanceled",
+    "TaintCreated",
+    "TaintRestored",
+    "TaintState",
+    "TaintStatus",
+    "TaintedRead",
     "UnknownActorKind",
     "UpstreamReady",
     "Violation",
@@ -202,12 +247,21 @@ __all__ = [
     "World",
     "apply_job_run",
     "apply_partition",
+    "apply_taint",
     "apply_want",
+    "builder_of",
     "check_log",
     "check_records",
     "check_replay_fidelity",
+    "compile_pattern",
     "fold",
+    "inputs_of",
+    "lineage",
+    "newer_inputs",
+    "outputs_of",
     "rebuild",
+    "stale",
+    "tainted_reads",
     "validate_ref",
     "validate_refs",
 ]

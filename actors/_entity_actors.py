@@ -192,6 +192,21 @@ class Outcome(Protocol):
     @property
     def exit_code(self) -> int | None: ...
 
+    # Optional (read with getattr): ``read`` (ref -> generation), ``into`` (input -> the partitions it fed),
+    # ``failed`` (ref -> reason: a succeeded batch's partitions that could not be built), ``retry_delay``.
+
+
+def _lineage(outcome: Outcome) -> dict[str, Any]:
+    """The lineage fields of a run's terminal event, from what its execution reported."""
+    fields: dict[str, Any] = {}
+    read = getattr(outcome, "read", None)
+    if read:
+        fields["read"] = dict(read)
+        into = getattr(outcome, "into", None)
+        if into:
+            fields["into"] = {k: tuple(v) for k, v in into.items()}
+    return fields
+
 
 MESSAGES: Final[dict[str, tuple[str, ...]]] = {
     "want": ("CreateWant", "MoveWant", "EndWant", "MarkSlaMissed", "GetState"),
@@ -491,7 +506,11 @@ class JobRunActor(EntityActor[JobRunState]):
             return st
         delay = float(getattr(outcome, "retry_delay", 0.0) or 0.0)
         if outcome.status == "succeeded":
-            await self.persist(JobRunSucceeded())
+            fields = _lineage(outcome)
+            failed = dict(getattr(outcome, "failed", None) or {})
+            if failed:  # some partitions of the batch failed: a retry builds only those
+                fields.update(failed=failed, will_retry=st.attempt < st.max_attempts, retry_delay=delay)
+            await self.persist(JobRunSucceeded(**fields))
         elif outcome.status == "dep_miss":
             stale = self._live_before_start(st, outcome.missing)
             if stale is not None:
@@ -505,7 +524,8 @@ class JobRunActor(EntityActor[JobRunState]):
             await self.persist(JobRunCanceled(reason=outcome.reason or "canceled"))
         else:
             await self.persist(JobRunFailed(reason=outcome.reason, exit_code=outcome.exit_code,
-                                            will_retry=st.attempt < st.max_attempts, retry_delay=delay))
+                                            will_retry=st.attempt < st.max_attempts, retry_delay=delay,
+                                            **_lineage(outcome)))
         self.execution.release(self.key)
         return await self._settle_and_report()
 
@@ -543,8 +563,17 @@ class JobRunActor(EntityActor[JobRunState]):
         extra = SettleBuild(st.job_run_id, "missing", reason=f"run {st.job_run_id} started without it")
         holders = [ref for ref in dict.fromkeys((*st.partitions, *st.planned))
                    if world.partition(ref).lease == st.job_run_id]
+        failed = st.failed  # a Succeeded batch's partitions that the job reported failed
+
+        def settle(ref: str) -> SettleBuild:
+            if ref not in built:
+                return extra
+            if ref in failed:
+                return SettleBuild(st.job_run_id, "failed", reason=failed[ref], final=not st.will_retry)
+            return msg
+
         if holders:
-            replies = await self._ask_all(holders, lambda r: msg if r in built else extra)
+            replies = await self._ask_all(holders, settle)
             for ref, reply in zip(holders, replies, strict=True):
                 if isinstance(reply, ActorStopped):
                     log.error("partition not settled: its actor is stopped", ref=ref, run=st.job_run_id,

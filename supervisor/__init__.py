@@ -1,6 +1,6 @@
 """The coordinating actor, the job graph, job execution, and the runtime that ties them together."""
 
-from ._execution import JobContext, MissingDeps, RunOutcome, run_callable, run_command
+from ._execution import JobContext, JobProtocolError, MissingDeps, RunOutcome, run_callable, run_command
 from ._explain import Explanation, explain
 from ._graph import Graph, GraphError, Job, NoJobForRef, Pattern, Retry, UnknownJob
 from ._graph_toml import load_graph
@@ -14,6 +14,7 @@ __all__ = [
     "GraphError",
     "Job",
     "JobContext",
+    "JobProtocolError",
     "MissingDeps",
     "NoJobForRef",
     "Pattern",

@@ -17,18 +17,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import anyio
 
-from actors import RUNNING, ActorSystem, ActorSystemClosed, Attached, Clock, Faults, Finished, JobRunState
+from actors import (
+    RUNNING,
+    ActorSystem,
+    ActorSystemClosed,
+    Attached,
+    Clock,
+    Faults,
+    Finished,
+    InvalidRef,
+    JobRunState,
+    World,
+)
 from eventlog import get_logger
 
-from ._execution import JobContext, RunOutcome, run_callable, run_command
+from ._execution import (
+    JobContext,
+    JobProtocolError,
+    MissingDeps,
+    ReadResolver,
+    RunOutcome,
+    _dep_miss_outcome,
+    run_callable,
+    run_command,
+)
 from ._fence import EXECUTOR, fence_local, process_handle
-from ._graph import Graph
+from ._graph import Graph, NoJobForRef
 
 log = get_logger("wantbuild.execution")
 
@@ -40,12 +60,17 @@ class _Outcome:
     missing: tuple[str, ...]
     exit_code: int | None
     retry_delay: float = 0.0
+    read: dict[str, int] = field(default_factory=dict)
+    into: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 class LocalExecution:
     def __init__(self, graph: Graph, clock: Clock, log_dir: Path, system: ActorSystem,
-                 faults: Faults | None = None) -> None:
+                 faults: Faults | None = None, world: World | None = None) -> None:
         self.graph = graph
+        self.world = world
+        self._resolve_read = _resolver(graph, world) if world is not None else None
         self.faults = faults
         self.clock = clock
         self.log_dir = log_dir
@@ -125,13 +150,15 @@ class LocalExecution:
                 params = tuple(dict(job.params(ref) or {}) for ref in run.partitions)
                 ctx = JobContext(job_run_id=rid, job_name=run.job, partitions=run.partitions,
                                  attempt=run.attempt, params=params, clock=self.clock,
-                                 generations=run.generations)
-                if job.command is not None:
+                                 generations=run.generations, resolve_read=self._resolve_read)
+                # Static dependencies are read for the job; one that is not Live (any more) is a DepMiss.
+                outcome = _read_static_deps(self.graph, ctx) if job.deps is not None else None
+                if outcome is None and job.command is not None:
                     self.log_dir.mkdir(parents=True, exist_ok=True)
                     outcome = await run_command(job.command, ctx, log_dir=self.log_dir, timeout=job.timeout,
                                                 heartbeat_timeout=job.heartbeat_timeout,
                                                 on_spawn=lambda pid: self._attached(rid, pid))
-                else:
+                elif outcome is None:
                     assert job.run is not None
                     outcome = await run_callable(job.run, ctx, timeout=job.timeout,
                                                  heartbeat_timeout=job.heartbeat_timeout)
@@ -144,8 +171,9 @@ class LocalExecution:
         reason = self._cancel_reasons.pop(rid, None)
         if outcome is None or scope.cancel_called:
             outcome = RunOutcome(status="canceled", reason=reason or "canceled")
-        delay = job.retry.delay(run.attempt) if outcome.status == "failed" else 0.0
-        result = _Outcome(outcome.status, outcome.reason, tuple(outcome.missing), outcome.exit_code, delay)
+        delay = job.retry.delay(run.attempt) if outcome.status == "failed" or outcome.failed else 0.0
+        result = _Outcome(outcome.status, outcome.reason, tuple(outcome.missing), outcome.exit_code, delay,
+                          dict(outcome.read), dict(outcome.into), dict(outcome.failed))
         self._outcomes[rid] = result
         try:
             await self.system.tell("job_run", rid, Finished(result))
@@ -163,3 +191,36 @@ class LocalExecution:
         with contextlib.suppress(ActorSystemClosed):
             await self.system.tell("job_run", job_run_id, msg)
 
+
+
+def _resolver(graph: Graph, world: World) -> ReadResolver:
+    """What ``ctx.read`` asks: the partition's status and generation in the World, now; a malformed ref or one no
+    job produces is a :class:`JobProtocolError` (the run fails with it)."""
+    partitions = world.partitions
+    job_of = graph.job_of
+
+    def resolve(ref: str) -> tuple[str, int]:
+        try:
+            job_of(ref)  # remembered per ref: a dict lookup after the first read
+        except (InvalidRef, NoJobForRef) as e:
+            raise JobProtocolError(f"cannot read {ref!r}: {e}") from None
+        st = partitions.get(ref)
+        return ("Missing", 0) if st is None else (str(st.status), st.generation)
+
+    return resolve
+
+
+def _read_static_deps(graph: Graph, ctx: JobContext) -> RunOutcome | None:
+    """Static dependencies count as read: each partition's are read into it before the job starts. None if they
+    are all Live; else the DepMiss outcome naming those that are not (tainted or rebuilt since it was planned)."""
+    missing: list[str] = []
+    for ref in ctx.partitions:
+        deps = graph.static_deps(ref)
+        if deps:
+            try:
+                ctx.read_many(deps, into=ref)
+            except MissingDeps as e:
+                missing.extend(e.refs)
+    if not missing:
+        return None
+    return ctx._outcome(_dep_miss_outcome(MissingDeps(list(dict.fromkeys(missing))), ctx.log), on_its_own=True)

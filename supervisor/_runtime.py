@@ -31,22 +31,28 @@ from actors import (
     CreateWant,
     EndWant,
     EntityEnv,
+    EventFilter,
     Faults,
     Hooks,
     IllegalTransition,
     JobRunActor,
     JobRunState,
+    LineageDirection,
+    LineageGraph,
     MarkLost,
     PartitionActor,
     PartitionState,
     PartitionStatus,
+    Stale,
     SystemClock,
     Taint,
     WantActor,
     WantCreated,
     WantState,
     World,
+    lineage,
     rebuild,
+    stale,
     validate_refs,
 )
 from eventlog import (
@@ -125,6 +131,7 @@ class Runtime:
         self.closing = False
         self.crashed = False
         self._want_events: dict[str, anyio.Event] = {}
+        self._run_events: dict[str, anyio.Event] = {}
         self._settled = anyio.Event()
         self._committed: list[Committed] = []
         self.failures: list[ActorFailure] = []
@@ -170,6 +177,25 @@ class Runtime:
                 raise IllegalTransition("partition", ref, st.status, "PartitionTainted",
                                         "only a Live partition can be tainted")
         return [await self.system.ask("partition", ref, Taint(reason)) for ref in refs_t]
+
+    async def cancel_run(self, job_run_id: str, reason: str = "canceled by request",
+                         timeout: float | None = None) -> JobRunState:
+        """Cancel one job run (its process killed) and return its state once it is recorded ``Canceled``.
+
+        Its partitions go back to Missing; the wants it served stay active, so the supervisor plans those
+        partitions again in a new run (cancel the want to stop building them). A run that has already ended is
+        left as it is and its state returned (check ``.status``). :class:`UnknownEntity` if there is no such
+        run; ``TimeoutError`` after ``timeout`` seconds."""
+        self._check_open()
+        st = self.get_run(job_run_id)
+        if st.terminal:
+            return st
+        ev = self._run_events.setdefault(job_run_id, anyio.Event())
+        await self.system.ask("job_run", job_run_id, CancelRun(reason))
+        with anyio.fail_after(timeout):
+            if not self.get_run(job_run_id).terminal:
+                await ev.wait()
+        return self.get_run(job_run_id)
 
     async def wait_want(self, want_id: str, timeout: float | None = None) -> WantState:
         """Wait until the want is terminal and return that state (``handle.done()`` calls this); ``TimeoutError``
@@ -245,18 +271,66 @@ class Runtime:
         return sorted((r for r in self.world.runs.values() if not statuses or r.status in statuses),
                       key=lambda r: r.job_run_id)
 
-    async def history(self, kind: str, entity_id: str) -> list[Record]:
-        return await self.log.history(kind, entity_id)
+    async def history(self, kind: str | None = None, entity_id: str | None = None, *, refs: Iterable[str] = (),
+                      patterns: Iterable[str] = (), jobs: Iterable[str] = (), runs: Iterable[str] = (),
+                      wants: Iterable[str] = (), types: Collection[str] | None = None,
+                      until_seq: int | None = None) -> list[Record]:
+        """Committed events in ``seq`` order: one entity's (``kind``, ``entity_id``), or those the filters keep
+        (by partition ref or ref pattern, job, run, want, event type; see :class:`actors.EventFilter`).
+
+        ``rt.history("partition", "daily/1")`` is one entity's history; ``rt.history(refs=["daily/1"])`` adds
+        the events of the runs that built it and of the wants and taints that name it."""
+        flt = EventFilter(refs=refs, patterns=patterns, jobs=jobs, runs=runs, wants=wants, types=types)
+        if kind is not None and entity_id is not None and flt.empty:
+            return await self.log.history(kind, entity_id, until_seq=until_seq)
+        out: list[Record] = []
+        async for rec in self.log.read(1, until_seq=until_seq, kinds=None if kind is None else [kind],
+                                       entity_id=entity_id):
+            if flt(rec):
+                out.append(rec)
+        return out
 
     def events(self, from_seq: int | None = None, *, kinds: Collection[str] | None = None,
-               entity_id: str | None = None, types: Collection[str] | None = None) -> AsyncIterator[Record]:
+               entity_id: str | None = None, types: Collection[str] | None = None, refs: Iterable[str] = (),
+               patterns: Iterable[str] = (), jobs: Iterable[str] = (), runs: Iterable[str] = (),
+               wants: Iterable[str] = ()) -> AsyncIterator[Record]:
         """Committed events from ``from_seq`` on, following new ones as they commit (stop by breaking out).
 
         Without ``from_seq`` it starts after the last event committed when ``events()`` is *called*, not when
         iteration begins: ``it = rt.events()``, then ``await rt.want(...)``, then ``async for rec in it`` sees
-        that want's ``WantCreated``. ``from_seq=1`` replays the whole log first."""
+        that want's ``WantCreated``. ``from_seq=1`` replays the whole log first. ``refs``, ``patterns``,
+        ``jobs``, ``runs`` and ``wants`` filter as :class:`actors.EventFilter` says (``patterns=["daily/*"]``:
+        everything about the daily partitions, their runs included)."""
         start = self.log.last_seq + 1 if from_seq is None else from_seq
-        return self.log.follow(start, kinds=kinds, entity_id=entity_id, types=types)
+        flt = EventFilter(refs=refs, patterns=patterns, jobs=jobs, runs=runs, wants=wants)
+        if flt.empty:
+            return self.log.follow(start, kinds=kinds, entity_id=entity_id, types=types)
+        if start > 1:
+            flt.seed(self.world)  # what the runs and wants it has not seen build and name
+        return _filtered(self.log.follow(start, kinds=kinds, entity_id=entity_id, types=types), flt)
+
+    # -- lineage ----------------------------------------------------------------------------------------
+    async def lineage(self, ref: str, *, direction: LineageDirection = "up", depth: int | None = None,
+                      generation: int | None = None, until: int | float | None = None) -> LineageGraph:
+        """What ``ref`` was built from (``direction="up"``) or what was built from it (``"down"``), by generation,
+        ``depth`` levels at most (None: all): an :class:`actors.LineageGraph` (``.nodes``, ``.edges``,
+        ``.to_dict()``, ``.mermaid()``).
+
+        ``generation`` picks a past generation of ``ref`` (default: its current one). ``until``, a ``seq``
+        (int) or a clock time (float), answers from the World as it was then (replayed from the log). Raises
+        :class:`actors.NeverBuilt` for a generation no run built."""
+        ref = validate_refs([ref])[0]
+        world = self.world
+        if until is not None:
+            if isinstance(until, bool) or not isinstance(until, int | float):
+                raise TypeError(f"until is a seq (int) or a clock time (float), got {until!r}")
+            world = await rebuild(self.log, until_seq=until if isinstance(until, int) else None,
+                                  until_time=until if isinstance(until, float) else None)
+        return lineage(world, ref, direction=direction, depth=depth, generation=generation)
+
+    def stale(self) -> list[Stale]:
+        """Live partitions built from inputs that have since been rebuilt (a newer generation is Live)."""
+        return stale(self.world)
 
     async def explain(self, ref: str) -> Any:
         from ._explain import explain
@@ -294,6 +368,9 @@ class Runtime:
         elif kind == "job_run":
             if new.terminal:
                 self._settled.set()
+                run_ev = self._run_events.pop(rec.entity_id, None)
+                if run_ev is not None:
+                    run_ev.set()
             return  # the supervisor hears of runs through RunEnded, sent once partitions are settled
         # Buffered, and told as one batch from a callback queued now: it runs before any actor resumed by
         # this commit can tell the supervisor something else, so the order of notifications is kept.
@@ -344,6 +421,12 @@ class Runtime:
             self.system.try_tell(*SUPERVISOR, Recover())
         else:
             self.system.try_tell(*SUPERVISOR, GaveUp(kind, key, reason))
+
+
+async def _filtered(records: AsyncIterator[Record], flt: EventFilter) -> AsyncIterator[Record]:
+    async for rec in records:
+        if flt(rec):
+            yield rec
 
 
 async def _recover_runs(system: ActorSystem, world: World) -> tuple[list[str], list[str]]:
@@ -467,7 +550,7 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
         async with system:
             env = EntityEnv(elog, world, system, hooks, clock, faults)
             timers = Timers(tg, system, clock)
-            execution = LocalExecution(graph, clock, logs, system, faults)
+            execution = LocalExecution(graph, clock, logs, system, faults, world)
             pending = Pending()
             system.register("want", lambda key: WantActor(key, env))
             # A partition's next message (its settlement) comes a whole job run after its lease: no linger
@@ -570,4 +653,8 @@ async def _run_command(rt: Runtime, command_id: int, name: str, payload: Mapping
     if name == "taint":
         sts = await rt.taint(payload["refs"], payload.get("reason", "tainted from the CLI"))
         return {"ok": True, "partitions": [s.ref for s in sts]}
+    if name == "cancel_run":
+        run = await rt.cancel_run(payload["job_run_id"], payload.get("reason", "canceled from the CLI"),
+                                  timeout=payload.get("timeout"))
+        return {"ok": True, "job_run_id": run.job_run_id, "status": str(run.status)}
     return {"ok": False, "error": f"unknown command {name!r}"}

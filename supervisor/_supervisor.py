@@ -585,7 +585,8 @@ class Supervisor(Actor[Any]):
         self.to_schedule = True
         if run.status is JobRunStatus.DEP_MISS:
             await self._on_dep_miss(run)
-        elif run.status is JobRunStatus.FAILED and run.will_retry:
+        elif run.will_retry and run.status in (JobRunStatus.FAILED, JobRunStatus.SUCCEEDED):
+            # A failed run, or a batch that reported some partitions failed: retry what failed, after backoff.
             # The partitions it failed and nothing has leased since (a second report finds them leased).
             waiting = [ref for ref in run.partitions if (p := self.world.partition(ref)).status is P.FAILED
                        and not p.final]
@@ -850,7 +851,7 @@ class Supervisor(Actor[Any]):
                 for ref, _holder in run.deferred_on:
                     self.deferred.setdefault(ref, set()).add(rid)
                 continue
-            if run.status is JobRunStatus.FAILED and run.will_retry and rid not in retried:
+            if run.will_retry and run.status in (JobRunStatus.FAILED, JobRunStatus.SUCCEEDED) and rid not in retried:
                 waiting = [ref for ref in run.partitions if world.partition(ref).status is P.FAILED
                            and not world.partition(ref).final]
                 if waiting:

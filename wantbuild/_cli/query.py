@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.text import Text
 
-from actors import JOB_RUN, KINDS, PARTITION, WANT, InvalidRef, Machine, check_log, rebuild, validate_refs
+from actors import JOB_RUN, KINDS, PARTITION, TAINT, WANT, InvalidRef, Machine, check_log, rebuild, validate_refs
 from eventlog import REGISTRY, Record
 from supervisor import explain as explain_ref
 from supervisor import load_graph, valid_choices
@@ -19,7 +19,7 @@ from .._output import console, dumps, event_line, explanation_text, fmt_time, pr
 from .._signals import Interrupts
 from .app import db_option, emit_json, error, graph_option, json_option, run_async
 
-DIAGRAMS: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "jobrun": JOB_RUN}
+DIAGRAMS: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "jobrun": JOB_RUN, "taint": TAINT}
 
 
 @click.command(short_help="Entities per status, active wants, runs in flight.")

@@ -1,0 +1,411 @@
+"""Lineage: which generation of which partition was built from which, derived from what runs read.
+
+A Succeeded run records what it read (``JobRunSucceeded.read``: ``ref -> generation``, with ``into`` for
+inputs that fed only some of its partitions). A *node* is one generation of one partition, ``(ref,
+generation)``; an edge goes from an input generation to an output generation that a run built from it.
+
+:class:`LineageIndex` is kept by the :class:`~actors.World` as runs succeed (replay and live alike): two
+reverse maps, ``readers`` (an input ref -> the Succeeded runs that read it) and ``builders`` (a ref -> the
+Succeeded runs that built it). Everything else (the generations, the ``into`` narrowing) is read from the
+runs themselves, so the index costs one entry per ref, not per edge. Queries walk it breadth-first:
+
+- :func:`lineage` ``(world, ref, direction="up"|"down", depth=None)``: a :class:`LineageGraph`;
+- :func:`stale` ``(world)``: Live partitions whose inputs have since been rebuilt;
+- :func:`tainted_reads` ``(world)``: Live partitions built from a generation that is Tainted now (I7).
+
+Time travel is a World rebuilt up to a ``seq`` or a time (``rebuild(log, until_seq=...)``): its index is the
+lineage as it was known then.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from eventlog import WantbuildError
+
+from ._jobrun import JobRunState, JobRunStatus
+from ._partition import PartitionStatus
+
+if TYPE_CHECKING:
+    from ._world import World
+
+P = PartitionStatus
+LineageDirection = Literal["up", "down"]
+"""``up``: what a partition was built from; ``down``: what was built from it."""
+
+
+class NeverBuilt(WantbuildError, LookupError):
+    """A lineage query on a partition (or generation) that no run ever built."""
+
+
+def _add(index: dict[str, str | list[str]], key: str, value: str) -> None:
+    cur = index.get(key)
+    if cur is None:
+        index[key] = value
+    elif isinstance(cur, str):
+        if cur != value:
+            index[key] = [cur, value]
+    elif value not in cur:
+        cur.append(value)
+
+
+def _iter(value: str | list[str] | None) -> tuple[str, ...] | list[str]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return value
+
+
+class LineageIndex:
+    """The reverse maps lineage queries walk; fed one Succeeded run at a time (:meth:`add_run`).
+
+    A value is a run id, or a list of them when several runs read (or built) the same ref: most refs have one,
+    and a million one-element lists would cost tens of MB.
+    """
+
+    __slots__ = ("builders", "readers")
+
+    def __init__(self) -> None:
+        self.readers: dict[str, str | list[str]] = {}
+        self.builders: dict[str, str | list[str]] = {}
+
+    def add_run(self, run: JobRunState) -> None:
+        """Index a run that has just Succeeded."""
+        rid = run.job_run_id
+        readers = self.readers
+        for ref in run.read:
+            _add(readers, ref, rid)
+        builders = self.builders
+        for ref in run.built():
+            _add(builders, ref, rid)
+
+    def reader_runs(self, ref: str) -> tuple[str, ...] | list[str]:
+        """The Succeeded runs that read ``ref`` (any generation), in the order they ended."""
+        return _iter(self.readers.get(ref))
+
+    def builder_runs(self, ref: str) -> tuple[str, ...] | list[str]:
+        """The Succeeded runs that built ``ref``, oldest first."""
+        return _iter(self.builders.get(ref))
+
+    def __len__(self) -> int:
+        return len(self.builders)
+
+
+# -- one step up or down -----------------------------------------------------------------------------------
+
+
+def builder_of(world: World, ref: str, generation: int) -> JobRunState | None:
+    """The Succeeded run that built generation ``generation`` of ``ref``, or None."""
+    for rid in world.lineage.builder_runs(ref):
+        run = world.runs.get(rid)
+        if run is not None and run.generation_of(ref) == generation:
+            return run
+    return None
+
+
+def inputs_of(world: World, ref: str, generation: int) -> dict[str, int]:
+    """What generation ``generation`` of ``ref`` was built from: ``input ref -> generation``."""
+    run = builder_of(world, ref, generation)
+    return {} if run is None else run.read_into(ref)
+
+
+def outputs_of(world: World, ref: str, generation: int,
+               positions: dict[str, dict[str, int]] | None = None) -> Iterator[tuple[str, int, JobRunState]]:
+    """``(output ref, its generation, the run)`` for every generation built from ``ref``'s ``generation``.
+
+    ``positions`` caches each run's ``ref -> index`` across calls (a walk over a batch's outputs)."""
+    for rid in world.lineage.reader_runs(ref):
+        run = world.runs.get(rid)
+        if run is None or run.read.get(ref) != generation:
+            continue
+        outs = run.into.get(ref)
+        if outs is None:
+            outs = run.built()
+        gens = run.generations
+        if len(outs) == 1 and len(run.partitions) <= 8:
+            pos: dict[str, int] | None = None
+        else:
+            cache = positions if positions is not None else {}
+            pos = cache.get(rid)
+            if pos is None:
+                pos = cache[rid] = {p: i for i, p in enumerate(run.partitions)}
+        for out in outs:
+            if out in run.failed:
+                continue
+            i = pos.get(out) if pos is not None else (run.partitions.index(out) if out in run.partitions else None)
+            if i is not None and i < len(gens):
+                yield out, gens[i], run
+
+
+# -- a whole query ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LineageNode:
+    """One generation of one partition in a lineage answer."""
+
+    ref: str
+    generation: int
+    level: int
+    """Lineage levels from the queried node (0: the node itself)."""
+    status: str
+    """The partition's status if this is its current generation, else ``Superseded``."""
+    current_generation: int
+    run: str | None = None
+    """The run that built this generation (None: never built by a run this log knows)."""
+    job: str | None = None
+    built_at: float | None = None
+    stale: bool = False
+    """Current and Live, but an input has since been rebuilt."""
+    tainted_by: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.ref}@{self.generation}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ref": self.ref, "generation": self.generation, "level": self.level, "status": self.status,
+                "current_generation": self.current_generation, "run": self.run, "job": self.job,
+                "built_at": self.built_at, "stale": self.stale, "tainted_by": self.tainted_by}
+
+
+@dataclass
+class LineageGraph:
+    """The answer of :func:`lineage`: nodes by ``ref@generation``, edges input -> output, in walk order.
+
+    ``truncated`` says the walk stopped at ``depth`` with nodes left below (or above) it, or at ``max_nodes``.
+    """
+
+    root: LineageNode
+    direction: LineageDirection
+    depth: int | None
+    nodes: dict[str, LineageNode] = field(default_factory=dict)
+    edges: list[tuple[str, str]] = field(default_factory=list)
+    """``(input key, output key)`` pairs, ``key = ref@generation``."""
+    truncated: bool = False
+
+    def children(self, key: str) -> list[str]:
+        """The nodes one level further from the root than ``key`` (its outputs going down, inputs going up)."""
+        if self.direction == "down":
+            return [o for i, o in self.edges if i == key]
+        return [i for i, o in self.edges if o == key]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: what ``wantbuild lineage --json`` prints and the web view draws."""
+        return {"root": self.root.key, "direction": self.direction, "depth": self.depth,
+                "truncated": self.truncated, "nodes": [n.to_dict() for n in self.nodes.values()],
+                "edges": [{"from": a, "to": b} for a, b in self.edges]}
+
+    def mermaid(self) -> str:
+        """A Mermaid ``flowchart`` of the graph, inputs on the left."""
+        ids = {key: f"n{i}" for i, key in enumerate(self.nodes)}
+        lines = ["flowchart LR"]
+        for key, node in self.nodes.items():
+            label = f"{node.ref}<br/>g{node.generation} {node.status}"
+            if node.stale:
+                label += " (stale)"
+            lines.append(f'    {ids[key]}["{_mermaid_text(label)}"]')
+        for a, b in self.edges:
+            lines.append(f"    {ids[a]} --> {ids[b]}")
+        classes = {"Live": "live", "Tainted": "tainted", "Superseded": "old"}
+        for key, node in self.nodes.items():
+            cls = classes.get(node.status)
+            if cls is not None:
+                lines.append(f"    class {ids[key]} {cls}")
+        lines += ["    classDef live fill:#d7f5dd,stroke:#2a7a3b", "    classDef tainted fill:#fde7b0,stroke:#a66a00",
+                  "    classDef old fill:#eeeeee,stroke:#888888,color:#555555"]
+        return "\n".join(lines) + "\n"
+
+
+def _mermaid_text(text: str) -> str:
+    return text.replace('"', "#quot;")
+
+
+def _node(world: World, ref: str, generation: int, level: int, run: JobRunState | None) -> LineageNode:
+    part = world.partition(ref)
+    current = part.generation == generation
+    status = str(part.status) if current else "Superseded"
+    node = LineageNode(ref=ref, generation=generation, level=level, status=status,
+                       current_generation=part.generation, run=run.job_run_id if run is not None else None,
+                       job=run.job if run is not None else None, built_at=run.ended_at if run is not None else None,
+                       tainted_by=part.tainted_by if current else None)
+    if current and part.status is P.LIVE and run is not None:
+        node.stale = bool(newer_inputs(world, run, ref))
+    return node
+
+
+def lineage(world: World, ref: str, *, direction: LineageDirection = "up", depth: int | None = None,
+            generation: int | None = None, max_nodes: int = 100_000) -> LineageGraph:
+    """The lineage of ``ref`` (its current generation, or ``generation``): what it was built from (``up``), or
+    what was built from it (``down``), ``depth`` levels at most (None: all), breadth-first.
+
+    Raises :class:`NeverBuilt` if no run this log knows built that generation and (going down) none read it.
+    """
+    if direction not in ("up", "down"):
+        raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
+    if depth is not None and depth < 0:
+        raise ValueError(f"depth must be >= 0 or None, got {depth!r}")
+    part = world.partition(ref)
+    gen = part.generation if generation is None else generation
+    run = builder_of(world, ref, gen)
+    if run is None and (direction == "up" or not any(True for _ in outputs_of(world, ref, gen))):
+        if generation is None and part.generation == 0:
+            raise NeverBuilt(f"{ref} was never built: no run in this log built it (it is {part.status}); "
+                             f"`wantbuild explain {ref}` says why")
+        raise NeverBuilt(f"generation {gen} of {ref} was built by no run this log knows (the partition is "
+                         f"{part.status} at generation {part.generation}); pick a generation a run built, see "
+                         f"`wantbuild events --entity {ref} --type PartitionLive`")
+    root = _node(world, ref, gen, 0, run)
+    graph = LineageGraph(root=root, direction=direction, depth=depth)
+    graph.nodes[root.key] = root
+    frontier: deque[tuple[str, int, int]] = deque([(ref, gen, 0)])
+    positions: dict[str, dict[str, int]] = {}
+    while frontier:
+        cur_ref, cur_gen, level = frontier.popleft()
+        key = f"{cur_ref}@{cur_gen}"
+        if direction == "up":
+            builder = builder_of(world, cur_ref, cur_gen) if level else run
+            steps: list[tuple[str, int, JobRunState | None]] = []
+            if builder is not None:
+                for r, g in builder.read_into(cur_ref).items():
+                    steps.append((r, g, None))
+        else:
+            steps = [(o, g, r) for o, g, r in outputs_of(world, cur_ref, cur_gen, positions)]
+        if not steps:
+            continue
+        if depth is not None and level >= depth:
+            graph.truncated = True
+            continue
+        for nref, ngen, nrun in steps:
+            nkey = f"{nref}@{ngen}"
+            graph.edges.append((nkey, key) if direction == "up" else (key, nkey))
+            if nkey in graph.nodes:
+                continue
+            if len(graph.nodes) >= max_nodes:
+                graph.truncated = True
+                graph.edges.pop()
+                continue
+            built_by = nrun if nrun is not None else builder_of(world, nref, ngen)
+            graph.nodes[nkey] = _node(world, nref, ngen, level + 1, built_by)
+            frontier.append((nref, ngen, level + 1))
+    return graph
+
+
+# -- staleness ---------------------------------------------------------------------------------------------
+
+
+def newer_inputs(world: World, run: JobRunState, ref: str) -> dict[str, tuple[int, int]]:
+    """Inputs of ``ref`` (as ``run`` built it) that have since been rebuilt: ``input -> (read, now Live)``."""
+    out: dict[str, tuple[int, int]] = {}
+    for r, g in run.read_into(ref).items():
+        cur = world.partitions.get(r)
+        if cur is not None and cur.status is P.LIVE and cur.generation > g:
+            out[r] = (g, cur.generation)
+    return out
+
+
+@dataclass(frozen=True)
+class Stale:
+    """A Live partition built from inputs that have since been rebuilt."""
+
+    ref: str
+    generation: int
+    built_by: str
+    job: str
+    newer: dict[str, tuple[int, int]]
+    """``input ref -> (generation read, generation Live now)``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ref": self.ref, "generation": self.generation, "built_by": self.built_by, "job": self.job,
+                "newer": {r: {"read": a, "now": b} for r, (a, b) in self.newer.items()}}
+
+
+def stale(world: World) -> list[Stale]:
+    """Every Live partition whose inputs have since been rebuilt (a newer generation is Live), by ref.
+
+    One pass over the Succeeded runs that built a partition still Live, looking up each input once per run.
+    """
+    out: list[Stale] = []
+    partitions = world.partitions
+    for run in world.runs.values():
+        if run.status is not JobRunStatus.SUCCEEDED or not run.read:
+            continue
+        newer = {}
+        for r, g in run.read.items():
+            cur = partitions.get(r)
+            if cur is not None and cur.status is P.LIVE and cur.generation > g:
+                newer[r] = (g, cur.generation)
+        if not newer:
+            continue
+        for i, ref in enumerate(run.partitions):
+            part = partitions.get(ref)
+            if part is None or part.status is not P.LIVE or part.built_by != run.job_run_id:
+                continue
+            if i < len(run.generations) and part.generation != run.generations[i]:
+                continue
+            mine = {r: v for r, v in newer.items() if r not in run.into or ref in run.into[r]}
+            if mine:
+                out.append(Stale(ref, part.generation, run.job_run_id, run.job, mine))
+    out.sort(key=lambda s: s.ref)
+    return out
+
+
+# -- I7 -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaintedRead:
+    """A Live partition (not stale) built from a generation that is Tainted now, inside that taint's reach."""
+
+    ref: str
+    generation: int
+    built_by: str
+    input: str
+    input_generation: int
+    taint_id: str | None
+    depth: int
+    """The depth the partition would be tainted at (its input's depth + 1)."""
+
+
+def tainted_reads(world: World) -> list[TaintedRead]:
+    """Live partitions that a taint should have reached: built from a generation Tainted now, by a taint whose
+    cascade goes on below that input (and not stale, which the cascade may leave: a newer input is Live).
+
+    The runtime taints these (cascade, and runs that read the input before it was tainted); at a quiescent
+    point the list is empty (invariant I7).
+    """
+    out: list[TaintedRead] = []
+    partitions = world.partitions
+    taints = world.taints
+    for run in world.runs.values():
+        if run.status is not JobRunStatus.SUCCEEDED or not run.read:
+            continue
+        bad: dict[str, tuple[int, str | None, int]] = {}
+        for r, g in run.read.items():
+            cur = partitions.get(r)
+            if cur is None or cur.status is not P.TAINTED or cur.generation != g:
+                continue
+            taint = taints.get(cur.tainted_by) if cur.tainted_by is not None else None
+            if taint is None or not taint.active or not taint.reaches(cur.taint_depth):
+                continue
+            bad[r] = (g, cur.tainted_by, cur.taint_depth + 1)
+        if not bad:
+            continue
+        for i, ref in enumerate(run.partitions):
+            part = partitions.get(ref)
+            if part is None or part.status is not P.LIVE or part.built_by != run.job_run_id:
+                continue
+            if i < len(run.generations) and part.generation != run.generations[i]:
+                continue
+            hits = [r for r in bad if r not in run.into or ref in run.into[r]]
+            if not hits or newer_inputs(world, run, ref):
+                continue
+            r = hits[0]
+            g, tid, d = bad[r]
+            out.append(TaintedRead(ref, part.generation, run.job_run_id, r, g, tid, d))
+    out.sort(key=lambda t: t.ref)
+    return out
