@@ -67,11 +67,53 @@ class LineageIndex:
     and a million one-element lists would cost tens of MB.
     """
 
-    __slots__ = ("builders", "readers")
+    __slots__ = ("_inputs", "_positions", "builders", "readers")
+
+    _CACHE = 4096
+    """Runs whose per-partition views (positions, inputs per output) are kept; a run is immutable once it
+    Succeeded, so nothing is ever stale in them."""
 
     def __init__(self) -> None:
         self.readers: dict[str, str | list[str]] = {}
         self.builders: dict[str, str | list[str]] = {}
+        self._positions: dict[str, dict[str, int]] = {}
+        self._inputs: dict[str, dict[str, dict[str, int]]] = {}
+
+    def generation_in(self, run: JobRunState, ref: str) -> int | None:
+        """The generation of ``ref`` that ``run`` built (or was building); None if it never held ``ref``."""
+        if len(run.partitions) <= 8:
+            return run.generation_of(ref)
+        pos = self._positions.get(run.job_run_id)
+        if pos is None:
+            if len(self._positions) >= self._CACHE:
+                self._positions.clear()
+            pos = self._positions[run.job_run_id] = {p: i for i, p in enumerate(run.partitions)}
+        i = pos.get(ref)
+        return run.generations[i] if i is not None and i < len(run.generations) else None
+
+    def inputs_in(self, run: JobRunState, ref: str) -> dict[str, int]:
+        """The inputs (``ref -> generation``) ``run`` read into partition ``ref`` (see ``JobRunState.read_into``),
+        from a per-run view built once, so a walk over a batch's partitions costs its reads once, not per node."""
+        if not run.into:
+            return dict(run.read)
+        if len(run.read) <= 8:
+            return run.read_into(ref)
+        per = self._inputs.get(run.job_run_id)
+        if per is None:
+            if len(self._inputs) >= self._CACHE:
+                self._inputs.clear()
+            common = {r: g for r, g in run.read.items() if r not in run.into}
+            per = {}
+            for r, outs in run.into.items():
+                g = run.read.get(r)
+                if g is None:
+                    continue
+                for out in outs:
+                    per.setdefault(out, dict(common))[r] = g
+            per[""] = common  # partitions that only read the inputs read into all of them
+            self._inputs[run.job_run_id] = per
+        found = per.get(ref)
+        return dict(found if found is not None else per[""])
 
     def add_run(self, run: JobRunState) -> None:
         """Index a run that has just Succeeded."""
@@ -100,9 +142,10 @@ class LineageIndex:
 
 def builder_of(world: World, ref: str, generation: int) -> JobRunState | None:
     """The Succeeded run that built generation ``generation`` of ``ref``, or None."""
-    for rid in world.lineage.builder_runs(ref):
+    index = world.lineage
+    for rid in index.builder_runs(ref):
         run = world.runs.get(rid)
-        if run is not None and run.generation_of(ref) == generation:
+        if run is not None and index.generation_in(run, ref) == generation:
             return run
     return None
 
@@ -110,35 +153,25 @@ def builder_of(world: World, ref: str, generation: int) -> JobRunState | None:
 def inputs_of(world: World, ref: str, generation: int) -> dict[str, int]:
     """What generation ``generation`` of ``ref`` was built from: ``input ref -> generation``."""
     run = builder_of(world, ref, generation)
-    return {} if run is None else run.read_into(ref)
+    return {} if run is None else world.lineage.inputs_in(run, ref)
 
 
-def outputs_of(world: World, ref: str, generation: int,
-               positions: dict[str, dict[str, int]] | None = None) -> Iterator[tuple[str, int, JobRunState]]:
-    """``(output ref, its generation, the run)`` for every generation built from ``ref``'s ``generation``.
-
-    ``positions`` caches each run's ``ref -> index`` across calls (a walk over a batch's outputs)."""
-    for rid in world.lineage.reader_runs(ref):
+def outputs_of(world: World, ref: str, generation: int) -> Iterator[tuple[str, int, JobRunState]]:
+    """``(output ref, its generation, the run)`` for every generation built from ``ref``'s ``generation``."""
+    index = world.lineage
+    for rid in index.reader_runs(ref):
         run = world.runs.get(rid)
         if run is None or run.read.get(ref) != generation:
             continue
         outs = run.into.get(ref)
         if outs is None:
             outs = run.built()
-        gens = run.generations
-        if len(outs) == 1 and len(run.partitions) <= 8:
-            pos: dict[str, int] | None = None
-        else:
-            cache = positions if positions is not None else {}
-            pos = cache.get(rid)
-            if pos is None:
-                pos = cache[rid] = {p: i for i, p in enumerate(run.partitions)}
         for out in outs:
             if out in run.failed:
                 continue
-            i = pos.get(out) if pos is not None else (run.partitions.index(out) if out in run.partitions else None)
-            if i is not None and i < len(gens):
-                yield out, gens[i], run
+            gen = index.generation_in(run, out)
+            if gen is not None:
+                yield out, gen, run
 
 
 # -- a whole query ------------------------------------------------------------------------------------------
@@ -263,7 +296,7 @@ def lineage(world: World, ref: str, *, direction: LineageDirection = "up", depth
     graph = LineageGraph(root=root, direction=direction, depth=depth)
     graph.nodes[root.key] = root
     frontier: deque[tuple[str, int, int]] = deque([(ref, gen, 0)])
-    positions: dict[str, dict[str, int]] = {}
+    index = world.lineage
     while frontier:
         cur_ref, cur_gen, level = frontier.popleft()
         key = f"{cur_ref}@{cur_gen}"
@@ -271,10 +304,10 @@ def lineage(world: World, ref: str, *, direction: LineageDirection = "up", depth
             builder = builder_of(world, cur_ref, cur_gen) if level else run
             steps: list[tuple[str, int, JobRunState | None]] = []
             if builder is not None:
-                for r, g in builder.read_into(cur_ref).items():
+                for r, g in index.inputs_in(builder, cur_ref).items():
                     steps.append((r, g, None))
         else:
-            steps = [(o, g, r) for o, g, r in outputs_of(world, cur_ref, cur_gen, positions)]
+            steps = [(o, g, r) for o, g, r in outputs_of(world, cur_ref, cur_gen)]
         if not steps:
             continue
         if depth is not None and level >= depth:
@@ -301,7 +334,7 @@ def lineage(world: World, ref: str, *, direction: LineageDirection = "up", depth
 def newer_inputs(world: World, run: JobRunState, ref: str) -> dict[str, tuple[int, int]]:
     """Inputs of ``ref`` (as ``run`` built it) that have since been rebuilt: ``input -> (read, now Live)``."""
     out: dict[str, tuple[int, int]] = {}
-    for r, g in run.read_into(ref).items():
+    for r, g in world.lineage.inputs_in(run, ref).items():
         cur = world.partitions.get(r)
         if cur is not None and cur.status is P.LIVE and cur.generation > g:
             out[r] = (g, cur.generation)

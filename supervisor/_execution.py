@@ -273,28 +273,35 @@ class JobContext:
         reads every partition's own input in one call, and learns of all its missing inputs at once."""
         if isinstance(refs, str):
             self._protocol(f"read_many() takes a list of refs, got the str {refs!r}; use read() for one ref")
+        into_of = self._into_targets
         pairs: list[tuple[str, set[str] | None]]
         if isinstance(refs, Mapping):
-            pairs = [(ref, self._into_targets(target)) for ref, target in refs.items()]
+            pairs = [(ref, into_of(target)) for ref, target in refs.items()]
         else:
-            targets = self._into_targets(into)
+            targets = into_of(into)
             pairs = [(ref, targets) for ref in refs]
+        # The hot path of lineage (a batch of 500 reads per run): locals, and the resolver's status compared as
+        # the str it is.
         got: dict[str, int] = {}
         missing: list[str] = []
+        read = self._read
+        into_map = self._into
+        resolve = self._resolve_one
         for ref, targets in pairs:
-            status, generation = self._resolve_one(ref)
+            status, generation = resolve(ref)
             if status != "Live":
-                self._not_live.setdefault(ref, status)
+                self._not_live.setdefault(ref, str(status))
                 missing.append(ref)
                 continue
-            got[ref] = self._read.setdefault(ref, generation)
+            got[ref] = read.setdefault(ref, generation)
             if targets is None:
-                self._into[ref] = None
+                into_map[ref] = None
+            elif ref not in into_map:
+                into_map[ref] = set(targets)
             else:
-                cur = self._into.get(ref, set())
+                cur = into_map[ref]
                 if cur is not None:
-                    cur.update(targets)
-                    self._into[ref] = cur
+                    cur |= targets
         if missing:
             raise MissingDeps(missing)
         return got
@@ -322,6 +329,8 @@ class JobContext:
     def _into_targets(self, into: str | Iterable[str] | None) -> set[str] | None:
         if into is None:
             return None
+        if type(into) is str and into in (self._own if self._own is not None else self._own_refs()):
+            return {into}
         targets = {into} if isinstance(into, str) else set(into)
         stray = sorted(t for t in targets if t not in self._own_refs()) if all(
             isinstance(t, str) for t in targets) else [repr(next(t for t in targets if not isinstance(t, str)))]
@@ -333,9 +342,9 @@ class JobContext:
         return targets
 
     def _resolve_one(self, ref: object) -> tuple[str, int]:
-        if not isinstance(ref, str):
+        if type(ref) is not str and not isinstance(ref, str):
             self._protocol(f"read({ref!r}): a partition ref is a str")
-        if ref in self._own_refs():
+        if ref in (self._own if self._own is not None else self._own_refs()):
             self._protocol(f"read({ref!r}): {ref!r} is one of the partitions this run builds; a job cannot read "
                            f"its own output (read its upstream partitions)")
         if self._resolve is None:  # a context made outside a runtime: syntax only, generation unknown
@@ -361,8 +370,17 @@ class JobContext:
         Failed partitions make a success partial, or a failure if none is left.
         """
         read = dict(self._read)
-        into = {ref: tuple(p for p in self.partitions if p in parts)
-                for ref, parts in self._into.items() if parts is not None and ref in read}
+        into: dict[str, tuple[str, ...]] = {}
+        order: dict[str, int] | None = None
+        for ref, parts in self._into.items():
+            if parts is None or ref not in read:
+                continue
+            if len(parts) == 1:  # the usual case: an input read into its own partition
+                into[ref] = tuple(parts)
+                continue
+            if order is None:
+                order = {p: i for i, p in enumerate(self.partitions)}
+            into[ref] = tuple(sorted(parts, key=order.__getitem__))
         if self._problem is not None:
             return replace(outcome, status="failed", reason=f"job protocol error: {self._problem}", missing=(),
                            error_type="JobProtocolError", read=read, into=into, failed={})

@@ -200,12 +200,14 @@ def _resolver(graph: Graph, world: World) -> ReadResolver:
     job_of = graph.job_of
 
     def resolve(ref: str) -> tuple[str, int]:
+        st = partitions.get(ref)
+        if st is not None:  # in the log: a valid ref some job produced (checked when it was first wanted)
+            return st.status, st.generation  # a PartitionStatus is a str
         try:
-            job_of(ref)  # remembered per ref: a dict lookup after the first read
+            job_of(ref)
         except (InvalidRef, NoJobForRef) as e:
             raise JobProtocolError(f"cannot read {ref!r}: {e}") from None
-        st = partitions.get(ref)
-        return ("Missing", 0) if st is None else (str(st.status), st.generation)
+        return "Missing", 0
 
     return resolve
 
