@@ -24,6 +24,7 @@ from ._jobrun import (
     JobRunFailed,
     JobRunLost,
     JobRunQueued,
+    JobRunResultIgnored,
     JobRunStarted,
     JobRunState,
     JobRunStatus,
@@ -184,7 +185,7 @@ class Outcome(Protocol):
     """What an execution reports (``supervisor.RunOutcome`` satisfies it)."""
 
     @property
-    def status(self) -> str: ...  # "succeeded" | "failed" | "dep_miss" | "canceled"
+    def status(self) -> str: ...  # "succeeded" | "failed" | "dep_miss" | "canceled" | "lost"
     @property
     def reason(self) -> str: ...
     @property
@@ -226,9 +227,15 @@ class Execution(Protocol):
 
     The actor treats ``Finished`` as a hint and :meth:`poll` as the truth: after a crash it asks the execution
     what became of its run (see :meth:`JobRunActor.reconcile`).
+
+    ``placement(run)`` says, before the run is started, where it will run and under what handle
+    (``("dask", {"key": ..., "scheduler": ...})``, or None for the runtime's own processes); it is recorded in
+    ``JobRunStarted`` (write-ahead), so that a restarted runtime can find and fence what it started.
     """
 
     def log_paths(self, run: JobRunState) -> tuple[str | None, str | None]: ...
+
+    def placement(self, run: JobRunState) -> tuple[str, dict[str, Any]] | None: ...
 
     def start(self, run: JobRunState) -> None: ...
 
@@ -493,9 +500,11 @@ class JobRunActor(EntityActor[JobRunState]):
             await self.persist(JobRunCanceled(reason=reason))
             return await self._settle_and_report()
         out, err = self.execution.log_paths(st)
+        where = self.execution.placement(st)
         st = await self.persist(JobRunStarted(
             partitions=tuple(g.ref for g in granted), skipped=why,
             generations=tuple(g.generation for g in granted), stdout_path=out, stderr_path=err,
+            executor=None if where is None else where[0], handle=None if where is None else where[1],
         ))
         self.execution.start(st)
         return st
@@ -503,6 +512,12 @@ class JobRunActor(EntityActor[JobRunState]):
     async def _finish(self, outcome: Outcome) -> JobRunState | None:
         st = self.state
         if st is None or st.status is not JobRunStatus.RUNNING:
+            if st is not None and st.terminal and st.executor not in (None, "local"):
+                # A late result (a remote job that finished after it was timed out, canceled or lost): kept in
+                # the log as a fact, never applied. (A local outcome re-delivered after a recovery is a hint.)
+                log.info("late result ignored", job_run_id=self.key, run_status=str(st.status),
+                         result=outcome.status, reason=outcome.reason)
+                return await self.persist(JobRunResultIgnored(status=outcome.status, reason=outcome.reason))
             return st
         delay = float(getattr(outcome, "retry_delay", 0.0) or 0.0)
         if outcome.status == "succeeded":
@@ -522,6 +537,8 @@ class JobRunActor(EntityActor[JobRunState]):
                 await self.persist(JobRunDepMiss(missing=tuple(outcome.missing)))
         elif outcome.status == "canceled":
             await self.persist(JobRunCanceled(reason=outcome.reason or "canceled"))
+        elif outcome.status == "lost":  # the executor lost track of the job (its cluster became unreachable)
+            await self.persist(JobRunLost(reason=outcome.reason or "lost"))
         else:
             await self.persist(JobRunFailed(reason=outcome.reason, exit_code=outcome.exit_code,
                                             will_retry=st.attempt < st.max_attempts, retry_delay=delay,

@@ -3,12 +3,16 @@
 ``Queued -> Running | Canceled | Lost``; ``Running -> Succeeded | Failed | DepMiss | Canceled | Lost``.
 ``JobRunDeferred`` records (without a status change) that a Queued run gave its leases back under the
 ``defer`` or ``all_or_nothing`` collision policy and waits for the runs that hold them; ``JobRunAttached``
-records what the execution started for a Running run (a process, a remote task), so a restart can fence it.
+records what the execution started for a Running run (a process), so a restart can fence it (a remote
+execution names its task in ``JobRunStarted`` already, before submitting it). ``JobRunResultIgnored`` records
+(without a status change) that a result arrived for a run that had already ended (a remote job finishing after
+wantbuild timed it out, canceled it or saw its worker die): kept, never applied.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 import msgspec
 
@@ -58,6 +62,11 @@ class JobRunStarted(Event, frozen=True):
     generations: tuple[int, ...] = ()
     stdout_path: str | None = None
     stderr_path: str | None = None
+    executor: str | None = None
+    """Where the job runs (``dask``, ``ray``); None for the runtime's own processes."""
+    handle: dict[str, Any] | None = None
+    """What the executor submits the job as (for Dask ``{key, scheduler}``), recorded before it is submitted,
+    so that a restarted runtime can find the task and fence it."""
 
 
 @event("JobRunAttached", 1)
@@ -115,6 +124,14 @@ class JobRunLost(Event, frozen=True):
     reason: str = "the runtime stopped while this run was in flight"
 
 
+@event("JobRunResultIgnored", 1)
+class JobRunResultIgnored(Event, frozen=True):
+    """A result for a run that had already ended: recorded, never applied."""
+
+    status: str
+    reason: str = ""
+
+
 JOB_RUN = Machine(
     kind="job_run",
     statuses=JobRunStatus,
@@ -130,6 +147,7 @@ JOB_RUN = Machine(
         "JobRunDepMiss": (sources(R.RUNNING), R.DEP_MISS),
         "JobRunCanceled": (sources(R.QUEUED, R.RUNNING), R.CANCELED),
         "JobRunLost": (sources(R.QUEUED, R.RUNNING), R.LOST),
+        "JobRunResultIgnored": (sources(R.SUCCEEDED, R.FAILED, R.DEP_MISS, R.CANCELED, R.LOST), None),
     },
 )
 
@@ -165,8 +183,10 @@ class JobRunState(msgspec.Struct, frozen=True, gc=False):
     stdout_path: str | None = None
     stderr_path: str | None = None
     executor: str | None = None
-    handle: dict[str, str | int | float] | None = None
-    """``JobRunAttached``: what the execution started, and where (see :class:`JobRunAttached`)."""
+    handle: dict[str, Any] | None = None
+    """Where the job runs and its identity there: from ``JobRunStarted`` (remote executors, recorded before the
+    task is submitted) or ``JobRunAttached`` (a local process, once it runs)."""
+    ignored_results: int = 0
     read: dict[str, int] = msgspec.field(default_factory=dict)
     """Succeeded or Failed: what the run read, ``ref -> generation`` (see :class:`JobRunSucceeded`)."""
     into: dict[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
@@ -219,8 +239,9 @@ def apply_job_run(state: JobRunState | None, ev: Event, run_id: str, at: float, 
     if isinstance(ev, JobRunStarted):
         return rep(state, status=target, updated_at=at, entity_seq=entity_seq, partitions=ev.partitions,
                    skipped=ev.skipped, generations=ev.generations, started_at=at, stdout_path=ev.stdout_path,
-                   stderr_path=ev.stderr_path,
-                   deferred_on=())
+                   stderr_path=ev.stderr_path, deferred_on=(), executor=ev.executor, handle=ev.handle)
+    if isinstance(ev, JobRunResultIgnored):
+        return rep(state, updated_at=at, entity_seq=entity_seq, ignored_results=state.ignored_results + 1)
     if isinstance(ev, JobRunDeferred):
         return rep(state, deferred_on=ev.refused, updated_at=at, entity_seq=entity_seq)
     if isinstance(ev, JobRunAttached):

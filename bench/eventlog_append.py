@@ -1,4 +1,4 @@
-"""Append throughput of the event log against a raw sqlite3 baseline, in the same run.
+"""Append throughput of the event log against a raw sqlite3 baseline, in the same run, for both durabilities.
 
 Workload: ``--entities`` tasks (1,000) append ``--events`` events (200,000) in total, concurrently; each
 task appends its own entity's events one after the other, awaiting each (as an actor does). The baseline
@@ -6,8 +6,16 @@ writes the same rows with plain ``sqlite3`` on the same schema and pragmas: per 
 ``--baseline-batch`` rows (1,000), one ``executemany`` of event inserts and one of entity updates (the new
 entities are inserted in the first transaction), which are the statements the log's writer runs per batch.
 
-Run: ``python bench/eventlog_append.py --repeat 3``. The last line is
-``events_per_s=... baseline_events_per_s=... ratio=...`` (medians over the repeats).
+The log runs once per durability each repeat: ``process`` (``synchronous=NORMAL``, the default) and ``power``
+(``synchronous=FULL``: a disk flush per batch). A second workload, ``--serial`` appends from one task
+awaiting each (nothing to group: every append is its own batch), shows what a flush per commit costs when
+it cannot be shared. Durability needs a real disk: the databases go to ``--dir`` (default: the current
+directory's filesystem, not a RAM-backed temp dir, where a flush costs nothing).
+
+Run: ``python bench/eventlog_append.py --repeat 3``. The last line is ``events_per_s=...
+baseline_events_per_s=... ratio=... power_events_per_s=... power_ratio=... serial_per_s=...
+power_serial_per_s=...`` (medians over the repeats; ``events_per_s`` and ``ratio`` are the default
+durability's).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import time
 
 import structlog
 
-from eventlog import Event, EventLog, EventRegistry, event
+from eventlog import Durability, Event, EventLog, EventRegistry, event
 from eventlog._schema import CREATE_SCHEMA, INSERT_ENTITY, INSERT_EVENT, UPDATE_ENTITY
 
 BENCH_REGISTRY = EventRegistry()
@@ -47,9 +55,9 @@ def _fresh(path: str) -> None:
             os.remove(path + suffix)
 
 
-async def _run_log(path: str, n_events: int, n_entities: int, max_batch: int) -> float:
+async def _run_log(path: str, n_events: int, n_entities: int, max_batch: int, durability: Durability) -> float:
     per = n_events // n_entities
-    async with EventLog.open(path, registry=BENCH_REGISTRY, max_batch=max_batch) as log:
+    async with EventLog.open(path, registry=BENCH_REGISTRY, max_batch=max_batch, durability=durability) as log:
 
         async def actor(i: int) -> None:
             eid = f"daily/2026-11-{i:04d}"
@@ -64,6 +72,17 @@ async def _run_log(path: str, n_events: int, n_entities: int, max_batch: int) ->
         elapsed = time.perf_counter() - t0
         assert log.last_seq == per * n_entities, log.last_seq
     return per * n_entities / elapsed
+
+
+async def _run_serial(path: str, n_events: int, durability: Durability) -> float:
+    """One task appends ``n_events`` to one entity, awaiting each: one batch, one commit per append."""
+    async with EventLog.open(path, registry=BENCH_REGISTRY, durability=durability) as log:
+        t0 = time.perf_counter()
+        for k in range(n_events):
+            await log.append("partition", "daily/2026-11-01", k,
+                             BenchPartitionBuilt(ref="daily/2026-11-01", generation=k, job_run_id="run-1"))
+        elapsed = time.perf_counter() - t0
+    return n_events / elapsed
 
 
 def _run_baseline(path: str, n_events: int, n_entities: int, batch: int) -> float:
@@ -117,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--max-batch", type=int, default=4096)
     ap.add_argument("--baseline-batch", type=int, default=1_000)
-    ap.add_argument("--dir", default=None, help="where to write the databases (default: a temp dir)")
+    ap.add_argument("--serial", type=int, default=500, help="appends of the one-appender workload")
+    ap.add_argument("--dir", default=".", help="where to write the databases (a real disk: default the current dir)")
     ap.add_argument("--profile", action="store_true", help="profile one run of the log and print the top")
     args = ap.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
@@ -128,20 +148,32 @@ def main(argv: list[str] | None = None) -> None:
             _fresh(path)
             prof = cProfile.Profile()
             prof.enable()
-            asyncio.run(_run_log(path, args.events, args.entities, args.max_batch))
+            asyncio.run(_run_log(path, args.events, args.entities, args.max_batch, "process"))
             prof.disable()
             pstats.Stats(prof).sort_stats("tottime").print_stats(25)
         ours: list[float] = []
+        power: list[float] = []
         base: list[float] = []
+        serial: list[float] = []
+        power_serial: list[float] = []
         for r in range(args.repeat):
             _fresh(path)
-            ours.append(asyncio.run(_run_log(path, args.events, args.entities, args.max_batch)))
+            ours.append(asyncio.run(_run_log(path, args.events, args.entities, args.max_batch, "process")))
+            _fresh(path)
+            power.append(asyncio.run(_run_log(path, args.events, args.entities, args.max_batch, "power")))
             _fresh(path)
             base.append(_run_baseline(path, args.events, args.entities, args.baseline_batch))
-            print(f"run {r + 1}: eventlog {ours[-1]:,.0f} events/s, raw sqlite3 {base[-1]:,.0f} events/s",
-                  file=sys.stderr)
-    o, b = statistics.median(ours), statistics.median(base)
-    print(f"events_per_s={o:.0f} baseline_events_per_s={b:.0f} ratio={o / b:.3f}")
+            _fresh(path)
+            serial.append(asyncio.run(_run_serial(path, args.serial, "process")))
+            _fresh(path)
+            power_serial.append(asyncio.run(_run_serial(path, args.serial, "power")))
+            print(f"run {r + 1}: eventlog {ours[-1]:,.0f} events/s (power: {power[-1]:,.0f}), raw sqlite3 "
+                  f"{base[-1]:,.0f} events/s; one appender {serial[-1]:,.0f} appends/s (power: "
+                  f"{power_serial[-1]:,.0f})", file=sys.stderr)
+    o, p, b = statistics.median(ours), statistics.median(power), statistics.median(base)
+    s, ps = statistics.median(serial), statistics.median(power_serial)
+    print(f"events_per_s={o:.0f} baseline_events_per_s={b:.0f} ratio={o / b:.3f} power_events_per_s={p:.0f} "
+          f"power_ratio={p / b:.3f} serial_per_s={s:.0f} power_serial_per_s={ps:.0f}")
 
 
 if __name__ == "__main__":

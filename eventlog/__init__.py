@@ -12,31 +12,40 @@ See ``docs/eventlog.md`` for the schema, the group commit, the durability guaran
 """
 
 from ._errors import (
+    CommandCompletedError,
     CommitError,
     ConcurrencyError,
     CorruptLogError,
+    DamagedLogError,
     EventLogError,
     FingerprintMismatch,
     LogClosedError,
     LogNotFoundError,
     ReadOnlyLogError,
     SchemaVersionError,
+    UnknownCommandError,
     WantbuildError,
+    WriterFailedError,
     WriterLockedError,
 )
 from ._events import REGISTRY, Event, EventRegistry, event
-from ._log import EventLog
+from ._log import DEFAULT_DURABILITY, Durability, EventLog
 from ._logging import LibraryLogger, get_logger
-from ._records import Command, Problem, Record, VerifyReport
+from ._records import Command, CommandState, Problem, Record, VerifyReport
 from ._schema import SCHEMA_VERSION
 
 __all__ = [
+    "DEFAULT_DURABILITY",
     "REGISTRY",
     "SCHEMA_VERSION",
     "Command",
+    "CommandCompletedError",
+    "CommandState",
     "CommitError",
     "ConcurrencyError",
     "CorruptLogError",
+    "DamagedLogError",
+    "Durability",
     "Event",
     "EventLog",
     "EventLogError",
@@ -49,8 +58,10 @@ __all__ = [
     "ReadOnlyLogError",
     "Record",
     "SchemaVersionError",
+    "UnknownCommandError",
     "VerifyReport",
     "WantbuildError",
+    "WriterFailedError",
     "WriterLockedError",
     "event",
     "get_logger",

@@ -8,10 +8,14 @@ The hierarchy (``wantbuild`` re-exports all of it)::
           ├── SchemaVersionError        the log was written by a newer wantbuild
           ├── FingerprintMismatch       the log belongs to another graph
           ├── CorruptLogError           a row that cannot be read back: unknown type, bad payload, gap
+          │    └── DamagedLogError      the log's structure is damaged: it is read, never written
           ├── CommitError               a batch could not commit (disk full, I/O error, locked)
+          ├── WriterFailedError         the writer stopped on an unexpected error (a bug): no more appends
           ├── LogClosedError            the log is closed or was never opened
           ├── LogNotFoundError          a reader (writer=False) found no log at the path
           ├── ReadOnlyLogError          a write through a log opened with writer=False
+          ├── CommandCompletedError     completing an inbox command that was already completed
+          ├── UnknownCommandError       completing an inbox command that does not exist (a LookupError)
           └── WriterLockedError         another process already writes this log
 
 ``WantbuildError`` lives here because ``eventlog`` is the bottom of the dependency order and imports nothing
@@ -59,8 +63,34 @@ class CorruptLogError(EventLogError):
         super().__init__(message if seq is None else f"seq {seq}: {message}")
 
 
+class DamagedLogError(CorruptLogError):
+    """The log's structure is damaged (events missing, links broken), so nothing will be written to it.
+
+    Raised when a writer opens a log whose tail fails the structural check, and by an append that finds the
+    damage (its entity's last event missing). ``problems`` lists what was found; readers still open the log.
+    """
+
+    def __init__(self, path: str, problems: list[str] | tuple[str, ...]) -> None:
+        self.path = path
+        self.problems = tuple(problems)
+        more = f" (and {len(self.problems) - 1} more problem(s))" if len(self.problems) > 1 else ""
+        super().__init__(
+            f"{path}: the log is damaged, so nothing will be written to it: {self.problems[0]}{more}. "
+            f"To see every problem, check it with `wantbuild replay {path} --verify`; then restore it from a "
+            "backup (or move it aside and start a new log). Reading it (status, events, replay) still works."
+        )
+
+
 class CommitError(EventLogError):
     """A batch could not be committed; none of its appends were written."""
+
+
+class WriterFailedError(EventLogError, RuntimeError):
+    """The log's writer stopped on an unexpected error (a bug, not a database error); ``__cause__`` is that error.
+
+    The batch it was writing and every append after it fail with this error; nothing of them was written. The
+    log accepts no more appends: close it (closing raises the original error) and fix the bug.
+    """
 
 
 class LogClosedError(EventLogError, RuntimeError):
@@ -73,6 +103,26 @@ class LogNotFoundError(EventLogError, FileNotFoundError):
 
 class ReadOnlyLogError(EventLogError):
     """An append (or another writer-only call) on a log opened with ``writer=False``."""
+
+
+class CommandCompletedError(EventLogError):
+    """An inbox command was completed again (``complete_command``, or an append carrying its completion).
+
+    ``command_id`` names it. Completing is what makes a command's effect happen exactly once: an append that
+    carries an already-completed command is not written, so a redelivered command cannot apply its effect twice.
+    """
+
+    def __init__(self, message: str, command_id: int) -> None:
+        self.command_id = command_id
+        super().__init__(message)
+
+
+class UnknownCommandError(EventLogError, LookupError):
+    """There is no inbox command with that id. ``command_id`` names it."""
+
+    def __init__(self, message: str, command_id: int) -> None:
+        self.command_id = command_id
+        super().__init__(message)
 
 
 class WriterLockedError(EventLogError):

@@ -56,6 +56,7 @@ class EventRegistry:
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, int], type[Event]] = {}
         self._decoders: dict[type[Event], msgspec.json.Decoder[Any]] = {}
+        self._strict: dict[type[Event], msgspec.json.Decoder[Any]] = {}
         self._encoder = msgspec.json.Encoder()
 
     def register(self, cls: type[Event]) -> None:
@@ -68,6 +69,7 @@ class EventRegistry:
             )
         self._by_key[key] = cls
         self._decoders[cls] = msgspec.json.Decoder(cls)
+        self._strict.pop(cls, None)
 
     def lookup(self, name: str, version: int, seq: int | None = None) -> type[Event]:
         try:
@@ -94,6 +96,19 @@ class EventRegistry:
     def decoder_for(self, cls: type[Event]) -> msgspec.json.Decoder[Any]:
         """The raw decoder of one type, for hot loops that handle errors themselves."""
         return self._decoders[cls]
+
+    def strict_decoder_for(self, cls: type[Event]) -> msgspec.json.Decoder[Any]:
+        """A decoder of ``cls`` that also refuses fields the type does not have (what ``verify`` uses).
+
+        The ordinary decoder ignores unknown fields, as msgspec does by default: a payload that holds none of
+        its type's fields then decodes into an event made of defaults. Strictness costs a subclass per type, so
+        it is kept off the replay path; the decoded object is of that subclass and is only used to check.
+        """
+        dec = self._strict.get(cls)
+        if dec is None:
+            strict = type(cls.__name__, (cls,), {"__module__": cls.__module__}, forbid_unknown_fields=True)
+            dec = self._strict[cls] = msgspec.json.Decoder(strict)
+        return dec
 
     def all(self) -> list[type[Event]]:
         return list(self._by_key.values())

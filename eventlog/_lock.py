@@ -28,6 +28,12 @@ class WriterLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as e:
+            if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise EventLogError(
+                    f"{path}: cannot open the log for writing: its folder is read-only for this user (creating the "
+                    f"writer lock {self.path}: {e.strerror}); open it with writer=False to read it (the CLI's "
+                    "query commands, such as status, events and replay, do)"
+                ) from e
             raise EventLogError(f"{path}: cannot create the writer lock file {self.path}: {e}") from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

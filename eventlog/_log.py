@@ -17,10 +17,9 @@ import itertools
 import os
 import sqlite3
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import quote
 
 import aiosqlite
@@ -29,23 +28,30 @@ import anyio.lowlevel
 import msgspec
 
 from ._errors import (
+    CommandCompletedError,
     CommitError,
     ConcurrencyError,
     CorruptLogError,
+    DamagedLogError,
     EventLogError,
     FingerprintMismatch,
     LogClosedError,
     LogNotFoundError,
     ReadOnlyLogError,
     SchemaVersionError,
+    UnknownCommandError,
+    WriterFailedError,
 )
 from ._events import REGISTRY, Event, EventRegistry
 from ._lock import WriterLock, writer_active
 from ._logging import get_logger
-from ._records import Command, Problem, Record, VerifyReport
+from ._records import Command, CommandState, Problem, Record, VerifyReport
 from ._schema import (
     APPLICATION_ID,
+    COMMAND_STATE,
+    COMPLETE_COMMAND,
     CREATE_SCHEMA,
+    HIGH_WATER,
     INSERT_ENTITY,
     INSERT_EVENT,
     INSERT_TYPE,
@@ -54,18 +60,32 @@ from ._schema import (
     SELECT_EVENTS,
     SELECT_HISTORY,
     UPDATE_ENTITY,
+    UPDATE_HIGH_WATER,
     lookup_entities_sql,
 )
 
 log = get_logger("wantbuild.eventlog")
 _Future = asyncio.Future
 
+Durability = Literal["process", "power"]
+"""Which crash a commit survives: the process dying (``"process"``), or also power loss / an OS crash."""
+DEFAULT_DURABILITY: Final[Durability] = "process"
+_SYNCHRONOUS: Final[dict[str, str]] = {"process": "NORMAL", "power": "FULL"}
+
 _Decode = Callable[[bytes], Event]
 # A queued append: kind, id, expected entity_seq, event, type key, encoded payload, at, its future.
 _Item = tuple[str, str, int, Event, int, bytes, float, "asyncio.Future[Record]"]
 
 _MAX_PROBLEMS: Final = 1000
+# What a batch that failed in the database raises: CommitError, the batch did not commit. ProgrammingError and
+# InterfaceError (both sqlite3.Error) mean the API was used wrongly, e.g. a closed connection or a value that
+# cannot be bound: a bug, like any other exception, which stops the writer (see EventLog._writer_failed).
+_BUG_DB_ERRORS: Final = (sqlite3.ProgrammingError, sqlite3.InterfaceError)
+_DB_ERRORS: Final = (sqlite3.Error, OSError)
 _READ_CHUNK: Final = 1000
+_LOOKUP_KEYS: Final = 500  # keys per `IN (...)` query (SQLite allows 32,766 bound parameters)
+_TAIL_CHECK = 256
+"""How many of the last events a writer's open checks (links, heads, types, payloads): a few ms at any size."""
 
 
 class _Entity:
@@ -82,15 +102,26 @@ class _Entity:
         self.in_db = in_db
 
 
-class _Failure:
+class _CommitWait:
+    """A :meth:`EventLog.commit` call waiting for the appends ``lo <= ordinal < hi``; ``error`` is the first failure."""
+
     __slots__ = ("error", "hi", "lo")
 
-    def __init__(self, lo: int, hi: int, error: BaseException) -> None:
-        self.lo, self.hi, self.error = lo, hi, error
+    def __init__(self, lo: int, hi: int) -> None:
+        self.lo, self.hi = lo, hi
+        self.error: CommitError | None = None
 
 
 class _Aborted(Exception):
     """Internal: the log was aborted while a batch was being written."""
+
+
+class _CommandsNotPending(Exception):
+    """Internal: these of a batch's command completions (indexes into its list) found their command not pending."""
+
+    def __init__(self, indexes: list[int]) -> None:
+        super().__init__(indexes)
+        self.indexes = indexes
 
 
 def _set_once(fut: asyncio.Future[None]) -> None:
@@ -105,10 +136,22 @@ def _write_batch_sync(
     new: list[tuple[int, str, str, int, int]],
     upd: list[tuple[int, int, int]],
     aborting: Callable[[], bool],
+    commands: Sequence[tuple[float, str, int]] = (),
+    mark: int | None = None,
 ) -> None:
-    """Write one batch in one transaction, on the connection's own thread; roll back on any error."""
+    """Write one batch in one transaction, on the connection's own thread; roll back on any error.
+
+    ``mark``, when given, is written as the high-water mark (see :meth:`EventLog._needs_mark`).
+    ``commands`` are inbox completions ``(completed_at, result, id)`` that commit with the batch; one whose
+    command is not pending (completed already, or no such command) rolls the whole batch back with
+    :class:`_CommandsNotPending`, so the writer can retry the batch without its append.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if commands:
+            bad = [i for i, row in enumerate(commands) if conn.execute(COMPLETE_COMMAND, row).rowcount != 1]
+            if bad:
+                raise _CommandsNotPending(bad)
         if types:
             conn.executemany(INSERT_TYPE, types)
         conn.executemany(INSERT_EVENT, rows)
@@ -116,6 +159,8 @@ def _write_batch_sync(
             conn.executemany(INSERT_ENTITY, new)
         if upd:
             conn.executemany(UPDATE_ENTITY, upd)
+        if mark is not None:
+            conn.execute(UPDATE_HIGH_WATER, (mark,))
         if aborting():
             raise _Aborted
         conn.execute("COMMIT")
@@ -146,6 +191,12 @@ def _db_uri(path: str, mode: str) -> str:
     return f"file:{quote(os.path.abspath(path))}?mode={mode}"
 
 
+def _cannot_write_here(e: sqlite3.Error) -> bool:
+    """Whether SQLite failed because this process may not write the file, its folder, or its WAL index."""
+    name = getattr(e, "sqlite_errorname", "")
+    return name.startswith("SQLITE_READONLY") or name == "SQLITE_CANTOPEN"
+
+
 class EventLog:
     """An append-only log of typed events in one SQLite file. Create it with :meth:`open`.
 
@@ -157,11 +208,13 @@ class EventLog:
     just is not told. (Write-ahead still holds: whoever was cancelled must not act as if it committed.)
 
     **Command inbox, exactly once.** :meth:`submit_command` stores a command; the writer process reads
-    :meth:`pending_commands`, handles each and calls :meth:`complete_command` with its result. A command that
-    was never completed (the runtime crashed while handling it) is delivered again by
-    :meth:`pending_commands` after a restart: delivery is at least once, so handling must be idempotent (for
-    example, the want created for a command takes an id derived from the command id, and the handler first
-    checks whether it exists). Together that consumes every command exactly once.
+    :meth:`pending_commands` and handles each. A handler whose command has an effect appends the event that
+    makes it with ``append(..., command=(id, result))``: the effect and the completion commit in one
+    transaction, so a crash leaves either both or neither, and a command redelivered after a restart (still
+    pending) has no effect yet. A command without an event (refused, or a no-op) is completed with
+    :meth:`complete_command`. Delivery stays at least once (a crash between two events of one effect leaves
+    the first), so a handler whose effect takes several appends makes the earlier ones idempotent and puts
+    the completion on the last. :meth:`commands` lists commands by state (pending, ok, failed).
     """
 
     def __init__(
@@ -179,7 +232,13 @@ class EventLog:
         busy_timeout: float,
         entity_cache_size: int,
         poll_interval: float,
+        durability: Durability,
     ) -> None:
+        if durability not in _SYNCHRONOUS:
+            raise ValueError(
+                f"durability must be 'process' (a commit survives the process dying) or 'power' (it also survives "
+                f"power loss and OS crashes, at the cost of a disk flush per batch), got {durability!r}"
+            )
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_wait < 0:
@@ -196,6 +255,8 @@ class EventLog:
         self._busy_timeout = busy_timeout
         self._entity_cache_size = entity_cache_size
         self._poll_interval = poll_interval
+        self._durability: Durability = durability
+        self._read_only = False  # a reader that could open the file only for reading (no commands)
         self._encode = registry.encoder.encode
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -229,7 +290,13 @@ class EventLog:
         self._writer_task: asyncio.Task[None] | None = None
         self._closed_event = asyncio.Event()
         self._shutdown_started = False
-        self._failures: deque[_Failure] = deque(maxlen=64)
+        # The commit() calls now waiting, so a failed batch can tell each one whose appends it held. Nothing else
+        # is kept: a commit() that starts later never asks about appends that were already done.
+        self._commit_waits: list[_CommitWait] = []
+        self._writer_error: BaseException | None = None  # the bug that stopped the writer
+        self._damage: tuple[str, ...] = ()  # damage an append found: nothing more is written
+        # Inbox completions riding on queued appends: their future -> (command id, result as JSON).
+        self._commands: dict[asyncio.Future[Record], tuple[int, str]] = {}
         self._progress = asyncio.Event()
         self._cache: dict[tuple[str, str], _Entity] = {}
         self._next_seq = 1
@@ -254,6 +321,7 @@ class EventLog:
         busy_timeout: float = 5.0,
         entity_cache_size: int = 200_000,
         poll_interval: float = 0.1,
+        durability: Durability = DEFAULT_DURABILITY,
     ) -> AbstractAsyncContextManager[EventLog]:
         """Open (and on first use create) the log at ``path``; an async context manager.
 
@@ -270,6 +338,12 @@ class EventLog:
         ``busy_timeout`` bounds how long a write waits for a lock held by another connection;
         ``entity_cache_size`` bounds the writer's cache of entity tips; ``poll_interval`` is how often
         :meth:`follow` looks for new events when another process writes.
+
+        ``durability`` says which crash a commit survives, i.e. what returning from :meth:`append` promises:
+        ``"process"`` (WAL, ``synchronous=NORMAL``): the death of the process, however it dies; after a power
+        loss or an OS crash the last commits may be gone (the log stays consistent, it just ends earlier).
+        ``"power"`` (``synchronous=FULL``): power loss and OS crashes too, at the cost of one disk flush per
+        batch. ``docs/eventlog.md`` has the measurements and why ``"process"`` is the default.
         """
         return _open_log(
             cls(
@@ -285,6 +359,7 @@ class EventLog:
                 busy_timeout=busy_timeout,
                 entity_cache_size=entity_cache_size,
                 poll_interval=poll_interval,
+                durability=durability,
             )
         )
 
@@ -302,16 +377,62 @@ class EventLog:
             await db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             if self._writer and mode == "rwc":
                 await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA synchronous = NORMAL")
+            await db.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self._durability]}")
+            if self._durability == "power":  # macOS flushes the drive's own cache only with F_FULLFSYNC
+                await db.execute("PRAGMA fullfsync = ON")
         except sqlite3.DatabaseError as e:
             await db.close()
+            if _cannot_write_here(e):
+                raise  # a reader falls back to reading only (_connect_reader); _start explains it to a writer
             raise self._corrupt_open_error(e) from e
         return db
 
     def _corrupt_open_error(self, e: sqlite3.Error) -> EventLogError:
         if isinstance(e, sqlite3.DatabaseError) and "not a database" in str(e):
             return CorruptLogError(f"{self._path}: not a wantbuild event log: not a SQLite database ({e})")
+        if self._writer and _cannot_write_here(e):
+            return EventLogError(
+                f"{self._path}: cannot open the log for writing: the file or its folder is read-only for this user "
+                f"({e}); make them writable, or open the log with writer=False to read it (the CLI's query "
+                "commands, such as status, events and replay, do)"
+            )
         return EventLogError(f"{self._path}: cannot open the event log: {e}")
+
+    async def _connect_reader(self) -> Any:
+        """A reader's connection: read-write if it may (to submit commands), else read-only, else immutable.
+
+        SQLite reads a WAL-mode database through its ``-shm`` index, which a reader creates (or opens for
+        writing) next to the file: in a read-only folder without one, or beside a read-only ``-shm``, the
+        read-write and read-only opens fail. Then the file is opened ``immutable=1``: read as a plain file,
+        with no locking and without the WAL. That is exact when there is no WAL (a log closed cleanly, the
+        usual state of a log in a read-only place); a non-empty ``-wal`` holds commits that immutable reading
+        would not see, so that case is refused with the way out instead of showing an older state.
+        """
+        for mode in ("rw", "ro"):
+            db = None
+            try:
+                db = await self._connect(mode)
+                await db.execute_fetchall("SELECT COUNT(*) FROM sqlite_master")  # the first read opens the WAL
+            except sqlite3.OperationalError as e:
+                if db is not None:
+                    await db.close()
+                if not _cannot_write_here(e):
+                    raise
+                continue
+            self._read_only = mode == "ro"
+            return db
+        wal = self._path + "-wal"
+        size = os.path.getsize(wal) if os.path.exists(wal) else 0  # noqa: ASYNC240 - two stats, at open
+        if size:
+            raise EventLogError(
+                f"{self._path}: cannot read the log's latest commits: they are in {wal} ({size} bytes), and SQLite "
+                f"reads that file only with write access to the folder (to create {self._path}-shm) or an existing "
+                "-shm file; copy the log together with its -wal file to a folder you can write, and read the copy"
+            )
+        db = await self._connect("ro&immutable=1")
+        self._read_only = True
+        log.info("eventlog opened immutable", path=self._path, reason="read-only file or folder, no WAL")
+        return db
 
     async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -322,7 +443,7 @@ class EventLog:
                 await self._init_or_check(self._wdb)
                 self._rdb = await self._connect("rw")
             else:
-                self._rdb = await self._connect("rw")
+                self._rdb = await self._connect_reader()
                 await self._init_or_check(self._rdb)
             await self._load_state()
         except sqlite3.Error as e:
@@ -368,6 +489,8 @@ class EventLog:
                     f"application_id {app_id:#x}, tables: {', '.join(sorted(tables)) or 'none'})"
                 )
             else:
+                if self._writer:  # a read-only file opens "read-write" without a word: find out now, not at append
+                    await db.execute("UPDATE meta SET value = value WHERE key = 'schema_version'")
                 await self._check_meta(db)
             if self._writer:
                 await db.execute("COMMIT")
@@ -383,7 +506,8 @@ class EventLog:
                 await db.execute(statement)
         await db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         now = self._now()
-        meta = {"schema_version": str(SCHEMA_VERSION), "created_at": repr(now), "format": "wantbuild event log"}
+        meta = {"schema_version": str(SCHEMA_VERSION), "created_at": repr(now), "format": "wantbuild event log",
+                HIGH_WATER: "0"}
         if self._want_fingerprint is not None:
             meta["fingerprint"] = self._want_fingerprint
         await db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
@@ -410,6 +534,16 @@ class EventLog:
                 f"{self._path}: the log has schema version {version}, but this wantbuild reads schema "
                 f"version {SCHEMA_VERSION} and has no upgrade from {version}"
             )
+        if self._writer:
+            problems = await self._tail_problems(db, meta.get(HIGH_WATER))
+            if problems:  # the error says it all; logged for the record only
+                log.info("eventlog damaged, not opened for writing", path=self._path, problems=problems)
+                raise DamagedLogError(self._path, problems)
+            if HIGH_WATER not in meta:  # a log from before the mark: start it now
+                await db.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, (SELECT COALESCE(MAX(seq), 0) FROM events))",
+                    (HIGH_WATER,),
+                )
         stored = meta.get("fingerprint")
         self._fingerprint = stored
         want = self._want_fingerprint
@@ -433,6 +567,95 @@ class EventLog:
         )
         if stored is not None:
             log.warning("eventlog graph fingerprint changed", path=self._path, old=stored, new=want)
+
+    async def _tail_problems(self, db: Any, mark: str | None) -> list[str]:
+        """What is structurally wrong with the log's last ``_TAIL_CHECK`` events; [] when they are sound.
+
+        Each event must link (``prev_seq``) to an earlier event of its own entity with the previous
+        ``entity_seq``, have a known type key and a payload that decodes strictly (when this registry knows its
+        type); the entity of each must have its last event in the tail recorded as its head in ``entities``;
+        and the last event must not be below the high-water mark. Reads a few hundred rows by key: milliseconds
+        whatever the log's size. Damage older than the tail is found by ``verify()``, or by an append that
+        meets it (:meth:`_conflict_damage`).
+        """
+        problems: list[str] = []
+        tail = await db.execute_fetchall(
+            "SELECT seq, entity_key, entity_seq, prev_seq, type_key, payload FROM events ORDER BY seq DESC LIMIT ?",
+            (_TAIL_CHECK,),
+        )
+        last = tail[0][0] if tail else 0
+        try:
+            committed = None if mark is None else int(mark)
+        except ValueError:
+            problems.append(f"meta {HIGH_WATER} is {mark!r}, not a seq")
+            committed = None
+        if committed is not None and committed > last:
+            problems.append(
+                f"the log's last events are missing: seq {committed} was committed, but the last event is "
+                + (f"seq {last}" if last else "none (the events table is empty)")
+            )
+        by_seq = {seq: (ek, eseq) for seq, ek, eseq, *_ in tail}
+        by_seq.update(await self._events_at({r[3] for r in tail if r[3] is not None and r[3] not in by_seq}))
+        types = {tk: (name, version) for tk, name, version
+                 in await db.execute_fetchall("SELECT type_key, name, version FROM event_types")}
+        heads: dict[int, tuple[int, int]] = {}  # entity_key -> its last (seq, entity_seq) in the tail
+        for seq, ek, eseq, prev, tk, payload in tail:
+            heads.setdefault(ek, (seq, eseq))
+            if prev is None:
+                if eseq != 1:
+                    problems.append(f"seq {seq}: entity_seq {eseq} without a prev_seq (only a first event has none)")
+            elif prev >= seq:
+                problems.append(f"seq {seq}: prev_seq {prev} is not before it")
+            elif (linked := by_seq.get(prev)) is None:
+                problems.append(f"seq {seq}: prev_seq {prev} points at an event that is not in the log")
+            elif linked[0] != ek:
+                problems.append(f"seq {seq}: prev_seq {prev} points at an event of another entity")
+            elif linked[1] != eseq - 1:
+                problems.append(f"seq {seq}: entity_seq {eseq} follows entity_seq {linked[1]} (a gap or a repeat)")
+            name_version = types.get(tk)
+            if name_version is None:
+                problems.append(f"seq {seq}: event type key {tk} is not in the event_types table")
+                continue
+            try:
+                cls = self._registry.lookup(*name_version)
+            except CorruptLogError:
+                continue  # a type this wantbuild does not know: not damage; reading it says so
+            try:
+                self._registry.strict_decoder_for(cls).decode(payload)
+            except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as e:
+                problems.append(f"seq {seq}: undecodable payload for {name_version[0]} v{name_version[1]}: {e}")
+        keys = list(heads)
+        found: dict[int, tuple[str, str, int, int]] = {}
+        for i in range(0, len(keys), _LOOKUP_KEYS):
+            chunk = keys[i : i + _LOOKUP_KEYS]
+            for ek, kind, eid, last_seq, last_eseq in await db.execute_fetchall(
+                "SELECT entity_key, kind, entity_id, last_seq, last_entity_seq FROM entities "
+                f"WHERE entity_key IN ({','.join('?' * len(chunk))})", chunk
+            ):
+                found[ek] = (kind, eid, last_seq, last_eseq)
+        for ek, (seq, eseq) in heads.items():
+            ent = found.get(ek)
+            if ent is None:
+                problems.append(f"seq {seq}: its entity (entity_key {ek}) is not in the entities table")
+            elif (ent[2], ent[3]) != (seq, eseq):
+                problems.append(
+                    f"{ent[0]} {ent[1]!r}: entities says last seq {ent[2]} / entity_seq {ent[3]}, but its events "
+                    f"end at seq {seq} / entity_seq {eseq}"
+                )
+        return problems
+
+    async def _events_at(self, seqs: Collection[int]) -> dict[int, tuple[int, int]]:
+        """``seq -> (entity_key, entity_seq)`` of those of ``seqs`` that are in the log."""
+        db = self._wdb
+        keys = sorted(seqs)
+        out: dict[int, tuple[int, int]] = {}
+        for i in range(0, len(keys), _LOOKUP_KEYS):
+            chunk = keys[i : i + _LOOKUP_KEYS]
+            for seq, ek, eseq in await db.execute_fetchall(
+                f"SELECT seq, entity_key, entity_seq FROM events WHERE seq IN ({','.join('?' * len(chunk))})", chunk
+            ):
+                out[seq] = (ek, eseq)
+        return out
 
     async def _load_state(self) -> None:
         db = self._wdb if self._writer else self._rdb
@@ -526,6 +749,20 @@ class EventLog:
         return self._path
 
     @property
+    def read_only(self) -> bool:
+        """Whether this reader had to open the log read-only (its folder or its ``-shm`` cannot be written).
+
+        It reads everything; :meth:`submit_command` raises :class:`ReadOnlyLogError`, as it also does for a
+        read-only file in a writable folder (which SQLite opens without saying it is read-only, so this is
+        False then)."""
+        return self._read_only
+
+    @property
+    def durability(self) -> Durability:
+        """Which crash a commit survives: ``"process"`` or ``"power"`` (see :meth:`open`)."""
+        return self._durability
+
+    @property
     def fingerprint(self) -> str | None:
         """The graph fingerprint the log is (now) recorded for."""
         return self._fingerprint
@@ -561,6 +798,10 @@ class EventLog:
     # ------------------------------------------------------------------ appending
 
     def _check_writable(self) -> None:
+        if self._writer_error is not None:
+            raise self._writer_failed_error()
+        if self._damage:
+            raise DamagedLogError(self._path, self._damage)
         if not self._open:
             raise LogClosedError(f"{self._path}: the event log is closed")
         if not self._writer:
@@ -570,7 +811,7 @@ class EventLog:
             )
 
     async def append(self, entity_kind: str, entity_id: str, expected_entity_seq: int, event: Event,
-                     at: float | None = None) -> Record:
+                     at: float | None = None, *, command: tuple[int, Mapping[str, Any]] | None = None) -> Record:
         """Append ``event`` to the entity's history; return its record once it is committed.
 
         ``expected_entity_seq`` is the entity's last ``entity_seq`` as the caller knows it (0 for a new
@@ -578,6 +819,13 @@ class EventLog:
         :class:`ConcurrencyError`. ``at`` is ``now()`` at the call unless the caller gives it (an actor that
         already read the runtime clock for its transition); ``seq`` follows the order of calls.
         Raises :class:`CommitError` if its batch could not be committed (nothing of it was written).
+
+        ``command=(command_id, result)`` completes that inbox command with ``result`` (``completed_at`` is the
+        event's ``at``) in the same transaction as the event: both commit or neither does, so a command whose
+        effect is this event is applied exactly once. If the command is no longer pending (completed already,
+        also by an earlier append of the same batch) this append fails alone with
+        :class:`CommandCompletedError` (:class:`UnknownCommandError` if there is no such command) and nothing
+        of it is written; the rest of its batch commits as usual.
         """
         if not self._appendable:
             self._check_writable()
@@ -585,6 +833,8 @@ class EventLog:
         if tk is None:
             tk = self._new_type_key(event)
         fut: asyncio.Future[Record] = _Future(loop=self._loop)
+        if command is not None:
+            self._commands[fut] = (command[0], self._result_json(command[0], command[1]))
         incoming = self._incoming
         incoming.append(
             (entity_kind, entity_id, expected_entity_seq, event, tk, self._encode(event),
@@ -595,6 +845,21 @@ class EventLog:
             if not wake.done():
                 wake.set_result(None)
         return await fut
+
+    @staticmethod
+    def _result_json(command_id: int, result: Mapping[str, Any]) -> str:
+        if type(command_id) is not int:
+            raise EventLogError(f"a command id is an int (what submit_command returned), got {command_id!r}")
+        try:
+            return msgspec.json.encode(dict(result)).decode()
+        except (TypeError, msgspec.EncodeError) as e:
+            raise EventLogError(f"command {command_id}: result is not JSON-serializable: {e}") from e
+
+    def _forget_commands(self, items: Sequence[_Item]) -> None:
+        """Drop the inbox completions of appends that failed before their batch was written."""
+        if self._commands:
+            for item in items:
+                self._commands.pop(item[7], None)
 
     def _new_type_key(self, event: Event) -> int:
         cls = type(event)
@@ -628,22 +893,39 @@ class EventLog:
         ``autocommit=True`` it waits for the writer. Raises :class:`CommitError` if a batch holding one of
         those appends failed to commit.
         """
+        if self._writer_error is not None:
+            raise self._writer_failed_error()
         if not self._open:
             raise LogClosedError(f"{self._path}: the event log is closed")
         if not self._writer:
             return
         target = self._submitted
-        start = self._done
-        if target > self._flush_to:
-            self._flush_to = target
-            self._kick()
-        while self._done < target:
-            if self._closed or self._writer_done is None or self._writer_done.is_set():
-                raise LogClosedError(f"{self._path}: the event log was closed before the commit finished")
-            await self._progress.wait()
-        for f in self._failures:
-            if f.hi > start and f.lo < target:
-                raise CommitError(f"{self._path}: commit failed: {f.error}") from f.error
+        if self._done >= target:
+            return
+        wait = _CommitWait(self._done, target)
+        self._commit_waits.append(wait)
+        try:
+            if target > self._flush_to:
+                self._flush_to = target
+                self._kick()
+            while self._done < target:
+                if self._closed or self._writer_done is None or self._writer_done.is_set():
+                    if self._writer_error is not None:
+                        raise self._writer_failed_error()
+                    raise LogClosedError(f"{self._path}: the event log was closed before the commit finished")
+                await self._progress.wait()
+        finally:
+            self._commit_waits.remove(wait)
+        if wait.error is not None:
+            raise CommitError(f"{self._path}: commit failed: {wait.error}") from wait.error
+        if self._writer_error is not None:  # the writer stopped on a bug while writing these appends
+            raise self._writer_failed_error()
+
+    def _note_failure(self, lo: int, hi: int, error: CommitError) -> None:
+        """Appends ``lo <= ordinal < hi`` did not commit: tell each waiting commit() that covers one of them."""
+        for wait in self._commit_waits:
+            if wait.error is None and lo < wait.hi and hi > wait.lo:
+                wait.error = error
 
     def _kick(self) -> None:
         wake = self._wake
@@ -655,14 +937,50 @@ class EventLog:
         self._progress = asyncio.Event()
 
     def _fail_incoming(self, message: str) -> None:
+        """Fail every append not yet taken by the writer with CommitError (the log is aborting)."""
         items, self._incoming = self._incoming, []
+        self._forget_commands(items)
+        error = CommitError(f"{self._path}: {message}")
         for item in items:
             fut = item[7]
             if not fut.done():
                 fut.set_exception(CommitError(f"{self._path}: {message}"))
+        lo = self._taken
         self._taken += len(items)
         self._done += len(items)
         self._flush_to = max(self._flush_to, self._taken)
+        if items:
+            self._note_failure(lo, self._taken, error)
+
+    def _writer_failed_error(self) -> WriterFailedError:
+        error = self._writer_error
+        err = WriterFailedError(
+            f"{self._path}: the log's writer stopped on an unexpected error (a bug, not a database error), and "
+            f"the log accepts no more appends; nothing of the batch it was writing was written: "
+            f"{type(error).__name__}: {error}"
+        )
+        err.__cause__ = error
+        return err
+
+    def _writer_failed(self, error: BaseException, items: Sequence[_Item]) -> None:
+        """The writer hit a bug (or was cancelled): fail the batch in hand and everything queued, stop appends."""
+        if self._writer_error is None:
+            self._writer_error = error
+            log.error("eventlog writer failed", path=self._path, error=f"{type(error).__name__}: {error}")
+        self._open = self._appendable = False
+        for item in items:
+            fut = item[7]
+            if not fut.done():
+                fut.set_exception(self._writer_failed_error())
+        rest, self._incoming = self._incoming, []
+        self._forget_commands(items)
+        self._forget_commands(rest)
+        for item in rest:
+            fut = item[7]
+            if not fut.done():
+                fut.set_exception(self._writer_failed_error())
+        self._taken += len(rest)
+        self._done += len(rest)
 
     # ------------------------------------------------------------------ the writer task
 
@@ -693,9 +1011,8 @@ class EventLog:
                     n = self._ready()
                 await self._write_batch(n)
         except BaseException as e:
-            # Only a bug gets here (batches catch their own errors): fail everything still waiting.
-            self._open = self._appendable = False
-            self._fail_incoming(f"the log's writer stopped: {e!r}")
+            # Only a bug (or the task's cancellation) gets here: batches catch their database errors.
+            self._writer_failed(e, ())
             raise
         finally:
             self._writer_done.set()
@@ -748,11 +1065,12 @@ class EventLog:
         lo = self._taken
         self._taken += n
         try:
-            await self._write_items(items)
+            await self._write_items(items, lo)
+        except BaseException as e:
+            self._writer_failed(e, items)
+            raise
         finally:
             self._done += n
-            if self._failures and self._failures[-1].lo == -1:  # this batch failed: note which appends
-                self._failures[-1].lo, self._failures[-1].hi = lo, lo + n
             if len(self._cache) > self._entity_cache_size:
                 # Nothing is pending between batches, so any tip may go: it reloads on its next miss. The older
                 # half goes (insertion order), not all of it: clearing everything made every active entity miss
@@ -762,12 +1080,25 @@ class EventLog:
                     del cache[key]
             self._notify_progress()
 
-    async def _write_items(self, items: list[_Item]) -> None:
+    async def _write_items(self, items: list[_Item], lo: int,
+                           cmds: dict[asyncio.Future[Record], tuple[int, str]] | None = None) -> None:
+        """Check, number and write one batch (appends ``lo ..``); a database error fails it with CommitError.
+
+        ``cmds`` are the batch's inbox completions (taken from ``_commands`` here on the first attempt).
+        """
+        if cmds is None and self._commands:
+            cmds = {it[7]: c for it in items if (c := self._commands.pop(it[7], None)) is not None}
         cache = self._cache
         try:
             ents = [cache[(it[0], it[1])] for it in items]
         except KeyError:
-            found = await self._lookup(items)
+            try:
+                found = await self._lookup(items)
+            except _BUG_DB_ERRORS:
+                raise
+            except _DB_ERRORS as e:  # nothing is numbered or cached yet: only the appends need failing
+                self._fail_batch(e, [it[7] for it in items], lo, len(items), "", "")
+                return
             bad: dict[tuple[str, str], str] = {}
             for k, v in found.items():
                 if isinstance(v, _Entity):
@@ -789,12 +1120,14 @@ class EventLog:
         futs: list[asyncio.Future[Record]] = []
         rows_append, recs_append, futs_append = rows.append, recs.append, futs.append
         record = Record
+        conflicts: list[tuple[asyncio.Future[Record], _Entity, int, int]] | None = None
         # zip(strict=False): ents was built from items, one for one; the strict check costs in this loop.
         for (kind, eid, expected, ev, tk, payload, at, fut), ent in zip(items, ents, strict=False):
             last = ent.peseq
             if expected != last:
-                if not fut.done():
-                    fut.set_exception(ConcurrencyError(kind, eid, expected, last))
+                if conflicts is None:
+                    conflicts = []
+                conflicts.append((fut, ent, expected, last))
                 continue
             last += 1
             rows_append((seq, ent.key, last, ent.pseq or None, tk, payload, at))
@@ -803,23 +1136,49 @@ class EventLog:
             ent.pseq = seq
             ent.peseq = last
             seq += 1
-        if not rows:
-            return
         # Between batches every pending tip equals its committed tip, so the touched entities are exactly
         # those whose tips moved.
         touched = [e for e in dict.fromkeys(ents) if e.pseq != e.cseq]
+        if conflicts is not None and await self._conflicts_reveal_damage(conflicts, touched, futs):
+            return
+        if not rows:
+            return
         new = [(e.key, e.kind, e.eid, e.pseq, e.peseq) for e in touched if not e.in_db]
         upd = [(e.pseq, e.peseq, e.key) for e in touched if e.in_db]
         types = [(tk, name, version) for tk, (name, version) in self._unsaved_types.items()]
+        cmd_futs: list[asyncio.Future[Record]] = []
+        cmd_rows: list[tuple[float, str, int]] = []
+        if cmds:
+            for fut, rec in zip(futs, recs, strict=True):
+                if (c := cmds.get(fut)) is not None:
+                    cmd_futs.append(fut)
+                    cmd_rows.append((rec.at, c[1], c[0]))
 
         # One trip to the connection's thread writes and commits the whole batch (or rolls it back).
         # Shielded: once started, the outcome must be known, whatever happens to this task.
         try:
             with anyio.CancelScope(shield=True):
-                await _in_db_thread(self._wdb, _write_batch_sync, types, rows, new, upd, self._is_aborting)
-        except Exception as e:
-            self._rollback(e, touched, futs, first_seq, seq - 1)
+                await _in_db_thread(self._wdb, _write_batch_sync, types, rows, new, upd, self._is_aborting, cmd_rows,
+                                    seq - 1 if self._needs_mark(touched, seq - 1) else None)
+        except _CommandsNotPending as e:
+            # Fail those appends alone and write the batch again without them (and without appends already
+            # failed: a conflict they caused is not undone, their callers were told).
+            self._rollback(touched)
+            assert cmds is not None
+            await self._fail_not_pending([(cmd_futs[i], cmd_rows[i][2]) for i in e.indexes])
+            await self._write_items([it for it in items if not it[7].done()], lo,
+                                    {f: c for f, c in cmds.items() if not f.done()})
             return
+        except (_Aborted, *_DB_ERRORS) as e:
+            if isinstance(e, _BUG_DB_ERRORS):
+                self._rollback(touched)
+                raise
+            self._rollback(touched)
+            self._fail_batch(e, futs, lo, len(items), f" (seq {first_seq}..{seq - 1})", f" of {len(futs)} appends")
+            return
+        except BaseException:
+            self._rollback(touched)
+            raise
 
         # Committed: promote the pending tips and tell every appender.
         for ent in touched:
@@ -836,18 +1195,109 @@ class EventLog:
             except asyncio.InvalidStateError:
                 pass  # the appender was cancelled; its event is committed all the same
 
+    @staticmethod
+    def _needs_mark(touched: list[_Entity], last: int) -> bool:
+        """Whether a batch ending at seq ``last`` must write the high-water mark for the open check to see the
+        loss of its events.
+
+        If the log's last events are lost, look at the first lost one, e: if its entity's previous event p is
+        within ``_TAIL_CHECK`` of it, p is in the tail the writer's open checks, and the entity's head in
+        ``entities`` (past p) gives the loss away. Otherwise (p is older, or e was its entity's first event) only
+        the mark can: so a batch writes it when one of its entities is new or last moved ``_TAIL_CHECK`` seqs
+        before the batch's end (a cheap superset of the events that need it; the first entity usually decides).
+        Batches of entities that move often, the common case of a small batch, write no extra page.
+        """
+        horizon = last - _TAIL_CHECK
+        return any(e.cseq == 0 or e.cseq < horizon for e in touched)
+
+    async def _fail_not_pending(self, failed: list[tuple[asyncio.Future[Record], int]]) -> None:
+        """Fail appends whose command completion found the command not pending, saying why."""
+        for fut, command_id in failed:
+            try:
+                rows = await self._wdb.execute_fetchall(
+                    "SELECT name, completed_at FROM commands WHERE id = ?", (command_id,)
+                )
+            except _BUG_DB_ERRORS:
+                raise
+            except _DB_ERRORS:
+                rows = []
+            error: EventLogError
+            if not rows:
+                error = UnknownCommandError(
+                    f"{self._path}: there is no command {command_id}, so this append, which was to complete it, "
+                    "was not written", command_id)
+            else:
+                name, done_at = rows[0]
+                when = "earlier in the same batch" if done_at is None else f"at {done_at}"
+                error = CommandCompletedError(
+                    f"{self._path}: command {command_id} ({name}) was already completed ({when}); nothing of this "
+                    "append was written, so the command's effect is not applied twice", command_id)
+            if not fut.done():
+                fut.set_exception(error)
+
+    async def _conflicts_reveal_damage(
+        self,
+        conflicts: list[tuple[asyncio.Future[Record], _Entity, int, int]],
+        touched: list[_Entity],
+        futs: list[asyncio.Future[Record]],
+    ) -> bool:
+        """Fail the conflicting appends with ConcurrencyError, unless the conflict comes from a damaged log.
+
+        The one writer numbers every append, so an append whose expected ``entity_seq`` is not the entity's
+        comes from a caller whose view is not the log's: a bug in the caller, or a log that lost its entity's
+        last event (the caller's replay of it counts one event fewer than ``entities`` does). The latter is
+        damage: then the whole batch fails with DamagedLogError, nothing is written, and nothing ever will be.
+        A rare path: it reads each conflicting entity's head row, by key.
+        """
+        damage = await self._conflict_damage({id(c[1]): c[1] for c in conflicts if c[1].in_db}.values())
+        if not damage:
+            for fut, ent, expected, actual in conflicts:
+                if not fut.done():
+                    fut.set_exception(ConcurrencyError(ent.kind, ent.eid, expected, actual))
+            return False
+        self._rollback(touched)
+        self._damage = tuple(damage)
+        self._appendable = False
+        log.error("eventlog damaged", path=self._path, problems=damage)
+        for fut in [c[0] for c in conflicts] + futs:
+            if not fut.done():
+                fut.set_exception(DamagedLogError(self._path, self._damage))
+        rest, self._incoming = self._incoming, []
+        self._forget_commands(rest)
+        for item in rest:
+            if not item[7].done():
+                item[7].set_exception(DamagedLogError(self._path, self._damage))
+        self._taken += len(rest)
+        self._done += len(rest)
+        return True
+
+    async def _conflict_damage(self, ents: Collection[_Entity]) -> list[str]:
+        """Problems with these entities' committed last events (missing, another entity's, misnumbered)."""
+        try:
+            heads = await self._events_at({e.cseq for e in ents})
+        except _BUG_DB_ERRORS:
+            raise
+        except _DB_ERRORS:
+            return []  # cannot tell: the conflicts stay conflicts
+        problems = []
+        for e in ents:
+            head = heads.get(e.cseq)
+            if head is None:
+                problems.append(f"{e.kind} {e.eid!r}: its last event, seq {e.cseq}, is not in the log")
+            elif head[0] != e.key:
+                problems.append(f"{e.kind} {e.eid!r}: its last event, seq {e.cseq}, is another entity's")
+            elif head[1] != e.ceseq:
+                problems.append(
+                    f"{e.kind} {e.eid!r}: its last event, seq {e.cseq}, has entity_seq {head[1]}, but entities says "
+                    f"{e.ceseq}"
+                )
+        return problems
+
     def _is_aborting(self) -> bool:
         return self._aborting
 
-    def _rollback(
-        self,
-        error: BaseException,
-        touched: list[_Entity],
-        futs: list[asyncio.Future[Record]],
-        first: int,
-        last: int,
-    ) -> None:
-        """Undo a failed batch in memory (the database already rolled back) and fail its appends."""
+    def _rollback(self, touched: list[_Entity]) -> None:
+        """Undo a batch in memory that did not commit (the database already rolled it back)."""
         for e in touched:
             if e.in_db:
                 e.pseq = e.cseq
@@ -855,15 +1305,22 @@ class EventLog:
             else:
                 self._cache.pop((e.kind, e.eid), None)
         self._next_seq = self._committed_seq + 1
+
+    def _fail_batch(
+        self, error: BaseException, futs: list[asyncio.Future[Record]], lo: int, n: int, seqs: str, size: str
+    ) -> None:
+        """A batch (appends ``lo .. lo + n``) did not commit: fail its appends with CommitError, tell commit()."""
         if isinstance(error, _Aborted):
             message = f"{self._path}: log aborted before this append was committed"
         else:
             message = (
-                f"{self._path}: could not commit a batch of {len(futs)} appends (seq {first}..{last}), "
-                f"nothing of it was written: {type(error).__name__}: {error}"
+                f"{self._path}: could not commit a batch{size}{seqs}, nothing of it was written: "
+                f"{type(error).__name__}: {error}"
             )
             log.error("eventlog commit failed", path=self._path, appends=len(futs), error=str(error))
-        self._failures.append(_Failure(-1, -1, CommitError(message)))
+        failure = CommitError(message)
+        failure.__cause__ = error
+        self._note_failure(lo, lo + n, failure)
         for fut in futs:
             if not fut.done():
                 err = CommitError(message)
@@ -892,12 +1349,15 @@ class EventLog:
     def _decode_one(self, seq: int, kind: str, eid: str, eseq: int, tk: int, payload: bytes, at: float) -> Record:
         return Record(seq, kind, eid, eseq, self._decode_payload(seq, tk, payload), at)
 
-    def _decode_payload(self, seq: int, tk: int, payload: bytes) -> Event:
+    def _decode_payload(self, seq: int, tk: int, payload: bytes, strict: bool = False) -> Event:
+        """Decode one row's payload, or raise CorruptLogError saying why; ``strict`` refuses unknown fields."""
         name_version = self._type_names.get(tk)
         if name_version is None:
             raise CorruptLogError(f"{self._path}: event type key {tk} is not in the event_types table", seq)
         name, version = name_version
         dec = self._decoders[tk] if tk < len(self._decoders) else None
+        if dec is not None and strict:
+            dec = self._registry.strict_decoder_for(self._registry.lookup(name, version)).decode
         if dec is None:
             known = sorted(v for (n, v) in self._type_by_name if n == name and self._decoders_has(n, v))
             hint = f" (this wantbuild knows versions {known})" if known else ""
@@ -1065,7 +1525,8 @@ class EventLog:
 
         Checks: ``seq`` increases; each entity's ``entity_seq`` runs 1, 2, 3... without gaps and its
         ``prev_seq`` chain links each event to the entity's previous one and ends at ``entities.last_seq``;
-        every event type is known; every payload decodes into its type.
+        every event type is known; every payload decodes into its type strictly: a field the type does not
+        have is a problem here (reading ignores it), as is a required field that is missing.
         """
         db = self._check_readable()
         await self._load_types()
@@ -1099,7 +1560,7 @@ class EventLog:
                     problem(seq, f"prev_seq {prev} but the entity's previous event is {want_prev}")
                 tips[ek] = (seq, eseq)
                 try:
-                    self._decode_payload(seq, tk, payload)
+                    self._decode_payload(seq, tk, payload, strict=True)
                 except CorruptLogError as e:
                     problem(seq, str(e).removeprefix(f"seq {seq}: ").removeprefix(f"{self._path}: "))
         entities = 0
@@ -1131,11 +1592,21 @@ class EventLog:
             body = msgspec.json.encode(dict(payload)).decode()
         except (TypeError, msgspec.EncodeError) as e:
             raise EventLogError(f"command {name!r}: payload is not JSON-serializable: {e}") from e
+        if self._read_only:
+            raise ReadOnlyLogError(
+                f"{self._path}: cannot store command {name!r}: the log's file or folder is read-only for this user; "
+                "run the command as a user who can write the log's folder"
+            )
         try:
             cur = await db.execute(
                 "INSERT INTO commands (name, payload, submitted_at) VALUES (?, ?, ?)", (name, body, self._now())
             )
         except sqlite3.Error as e:
+            if _cannot_write_here(e):
+                raise ReadOnlyLogError(
+                    f"{self._path}: cannot store command {name!r}: the log is read-only for this user ({e}); run "
+                    "the command as a user who can write the log and its folder"
+                ) from e
             raise CommitError(f"{self._path}: could not store command {name!r}: {e}") from e
         command_id = int(cur.lastrowid)
         log.info("eventlog command submitted", path=self._path, command_id=command_id, command=name)
@@ -1151,23 +1622,52 @@ class EventLog:
     async def complete_command(self, command_id: int, result: Mapping[str, Any]) -> None:
         """Record a command's result; it is then no longer pending. Writer only; once per command."""
         self._check_writable()
-        try:
-            body = msgspec.json.encode(dict(result)).decode()
-        except (TypeError, msgspec.EncodeError) as e:
-            raise EventLogError(f"command {command_id}: result is not JSON-serializable: {e}") from e
+        body = self._result_json(command_id, result)
         db = self._check_readable()
         try:
-            cur = await db.execute(
-                "UPDATE commands SET completed_at = ?, result = ? WHERE id = ? AND completed_at IS NULL",
-                (self._now(), body, command_id),
-            )
+            cur = await db.execute(COMPLETE_COMMAND, (self._now(), body, command_id))
         except sqlite3.Error as e:
             raise CommitError(f"{self._path}: could not complete command {command_id}: {e}") from e
         if cur.rowcount != 1:
             existing = await self.command(command_id)
             if existing is None:
-                raise EventLogError(f"{self._path}: there is no command {command_id}")
-            raise EventLogError(f"{self._path}: command {command_id} ({existing.name}) was already completed")
+                raise UnknownCommandError(f"{self._path}: there is no command {command_id}", command_id)
+            raise CommandCompletedError(
+                f"{self._path}: command {command_id} ({existing.name}) was already completed", command_id
+            )
+
+    async def commands(self, state: CommandState | None = None, *, limit: int | None = None,
+                       newest_first: bool = False) -> list[Command]:
+        """Inbox commands in id order (newest first if asked), all or those in one ``state``, with results.
+
+        ``state``: ``"pending"`` (not completed yet), ``"ok"`` (completed) or ``"failed"`` (completed with
+        ``{"ok": false, "error": ...}``: the runtime refused or failed it; :attr:`Command.error` says why).
+        """
+        if state is not None and state not in ("pending", "ok", "failed"):
+            raise ValueError(f"state must be 'pending', 'ok', 'failed' or None, got {state!r}")
+        sql = "SELECT id, name, payload, submitted_at, completed_at, result FROM commands"
+        params: list[Any] = []
+        if state == "pending":  # the partial index commands_pending serves this one
+            sql += " WHERE completed_at IS NULL"
+        elif state is not None:
+            sql += f" WHERE {COMMAND_STATE} = ?"
+            params.append(state)
+        sql += " ORDER BY id DESC" if newest_first else " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = await self._check_readable().execute_fetchall(sql, params)
+        return [Command(i, n, msgspec.json.decode(p), at, done_at, None if r is None else msgspec.json.decode(r))
+                for i, n, p, at, done_at, r in rows]
+
+    async def command_counts(self) -> dict[CommandState, int]:
+        """How many inbox commands are pending, ok and failed (every state present, 0 when none)."""
+        rows = await self._check_readable().execute_fetchall(
+            f"SELECT {COMMAND_STATE} AS state, COUNT(*) FROM commands GROUP BY state"
+        )
+        counts: dict[CommandState, int] = {"pending": 0, "ok": 0, "failed": 0}
+        counts.update(dict(rows))
+        return counts
 
     async def command(self, command_id: int) -> Command | None:
         """One command with its result once completed, or ``None`` if there is no such command."""

@@ -9,7 +9,7 @@ the log.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -35,8 +35,16 @@ class Record(msgspec.Struct, frozen=True, gc=False):
         return self.event.event_name
 
 
+CommandState = Literal["pending", "ok", "failed"]
+"""Where an inbox command is: not completed yet, completed, or completed with ``{"ok": false, ...}``."""
+
+
 class Command(msgspec.Struct, frozen=True):
-    """A request in the command inbox (``create want``, ``cancel``, ``taint``...), and its outcome."""
+    """A request in the command inbox (``create want``, ``cancel``, ``taint``...), and its outcome.
+
+    The runtime completes a command with a result mapping; by convention ``{"ok": true, ...}`` on success and
+    ``{"ok": false, "error": "what went wrong"}`` when it refused or failed the command (:attr:`state`).
+    """
 
     id: int
     name: str
@@ -49,6 +57,21 @@ class Command(msgspec.Struct, frozen=True):
     def done(self) -> bool:
         """Whether the runtime has completed the command (``result`` is then set)."""
         return self.completed_at is not None
+
+    @property
+    def state(self) -> CommandState:
+        """``"pending"`` until completed; then ``"failed"`` if the result says ``"ok": false``, else ``"ok"``."""
+        if self.completed_at is None:
+            return "pending"
+        return "failed" if self.result is not None and self.result.get("ok") is False else "ok"
+
+    @property
+    def error(self) -> str | None:
+        """Why a failed command failed (its result's ``"error"``); ``None`` unless :attr:`state` is failed."""
+        if self.state != "failed":
+            return None
+        assert self.result is not None
+        return str(self.result.get("error", "the runtime refused the command (no reason given)"))
 
 
 class Problem(msgspec.Struct, frozen=True):

@@ -64,6 +64,20 @@ INSERT_ENTITY = (
 UPDATE_ENTITY = "UPDATE entities SET last_seq = ?, last_entity_seq = ? WHERE entity_key = ?"
 INSERT_TYPE = "INSERT INTO event_types (type_key, name, version) VALUES (?, ?, ?)"
 
+COMPLETE_COMMAND = "UPDATE commands SET completed_at = ?, result = ? WHERE id = ? AND completed_at IS NULL"
+
+# A command's state from its row; a failed command's result holds "ok": false (json_type is 'false' for it).
+COMMAND_STATE = (
+    "CASE WHEN completed_at IS NULL THEN 'pending' "
+    "WHEN json_type(result, '$.ok') = 'false' THEN 'failed' ELSE 'ok' END"
+)
+
+HIGH_WATER = "last_seq"
+"""The ``meta`` key holding a committed ``seq`` (the high-water mark), written in the transaction of each batch
+whose loss the writer's open check could not otherwise see (``EventLog._needs_mark``): a log whose last event is
+below it has lost events from its end. (The other witness, the largest ``entities.last_seq``, needs a full scan.)"""
+UPDATE_HIGH_WATER = f"UPDATE meta SET value = ? WHERE key = '{HIGH_WATER}'"
+
 # Rows as the read paths want them: the entity's kind and id joined in, in seq order.
 SELECT_EVENTS = (
     "SELECT e.seq, n.kind, n.entity_id, e.entity_seq, e.type_key, e.payload, e.at "

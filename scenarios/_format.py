@@ -99,7 +99,7 @@ EVENT_TYPES: Final[tuple[str, ...]] = (
     "PartitionBuilding", "PartitionLive", "PartitionUpstreamWaiting", "PartitionMissing", "PartitionFailed",
     "PartitionUpstreamFailed", "PartitionTainted",
     "JobRunQueued", "JobRunDeferred", "JobRunStarted", "JobRunAttached", "JobRunSucceeded", "JobRunFailed",
-    "JobRunDepMiss", "JobRunCanceled", "JobRunLost",
+    "JobRunDepMiss", "JobRunCanceled", "JobRunLost", "JobRunResultIgnored",
 )
 DEFAULT_HORIZON: Final[float] = 30 * 86400.0
 INVARIANTS: Final[tuple[str, ...]] = ("I1", "I2", "I3", "I4", "I5", "I6")

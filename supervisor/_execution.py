@@ -83,7 +83,8 @@ _POLL_INTERVAL = 0.05
 _SIGKILL_WAIT = 1.0
 """Seconds (real time) to see the group gone after SIGKILL before logging that some member survives."""
 
-Status: TypeAlias = Literal["succeeded", "failed", "dep_miss", "canceled"]
+Status: TypeAlias = Literal["succeeded", "failed", "dep_miss", "canceled", "lost"]
+"""``lost``: only from an executor that lost track of a remote job (its cluster became unreachable)."""
 
 
 class MissingDeps(WantbuildError):

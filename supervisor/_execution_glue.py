@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 
@@ -70,7 +70,7 @@ class LocalExecution:
                  faults: Faults | None = None, world: World | None = None) -> None:
         self.graph = graph
         self.world = world
-        self._resolve_read = _resolver(graph, world) if world is not None else None
+        self.resolve_read = _resolver(graph, world) if world is not None else None
         self.faults = faults
         self.clock = clock
         self.log_dir = log_dir
@@ -86,6 +86,9 @@ class LocalExecution:
         if job.command is None:
             return None, None
         return (str(self.log_dir / f"{run.job_run_id}.stdout"), str(self.log_dir / f"{run.job_run_id}.stderr"))
+
+    def placement(self, run: JobRunState) -> tuple[str, dict[str, Any]] | None:
+        return None  # the runtime's own tasks and processes
 
     def start(self, run: JobRunState) -> None:
         if self._scope_cls is None:
@@ -150,7 +153,7 @@ class LocalExecution:
                 params = tuple(dict(job.params(ref) or {}) for ref in run.partitions)
                 ctx = JobContext(job_run_id=rid, job_name=run.job, partitions=run.partitions,
                                  attempt=run.attempt, params=params, clock=self.clock,
-                                 generations=run.generations, resolve_read=self._resolve_read)
+                                 generations=run.generations, resolve_read=self.resolve_read)
                 # Static dependencies are read for the job; one that is not Live (any more) is a DepMiss.
                 outcome = _read_static_deps(self.graph, ctx) if job.deps is not None else None
                 if outcome is None and job.command is not None:
@@ -226,3 +229,25 @@ def _read_static_deps(graph: Graph, ctx: JobContext) -> RunOutcome | None:
     if not missing:
         return None
     return ctx._outcome(_dep_miss_outcome(MissingDeps(list(dict.fromkeys(missing))), ctx.log), on_its_own=True)
+
+
+def resolve_remote_reads(outcome: RunOutcome, partitions: Sequence[str], resolve: ReadResolver) -> RunOutcome:
+    """The outcome of a job that ran on a cluster, its reads resolved now, when it arrives.
+
+    A worker cannot ask the World what it reads, so a remote job's ``ctx.read`` checks the ref's syntax and records
+    it; here each read gets the generation Live now, and the run's outcome becomes what it would have been locally
+    had the input been in that state: an input not Live makes a finished run ``dep_miss`` on it, a ref no job
+    produces fails it. The difference with a local run: an input rebuilt while the job ran is recorded at its new
+    generation (docs/executors.md).
+    """
+    if not outcome.read:
+        return outcome
+    ctx = JobContext(job_run_id="remote", job_name="remote", partitions=partitions, resolve_read=resolve)
+    for ref in outcome.read:
+        into = outcome.into.get(ref)
+        with contextlib.suppress(MissingDeps, JobProtocolError):  # recorded in ctx: _outcome says what it means
+            ctx.read_many({ref: list(into)} if into else [ref])
+    ctx._failed.update(outcome.failed)
+    on_its_own = outcome.status in ("succeeded", "dep_miss") or (outcome.status == "failed"
+                                                                and outcome.error_type in (None, "MissingDeps"))
+    return ctx._outcome(replace(outcome, failed={}), on_its_own=on_its_own)

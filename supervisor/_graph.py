@@ -41,7 +41,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, NamedTuple, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias, TypeVar
 
 from actors import POLICIES, CollisionPolicy
 from actors._refs import _SCHEME_RE, MAX_REF_LENGTH, InvalidRef, char_problem, validate_ref
@@ -62,6 +62,9 @@ __all__ = [
     "TemplateDeps",
     "UnknownJob",
 ]
+
+if TYPE_CHECKING:
+    from ._executors.base import Executor
 
 _log = get_logger("wantbuild.graph")
 
@@ -472,6 +475,11 @@ class Job:
     command: tuple[str, ...] | None = None
     collision_policy: CollisionPolicy | None = None
     declared_command: tuple[str, ...] | None = None
+    executor: Executor | Literal["local"] | None = None
+    """Where the job's runs execute: an executor (``DaskExecutor(...)``, ``RayExecutor(...)``), ``"local"`` (the
+    runtime's own processes, whatever the default), or None for the runtime's or graph's default."""
+    resources: Mapping[str, float] | None = None
+    """Placement hints passed to the executor's engine (``{"gpu": 1}``); ignored by the local executor."""
 
     @classmethod
     def create(
@@ -492,6 +500,8 @@ class Job:
         heartbeat_timeout: float | None = None,
         collision_policy: CollisionPolicy | None = None,
         declared_command: Sequence[str] | None = None,
+        executor: Executor | Literal["local"] | None = None,
+        resources: Mapping[str, float] | None = None,
     ) -> Job:
         """Build and check a job; raises :class:`GraphError` naming the job. ``retries`` = attempts - 1."""
         _check_name(name)
@@ -521,6 +531,8 @@ class Job:
             command=None if command is None else tuple(command),
             collision_policy=collision_policy,
             declared_command=tuple(declared_command) if declared_command is not None else None,
+            executor=executor,
+            resources=dict(resources) if isinstance(resources, Mapping) else resources,
         )
         _check_job(job)
         return job
@@ -626,11 +638,14 @@ def _check_job(job: Job) -> None:
     if (job.run is None) == (job.command is None):
         which = "both" if job.run is not None else "neither"
         raise fail(f"has {which} run and command; give exactly one (an async function, or an argv to execute)")
-    if job.run is not None and not _is_async_callable(job.run):
+    if job.run is not None and not callable(job.run):
+        raise fail(f"run must be an async function (async def ...), got {job.run!r}")
+    if job.run is not None and job.executor == "local" and not _is_async_callable(job.run):
         raise fail(
             f"run must be an async function (async def ...), got {job.run!r}; wrap blocking code with "
-            f"anyio.to_thread.run_sync"
+            f"anyio.to_thread.run_sync (a plain function can run only on a cluster executor)"
         )
+    _check_executor(job, fail)
     if job.command is not None and (
         not isinstance(job.command, tuple)
         or not job.command
@@ -640,6 +655,26 @@ def _check_job(job: Job) -> None:
         raise fail(f"command must be a non-empty argv of str, e.g. ['python3', 'jobs/daily.py'], got {job.command!r}")
     if job.collision_policy is not None and job.collision_policy not in POLICIES:
         raise fail(f"collision_policy must be one of {', '.join(POLICIES)}, got {job.collision_policy!r}")
+
+
+def _is_executor(executor: object) -> bool:
+    from ._executors.base import Executor
+
+    return isinstance(executor, Executor)
+
+
+def _check_executor(job: Job, fail: Callable[[str], GraphError]) -> None:
+    from ._executors.base import Executor, check_resources
+
+    if job.executor is not None and job.executor != "local" and not isinstance(job.executor, Executor):
+        raise fail(
+            f"executor must be an executor (DaskExecutor(...), RayExecutor(...)), 'local' or None, got "
+            f"{job.executor!r}"
+        )
+    try:
+        check_resources(job.name, job.resources)
+    except ValueError as e:
+        raise fail(str(e)) from None
 
 
 def _check_retry(retry: Retry, fail: Callable[[str], GraphError]) -> None:
@@ -667,7 +702,8 @@ class Graph:
     ``default_collision_policy`` applies to jobs without their own (None: the runtime's default).
     """
 
-    def __init__(self, name: str = "graph", *, default_collision_policy: CollisionPolicy | None = None) -> None:
+    def __init__(self, name: str = "graph", *, default_collision_policy: CollisionPolicy | None = None,
+                 default_executor: Executor | None = None) -> None:
         if not isinstance(name, str) or not name:
             raise GraphError(f"a graph name must be a non-empty str, got {name!r}")
         if default_collision_policy is not None and default_collision_policy not in POLICIES:
@@ -675,8 +711,15 @@ class Graph:
                 f"graph {name!r}: default_collision_policy must be one of {', '.join(POLICIES)}, "
                 f"got {default_collision_policy!r}"
             )
+        if default_executor is not None and not _is_executor(default_executor):
+            raise GraphError(
+                f"graph {name!r}: default_executor must be an executor (DaskExecutor(...), RayExecutor(...), "
+                f"LocalExecutor()), got {default_executor!r}"
+            )
         self.name = name
         self.default_collision_policy = default_collision_policy
+        self.default_executor = default_executor
+        """Where jobs without an executor of their own run, unless the runtime is opened with one."""
         self._jobs: dict[str, Job] = {}
         # job_for() index: (number of "/" in a matching ref, its text before the first "/" when the pattern
         # fixes it, else None) -> candidates.
@@ -704,8 +747,13 @@ class Graph:
         timeout: float | None = None,
         heartbeat_timeout: float | None = None,
         collision_policy: CollisionPolicy | None = None,
+        executor: Executor | Literal["local"] | None = None,
+        resources: Mapping[str, float] | None = None,
     ) -> Callable[[F], F]:
-        """Decorator: register an async function as a job (named after the function unless ``name``)."""
+        """Decorator: register a function as a job (named after the function unless ``name``).
+
+        An async function runs anywhere; a plain function only on a cluster executor (``executor=``).
+        """
 
         def register(run: F) -> F:
             job_name = name if name is not None else getattr(run, "__name__", None)
@@ -726,6 +774,8 @@ class Graph:
                     timeout=timeout,
                     heartbeat_timeout=heartbeat_timeout,
                     collision_policy=collision_policy,
+                    executor=executor,
+                    resources=resources,
                 )
             )
             return run

@@ -6,6 +6,11 @@ The format (documented with examples in ``docs/graph-file.md``)::
     name = "example"                          # default: the file's stem
     default_collision_policy = "shrink"       # optional: shrink | defer | all_or_nothing
 
+    [executor]                                # optional: where jobs run (default: the runtime's processes)
+    kind = "dask"                             # local | dask | ray
+    address = "tcp://127.0.0.1:8786"          # dask: the scheduler; ray: "auto", "ray://host:10001" or absent
+    lost_after = 10                           # optional, seconds (see docs/executors.md)
+
     [job.daily]                               # one table per job; the key is the job's name
     outputs = ["daily/{date}"]                # required: a pattern or a list of them
     command = ["python3", "jobs/daily.py"]    # an argv; the refs to build are appended to it
@@ -20,6 +25,8 @@ The format (documented with examples in ``docs/graph-file.md``)::
     timeout = 600
     heartbeat_timeout = 60
     collision_policy = "defer"
+    executor = "local"                        # optional: "local", or a table like [executor] for this job
+    resources = { gpu = 1 }                   # optional placement hints for the cluster's scheduler
 
 Command resolution, at load time so that mistakes surface before anything runs:
 
@@ -64,7 +71,9 @@ __all__ = ["load_graph"]
 
 _log = get_logger("wantbuild.graph")
 
-_TOP_LEVEL = ("graph", "job")
+_TOP_LEVEL = ("graph", "executor", "job")
+_EXECUTOR_FIELDS = ("kind", "address", "lost_after", "kill_grace", "log_dir")
+_EXECUTOR_KINDS = ("local", "dask", "ray")
 _GRAPH_FIELDS = ("name", "default_collision_policy")
 _JOB_FIELDS = (
     "outputs",
@@ -80,6 +89,8 @@ _JOB_FIELDS = (
     "timeout",
     "heartbeat_timeout",
     "collision_policy",
+    "executor",
+    "resources",
 )
 _PYTHONS = ("python", "python3")
 
@@ -107,6 +118,7 @@ class _Loader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.folder = path.parent.resolve()
+        self.default_remote = False
 
     def error(self, message: str) -> GraphError:
         return GraphError(f"{self.path}: {message}")
@@ -130,6 +142,12 @@ class _Loader:
                     f"(jobs go in [job.NAME] tables, graph settings in [graph])"
                 )
         graph = self.graph(data.get("graph", {}))
+        if "executor" in data:
+            default = self.executor("[executor]", data["executor"])
+            if isinstance(default, str):
+                raise self.error('[executor] must be a table with kind = "dask" | "ray" | "local"')
+            graph.default_executor = default
+        self.default_remote = self.remote(graph.default_executor) if graph.default_executor is not None else False
         jobs = data.get("job", {})
         if not isinstance(jobs, dict):
             raise self.error(f"'job' must be a table of jobs ([job.NAME] sections), got {toml_type(jobs)}")
@@ -212,17 +230,59 @@ class _Loader:
                 lambda value: value in POLICIES,
                 f"one of {', '.join(map(repr, POLICIES))}",
             )
+        if "executor" in table:
+            kwargs["executor"] = self.executor(f"job {name!r}: field 'executor'", table["executor"])
+        if "resources" in table:
+            kwargs["resources"] = self.field(name, table, "resources", _resources,
+                                             "a table of resource names to numbers >= 0, e.g. { gpu = 1 }")
         if has_command:
             argv = self.field(name, table, "command", _argv, "a non-empty array of non-empty strings (an argv)")
             kwargs["command"] = self.resolve_command(name, argv)
             kwargs["declared_command"] = argv
         else:
             spec = self.field(name, table, "function", _is_str, "a string 'module:function'")
-            kwargs["run"] = self.import_function(name, spec)
+            kwargs["run"] = self.import_function(name, spec, plain_ok=self.remote(kwargs.get("executor")))
         try:
             return Job.create(name, **kwargs)
         except GraphError as e:
             raise self.error(str(e)) from e
+
+    def executor(self, where: str, value: object) -> Any:
+        """An ``[executor]`` table (or a job's ``executor``: "local" or such a table) as an Executor."""
+        from ._executors import DaskExecutor, LocalExecutor, RayExecutor
+
+        if value == "local":
+            return "local"
+        if not isinstance(value, dict):
+            raise self.error(f'{where} must be "local" or a table with kind = "dask" | "ray" | "local", got '
+                             f"{toml_type(value)} ({value!r})")
+        for key in value:
+            if key not in _EXECUTOR_FIELDS:
+                raise self.error(f"{where}: unknown field {key!r}; {valid_choices(key, _EXECUTOR_FIELDS)}")
+        kind = value.get("kind")
+        if kind not in _EXECUTOR_KINDS:
+            raise self.error(f"{where}: field 'kind' must be one of {', '.join(map(repr, _EXECUTOR_KINDS))}, "
+                             f"got {kind!r}")
+        options: dict[str, Any] = {}
+        for key in ("lost_after", "kill_grace"):
+            if key in value:
+                if not _is_number(value[key]) or value[key] < 0:
+                    raise self.error(f"{where}: field {key!r} must be a number of seconds >= 0, got {value[key]!r}")
+                options[key] = value[key]
+        for key in ("address", "log_dir"):
+            if key in value and (not isinstance(value[key], str) or not value[key]):
+                raise self.error(f"{where}: field {key!r} must be a non-empty string, got {value[key]!r}")
+        if "log_dir" in value:
+            options["log_dir"] = value["log_dir"]
+        if kind == "local":
+            if set(value) - {"kind"}:
+                raise self.error(f"{where}: a local executor takes no other field than kind")
+            return LocalExecutor()
+        if kind == "dask":
+            if "address" not in value:
+                raise self.error(f'{where}: a Dask executor needs address = "tcp://HOST:8786" (its scheduler)')
+            return DaskExecutor(address=value["address"], **options)
+        return RayExecutor(address=value.get("address"), **options)
 
     # -- commands and functions
 
@@ -261,7 +321,15 @@ class _Loader:
             )
         return [program, *args]
 
-    def import_function(self, job: str, spec: str) -> Any:
+    def remote(self, executor: object) -> bool:
+        """Whether a job with this ``executor`` field runs on a cluster (where a plain function may run)."""
+        from ._executors import LocalExecutor
+
+        if executor == "local" or isinstance(executor, LocalExecutor):
+            return False
+        return executor is not None or self.default_remote
+
+    def import_function(self, job: str, spec: str, *, plain_ok: bool = False) -> Any:
         where = f"job {job!r}: field 'function'"
         module_name, colon, attribute = spec.partition(":")
         if not colon or not module_name or not attribute:
@@ -283,8 +351,9 @@ class _Loader:
                 target = getattr(target, part)
             except AttributeError as e:
                 raise self.error(f"{where}: {module_name!r} has no attribute {attribute!r}; check the spelling") from e
-        if not _is_async_callable(target):
-            raise self.error(f"{where}: {spec!r} is not an async function; define it with async def")
+        if not callable(target) or (not plain_ok and not _is_async_callable(target)):
+            raise self.error(f"{where}: {spec!r} is not an async function; define it with async def (a plain "
+                             f"function runs only on a cluster executor: [executor] or the job's executor)")
         return target
 
 
@@ -302,6 +371,12 @@ def _is_str(value: object) -> bool:
 
 def _str_or_strs(value: object) -> bool:
     return isinstance(value, str) or (isinstance(value, list) and all(isinstance(item, str) for item in value))
+
+
+def _resources(value: object) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and k and _is_number(v) and v >= 0 for k, v in value.items()
+    )
 
 
 def _argv(value: object) -> bool:

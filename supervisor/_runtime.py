@@ -9,7 +9,9 @@ running ones are canceled (their processes killed), everything is committed, no 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import hashlib
 import math
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -63,6 +65,7 @@ from eventlog import (
 )
 
 from ._execution_glue import LocalExecution
+from ._executors import ExecutionRouter, Executor, ExecutorEnv
 from ._graph import Graph
 from ._hints import sole_error
 from ._ids import IdSource
@@ -470,6 +473,7 @@ async def open_runtime(
     autocommit: bool = True,
     event_log: EventLog | None = None,
     faults: Faults | None = None,
+    executor: Executor | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime on the log at ``path`` (created if missing) for ``graph``: ``async with`` it.
 
@@ -489,11 +493,16 @@ async def open_runtime(
         (``rt.log.commit()``), as the scenario runner does.
     :param event_log: run on this already-open log instead of opening ``path`` (the scenario runner's).
     :param faults: drills only: the :class:`actors.Faults` to inject.
+    :param executor: where jobs without an executor of their own run (``DaskExecutor(client)``,
+        ``RayExecutor(...)``); default: the graph's ``[executor]``, else the runtime's own processes.
 
     An exception raised in the ``async with`` body comes out as itself, not wrapped in an exception group by the
     runtime's task groups.
     """
     graph.validate()
+    if executor is not None and not isinstance(executor, Executor):
+        raise TypeError(f"executor must be an executor (DaskExecutor(...), RayExecutor(...), LocalExecutor()), "
+                        f"got {executor!r}")
     clock = clock if clock is not None else SystemClock()
     path = Path(path)
     logs = Path(log_dir) if log_dir is not None else path.parent / (path.name + ".logs")
@@ -503,7 +512,7 @@ async def open_runtime(
             ids = IdSource(world.wants, world.runs)
             with _gc_policy(tune_gc):
                 async with _running(elog, world, ids, graph, clock, policy, logs, passivate_after, serve_commands,
-                                    shutdown_grace, faults) as rt:
+                                    shutdown_grace, faults, executor) as rt:
                     yield rt
     except BaseExceptionGroup as eg:
         inner = sole_error(eg)
@@ -542,15 +551,18 @@ def _gc_policy(enabled: bool) -> Iterator[None]:
 @asynccontextmanager
 async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, clock: Clock,
                    policy: CollisionPolicy, logs: Path, passivate_after: float | None, serve_commands: bool,
-                   shutdown_grace: float, faults: Faults | None) -> AsyncIterator[Runtime]:
+                   shutdown_grace: float, faults: Faults | None,
+                   default_executor: Executor | None) -> AsyncIterator[Runtime]:
     hooks = Hooks(faults)
     async with anyio.create_task_group() as tg:
         system = ActorSystem(passivate_after=passivate_after)
         system.faults = faults
-        async with system:
+        async with system, contextlib.AsyncExitStack() as stack:
             env = EntityEnv(elog, world, system, hooks, clock, faults)
             timers = Timers(tg, system, clock)
-            execution = LocalExecution(graph, clock, logs, system, faults, world)
+            local = LocalExecution(graph, clock, logs, system, faults, world)
+            env_x = ExecutorEnv(graph, clock, system, _namespace(elog), local.resolve_read)
+            execution = await stack.enter_async_context(ExecutionRouter.open(graph, local, env_x, default_executor))
             pending = Pending()
             system.register("want", lambda key: WantActor(key, env))
             # A partition's next message (its settlement) comes a whole job run after its lease: no linger
@@ -583,11 +595,17 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
                     with anyio.CancelScope(shield=True):
                         await _shutdown(rt, execution, timers, shutdown_grace)
                 else:
-                    execution.cancel_all("crash")
+                    execution.crash()
                     timers.cancel_all(tells=True)
                 with anyio.CancelScope(shield=True):
                     await execution.aclose("the runtime is closing")
         tg.cancel_scope.cancel()
+
+
+def _namespace(elog: EventLog) -> str:
+    """A short name of this log, part of every remote task's key: two runtimes on different logs may share a
+    cluster, and one log's restarted runtime finds the keys its predecessor used."""
+    return hashlib.sha256(str(Path(elog.path).resolve()).encode()).hexdigest()[:10]
 
 
 @asynccontextmanager
@@ -601,7 +619,7 @@ async def _maybe_log(given: EventLog | None, path: Path, graph: Graph, clock: Cl
         yield elog
 
 
-async def _shutdown(rt: Runtime, execution: LocalExecution, timers: Timers, grace: float) -> None:
+async def _shutdown(rt: Runtime, execution: ExecutionRouter, timers: Timers, grace: float) -> None:
     """Stop starting runs, cancel the ones in flight, and wait until they are recorded."""
     rt.closing = True
     await rt.system.tell(*SUPERVISOR, Drain())

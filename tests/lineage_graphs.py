@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from supervisor import Graph, JobContext
 
@@ -23,8 +24,11 @@ class Knobs:
     """Jobs catch every exception ctx.read raises and return (the runtime must not be fooled)."""
 
 
-def lineage_graph(*, batch: int = 1, retries: int = 0, report_batch: int = 1) -> tuple[Graph, Knobs]:
-    g = Graph("lineage")
+def lineage_graph(*, batch: int = 1, retries: int = 0, report_batch: int = 1,
+                  executor: Any = None) -> tuple[Graph, Knobs]:
+    """``executor``: where every job runs (a Dask or Ray executor: the knobs are then copied to the workers when
+    each run is submitted, and ``Knobs.builds`` stays empty here)."""
+    g = Graph("lineage", default_executor=executor)
     k = Knobs()
 
     def build(ctx: JobContext) -> None:

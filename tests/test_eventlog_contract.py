@@ -15,7 +15,17 @@ from typing import Any
 import pytest
 from eventlog_helpers import REGISTRY, Clock, ThingChanged, ThingChangedV2, ThingCreated, open_log
 
-from eventlog import ConcurrencyError, Event, EventLog, LogClosedError, Record
+from eventlog import (
+    CommandCompletedError,
+    CommitError,
+    ConcurrencyError,
+    Event,
+    EventLog,
+    EventLogError,
+    LogClosedError,
+    Record,
+    UnknownCommandError,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -146,6 +156,106 @@ class EventLogContract:
         async with self.create_log(path) as log:
             assert log.last_seq == 30
 
+    async def test_commit_fails_when_an_abort_drops_its_appends(self, tmp_path: Path) -> None:
+        """A commit() waiting for appends that an abort() drops raises CommitError; it never reports success."""
+        async with self.create_log(tmp_path / "log.db", autocommit=False) as log:
+            append = asyncio.ensure_future(log.append("thing", "a", 0, ThingCreated(name="a")))
+            commit = asyncio.ensure_future(log.commit())
+            await asyncio.sleep(0)  # both are waiting now: the append queued, commit() for it
+            await log.abort()
+            results = await asyncio.gather(append, commit, return_exceptions=True)
+        assert [CommitError, CommitError] == [type(r) for r in results]
+        assert "log aborted" in str(results[1])
+
+    async def test_an_append_completes_its_command_in_its_own_transaction(self, tmp_path: Path) -> None:
+        """append(command=(id, result)) commits the event and the command's result together."""
+        async with self.create_log(tmp_path / "log.db") as log:
+            cid = await log.submit_command("want", {"refs": ["a/1"]})
+            other = await log.submit_command("want", {"refs": ["a/2"]})
+            rec = await log.append("thing", "a", 0, ThingCreated(name="a"), command=(cid, {"ok": True, "id": "a"}))
+            done = await log.command(cid)
+            assert done is not None
+            assert (done.done, done.result, done.state, done.error) == (True, {"ok": True, "id": "a"}, "ok", None)
+            assert [other] == [c.id for c in await log.pending_commands()]
+            assert rec == (await log.history("thing", "a"))[0]
+
+    async def test_a_command_stays_pending_when_its_append_fails(self, tmp_path: Path) -> None:
+        """An append that fails (a stale expected seq) or is dropped (abort) leaves its command pending."""
+        path = tmp_path / "log.db"
+        async with self.create_log(path, autocommit=False) as log:
+            cid = await log.submit_command("cancel", {"want_id": "w"})
+            stale = asyncio.ensure_future(log.append("thing", "a", 3, ThingCreated(name="a"), command=(cid, {})))
+            await asyncio.sleep(0)
+            await log.commit()
+            with pytest.raises(ConcurrencyError):
+                await stale
+            assert [cid] == [c.id for c in await log.pending_commands()]
+            dropped = asyncio.ensure_future(log.append("thing", "a", 0, ThingCreated(name="a"), command=(cid, {})))
+            await asyncio.sleep(0)
+            await log.abort()
+            with pytest.raises(CommitError):
+                await dropped
+        async with self.create_log(path) as log:
+            assert [cid] == [c.id for c in await log.pending_commands()]
+            assert log.last_seq == 0
+
+    async def test_completing_a_completed_command_fails_that_append_only(self, tmp_path: Path) -> None:
+        """An append carrying a command already completed (or completed earlier in its own batch, or unknown)
+        fails alone, naming the command; the rest of its batch commits."""
+        async with self.create_log(tmp_path / "log.db") as log:
+            done = await log.submit_command("want", {})
+            fresh = await log.submit_command("taint", {})
+            await log.complete_command(done, {"ok": True})
+            results = await asyncio.gather(
+                log.append("thing", "a", 0, ThingCreated(name="a"), command=(done, {"ok": True})),
+                log.append("thing", "b", 0, ThingCreated(name="b"), command=(fresh, {"ok": True, "n": 1})),
+                log.append("thing", "c", 0, ThingCreated(name="c"), command=(fresh, {"ok": True, "n": 2})),
+                log.append("thing", "d", 0, ThingCreated(name="d"), command=(999, {})),
+                log.append("thing", "e", 0, ThingCreated(name="e")),
+                return_exceptions=True,
+            )
+            assert [CommandCompletedError, Record, CommandCompletedError, UnknownCommandError, Record] == [
+                type(r) for r in results]
+            assert f"command {done} (want) was already completed" in str(results[0])
+            assert "nothing of this append was written" in str(results[0])
+            assert "there is no command 999" in str(results[3])
+            assert (done, fresh, 999) == (results[0].command_id, results[2].command_id,  # type: ignore[union-attr]
+                                          results[3].command_id)  # type: ignore[union-attr]
+            assert [r.entity_id async for r in log.read()] == ["b", "e"]
+            completed = await log.command(fresh)
+            assert completed is not None
+            assert completed.result == {"ok": True, "n": 1}
+            assert await log.entity_seq("thing", "a") == 0
+
+    async def test_a_result_that_is_not_json_is_refused_before_queueing(self, tmp_path: Path) -> None:
+        """append(command=...) with a result JSON cannot hold raises at the call; nothing is queued."""
+        async with self.create_log(tmp_path / "log.db") as log:
+            cid = await log.submit_command("want", {})
+            with pytest.raises(EventLogError, match=f"command {cid}: result is not JSON-serializable"):
+                await log.append("thing", "a", 0, ThingCreated(name="a"), command=(cid, {"x": object()}))
+            assert log.pending() == 0
+
+    async def test_commands_are_listed_by_state(self, tmp_path: Path) -> None:
+        """commands() lists pending, ok or failed commands (a failed one's result has ok false and an error);
+        command_counts() counts them."""
+        async with self.create_log(tmp_path / "log.db") as log:
+            ids = [await log.submit_command("want", {"refs": [f"a/{i}"]}) for i in range(5)]
+            await log.complete_command(ids[0], {"ok": True, "want_id": "w-1"})
+            await log.complete_command(ids[1], {"ok": False, "error": "no job produces a/1"})
+            await log.append("thing", "a", 0, ThingCreated(name="a"), command=(ids[2], {"ok": False, "error": "x"}))
+            await log.complete_command(ids[3], {})
+            assert [ids[4]] == [c.id for c in await log.commands("pending")]
+            assert [ids[0], ids[3]] == [c.id for c in await log.commands("ok")]
+            failed = await log.commands("failed")
+            assert [ids[1], ids[2]] == [c.id for c in failed]
+            assert [c.error for c in failed] == ["no job produces a/1", "x"]
+            assert [c.state for c in failed] == ["failed", "failed"]
+            assert [ids[2]] == [c.id for c in await log.commands("failed", limit=1, newest_first=True)]
+            assert ids == [c.id for c in await log.commands()]
+            assert await log.command_counts() == {"pending": 1, "ok": 2, "failed": 2}
+            with pytest.raises(ValueError, match="state must be"):
+                await log.commands("lost")  # type: ignore[arg-type]
+
     async def test_verify_accepts_a_healthy_log(self, tmp_path: Path) -> None:
         """verify() finds no problem in a log written through the API."""
         async with self.create_log(tmp_path / "log.db") as log:
@@ -171,6 +281,12 @@ class TestOneAppendPerTransaction(EventLogContract):
     """max_batch=1: every append is its own transaction."""
 
     options: dict[str, Any] = {"max_batch": 1}
+
+
+class TestPowerDurability(EventLogContract):
+    """durability="power": every batch is flushed to the disk before its appends return."""
+
+    options: dict[str, Any] = {"durability": "power"}
 
 
 def test_the_test_registry_is_not_the_global_one() -> None:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from eventlog_helpers import HELPERS, ThingChanged, ThingCreated, open_log, raw
+from eventlog_helpers import HELPERS, ThingChanged, ThingCreated, ThingTouched, open_log, raw
 
 import eventlog
 from eventlog import (
@@ -214,7 +214,7 @@ async def test_undecodable_payload_names_its_seq(tmp_path: Path) -> None:
     with raw(path) as db:
         db.execute("""UPDATE events SET payload = CAST('{"n": "three"}' AS BLOB) WHERE seq = 3""")
         db.execute("UPDATE events SET payload = CAST('{not json' AS BLOB) WHERE seq = 2")
-    async with open_log(path) as log:
+    async with open_log(path, writer=False) as log:  # a writer would refuse the damaged log
         with pytest.raises(CorruptLogError) as info:
             [r async for r in log.read(from_seq=3)]
         assert info.value.seq == 3
@@ -224,6 +224,30 @@ async def test_undecodable_payload_names_its_seq(tmp_path: Path) -> None:
             [r async for r in log.read()]
         report = await log.verify()
     assert [p.seq for p in report.problems] == [2, 3]
+
+
+async def test_verify_decodes_strictly_unknown_and_missing_fields_are_problems(tmp_path: Path) -> None:
+    """verify() names, with their seq, a payload with a field its type does not have (even when every field of
+    the type has a default) and a payload missing a required field; read() stays lenient about the former."""
+    path = tmp_path / "log.db"
+    async with open_log(path) as log:
+        await log.append("thing", "a", 0, ThingCreated(name="a"))
+        await log.append("thing", "a", 1, ThingTouched(by="me"))
+        await log.append("thing", "a", 2, ThingChanged(n=2))
+        await log.append("thing", "a", 3, ThingChanged(n=3))
+    with raw(path) as db:
+        db.execute("""UPDATE events SET payload = CAST('{"not": "this event"}' AS BLOB) WHERE seq = 2""")
+        db.execute("""UPDATE events SET payload = CAST('{"n": 3, "colour": "red"}' AS BLOB) WHERE seq = 4""")
+        db.execute("""UPDATE events SET payload = CAST('{"note": "no n"}' AS BLOB) WHERE seq = 3""")
+    async with open_log(path, writer=False) as log:
+        assert [ThingTouched(), ThingChanged(n=3)] == [r.event async for r in log.read(types=["ThingTouched"])] + [
+            r.event async for r in log.read(from_seq=4)]
+        report = await log.verify()
+    assert [p.seq for p in report.problems] == [2, 3, 4]
+    assert "undecodable payload for ThingTouched v1: Object contains unknown field `not`" in report.problems[0].message
+    assert "Object missing required field `n`" in report.problems[1].message
+    assert "Object contains unknown field `colour`" in report.problems[2].message
+    assert str(report.problems[0]).startswith("seq 2: ")
 
 
 async def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:

@@ -408,3 +408,36 @@ async def test_a_small_entity_cache_evicts_old_tips_and_stays_correct(tmp_path: 
 async def _verify(path: Path) -> Any:
     async with open_log(path) as log:
         return await log.verify()
+
+
+# ---------------------------------------------------------------- durability
+
+
+@pytest.mark.parametrize(
+    ("durability", "synchronous"),
+    [pytest.param("process", 1, id="process-NORMAL"), pytest.param("power", 2, id="power-FULL")],
+)
+async def test_durability_sets_how_sqlite_syncs(tmp_path: Path, durability: str, synchronous: int) -> None:
+    """durability="process" runs WAL with synchronous=NORMAL, "power" with FULL, on every connection."""
+    path = tmp_path / "log.db"
+    async with open_log(path, durability=durability) as log, open_log(path, writer=False,
+                                                                       durability=durability) as reader:
+        assert durability == log.durability
+        for db in (log._wdb, log._rdb, reader._rdb):
+            assert [(synchronous,)] == list(await db.execute_fetchall("PRAGMA synchronous"))
+        assert list(await log._wdb.execute_fetchall("PRAGMA journal_mode")) == [("wal",)]
+
+
+async def test_the_default_durability_is_process(tmp_path: Path) -> None:
+    """Without durability=, a log survives process crashes (the documented default)."""
+    async with open_log(tmp_path / "log.db") as log:
+        assert log.durability == eventlog.DEFAULT_DURABILITY
+    assert eventlog.DEFAULT_DURABILITY == "process"
+
+
+async def test_an_unknown_durability_is_refused_with_the_choices(tmp_path: Path) -> None:
+    """durability="disk" is refused, naming the two choices; no file is created."""
+    with pytest.raises(ValueError, match=r"durability must be 'process' .* or 'power' .*, got 'disk'"):
+        async with open_log(tmp_path / "log.db", durability="disk"):
+            pass  # pragma: no cover
+    assert not (tmp_path / "log.db").exists()

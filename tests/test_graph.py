@@ -360,7 +360,11 @@ def test_async_callables_of_every_kind_are_accepted() -> None:
         pytest.param({"deps": 5}, "deps must be a function (ref, params) -> refs", id="deps-not-callable"),
         pytest.param({"command": ["true"]}, "has both run and command; give exactly one", id="both"),
         pytest.param({"run": None}, "has neither run and command; give exactly one", id="neither"),
-        pytest.param({"run": blocking}, "run must be an async function (async def ...)", id="sync-run"),
+        pytest.param({"run": blocking, "executor": "local"}, "run must be an async function (async def ...)",
+                     id="sync-run-local"),
+        pytest.param({"executor": "dask"}, "executor must be an executor (DaskExecutor(...)", id="executor-str"),
+        pytest.param({"resources": {"gpu": -1}}, "resources: 'gpu' must be a number >= 0", id="resources-negative"),
+        pytest.param({"resources": ["gpu"]}, "resources must be a mapping such as", id="resources-not-mapping"),
         pytest.param({"run": None, "command": "true x"}, "command must be an argv list such as", id="command-str"),
         pytest.param({"run": None, "command": []}, "command must be a non-empty argv of str", id="command-empty"),
         pytest.param({"run": None, "command": [""]}, "command must be a non-empty argv of str", id="program-empty"),
@@ -627,6 +631,18 @@ def test_fingerprint_is_stable_across_processes() -> None:
     assert int(fingerprint, 16) >= 0
 
 
+def test_fingerprint_ignores_where_jobs_run() -> None:
+    """A job's executor and resources are deployment, not the graph: moving a job to a cluster keeps the log's
+    fingerprint (docs/decisions.md, executors)."""
+    from supervisor._executors import DaskExecutor
+
+    base, moved = Graph("a"), Graph("a")
+    base.add_job(Job.create("raw", outputs="raw/{d}", command=["python3", "raw.py"]))
+    moved.add_job(Job.create("raw", outputs="raw/{d}", command=["python3", "raw.py"],
+                             executor=DaskExecutor(address="tcp://127.0.0.1:8786"), resources={"gpu": 1}))
+    assert moved.fingerprint() == base.fingerprint()
+
+
 def test_fingerprint_ignores_callable_identity_and_order() -> None:
     """Another async function or another definition order gives the same fingerprint."""
 
@@ -786,7 +802,7 @@ def load_error(folder: Path, text: str) -> str:
         pytest.param("[job.a\n", ["not valid TOML", "(at line 1, column 7)"], id="invalid-toml"),
         pytest.param(
             '[jobs.a]\noutputs = "a/{x}"\n',
-            ["unknown top-level key 'jobs'; did you mean 'job'? valid: graph, job"],
+            ["unknown top-level key 'jobs'; did you mean 'job'? valid: graph, executor, job"],
             id="unknown-table",
         ),
         pytest.param(

@@ -20,6 +20,7 @@ from actors import (
     JobRunFailed,
     JobRunLost,
     JobRunQueued,
+    JobRunResultIgnored,
     JobRunStarted,
     JobRunStatus,
     JobRunSucceeded,
@@ -197,10 +198,11 @@ RUN_EVENTS: dict[str, Any] = {
     "JobRunDepMiss": lambda: JobRunDepMiss(missing=("raw/1",)),
     "JobRunCanceled": lambda: JobRunCanceled(reason="no want needs it"),
     "JobRunLost": lambda: JobRunLost(),
+    "JobRunResultIgnored": lambda: JobRunResultIgnored(status="succeeded"),
 }
 RUN_TARGET = {"JobRunQueued": "Queued", "JobRunDeferred": "Queued", "JobRunStarted": "Running",
               "JobRunSucceeded": "Succeeded", "JobRunFailed": "Failed", "JobRunDepMiss": "DepMiss",
-              "JobRunCanceled": "Canceled", "JobRunLost": "Lost"}
+              "JobRunCanceled": "Canceled", "JobRunLost": "Lost", "JobRunResultIgnored": None}
 
 
 class JobRunMachine(RuleBasedStateMachine):
@@ -221,10 +223,12 @@ class JobRunMachine(RuleBasedStateMachine):
             legal = before is None
         if name == "JobRunDeferred":
             legal = before == "Queued"
+        if name == "JobRunResultIgnored":  # a late result: recorded once the run has ended, never before
+            legal = before in ("Succeeded", "Failed", "DepMiss", "Canceled", "Lost")
         if legal:
             self.state = apply_job_run(self.state, ev, "r-1", 0.0, self.seq + 1)
             self.seq += 1
-            assert str(self.state.status) == target
+            assert str(self.state.status) == (before if target is None else target)
         else:
             with pytest.raises(IllegalTransition):
                 apply_job_run(self.state, ev, "r-1", 0.0, self.seq + 1)

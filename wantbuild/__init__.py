@@ -20,11 +20,15 @@ Errors all derive from :class:`WantbuildError`::
      │    ├── SchemaVersionError        the log was written by a newer wantbuild
      │    ├── FingerprintMismatch       the log belongs to another graph
      │    ├── CorruptLogError           a stored event cannot be read back (names its seq)
-     │    │    └── ReplayError          an event that does not apply to its entity (names its seq)
+     │    │    ├── ReplayError          an event that does not apply to its entity (names its seq)
+     │    │    └── DamagedLogError      the log's structure is damaged: read, never written
      │    ├── CommitError               a batch could not commit
+     │    ├── WriterFailedError         the log's writer stopped on a bug (also a RuntimeError)
      │    ├── LogClosedError            the log is closed (also a RuntimeError)
      │    ├── LogNotFoundError          no log at the path (also a FileNotFoundError)
-     │    ├── ReadOnlyLogError          a write through a log opened with writer=False
+     │    ├── ReadOnlyLogError          a write through a log opened with writer=False (or a read-only file)
+     │    ├── CommandCompletedError     an inbox command completed twice (its effect is not applied again)
+     │    ├── UnknownCommandError       no inbox command with that id (also a LookupError)
      │    └── WriterLockedError         another process already writes this log
      ├── IllegalTransition (ValueError) an event a state machine does not accept in its current state
      ├── InvalidRef (ValueError)        a malformed partition ref (names the ref and the rule)
@@ -34,6 +38,7 @@ Errors all derive from :class:`WantbuildError`::
      ├── UnknownEntity (LookupError)    no want, partition or job run with that id
      ├── MissingDeps                    raised by a job: these upstream partitions are missing (not a failure)
      ├── RuntimeClosed (RuntimeError)   the runtime is shutting down or closed
+     ├── ExecutorError (RuntimeError)   an executor's engine is missing or its cluster cannot be reached
      ├── ActorStopped (RuntimeError)    an actor stopped after repeated crashes
      ├── ActorSystemClosed (RuntimeError) the actor system is not running
      ├── AskDeadlock (RuntimeError)     an actor asked itself: it would wait for itself forever
@@ -89,9 +94,11 @@ from actors import (
     validate_refs,
 )
 from eventlog import (
+    CommandCompletedError,
     CommitError,
     ConcurrencyError,
     CorruptLogError,
+    DamagedLogError,
     EventLog,
     EventLogError,
     FingerprintMismatch,
@@ -100,17 +107,24 @@ from eventlog import (
     ReadOnlyLogError,
     Record,
     SchemaVersionError,
+    UnknownCommandError,
     WantbuildError,
+    WriterFailedError,
     WriterLockedError,
 )
 from supervisor import (
+    DaskExecutor,
+    Executor,
+    ExecutorError,
     Explanation,
     Graph,
     GraphError,
     JobContext,
     JobProtocolError,
+    LocalExecutor,
     MissingDeps,
     NoJobForRef,
+    RayExecutor,
     Recovery,
     Runtime,
     RuntimeClosed,
@@ -143,12 +157,17 @@ __all__ = [
     "AskDeadlock",
     "AskTimeout",
     "Clock",
+    "CommandCompletedError",
     "CommitError",
     "ConcurrencyError",
     "CorruptLogError",
+    "DamagedLogError",
+    "DaskExecutor",
     "EventFilter",
     "EventLog",
     "EventLogError",
+    "Executor",
+    "ExecutorError",
     "Explanation",
     "Faults",
     "FingerprintMismatch",
@@ -163,6 +182,7 @@ __all__ = [
     "JobRunStatus",
     "LineageGraph",
     "LineageNode",
+    "LocalExecutor",
     "LogClosedError",
     "LogNotFoundError",
     "MissingDeps",
@@ -170,6 +190,7 @@ __all__ = [
     "NoJobForRef",
     "PartitionState",
     "PartitionStatus",
+    "RayExecutor",
     "ReadOnlyLogError",
     "Record",
     "Recovery",
@@ -183,6 +204,7 @@ __all__ = [
     "TaintState",
     "TaintStatus",
     "UnknownActorKind",
+    "UnknownCommandError",
     "UnknownEntity",
     "UnknownJob",
     "Violation",
@@ -191,6 +213,7 @@ __all__ = [
     "WantStatus",
     "WantbuildError",
     "World",
+    "WriterFailedError",
     "WriterLockedError",
     "__version__",
     "check_log",

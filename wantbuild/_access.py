@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import anyio
 import click
 
 from actors import World, rebuild
-from eventlog import EventLog, LogNotFoundError
+from eventlog import Command, EventLog, LogNotFoundError
 
 
 class CliError(click.ClickException):
@@ -74,19 +75,48 @@ def runtime_active(db: Path) -> bool:
     return EventLog.writer_active(db)
 
 
-async def submit(db: Path, name: str, payload: dict[str, Any], timeout: float) -> tuple[int, dict[str, Any] | None]:
-    """Put a command in the log's inbox; wait up to ``timeout`` s for its result (``None``: no answer yet)."""
+@dataclass(frozen=True)
+class Submitted:
+    """A command put in the inbox: its id, its result if a runtime completed it in time, and the commands a runtime
+    rejected since the command before it was submitted (so whoever submits next hears of them)."""
+
+    command_id: int
+    result: dict[str, Any] | None
+    rejected: list[Command]
+
+
+async def submit(db: Path, name: str, payload: dict[str, Any], timeout: float) -> Submitted:
+    """Put a command in the log's inbox; wait up to ``timeout`` s for a runtime to complete it (result ``None``:
+    no answer yet, the command stays queued)."""
     async with reader(db) as log:
         command_id = await log.submit_command(name, payload)
-        if timeout <= 0:
-            return command_id, None
-        with anyio.move_on_after(timeout):
-            while True:
-                cmd = await log.command(command_id)
-                if cmd is not None and cmd.done:
-                    return command_id, cmd.result
-                await anyio.sleep(0.05)
-    return command_id, None
+        rejected = await rejected_since_previous(log, command_id)
+        done = await wait_for_command(log, command_id, timeout)
+    return Submitted(command_id, None if done is None else done.result, rejected)
+
+
+async def wait_for_command(log: EventLog, command_id: int, timeout: float) -> Command | None:
+    """The command once a runtime completed it, or ``None`` after ``timeout`` seconds."""
+    if timeout <= 0:
+        return None
+    with anyio.move_on_after(timeout):
+        while True:
+            cmd = await log.command(command_id)
+            if cmd is not None and cmd.done:
+                return cmd
+            await anyio.sleep(0.05)
+    return None
+
+
+async def rejected_since_previous(log: EventLog, command_id: int) -> list[Command]:
+    """Commands a runtime rejected (completed with ``ok: false``) after the command before ``command_id`` was
+    submitted: those nobody who submitted a command since has been told about."""
+    before = [c for c in await log.commands(newest_first=True, limit=2) if c.id < command_id]
+    if not before:
+        return []
+    since = before[0].submitted_at
+    failed = await log.commands("failed", newest_first=True, limit=20)
+    return sorted((c for c in failed if c.completed_at is not None and c.completed_at > since), key=lambda c: c.id)
 
 
 def parse_until(text: str) -> tuple[int | None, float | None]:

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from actors import MACHINES, JobRunState, PartitionState, Stale, WantState, World
-from eventlog import Record
+from eventlog import Command, Record
 from supervisor import Explanation
 
 _STYLES = {
@@ -167,6 +167,40 @@ def stale_table(found: Iterable[Stale], title: str | None = None) -> Table:
     for s in found:
         newer = ", ".join(f"{r} @{a} -> @{b}" for r, (a, b) in sorted(s.newer.items()))
         t.add_row(s.ref, str(s.generation), s.built_by, s.job, newer)
+    return t
+
+
+def command_what(cmd: Command) -> str:
+    """What a command asks, in a few words: ``want daily/1, daily/2``, ``cancel w-00000003``..."""
+    p = cmd.payload
+    if isinstance(p.get("refs"), list):
+        return f"{cmd.name} {short([str(r) for r in p['refs']])}"
+    if "want_id" in p:
+        return f"{cmd.name} {p['want_id']}"
+    return cmd.name
+
+
+def command_note(cmd: Command) -> str:
+    """One line about a command that did not take effect (queued, or rejected with its error)."""
+    head = f"command {cmd.id} ({command_what(cmd)}), submitted {fmt_time(cmd.submitted_at)},"
+    if cmd.state == "pending":
+        return f"{head} is queued: a runtime applies it when it next opens the log"
+    return f"{head} was rejected by the runtime: {cmd.error}"
+
+
+def command_dict(cmd: Command) -> dict[str, Any]:
+    return {"id": cmd.id, "name": cmd.name, "payload": cmd.payload, "state": cmd.state,
+            "submitted_at": cmd.submitted_at, "completed_at": cmd.completed_at, "result": cmd.result,
+            "error": cmd.error}
+
+
+def commands_table(commands: Iterable[Command], title: str | None = None) -> Table:
+    t = _table(title)
+    for col in ("command", "state", "asks", "submitted", "error"):
+        t.add_column(col, overflow="fold")
+    for c in commands:
+        state = Text(c.state, style={"failed": "bold red", "pending": "cyan"}.get(c.state, "green"))
+        t.add_row(str(c.id), state, command_what(c), fmt_time(c.submitted_at), c.error or "")
     return t
 
 

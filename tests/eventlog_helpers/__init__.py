@@ -40,6 +40,13 @@ class ThingChangedV2(Event, frozen=True):
     amount: float = 0.0
 
 
+@event("ThingTouched", 1, registry=REGISTRY)
+class ThingTouched(Event, frozen=True):
+    """A thing was looked at: every field has a default, so ``{}`` decodes into it."""
+
+    by: str = ""
+
+
 class Clock:
     """A deterministic clock: each call moves time on by ``step`` seconds."""
 

@@ -14,7 +14,7 @@ from supervisor import open_runtime  # noqa: E402
 
 
 async def main() -> None:
-    g, _ = chain_graph(slow=0.3, batch=2)
+    g, _ = chain_graph(slow=60, batch=2)  # runs stay in flight until the test kills the process
     async with open_runtime(sys.argv[1], g) as rt:
         await rt.want([f"daily/{i}" for i in range(1, 7)])
         while len(rt.partitions("Building")) < 2:

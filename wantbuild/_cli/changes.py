@@ -8,8 +8,8 @@ from typing import Any
 
 from supervisor import Runtime, load_graph
 
-from .._access import CliError, runtime_active, submit
-from .._output import console
+from .._access import CliError, Submitted, runtime_active, submit
+from .._output import command_note, console
 from .._signals import Interrupts
 from .app import emit_json
 from .run import build
@@ -23,7 +23,9 @@ async def change(db: Path, graph_path: Path | None, name: str, payload: dict[str
     run until every want is terminal), or queued in the inbox for the next runtime. Returns (exit code, result)."""
     out, err = console(), console(stderr=True)
     if runtime_active(db):
-        command_id, answer = await submit(db, name, payload, timeout)
+        sent = await submit(db, name, payload, timeout)
+        tell_rejected(sent)
+        command_id, answer = sent.command_id, sent.result
         if answer is None:
             raise CliError(f"submitted as command {command_id}, but the runtime on {db} did not answer within "
                            f"{timeout:g} s; it applies the command when it gets to it (check `wantbuild status`)")
@@ -47,12 +49,21 @@ async def change(db: Path, graph_path: Path | None, name: str, payload: dict[str
         with Interrupts() as interrupts:
             code = await build(db, graph, interrupts=interrupts, as_json=as_json, then=then)
         return code, results[0] if results else {"ok": False}
-    command_id, _ = await submit(db, name, payload, 0)
+    sent = await submit(db, name, payload, 0)
+    tell_rejected(sent)
+    command_id = sent.command_id
     result = {"ok": True, "via": "queued", "command_id": command_id}
     if as_json:
         emit_json(result)
     else:
         err.print(f"No runtime is running on {db}: queued as command {command_id}; it is applied when a runtime "
-                  f"next opens the log (`wantbuild run GRAPH.toml --db {db}`). Pass --graph GRAPH.toml to apply "
-                  "it now.")
+                  f"next opens the log (`wantbuild run GRAPH.toml --db {db}`), and `wantbuild want show "
+                  f"{command_id} --db {db}` says how it went. Pass --graph GRAPH.toml to apply it now.")
     return 0, result
+
+
+def tell_rejected(sent: Submitted) -> None:
+    """Tell whoever submits a command about earlier commands a runtime rejected since the last submission."""
+    err = console(stderr=True)
+    for cmd in sent.rejected:
+        err.print(f"Note: {command_note(cmd)}")

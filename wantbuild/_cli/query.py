@@ -23,12 +23,14 @@ from actors import (
     stale,
     validate_refs,
 )
-from eventlog import REGISTRY, Record
+from eventlog import REGISTRY, Command, CommandState, Record
 from supervisor import explain as explain_ref
 from supervisor import load_graph, valid_choices
 
 from .._access import load_world, parse_until, reader, runtime_active
 from .._output import (
+    command_dict,
+    commands_table,
     console,
     dumps,
     event_line,
@@ -50,11 +52,11 @@ DIAGRAMS: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "jobr
 @db_option
 @json_option
 def status(only_stale: bool, db: Path, as_json: bool) -> None:
-    """What the log holds now: entities per status, active wants, runs in flight, failures. With --stale, the Live
-    partitions whose inputs have since been rebuilt (a newer generation is Live), and which input."""
-    world = run_async(lambda: load_world(db))
+    """What the log holds now: entities per status, active wants, runs in flight, failures, and the inbox's
+    commands that have not taken effect: pending ones, and the last ones the runtime rejected. With --stale, the
+    Live partitions whose inputs have since been rebuilt (a newer generation is Live), and which input."""
     if only_stale:
-        found = stale(world)
+        found = stale(run_async(lambda: load_world(db)))
         if as_json:
             emit_json({"db": str(db), "stale": [s.to_dict() for s in found]})
         elif found:
@@ -62,14 +64,37 @@ def status(only_stale: bool, db: Path, as_json: bool) -> None:
         else:
             console(stderr=True).print(f"no stale partitions in {db}")
         return
+
+    async def main() -> tuple[Any, list[Command], list[Command], dict[CommandState, int]]:
+        async with reader(db) as log:
+            world = await rebuild(log)
+            pending = await log.commands("pending")
+            failed = await log.commands("failed", newest_first=True, limit=FAILED_SHOWN)
+            return world, pending, failed[::-1], await log.command_counts()
+
+    world, pending, failed, counts = run_async(main)
     summary = world_summary(world)
     running = runtime_active(db)
     if as_json:
-        emit_json({"db": str(db), "runtime_running": running, **summary})
+        emit_json({"db": str(db), "runtime_running": running, **summary,
+                   "commands": {"counts": counts, "pending": [command_dict(c) for c in pending],
+                                "failed": [command_dict(c) for c in failed]}})
         return
     out = console()
     state = "a runtime is running on it" if running else "no runtime is running on it"
     print_summary(out, world, summary, heading=f"{db}: {summary['last_seq']} events, {state}")
+    if pending:
+        out.print()
+        where = "the running runtime takes them" if running else "applied when a runtime next opens the log"
+        out.print(commands_table(pending, title=f"pending commands ({where})"))
+    if failed:
+        out.print()
+        shown = f"last {len(failed)} of {counts['failed']}" if counts["failed"] > len(failed) else "all"
+        out.print(commands_table(failed, title=f"commands the runtime rejected ({shown})"))
+
+
+FAILED_SHOWN = 10
+"""How many rejected commands ``status`` lists (the most recent; ``--json`` has the count of all)."""
 
 
 @click.command(short_help="Why a partition is not Live yet, as a chain.")

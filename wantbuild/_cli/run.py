@@ -13,13 +13,13 @@ import click
 from rich.text import Text
 
 from actors import CollisionPolicy, PartitionStatus, WantStatus
-from eventlog import Record
+from eventlog import Command, Record
 from supervisor import Graph, Runtime, load_graph, open_runtime
 
-from .._access import CliError, require_log, runtime_active
+from .._access import CliError, reader, require_log, runtime_active
 from .._build import Session, print_outcome, print_recovery, recovery_dict, root_ok, show_progress
 from .._example import example_graph, week_dates
-from .._output import console, short, status_text
+from .._output import command_dict, command_note, console, short, status_text
 from .._signals import EXIT_SIGNAL, Interrupts
 from .app import db_option, emit_json, error, json_option, policy_option, refs_callback, run_async
 
@@ -37,6 +37,7 @@ async def build(db: Path, graph: Graph | Callable[[], Graph], *, interrupts: Int
     """
     out, err = console(), console(stderr=True)
     session: Session | None = None
+    since = 0.0  # the runtime clock when it opened: commands it rejected after that are reported
     rt: Runtime | None = None
     already_live = False
     live_in_log = 0
@@ -47,6 +48,7 @@ async def build(db: Path, graph: Graph | Callable[[], Graph], *, interrupts: Int
                                 accept_graph_change=accept_graph_change) as rt:
             interrupts.leaving = lambda: _leaving(rt)
             session = Session.begin(rt)
+            since = rt.clock.now()
             if show_recovery and not as_json:
                 print_recovery(out, rt)
             already_live = bool(refs) and all(rt.get_partition(r).status is PartitionStatus.LIVE for r in refs)
@@ -76,7 +78,9 @@ async def build(db: Path, graph: Graph | Callable[[], Graph], *, interrupts: Int
         error(f"interrupted by {name} while starting: no runtime ran, nothing changed in {db}")
         return EXIT_SIGNAL.get(signal.Signals(stopped_by), 1)
     outcome = session.outcome()  # read now that the shutdown has recorded everything
-    result: dict[str, Any] = {"ok": root_ok(outcome), "already_live": already_live, **outcome}
+    rejected = await _rejected_since(db, since)
+    result: dict[str, Any] = {"ok": root_ok(outcome) and not rejected, "already_live": already_live, **outcome,
+                              "rejected_commands": [command_dict(c) for c in rejected]}
     if already_live:
         result["live_in_log"] = live_in_log
     if show_recovery:
@@ -92,6 +96,10 @@ async def build(db: Path, graph: Graph | Callable[[], Graph], *, interrupts: Int
                       f"partition{'' if live_in_log == 1 else 's'} (`wantbuild status"
                       f"{'' if str(db) == 'wantbuild.db' else f' --db {db}'}`).{f' {afresh}' if afresh else ''}")
         print_outcome(out, outcome)
+    for cmd in rejected:
+        error(command_note(cmd))
+    if rejected and not serve and stopped_by is None:
+        return 1
     if stopped_by is not None and not serve:
         error(f"interrupted by {signal.Signals(stopped_by).name}: the runtime stopped cleanly (runs in flight were "
               f"canceled and recorded); resume with `wantbuild run GRAPH.toml --db {db}`")
@@ -114,6 +122,14 @@ def _leaving(rt: Runtime) -> str:
     ids = ", ".join(r.job_run_id for r in runs[:5]) + (" ..." if len(runs) > 5 else "")
     return (f"{len(runs)} run(s) stay recorded as in flight ({ids}): their job processes die with wantbuild, and "
             f"the next start on {rt.log.path} marks them Lost and builds their partitions again.")
+
+
+async def _rejected_since(db: Path, since: float) -> list[Command]:
+    """Queued commands a runtime took and refused (a want for a ref no job produces...) since ``since``: a run that
+    took them says so rather than "nothing needed building"."""
+    async with reader(db) as log:
+        failed = await log.commands("failed", newest_first=True, limit=100)
+    return [c for c in reversed(failed) if c.completed_at is not None and c.completed_at >= since]
 
 
 async def settle(rt: Runtime) -> None:

@@ -238,8 +238,9 @@ def runs_cancel(run_id: str, reason: str, timeout: float, db: Path, as_json: boo
         if not runtime_active(db):
             raise CliError(f"no runtime is running on {db}: nothing executes run {run_id} (the next runtime to open "
                            f"the log marks it Lost and plans its partitions again)")
-        command_id, answer = await submit(db, "cancel_run", {"job_run_id": run_id, "reason": reason,
-                                                             "timeout": timeout}, timeout + 5)
+        sent = await submit(db, "cancel_run", {"job_run_id": run_id, "reason": reason, "timeout": timeout},
+                            timeout + 5)
+        command_id, answer = sent.command_id, sent.result
         if answer is None:
             raise CliError(f"submitted as command {command_id}, but the runtime on {db} did not answer within "
                            f"{timeout + 5:g} s")

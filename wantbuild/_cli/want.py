@@ -11,14 +11,19 @@ import click
 from rich.text import Text
 
 from actors import WantState, WantStatus, World, rebuild
-from eventlog import Record
+from eventlog import Command, CommandState, Record
 from supervisor import Runtime, UnknownEntity, load_graph
 
-from .._access import load_world, reader, runtime_active
+from .._access import CliError, load_world, reader, rejected_since_previous, runtime_active, wait_for_command
 from .._output import (
     append_counts,
+    command_dict,
+    command_note,
+    command_what,
+    commands_table,
     console,
     events_table,
+    fmt_time,
     partitions_table,
     record_dict,
     runs_table,
@@ -45,9 +50,10 @@ def want() -> None:
               help="Record an SLA miss if not Successful within this many seconds.")
 @click.option("--comment", default="", help="A note kept with the want.")
 @graph_option("With no runtime running: start one on this graph and build the want now.")
-@click.option("--wait", is_flag=True, help="Through a running runtime: wait until the want is terminal.")
+@click.option("--wait", is_flag=True, help="Wait until the want is terminal (exit 0 only if it is Successful); with no "
+              "runtime running, first wait --timeout seconds for one to start and take it.")
 @click.option("--timeout", type=float, default=10.0, show_default=True,
-              help="Seconds to wait for the running runtime to answer.")
+              help="Seconds to wait for a runtime to take the command (the running one, or with --wait one to start).")
 @db_option
 @json_option
 def want_create(refs: tuple[str, ...], ttl: float | None, sla: float | None, comment: str, graph_path: Path | None,
@@ -64,6 +70,8 @@ def want_create(refs: tuple[str, ...], ttl: float | None, sla: float | None, com
             with Interrupts() as interrupts:
                 return await build(db, lambda: load_graph(graph_path), interrupts=interrupts, refs=refs, ttl=ttl,
                                    sla=sla, comment=comment, as_json=as_json)
+        if wait and not runtime_active(db):
+            return await _queue_and_wait(db, payload, timeout, as_json)
         code, result = await change(db, None, "want", payload, timeout=timeout, as_json=as_json, quiet=wait,
                                     describe=lambda r: f"created want {r['want_id']} (through the running runtime)")
         if wait and result.get("via") == "inbox":
@@ -71,6 +79,27 @@ def want_create(refs: tuple[str, ...], ttl: float | None, sla: float | None, com
         return code
 
     return run_async(main)
+
+
+async def _queue_and_wait(db: Path, payload: dict[str, Any], timeout: float, as_json: bool) -> int:
+    """``want create --wait`` with no runtime running: queue the command, wait ``timeout`` s for a runtime to take it,
+    then for the want to end. Never 0 unless the want was created and is Successful."""
+    async with reader(db) as log:
+        command_id = await log.submit_command("want", payload)
+        tell_rejected_now = await rejected_since_previous(log, command_id)
+        console(stderr=True).print(f"No runtime is running on {db}: queued as command {command_id}; waiting up to "
+                                   f"{timeout:g} s for a runtime to take it.")
+        done = await wait_for_command(log, command_id, timeout)
+    for cmd in tell_rejected_now:
+        console(stderr=True).print(f"Note: {command_note(cmd)}")
+    if done is None:
+        raise CliError(f"queued as command {command_id}, but no runtime took it within {timeout:g} s; it stays queued "
+                       f"and is applied when a runtime next opens the log (`wantbuild run GRAPH.toml --db {db}`); "
+                       f"`wantbuild want show {command_id} --db {db}` says how it went")
+    if done.state == "failed":
+        raise CliError(f"command {command_id} was rejected by the runtime: {done.error}")
+    assert done.result is not None
+    return await _wait_for_want(db, str(done.result["want_id"]), as_json)
 
 
 async def _wait_for_want(db: Path, want_id: str, as_json: bool) -> int:
@@ -107,17 +136,36 @@ def unknown_want(db: Path, want_id: str) -> UnknownEntity:
 @db_option
 @json_option
 def want_list(statuses: tuple[str, ...], active: bool, db: Path, as_json: bool) -> None:
-    """List wants (oldest first)."""
-    world = run_async(lambda: load_world(db))
+    """List wants (oldest first), then the want commands that have no want: queued, or rejected by the runtime."""
+
+    async def main() -> tuple[World, list[Command]]:
+        async with reader(db) as log:
+            world = await rebuild(log)
+            states: list[CommandState] = []
+            if not statuses or active:
+                states.append("pending")  # queued: becomes a want when a runtime takes it
+            if not active and (not statuses or "failed" in wanted):
+                states.append("failed")  # rejected: never became a want
+            commands = [c for state in states for c in await log.commands(state) if c.name == "want"]
+            return world, sorted(commands, key=lambda c: c.id)
+
     wanted = {s.lower() for s in statuses}
+    world, commands = run_async(main)
     rows = [w for _, w in sorted(world.wants.items())
             if (not wanted or str(w.status).lower() in wanted) and (not active or not w.terminal)]
     if as_json:
         emit_json(rows)
-    elif rows:
+        for cmd in commands:
+            console(stderr=True).print(f"Note: {command_note(cmd)}")
+        return
+    if rows:
         console().print(wants_table(rows))
-    else:
+    elif not commands:
         console(stderr=True).print(f"no wants{' matching' if statuses or active else ''} in {db}")
+    if commands:
+        if rows:
+            console().print()
+        console().print(commands_table(commands, title="want commands without a want (queued, or rejected)"))
 
 
 SHOW_LIMIT = 20
@@ -146,29 +194,43 @@ def _heading(title: str, counts: dict[str, int], shown: int) -> Text:
     return line
 
 
-@want.command("show", short_help="One want: state, partitions, runs, history.")
-@click.argument("want_id")
+@want.command("show", short_help="One want (or the command that asked for it): state, partitions, runs, history.")
+@click.argument("want_id", metavar="WANT_ID|COMMAND_ID")
 @click.option("--all", "show_all", is_flag=True,
               help=f"List every partition, run and derived want (by default, beyond {SHOW_LIMIT}: counts per "
                    "status and the first ones not done).")
 @db_option
 @json_option
-def want_show(want_id: str, show_all: bool, db: Path, as_json: bool) -> None:
+def want_show(want_id: str, show_all: bool, db: Path, as_json: bool) -> int:
     """Show one want: its state, partitions, runs, derived wants and history.
 
     A large want is summarised: counts per status, and the first partitions, runs and derived wants that are not
-    done (failures first); --all lists them all.
+    done (failures first); --all lists them all. Given the number of a queued command (what `want create`
+    printed), show that command: queued, rejected (and why), or the want it made.
     """
 
-    async def main() -> tuple[World, list[Record], WantState]:
+    async def main() -> tuple[World, list[Record], WantState] | Command:
         async with reader(db) as log:
             world = await rebuild(log)
             st = world.wants.get(want_id)
+            if st is None and want_id.isdigit():
+                cmd = await log.command(int(want_id))
+                if cmd is None:
+                    raise UnknownEntity(f"no want and no command {want_id} in {db}; list them with "
+                                        f"`wantbuild want list --db {db}`")
+                made = cmd.result.get("want_id") if cmd.state == "ok" and cmd.result else None
+                if made is None or made not in world.wants:
+                    return cmd
+                st = world.wants[made]
             if st is None:
                 raise unknown_want(db, want_id)
-            return world, await log.history("want", want_id), st
+            return world, await log.history("want", st.want_id), st
 
-    world, history, st = run_async(main)
+    found = run_async(main)
+    if isinstance(found, Command):
+        return _show_command(found, as_json)
+    world, history, st = found
+    want_id = st.want_id
     all_parts = [world.partition(r) for r in st.refs]
     all_runs = sorted((r for r in world.runs.values() if want_id in r.wants), key=lambda r: r.job_run_id)
     all_derived = sorted((w for w in world.wants.values() if want_id in w.parent_want_ids),
@@ -183,7 +245,7 @@ def want_show(want_id: str, show_all: bool, db: Path, as_json: bool) -> None:
     if as_json:
         emit_json({"want": st, "complete": complete, "counts": counts, "partitions": parts, "runs": runs,
                    "derived_wants": derived, "history": [record_dict(r) for r in history]})
-        return
+        return 0
     out = console()
     head = Text(f"want {st.want_id} ", style="bold")
     head.append_text(status_text(st.status))
@@ -215,6 +277,23 @@ def want_show(want_id: str, show_all: bool, db: Path, as_json: bool) -> None:
     out.print()
     out.print(Text("history", style="italic"))
     out.print(events_table(history, max_payload=None if show_all else 400))
+    return 0
+
+
+def _show_command(cmd: Command, as_json: bool) -> int:
+    """A command that made no want: queued (exit 0) or rejected (exit 1, with the runtime's error)."""
+    if as_json:
+        emit_json({"command": command_dict(cmd)})
+    else:
+        out = console()
+        head = Text(f"command {cmd.id} ", style="bold")
+        head.append(cmd.state, style="bold red" if cmd.state == "failed" else "cyan")
+        out.print(head)
+        for k, v in [("asks", command_what(cmd)), ("submitted", fmt_time(cmd.submitted_at)),
+                     ("completed", fmt_time(cmd.completed_at)), ("error", cmd.error or "-")]:
+            out.print(f"  {k:<11} {v}")
+        out.print(command_note(cmd))
+    return 1 if cmd.state == "failed" else 0
 
 
 @want.command("cancel", short_help="Cancel an active want.")
