@@ -102,8 +102,11 @@ class EntityActor(Actor[Any], Generic[St]):
         # crash makes a new one); not in on_start, which would cost a coroutine per activation.
         self.state: St | None = env.world.get(self.kind, key)  # type: ignore[assignment]
 
-    async def persist(self, event: Event) -> St:
-        """Check, append and commit one transition, then adopt it and run the hooks."""
+    async def persist(self, event: Event, *, command: tuple[int, dict[str, Any]] | None = None) -> St:
+        """Check, append and commit one transition, then adopt it and run the hooks.
+
+        ``command=(id, result)`` completes that inbox command in the event's transaction (exactly once: the
+        command's effect is this event)."""
         old = self.state
         seq = 0 if old is None else old.entity_seq
         at = self.env.clock.now()
@@ -113,7 +116,7 @@ class EntityActor(Actor[Any], Generic[St]):
         if self.env.faults is not None and self.env.faults.hit("commit", self.kind, self.key, event.event_name):
             raise CommitError(f"injected fault: the batch holding {event.event_name} of {self.kind} {self.key} "
                               f"did not commit")
-        rec = await self.env.log.append(self.kind, self.key, seq, event, at)
+        rec = await self.env.log.append(self.kind, self.key, seq, event, at, command=command)
         self.state = new
         self.env.world.put(self.kind, self.key, new, rec.seq, rec.at)
         await self.env.hooks.run(rec, old, new)

@@ -24,12 +24,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+import msgspec
+
 from eventlog import WantbuildError
 
 from ._jobrun import JobRunState, JobRunStatus
 from ._partition import PartitionStatus
 
 if TYPE_CHECKING:
+    from ._taint import TaintState
     from ._world import World
 
 P = PartitionStatus
@@ -124,6 +127,12 @@ class LineageIndex:
         builders = self.builders
         for ref in run.built():
             _add(builders, ref, rid)
+
+    def copy(self) -> LineageIndex:
+        out = LineageIndex()
+        out.readers = {k: v if isinstance(v, str) else list(v) for k, v in self.readers.items()}
+        out.builders = {k: v if isinstance(v, str) else list(v) for k, v in self.builders.items()}
+        return out
 
     def reader_runs(self, ref: str) -> tuple[str, ...] | list[str]:
         """The Succeeded runs that read ``ref`` (any generation), in the order they ended."""
@@ -387,6 +396,97 @@ def stale(world: World) -> list[Stale]:
     return out
 
 
+# -- taints -------------------------------------------------------------------------------------------------
+
+
+class TaintedInput(msgspec.Struct, frozen=True):
+    """Why a partition must be tainted: the taint, the depth it would be at, the input it comes through."""
+
+    taint_id: str
+    depth: int
+    via: str
+    reason: str
+
+
+def reaching_taint(world: World, ref: str, generation: int) -> TaintState | None:
+    """The active taint whose cascade goes on below ``ref``'s ``generation``, if that generation is Tainted now."""
+    cur = world.partitions.get(ref)
+    if cur is None or cur.status is not P.TAINTED or cur.generation != generation or cur.tainted_by is None:
+        return None
+    taint = world.taints.get(cur.tainted_by)
+    if taint is None or not taint.active or not taint.reaches(cur.taint_depth):
+        return None
+    return taint
+
+
+def tainted_input(world: World, run: JobRunState, ref: str) -> TaintedInput | None:
+    """If ``run`` built ``ref`` from a generation that is Tainted now (by a taint that reaches below it), why."""
+    for r, g in world.lineage.inputs_in(run, ref).items():
+        taint = reaching_taint(world, r, g)
+        if taint is not None:
+            depth = world.partitions[r].taint_depth + 1
+            return TaintedInput(taint.taint_id, depth, f"{r}@{g}",
+                                f"built from {r}@{g}, tainted by {taint.taint_id}: {taint.reason}")
+    return None
+
+
+@dataclass(frozen=True)
+class Reach:
+    """One partition generation a taint reaches: ``depth`` levels below what it named, through ``via``."""
+
+    ref: str
+    generation: int
+    depth: int
+    via: str | None
+
+
+def cascade(world: World, taint: TaintState) -> list[list[Reach]]:
+    """What ``taint`` reaches, level by level (the roots first): every partition generation built, transitively
+    through the lineage, from a generation it names, within its depth (only the roots without ``cascade``).
+
+    Each ref appears once, at the first level that reaches it. Generations that are no longer current are walked
+    through (what was built from them was built from bad data too) but only current ones are returned; the
+    caller taints those that are Live. Linear in what it reaches.
+    """
+    levels: list[list[Reach]] = []
+    seen: set[tuple[str, int]] = set()
+    refs_seen: set[str] = set()
+    frontier = [(ref, gen) for ref, gen in zip(taint.refs, taint.generations, strict=False)]
+    depth = 0
+    parents: dict[tuple[str, int], str | None] = {node: None for node in frontier}
+    partitions = world.partitions
+    while frontier:
+        level: list[Reach] = []
+        nxt: list[tuple[str, int]] = []
+        for ref, gen in frontier:
+            if (ref, gen) in seen:
+                continue
+            seen.add((ref, gen))
+            part = partitions.get(ref)
+            if part is not None and part.generation == gen and ref not in refs_seen:
+                refs_seen.add(ref)
+                level.append(Reach(ref, gen, depth, parents[(ref, gen)]))
+            if taint.reaches(depth):
+                for out, ogen, _run in outputs_of(world, ref, gen):
+                    if (out, ogen) not in seen and (out, ogen) not in parents:
+                        parents[(out, ogen)] = f"{ref}@{gen}"
+                        nxt.append((out, ogen))
+        if level:
+            levels.append(level)
+        frontier = nxt
+        depth += 1
+    return levels
+
+
+def covered(world: World, taints: list[TaintState]) -> set[str]:
+    """Every ref the given taints reach (at its current generation), for deciding what a cancel may restore."""
+    out: set[str] = set()
+    for taint in taints:
+        for level in cascade(world, taint):
+            out.update(r.ref for r in level)
+    return out
+
+
 # -- I7 -----------------------------------------------------------------------------------------------------
 
 
@@ -413,19 +513,14 @@ def tainted_reads(world: World) -> list[TaintedRead]:
     """
     out: list[TaintedRead] = []
     partitions = world.partitions
-    taints = world.taints
     for run in world.runs.values():
         if run.status is not JobRunStatus.SUCCEEDED or not run.read:
             continue
         bad: dict[str, tuple[int, str | None, int]] = {}
         for r, g in run.read.items():
-            cur = partitions.get(r)
-            if cur is None or cur.status is not P.TAINTED or cur.generation != g:
-                continue
-            taint = taints.get(cur.tainted_by) if cur.tainted_by is not None else None
-            if taint is None or not taint.active or not taint.reaches(cur.taint_depth):
-                continue
-            bad[r] = (g, cur.tainted_by, cur.taint_depth + 1)
+            taint = reaching_taint(world, r, g)
+            if taint is not None:
+                bad[r] = (g, taint.taint_id, partitions[r].taint_depth + 1)
         if not bad:
             continue
         for i, ref in enumerate(run.partitions):

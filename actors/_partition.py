@@ -4,8 +4,9 @@
 ``UpstreamWaiting -> Missing | UpstreamFailed``; ``Live -> Tainted``; ``Tainted | Failed | UpstreamFailed ->
 Building`` (a fresh attempt, new generation); ``Tainted -> Live`` (``PartitionRestored``: the taint was
 canceled before the partition was rebuilt); ``Live -> Building`` only for a run refreshing stale partitions
-(``JobRunQueued.refresh``). A partition never mentioned in the log is ``Missing`` at generation 0: it has no
-creation event.
+(``JobRunQueued.refresh``); ``Building -> Tainted`` for a run that succeeded having read a generation tainted
+while it ran (its output is built, and must not be read). A partition never mentioned in the log is
+``Missing`` at generation 0: it has no creation event.
 """
 
 from __future__ import annotations
@@ -74,12 +75,14 @@ class PartitionUpstreamFailed(Event, frozen=True):
 class PartitionTainted(Event, frozen=True, omit_defaults=True):
     """"Do not read". ``taint_id``: the Taint entity that did it (None in logs from before taints were
     entities); ``depth``: 0 for a partition the taint named, n for one n lineage levels below; ``via``: the
-    input (``ref@generation``) the taint reached it through."""
+    input (``ref@generation``) the taint reached it through; ``job_run_id``: set when the partition is tainted as
+    its build ends (``Building -> Tainted``): the Succeeded run that built it from a tainted generation."""
 
     reason: str
     taint_id: str | None = None
     depth: int = 0
     via: str | None = None
+    job_run_id: str | None = None
 
 
 @event("PartitionRestored", 1)
@@ -103,7 +106,7 @@ PARTITION = Machine(
         "PartitionMissing": (sources(P.BUILDING, P.UPSTREAM_WAITING), P.MISSING),
         "PartitionFailed": (sources(P.BUILDING), P.FAILED),
         "PartitionUpstreamFailed": (sources(P.UPSTREAM_WAITING), P.UPSTREAM_FAILED),
-        "PartitionTainted": (sources(P.LIVE), P.TAINTED),
+        "PartitionTainted": (sources(P.LIVE, P.BUILDING), P.TAINTED),
         "PartitionRestored": (sources(P.TAINTED), P.LIVE),
     },
 )
@@ -164,6 +167,12 @@ def apply_partition(
         return rep(cur, status=target, entity_seq=entity_seq, updated_at=at, lease=None, reason=ev.reason,
                    final=ev.final)
     if isinstance(ev, PartitionTainted):
+        if status is P.BUILDING:  # tainted as its build ends: built by the lease holder (the guard above)
+            if ev.job_run_id is None:
+                raise IllegalTransition("partition", ref, status, ev.event_name,
+                                        "only the run holding the lease can end its build tainted")
+            return rep(cur, status=target, entity_seq=entity_seq, updated_at=at, reason=ev.reason, lease=None,
+                       built_by=ev.job_run_id, tainted_by=ev.taint_id, taint_depth=ev.depth)
         return rep(cur, status=target, entity_seq=entity_seq, updated_at=at, reason=ev.reason,
                    tainted_by=ev.taint_id, taint_depth=ev.depth)
     if isinstance(ev, PartitionRestored):

@@ -47,7 +47,8 @@ class TaintCreated(Event, frozen=True, omit_defaults=True):
 
 @event("TaintApplied", 1)
 class TaintApplied(Event, frozen=True):
-    """A wave of the taint is done: ``partitions`` were tainted in it."""
+    """A wave of the taint is done: ``partitions`` within its reach are Tainted by it now (recorded again only
+    when that number changes: a later wave, or a rebuild)."""
 
     partitions: int
 
@@ -94,7 +95,7 @@ class TaintState(msgspec.Struct, frozen=True, gc=False):
     entity_seq: int
     command_id: int | None = None
     tainted: int = 0
-    """Partitions tainted so far (the sum of ``TaintApplied.partitions``)."""
+    """Partitions Tainted by it within its reach at its last wave (``TaintApplied.partitions``)."""
     waves: int = 0
     canceled_reason: str = ""
     cancel_command_id: int | None = None
@@ -128,8 +129,8 @@ def apply_taint(state: TaintState | None, ev: Event, taint_id: str, at: float, e
                           entity_seq=entity_seq, command_id=ev.command_id)
     rep = msgspec.structs.replace
     if isinstance(ev, TaintApplied):
-        return rep(state, status=target, updated_at=at, entity_seq=entity_seq,
-                   tainted=state.tainted + ev.partitions, waves=state.waves + 1)
+        return rep(state, status=target, updated_at=at, entity_seq=entity_seq, tainted=ev.partitions,
+                   waves=state.waves + 1)
     if isinstance(ev, TaintCanceled):
         return rep(state, status=target, updated_at=at, entity_seq=entity_seq, canceled_reason=ev.reason,
                    cancel_command_id=ev.command_id)

@@ -132,6 +132,16 @@ class World:
     def in_flight_runs(self) -> list[JobRunState]:
         return [r for r in self.runs.values() if r.status in (JobRunStatus.QUEUED, JobRunStatus.RUNNING)]
 
+    def copy(self) -> World:
+        """A World with the same states (shared: they are immutable) and its own tables and lineage index."""
+        w = World()
+        for kind, table in self._tables.items():
+            w._tables[kind].update(table)
+        w.lineage = self.lineage.copy()
+        w.last_seq = self.last_seq
+        w.last_at = self.last_at
+        return w
+
     def snapshot(self) -> dict[str, dict[str, EntityState]]:
         """Plain dicts of every state, for equality checks (I3)."""
         return {k: dict(t) for k, t in self._tables.items()}

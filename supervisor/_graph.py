@@ -480,6 +480,9 @@ class Job:
     runtime's own processes, whatever the default), or None for the runtime's or graph's default."""
     resources: Mapping[str, float] | None = None
     """Placement hints passed to the executor's engine (``{"gpu": 1}``); ignored by the local executor."""
+    rebuild_stale: bool = False
+    """Keep its partitions fresh: while an active want covers one that is stale (an input rebuilt since), it is
+    rebuilt, at once when its input is rebuilt (see docs/lineage.md, "Staleness")."""
 
     @classmethod
     def create(
@@ -502,6 +505,7 @@ class Job:
         declared_command: Sequence[str] | None = None,
         executor: Executor | Literal["local"] | None = None,
         resources: Mapping[str, float] | None = None,
+        rebuild_stale: bool = False,
     ) -> Job:
         """Build and check a job; raises :class:`GraphError` naming the job. ``retries`` = attempts - 1."""
         _check_name(name)
@@ -533,6 +537,7 @@ class Job:
             declared_command=tuple(declared_command) if declared_command is not None else None,
             executor=executor,
             resources=dict(resources) if isinstance(resources, Mapping) else resources,
+            rebuild_stale=rebuild_stale,
         )
         _check_job(job)
         return job
@@ -653,6 +658,8 @@ def _check_job(job: Job) -> None:
         or not job.command[0]
     ):
         raise fail(f"command must be a non-empty argv of str, e.g. ['python3', 'jobs/daily.py'], got {job.command!r}")
+    if not isinstance(job.rebuild_stale, bool):
+        raise fail(f"rebuild_stale must be true or false, got {job.rebuild_stale!r}")
     if job.collision_policy is not None and job.collision_policy not in POLICIES:
         raise fail(f"collision_policy must be one of {', '.join(POLICIES)}, got {job.collision_policy!r}")
 
@@ -749,6 +756,7 @@ class Graph:
         collision_policy: CollisionPolicy | None = None,
         executor: Executor | Literal["local"] | None = None,
         resources: Mapping[str, float] | None = None,
+        rebuild_stale: bool = False,
     ) -> Callable[[F], F]:
         """Decorator: register a function as a job (named after the function unless ``name``).
 
@@ -776,6 +784,7 @@ class Graph:
                     collision_policy=collision_policy,
                     executor=executor,
                     resources=resources,
+                    rebuild_stale=rebuild_stale,
                 )
             )
             return run

@@ -27,9 +27,11 @@ from actors import (
     ActorFailure,
     ActorSystem,
     CancelRun,
+    CancelTaint,
     Clock,
     CollisionPolicy,
     Committed,
+    CreateTaint,
     CreateWant,
     EndWant,
     EntityEnv,
@@ -47,7 +49,9 @@ from actors import (
     PartitionStatus,
     Stale,
     SystemClock,
-    Taint,
+    TaintActor,
+    TaintCreated,
+    TaintState,
     WantActor,
     WantCreated,
     WantState,
@@ -135,6 +139,7 @@ class Runtime:
         self.crashed = False
         self._want_events: dict[str, anyio.Event] = {}
         self._run_events: dict[str, anyio.Event] = {}
+        self._taint_events: dict[str, anyio.Event] = {}
         self._settled = anyio.Event()
         self._committed: list[Committed] = []
         self.failures: list[ActorFailure] = []
@@ -170,16 +175,77 @@ class Runtime:
         st: WantState = await self.system.ask("want", want_id, EndWant("cancel", reason))
         return st
 
-    async def taint(self, refs: Iterable[str] | str, reason: str) -> list[PartitionState]:
-        """Mark Live partitions Tainted ("do not read"); rebuilt now if an active want covers them."""
+    async def taint(self, refs: Iterable[str] | str, reason: str, *, cascade: bool = True, depth: int | None = None,
+                    wait: bool = True, timeout: float | None = None, command_id: int | None = None) -> TaintState:
+        """Taint Live partitions ("do not read") and, with ``cascade`` (the default), every Live partition built from
+        them through the lineage, ``depth`` levels down at most (None: all). Returns the Taint entity's state once
+        the first wave is applied (``wait=False``: once it is created; :meth:`wait_taint` waits for it).
+
+        One event creates the taint (``TaintCreated``; with ``command_id``, that inbox command completes in the
+        same transaction); its actor taints the partitions level by level, one event each. Active wants covering
+        tainted partitions rebuild them, upstream first. :class:`IllegalTransition` if a ref is not Live."""
         self._check_open()
-        refs_t = validate_refs([refs] if isinstance(refs, str) else refs)
+        refs_t = tuple(dict.fromkeys(validate_refs([refs] if isinstance(refs, str) else refs)))
+        if not refs_t:
+            raise ValueError("taint needs at least one partition ref")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValueError(f"a taint needs a reason (kept in the log), got {reason!r}")
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+            raise ValueError(f"depth must be a number of lineage levels >= 0 (or None: all), got {depth!r}")
+        gens = []
         for ref in refs_t:
             st = self.world.partition(ref)
             if st.status is not PartitionStatus.LIVE:
                 raise IllegalTransition("partition", ref, st.status, "PartitionTainted",
                                         "only a Live partition can be tainted")
-        return [await self.system.ask("partition", ref, Taint(reason)) for ref in refs_t]
+            gens.append(st.generation)
+        taint_id = self.ids.next_taint()
+        ev = TaintCreated(refs=refs_t, generations=tuple(gens), reason=reason.strip(), cascade=bool(cascade),
+                          depth=depth, command_id=command_id)
+        command = None if command_id is None else (command_id, {"ok": True, "taint_id": taint_id,
+                                                                "partitions": list(refs_t)})
+        created: TaintState = await self.system.ask("taint", taint_id, CreateTaint(ev, command))
+        if not wait:
+            return created
+        return await self.wait_taint(taint_id, timeout=timeout)
+
+    async def cancel_taint(self, taint_id: str, reason: str = "canceled by request", *, wait: bool = True,
+                           timeout: float | None = None, command_id: int | None = None) -> TaintState:
+        """Cancel a taint: the partitions it tainted that were not rebuilt meanwhile (and that no other active taint
+        reaches) go back to Live. Returns the state once that is done (``wait=False``: once it is canceled). A
+        canceled taint is returned as it is; :class:`UnknownEntity` if there is no such taint."""
+        self._check_open()
+        st = self.get_taint(taint_id)
+        if st.terminal:
+            return st
+        command = None if command_id is None else (command_id, {"ok": True, "taint_id": taint_id,
+                                                                "status": "Canceled"})
+        canceled: TaintState = await self.system.ask("taint", taint_id, CancelTaint(reason, command))
+        if not wait:
+            return canceled
+        return await self.wait_taint(taint_id, timeout=timeout)
+
+    async def wait_taint(self, taint_id: str, timeout: float | None = None) -> TaintState:
+        """Wait until the taint's work is done: its first wave applied (``Applied``), or, once canceled, its
+        partitions restored; return that state. ``TimeoutError`` after ``timeout`` seconds."""
+        with anyio.fail_after(timeout):
+            while True:
+                st = self.get_taint(taint_id)
+                if (st.active and st.waves > 0) or (not st.active and st.restored is not None):
+                    return st
+                ev = self._taint_events.setdefault(taint_id, anyio.Event())
+                await ev.wait()
+
+    def get_taint(self, taint_id: str) -> TaintState:
+        """The taint's state; :class:`UnknownEntity` if there is none."""
+        st = self.world.taints.get(taint_id)
+        if st is None:
+            raise UnknownEntity(f"no taint {taint_id!r} in {self.log.path}; list them with `wantbuild taint list`")
+        return st
+
+    def taints(self, *statuses: str) -> list[TaintState]:
+        return sorted((t for t in self.world.taints.values() if not statuses or t.status in statuses),
+                      key=lambda t: t.taint_id)
 
     async def cancel_run(self, job_run_id: str, reason: str = "canceled by request",
                          timeout: float | None = None) -> JobRunState:
@@ -368,6 +434,10 @@ class Runtime:
                 ev = self._want_events.pop(rec.entity_id, None)
                 if ev is not None:
                     ev.set()
+        elif kind == "taint":
+            taint_ev = self._taint_events.pop(rec.entity_id, None)
+            if taint_ev is not None:
+                taint_ev.set()
         elif kind == "job_run":
             if new.terminal:
                 self._settled.set()
@@ -509,7 +579,7 @@ async def open_runtime(
     try:
         async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit) as elog:
             world = await rebuild(elog)
-            ids = IdSource(world.wants, world.runs)
+            ids = IdSource(world.wants, world.runs, world.taints)
             with _gc_policy(tune_gc):
                 async with _running(elog, world, ids, graph, clock, policy, logs, passivate_after, serve_commands,
                                     shutdown_grace, faults, executor) as rt:
@@ -569,6 +639,7 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
             # (5% of a batched backfill, A/B).
             system.register("partition", lambda key: PartitionActor(key, env), linger=False)
             system.register("job_run", lambda key: JobRunActor(key, env, execution))
+            system.register("taint", lambda key: TaintActor(key, env))
             system.register("supervisor",
                             lambda key: Supervisor(key, env, graph, ids, timers, policy, pending),
                             passivate_after=None, mailbox_size=math.inf)
@@ -648,6 +719,8 @@ async def _serve_commands(rt: Runtime, interval: float = 0.2) -> None:
         for cmd in await rt.log.pending_commands():
             try:
                 result = await _run_command(rt, cmd.id, cmd.name, cmd.payload)
+                if result.pop("_completed", False):
+                    continue  # completed in the transaction of the event that is its effect
             except WantbuildError as e:
                 result = {"ok": False, "error": str(e)}
             except Exception as e:  # a bad command must not stop the runtime
@@ -669,8 +742,16 @@ async def _run_command(rt: Runtime, command_id: int, name: str, payload: Mapping
         st = await rt.cancel(payload["want_id"], payload.get("reason", "canceled from the CLI"))
         return {"ok": True, "want_id": st.want_id, "status": str(st.status)}
     if name == "taint":
-        sts = await rt.taint(payload["refs"], payload.get("reason", "tainted from the CLI"))
-        return {"ok": True, "partitions": [s.ref for s in sts]}
+        t = await rt.taint(payload["refs"], payload.get("reason", "tainted from the CLI"),
+                           cascade=payload.get("cascade", True), depth=payload.get("depth"), wait=False,
+                           command_id=command_id)
+        return {"ok": True, "taint_id": t.taint_id, "partitions": list(t.refs), "_completed": True}
+    if name == "cancel_taint":
+        t = await rt.cancel_taint(payload["taint_id"], payload.get("reason", "canceled from the CLI"), wait=False,
+                                  command_id=command_id)
+        # A taint already canceled wrote nothing: the command is completed the ordinary way.
+        done = t.cancel_command_id == command_id
+        return {"ok": True, "taint_id": t.taint_id, "status": str(t.status), "_completed": done}
     if name == "cancel_run":
         run = await rt.cancel_run(payload["job_run_id"], payload.get("reason", "canceled from the CLI"),
                                   timeout=payload.get("timeout"))

@@ -43,6 +43,7 @@ import msgspec
 from actors import (
     Abandon,
     Actor,
+    ApplyTaint,
     CancelRun,
     Committed,
     CreateWant,
@@ -59,6 +60,7 @@ from actors import (
     PartitionStatus,
     PlanRun,
     Reconcile,
+    ReconcileTaint,
     RetryLeases,
     RunEnded,
     UpstreamReady,
@@ -71,6 +73,7 @@ from eventlog import get_logger
 
 from ._graph import Graph, Job, NoJobForRef
 from ._ids import IdSource
+from ._lineage_work import is_stale, late_taints, rebuild_inputs, stale_readers
 from ._timers import Timers
 
 log = get_logger("wantbuild.supervisor")
@@ -166,6 +169,8 @@ class Supervisor(Actor[Any]):
         self.policy = policy
         self.pending = pending if pending is not None else Pending()
         self.tick_pending = False
+        # Staleness is looked at only if a job asked for it (a rebuild is then event-driven: see _refresh).
+        self.refresh_enabled = any(job.rebuild_stale for job in graph.jobs().values())
         self._reset()
 
     def _reset(self) -> None:
@@ -191,6 +196,9 @@ class Supervisor(Actor[Any]):
         self.static_waiters: dict[str, set[str]] = {}
         self.static_failed: dict[str, str] = {}
         self.broken: dict[str, str] = {}  # wanted ref -> why the runtime gave up on it (GaveUp)
+        # staleness: Live refs of rebuild_stale jobs that a want covers and whose inputs were rebuilt
+        self.refreshing: set[str] = set()
+        self.refresh_queues: dict[str, deque[str]] = {}
         self.children: dict[str, set[str]] = {}  # active want -> its active derived wants
 
     # -- message loop ---------------------------------------------------------------------------------
@@ -253,6 +261,9 @@ class Supervisor(Actor[Any]):
         if status is P.LIVE:
             await self._wake_waiters(ref)
             await self._wake_static(ref)
+            if self.refresh_enabled and st.generation > 1:
+                for stale_ref in stale_readers(self.world, self.graph, ref):
+                    self._refresh(stale_ref)
         elif (status is P.FAILED and st.final) or status is P.UPSTREAM_FAILED:
             await self._fail_waiters(ref, st)
             await self._fail_static(ref, st)
@@ -302,6 +313,8 @@ class Supervisor(Actor[Any]):
                 self._enqueue(ref, new_want=new)
             elif st.status is P.UPSTREAM_WAITING:
                 await self._ensure_upstream(st)
+            elif st.status is P.LIVE and self.refresh_enabled and is_stale(self.world, ref):
+                self._refresh(ref)
 
     async def _drop_want(self, want: WantState) -> None:
         wid = want.want_id
@@ -335,6 +348,7 @@ class Supervisor(Actor[Any]):
                     continue
                 self._dequeue(ref)
                 self._forget_static(ref)
+                self.refreshing.discard(ref)
                 runs_to_check |= self.planned.get(ref, set())
         for run_id in sorted(runs_to_check):
             run = self.world.runs.get(run_id)
@@ -384,7 +398,7 @@ class Supervisor(Actor[Any]):
             return Cat.UPSTREAM_FAILED
         s = st.status
         if s is P.LIVE:
-            return Cat.LIVE
+            return Cat.BUILDING if ref in self.refreshing else Cat.LIVE
         if s is P.BUILDING or ref in self.retrying or ref in self.planned:
             return Cat.BUILDING
         if s is P.UPSTREAM_WAITING or ref in self.static_wait:
@@ -484,12 +498,17 @@ class Supervisor(Actor[Any]):
         if ref in self.queued:
             return
         deps = [d for d in self.graph.static_deps(ref) if self.world.partition(d).status is not P.LIVE]
-        if deps:
-            self.static_wait[ref] = set(deps)
-            for d in deps:
+        # A tainted partition is rebuilt after the inputs of its tainted build are Live again (upstream first).
+        inputs = [d for d in rebuild_inputs(self.world, ref) if d not in deps]
+        if deps or inputs:
+            self.static_wait[ref] = {*deps, *inputs}
+            for d in (*deps, *inputs):
                 self.static_waiters.setdefault(d, set()).add(ref)
             self._recat(ref)
-            self._want_refs(deps, source=f"static_deps:{ref}", for_refs=(ref,))
+            if deps:
+                self._want_refs(deps, source=f"static_deps:{ref}", for_refs=(ref,))
+            if inputs:
+                self._want_refs(inputs, source=f"rebuild:{ref}", for_refs=(ref,))
             return
         self.queues.setdefault(job.name, deque()).append(ref)
         self.queued.add(ref)
@@ -534,12 +553,49 @@ class Supervisor(Actor[Any]):
                     break
                 await self._plan(job.name, tuple(batch), attempt=1, retry_of=None,
                                  max_attempts=job.retry.max_attempts, policy=self._policy_of(job))
+        if self.refresh_queues:
+            await self._schedule_refreshes()
+
+    def _refresh(self, ref: str) -> None:
+        """A wanted Live partition of a ``rebuild_stale`` job is stale: rebuild it (a refresh run leases it Live);
+        its wants count it as building meanwhile."""
+        if ref not in self.wants_by_ref or ref in self.refreshing or ref in self.planned:
+            return
+        try:
+            job = self.graph.job_of(ref)
+        except NoJobForRef:
+            return
+        self.refreshing.add(ref)
+        self.refresh_queues.setdefault(job.name, deque()).append(ref)
+        self._recat(ref)
+        self.to_schedule = True
+
+    async def _schedule_refreshes(self) -> None:
+        for name in sorted(self.refresh_queues):
+            q = self.refresh_queues[name]
+            job = self.graph[name]
+            running = self.inflight.setdefault(name, set())
+            limit = job.concurrency if job.concurrency is not None else 1 << 30
+            while q and len(running) < limit:
+                batch: list[str] = []
+                while q and len(batch) < job.batch:
+                    ref = q.popleft()
+                    if ref in self.wants_by_ref and ref in self.refreshing and is_stale(self.world, ref):
+                        batch.append(ref)
+                    elif ref in self.refreshing:  # no longer wanted, or fresh (rebuilt meanwhile)
+                        self.refreshing.discard(ref)
+                        self._recat(ref)
+                if batch:
+                    await self._plan(job.name, tuple(batch), attempt=1, retry_of=None,
+                                     max_attempts=job.retry.max_attempts, policy=self._policy_of(job), refresh=True)
+            if not q:
+                del self.refresh_queues[name]
 
     def _policy_of(self, job: Job) -> str:
         return job.collision_policy or self.graph.default_collision_policy or self.policy
 
     async def _plan(self, job: str, refs: tuple[str, ...], *, attempt: int, retry_of: str | None,
-                    max_attempts: int, policy: str) -> str:
+                    max_attempts: int, policy: str, refresh: bool = False) -> str:
         run_id = self.ids.next_run()
         wants = sorted({w for r in refs for w in self.wants_by_ref.get(r, ())})
         self.inflight.setdefault(job, set()).add(run_id)
@@ -549,8 +605,11 @@ class Supervisor(Actor[Any]):
         reason = f"serves {', '.join(wants[:5])}{' …' if len(wants) > 5 else ''}"
         if retry_of:
             reason = f"retry {attempt}/{max_attempts} of {retry_of}; " + reason
+        if refresh:
+            reason = "refreshes stale partitions; " + reason
         queued = JobRunQueued(job=job, partitions=refs, wants=tuple(wants), attempt=attempt,
-                              max_attempts=max_attempts, retry_of=retry_of, policy=policy, reason=reason)
+                              max_attempts=max_attempts, retry_of=retry_of, policy=policy, reason=reason,
+                              refresh=refresh)
         self.pending.runs[run_id] = queued
         await self.env.system.tell("job_run", run_id, PlanRun(queued))
         return run_id
@@ -582,6 +641,13 @@ class Supervisor(Actor[Any]):
                         self._enqueue(ref)
         for ref, _ in run.deferred_on:
             self.deferred.get(ref, set()).discard(rid)
+        if run.refresh:
+            for ref in run.planned:
+                if ref in self.refreshing:
+                    self.refreshing.discard(ref)
+                    self._recat(ref)
+        for taint_id in late_taints(self.world, run):  # settled Live although an input was tainted meanwhile
+            self._tell_soon("taint", taint_id, ApplyTaint())
         self.to_schedule = True
         if run.status is JobRunStatus.DEP_MISS:
             await self._on_dep_miss(run)
@@ -848,6 +914,8 @@ class Supervisor(Actor[Any]):
                 self.inflight.setdefault(run.job, set()).add(rid)
                 for ref in run.planned:
                     self.planned.setdefault(ref, set()).add(rid)
+                if run.refresh:
+                    self.refreshing.update(run.planned)
                 for ref, _holder in run.deferred_on:
                     self.deferred.setdefault(ref, set()).add(rid)
                 continue
@@ -884,6 +952,9 @@ class Supervisor(Actor[Any]):
         for rid in stranded:  # ended without settling its partitions (a crash in between): settle them now
             if rid in world.runs:
                 self._tell_soon("job_run", rid, Reconcile())
+        for taint in sorted(world.taints.values(), key=lambda t: t.taint_id):  # its work, re-derived by its actor
+            if taint.active or taint.restored is None:
+                self._tell_soon("taint", taint.taint_id, ReconcileTaint())
         for kind in ("want", "job_run", "partition"):  # stopped while its GaveUp could not reach us
             for key, why in sorted(self.env.system.stopped(kind).items()):
                 await self._end_given_up(GaveUp(kind, key, f"wantbuild gave up on {kind} {key}: {why}"))

@@ -153,7 +153,7 @@ def test_status_stale(tmp_path: Path) -> None:
         g, _ = lineage_graph()
         async with open_runtime(db, g) as rt:
             await (await rt.want("daily/1")).done(timeout=10)
-            await rt.taint("raw/1", "bad rows")
+            await rt.taint("raw/1", "bad rows", cascade=False)  # daily/1 stays Live: stale
             await (await rt.want("raw/1")).done(timeout=10)
 
     anyio.run(build)
@@ -229,6 +229,74 @@ def test_runs_cancel_through_the_running_runtime(serving: tuple[subprocess.Popen
     assert [r.status for _, r in sorted(world.runs.items())] == ["Canceled", "Succeeded"]
     again = invoke("runs", "cancel", run_id, "--db", db)
     assert "already Canceled: nothing to cancel" in again.stdout
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=20)
+    assert proc.returncode == 0
+
+
+CHAIN = '''\
+async def raw(ctx):
+    return None
+
+
+async def daily(ctx):
+    ctx.read_many({f"raw/{p['i']}": ref for ref, p in zip(ctx.partitions, ctx.params)})
+'''
+
+
+@pytest.fixture
+def chain_serving(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """``run --serve`` on raw/{i} -> daily/{i} (daily reads raw), function jobs."""
+    module = f"wbchain_{uuid.uuid4().hex[:10]}"
+    (tmp_path / f"{module}.py").write_text(CHAIN)
+    graph = tmp_path / "graph.toml"
+    graph.write_text(f'[job.raw]\noutputs = "raw/{{i}}"\nfunction = "{module}:raw"\n\n'
+                     f'[job.daily]\noutputs = "daily/{{i}}"\nfunction = "{module}:daily"\n')
+    db = tmp_path / "chain.db"
+    proc = subprocess.Popen([*CLI, "run", str(graph), "--db", str(db), "--serve"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    try:
+        wait_for(lambda: EventLog.writer_active(db) or proc.poll() is not None)
+        assert proc.poll() is None, proc.communicate()[1]
+        yield proc, db
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_taint_create_list_show_cancel_through_the_runtime(chain_serving: tuple[subprocess.Popen[str], Path]) -> None:
+    """taint REF cascades to what was built from it and waits for it; list and show it; cancel restores it; the
+    inbox command was completed with the taint's creation (exactly once)."""
+    proc, db = chain_serving
+    assert invoke("want", "create", "daily/1", "daily/2", "--db", db, "--wait").exit_code == 0
+    made = invoke("taint", "raw/1", "--reason", "duplicated rows", "--db", db, "--json")
+    assert made.exit_code == 0, made.stderr
+    doc = json.loads(made.stdout)
+    taint_id = doc["taint_id"]
+    assert (doc["taint"]["status"], doc["taint"]["tainted"]) == ("Applied", 2)
+    world = load(db)
+    assert world.taints[taint_id].command_id == doc["command_id"]
+    assert [str(world.partition(r).status) for r in ("raw/1", "daily/1", "daily/2")] == ["Tainted", "Tainted",
+                                                                                         "Live"]
+    listed = json.loads(invoke("taint", "list", "--db", db, "--json").stdout)
+    assert [t["taint_id"] for t in listed] == [taint_id]
+    shown = json.loads(invoke("taint", "show", taint_id, "--db", db, "--json").stdout)
+    assert [(p["ref"], p["depth"], p["via"]) for p in shown["partitions"]] == [("raw/1", 0, None),
+                                                                             ("daily/1", 1, "raw/1@1")]
+    assert "partitions it tainted: 2, 2 still Tainted by it" in invoke("taint", "show", taint_id, "--db", db).stdout
+    only = invoke("taint", "create", "raw/2", "--reason", "x", "--no-cascade", "--db", db, "--json")
+    assert json.loads(only.stdout)["taint"]["tainted"] == 1
+    canceled = invoke("taint", "cancel", taint_id, "--reason", "false alarm", "--db", db)
+    assert canceled.exit_code == 0, canceled.stderr
+    assert f"taint {taint_id} Canceled; 2 partition(s) restored to Live" in canceled.stdout
+    assert [str(load(db).partition(r).status) for r in ("raw/1", "daily/1")] == ["Live", "Live"]
+    again = invoke("taint", "cancel", taint_id, "--db", db)
+    assert "already Canceled: nothing to cancel" in again.stdout
+    not_live = invoke("taint", "daily/9", "--reason", "x", "--db", db)
+    assert not_live.exit_code == 1
+    assert "daily/9 is Missing" in error_line(not_live)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=20)
     assert proc.returncode == 0

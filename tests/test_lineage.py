@@ -204,7 +204,7 @@ async def test_staleness_and_time_travel(db: Path) -> None:
         await (await rt.want("daily/1")).done(timeout=10)
         before = rt.log.last_seq
         assert rt.stale() == []
-        await rt.taint("raw/1", "bad rows")
+        await rt.taint("raw/1", "bad rows", cascade=False)  # daily/1 stays Live: stale
         await (await rt.want("raw/1")).done(timeout=10)
         (stale,) = rt.stale()
         assert (stale.ref, stale.newer) == ("daily/1", {"raw/1": (1, 2)})

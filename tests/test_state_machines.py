@@ -68,10 +68,11 @@ WANT_MODEL: dict[str | None, set[str]] = {
 }
 PARTITION_MODEL: dict[str, set[str]] = {
     "Missing": {"Building"},
-    "Building": {"Live", "UpstreamWaiting", "Missing", "Failed"},
+    "Building": {"Live", "UpstreamWaiting", "Missing", "Failed", "Tainted"},
     "UpstreamWaiting": {"Missing", "UpstreamFailed"},
-    # Two extensions (docs/decisions.md, "Lineage and taints"): a canceled taint restores a partition it tainted
-    # that was not rebuilt (Tainted -> Live), and a run refreshing a stale partition leases it Live.
+    # Three extensions (docs/decisions.md, "Lineage, taints..."): a canceled taint restores a partition it tainted
+    # that was not rebuilt (Tainted -> Live), a run refreshing a stale partition leases it Live, and a run that
+    # read a generation tainted while it ran ends its build Tainted.
     "Live": {"Tainted", "Building"},
     "Tainted": {"Building", "Live"},
     "Failed": {"Building"},
@@ -141,7 +142,8 @@ PARTITION_EVENTS: dict[str, Any] = {
     "PartitionMissing": lambda run: PartitionMissing(reason="lost", job_run_id=run),
     "PartitionFailed": lambda run: PartitionFailed(job_run_id=run, reason="boom"),
     "PartitionUpstreamFailed": lambda run: PartitionUpstreamFailed(reason="upstream"),
-    "PartitionTainted": lambda run: PartitionTainted(reason="bad data", taint_id="t-1", depth=1, via="raw/1@1"),
+    "PartitionTainted": lambda run: PartitionTainted(reason="bad data", taint_id="t-1", depth=1, via="raw/1@1",
+                                                     job_run_id=run),
     "PartitionRestored": lambda run: PartitionRestored(taint_id="t-1"),
 }
 PARTITION_TARGET = {k: k.removeprefix("Partition") for k in PARTITION_EVENTS}
@@ -177,6 +179,8 @@ class PartitionMachine(RuleBasedStateMachine):
                 assert self.state.lease == run
             assert self.state.generation == self.generation
             assert (self.state.tainted_by is not None) == (target == "Tainted")
+            if before == "Building" and target == "Tainted":
+                assert self.state.built_by == run
         else:
             with pytest.raises(IllegalTransition) as info:
                 apply_partition(self.state, ev, "daily/1", 0.0, self.seq + 1)
@@ -273,7 +277,7 @@ class TaintMachine(RuleBasedStateMachine):
         if legal:
             self.state = apply_taint(self.state, ev, "t-1", 0.0, self.seq + 1)
             self.seq += 1
-            self.applied += 3 if name == "TaintApplied" else 0
+            self.applied = 3 if name == "TaintApplied" else self.applied
             assert str(self.state.status) == target
             assert self.state.tainted == self.applied
         else:
