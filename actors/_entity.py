@@ -10,7 +10,7 @@ transition nobody was told about; a crash after it loses nothing.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -102,11 +102,11 @@ class EntityActor(Actor[Any], Generic[St]):
         # crash makes a new one); not in on_start, which would cost a coroutine per activation.
         self.state: St | None = env.world.get(self.kind, key)  # type: ignore[assignment]
 
-    async def persist(self, event: Event, *, command: tuple[int, dict[str, Any]] | None = None) -> St:
+    async def persist(self, event: Event, command: tuple[int, Mapping[str, Any]] | None = None) -> St:
         """Check, append and commit one transition, then adopt it and run the hooks.
 
-        ``command=(id, result)`` completes that inbox command in the event's transaction (exactly once: the
-        command's effect is this event)."""
+        ``command``: the inbox command this transition is the effect of, completed with the given result in the
+        same transaction (exactly once: a crash leaves both or neither)."""
         old = self.state
         seq = 0 if old is None else old.entity_seq
         at = self.env.clock.now()

@@ -73,8 +73,13 @@ class GetState(msgspec.Struct, frozen=True):
     """Reply with the entity's committed state (None if it has none)."""
 
 
+Completion = tuple[int, dict[str, Any]]
+"""An inbox command completed by the message's transition: ``(command id, result)`` (see ``EntityActor.persist``)."""
+
+
 class CreateWant(msgspec.Struct, frozen=True):
     event: WantCreated
+    command: Completion | None = None
 
 
 class MoveWant(msgspec.Struct, frozen=True):
@@ -90,6 +95,7 @@ class EndWant(msgspec.Struct, frozen=True):
 
     how: Literal["cancel", "expire"]
     reason: str = ""
+    command: Completion | None = None
 
 
 class MarkSlaMissed(msgspec.Struct, frozen=True):
@@ -283,12 +289,12 @@ class WantActor(EntityActor[WantState]):
         if isinstance(msg, CreateWant):
             if self.state is not None:  # idempotent re-delivery (command inbox)
                 return self.state
-            return await self.persist(msg.event)
+            return await self.persist(msg.event, msg.command)
         if isinstance(msg, EndWant):
             if self.state is None or self.state.terminal:
                 return self.state
             ev: Event = WantCanceled(reason=msg.reason) if msg.how == "cancel" else WantExpired(reason=msg.reason)
-            return await self.persist(ev)
+            return await self.persist(ev, msg.command)
         if isinstance(msg, MarkSlaMissed):
             if self.state is None or self.state.terminal or self.state.sla_missed:
                 return self.state

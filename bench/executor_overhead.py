@@ -98,7 +98,7 @@ async def bench_dask(runs: int, repeat: int) -> str:
     import distributed
 
     local_cluster: Any = distributed.LocalCluster
-    async with local_cluster(processes=True, n_workers=2, host="127.0.0.1", dashboard_address=None,
+    async with local_cluster(processes=True, n_workers=2, host="127.0.0.1", dashboard_address="127.0.0.1:0",
                             asynchronous=True) as cluster:
         executor = DaskExecutor(address=cluster.scheduler_address)
         base: list[float] = []

@@ -396,6 +396,13 @@ class EventLog:
                 f"({e}); make them writable, or open the log with writer=False to read it (the CLI's query "
                 "commands, such as status, events and replay, do)"
             )
+        if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+            return EventLogError(
+                f"{self._path}: cannot open the event log: another process has held its write lock for more than "
+                f"{self._busy_timeout:g} s ({e}); it is not a wantbuild runtime (that would be refused at once): a "
+                f"tool with an open write transaction, or a copy or backup in progress. Find it with `fuser "
+                f"{self._path}`, let it finish, then try again"
+            )
         return EventLogError(f"{self._path}: cannot open the event log: {e}")
 
     async def _connect_reader(self) -> Any:

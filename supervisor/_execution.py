@@ -685,7 +685,17 @@ def _with_death_signal(command: list[str], cwd: Path | None, env: Mapping[str, s
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
     elif shutil.which(program, path=env.get("PATH", os.defpath)) is None:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
-    return [_SETPRIV, "--pdeathsig", "KILL", "--", *command]
+    # The signal is armed after the fork: a runtime killed in between would leave the job running. So once it is
+    # armed, a shell checks that its parent is still this process (else it exits: nobody is waiting), then
+    # execs the job (same pid, same argv as without the wrapper).
+    return [_SETPRIV, "--pdeathsig", "KILL", "--", _SH, "-c", _PARENT_CHECK, "wantbuild-job", str(os.getpid()),
+            *command]
+
+
+_SH = shutil.which("sh") or "/bin/sh"
+_PARENT_CHECK = '[ "$PPID" = "$1" ] || exit 125; shift; exec "$@"'
+"""Run by ``sh -c`` with the runtime's pid, then the job's argv: exit 125 if the runtime died before the death
+signal was armed, else become the job."""
 
 
 def _log_paths(log_dir: Path, job_run_id: str) -> tuple[Path, Path]:

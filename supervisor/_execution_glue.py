@@ -67,10 +67,12 @@ class _Outcome:
 
 class LocalExecution:
     def __init__(self, graph: Graph, clock: Clock, log_dir: Path, system: ActorSystem,
-                 faults: Faults | None = None, world: World | None = None) -> None:
+                 faults: Faults | None = None, world: World | None = None, log_id: str = "") -> None:
         self.graph = graph
         self.world = world
         self.resolve_read = _resolver(graph, world) if world is not None else None
+        self.log_id = log_id
+        """The log this runtime runs on (``WANTBUILD_LOG`` in each job's environment; see ``_fence.py``)."""
         self.faults = faults
         self.clock = clock
         self.log_dir = log_dir
@@ -119,7 +121,7 @@ class LocalExecution:
 
     async def fence(self, runs: Sequence[JobRunState], grace: float = 2.0) -> list[str]:
         """Stop what the previous runtime's in-flight ``runs`` left running here; lines saying what was done."""
-        return await fence_local(runs, grace)
+        return await fence_local(runs, grace, self.log_id)
 
     async def aclose(self, reason: str) -> None:
         """Cancel every run still executing and wait until their tasks are gone."""
@@ -160,6 +162,7 @@ class LocalExecution:
                     self.log_dir.mkdir(parents=True, exist_ok=True)
                     outcome = await run_command(job.command, ctx, log_dir=self.log_dir, timeout=job.timeout,
                                                 heartbeat_timeout=job.heartbeat_timeout,
+                                                env={"WANTBUILD_LOG": self.log_id} if self.log_id else None,
                                                 on_spawn=lambda pid: self._attached(rid, pid))
                 elif outcome is None:
                     assert job.run is not None

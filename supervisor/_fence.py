@@ -8,8 +8,11 @@ in ``JobRunAttached`` names the group, the leader's start time (clock ticks sinc
 
 A process is killed only if it is provably the job's: it is on this host and this boot, in the recorded process
 group, started no earlier than the job, and either carries the run's id in its environment or is the leader with
-exactly the recorded start time. A reused pid is never killed. What cannot be reached (another host) is reported:
-the fencing token (``JobContext.fence_token``) is what protects the output then.
+exactly the recorded start time. A reused pid is never killed. Every job also carries ``WANTBUILD_LOG`` (the log
+it was started for) in its environment, so a run whose ``JobRunAttached`` never committed (the runtime died
+right after the fork) is found too: by the run id and the log in the environment, wherever its group is. What
+cannot be reached (another host) is reported: the fencing token (``JobContext.fence_token``) protects the output
+then.
 """
 
 from __future__ import annotations
@@ -91,11 +94,46 @@ def job_processes(run_id: str, handle: dict[str, Any]) -> list[int]:
     return found
 
 
-async def fence_local(runs: Sequence[Any], grace: float = 2.0) -> list[str]:
+def _environ(pid: int) -> list[bytes]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def processes_of_log(log_id: str, run_ids: set[str]) -> dict[str, list[int]]:
+    """The live processes on this machine started for ``log_id`` by one of ``run_ids``, per run."""
+    found: dict[str, list[int]] = {}
+    if not log_id or not run_ids:
+        return found
+    mark = f"WANTBUILD_LOG={log_id}".encode()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        env = _environ(pid)
+        if mark not in env or _stat(pid) is None:
+            continue
+        for var in env:
+            if var.startswith(b"WANTBUILD_JOB_RUN_ID="):
+                rid = var.split(b"=", 1)[1].decode(errors="replace")
+                if rid in run_ids:
+                    found.setdefault(rid, []).append(pid)
+    return found
+
+
+async def fence_local(runs: Sequence[Any], grace: float = 2.0, log_id: str = "") -> list[str]:
     """Stop what the local runs in ``runs`` (JobRunStates of a dead runtime) left running; say what was done."""
     lines: list[str] = []
     here, boot = socket.gethostname(), boot_id()
     victims: dict[str, list[int]] = {}
+    for rid, pids in processes_of_log(log_id, {r.job_run_id for r in runs}).items():
+        victims[rid] = pids
     for run in runs:
         handle = run.handle
         if run.executor != EXECUTOR or not handle:
@@ -111,7 +149,7 @@ async def fence_local(runs: Sequence[Any], grace: float = 2.0) -> list[str]:
             continue
         pids = job_processes(rid, handle)
         if pids:
-            victims[rid] = pids
+            victims[rid] = sorted({*victims.get(rid, ()), *pids})
     if not victims:
         return lines
     for pids in victims.values():

@@ -13,6 +13,7 @@ import contextlib
 import gc
 import hashlib
 import math
+import os
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -25,12 +26,15 @@ import anyio.lowlevel
 
 from actors import (
     ActorFailure,
+    ActorStopped,
     ActorSystem,
+    AskTimeout,
     CancelRun,
     CancelTaint,
     Clock,
     CollisionPolicy,
     Committed,
+    Completion,
     CreateTaint,
     CreateWant,
     EndWant,
@@ -62,7 +66,12 @@ from actors import (
     validate_refs,
 )
 from eventlog import (
+    DEFAULT_DURABILITY,
+    CommandCompletedError,
+    CommitError,
+    Durability,
     EventLog,
+    LogClosedError,
     Record,
     WantbuildError,
     get_logger,
@@ -161,10 +170,13 @@ class Runtime:
                 raise ValueError(f"{name} must be a positive number of seconds, got {val!r}")
         want_id = self.ids.next_want()
         ev = WantCreated(refs=refs_t, source=source, ttl=ttl, sla=sla, comment=comment, command_id=command_id)
-        await self.system.ask("want", want_id, CreateWant(ev))
+        # A want made for an inbox command completes the command in WantCreated's own transaction.
+        done = None if command_id is None else (command_id, {"ok": True, "want_id": want_id})
+        await self.system.ask("want", want_id, CreateWant(ev, done))
         return WantHandle(self, want_id)
 
-    async def cancel(self, want_id: str, reason: str = "canceled by request") -> WantState:
+    async def cancel(self, want_id: str, reason: str = "canceled by request", *,
+                     _command: Completion | None = None) -> WantState:
         """Cancel an active want; returns its state once ``WantCanceled`` is committed.
 
         A want that is already terminal (it may have finished a moment ago: cancel races with completion) is
@@ -172,7 +184,7 @@ class Runtime:
         want needs any more are canceled. :class:`UnknownEntity` if there is no such want."""
         self._check_open()
         self.get_want(want_id)
-        st: WantState = await self.system.ask("want", want_id, EndWant("cancel", reason))
+        st: WantState = await self.system.ask("want", want_id, EndWant("cancel", reason, _command))
         return st
 
     async def taint(self, refs: Iterable[str] | str, reason: str, *, cascade: bool = True, depth: int | None = None,
@@ -542,6 +554,7 @@ async def open_runtime(
     passivate_after: float | None = 0.0,
     autocommit: bool = True,
     event_log: EventLog | None = None,
+    durability: Durability = DEFAULT_DURABILITY,
     faults: Faults | None = None,
     executor: Executor | None = None,
 ) -> AsyncIterator[Runtime]:
@@ -562,6 +575,9 @@ async def open_runtime(
     :param autocommit: commit appends as they come (group commit); False leaves commits to the caller
         (``rt.log.commit()``), as the scenario runner does.
     :param event_log: run on this already-open log instead of opening ``path`` (the scenario runner's).
+    :param durability: what a commit survives: ``"process"`` (default: any death of the process; the last
+        commits can vanish on power loss or an OS crash) or ``"power"`` (those too; a disk flush per group commit).
+        See docs/eventlog.md.
     :param faults: drills only: the :class:`actors.Faults` to inject.
     :param executor: where jobs without an executor of their own run (``DaskExecutor(client)``,
         ``RayExecutor(...)``); default: the graph's ``[executor]``, else the runtime's own processes.
@@ -577,7 +593,7 @@ async def open_runtime(
     path = Path(path)
     logs = Path(log_dir) if log_dir is not None else path.parent / (path.name + ".logs")
     try:
-        async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit) as elog:
+        async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit, durability) as elog:
             world = await rebuild(elog)
             ids = IdSource(world.wants, world.runs, world.taints)
             with _gc_policy(tune_gc):
@@ -630,7 +646,8 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
         async with system, contextlib.AsyncExitStack() as stack:
             env = EntityEnv(elog, world, system, hooks, clock, faults)
             timers = Timers(tg, system, clock)
-            local = LocalExecution(graph, clock, logs, system, faults, world)
+            log_id = os.path.abspath(elog.path)  # noqa: ASYNC240 - the log jobs run for (WANTBUILD_LOG); no I/O
+            local = LocalExecution(graph, clock, logs, system, faults, world, log_id=log_id)
             env_x = ExecutorEnv(graph, clock, system, _namespace(elog), local.resolve_read)
             execution = await stack.enter_async_context(ExecutionRouter.open(graph, local, env_x, default_executor))
             pending = Pending()
@@ -681,12 +698,12 @@ def _namespace(elog: EventLog) -> str:
 
 @asynccontextmanager
 async def _maybe_log(given: EventLog | None, path: Path, graph: Graph, clock: Clock, accept: bool,
-                     autocommit: bool) -> AsyncIterator[EventLog]:
+                     autocommit: bool, durability: Durability) -> AsyncIterator[EventLog]:
     if given is not None:
         yield given
         return
     async with EventLog.open(path, fingerprint=graph.fingerprint(), accept_fingerprint_change=accept,
-                             now=clock.now, autocommit=autocommit) as elog:
+                             now=clock.now, autocommit=autocommit, durability=durability) as elog:
         yield elog
 
 
@@ -714,44 +731,63 @@ async def _shutdown(rt: Runtime, execution: ExecutionRouter, timers: Timers, gra
 
 
 async def _serve_commands(rt: Runtime, interval: float = 0.2) -> None:
-    """Consume the command inbox (commands from the CLI while this runtime runs), each exactly once."""
+    """Consume the command inbox (commands from the CLI while this runtime runs), each exactly once.
+
+    A command's effect and its completion commit in one transaction (the effect's event carries it: ``append(...,
+    command=...)``), so a command still pending after a crash has no effect yet and is simply handled again. A
+    command refused (bad input) or without an effect (nothing left to do) is completed on its own. A transient
+    failure (a commit that failed, the runtime closing) leaves it pending: the next pass retries it.
+    """
     while not rt.closing:
         for cmd in await rt.log.pending_commands():
+            if rt.closing:
+                return
+            result: dict[str, Any] | None
             try:
                 result = await _run_command(rt, cmd.id, cmd.name, cmd.payload)
-                if result.pop("_completed", False):
-                    continue  # completed in the transaction of the event that is its effect
+            except (CommitError, LogClosedError, ActorStopped, AskTimeout, RuntimeClosed) as e:
+                log.warning("command not applied yet; retried", command=cmd.name, id=cmd.id, error=str(e))
+                continue
+            except CommandCompletedError:
+                continue  # completed meanwhile (by its effect): nothing left to do
             except WantbuildError as e:
                 result = {"ok": False, "error": str(e)}
             except Exception as e:  # a bad command must not stop the runtime
                 log.exception("command failed", command=cmd.name, id=cmd.id)
                 result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-            await rt.log.complete_command(cmd.id, result)
+            if result is not None:
+                with contextlib.suppress(CommandCompletedError):
+                    await rt.log.complete_command(cmd.id, result)
         await anyio.sleep(interval)
 
 
-async def _run_command(rt: Runtime, command_id: int, name: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+async def _run_command(rt: Runtime, command_id: int, name: str,
+                       payload: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Apply one inbox command. None: its effect completed it; else the result to complete it with."""
     if name == "want":
-        for w in rt.world.wants.values():  # re-delivered after a crash: already done
-            if w.command_id == command_id:
-                return {"ok": True, "want_id": w.want_id}
-        h = await rt.want(payload["refs"], ttl=payload.get("ttl"), sla=payload.get("sla"),
-                          comment=payload.get("comment", ""), source="cli", command_id=command_id)
-        return {"ok": True, "want_id": h.want_id}
+        await rt.want(payload["refs"], ttl=payload.get("ttl"), sla=payload.get("sla"),
+                      comment=payload.get("comment", ""), source="cli", command_id=command_id)
+        return None
     if name == "cancel":
-        st = await rt.cancel(payload["want_id"], payload.get("reason", "canceled from the CLI"))
-        return {"ok": True, "want_id": st.want_id, "status": str(st.status)}
+        want_id = payload["want_id"]
+        st = rt.get_want(want_id)
+        result = {"ok": True, "want_id": want_id, "status": "Canceled"}
+        if st.terminal:
+            return {**result, "status": str(st.status)}
+        await rt.cancel(want_id, payload.get("reason", "canceled from the CLI"), _command=(command_id, result))
+        # A want that ended meanwhile wrote nothing: the command is still pending, and the next pass completes it.
+        return None
     if name == "taint":
-        t = await rt.taint(payload["refs"], payload.get("reason", "tainted from the CLI"),
-                           cascade=payload.get("cascade", True), depth=payload.get("depth"), wait=False,
-                           command_id=command_id)
-        return {"ok": True, "taint_id": t.taint_id, "partitions": list(t.refs), "_completed": True}
+        await rt.taint(payload["refs"], payload.get("reason", "tainted from the CLI"),
+                       cascade=payload.get("cascade", True), depth=payload.get("depth"), wait=False,
+                       command_id=command_id)
+        return None  # TaintCreated completed it
     if name == "cancel_taint":
         t = await rt.cancel_taint(payload["taint_id"], payload.get("reason", "canceled from the CLI"), wait=False,
                                   command_id=command_id)
         # A taint already canceled wrote nothing: the command is completed the ordinary way.
-        done = t.cancel_command_id == command_id
-        return {"ok": True, "taint_id": t.taint_id, "status": str(t.status), "_completed": done}
+        return None if t.cancel_command_id == command_id else {"ok": True, "taint_id": t.taint_id,
+                                                               "status": str(t.status)}
     if name == "cancel_run":
         run = await rt.cancel_run(payload["job_run_id"], payload.get("reason", "canceled from the CLI"),
                                   timeout=payload.get("timeout"))

@@ -6,6 +6,8 @@ import importlib
 import inspect
 import pkgutil
 import re
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -43,7 +45,8 @@ def modules_of(package: ModuleType) -> list[ModuleType]:
 @pytest.mark.parametrize("package", PACKAGES)
 def test_all_lists_exactly_the_public_names(package: ModuleType) -> None:
     """Each package's ``__all__`` is every public name it has (its submodules aside), and nothing else."""
-    public = {name for name, value in vars(package).items() if not name.startswith("_") and not inspect.ismodule(value)}
+    public = {name for name in dir(package)  # dir(): a name loaded on first use (module __getattr__) counts
+              if not name.startswith("_") and not inspect.ismodule(getattr(package, name))}
     dunder = {name for name in package.__all__ if name.startswith("__")}
     assert sorted(public | dunder) == sorted(package.__all__)
 
@@ -261,3 +264,15 @@ async def test_bad_refs_and_unknown_ids_raise_wantbuild_errors(tmp_path: Path) -
             rt.get_run("no-such-run")
         with pytest.raises(WantbuildError):
             await rt.cancel("no-such-want")
+
+
+def test_scenario_error_is_exported_without_loading_the_runner() -> None:
+    """``wantbuild.ScenarioError`` is the scenario runner's error, and ``import wantbuild`` does not load the
+    runner (a fresh interpreter)."""
+    import scenarios
+
+    assert wantbuild.ScenarioError is scenarios.ScenarioError
+    code = "import sys, wantbuild; print('scenarios' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.stdout.strip() == "False"

@@ -474,3 +474,22 @@ async def _open_and_close(path: Path) -> None:
 def test_writer_active_without_a_lock_file(tmp_path: Path) -> None:
     """writer_active is false for a log nobody ever opened as writer."""
     assert not EventLog.writer_active(tmp_path / "nothing.db")
+
+
+async def test_opening_a_log_another_process_keeps_locked_says_what_to_do(tmp_path: Path) -> None:
+    """Opening for writing while another connection holds the write lock past the busy timeout fails with a
+    message that says it is not a runtime and how to find the holder, not a bare "database is locked"."""
+    path = tmp_path / "log.db"
+    async with open_log(path):
+        pass
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(EventLogError) as info:
+            async with open_log(path, busy_timeout=0.05):
+                pass
+        assert "held its write lock for more than 0.05 s" in str(info.value)
+        assert f"fuser {path}" in str(info.value)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()

@@ -33,7 +33,7 @@ def cluster() -> Iterator[Any]:
     if distributed is None:
         need("Dask (distributed)", "pip install 'wantbuild[dask]'")
     with distributed.LocalCluster(processes=True, n_workers=2, threads_per_worker=2, host="127.0.0.1",
-                                  dashboard_address=None) as c:
+                                  dashboard_address="127.0.0.1:0") as c:  # never 8787: it may be taken
         yield c
 
 

@@ -242,3 +242,47 @@ async def test_a_dependency_built_meanwhile_is_not_a_lie(db: Path) -> None:
         assert JobRunStatus.DEP_MISS in statuses
         assert JobRunStatus.FAILED not in statuses
         assert rt.get_partition("raw/1").status is PartitionStatus.LIVE
+
+
+@pytest.mark.parametrize(
+    ("name", "fault"),
+    [pytest.param("want", "WantCreated", id="want"), pytest.param("cancel", "WantCanceled", id="cancel"),
+     pytest.param("taint", "PartitionTainted", id="taint")],
+)
+async def test_an_inbox_command_is_applied_once_with_its_completion(db: Path, name: str, fault: str) -> None:
+    """A command's effect and its completion commit together: when the effect's commit fails the command stays
+    pending and is applied on the next pass, exactly once, and completed with its result (issue #10 item 6)."""
+    from eventlog import EventLog
+
+    g, _ = one_slot_graph()
+    never = anyio.Event()
+
+    @g.job("slow", outputs="slow/{i}")
+    async def slow(ctx: JobContext) -> None:
+        await never.wait()  # keeps its want active until canceled
+
+    async with open_runtime(db, g) as rt:
+        w = await rt.want("daily/1")
+        assert (await w.done(timeout=10)).status is WantStatus.SUCCESSFUL
+        other = await rt.want("slow/1")
+    payloads: dict[str, dict[str, Any]] = {"want": {"refs": ["daily/3"]}, "cancel": {"want_id": other.want_id},
+                                           "taint": {"refs": ["daily/1"]}}
+    payload = payloads[name]
+    faults = Faults()
+    faults.add("commit", None, fault)
+    async with EventLog.open(db, writer=False) as reader:
+        command_id = await reader.submit_command(name, payload)
+    async with open_runtime(db, g, faults=faults) as rt:
+        with anyio.fail_after(10):
+            while (cmd := await rt.log.command(command_id)) is None or cmd.completed_at is None:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        assert faults.fired, "the effect's commit never failed: the test proves nothing"
+        assert cmd.result is not None
+        assert cmd.result["ok"] is True, cmd.result
+        effects = [r async for r in rt.log.read(types=[fault])]
+        if name == "want":
+            assert [r.event.command_id for r in effects].count(command_id) == 1  # type: ignore[attr-defined]
+        elif name == "cancel":
+            assert [r.entity_id for r in effects] == [other.want_id]
+        else:
+            assert [r.entity_id for r in effects] == ["daily/1"]

@@ -130,10 +130,12 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux's")
-async def test_jobs_of_a_killed_runtime_are_fenced_before_the_restart_leases(tmp_path: Path) -> None:
+@pytest.mark.parametrize("attached", [pytest.param(True, id="recorded"), pytest.param(False, id="not-recorded")])
+async def test_jobs_of_a_killed_runtime_are_fenced_before_the_restart_leases(tmp_path: Path, attached: bool) -> None:
     """SIGKILL a runtime while its command job runs: the kernel kills the job (PR_SET_PDEATHSIG); the child the
-    job left in its group is found by the restarted runtime (the pid and group recorded in JobRunAttached) and
-    stopped before anything is leased again, and the restart reports it (issue #10 item 2)."""
+    job left in its group is found by the restarted runtime and stopped before anything is leased again, and the
+    restart reports it (issue #10 item 2): by the pid and group recorded in JobRunAttached, or, when that never
+    committed (killed right after the fork), by the run id and the log in the process's environment."""
     import json
 
     sys.path.insert(0, str(JOBS))
@@ -143,8 +145,9 @@ async def test_jobs_of_a_killed_runtime_are_fenced_before_the_restart_leases(tmp
     release = tmp_path / "release"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent)])}
     proc = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, str(JOBS / "command_runtime.py"), str(db), str(release)], stdout=subprocess.PIPE, env=env,
-        text=True,
+        [sys.executable, str(JOBS / "command_runtime.py"), str(db), str(release), *(() if attached else
+                                                                                    ("--no-attach",))],
+        stdout=subprocess.PIPE, env=env, text=True,
     )
     info: dict[str, Any] = {}
     try:

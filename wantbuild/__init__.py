@@ -47,14 +47,17 @@ Errors all derive from :class:`WantbuildError`::
      ├── InjectedFault (RuntimeError)   raised on purpose by a Faults drill (``open(..., faults=...)``)
      ├── JobProtocolError (ValueError)  a job read its own output, a bad ref, or failed a partition not its own
      ├── NeverBuilt (LookupError)       a lineage query on a partition (or generation) no run built
-     └── StaleFence (RuntimeError)      publish(): a newer generation of the partition is already published
+     ├── StaleFence (RuntimeError)      publish(): a newer generation of the partition is already published
+     └── ScenarioError (ValueError)     a scenario file that cannot be used (names the file, line and key)
 
-``ScenarioError`` (a scenario file that cannot be used) derives from it too; it lives with the scenario runner,
-``scenarios.ScenarioError``, which ``import wantbuild`` does not load.
+``ScenarioError`` lives with the scenario runner (``scenarios.ScenarioError``); ``wantbuild.ScenarioError`` loads
+it on first use, so ``import wantbuild`` does not pay for the runner.
 """
 
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
+from os import PathLike as _PathLike
+from typing import Any as _Any
 
 from actors import (
     JOB_RUN,
@@ -148,6 +151,25 @@ open = open_runtime
 ``path``; every keyword is typed and documented on :func:`supervisor.open_runtime`."""
 del open_runtime
 
+
+# -- the web view (the `web` extra) ------------------------------------------------------------------------------
+def web_app(source: Runtime | str | _PathLike[str], *, allow_writes: bool = False, token: str | None = None,
+            poll_interval: float = 0.25, command_wait: float = 5.0) -> _Any:
+    """The web view and HTTP API as an ASGI app (Starlette), to serve or mount in your own server.
+
+    ``source`` is a live :class:`Runtime` (the app shows its World as it changes; nothing is replayed) or the
+    path of a log (the app replays it once when it starts, in its lifespan, and follows it). With
+    ``allow_writes`` the app creates and cancels wants and taints partitions through the log's command inbox,
+    for requests that carry ``token``. Needs ``pip install 'wantbuild[web]'``. See ``docs/web.md``.
+    """
+    try:
+        from ._web import create_app
+    except ModuleNotFoundError as e:
+        raise WantbuildError(f"the web view needs the web extra ({e.name} is not installed): "
+                             "pip install 'wantbuild[web]'") from None
+    return create_app(source, allow_writes=allow_writes, token=token, poll_interval=poll_interval,
+                      command_wait=command_wait)
+
 __all__ = [
     "JOB_RUN",
     "PARTITION",
@@ -197,6 +219,7 @@ __all__ = [
     "ReplayError",
     "Runtime",
     "RuntimeClosed",
+    "ScenarioError",
     "SchemaVersionError",
     "Stale",
     "StaleFence",
@@ -226,4 +249,19 @@ __all__ = [
     "rebuild",
     "validate_ref",
     "validate_refs",
+    "web_app",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``wantbuild.ScenarioError``, imported on first use (the scenario runner is not loaded by ``import
+    wantbuild``)."""
+    if name == "ScenarioError":
+        from scenarios import ScenarioError
+
+        return ScenarioError
+    raise AttributeError(f"module 'wantbuild' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "ScenarioError"})

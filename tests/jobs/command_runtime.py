@@ -1,5 +1,8 @@
 """Runs a runtime on argv[1] whose job raw/{d} is tests/jobs/spawn_and_hang.py (release file argv[2]); wants raw/x,
-prints the job's pids as JSON once the job runs, then keeps running until the test SIGKILLs it."""
+prints the job's pids as JSON once the job runs, then keeps running until the test SIGKILLs it.
+
+``--no-attach`` makes every commit of JobRunAttached fail (a runtime killed between the job's fork and that
+commit): the log then never names the job's process."""
 
 import json
 import sys
@@ -21,10 +24,16 @@ def graph(release: str) -> Graph:
 
 
 async def main() -> None:
-    async with open_runtime(sys.argv[1], graph(sys.argv[2])) as rt:
+    faults = None
+    if "--no-attach" in sys.argv:
+        from actors import Faults
+
+        faults = Faults()
+        faults.add("commit", "job_run", "JobRunAttached", times=1_000_000)
+    async with open_runtime(sys.argv[1], graph(sys.argv[2]), faults=faults) as rt:
         await rt.want("raw/x")
         while True:
-            runs = [r for r in rt.runs() if r.stdout_path and r.handle]
+            runs = [r for r in rt.runs() if r.stdout_path and (r.handle or faults is not None)]
             if runs:
                 text = Path(runs[0].stdout_path or "").read_text()
                 if text.strip():

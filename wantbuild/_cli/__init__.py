@@ -26,6 +26,7 @@ from .run import demo, restart, run
 from .runs import runs
 from .scenario import scenario_command
 from .taint import taint
+from .ui import ui
 from .want import want
 
 __all__ = ["DIAGRAMS", "cli", "main"]
@@ -42,6 +43,7 @@ cli.add_command(events)
 cli.add_command(replay)
 cli.add_command(diagram)
 cli.add_command(publish_command)
+cli.add_command(ui)
 cli.add_command(lineage_command)
 cli.add_command(runs)
 if (_scenario := scenario_command()) is not None:

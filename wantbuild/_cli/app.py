@@ -174,6 +174,14 @@ def policy_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
+def durability_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--durability", type=click.Choice(["process", "power"]), default="process", show_default=True,
+        help="What a commit survives: any death of the process, or a power loss too (a disk flush per group "
+             "commit; docs/eventlog.md).",
+    )(fn)
+
+
 def emit_json(obj: Any) -> None:
     click.echo(dumps(obj))
 

@@ -13,7 +13,7 @@ import click
 from rich.text import Text
 
 from actors import CollisionPolicy, PartitionStatus, WantStatus
-from eventlog import Command, Record
+from eventlog import Command, Durability, Record
 from supervisor import Graph, Runtime, load_graph, open_runtime
 
 from .._access import CliError, reader, require_log, runtime_active
@@ -21,13 +21,14 @@ from .._build import Session, print_outcome, print_recovery, recovery_dict, root
 from .._example import example_graph, week_dates
 from .._output import command_dict, command_note, console, short, status_text
 from .._signals import EXIT_SIGNAL, Interrupts
-from .app import db_option, emit_json, error, json_option, policy_option, refs_callback, run_async
+from .app import db_option, durability_option, emit_json, error, json_option, policy_option, refs_callback, run_async
 
 
 async def build(db: Path, graph: Graph | Callable[[], Graph], *, interrupts: Interrupts, refs: Sequence[str] = (),
                 policy: str = "shrink", serve: bool = False, as_json: bool = False, show_recovery: bool = False,
                 accept_graph_change: bool = False, ttl: float | None = None, sla: float | None = None,
-                comment: str = "", then: Callable[[Runtime], Awaitable[None]] | None = None, afresh: str = "") -> int:
+                comment: str = "", then: Callable[[Runtime], Awaitable[None]] | None = None, afresh: str = "",
+                durability: str = "process") -> int:
     """Open a runtime on ``db``, want ``refs`` (if any), call ``then(rt)``, and run until the want (without refs:
     every want, and every queued command) is terminal, with a progress display; with ``serve``, keep serving the
     inbox until SIGINT/SIGTERM instead. Prints the outcome once the runtime has shut down (``afresh``: how to start
@@ -45,6 +46,7 @@ async def build(db: Path, graph: Graph | Callable[[], Graph], *, interrupts: Int
         if callable(graph):
             graph = graph()
         async with open_runtime(db, graph, policy=cast(CollisionPolicy, policy), tune_gc=True,
+                                durability=cast(Durability, durability),
                                 accept_graph_change=accept_graph_change) as rt:
             interrupts.leaving = lambda: _leaving(rt)
             session = Session.begin(rt)
@@ -167,8 +169,9 @@ def _announcer(err: Any) -> Callable[[Record, Any, Any], None]:
               help="Where to write the event log.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default="wantbuild-data",
               show_default=True, help="Where the example jobs write their files.")
+@durability_option
 @json_option
-def demo(db: Path, data_dir: Path, as_json: bool) -> int:
+def demo(db: Path, data_dir: Path, as_json: bool, durability: str) -> int:
     """Build the bundled example graph: a week of daily partitions and a weekly report.
 
     raw/{date} -> clean/{date} (a flaky job: some first attempts fail and are retried) -> daily/{date} ->
@@ -179,7 +182,8 @@ def demo(db: Path, data_dir: Path, as_json: bool) -> int:
         weekly = f"weekly/{week_dates()[0]}"
         afresh = f"To build the demo afresh, delete {db} and {data_dir}/ (or pass --db and --data elsewhere)."
         code = run_async(lambda: build(db, lambda: example_graph(data_dir), interrupts=interrupts, refs=(weekly,),
-                                       as_json=as_json, comment="wantbuild demo", afresh=afresh))
+                                       as_json=as_json, comment="wantbuild demo", afresh=afresh,
+                                       durability=durability))
     if not as_json and code == 0:
         flag = "" if str(db) == "wantbuild.db" else f" --db {db}"
         console().print(Text(f"\nNext: `wantbuild status{flag}`, `wantbuild explain {weekly}{flag}`, "
@@ -197,9 +201,10 @@ def demo(db: Path, data_dir: Path, as_json: bool) -> int:
 @policy_option
 @click.option("--accept-graph-change", is_flag=True,
               help="Open a log written for a different graph (its fingerprint is updated).")
+@durability_option
 @json_option
 def run(graph_file: Path, refs: tuple[str, ...], db: Path, serve: bool, policy: str, accept_graph_change: bool,
-        as_json: bool) -> int:
+        as_json: bool, durability: str) -> int:
     """Run GRAPH.toml on the log: build the --want partitions, then stop (or keep serving with --serve).
 
     Without --want and --serve it finishes the wants already in the log. Exit code 0 when every want it waited
@@ -208,7 +213,8 @@ def run(graph_file: Path, refs: tuple[str, ...], db: Path, serve: bool, policy: 
     with Interrupts() as interrupts:
         return run_async(lambda: build(db, lambda: load_graph(graph_file), interrupts=interrupts, refs=refs,
                                        policy=policy, serve=serve, as_json=as_json,
-                                       accept_graph_change=accept_graph_change, comment="wantbuild run"))
+                                       accept_graph_change=accept_graph_change, comment="wantbuild run",
+                                       durability=durability))
 
 
 @click.command(short_help="Resume a crashed runtime: report Lost runs, then finish.")
@@ -217,8 +223,10 @@ def run(graph_file: Path, refs: tuple[str, ...], db: Path, serve: bool, policy: 
 @policy_option
 @click.option("--accept-graph-change", is_flag=True,
               help="Resume a log written for a different graph (its fingerprint is updated).")
+@durability_option
 @json_option
-def restart(db: Path, graph_file: Path, policy: str, accept_graph_change: bool, as_json: bool) -> int:
+def restart(db: Path, graph_file: Path, policy: str, accept_graph_change: bool, as_json: bool,
+            durability: str) -> int:
     """Resume a crashed runtime on DB: report what it recovered (Lost runs, re-queued partitions), then run every
     active want to completion."""
     require_log(db)
@@ -227,5 +235,6 @@ def restart(db: Path, graph_file: Path, policy: str, accept_graph_change: bool, 
                        "or talk to it with `wantbuild status` / `wantbuild want ...`)")
     with Interrupts() as interrupts:
         return run_async(lambda: build(db, lambda: load_graph(graph_file), interrupts=interrupts, policy=policy,
-                                       as_json=as_json, show_recovery=True, accept_graph_change=accept_graph_change))
+                                       as_json=as_json, show_recovery=True, accept_graph_change=accept_graph_change,
+                                       durability=durability))
 
