@@ -130,6 +130,7 @@ from ._taint_actor import (
     CreateTaint,
     ReconcileTaint,
     RestoreTaints,
+    StayedLive,
     TaintActor,
 )
 from ._want import (
@@ -247,6 +248,7 @@ __all__ = [
     "RunEnded",
     "SettleBuild",
     "Stale",
+    "StayedLive",
     "SystemClock",
     "Taint",
     "TaintActor",

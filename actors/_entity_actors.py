@@ -318,8 +318,22 @@ class WantActor(EntityActor[WantState]):
                 ev = cls(reason=msg.reason) if "reason" in cls.__struct_fields__ else cls()
             else:
                 ev = cls(reason=f"on the way to {msg.target}") if "reason" in cls.__struct_fields__ else cls()
+            if status is WantStatus.SUCCESSFUL and not self._all_live(st):
+                # A partition left Live (or is leaving it: a taint's wave, a refresh) since the supervisor decided:
+                # no success. The check and the append below run in one step of the loop, so whichever of this
+                # event and the partition's commits first, the log never shows a Successful want on a partition
+                # that is not Live. The supervisor decides again when the partition's change commits (or, if the
+                # partition stayed Live, when it is told the partition is no longer leaving).
+                return st
             st = await self.persist(ev)
         return st
+
+    def _all_live(self, st: WantState) -> bool:
+        world = self.env.world
+        leaving = self.env.leaving_live
+        live = PartitionStatus.LIVE
+        return all(world.partition(r).status is live and not leaving[r] for r in st.refs) if leaving else all(
+            world.partition(r).status is live for r in st.refs)
 
 
 # --- Partition ----------------------------------------------------------------------------------------
@@ -620,13 +634,15 @@ class JobRunActor(EntityActor[JobRunState]):
         holders = [ref for ref in dict.fromkeys((*st.partitions, *st.planned))
                    if world.partition(ref).lease == st.job_run_id]
         failed = st.failed  # a Succeeded batch's partitions that the job reported failed
+        # Only a run that read something, while a taint is active, can have built from a tainted generation.
+        check_taints = bool(st.read) and msg.outcome == "live" and any(t.active for t in world.taints.values())
 
         def settle(ref: str) -> SettleBuild:
             if ref not in built:
                 return extra
             if ref in failed:
                 return SettleBuild(st.job_run_id, "failed", reason=failed[ref], final=not st.will_retry)
-            if st.read and msg.outcome == "live":
+            if check_taints:
                 # Built from a generation tainted while the run ran: built, but must not be read.
                 bad = tainted_input(world, st, ref)
                 if bad is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import msgspec
 
@@ -430,8 +430,7 @@ def tainted_input(world: World, run: JobRunState, ref: str) -> TaintedInput | No
     return None
 
 
-@dataclass(frozen=True)
-class Reach:
+class Reach(NamedTuple):
     """One partition generation a taint reaches: ``depth`` levels below what it named, through ``via``."""
 
     ref: str
@@ -449,28 +448,34 @@ def cascade(world: World, taint: TaintState) -> list[list[Reach]]:
     caller taints those that are Live. Linear in what it reaches.
     """
     levels: list[list[Reach]] = []
-    seen: set[tuple[str, int]] = set()
-    refs_seen: set[str] = set()
-    frontier = [(ref, gen) for ref, gen in zip(taint.refs, taint.generations, strict=False)]
-    depth = 0
-    parents: dict[tuple[str, int], str | None] = {node: None for node in frontier}
     partitions = world.partitions
+    readers = world.lineage.readers
+    refs_seen: set[str] = set()
+    # node -> the input it was reached through ("ref@gen"); a node is walked once
+    via: dict[tuple[str, int], str | None] = {}
+    frontier: list[tuple[str, int]] = []
+    for node in zip(taint.refs, taint.generations, strict=False):
+        if node not in via:
+            via[node] = None
+            frontier.append(node)
+    depth = 0
     while frontier:
         level: list[Reach] = []
         nxt: list[tuple[str, int]] = []
-        for ref, gen in frontier:
-            if (ref, gen) in seen:
-                continue
-            seen.add((ref, gen))
+        go_on = taint.reaches(depth)
+        for node in frontier:
+            ref, gen = node
             part = partitions.get(ref)
             if part is not None and part.generation == gen and ref not in refs_seen:
                 refs_seen.add(ref)
-                level.append(Reach(ref, gen, depth, parents[(ref, gen)]))
-            if taint.reaches(depth):
+                level.append(Reach(ref, gen, depth, via[node]))
+            if go_on and ref in readers:
+                came = f"{ref}@{gen}"
                 for out, ogen, _run in outputs_of(world, ref, gen):
-                    if (out, ogen) not in seen and (out, ogen) not in parents:
-                        parents[(out, ogen)] = f"{ref}@{gen}"
-                        nxt.append((out, ogen))
+                    onode = (out, ogen)
+                    if onode not in via:
+                        via[onode] = came
+                        nxt.append(onode)
         if level:
             levels.append(level)
         frontier = nxt

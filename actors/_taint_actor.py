@@ -68,6 +68,13 @@ class ReconcileTaint(msgspec.Struct, frozen=True):
     """Do what the taint's state says is left: apply (active) or restore (canceled, not restored yet)."""
 
 
+class StayedLive(msgspec.Struct, frozen=True):
+    """To the supervisor: these partitions were leaving Live (``EntityEnv.leaving_live``) and stayed Live; a want
+    on them that was held back from success may succeed now."""
+
+    refs: tuple[str, ...]
+
+
 TAINT_MESSAGES = MESSAGES["taint"]
 
 
@@ -125,10 +132,23 @@ class TaintActor(EntityActor[TaintState]):
                 break
             for i in range(0, len(todo), CHUNK):  # in level order: a partition after its inputs
                 chunk = todo[i:i + CHUNK]
-                replies = await self.env.system.ask_many("partition", [
-                    (r.ref, Taint(st.reason if r.depth == 0 else f"built from {r.via}, tainted by {st.taint_id}: "
-                                  f"{st.reason}", taint_id=st.taint_id, depth=r.depth, via=r.via,
-                                  generation=r.generation)) for r in chunk], return_exceptions=True)
+                refs = [r.ref for r in chunk]
+                leaving = self.env.leaving_live
+                leaving.update(refs)  # before any Taint is sent: a want deciding now sees them leaving
+                try:
+                    replies = await self.env.system.ask_many("partition", [
+                        (r.ref, Taint(st.reason if r.depth == 0 else f"built from {r.via}, tainted by "
+                                      f"{st.taint_id}: {st.reason}", taint_id=st.taint_id, depth=r.depth,
+                                      via=r.via, generation=r.generation)) for r in chunk], return_exceptions=True)
+                finally:
+                    for ref in refs:
+                        leaving[ref] -= 1
+                        if leaving[ref] <= 0:
+                            del leaving[ref]
+                stayed = tuple(ref for ref, reply in zip(refs, replies, strict=True)
+                               if not (isinstance(reply, PartitionState) and reply.status is PartitionStatus.TAINTED))
+                if stayed:
+                    self.env.system.try_tell("supervisor", "supervisor", StayedLive(stayed))
                 self._raise_unexpected(replies)
         else:
             log.warning("taint cascade did not settle; the next reconcile goes on", taint=st.taint_id)

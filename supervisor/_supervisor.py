@@ -63,6 +63,7 @@ from actors import (
     ReconcileTaint,
     RetryLeases,
     RunEnded,
+    StayedLive,
     UpstreamReady,
     WantCreated,
     WantState,
@@ -135,7 +136,7 @@ class GaveUp(msgspec.Struct, frozen=True):
 
 
 SUPERVISOR_MESSAGES: tuple[str, ...] = ("CommittedBatch", "RunEnded", "Due", "Recover", "Tick", "Drain",
-                                        "ActorCrashed", "GaveUp")
+                                        "ActorCrashed", "GaveUp", "StayedLive")
 """The messages the supervisor handles, by type name (for fault drills naming one)."""
 
 
@@ -171,6 +172,7 @@ class Supervisor(Actor[Any]):
         self.tick_pending = False
         # Staleness is looked at only if a job asked for it (a rebuild is then event-driven: see _refresh).
         self.refresh_enabled = any(job.rebuild_stale for job in graph.jobs().values())
+        self.refreshing: set[str] = set()
         self._reset()
 
     def _reset(self) -> None:
@@ -197,7 +199,9 @@ class Supervisor(Actor[Any]):
         self.static_failed: dict[str, str] = {}
         self.broken: dict[str, str] = {}  # wanted ref -> why the runtime gave up on it (GaveUp)
         # staleness: Live refs of rebuild_stale jobs that a want covers and whose inputs were rebuilt
-        self.refreshing: set[str] = set()
+        for ref in self.refreshing:  # a reconcile re-derives them: give back what they held
+            self._leave(ref, False)
+        self.refreshing = set()
         self.refresh_queues: dict[str, deque[str]] = {}
         self.children: dict[str, set[str]] = {}  # active want -> its active derived wants
 
@@ -218,6 +222,8 @@ class Supervisor(Actor[Any]):
             await self._on_crashed(msg)
         elif isinstance(msg, GaveUp):
             await self._on_gave_up(msg)
+        elif isinstance(msg, StayedLive):
+            self._decide_again(msg.refs)
         elif isinstance(msg, Tick):
             self.tick_pending = False
             if not self.pending.draining:
@@ -348,7 +354,8 @@ class Supervisor(Actor[Any]):
                     continue
                 self._dequeue(ref)
                 self._forget_static(ref)
-                self.refreshing.discard(ref)
+                if ref in self.refreshing:
+                    self._stop_refreshing(ref)
                 runs_to_check |= self.planned.get(ref, set())
         for run_id in sorted(runs_to_check):
             run = self.world.runs.get(run_id)
@@ -566,9 +573,35 @@ class Supervisor(Actor[Any]):
         except NoJobForRef:
             return
         self.refreshing.add(ref)
+        self._leave(ref, True)
         self.refresh_queues.setdefault(job.name, deque()).append(ref)
         self._recat(ref)
         self.to_schedule = True
+
+    def _leave(self, ref: str, on: bool) -> None:
+        """Mark ``ref`` as leaving Live (a refresh will lease it) for the want actors, or unmark it."""
+        leaving = self.env.leaving_live
+        if on:
+            leaving[ref] += 1
+        elif leaving[ref] > 0:
+            leaving[ref] -= 1
+            if not leaving[ref]:
+                del leaving[ref]
+
+    def _stop_refreshing(self, ref: str) -> None:
+        self.refreshing.discard(ref)
+        self._leave(ref, False)
+        self._recat(ref)
+        self._decide_again((ref,))
+
+    def _decide_again(self, refs: Iterable[str]) -> None:
+        """The wants on ``refs`` were maybe held back from success by their want actors (a partition was leaving
+        Live, and stayed): decide their status again."""
+        for ref in refs:
+            for wid in self.wants_by_ref.get(ref, ()):
+                if self.sent.get(wid) is W.SUCCESSFUL:
+                    del self.sent[wid]
+                    self.dirty.add(wid)
 
     async def _schedule_refreshes(self) -> None:
         for name in sorted(self.refresh_queues):
@@ -583,8 +616,7 @@ class Supervisor(Actor[Any]):
                     if ref in self.wants_by_ref and ref in self.refreshing and is_stale(self.world, ref):
                         batch.append(ref)
                     elif ref in self.refreshing:  # no longer wanted, or fresh (rebuilt meanwhile)
-                        self.refreshing.discard(ref)
-                        self._recat(ref)
+                        self._stop_refreshing(ref)
                 if batch:
                     await self._plan(job.name, tuple(batch), attempt=1, retry_of=None,
                                      max_attempts=job.retry.max_attempts, policy=self._policy_of(job), refresh=True)
@@ -644,8 +676,7 @@ class Supervisor(Actor[Any]):
         if run.refresh:
             for ref in run.planned:
                 if ref in self.refreshing:
-                    self.refreshing.discard(ref)
-                    self._recat(ref)
+                    self._stop_refreshing(ref)
         for taint_id in late_taints(self.world, run):  # settled Live although an input was tainted meanwhile
             self._tell_soon("taint", taint_id, ApplyTaint())
         self.to_schedule = True
