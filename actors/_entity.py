@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
 
-from eventlog import CommitError, Event, EventLog, Record, get_logger
+from eventlog import CommitError, Event, Log, Record, get_logger
 
 from ._actor import Actor, ActorSystem
 from ._clock import Clock
@@ -83,7 +83,7 @@ class Hooks:
 class EntityEnv:
     """What every entity actor shares: the log, the World, the actor system, hooks, the clock."""
 
-    log: EventLog
+    log: Log
     world: World
     system: ActorSystem
     hooks: Hooks

@@ -20,12 +20,13 @@ World at that point.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from eventlog import Record
 
 from ._jobrun import JobRunQueued
+from ._partition_set import PartitionSet
 from ._taint import TaintCreated
 from ._want import WantCreated
 
@@ -80,7 +81,7 @@ class EventFilter:
         self._by_ref = bool(self.refs or self._regexes)
         self._ref_ok: dict[str, bool] = {}
         self._named_ok: dict[tuple[str, str], bool] = {}  # (kind, id) of a run/want/taint -> names a matching ref
-        self._named: dict[tuple[str, str], tuple[str, ...]] = {}  # (kind, id) -> the refs it names
+        self._named: dict[tuple[str, str], Sequence[str]] = {}  # (kind, id) -> the refs it names
         self._run_job: dict[str, str] = {}
         self._run_wants: dict[str, tuple[str, ...]] = {}
         self._part_job: dict[str, str] = {}
@@ -117,8 +118,8 @@ class EventFilter:
         ev = rec.event
         if isinstance(ev, JobRunQueued):
             self._learn_run(rec.entity_id, ev.job, ev.partitions, ev.wants)
-        elif isinstance(ev, WantCreated):
-            self._named[("want", rec.entity_id)] = ev.refs
+        elif isinstance(ev, WantCreated):  # a range want names its partition set (tested without expanding it)
+            self._named[("want", rec.entity_id)] = PartitionSet.from_json(ev.parts) if ev.parts else ev.refs
         elif isinstance(ev, TaintCreated):
             self._named[("taint", rec.entity_id)] = ev.refs
 
@@ -136,7 +137,8 @@ class EventFilter:
         ok = self._named_ok.get(key)
         if ok is None:
             named = self._named.get(key, ())
-            ok = any(self.ref_matches(r) for r in named)
+            ok = any(r in named for r in self.refs) or (bool(self._regexes)
+                                                          and any(self.ref_matches(r) for r in named))
             if named:
                 self._named_ok[key] = ok
         return ok

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from eventlog import EventLog, Record
+from eventlog import Log, Record
 
 from ._jobrun import JobRunStarted, JobRunStatus
 from ._lineage import tainted_reads
@@ -162,7 +162,7 @@ def check_records(records: Iterable[Record], *, expect_all_terminal: bool = Fals
     return checker.finish(expect_all_terminal=expect_all_terminal, quiescent=quiescent)
 
 
-async def check_log(log: EventLog, *, expect_all_terminal: bool = False,
+async def check_log(log: Log, *, expect_all_terminal: bool = False,
                     until_seq: int | None = None) -> tuple[World, list[Violation]]:
     """Check the invariants over a whole log; returns the rebuilt World too."""
     checker = InvariantChecker()

@@ -7,13 +7,19 @@ Failed | Idle``; ``UpstreamBuilding -> Idle | UpstreamFailed``; any non-terminal
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
+from typing import Any, Literal, TypeAlias
 
 import msgspec
 
 from eventlog import Event, event
 
 from ._machine import IllegalTransition, Machine, sources
+from ._partition_set import PartitionSet
+
+Anchor: TypeAlias = Literal["created", "data_time"]
+"""What a want's ``ttl`` and ``sla`` count from: its creation (default) or its data's time."""
 
 
 class WantStatus(StrEnum):
@@ -41,6 +47,19 @@ class WantCreated(Event, frozen=True):
     root_want_id: str | None = None
     comment: str = ""
     command_id: int | None = None
+    # Issue 16 (all optional, so older logs read unchanged):
+    parts: dict[str, Any] | None = None
+    """A partition set (``PartitionSet.to_json()``) in place of ``refs``: a range want stores its set, not its
+    expansion."""
+    data_time: float | None = None
+    """The time of the data the want is for (seconds since the epoch, UTC), if it has one."""
+    anchor: Anchor = "created"
+    """What ``ttl`` and ``sla`` count from: ``created`` or ``data_time``."""
+    priority: int = 0
+    """Higher is planned first."""
+    schedule: str | None = None
+    """The schedule whose tick created this want, and the tick (``ScheduleTicked.at``)."""
+    tick: float | None = None
 
 
 @event("WantIdle", 1)
@@ -130,7 +149,9 @@ class WantState(msgspec.Struct, frozen=True, gc=False):
 
     want_id: str
     status: WantStatus
-    refs: tuple[str, ...]
+    refs: Sequence[str]
+    """The refs wanted: a tuple, or a :class:`~actors.PartitionSet` (a range want) that counts, tests
+    membership and iterates without expanding."""
     source: str
     created_at: float
     updated_at: float
@@ -143,10 +164,27 @@ class WantState(msgspec.Struct, frozen=True, gc=False):
     command_id: int | None = None
     reason: str = ""
     sla_missed: bool = False
+    data_time: float | None = None
+    anchor: Anchor = "created"
+    priority: int = 0
+    schedule: str | None = None
+    tick: float | None = None
 
     @property
     def terminal(self) -> bool:
         return self.status in WANT.terminal
+
+    @property
+    def anchored_at(self) -> float:
+        """Where ``ttl`` and ``sla`` count from: ``data_time`` when anchored there (and known), else creation."""
+        if self.anchor == "data_time" and self.data_time is not None:
+            return self.data_time
+        return self.created_at
+
+    @property
+    def is_set(self) -> bool:
+        """Whether the want names a partition set (planned lazily) rather than a list of refs."""
+        return isinstance(self.refs, PartitionSet)
 
 
 def apply_want(state: WantState | None, ev: Event, want_id: str, at: float, entity_seq: int) -> WantState:
@@ -154,12 +192,20 @@ def apply_want(state: WantState | None, ev: Event, want_id: str, at: float, enti
     target = WANT.target(want_id, None if state is None else state.status, ev)
     if state is None:
         assert isinstance(ev, WantCreated)
-        if not ev.refs:
+        refs: Sequence[str] = ev.refs
+        if ev.parts is not None:
+            try:
+                refs = PartitionSet.from_json(ev.parts)
+            except (KeyError, TypeError, ValueError) as e:
+                raise IllegalTransition("want", want_id, None, ev.event_name,
+                                        f"its partition set is broken: {e}") from e
+        if not refs:
             raise IllegalTransition("want", want_id, None, ev.event_name, "a want needs at least one ref")
         return WantState(
-            want_id=want_id, status=W.NEW, refs=ev.refs, source=ev.source, created_at=at, updated_at=at,
+            want_id=want_id, status=W.NEW, refs=refs, source=ev.source, created_at=at, updated_at=at,
             entity_seq=entity_seq, ttl=ev.ttl, sla=ev.sla, parent_want_ids=ev.parent_want_ids,
             root_want_id=ev.root_want_id or want_id, comment=ev.comment, command_id=ev.command_id,
+            data_time=ev.data_time, anchor=ev.anchor, priority=ev.priority, schedule=ev.schedule, tick=ev.tick,
         )
     if isinstance(ev, WantSlaMissed):
         return msgspec.structs.replace(state, sla_missed=True, updated_at=at, entity_seq=entity_seq)

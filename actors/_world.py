@@ -13,24 +13,27 @@ from typing import Any, Literal, TypeAlias
 import anyio
 import anyio.abc
 
-from eventlog import CorruptLogError, Event, EventLog, Record
+from eventlog import CorruptLogError, Event, Log, Record
 
 from ._jobrun import JOB_RUN, JobRunState, JobRunStatus, apply_job_run
 from ._lineage import LineageIndex
 from ._machine import IllegalTransition, Machine
 from ._partition import PARTITION, PartitionState, PartitionStatus, apply_partition
+from ._schedule import SCHEDULE, ScheduleState, apply_schedule
 from ._taint import TAINT, TaintState, apply_taint
 from ._want import WANT, WantState, WantStatus, apply_want
 
-EntityKind: TypeAlias = Literal["want", "partition", "job_run", "taint"]
-KINDS: tuple[EntityKind, ...] = ("want", "partition", "job_run", "taint")
-EntityState: TypeAlias = WantState | PartitionState | JobRunState | TaintState
+EntityKind: TypeAlias = Literal["want", "partition", "job_run", "schedule", "taint"]
+KINDS: tuple[EntityKind, ...] = ("want", "partition", "job_run", "schedule", "taint")
+EntityState: TypeAlias = WantState | PartitionState | JobRunState | ScheduleState | TaintState
 
-MACHINES: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "job_run": JOB_RUN, "taint": TAINT}
+MACHINES: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "job_run": JOB_RUN, "schedule": SCHEDULE,
+                                     "taint": TAINT}
 APPLY: dict[str, Callable[[Any, Event, str, float, int], Any]] = {
     "want": apply_want,
     "partition": apply_partition,
     "job_run": apply_job_run,
+    "schedule": apply_schedule,
     "taint": apply_taint,
 }
 _SUCCEEDED = JobRunStatus.SUCCEEDED
@@ -48,13 +51,15 @@ class World:
         self.wants: dict[str, WantState] = {}
         self.partitions: dict[str, PartitionState] = {}
         self.runs: dict[str, JobRunState] = {}
+        self.schedules: dict[str, ScheduleState] = {}
         self.taints: dict[str, TaintState] = {}
         self.lineage = LineageIndex()
         self.last_seq = 0
         self.last_at = 0.0
         self.history: dict[tuple[str, str], list[Record]] | None = None
         self._tables: dict[str, dict[str, Any]] = {
-            "want": self.wants, "partition": self.partitions, "job_run": self.runs, "taint": self.taints,
+            "want": self.wants, "partition": self.partitions, "job_run": self.runs, "schedule": self.schedules,
+            "taint": self.taints,
         }
 
     # -- folding ---------------------------------------------------------------------------------------
@@ -175,7 +180,7 @@ def fold(records: Iterable[Record], world: World | None = None) -> World:
 
 
 async def rebuild(
-    log: EventLog,
+    log: Log,
     *,
     until_seq: int | None = None,
     until_time: float | None = None,

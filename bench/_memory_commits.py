@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from eventlog import EventLog, Record
+from eventlog import Log, Record
 
 
 class MemoryCommits:
@@ -33,7 +33,7 @@ class MemoryCommits:
             fut.set_result(Record(self.last_seq, kind, eid, eseq, event, at))
 
 
-def skip_durability(log: EventLog) -> MemoryCommits:
+def skip_durability(log: Log) -> MemoryCommits:
     """Make this open log's appends resolve in memory (reads, commands and the rest stay real)."""
     mem = MemoryCommits()
     log.append = mem.append  # type: ignore[method-assign,assignment]

@@ -33,6 +33,7 @@ import tempfile
 import time
 
 import structlog
+from _baseline_rows import interleaved_batches  # bench/, the script's own folder
 
 from eventlog import Durability, Event, EventLog, EventRegistry, event
 from eventlog._schema import CREATE_SCHEMA, INSERT_ENTITY, INSERT_EVENT, UPDATE_ENTITY
@@ -95,38 +96,24 @@ def _run_baseline(path: str, n_events: int, n_entities: int, batch: int) -> floa
             db.execute(statement)
     encode = BENCH_REGISTRY.encode
     ids = [f"daily/2026-11-{i:04d}" for i in range(n_entities)]
-    last_seq = [0] * n_entities
     t0 = time.perf_counter()
-    seq = 0
-    total = per * n_entities
-    # Interleave entities the way concurrent actors do: round k appends event k of every entity.
-    order = ((k, i) for k in range(per) for i in range(n_entities))
     created = False
-    while seq < total:
-        rows = []
-        touched: dict[int, None] = {}
-        at = time.time()
-        for k, i in order:
-            seq += 1
-            prev = last_seq[i] or None
-            payload = encode(BenchPartitionBuilt(ref=ids[i], generation=k, job_run_id=f"run-{i}"))
-            rows.append((seq, i + 1, k + 1, prev, 1, payload, at))
-            last_seq[i] = seq
-            touched[i] = None
-            if len(rows) == batch:
-                break
+    for rows, tips in interleaved_batches(
+        n_events, n_entities, batch,
+        lambda i, k: encode(BenchPartitionBuilt(ref=ids[i], generation=k, job_run_id=f"run-{i}")),
+    ):
         db.execute("BEGIN IMMEDIATE")
         if not created:
             db.execute("INSERT INTO event_types VALUES (1, 'BenchPartitionBuilt', 1)")
         db.executemany(INSERT_EVENT, rows)
         if not created:
-            db.executemany(INSERT_ENTITY, [(i + 1, "partition", ids[i], last_seq[i], 0) for i in range(n_entities)])
+            db.executemany(INSERT_ENTITY, [(i + 1, "partition", ids[i], 0, 0) for i in range(n_entities)])
             created = True
-        db.executemany(UPDATE_ENTITY, [(last_seq[i], (last_seq[i] - i - 1) // n_entities + 1, i + 1) for i in touched])
+        db.executemany(UPDATE_ENTITY, tips)
         db.execute("COMMIT")
     elapsed = time.perf_counter() - t0
     db.close()
-    return total / elapsed
+    return per * n_entities / elapsed
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eventlog_append import BENCH_REGISTRY, BenchPartitionBuilt  # bench/, the script's own folder
 
 from eventlog import EventLog
-from eventlog import _log as log_module
+from eventlog._core import TAIL_CHECK
 from eventlog._schema import APPLICATION_ID, CREATE_SCHEMA, INSERT_ENTITY, INSERT_EVENT, SCHEMA_VERSION
 
 
@@ -80,14 +80,14 @@ async def check_once(path: str) -> float:
     spent: list[float] = []
     original = EventLog._tail_problems
 
-    async def timed(self: EventLog, db: Any, mark: str | None) -> list[str]:
+    async def timed(self: EventLog, mark: str | None) -> list[str]:
         t0 = time.perf_counter()
         try:
-            return await original(self, db, mark)
+            return await original(self, mark)
         finally:
             spent.append((time.perf_counter() - t0) * 1000)
 
-    EventLog._tail_problems = timed  # type: ignore[method-assign]
+    EventLog._tail_problems = timed  # type: ignore[method-assign, assignment]
     try:
         async with EventLog.open(path, registry=BENCH_REGISTRY):
             pass
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         build(path, args.events, args.entities)
         size = Path(path).stat().st_size
         print(f"built {args.events:,} events, {args.entities:,} entities, {size / 2**20:,.0f} MiB in "
-              f"{time.perf_counter() - t0:.0f} s (tail checked: {log_module._TAIL_CHECK} events)", file=sys.stderr)
+              f"{time.perf_counter() - t0:.0f} s (tail checked: {TAIL_CHECK} events)", file=sys.stderr)
         writer: list[float] = []
         reader: list[float] = []
         check: list[float] = []

@@ -11,8 +11,13 @@ chain: ``step/{i}`` needs ``step/{i-1}``, 1,000 deep, each link discovered as a 
 
 growth = (time per partition at full size) / (time per partition at one tenth): 1.0 is linear.
 Usage: python bench/orchestrate.py [--scale 1.0] [--repeat 1] [--split] [--default-gc] [--reads]
+                                   [--db postgresql://...]
 Last line: per_run_partitions_per_s=... batched_partitions_per_s=... peak_rss_mb=... growth_per_run=...
 growth_batched=... chain_ms_per_link=...
+
+``--db postgresql://USER:PW@HOST/DB`` (or ``--db postgres``: a throwaway server from Debian's binaries) also runs
+case (b) at full size with the log in PostgreSQL, right after the SQLite one, and adds
+``pg_batched_partitions_per_s=... pg_ratio_to_sqlite=...`` (each PostgreSQL run in a fresh schema).
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ import structlog
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _memory_commits import skip_durability  # bench/, the script's own folder
+from _pg import drop_schema, schema_url, server
 
-from eventlog import EventLog
+from eventlog import open_log
 from supervisor import Graph, JobContext, MissingDeps, open_runtime
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -78,11 +84,15 @@ def chain(depth: int) -> Graph:
     return g
 
 
-async def run_two_level(n: int, batch: int, durable: bool = True) -> float:
+async def run_two_level(n: int, batch: int, durable: bool = True, pg: str | None = None) -> float:
     with tempfile.TemporaryDirectory() as d:
         g = two_level(batch)
-        async with EventLog.open(Path(d) / "bench.db", fingerprint=g.fingerprint()) as log, \
-                open_runtime(Path(d) / "bench.db", g, tune_gc=TUNE_GC, event_log=log) as rt:
+        target = str(Path(d) / "bench.db")
+        if pg is not None:
+            await drop_schema(pg, "bench_orchestrate")
+            target = schema_url(pg, "bench_orchestrate")
+        async with open_log(target, fingerprint=g.fingerprint()) as log, \
+                open_runtime(target, g, tune_gc=TUNE_GC, event_log=log, log_dir=Path(d) / "logs") as rt:
             if not durable:
                 skip_durability(log)
             t0 = time.perf_counter()
@@ -117,6 +127,8 @@ def main() -> None:
     ap.add_argument("--split", action="store_true",
                     help="also run (b) at one tenth with commits resolved in memory, to say what the log costs "
                          "(diagnostic, never the headline)")
+    ap.add_argument("--db", default=None, metavar="URL",
+                    help="also run (b) with the log in PostgreSQL at this URL ('postgres': start a throwaway server)")
     a = ap.parse_args()
     global TUNE_GC, READS
     TUNE_GC = not a.default_gc
@@ -147,6 +159,16 @@ def main() -> None:
         memory = statistics.median(anyio.run(run_two_level, n, 500, False) for _ in range(a.repeat))
         print(f"split (b) at {n}: {n / durable:,.0f}/s durable, {n / memory:,.0f}/s with commits resolved in memory "
               f"(not durable): the log is {100 * (1 - memory / durable):.0f}% of the time")
+    if a.db is not None:
+        with server(a.db) as url:
+            n = int(100_000 * a.scale)
+            sqlite_s = med(run_two_level, n, 500)
+            pg_s = statistics.median(anyio.run(run_two_level, n, 500, True, url) for _ in range(a.repeat))
+            anyio.run(drop_schema, url, "bench_orchestrate")
+        out["pg_batched_partitions_per_s"] = n / pg_s
+        out["pg_ratio_to_sqlite"] = sqlite_s / pg_s
+        print(f"(b) on PostgreSQL, {n}: {pg_s:.2f}s -> {n / pg_s:,.0f}/s; SQLite in the same run {sqlite_s:.2f}s -> "
+              f"{n / sqlite_s:,.0f}/s; ratio {sqlite_s / pg_s:.2f}")
     if "chain" in only:
         depth = max(10, int(1000 * a.scale))
         dt = med(run_chain, depth)
@@ -154,7 +176,7 @@ def main() -> None:
         print(f"chain of {depth}: {dt:.2f}s -> {dt * 1000 / depth:.2f} ms per link")
     out["peak_rss_mb"] = peak_rss_mb()
     keys = ["per_run_partitions_per_s", "batched_partitions_per_s", "peak_rss_mb", "growth_per_run",
-            "growth_batched", "chain_ms_per_link"]
+            "growth_batched", "chain_ms_per_link", "pg_batched_partitions_per_s", "pg_ratio_to_sqlite"]
     print(" ".join(f"{k}={out[k]:.2f}" for k in keys if k in out))
 
 

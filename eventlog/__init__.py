@@ -2,7 +2,7 @@
 
 ``eventlog`` is the bottom of wantbuild's dependency order and imports nothing else of ours. Quick use::
 
-    async with EventLog.open("run.db", fingerprint=graph.fingerprint) as log:
+    async with open_log("run.db", fingerprint=graph.fingerprint) as log:   # or "postgresql://..."
         rec = await log.append("want", want_id, 0, WantCreated(refs=("daily/2026-11-01",)))
         async for batch in log.read_batches():
             ...
@@ -11,6 +11,7 @@ See ``docs/eventlog.md`` for the schema, the group commit, the durability guaran
 :func:`get_logger` gives the loggers every wantbuild package logs through: quiet unless the embedder asks.
 """
 
+from ._core import DEFAULT_DURABILITY, Durability
 from ._errors import (
     CommandCompletedError,
     CommitError,
@@ -19,8 +20,11 @@ from ._errors import (
     DamagedLogError,
     EventLogError,
     FingerprintMismatch,
+    LeaseLost,
+    LogAccessDenied,
     LogClosedError,
     LogNotFoundError,
+    LogUnreachableError,
     ReadOnlyLogError,
     SchemaVersionError,
     UnknownCommandError,
@@ -29,10 +33,13 @@ from ._errors import (
     WriterLockedError,
 )
 from ._events import REGISTRY, Event, EventRegistry, event
-from ._log import DEFAULT_DURABILITY, Durability, EventLog
+from ._log import EventLog
 from ._logging import LibraryLogger, get_logger
-from ._records import Command, CommandState, Problem, Record, VerifyReport
+from ._open import Log, open_log
+from ._postgres import PostgresEventLog
+from ._records import Command, CommandState, Lease, Problem, Record, VerifyReport
 from ._schema import SCHEMA_VERSION
+from ._target import is_postgres, log_label, redact
 
 __all__ = [
     "DEFAULT_DURABILITY",
@@ -51,9 +58,15 @@ __all__ = [
     "EventLogError",
     "EventRegistry",
     "FingerprintMismatch",
+    "Lease",
+    "LeaseLost",
     "LibraryLogger",
+    "Log",
+    "LogAccessDenied",
     "LogClosedError",
     "LogNotFoundError",
+    "LogUnreachableError",
+    "PostgresEventLog",
     "Problem",
     "ReadOnlyLogError",
     "Record",
@@ -65,4 +78,8 @@ __all__ = [
     "WriterLockedError",
     "event",
     "get_logger",
+    "is_postgres",
+    "log_label",
+    "open_log",
+    "redact",
 ]

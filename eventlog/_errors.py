@@ -13,10 +13,13 @@ The hierarchy (``wantbuild`` re-exports all of it)::
           ├── WriterFailedError         the writer stopped on an unexpected error (a bug): no more appends
           ├── LogClosedError            the log is closed or was never opened
           ├── LogNotFoundError          a reader (writer=False) found no log at the path
+          ├── LogUnreachableError       the log's database server cannot be reached (PostgreSQL)
+          ├── LogAccessDenied           the server refused the user, the password or a privilege
           ├── ReadOnlyLogError          a write through a log opened with writer=False
           ├── CommandCompletedError     completing an inbox command that was already completed
           ├── UnknownCommandError       completing an inbox command that does not exist (a LookupError)
-          └── WriterLockedError         another process already writes this log
+          ├── WriterLockedError         another process already writes this log
+          └── LeaseLost                 this writer's lease was taken or expired: it may write no more
 
 ``WantbuildError`` lives here because ``eventlog`` is the bottom of the dependency order and imports nothing
 of ours; every other package derives its errors from it.
@@ -101,6 +104,14 @@ class LogNotFoundError(EventLogError, FileNotFoundError):
     """There is no event log at the path (only writers create one)."""
 
 
+class LogUnreachableError(EventLogError, ConnectionError):
+    """The log's database server cannot be reached (refused, unknown host, timed out, starting up)."""
+
+
+class LogAccessDenied(EventLogError, PermissionError):
+    """The database server refused the user or password, or a privilege the log needs."""
+
+
 class ReadOnlyLogError(EventLogError):
     """An append (or another writer-only call) on a log opened with ``writer=False``."""
 
@@ -127,3 +138,12 @@ class UnknownCommandError(EventLogError, LookupError):
 
 class WriterLockedError(EventLogError):
     """Another process holds this log's writer lock."""
+
+
+class LeaseLost(EventLogError):
+    """This writer no longer holds the log's writer lease (it expired, or another writer took it).
+
+    Every append from then on fails with this error, and so does the batch that found out: nothing of it was
+    written. The runtime that gets it must stop acting (its actors, its jobs' results) and exit; whoever holds
+    the lease now owns the log.
+    """

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import socket
 
 from ._errors import EventLogError, WriterLockedError
 
@@ -46,6 +47,11 @@ class WriterLock:
                     "its command inbox (the CLI does this by itself), or stop it first."
                 ) from None
             raise EventLogError(f"{path}: cannot lock {self.path}: {e}") from e
+        try:  # who holds it, for `status` and error messages (the lock, not this text, is what counts)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        except OSError:
+            pass
         self._fd: int | None = fd
 
     def release(self) -> None:
@@ -75,3 +81,12 @@ def writer_active(path: str) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def lock_owner(path: str) -> str:
+    """What the holder of the writer lock wrote in the lock file ("pid N on HOST"), or "unknown"."""
+    try:
+        with open(lock_path(path), encoding="utf-8", errors="replace") as f:
+            return f.read(200).strip() or "unknown"
+    except OSError:
+        return "unknown"

@@ -1,51 +1,50 @@
-"""The append-only event log: one SQLite database, one writer task, group commit.
+"""The SQLite event log: one file, one writer task, group commit (the shared body is ``_core.LogCore``).
 
-Durability contract: **returning from :meth:`EventLog.append` means the event is committed.** Appends from
-any number of tasks are queued; one writer task takes what has queued, checks each append's
-``expected_entity_seq`` against the entity's last ``entity_seq``, numbers the accepted ones, and writes
-them in one transaction; when that transaction commits, every append in it resolves at once. An append with
-a stale ``expected_entity_seq`` fails alone with :class:`ConcurrencyError`; a transaction that cannot
-commit fails all of its appends with :class:`CommitError` and leaves nothing half-written.
-
-See ``docs/eventlog.md`` for the schema, the measurements behind it and the error list.
+SQLite-specific here: the file and its connections (aiosqlite: one for the writer, one for reads and the
+command inbox), the writer lock (``flock`` on ``<path>.lock``), and each batch written in one trip to the
+writer connection's thread. See ``docs/eventlog.md`` for the schema, the measurements behind it and the
+error list.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
-from typing import Any, Final, Literal
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager, suppress
+from typing import Any, Final
 from urllib.parse import quote
 
 import aiosqlite
-import anyio
-import anyio.lowlevel
-import msgspec
 
+from ._core import (
+    DEFAULT_DURABILITY,
+    Aborted,
+    CommandsNotPending,
+    Durability,
+    EventRow,
+    LogCore,
+    NewEntityRow,
+    ReadRow,
+    TypeRow,
+    UpdateEntityRow,
+    open_core,
+)
 from ._errors import (
-    CommandCompletedError,
-    CommitError,
-    ConcurrencyError,
     CorruptLogError,
     DamagedLogError,
     EventLogError,
-    FingerprintMismatch,
     LogClosedError,
     LogNotFoundError,
     ReadOnlyLogError,
-    SchemaVersionError,
-    UnknownCommandError,
-    WriterFailedError,
+    WriterLockedError,
 )
-from ._events import REGISTRY, Event, EventRegistry
-from ._lock import WriterLock, writer_active
+from ._events import REGISTRY, EventRegistry
+from ._lock import WriterLock, lock_owner, writer_active
 from ._logging import get_logger
-from ._records import Command, CommandState, Problem, Record, VerifyReport
+from ._records import CommandState, Lease
 from ._schema import (
     APPLICATION_ID,
     COMMAND_STATE,
@@ -56,7 +55,6 @@ from ._schema import (
     INSERT_EVENT,
     INSERT_TYPE,
     LOOKUP_ENTITIES_CHUNK,
-    SCHEMA_VERSION,
     SELECT_EVENTS,
     SELECT_HISTORY,
     UPDATE_ENTITY,
@@ -65,93 +63,34 @@ from ._schema import (
 )
 
 log = get_logger("wantbuild.eventlog")
-_Future = asyncio.Future
 
-Durability = Literal["process", "power"]
-"""Which crash a commit survives: the process dying (``"process"``), or also power loss / an OS crash."""
-DEFAULT_DURABILITY: Final[Durability] = "process"
 _SYNCHRONOUS: Final[dict[str, str]] = {"process": "NORMAL", "power": "FULL"}
-
-_Decode = Callable[[bytes], Event]
-# A queued append: kind, id, expected entity_seq, event, type key, encoded payload, at, its future.
-_Item = tuple[str, str, int, Event, int, bytes, float, "asyncio.Future[Record]"]
-
-_MAX_PROBLEMS: Final = 1000
-# What a batch that failed in the database raises: CommitError, the batch did not commit. ProgrammingError and
-# InterfaceError (both sqlite3.Error) mean the API was used wrongly, e.g. a closed connection or a value that
-# cannot be bound: a bug, like any other exception, which stops the writer (see EventLog._writer_failed).
-_BUG_DB_ERRORS: Final = (sqlite3.ProgrammingError, sqlite3.InterfaceError)
-_DB_ERRORS: Final = (sqlite3.Error, OSError)
-_READ_CHUNK: Final = 1000
 _LOOKUP_KEYS: Final = 500  # keys per `IN (...)` query (SQLite allows 32,766 bound parameters)
-_TAIL_CHECK = 256
-"""How many of the last events a writer's open checks (links, heads, types, payloads): a few ms at any size."""
-
-
-class _Entity:
-    """The writer's cached state of one entity: committed tip and pending tip (including queued batches)."""
-
-    __slots__ = ("ceseq", "cseq", "eid", "in_db", "key", "kind", "peseq", "pseq")
-
-    def __init__(self, key: int, kind: str, eid: str, last_seq: int, last_eseq: int, in_db: bool) -> None:
-        self.key = key
-        self.kind = kind
-        self.eid = eid
-        self.cseq = self.pseq = last_seq
-        self.ceseq = self.peseq = last_eseq
-        self.in_db = in_db
-
-
-class _CommitWait:
-    """A :meth:`EventLog.commit` call waiting for the appends ``lo <= ordinal < hi``; ``error`` is the first failure."""
-
-    __slots__ = ("error", "hi", "lo")
-
-    def __init__(self, lo: int, hi: int) -> None:
-        self.lo, self.hi = lo, hi
-        self.error: CommitError | None = None
-
-
-class _Aborted(Exception):
-    """Internal: the log was aborted while a batch was being written."""
-
-
-class _CommandsNotPending(Exception):
-    """Internal: these of a batch's command completions (indexes into its list) found their command not pending."""
-
-    def __init__(self, indexes: list[int]) -> None:
-        super().__init__(indexes)
-        self.indexes = indexes
-
-
-def _set_once(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 def _write_batch_sync(
     conn: sqlite3.Connection,
-    types: list[tuple[int, str, int]],
-    rows: list[tuple[int, int, int, int | None, int, bytes, float]],
-    new: list[tuple[int, str, str, int, int]],
-    upd: list[tuple[int, int, int]],
+    types: list[TypeRow],
+    rows: list[EventRow],
+    new: list[NewEntityRow],
+    upd: list[UpdateEntityRow],
     aborting: Callable[[], bool],
     commands: Sequence[tuple[float, str, int]] = (),
     mark: int | None = None,
 ) -> None:
     """Write one batch in one transaction, on the connection's own thread; roll back on any error.
 
-    ``mark``, when given, is written as the high-water mark (see :meth:`EventLog._needs_mark`).
+    ``mark``, when given, is written as the high-water mark (see ``LogCore._needs_mark``).
     ``commands`` are inbox completions ``(completed_at, result, id)`` that commit with the batch; one whose
     command is not pending (completed already, or no such command) rolls the whole batch back with
-    :class:`_CommandsNotPending`, so the writer can retry the batch without its append.
+    :class:`CommandsNotPending`, so the writer can retry the batch without its append.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
         if commands:
             bad = [i for i, row in enumerate(commands) if conn.execute(COMPLETE_COMMAND, row).rowcount != 1]
             if bad:
-                raise _CommandsNotPending(bad)
+                raise CommandsNotPending(bad)
         if types:
             conn.executemany(INSERT_TYPE, types)
         conn.executemany(INSERT_EVENT, rows)
@@ -162,7 +101,7 @@ def _write_batch_sync(
         if mark is not None:
             conn.execute(UPDATE_HIGH_WATER, (mark,))
         if aborting():
-            raise _Aborted
+            raise Aborted
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:  # SQLite rolls back by itself after some errors (e.g. SQLITE_FULL)
@@ -197,7 +136,7 @@ def _cannot_write_here(e: sqlite3.Error) -> bool:
     return name.startswith("SQLITE_READONLY") or name == "SQLITE_CANTOPEN"
 
 
-class EventLog:
+class EventLog(LogCore):
     """An append-only log of typed events in one SQLite file. Create it with :meth:`open`.
 
     One process writes a log (``writer=True`` takes an exclusive lock on ``<path>.lock``); any number of
@@ -208,100 +147,34 @@ class EventLog:
     just is not told. (Write-ahead still holds: whoever was cancelled must not act as if it committed.)
 
     **Command inbox, exactly once.** :meth:`submit_command` stores a command; the writer process reads
-    :meth:`pending_commands` and handles each. A handler whose command has an effect appends the event that
-    makes it with ``append(..., command=(id, result))``: the effect and the completion commit in one
-    transaction, so a crash leaves either both or neither, and a command redelivered after a restart (still
-    pending) has no effect yet. A command without an event (refused, or a no-op) is completed with
-    :meth:`complete_command`. Delivery stays at least once (a crash between two events of one effect leaves
-    the first), so a handler whose effect takes several appends makes the earlier ones idempotent and puts
-    the completion on the last. :meth:`commands` lists commands by state (pending, ok, failed).
+    :meth:`pending_commands`, handles each and calls :meth:`complete_command` with its result. A command that
+    was never completed (the runtime crashed while handling it) is delivered again by
+    :meth:`pending_commands` after a restart: delivery is at least once, so handling must be idempotent (for
+    example, the want created for a command takes an id derived from the command id, and the handler first
+    checks whether it exists). Together that consumes every command exactly once.
     """
 
-    def __init__(
-        self,
-        path: str,
-        *,
-        fingerprint: str | None,
-        accept_fingerprint_change: bool,
-        now: Callable[[], float],
-        writer: bool,
-        max_batch: int,
-        max_wait: float,
-        autocommit: bool,
-        registry: EventRegistry,
-        busy_timeout: float,
-        entity_cache_size: int,
-        poll_interval: float,
-        durability: Durability,
-    ) -> None:
+    # What a batch that failed in the database raises: CommitError, the batch did not commit. ProgrammingError and
+    # InterfaceError (both sqlite3.Error) mean the API was used wrongly, e.g. a closed connection or a value that
+    # cannot be bound: a bug, like any other exception, which stops the writer (see LogCore._writer_failed).
+    _db_errors = (sqlite3.Error, OSError)
+    _bug_db_errors = (sqlite3.ProgrammingError, sqlite3.InterfaceError)
+
+    def __init__(self, path: str, *, busy_timeout: float, lease_wait: float | None = 0.0,
+                 durability: Durability = DEFAULT_DURABILITY, **options: Any) -> None:
         if durability not in _SYNCHRONOUS:
             raise ValueError(
                 f"durability must be 'process' (a commit survives the process dying) or 'power' (it also survives "
                 f"power loss and OS crashes, at the cost of a disk flush per batch), got {durability!r}"
             )
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        if max_wait < 0:
-            raise ValueError(f"max_wait must be >= 0, got {max_wait}")
-        self._path = path
-        self._want_fingerprint = fingerprint
-        self._accept_fingerprint_change = accept_fingerprint_change
-        self._now = now
-        self._writer = writer
-        self._max_batch = max_batch
-        self._max_wait = max_wait
-        self._autocommit = autocommit
-        self._registry = registry
-        self._busy_timeout = busy_timeout
-        self._entity_cache_size = entity_cache_size
-        self._poll_interval = poll_interval
+        super().__init__(path, **options)
         self._durability: Durability = durability
         self._read_only = False  # a reader that could open the file only for reading (no commands)
-        self._encode = registry.encoder.encode
-        self._loop: asyncio.AbstractEventLoop | None = None
-
+        self._busy_timeout = busy_timeout
+        self._lease_wait = lease_wait
         self._lock: WriterLock | None = None
         self._wdb: Any = None  # aiosqlite.Connection of the writer
         self._rdb: Any = None  # aiosqlite.Connection for reads and the command inbox
-        self._open = False  # accepting appends and reads
-        self._appendable = False  # open and the writer: the one flag append() checks
-        self._closed = False  # fully closed
-        self._schema_version = SCHEMA_VERSION
-        self._fingerprint: str | None = None
-
-        # Event types: class -> type_key for writing; type_key -> decoder for reading.
-        self._type_keys: dict[type[Event], int] = {}
-        self._type_by_name: dict[tuple[str, int], int] = {}
-        self._type_names: dict[int, tuple[str, int]] = {}
-        self._decoders: list[_Decode | None] = []
-        self._unsaved_types: dict[int, tuple[str, int]] = {}
-        self._next_type_key = 1
-
-        # Writer state. Ordinals count appends: submitted >= taken >= done.
-        self._incoming: list[_Item] = []
-        self._taken = 0
-        self._done = 0
-        self._flush_to = 0
-        self._wake: asyncio.Future[None] | None = None
-        self._wake_at = 1 if autocommit else 1 << 62
-        self._stopping = False
-        self._aborting = False
-        self._writer_done: asyncio.Event | None = None
-        self._writer_task: asyncio.Task[None] | None = None
-        self._closed_event = asyncio.Event()
-        self._shutdown_started = False
-        # The commit() calls now waiting, so a failed batch can tell each one whose appends it held. Nothing else
-        # is kept: a commit() that starts later never asks about appends that were already done.
-        self._commit_waits: list[_CommitWait] = []
-        self._writer_error: BaseException | None = None  # the bug that stopped the writer
-        self._damage: tuple[str, ...] = ()  # damage an append found: nothing more is written
-        # Inbox completions riding on queued appends: their future -> (command id, result as JSON).
-        self._commands: dict[asyncio.Future[Record], tuple[int, str]] = {}
-        self._progress = asyncio.Event()
-        self._cache: dict[tuple[str, str], _Entity] = {}
-        self._next_seq = 1
-        self._committed_seq = 0
-        self._next_entity_key = 1
 
     # ------------------------------------------------------------------ opening and closing
 
@@ -321,6 +194,7 @@ class EventLog:
         busy_timeout: float = 5.0,
         entity_cache_size: int = 200_000,
         poll_interval: float = 0.1,
+        lease_wait: float | None = 0.0,
         durability: Durability = DEFAULT_DURABILITY,
     ) -> AbstractAsyncContextManager[EventLog]:
         """Open (and on first use create) the log at ``path``; an async context manager.
@@ -337,7 +211,9 @@ class EventLog:
 
         ``busy_timeout`` bounds how long a write waits for a lock held by another connection;
         ``entity_cache_size`` bounds the writer's cache of entity tips; ``poll_interval`` is how often
-        :meth:`follow` looks for new events when another process writes.
+        :meth:`follow` looks for new events when another process writes. ``lease_wait`` is how long a writer
+        waits for another process's writer lock (``None``: until it is free, as a standby would); then
+        :class:`WriterLockedError`.
 
         ``durability`` says which crash a commit survives, i.e. what returning from :meth:`append` promises:
         ``"process"`` (WAL, ``synchronous=NORMAL``): the death of the process, however it dies; after a power
@@ -345,7 +221,7 @@ class EventLog:
         ``"power"`` (``synchronous=FULL``): power loss and OS crashes too, at the cost of one disk flush per
         batch. ``docs/eventlog.md`` has the measurements and why ``"process"`` is the default.
         """
-        return _open_log(
+        return open_core(
             cls(
                 os.fspath(path),
                 fingerprint=fingerprint,
@@ -359,6 +235,7 @@ class EventLog:
                 busy_timeout=busy_timeout,
                 entity_cache_size=entity_cache_size,
                 poll_interval=poll_interval,
+                lease_wait=lease_wait,
                 durability=durability,
             )
         )
@@ -441,33 +318,39 @@ class EventLog:
         log.info("eventlog opened immutable", path=self._path, reason="read-only file or folder, no WAL")
         return db
 
-    async def _start(self) -> None:
-        self._loop = asyncio.get_running_loop()
+    @property
+    def read_only(self) -> bool:
+        """Whether this reader had to open the log read-only (its folder or its ``-shm`` cannot be written).
+
+        It reads everything; :meth:`submit_command` raises :class:`ReadOnlyLogError`, as it also does for a
+        read-only file in a writable folder (which SQLite opens without saying it is read-only, so this is
+        False then)."""
+        return self._read_only
+
+    async def _db_start(self) -> None:
         try:
             if self._writer:
-                self._lock = WriterLock(self._path)
+                self._lock = await self._take_lock()
                 self._wdb = await self._connect("rwc")
                 await self._init_or_check(self._wdb)
                 self._rdb = await self._connect("rw")
             else:
                 self._rdb = await self._connect_reader()
                 await self._init_or_check(self._rdb)
-            await self._load_state()
         except sqlite3.Error as e:
-            await self._close_connections()
             raise self._corrupt_open_error(e) from e
-        except BaseException:
-            await self._close_connections()
-            raise
-        self._open = True
-        self._appendable = self._writer
-        log.info(
-            "eventlog opened",
-            path=self._path,
-            writer=self._writer,
-            last_seq=self._committed_seq,
-            fingerprint=self._fingerprint,
-        )
+
+    async def _take_lock(self) -> WriterLock:
+        """The writer lock, waiting up to ``lease_wait`` seconds (None: as long as it takes) for its holder."""
+        deadline = None if self._lease_wait is None else time.monotonic() + self._lease_wait
+        while True:
+            try:
+                return WriterLock(self._path)
+            except WriterLockedError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+            pause = 0.05 if deadline is None else min(0.05, max(0.0, deadline - time.monotonic()))
+            await asyncio.sleep(pause)
 
     async def _init_or_check(self, db: Any, *, schema_wait: float = 2.0) -> None:
         """Create the schema in an empty database, or check that this is a log we can use.
@@ -498,7 +381,21 @@ class EventLog:
             else:
                 if self._writer:  # a read-only file opens "read-write" without a word: find out now, not at append
                     await db.execute("UPDATE meta SET value = value WHERE key = 'schema_version'")
-                await self._check_meta(db)
+                meta = dict(await db.execute_fetchall("SELECT key, value FROM meta"))
+                updates = self._check_meta(meta)
+                if self._writer:
+                    problems = await self._tail_problems(meta.get(HIGH_WATER))
+                    if problems:  # the error says it all; logged for the record only
+                        log.info("eventlog damaged, not opened for writing", path=self._path, problems=problems)
+                        raise DamagedLogError(self._path, problems)
+                    if HIGH_WATER not in meta:  # a log from before the mark: start it now
+                        await db.execute(
+                            "INSERT INTO meta (key, value) VALUES (?, (SELECT COALESCE(MAX(seq), 0) FROM events))",
+                            (HIGH_WATER,),
+                        )
+                if updates:
+                    await db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                         list(updates.items()))
             if self._writer:
                 await db.execute("COMMIT")
         except BaseException:
@@ -512,230 +409,20 @@ class EventLog:
             if statement.strip():
                 await db.execute(statement)
         await db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        now = self._now()
-        meta = {"schema_version": str(SCHEMA_VERSION), "created_at": repr(now), "format": "wantbuild event log",
-                HIGH_WATER: "0"}
-        if self._want_fingerprint is not None:
-            meta["fingerprint"] = self._want_fingerprint
-        await db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
-        self._fingerprint = self._want_fingerprint
-        log.info("eventlog created", path=self._path, schema_version=SCHEMA_VERSION)
+        await db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                             [*self._new_meta().items(), (HIGH_WATER, "0")])
+        log.info("eventlog created", path=self._path, schema_version=self._schema_version)
 
-    async def _check_meta(self, db: Any) -> None:
-        meta = dict(await db.execute_fetchall("SELECT key, value FROM meta"))
-        try:
-            version = int(meta["schema_version"])
-        except (KeyError, ValueError):
-            raise CorruptLogError(
-                f"{self._path}: not a wantbuild event log (meta has no valid schema_version: "
-                f"{meta.get('schema_version')!r})"
-            ) from None
-        self._schema_version = version
-        if version > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"{self._path}: the log has schema version {version}, but this wantbuild reads schema "
-                f"version {SCHEMA_VERSION}; it was written by a newer wantbuild: upgrade wantbuild to open it"
-            )
-        if version < SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"{self._path}: the log has schema version {version}, but this wantbuild reads schema "
-                f"version {SCHEMA_VERSION} and has no upgrade from {version}"
-            )
-        if self._writer:
-            problems = await self._tail_problems(db, meta.get(HIGH_WATER))
-            if problems:  # the error says it all; logged for the record only
-                log.info("eventlog damaged, not opened for writing", path=self._path, problems=problems)
-                raise DamagedLogError(self._path, problems)
-            if HIGH_WATER not in meta:  # a log from before the mark: start it now
-                await db.execute(
-                    "INSERT INTO meta (key, value) VALUES (?, (SELECT COALESCE(MAX(seq), 0) FROM events))",
-                    (HIGH_WATER,),
-                )
-        stored = meta.get("fingerprint")
-        self._fingerprint = stored
-        want = self._want_fingerprint
-        if want is None or want == stored:
-            return
-        if stored is not None and not self._accept_fingerprint_change:
-            raise FingerprintMismatch(
-                f"{self._path}: the log was written for graph fingerprint {stored}, but the graph now has "
-                f"fingerprint {want}; if the graph change is intended, accept it with "
-                "accept_fingerprint_change=True (CLI: --accept-graph-change), or use another log"
-            )
-        self._fingerprint = want
-        if not self._writer:
-            return
-        history: list[Any] = msgspec.json.decode(meta.get("fingerprint_history", "[]"))
-        if stored is not None:
-            history.append({"fingerprint": stored, "replaced_at": self._now(), "replaced_by": want})
-        await db.executemany(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-            [("fingerprint", want), ("fingerprint_history", msgspec.json.encode(history).decode())],
-        )
-        if stored is not None:
-            log.warning("eventlog graph fingerprint changed", path=self._path, old=stored, new=want)
-
-    async def _tail_problems(self, db: Any, mark: str | None) -> list[str]:
-        """What is structurally wrong with the log's last ``_TAIL_CHECK`` events; [] when they are sound.
-
-        Each event must link (``prev_seq``) to an earlier event of its own entity with the previous
-        ``entity_seq``, have a known type key and a payload that decodes strictly (when this registry knows its
-        type); the entity of each must have its last event in the tail recorded as its head in ``entities``;
-        and the last event must not be below the high-water mark. Reads a few hundred rows by key: milliseconds
-        whatever the log's size. Damage older than the tail is found by ``verify()``, or by an append that
-        meets it (:meth:`_conflict_damage`).
-        """
-        problems: list[str] = []
-        tail = await db.execute_fetchall(
-            "SELECT seq, entity_key, entity_seq, prev_seq, type_key, payload FROM events ORDER BY seq DESC LIMIT ?",
-            (_TAIL_CHECK,),
-        )
-        last = tail[0][0] if tail else 0
-        try:
-            committed = None if mark is None else int(mark)
-        except ValueError:
-            problems.append(f"meta {HIGH_WATER} is {mark!r}, not a seq")
-            committed = None
-        if committed is not None and committed > last:
-            problems.append(
-                f"the log's last events are missing: seq {committed} was committed, but the last event is "
-                + (f"seq {last}" if last else "none (the events table is empty)")
-            )
-        by_seq = {seq: (ek, eseq) for seq, ek, eseq, *_ in tail}
-        by_seq.update(await self._events_at({r[3] for r in tail if r[3] is not None and r[3] not in by_seq}))
-        types = {tk: (name, version) for tk, name, version
-                 in await db.execute_fetchall("SELECT type_key, name, version FROM event_types")}
-        heads: dict[int, tuple[int, int]] = {}  # entity_key -> its last (seq, entity_seq) in the tail
-        for seq, ek, eseq, prev, tk, payload in tail:
-            heads.setdefault(ek, (seq, eseq))
-            if prev is None:
-                if eseq != 1:
-                    problems.append(f"seq {seq}: entity_seq {eseq} without a prev_seq (only a first event has none)")
-            elif prev >= seq:
-                problems.append(f"seq {seq}: prev_seq {prev} is not before it")
-            elif (linked := by_seq.get(prev)) is None:
-                problems.append(f"seq {seq}: prev_seq {prev} points at an event that is not in the log")
-            elif linked[0] != ek:
-                problems.append(f"seq {seq}: prev_seq {prev} points at an event of another entity")
-            elif linked[1] != eseq - 1:
-                problems.append(f"seq {seq}: entity_seq {eseq} follows entity_seq {linked[1]} (a gap or a repeat)")
-            name_version = types.get(tk)
-            if name_version is None:
-                problems.append(f"seq {seq}: event type key {tk} is not in the event_types table")
-                continue
-            try:
-                cls = self._registry.lookup(*name_version)
-            except CorruptLogError:
-                continue  # a type this wantbuild does not know: not damage; reading it says so
-            try:
-                self._registry.strict_decoder_for(cls).decode(payload)
-            except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as e:
-                problems.append(f"seq {seq}: undecodable payload for {name_version[0]} v{name_version[1]}: {e}")
-        keys = list(heads)
-        found: dict[int, tuple[str, str, int, int]] = {}
-        for i in range(0, len(keys), _LOOKUP_KEYS):
-            chunk = keys[i : i + _LOOKUP_KEYS]
-            for ek, kind, eid, last_seq, last_eseq in await db.execute_fetchall(
-                "SELECT entity_key, kind, entity_id, last_seq, last_entity_seq FROM entities "
-                f"WHERE entity_key IN ({','.join('?' * len(chunk))})", chunk
-            ):
-                found[ek] = (kind, eid, last_seq, last_eseq)
-        for ek, (seq, eseq) in heads.items():
-            ent = found.get(ek)
-            if ent is None:
-                problems.append(f"seq {seq}: its entity (entity_key {ek}) is not in the entities table")
-            elif (ent[2], ent[3]) != (seq, eseq):
-                problems.append(
-                    f"{ent[0]} {ent[1]!r}: entities says last seq {ent[2]} / entity_seq {ent[3]}, but its events "
-                    f"end at seq {seq} / entity_seq {eseq}"
-                )
-        return problems
-
-    async def _events_at(self, seqs: Collection[int]) -> dict[int, tuple[int, int]]:
-        """``seq -> (entity_key, entity_seq)`` of those of ``seqs`` that are in the log."""
-        db = self._wdb
-        keys = sorted(seqs)
-        out: dict[int, tuple[int, int]] = {}
-        for i in range(0, len(keys), _LOOKUP_KEYS):
-            chunk = keys[i : i + _LOOKUP_KEYS]
-            for seq, ek, eseq in await db.execute_fetchall(
-                f"SELECT seq, entity_key, entity_seq FROM events WHERE seq IN ({','.join('?' * len(chunk))})", chunk
-            ):
-                out[seq] = (ek, eseq)
-        return out
-
-    async def _load_state(self) -> None:
+    async def _db_max_keys(self) -> tuple[int, int]:
         db = self._wdb if self._writer else self._rdb
-        rows = await db.execute_fetchall("SELECT MAX(seq) FROM events")
-        self._committed_seq = rows[0][0] or 0
-        self._next_seq = self._committed_seq + 1
-        if self._writer:
-            rows = await db.execute_fetchall("SELECT MAX(entity_key) FROM entities")
-            self._next_entity_key = (rows[0][0] or 0) + 1
-        await self._load_types(db)
+        rows = await db.execute_fetchall("SELECT (SELECT MAX(seq) FROM events), (SELECT MAX(entity_key) FROM entities)")
+        return rows[0][0] or 0, rows[0][1] or 0
 
-    async def _load_types(self, db: Any = None) -> None:
-        rows = await (db or self._rdb).execute_fetchall("SELECT type_key, name, version FROM event_types")
-        for tk, name, version in rows:
-            self._type_names[tk] = (name, version)
-            self._type_by_name[(name, version)] = tk
-            self._next_type_key = max(self._next_type_key, tk + 1)
-        self._bind_decoders()
+    async def _db_types(self) -> list[TypeRow]:
+        db = self._rdb if self._rdb is not None else self._wdb
+        return list(await db.execute_fetchall("SELECT type_key, name, version FROM event_types"))
 
-    def _bind_decoders(self) -> None:
-        """Point each known type key at the registry's decoder (registry classes may appear after open)."""
-        size = max(self._type_names, default=0) + 1
-        decoders: list[_Decode | None] = [None] * size
-        for tk, (name, version) in self._type_names.items():
-            try:
-                cls = self._registry.lookup(name, version)
-            except CorruptLogError:
-                continue
-            decoders[tk] = self._registry.decoder_for(cls).decode
-            self._type_keys.setdefault(cls, tk)
-        self._decoders = decoders
-
-    async def close(self) -> None:
-        """Commit what is pending, stop the writer, close the database and release the writer lock."""
-        await self._shutdown(abort=False)
-
-    async def abort(self) -> None:
-        """Simulate a crash: drop every append not yet committed and close without committing it.
-
-        Dropped appends fail with :class:`CommitError` ("log aborted"). A batch whose commit has already
-        started may still commit; its appenders are then told so, as after a real crash at that instant.
-        """
-        await self._shutdown(abort=True)
-
-    async def _shutdown(self, *, abort: bool) -> None:
-        if self._shutdown_started:
-            await self._closed_event.wait()
-            return
-        self._shutdown_started = True
-        self._open = False
-        self._appendable = False
-        self._stopping = True
-        # Shielded: a close interrupted half-way would leave appenders waiting and the lock held.
-        with anyio.CancelScope(shield=True):
-            try:
-                task = self._writer_task
-                if task is not None and self._writer_done is not None:
-                    if abort:
-                        self._aborting = True
-                        self._fail_incoming("log aborted before this append was committed")
-                    else:
-                        self._flush_to = self._submitted
-                    self._kick()
-                    await self._writer_done.wait()
-                    await task  # re-raises what stopped the writer if it was a bug
-            finally:
-                await self._close_connections()
-                self._closed = True
-                self._closed_event.set()
-                self._notify_progress()
-                log.info("eventlog closed", path=self._path, last_seq=self._committed_seq, aborted=abort)
-
-    async def _close_connections(self) -> None:
+    async def _db_close(self) -> None:
         for name in ("_rdb", "_wdb"):
             db = getattr(self, name)
             setattr(self, name, None)
@@ -748,659 +435,71 @@ class EventLog:
             self._lock.release()
             self._lock = None
 
-    # ------------------------------------------------------------------ properties
-
-    @property
-    def path(self) -> str:
-        """The log's file."""
-        return self._path
-
-    @property
-    def read_only(self) -> bool:
-        """Whether this reader had to open the log read-only (its folder or its ``-shm`` cannot be written).
-
-        It reads everything; :meth:`submit_command` raises :class:`ReadOnlyLogError`, as it also does for a
-        read-only file in a writable folder (which SQLite opens without saying it is read-only, so this is
-        False then)."""
-        return self._read_only
-
-    @property
-    def durability(self) -> Durability:
-        """Which crash a commit survives: ``"process"`` or ``"power"`` (see :meth:`open`)."""
-        return self._durability
-
-    @property
-    def fingerprint(self) -> str | None:
-        """The graph fingerprint the log is (now) recorded for."""
-        return self._fingerprint
-
-    @property
-    def schema_version(self) -> int:
-        """The schema version of the file."""
-        return self._schema_version
-
-    @property
-    def last_seq(self) -> int:
-        """The last committed ``seq`` (0 for an empty log); in a reader, the last one it has seen."""
-        return self._committed_seq
-
-    @property
-    def closed(self) -> bool:
-        """Whether the log is closed (or closing)."""
-        return not self._open
-
     @staticmethod
     def writer_active(path: str | os.PathLike[str]) -> bool:
         """Whether a process (this one included) holds the writer lock of the log at ``path``."""
         return writer_active(os.fspath(path))
 
-    def pending(self) -> int:
-        """How many appends are waiting for their batch to commit."""
-        return self._submitted - self._done
+    async def _db_lease(self) -> Lease | None:
+        if not writer_active(self._path):
+            return None
+        return Lease(owner=lock_owner(self._path), epoch=0, expires_in=None)
 
-    @property
-    def _submitted(self) -> int:
-        return self._taken + len(self._incoming)
+    # ------------------------------------------------------------------ writing
 
-    # ------------------------------------------------------------------ appending
-
-    def _check_writable(self) -> None:
-        if self._writer_error is not None:
-            raise self._writer_failed_error()
-        if self._damage:
-            raise DamagedLogError(self._path, self._damage)
-        if not self._open:
-            raise LogClosedError(f"{self._path}: the event log is closed")
-        if not self._writer:
-            raise ReadOnlyLogError(
-                f"{self._path}: the event log was opened with writer=False; only the process holding the "
-                "writer lock appends events (submit a command to it instead)"
-            )
-
-    async def append(self, entity_kind: str, entity_id: str, expected_entity_seq: int, event: Event,
-                     at: float | None = None, *, command: tuple[int, Mapping[str, Any]] | None = None) -> Record:
-        """Append ``event`` to the entity's history; return its record once it is committed.
-
-        ``expected_entity_seq`` is the entity's last ``entity_seq`` as the caller knows it (0 for a new
-        entity); the new record gets ``expected_entity_seq + 1``, or the append fails with
-        :class:`ConcurrencyError`. ``at`` is ``now()`` at the call unless the caller gives it (an actor that
-        already read the runtime clock for its transition); ``seq`` follows the order of calls.
-        Raises :class:`CommitError` if its batch could not be committed (nothing of it was written).
-
-        ``command=(command_id, result)`` completes that inbox command with ``result`` (``completed_at`` is the
-        event's ``at``) in the same transaction as the event: both commit or neither does, so a command whose
-        effect is this event is applied exactly once. If the command is no longer pending (completed already,
-        also by an earlier append of the same batch) this append fails alone with
-        :class:`CommandCompletedError` (:class:`UnknownCommandError` if there is no such command) and nothing
-        of it is written; the rest of its batch commits as usual.
-        """
-        if not self._appendable:
-            self._check_writable()
-        tk = self._type_keys.get(type(event))
-        if tk is None:
-            tk = self._new_type_key(event)
-        fut: asyncio.Future[Record] = _Future(loop=self._loop)
-        if command is not None:
-            self._commands[fut] = (command[0], self._result_json(command[0], command[1]))
-        incoming = self._incoming
-        incoming.append(
-            (entity_kind, entity_id, expected_entity_seq, event, tk, self._encode(event),
-             self._now() if at is None else at, fut)
-        )
-        if (wake := self._wake) is not None and len(incoming) >= self._wake_at:
-            self._wake = None
-            if not wake.done():
-                wake.set_result(None)
-        return await fut
-
-    @staticmethod
-    def _result_json(command_id: int, result: Mapping[str, Any]) -> str:
-        if type(command_id) is not int:
-            raise EventLogError(f"a command id is an int (what submit_command returned), got {command_id!r}")
-        try:
-            return msgspec.json.encode(dict(result)).decode()
-        except (TypeError, msgspec.EncodeError) as e:
-            raise EventLogError(f"command {command_id}: result is not JSON-serializable: {e}") from e
-
-    def _forget_commands(self, items: Sequence[_Item]) -> None:
-        """Drop the inbox completions of appends that failed before their batch was written."""
-        if self._commands:
-            for item in items:
-                self._commands.pop(item[7], None)
-
-    def _new_type_key(self, event: Event) -> int:
-        cls = type(event)
-        if not isinstance(event, Event):
-            raise EventLogError(f"cannot append {event!r}: events are Event subclasses declared with @event")
-        name, version = cls.event_name, cls.event_version
-        try:
-            registered = self._registry.lookup(name, version)
-        except CorruptLogError:
-            registered = None
-        if registered is not cls:
-            raise EventLogError(
-                f"cannot append {cls.__qualname__}: it is not a registered event type of this log's registry "
-                "(declare it with @event(name, version))"
-            )
-        tk = self._type_by_name.get((name, version))
-        if tk is None:
-            tk = self._next_type_key
-            self._next_type_key += 1
-            self._type_by_name[(name, version)] = tk
-            self._type_names[tk] = (name, version)
-            self._unsaved_types[tk] = (name, version)
-        self._type_keys[cls] = tk
-        self._bind_decoders()
-        return tk
-
-    async def commit(self) -> None:
-        """Commit every append made so far, and return once they are committed.
-
-        With ``autocommit=False`` this is what writes them (in batches of at most ``max_batch``); with
-        ``autocommit=True`` it waits for the writer. Raises :class:`CommitError` if a batch holding one of
-        those appends failed to commit.
-        """
-        if self._writer_error is not None:
-            raise self._writer_failed_error()
-        if not self._open:
-            raise LogClosedError(f"{self._path}: the event log is closed")
-        if not self._writer:
-            return
-        target = self._submitted
-        if self._done >= target:
-            return
-        wait = _CommitWait(self._done, target)
-        self._commit_waits.append(wait)
-        try:
-            if target > self._flush_to:
-                self._flush_to = target
-                self._kick()
-            while self._done < target:
-                if self._closed or self._writer_done is None or self._writer_done.is_set():
-                    if self._writer_error is not None:
-                        raise self._writer_failed_error()
-                    raise LogClosedError(f"{self._path}: the event log was closed before the commit finished")
-                await self._progress.wait()
-        finally:
-            self._commit_waits.remove(wait)
-        if wait.error is not None:
-            raise CommitError(f"{self._path}: commit failed: {wait.error}") from wait.error
-        if self._writer_error is not None:  # the writer stopped on a bug while writing these appends
-            raise self._writer_failed_error()
-
-    def _note_failure(self, lo: int, hi: int, error: CommitError) -> None:
-        """Appends ``lo <= ordinal < hi`` did not commit: tell each waiting commit() that covers one of them."""
-        for wait in self._commit_waits:
-            if wait.error is None and lo < wait.hi and hi > wait.lo:
-                wait.error = error
-
-    def _kick(self) -> None:
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
-
-    def _notify_progress(self) -> None:
-        self._progress.set()
-        self._progress = asyncio.Event()
-
-    def _fail_incoming(self, message: str) -> None:
-        """Fail every append not yet taken by the writer with CommitError (the log is aborting)."""
-        items, self._incoming = self._incoming, []
-        self._forget_commands(items)
-        error = CommitError(f"{self._path}: {message}")
-        for item in items:
-            fut = item[7]
-            if not fut.done():
-                fut.set_exception(CommitError(f"{self._path}: {message}"))
-        lo = self._taken
-        self._taken += len(items)
-        self._done += len(items)
-        self._flush_to = max(self._flush_to, self._taken)
-        if items:
-            self._note_failure(lo, self._taken, error)
-
-    def _writer_failed_error(self) -> WriterFailedError:
-        error = self._writer_error
-        err = WriterFailedError(
-            f"{self._path}: the log's writer stopped on an unexpected error (a bug, not a database error), and "
-            f"the log accepts no more appends; nothing of the batch it was writing was written: "
-            f"{type(error).__name__}: {error}"
-        )
-        err.__cause__ = error
-        return err
-
-    def _writer_failed(self, error: BaseException, items: Sequence[_Item]) -> None:
-        """The writer hit a bug (or was cancelled): fail the batch in hand and everything queued, stop appends."""
-        if self._writer_error is None:
-            self._writer_error = error
-            log.error("eventlog writer failed", path=self._path, error=f"{type(error).__name__}: {error}")
-        self._open = self._appendable = False
-        for item in items:
-            fut = item[7]
-            if not fut.done():
-                fut.set_exception(self._writer_failed_error())
-        rest, self._incoming = self._incoming, []
-        self._forget_commands(items)
-        self._forget_commands(rest)
-        for item in rest:
-            fut = item[7]
-            if not fut.done():
-                fut.set_exception(self._writer_failed_error())
-        self._taken += len(rest)
-        self._done += len(rest)
-
-    # ------------------------------------------------------------------ the writer task
-
-    def _ready(self) -> int:
-        """How many queued appends the writer may take now."""
-        if self._autocommit:
-            return min(len(self._incoming), self._max_batch)
-        return min(self._flush_to - self._taken, self._max_batch)  # only what commit() (or close) asked for
-
-    async def _writer_main(self) -> None:
-        """The writer task: take what has queued, write it as one batch, repeat until told to stop."""
-        loop = asyncio.get_running_loop()
-        assert self._writer_done is not None
-        try:
-            while True:
-                n = self._ready()
-                if n <= 0:
-                    if self._stopping:
-                        break
-                    self._wake = loop.create_future()
-                    try:
-                        await self._wake
-                    finally:
-                        self._wake = None
-                    continue
-                if self._max_wait > 0 and self._autocommit and not self._stopping and n < self._max_batch:
-                    await self._linger(loop)
-                    n = self._ready()
-                await self._write_batch(n)
-        except BaseException as e:
-            # Only a bug (or the task's cancellation) gets here: batches catch their database errors.
-            self._writer_failed(e, ())
-            raise
-        finally:
-            self._writer_done.set()
-            self._notify_progress()
-
-    async def _linger(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Wait up to ``max_wait`` for the batch to fill up."""
-        wake = self._wake = loop.create_future()
-        self._wake_at = self._max_batch
-        handle = loop.call_later(self._max_wait, _set_once, wake)
-        try:
-            await wake
-        finally:
-            handle.cancel()
-            self._wake = None
-            self._wake_at = 1
-
-    async def _lookup(self, items: Sequence[_Item]) -> dict[tuple[str, str], _Entity | str]:
-        """Load the tips of entities missing from the cache (one query per chunk), or mark them new."""
-        cache = self._cache
-        missing: dict[tuple[str, str], _Entity | str] = {}
-        for item in items:
-            k = (item[0], item[1])
-            if k not in cache and k not in missing:
-                if type(k[0]) is not str or type(k[1]) is not str or not k[0] or not k[1]:
-                    missing[k] = f"entity kind and id must be non-empty strings, got {k[0]!r}, {k[1]!r}"
-                else:
-                    missing[k] = ""
-        keys = [k for k, v in missing.items() if not v]
+    async def _db_lookup(self, keys: list[tuple[str, str]]) -> list[NewEntityRow]:
+        out: list[NewEntityRow] = []
         for i in range(0, len(keys), LOOKUP_ENTITIES_CHUNK):
             chunk = keys[i : i + LOOKUP_ENTITIES_CHUNK]
             params = [x for pair in chunk for x in pair]
-            for ek, kind, eid, last_seq, last_eseq in await self._wdb.execute_fetchall(
-                lookup_entities_sql(len(chunk)), params
-            ):
-                missing[(kind, eid)] = _Entity(ek, kind, eid, last_seq, last_eseq, True)
-        for k in keys:
-            if not isinstance(missing[k], _Entity):
-                missing[k] = _Entity(self._next_entity_key, k[0], k[1], 0, 0, False)
-                self._next_entity_key += 1
-        return missing
+            out.extend(await self._wdb.execute_fetchall(lookup_entities_sql(len(chunk)), params))
+        return out
 
-    async def _write_batch(self, n: int) -> None:
-        incoming = self._incoming
-        if n == len(incoming):
-            items, self._incoming = incoming, []
-        else:
-            items = incoming[:n]
-            del incoming[:n]
-        lo = self._taken
-        self._taken += n
-        try:
-            await self._write_items(items, lo)
-        except BaseException as e:
-            self._writer_failed(e, items)
-            raise
-        finally:
-            self._done += n
-            if len(self._cache) > self._entity_cache_size:
-                # Nothing is pending between batches, so any tip may go: it reloads on its next miss. The older
-                # half goes (insertion order), not all of it: clearing everything made every active entity miss
-                # at once, and a log just past the size paid a lookup per append from then on.
-                cache = self._cache
-                for key in list(itertools.islice(cache, len(cache) // 2)):
-                    del cache[key]
-            self._notify_progress()
-
-    async def _write_items(self, items: list[_Item], lo: int,
-                           cmds: dict[asyncio.Future[Record], tuple[int, str]] | None = None) -> None:
-        """Check, number and write one batch (appends ``lo ..``); a database error fails it with CommitError.
-
-        ``cmds`` are the batch's inbox completions (taken from ``_commands`` here on the first attempt).
-        """
-        if cmds is None and self._commands:
-            cmds = {it[7]: c for it in items if (c := self._commands.pop(it[7], None)) is not None}
-        cache = self._cache
-        try:
-            ents = [cache[(it[0], it[1])] for it in items]
-        except KeyError:
-            try:
-                found = await self._lookup(items)
-            except _BUG_DB_ERRORS:
-                raise
-            except _DB_ERRORS as e:  # nothing is numbered or cached yet: only the appends need failing
-                self._fail_batch(e, [it[7] for it in items], lo, len(items), "", "")
-                return
-            bad: dict[tuple[str, str], str] = {}
-            for k, v in found.items():
-                if isinstance(v, _Entity):
-                    cache[k] = v
-                else:
-                    bad[k] = v
-            if bad:
-                for it in items:
-                    msg = bad.get((it[0], it[1]))
-                    if msg is not None and not it[7].done():
-                        it[7].set_exception(EventLogError(msg))
-                items = [it for it in items if (it[0], it[1]) not in bad]
-            ents = [cache[(it[0], it[1])] for it in items]
-
-        # Check and number the appends, in call order, against the pending tips.
-        seq = first_seq = self._next_seq
-        rows: list[tuple[int, int, int, int | None, int, bytes, float]] = []
-        recs: list[Record] = []
-        futs: list[asyncio.Future[Record]] = []
-        rows_append, recs_append, futs_append = rows.append, recs.append, futs.append
-        record = Record
-        conflicts: list[tuple[asyncio.Future[Record], _Entity, int, int]] | None = None
-        # zip(strict=False): ents was built from items, one for one; the strict check costs in this loop.
-        for (kind, eid, expected, ev, tk, payload, at, fut), ent in zip(items, ents, strict=False):
-            last = ent.peseq
-            if expected != last:
-                if conflicts is None:
-                    conflicts = []
-                conflicts.append((fut, ent, expected, last))
-                continue
-            last += 1
-            rows_append((seq, ent.key, last, ent.pseq or None, tk, payload, at))
-            recs_append(record(seq, kind, eid, last, ev, at))
-            futs_append(fut)
-            ent.pseq = seq
-            ent.peseq = last
-            seq += 1
-        # Between batches every pending tip equals its committed tip, so the touched entities are exactly
-        # those whose tips moved.
-        touched = [e for e in dict.fromkeys(ents) if e.pseq != e.cseq]
-        if conflicts is not None and await self._conflicts_reveal_damage(conflicts, touched, futs):
-            return
-        if not rows:
-            return
-        new = [(e.key, e.kind, e.eid, e.pseq, e.peseq) for e in touched if not e.in_db]
-        upd = [(e.pseq, e.peseq, e.key) for e in touched if e.in_db]
-        types = [(tk, name, version) for tk, (name, version) in self._unsaved_types.items()]
-        cmd_futs: list[asyncio.Future[Record]] = []
-        cmd_rows: list[tuple[float, str, int]] = []
-        if cmds:
-            for fut, rec in zip(futs, recs, strict=True):
-                if (c := cmds.get(fut)) is not None:
-                    cmd_futs.append(fut)
-                    cmd_rows.append((rec.at, c[1], c[0]))
-
+    async def _db_write(self, types: list[TypeRow], rows: list[EventRow], new: list[NewEntityRow],
+                        upd: list[UpdateEntityRow], commands: list[tuple[float, str, int]], mark: int | None) -> None:
         # One trip to the connection's thread writes and commits the whole batch (or rolls it back).
-        # Shielded: once started, the outcome must be known, whatever happens to this task.
-        try:
-            with anyio.CancelScope(shield=True):
-                await _in_db_thread(self._wdb, _write_batch_sync, types, rows, new, upd, self._is_aborting, cmd_rows,
-                                    seq - 1 if self._needs_mark(touched, seq - 1) else None)
-        except _CommandsNotPending as e:
-            # Fail those appends alone and write the batch again without them (and without appends already
-            # failed: a conflict they caused is not undone, their callers were told).
-            self._rollback(touched)
-            assert cmds is not None
-            await self._fail_not_pending([(cmd_futs[i], cmd_rows[i][2]) for i in e.indexes])
-            await self._write_items([it for it in items if not it[7].done()], lo,
-                                    {f: c for f, c in cmds.items() if not f.done()})
-            return
-        except (_Aborted, *_DB_ERRORS) as e:
-            if isinstance(e, _BUG_DB_ERRORS):
-                self._rollback(touched)
-                raise
-            self._rollback(touched)
-            self._fail_batch(e, futs, lo, len(items), f" (seq {first_seq}..{seq - 1})", f" of {len(futs)} appends")
-            return
-        except BaseException:
-            self._rollback(touched)
-            raise
+        await _in_db_thread(self._wdb, _write_batch_sync, types, rows, new, upd, self._is_aborting, commands, mark)
 
-        # Committed: promote the pending tips and tell every appender.
-        for ent in touched:
-            ent.cseq = ent.pseq
-            ent.ceseq = ent.peseq
-            ent.in_db = True
-        for tk, _, _ in types:
-            self._unsaved_types.pop(tk, None)
-        self._committed_seq = seq - 1
-        self._next_seq = seq
-        for fut, rec in zip(futs, recs, strict=False):
-            try:  # noqa: SIM105 - suppress() would cost a context manager per append in the hot loop
-                fut.set_result(rec)
-            except asyncio.InvalidStateError:
-                pass  # the appender was cancelled; its event is committed all the same
+    def _db(self) -> Any:
+        return self._wdb if self._writer and self._wdb is not None else self._r()
 
-    @staticmethod
-    def _needs_mark(touched: list[_Entity], last: int) -> bool:
-        """Whether a batch ending at seq ``last`` must write the high-water mark for the open check to see the
-        loss of its events.
+    async def _db_events_at(self, seqs: Collection[int]) -> dict[int, tuple[int, int]]:
+        keys = sorted(seqs)
+        out: dict[int, tuple[int, int]] = {}
+        for i in range(0, len(keys), _LOOKUP_KEYS):
+            chunk = keys[i : i + _LOOKUP_KEYS]
+            for seq, ek, eseq in await self._db().execute_fetchall(
+                f"SELECT seq, entity_key, entity_seq FROM events WHERE seq IN ({','.join('?' * len(chunk))})", chunk
+            ):
+                out[seq] = (ek, eseq)
+        return out
 
-        If the log's last events are lost, look at the first lost one, e: if its entity's previous event p is
-        within ``_TAIL_CHECK`` of it, p is in the tail the writer's open checks, and the entity's head in
-        ``entities`` (past p) gives the loss away. Otherwise (p is older, or e was its entity's first event) only
-        the mark can: so a batch writes it when one of its entities is new or last moved ``_TAIL_CHECK`` seqs
-        before the batch's end (a cheap superset of the events that need it; the first entity usually decides).
-        Batches of entities that move often, the common case of a small batch, write no extra page.
-        """
-        horizon = last - _TAIL_CHECK
-        return any(e.cseq == 0 or e.cseq < horizon for e in touched)
+    async def _db_tail(self, n: int) -> list[tuple[int, int, int, int | None, int, bytes]]:
+        return list(await self._db().execute_fetchall(
+            "SELECT seq, entity_key, entity_seq, prev_seq, type_key, payload FROM events ORDER BY seq DESC LIMIT ?",
+            (n,),
+        ))
 
-    async def _fail_not_pending(self, failed: list[tuple[asyncio.Future[Record], int]]) -> None:
-        """Fail appends whose command completion found the command not pending, saying why."""
-        for fut, command_id in failed:
-            try:
-                rows = await self._wdb.execute_fetchall(
-                    "SELECT name, completed_at FROM commands WHERE id = ?", (command_id,)
-                )
-            except _BUG_DB_ERRORS:
-                raise
-            except _DB_ERRORS:
-                rows = []
-            error: EventLogError
-            if not rows:
-                error = UnknownCommandError(
-                    f"{self._path}: there is no command {command_id}, so this append, which was to complete it, "
-                    "was not written", command_id)
-            else:
-                name, done_at = rows[0]
-                when = "earlier in the same batch" if done_at is None else f"at {done_at}"
-                error = CommandCompletedError(
-                    f"{self._path}: command {command_id} ({name}) was already completed ({when}); nothing of this "
-                    "append was written, so the command's effect is not applied twice", command_id)
-            if not fut.done():
-                fut.set_exception(error)
-
-    async def _conflicts_reveal_damage(
-        self,
-        conflicts: list[tuple[asyncio.Future[Record], _Entity, int, int]],
-        touched: list[_Entity],
-        futs: list[asyncio.Future[Record]],
-    ) -> bool:
-        """Fail the conflicting appends with ConcurrencyError, unless the conflict comes from a damaged log.
-
-        The one writer numbers every append, so an append whose expected ``entity_seq`` is not the entity's
-        comes from a caller whose view is not the log's: a bug in the caller, or a log that lost its entity's
-        last event (the caller's replay of it counts one event fewer than ``entities`` does). The latter is
-        damage: then the whole batch fails with DamagedLogError, nothing is written, and nothing ever will be.
-        A rare path: it reads each conflicting entity's head row, by key.
-        """
-        damage = await self._conflict_damage({id(c[1]): c[1] for c in conflicts if c[1].in_db}.values())
-        if not damage:
-            for fut, ent, expected, actual in conflicts:
-                if not fut.done():
-                    fut.set_exception(ConcurrencyError(ent.kind, ent.eid, expected, actual))
-            return False
-        self._rollback(touched)
-        self._damage = tuple(damage)
-        self._appendable = False
-        log.error("eventlog damaged", path=self._path, problems=damage)
-        for fut in [c[0] for c in conflicts] + futs:
-            if not fut.done():
-                fut.set_exception(DamagedLogError(self._path, self._damage))
-        rest, self._incoming = self._incoming, []
-        self._forget_commands(rest)
-        for item in rest:
-            if not item[7].done():
-                item[7].set_exception(DamagedLogError(self._path, self._damage))
-        self._taken += len(rest)
-        self._done += len(rest)
-        return True
-
-    async def _conflict_damage(self, ents: Collection[_Entity]) -> list[str]:
-        """Problems with these entities' committed last events (missing, another entity's, misnumbered)."""
-        try:
-            heads = await self._events_at({e.cseq for e in ents})
-        except _BUG_DB_ERRORS:
-            raise
-        except _DB_ERRORS:
-            return []  # cannot tell: the conflicts stay conflicts
-        problems = []
-        for e in ents:
-            head = heads.get(e.cseq)
-            if head is None:
-                problems.append(f"{e.kind} {e.eid!r}: its last event, seq {e.cseq}, is not in the log")
-            elif head[0] != e.key:
-                problems.append(f"{e.kind} {e.eid!r}: its last event, seq {e.cseq}, is another entity's")
-            elif head[1] != e.ceseq:
-                problems.append(
-                    f"{e.kind} {e.eid!r}: its last event, seq {e.cseq}, has entity_seq {head[1]}, but entities says "
-                    f"{e.ceseq}"
-                )
-        return problems
-
-    def _is_aborting(self) -> bool:
-        return self._aborting
-
-    def _rollback(self, touched: list[_Entity]) -> None:
-        """Undo a batch in memory that did not commit (the database already rolled it back)."""
-        for e in touched:
-            if e.in_db:
-                e.pseq = e.cseq
-                e.peseq = e.ceseq
-            else:
-                self._cache.pop((e.kind, e.eid), None)
-        self._next_seq = self._committed_seq + 1
-
-    def _fail_batch(
-        self, error: BaseException, futs: list[asyncio.Future[Record]], lo: int, n: int, seqs: str, size: str
-    ) -> None:
-        """A batch (appends ``lo .. lo + n``) did not commit: fail its appends with CommitError, tell commit()."""
-        if isinstance(error, _Aborted):
-            message = f"{self._path}: log aborted before this append was committed"
-        else:
-            message = (
-                f"{self._path}: could not commit a batch{size}{seqs}, nothing of it was written: "
-                f"{type(error).__name__}: {error}"
-            )
-            log.error("eventlog commit failed", path=self._path, appends=len(futs), error=str(error))
-        failure = CommitError(message)
-        failure.__cause__ = error
-        self._note_failure(lo, lo + n, failure)
-        for fut in futs:
-            if not fut.done():
-                err = CommitError(message)
-                err.__cause__ = error
-                fut.set_exception(err)
+    async def _db_entities_by_key(self, keys: list[int]) -> list[NewEntityRow]:
+        out: list[NewEntityRow] = []
+        for i in range(0, len(keys), _LOOKUP_KEYS):
+            chunk = keys[i : i + _LOOKUP_KEYS]
+            out.extend(await self._db().execute_fetchall(
+                "SELECT entity_key, kind, entity_id, last_seq, last_entity_seq FROM entities "
+                f"WHERE entity_key IN ({','.join('?' * len(chunk))})", chunk
+            ))
+        return out
 
     # ------------------------------------------------------------------ reading
 
-    def _check_readable(self) -> Any:
+    def _r(self) -> Any:
         if not self._open or self._rdb is None:
             raise LogClosedError(f"{self._path}: the event log is closed")
         return self._rdb
 
-    def _decode_fast(self, rows: Sequence[Any]) -> list[Record]:
-        decs = self._decoders
-        return [Record(s, k, i, es, decs[tk](p), at) for s, k, i, es, tk, p, at in rows]
-
-    async def _records(self, rows: Sequence[Any]) -> list[Record]:
-        try:
-            return self._decode_fast(rows)
-        except Exception:
-            pass  # the slow path below finds the row and explains it
-        await self._load_types()
-        return [self._decode_one(*row) for row in rows]
-
-    def _decode_one(self, seq: int, kind: str, eid: str, eseq: int, tk: int, payload: bytes, at: float) -> Record:
-        return Record(seq, kind, eid, eseq, self._decode_payload(seq, tk, payload), at)
-
-    def _decode_payload(self, seq: int, tk: int, payload: bytes, strict: bool = False) -> Event:
-        """Decode one row's payload, or raise CorruptLogError saying why; ``strict`` refuses unknown fields."""
-        name_version = self._type_names.get(tk)
-        if name_version is None:
-            raise CorruptLogError(f"{self._path}: event type key {tk} is not in the event_types table", seq)
-        name, version = name_version
-        dec = self._decoders[tk] if tk < len(self._decoders) else None
-        if dec is not None and strict:
-            dec = self._registry.strict_decoder_for(self._registry.lookup(name, version)).decode
-        if dec is None:
-            known = sorted(v for (n, v) in self._type_by_name if n == name and self._decoders_has(n, v))
-            hint = f" (this wantbuild knows versions {known})" if known else ""
-            raise CorruptLogError(f"{self._path}: unknown event type {name} v{version}{hint}", seq)
-        try:
-            return dec(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
-            raise CorruptLogError(f"{self._path}: undecodable payload for {name} v{version}: {e}", seq) from e
-        except TypeError as e:
-            raise CorruptLogError(
-                f"{self._path}: payload of {name} v{version} is a {type(payload).__name__}, not JSON", seq
-            ) from e
-
-    def _decoders_has(self, name: str, version: int) -> bool:
-        try:
-            self._registry.lookup(name, version)
-        except CorruptLogError:
-            return False
-        return True
-
-    def _type_keys_named(self, types: Collection[str]) -> list[int]:
-        wanted = set(types)
-        return [tk for tk, (name, _) in self._type_names.items() if name in wanted]
-
-    async def _scan(
-        self,
-        from_seq: int,
-        until_seq: int | None,
-        until_time: float | None,
-        kinds: Collection[str] | None,
-        entity_id: str | None,
-        types: Collection[str] | None,
-        chunk: int,
-    ) -> AsyncIterator[list[Record]]:
-        """Matching records from ``from_seq`` in seq order, ``chunk`` rows per query (keyset pages)."""
-        self._check_readable()
+    async def _db_scan(self, from_seq: int, until_seq: int | None, until_time: float | None,
+                       kinds: list[str] | None, entity_id: str | None, type_keys: list[int] | None,
+                       chunk: int) -> AsyncIterator[list[ReadRow]]:
         conds = ["e.seq >= ?"]
         params: list[Any] = []
         if until_seq is not None:
@@ -1410,20 +509,12 @@ class EventLog:
             conds.append("e.at <= ?")
             params.append(until_time)
         if kinds is not None:
-            kind_list = list(kinds)
-            if not kind_list:
-                return
-            conds.append(f"n.kind IN ({','.join('?' * len(kind_list))})")
-            params.extend(kind_list)
+            conds.append(f"n.kind IN ({','.join('?' * len(kinds))})")
+            params.extend(kinds)
         if entity_id is not None:
             conds.append("n.entity_id = ?")
             params.append(entity_id)
-        if types is not None:
-            if not self._writer:
-                await self._load_types()
-            type_keys = self._type_keys_named(types)
-            if not type_keys:
-                return
+        if type_keys is not None:
             conds.append(f"e.type_key IN ({','.join('?' * len(type_keys))})")
             params.extend(type_keys)
         # CROSS JOIN keeps events as the outer loop: a rowid range scan, never a sort.
@@ -1431,182 +522,53 @@ class EventLog:
         sql += " ORDER BY e.seq LIMIT ?"
         nxt = from_seq
         while True:
-            rows = await self._check_readable().execute_fetchall(sql, (nxt, *params, chunk))
+            rows = await self._r().execute_fetchall(sql, (nxt, *params, chunk))
             if not rows:
                 return
-            last = rows[-1][0]
-            if last > self._committed_seq and not self._writer:
-                self._committed_seq = last
-            yield await self._records(rows)
+            yield rows
             if len(rows) < chunk:
                 return
-            nxt = last + 1
+            nxt = rows[-1][0] + 1
 
-    async def read(
-        self,
-        from_seq: int = 1,
-        *,
-        until_seq: int | None = None,
-        until_time: float | None = None,
-        kinds: Collection[str] | None = None,
-        entity_id: str | None = None,
-        types: Collection[str] | None = None,
-    ) -> AsyncIterator[Record]:
-        """Committed records from ``from_seq`` in ``seq`` order, filtered; memory stays constant.
+    async def _db_wait_commits(self, after_seq: int) -> None:
+        await asyncio.sleep(self._poll_interval)
 
-        ``until_seq`` and ``until_time`` are inclusive bounds on ``seq`` and ``at``; ``kinds``, ``entity_id``
-        and ``types`` (event type names, any version) keep only matching records.
-        Raises :class:`CorruptLogError` (with the row's ``seq``) for a row that cannot be decoded.
-        """
-        async for batch in self._scan(from_seq, until_seq, until_time, kinds, entity_id, types, _READ_CHUNK):
-            for rec in batch:
-                yield rec
+    async def _db_history(self, entity_kind: str, entity_id: str) -> list[tuple[int, int, int, bytes, float]]:
+        return list(await self._r().execute_fetchall(SELECT_HISTORY, (entity_kind, entity_id)))
 
-    async def read_batches(
-        self, from_seq: int = 1, *, until_seq: int | None = None, batch_size: int = 10000
-    ) -> AsyncIterator[list[Record]]:
-        """Committed records in ``seq`` order, ``batch_size`` per list: the fast path replay uses."""
-        async for batch in self._scan(from_seq, until_seq, None, None, None, None, batch_size):
-            yield batch
-
-    async def follow(
-        self,
-        from_seq: int = 1,
-        *,
-        until_seq: int | None = None,
-        until_time: float | None = None,
-        kinds: Collection[str] | None = None,
-        entity_id: str | None = None,
-        types: Collection[str] | None = None,
-    ) -> AsyncIterator[Record]:
-        """Every matching record from ``from_seq``, then each new one as it commits, until the log closes.
-
-        In the writer's process the writer wakes followers after each commit; in another process the log
-        is polled every ``poll_interval`` seconds. Ends after ``until_seq`` if given.
-        """
-        nxt = from_seq
-        while True:
-            if not self._open:
-                return
-            progress = self._progress
-            if self._writer:
-                hi = self._committed_seq
-            else:
-                rows = await self._check_readable().execute_fetchall("SELECT MAX(seq) FROM events")
-                hi = rows[0][0] or 0
-                self._committed_seq = max(self._committed_seq, hi)
-            if until_seq is not None:
-                hi = min(hi, until_seq)
-            if hi >= nxt:
-                async for batch in self._scan(nxt, hi, until_time, kinds, entity_id, types, _READ_CHUNK):
-                    for rec in batch:
-                        yield rec
-                nxt = hi + 1
-            if until_seq is not None and nxt > until_seq:
-                return
-            if self._writer:
-                if self._committed_seq < nxt and self._open:
-                    await progress.wait()
-            else:
-                await anyio.sleep(self._poll_interval)
-
-    async def history(self, entity_kind: str, entity_id: str, *, until_seq: int | None = None) -> list[Record]:
-        """One entity's committed records in order (a walk down its ``prev_seq`` chain); [] if unknown."""
-        rows = await self._check_readable().execute_fetchall(SELECT_HISTORY, (entity_kind, entity_id))
-        if until_seq is not None:
-            rows = [r for r in rows if r[0] <= until_seq]
-        return await self._records([(s, entity_kind, entity_id, es, tk, p, at) for s, es, tk, p, at in rows])
-
-    async def entity_seq(self, entity_kind: str, entity_id: str) -> int:
-        """The entity's last committed ``entity_seq``; 0 if the log has never seen it."""
-        ent = self._cache.get((entity_kind, entity_id))
-        if ent is not None:
-            return ent.ceseq
-        rows = await self._check_readable().execute_fetchall(
+    async def _db_entity_seq(self, entity_kind: str, entity_id: str) -> int:
+        rows = await self._r().execute_fetchall(
             "SELECT last_entity_seq FROM entities WHERE kind = ? AND entity_id = ?", (entity_kind, entity_id)
         )
         return int(rows[0][0]) if rows else 0
 
-    async def verify(self) -> VerifyReport:
-        """Check the whole log's structure; return every problem found (never raises for a bad row).
-
-        Checks: ``seq`` increases; each entity's ``entity_seq`` runs 1, 2, 3... without gaps and its
-        ``prev_seq`` chain links each event to the entity's previous one and ends at ``entities.last_seq``;
-        every event type is known; every payload decodes into its type strictly: a field the type does not
-        have is a problem here (reading ignores it), as is a required field that is missing.
-        """
-        db = self._check_readable()
-        await self._load_types()
-        problems: list[Problem] = []
-
-        def problem(seq: int | None, message: str) -> None:
-            if len(problems) < _MAX_PROBLEMS:
-                problems.append(Problem(seq, message))
-
-        tips: dict[int, tuple[int, int]] = {}
-        last_seq = 0
-        count = 0
-        sql = (
-            "SELECT seq, entity_key, entity_seq, prev_seq, type_key, payload, at FROM events "
-            "WHERE seq > ? ORDER BY seq LIMIT 10000"
-        )
+    async def _db_verify_events(self) -> AsyncIterator[list[tuple[int, int, int, int | None, int, bytes]]]:
+        sql = ("SELECT seq, entity_key, entity_seq, prev_seq, type_key, payload FROM events "
+               "WHERE seq > ? ORDER BY seq LIMIT 10000")
+        last = 0
         while True:
-            rows = await db.execute_fetchall(sql, (last_seq,))
+            rows = await self._r().execute_fetchall(sql, (last,))
             if not rows:
-                break
-            for seq, ek, eseq, prev, tk, payload, _at in rows:
-                count += 1
-                if seq <= last_seq:  # pragma: no cover - INTEGER PRIMARY KEY makes this impossible
-                    problem(seq, f"seq does not increase (follows {last_seq})")
-                last_seq = seq
-                tip = tips.get(ek)
-                want_eseq, want_prev = (1, None) if tip is None else (tip[1] + 1, tip[0])
-                if eseq != want_eseq:
-                    problem(seq, f"entity_seq {eseq} where {want_eseq} was due (gap or repeat)")
-                if prev != want_prev:
-                    problem(seq, f"prev_seq {prev} but the entity's previous event is {want_prev}")
-                tips[ek] = (seq, eseq)
-                try:
-                    self._decode_payload(seq, tk, payload, strict=True)
-                except CorruptLogError as e:
-                    problem(seq, str(e).removeprefix(f"seq {seq}: ").removeprefix(f"{self._path}: "))
-        entities = 0
-        for ek, kind, eid, e_last, e_eseq in await db.execute_fetchall(
+                return
+            yield rows
+            last = rows[-1][0]
+
+    async def _db_verify_entities(self) -> list[NewEntityRow]:
+        return list(await self._r().execute_fetchall(
             "SELECT entity_key, kind, entity_id, last_seq, last_entity_seq FROM entities ORDER BY entity_key"
-        ):
-            entities += 1
-            tip = tips.pop(ek, None)
-            if tip is None:
-                problem(None, f"{kind} {eid!r} is in entities but has no events")
-            elif tip != (e_last, e_eseq):
-                problem(
-                    tip[0],
-                    f"{kind} {eid!r}: entities says last seq {e_last} / entity_seq {e_eseq}, "
-                    f"but its events end at seq {tip[0]} / entity_seq {tip[1]}",
-                )
-        for ek, (seq, _) in tips.items():
-            problem(seq, f"event of entity_key {ek}, which is not in entities")
-        report = VerifyReport(self._path, count, entities, tuple(problems))
-        log.info("eventlog verified", path=self._path, events=count, entities=entities, problems=len(problems))
-        return report
+        ))
 
     # ------------------------------------------------------------------ command inbox
 
-    async def submit_command(self, name: str, payload: Mapping[str, Any]) -> int:
-        """Store a command for the writer process (works with ``writer=False``); return its id."""
-        db = self._check_readable()
-        try:
-            body = msgspec.json.encode(dict(payload)).decode()
-        except (TypeError, msgspec.EncodeError) as e:
-            raise EventLogError(f"command {name!r}: payload is not JSON-serializable: {e}") from e
+    async def _db_submit_command(self, name: str, body: str, at: float) -> int:
         if self._read_only:
             raise ReadOnlyLogError(
                 f"{self._path}: cannot store command {name!r}: the log's file or folder is read-only for this user; "
                 "run the command as a user who can write the log's folder"
             )
         try:
-            cur = await db.execute(
-                "INSERT INTO commands (name, payload, submitted_at) VALUES (?, ?, ?)", (name, body, self._now())
+            cur = await self._r().execute(
+                "INSERT INTO commands (name, payload, submitted_at) VALUES (?, ?, ?)", (name, body, at)
             )
         except sqlite3.Error as e:
             if _cannot_write_here(e):
@@ -1614,44 +576,20 @@ class EventLog:
                     f"{self._path}: cannot store command {name!r}: the log is read-only for this user ({e}); run "
                     "the command as a user who can write the log and its folder"
                 ) from e
-            raise CommitError(f"{self._path}: could not store command {name!r}: {e}") from e
-        command_id = int(cur.lastrowid)
-        log.info("eventlog command submitted", path=self._path, command_id=command_id, command=name)
-        return command_id
+            raise
+        return int(cur.lastrowid)
 
-    async def pending_commands(self) -> list[Command]:
-        """Commands submitted and not completed, in id order (again after a restart: at least once)."""
-        rows = await self._check_readable().execute_fetchall(
+    async def _db_pending_commands(self) -> list[tuple[int, str, str, float]]:
+        return list(await self._r().execute_fetchall(
             "SELECT id, name, payload, submitted_at FROM commands WHERE completed_at IS NULL ORDER BY id"
-        )
-        return [Command(i, n, msgspec.json.decode(p), at) for i, n, p, at in rows]
+        ))
 
-    async def complete_command(self, command_id: int, result: Mapping[str, Any]) -> None:
-        """Record a command's result; it is then no longer pending. Writer only; once per command."""
-        self._check_writable()
-        body = self._result_json(command_id, result)
-        db = self._check_readable()
-        try:
-            cur = await db.execute(COMPLETE_COMMAND, (self._now(), body, command_id))
-        except sqlite3.Error as e:
-            raise CommitError(f"{self._path}: could not complete command {command_id}: {e}") from e
-        if cur.rowcount != 1:
-            existing = await self.command(command_id)
-            if existing is None:
-                raise UnknownCommandError(f"{self._path}: there is no command {command_id}", command_id)
-            raise CommandCompletedError(
-                f"{self._path}: command {command_id} ({existing.name}) was already completed", command_id
-            )
+    async def _db_complete_command(self, command_id: int, at: float, body: str) -> bool:
+        cur = await self._r().execute(COMPLETE_COMMAND, (at, body, command_id))
+        return bool(cur.rowcount == 1)
 
-    async def commands(self, state: CommandState | None = None, *, limit: int | None = None,
-                       newest_first: bool = False) -> list[Command]:
-        """Inbox commands in id order (newest first if asked), all or those in one ``state``, with results.
-
-        ``state``: ``"pending"`` (not completed yet), ``"ok"`` (completed) or ``"failed"`` (completed with
-        ``{"ok": false, "error": ...}``: the runtime refused or failed it; :attr:`Command.error` says why).
-        """
-        if state is not None and state not in ("pending", "ok", "failed"):
-            raise ValueError(f"state must be 'pending', 'ok', 'failed' or None, got {state!r}")
+    async def _db_commands(self, state: CommandState | None, limit: int | None, newest_first: bool,
+                           ) -> list[tuple[int, str, str, float, float | None, str | None]]:
         sql = "SELECT id, name, payload, submitted_at, completed_at, result FROM commands"
         params: list[Any] = []
         if state == "pending":  # the partial index commands_pending serves this one
@@ -1663,56 +601,18 @@ class EventLog:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        rows = await self._check_readable().execute_fetchall(sql, params)
-        return [Command(i, n, msgspec.json.decode(p), at, done_at, None if r is None else msgspec.json.decode(r))
-                for i, n, p, at, done_at, r in rows]
+        return list(await self._r().execute_fetchall(sql, params))
 
-    async def command_counts(self) -> dict[CommandState, int]:
-        """How many inbox commands are pending, ok and failed (every state present, 0 when none)."""
-        rows = await self._check_readable().execute_fetchall(
+    async def _db_command_counts(self) -> dict[str, int]:
+        rows = await self._r().execute_fetchall(
             f"SELECT {COMMAND_STATE} AS state, COUNT(*) FROM commands GROUP BY state"
         )
-        counts: dict[CommandState, int] = {"pending": 0, "ok": 0, "failed": 0}
-        counts.update(dict(rows))
-        return counts
+        return {str(state): int(n) for state, n in rows}
 
-    async def command(self, command_id: int) -> Command | None:
-        """One command with its result once completed, or ``None`` if there is no such command."""
-        rows = await self._check_readable().execute_fetchall(
+    async def _db_command(self, command_id: int) -> tuple[int, str, str, float, float | None, str | None] | None:
+        rows = await self._r().execute_fetchall(
             "SELECT id, name, payload, submitted_at, completed_at, result FROM commands WHERE id = ?",
             (command_id,),
         )
-        if not rows:
-            return None
-        i, n, p, at, done_at, result = rows[0]
-        decoded = None if result is None else msgspec.json.decode(result)
-        return Command(i, n, msgspec.json.decode(p), at, done_at, decoded)
+        return tuple(rows[0]) if rows else None
 
-    def __repr__(self) -> str:
-        state = "open" if self._open else "closed"
-        return f"<EventLog {self._path!r} {state} writer={self._writer} last_seq={self._committed_seq}>"
-
-
-@asynccontextmanager
-async def _open_log(self: EventLog) -> AsyncIterator[EventLog]:
-    """The log's lifetime: open, start the writer task, and on exit (however it happens) close.
-
-    The log owns exactly one task, the writer, and always ends it here: ``close`` (shielded) tells it to
-    commit what is pending and stop, then awaits it. It is a plain task rather than a task group on
-    purpose: a task group would wrap every exception raised in the caller's ``async with`` body into an
-    ``ExceptionGroup``, and the writer never fails on its own (batches catch their errors; a bug in it is
-    re-raised by ``close``).
-    """
-    # Shielded: opening takes milliseconds, and a cancellation in the middle of it (a Ctrl-C at start-up) would
-    # leave a half-made aiosqlite connection, whose thread later finds its event loop closed. A cancellation
-    # that arrives meanwhile is delivered at the checkpoint right after, with the log open and closable.
-    with anyio.CancelScope(shield=True):
-        await self._start()
-    try:
-        await anyio.lowlevel.checkpoint()
-        if self._writer:
-            self._writer_done = asyncio.Event()
-            self._writer_task = asyncio.create_task(self._writer_main(), name=f"eventlog writer {self._path}")
-        yield self
-    finally:
-        await self.close()

@@ -102,3 +102,16 @@ class VerifyReport(msgspec.Struct, frozen=True):
         if self.ok:
             return f"{head}: ok"
         return "\n".join([f"{head}: {len(self.problems)} problem(s)", *(f"  {p}" for p in self.problems)])
+
+
+class Lease(msgspec.Struct, frozen=True):
+    """Who may write a log now: the holder of its writer lease (SQLite: the holder of the lock file).
+
+    ``epoch`` goes up by one each time the lease changes hands, and every batch a writer commits is
+    conditional on its epoch still holding; ``expires_in`` is how long the lease lasts without renewal,
+    measured on the database's clock (``None`` for a lock that lasts as long as its process).
+    """
+
+    owner: str
+    epoch: int
+    expires_in: float | None = None

@@ -200,33 +200,118 @@ def _policies(value: str) -> list[CollisionPolicy]:
     return out
 
 
+def _pool_sizes(value: str | None, sc: Scenario) -> tuple[str | None, list[int | None]]:
+    """``--pool warehouse=4,8``: the pool and the sizes to try (``[None]``: the scenario's own)."""
+    if value is None:
+        return None, [None]
+    name, eq, sizes = value.partition("=")
+    try:
+        tried = [int(x) for x in sizes.split(",") if x.strip()]
+    except ValueError:
+        tried = []
+    if not eq or not name or not tried or min(tried) < 1:
+        _usage(f"--pool {value!r}: write NAME=SIZE[,SIZE...], e.g. --pool warehouse=4,8")
+    if name not in sc.pools:
+        _usage(f"--pool: scenario {sc.name} has no pool {name!r} (its pools: {', '.join(sc.pools) or 'none'}); "
+               f"add [pools] {name} = N and pool = \"{name}\" on its jobs")
+    return name, list(tried)
+
+
 @scenario.command("compare")
 @click.argument("target", metavar="NAME|FILE")
 @click.option("--policies", default=",".join(POLICIES), show_default=True,
               help="Comma-separated collision policies to compare.")
+@click.option("--pool", "pool", metavar="NAME=SIZE[,SIZE...]",
+              help="Also compare sizes of one of the scenario's pools, e.g. --pool warehouse=4,8.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-def compare_cmd(target: str, policies: str, as_json: bool) -> None:
-    """Run one scenario under several collision policies and compare them in one table."""
+def compare_cmd(target: str, policies: str, pool: str | None, as_json: bool) -> None:
+    """Run one scenario under several collision policies (and pool sizes) and compare them in one table."""
+    import dataclasses
+
     chosen = _policies(policies)
     sc = _load(target)
-    results = [run_scenario(sc, policy=p) for p in chosen]
+    pool_name, sizes = _pool_sizes(pool, sc)
+    runs: list[tuple[int | None, ScenarioResult]] = []
+    for size in sizes:
+        variant = sc if size is None else dataclasses.replace(sc, pools={**sc.pools, str(pool_name): size})
+        runs.extend((size, run_scenario(variant, policy=p)) for p in chosen)
+    results = [r for _, r in runs]
     if as_json:
-        click.echo(json.dumps(compare_rows(results), indent=2))
+        rows = compare_rows(results)
+        if pool_name is not None:
+            rows = [{**row, "pool": pool_name, "pool_size": size} for row, (size, _) in zip(rows, runs, strict=True)]
+        click.echo(json.dumps(rows, indent=2))
     else:
-        table = Table(title=f"scenario {sc.name}: collision policies", title_justify="left")
-        for col in ("policy", "job runs", "duplicate work", "wasted run time", "latency p50", "latency p95",
-                    "collisions", "invariants", "expectations"):
+        title = f"scenario {sc.name}: collision policies" + (f" and sizes of pool {pool_name}" if pool_name else "")
+        table = Table(title=title, title_justify="left")
+        cols = ["policy", *(["pool size"] if pool_name else []), "job runs", "duplicate work", "wasted run time",
+                "latency p50", "latency p95", "collisions", "invariants", "expectations"]
+        for col in cols:
             table.add_column(col, justify="left" if col == "policy" else "right")
-        for r in results:
+        for size, r in runs:
             m = r.metrics
             inv = Text("hold", style="green") if r.invariants_ok else Text(
                 f"{len(r.violations)} violated", style="bold red")
             exp = Text("met", style="green") if r.ok else Text(f"{len(r.failed_checks)} unmet", style="yellow")
-            table.add_row(r.policy, str(m.job_runs), str(m.duplicate_work), _s(m.wasted_run_time),
-                          _s(m.latency_p50), _s(m.latency_p95), str(m.collisions), inv, exp)
+            table.add_row(r.policy, *([str(size)] if pool_name else []), str(m.job_runs), str(m.duplicate_work),
+                          _s(m.wasted_run_time), _s(m.latency_p50), _s(m.latency_p95), str(m.collisions), inv, exp)
         _out().print(table)
     if not all(r.invariants_ok for r in results):
         raise click.exceptions.Exit(EXIT_FAILED)
+
+
+def _when(value: str | None, what: str) -> float | None:
+    """``--from``/``--to``: seconds since the epoch, or an ISO date/time (UTC unless it says otherwise)."""
+    if value is None:
+        return None
+    import datetime as dt
+
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        at = dt.datetime.fromisoformat(value)
+    except ValueError:
+        _usage(f"{what} {value!r} is neither seconds since the epoch nor an ISO time such as 2026-11-24T00:00")
+    return (at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)).timestamp()
+
+
+@scenario.command("from-log")
+@click.argument("log_path", metavar="LOG", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--from", "start", help="Only wants created from this time (epoch seconds or ISO time).")
+@click.option("--to", "end", help="Only wants created up to this time.")
+@click.option("--graph", "graph_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The graph file the log was written with: jobs keep their settings (else they are inferred).")
+@click.option("--name", help="The scenario's name (default: the log's name + '-replayed').")
+@click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the scenario here (default: stdout).")
+def from_log_cmd(log_path: Path, start: str | None, end: str | None, graph_path: Path | None, name: str | None,
+                 out_path: Path | None) -> None:
+    """Write a scenario that replays LOG's wants, job durations and outcomes on the simulated clock.
+
+    Re-running it reproduces the log's outcome (its expectations say so); edit its timeline or pools and run
+    `scenario compare` on it to ask what-ifs on real traffic.
+    """
+    import anyio
+
+    from supervisor import load_graph
+
+    from ._from_log import dump_replay, scenario_from_log
+
+    graph = load_graph(graph_path) if graph_path is not None else None
+    try:
+        sc = anyio.run(lambda: scenario_from_log(log_path, graph=graph, start=_when(start, "--from"),
+                                                 end=_when(end, "--to"), name=name))
+    except ValueError as e:
+        _usage(str(e))
+    text = dump_replay(sc, str(log_path))
+    if out_path is None:
+        click.echo(text, nl=False)
+    else:
+        out_path.write_text(text)
+        _err().print(f"wrote {out_path}: {len(sc.timeline)} step(s), {len(sc.jobs)} job(s); run it with "
+                     f"`wantbuild scenario run {out_path}`")
 
 
 def compare_rows(results: Sequence[ScenarioResult]) -> list[dict[str, object]]:

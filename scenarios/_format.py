@@ -47,13 +47,14 @@ from typing import Any, Final, Literal, TypeAlias, get_args
 
 from actors import POLICIES, CollisionPolicy
 from eventlog import WantbuildError
-from supervisor import valid_choices
+from supervisor import CATCH_UP, Schedule, valid_choices
 from supervisor._graph_toml import toml_type
 
 __all__ = [
     "ACTIONS",
     "BEHAVIOURS",
     "METRICS",
+    "Attempt",
     "Bound",
     "Expectations",
     "JobSpec",
@@ -100,6 +101,7 @@ EVENT_TYPES: Final[tuple[str, ...]] = (
     "PartitionUpstreamFailed", "PartitionTainted", "PartitionRestored",
     "JobRunQueued", "JobRunDeferred", "JobRunStarted", "JobRunAttached", "JobRunSucceeded", "JobRunFailed",
     "JobRunDepMiss", "JobRunCanceled", "JobRunLost", "JobRunResultIgnored",
+    "ScheduleCreated", "ScheduleTicked", "SchedulePaused", "ScheduleResumed", "ScheduleDeleted",
     "TaintCreated", "TaintApplied", "TaintCanceled", "TaintRestored",
 )
 DEFAULT_HORIZON: Final[float] = 30 * 86400.0
@@ -191,9 +193,25 @@ class JobSpec:
     missing: tuple[str, ...] = ()
     only: tuple[str, ...] = ()
     heartbeat: float | None = None
+    params: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
+    """Types of the output patterns' parameters (``{ date = "date" }``), as in a graph file."""
+    pool: str | None = None
+    script: Mapping[str, tuple[Attempt, ...]] = field(default_factory=dict)
+    """Replayed builds (``scenario from-log``): for a ref, how its 1st, 2nd... build goes (the last repeats). A
+    run follows the script of its first ref that has one; runs without one follow ``behaviour``."""
     bad_partitions: tuple[str, ...] = ()
     bad_times: int | None = None
     line: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One scripted build: how long it takes and how it ends (``succeed``, ``fail``, ``missing_deps`` reporting
+    ``missing`` while they are not Live, or ``hang``: it runs until canceled, killed or timed out)."""
+
+    duration: float = 0.0
+    outcome: str = "succeed"
+    missing: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -223,6 +241,7 @@ class Step:
     match: str | None = None
     skip: int = 0
     times: int = 1
+    priority: int = 0
     line: int | None = field(default=None, compare=False)
 
     def describe(self) -> str:
@@ -284,6 +303,9 @@ class Scenario:
     horizon: float = DEFAULT_HORIZON
     expect: Expectations = field(default_factory=Expectations)
     explore_params: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    pools: Mapping[str, int] = field(default_factory=dict)
+    schedules: tuple[Schedule, ...] = ()
+    """``[schedule.NAME]`` tables: the schedules of a graph file (``supervisor.Schedule``)."""
     path: str | None = field(default=None, compare=False)
 
     def job(self, name: str) -> JobSpec:
@@ -396,11 +418,11 @@ _SCENARIO_FIELDS = ("name", "description", "seed", "policy", "horizon")
 _JOB_FIELDS = (
     "outputs", "deps", "batch", "concurrency", "retries", "backoff", "backoff_factor", "max_backoff", "timeout",
     "heartbeat_timeout", "collision_policy", "duration", "per_partition", "behaviour", "times", "rate", "missing",
-    "only", "heartbeat", "bad_partitions", "bad_times",
+    "only", "heartbeat", "params", "pool", "script", "bad_partitions", "bad_times",
 )
 _TRIGGER = ("after_event", "entity")
 _STEP_FIELDS: Mapping[str, tuple[str, ...]] = {
-    "want": ("at", "action", "name", "refs", "ttl", "sla", "comment", *_TRIGGER),
+    "want": ("at", "action", "name", "refs", "ttl", "sla", "comment", "priority", *_TRIGGER),
     "cancel": ("at", "action", "want", "taint", "reason", *_TRIGGER),
     "taint": ("at", "action", "name", "refs", "reason", "cascade", "depth", *_TRIGGER),
     "crash": ("at", "action", "downtime", *_TRIGGER),
@@ -409,7 +431,7 @@ _STEP_FIELDS: Mapping[str, tuple[str, ...]] = {
 }
 _ENTITY_KINDS = ("want", "partition", "job_run", "taint")
 _EXPECT_FIELDS = ("invariants", "all_terminal", *METRICS, "runs", "events", "wants", "partitions")
-_TOP = ("scenario", "job", "timeline", "expect", "explore")
+_TOP = ("scenario", "job", "timeline", "expect", "explore", "pools", "schedule")
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 
 
@@ -531,7 +553,13 @@ class _Parser:
         timeline = self.timeline(data, job_names, horizon)
         expect = self.expect(data, timeline)
         explore = self.explore(data)
+        pools = self.table(data, ("pools",))
+        for pool in pools:
+            self.get(pools, ("pools", pool), lambda v: _is_int(v) and v >= 1, "an integer >= 1 (runs at once)")
+        schedules = tuple(self.schedule(name, t) for name, t in self.table(data, ("schedule",)).items())
         return Scenario(
+            pools=dict(pools),
+            schedules=schedules,
             name=name,
             description=self.string(head, ("scenario", "description"), default="") or "",
             seed=self.integer(head, ("scenario", "seed"), default=0) or 0,
@@ -596,9 +624,65 @@ class _Parser:
             missing=missing,
             only=self.strings(t, (*key, "only")),
             heartbeat=self.number(t, (*key, "heartbeat"), strict=True),
+            params=self.params(t, (*key, "params")),
+            pool=self.string(t, (*key, "pool")),
+            script=self.script(t, (*key, "script")),
             bad_partitions=self.strings(t, (*key, "bad_partitions")),
             bad_times=self.integer(t, (*key, "bad_times"), low=1),
             line=self.loc.line(key),
+        )
+
+    def params(self, t: Mapping[str, Any], key: KeyPath) -> dict[str, str | tuple[str, ...]]:
+        table = self.table(t, key)
+        out: dict[str, str | tuple[str, ...]] = {}
+        for name, value in table.items():
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                out[name] = tuple(value)
+            elif isinstance(value, str):
+                out[name] = value
+            else:
+                raise self.error((*key, name), f'must be a type ("date", "hour", "int") or an array of values, got '
+                                               f"{toml_type(value)} ({value!r})")
+        return out
+
+    def script(self, t: Mapping[str, Any], key: KeyPath) -> dict[str, tuple[Attempt, ...]]:
+        out: dict[str, tuple[Attempt, ...]] = {}
+        for ref, attempts in self.table(t, key).items():
+            if not isinstance(attempts, list) or not attempts or not all(isinstance(a, dict) for a in attempts):
+                raise self.error((*key, ref), "must be an array of { duration = ..., outcome = ... } tables")
+            steps = []
+            for a in attempts:
+                self.check_keys(a, (*key, ref), ("duration", "outcome", "missing"), "a scripted build")
+                outcome = a.get("outcome", "succeed")
+                if outcome not in ("succeed", "fail", "missing_deps", "hang"):
+                    raise self.error((*key, ref), f"outcome {outcome!r} is not succeed, fail, missing_deps or hang")
+                duration = a.get("duration", 0.0)
+                if not _is_num(duration) or duration < 0:
+                    raise self.error((*key, ref), f"duration must be a number >= 0, got {duration!r}")
+                missing = a.get("missing", [])
+                if not isinstance(missing, list) or not all(isinstance(m, str) for m in missing):
+                    raise self.error((*key, ref), "missing must be an array of refs")
+                steps.append(Attempt(float(duration), outcome, tuple(missing)))
+            out[ref] = tuple(steps)
+        return out
+
+    def schedule(self, name: str, t: object) -> Schedule:
+        key: KeyPath = ("schedule", name)
+        if not isinstance(t, dict):
+            raise self.error(key, f"must be a table ([schedule.{name}]), got {toml_type(t)}")
+        fields = ("cron", "want", "timezone", "catch_up", "priority", "ttl", "sla", "grace")
+        self.check_keys(t, key, fields, f"[schedule.{name}]")
+        for needed in ("cron", "want"):
+            if needed not in t:
+                raise self.error(key, f"missing field {needed!r}; e.g. cron = \"0 2 * * *\", "
+                                      f"want = \"daily/{{date:yesterday}}\"")
+        return Schedule(
+            name=name, cron=self.string(t, (*key, "cron")) or "", want=self.string(t, (*key, "want")) or "",
+            timezone=self.string(t, (*key, "timezone"), default="UTC") or "UTC",
+            catch_up=self.string(t, (*key, "catch_up"), default="all", choices=CATCH_UP) or "all",  # type: ignore[arg-type]
+            priority=int(self.get(t, (*key, "priority"), _is_int, "an integer", 0)),
+            ttl=self.number(t, (*key, "ttl"), strict=True), sla=self.number(t, (*key, "sla"), strict=True),
+            grace=self.number(t, (*key, "grace"), default=60.0) or 0.0,
         )
 
     def timeline(self, data: Mapping[str, Any], job_names: set[str], horizon: float) -> tuple[Step, ...]:
@@ -643,6 +727,7 @@ class _Parser:
                     step, name=name, refs=self.strings(t, (*key, "refs"), nonempty=True),
                     ttl=self.number(t, (*key, "ttl"), strict=True), sla=self.number(t, (*key, "sla"), strict=True),
                     comment=self.string(t, (*key, "comment"), default="") or "",
+                    priority=int(self.get(t, (*key, "priority"), _is_int, "an integer", 0)),
                 )
             elif action == "cancel":
                 want = self.string(t, (*key, "want"))
@@ -837,14 +922,27 @@ def _check_against_graph(sc: Scenario, parser: _Parser) -> None:
         except (InvalidRef, NoJobForRef) as e:
             raise parser.error(key, str(e)) from None
 
+    from supervisor import ScheduleError, check_schedule, parse_partition_set
+
     for step in sc.timeline:
         key: KeyPath = ("timeline", step.index)
+        if step.action == "want":
+            try:
+                parse_partition_set(graph, step.refs)
+            except WantbuildError as e:
+                raise parser.error((*key, "refs"), str(e)) from None
+            continue
         for ref in step.refs:
             check_ref(ref, (*key, "refs"))
         if step.ref is not None:
             check_ref(step.ref, (*key, "ref"))
         if step.entity is not None and step.after_event is not None and step.after_event.startswith("Partition"):
             check_ref(step.entity, (*key, "entity"))
+    for spec in sc.schedules:
+        try:
+            check_schedule(spec, now=0.0, graph=graph)
+        except ScheduleError as e:
+            raise parser.error(("schedule", spec.name), str(e)) from None
     for ref in sc.expect.partitions:
         check_ref(ref, ("expect", "partitions", ref))
     for job in sc.jobs:
@@ -902,23 +1000,53 @@ def dump_scenario(sc: Scenario, *, header: str = "") -> str:
     out.append(f"policy = {_q(sc.policy)}")
     if sc.horizon != DEFAULT_HORIZON:
         out.append(f"horizon = {_num(sc.horizon)}")
+    if sc.pools:
+        out.append("")
+        out.append("[pools]")
+        out.extend(f"{_key(name)} = {size}" for name, size in sc.pools.items())
+    for sched in sc.schedules:
+        out.append("")
+        out.append(f"[schedule.{_key(sched.name)}]")
+        unset = Schedule(name="x", cron="", want="")
+        for f in dataclasses.fields(Schedule):
+            value = getattr(sched, f.name)
+            if f.name == "name" or (f.name not in ("cron", "want") and value == getattr(unset, f.name)):
+                continue
+            out.append(f"{f.name} = {_q(value) if isinstance(value, str) else _num(value)}")
     defaults = JobSpec(name="x", outputs=("x",))
     for job in sc.jobs:
         out.append("")
         out.append(f"[job.{_key(job.name)}]")
         out.append(f"outputs = {_list(job.outputs)}")
         for f in dataclasses.fields(JobSpec):
-            if f.name in ("name", "outputs", "line"):
+            if f.name in ("name", "outputs", "line", "script"):
                 continue
             value = getattr(job, f.name)
             if value == getattr(defaults, f.name):
                 continue
-            if isinstance(value, tuple):
+            if f.name == "params":
+                out.append("params = { " + ", ".join(
+                    f"{_key(k)} = {_list(v) if isinstance(v, tuple) else _q(v)}" for k, v in value.items()) + " }")
+            elif isinstance(value, tuple):
                 out.append(f"{f.name} = {_list(value)}")
             elif isinstance(value, str):
                 out.append(f"{f.name} = {_q(value)}")
             else:
                 out.append(f"{f.name} = {_num(value)}")
+    for job in sc.jobs:
+        if job.script:
+            out.append("")
+            out.append(f"[job.{_key(job.name)}.script]")
+            for ref, attempts in job.script.items():
+                items = []
+                for a in attempts:
+                    fields = [f"duration = {_num(a.duration)}"]
+                    if a.outcome != "succeed":
+                        fields.append(f"outcome = {_q(a.outcome)}")
+                    if a.missing:
+                        fields.append(f"missing = {_list(a.missing)}")
+                    items.append("{ " + ", ".join(fields) + " }")
+                out.append(f"{_q(ref)} = [{', '.join(items)}]")
     for step in sorted(sc.timeline, key=lambda s: s.index):
         out.append("")
         out.append("[[timeline]]")

@@ -153,13 +153,13 @@ class _Runner:
 
     async def _segment(self) -> _Crash | None:
         """One runtime's life: open it, drive the scenario until the end or a crash, then stop it."""
-        from eventlog import EventLog
+        from eventlog import open_log
 
         crash: _Crash | None = None
         live_world: Any = None
         last_seq = 0
-        async with EventLog.open(self.path, fingerprint=self.graph.fingerprint(), now=self.clock.now,
-                                 autocommit=False) as elog:
+        async with open_log(self.path, fingerprint=self.graph.fingerprint(), now=self.clock.now,
+                            autocommit=False) as elog:
             self.elog = elog
             ready = anyio.Event()
             stop = anyio.Event()
@@ -302,7 +302,10 @@ class _Runner:
         with scope:
             try:
                 if step.action == "want":
-                    h = await rt.want(list(step.refs), ttl=step.ttl, sla=step.sla, source="scenario",
+                    from supervisor import parse_partition_set
+
+                    h = await rt.want(parse_partition_set(rt.graph, step.refs), ttl=step.ttl, sla=step.sla,
+                                      source="scenario", priority=step.priority,
                                       comment=step.comment or (f"scenario want {step.name}" if step.name else ""))
                     if step.name is not None:
                         self.want_ids[step.name] = h.want_id
@@ -436,9 +439,9 @@ class _Runner:
     # -- crashes -----------------------------------------------------------------------------------------
     async def _after_crash(self, crash: _Crash, live: Any, last_seq: int) -> None:
         from actors import check_replay_fidelity, rebuild
-        from eventlog import EventLog
+        from eventlog import open_log
 
-        async with EventLog.open(self.path, writer=False) as reader:
+        async with open_log(self.path, writer=False) as reader:
             rebuilt = await rebuild(reader)
         diffs = [v.message for v in check_replay_fidelity(live, rebuilt)]
         lost_told = []
@@ -503,7 +506,8 @@ class _Runner:
         wants = []
         for w in sorted(world.wants.values(), key=lambda w: w.want_id):
             wants.append(WantRow(
-                want_id=w.want_id, name=self.names.get(w.want_id), refs=tuple(w.refs), source=w.source,
+                want_id=w.want_id, name=self.names.get(w.want_id),
+                refs=(w.refs.describe(),) if w.is_set else tuple(w.refs), source=w.source,
                 status=str(w.status), created_at=w.created_at, ended_at=w.updated_at if w.terminal else None,
                 reason=w.reason, sla_missed=w.sla_missed,
             ))

@@ -55,6 +55,8 @@ def build_graph(sc: Scenario, make_run: Callable[[JobSpec], JobCallable | None])
     from supervisor import Graph
 
     g = Graph(sc.name)
+    for pool, size in sc.pools.items():
+        g.add_pool(pool, size)
     for job in sc.jobs:
         run = make_run(job) or _noop
         g.job(
@@ -70,7 +72,11 @@ def build_graph(sc: Scenario, make_run: Callable[[JobSpec], JobCallable | None])
             timeout=job.timeout,
             heartbeat_timeout=job.heartbeat_timeout,
             collision_policy=job.collision_policy,
+            params={k: list(v) if isinstance(v, tuple) else v for k, v in job.params.items()} or None,
+            pool=job.pool,
         )(run)
+    for schedule in sc.schedules:
+        g.schedules[schedule.name] = schedule
     return g
 
 
@@ -109,6 +115,7 @@ class Simulation:
     switches: dict[str, _Switch] = field(default_factory=dict)
     duplicates: list[Duplicate] = field(default_factory=list)
     executions: int = 0
+    scripted: dict[str, int] = field(default_factory=dict)  # ref -> scripted builds run
 
     def job_callable(self, job: JobSpec) -> JobCallable:
         async def run(ctx: Any) -> None:
@@ -149,6 +156,18 @@ class Simulation:
         run_id: str = ctx.job_run_id
         refs: tuple[str, ...] = tuple(ctx.partitions)
         params: tuple[Mapping[str, str], ...] = tuple(ctx.params)
+        scripted = next(((ref, job.script[ref]) for ref in refs if ref in job.script), None)
+        if scripted is not None:  # a replayed build (scenario from-log): the n-th build of its first ref
+            first, script = scripted
+            step = script[min(self.scripted.get(first, 0), len(script) - 1)]
+            for ref in refs:
+                self.scripted[ref] = self.scripted.get(ref, 0) + 1
+            missing = [m for m in step.missing if not self.is_live(m)] if step.outcome == "missing_deps" else []
+            if missing:
+                raise MissingDeps(missing)
+            failure = f"replayed failure of {job.name} (attempt {ctx.attempt})" if step.outcome == "fail" else None
+            await self._execute(job, ctx, run_id, refs, step.duration, hang=step.outcome == "hang", failure=failure)
+            return
         applies = not job.only or any(r in job.only for r in refs)
         if job.behaviour == "missing_deps" and applies:
             # Each partition reads its inputs (recorded as lineage); one that is not Live is a missing dependency.
@@ -159,9 +178,24 @@ class Simulation:
             if hasattr(ctx, "read_many"):
                 ctx.read_many(reads)
             else:  # pragma: no cover - a context without reads
-                missing = [dep for dep in reads if not self.is_live(dep)]
-                if missing:
-                    raise MissingDeps(missing)
+                wanted = [dep for dep in reads if not self.is_live(dep)]
+                if wanted:
+                    raise MissingDeps(wanted)
+        builds = [self.builds.get(r, 0) + 1 for r in refs]
+        misbehave = False
+        if applies and job.behaviour in ("fail", "hang"):
+            misbehave = job.times is None or min(builds) <= job.times
+        elif applies and job.behaviour == "flaky":
+            misbehave = flaky_rng(self.scenario.seed, run_id, int(ctx.attempt)).random() < job.rate
+        what = "flaky failure" if job.behaviour == "flaky" else "failure"
+        await self._execute(job, ctx, run_id, refs, job.duration + job.per_partition * len(refs),
+                            hang=misbehave and job.behaviour == "hang",
+                            failure=f"simulated {what} of {job.name} (attempt {ctx.attempt})" if misbehave else None)
+
+    async def _execute(self, job: JobSpec, ctx: Any, run_id: str, refs: tuple[str, ...], seconds: float, *,
+                       hang: bool, failure: str | None) -> None:
+        """Build ``refs``: count the builds (and duplicate work), work ``seconds`` (or forever if ``hang``), then
+        fail with ``failure`` or write the outputs. A kill step ends it early."""
         self.executions += 1
         at = self.now()
         for ref in refs:
@@ -172,25 +206,18 @@ class Simulation:
             elif self.outputs.get(ref):
                 self.duplicates.append(Duplicate(at, run_id, ref, "output exists"))
             self.executing[ref] = run_id
-        first_builds = [self.builds[r] for r in refs]
-        misbehave = False
-        if applies and job.behaviour in ("fail", "hang"):
-            misbehave = job.times is None or min(first_builds) <= job.times
-        elif applies and job.behaviour == "flaky":
-            misbehave = flaky_rng(self.scenario.seed, run_id, int(ctx.attempt)).random() < job.rate
         switch = _Switch(job.name, refs)
         self.switches[run_id] = switch
         try:
             with anyio.CancelScope() as scope:
                 switch.scope = scope
-                if misbehave and job.behaviour == "hang":
+                if hang:
                     await anyio.Event().wait()
-                await self._work(job, ctx, job.duration + job.per_partition * len(refs))
+                await self._work(job, ctx, seconds)
             if switch.killed is not None:
                 raise SimulatedFailure(f"{switch.killed} (run {run_id})")
-            if misbehave:
-                what = "flaky failure" if job.behaviour == "flaky" else "failure"
-                raise SimulatedFailure(f"simulated {what} of {job.name} (attempt {ctx.attempt})")
+            if failure is not None:
+                raise SimulatedFailure(failure)
             for ref in refs:
                 if ref in job.bad_partitions and (job.bad_times is None or self.builds[ref] <= job.bad_times):
                     ctx.fail(ref, f"simulated bad partition {ref} (build {self.builds[ref]})")

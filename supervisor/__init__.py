@@ -7,9 +7,22 @@ from ._graph import Graph, GraphError, Job, NoJobForRef, Pattern, Retry, Unknown
 from ._graph_toml import load_graph
 from ._hints import did_you_mean, sole_error, valid_choices
 from ._runtime import Recovery, Runtime, RuntimeClosed, UnknownEntity, WantHandle, open_runtime
+from ._schedules import (
+    CATCH_UP,
+    CatchUp,
+    Schedule,
+    ScheduleError,
+    check_schedule,
+    due_ticks,
+    fire_times,
+    render_template,
+)
+from ._sets import parse_partition_set, read_refs
 from ._supervisor import Supervisor
 
 __all__ = [
+    "CATCH_UP",
+    "CatchUp",
     "DaskExecutor",
     "Executor",
     "ExecutorError",
@@ -29,14 +42,22 @@ __all__ = [
     "RunOutcome",
     "Runtime",
     "RuntimeClosed",
+    "Schedule",
+    "ScheduleError",
     "Supervisor",
     "UnknownEntity",
     "UnknownJob",
     "WantHandle",
+    "check_schedule",
     "did_you_mean",
+    "due_ticks",
     "explain",
+    "fire_times",
     "load_graph",
     "open_runtime",
+    "parse_partition_set",
+    "read_refs",
+    "render_template",
     "run_callable",
     "run_command",
     "sole_error",

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from actors import JobRunState, JobRunStatus, PartitionStatus, World, newer_inputs
 
 from ._graph import Graph, NoJobForRef
+from ._lazy import waiting_reason
 
 P = PartitionStatus
 
@@ -151,7 +152,9 @@ async def explain(world: World, graph: Graph | None, ref: str, *, log_: Any = No
             ex.summary = f"queued in run {last.job_run_id}, taking its leases"
         else:
             busy = [r.job_run_id for r in world.in_flight_runs() if r.job == job_name]
+            why = waiting_reason(graph, world, graph[job_name]) if graph is not None and job_name else None
             ex.summary = "Missing, waiting to be scheduled" + (
+                f": {why}" if why else
                 f" (job {job_name} has {len(busy)} run(s) in flight: {', '.join(busy[:5])})" if busy else "")
             if st.reason:
                 ex.details.append(f"last change: {st.reason}")

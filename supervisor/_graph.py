@@ -44,6 +44,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias, TypeVar
 
 from actors import POLICIES, CollisionPolicy
+from actors._partition_set import ParamType, PartitionSetError, param_type
 from actors._refs import _SCHEME_RE, MAX_REF_LENGTH, InvalidRef, char_problem, validate_ref
 from eventlog import get_logger
 from eventlog._errors import WantbuildError
@@ -480,6 +481,11 @@ class Job:
     runtime's own processes, whatever the default), or None for the runtime's or graph's default."""
     resources: Mapping[str, float] | None = None
     """Placement hints passed to the executor's engine (``{"gpu": 1}``); ignored by the local executor."""
+    param_types: Mapping[str, ParamType] = field(default_factory=dict)
+    """Types of the output patterns' parameters (``{"date": date}``): what ranges (``daily/2026-01-01..2026-01-31``)
+    may run over, what a ref's value must look like, and where a partition's data time comes from."""
+    pool: str | None = None
+    """The concurrency pool this job's runs count against (``[pools]`` of the graph), across jobs."""
     rebuild_stale: bool = False
     """Keep its partitions fresh: while an active want covers one that is stale (an input rebuilt since), it is
     rebuilt, at once when its input is rebuilt (see docs/lineage.md, "Staleness")."""
@@ -505,9 +511,14 @@ class Job:
         declared_command: Sequence[str] | None = None,
         executor: Executor | Literal["local"] | None = None,
         resources: Mapping[str, float] | None = None,
+        params: Mapping[str, object] | None = None,
+        pool: str | None = None,
         rebuild_stale: bool = False,
     ) -> Job:
-        """Build and check a job; raises :class:`GraphError` naming the job. ``retries`` = attempts - 1."""
+        """Build and check a job; raises :class:`GraphError` naming the job. ``retries`` = attempts - 1.
+
+        ``params`` types the output patterns' parameters: ``{"date": "date", "hour": "int", "region": ["eu",
+        "us"]}`` (types: date, hour, int, or a list of values for an enum)."""
         _check_name(name)
         try:
             patterns = tuple(_as_pattern(output) for output in _as_list(outputs, "outputs"))
@@ -522,6 +533,7 @@ class Job:
             raise GraphError(f"job {name!r}: retries must be an int >= 0, got {retries!r}")
         if isinstance(command, str):
             raise GraphError(f"job {name!r}: command must be an argv list such as {command.split()!r}, not a str")
+        typed = _param_types(name, params)
         job = cls(
             name=name,
             outputs=patterns,
@@ -537,10 +549,35 @@ class Job:
             declared_command=tuple(declared_command) if declared_command is not None else None,
             executor=executor,
             resources=dict(resources) if isinstance(resources, Mapping) else resources,
+            param_types=MappingProxyType(typed),
+            pool=pool,
             rebuild_stale=rebuild_stale,
         )
         _check_job(job)
         return job
+
+    def check_params(self, ref: str, params: Mapping[str, str]) -> str | None:
+        """Why ``ref``'s typed parameter values are not of their types, or None if they are."""
+        for name, kind in self.param_types.items():
+            value = params.get(name)
+            if value is not None and kind.ordinal(value) is None:
+                return (f"{{{name}}} of job {self.name!r} is {kind.describe()}, but {ref!r} has {value!r} there; "
+                        f"write a value of that type")
+        return None
+
+    def data_time(self, ref: str) -> float | None:
+        """The data time of ``ref`` (seconds since the epoch, UTC): the start of the hour or day its ``hour`` or
+        ``date`` typed parameter names (an hour wins over a date); None if it has neither."""
+        params = self.params(ref) if any(kind.timed for kind in self.param_types.values()) else None
+        if not params:
+            return None
+        for kind_name in ("hour", "date"):
+            for name, kind in self.param_types.items():
+                if kind.kind == kind_name and name in params:
+                    n = kind.ordinal(params[name])
+                    if n is not None:
+                        return kind.epoch(n)
+        return None
 
     def params(self, ref: str) -> Mapping[str, str] | None:
         """The params of ``ref`` under the first of this job's output patterns it matches, or None."""
@@ -549,6 +586,21 @@ class Job:
             if params is not None:
                 return params
         return None
+
+
+def _param_types(job: str, params: Mapping[str, object] | None) -> dict[str, ParamType]:
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise GraphError(f'job {job!r}: params must be a mapping of parameter names to types, e.g. {{"date": '
+                         f'"date"}}, got {params!r}')
+    out: dict[str, ParamType] = {}
+    for name, spec in params.items():
+        try:
+            out[str(name)] = param_type(spec)
+        except PartitionSetError as e:
+            raise GraphError(f"job {job!r}: params: {{{name}}}: {e}") from None
+    return out
 
 
 def _as_list(value: object, what: str) -> list[object]:
@@ -632,6 +684,13 @@ def _check_job(job: Job) -> None:
                     )
                 if template == pattern:
                     raise fail(f"depends on its own output {template.text!r}; a partition cannot be built from itself")
+    for name in job.param_types:
+        if not any(name in pattern.names for pattern in job.outputs):
+            slots = sorted({n for p in job.outputs for n in p.names})
+            raise fail(f"params types {{{name}}}, which no output pattern has; type one of the patterns' "
+                       f"placeholders ({', '.join(f'{{{n}}}' for n in slots) or 'none'})")
+    if job.pool is not None and (not isinstance(job.pool, str) or not _JOB_NAME_RE.fullmatch(job.pool)):
+        raise fail(f"pool must be a pool's name (letters, digits, '_', '.', '-'), got {job.pool!r}")
     if not _is_int(job.batch) or job.batch < 1:
         raise fail(f"batch must be an int >= 1 (partitions per run), got {job.batch!r}")
     if job.concurrency is not None and (not _is_int(job.concurrency) or job.concurrency < 1):
@@ -724,6 +783,10 @@ class Graph:
                 f"LocalExecutor()), got {default_executor!r}"
             )
         self.name = name
+        self.pools: dict[str, int] = {}
+        """Concurrency pools shared by jobs (``pool = "warehouse"``): at most this many runs of their jobs at once."""
+        self.schedules: dict[str, Any] = {}
+        """Schedules declared with the graph (a graph file's ``[schedule.NAME]``): name -> ``Schedule``."""
         self.default_collision_policy = default_collision_policy
         self.default_executor = default_executor
         """Where jobs without an executor of their own run, unless the runtime is opened with one."""
@@ -756,6 +819,8 @@ class Graph:
         collision_policy: CollisionPolicy | None = None,
         executor: Executor | Literal["local"] | None = None,
         resources: Mapping[str, float] | None = None,
+        params: Mapping[str, object] | None = None,
+        pool: str | None = None,
         rebuild_stale: bool = False,
     ) -> Callable[[F], F]:
         """Decorator: register a function as a job (named after the function unless ``name``).
@@ -784,6 +849,8 @@ class Graph:
                     collision_policy=collision_policy,
                     executor=executor,
                     resources=resources,
+                    params=params,
+                    pool=pool,
                     rebuild_stale=rebuild_stale,
                 )
             )
@@ -811,6 +878,24 @@ class Graph:
         _log.debug("graph.job_added", graph=self.name, job=job.name, outputs=[p.text for p in job.outputs])
         return job
 
+    def add_pool(self, name: str, size: int) -> None:
+        """Declare a concurrency pool: at most ``size`` runs of the jobs with ``pool=name`` at once."""
+        if not isinstance(name, str) or not _JOB_NAME_RE.fullmatch(name):
+            raise GraphError(f"invalid pool name {name!r}: 1-128 characters, a letter or '_' first, then letters, "
+                             f"digits, '_', '.' or '-'")
+        if not _is_int(size) or size < 1:
+            raise GraphError(f"pool {name!r}: its size must be an int >= 1 (runs at once), got {size!r}")
+        self.pools[name] = size
+
+    def pool_size(self, name: str) -> int:
+        """The size of pool ``name``; :class:`GraphError` for a pool no ``add_pool`` declared."""
+        try:
+            return self.pools[name]
+        except KeyError:
+            hint = did_you_mean(name, self.pools)
+            raise GraphError(f"pool {name!r} is not declared{'; ' + hint if hint else ''}; declare it with "
+                             f"graph.add_pool({name!r}, SIZE) or [pools] {name} = SIZE in the graph file") from None
+
     def validate(self) -> None:
         """Check every job and every pair of jobs again (add_job already does this incrementally)."""
         jobs = list(self._jobs.values())
@@ -818,6 +903,8 @@ class Graph:
             _check_job(job)
             for other in jobs[:i]:
                 _check_disjoint(other, job)
+            if job.pool is not None and job.pool not in self.pools:
+                self.pool_size(job.pool)
 
     # -- reading
 
@@ -864,7 +951,11 @@ class Graph:
         slashes = ref.count("/")
         for key in ((slashes, ref.partition("/")[0]), (slashes, None)):
             for pattern, job in self._index.get(key, ()):
-                if pattern.match(ref) is not None:
+                params = pattern.match(ref)
+                if params is not None:
+                    problem = job.check_params(ref, params) if job.param_types else None
+                    if problem is not None:
+                        raise NoJobForRef(ref, f"no job of graph {self.name!r} produces {ref!r}: {problem}")
                     if len(self._found) >= _FOUND_MAX:
                         self._found.clear()
                     self._found[ref] = job
@@ -911,7 +1002,10 @@ class Graph:
     def fingerprint(self) -> str:
         """sha256 hex of a canonical description of the jobs; equal graphs give equal fingerprints anywhere."""
         jobs = [_describe(job) for job in sorted(self._jobs.values(), key=lambda job: job.name)]
-        text = json.dumps({"format": _FINGERPRINT_FORMAT, "jobs": jobs}, sort_keys=True, separators=(",", ":"))
+        described: dict[str, Any] = {"format": _FINGERPRINT_FORMAT, "jobs": jobs}
+        if self.pools:
+            described["pools"] = self.pools
+        text = json.dumps(described, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -957,4 +1051,8 @@ def _describe(job: Job) -> dict[str, Any]:
         "heartbeat_timeout": _seconds(job.heartbeat_timeout),
         "kind": "run" if job.run is not None else "command",
         "command": list(command) if command is not None else None,
+        # Added with issue 16, only when set, so graphs without them keep their fingerprints.
+        **({"params": {name: kind.to_json() for name, kind in sorted(job.param_types.items())}}
+           if job.param_types else {}),
+        **({"pool": job.pool} if job.pool is not None else {}),
     }

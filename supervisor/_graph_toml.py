@@ -72,7 +72,7 @@ __all__ = ["load_graph"]
 
 _log = get_logger("wantbuild.graph")
 
-_TOP_LEVEL = ("graph", "executor", "job")
+_TOP_LEVEL = ("graph", "executor", "job", "pools", "schedule")
 _EXECUTOR_FIELDS = ("kind", "address", "lost_after", "kill_grace", "log_dir")
 _EXECUTOR_KINDS = ("local", "dask", "ray")
 _GRAPH_FIELDS = ("name", "default_collision_policy")
@@ -92,6 +92,8 @@ _JOB_FIELDS = (
     "collision_policy",
     "executor",
     "resources",
+    "params",
+    "pool",
     "rebuild_stale",
 )
 _PYTHONS = ("python", "python3")
@@ -150,6 +152,17 @@ class _Loader:
                 raise self.error('[executor] must be a table with kind = "dask" | "ray" | "local"')
             graph.default_executor = default
         self.default_remote = self.remote(graph.default_executor) if graph.default_executor is not None else False
+        pools = data.get("pools", {})
+        if not isinstance(pools, dict):
+            raise self.error(f"'pools' must be a table ([pools] with NAME = SIZE lines), got {toml_type(pools)}")
+        for pool, size in pools.items():
+            if not _is_int(size):
+                raise self.error(f"[pools]: {pool!r} must be an integer (runs at once), got {toml_type(size)} "
+                                 f"({size!r}); fix its value")
+            try:
+                graph.add_pool(pool, size)
+            except GraphError as e:
+                raise self.error(f"[pools]: {e}") from e
         jobs = data.get("job", {})
         if not isinstance(jobs, dict):
             raise self.error(f"'job' must be a table of jobs ([job.NAME] sections), got {toml_type(jobs)}")
@@ -166,8 +179,32 @@ class _Loader:
                 graph.add_job(job)
             except GraphError as e:
                 raise self.error(str(e)) from e
+        try:
+            graph.validate()  # every job's pool is declared
+        except GraphError as e:
+            raise self.error(str(e)) from e
+        self.schedules(graph, data.get("schedule", {}))
         _log.debug("graph.loaded", path=str(self.path), graph=graph.name, jobs=len(graph))
         return graph
+
+    def schedules(self, graph: Graph, tables: object) -> None:
+        """``[schedule.NAME]`` tables: checked against the graph now (cron, timezone, rendered template)."""
+        import time
+
+        from ._schedules import ScheduleError, check_schedule, schedule_from_table
+
+        if not isinstance(tables, dict):
+            raise self.error(f"'schedule' must be a table of schedules ([schedule.NAME] sections), got "
+                             f"{toml_type(tables)}")
+        for name, table in tables.items():
+            if not isinstance(table, dict):
+                raise self.error(f"schedule {name!r} must be a table ([schedule.{name}] with cron = ... and "
+                                 f"want = ...), got {toml_type(table)}")
+            try:
+                schedule = schedule_from_table(name, table, where=f"schedule {name!r}")
+                graph.schedules[name] = check_schedule(schedule, now=time.time(), graph=graph)
+            except ScheduleError as e:
+                raise self.error(str(e)) from e
 
     def read(self) -> dict[str, Any]:
         try:
@@ -234,6 +271,12 @@ class _Loader:
             )
         if "executor" in table:
             kwargs["executor"] = self.executor(f"job {name!r}: field 'executor'", table["executor"])
+        if "params" in table:
+            kwargs["params"] = self.field(name, table, "params", _params,
+                                          'a table of placeholder names to types, e.g. { date = "date" } '
+                                          '(types: "date", "hour", "int", or an array of values)')
+        if "pool" in table:
+            kwargs["pool"] = self.field(name, table, "pool", _is_str, 'a pool\'s name (declared in [pools])')
         if "rebuild_stale" in table:
             kwargs["rebuild_stale"] = self.field(name, table, "rebuild_stale", lambda v: isinstance(v, bool),
                                                  "true or false")
@@ -381,6 +424,12 @@ def _str_or_strs(value: object) -> bool:
 def _resources(value: object) -> bool:
     return isinstance(value, dict) and all(
         isinstance(k, str) and k and _is_number(v) and v >= 0 for k, v in value.items()
+    )
+
+
+def _params(value: object) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)) for v in value.values()
     )
 
 

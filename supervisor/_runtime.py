@@ -35,6 +35,7 @@ from actors import (
     CollisionPolicy,
     Committed,
     Completion,
+    CreateSchedule,
     CreateTaint,
     CreateWant,
     EndWant,
@@ -49,8 +50,11 @@ from actors import (
     LineageGraph,
     MarkLost,
     PartitionActor,
+    PartitionSet,
     PartitionState,
     PartitionStatus,
+    ScheduleActor,
+    ScheduleState,
     Stale,
     SystemClock,
     TaintActor,
@@ -65,23 +69,30 @@ from actors import (
     stale,
     validate_refs,
 )
+from actors._want import Anchor
 from eventlog import (
-    DEFAULT_DURABILITY,
     CommandCompletedError,
     CommitError,
     Durability,
-    EventLog,
+    LeaseLost,
+    Log,
     LogClosedError,
     Record,
     WantbuildError,
     get_logger,
+    is_postgres,
+    log_label,
+    open_log,
 )
 
 from ._execution_glue import LocalExecution
 from ._executors import ExecutionRouter, Executor, ExecutorEnv
 from ._graph import Graph
-from ._hints import sole_error
+from ._hints import did_you_mean, sole_error
 from ._ids import IdSource
+from ._scheduler import Scheduler, created_event
+from ._schedules import Schedule, ScheduleError, check_schedule
+from ._sets import check_set, parse_partition_set
 from ._supervisor import ActorCrashed, CommittedBatch, Drain, GaveUp, Pending, Recover, Supervisor
 from ._timers import Timers
 
@@ -134,7 +145,7 @@ class WantHandle:
 class Runtime:
     """The embedding API's object. Create it with :func:`open_runtime` (``wantbuild.open``)."""
 
-    def __init__(self, log_: EventLog, world: World, graph: Graph, clock: Clock, system: ActorSystem,
+    def __init__(self, log_: Log, world: World, graph: Graph, clock: Clock, system: ActorSystem,
                  hooks: Hooks, ids: IdSource, recovery: Recovery) -> None:
         self.log = log_
         self.world = world
@@ -146,6 +157,7 @@ class Runtime:
         self.recovery = recovery
         self.closing = False
         self.crashed = False
+        self.lease_lost: LeaseLost | None = None
         self._want_events: dict[str, anyio.Event] = {}
         self._run_events: dict[str, anyio.Event] = {}
         self._taint_events: dict[str, anyio.Event] = {}
@@ -156,22 +168,94 @@ class Runtime:
         the error as its reason."""
         self._timers: Timers | None = None
         self._given_up: dict[tuple[str, str], int] = {}
+        self.scheduler = Scheduler(self)
+
+    # -- schedules (issue 16) -----------------------------------------------------------------------------
+    async def add_schedule(self, schedule: Schedule, *, source: str = "api",
+                           _command: Completion | None = None) -> ScheduleState:
+        """Record a schedule (checked against the graph first: ScheduleError names the problem, nothing is
+        written); its first tick is the cron's first fire after now. A schedule of that name that exists already
+        is an error (delete it first)."""
+        self._check_open()
+        check_schedule(schedule, now=self.clock.now(), graph=self.graph)
+        existing = self.world.schedules.get(schedule.name)
+        if existing is not None:
+            what = "was deleted (a name is never reused)" if existing.terminal else "exists"
+            raise ScheduleError(f"schedule {schedule.name!r} {what}; pick another name"
+                                + ("" if existing.terminal else f", or delete it first (`wantbuild schedule rm "
+                                                                 f"{schedule.name}`)"))
+        st: ScheduleState = await self.system.ask("schedule", schedule.name,
+                                                  CreateSchedule(created_event(schedule, source), _command))
+        self.scheduler.wake()
+        return st
+
+    async def pause_schedule(self, name: str, reason: str = "paused by request") -> ScheduleState:
+        """Pause a schedule: no tick until it is resumed (ticks missed meanwhile are not caught up)."""
+        return await self._change_schedule(name, "pause", reason)
+
+    async def resume_schedule(self, name: str, reason: str = "resumed by request") -> ScheduleState:
+        return await self._change_schedule(name, "resume", reason)
+
+    async def delete_schedule(self, name: str, reason: str = "deleted by request") -> ScheduleState:
+        """Delete a schedule for good (its wants go on); its name cannot be used again."""
+        return await self._change_schedule(name, "delete", reason)
+
+    def get_schedule(self, name: str) -> ScheduleState:
+        st = self.world.schedules.get(name)
+        if st is None:
+            hint = did_you_mean(name, self.world.schedules)
+            raise UnknownEntity(f"no schedule {name!r} in {self.log.path}{'; ' + hint if hint else ''}")
+        return st
+
+    async def _change_schedule(self, name: str, how: str, reason: str,
+                               _command: Completion | None = None) -> ScheduleState:
+        self._check_open()
+        self.get_schedule(name)
+        st: ScheduleState = await self.scheduler.change(name, how, reason, _command)
+        return st
 
     # -- commands ---------------------------------------------------------------------------------------
-    async def want(self, refs: Iterable[str] | str, *, ttl: float | None = None, sla: float | None = None,
-                   comment: str = "", source: str = "api", command_id: int | None = None) -> WantHandle:
-        """Submit a want for ``refs``; returns once ``WantCreated`` is committed."""
+    async def want(self, refs: Iterable[str] | str | PartitionSet, *, ttl: float | None = None,
+                   sla: float | None = None, comment: str = "", source: str = "api", command_id: int | None = None,
+                   priority: int = 0, data_time: float | None = None, anchor: Anchor = "created",
+                   schedule: str | None = None, tick: float | None = None, want_id: str | None = None) -> WantHandle:
+        """Submit a want for ``refs``; returns once ``WantCreated`` is committed.
+
+        ``refs`` is a list of refs, or a :class:`~actors.PartitionSet` (``wantbuild.parse_partition_set(graph,
+        ["daily/2026-01-01..2026-11-30"])``): a set with ranges is stored as one event whatever its size and
+        planned lazily. ``priority``: higher is planned first. ``data_time`` (seconds since the epoch) defaults to
+        the latest data time of the refs (from their ``date``/``hour`` typed parameter); ``anchor="data_time"``
+        makes ``ttl`` and ``sla`` count from it instead of from creation.
+        """
         self._check_open()
-        refs_t = validate_refs([refs] if isinstance(refs, str) else refs)
-        for ref in refs_t:
-            self.graph.job_of(ref)  # NoJobForRef names the ref and the patterns
+        parts: PartitionSet | None = refs if isinstance(refs, PartitionSet) and refs.ranges else None
+        if isinstance(refs, PartitionSet) and parts is None:
+            refs = refs.refs
+        refs_t: tuple[str, ...] = ()
+        if parts is not None:
+            check_set(self.graph, parts, parts.refs)
+            derived = _data_time(self.graph, parts.refs, parts.data_time)
+        else:
+            assert not isinstance(refs, PartitionSet)
+            refs_t = validate_refs([refs] if isinstance(refs, str) else refs)
+            for ref in refs_t:
+                self.graph.job_of(ref)  # NoJobForRef names the ref and the patterns
+            derived = _data_time(self.graph, refs_t, None)
         for name, val in (("ttl", ttl), ("sla", sla)):
             if val is not None and (not math.isfinite(val) or val <= 0):
                 raise ValueError(f"{name} must be a positive number of seconds, got {val!r}")
-        want_id = self.ids.next_want()
-        ev = WantCreated(refs=refs_t, source=source, ttl=ttl, sla=sla, comment=comment, command_id=command_id)
+        if anchor not in ("created", "data_time"):
+            raise ValueError(f"anchor must be 'created' or 'data_time', got {anchor!r}")
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise ValueError(f"priority must be an int (higher is planned first), got {priority!r}")
+        want_id = want_id or self.ids.next_want()
+        ev = WantCreated(refs=refs_t, source=source, ttl=ttl, sla=sla, comment=comment, command_id=command_id,
+                         parts=None if parts is None else parts.to_json(),
+                         data_time=data_time if data_time is not None else derived, anchor=anchor,
+                         priority=priority, schedule=schedule, tick=tick)
         # A want made for an inbox command completes the command in WantCreated's own transaction.
-        done = None if command_id is None else (command_id, {"ok": True, "want_id": want_id})
+        size = len(parts) if parts is not None else len(refs_t)
+        done = None if command_id is None else (command_id, {"ok": True, "want_id": want_id, "size": size})
         await self.system.ask("want", want_id, CreateWant(ev, done))
         return WantHandle(self, want_id)
 
@@ -553,14 +637,14 @@ async def open_runtime(
     serve_commands: bool = True,
     passivate_after: float | None = 0.0,
     autocommit: bool = True,
-    event_log: EventLog | None = None,
-    durability: Durability = DEFAULT_DURABILITY,
+    event_log: Log | None = None,
+    durability: Durability | None = None,
     faults: Faults | None = None,
     executor: Executor | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime on the log at ``path`` (created if missing) for ``graph``: ``async with`` it.
 
-    :param path: the event log (a SQLite file).
+    :param path: the event log: a SQLite file, or a ``postgresql://`` URL (see ``docs/deploy.md``).
     :param graph: the jobs; a log written for another graph raises ``FingerprintMismatch``.
     :param clock: where the runtime reads time and sleeps (default: the system clock; scenarios pass a virtual
         one).
@@ -575,9 +659,9 @@ async def open_runtime(
     :param autocommit: commit appends as they come (group commit); False leaves commits to the caller
         (``rt.log.commit()``), as the scenario runner does.
     :param event_log: run on this already-open log instead of opening ``path`` (the scenario runner's).
-    :param durability: what a commit survives: ``"process"`` (default: any death of the process; the last
-        commits can vanish on power loss or an OS crash) or ``"power"`` (those too; a disk flush per group commit).
-        See docs/eventlog.md.
+    :param durability: what a commit survives: ``"process"`` (any death of the process; the last commits can
+        vanish on power loss or an OS crash) or ``"power"`` (those too; a disk flush per group commit). Default:
+        the log's own (``"process"`` for a SQLite file, ``"power"`` for PostgreSQL). See docs/eventlog.md.
     :param faults: drills only: the :class:`actors.Faults` to inject.
     :param executor: where jobs without an executor of their own run (``DaskExecutor(client)``,
         ``RayExecutor(...)``); default: the graph's ``[executor]``, else the runtime's own processes.
@@ -590,8 +674,11 @@ async def open_runtime(
         raise TypeError(f"executor must be an executor (DaskExecutor(...), RayExecutor(...), LocalExecutor()), "
                         f"got {executor!r}")
     clock = clock if clock is not None else SystemClock()
-    path = Path(path)
-    logs = Path(log_dir) if log_dir is not None else path.parent / (path.name + ".logs")
+    if is_postgres(path):  # a database log: job output files go beside where the runtime runs
+        logs = Path(log_dir) if log_dir is not None else Path(log_label(path) + ".logs")
+    else:
+        path = Path(path)
+        logs = Path(log_dir) if log_dir is not None else path.parent / (path.name + ".logs")
     try:
         async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit, durability) as elog:
             world = await rebuild(elog)
@@ -635,7 +722,7 @@ def _gc_policy(enabled: bool) -> Iterator[None]:
 
 
 @asynccontextmanager
-async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, clock: Clock,
+async def _running(elog: Log, world: World, ids: IdSource, graph: Graph, clock: Clock,
                    policy: CollisionPolicy, logs: Path, passivate_after: float | None, serve_commands: bool,
                    shutdown_grace: float, faults: Faults | None,
                    default_executor: Executor | None) -> AsyncIterator[Runtime]:
@@ -656,6 +743,7 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
             # (5% of a batched backfill, A/B).
             system.register("partition", lambda key: PartitionActor(key, env), linger=False)
             system.register("job_run", lambda key: JobRunActor(key, env, execution))
+            system.register("schedule", lambda key: ScheduleActor(key, env))
             system.register("taint", lambda key: TaintActor(key, env))
             system.register("supervisor",
                             lambda key: Supervisor(key, env, graph, ids, timers, policy, pending),
@@ -676,6 +764,10 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
             await system.tell(*SUPERVISOR, Recover())
             if serve_commands:
                 tg.start_soon(_serve_commands, rt)
+            if graph.schedules:
+                await rt.scheduler.ensure(graph.schedules.values(), "graph")
+            tg.start_soon(rt.scheduler.run)
+            tg.start_soon(_stop_on_lease_lost, rt, tg.cancel_scope)
             try:
                 yield rt
             finally:
@@ -688,22 +780,42 @@ async def _running(elog: EventLog, world: World, ids: IdSource, graph: Graph, cl
                 with anyio.CancelScope(shield=True):
                     await execution.aclose("the runtime is closing")
         tg.cancel_scope.cancel()
+    if rt.lease_lost is not None:
+        raise rt.lease_lost
 
 
-def _namespace(elog: EventLog) -> str:
+async def _stop_on_lease_lost(rt: Runtime, scope: anyio.CancelScope) -> None:
+    """Another runtime took the log (or this one stalled past its lease): stop at once, acting no more.
+
+    Nothing this runtime appends can land any more, so it stops as a crashed one does (its jobs are stopped, no
+    shutdown events): the runtime that holds the lease now replays the log and carries on. The embedder's
+    ``async with`` body is cancelled and the block raises :class:`LeaseLost`.
+    """
+    err = await rt.log.wait_lease_lost()
+    log.error("lease lost: the runtime stops", error=str(err))
+    rt.lease_lost = err
+    rt.crashed = True
+    rt.closing = True
+    scope.cancel()
+
+
+def _namespace(elog: Log) -> str:
     """A short name of this log, part of every remote task's key: two runtimes on different logs may share a
-    cluster, and one log's restarted runtime finds the keys its predecessor used."""
-    return hashlib.sha256(str(Path(elog.path).resolve()).encode()).hexdigest()[:10]
+    cluster, and one log's restarted runtime finds the keys its predecessor used (a file by its absolute path,
+    a PostgreSQL log by its URL, password hidden, which names its server, database and schema)."""
+    where = elog.path if is_postgres(elog.path) else str(Path(elog.path).resolve())
+    return hashlib.sha256(where.encode()).hexdigest()[:10]
 
 
 @asynccontextmanager
-async def _maybe_log(given: EventLog | None, path: Path, graph: Graph, clock: Clock, accept: bool,
-                     autocommit: bool, durability: Durability) -> AsyncIterator[EventLog]:
+async def _maybe_log(given: Log | None, path: str | Path, graph: Graph, clock: Clock, accept: bool,
+                     autocommit: bool, durability: Durability | None) -> AsyncIterator[Log]:
     if given is not None:
         yield given
         return
-    async with EventLog.open(path, fingerprint=graph.fingerprint(), accept_fingerprint_change=accept,
-                             now=clock.now, autocommit=autocommit, durability=durability) as elog:
+    options = {} if durability is None else {"durability": durability}  # None: the backend's own default
+    async with open_log(path, fingerprint=graph.fingerprint(), accept_fingerprint_change=accept,
+                        now=clock.now, autocommit=autocommit, **options) as elog:
         yield elog
 
 
@@ -728,6 +840,22 @@ async def _shutdown(rt: Runtime, execution: ExecutionRouter, timers: Timers, gra
         await rt.wait_quiescent(timeout=None)
     timers.cancel_all(tells=True)
     await rt.log.commit()
+
+
+def _data_time(graph: Graph, refs: Iterable[str], start: float | None) -> float | None:
+    """The latest data time of ``refs`` (and ``start``), from their jobs' ``date``/``hour`` typed parameters."""
+    best = start
+    timed: dict[str, bool] = {}
+    for ref in refs:
+        job = graph.job_of(ref)
+        has = timed.get(job.name)
+        if has is None:
+            has = timed[job.name] = any(kind.timed for kind in job.param_types.values())
+        if has:
+            t = job.data_time(ref)
+            if t is not None and (best is None or t > best):
+                best = t
+    return best
 
 
 async def _serve_commands(rt: Runtime, interval: float = 0.2) -> None:
@@ -765,8 +893,26 @@ async def _run_command(rt: Runtime, command_id: int, name: str,
                        payload: Mapping[str, Any]) -> dict[str, Any] | None:
     """Apply one inbox command. None: its effect completed it; else the result to complete it with."""
     if name == "want":
-        await rt.want(payload["refs"], ttl=payload.get("ttl"), sla=payload.get("sla"),
-                      comment=payload.get("comment", ""), source="cli", command_id=command_id)
+        refs: Any = payload.get("refs", ())
+        if payload.get("specs"):  # ranges, read against this runtime's graph
+            refs = parse_partition_set(rt.graph, payload["specs"], refs=refs)
+        await rt.want(refs, ttl=payload.get("ttl"), sla=payload.get("sla"),
+                      comment=payload.get("comment", ""), source="cli", command_id=command_id,
+                      priority=int(payload.get("priority", 0)), anchor=payload.get("anchor", "created"),
+                      data_time=payload.get("data_time"))
+        return None
+    if name == "schedule_add":
+        sched = Schedule(**dict(payload))
+        await rt.add_schedule(sched, source="cli", _command=(command_id, {"ok": True, "schedule": sched.name}))
+        return None
+    if name == "schedule_change":
+        target = {"pause": "Paused", "resume": "Active", "delete": "Deleted"}.get(payload["how"], "")
+        sched_st = rt.get_schedule(payload["name"])
+        done = {"ok": True, "schedule": sched_st.name, "status": target}
+        if str(sched_st.status) == target or sched_st.terminal:  # nothing to write: complete it on its own
+            return {**done, "status": str(sched_st.status)}
+        await rt._change_schedule(sched_st.name, payload["how"], payload.get("reason", "from the CLI"),
+                                  _command=(command_id, done))
         return None
     if name == "cancel":
         want_id = payload["want_id"]

@@ -74,6 +74,7 @@ from eventlog import get_logger
 
 from ._graph import Graph, Job, NoJobForRef
 from ._ids import IdSource
+from ._lazy import LazyPlanning
 from ._lineage_work import is_stale, late_taints, rebuild_inputs, stale_readers
 from ._timers import Timers
 
@@ -156,7 +157,7 @@ class Pending:
                 del self.creating[ref]
 
 
-class Supervisor(Actor[Any]):
+class Supervisor(LazyPlanning, Actor[Any]):
     kind = "supervisor"
 
     def __init__(self, key: str, env: EntityEnv, graph: Graph, ids: IdSource, timers: Timers,
@@ -183,8 +184,8 @@ class Supervisor(Actor[Any]):
         self.cat: dict[str, Cat] = {}
         self.sent: dict[str, W] = {}
         self.dirty: set[str] = set()
-        # scheduling
-        self.queues: dict[str, deque[str]] = {}  # job -> refs to plan, in arrival order
+        # scheduling (the queues of refs to plan, by job and priority, and set wants' cursors: _lazy.py)
+        self._reset_lazy()
         self.queued: set[str] = set()
         self.inflight: dict[str, set[str]] = {}
         self.planned: dict[str, set[str]] = {}  # ref -> non-terminal runs planned for it
@@ -290,21 +291,46 @@ class Supervisor(Actor[Any]):
             return False
         counts: Counter[Cat] = Counter()
         self.counts[wid] = counts
-        for ref in want.refs:
-            first = ref not in self.wants_by_ref
-            self.wants_by_ref.setdefault(ref, []).append(wid)
-            if first:
-                self.cat[ref] = self._category(ref)
-            counts[self.cat[ref]] += 1
+        if want.priority:
+            self.priority[wid] = want.priority
+        if want.is_set:
+            self._index_set(want, counts, Cat.IDLE)
+            self.to_schedule = True
+        else:
+            for ref in want.refs:
+                self._index_ref(wid, ref, counts)
         for parent in want.parent_want_ids:
             self.children.setdefault(parent, set()).add(wid)
         self.dirty.add(wid)
         now = self.env.clock.now()
         if want.ttl is not None:
-            self.timers.call_at(want.created_at + want.ttl, Due("ttl", wid), now=now)
+            self.timers.call_at(want.anchored_at + want.ttl, Due("ttl", wid), now=now)
         if want.sla is not None and not want.sla_missed:
-            self.timers.call_at(want.created_at + want.sla, Due("sla", wid), now=now)
+            self.timers.call_at(want.anchored_at + want.sla, Due("sla", wid), now=now)
         return True
+
+    def _index_ref(self, wid: str, ref: str, counts: Counter[Cat]) -> None:
+        first = ref not in self.wants_by_ref
+        self.wants_by_ref.setdefault(ref, []).append(wid)
+        if first:
+            self.cat[ref] = self._category(ref)
+        counts[self.cat[ref]] += 1
+
+    async def _activate_refs(self, want: WantState, refs: list[str]) -> None:
+        """Index a chunk of a set want's refs (they counted as Idle so far) and queue those that need building.
+        Never plans a ref planned already (a set's refs are not new: they may be planned before a restart)."""
+        wid = want.want_id
+        counts = self.counts[wid]
+        for ref in refs:
+            counts[Cat.IDLE] -= 1
+            self._index_ref(wid, ref, counts)
+            st = self.world.partition(ref)
+            if st.status in (P.MISSING, P.TAINTED) or (st.status in (P.FAILED, P.UPSTREAM_FAILED)
+                                                      and ref not in self.retrying):
+                self._enqueue(ref)
+            elif st.status is P.UPSTREAM_WAITING:
+                await self._ensure_upstream(st)
+        self.dirty.add(wid)
 
     async def _plan_want(self, want: WantState, *, new: bool = True) -> None:
         """Queue the want's refs that need building; join or re-want the upstreams of those that wait.
@@ -312,7 +338,7 @@ class Supervisor(Actor[Any]):
         ``new``: the want was just created (it plans from committed state, see :meth:`_enqueue`); a reconcile
         passes False, so a ref already planned in a run is not planned again.
         """
-        for ref in want.refs:
+        for ref in self._indexed_refs(want):
             st = self.world.partition(ref)
             if st.status in (P.MISSING, P.TAINTED) or (st.status in (P.FAILED, P.UPSTREAM_FAILED)
                                                       and ref not in self.retrying):
@@ -337,7 +363,10 @@ class Supervisor(Actor[Any]):
                 if not siblings:
                     del self.children[parent]
         runs_to_check: set[str] = set()
-        for ref in want.refs:
+        indexed = self._indexed_refs(want)
+        self.cursors.pop(wid, None)
+        self.priority.pop(wid, None)
+        for ref in indexed:
             lst = self.wants_by_ref.get(ref)
             if lst is None:
                 continue
@@ -481,7 +510,7 @@ class Supervisor(Actor[Any]):
 
     def _refs_in(self, want: WantState, cat: Cat, limit: int = 50) -> tuple[str, ...]:
         out = []
-        for r in want.refs:
+        for r in self._indexed_refs(want):
             if self.cat.get(r) == cat:
                 out.append(r)
                 if len(out) >= limit:
@@ -517,7 +546,7 @@ class Supervisor(Actor[Any]):
             if inputs:
                 self._want_refs(inputs, source=f"rebuild:{ref}", for_refs=(ref,))
             return
-        self.queues.setdefault(job.name, deque()).append(ref)
+        self._push(job.name, ref)
         self.queued.add(ref)
         self.to_schedule = True
 
@@ -535,17 +564,13 @@ class Supervisor(Actor[Any]):
         self.queued.discard(ref)  # the stale deque entry is skipped when planning
 
     async def _schedule(self) -> None:
-        for name in sorted(self.queues):
-            q = self.queues[name]
-            if not q:
-                continue
+        await self._activate()
+        for name in self._jobs_in_order():
             job = self.graph[name]
-            running = self.inflight.setdefault(name, set())
-            limit = job.concurrency if job.concurrency is not None else 1 << 30
-            while q and len(running) < limit:
+            refs = self._pop_refs(name)
+            while self._free_slots(job)[0] > 0:
                 batch: list[str] = []
-                while q:
-                    ref = q.popleft()
+                for ref in refs:
                     if ref not in self.queued:
                         continue
                     self.queued.discard(ref)
@@ -607,9 +632,7 @@ class Supervisor(Actor[Any]):
         for name in sorted(self.refresh_queues):
             q = self.refresh_queues[name]
             job = self.graph[name]
-            running = self.inflight.setdefault(name, set())
-            limit = job.concurrency if job.concurrency is not None else 1 << 30
-            while q and len(running) < limit:
+            while q and self._free_slots(job)[0] > 0:
                 batch: list[str] = []
                 while q and len(batch) < job.batch:
                     ref = q.popleft()
@@ -920,7 +943,7 @@ class Supervisor(Actor[Any]):
             system.revive("want", msg.key)
             if want is not None and not want.terminal:
                 self.sent[msg.key] = W.FAILED
-                await system.tell("want", msg.key, MoveWant(W.FAILED, msg.reason, want.refs[:50]))
+                await system.tell("want", msg.key, MoveWant(W.FAILED, msg.reason, tuple(want.refs[:50])))
 
     async def _reconcile(self) -> None:
         """Rebuild every index from the World and the pending intents, then re-derive what must happen next:

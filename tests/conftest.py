@@ -5,8 +5,11 @@ missing: on a developer machine the test is skipped with a message that says how
 ``WANTBUILD_REQUIRE_SERVERS=1`` (what ``.ci/run`` sets) it fails instead, so CI never passes by skipping.
 """
 
+import asyncio
 import os
 import sys
+import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -28,6 +31,78 @@ def need(what: str, how: str) -> NoReturn:
     if servers_required():
         pytest.fail(f"{message} (WANTBUILD_REQUIRE_SERVERS=1: CI must run this test, not skip it)")
     pytest.skip(message)
+
+
+# -- PostgreSQL: one server per test session, one schema (one log) per test ------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """The URL of a PostgreSQL server for this session: ``WANTBUILD_TEST_PG_URL``, or one started here.
+
+    The server is started once (Debian's binaries, a temp dir, as ``nobody`` under root: ``tests/pg_server.py``)
+    and stopped when the session ends.
+    """
+    given = os.environ.get("WANTBUILD_TEST_PG_URL")
+    if given:
+        yield given
+        return
+    from pg_server import HOW, start_server
+
+    server = start_server()
+    if server is None:
+        need("PostgreSQL", HOW)
+    try:
+        yield server.url
+    finally:
+        server.remove()
+
+
+def with_schema(url: str, schema: str) -> str:
+    """``url`` pointing at the log in ``schema``."""
+    return f"{url}{'&' if '?' in url else '?'}schema={schema}"
+
+
+def drop_schema(url: str, schema: str) -> None:
+    """Drop a test's schema (on a thread of its own: the test's event loop is not to be touched)."""
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(drop())
+        except BaseException as e:  # reported below, in the test's thread
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A URL of a fresh log of its own (a new schema) on the session's PostgreSQL server; dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    yield with_schema(pg_server, schema)
+    drop_schema(pg_server, schema)
+
+
+@pytest.fixture(params=[pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres")])
+def log_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's log lives, once per backend: a SQLite file, then a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return str(tmp_path / "log.db")
+    return str(request.getfixturevalue("pg_url"))
 
 
 @pytest.fixture(autouse=True)

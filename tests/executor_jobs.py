@@ -4,6 +4,7 @@ report into) and any worker runs them. They record where they ran in ``<state>/<
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,8 +32,9 @@ def text(path: Path | str) -> str:
 
 
 def pids_in(path: Path | str) -> list[int]:
-    """The pids a job printed as ``pid N`` lines (tests/jobs/hang.py)."""
-    return [int(line.split()[1]) for line in text(path).splitlines() if line.startswith("pid ")]
+    """The pids a job printed as ``pid N`` (tests/jobs/hang.py). Its shell and its Python print at the same time into
+    one file, so two lines can interleave (``pid 26546pid 26550``): read every ``pid N`` wherever it is."""
+    return [int(pid) for pid in re.findall(r"pid (\d+)", text(path))]
 
 
 def read(state: Path, ref: str) -> list[str]:

@@ -1,16 +1,17 @@
-"""The event log's contract, one abstract suite run against each way of running the writer.
+"""The event log's contract, one abstract suite run against each backend and each way of running the writer.
 
 ``EventLogContract.create_log`` is the hook: each subclass opens the log its own way (natural batching,
-batches held open for ``max_wait``, one append per transaction). Every behaviour here must hold for all.
+batches held open for ``max_wait``, one append per transaction, power durability), and the ``log_target``
+fixture gives every test a SQLite file and then a PostgreSQL schema. Every behaviour here must hold for all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from eventlog_helpers import REGISTRY, Clock, ThingChanged, ThingChangedV2, ThingCreated, open_log
@@ -20,8 +21,8 @@ from eventlog import (
     CommitError,
     ConcurrencyError,
     Event,
-    EventLog,
     EventLogError,
+    Log,
     LogClosedError,
     Record,
     UnknownCommandError,
@@ -35,21 +36,22 @@ class EventLogContract:
 
     options: dict[str, Any] = {}
 
-    def create_log(self, path: Path, **kwargs: Any) -> AbstractAsyncContextManager[EventLog]:
-        return open_log(path, **{**self.options, **kwargs})
+    def create_log(self, target: str, **kwargs: Any) -> AbstractAsyncContextManager[Log]:
+        return cast(AbstractAsyncContextManager[Log], open_log(target, **{**self.options, **kwargs}))
 
-    async def test_first_append_gets_seq_1_and_entity_seq_1(self, tmp_path: Path) -> None:
+    async def test_first_append_gets_seq_1_and_entity_seq_1(self, log_target: str) -> None:
         """The first event of a new log and a new entity is seq 1, entity_seq 1, stamped by the clock."""
         clock = Clock(start=10.0, step=1.0)
-        async with self.create_log(tmp_path / "log.db", now=clock) as log:
+        async with self.create_log(log_target, now=clock) as log:
+            assert isinstance(log, Log)  # the protocol the runtime codes to
             assert clock.t == 11.0  # creating the log stamped created_at
             rec = await log.append("thing", "a", 0, ThingCreated(name="a"))
         assert Record(1, "thing", "a", 1, ThingCreated(name="a"), 12.0) == rec
         assert rec.type == "ThingCreated"
 
-    async def test_returned_records_are_what_reopening_reads(self, tmp_path: Path) -> None:
+    async def test_returned_records_are_what_reopening_reads(self, log_target: str) -> None:
         """Close and reopen: read() returns exactly the returned records, in seq order."""
-        path = tmp_path / "log.db"
+        path = log_target
         async with self.create_log(path) as log:
             written = [await log.append("thing", "a", i, ThingChanged(n=i)) for i in range(5)]
             written += await asyncio.gather(*(log.append("thing", f"b{i}", 0, ThingCreated(name=str(i)))
@@ -60,15 +62,15 @@ class EventLogContract:
             assert log.last_seq == 25
         assert sorted(written, key=lambda r: r.seq) == read
 
-    async def test_seq_follows_call_order(self, tmp_path: Path) -> None:
+    async def test_seq_follows_call_order(self, log_target: str) -> None:
         """Concurrent appends get seqs in the order append was called."""
-        async with self.create_log(tmp_path / "log.db") as log:
+        async with self.create_log(log_target) as log:
             recs = await asyncio.gather(*(log.append("thing", f"t{i}", 0, ThingChanged(n=i)) for i in range(50)))
         assert list(range(1, 51)) == [r.seq for r in recs]
 
-    async def test_stale_expected_seq_fails_alone(self, tmp_path: Path) -> None:
+    async def test_stale_expected_seq_fails_alone(self, log_target: str) -> None:
         """A stale expected_entity_seq raises ConcurrencyError for that append; the others commit."""
-        async with self.create_log(tmp_path / "log.db") as log:
+        async with self.create_log(log_target) as log:
             await log.append("thing", "a", 0, ThingCreated(name="a"))
             results = await asyncio.gather(
                 log.append("thing", "b", 0, ThingCreated(name="b")),
@@ -85,16 +87,16 @@ class EventLogContract:
             assert (ok_b.seq, ok_b.entity_seq, ok_a.seq, ok_a.entity_seq) == (2, 1, 3, 2)
             assert [r.entity_seq for r in await log.history("thing", "a")] == [1, 2]
 
-    async def test_appends_to_one_entity_may_be_pipelined(self, tmp_path: Path) -> None:
+    async def test_appends_to_one_entity_may_be_pipelined(self, log_target: str) -> None:
         """Appends that count on earlier, still pending appends of the same entity are accepted."""
-        async with self.create_log(tmp_path / "log.db") as log:
+        async with self.create_log(log_target) as log:
             recs = await asyncio.gather(*(log.append("thing", "a", i, ThingChanged(n=i)) for i in range(10)))
             assert list(range(1, 11)) == [r.entity_seq for r in recs]
             assert await log.entity_seq("thing", "a") == 10
 
-    async def test_entity_seq_is_zero_for_unknown_entities(self, tmp_path: Path) -> None:
+    async def test_entity_seq_is_zero_for_unknown_entities(self, log_target: str) -> None:
         """entity_seq() is 0 for an entity the log has never seen, and counts after that."""
-        path = tmp_path / "log.db"
+        path = log_target
         async with self.create_log(path) as log:
             assert await log.entity_seq("thing", "nope") == 0
             await log.append("thing", "a", 0, ThingCreated(name="a"))
@@ -104,17 +106,17 @@ class EventLogContract:
             rec = await log.append("thing", "a", 2, ThingChanged(n=2))
             assert (rec.seq, rec.entity_seq) == (3, 3)
 
-    async def test_same_id_under_two_kinds_is_two_entities(self, tmp_path: Path) -> None:
+    async def test_same_id_under_two_kinds_is_two_entities(self, log_target: str) -> None:
         """An entity is (kind, id): the same id under another kind has its own history."""
-        async with self.create_log(tmp_path / "log.db") as log:
+        async with self.create_log(log_target) as log:
             await log.append("thing", "x", 0, ThingCreated(name="thing x"))
             rec = await log.append("other", "x", 0, ThingCreated(name="other x"))
             assert rec.entity_seq == 1
             assert [r.event.name for r in await log.history("other", "x")] == ["other x"]  # type: ignore[attr-defined]
 
-    async def test_history_is_one_entity_in_order(self, tmp_path: Path) -> None:
+    async def test_history_is_one_entity_in_order(self, log_target: str) -> None:
         """history() returns exactly one entity's records in order, optionally up to a seq."""
-        async with self.create_log(tmp_path / "log.db") as log:
+        async with self.create_log(log_target) as log:
             for i in range(6):
                 for eid in ("a", "b", "c"):
                     await log.append("thing", eid, i, ThingChanged(n=i, note=eid))
@@ -125,9 +127,9 @@ class EventLogContract:
             assert await log.history("thing", "zzz") == []
             assert [r async for r in log.read(entity_id="b")] == hist
 
-    async def test_event_versions_round_trip(self, tmp_path: Path) -> None:
+    async def test_event_versions_round_trip(self, log_target: str) -> None:
         """Two versions of one event name are stored and decoded as their own classes."""
-        path = tmp_path / "log.db"
+        path = log_target
         events: Sequence[Event] = [ThingChanged(n=1, note="v1"), ThingChangedV2(n=2, amount=2.5)]
         async with self.create_log(path) as log:
             for i, ev in enumerate(events):
@@ -135,20 +137,20 @@ class EventLogContract:
         async with self.create_log(path) as log:
             assert list(events) == [r.event for r in await log.history("thing", "a")]
 
-    async def test_append_after_close_raises(self, tmp_path: Path) -> None:
+    async def test_append_after_close_raises(self, log_target: str) -> None:
         """After the log is closed, append and read raise LogClosedError naming the file."""
-        path = tmp_path / "log.db"
+        path = log_target
         async with self.create_log(path) as log:
             await log.append("thing", "a", 0, ThingCreated(name="a"))
-        with pytest.raises(LogClosedError, match=r"log\.db: the event log is closed"):
+        with pytest.raises(LogClosedError, match=re.escape(f"{log.path}: the event log is closed")):
             await log.append("thing", "a", 1, ThingChanged(n=1))
         with pytest.raises(LogClosedError):
             [r async for r in log.read()]
         assert log.closed
 
-    async def test_close_commits_what_is_pending(self, tmp_path: Path) -> None:
+    async def test_close_commits_what_is_pending(self, log_target: str) -> None:
         """Appends still queued when the log closes are committed, not dropped."""
-        path = tmp_path / "log.db"
+        path = log_target
         async with self.create_log(path) as log:
             tasks = [asyncio.ensure_future(log.append("thing", f"t{i}", 0, ThingCreated(name="x"))) for i in range(30)]
             await asyncio.sleep(0)
@@ -156,9 +158,9 @@ class EventLogContract:
         async with self.create_log(path) as log:
             assert log.last_seq == 30
 
-    async def test_commit_fails_when_an_abort_drops_its_appends(self, tmp_path: Path) -> None:
+    async def test_commit_fails_when_an_abort_drops_its_appends(self, log_target: str) -> None:
         """A commit() waiting for appends that an abort() drops raises CommitError; it never reports success."""
-        async with self.create_log(tmp_path / "log.db", autocommit=False) as log:
+        async with self.create_log(log_target, autocommit=False) as log:
             append = asyncio.ensure_future(log.append("thing", "a", 0, ThingCreated(name="a")))
             commit = asyncio.ensure_future(log.commit())
             await asyncio.sleep(0)  # both are waiting now: the append queued, commit() for it
@@ -167,9 +169,9 @@ class EventLogContract:
         assert [CommitError, CommitError] == [type(r) for r in results]
         assert "log aborted" in str(results[1])
 
-    async def test_an_append_completes_its_command_in_its_own_transaction(self, tmp_path: Path) -> None:
+    async def test_an_append_completes_its_command_in_its_own_transaction(self, log_target: str) -> None:
         """append(command=(id, result)) commits the event and the command's result together."""
-        async with self.create_log(tmp_path / "log.db") as log:
+        async with self.create_log(log_target) as log:
             cid = await log.submit_command("want", {"refs": ["a/1"]})
             other = await log.submit_command("want", {"refs": ["a/2"]})
             rec = await log.append("thing", "a", 0, ThingCreated(name="a"), command=(cid, {"ok": True, "id": "a"}))
@@ -179,9 +181,9 @@ class EventLogContract:
             assert [other] == [c.id for c in await log.pending_commands()]
             assert rec == (await log.history("thing", "a"))[0]
 
-    async def test_a_command_stays_pending_when_its_append_fails(self, tmp_path: Path) -> None:
+    async def test_a_command_stays_pending_when_its_append_fails(self, log_target: str) -> None:
         """An append that fails (a stale expected seq) or is dropped (abort) leaves its command pending."""
-        path = tmp_path / "log.db"
+        path = log_target
         async with self.create_log(path, autocommit=False) as log:
             cid = await log.submit_command("cancel", {"want_id": "w"})
             stale = asyncio.ensure_future(log.append("thing", "a", 3, ThingCreated(name="a"), command=(cid, {})))
@@ -199,10 +201,10 @@ class EventLogContract:
             assert [cid] == [c.id for c in await log.pending_commands()]
             assert log.last_seq == 0
 
-    async def test_completing_a_completed_command_fails_that_append_only(self, tmp_path: Path) -> None:
+    async def test_completing_a_completed_command_fails_that_append_only(self, log_target: str) -> None:
         """An append carrying a command already completed (or completed earlier in its own batch, or unknown)
         fails alone, naming the command; the rest of its batch commits."""
-        async with self.create_log(tmp_path / "log.db") as log:
+        async with self.create_log(log_target) as log:
             done = await log.submit_command("want", {})
             fresh = await log.submit_command("taint", {})
             await log.complete_command(done, {"ok": True})
@@ -227,18 +229,18 @@ class EventLogContract:
             assert completed.result == {"ok": True, "n": 1}
             assert await log.entity_seq("thing", "a") == 0
 
-    async def test_a_result_that_is_not_json_is_refused_before_queueing(self, tmp_path: Path) -> None:
+    async def test_a_result_that_is_not_json_is_refused_before_queueing(self, log_target: str) -> None:
         """append(command=...) with a result JSON cannot hold raises at the call; nothing is queued."""
-        async with self.create_log(tmp_path / "log.db") as log:
+        async with self.create_log(log_target) as log:
             cid = await log.submit_command("want", {})
             with pytest.raises(EventLogError, match=f"command {cid}: result is not JSON-serializable"):
                 await log.append("thing", "a", 0, ThingCreated(name="a"), command=(cid, {"x": object()}))
             assert log.pending() == 0
 
-    async def test_commands_are_listed_by_state(self, tmp_path: Path) -> None:
+    async def test_commands_are_listed_by_state(self, log_target: str) -> None:
         """commands() lists pending, ok or failed commands (a failed one's result has ok false and an error);
         command_counts() counts them."""
-        async with self.create_log(tmp_path / "log.db") as log:
+        async with self.create_log(log_target) as log:
             ids = [await log.submit_command("want", {"refs": [f"a/{i}"]}) for i in range(5)]
             await log.complete_command(ids[0], {"ok": True, "want_id": "w-1"})
             await log.complete_command(ids[1], {"ok": False, "error": "no job produces a/1"})
@@ -256,9 +258,9 @@ class EventLogContract:
             with pytest.raises(ValueError, match="state must be"):
                 await log.commands("lost")  # type: ignore[arg-type]
 
-    async def test_verify_accepts_a_healthy_log(self, tmp_path: Path) -> None:
+    async def test_verify_accepts_a_healthy_log(self, log_target: str) -> None:
         """verify() finds no problem in a log written through the API."""
-        async with self.create_log(tmp_path / "log.db") as log:
+        async with self.create_log(log_target) as log:
             await asyncio.gather(*(log.append("thing", f"t{i % 7}", i // 7, ThingChanged(n=i)) for i in range(70)))
             report = await log.verify()
         assert (report.ok, report.events, report.entities, report.problems) == (True, 70, 7, ())

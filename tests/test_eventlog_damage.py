@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventlog import ConcurrencyError, CorruptLogError, DamagedLogError
-from eventlog import _log as log_module
+from eventlog import _core as core_module  # the writer's open check (shared by both backends)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -137,7 +137,7 @@ def test_losing_the_last_events_is_always_caught(monkeypatch: pytest.MonkeyPatch
                                                  steps: list[tuple[int, bool]], lost: int) -> None:
     """Whatever the appends and batches, a log that lost any number of its last events is refused for writing
     (a checked tail of 4 events, so that the high-water mark has work to do); the intact log opens."""
-    monkeypatch.setattr(log_module, "_TAIL_CHECK", 4)
+    monkeypatch.setattr(core_module, "TAIL_CHECK", 4)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "log.db"
 
@@ -173,7 +173,7 @@ async def test_a_healthy_log_opens_and_the_check_reads_only_the_tail(
     """Damage older than the checked tail does not stop the open (the check stays fast); verify() finds it."""
     path = tmp_path / "log.db"
     await healthy_log(path, things=3, changes=10)  # 33 events
-    monkeypatch.setattr(log_module, "_TAIL_CHECK", 8)
+    monkeypatch.setattr(core_module, "TAIL_CHECK", 8)
     with raw(path) as db:
         db.execute("""UPDATE events SET payload = CAST('{"not": "this event"}' AS BLOB) WHERE seq = 5""")
     async with open_log(path) as log:
@@ -190,7 +190,7 @@ async def test_an_entity_whose_last_event_is_missing_is_damage_not_a_conflict(
     refuses every append."""
     path = tmp_path / "log.db"
     await healthy_log(path, things=3, changes=10)
-    monkeypatch.setattr(log_module, "_TAIL_CHECK", 8)
+    monkeypatch.setattr(core_module, "TAIL_CHECK", 8)
     async with open_log(path) as log:
         await log.append("thing", "lonely", 0, ThingCreated(name="lonely"))  # seq 34
         await log.append("thing", "lonely", 1, ThingTouched())  # seq 35: its head

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
 from eventlog_helpers import HELPERS, ThingChanged, ThingCreated, ThingTouched, open_log, raw
@@ -30,12 +31,13 @@ from eventlog import (
     WantbuildError,
     WriterLockedError,
     event,
+    redact,
 )
 
 pytestmark = pytest.mark.timeout(30)
 
 
-async def make_log(path: Path, n: int = 3, **kwargs: object) -> None:
+async def make_log(path: Path | str, n: int = 3, **kwargs: object) -> None:
     """A small log: thing a with ``n`` events."""
     async with open_log(path, **kwargs) as log:
         await log.append("thing", "a", 0, ThingCreated(name="a"))
@@ -55,9 +57,9 @@ def test_every_error_is_a_wantbuild_error() -> None:
 # ---------------------------------------------------------------- ConcurrencyError
 
 
-async def test_concurrency_error_fails_one_append_and_the_batch_commits(tmp_path: Path) -> None:
+async def test_concurrency_error_fails_one_append_and_the_batch_commits(log_target: str) -> None:
     """In one batch, the stale append gets ConcurrencyError (entity, both numbers); the rest commit."""
-    path = tmp_path / "log.db"
+    path = log_target
     async with open_log(path, autocommit=False) as log:
         first = asyncio.ensure_future(log.append("thing", "a", 0, ThingCreated(name="a")))
         await asyncio.sleep(0)  # let the task call append: commit() covers the appends made so far
@@ -117,15 +119,15 @@ async def test_unknown_older_schema_version_is_refused(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- FingerprintMismatch
 
 
-async def test_fingerprint_mismatch_names_both_and_the_fix(tmp_path: Path) -> None:
+async def test_fingerprint_mismatch_names_both_and_the_fix(log_target: str) -> None:
     """Opening with another graph fingerprint raises FingerprintMismatch naming file, both, the fix."""
-    path = tmp_path / "log.db"
+    path = log_target
     await make_log(path, fingerprint="graph-one")
     with pytest.raises(FingerprintMismatch) as info:
         async with open_log(path, fingerprint="graph-two"):
             pass  # pragma: no cover
     msg = str(info.value)
-    for part in (str(path), "graph-one", "graph-two", "accept_fingerprint_change=True", "--accept-graph-change"):
+    for part in (redact(path), "graph-one", "graph-two", "accept_fingerprint_change=True", "--accept-graph-change"):
         assert part in msg
     async with open_log(path, fingerprint="graph-one") as log:  # nothing was changed by the refusal
         assert log.fingerprint == "graph-one"
@@ -149,9 +151,9 @@ async def test_accepted_fingerprint_change_is_recorded_with_history(tmp_path: Pa
     assert '"replaced_by":"graph-two"' in history
 
 
-async def test_no_fingerprint_means_no_check_and_first_one_is_recorded(tmp_path: Path) -> None:
+async def test_no_fingerprint_means_no_check_and_first_one_is_recorded(log_target: str) -> None:
     """A log created without a fingerprint records the first one it is opened with."""
-    path = tmp_path / "log.db"
+    path = log_target
     await make_log(path)
     async with open_log(path) as log:
         assert log.fingerprint is None
@@ -283,7 +285,7 @@ async def test_disk_full_fails_the_batch_and_nothing_is_half_written(tmp_path: P
     async with open_log(path) as log:
         await log.append("thing", "a", 0, ThingCreated(name="a"))
         await log.append("thing", "b", 0, ThingCreated(name="b"))
-        wdb = log._wdb  # the writer's connection: max_page_count is a per-connection limit
+        wdb = cast(EventLog, log)._wdb  # the writer's connection: max_page_count is a per-connection limit
         pages = (await wdb.execute_fetchall("PRAGMA page_count"))[0][0]
         await wdb.execute(f"PRAGMA max_page_count = {pages}")
         big = "x" * 20_000
@@ -313,7 +315,7 @@ async def test_commit_raises_for_a_failed_batch(tmp_path: Path) -> None:
     """With autocommit=False, commit() raises CommitError when its batch cannot commit."""
     path = tmp_path / "log.db"
     async with open_log(path, autocommit=False) as log:
-        wdb = log._wdb
+        wdb = cast(EventLog, log)._wdb
         pages = (await wdb.execute_fetchall("PRAGMA page_count"))[0][0]
         await wdb.execute(f"PRAGMA max_page_count = {pages}")
         pending = asyncio.ensure_future(log.append("thing", "a", 0, ThingCreated(name="x" * 20_000)))
@@ -352,9 +354,9 @@ async def test_lock_held_past_busy_timeout_fails_the_batch(tmp_path: Path) -> No
 # ---------------------------------------------------------------- closed, read-only, missing
 
 
-async def test_closed_log_refuses_everything(tmp_path: Path) -> None:
+async def test_closed_log_refuses_everything(log_target: str) -> None:
     """After close: append, read, history, commands and commit raise LogClosedError."""
-    path = tmp_path / "log.db"
+    path = log_target
     async with open_log(path) as log:
         pass
     with pytest.raises(LogClosedError, match="closed"):
@@ -368,9 +370,9 @@ async def test_closed_log_refuses_everything(tmp_path: Path) -> None:
     await log.close()  # closing twice is harmless
 
 
-async def test_reader_cannot_append(tmp_path: Path) -> None:
+async def test_reader_cannot_append(log_target: str) -> None:
     """A log opened with writer=False refuses appends with ReadOnlyLogError."""
-    path = tmp_path / "log.db"
+    path = log_target
     await make_log(path)
     async with open_log(path, writer=False) as log:
         with pytest.raises(ReadOnlyLogError, match="writer=False"):
@@ -387,14 +389,14 @@ async def test_reader_of_a_missing_log(tmp_path: Path) -> None:
     assert not path.exists()
 
 
-async def test_appending_an_unregistered_event(tmp_path: Path) -> None:
+async def test_appending_an_unregistered_event(log_target: str) -> None:
     """An event class not in the log's registry is refused before it is queued."""
 
     @event("Stray", 1, registry=eventlog.EventRegistry())
     class Stray(Event, frozen=True):
         x: int
 
-    async with open_log(tmp_path / "log.db") as log:
+    async with open_log(log_target) as log:
         with pytest.raises(EventLogError, match="Stray: it is not a registered event type"):
             await log.append("thing", "a", 0, Stray(x=1))
         with pytest.raises(EventLogError, match="events are Event subclasses"):
@@ -402,9 +404,9 @@ async def test_appending_an_unregistered_event(tmp_path: Path) -> None:
         assert log.pending() == 0
 
 
-async def test_bad_entity_names_fail_that_append_only(tmp_path: Path) -> None:
+async def test_bad_entity_names_fail_that_append_only(log_target: str) -> None:
     """An empty or non-string entity kind or id fails its own append; the batch commits."""
-    async with open_log(tmp_path / "log.db") as log:
+    async with open_log(log_target) as log:
         results = await asyncio.gather(
             log.append("thing", "", 0, ThingCreated(name="x")),
             log.append("thing", "ok", 0, ThingCreated(name="x")),

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from eventlog_helpers import ThingChanged, ThingCreated, open_log
 
-from eventlog import CommitError, EventLogError, Record, WriterFailedError
+from eventlog import CommitError, EventLog, EventLogError, Record, WriterFailedError
 from eventlog import _log as log_module
 
 pytestmark = pytest.mark.timeout(30)
@@ -47,12 +47,12 @@ async def test_a_failed_entity_lookup_fails_its_batch_and_the_writer_goes_on(
     """A database error while loading entity tips fails that batch with CommitError; later appends work."""
     async with open_log(tmp_path / "log.db") as log:
         await log.append("thing", "a", 0, ThingCreated(name="a"))
-        real = log._wdb.execute_fetchall
+        real = cast(EventLog, log)._wdb.execute_fetchall
 
         async def broken(*args: Any) -> Any:
             raise sqlite3.OperationalError("disk I/O error")
 
-        monkeypatch.setattr(log._wdb, "execute_fetchall", broken)
+        monkeypatch.setattr(cast(EventLog, log)._wdb, "execute_fetchall", broken)
         results = await asyncio.gather(
             log.append("thing", "new", 0, ThingCreated(name="n")),
             log.append("thing", "a", 1, ThingChanged(n=1)),
@@ -60,7 +60,7 @@ async def test_a_failed_entity_lookup_fails_its_batch_and_the_writer_goes_on(
         )
         assert [CommitError, CommitError] == [type(r) for r in results]
         assert "nothing of it was written: OperationalError: disk I/O error" in str(results[0])
-        monkeypatch.setattr(log._wdb, "execute_fetchall", real)
+        monkeypatch.setattr(cast(EventLog, log)._wdb, "execute_fetchall", real)
         rec = await log.append("thing", "new", 0, ThingCreated(name="n"))
         assert (rec.seq, rec.entity_seq) == (2, 1)
 
@@ -152,7 +152,7 @@ async def test_a_command_stays_pending_when_its_batch_cannot_commit(tmp_path: Pa
     path = tmp_path / "log.db"
     async with open_log(path) as log:
         cid = await log.submit_command("want", {"refs": ["a/1"]})
-        wdb = log._wdb
+        wdb = cast(EventLog, log)._wdb
         pages = (await wdb.execute_fetchall("PRAGMA page_count"))[0][0]
         await wdb.execute(f"PRAGMA max_page_count = {pages}")
         with pytest.raises(CommitError, match="database or disk is full"):

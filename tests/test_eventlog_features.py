@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import pytest
@@ -21,6 +21,7 @@ from eventlog import (
     ReadOnlyLogError,
     Record,
 )
+from eventlog._core import LogCore
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -33,7 +34,7 @@ def test_public_names_are_defined_in_private_modules() -> None:
             assert value.__module__.startswith("eventlog._"), name
 
 
-async def _three_kinds(path: Path) -> list[Record]:
+async def _three_kinds(path: str) -> list[Record]:
     """A log with wants, partitions and runs, at times 1001, 1002, ... (one second apart)."""
     out = []
     async with open_log(path, now=Clock(start=1000.0, step=1.0)) as log:
@@ -44,9 +45,9 @@ async def _three_kinds(path: Path) -> list[Record]:
     return out
 
 
-async def test_read_filters(tmp_path: Path) -> None:
+async def test_read_filters(log_target: str) -> None:
     """read() honours from_seq, until_seq, until_time, kinds, entity_id and types, in seq order."""
-    path = tmp_path / "log.db"
+    path = log_target
     recs = await _three_kinds(path)
     async with open_log(path) as log:
 
@@ -69,9 +70,9 @@ async def test_read_filters(tmp_path: Path) -> None:
         assert [recs[4]] == [r async for r in log.read(5, until_seq=5)]
 
 
-async def test_read_is_paged_not_loaded(tmp_path: Path) -> None:
+async def test_read_is_paged_not_loaded(log_target: str) -> None:
     """read() over more rows than one page returns them all, in order, from a reader process too."""
-    path = tmp_path / "log.db"
+    path = log_target
     async with open_log(path) as log:
         await asyncio.gather(*(log.append("thing", f"t{i}", 0, ThingChanged(n=i)) for i in range(2500)))
     async with open_log(path, writer=False) as log:
@@ -82,9 +83,9 @@ async def test_read_is_paged_not_loaded(tmp_path: Path) -> None:
         assert log.last_seq == 2500
 
 
-async def test_follow_in_the_writer_process(tmp_path: Path) -> None:
+async def test_follow_in_the_writer_process(log_target: str) -> None:
     """follow() yields the existing records, then each new one as the writer commits it."""
-    async with open_log(tmp_path / "log.db") as log:
+    async with open_log(log_target) as log:
         await log.append("thing", "a", 0, ThingCreated(name="a"))
         got: list[Record] = []
 
@@ -95,6 +96,9 @@ async def test_follow_in_the_writer_process(tmp_path: Path) -> None:
                     return
 
         task = asyncio.ensure_future(follower())
+        with anyio.fail_after(5):
+            while not got:  # noqa: ASYNC110 - the follower has no signal of its own to wait on
+                await asyncio.sleep(0.005)
         await asyncio.sleep(0.01)
         assert [r.seq for r in got] == [1]
         await log.append("other", "x", 0, ThingCreated(name="x"))
@@ -104,26 +108,32 @@ async def test_follow_in_the_writer_process(tmp_path: Path) -> None:
         assert [r.seq for r in got] == [1, 3, 4, 5]
 
 
-async def test_follow_stops_at_until_seq_and_at_close(tmp_path: Path) -> None:
+async def test_follow_stops_at_until_seq_and_at_close(log_target: str) -> None:
     """follow(until_seq=N) ends after N; an open-ended follow ends when the log closes."""
-    async with open_log(tmp_path / "log.db") as log:
+    async with open_log(log_target) as log:
+        seen: list[int] = []
         bounded = asyncio.ensure_future(_collect(log, until_seq=2))
-        endless = asyncio.ensure_future(_collect(log))
+        endless = asyncio.ensure_future(_collect(log, into=seen))
         for i in range(3):
             await log.append("thing", "a", i, ThingChanged(n=i))
         assert await asyncio.wait_for(bounded, 5) == [1, 2]
-        await asyncio.sleep(0.01)
+        with anyio.fail_after(5):
+            while len(seen) < 3:  # noqa: ASYNC110 - the follower has no signal of its own to wait on
+                await asyncio.sleep(0.005)
         assert not endless.done()
     assert await asyncio.wait_for(endless, 5) == [1, 2, 3]
 
 
-async def _collect(log: EventLog, until_seq: int | None = None) -> list[int]:
-    return [r.seq async for r in log.follow(until_seq=until_seq)]
+async def _collect(log: LogCore, until_seq: int | None = None, into: list[int] | None = None) -> list[int]:
+    out = into if into is not None else []
+    async for r in log.follow(until_seq=until_seq):
+        out.append(r.seq)
+    return out
 
 
-async def test_follow_from_a_reader_polls(tmp_path: Path) -> None:
+async def test_follow_from_a_reader_polls(log_target: str) -> None:
     """A writer=False log sees the writer's new commits by polling."""
-    path = tmp_path / "log.db"
+    path = log_target
     async with open_log(path) as writer, open_log(path, writer=False, poll_interval=0.01) as reader:
         task = asyncio.ensure_future(_collect(reader, until_seq=3))
         for i in range(3):
@@ -133,9 +143,9 @@ async def test_follow_from_a_reader_polls(tmp_path: Path) -> None:
         assert reader.last_seq == 3
 
 
-async def test_history_and_entity_seq_from_a_reader(tmp_path: Path) -> None:
+async def test_history_and_entity_seq_from_a_reader(log_target: str) -> None:
     """A reader process sees committed history and entity_seq."""
-    path = tmp_path / "log.db"
+    path = log_target
     recs = await _three_kinds(path)
     async with open_log(path, writer=False) as log:
         assert [recs[1], recs[7]] == await log.history("partition", "p0")
@@ -146,9 +156,9 @@ async def test_history_and_entity_seq_from_a_reader(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- command inbox
 
 
-async def test_command_round_trip_between_processes(tmp_path: Path) -> None:
+async def test_command_round_trip_between_processes(log_target: str) -> None:
     """A reader submits, the writer sees it pending, completes it, the reader polls the result."""
-    path = tmp_path / "log.db"
+    path = log_target
     async with open_log(path) as writer, open_log(path, writer=False) as cli:
         cid = await cli.submit_command("create_want", {"refs": ["daily/2026-11-01"], "ttl": 3600})
         other = await cli.submit_command("cancel", {"want_id": "w1"})
@@ -167,9 +177,9 @@ async def test_command_round_trip_between_processes(tmp_path: Path) -> None:
         assert await cli.command(9999) is None
 
 
-async def test_uncompleted_commands_are_redelivered_after_a_crash(tmp_path: Path) -> None:
+async def test_uncompleted_commands_are_redelivered_after_a_crash(log_target: str) -> None:
     """A command the writer never completed is pending again after restart; a completed one is not."""
-    path = tmp_path / "log.db"
+    path = log_target
     async with open_log(path) as log:
         a = await log.submit_command("a", {})
         b = await log.submit_command("b", {})
@@ -182,9 +192,9 @@ async def test_uncompleted_commands_are_redelivered_after_a_crash(tmp_path: Path
         assert await log.pending_commands() == []
 
 
-async def test_completing_twice_or_unknown_is_an_error(tmp_path: Path) -> None:
+async def test_completing_twice_or_unknown_is_an_error(log_target: str) -> None:
     """complete_command refuses a command already completed, an unknown id, and readers."""
-    path = tmp_path / "log.db"
+    path = log_target
     async with open_log(path) as log:
         cid = await log.submit_command("taint", {"ref": "a/b"})
         await log.complete_command(cid, {})
@@ -202,9 +212,9 @@ async def test_completing_twice_or_unknown_is_an_error(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- abort, manual commit, cancellation
 
 
-async def test_abort_loses_only_the_pending_appends(tmp_path: Path) -> None:
+async def test_abort_loses_only_the_pending_appends(log_target: str) -> None:
     """abort() fails uncommitted appends with CommitError('log aborted') and keeps committed ones."""
-    path = tmp_path / "log.db"
+    path = log_target
     async with open_log(path, autocommit=False) as log:
         committed = [asyncio.ensure_future(log.append("thing", f"t{i}", 0, ThingCreated(name="c"))) for i in range(3)]
         await asyncio.sleep(0)
@@ -225,9 +235,9 @@ async def test_abort_loses_only_the_pending_appends(tmp_path: Path) -> None:
         assert await log.entity_seq("thing", "t0") == 1
 
 
-async def test_abort_during_a_batch_rolls_it_back(tmp_path: Path) -> None:
+async def test_abort_during_a_batch_rolls_it_back(log_target: str) -> None:
     """An abort while a batch is being written rolls that batch back; its appenders are told."""
-    path = tmp_path / "log.db"
+    path = log_target
     async with open_log(path) as log:
         await log.append("thing", "a", 0, ThingCreated(name="a"))
         appends = [asyncio.ensure_future(log.append("thing", f"b{i}", 0, ThingCreated(name="b"))) for i in range(50)]
@@ -266,9 +276,9 @@ async def test_manual_commits_make_identical_logs(tmp_path: Path) -> None:
         assert a.execute(q).fetchall() == b.execute(q).fetchall()
 
 
-async def test_manual_mode_waits_for_commit(tmp_path: Path) -> None:
+async def test_manual_mode_waits_for_commit(log_target: str) -> None:
     """With autocommit=False nothing is written until commit(); pending() counts the waiting appends."""
-    path = tmp_path / "log.db"
+    path = log_target
     async with open_log(path, autocommit=False) as log, open_log(path, writer=False) as reader:
         fut = asyncio.ensure_future(log.append("thing", "a", 0, ThingCreated(name="a")))
         await asyncio.sleep(0.02)
@@ -281,9 +291,9 @@ async def test_manual_mode_waits_for_commit(tmp_path: Path) -> None:
         await log.commit()  # nothing pending: returns at once
 
 
-async def test_commit_with_autocommit_waits_for_everything_appended(tmp_path: Path) -> None:
+async def test_commit_with_autocommit_waits_for_everything_appended(log_target: str) -> None:
     """With autocommit, commit() returns once every append made before it is committed."""
-    async with open_log(tmp_path / "log.db", max_wait=0.05) as log:
+    async with open_log(log_target, max_wait=0.05) as log:
         futs = [asyncio.ensure_future(log.append("thing", f"t{i}", 0, ThingCreated(name="x"))) for i in range(10)]
         await asyncio.sleep(0)
         await log.commit()
@@ -291,9 +301,9 @@ async def test_commit_with_autocommit_waits_for_everything_appended(tmp_path: Pa
         assert log.last_seq == 10
 
 
-async def test_cancelled_appender_does_not_corrupt_the_batch(tmp_path: Path) -> None:
+async def test_cancelled_appender_does_not_corrupt_the_batch(log_target: str) -> None:
     """Cancelling a task waiting in append: its event may still commit, the others are unaffected."""
-    path = tmp_path / "log.db"
+    path = log_target
     async with open_log(path) as log:
         tasks = [asyncio.ensure_future(log.append("thing", f"t{i}", 0, ThingCreated(name="x"))) for i in range(20)]
         await asyncio.sleep(0)
@@ -388,10 +398,10 @@ async def test_reader_of_an_empty_database_without_a_writer_is_told_there_is_no_
             pass
 
 
-async def test_a_small_entity_cache_evicts_old_tips_and_stays_correct(tmp_path: Path) -> None:
+async def test_a_small_entity_cache_evicts_old_tips_and_stays_correct(log_target: str) -> None:
     """With the tip cache far smaller than the entities, tips are evicted and reloaded: every append still
     gets the next entity_seq, a stale expectation still fails, and the cache stays bounded."""
-    path = tmp_path / "log.db"
+    path = log_target
     n, rounds = 60, 4
     async with open_log(path, entity_cache_size=10) as log:
         for r in range(rounds):
@@ -405,9 +415,31 @@ async def test_a_small_entity_cache_evicts_old_tips_and_stays_correct(tmp_path: 
     assert report.ok, report
 
 
-async def _verify(path: Path) -> Any:
+async def _verify(path: str) -> Any:
     async with open_log(path) as log:
         return await log.verify()
+
+
+async def test_a_writer_can_wait_for_the_lease(log_target: str) -> None:
+    """lease_wait: a second writer waits (a standby) and takes over the moment the first one closes, on either
+    backend; without it, it is refused at once."""
+    async with open_log(log_target) as first:
+        await first.append("thing", "a", 0, ThingCreated(name="a"))
+        with pytest.raises(eventlog.WriterLockedError):
+            async with open_log(log_target, lease_wait=0):
+                pass  # pragma: no cover
+        await first.renew_lease()
+        waiting = asyncio.ensure_future(_take_over(log_target))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+    assert await asyncio.wait_for(waiting, 10) == 2
+
+
+async def _take_over(target: str) -> int:
+    async with open_log(target, lease_wait=None) as log:
+        lease = await log.lease()
+        assert lease is not None
+        return (await log.append("thing", "a", 1, ThingChanged(n=1))).seq
 
 
 # ---------------------------------------------------------------- durability
@@ -423,9 +455,9 @@ async def test_durability_sets_how_sqlite_syncs(tmp_path: Path, durability: str,
     async with open_log(path, durability=durability) as log, open_log(path, writer=False,
                                                                        durability=durability) as reader:
         assert durability == log.durability
-        for db in (log._wdb, log._rdb, reader._rdb):
+        for db in (cast(EventLog, log)._wdb, cast(EventLog, log)._rdb, cast(EventLog, reader)._rdb):
             assert [(synchronous,)] == list(await db.execute_fetchall("PRAGMA synchronous"))
-        assert list(await log._wdb.execute_fetchall("PRAGMA journal_mode")) == [("wal",)]
+        assert list(await cast(EventLog, log)._wdb.execute_fetchall("PRAGMA journal_mode")) == [("wal",)]
 
 
 async def test_the_default_durability_is_process(tmp_path: Path) -> None:

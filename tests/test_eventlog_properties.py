@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import tempfile
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import drop_schema, with_schema
 from eventlog_helpers import Clock, ThingChanged, ThingChangedV2, ThingCreated, open_log
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -37,7 +40,7 @@ plans = st.lists(st.lists(steps, min_size=1, max_size=8), min_size=1, max_size=8
 configs = st.sampled_from([{}, {"max_batch": 1}, {"max_batch": 3}, {"max_wait": 0.0005, "max_batch": 5}])
 
 
-async def run_plan(path: Path, plan: list[list[Step]], config: dict[str, float]) -> None:
+async def run_plan(path: Path | str, plan: list[list[Step]], config: dict[str, float]) -> None:
     """Run every task's steps concurrently, retrying on ConcurrencyError; check the log as it is and reopened."""
     calls = itertools.count()
     accepted: list[tuple[int, Record]] = []  # (call order, record)
@@ -121,3 +124,19 @@ def test_manual_commits_are_deterministic(plan: list[list[Step]]) -> None:
         two = asyncio.run(run(Path(d) / "two.db"))
     assert sum(len(s) for s in plan) == len(one)
     assert one == two
+
+
+def _on_postgres(pg_server: str, run: Callable[[str], None]) -> None:
+    schema = f"t_prop_{uuid.uuid4().hex[:12]}"
+    try:
+        run(with_schema(pg_server, schema))
+    finally:
+        drop_schema(pg_server, schema)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plan=plans, config=configs)
+def test_concurrent_appends_make_a_well_formed_log_on_postgres(pg_server: str, plan: list[list[Step]],
+                                                                config: dict[str, float]) -> None:
+    """The same property on PostgreSQL: any interleaving leaves gapless seqs and entity_seqs, read back exactly."""
+    _on_postgres(pg_server, lambda url: asyncio.run(run_plan(url, plan, config)))

@@ -26,14 +26,19 @@ Errors all derive from :class:`WantbuildError`::
      │    ├── WriterFailedError         the log's writer stopped on a bug (also a RuntimeError)
      │    ├── LogClosedError            the log is closed (also a RuntimeError)
      │    ├── LogNotFoundError          no log at the path (also a FileNotFoundError)
+     │    ├── LogUnreachableError       the log's PostgreSQL server cannot be reached (a ConnectionError)
+     │    ├── LogAccessDenied           the server refused the user or password (a PermissionError)
      │    ├── ReadOnlyLogError          a write through a log opened with writer=False (or a read-only file)
      │    ├── CommandCompletedError     an inbox command completed twice (its effect is not applied again)
      │    ├── UnknownCommandError       no inbox command with that id (also a LookupError)
-     │    └── WriterLockedError         another process already writes this log
+     │    ├── WriterLockedError         another process already writes this log
+     │    └── LeaseLost                 this writer's lease expired or was taken: it may write no more
      ├── IllegalTransition (ValueError) an event a state machine does not accept in its current state
      ├── InvalidRef (ValueError)        a malformed partition ref (names the ref and the rule)
      ├── GraphError (ValueError)        a graph definition that cannot be used (names the job and the fix)
      ├── NoJobForRef (LookupError)      no job of the graph produces the ref
+     ├── PartitionSetError (ValueError) a range or partition set that cannot be read (names the spec and the fix)
+     ├── ScheduleError (ValueError)     a schedule that cannot be used (cron, timezone, template)
      ├── UnknownJob (KeyError)          no job has that name
      ├── UnknownEntity (LookupError)    no want, partition or job run with that id
      ├── MissingDeps                    raised by a job: these upstream partitions are missing (not a failure)
@@ -78,6 +83,8 @@ from actors import (
     LineageGraph,
     LineageNode,
     NeverBuilt,
+    PartitionSet,
+    PartitionSetError,
     PartitionState,
     PartitionStatus,
     ReplayError,
@@ -105,8 +112,11 @@ from eventlog import (
     EventLog,
     EventLogError,
     FingerprintMismatch,
+    LeaseLost,
+    LogAccessDenied,
     LogClosedError,
     LogNotFoundError,
+    LogUnreachableError,
     ReadOnlyLogError,
     Record,
     SchemaVersionError,
@@ -131,12 +141,15 @@ from supervisor import (
     Recovery,
     Runtime,
     RuntimeClosed,
+    Schedule,
+    ScheduleError,
     UnknownEntity,
     UnknownJob,
     WantHandle,
     explain,
     load_graph,
     open_runtime,
+    parse_partition_set,
 )
 
 from ._publish import StaleFence, fence_from_env, publish
@@ -202,14 +215,19 @@ __all__ = [
     "JobProtocolError",
     "JobRunState",
     "JobRunStatus",
+    "LeaseLost",
     "LineageGraph",
     "LineageNode",
     "LocalExecutor",
+    "LogAccessDenied",
     "LogClosedError",
     "LogNotFoundError",
+    "LogUnreachableError",
     "MissingDeps",
     "NeverBuilt",
     "NoJobForRef",
+    "PartitionSet",
+    "PartitionSetError",
     "PartitionState",
     "PartitionStatus",
     "RayExecutor",
@@ -220,6 +238,8 @@ __all__ = [
     "Runtime",
     "RuntimeClosed",
     "ScenarioError",
+    "Schedule",
+    "ScheduleError",
     "SchemaVersionError",
     "Stale",
     "StaleFence",
@@ -245,6 +265,7 @@ __all__ = [
     "lineage",
     "load_graph",
     "open",
+    "parse_partition_set",
     "publish",
     "rebuild",
     "validate_ref",

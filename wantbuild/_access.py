@@ -21,7 +21,7 @@ import anyio
 import click
 
 from actors import World, rebuild
-from eventlog import Command, EventLog, LogNotFoundError
+from eventlog import Command, EventLog, Log, LogNotFoundError, is_postgres, open_log, redact
 
 
 class CliError(click.ClickException):
@@ -30,7 +30,43 @@ class CliError(click.ClickException):
     exit_code = 1
 
 
-def require_log(db: Path) -> None:
+class LogURL(str):
+    """A PostgreSQL log URL from the command line. Its value is the real URL (what ``open_log`` gets); every way
+    of showing it (``str``, f-strings, ``%s``, ``repr``) hides the password, so no message can leak it."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return redact(str.__str__(self))
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __repr__(self) -> str:
+        return repr(str(self))
+
+
+Db = Path | LogURL
+"""Where the CLI's log is: a SQLite file or a PostgreSQL URL."""
+
+
+class DbParam(click.ParamType):  # type: ignore[type-arg]
+    """``--db``: a ``postgresql://`` URL (kept whole) or a SQLite file path."""
+
+    name = "PATH|URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Db:
+        if isinstance(value, Path | LogURL):
+            return value
+        text = str(value)
+        if is_postgres(text):
+            return LogURL(text)
+        return Path(text)
+
+
+def require_log(db: Db) -> None:
+    if isinstance(db, LogURL):
+        return  # opening it says what is wrong (unreachable, refused, no log in that schema)
     if not db.exists():
         raise CliError(
             f"no log at {db}: create one with `wantbuild demo` or `wantbuild run GRAPH.toml --db {db}`, "
@@ -41,37 +77,44 @@ def require_log(db: Path) -> None:
 
 
 @asynccontextmanager
-async def reader(db: Path) -> AsyncIterator[EventLog]:
+async def reader(db: Db) -> AsyncIterator[Log]:
     """The log at ``db``, opened read-only (it must exist, or be about to: see _open_reader)."""
-    if not runtime_active(db):  # a runtime that has just started may not have created the file yet
+    # A runtime that has just started may not have created the file yet (a URL: opening it says what is wrong).
+    if isinstance(db, Path) and not await runtime_active(db):
         require_log(db)
     async with _open_reader(db) as log:
         yield log
 
 
 @asynccontextmanager
-async def _open_reader(db: Path) -> AsyncIterator[EventLog]:
+async def _open_reader(db: Db) -> AsyncIterator[Log]:
     # WORKAROUND (core): a runtime takes the writer lock before it creates the schema, so for a moment a new
     # log is "running" but empty and a reader gets LogNotFoundError. Retry while a writer holds the lock.
     async with AsyncExitStack() as stack:
         for attempt in range(40):
             try:
-                log = await stack.enter_async_context(EventLog.open(db, writer=False))
+                log = await stack.enter_async_context(open_log(db, writer=False))
                 break
             except LogNotFoundError:
-                if attempt == 39 or not runtime_active(db):
+                if attempt == 39 or not await runtime_active(db):
                     raise
                 await anyio.sleep(0.05)
         yield log
 
 
-async def load_world(db: Path, *, until_seq: int | None = None, until_time: float | None = None) -> World:
+async def load_world(db: Db, *, until_seq: int | None = None, until_time: float | None = None) -> World:
     async with reader(db) as log:
         return await rebuild(log, until_seq=until_seq, until_time=until_time)
 
 
-def runtime_active(db: Path) -> bool:
-    """Whether a runtime is running on the log at ``db`` (it holds the writer lock)."""
+async def runtime_active(db: Db) -> bool:
+    """Whether a runtime is running on the log at ``db`` (it holds the writer lock, or the writer lease)."""
+    if isinstance(db, LogURL):
+        try:
+            async with open_log(db, writer=False) as log:
+                return await log.lease() is not None
+        except LogNotFoundError:
+            return False
     return EventLog.writer_active(db)
 
 
@@ -85,7 +128,7 @@ class Submitted:
     rejected: list[Command]
 
 
-async def submit(db: Path, name: str, payload: dict[str, Any], timeout: float) -> Submitted:
+async def submit(db: Db, name: str, payload: dict[str, Any], timeout: float) -> Submitted:
     """Put a command in the log's inbox; wait up to ``timeout`` s for a runtime to complete it (result ``None``:
     no answer yet, the command stays queued)."""
     async with reader(db) as log:
@@ -95,7 +138,7 @@ async def submit(db: Path, name: str, payload: dict[str, Any], timeout: float) -
     return Submitted(command_id, None if done is None else done.result, rejected)
 
 
-async def wait_for_command(log: EventLog, command_id: int, timeout: float) -> Command | None:
+async def wait_for_command(log: Log, command_id: int, timeout: float) -> Command | None:
     """The command once a runtime completed it, or ``None`` after ``timeout`` seconds."""
     if timeout <= 0:
         return None
@@ -108,7 +151,7 @@ async def wait_for_command(log: EventLog, command_id: int, timeout: float) -> Co
     return None
 
 
-async def rejected_since_previous(log: EventLog, command_id: int) -> list[Command]:
+async def rejected_since_previous(log: Log, command_id: int) -> list[Command]:
     """Commands a runtime rejected (completed with ``ok: false``) after the command before ``command_id`` was
     submitted: those nobody who submitted a command since has been told about."""
     before = [c for c in await log.commands(newest_first=True, limit=2) if c.id < command_id]

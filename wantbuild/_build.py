@@ -84,6 +84,8 @@ class Session:
             if old is not None:
                 self.run_counts[str(old.status)] -= 1
             self.run_counts[str(new.status)] += 1
+        elif kind != "want":
+            return
         elif old is None:
             self._count_want(new)
         elif new.terminal and not old.terminal:

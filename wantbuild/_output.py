@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from actors import MACHINES, JobRunState, PartitionState, Stale, WantState, World
+from actors import MACHINES, JobRunState, PartitionSet, PartitionState, Stale, WantState, World
 from eventlog import Command, Record
 from supervisor import Explanation
 
@@ -66,6 +66,8 @@ def fmt_time(at: float | None) -> str:
 
 
 def short(items: Sequence[str], limit: int = 3) -> str:
+    if isinstance(items, PartitionSet):
+        return items.describe(limit)
     if len(items) <= limit:
         return ", ".join(items)
     return f"{', '.join(items[:limit])}, ... (+{len(items) - limit})"
@@ -84,7 +86,13 @@ def to_plain(obj: Any) -> Any:
         return {str(k): to_plain(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [to_plain(v) for v in obj]
-    return msgspec.to_builtins(obj)
+    return msgspec.to_builtins(obj, enc_hook=_encode)
+
+
+def _encode(obj: Any) -> Any:
+    if isinstance(obj, PartitionSet):  # a range want's refs: the set, not a million strings
+        return obj.to_json()
+    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
 
 
 def dumps(obj: Any, *, indent: bool = True) -> str:
@@ -174,7 +182,9 @@ def command_what(cmd: Command) -> str:
     """What a command asks, in a few words: ``want daily/1, daily/2``, ``cancel w-00000003``..."""
     p = cmd.payload
     if isinstance(p.get("refs"), list):
-        return f"{cmd.name} {short([str(r) for r in p['refs']])}"
+        return f"{cmd.name} {short([str(r) for r in (*p.get('specs', ()), *p['refs'])])}"
+    if "name" in p and cmd.name.startswith("schedule_"):
+        return f"{cmd.name.replace('_', ' ')} {p['name']}"
     if "want_id" in p:
         return f"{cmd.name} {p['want_id']}"
     return cmd.name

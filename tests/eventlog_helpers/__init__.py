@@ -6,9 +6,11 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from eventlog import Event, EventLog, EventRegistry, event
+from eventlog import Event, EventRegistry, event
+from eventlog import open_log as _open_log
+from eventlog._core import LogCore
 
 REGISTRY = EventRegistry()
 """Test events live here, not in the process-wide registry the runtime's events use."""
@@ -59,10 +61,13 @@ class Clock:
         return self.t
 
 
-def open_log(path: Path | str, **kwargs: Any) -> AbstractAsyncContextManager[EventLog]:
-    """``EventLog.open`` with the test registry (unless told otherwise)."""
+def open_log(target: Path | str, **kwargs: Any) -> AbstractAsyncContextManager[LogCore]:
+    """``eventlog.open_log`` (a SQLite path or a PostgreSQL URL) with the test registry (unless told otherwise).
+
+    Typed as the backends' shared class: tests look at the writer's internals (``_incoming``, ``_cache``).
+    """
     kwargs.setdefault("registry", REGISTRY)
-    return EventLog.open(path, **kwargs)
+    return cast(AbstractAsyncContextManager[LogCore], _open_log(target, **kwargs))
 
 
 @contextmanager
@@ -82,3 +87,19 @@ def dump(path: Path | str) -> dict[str, list[tuple[Any, ...]]]:
             table: db.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
             for table in ("events", "entities", "event_types")
         }
+
+
+async def pg_connect(url: str) -> Any:
+    """A plain asyncpg connection to the database of a PostgreSQL log URL (for tampering and inspection)."""
+    import asyncpg
+
+    from eventlog._target import PgTarget
+
+    return await asyncpg.connect(PgTarget(url).dsn)
+
+
+def pg_schema(url: str) -> str:
+    """The quoted schema that holds the log at ``url``."""
+    from eventlog._target import PgTarget
+
+    return '"' + PgTarget(url).schema + '"'

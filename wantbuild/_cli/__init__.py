@@ -25,6 +25,7 @@ from .query import DIAGRAMS, diagram, events, explain, replay, status
 from .run import demo, restart, run
 from .runs import runs
 from .scenario import scenario_command
+from .schedule import schedule
 from .taint import taint
 from .ui import ui
 from .want import want
@@ -43,6 +44,7 @@ cli.add_command(events)
 cli.add_command(replay)
 cli.add_command(diagram)
 cli.add_command(publish_command)
+cli.add_command(schedule)
 cli.add_command(ui)
 cli.add_command(lineage_command)
 cli.add_command(runs)

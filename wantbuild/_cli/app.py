@@ -22,6 +22,7 @@ from eventlog import WantbuildError
 from supervisor import sole_error
 
 from .. import __version__
+from .._access import DbParam
 from .._output import dumps
 
 T = TypeVar("T")
@@ -154,8 +155,9 @@ def refs_callback(ctx: click.Context, param: click.Parameter, value: Sequence[st
 
 def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
-        "--db", type=click.Path(dir_okay=False, path_type=Path), default="wantbuild.db", show_default=True,
-        envvar="WANTBUILD_DB", help="The event log (SQLite file). Env: WANTBUILD_DB.",
+        "--db", type=DbParam(), default="wantbuild.db", show_default=True, envvar="WANTBUILD_DB",
+        help="The event log: a SQLite file, or a postgresql://user:password@host/database[?schema=NAME] URL. "
+             "Env: WANTBUILD_DB.",
     )(fn)
 
 
@@ -176,9 +178,9 @@ def policy_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def durability_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
-        "--durability", type=click.Choice(["process", "power"]), default="process", show_default=True,
+        "--durability", type=click.Choice(["process", "power"]), default=None,
         help="What a commit survives: any death of the process, or a power loss too (a disk flush per group "
-             "commit; docs/eventlog.md).",
+             "commit; docs/eventlog.md). Default: process for a SQLite file, power for a PostgreSQL log.",
     )(fn)
 
 

@@ -8,21 +8,21 @@ from typing import Any
 
 from supervisor import Runtime, load_graph
 
-from .._access import CliError, Submitted, runtime_active, submit
+from .._access import CliError, Db, Submitted, runtime_active, submit
 from .._output import command_note, console
 from .._signals import Interrupts
 from .app import emit_json
 from .run import build
 
 
-async def change(db: Path, graph_path: Path | None, name: str, payload: dict[str, Any], *, timeout: float,
+async def change(db: Db, graph_path: Path | None, name: str, payload: dict[str, Any], *, timeout: float,
                  as_json: bool, describe: Callable[[dict[str, Any]], str],
                  apply: Callable[[Runtime], Awaitable[dict[str, Any]]] | None = None,
                  quiet: bool = False) -> tuple[int, dict[str, Any]]:
     """Apply a change to the log: via the running runtime's inbox, via a runtime of our own (``--graph``, then
     run until every want is terminal), or queued in the inbox for the next runtime. Returns (exit code, result)."""
     out, err = console(), console(stderr=True)
-    if runtime_active(db):
+    if await runtime_active(db):
         sent = await submit(db, name, payload, timeout)
         tell_rejected(sent)
         command_id, answer = sent.command_id, sent.result

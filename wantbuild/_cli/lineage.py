@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 from rich.text import Text
 
 from actors import InvalidRef, LineageGraph, LineageNode, lineage, validate_refs
 
-from .._access import load_world, parse_until
+from .._access import Db, load_world, parse_until
 from .._output import console, fmt_time, status_text
 from .app import db_option, emit_json, json_option, run_async
 
@@ -29,7 +27,7 @@ from .app import db_option, emit_json, json_option, run_async
 @db_option
 @json_option
 def lineage_command(ref: str, down: bool, depth: int | None, generation: int | None, until: str | None,
-                    mermaid: bool, limit: int, db: Path, as_json: bool) -> None:
+                    mermaid: bool, limit: int, db: Db, as_json: bool) -> None:
     """The lineage of partition REF, by generation: the partitions (at the generations read) that REF was built
     from, and theirs, as a tree; with --down, everything built from REF, transitively.
 

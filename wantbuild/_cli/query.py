@@ -13,6 +13,7 @@ from actors import (
     JOB_RUN,
     KINDS,
     PARTITION,
+    SCHEDULE,
     TAINT,
     WANT,
     EventFilter,
@@ -27,7 +28,7 @@ from eventlog import REGISTRY, Command, CommandState, Record
 from supervisor import explain as explain_ref
 from supervisor import load_graph, valid_choices
 
-from .._access import load_world, parse_until, reader, runtime_active
+from .._access import Db, DbParam, load_world, parse_until, reader, runtime_active
 from .._output import (
     command_dict,
     commands_table,
@@ -43,7 +44,8 @@ from .._output import (
 from .._signals import Interrupts
 from .app import db_option, emit_json, error, graph_option, json_option, run_async
 
-DIAGRAMS: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "jobrun": JOB_RUN, "taint": TAINT}
+DIAGRAMS: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "jobrun": JOB_RUN, "schedule": SCHEDULE,
+                                     "taint": TAINT}
 
 
 @click.command(short_help="Entities per status, active wants, runs in flight.")
@@ -51,7 +53,7 @@ DIAGRAMS: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "jobr
               help="List the stale partitions instead: Live, but an input has been rebuilt since.")
 @db_option
 @json_option
-def status(only_stale: bool, db: Path, as_json: bool) -> None:
+def status(only_stale: bool, db: Db, as_json: bool) -> None:
     """What the log holds now: entities per status, active wants, runs in flight, failures, and the inbox's
     commands that have not taken effect: pending ones, and the last ones the runtime rejected. With --stale, the
     Live partitions whose inputs have since been rebuilt (a newer generation is Live), and which input."""
@@ -74,7 +76,7 @@ def status(only_stale: bool, db: Path, as_json: bool) -> None:
 
     world, pending, failed, counts = run_async(main)
     summary = world_summary(world)
-    running = runtime_active(db)
+    running = run_async(lambda: runtime_active(db))
     if as_json:
         emit_json({"db": str(db), "runtime_running": running, **summary,
                    "commands": {"counts": counts, "pending": [command_dict(c) for c in pending],
@@ -102,7 +104,7 @@ FAILED_SHOWN = 10
 @graph_option("The graph file, to name the job that builds REF and its concurrency (optional).")
 @db_option
 @json_option
-def explain(ref: str, graph_path: Path | None, db: Path, as_json: bool) -> None:
+def explain(ref: str, graph_path: Path | None, db: Db, as_json: bool) -> None:
     """Why partition REF is not Live yet (or how it became Live), as a chain through its upstream partitions."""
     try:
         ref = validate_refs([ref])[0]
@@ -153,7 +155,7 @@ def _type_callback(ctx: click.Context, param: click.Parameter, value: Sequence[s
 @json_option
 def events(follow: bool, entity_id: str | None, refs: tuple[str, ...], patterns: tuple[str, ...],
            jobs: tuple[str, ...], runs: tuple[str, ...], wants: tuple[str, ...], kinds: tuple[str, ...],
-           types: tuple[str, ...], from_seq: int | None, limit: int | None, db: Path, as_json: bool) -> int:
+           types: tuple[str, ...], from_seq: int | None, limit: int | None, db: Db, as_json: bool) -> int:
     """Print committed events, filtered; --json prints one JSON object per line.
 
     Filters of different options must all hold; the values of one option are alternatives. --ref and --pattern
@@ -226,14 +228,14 @@ def _plain_match(rec: Record, from_seq: int | None, kinds: Sequence[str], entity
 
 
 @click.command(short_help="The state at any point; --verify checks invariants.")
-@click.argument("db", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("db", type=DbParam())
 @click.option("--until", metavar="SEQ|TIME",
               help="Stop at this seq (an integer) or time (seconds like 1762070400.5, or ISO 2026-11-02T10:15).")
 @click.option("--verify", is_flag=True, help="Check the log's structure and invariants I1, I2, I6, I7 (and I5 with "
               "--expect-terminal); exit 1 naming the first offending seq.")
 @click.option("--expect-terminal", is_flag=True, help="With --verify: every want must be terminal (I5).")
 @json_option
-def replay(db: Path, until: str | None, verify: bool, expect_terminal: bool, as_json: bool) -> int:
+def replay(db: Db, until: str | None, verify: bool, expect_terminal: bool, as_json: bool) -> int:
     """Rebuild the state recorded in DB (at any point with --until) and print a summary."""
     until_seq, until_time = parse_until(until) if until is not None else (None, None)
 

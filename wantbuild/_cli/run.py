@@ -13,10 +13,11 @@ import click
 from rich.text import Text
 
 from actors import CollisionPolicy, PartitionStatus, WantStatus
+from actors._want import Anchor
 from eventlog import Command, Durability, Record
 from supervisor import Graph, Runtime, load_graph, open_runtime
 
-from .._access import CliError, reader, require_log, runtime_active
+from .._access import CliError, Db, DbParam, reader, require_log, runtime_active
 from .._build import Session, print_outcome, print_recovery, recovery_dict, root_ok, show_progress
 from .._example import example_graph, week_dates
 from .._output import command_dict, command_note, console, short, status_text
@@ -24,11 +25,11 @@ from .._signals import EXIT_SIGNAL, Interrupts
 from .app import db_option, durability_option, emit_json, error, json_option, policy_option, refs_callback, run_async
 
 
-async def build(db: Path, graph: Graph | Callable[[], Graph], *, interrupts: Interrupts, refs: Sequence[str] = (),
+async def build(db: Db, graph: Graph | Callable[[], Graph], *, interrupts: Interrupts, refs: Sequence[str] = (),
                 policy: str = "shrink", serve: bool = False, as_json: bool = False, show_recovery: bool = False,
                 accept_graph_change: bool = False, ttl: float | None = None, sla: float | None = None,
                 comment: str = "", then: Callable[[Runtime], Awaitable[None]] | None = None, afresh: str = "",
-                durability: str = "process") -> int:
+                durability: str | None = None, priority: int = 0, anchor: str = "created") -> int:
     """Open a runtime on ``db``, want ``refs`` (if any), call ``then(rt)``, and run until the want (without refs:
     every want, and every queued command) is terminal, with a progress display; with ``serve``, keep serving the
     inbox until SIGINT/SIGTERM instead. Prints the outcome once the runtime has shut down (``afresh``: how to start
@@ -46,7 +47,7 @@ async def build(db: Path, graph: Graph | Callable[[], Graph], *, interrupts: Int
         if callable(graph):
             graph = graph()
         async with open_runtime(db, graph, policy=cast(CollisionPolicy, policy), tune_gc=True,
-                                durability=cast(Durability, durability),
+                                durability=cast(Durability | None, durability),
                                 accept_graph_change=accept_graph_change) as rt:
             interrupts.leaving = lambda: _leaving(rt)
             session = Session.begin(rt)
@@ -55,7 +56,8 @@ async def build(db: Path, graph: Graph | Callable[[], Graph], *, interrupts: Int
                 print_recovery(out, rt)
             already_live = bool(refs) and all(rt.get_partition(r).status is PartitionStatus.LIVE for r in refs)
             live_in_log = sum(1 for p in rt.world.partitions.values() if p.status is PartitionStatus.LIVE)
-            handle = await rt.want(refs, ttl=ttl, sla=sla, comment=comment, source="cli") if refs else None
+            handle = await rt.want(refs, ttl=ttl, sla=sla, comment=comment, source="cli", priority=priority,
+                                   anchor=cast(Anchor, anchor)) if refs else None
             if then is not None:
                 await then(rt)
 
@@ -126,7 +128,7 @@ def _leaving(rt: Runtime) -> str:
             f"the next start on {rt.log.path} marks them Lost and builds their partitions again.")
 
 
-async def _rejected_since(db: Path, since: float) -> list[Command]:
+async def _rejected_since(db: Db, since: float) -> list[Command]:
     """Queued commands a runtime took and refused (a want for a ref no job produces...) since ``since``: a run that
     took them says so rather than "nothing needed building"."""
     async with reader(db) as log:
@@ -165,13 +167,13 @@ def _announcer(err: Any) -> Callable[[Record, Any, Any], None]:
 
 
 @click.command(short_help="Build the bundled example: a week of dailies and a weekly report.")
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default="wantbuild.db", show_default=True,
-              help="Where to write the event log.")
+@click.option("--db", type=DbParam(), default="wantbuild.db", show_default=True,
+              help="Where to write the event log (a SQLite file or a postgresql:// URL).")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default="wantbuild-data",
               show_default=True, help="Where the example jobs write their files.")
 @durability_option
 @json_option
-def demo(db: Path, data_dir: Path, as_json: bool, durability: str) -> int:
+def demo(db: Db, data_dir: Path, as_json: bool, durability: str | None) -> int:
     """Build the bundled example graph: a week of daily partitions and a weekly report.
 
     raw/{date} -> clean/{date} (a flaky job: some first attempts fail and are retried) -> daily/{date} ->
@@ -203,8 +205,8 @@ def demo(db: Path, data_dir: Path, as_json: bool, durability: str) -> int:
               help="Open a log written for a different graph (its fingerprint is updated).")
 @durability_option
 @json_option
-def run(graph_file: Path, refs: tuple[str, ...], db: Path, serve: bool, policy: str, accept_graph_change: bool,
-        as_json: bool, durability: str) -> int:
+def run(graph_file: Path, refs: tuple[str, ...], db: Db, serve: bool, policy: str, accept_graph_change: bool,
+        as_json: bool, durability: str | None) -> int:
     """Run GRAPH.toml on the log: build the --want partitions, then stop (or keep serving with --serve).
 
     Without --want and --serve it finishes the wants already in the log. Exit code 0 when every want it waited
@@ -218,19 +220,19 @@ def run(graph_file: Path, refs: tuple[str, ...], db: Path, serve: bool, policy: 
 
 
 @click.command(short_help="Resume a crashed runtime: report Lost runs, then finish.")
-@click.argument("db", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("db", type=DbParam())
 @click.argument("graph_file", metavar="GRAPH.toml", type=click.Path(path_type=Path))
 @policy_option
 @click.option("--accept-graph-change", is_flag=True,
               help="Resume a log written for a different graph (its fingerprint is updated).")
 @durability_option
 @json_option
-def restart(db: Path, graph_file: Path, policy: str, accept_graph_change: bool, as_json: bool,
-            durability: str) -> int:
+def restart(db: Db, graph_file: Path, policy: str, accept_graph_change: bool, as_json: bool,
+            durability: str | None) -> int:
     """Resume a crashed runtime on DB: report what it recovered (Lost runs, re-queued partitions), then run every
     active want to completion."""
     require_log(db)
-    if runtime_active(db):
+    if run_async(lambda: runtime_active(db)):
         raise CliError(f"a runtime is running on {db}; restart is for a log whose runtime died (stop it first, "
                        "or talk to it with `wantbuild status` / `wantbuild want ...`)")
     with Interrupts() as interrupts:

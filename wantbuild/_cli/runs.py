@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 import click
@@ -14,7 +13,7 @@ from actors import EventFilter, JobRunState, JobRunStatus, World, rebuild
 from eventlog import Record
 from supervisor import UnknownEntity
 
-from .._access import CliError, reader, runtime_active, submit
+from .._access import CliError, Db, reader, runtime_active, submit
 from .._output import console, events_table, fmt_time, record_dict, runs_table, status_text
 from .app import db_option, emit_json, json_option, run_async
 
@@ -32,7 +31,7 @@ def runs() -> None:
 @click.option("--last", type=click.IntRange(min=1), default=50, show_default=True, help="Only the last N runs.")
 @db_option
 @json_option
-def runs_list(statuses: tuple[str, ...], jobs: tuple[str, ...], active: bool, last: int, db: Path,
+def runs_list(statuses: tuple[str, ...], jobs: tuple[str, ...], active: bool, last: int, db: Db,
               as_json: bool) -> None:
     """List job runs (oldest first), the last --last of those that match."""
 
@@ -53,7 +52,7 @@ def runs_list(statuses: tuple[str, ...], jobs: tuple[str, ...], active: bool, la
         console(stderr=True).print(f"no job runs{' matching' if statuses or jobs or active else ''} in {db}")
 
 
-def unknown_run(db: Path, run_id: str) -> UnknownEntity:
+def unknown_run(db: Db, run_id: str) -> UnknownEntity:
     return UnknownEntity(f"no job run {run_id!r} in {db}; list them with `wantbuild runs list --db {db}`")
 
 
@@ -129,7 +128,7 @@ def tail(path: str | None, lines: int) -> list[str] | None:
 @click.option("--all", "show_all", is_flag=True, help="Every event and partition (default: the first 50).")
 @db_option
 @json_option
-def runs_show(run_id: str, tail_lines: int, show_all: bool, db: Path, as_json: bool) -> None:
+def runs_show(run_id: str, tail_lines: int, show_all: bool, db: Db, as_json: bool) -> None:
     """Show job run RUN: its state, what became of each partition, what it read (and whether that is still
     current), its attempts (the retry chain), its events and the end of its output."""
 
@@ -218,7 +217,7 @@ def _table(columns: tuple[str, ...]) -> Table:
               help="Seconds to wait for the running runtime to answer.")
 @db_option
 @json_option
-def runs_cancel(run_id: str, reason: str, timeout: float, db: Path, as_json: bool) -> int:
+def runs_cancel(run_id: str, reason: str, timeout: float, db: Db, as_json: bool) -> int:
     """Cancel job run RUN through the running runtime: its process is killed and its partitions go back to
     Missing. The wants it served stay active, so their partitions are planned again in a new run; cancel the
     want (`wantbuild want cancel`) to stop building them."""
@@ -235,7 +234,7 @@ def runs_cancel(run_id: str, reason: str, timeout: float, db: Path, as_json: boo
             else:
                 console().print(f"run {run_id} is already {run.status}: nothing to cancel")
             return 0
-        if not runtime_active(db):
+        if not await runtime_active(db):
             raise CliError(f"no runtime is running on {db}: nothing executes run {run_id} (the next runtime to open "
                            f"the log marks it Lost and plans its partitions again)")
         sent = await submit(db, "cancel_run", {"job_run_id": run_id, "reason": reason, "timeout": timeout},

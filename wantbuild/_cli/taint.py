@@ -29,7 +29,7 @@ from actors import (
 )
 from supervisor import Runtime, UnknownEntity
 
-from .._access import CliError, load_world, reader
+from .._access import CliError, Db, load_world, reader
 from .._output import console, events_table, fmt_time, record_dict, short, status_text
 from .._signals import Interrupts
 from .app import db_option, emit_json, graph_option, json_option, refs_callback, run_async
@@ -66,7 +66,7 @@ def taint() -> None:
 @db_option
 @json_option
 def taint_create(refs: tuple[str, ...], reason: str, no_cascade: bool, depth: int | None, no_wait: bool,
-                 graph_path: Path | None, timeout: float, db: Path, as_json: bool) -> int:
+                 graph_path: Path | None, timeout: float, db: Db, as_json: bool) -> int:
     """Taint Live partitions REF... ("do not read") and, unless --no-cascade, every Live partition built from them
     through the lineage (--depth levels at most). Active wants covering tainted partitions rebuild them, upstream
     first. Follows the cascade with a progress display until it is applied (--no-wait: return at once)."""
@@ -112,7 +112,7 @@ def _reach(world: World, refs: Sequence[str], cascade_: bool, depth: int | None)
                if world.partition(r.ref).status is PartitionStatus.LIVE)
 
 
-async def _taint_state(db: Path, taint_id: str) -> TaintState:
+async def _taint_state(db: Db, taint_id: str) -> TaintState:
     async with reader(db) as log:
         world = World()
         for rec in await log.history("taint", taint_id):
@@ -123,7 +123,7 @@ async def _taint_state(db: Path, taint_id: str) -> TaintState:
     return st
 
 
-async def _follow_cascade(db: Path, taint_id: str, total: int, *, quiet: bool) -> TaintState:
+async def _follow_cascade(db: Db, taint_id: str, total: int, *, quiet: bool) -> TaintState:
     """Follow the log until the taint's first wave is applied, showing how many partitions are tainted."""
     err = console(stderr=True)
     tty = err.is_terminal and not quiet
@@ -169,7 +169,7 @@ def _summary(st: TaintState) -> Text:
 @click.option("--active", is_flag=True, help="Only taints not canceled.")
 @db_option
 @json_option
-def taint_list(active: bool, db: Path, as_json: bool) -> None:
+def taint_list(active: bool, db: Db, as_json: bool) -> None:
     """List taints (oldest first): what each named, why, how far it reaches, how many partitions it tainted."""
     world = run_async(lambda: load_world(db))
     rows = [t for _, t in sorted(world.taints.items()) if not active or t.active]
@@ -199,7 +199,7 @@ def taints_table(taints: Sequence[TaintState]) -> Table:
 @click.option("--all", "show_all", is_flag=True, help="Every partition it tainted (default: the first 50).")
 @db_option
 @json_option
-def taint_show(taint_id: str, show_all: bool, db: Path, as_json: bool) -> None:
+def taint_show(taint_id: str, show_all: bool, db: Db, as_json: bool) -> None:
     """Show taint TAINT: its fields, the partitions it tainted (and which are still Tainted, or were rebuilt or
     restored since), and its events."""
 
@@ -262,7 +262,7 @@ def taint_show(taint_id: str, show_all: bool, db: Path, as_json: bool) -> None:
               help="Seconds to wait for the running runtime to take the command.")
 @db_option
 @json_option
-def taint_cancel(taint_id: str, reason: str, graph_path: Path | None, timeout: float, db: Path, as_json: bool) -> int:
+def taint_cancel(taint_id: str, reason: str, graph_path: Path | None, timeout: float, db: Db, as_json: bool) -> int:
     """Cancel taint TAINT: the partitions it tainted that were not rebuilt meanwhile (and that no other active taint
     reaches) go back to Live, at their generations."""
 
@@ -297,7 +297,7 @@ def taint_cancel(taint_id: str, reason: str, graph_path: Path | None, timeout: f
     return run_async(main)
 
 
-async def _wait_restored(db: Path, taint_id: str) -> TaintState:
+async def _wait_restored(db: Db, taint_id: str) -> TaintState:
     async with reader(db) as log:
         history = await log.history("taint", taint_id)
         if not any(isinstance(r.event, TaintRestored) for r in history):

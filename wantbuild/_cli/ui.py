@@ -15,6 +15,7 @@ from rich.text import Text
 from .._access import CliError
 from .._output import console
 from .._signals import Interrupts
+from .._web._source import display_name
 
 
 @click.command("ui", short_help="The web view and HTTP API of a log, live.")
@@ -57,7 +58,8 @@ def ui(db: str, host: str, port: int, allow_writes: bool) -> int:
 
     def ready(url: str) -> None:
         click.echo(url)
-        err.print(f"Serving the web view of {db} at {url} (the HTTP API is under {url}api/; stop with Ctrl-C)")
+        err.print(f"Serving the web view of {display_name(db)} at {url} (the HTTP API is under {url}api/; "
+                  "stop with Ctrl-C)")
         if allow_writes:
             if generated:
                 err.print(f"Writes are on. Token: {token}  (sign a browser in: {url}login?token={token}; "

@@ -5,16 +5,24 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 from rich.text import Text
 
-from actors import WantState, WantStatus, World, rebuild
+from actors import InvalidRef, WantState, WantStatus, World, rebuild, validate_ref
 from eventlog import Command, CommandState, Record
-from supervisor import Runtime, UnknownEntity, load_graph
+from supervisor import Runtime, UnknownEntity, load_graph, parse_partition_set, read_refs
 
-from .._access import CliError, load_world, reader, rejected_since_previous, runtime_active, wait_for_command
+from .._access import (
+    CliError,
+    Db,
+    load_world,
+    reader,
+    rejected_since_previous,
+    runtime_active,
+    wait_for_command,
+)
 from .._output import (
     append_counts,
     command_dict,
@@ -27,11 +35,12 @@ from .._output import (
     partitions_table,
     record_dict,
     runs_table,
+    short,
     status_text,
     wants_table,
 )
 from .._signals import Interrupts
-from .app import db_option, emit_json, graph_option, json_option, refs_callback, run_async
+from .app import db_option, emit_json, graph_option, json_option, run_async
 from .changes import change
 from .run import build
 
@@ -43,11 +52,17 @@ def want() -> None:
     """Create, list, show and cancel wants."""
 
 
-@want.command("create", short_help="Want partitions built.")
-@click.argument("refs", nargs=-1, required=True, callback=refs_callback, metavar="REF...")
+@want.command("create", short_help="Want partitions built: refs, ranges, a file of refs.")
+@click.argument("specs", nargs=-1, metavar="REF|RANGE...")
+@click.option("--from-file", "from_file", type=click.File("r", encoding="utf-8"),
+              help="Also want the refs in this file, one per line (# comments and blank lines skipped; - for stdin).")
 @click.option("--ttl", type=click.FloatRange(min=0, min_open=True), help="Expire the want after this many seconds.")
 @click.option("--sla", type=click.FloatRange(min=0, min_open=True),
               help="Record an SLA miss if not Successful within this many seconds.")
+@click.option("--anchor", type=click.Choice(["created", "data_time"]), default="created", show_default=True,
+              help="What --ttl and --sla count from: the want's creation, or its data's time (the latest date or "
+                   "hour its refs name).")
+@click.option("--priority", type=int, default=0, show_default=True, help="Higher is planned first.")
 @click.option("--comment", default="", help="A note kept with the want.")
 @graph_option("With no runtime running: start one on this graph and build the want now.")
 @click.option("--wait", is_flag=True, help="Wait until the want is terminal (exit 0 only if it is Successful); with no "
@@ -56,24 +71,45 @@ def want() -> None:
               help="Seconds to wait for a runtime to take the command (the running one, or with --wait one to start).")
 @db_option
 @json_option
-def want_create(refs: tuple[str, ...], ttl: float | None, sla: float | None, comment: str, graph_path: Path | None,
-                wait: bool, timeout: float, db: Path, as_json: bool) -> int:
-    """Want partitions REF... built."""
-    payload: dict[str, Any] = {"refs": list(refs), "comment": comment}
-    if ttl is not None:
-        payload["ttl"] = ttl
-    if sla is not None:
-        payload["sla"] = sla
+def want_create(specs: tuple[str, ...], from_file: TextIO | None, ttl: float | None, sla: float | None, anchor: str,
+                priority: int, comment: str, graph_path: Path | None, wait: bool, timeout: float, db: Db,
+                as_json: bool) -> int:
+    """Want partitions built: each REF, each RANGE (daily/2026-01-01..2026-11-30, hourly/2026-11-02T00..23: START..END
+    in place of one typed parameter of a job's output pattern), and the refs of --from-file.
+
+    A range is stored as one want however many partitions it names, and planned as capacity frees up.
+    """
+    if not specs and from_file is None:
+        raise click.UsageError("name at least one REF or RANGE, or give --from-file FILE (- for stdin)")
+    literal, ranges = _split_specs(specs)
+    if from_file is not None:
+        try:
+            literal.extend(read_refs(from_file, source=from_file.name))
+        except InvalidRef as e:
+            raise click.BadParameter(str(e), param_hint="--from-file") from None
+    payload: dict[str, Any] = {"refs": literal, "comment": comment}
+    if ranges:
+        payload["specs"] = ranges
+    for key, value in (("ttl", ttl), ("sla", sla)):
+        if value is not None:
+            payload[key] = value
+    if anchor != "created":
+        payload["anchor"] = anchor
+    if priority:
+        payload["priority"] = priority
 
     async def main() -> int:
-        if graph_path is not None and not runtime_active(db):
+        if graph_path is not None and not await runtime_active(db):
+            graph = load_graph(graph_path)
+            wanted = parse_partition_set(graph, ranges, refs=literal)
             with Interrupts() as interrupts:
-                return await build(db, lambda: load_graph(graph_path), interrupts=interrupts, refs=refs, ttl=ttl,
-                                   sla=sla, comment=comment, as_json=as_json)
-        if wait and not runtime_active(db):
+                return await build(db, graph, interrupts=interrupts, refs=wanted, ttl=ttl, sla=sla, comment=comment,
+                                   as_json=as_json, priority=priority, anchor=anchor)
+        if wait and not await runtime_active(db):
             return await _queue_and_wait(db, payload, timeout, as_json)
         code, result = await change(db, None, "want", payload, timeout=timeout, as_json=as_json, quiet=wait,
-                                    describe=lambda r: f"created want {r['want_id']} (through the running runtime)")
+                                    describe=lambda r: f"created want {r['want_id']} (through the running runtime)"
+                                    + (f": {r['size']:,} partitions" if r.get("size", 0) > 1 else ""))
         if wait and result.get("via") == "inbox":
             return await _wait_for_want(db, result["want_id"], as_json)
         return code
@@ -81,7 +117,22 @@ def want_create(refs: tuple[str, ...], ttl: float | None, sla: float | None, com
     return run_async(main)
 
 
-async def _queue_and_wait(db: Path, payload: dict[str, Any], timeout: float, as_json: bool) -> int:
+def _split_specs(specs: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(literal refs, validated; range specs, read against the graph by whoever has it)."""
+    literal: list[str] = []
+    ranges: list[str] = []
+    for spec in specs:
+        if ".." in spec and any(".." in seg and seg != ".." for seg in spec.split("/")):
+            ranges.append(spec)
+        else:
+            try:
+                literal.append(validate_ref(spec))
+            except InvalidRef as e:
+                raise click.BadParameter(str(e), param_hint="REF") from None
+    return literal, ranges
+
+
+async def _queue_and_wait(db: Db, payload: dict[str, Any], timeout: float, as_json: bool) -> int:
     """``want create --wait`` with no runtime running: queue the command, wait ``timeout`` s for a runtime to take it,
     then for the want to end. Never 0 unless the want was created and is Successful."""
     async with reader(db) as log:
@@ -102,7 +153,7 @@ async def _queue_and_wait(db: Path, payload: dict[str, Any], timeout: float, as_
     return await _wait_for_want(db, str(done.result["want_id"]), as_json)
 
 
-async def _wait_for_want(db: Path, want_id: str, as_json: bool) -> int:
+async def _wait_for_want(db: Db, want_id: str, as_json: bool) -> int:
     """After ``want create --wait``: follow the log until the want is terminal; exit 0 if it is Successful."""
     async with reader(db) as log:
         history = await log.history("want", want_id)
@@ -125,7 +176,7 @@ async def _wait_for_want(db: Path, want_id: str, as_json: bool) -> int:
     return 0 if state.status is WantStatus.SUCCESSFUL else 1
 
 
-def unknown_want(db: Path, want_id: str) -> UnknownEntity:
+def unknown_want(db: Db, want_id: str) -> UnknownEntity:
     return UnknownEntity(f"no want {want_id!r} in {db}; list them with `wantbuild want list --db {db}`")
 
 
@@ -135,7 +186,7 @@ def unknown_want(db: Path, want_id: str) -> UnknownEntity:
 @click.option("--active", is_flag=True, help="Only wants that are not terminal yet.")
 @db_option
 @json_option
-def want_list(statuses: tuple[str, ...], active: bool, db: Path, as_json: bool) -> None:
+def want_list(statuses: tuple[str, ...], active: bool, db: Db, as_json: bool) -> None:
     """List wants (oldest first), then the want commands that have no want: queued, or rejected by the runtime."""
 
     async def main() -> tuple[World, list[Command]]:
@@ -201,7 +252,7 @@ def _heading(title: str, counts: dict[str, int], shown: int) -> Text:
                    "status and the first ones not done).")
 @db_option
 @json_option
-def want_show(want_id: str, show_all: bool, db: Path, as_json: bool) -> int:
+def want_show(want_id: str, show_all: bool, db: Db, as_json: bool) -> int:
     """Show one want: its state, partitions, runs, derived wants and history.
 
     A large want is summarised: counts per status, and the first partitions, runs and derived wants that are not
@@ -250,9 +301,13 @@ def want_show(want_id: str, show_all: bool, db: Path, as_json: bool) -> int:
     head = Text(f"want {st.want_id} ", style="bold")
     head.append_text(status_text(st.status))
     out.print(head)
-    info = [("source", st.source), ("root", st.root_want_id), ("parents", ", ".join(st.parent_want_ids) or "-"),
+    info = [("wants", short(st.refs)), ("source", st.source), ("root", st.root_want_id),
+            ("parents", ", ".join(st.parent_want_ids) or "-"),
             ("ttl", f"{st.ttl:g} s" if st.ttl else "-"), ("sla", f"{st.sla:g} s" if st.sla else "-"),
-            ("sla missed", "yes" if st.sla_missed else "no"), ("comment", st.comment or "-"),
+            ("sla missed", "yes" if st.sla_missed else "no"), ("anchor", st.anchor),
+            ("data time", fmt_time(st.data_time)),
+            ("priority", str(st.priority)), ("schedule", f"{st.schedule} (tick {fmt_time(st.tick or 0)})"
+                                                          if st.schedule else "-"), ("comment", st.comment or "-"),
             ("reason", st.reason or "-")]
     for k, v in info:
         out.print(f"  {k:<11} {v}")
@@ -304,7 +359,7 @@ def _show_command(cmd: Command, as_json: bool) -> int:
               help="Seconds to wait for the running runtime to answer.")
 @db_option
 @json_option
-def want_cancel(want_id: str, reason: str, graph_path: Path | None, timeout: float, db: Path, as_json: bool) -> int:
+def want_cancel(want_id: str, reason: str, graph_path: Path | None, timeout: float, db: Db, as_json: bool) -> int:
     """Cancel a want; runs that no active want needs any more are canceled too."""
 
     async def main() -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import gc
 import time
 from collections import deque
@@ -96,6 +97,7 @@ class Observer:
 
     def __init__(self, db: str, world: World | None = None, *, tune_gc: bool = False) -> None:
         self.source = db
+        self._lease_held = False  # a PostgreSQL log's writer lease, refreshed by the follow loop
         """Where the log is (a path, or a database URL with its credentials)."""
         self.db = display_name(db)
         """The log as pages and messages name it (a URL without its password)."""
@@ -204,6 +206,9 @@ class Observer:
                 log.error("web view stopped following the log", db=self.db, error=str(err))
                 self._notify()
                 return
+            if is_url(self.source):
+                with contextlib.suppress(WantbuildError):
+                    self._lease_held = await log_.lease() is not None
             await anyio.sleep(poll_interval)
 
     async def _load(self, log_: EventLog) -> World:
@@ -453,9 +458,8 @@ class Observer:
         """Whether a runtime writes the log now."""
         if self.runtime is not None:
             return not bool(getattr(self.runtime, "closing", False))
-        if is_url(self.source):  # a server-backed log (issue #12) says it through its own API, if it has one
-            probe = getattr(self.log, "writer_active", None)
-            return bool(probe()) if callable(probe) else False
+        if is_url(self.source):  # a PostgreSQL log: its writer lease, as the follow loop last read it
+            return self._lease_held
         try:
             return EventLog.writer_active(self.source)
         except OSError:

@@ -1,0 +1,1446 @@
+"""What every log backend shares: the writer task and its group commit, the entity tips cache, type keys,
+decoding, ``follow``, ``verify`` and the command inbox's rules. A backend (SQLite in ``_log.py``, PostgreSQL in
+``_postgres.py``) supplies the storage: opening, one atomic batch write, and the queries.
+
+Durability contract: **returning from ``append`` means the event is committed.** Appends from any number of
+tasks are queued; one writer task takes what has queued, checks each append's ``expected_entity_seq``
+against the entity's last ``entity_seq``, numbers the accepted ones, and hands them to the backend, which
+writes them in one transaction; when that transaction commits, every append in it resolves at once. An
+append with a stale ``expected_entity_seq`` fails alone with :class:`ConcurrencyError`; a transaction that
+cannot commit fails all of its appends with :class:`CommitError` and leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Final, Literal, TypeVar
+
+import anyio
+import anyio.lowlevel
+import msgspec
+
+from ._errors import (
+    CommandCompletedError,
+    CommitError,
+    ConcurrencyError,
+    CorruptLogError,
+    DamagedLogError,
+    EventLogError,
+    FingerprintMismatch,
+    LeaseLost,
+    LogClosedError,
+    ReadOnlyLogError,
+    SchemaVersionError,
+    UnknownCommandError,
+    WriterFailedError,
+)
+from ._events import Event, EventRegistry
+from ._logging import get_logger
+from ._records import Command, CommandState, Lease, Problem, Record, VerifyReport
+from ._schema import SCHEMA_VERSION
+
+log = get_logger("wantbuild.eventlog")
+_Future = asyncio.Future
+
+_Decode = Callable[[bytes], Event]
+# A queued append: kind, id, expected entity_seq, event, type key, encoded payload, at, its future.
+_Item = tuple[str, str, int, Event, int, bytes, float, "asyncio.Future[Record]"]
+# Rows the writer hands to a backend per batch.
+TypeRow = tuple[int, str, int]  # type_key, name, version
+EventRow = tuple[int, int, int, int | None, int, bytes, float]  # seq, entity_key, entity_seq, prev, type_key, ...
+NewEntityRow = tuple[int, str, str, int, int]  # entity_key, kind, entity_id, last_seq, last_entity_seq
+UpdateEntityRow = tuple[int, int, int]  # last_seq, last_entity_seq, entity_key
+# Rows a backend hands back for reading: seq, kind, entity_id, entity_seq, type_key, payload, at.
+ReadRow = tuple[int, str, str, int, int, bytes, float]
+
+_MAX_PROBLEMS: Final = 1000
+L = TypeVar("L", bound="LogCore")
+READ_CHUNK: Final = 1000
+
+
+class _Entity:
+    """The writer's cached state of one entity: committed tip and pending tip (including queued batches)."""
+
+    __slots__ = ("ceseq", "cseq", "eid", "in_db", "key", "kind", "peseq", "pseq")
+
+    def __init__(self, key: int, kind: str, eid: str, last_seq: int, last_eseq: int, in_db: bool) -> None:
+        self.key = key
+        self.kind = kind
+        self.eid = eid
+        self.cseq = self.pseq = last_seq
+        self.ceseq = self.peseq = last_eseq
+        self.in_db = in_db
+
+
+class _CommitWait:
+    """A :meth:`LogCore.commit` call waiting for the appends ``lo <= ordinal < hi``; ``error`` is the first failure."""
+
+    __slots__ = ("error", "hi", "lo")
+
+    def __init__(self, lo: int, hi: int) -> None:
+        self.lo, self.hi = lo, hi
+        self.error: CommitError | None = None
+
+
+class Aborted(Exception):
+    """Internal: the log was aborted while a batch was being written."""
+
+
+class CommandsNotPending(Exception):
+    """Internal: these of a batch's command completions (indexes into its list) found their command not pending.
+
+    A backend raises it from ``_db_write`` having written nothing; the writer fails those appends alone and
+    writes the batch again without them."""
+
+    def __init__(self, indexes: list[int]) -> None:
+        super().__init__(indexes)
+        self.indexes = indexes
+
+
+Durability = Literal["process", "power"]
+"""Which crash a commit survives: the process dying (``"process"``), or also power loss / an OS crash."""
+DEFAULT_DURABILITY: Final[Durability] = "process"
+"""SQLite's default (``docs/eventlog.md`` says why); a PostgreSQL log defaults to ``"power"``."""
+
+TAIL_CHECK: Final = 256
+"""How many of the last events a writer's open checks (links, heads, types, payloads): a few ms at any size."""
+
+
+def _set_once(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class LogCore:
+    """The backend-independent body of a log. Subclasses implement the storage hooks (``_db_*``)."""
+
+    _shield_open = True
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        fingerprint: str | None,
+        accept_fingerprint_change: bool,
+        now: Callable[[], float],
+        writer: bool,
+        max_batch: int,
+        max_wait: float,
+        autocommit: bool,
+        registry: EventRegistry,
+        entity_cache_size: int,
+        poll_interval: float,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if max_wait < 0:
+            raise ValueError(f"max_wait must be >= 0, got {max_wait}")
+        self._path = path
+        self._want_fingerprint = fingerprint
+        self._accept_fingerprint_change = accept_fingerprint_change
+        self._now = now
+        self._writer = writer
+        self._max_batch = max_batch
+        self._max_wait = max_wait
+        self._autocommit = autocommit
+        self._registry = registry
+        self._entity_cache_size = entity_cache_size
+        self._poll_interval = poll_interval
+        self._encode = registry.encoder.encode
+        self._durability: Durability = DEFAULT_DURABILITY  # the backend sets what it was opened with
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+        self._open = False  # accepting appends and reads
+        self._appendable = False  # open and the writer: the one flag append() checks
+        self._closed = False  # fully closed
+        self._schema_version = SCHEMA_VERSION
+        self._fingerprint: str | None = None
+        self._lease_lost: LeaseLost | None = None
+        self._lease_lost_event = asyncio.Event()
+
+        # Event types: class -> type_key for writing; type_key -> decoder for reading.
+        self._type_keys: dict[type[Event], int] = {}
+        self._type_by_name: dict[tuple[str, int], int] = {}
+        self._type_names: dict[int, tuple[str, int]] = {}
+        self._decoders: list[_Decode | None] = []
+        self._unsaved_types: dict[int, tuple[str, int]] = {}
+        self._next_type_key = 1
+
+        # Writer state. Ordinals count appends: submitted >= taken >= done.
+        self._incoming: list[_Item] = []
+        self._taken = 0
+        self._done = 0
+        self._flush_to = 0
+        self._wake: asyncio.Future[None] | None = None
+        self._wake_at = 1 if autocommit else 1 << 62
+        self._stopping = False
+        self._aborting = False
+        self._writer_done: asyncio.Event | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closed_event = asyncio.Event()
+        self._shutdown_started = False
+        # The commit() calls now waiting, so a failed batch can tell each one whose appends it held. Nothing else
+        # is kept: a commit() that starts later never asks about appends that were already done.
+        self._commit_waits: list[_CommitWait] = []
+        self._writer_error: BaseException | None = None  # the bug that stopped the writer
+        self._damage: tuple[str, ...] = ()  # damage an append found: nothing more is written
+        # Inbox completions riding on queued appends: their future -> (command id, result as JSON).
+        self._commands: dict[asyncio.Future[Record], tuple[int, str]] = {}
+        self._progress = asyncio.Event()
+        self._cache: dict[tuple[str, str], _Entity] = {}
+        self._next_seq = 1
+        self._committed_seq = 0
+        self._next_entity_key = 1
+
+    # ------------------------------------------------------------------ storage hooks (the backend's part)
+
+    async def _db_start(self) -> None:
+        """Connect, create or check the schema (``_check_meta``), take the writer lock or lease if a writer."""
+        raise NotImplementedError
+
+    async def _db_close(self) -> None:
+        """Close every connection and give back the writer lock or lease; never raises."""
+        raise NotImplementedError
+
+    async def _db_max_keys(self) -> tuple[int, int]:
+        """The last ``seq`` and the last ``entity_key`` in the log (0 for none)."""
+        raise NotImplementedError
+
+    async def _db_types(self) -> list[TypeRow]:
+        raise NotImplementedError
+
+    async def _db_lookup(self, keys: list[tuple[str, str]]) -> list[NewEntityRow]:
+        """The stored tips of these entities (those the log has): key, kind, id, last seq, last entity_seq."""
+        raise NotImplementedError
+
+    _db_errors: tuple[type[BaseException], ...] = (OSError,)
+    """What a batch that failed in the database raises (then: CommitError, the batch did not commit)."""
+    _bug_db_errors: tuple[type[BaseException], ...] = ()
+    """Those of ``_db_errors`` that mean the API was used wrongly: a bug, which stops the writer."""
+
+    @property
+    def _batch_errors(self) -> tuple[type[BaseException], ...]:
+        return (Aborted, *self._db_errors)
+
+    async def _db_write(self, types: list[TypeRow], rows: list[EventRow], new: list[NewEntityRow],
+                        upd: list[UpdateEntityRow], commands: list[tuple[float, str, int]], mark: int | None) -> None:
+        """Write one batch in one transaction, or nothing of it (then raise). Shielded by the caller.
+
+        ``commands`` are inbox completions ``(completed_at, result, id)`` that commit with the batch: if one's
+        command is not pending, write nothing and raise :class:`CommandsNotPending`. ``mark``, when given, is a
+        committed seq the open check must be able to see (``_needs_mark``)."""
+        raise NotImplementedError
+
+    async def _db_events_at(self, seqs: Collection[int]) -> dict[int, tuple[int, int]]:
+        """``seq -> (entity_key, entity_seq)`` of those of ``seqs`` that are in the log."""
+        raise NotImplementedError
+
+    async def _db_tail(self, n: int) -> list[tuple[int, int, int, int | None, int, bytes]]:
+        """The last ``n`` events, newest first: seq, entity_key, entity_seq, prev_seq, type_key, payload."""
+        raise NotImplementedError
+
+    async def _db_entities_by_key(self, keys: list[int]) -> list[NewEntityRow]:
+        raise NotImplementedError
+
+    async def _db_commands(self, state: CommandState | None, limit: int | None, newest_first: bool,
+                           ) -> list[tuple[int, str, str, float, float | None, str | None]]:
+        raise NotImplementedError
+
+    async def _db_command_counts(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def _db_scan(self, from_seq: int, until_seq: int | None, until_time: float | None,
+                 kinds: list[str] | None, entity_id: str | None, type_keys: list[int] | None,
+                 chunk: int) -> AsyncIterator[list[ReadRow]]:
+        """Matching rows from ``from_seq`` in seq order, at most ``chunk`` per list (keyset pages)."""
+        raise NotImplementedError
+
+    async def _db_history(self, entity_kind: str, entity_id: str) -> list[tuple[int, int, int, bytes, float]]:
+        """One entity's rows in seq order: seq, entity_seq, type_key, payload, at."""
+        raise NotImplementedError
+
+    async def _db_entity_seq(self, entity_kind: str, entity_id: str) -> int:
+        raise NotImplementedError
+
+    async def _db_wait_commits(self, after_seq: int) -> None:
+        """In a reader: return when commits after ``after_seq`` may exist (or after a while, to look again)."""
+        raise NotImplementedError
+
+    def _db_verify_events(self) -> AsyncIterator[list[tuple[int, int, int, int | None, int, bytes]]]:
+        """Every event row in seq order, in pages: seq, entity_key, entity_seq, prev_seq, type_key, payload."""
+        raise NotImplementedError
+
+    async def _db_verify_entities(self) -> list[NewEntityRow]:
+        """Every entity row, by key: entity_key, kind, entity_id, last_seq, last_entity_seq."""
+        raise NotImplementedError
+
+    async def _db_submit_command(self, name: str, body: str, at: float) -> int:
+        raise NotImplementedError
+
+    async def _db_pending_commands(self) -> list[tuple[int, str, str, float]]:
+        raise NotImplementedError
+
+    async def _db_complete_command(self, command_id: int, at: float, body: str) -> bool:
+        """Mark a pending command completed; False if there is no such pending command."""
+        raise NotImplementedError
+
+    async def _db_command(self, command_id: int) -> tuple[int, str, str, float, float | None, str | None] | None:
+        raise NotImplementedError
+
+    async def _db_lease(self) -> Lease | None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ opening and closing
+
+    async def _start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        try:
+            await self._db_start()
+            self._committed_seq, last_key = await self._db_max_keys()
+            self._next_seq = self._committed_seq + 1
+            self._next_entity_key = last_key + 1
+            await self._load_types()
+        except BaseException:
+            await self._db_close()
+            raise
+        self._open = True
+        self._appendable = self._writer
+        log.info("eventlog opened", path=self._path, writer=self._writer, last_seq=self._committed_seq,
+                 fingerprint=self._fingerprint)
+
+    def _check_meta(self, meta: Mapping[str, str]) -> dict[str, str]:
+        """Check a log's ``meta``; return the entries a writer must store (a newly accepted fingerprint)."""
+        try:
+            version = int(meta["schema_version"])
+        except (KeyError, ValueError):
+            raise CorruptLogError(
+                f"{self._path}: not a wantbuild event log (meta has no valid schema_version: "
+                f"{meta.get('schema_version')!r})"
+            ) from None
+        self._schema_version = version
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self._path}: the log has schema version {version}, but this wantbuild reads schema "
+                f"version {SCHEMA_VERSION}; it was written by a newer wantbuild: upgrade wantbuild to open it"
+            )
+        if version < SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self._path}: the log has schema version {version}, but this wantbuild reads schema "
+                f"version {SCHEMA_VERSION} and has no upgrade from {version}"
+            )
+        stored = meta.get("fingerprint")
+        self._fingerprint = stored
+        want = self._want_fingerprint
+        if want is None or want == stored:
+            return {}
+        if stored is not None and not self._accept_fingerprint_change:
+            raise FingerprintMismatch(
+                f"{self._path}: the log was written for graph fingerprint {stored}, but the graph now has "
+                f"fingerprint {want}; if the graph change is intended, accept it with "
+                "accept_fingerprint_change=True (CLI: --accept-graph-change), or use another log"
+            )
+        self._fingerprint = want
+        if not self._writer:
+            return {}
+        history: list[Any] = msgspec.json.decode(meta.get("fingerprint_history", "[]"))
+        if stored is not None:
+            history.append({"fingerprint": stored, "replaced_at": self._now(), "replaced_by": want})
+            log.warning("eventlog graph fingerprint changed", path=self._path, old=stored, new=want)
+        return {"fingerprint": want, "fingerprint_history": msgspec.json.encode(history).decode()}
+
+    def _new_meta(self) -> dict[str, str]:
+        """The ``meta`` of a log being created."""
+        meta = {"schema_version": str(SCHEMA_VERSION), "created_at": repr(self._now()),
+                "format": "wantbuild event log"}
+        if self._want_fingerprint is not None:
+            meta["fingerprint"] = self._want_fingerprint
+        self._fingerprint = self._want_fingerprint
+        return meta
+
+    async def _load_types(self) -> None:
+        for tk, name, version in await self._db_types():
+            self._type_names[tk] = (name, version)
+            self._type_by_name[(name, version)] = tk
+            self._next_type_key = max(self._next_type_key, tk + 1)
+        self._bind_decoders()
+
+    def _bind_decoders(self) -> None:
+        """Point each known type key at the registry's decoder (registry classes may appear after open)."""
+        size = max(self._type_names, default=0) + 1
+        decoders: list[_Decode | None] = [None] * size
+        for tk, (name, version) in self._type_names.items():
+            try:
+                cls = self._registry.lookup(name, version)
+            except CorruptLogError:
+                continue
+            decoders[tk] = self._registry.decoder_for(cls).decode
+            self._type_keys.setdefault(cls, tk)
+        self._decoders = decoders
+
+    async def close(self) -> None:
+        """Commit what is pending, stop the writer, close the connections and release the writer lock."""
+        await self._shutdown(abort=False)
+
+    async def abort(self) -> None:
+        """Simulate a crash: drop every append not yet committed and close without committing it.
+
+        Dropped appends fail with :class:`CommitError` ("log aborted"). A batch whose commit has already
+        started may still commit; its appenders are then told so, as after a real crash at that instant.
+        """
+        await self._shutdown(abort=True)
+
+    async def _shutdown(self, *, abort: bool) -> None:
+        if self._shutdown_started:
+            await self._closed_event.wait()
+            return
+        self._shutdown_started = True
+        self._open = False
+        self._appendable = False
+        self._stopping = True
+        # Shielded: a close interrupted half-way would leave appenders waiting and the lock held.
+        with anyio.CancelScope(shield=True):
+            try:
+                task = self._writer_task
+                if task is not None and self._writer_done is not None:
+                    if abort:
+                        self._aborting = True
+                        self._fail_incoming("log aborted before this append was committed")
+                    else:
+                        self._flush_to = self._submitted
+                    self._kick()
+                    await self._writer_done.wait()
+                    await task  # re-raises what stopped the writer if it was a bug
+            finally:
+                await self._db_close()
+                self._closed = True
+                self._closed_event.set()
+                self._notify_progress()
+                log.info("eventlog closed", path=self._path, last_seq=self._committed_seq, aborted=abort)
+
+    def _start_writer(self) -> None:
+        self._writer_done = asyncio.Event()
+        self._writer_task = asyncio.create_task(self._writer_main(), name=f"eventlog writer {self._path}")
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def path(self) -> str:
+        """The log's file, or its URL with the password hidden."""
+        return self._path
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The graph fingerprint the log is (now) recorded for."""
+        return self._fingerprint
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the log."""
+        return self._schema_version
+
+    @property
+    def last_seq(self) -> int:
+        """The last committed ``seq`` (0 for an empty log); in a reader, the last one it has seen."""
+        return self._committed_seq
+
+    @property
+    def closed(self) -> bool:
+        """Whether the log is closed (or closing)."""
+        return not self._open
+
+    @property
+    def durability(self) -> Durability:
+        """Which crash a commit survives: ``"process"`` or ``"power"`` (see ``open``)."""
+        return self._durability
+
+    @property
+    def writer(self) -> bool:
+        """Whether this log was opened as the writer."""
+        return self._writer
+
+    def pending(self) -> int:
+        """How many appends are waiting for their batch to commit."""
+        return self._submitted - self._done
+
+    @property
+    def _submitted(self) -> int:
+        return self._taken + len(self._incoming)
+
+    # ------------------------------------------------------------------ the writer's lease
+
+    async def lease(self) -> Lease | None:
+        """Who holds the writer lease now (``None``: nobody); works in readers too."""
+        self._check_readable()
+        return await self._db_lease()
+
+    @property
+    def lease_lost(self) -> LeaseLost | None:
+        """Set once this writer lost its lease: every append since has failed with it."""
+        return self._lease_lost
+
+    async def renew_lease(self) -> None:
+        """Extend this writer's lease now (a lock held for the process's lifetime needs nothing: SQLite)."""
+        self._check_writable()
+
+    async def wait_lease_lost(self) -> LeaseLost:
+        """Wait until this writer loses its lease (never, for a lease that cannot be lost); return the error."""
+        await self._lease_lost_event.wait()
+        assert self._lease_lost is not None
+        return self._lease_lost
+
+    def _fence(self, error: LeaseLost) -> None:
+        """This writer lost its lease: refuse every append from now on and tell whoever waits."""
+        if self._lease_lost is None:
+            self._lease_lost = error
+            self._appendable = False
+            log.error("eventlog lease lost", path=self._path, error=str(error))
+            self._fail_incoming(str(error), error=error)
+            self._lease_lost_event.set()
+
+    # ------------------------------------------------------------------ appending
+
+    def _check_writable(self) -> None:
+        if self._lease_lost is not None:
+            raise self._lease_lost
+        if self._writer_error is not None:
+            raise self._writer_failed_error()
+        if self._damage:
+            raise DamagedLogError(self._path, self._damage)
+        if not self._open:
+            raise LogClosedError(f"{self._path}: the event log is closed")
+        if not self._writer:
+            raise ReadOnlyLogError(
+                f"{self._path}: the event log was opened with writer=False; only the process holding the "
+                "writer lock appends events (submit a command to it instead)"
+            )
+
+    async def append(self, entity_kind: str, entity_id: str, expected_entity_seq: int, event: Event,
+                     at: float | None = None, *, command: tuple[int, Mapping[str, Any]] | None = None) -> Record:
+        """Append ``event`` to the entity's history; return its record once it is committed.
+
+        ``expected_entity_seq`` is the entity's last ``entity_seq`` as the caller knows it (0 for a new
+        entity); the new record gets ``expected_entity_seq + 1``, or the append fails with
+        :class:`ConcurrencyError`. ``at`` is ``now()`` at the call unless the caller gives it (an actor that
+        already read the runtime clock for its transition); ``seq`` follows the order of calls.
+        Raises :class:`CommitError` if its batch could not be committed (nothing of it was written), and
+        :class:`LeaseLost` once the writer's lease is lost.
+
+        ``command=(command_id, result)`` completes that inbox command with ``result`` (``completed_at`` is the
+        event's ``at``) in the same transaction as the event: both commit or neither does, so a command whose
+        effect is this event is applied exactly once. If the command is no longer pending (completed already,
+        also by an earlier append of the same batch) this append fails alone with
+        :class:`CommandCompletedError` (:class:`UnknownCommandError` if there is no such command) and nothing
+        of it is written; the rest of its batch commits as usual.
+        """
+        if not self._appendable:
+            self._check_writable()
+        tk = self._type_keys.get(type(event))
+        if tk is None:
+            tk = self._new_type_key(event)
+        fut: asyncio.Future[Record] = _Future(loop=self._loop)
+        if command is not None:
+            self._commands[fut] = (command[0], self._result_json(command[0], command[1]))
+        incoming = self._incoming
+        incoming.append(
+            (entity_kind, entity_id, expected_entity_seq, event, tk, self._encode(event),
+             self._now() if at is None else at, fut)
+        )
+        if (wake := self._wake) is not None and len(incoming) >= self._wake_at:
+            self._wake = None
+            if not wake.done():
+                wake.set_result(None)
+        return await fut
+
+    @staticmethod
+    def _result_json(command_id: int, result: Mapping[str, Any]) -> str:
+        if type(command_id) is not int:
+            raise EventLogError(f"a command id is an int (what submit_command returned), got {command_id!r}")
+        try:
+            return msgspec.json.encode(dict(result)).decode()
+        except (TypeError, msgspec.EncodeError) as e:
+            raise EventLogError(f"command {command_id}: result is not JSON-serializable: {e}") from e
+
+    def _forget_commands(self, items: Sequence[_Item]) -> None:
+        """Drop the inbox completions of appends that failed before their batch was written."""
+        if self._commands:
+            for item in items:
+                self._commands.pop(item[7], None)
+
+    def _new_type_key(self, event: Event) -> int:
+        cls = type(event)
+        if not isinstance(event, Event):
+            raise EventLogError(f"cannot append {event!r}: events are Event subclasses declared with @event")
+        name, version = cls.event_name, cls.event_version
+        try:
+            registered = self._registry.lookup(name, version)
+        except CorruptLogError:
+            registered = None
+        if registered is not cls:
+            raise EventLogError(
+                f"cannot append {cls.__qualname__}: it is not a registered event type of this log's registry "
+                "(declare it with @event(name, version))"
+            )
+        tk = self._type_by_name.get((name, version))
+        if tk is None:
+            tk = self._next_type_key
+            self._next_type_key += 1
+            self._type_by_name[(name, version)] = tk
+            self._type_names[tk] = (name, version)
+            self._unsaved_types[tk] = (name, version)
+        self._type_keys[cls] = tk
+        self._bind_decoders()
+        return tk
+
+    async def commit(self) -> None:
+        """Commit every append made so far, and return once they are committed.
+
+        With ``autocommit=False`` this is what writes them (in batches of at most ``max_batch``); with
+        ``autocommit=True`` it waits for the writer. Raises :class:`CommitError` if a batch holding one of
+        those appends failed to commit.
+        """
+        if self._lease_lost is not None:
+            raise self._lease_lost
+        if self._writer_error is not None:
+            raise self._writer_failed_error()
+        if not self._open:
+            raise LogClosedError(f"{self._path}: the event log is closed")
+        if not self._writer:
+            return
+        target = self._submitted
+        if self._done >= target:
+            return
+        wait = _CommitWait(self._done, target)
+        self._commit_waits.append(wait)
+        try:
+            if target > self._flush_to:
+                self._flush_to = target
+                self._kick()
+            while self._done < target:
+                if self._closed or self._writer_done is None or self._writer_done.is_set():
+                    if self._writer_error is not None:
+                        raise self._writer_failed_error()
+                    raise LogClosedError(f"{self._path}: the event log was closed before the commit finished")
+                await self._progress.wait()
+        finally:
+            self._commit_waits.remove(wait)
+        if self._lease_lost is not None:
+            raise self._lease_lost
+        if wait.error is not None:
+            raise CommitError(f"{self._path}: commit failed: {wait.error}") from wait.error
+        if self._writer_error is not None:  # the writer stopped on a bug while writing these appends
+            raise self._writer_failed_error()
+
+    def _note_failure(self, lo: int, hi: int, error: CommitError) -> None:
+        """Appends ``lo <= ordinal < hi`` did not commit: tell each waiting commit() that covers one of them."""
+        for wait in self._commit_waits:
+            if wait.error is None and lo < wait.hi and hi > wait.lo:
+                wait.error = error
+
+    def _kick(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def _notify_progress(self) -> None:
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+    def _fail_incoming(self, message: str, error: EventLogError | None = None) -> None:
+        """Fail every append not yet taken by the writer (the log is aborting, or its lease is lost)."""
+        items, self._incoming = self._incoming, []
+        self._forget_commands(items)
+        failure = CommitError(f"{self._path}: {message}")
+        for item in items:
+            fut = item[7]
+            if not fut.done():
+                fut.set_exception(error if error is not None else CommitError(f"{self._path}: {message}"))
+        lo = self._taken
+        self._taken += len(items)
+        self._done += len(items)
+        self._flush_to = max(self._flush_to, self._taken)
+        if items:
+            self._note_failure(lo, self._taken, failure)
+
+    def _writer_failed_error(self) -> WriterFailedError:
+        error = self._writer_error
+        err = WriterFailedError(
+            f"{self._path}: the log's writer stopped on an unexpected error (a bug, not a database error), and "
+            f"the log accepts no more appends; nothing of the batch it was writing was written: "
+            f"{type(error).__name__}: {error}"
+        )
+        err.__cause__ = error
+        return err
+
+    def _writer_failed(self, error: BaseException, items: Sequence[_Item]) -> None:
+        """The writer hit a bug (or was cancelled): fail the batch in hand and everything queued, stop appends."""
+        if self._writer_error is None:
+            self._writer_error = error
+            log.error("eventlog writer failed", path=self._path, error=f"{type(error).__name__}: {error}")
+        self._open = self._appendable = False
+        for item in items:
+            fut = item[7]
+            if not fut.done():
+                fut.set_exception(self._writer_failed_error())
+        rest, self._incoming = self._incoming, []
+        self._forget_commands(items)
+        self._forget_commands(rest)
+        for item in rest:
+            fut = item[7]
+            if not fut.done():
+                fut.set_exception(self._writer_failed_error())
+        self._taken += len(rest)
+        self._done += len(rest)
+
+    # ------------------------------------------------------------------ the writer task
+
+    def _ready(self) -> int:
+        """How many queued appends the writer may take now."""
+        if self._autocommit:
+            return min(len(self._incoming), self._max_batch)
+        return min(self._flush_to - self._taken, self._max_batch)  # only what commit() (or close) asked for
+
+    async def _writer_main(self) -> None:
+        """The writer task: take what has queued, write it as one batch, repeat until told to stop."""
+        loop = asyncio.get_running_loop()
+        assert self._writer_done is not None
+        try:
+            while True:
+                n = self._ready()
+                if n <= 0:
+                    if self._stopping:
+                        break
+                    self._wake = loop.create_future()
+                    try:
+                        await self._wake
+                    finally:
+                        self._wake = None
+                    continue
+                if self._max_wait > 0 and self._autocommit and not self._stopping and n < self._max_batch:
+                    await self._linger(loop)
+                    n = self._ready()
+                await self._write_batch(n)
+        except BaseException as e:
+            # Only a bug (or the task's cancellation) gets here: batches catch their database errors.
+            self._writer_failed(e, ())
+            raise
+        finally:
+            self._writer_done.set()
+            self._notify_progress()
+
+    async def _linger(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait up to ``max_wait`` for the batch to fill up."""
+        wake = self._wake = loop.create_future()
+        self._wake_at = self._max_batch
+        handle = loop.call_later(self._max_wait, _set_once, wake)
+        try:
+            await wake
+        finally:
+            handle.cancel()
+            self._wake = None
+            self._wake_at = 1
+
+    async def _lookup(self, items: Sequence[_Item]) -> dict[tuple[str, str], _Entity | str]:
+        """Load the tips of entities missing from the cache, or mark them new."""
+        cache = self._cache
+        missing: dict[tuple[str, str], _Entity | str] = {}
+        for item in items:
+            k = (item[0], item[1])
+            if k not in cache and k not in missing:
+                if type(k[0]) is not str or type(k[1]) is not str or not k[0] or not k[1]:
+                    missing[k] = f"entity kind and id must be non-empty strings, got {k[0]!r}, {k[1]!r}"
+                else:
+                    missing[k] = ""
+        keys = [k for k, v in missing.items() if not v]
+        if keys:
+            for ek, kind, eid, last_seq, last_eseq in await self._db_lookup(keys):
+                missing[(kind, eid)] = _Entity(ek, kind, eid, last_seq, last_eseq, True)
+        for k in keys:
+            if not isinstance(missing[k], _Entity):
+                missing[k] = _Entity(self._next_entity_key, k[0], k[1], 0, 0, False)
+                self._next_entity_key += 1
+        return missing
+
+    async def _write_batch(self, n: int) -> None:
+        incoming = self._incoming
+        if n == len(incoming):
+            items, self._incoming = incoming, []
+        else:
+            items = incoming[:n]
+            del incoming[:n]
+        lo = self._taken
+        self._taken += n
+        try:
+            await self._write_items(items, lo)
+        except BaseException as e:
+            self._writer_failed(e, items)
+            raise
+        finally:
+            self._done += n
+            if len(self._cache) > self._entity_cache_size:
+                # Nothing is pending between batches, so any tip may go: it reloads on its next miss. The older
+                # half goes (insertion order), not all of it: clearing everything made every active entity miss
+                # at once, and a log just past the size paid a lookup per append from then on.
+                cache = self._cache
+                for key in list(itertools.islice(cache, len(cache) // 2)):
+                    del cache[key]
+            self._notify_progress()
+
+    async def _write_items(self, items: list[_Item], lo: int,
+                           cmds: dict[asyncio.Future[Record], tuple[int, str]] | None = None) -> None:
+        """Check, number and write one batch (appends ``lo ..``); a database error fails it with CommitError.
+
+        ``cmds`` are the batch's inbox completions (taken from ``_commands`` here on the first attempt).
+        """
+        if cmds is None and self._commands:
+            cmds = {it[7]: c for it in items if (c := self._commands.pop(it[7], None)) is not None}
+        if self._lease_lost is not None:
+            for it in items:
+                if not it[7].done():
+                    it[7].set_exception(self._lease_lost)
+            return
+        cache = self._cache
+        try:
+            ents = [cache[(it[0], it[1])] for it in items]
+        except KeyError:
+            try:
+                found = await self._lookup(items)
+            except LeaseLost as e:
+                self._fail_lease_lost(e, [it[7] for it in items])
+                return
+            except self._bug_db_errors:
+                raise
+            except self._db_errors as e:  # nothing is numbered or cached yet: only the appends need failing
+                self._fail_batch(e, [it[7] for it in items], lo, len(items), "", "")
+                return
+            bad: dict[tuple[str, str], str] = {}
+            for k, v in found.items():
+                if isinstance(v, _Entity):
+                    cache[k] = v
+                else:
+                    bad[k] = v
+            if bad:
+                for it in items:
+                    msg = bad.get((it[0], it[1]))
+                    if msg is not None and not it[7].done():
+                        it[7].set_exception(EventLogError(msg))
+                items = [it for it in items if (it[0], it[1]) not in bad]
+            ents = [cache[(it[0], it[1])] for it in items]
+
+        # Check and number the appends, in call order, against the pending tips.
+        seq = first_seq = self._next_seq
+        rows: list[EventRow] = []
+        recs: list[Record] = []
+        futs: list[asyncio.Future[Record]] = []
+        rows_append, recs_append, futs_append = rows.append, recs.append, futs.append
+        record = Record
+        conflicts: list[tuple[asyncio.Future[Record], _Entity, int, int]] | None = None
+        # zip(strict=False): ents was built from items, one for one; the strict check costs in this loop.
+        for (kind, eid, expected, ev, tk, payload, at, fut), ent in zip(items, ents, strict=False):
+            last = ent.peseq
+            if expected != last:
+                if conflicts is None:
+                    conflicts = []
+                conflicts.append((fut, ent, expected, last))
+                continue
+            last += 1
+            rows_append((seq, ent.key, last, ent.pseq or None, tk, payload, at))
+            recs_append(record(seq, kind, eid, last, ev, at))
+            futs_append(fut)
+            ent.pseq = seq
+            ent.peseq = last
+            seq += 1
+        # Between batches every pending tip equals its committed tip, so the touched entities are exactly
+        # those whose tips moved.
+        touched = [e for e in dict.fromkeys(ents) if e.pseq != e.cseq]
+        if conflicts is not None and await self._conflicts_reveal_damage(conflicts, touched, futs):
+            return
+        if not rows:
+            return
+        new = [(e.key, e.kind, e.eid, e.pseq, e.peseq) for e in touched if not e.in_db]
+        upd = [(e.pseq, e.peseq, e.key) for e in touched if e.in_db]
+        types = [(tk, name, version) for tk, (name, version) in self._unsaved_types.items()]
+        cmd_futs: list[asyncio.Future[Record]] = []
+        cmd_rows: list[tuple[float, str, int]] = []
+        if cmds:
+            for fut, rec in zip(futs, recs, strict=True):
+                if (c := cmds.get(fut)) is not None:
+                    cmd_futs.append(fut)
+                    cmd_rows.append((rec.at, c[1], c[0]))
+
+        # One call writes and commits the whole batch (or nothing of it).
+        # Shielded: once started, the outcome must be known, whatever happens to this task.
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._db_write(types, rows, new, upd, cmd_rows,
+                                     seq - 1 if self._needs_mark(touched, seq - 1) else None)
+        except CommandsNotPending as e:
+            # Fail those appends alone and write the batch again without them (and without appends already
+            # failed: a conflict they caused is not undone, their callers were told).
+            self._rollback(touched)
+            assert cmds is not None
+            await self._fail_not_pending([(cmd_futs[i], cmd_rows[i][2]) for i in e.indexes])
+            await self._write_items([it for it in items if not it[7].done()], lo,
+                                    {f: c for f, c in cmds.items() if not f.done()})
+            return
+        except LeaseLost as e:
+            self._rollback(touched)
+            self._fail_lease_lost(e, futs)
+            return
+        except self._batch_errors as e:
+            self._rollback(touched)
+            if isinstance(e, self._bug_db_errors):
+                raise
+            self._fail_batch(e, futs, lo, len(items), f" (seq {first_seq}..{seq - 1})", f" of {len(futs)} appends")
+            return
+        except BaseException:
+            self._rollback(touched)
+            raise
+
+        # Committed: promote the pending tips and tell every appender.
+        for ent in touched:
+            ent.cseq = ent.pseq
+            ent.ceseq = ent.peseq
+            ent.in_db = True
+        for tk, _, _ in types:
+            self._unsaved_types.pop(tk, None)
+        self._committed_seq = seq - 1
+        self._next_seq = seq
+        for fut, rec in zip(futs, recs, strict=False):
+            try:  # noqa: SIM105 - suppress() would cost a context manager per append in the hot loop
+                fut.set_result(rec)
+            except asyncio.InvalidStateError:
+                pass  # the appender was cancelled; its event is committed all the same
+
+    @staticmethod
+    def _needs_mark(touched: list[_Entity], last: int) -> bool:
+        """Whether a batch ending at seq ``last`` must write the high-water mark for the open check to see the
+        loss of its events.
+
+        If the log's last events are lost, look at the first lost one, e: if its entity's previous event p is
+        within ``TAIL_CHECK`` of it, p is in the tail the writer's open checks, and the entity's head in
+        ``entities`` (past p) gives the loss away. Otherwise (p is older, or e was its entity's first event) only
+        the mark can: so a batch writes it when one of its entities is new or last moved ``TAIL_CHECK`` seqs
+        before the batch's end (a cheap superset of the events that need it; the first entity usually decides).
+        Batches of entities that move often, the common case of a small batch, write no extra page.
+        """
+        horizon = last - TAIL_CHECK
+        return any(e.cseq == 0 or e.cseq < horizon for e in touched)
+
+    async def _fail_not_pending(self, failed: list[tuple[asyncio.Future[Record], int]]) -> None:
+        """Fail appends whose command completion found the command not pending, saying why."""
+        for fut, command_id in failed:
+            try:
+                row = await self._db_command(command_id)
+            except self._bug_db_errors:
+                raise
+            except self._db_errors:
+                row = None
+            error: EventLogError
+            if row is None:
+                error = UnknownCommandError(
+                    f"{self._path}: there is no command {command_id}, so this append, which was to complete it, "
+                    "was not written", command_id)
+            else:
+                name, done_at = row[1], row[4]
+                when = "earlier in the same batch" if done_at is None else f"at {done_at}"
+                error = CommandCompletedError(
+                    f"{self._path}: command {command_id} ({name}) was already completed ({when}); nothing of this "
+                    "append was written, so the command's effect is not applied twice", command_id)
+            if not fut.done():
+                fut.set_exception(error)
+
+    async def _conflicts_reveal_damage(
+        self,
+        conflicts: list[tuple[asyncio.Future[Record], _Entity, int, int]],
+        touched: list[_Entity],
+        futs: list[asyncio.Future[Record]],
+    ) -> bool:
+        """Fail the conflicting appends with ConcurrencyError, unless the conflict comes from a damaged log.
+
+        The one writer numbers every append, so an append whose expected ``entity_seq`` is not the entity's
+        comes from a caller whose view is not the log's: a bug in the caller, or a log that lost its entity's
+        last event (the caller's replay of it counts one event fewer than ``entities`` does). The latter is
+        damage: then the whole batch fails with DamagedLogError, nothing is written, and nothing ever will be.
+        A rare path: it reads each conflicting entity's head row, by key.
+        """
+        damage = await self._conflict_damage({id(c[1]): c[1] for c in conflicts if c[1].in_db}.values())
+        if not damage:
+            for fut, ent, expected, actual in conflicts:
+                if not fut.done():
+                    fut.set_exception(ConcurrencyError(ent.kind, ent.eid, expected, actual))
+            return False
+        self._rollback(touched)
+        self._damage = tuple(damage)
+        self._appendable = False
+        log.error("eventlog damaged", path=self._path, problems=damage)
+        for fut in [c[0] for c in conflicts] + futs:
+            if not fut.done():
+                fut.set_exception(DamagedLogError(self._path, self._damage))
+        rest, self._incoming = self._incoming, []
+        self._forget_commands(rest)
+        for item in rest:
+            if not item[7].done():
+                item[7].set_exception(DamagedLogError(self._path, self._damage))
+        self._taken += len(rest)
+        self._done += len(rest)
+        return True
+
+    async def _conflict_damage(self, ents: Collection[_Entity]) -> list[str]:
+        """Problems with these entities' committed last events (missing, another entity's, misnumbered)."""
+        try:
+            heads = await self._db_events_at({e.cseq for e in ents})
+        except self._bug_db_errors:
+            raise
+        except self._db_errors:
+            return []  # cannot tell: the conflicts stay conflicts
+        problems = []
+        for e in ents:
+            head = heads.get(e.cseq)
+            if head is None:
+                problems.append(f"{e.kind} {e.eid!r}: its last event, seq {e.cseq}, is not in the log")
+            elif head[0] != e.key:
+                problems.append(f"{e.kind} {e.eid!r}: its last event, seq {e.cseq}, is another entity's")
+            elif head[1] != e.ceseq:
+                problems.append(
+                    f"{e.kind} {e.eid!r}: its last event, seq {e.cseq}, has entity_seq {head[1]}, but entities says "
+                    f"{e.ceseq}"
+                )
+        return problems
+
+    async def _tail_problems(self, mark: str | None) -> list[str]:
+        """What is structurally wrong with the log's last ``TAIL_CHECK`` events; [] when they are sound.
+
+        Each event must link (``prev_seq``) to an earlier event of its own entity with the previous
+        ``entity_seq``, have a known type key and a payload that decodes strictly (when this registry knows its
+        type); the entity of each must have its last event in the tail recorded as its head in ``entities``;
+        and the last event must not be below ``mark``, the high-water mark (a committed seq). Reads a few
+        hundred rows by key: milliseconds whatever the log's size. Damage older than the tail is found by
+        ``verify()``, or by an append that meets it (:meth:`_conflict_damage`).
+        """
+        problems: list[str] = []
+        tail = await self._db_tail(TAIL_CHECK)
+        last = tail[0][0] if tail else 0
+        try:
+            committed = None if mark is None else int(mark)
+        except ValueError:
+            problems.append(f"the high-water mark is {mark!r}, not a seq")
+            committed = None
+        if committed is not None and committed > last:
+            problems.append(
+                f"the log's last events are missing: seq {committed} was committed, but the last event is "
+                + (f"seq {last}" if last else "none (the events table is empty)")
+            )
+        by_seq = {seq: (ek, eseq) for seq, ek, eseq, *_ in tail}
+        by_seq.update(await self._db_events_at({r[3] for r in tail if r[3] is not None and r[3] not in by_seq}))
+        types = {tk: (name, version) for tk, name, version in await self._db_types()}
+        heads: dict[int, tuple[int, int]] = {}  # entity_key -> its last (seq, entity_seq) in the tail
+        for seq, ek, eseq, prev, tk, payload in tail:
+            heads.setdefault(ek, (seq, eseq))
+            if prev is None:
+                if eseq != 1:
+                    problems.append(f"seq {seq}: entity_seq {eseq} without a prev_seq (only a first event has none)")
+            elif prev >= seq:
+                problems.append(f"seq {seq}: prev_seq {prev} is not before it")
+            elif (linked := by_seq.get(prev)) is None:
+                problems.append(f"seq {seq}: prev_seq {prev} points at an event that is not in the log")
+            elif linked[0] != ek:
+                problems.append(f"seq {seq}: prev_seq {prev} points at an event of another entity")
+            elif linked[1] != eseq - 1:
+                problems.append(f"seq {seq}: entity_seq {eseq} follows entity_seq {linked[1]} (a gap or a repeat)")
+            name_version = types.get(tk)
+            if name_version is None:
+                problems.append(f"seq {seq}: event type key {tk} is not in the event_types table")
+                continue
+            try:
+                cls = self._registry.lookup(*name_version)
+            except CorruptLogError:
+                continue  # a type this wantbuild does not know: not damage; reading it says so
+            try:
+                self._registry.strict_decoder_for(cls).decode(payload)
+            except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as e:
+                problems.append(f"seq {seq}: undecodable payload for {name_version[0]} v{name_version[1]}: {e}")
+        found = {ek: (kind, eid, ls, les) for ek, kind, eid, ls, les in await self._db_entities_by_key(list(heads))}
+        for ek, (seq, eseq) in heads.items():
+            ent = found.get(ek)
+            if ent is None:
+                problems.append(f"seq {seq}: its entity (entity_key {ek}) is not in the entities table")
+            elif (ent[2], ent[3]) != (seq, eseq):
+                problems.append(
+                    f"{ent[0]} {ent[1]!r}: entities says last seq {ent[2]} / entity_seq {ent[3]}, but its events "
+                    f"end at seq {seq} / entity_seq {eseq}"
+                )
+        return problems
+
+    def _is_aborting(self) -> bool:
+        return self._aborting
+
+    def _rollback(self, touched: list[_Entity]) -> None:
+        """Undo a batch in memory that did not commit (the database already rolled it back)."""
+        for e in touched:
+            if e.in_db:
+                e.pseq = e.cseq
+                e.peseq = e.ceseq
+            else:
+                self._cache.pop((e.kind, e.eid), None)
+        self._next_seq = self._committed_seq + 1
+
+    def _fail_lease_lost(self, error: LeaseLost, futs: list[asyncio.Future[Record]]) -> None:
+        """The batch's fence did not hold: nothing was written; fail its appends and fence the log."""
+        for fut in futs:
+            if not fut.done():
+                fut.set_exception(error)
+        self._fence(error)
+
+    def _fail_batch(
+        self, error: BaseException, futs: list[asyncio.Future[Record]], lo: int, n: int, seqs: str, size: str
+    ) -> None:
+        """A batch (appends ``lo .. lo + n``) did not commit: fail its appends with CommitError, tell commit()."""
+        if isinstance(error, Aborted):
+            message = f"{self._path}: log aborted before this append was committed"
+        else:
+            message = (
+                f"{self._path}: could not commit a batch{size}{seqs}, nothing of it was written: "
+                f"{type(error).__name__}: {error}"
+            )
+            log.error("eventlog commit failed", path=self._path, appends=len(futs), error=str(error))
+        failure = CommitError(message)
+        failure.__cause__ = error
+        self._note_failure(lo, lo + n, failure)
+        for fut in futs:
+            if not fut.done():
+                err = CommitError(message)
+                err.__cause__ = error
+                fut.set_exception(err)
+
+    # ------------------------------------------------------------------ reading
+
+    def _check_readable(self) -> None:
+        if not self._open:
+            raise LogClosedError(f"{self._path}: the event log is closed")
+
+    def _decode_fast(self, rows: Sequence[Any]) -> list[Record]:
+        decs = self._decoders
+        return [Record(s, k, i, es, decs[tk](p), at) for s, k, i, es, tk, p, at in rows]
+
+    async def _records(self, rows: Sequence[Any]) -> list[Record]:
+        try:
+            return self._decode_fast(rows)
+        except Exception:
+            pass  # the slow path below finds the row and explains it
+        await self._load_types()
+        return [self._decode_one(*row) for row in rows]
+
+    def _decode_one(self, seq: int, kind: str, eid: str, eseq: int, tk: int, payload: bytes, at: float) -> Record:
+        return Record(seq, kind, eid, eseq, self._decode_payload(seq, tk, payload), at)
+
+    def _decode_payload(self, seq: int, tk: int, payload: bytes, strict: bool = False) -> Event:
+        """Decode one row's payload, or raise CorruptLogError saying why; ``strict`` refuses unknown fields."""
+        name_version = self._type_names.get(tk)
+        if name_version is None:
+            raise CorruptLogError(f"{self._path}: event type key {tk} is not in the event_types table", seq)
+        name, version = name_version
+        dec = self._decoders[tk] if tk < len(self._decoders) else None
+        if dec is not None and strict:
+            dec = self._registry.strict_decoder_for(self._registry.lookup(name, version)).decode
+        if dec is None:
+            known = sorted(v for (n, v) in self._type_by_name if n == name and self._decoders_has(n, v))
+            hint = f" (this wantbuild knows versions {known})" if known else ""
+            raise CorruptLogError(f"{self._path}: unknown event type {name} v{version}{hint}", seq)
+        try:
+            return dec(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise CorruptLogError(f"{self._path}: undecodable payload for {name} v{version}: {e}", seq) from e
+        except TypeError as e:
+            raise CorruptLogError(
+                f"{self._path}: payload of {name} v{version} is a {type(payload).__name__}, not JSON", seq
+            ) from e
+
+    def _decoders_has(self, name: str, version: int) -> bool:
+        try:
+            self._registry.lookup(name, version)
+        except CorruptLogError:
+            return False
+        return True
+
+    def _type_keys_named(self, types: Collection[str]) -> list[int]:
+        wanted = set(types)
+        return [tk for tk, (name, _) in self._type_names.items() if name in wanted]
+
+    async def _scan(
+        self,
+        from_seq: int,
+        until_seq: int | None,
+        until_time: float | None,
+        kinds: Collection[str] | None,
+        entity_id: str | None,
+        types: Collection[str] | None,
+        chunk: int,
+    ) -> AsyncIterator[list[Record]]:
+        """Matching records from ``from_seq`` in seq order, ``chunk`` rows per query (keyset pages)."""
+        self._check_readable()
+        kind_list = None if kinds is None else list(kinds)
+        if kind_list == []:
+            return
+        type_keys = None
+        if types is not None:
+            if not self._writer:
+                await self._load_types()
+            type_keys = self._type_keys_named(types)
+            if not type_keys:
+                return
+        async for rows in self._db_scan(from_seq, until_seq, until_time, kind_list, entity_id, type_keys, chunk):
+            last = rows[-1][0]
+            if last > self._committed_seq and not self._writer:
+                self._committed_seq = last
+            yield await self._records(rows)
+
+    async def read(
+        self,
+        from_seq: int = 1,
+        *,
+        until_seq: int | None = None,
+        until_time: float | None = None,
+        kinds: Collection[str] | None = None,
+        entity_id: str | None = None,
+        types: Collection[str] | None = None,
+    ) -> AsyncIterator[Record]:
+        """Committed records from ``from_seq`` in ``seq`` order, filtered; memory stays constant.
+
+        ``until_seq`` and ``until_time`` are inclusive bounds on ``seq`` and ``at``; ``kinds``, ``entity_id``
+        and ``types`` (event type names, any version) keep only matching records.
+        Raises :class:`CorruptLogError` (with the row's ``seq``) for a row that cannot be decoded.
+        """
+        async for batch in self._scan(from_seq, until_seq, until_time, kinds, entity_id, types, READ_CHUNK):
+            for rec in batch:
+                yield rec
+
+    async def read_batches(
+        self, from_seq: int = 1, *, until_seq: int | None = None, batch_size: int = 10000
+    ) -> AsyncIterator[list[Record]]:
+        """Committed records in ``seq`` order, ``batch_size`` per list: the fast path replay uses."""
+        async for batch in self._scan(from_seq, until_seq, None, None, None, None, batch_size):
+            yield batch
+
+    async def follow(
+        self,
+        from_seq: int = 1,
+        *,
+        until_seq: int | None = None,
+        until_time: float | None = None,
+        kinds: Collection[str] | None = None,
+        entity_id: str | None = None,
+        types: Collection[str] | None = None,
+    ) -> AsyncIterator[Record]:
+        """Every matching record from ``from_seq``, then each new one as it commits, until the log closes.
+
+        In the writer's process the writer wakes followers after each commit; in another process the backend
+        says when to look again (SQLite: every ``poll_interval``; PostgreSQL: on a notification). Every wake-up
+        reads everything after the last record seen, so a missed wake-up costs latency, never a record.
+        Ends after ``until_seq`` if given.
+        """
+        nxt = from_seq
+        while True:
+            if not self._open:
+                return
+            progress = self._progress
+            if self._writer:
+                hi = self._committed_seq
+            else:
+                self._check_readable()
+                hi = (await self._db_max_keys())[0]
+                self._committed_seq = max(self._committed_seq, hi)
+            if until_seq is not None:
+                hi = min(hi, until_seq)
+            if hi >= nxt:
+                async for batch in self._scan(nxt, hi, until_time, kinds, entity_id, types, READ_CHUNK):
+                    for rec in batch:
+                        yield rec
+                nxt = hi + 1
+            if until_seq is not None and nxt > until_seq:
+                return
+            if self._writer:
+                if self._committed_seq < nxt and self._open:
+                    await progress.wait()
+            elif self._open:
+                await self._db_wait_commits(nxt - 1)
+
+    async def history(self, entity_kind: str, entity_id: str, *, until_seq: int | None = None) -> list[Record]:
+        """One entity's committed records in order (a walk down its ``prev_seq`` chain); [] if unknown."""
+        self._check_readable()
+        rows = await self._db_history(entity_kind, entity_id)
+        if until_seq is not None:
+            rows = [r for r in rows if r[0] <= until_seq]
+        return await self._records([(s, entity_kind, entity_id, es, tk, p, at) for s, es, tk, p, at in rows])
+
+    async def entity_seq(self, entity_kind: str, entity_id: str) -> int:
+        """The entity's last committed ``entity_seq``; 0 if the log has never seen it."""
+        ent = self._cache.get((entity_kind, entity_id))
+        if ent is not None:
+            return ent.ceseq
+        self._check_readable()
+        return await self._db_entity_seq(entity_kind, entity_id)
+
+    async def verify(self) -> VerifyReport:
+        """Check the whole log's structure; return every problem found (never raises for a bad row).
+
+        Checks: ``seq`` increases; each entity's ``entity_seq`` runs 1, 2, 3... without gaps and its
+        ``prev_seq`` chain links each event to the entity's previous one and ends at ``entities.last_seq``;
+        every event type is known; every payload decodes into its type strictly: a field the type does not
+        have is a problem here (reading ignores it), as is a required field that is missing.
+        """
+        self._check_readable()
+        await self._load_types()
+        problems: list[Problem] = []
+
+        def problem(seq: int | None, message: str) -> None:
+            if len(problems) < _MAX_PROBLEMS:
+                problems.append(Problem(seq, message))
+
+        tips: dict[int, tuple[int, int]] = {}
+        last_seq = 0
+        count = 0
+        async for rows in self._db_verify_events():
+            for seq, ek, eseq, prev, tk, payload in rows:
+                count += 1
+                if seq <= last_seq:  # pragma: no cover - the primary key makes this impossible
+                    problem(seq, f"seq does not increase (follows {last_seq})")
+                last_seq = seq
+                tip = tips.get(ek)
+                want_eseq, want_prev = (1, None) if tip is None else (tip[1] + 1, tip[0])
+                if eseq != want_eseq:
+                    problem(seq, f"entity_seq {eseq} where {want_eseq} was due (gap or repeat)")
+                if prev != want_prev:
+                    problem(seq, f"prev_seq {prev} but the entity's previous event is {want_prev}")
+                tips[ek] = (seq, eseq)
+                try:
+                    self._decode_payload(seq, tk, payload, strict=True)
+                except CorruptLogError as e:
+                    problem(seq, str(e).removeprefix(f"seq {seq}: ").removeprefix(f"{self._path}: "))
+        entities = 0
+        for ek, kind, eid, e_last, e_eseq in await self._db_verify_entities():
+            entities += 1
+            tip = tips.pop(ek, None)
+            if tip is None:
+                problem(None, f"{kind} {eid!r} is in entities but has no events")
+            elif tip != (e_last, e_eseq):
+                problem(
+                    tip[0],
+                    f"{kind} {eid!r}: entities says last seq {e_last} / entity_seq {e_eseq}, "
+                    f"but its events end at seq {tip[0]} / entity_seq {tip[1]}",
+                )
+        for ek, (seq, _) in tips.items():
+            problem(seq, f"event of entity_key {ek}, which is not in entities")
+        report = VerifyReport(self._path, count, entities, tuple(problems))
+        log.info("eventlog verified", path=self._path, events=count, entities=entities, problems=len(problems))
+        return report
+
+    # ------------------------------------------------------------------ command inbox
+
+    async def submit_command(self, name: str, payload: Mapping[str, Any]) -> int:
+        """Store a command for the writer process (works with ``writer=False``); return its id."""
+        self._check_readable()
+        try:
+            body = msgspec.json.encode(dict(payload)).decode()
+        except (TypeError, msgspec.EncodeError) as e:
+            raise EventLogError(f"command {name!r}: payload is not JSON-serializable: {e}") from e
+        try:
+            command_id = await self._db_submit_command(name, body, self._now())
+        except EventLogError:
+            raise
+        except Exception as e:
+            raise CommitError(f"{self._path}: could not store command {name!r}: {e}") from e
+        log.info("eventlog command submitted", path=self._path, command_id=command_id, command=name)
+        return command_id
+
+    async def pending_commands(self) -> list[Command]:
+        """Commands submitted and not completed, in id order (again after a restart: at least once)."""
+        self._check_readable()
+        return [Command(i, n, msgspec.json.decode(p), at) for i, n, p, at in await self._db_pending_commands()]
+
+    async def complete_command(self, command_id: int, result: Mapping[str, Any]) -> None:
+        """Record a command's result; it is then no longer pending. Writer only; once per command.
+
+        For a command whose effect is an event, complete it with that event instead (``append(...,
+        command=(id, result))``): both then commit together."""
+        self._check_writable()
+        body = self._result_json(command_id, result)
+        self._check_readable()
+        try:
+            done = await self._db_complete_command(command_id, self._now(), body)
+        except EventLogError:
+            raise
+        except Exception as e:
+            raise CommitError(f"{self._path}: could not complete command {command_id}: {e}") from e
+        if not done:
+            existing = await self.command(command_id)
+            if existing is None:
+                raise UnknownCommandError(f"{self._path}: there is no command {command_id}", command_id)
+            raise CommandCompletedError(
+                f"{self._path}: command {command_id} ({existing.name}) was already completed", command_id
+            )
+
+    async def commands(self, state: CommandState | None = None, *, limit: int | None = None,
+                       newest_first: bool = False) -> list[Command]:
+        """Inbox commands in id order (newest first if asked), all or those in one ``state``, with results.
+
+        ``state``: ``"pending"`` (not completed yet), ``"ok"`` (completed) or ``"failed"`` (completed with
+        ``{"ok": false, "error": ...}``: the runtime refused or failed it; :attr:`Command.error` says why).
+        """
+        if state is not None and state not in ("pending", "ok", "failed"):
+            raise ValueError(f"state must be 'pending', 'ok', 'failed' or None, got {state!r}")
+        self._check_readable()
+        rows = await self._db_commands(state, limit, newest_first)
+        return [Command(i, n, msgspec.json.decode(p), at, done_at, None if r is None else msgspec.json.decode(r))
+                for i, n, p, at, done_at, r in rows]
+
+    async def command_counts(self) -> dict[CommandState, int]:
+        """How many inbox commands are pending, ok and failed (every state present, 0 when none)."""
+        self._check_readable()
+        counts: dict[CommandState, int] = {"pending": 0, "ok": 0, "failed": 0}
+        for state, n in (await self._db_command_counts()).items():
+            if state in counts:
+                counts[state] = n
+        return counts
+
+    async def command(self, command_id: int) -> Command | None:
+        """One command with its result once completed, or ``None`` if there is no such command."""
+        self._check_readable()
+        row = await self._db_command(command_id)
+        if row is None:
+            return None
+        i, n, p, at, done_at, result = row
+        decoded = None if result is None else msgspec.json.decode(result)
+        return Command(i, n, msgspec.json.decode(p), at, done_at, decoded)
+
+    def __repr__(self) -> str:
+        state = "open" if self._open else "closed"
+        return f"<{type(self).__name__} {self._path!r} {state} writer={self._writer} last_seq={self._committed_seq}>"
+
+
+@asynccontextmanager
+async def open_core(self: L) -> AsyncIterator[L]:
+    """A log's lifetime: open, start the writer task, and on exit (however it happens) close.
+
+    The log owns exactly one task, the writer, and always ends it here: ``close`` (shielded) tells it to
+    commit what is pending and stop, then awaits it. It is a plain task rather than a task group on
+    purpose: a task group would wrap every exception raised in the caller's ``async with`` body into an
+    ``ExceptionGroup``, and the writer never fails on its own (batches catch their errors; a bug in it is
+    re-raised by ``close``).
+    """
+    # Shielded where the backend asks (SQLite): opening takes milliseconds, and a cancellation in the middle of it
+    # (a Ctrl-C at start-up) would leave a half-made aiosqlite connection, whose thread later finds its event
+    # loop closed. A cancellation that arrives meanwhile is delivered at the checkpoint right after, with the log
+    # open and closable. PostgreSQL's open may wait for the writer lease (a standby): it stays cancellable, and
+    # its connections are simply dropped when cancelled.
+    with anyio.CancelScope(shield=self._shield_open):
+        await self._start()
+    try:
+        await anyio.lowlevel.checkpoint()
+        if self._writer:
+            self._start_writer()
+        yield self
+    finally:
+        await self.close()
