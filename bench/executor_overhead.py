@@ -35,6 +35,9 @@ from supervisor import Graph, JobContext, open_runtime
 from supervisor._executors import DaskExecutor, Executor, RayExecutor
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# Read when ray is imported: keeps the local Ray on 127.0.0.1 (else it listens on every interface).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def noop(i: int) -> int:
@@ -113,7 +116,6 @@ async def bench_dask(runs: int, repeat: int) -> str:
 async def bench_ray(runs: int, repeat: int) -> str:
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", num_cpus=2, log_to_driver=False)
     try:
         executor = RayExecutor()

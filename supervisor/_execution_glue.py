@@ -48,7 +48,7 @@ from ._execution import (
     run_command,
 )
 from ._fence import EXECUTOR, fence_local, process_handle
-from ._graph import Graph, NoJobForRef
+from ._graph import Graph, Job, NoJobForRef
 
 log = get_logger("wantbuild.execution")
 
@@ -63,6 +63,27 @@ class _Outcome:
     read: dict[str, int] = field(default_factory=dict)
     into: dict[str, tuple[str, ...]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+
+
+def job_params(job: Job, partitions: Sequence[str]) -> tuple[dict[str, str], ...]:
+    """The pattern parameters of each of ``partitions``, as the job's context gives them (``ctx.params``)."""
+    return tuple(dict(job.params(ref) or {}) for ref in partitions)
+
+
+def to_record(job: Job, attempt: int, outcome: RunOutcome) -> _Outcome:
+    """What the run's actor records for the job's ``outcome``: a failure (or a batch with failed partitions, to be
+    retried alone) carries its retry delay; the reads, what they fed and the failed partitions go with it."""
+    delay = job.retry.delay(attempt) if outcome.status == "failed" or outcome.failed else 0.0
+    return _Outcome(outcome.status, outcome.reason, tuple(outcome.missing), outcome.exit_code, delay,
+                    dict(outcome.read), dict(outcome.into), dict(outcome.failed))
+
+
+async def tell_finished(system: ActorSystem, job_run_id: str, outcome: _Outcome) -> None:
+    """Give the run's actor its outcome; dropped when the runtime closed (its restart marks the run Lost)."""
+    try:
+        await system.tell("job_run", job_run_id, Finished(outcome))
+    except ActorSystemClosed:
+        log.debug("outcome dropped: the runtime is closed", job_run_id=job_run_id, status=outcome.status)
 
 
 class LocalExecution:
@@ -152,9 +173,8 @@ class LocalExecution:
             with scope:
                 if self.faults is not None:
                     self.faults.check("job", run.job, rid, run.job)
-                params = tuple(dict(job.params(ref) or {}) for ref in run.partitions)
-                ctx = JobContext(job_run_id=rid, job_name=run.job, partitions=run.partitions,
-                                 attempt=run.attempt, params=params, clock=self.clock,
+                ctx = JobContext(job_run_id=rid, job_name=run.job, partitions=run.partitions, attempt=run.attempt,
+                                 params=job_params(job, run.partitions), clock=self.clock,
                                  generations=run.generations, resolve_read=self.resolve_read)
                 # Static dependencies are read for the job; one that is not Live (any more) is a DepMiss.
                 outcome = _read_static_deps(self.graph, ctx) if job.deps is not None else None
@@ -177,14 +197,9 @@ class LocalExecution:
         reason = self._cancel_reasons.pop(rid, None)
         if outcome is None or scope.cancel_called:
             outcome = RunOutcome(status="canceled", reason=reason or "canceled")
-        delay = job.retry.delay(run.attempt) if outcome.status == "failed" or outcome.failed else 0.0
-        result = _Outcome(outcome.status, outcome.reason, tuple(outcome.missing), outcome.exit_code, delay,
-                          dict(outcome.read), dict(outcome.into), dict(outcome.failed))
+        result = to_record(job, run.attempt, outcome)
         self._outcomes[rid] = result
-        try:
-            await self.system.tell("job_run", rid, Finished(result))
-        except ActorSystemClosed:  # the runtime crashed or closed meanwhile: restart marks the run Lost
-            log.debug("outcome dropped: the runtime is closed", job_run_id=rid, status=result.status)
+        await tell_finished(self.system, rid, result)
 
     def _attached(self, job_run_id: str, pid: int) -> None:
         msg = Attached(EXECUTOR, process_handle(pid))

@@ -738,7 +738,7 @@ def _check_executor(job: Job, fail: Callable[[str], GraphError]) -> None:
             f"{job.executor!r}"
         )
     try:
-        check_resources(job.name, job.resources)
+        check_resources(job.resources)
     except ValueError as e:
         raise fail(str(e)) from None
 

@@ -19,6 +19,11 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# Ray (2.60) listens on every interface and advertises the machine's external address, whatever
+# `_node_ip_address="127.0.0.1"` says, unless it believes the cluster is this machine alone: with this variable
+# (read when ray is imported), every Ray node the tests start listens and advertises on 127.0.0.1 only.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 
 def servers_required() -> bool:
     """Whether a missing server must fail the test (CI) rather than skip it (a developer machine)."""

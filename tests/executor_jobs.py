@@ -1,10 +1,13 @@
 """Jobs for the executor tests: made by a factory, so that the engine pickles them by value (with the folder they
-report into) and any worker runs them. They record where they ran in ``<state>/<ref>`` files."""
+report into) and any worker runs them. They record where they ran in ``<state>/<ref>`` files. Also what the Dask
+and Ray tests share: waiting on conditions, looking at processes, checking a log, a runtime to kill."""
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,7 +15,8 @@ from typing import Any
 
 import anyio
 
-from supervisor import Graph, JobContext, MissingDeps
+from actors import check_log, check_replay_fidelity
+from supervisor import Graph, JobContext, MissingDeps, Runtime
 from supervisor._executors import Executor
 
 TESTS = Path(__file__).resolve().parent
@@ -23,8 +27,16 @@ def cell(state: Path, ref: str) -> Path:
 
 
 def record(state: Path, ctx: JobContext, ref: str, note: str = "") -> None:
-    token = ctx.fence_token
-    cell(state, ref).write_text(f"{ctx.job_run_id} {os.getpid()} {ctx.attempt} {token} {note}".strip())
+    """``<state>/<ref>``: the last record; ``<state>/<ref>.history``: every one, a line each."""
+    line = f"{ctx.job_run_id} {os.getpid()} {ctx.attempt} {ctx.fence_token} {note}".strip()
+    cell(state, ref).write_text(line)
+    with open(f"{cell(state, ref)}.history", "a") as f:
+        f.write(line + "\n")
+
+
+def history(state: Path, ref: str) -> list[list[str]]:
+    """Every record of ``ref``, oldest first (each as :func:`read` gives one)."""
+    return [line.split() for line in text(f"{cell(state, ref)}.history").splitlines()]
 
 
 def text(path: Path | str) -> str:
@@ -111,3 +123,66 @@ def add_command(g: Graph, name: str, argv: Sequence[str], **kwargs: Any) -> None
     from supervisor import Job
 
     g.add_job(Job.create(name, outputs=f"{name}/{{x}}", command=list(argv), **kwargs))
+
+
+async def wait_for(pred: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Until ``pred()`` holds (looked at every 50 ms), at most ``timeout`` seconds."""
+    with anyio.fail_after(timeout):
+        while not pred():  # noqa: ASYNC110 - conditions on files and other processes: nothing to await
+            await anyio.sleep(0.05)
+
+
+async def sound(rt: Runtime) -> None:
+    """Once quiet, ``rt``'s log breaks no invariant and replays to the world the runtime holds."""
+    await rt.wait_quiescent()
+    world, violations = await check_log(rt.log)
+    assert [str(v) for v in violations] == []
+    assert check_replay_fidelity(rt.world, world) == []
+
+
+def proc_stat(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after the command name: state, ppid, process group, session, ..."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+        return proc_stat(pid)[0] not in ("Z", "X")
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
+def start_orchestrator(tmp: Path, db: Path, executor: str, **graph_kwargs: Any) -> subprocess.Popen[bytes]:
+    """A runtime in a child process, on ``graph(tmp / "state", <executor>, **graph_kwargs)`` and the log ``db``:
+    it wants ``slow/1`` and then waits until it is killed. ``executor``: Python source that makes the executor,
+    e.g. ``"DaskExecutor(address='tcp://127.0.0.1:8786')"``."""
+    script = tmp / "orchestrator.py"
+    script.write_text(
+        "import sys, anyio\n"
+        f"sys.path.insert(0, {str(TESTS)!r})\n"
+        "from pathlib import Path\n"
+        "from executor_jobs import graph\n"
+        "from supervisor import open_runtime\n"
+        "from supervisor._executors import DaskExecutor, RayExecutor\n"
+        "async def main():\n"
+        f"    g = graph(Path({str(tmp / 'state')!r}), {executor}, **{graph_kwargs!r})\n"
+        f"    async with open_runtime({str(db)!r}, g) as rt:\n"
+        "        await rt.want('slow/1')\n"
+        "        await anyio.sleep(1000)\n"
+        "anyio.run(main)\n"
+    )
+    return subprocess.Popen([sys.executable, str(script)], cwd=TESTS.parent)
+
+
+OLD_RUN_SLEEPS = 3.0
+"""How long the killed runtime's ``slow/1`` job sleeps before it records ``done`` (if nothing stops it)."""
+
+
+async def assert_never_finished(state: Path, ref: str, run_id: str, started_at: float) -> None:
+    """Once the job of ``run_id`` (started at ``started_at``, monotonic) would have finished had nothing stopped it,
+    it has not recorded ``done`` for ``ref``."""
+    await anyio.sleep(max(0.0, started_at + OLD_RUN_SLEEPS + 1.0 - time.monotonic()))
+    assert [h for h in history(state, ref) if h[0] == run_id and h[-1] == "done"] == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -14,11 +15,26 @@ from typing import Any
 
 import anyio
 import pytest
+import structlog
 from conftest import need
-from executor_jobs import TESTS, add_command, cell, graph, pids_in, read, text
+from executor_jobs import (
+    OLD_RUN_SLEEPS,
+    TESTS,
+    add_command,
+    alive,
+    assert_never_finished,
+    cell,
+    graph,
+    pids_in,
+    read,
+    sound,
+    start_orchestrator,
+    text,
+    wait_for,
+)
 
-from actors import JobRunStatus, WantStatus, check_log, check_replay_fidelity
-from supervisor import Runtime, open_runtime
+from actors import JobRunStatus, WantStatus
+from supervisor import open_runtime
 from supervisor._executors import DaskExecutor
 
 distributed: Any
@@ -39,28 +55,6 @@ def cluster() -> Iterator[Any]:
 
 def executor(cluster: Any, **kwargs: Any) -> DaskExecutor:
     return DaskExecutor(address=cluster.scheduler_address, **kwargs)
-
-
-async def sound(rt: Runtime) -> None:
-    await rt.wait_quiescent()
-    world, violations = await check_log(rt.log)
-    assert [str(v) for v in violations] == []
-    assert check_replay_fidelity(rt.world, world) == []
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-async def wait_for(pred: Any, timeout: float = 20.0) -> None:
-    with anyio.fail_after(timeout):
-        while not pred():  # noqa: ASYNC110 - conditions on files and other processes: nothing to await
-            await anyio.sleep(0.05)
 
 
 async def test_async_sync_and_dep_miss_jobs_run_on_workers(cluster: Any, tmp_path: Path) -> None:
@@ -86,6 +80,19 @@ async def test_async_sync_and_dep_miss_jobs_run_on_workers(cluster: Any, tmp_pat
         assert json.loads(read(tmp_path / "state", "fast/1")[3]) == {
             "run": fast.job_run_id, "generations": dict(zip(fast.partitions, fast.generations, strict=True))}
         await sound(rt)
+
+
+async def test_closing_a_runtime_leaves_no_error_in_the_schedulers_log(
+        cluster: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The scheduler (in this process) logs nothing at ERROR or above when wantbuild's client leaves it."""
+    g = graph(tmp_path / "state", executor(cluster))
+    with caplog.at_level(logging.ERROR, logger="distributed"):
+        async with open_runtime(tmp_path / "wb.db", g) as rt:
+            assert (await (await rt.want("fast/1")).done(timeout=30)).status is WantStatus.SUCCESSFUL
+        client = await distributed.Client(cluster.scheduler_address, asynchronous=True)
+        async with client:  # a round trip: the scheduler has handled the other client's departure
+            await client.scheduler.identity()
+    assert [r.getMessage()[:200] for r in caplog.records if r.name.startswith("distributed")] == []
 
 
 async def test_command_job_runs_on_a_worker_with_the_protocol(cluster: Any, tmp_path: Path) -> None:
@@ -219,46 +226,31 @@ async def test_sigkill_of_a_worker_mid_run_fails_the_run_and_the_retry_succeeds(
 async def test_restart_fences_the_previous_runtimes_tasks(cluster: Any, tmp_path: Path) -> None:
     """A runtime SIGKILLed with a job running on the cluster: the job is stopped there, and the restarted runtime
     confirms it (fence) before it builds the partition again: never two builds of it at once."""
-    db = tmp_path / "wb.db"
-    script = tmp_path / "orchestrator.py"
-    script.write_text(
-        "import sys, anyio\n"
-        f"sys.path.insert(0, {str(TESTS)!r})\n"
-        "from executor_jobs import graph\n"
-        "from supervisor import open_runtime\n"
-        "from supervisor._executors import DaskExecutor\n"
-        "async def main():\n"
-        f"    g = graph(__import__('pathlib').Path({str(tmp_path / 'state')!r}), "
-        f"DaskExecutor(address={cluster.scheduler_address!r}))\n"
-        f"    async with open_runtime({str(db)!r}, g) as rt:\n"
-        "        await rt.want('slow/1')\n"
-        "        await anyio.sleep(1000)\n"
-        "anyio.run(main)\n"
-    )
-    proc = _popen([sys.executable, str(script)])
+    db, state = tmp_path / "wb.db", tmp_path / "state"
+    proc = start_orchestrator(tmp_path, db, f"DaskExecutor(address={cluster.scheduler_address!r})",
+                              slow_for=OLD_RUN_SLEEPS)
     try:
-        await wait_for(lambda: cell(tmp_path / "state", "slow/1").exists(), timeout=60)
-        first = read(tmp_path / "state", "slow/1")
+        await wait_for(lambda: cell(state, "slow/1").exists(), timeout=60)
+        started_at, first = time.monotonic(), read(state, "slow/1")
+    finally:
         proc.kill()
         proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    g = graph(tmp_path / "state", executor(cluster))
-    async with open_runtime(db, g) as rt:
-        assert rt.recovery.lost_runs == (first[0],)
-        lost = rt.get_run(first[0])
-        assert lost.executor == "dask"
-        assert lost.status is JobRunStatus.LOST
-        h = await rt.want("slow/1")  # the first want is still active; this one joins or follows it
-        assert (await h.done(timeout=60)).status is WantStatus.SUCCESSFUL
-        last = read(tmp_path / "state", "slow/1")
-        assert last[0] != first[0]
-        assert last[-1] == "done"
-        await sound(rt)
-    # The killed runtime's task never finished ("done" would be written by its run id).
-    assert read(tmp_path / "state", "slow/1")[0] != first[0]
+    g = graph(state, executor(cluster), slow_for=0.2)
+    with structlog.testing.capture_logs() as logs:
+        async with open_runtime(db, g) as rt:
+            fenced = [e for e in logs if e["event"] == "fenced the previous runtime's Dask tasks"]
+            assert [e["confirmed"] for e in fenced] == [True]
+            assert rt.recovery.lost_runs == (first[0],)
+            lost = rt.get_run(first[0])
+            assert lost.executor == "dask"
+            assert lost.status is JobRunStatus.LOST
+            h = await rt.want("slow/1")  # the first want is still active; this one joins or follows it
+            assert (await h.done(timeout=60)).status is WantStatus.SUCCESSFUL
+            last = read(state, "slow/1")
+            assert last[0] != first[0]
+            assert last[-1] == "done"
+            await sound(rt)
+    await assert_never_finished(state, "slow/1", first[0], started_at)
 
 
 async def test_scheduler_unreachable_runs_are_lost_and_requeued_and_the_runtime_keeps_serving(

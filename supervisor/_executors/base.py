@@ -25,6 +25,7 @@ Decisions worth knowing (the user-facing ones are in ``docs/executors.md``):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import math
 from abc import ABC, abstractmethod
@@ -36,11 +37,11 @@ from typing import Any, ClassVar, Literal
 
 import anyio
 
-from actors import RUNNING, ActorSystem, ActorSystemClosed, Clock, Finished, JobRunState
+from actors import RUNNING, ActorSystem, Clock, JobRunState
 from eventlog import WantbuildError, get_logger
 
 from .._execution import ReadResolver, RunOutcome
-from .._execution_glue import _Outcome, resolve_remote_reads
+from .._execution_glue import _Outcome, job_params, resolve_remote_reads, tell_finished, to_record
 from .._graph import Graph
 from .worker import RemoteJob
 
@@ -171,10 +172,9 @@ class RemoteExecution(ABC):
 
     def start(self, run: JobRunState) -> None:
         job = self.graph[run.job]
-        params = tuple(dict(job.params(ref) or {}) for ref in run.partitions)
         remote = RemoteJob(
             key=self.key_of(run), job_run_id=run.job_run_id, job_name=run.job, partitions=run.partitions,
-            params=params, attempt=run.attempt, generations=run.generations, run=job.run,
+            params=job_params(job, run.partitions), attempt=run.attempt, generations=run.generations, run=job.run,
             command=job.command, timeout=job.timeout, heartbeat_timeout=job.heartbeat_timeout,
             log_dir=self.log_dir, kill_grace=self.kill_grace,
         )
@@ -323,9 +323,7 @@ class RemoteExecution(ABC):
             note = f" (could not confirm that the job stopped: {type(e).__name__}: {e})"
             log.warning("cannot stop a remote job", key=r.key, error=str(e))
         if note and r.decided is not None:
-            d = r.decided
-            r.decided = RunOutcome(d.status, reason=d.reason + note, missing=d.missing, exit_code=d.exit_code,
-                                   error_type=d.error_type, stdout_path=d.stdout_path, stderr_path=d.stderr_path)
+            r.decided = dataclasses.replace(r.decided, reason=r.decided.reason + note)
         await self._report(r)
 
     async def _wait_gone(self, keys: list[str]) -> str:
@@ -345,29 +343,20 @@ class RemoteExecution(ABC):
             return
         r.reported = True
         assert r.decided is not None
-        job = self.graph[r.run.job]
         d = r.decided
         if self.env.resolve_read is not None:
             d = resolve_remote_reads(d, r.run.partitions, self.env.resolve_read)
-        delay = job.retry.delay(r.run.attempt) if d.status == "failed" or d.failed else 0.0
-        outcome = _Outcome(d.status, d.reason, tuple(d.missing), d.exit_code, delay, dict(d.read), dict(d.into),
-                           dict(d.failed))
+        outcome = to_record(self.graph[r.run.job], r.run.attempt, d)
         self._outcomes[r.run.job_run_id] = outcome
-        await self._tell(r, outcome)
+        await tell_finished(self.system, r.run.job_run_id, outcome)
         await self._report_late(r)
         self._forget_if_done(r)
 
     async def _report_late(self, r: RemoteRun) -> None:
         late, r.late = r.late, []
         for o in late:
-            await self._tell(r, _Outcome(o.status, f"late result: {o.reason}" if o.reason else "late result",
-                                         tuple(o.missing), o.exit_code))
-
-    async def _tell(self, r: RemoteRun, outcome: _Outcome) -> None:
-        try:
-            await self.system.tell("job_run", r.run.job_run_id, Finished(outcome))
-        except ActorSystemClosed:
-            log.debug("outcome dropped: the runtime is closed", job_run_id=r.run.job_run_id, status=outcome.status)
+            await tell_finished(self.system, r.run.job_run_id, _Outcome(
+                o.status, f"late result: {o.reason}" if o.reason else "late result", tuple(o.missing), o.exit_code))
 
     def _forget_if_done(self, r: RemoteRun) -> None:
         if r.reported and (r.settled or r.stopping) and self.runs.pop(r.run.job_run_id, None) is not None:
@@ -445,8 +434,9 @@ def _slack(seconds: float) -> float:
     return min(max(0.25 * seconds, 0.5), 30.0)
 
 
-def check_resources(job_name: str, resources: Mapping[str, Any] | None) -> dict[str, float] | None:
-    """Placement hints: a mapping of resource name to a number >= 0, or a message naming the job."""
+def check_resources(resources: Mapping[str, Any] | None) -> dict[str, float] | None:
+    """Placement hints: a mapping of resource name to a number >= 0; ValueError otherwise (the caller names the
+    job)."""
     if resources is None:
         return None
     if not isinstance(resources, Mapping):

@@ -178,6 +178,11 @@ class DaskExecution(RemoteExecution):
             self._monitor.cancel()
         if self.client is not None:
             with contextlib.suppress(Exception), anyio.move_on_after(5):
+                if self._connected():
+                    # Else the scheduler sends this client's own departure to it on a closed comm, and logs
+                    # that as CRITICAL with a traceback (distributed 2026.8).
+                    for topic in (self.topic, "all"):
+                        self.client.unsubscribe_topic(topic)
                 await self.client.close()
 
     def _connected(self) -> bool:
@@ -249,7 +254,9 @@ class DaskExecution(RemoteExecution):
                 self._spawn(self._track(r, fut))
 
     async def _track(self, r: RemoteRun, fut: Any) -> None:
-        await fut._state.wait()  # the shared FutureState: no gather, no per-future callback thread
+        # Waits for the future to be done, on this loop, without fetching its result (no round trip, no
+        # callback thread per future): results are gathered in batches by _gather_results.
+        exc = await fut.exception()
         status = fut.status
         if status == "finished":
             self._gather.append(r)
@@ -258,7 +265,6 @@ class DaskExecution(RemoteExecution):
                 self._spawn(self._gather_results())
             return
         if status == "error":
-            exc = fut._state.exception
             r.settled = True
             if type(exc).__name__ == "KilledWorker":
                 self._decide(r, RunOutcome("failed", reason=f"Dask workers died while running the job: {exc}"))

@@ -9,7 +9,8 @@ cancelled, thread interrupted); a task that has not ended ``kill_grace`` + 3 s l
 How each fault surfaces:
 
 - a worker or node that dies under a task makes its object ref raise (``WorkerCrashedError``,
-  ``NodeDiedError``...): the run is Failed with a reason naming it, and retried per the job's policy;
+  ``NodeDiedError``...): the run is Failed with a reason saying which died (a node by its IP and ID), and
+  retried per the job's policy;
 - heartbeats go to a small actor (``num_cpus=0``, made on the first run with a heartbeat deadline) that the
   runtime polls a few times per deadline;
 - after a restart, the previous runtime's tasks belonged to a driver that is gone: Ray stops the tasks of a
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -37,8 +39,6 @@ from .worker import RemoteJob, outcome_from, run_remote
 
 log = get_logger("wantbuild.executors.ray")
 
-_DIED = ("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "OwnerDiedError", "ObjectLostError",
-         "ObjectReconstructionFailedError", "OutOfMemoryError")
 
 
 def _import_ray() -> Any:
@@ -122,6 +122,8 @@ class RayExecutor(Executor):
                                     f"{type(e).__name__}: {e}; start one (`ray start --head`) or fix the "
                                     f"executor's address") from e
             started = True
+        else:
+            self._check_initialized_cluster(ray)
         execution = RayExecution(env, self, ray)
         try:
             yield execution
@@ -130,6 +132,29 @@ class RayExecutor(Executor):
                 execution.closed = True
                 if started:
                     await anyio.to_thread.run_sync(ray.shutdown)
+
+
+    def _check_initialized_cluster(self, ray: Any) -> None:
+        """Ray is already initialized in this process (one cluster per process): refuse a different address
+        rather than run the jobs on a cluster the user did not name."""
+        if self.address is None or self.address == "auto" or "://" in self.address:
+            return  # no address, or one that cannot be compared with the GCS address (a Ray client's)
+        connected = str(ray.get_runtime_context().gcs_address)
+        if _host_port(self.address) != _host_port(connected):
+            raise ExecutorError(
+                f"RayExecutor(address={self.address!r}): this process is already connected to the Ray cluster at "
+                f"{connected} (ray.init), and Ray connects a process to one cluster only; use "
+                f"RayExecutor() for that cluster, or call ray.shutdown() first"
+            )
+
+
+def _host_port(address: str) -> tuple[str, str]:
+    """``host:port`` with the host resolved (``localhost`` and ``127.0.0.1`` compare equal)."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    with contextlib.suppress(OSError):
+        host = socket.gethostbyname(host)
+    return host, port
 
 
 class RayExecution(RemoteExecution):
@@ -202,18 +227,17 @@ class RayExecution(RemoteExecution):
         except Exception as e:
             r.settled = True
             r.handle = None
-            name = type(e).__name__
-            if name == "TaskCancelledError" or (r.stopping and not any(d in name for d in _DIED)):
+            died = _died(self.ray.exceptions, e)
+            if isinstance(e, self.ray.exceptions.TaskCancelledError) or (r.stopping and died is None):
                 self._forget_if_done(r)
                 if r.decided is None:
                     self._decide(r, RunOutcome("failed", reason="the Ray task was canceled outside wantbuild"),
                                  stop=False)
                 return
-            if any(d in name for d in _DIED):
-                text = str(e).strip().splitlines()[0] if str(e).strip() else name
-                self._decide(r, RunOutcome("failed", reason=f"the Ray worker running the job died ({name}: "
-                                                            f"{text[:300]})"), stop=False)
+            if died is not None:
+                self._decide(r, RunOutcome("failed", reason=died), stop=False)
                 return
+            name = type(e).__name__
             self._result(r, RunOutcome("failed", reason=f"the Ray task failed: {name}: {str(e)[:500]}",
                                        error_type=name))
             return
@@ -238,18 +262,58 @@ class RayExecution(RemoteExecution):
         return [k for k in keys if (r := self.by_key.get(k)) is not None and not r.settled]
 
     async def fence(self, runs: Sequence[JobRunState]) -> None:
-        """Ray stops the tasks of a driver that is gone: wait until the cluster says the old driver's job is."""
+        """Ray stops the tasks of a driver that is gone: wait until the cluster says the old driver's job is.
+
+        At most ``lost_after`` seconds; the log line says whether it was confirmed. If the job table cannot be
+        read (see :func:`_live_jobs`), the fence waits the whole ``lost_after`` instead, and says so."""
         jobs = {str((run.handle or {}).get("job_id")) for run in runs if (run.handle or {}).get("job_id")}
         jobs.discard(self.job_id)
         if not jobs:
             return
-        from ray._private import state
-
         deadline = time.monotonic() + self.spec.lost_after
         alive = jobs
         while alive and time.monotonic() < deadline:
-            table = await anyio.to_thread.run_sync(state.jobs)
-            alive = {j["JobID"] for j in table if j["JobID"] in jobs and not j["IsDead"]}
+            try:
+                alive = await anyio.to_thread.run_sync(_live_jobs, jobs)
+            except Exception as e:
+                log.warning("cannot read Ray's job table to confirm that the previous runtime's driver is gone; "
+                            "waiting lost_after seconds instead", error=f"{type(e).__name__}: {e}",
+                            ray_version=getattr(self.ray, "__version__", "?"), lost_after=self.spec.lost_after)
+                await anyio.sleep(max(0.0, deadline - time.monotonic()))
+                break
             if alive:
                 await anyio.sleep(0.2)
         log.info("fenced the previous runtime's Ray tasks", jobs=sorted(jobs), confirmed=not alive)
+
+def _died(exceptions: Any, e: Exception) -> str | None:
+    """The reason of a run whose task ended with ``e`` because a part of the cluster died, else None.
+
+    ``NodeDiedError``'s message names the node (its IP and node ID); the advice that follows it is cut."""
+    if isinstance(e, exceptions.NodeDiedError | exceptions.LocalRayletDiedError):
+        what = "the Ray node running the job died"
+    elif isinstance(e, exceptions.WorkerCrashedError | exceptions.OutOfMemoryError):
+        what = "the Ray worker running the job died"
+    elif isinstance(e, exceptions.ObjectLostError):  # OwnerDiedError, ObjectReconstructionFailedError too
+        what = "the job's result was lost on the Ray cluster (the node holding it died) before it was read"
+    else:
+        return None
+    text = str(e).strip().split(" This can happen", 1)[0].splitlines()
+    return f"{what} ({type(e).__name__}: {(text[0] if text else '')[:300]})"
+
+
+def _live_jobs(jobs: set[str]) -> set[str]:
+    """Those of ``jobs`` (driver job ids, hex) that the cluster does not report dead.
+
+    This reads the GCS job table through ``ray._private.state.jobs()``, a private function, on purpose: Ray
+    (2.40-2.60) has no public call that answers "is this driver's job dead" without its dashboard.
+    ``ray.util.state.list_jobs`` asks the dashboard's state server, which a cluster started with
+    ``--include-dashboard=false`` or from a minimal ``pip install ray`` does not run, and ``JobSubmissionClient``
+    knows only submitted jobs, not drivers. What this relies on: a list of dicts with ``"JobID"`` (the hex id
+    that ``get_runtime_context().get_job_id()`` returns) and ``"IsDead"``. If a Ray release renames or reshapes
+    it, this raises, the fence falls back to waiting ``lost_after`` without confirmation (a warning says so), and
+    ``tests/test_executors_ray.py``'s restart test fails, which is where to notice (docs/decisions.md).
+    """
+    from ray._private import state
+
+    table: list[dict[str, Any]] = state.jobs()  # type: ignore[no-untyped-call]
+    return {str(j["JobID"]) for j in table if str(j["JobID"]) in jobs and not j["IsDead"]}
