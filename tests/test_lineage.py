@@ -1,4 +1,5 @@
-"""Runs record what they read, by generation; lineage up and down; staleness; per-partition failures in a batch."""
+"""Runs record what they read, by generation; lineage up and down; staleness; per-partition failures in a batch.
+The core flows run on both backends (`log_target`: SQLite, then PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -50,10 +51,10 @@ def keys(nodes: dict[str, Any]) -> list[str]:
     return sorted(nodes)
 
 
-async def test_a_run_records_the_generations_it_read(db: Path) -> None:
+async def test_a_run_records_the_generations_it_read(log_target: str) -> None:
     """daily/1 reads raw/1: its Succeeded run's terminal event carries read={raw/1: generation}."""
     g, _ = lineage_graph()
-    async with open_runtime(db, g) as rt:
+    async with open_runtime(log_target, g) as rt:
         assert (await (await rt.want("daily/1")).done(timeout=10)).status is WantStatus.SUCCESSFUL
         daily = rt.get_partition("daily/1")
         run = rt.get_run(daily.built_by or "")
@@ -63,10 +64,10 @@ async def test_a_run_records_the_generations_it_read(db: Path) -> None:
         await sound(rt)
 
 
-async def test_lineage_up_and_down_by_generation(db: Path) -> None:
+async def test_lineage_up_and_down_by_generation(log_target: str) -> None:
     """report/1 <- daily/1 <- raw/1 going up; raw/1 -> daily/1 -> report/1 going down; depth limits the walk."""
     g, _ = lineage_graph()
-    async with open_runtime(db, g) as rt:
+    async with open_runtime(log_target, g) as rt:
         await (await rt.want("report/1")).done(timeout=10)
         # Each level first ended DepMiss once (generation 1), then was built (generation 2); raw/1 built at once.
         up = await rt.lineage("report/1")
@@ -142,11 +143,11 @@ async def test_a_read_the_job_may_not_make_fails_the_run(db: Path, read: str, wh
         await sound(rt)
 
 
-async def test_one_bad_day_does_not_fail_the_batch(db: Path) -> None:
+async def test_one_bad_day_does_not_fail_the_batch(log_target: str) -> None:
     """A batch of 5 where raw/3 fails: 4 partitions Live, raw/3 Failed; the retry builds raw/3 alone."""
     g, k = lineage_graph(batch=5, retries=1)
     k.fail_times["raw/3"] = 1
-    async with open_runtime(db, g) as rt:
+    async with open_runtime(log_target, g) as rt:
         st = await (await rt.want([f"raw/{i}" for i in range(1, 6)])).done(timeout=10)
         assert st.status is WantStatus.SUCCESSFUL
         first, retry = rt.runs()
@@ -185,10 +186,10 @@ async def test_a_batch_where_every_partition_failed_is_a_failed_run(db: Path) ->
         await sound(rt)
 
 
-async def test_lineage_of_a_ref_never_built_says_so(db: Path) -> None:
+async def test_lineage_of_a_ref_never_built_says_so(log_target: str) -> None:
     """A lineage query on a ref no run built raises NeverBuilt, naming it; so does a generation never built."""
     g, _ = lineage_graph()
-    async with open_runtime(db, g) as rt:
+    async with open_runtime(log_target, g) as rt:
         with pytest.raises(NeverBuilt, match="raw/9 was never built"):
             await rt.lineage("raw/9")
         await (await rt.want("raw/9")).done(timeout=10)
@@ -196,11 +197,11 @@ async def test_lineage_of_a_ref_never_built_says_so(db: Path) -> None:
             await rt.lineage("raw/9", generation=4)
 
 
-async def test_staleness_and_time_travel(db: Path) -> None:
+async def test_staleness_and_time_travel(log_target: str) -> None:
     """raw/1 rebuilt (generation 2) leaves daily/1 stale; the lineage as of before the rebuild shows daily/1
     built from raw/1@1, Live and not stale."""
     g, _ = lineage_graph()
-    async with open_runtime(db, g) as rt:
+    async with open_runtime(log_target, g) as rt:
         await (await rt.want("daily/1")).done(timeout=10)
         before = rt.log.last_seq
         assert rt.stale() == []

@@ -1,5 +1,6 @@
 """Taints as entities: they cascade through the lineage, active wants rebuild upstream first, a cancel restores,
-runs that read a tainted generation end Tainted, stale partitions of rebuild_stale jobs are refreshed."""
+runs that read a tainted generation end Tainted, stale partitions of rebuild_stale jobs are refreshed. The cascade,
+the rebuild, the cancel and the crash drill run on both backends (`log_target`: SQLite, then PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -45,11 +46,11 @@ def status(rt: Runtime, *refs: str) -> list[str]:
     return [str(rt.get_partition(r).status) for r in refs]
 
 
-async def test_a_taint_cascades_to_everything_built_from_it(db: Path) -> None:
+async def test_a_taint_cascades_to_everything_built_from_it(log_target: str) -> None:
     """Tainting raw/1 taints daily/1 and report/1 (built from it), each once, with its depth and way in;
     raw/2 and daily/2, not built from raw/1, stay Live."""
     g, _ = lineage_graph()
-    async with open_runtime(db, g) as rt:
+    async with open_runtime(log_target, g) as rt:
         await (await rt.want(["report/1", "daily/2"])).done(timeout=10)
         t = await rt.taint("raw/1", "duplicated rows", timeout=10)
         assert (t.status, t.tainted, t.waves) == (TaintStatus.APPLIED, 3, 1)
@@ -80,10 +81,10 @@ async def test_how_far_a_taint_reaches(db: Path, cascade: bool, depth: int | Non
         await sound(rt)
 
 
-async def test_a_want_rebuilds_upstream_first_each_partition_once(db: Path) -> None:
+async def test_a_want_rebuilds_upstream_first_each_partition_once(log_target: str) -> None:
     """A want for the tainted report/1 rebuilds raw/1, then daily/1, then report/1: one run each, no DepMiss."""
     g, k = lineage_graph()
-    async with open_runtime(db, g) as rt:
+    async with open_runtime(log_target, g) as rt:
         await (await rt.want("report/1")).done(timeout=10)
         before = {r.job_run_id for r in rt.runs()}
         k.builds.clear()
@@ -100,11 +101,11 @@ async def test_a_want_rebuilds_upstream_first_each_partition_once(db: Path) -> N
         await sound(rt)
 
 
-async def test_cancel_restores_what_was_not_rebuilt(db: Path) -> None:
+async def test_cancel_restores_what_was_not_rebuilt(log_target: str) -> None:
     """Canceling a taint restores raw/1's downstream not rebuilt since, at its generation; raw/1, rebuilt
     meanwhile, keeps its new generation; report/1's restoration makes it stale."""
     g, _ = lineage_graph()
-    async with open_runtime(db, g) as rt:
+    async with open_runtime(log_target, g) as rt:
         await (await rt.want("report/1")).done(timeout=10)
         t = await rt.taint("raw/1", "false alarm", timeout=10)
         await (await rt.want("raw/1")).done(timeout=10)
@@ -226,11 +227,11 @@ async def test_rebuild_stale_is_event_driven_while_a_want_is_active(db: Path) ->
         await sound(rt)
 
 
-async def test_a_crash_in_the_cascade_is_healed(db: Path) -> None:
+async def test_a_crash_in_the_cascade_is_healed(log_target: str) -> None:
     """The commit of a cascade's PartitionTainted fails: the taint actor re-derives its work and finishes it."""
     g, _ = lineage_graph()
     faults = Faults([FaultRule("commit", kind="partition", match="PartitionTainted", skip=1)])
-    async with open_runtime(db, g, faults=faults) as rt:
+    async with open_runtime(log_target, g, faults=faults) as rt:
         await (await rt.want("report/1")).done(timeout=10)
         t = await rt.taint("raw/1", "bad", timeout=10)
         assert faults.fired
