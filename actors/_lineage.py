@@ -20,7 +20,7 @@ lineage as it was known then.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -29,7 +29,7 @@ import msgspec
 from eventlog import WantbuildError
 
 from ._jobrun import JobRunState, JobRunStatus
-from ._partition import PartitionStatus
+from ._partition import PartitionState, PartitionStatus
 
 if TYPE_CHECKING:
     from ._taint import TaintState
@@ -366,6 +366,17 @@ class Stale:
                 "newer": {r: {"read": a, "now": b} for r, (a, b) in self.newer.items()}}
 
 
+def live_outputs(partitions: Mapping[str, PartitionState], run: JobRunState) -> Iterator[tuple[str, PartitionState]]:
+    """The partitions ``run`` built that are still Live at the generation it built."""
+    for i, ref in enumerate(run.partitions):
+        part = partitions.get(ref)
+        if part is None or part.status is not P.LIVE or part.built_by != run.job_run_id:
+            continue
+        if i < len(run.generations) and part.generation != run.generations[i]:
+            continue
+        yield ref, part
+
+
 def stale(world: World) -> list[Stale]:
     """Every Live partition whose inputs have since been rebuilt (a newer generation is Live), by ref.
 
@@ -383,12 +394,7 @@ def stale(world: World) -> list[Stale]:
                 newer[r] = (g, cur.generation)
         if not newer:
             continue
-        for i, ref in enumerate(run.partitions):
-            part = partitions.get(ref)
-            if part is None or part.status is not P.LIVE or part.built_by != run.job_run_id:
-                continue
-            if i < len(run.generations) and part.generation != run.generations[i]:
-                continue
+        for ref, part in live_outputs(partitions, run):
             mine = {r: v for r, v in newer.items() if r not in run.into or ref in run.into[r]}
             if mine:
                 out.append(Stale(ref, part.generation, run.job_run_id, run.job, mine))
@@ -528,12 +534,7 @@ def tainted_reads(world: World) -> list[TaintedRead]:
                 bad[r] = (g, taint.taint_id, partitions[r].taint_depth + 1)
         if not bad:
             continue
-        for i, ref in enumerate(run.partitions):
-            part = partitions.get(ref)
-            if part is None or part.status is not P.LIVE or part.built_by != run.job_run_id:
-                continue
-            if i < len(run.generations) and part.generation != run.generations[i]:
-                continue
+        for ref, part in live_outputs(partitions, run):
             hits = [r for r in bad if r not in run.into or ref in run.into[r]]
             if not hits or newer_inputs(world, run, ref):
                 continue

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,20 +15,16 @@ from typing import Any
 
 import anyio
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from lineage_graphs import lineage_graph
+from test_cli import invoke, wait_for
 
 from actors import rebuild
 from eventlog import EventLog
 from supervisor import open_runtime
-from wantbuild._cli import cli
 
 CLI = [sys.executable, "-m", "wantbuild"]
 WEEKLY = "weekly/2026-11-02"
-
-
-def invoke(*args: str | Path) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 def error_line(result: Result) -> str:
@@ -178,18 +174,21 @@ async def slow(ctx):
 '''
 
 
-@pytest.fixture
-def serving(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
-    module = f"wbhang_{uuid.uuid4().hex[:10]}"
-    (tmp_path / f"{module}.py").write_text(HANG_ONCE)
+@contextlib.contextmanager
+def serve(tmp_path: Path, name: str, source: str, jobs: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """``wantbuild run GRAPH --serve`` on function jobs (``jobs``: job name -> output pattern) defined in
+    ``source``, until the block ends."""
+    module = f"wb{name}_{uuid.uuid4().hex[:10]}"
+    (tmp_path / f"{module}.py").write_text(source)
     graph = tmp_path / "graph.toml"
-    graph.write_text(f'[job.slow]\noutputs = "slow/{{i}}"\nfunction = "{module}:slow"\n')
-    db = tmp_path / "served.db"
+    graph.write_text("\n".join(f'[job.{job}]\noutputs = "{outputs}"\nfunction = "{module}:{job}"\n'
+                               for job, outputs in jobs.items()))
+    db = tmp_path / f"{name}.db"
     proc = subprocess.Popen([*CLI, "run", str(graph), "--db", str(db), "--serve"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(tmp_path)})
     try:
-        wait_for(lambda: EventLog.writer_active(db) or proc.poll() is not None)
+        wait_for(lambda: EventLog.writer_active(db) or proc.poll() is not None, what="the runtime to start")
         assert proc.poll() is None, proc.communicate()[1]
         yield proc, db
     finally:
@@ -198,11 +197,11 @@ def serving(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
             proc.communicate()
 
 
-def wait_for(predicate: Any, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+@pytest.fixture
+def serving(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """``run --serve`` on slow/{i}, whose first run hangs."""
+    with serve(tmp_path, "hang", HANG_ONCE, {"slow": "slow/{i}"}) as served:
+        yield served
 
 
 def load(db: Path) -> Any:
@@ -247,23 +246,8 @@ async def daily(ctx):
 @pytest.fixture
 def chain_serving(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
     """``run --serve`` on raw/{i} -> daily/{i} (daily reads raw), function jobs."""
-    module = f"wbchain_{uuid.uuid4().hex[:10]}"
-    (tmp_path / f"{module}.py").write_text(CHAIN)
-    graph = tmp_path / "graph.toml"
-    graph.write_text(f'[job.raw]\noutputs = "raw/{{i}}"\nfunction = "{module}:raw"\n\n'
-                     f'[job.daily]\noutputs = "daily/{{i}}"\nfunction = "{module}:daily"\n')
-    db = tmp_path / "chain.db"
-    proc = subprocess.Popen([*CLI, "run", str(graph), "--db", str(db), "--serve"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(tmp_path)})
-    try:
-        wait_for(lambda: EventLog.writer_active(db) or proc.poll() is not None)
-        assert proc.poll() is None, proc.communicate()[1]
-        yield proc, db
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    with serve(tmp_path, "chain", CHAIN, {"raw": "raw/{i}", "daily": "daily/{i}"}) as served:
+        yield served
 
 
 def test_taint_create_list_show_cancel_through_the_runtime(chain_serving: tuple[subprocess.Popen[str], Path]) -> None:
