@@ -8,9 +8,9 @@ import anyio
 import pytest
 from lineage_graphs import lineage_graph
 
-from actors import EventFilter, JobRunQueued, PartitionBuilding, compile_pattern, fold
+from actors import EventFilter, JobRunQueued, PartitionBuilding, WantCreated, compile_pattern, fold
 from eventlog import Record
-from supervisor import open_runtime
+from supervisor import Graph, JobContext, open_runtime, parse_partition_set
 
 
 def entities(records: list[Record]) -> set[str]:
@@ -92,3 +92,20 @@ def test_filter_fields_combine_with_and() -> None:
     world = fold([queued, other])
     seeded = EventFilter(jobs=["daily"], patterns=["*/2"]).seed(world)
     assert [r.seq for r in later if seeded(r)] == [4]
+
+
+def test_a_range_want_is_named_by_the_refs_of_its_set() -> None:
+    """A range want stores its set, not its refs: a ref filter keeps it when the set covers the ref (tested without
+    expanding the set), a pattern when one of its refs matches; a ref outside the range leaves it out."""
+    g = Graph("ranges")
+    g.job("daily", outputs="daily/{date}", params={"date": "date"})(_noop)
+    year = parse_partition_set(g, ["daily/2026-01-01..2026-12-31"])
+    created = Record(1, "want", "w-1", 1, WantCreated(refs=(), parts=year.to_json()), 0.0)
+    assert EventFilter(refs=["daily/2026-07-04"])(created)
+    assert not EventFilter(refs=["daily/2027-01-01"])(created)
+    assert EventFilter(patterns=["daily/2026-12-*"])(created)
+    assert not EventFilter(patterns=["daily/2025-*"])(created)
+
+
+async def _noop(ctx: JobContext) -> None:
+    return None
