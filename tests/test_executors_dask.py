@@ -24,6 +24,7 @@ from executor_jobs import (
     alive,
     assert_never_finished,
     cell,
+    check_remote_reads_and_partial_failures,
     graph,
     pids_in,
     read,
@@ -327,20 +328,6 @@ def _wait_port(port: int, timeout: float = 30.0) -> None:
 
 
 async def test_remote_jobs_record_their_reads_and_partial_failures(cluster: Any, tmp_path: Path) -> None:
-    """A batch on a worker reads each raw partition into its daily one and fails one day: the reads are resolved
-    to generations when the outcome arrives, the bad day alone is Failed, the rest Live."""
-    from lineage_graphs import lineage_graph
-
-    g, k = lineage_graph(batch=3, executor=executor(cluster))
-    k.fail["daily/2"] = "an empty source"
-    async with open_runtime(tmp_path / "wb.db", g) as rt:
-        st = await (await rt.want(["daily/1", "daily/2", "daily/3"])).done(timeout=60)
-        assert st.status is WantStatus.FAILED
-        assert [str(rt.get_partition(f"daily/{i}").status) for i in (1, 2, 3)] == ["Live", "Failed", "Live"]
-        run = rt.get_run(rt.get_partition("daily/1").built_by or "")
-        assert run.executor == "dask"
-        assert run.read == {"raw/1": 1, "raw/2": 1, "raw/3": 1}
-        assert run.into == {"raw/1": ("daily/1",), "raw/2": ("daily/2",), "raw/3": ("daily/3",)}
-        assert run.failed == {"daily/2": "an empty source"}
-        assert sorted((await rt.lineage("daily/3")).nodes) == ["daily/3@2", "raw/3@1"]
-        await sound(rt)
+    """A batch on a Dask worker reads each raw partition into its daily one and fails one day: the reads are
+    resolved to generations when the outcome arrives, the bad day alone is Failed, the rest Live."""
+    await check_remote_reads_and_partial_failures(executor(cluster), "dask", tmp_path / "wb.db")
