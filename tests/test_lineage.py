@@ -3,6 +3,8 @@ The core flows run on both backends (`log_target`: SQLite, then PostgreSQL)."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from actors import (
     check_replay_fidelity,
 )
 from eventlog import Record
-from supervisor import JobContext, JobProtocolError, MissingDeps, Runtime, open_runtime, run_callable
+from supervisor import Job, JobContext, JobProtocolError, MissingDeps, Runtime, open_runtime, run_callable
 
 
 async def sound(rt: Runtime) -> World:
@@ -300,3 +302,25 @@ def test_i7_allows_a_stale_partition() -> None:
             rec = Record(rec.seq, rec.entity_kind, rec.entity_id, rec.entity_seq + 1, rec.event, rec.at)
         checker.feed(rec)
     assert checker.check_lineage(strict=True) == []
+
+
+@pytest.mark.parametrize(("read", "why"), [
+    pytest.param("raw//6", "cannot read 'raw//6'", id="malformed"),
+    pytest.param("nothing/6", "no job of graph 'lineage' produces", id="no-job"),
+    pytest.param("cmd/6", "one of the partitions this run builds", id="own-output"),
+])
+async def test_a_command_job_reading_a_ref_it_may_not_fails_the_run(db: Path, read: str, why: str) -> None:
+    """A command job's {"read": [...]} line naming a malformed ref, one no job produces or its own output: the run
+    fails with the reason although the command exits 0, and the partition is Failed."""
+    g, _ = lineage_graph()
+    protocol = Path(__file__).parent / "jobs" / "protocol.py"
+    g.add_job(Job.create("cmd", outputs="cmd/{i}", command=[sys.executable, str(protocol), "0",
+                                                           json.dumps({"read": [read]}), "--"]))
+    async with open_runtime(db, g) as rt:
+        assert (await (await rt.want("cmd/6")).done(timeout=20)).status is WantStatus.FAILED
+        (run,) = rt.runs()
+        assert run.status is JobRunStatus.FAILED
+        assert run.reason.startswith("job protocol error: ")
+        assert why in run.reason
+        assert rt.get_partition("cmd/6").status is PartitionStatus.FAILED
+        await sound(rt)
