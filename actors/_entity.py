@@ -11,7 +11,8 @@ told about; a crash after it loses nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from eventlog import Log
@@ -34,3 +35,6 @@ class EntityEnv:
     hooks: Hooks
     clock: Clock
     faults: Faults | None = None
+    leaving_live: Counter[str] = field(default_factory=Counter)
+    """Partitions about to leave Live (being tainted by a taint's wave, leased by a refresh run): a want does not
+    become Successful on them meanwhile (see ``WantActor``), whoever commits first."""

@@ -11,6 +11,7 @@ settles its partitions and tells the supervisor. Its multi-step flows are steps 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Final, Literal, Protocol, TypeAlias, get_args
 
@@ -34,12 +35,14 @@ from ._jobrun import (
     JobRunSucceeded,
 )
 from ._kernel import Behavior, Ctx, replies_ok
+from ._lineage import TaintedInput, tainted_input
 from ._partition import (
     LEASABLE,
     PartitionBuilding,
     PartitionFailed,
     PartitionLive,
     PartitionMissing,
+    PartitionRestored,
     PartitionState,
     PartitionStatus,
     PartitionTainted,
@@ -107,6 +110,8 @@ class MarkSlaMissed(msgspec.Struct, frozen=True):
 
 class RequestLease(msgspec.Struct, frozen=True):
     job_run_id: str
+    refresh: bool = False
+    """The run refreshes stale partitions: a Live partition grants its lease too."""
 
 
 class LeaseReply(msgspec.Struct, frozen=True):
@@ -123,12 +128,14 @@ class ReleaseLease(msgspec.Struct, frozen=True):
 
 
 class SettleBuild(msgspec.Struct, frozen=True):
-    """A run's outcome for one partition it holds: live, failed, dep_miss or missing (canceled/lost)."""
+    """A run's outcome for one partition it holds: live, failed, dep_miss, missing (canceled/lost), or tainted
+    (built, from a generation tainted while the run ran: ``taint`` says which taint, depth and input)."""
 
     job_run_id: str
-    outcome: Literal["live", "failed", "dep_miss", "missing"]
+    outcome: Literal["live", "failed", "dep_miss", "missing", "tainted"]
     reason: str = ""
     final: bool = True
+    taint: TaintedInput | None = None
 
 
 class UpstreamReady(msgspec.Struct, frozen=True):
@@ -141,8 +148,22 @@ class FailUpstream(msgspec.Struct, frozen=True):
 
 
 class Taint(msgspec.Struct, frozen=True):
+    """Mark a Live partition Tainted. From a Taint entity: ``taint_id``, the ``depth`` below what it named, the
+    input it came through (``via``), and the ``generation`` meant (a partition rebuilt since is left alone)."""
+
     reason: str
-    command: Completion | None = None
+    taint_id: str | None = None
+    depth: int = 0
+    via: str | None = None
+    generation: int | None = None
+
+
+class Restore(msgspec.Struct, frozen=True):
+    """A Tainted partition whose taint was canceled, not rebuilt since (still ``generation``): Live again."""
+
+    taint_id: str
+    generation: int
+    reason: str = ""
 
 
 class PlanRun(msgspec.Struct, frozen=True):
@@ -205,13 +226,29 @@ class Outcome(Protocol):
     @property
     def exit_code(self) -> int | None: ...
 
+    # Optional (read with getattr): ``read`` (ref -> generation), ``into`` (input -> the partitions it fed),
+    # ``failed`` (ref -> reason: a succeeded batch's partitions that could not be built), ``retry_delay``.
+
+
+def _lineage(outcome: Outcome) -> dict[str, Any]:
+    """The lineage fields of a run's terminal event, from what its execution reported."""
+    fields: dict[str, Any] = {}
+    read = getattr(outcome, "read", None)
+    if read:
+        fields["read"] = dict(read)
+        into = getattr(outcome, "into", None)
+        if into:
+            fields["into"] = {k: tuple(v) for k, v in into.items()}
+    return fields
+
 
 MESSAGES: Final[dict[str, tuple[str, ...]]] = {
     "want": ("CreateWant", "MoveWant", "EndWant", "MarkSlaMissed", "GetState"),
     "partition": ("RequestLease", "ReleaseLease", "SettleBuild", "UpstreamReady", "FailUpstream", "Taint",
-                  "GetState"),
+                  "Restore", "GetState"),
     "job_run": ("PlanRun", "RetryLeases", "Finished", "Attached", "CancelRun", "MarkLost", "Abandon", "Reconcile",
                 "GetState"),
+    "taint": ("CreateTaint", "CancelTaint", "ApplyTaint", "RestoreTaints", "ReconcileTaint", "GetState"),
 }
 """The messages each entity actor kind handles, by type name (for fault drills naming one)."""
 
@@ -250,7 +287,14 @@ class Execution(Protocol):
 
 # --- Want ---------------------------------------------------------------------------------------------
 class WantActor(Behavior):
-    """A want: created once (idempotent), walked to the status its partitions imply, ended by cancel or TTL."""
+    """A want: created once (idempotent), walked to the status its partitions imply, ended by cancel or TTL.
+
+    ``leaving_live`` (``EntityEnv.leaving_live``): partitions about to leave Live; a want does not become
+    Successful on them meanwhile."""
+
+    def __init__(self, world: World, leaving_live: Counter[str]) -> None:
+        self.world = world
+        self.leaving_live = leaving_live
 
     def receive(self, ctx: Ctx, msg: Any) -> Any:
         st: WantState | None = ctx.state
@@ -273,8 +317,7 @@ class WantActor(Behavior):
             return st
         raise TypeError(f"want {ctx.key}: unexpected message {msg!r}")
 
-    @staticmethod
-    def _move(ctx: Ctx, msg: MoveWant) -> WantState | None:
+    def _move(self, ctx: Ctx, msg: MoveWant) -> WantState | None:
         st: WantState | None = ctx.state
         if st is None or st.terminal or st.status == msg.target:
             return st
@@ -289,8 +332,22 @@ class WantActor(Behavior):
                 ev = cls(reason=msg.reason) if "reason" in cls.__struct_fields__ else cls()
             else:
                 ev = cls(reason=f"on the way to {msg.target}") if "reason" in cls.__struct_fields__ else cls()
+            if status is WantStatus.SUCCESSFUL and not self._all_live(st):
+                # A partition left Live (or is leaving it: a taint's wave, a refresh) since the supervisor decided:
+                # no success. The check and the append below run in one step of the loop, so whichever of this
+                # event and the partition's commits first, the log never shows a Successful want on a partition
+                # that is not Live. The supervisor decides again when the partition's change commits (or, if the
+                # partition stayed Live, when it is told the partition is no longer leaving).
+                return st
             st = ctx.persist(ev)
         return st
+
+    def _all_live(self, st: WantState) -> bool:
+        world = self.world
+        leaving = self.leaving_live
+        live = PartitionStatus.LIVE
+        return all(world.partition(r).status is live and not leaving[r] for r in st.refs) if leaving else all(
+            world.partition(r).status is live for r in st.refs)
 
 
 # --- Partition ----------------------------------------------------------------------------------------
@@ -306,7 +363,7 @@ class PartitionActor(Behavior):
             run_id = msg.job_run_id
             if cur.status is PartitionStatus.BUILDING and cur.lease == run_id:
                 return LeaseReply(True, key, cur.status, cur.lease, cur.generation)
-            if cur.status in LEASABLE:
+            if cur.status in LEASABLE or (msg.refresh and cur.status is PartitionStatus.LIVE):
                 st = ctx.persist(PartitionBuilding(job_run_id=run_id))
                 return LeaseReply(True, key, st.status, run_id, st.generation)
             return LeaseReply(False, key, cur.status, cur.lease, cur.generation)
@@ -322,6 +379,10 @@ class PartitionActor(Behavior):
                 ev = PartitionFailed(job_run_id=msg.job_run_id, reason=msg.reason, final=msg.final)
             elif msg.outcome == "dep_miss":
                 ev = PartitionUpstreamWaiting(job_run_id=msg.job_run_id)
+            elif msg.outcome == "tainted" and msg.taint is not None:
+                t = msg.taint
+                ev = PartitionTainted(reason=t.reason, taint_id=t.taint_id, depth=t.depth, via=t.via,
+                                      job_run_id=msg.job_run_id)
             else:
                 ev = PartitionMissing(reason=msg.reason, job_run_id=msg.job_run_id)
             return ctx.persist(ev)
@@ -338,9 +399,15 @@ class PartitionActor(Behavior):
                 return ctx.persist(PartitionUpstreamFailed(reason=msg.reason, upstream=msg.upstream))
             return cur
         if t is Taint:
-            if cur.status is PartitionStatus.LIVE:
-                return ctx.persist(PartitionTainted(reason=msg.reason), msg.command)
-            return cur  # the runtime refuses to taint a partition that is not Live; a late race is a no-op
+            if cur.status is PartitionStatus.LIVE and msg.generation in (None, cur.generation):
+                return ctx.persist(PartitionTainted(reason=msg.reason, taint_id=msg.taint_id, depth=msg.depth,
+                                                    via=msg.via))
+            return cur  # not Live (any more), or rebuilt since: a no-op (the caller sees the state)
+        if t is Restore:
+            if (cur.status is PartitionStatus.TAINTED and cur.tainted_by == msg.taint_id
+                    and cur.generation == msg.generation):
+                return ctx.persist(PartitionRestored(taint_id=msg.taint_id, reason=msg.reason))
+            return cur
         if t is GetState:
             return state
         raise TypeError(f"partition {key}: unexpected message {msg!r}")
@@ -472,7 +539,7 @@ class JobRunActor(Behavior):
             # leases the other waits for, so they cannot deadlock or livelock (shrink leases concurrently).
             ctx.scratch = _Leasing(refs)
             return self._next_lease(ctx, None)
-        req = RequestLease(run_id)
+        req = RequestLease(run_id, st.refresh)
         ctx.scratch = refs
         ctx.ask_many("partition", [(ref, req) for ref in refs], self._leases_in)
         return None
@@ -489,7 +556,8 @@ class JobRunActor(Behavior):
         if lz.i < len(lz.refs):
             ref = lz.refs[lz.i]
             lz.i += 1
-            ctx.ask_many("partition", [(ref, RequestLease(ctx.key))], self._next_lease)
+            st: JobRunState = ctx.state
+            ctx.ask_many("partition", [(ref, RequestLease(ctx.key, st.refresh))], self._next_lease)
             return None
         return self._decide(ctx, lz.granted, lz.refused)
 
@@ -562,7 +630,11 @@ class JobRunActor(Behavior):
             return st
         delay = float(getattr(outcome, "retry_delay", 0.0) or 0.0)
         if outcome.status == "succeeded":
-            ctx.persist(JobRunSucceeded())
+            fields = _lineage(outcome)
+            failed = dict(getattr(outcome, "failed", None) or {})
+            if failed:  # some partitions of the batch failed: a retry builds only those
+                fields.update(failed=failed, will_retry=st.attempt < st.max_attempts, retry_delay=delay)
+            ctx.persist(JobRunSucceeded(**fields))
         elif outcome.status == "dep_miss":
             stale = self._live_before_start(st, outcome.missing)
             if stale is not None:
@@ -577,7 +649,8 @@ class JobRunActor(Behavior):
             ctx.persist(JobRunLost(reason=outcome.reason or "lost"))
         else:
             ctx.persist(JobRunFailed(reason=outcome.reason, exit_code=outcome.exit_code,
-                                     will_retry=st.attempt < st.max_attempts, retry_delay=delay))
+                                     will_retry=st.attempt < st.max_attempts, retry_delay=delay,
+                                     **_lineage(outcome)))
         ctx.then(self._release_and_settle)
         return None
 
@@ -635,8 +708,25 @@ class JobRunActor(Behavior):
             if report:
                 ctx.tell(*SUPERVISOR, RunEnded(st))
             return st
+        failed = st.failed  # a Succeeded batch's partitions that the job reported failed
+        # Only a run that read something, while a taint is active, can have built from a tainted generation.
+        world = self.world
+        check_taints = bool(st.read) and msg.outcome == "live" and any(t.active for t in world.taints.values())
+
+        def settle(ref: str) -> SettleBuild:
+            if ref not in built:
+                return extra
+            if ref in failed:
+                return SettleBuild(rid, "failed", reason=failed[ref], final=not st.will_retry)
+            if check_taints:
+                # Built from a generation tainted while the run ran: built, but must not be read.
+                bad = tainted_input(world, st, ref)
+                if bad is not None:
+                    return SettleBuild(rid, "tainted", taint=bad)
+            return msg
+
         ctx.scratch = holders
-        ctx.ask_many("partition", [(ref, msg if ref in built else extra) for ref in holders],
+        ctx.ask_many("partition", [(ref, settle(ref)) for ref in holders],
                      self._settled_report if report else self._settled_quiet)
         return None
 

@@ -191,11 +191,11 @@ class Behavior:
 
 
 class _Kind:
-    __slots__ = ("activations", "apply", "cells", "crash_log", "crash_log_swept", "crashes", "entity", "factory",
-                 "keep", "name", "reply_errors", "restarts", "shared", "stopped", "table")
+    __slots__ = ("activations", "adopt", "apply", "cells", "crash_log", "crash_log_swept", "crashes", "entity",
+                 "factory", "keep", "name", "reply_errors", "restarts", "shared", "stopped", "table")
 
     def __init__(self, name: str, factory: Callable[[str], Behavior], entity: bool, keep: bool,
-                 table: dict[str, Any] | None) -> None:
+                 table: dict[str, Any] | None, adopt: Callable[[Any, Any], None] | None = None) -> None:
         self.name = name
         self.factory = factory
         self.entity = entity
@@ -209,6 +209,7 @@ class _Kind:
         self.crash_log_swept = 0
         self.apply = APPLY.get(name) if entity else None
         self.table = table
+        self.adopt = adopt  # what the World also derives from an adopted state (World.on_adopt)
         self.activations = 0
         self.crashes = 0
         self.restarts = 0
@@ -440,7 +441,8 @@ class Kernel(FatalSink):
         if entity and table is None:
             raise ValueError(f"{kind!r} is not an entity kind of this World (add one with register_entity_kind before "
                              f"the World is made)")
-        self._kinds[kind] = _Kind(kind, factory, entity, keep, table)
+        self._kinds[kind] = _Kind(kind, factory, entity, keep, table,
+                                  self.world.on_adopt.get(kind) if entity else None)
 
     def _kind(self, kind: str) -> _Kind:
         try:
@@ -731,6 +733,8 @@ class Kernel(FatalSink):
                 rec = fut.result()
                 new = events[0][2]
                 table[key] = new
+                if k.adopt is not None:
+                    k.adopt(events[0][1], new)
                 if rec.seq > last:
                     last, last_at = rec.seq, rec.at
                 if notify:
@@ -770,6 +774,8 @@ class Kernel(FatalSink):
                     break
                 rec = fut.result()
                 table[key] = new
+                if k.adopt is not None:
+                    k.adopt(old, new)
                 if rec.seq > last:
                     last, last_at = rec.seq, rec.at
                 lost = False

@@ -33,6 +33,7 @@ on its partitions Failed.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from enum import IntEnum
 from typing import Any, Final
@@ -41,6 +42,7 @@ import msgspec
 
 from actors import (
     Abandon,
+    ApplyTaint,
     Behavior,
     CancelRun,
     Committed,
@@ -59,8 +61,10 @@ from actors import (
     PartitionStatus,
     PlanRun,
     Reconcile,
+    ReconcileTaint,
     RetryLeases,
     RunEnded,
+    StayedLive,
     UpstreamReady,
     WantCreated,
     WantState,
@@ -72,6 +76,7 @@ from eventlog import get_logger
 from ._graph import Graph, Job, NoJobForRef
 from ._ids import IdSource
 from ._lazy import LazyPlanning
+from ._lineage_work import is_stale, late_taints, rebuild_inputs, stale_readers
 from ._timers import Timers
 
 log = get_logger("wantbuild.supervisor")
@@ -145,7 +150,7 @@ class GaveUp(msgspec.Struct, frozen=True):
 
 
 SUPERVISOR_MESSAGES: tuple[str, ...] = ("CommittedBatch", "RunEnded", "Due", "Recover", "Tick", "Drain",
-                                        "ActorCrashed", "GaveUp")
+                                        "ActorCrashed", "GaveUp", "StayedLive")
 """The messages the supervisor handles, by type name (for fault drills naming one)."""
 
 
@@ -180,6 +185,9 @@ class Supervisor(LazyPlanning, Behavior):
         self.policy = policy
         self.pending = pending if pending is not None else Pending()
         self.tick_pending = False
+        # Staleness is looked at only if a job asked for it (a rebuild is then event-driven: see _refresh).
+        self.refresh_enabled = any(job.rebuild_stale for job in graph.jobs().values())
+        self.refreshing: set[str] = set()
         self._reset()
 
     def _reset(self) -> None:
@@ -205,6 +213,11 @@ class Supervisor(LazyPlanning, Behavior):
         self.static_waiters: dict[str, set[str]] = {}
         self.static_failed: dict[str, str] = {}
         self.broken: dict[str, str] = {}  # wanted ref -> why the runtime gave up on it (GaveUp)
+        # staleness: Live refs of rebuild_stale jobs that a want covers and whose inputs were rebuilt
+        for ref in self.refreshing:  # a reconcile re-derives them: give back what they held
+            self._leave(ref, False)
+        self.refreshing = set()
+        self.refresh_queues: dict[str, deque[str]] = {}
         self.children: dict[str, set[str]] = {}  # active want -> its active derived wants
 
     # -- message loop ---------------------------------------------------------------------------------
@@ -223,6 +236,8 @@ class Supervisor(LazyPlanning, Behavior):
             self._on_crashed(msg)
         elif isinstance(msg, GaveUp):
             self._on_gave_up(msg)
+        elif isinstance(msg, StayedLive):
+            self._decide_again(msg.refs)
         elif isinstance(msg, Tick):
             self.tick_pending = False
             if not self.pending.draining:
@@ -285,6 +300,9 @@ class Supervisor(LazyPlanning, Behavior):
                     self._wake_waiters(ref)
                 if self.static_waiters:
                     self._wake_static(ref)
+                if self.refresh_enabled and st.generation > 1:
+                    for stale_ref in stale_readers(self.world, self.graph, ref):
+                        self._refresh(stale_ref)
             elif (status is P.FAILED and st.final) or status is P.UPSTREAM_FAILED:
                 self._fail_waiters(ref, st)
                 self._fail_static(ref, st)
@@ -360,6 +378,8 @@ class Supervisor(LazyPlanning, Behavior):
                 self._enqueue(ref, new_want=new)
             elif st.status is P.UPSTREAM_WAITING:
                 self._ensure_upstream(st)
+            elif st.status is P.LIVE and self.refresh_enabled and is_stale(self.world, ref):
+                self._refresh(ref)
 
     def _drop_want(self, want: WantState) -> None:
         wid = want.want_id
@@ -396,6 +416,8 @@ class Supervisor(LazyPlanning, Behavior):
                     continue
                 self._dequeue(ref)
                 self._forget_static(ref)
+                if ref in self.refreshing:
+                    self._stop_refreshing(ref)
                 runs_to_check |= self.planned.get(ref, set())
         for run_id in sorted(runs_to_check):
             run = self.world.runs.get(run_id)
@@ -446,7 +468,7 @@ class Supervisor(LazyPlanning, Behavior):
             st = self.world.partition(ref)
         s = st.status
         if s is _LIVE:
-            return _CAT_LIVE
+            return _CAT_BUILDING if self.refreshing and ref in self.refreshing else _CAT_LIVE
         if s is _BUILDING or ref in self.planned or (self.retrying and ref in self.retrying):
             return _CAT_BUILDING
         if s is P.UPSTREAM_WAITING or (self.static_wait and ref in self.static_wait):
@@ -552,12 +574,17 @@ class Supervisor(LazyPlanning, Behavior):
             return
         deps = [] if job.deps is None else [d for d in self.graph.static_deps(ref)
                                             if self.world.partition(d).status is not P.LIVE]
-        if deps:
-            self.static_wait[ref] = set(deps)
-            for d in deps:
+        # A tainted partition is rebuilt after the inputs of its tainted build are Live again (upstream first).
+        inputs = [d for d in rebuild_inputs(self.world, ref) if d not in deps]
+        if deps or inputs:
+            self.static_wait[ref] = {*deps, *inputs}
+            for d in (*deps, *inputs):
                 self.static_waiters.setdefault(d, set()).add(ref)
             self._recat(ref)
-            self._want_refs(deps, source=f"static_deps:{ref}", for_refs=(ref,))
+            if deps:
+                self._want_refs(deps, source=f"static_deps:{ref}", for_refs=(ref,))
+            if inputs:
+                self._want_refs(inputs, source=f"rebuild:{ref}", for_refs=(ref,))
             return
         self._push(job.name, ref)
         self.queued.add(ref)
@@ -598,12 +625,72 @@ class Supervisor(LazyPlanning, Behavior):
                     break
                 self._plan(job.name, tuple(batch), attempt=1, retry_of=None,
                                  max_attempts=job.retry.max_attempts, policy=self._policy_of(job))
+        if self.refresh_queues:
+            self._schedule_refreshes()
+
+    def _refresh(self, ref: str) -> None:
+        """A wanted Live partition of a ``rebuild_stale`` job is stale: rebuild it (a refresh run leases it Live);
+        its wants count it as building meanwhile."""
+        if ref not in self.wants_by_ref or ref in self.refreshing or ref in self.planned:
+            return
+        try:
+            job = self.graph.job_of(ref)
+        except NoJobForRef:
+            return
+        self.refreshing.add(ref)
+        self._leave(ref, True)
+        self.refresh_queues.setdefault(job.name, deque()).append(ref)
+        self._recat(ref)
+        self.to_schedule = True
+
+    def _leave(self, ref: str, on: bool) -> None:
+        """Mark ``ref`` as leaving Live (a refresh will lease it) for the want actors, or unmark it."""
+        leaving = self.env.leaving_live
+        if on:
+            leaving[ref] += 1
+        elif leaving[ref] > 0:
+            leaving[ref] -= 1
+            if not leaving[ref]:
+                del leaving[ref]
+
+    def _stop_refreshing(self, ref: str) -> None:
+        self.refreshing.discard(ref)
+        self._leave(ref, False)
+        self._recat(ref)
+        self._decide_again((ref,))
+
+    def _decide_again(self, refs: Iterable[str]) -> None:
+        """The wants on ``refs`` were maybe held back from success by their want actors (a partition was leaving
+        Live, and stayed): decide their status again."""
+        for ref in refs:
+            for wid in self.wants_by_ref.get(ref, ()):
+                if self.sent.get(wid) is W.SUCCESSFUL:
+                    del self.sent[wid]
+                    self.dirty.add(wid)
+
+    def _schedule_refreshes(self) -> None:
+        for name in sorted(self.refresh_queues):
+            q = self.refresh_queues[name]
+            job = self.graph[name]
+            while q and self._free_slots(job)[0] > 0:
+                batch: list[str] = []
+                while q and len(batch) < job.batch:
+                    ref = q.popleft()
+                    if ref in self.wants_by_ref and ref in self.refreshing and is_stale(self.world, ref):
+                        batch.append(ref)
+                    elif ref in self.refreshing:  # no longer wanted, or fresh (rebuilt meanwhile)
+                        self._stop_refreshing(ref)
+                if batch:
+                    self._plan(job.name, tuple(batch), attempt=1, retry_of=None,
+                               max_attempts=job.retry.max_attempts, policy=self._policy_of(job), refresh=True)
+            if not q:
+                del self.refresh_queues[name]
 
     def _policy_of(self, job: Job) -> str:
         return job.collision_policy or self.graph.default_collision_policy or self.policy
 
     def _plan(self, job: str, refs: tuple[str, ...], *, attempt: int, retry_of: str | None,
-                    max_attempts: int, policy: str) -> str:
+              max_attempts: int, policy: str, refresh: bool = False) -> str:
         run_id = self.ids.next_run()
         wants = sorted({w for r in refs for w in self.wants_by_ref.get(r, ())})
         self.inflight.setdefault(job, set()).add(run_id)
@@ -613,8 +700,11 @@ class Supervisor(LazyPlanning, Behavior):
         reason = f"serves {', '.join(wants[:5])}{' …' if len(wants) > 5 else ''}"
         if retry_of:
             reason = f"retry {attempt}/{max_attempts} of {retry_of}; " + reason
+        if refresh:
+            reason = "refreshes stale partitions; " + reason
         queued = JobRunQueued(job=job, partitions=refs, wants=tuple(wants), attempt=attempt,
-                              max_attempts=max_attempts, retry_of=retry_of, policy=policy, reason=reason)
+                              max_attempts=max_attempts, retry_of=retry_of, policy=policy, reason=reason,
+                              refresh=refresh)
         self.pending.runs[run_id] = queued
         self.kernel.tell("job_run", run_id, PlanRun(queued))
         return run_id
@@ -648,10 +738,17 @@ class Supervisor(LazyPlanning, Behavior):
                         self._enqueue(ref)
         for ref, _ in run.deferred_on:
             self.deferred.get(ref, set()).discard(rid)
+        if run.refresh:
+            for ref in run.planned:
+                if ref in self.refreshing:
+                    self._stop_refreshing(ref)
+        for taint_id in late_taints(self.world, run):  # settled Live although an input was tainted meanwhile
+            self._tell_soon("taint", taint_id, ApplyTaint())
         self.to_schedule = True
         if run.status is JobRunStatus.DEP_MISS:
             self._on_dep_miss(run)
-        elif run.status is JobRunStatus.FAILED and run.will_retry:
+        elif run.will_retry and run.status in (JobRunStatus.FAILED, JobRunStatus.SUCCEEDED):
+            # A failed run, or a batch that reported some partitions failed: retry what failed, after backoff.
             # The partitions it failed and nothing has leased since (a second report finds them leased).
             waiting = [ref for ref in run.partitions if (p := self.world.partition(ref)).status is P.FAILED
                        and not p.final]
@@ -911,10 +1008,12 @@ class Supervisor(LazyPlanning, Behavior):
                 self.inflight.setdefault(run.job, set()).add(rid)
                 for ref in run.planned:
                     self.planned.setdefault(ref, set()).add(rid)
+                if run.refresh:
+                    self.refreshing.update(run.planned)
                 for ref, _holder in run.deferred_on:
                     self.deferred.setdefault(ref, set()).add(rid)
                 continue
-            if run.status is JobRunStatus.FAILED and run.will_retry and rid not in retried:
+            if run.will_retry and run.status in (JobRunStatus.FAILED, JobRunStatus.SUCCEEDED) and rid not in retried:
                 waiting = [ref for ref in run.partitions if world.partition(ref).status is P.FAILED
                            and not world.partition(ref).final]
                 if waiting:
@@ -947,6 +1046,9 @@ class Supervisor(LazyPlanning, Behavior):
         for rid in stranded:  # ended without settling its partitions (a crash in between): settle them now
             if rid in world.runs:
                 self._tell_soon("job_run", rid, Reconcile())
+        for taint in sorted(world.taints.values(), key=lambda t: t.taint_id):  # its work, re-derived by its actor
+            if taint.active or taint.restored is None:
+                self._tell_soon("taint", taint.taint_id, ReconcileTaint())
         for kind in ("want", "job_run", "partition"):  # stopped while its GaveUp could not reach us
             for key, why in sorted(self.kernel.stopped(kind).items()):
                 self._end_given_up(GaveUp(kind, key, f"wantbuild gave up on {kind} {key}: {why}"))
