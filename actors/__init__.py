@@ -4,7 +4,8 @@
 - the state machines: statuses, events, transition tables (:data:`WANT`, :data:`PARTITION`, :data:`JOB_RUN`)
   and pure transition functions, shared by live actors and replay;
 - the entity actors that persist their transitions write-ahead, and the hooks that run after a commit;
-- replay: :class:`World` and :func:`rebuild` (time travel with ``until_seq`` / ``until_time``);
+- replay: :class:`World` and :func:`rebuild` (time travel with ``until_seq`` / ``until_time``), from the newest
+  snapshot (:class:`Snapshotter` takes them);
 - the invariants I1-I6.
 """
 
@@ -101,6 +102,16 @@ from ._schedule import (
     tick_want_id,
 )
 from ._schedule_actor import ChangeSchedule, CreateSchedule, RecordTick, ScheduleActor
+from ._snapshot import FORMAT as SNAPSHOT_FORMAT
+from ._snapshot import (
+    Restored,
+    SnapshotSkipped,
+    Snapshotter,
+    decode_world,
+    encode_world,
+    load_newest,
+    verify_snapshots,
+)
 from ._want import (
     WANT,
     WantBuilding,
@@ -131,6 +142,7 @@ __all__ = [
     "POLICIES",
     "RUNNING",
     "SCHEDULE",
+    "SNAPSHOT_FORMAT",
     "WANT",
     "Abandon",
     "Actor",
@@ -205,6 +217,7 @@ __all__ = [
     "ReleaseLease",
     "ReplayError",
     "RequestLease",
+    "Restored",
     "RetryLeases",
     "RunEnded",
     "ScheduleActor",
@@ -216,6 +229,8 @@ __all__ = [
     "ScheduleStatus",
     "ScheduleTicked",
     "SettleBuild",
+    "SnapshotSkipped",
+    "Snapshotter",
     "SystemClock",
     "Taint",
     "UnknownActorKind",
@@ -242,10 +257,14 @@ __all__ = [
     "check_log",
     "check_records",
     "check_replay_fidelity",
+    "decode_world",
+    "encode_world",
     "fold",
+    "load_newest",
     "param_type",
     "rebuild",
     "tick_want_id",
     "validate_ref",
     "validate_refs",
+    "verify_snapshots",
 ]

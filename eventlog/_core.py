@@ -13,13 +13,16 @@ cannot commit fails all of its appends with :class:`CommitError` and leaves noth
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
+import zlib
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal, TypeVar
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import msgspec
 
 from ._errors import (
@@ -34,12 +37,13 @@ from ._errors import (
     LogClosedError,
     ReadOnlyLogError,
     SchemaVersionError,
+    SnapshotError,
     UnknownCommandError,
     WriterFailedError,
 )
 from ._events import Event, EventRegistry
 from ._logging import get_logger
-from ._records import Command, CommandState, Lease, Problem, Record, VerifyReport
+from ._records import Command, CommandState, Lease, Problem, Record, SnapshotInfo, VerifyReport
 from ._schema import SCHEMA_VERSION
 
 log = get_logger("wantbuild.eventlog")
@@ -104,6 +108,39 @@ Durability = Literal["process", "power"]
 """Which crash a commit survives: the process dying (``"process"``), or also power loss / an OS crash."""
 DEFAULT_DURABILITY: Final[Durability] = "process"
 """SQLite's default (``docs/eventlog.md`` says why); a PostgreSQL log defaults to ``"power"``."""
+
+SNAPSHOT_PIECE: Final = 1 << 20
+"""Stored bytes per snapshot piece: each piece is its own small transaction, so writing a snapshot of any size
+holds the database's write lock (and the log's writer) for about a millisecond at a time."""
+
+SnapshotRow = tuple[int, float, str, int, int, str, float, int]
+"""seq, at, format, size, stored, checksum, created_at, pieces"""
+
+
+def _pack_snapshot(parts: Sequence[bytes]) -> tuple[bytes, str]:
+    """Compress and checksum a snapshot's bytes, given in parts (in a worker thread: zlib and hashlib release the
+    GIL on each part, so the event loop keeps running)."""
+    comp = zlib.compressobj(1)
+    digest = hashlib.blake2b(digest_size=16)
+    out = []
+    for part in parts:
+        digest.update(part)
+        out.append(comp.compress(part))
+    out.append(comp.flush())
+    return b"".join(out), digest.hexdigest()
+
+
+def _unpack_snapshot(stored: bytes, checksum: str) -> bytes | str:
+    """The snapshot's bytes, or why they are not usable."""
+    try:
+        data = zlib.decompress(stored)
+    except zlib.error as e:
+        return f"its bytes do not decompress ({e})"
+    got = hashlib.blake2b(data, digest_size=16).hexdigest()
+    if got != checksum:
+        return f"checksum mismatch (stored {checksum}, computed {got})"
+    return data
+
 
 TAIL_CHECK: Final = 256
 """How many of the last events a writer's open checks (links, heads, types, payloads): a few ms at any size."""
@@ -291,6 +328,26 @@ class LogCore:
         raise NotImplementedError
 
     async def _db_lease(self) -> Lease | None:
+        raise NotImplementedError
+
+    async def _db_snapshot_piece(self, seq: int, piece: int, data: bytes) -> None:
+        """Store one piece of a snapshot being written (replacing a piece of an earlier, unfinished attempt)."""
+        raise NotImplementedError
+
+    async def _db_snapshot_head(self, row: SnapshotRow) -> None:
+        """Store a snapshot's head row, in its own transaction after all its pieces: only then is it listed."""
+        raise NotImplementedError
+
+    async def _db_snapshot_list(self) -> list[SnapshotRow]:
+        """Every snapshot with a head row, newest (highest seq) first; [] if the log has no snapshot table."""
+        raise NotImplementedError
+
+    async def _db_snapshot_pieces(self, seq: int) -> list[tuple[int, bytes]]:
+        """A snapshot's pieces in order: (piece number, bytes)."""
+        raise NotImplementedError
+
+    async def _db_snapshot_delete(self, seqs: list[int]) -> None:
+        """Delete these snapshots (head first, then pieces)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ opening and closing
@@ -1336,6 +1393,61 @@ class LogCore:
         report = VerifyReport(self._path, count, entities, tuple(problems))
         log.info("eventlog verified", path=self._path, events=count, entities=entities, problems=len(problems))
         return report
+
+    # ------------------------------------------------------------------ snapshots
+
+    async def write_snapshot(self, seq: int, at: float, format: str, data: bytes | Sequence[bytes]) -> SnapshotInfo:
+        """Store ``data`` as the snapshot covering events ``1..seq`` (the writer only); return what was stored.
+
+        ``data`` may be given in parts (a list of bytes): they are stored as their concatenation.
+        The log does not interpret ``data``: ``format`` says what it is. It is compressed and checksummed off the
+        event loop, then written in pieces of about a megabyte, each its own transaction (so the writer's batches
+        are never held up for long), and listed only once its head row is written after the last piece: a crash
+        half-way leaves nothing visible. ``seq`` must be committed.
+        """
+        self._check_writable()
+        if not 0 < seq <= self._committed_seq:
+            raise EventLogError(f"{self._path}: a snapshot must cover committed events; seq {seq} is not committed "
+                                f"(last committed seq {self._committed_seq})")
+        parts: list[bytes] = [data] if isinstance(data, bytes) else list(data)
+        size = sum(len(p) for p in parts)
+        stored, checksum = await anyio.to_thread.run_sync(_pack_snapshot, parts)
+        n = max(1, -(-len(stored) // SNAPSHOT_PIECE))
+        for i in range(n):
+            self._check_writable()
+            await self._db_snapshot_piece(seq, i, stored[i * SNAPSHOT_PIECE:(i + 1) * SNAPSHOT_PIECE])
+        row: SnapshotRow = (seq, at, format, size, len(stored), checksum, self._now(), n)
+        await self._db_snapshot_head(row)
+        log.info("eventlog snapshot written", path=self._path, seq=seq, format=format, size=size,
+                 stored=len(stored))
+        return SnapshotInfo(*row[:7])
+
+    async def snapshots(self) -> list[SnapshotInfo]:
+        """The stored snapshots, newest (highest ``seq``) first."""
+        self._check_readable()
+        return [SnapshotInfo(*row[:7]) for row in await self._db_snapshot_list()]
+
+    async def read_snapshot(self, snapshot: SnapshotInfo) -> bytes:
+        """A snapshot's bytes, checked against its checksum; :class:`SnapshotError` if they cannot be trusted."""
+        self._check_readable()
+        pieces = await self._db_snapshot_pieces(snapshot.seq)
+        if [i for i, _ in pieces] != list(range(len(pieces))) or not pieces:
+            raise SnapshotError(f"{self._path}: the snapshot is incomplete (pieces {[i for i, _ in pieces]})",
+                                snapshot.seq)
+        stored = b"".join(p for _, p in pieces)
+        if len(stored) != snapshot.stored:
+            raise SnapshotError(f"{self._path}: the snapshot has {len(stored)} bytes stored, its head row says "
+                                f"{snapshot.stored}", snapshot.seq)
+        got = await anyio.to_thread.run_sync(_unpack_snapshot, stored, snapshot.checksum)
+        if isinstance(got, str):
+            raise SnapshotError(f"{self._path}: the snapshot fails its check: {got}", snapshot.seq)
+        return got
+
+    async def delete_snapshots(self, seqs: Collection[int]) -> None:
+        """Delete these snapshots (the writer only)."""
+        self._check_writable()
+        if seqs:
+            await self._db_snapshot_delete(sorted(seqs))
 
     # ------------------------------------------------------------------ command inbox
 

@@ -50,6 +50,7 @@ from ._schema import (
     COMMAND_STATE,
     COMPLETE_COMMAND,
     CREATE_SCHEMA,
+    CREATE_SNAPSHOTS,
     HIGH_WATER,
     INSERT_ENTITY,
     INSERT_EVENT,
@@ -105,6 +106,18 @@ def _write_batch_sync(
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:  # SQLite rolls back by itself after some errors (e.g. SQLITE_FULL)
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+def _execute_in_tx(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(sql, params)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
             with suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
         raise
@@ -397,6 +410,9 @@ class EventLog(LogCore):
                     await db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                                          list(updates.items()))
             if self._writer:
+                for statement in CREATE_SNAPSHOTS.split(";"):  # logs made before snapshots get their tables
+                    if statement.strip():
+                        await db.execute(statement)
                 await db.execute("COMMIT")
         except BaseException:
             if self._writer:
@@ -489,6 +505,40 @@ class EventLog(LogCore):
                 f"WHERE entity_key IN ({','.join('?' * len(chunk))})", chunk
             ))
         return out
+
+    # ------------------------------------------------------------------ snapshots
+
+    async def _snapshot_tx(self, sql: str, params: Sequence[Any]) -> None:
+        """One statement in its own transaction on the writer's connection (queued between batches)."""
+        await _in_db_thread(self._wdb, _execute_in_tx, sql, params)
+
+    async def _db_snapshot_piece(self, seq: int, piece: int, data: bytes) -> None:
+        await self._snapshot_tx("INSERT OR REPLACE INTO snapshot_pieces (seq, piece, data) VALUES (?, ?, ?)",
+                                (seq, piece, data))
+
+    async def _db_snapshot_head(self, row: tuple[int, float, str, int, int, str, float, int]) -> None:
+        await self._snapshot_tx("INSERT OR REPLACE INTO snapshots (seq, at, format, size, stored, checksum, "
+                                "created_at, pieces) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+
+    async def _db_snapshot_list(self) -> list[tuple[int, float, str, int, int, str, float, int]]:
+        try:
+            return list(await self._r().execute_fetchall(
+                "SELECT seq, at, format, size, stored, checksum, created_at, pieces FROM snapshots ORDER BY seq DESC"
+            ))
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return []  # a log no writer has opened since snapshots exist
+            raise
+
+    async def _db_snapshot_pieces(self, seq: int) -> list[tuple[int, bytes]]:
+        return list(await self._r().execute_fetchall(
+            "SELECT piece, CAST(data AS BLOB) FROM snapshot_pieces WHERE seq = ? ORDER BY piece", (seq,)
+        ))
+
+    async def _db_snapshot_delete(self, seqs: list[int]) -> None:
+        marks = ",".join("?" * len(seqs))
+        await self._snapshot_tx(f"DELETE FROM snapshots WHERE seq IN ({marks})", seqs)
+        await self._snapshot_tx(f"DELETE FROM snapshot_pieces WHERE seq IN ({marks})", seqs)
 
     # ------------------------------------------------------------------ reading
 
