@@ -20,6 +20,7 @@ skipped, logged as a warning and reported in :attr:`World.restored`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import struct
 import time
@@ -48,7 +49,7 @@ STATE_TYPES: dict[str, type[msgspec.Struct]] = {
 }
 """The state class of each kind a snapshot holds (a kind without one makes the runtime skip snapshots)."""
 
-CHUNK: Final = 4000
+CHUNK: Final = 2000
 """Work per encoding step, in states plus the refs they list (a run's partitions, a want's refs): about a
 millisecond, then other tasks run."""
 
@@ -82,6 +83,8 @@ _DECODERS: dict[str, msgspec.msgpack.Decoder[Any]] = {
     "want": msgspec.msgpack.Decoder(list[_WantRow]),
     **{k: msgspec.msgpack.Decoder(list[t]) for k, t in STATE_TYPES.items() if k != "want"},  # type: ignore[valid-type]
 }
+_LISTS = {"want": "refs", "job_run": "partitions"}
+"""The field of a kind's states that lists refs (what makes a state big)."""
 _KEY = {"want": "want_id", "partition": "ref", "job_run": "job_run_id", "schedule": "name"}
 
 
@@ -129,19 +132,21 @@ def encode_chunks(tables: Mapping[str, Mapping[str, Any]], seq: int, at: float) 
     for kind, table in tables.items():
         if kind not in STATE_TYPES:
             raise SnapshotUnusable(f"entity kind {kind!r} has no snapshot encoding")
-        batch: list[Any] = []
-        weight = 0
-        for st in table.values():
-            batch.append(st)
-            refs = getattr(st, "partitions", None) if kind == "job_run" else getattr(st, "refs", None)
-            weight += 1 if type(refs) is not tuple else 1 + len(refs)
-            if weight >= CHUNK:
-                blob = _ENCODER.encode(_rows(kind, batch))
-                chunks.append(blob)
-                layout.append((kind, len(blob)))
+        field = _LISTS.get(kind)
+        values = iter(table.values())  # the caller's copy: nothing changes it meanwhile
+        while True:
+            if field is None:  # states of about the same size
+                batch = list(itertools.islice(values, CHUNK))
+            else:  # a want's refs or a run's partitions count too
                 batch, weight = [], 0
-                yield None
-        if batch:
+                for st in values:
+                    batch.append(st)
+                    refs = getattr(st, field)
+                    weight += 1 + (len(refs) if type(refs) is tuple else 0)
+                    if weight >= CHUNK:
+                        break
+            if not batch:
+                break
             blob = _ENCODER.encode(_rows(kind, batch))
             chunks.append(blob)
             layout.append((kind, len(blob)))
