@@ -316,13 +316,19 @@ class Runtime:
     async def wait_quiescent(self, timeout: float | None = 30.0) -> None:
         """Wait until nothing is in flight: no run Queued or Running, nothing waiting to commit, no message
         waiting or being handled (observed twice in a row). The live World then equals the log's (I3)."""
+        await self.wait_settled(timeout, runs=True)
+
+    async def wait_settled(self, timeout: float | None = 30.0, *, runs: bool = False) -> None:
+        """Wait until nothing waits to commit and no message is waiting or being handled (observed twice in a
+        row), while job runs may still be executing (``runs=True``: until none is Queued or Running either).
+        The live World then equals the log's (I3)."""
         quiet = 0
         with anyio.fail_after(timeout):
             while quiet < 2:
                 await self.log.commit()
                 for _ in range(3):
                     await anyio.lowlevel.checkpoint()
-                busy = (self.log.pending() or self.world.in_flight_runs()
+                busy = (self.log.pending() or (runs and self.world.in_flight_runs())
                         or self.system.stats().mailbox_depth
                         or self.system.active_count() > self.system.active_count("supervisor"))
                 quiet = 0 if busy else quiet + 1
