@@ -104,9 +104,11 @@ from ._schedule import (
 from ._schedule_actor import ChangeSchedule, CreateSchedule, RecordTick, ScheduleActor
 from ._snapshot import FORMAT as SNAPSHOT_FORMAT
 from ._snapshot import (
+    Compacted,
     Restored,
     SnapshotSkipped,
     Snapshotter,
+    compact,
     decode_world,
     encode_world,
     load_newest,
@@ -158,6 +160,7 @@ __all__ = [
     "Clock",
     "CollisionPolicy",
     "Committed",
+    "Compacted",
     "Completion",
     "CreateSchedule",
     "CreateWant",
@@ -257,6 +260,7 @@ __all__ = [
     "check_log",
     "check_records",
     "check_replay_fidelity",
+    "compact",
     "decode_world",
     "encode_world",
     "fold",

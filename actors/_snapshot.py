@@ -38,7 +38,7 @@ from ._partition import PartitionState
 from ._partition_set import PartitionSet
 from ._schedule import ScheduleState
 from ._want import WantState
-from ._world import World
+from ._world import World, rebuild
 
 log = get_logger("wantbuild.actors")
 
@@ -207,13 +207,15 @@ def decode_world(data: bytes) -> World:
 
 
 async def load_newest(log_: Log, *, until_seq: int | None = None, until_time: float | None = None,
-                      ) -> tuple[World | None, list[SnapshotSkipped]]:
-    """The World of the newest usable snapshot at or before ``until_seq`` / ``until_time`` (None: none usable),
-    and the snapshots skipped on the way (each logged as a warning)."""
+                      min_seq: int = 0) -> tuple[World | None, list[SnapshotSkipped]]:
+    """The World of the newest usable snapshot at or before ``until_seq`` / ``until_time`` and at or after
+    ``min_seq`` (None: none usable), and the snapshots skipped on the way (each logged as a warning)."""
     skipped: list[SnapshotSkipped] = []
     for info in await log_.snapshots():
         if (until_seq is not None and info.seq > until_seq) or (until_time is not None and info.at > until_time):
             continue
+        if info.seq < min_seq:
+            break
         if info.format != FORMAT:
             # Another wantbuild's format: not damage, and not worth a warning each start; reported all the same.
             skipped.append(SnapshotSkipped(info.seq, f"format {info.format}, this wantbuild reads {FORMAT}"))
@@ -243,6 +245,19 @@ async def verify_snapshots(log_: Log, *, until_seq: int | None = None) -> list[s
         return []
     problems: list[str] = []
     world = World()
+    compacted = log_.compacted_through
+    if compacted:  # the events before the base snapshot are gone: check the later ones against base + replay
+        base = next((i for i in infos if i.seq >= compacted and i.format == FORMAT), None)
+        if base is None:
+            return [f"the log was compacted through seq {compacted} and no snapshot of this format at or after it "
+                    "is stored"]
+        try:
+            world = decode_world(await log_.read_snapshot(base))
+        except (SnapshotError, SnapshotUnusable) as e:
+            return [f"snapshot at seq {base.seq} (the compaction's base): unusable ({e})"]
+        infos = [i for i in infos if i.seq > base.seq]
+        if not infos:
+            return []
     pending = list(infos)
 
     async def check(info: SnapshotInfo) -> None:
@@ -257,7 +272,7 @@ async def verify_snapshots(log_: Log, *, until_seq: int | None = None) -> list[s
         if diff or snap.last_seq != world.last_seq:
             problems.append(f"snapshot at seq {info.seq} differs from a replay up to that seq: " + "; ".join(diff))
 
-    async for batch in log_.read_batches(1, until_seq=pending[-1].seq):
+    async for batch in log_.read_batches(world.last_seq + 1, until_seq=pending[-1].seq):
         for rec in batch:
             world.apply(rec)
             while pending and pending[0].seq == rec.seq:
@@ -265,6 +280,33 @@ async def verify_snapshots(log_: Log, *, until_seq: int | None = None) -> list[s
     for info in pending:  # snapshots past the log's end (the log lost events)
         problems.append(f"snapshot at seq {info.seq} is beyond the log's last event (seq {world.last_seq})")
     return problems
+
+
+class Compacted(msgspec.Struct, frozen=True):
+    """What :func:`compact` did."""
+
+    through_seq: int
+    snapshot_written: bool
+    entities: int
+    events_dropped: int
+
+
+async def compact(log_: Log, through_seq: int) -> Compacted:
+    """Retention: keep a snapshot at ``through_seq`` and drop the events up to it of the entities terminal there
+    (wants, runs, deleted schedules: their states never change again). Partitions are never terminal: their events
+    stay. Time travel then starts at ``through_seq``; a full replay is no longer possible (restart and queries
+    start from a snapshot at or after it). The log must be open as the writer, with no runtime on it."""
+    world = await rebuild(log_, until_seq=through_seq)
+    if world.last_seq != through_seq:
+        raise ValueError(f"{log_.path}: seq {through_seq} is past the log's last event (seq {world.last_seq})")
+    have = {s.seq for s in await log_.snapshots() if s.format == FORMAT}
+    written = through_seq not in have
+    if written:
+        await log_.write_snapshot(through_seq, world.last_at, FORMAT, encode_world(world))
+    done = [(k, eid) for k, table in world._tables.items() for eid, st in table.items()
+            if getattr(st, "terminal", False)]
+    dropped = await log_.drop_events(done, through_seq)
+    return Compacted(through_seq, written, len(done), dropped)
 
 
 class Snapshotter:
@@ -356,7 +398,8 @@ class Snapshotter:
         self.last_seq, self.last_time = seq, time.monotonic()
         self.taken.append(info)
         self.spans.append((t0, time.perf_counter()))
-        old = [s.seq for s in (await self.log.snapshots())[self.keep:]]
+        base = self.log.compacted_through  # the compaction's base: time travel starts there, it stays
+        old = [s.seq for s in (await self.log.snapshots())[self.keep:] if s.seq != base]
         if old:
             await self.log.delete_snapshots(old)
         return info
@@ -364,9 +407,11 @@ class Snapshotter:
 
 __all__ = [
     "FORMAT",
+    "Compacted",
     "Restored",
     "SnapshotSkipped",
     "Snapshotter",
+    "compact",
     "decode_world",
     "encode_world",
     "load_newest",

@@ -190,7 +190,18 @@ async def rebuild(
     t0 = time.perf_counter()
     world: World | None = None
     skipped: list[Any] = []
-    if snapshots and not keep_history:
+    compacted = log.compacted_through
+    if compacted:  # events before it are gone: only a snapshot at or after it can start a replay
+        if until_seq is not None and until_seq < compacted:
+            raise ReplayError(f"{log.path}: the log was compacted through seq {compacted} (`wantbuild compact`): the "
+                              f"state at seq {until_seq} is gone; time travel starts at seq {compacted}", until_seq)
+        world, skipped = await load_newest(log, until_seq=until_seq, until_time=until_time, min_seq=compacted)
+        if world is None:
+            why = "; ".join(f"seq {s.seq}: {s.reason}" for s in skipped) or "none is stored"
+            raise ReplayError(f"{log.path}: the log was compacted through seq {compacted} (`wantbuild compact`) and no "
+                              f"usable snapshot at or after that seq is left ({why}): its state cannot be rebuilt; "
+                              "restore the log from a backup", compacted)
+    elif snapshots and not keep_history:
         world, skipped = await load_newest(log, until_seq=until_seq, until_time=until_time)
     snap_seq = None if world is None else world.last_seq
     if world is None:

@@ -142,6 +142,9 @@ def _unpack_snapshot(stored: bytes, checksum: str) -> bytes | str:
     return data
 
 
+COMPACTED: Final = "compacted_through"
+"""The ``meta`` key holding the seq through which ``drop_events`` removed events (0 or absent: never)."""
+
 TAIL_CHECK: Final = 256
 """How many of the last events a writer's open checks (links, heads, types, payloads): a few ms at any size."""
 
@@ -194,6 +197,7 @@ class LogCore:
         self._appendable = False  # open and the writer: the one flag append() checks
         self._closed = False  # fully closed
         self._schema_version = SCHEMA_VERSION
+        self._compacted = 0  # meta COMPACTED: events of some entities up to this seq were dropped
         self._fingerprint: str | None = None
         self._lease_lost: LeaseLost | None = None
         self._lease_lost_event = asyncio.Event()
@@ -350,6 +354,11 @@ class LogCore:
         """Delete these snapshots (head first, then pieces)."""
         raise NotImplementedError
 
+    async def _db_drop_events(self, entities: list[tuple[str, str]], through_seq: int) -> int:
+        """In one transaction: delete these entities' events with ``seq <= through_seq`` and set meta
+        ``COMPACTED`` to ``through_seq`` (if higher); return how many events were deleted."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ opening and closing
 
     async def _start(self) -> None:
@@ -357,6 +366,8 @@ class LogCore:
         try:
             await self._db_start()
             self._committed_seq, last_key = await self._db_max_keys()
+            # drop_events may have removed the log's last events: their seqs are never given out again.
+            self._committed_seq = max(self._committed_seq, self._compacted)
             self._next_seq = self._committed_seq + 1
             self._next_entity_key = last_key + 1
             await self._load_types()
@@ -388,6 +399,10 @@ class LogCore:
                 f"{self._path}: the log has schema version {version}, but this wantbuild reads schema "
                 f"version {SCHEMA_VERSION} and has no upgrade from {version}"
             )
+        try:
+            self._compacted = int(meta.get(COMPACTED, "0"))
+        except ValueError:
+            raise CorruptLogError(f"{self._path}: meta {COMPACTED} is {meta.get(COMPACTED)!r}, not a seq") from None
         stored = meta.get("fingerprint")
         self._fingerprint = stored
         want = self._want_fingerprint
@@ -502,6 +517,12 @@ class LogCore:
     def last_seq(self) -> int:
         """The last committed ``seq`` (0 for an empty log); in a reader, the last one it has seen."""
         return self._committed_seq
+
+    @property
+    def compacted_through(self) -> int:
+        """The seq through which events of terminal entities were dropped (``drop_events``); 0 if never. The state
+        before it is only in the snapshot kept there."""
+        return self._compacted
 
     @property
     def closed(self) -> bool:
@@ -1085,7 +1106,7 @@ class LogCore:
         except ValueError:
             problems.append(f"the high-water mark is {mark!r}, not a seq")
             committed = None
-        if committed is not None and committed > last:
+        if committed is not None and committed > last and committed > self._compacted:
             problems.append(
                 f"the log's last events are missing: seq {committed} was committed, but the last event is "
                 + (f"seq {last}" if last else "none (the events table is empty)")
@@ -1102,7 +1123,8 @@ class LogCore:
             elif prev >= seq:
                 problems.append(f"seq {seq}: prev_seq {prev} is not before it")
             elif (linked := by_seq.get(prev)) is None:
-                problems.append(f"seq {seq}: prev_seq {prev} points at an event that is not in the log")
+                if prev > self._compacted:  # at or below it, the event was dropped on purpose (drop_events)
+                    problems.append(f"seq {seq}: prev_seq {prev} points at an event that is not in the log")
             elif linked[0] != ek:
                 problems.append(f"seq {seq}: prev_seq {prev} points at an event of another entity")
             elif linked[1] != eseq - 1:
@@ -1367,6 +1389,8 @@ class LogCore:
                 last_seq = seq
                 tip = tips.get(ek)
                 want_eseq, want_prev = (1, None) if tip is None else (tip[1] + 1, tip[0])
+                if tip is None and prev is not None and prev <= self._compacted:
+                    want_eseq, want_prev = eseq, prev  # its earlier events were dropped (drop_events)
                 if eseq != want_eseq:
                     problem(seq, f"entity_seq {eseq} where {want_eseq} was due (gap or repeat)")
                 if prev != want_prev:
@@ -1381,7 +1405,8 @@ class LogCore:
             entities += 1
             tip = tips.pop(ek, None)
             if tip is None:
-                problem(None, f"{kind} {eid!r} is in entities but has no events")
+                if e_last > self._compacted:  # else every event of it was dropped (drop_events)
+                    problem(None, f"{kind} {eid!r} is in entities but has no events")
             elif tip != (e_last, e_eseq):
                 problem(
                     tip[0],
@@ -1448,6 +1473,22 @@ class LogCore:
         self._check_writable()
         if seqs:
             await self._db_snapshot_delete(sorted(seqs))
+
+    async def drop_events(self, entities: Collection[tuple[str, str]], through_seq: int) -> int:
+        """Delete the events of these ``(kind, id)`` entities with ``seq <= through_seq`` (the writer only; one
+        transaction); return how many were deleted. Retention (``wantbuild compact``): the caller keeps a snapshot at
+        ``through_seq`` and passes entities that will not change again. The entities keep their tips, so appends
+        and the damage checks go on; their history before ``through_seq`` is gone (``history`` returns what is
+        left), and a replay must start from a snapshot at or after ``compacted_through``."""
+        self._check_writable()
+        if not 0 < through_seq <= self._committed_seq:
+            raise EventLogError(f"{self._path}: can only drop committed events; seq {through_seq} is not committed "
+                                f"(last committed seq {self._committed_seq})")
+        n = await self._db_drop_events(sorted(set(entities)), through_seq)
+        self._compacted = max(self._compacted, through_seq)
+        log.info("eventlog events dropped", path=self._path, entities=len(entities), events=n,
+                 through_seq=through_seq)
+        return n
 
     # ------------------------------------------------------------------ command inbox
 

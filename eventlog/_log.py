@@ -20,6 +20,7 @@ from urllib.parse import quote
 import aiosqlite
 
 from ._core import (
+    COMPACTED,
     DEFAULT_DURABILITY,
     Aborted,
     CommandsNotPending,
@@ -106,6 +107,29 @@ def _write_batch_sync(
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:  # SQLite rolls back by itself after some errors (e.g. SQLITE_FULL)
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+def _drop_events_sync(conn: sqlite3.Connection, entities: list[tuple[str, str]], through_seq: int) -> int:
+    """Delete these entities' events up to ``through_seq`` and raise the compaction mark, in one transaction.
+    One pass over the events up to that seq (a rowid range), each checked against a temporary table of keys."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS drop_keys (k INTEGER PRIMARY KEY)")
+        conn.execute("DELETE FROM drop_keys")
+        conn.executemany("INSERT OR IGNORE INTO drop_keys SELECT entity_key FROM entities WHERE kind = ? AND "
+                         "entity_id = ?", entities)
+        n = conn.execute("DELETE FROM events WHERE seq <= ? AND entity_key IN (SELECT k FROM drop_keys)",
+                         (through_seq,)).rowcount
+        conn.execute(f"INSERT INTO meta (key, value) VALUES ('{COMPACTED}', ?) ON CONFLICT (key) DO UPDATE SET "
+                     "value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))", (str(through_seq),))
+        conn.execute("DELETE FROM drop_keys")
+        conn.execute("COMMIT")
+        return int(n)
+    except BaseException:
+        if conn.in_transaction:
             with suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
         raise
@@ -534,6 +558,9 @@ class EventLog(LogCore):
         return list(await self._r().execute_fetchall(
             "SELECT piece, CAST(data AS BLOB) FROM snapshot_pieces WHERE seq = ? ORDER BY piece", (seq,)
         ))
+
+    async def _db_drop_events(self, entities: list[tuple[str, str]], through_seq: int) -> int:
+        return int(await _in_db_thread(self._wdb, _drop_events_sync, entities, through_seq))
 
     async def _db_snapshot_delete(self, seqs: list[int]) -> None:
         marks = ",".join("?" * len(seqs))

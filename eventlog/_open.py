@@ -107,6 +107,12 @@ class Log(Protocol):
 
     async def delete_snapshots(self, seqs: Collection[int]) -> None: ...
 
+    @property
+    def compacted_through(self) -> int:
+        """The seq through which events of terminal entities were dropped (0: never); see ``drop_events``."""
+
+    async def drop_events(self, entities: Collection[tuple[str, str]], through_seq: int) -> int: ...
+
     async def lease(self) -> Lease | None:
         """Who holds the writer lease (SQLite: the lock file) now; ``None`` when no writer runs."""
 

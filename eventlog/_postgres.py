@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from . import _pg_schema as q
 from ._core import (
+    COMPACTED,
     Aborted,
     CommandsNotPending,
     Durability,
@@ -790,6 +791,29 @@ class PostgresEventLog(LogCore):
         rows = await self._fetch(
             f"SELECT piece, data FROM {self._quoted}.snapshot_pieces WHERE seq = $1 ORDER BY piece", seq)
         return [(int(i), bytes(d)) for i, d in rows]
+
+    async def _db_drop_events(self, entities: list[tuple[str, str]], through_seq: int) -> int:
+        s = self._quoted
+        async with self._wlock:
+            conn = await self._reconnect_writer(self._lease_valid_until)
+            try:
+                async with conn.transaction():
+                    held = await conn.fetchval(f"SELECT 1 FROM {s}.writer_lease WHERE id = 1 AND epoch = $1 AND "
+                                               "expires_at > clock_timestamp() FOR UPDATE", self._epoch)
+                    if held is None:
+                        raise await self._lease_lost_error("dropping events")
+                    status = await conn.execute(
+                        f"DELETE FROM {s}.events e USING {s}.entities n, unnest($2::text[], $3::text[]) AS v(k, i) "
+                        "WHERE e.entity_key = n.entity_key AND n.kind = v.k AND n.entity_id = v.i AND e.seq <= $1",
+                        through_seq, [k for k, _ in entities], [i for _, i in entities])
+                    await conn.execute(
+                        f"INSERT INTO {s}.meta (key, value) VALUES ('{COMPACTED}', $1) ON CONFLICT (key) DO UPDATE "
+                        "SET value = GREATEST(meta.value::bigint, EXCLUDED.value::bigint)::text", str(through_seq))
+            except EventLogError:
+                raise
+            except Exception as e:
+                raise self._error(e, "dropping events") from e
+        return int(status.split()[-1])
 
     async def _db_snapshot_delete(self, seqs: list[int]) -> None:
         await self._snapshot_write(f"DELETE FROM {self._quoted}.snapshots WHERE seq = ANY($1::bigint[])", seqs)

@@ -24,15 +24,19 @@ import wantbuild
 from actors import (
     SNAPSHOT_FORMAT,
     JobRunQueued,
+    JobRunResultIgnored,
     JobRunStarted,
     JobRunSucceeded,
     PartitionBuilding,
     PartitionLive,
     PartitionSet,
     PartitionTainted,
+    ReplayError,
     ScheduleCreated,
     WantCreated,
     World,
+    check_log,
+    compact,
     decode_world,
     encode_world,
     fold,
@@ -354,3 +358,75 @@ def test_cli_replay_verify_checks_each_snapshot(tmp_path: Path) -> None:
     bad = runner.invoke(cli, ["replay", str(path), "--verify"])
     assert bad.exit_code == 1
     assert "snapshot at seq 20 differs from a replay up to that seq" in bad.output
+
+
+# -- retention (compact) ----------------------------------------------------------------------------------------
+async def test_compact_drops_ended_entities_events_and_keeps_the_state(log_target: str) -> None:
+    """`compact` keeps a snapshot at the seq and drops the events up to it of ended runs (partitions keep theirs):
+    the state rebuilt afterwards is the same, the log still verifies and opens as a writer, and a late event of a
+    compacted run appends; time travel before the seq is refused with the reason."""
+    async with open_log(log_target) as log:
+        await fill(log, 10)  # 10 ended runs (3 events each), 10 partitions (2 each)
+        before = await rebuild(log, snapshots=False)
+        done = await compact(log, 30)
+        assert (done.through_seq, done.snapshot_written, done.entities, done.events_dropped) == (30, True, 6, 18)
+        assert log.compacted_through == 30
+        await log.append("job_run", "r-0", 3, JobRunResultIgnored(status="Succeeded", reason="late"))
+    async with open_log(log_target) as log:  # the writer's open check accepts the dropped links
+        assert log.compacted_through == 30
+        report = await log.verify()
+        assert list(report.problems) == []
+        assert report.events == 51 - 18
+        after = await rebuild(log)
+        assert after.restored.snapshot_seq == 30
+        assert [d.split(":")[0] for d in after.diff(before, limit=100)] == ["job_run r-0"]  # the late event only
+        assert after.runs["r-0"].ignored_results == 1
+        assert (await check_log(log))[1] == []
+        with pytest.raises(ReplayError, match="compacted through seq 30"):
+            await rebuild(log, until_seq=20)
+        assert (await rebuild(log, until_seq=40)).last_seq == 40
+        assert [r.seq for r in await log.history("partition", "daily/0")] == [2, 5]
+        assert [r.seq for r in await log.history("job_run", "r-0")] == [51]
+
+
+async def test_a_compacted_log_without_its_snapshot_says_so(tmp_path: Path) -> None:
+    """If the snapshot kept at the compaction point is lost, rebuilding fails with an error naming the seq and the
+    fix, never a wrong World."""
+    path = str(tmp_path / "c.db")
+    async with open_log(path) as log:
+        await fill(log, 4)
+        await compact(log, 10)
+        await log.delete_snapshots([10])
+        with pytest.raises(ReplayError, match="no usable snapshot at or after that seq"):
+            await rebuild(log)
+
+
+def test_cli_compact_and_runtime_on_a_compacted_log(tmp_path: Path) -> None:
+    """`wantbuild compact --before SEQ` compacts a runtime's log; the runtime then reopens it from the snapshot,
+    and `replay --verify` still passes; `--until` before the seq fails naming it."""
+    path = tmp_path / "rt.db"
+    g = graph()
+
+    async def work() -> int:
+        async with wantbuild.open(path, g) as rt:
+            await (await rt.want([f"daily/{i}" for i in range(30)])).done(timeout=30)
+            return int(rt.log.last_seq)
+
+    async def again() -> tuple[Any, Any]:
+        async with wantbuild.open(path, g) as rt:
+            restored = rt.recovery.restored
+            await (await rt.want(["daily/99"])).done(timeout=30)
+            return restored, rt.world.copy()
+
+    last = anyio.run(work)
+    runner = CliRunner()
+    done = runner.invoke(cli, ["compact", "--before", str(last), "--db", str(path), "--yes"])
+    assert done.exit_code == 0, done.output
+    assert f"time travel now starts at seq {last}" in done.output
+    restored, _ = anyio.run(again)
+    assert restored.snapshot_seq == last
+    ok = runner.invoke(cli, ["replay", str(path), "--verify"])
+    assert ok.exit_code == 0, ok.output
+    early = runner.invoke(cli, ["replay", str(path), "--until", "5"])
+    assert early.exit_code == 1
+    assert f"compacted through seq {last}" in early.output

@@ -24,7 +24,7 @@ from .query import DIAGRAMS, diagram, events, explain, replay, status
 from .run import demo, restart, run
 from .scenario import scenario_command
 from .schedule import schedule
-from .snapshot import snapshot
+from .snapshot import compact_command, snapshot
 from .taint import taint
 from .ui import ui
 from .want import want
@@ -46,6 +46,7 @@ cli.add_command(publish_command)
 cli.add_command(schedule)
 cli.add_command(ui)
 cli.add_command(snapshot)
+cli.add_command(compact_command, "compact")
 if (_scenario := scenario_command()) is not None:
     cli.add_command(_scenario, "scenario")
 
