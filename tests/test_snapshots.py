@@ -7,16 +7,13 @@ one runtime restart on PostgreSQL.
 from __future__ import annotations
 
 import itertools
-import logging
 import re
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-import structlog
 from click.testing import CliRunner
 from structlog.typing import EventDict
 
@@ -56,18 +53,6 @@ from supervisor import parse_partition_set
 from wantbuild._cli import cli
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def logs() -> Iterator[list[EventDict]]:
-    """Structlog entries, whatever another test configured."""
-    saved = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
-    try:
-        with structlog.testing.capture_logs() as entries:
-            yield entries
-    finally:
-        structlog.configure(**saved)
 
 
 async def corrupt_piece(log: Log, seq: int) -> None:
