@@ -430,11 +430,11 @@ class Snapshotter:
         info = await self.log.write_snapshot(seq, at, FORMAT, data)
         self.last_seq, self.last_time = seq, time.monotonic()
         self.taken.append(info)
-        self.spans.append((t0, time.perf_counter()))
         base = self.log.compacted_through  # the compaction's base: time travel starts there, it stays
         old = [s.seq for s in (await self.log.snapshots())[self.keep:] if s.seq != base]
         if old:
             await self.log.delete_snapshots(old)
+        self.spans.append((t0, time.perf_counter()))
         return info
 
 

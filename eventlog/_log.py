@@ -565,7 +565,10 @@ class EventLog(LogCore):
     async def _db_snapshot_delete(self, seqs: list[int]) -> None:
         marks = ",".join("?" * len(seqs))
         await self._snapshot_tx(f"DELETE FROM snapshots WHERE seq IN ({marks})", seqs)
-        await self._snapshot_tx(f"DELETE FROM snapshot_pieces WHERE seq IN ({marks})", seqs)
+        pieces = await self._wdb.execute_fetchall(
+            f"SELECT seq, piece FROM snapshot_pieces WHERE seq IN ({marks})", seqs)
+        for seq, piece in pieces:  # a piece per transaction, as they were written: the writer's batches go between
+            await self._snapshot_tx("DELETE FROM snapshot_pieces WHERE seq = ? AND piece = ?", (seq, piece))
 
     # ------------------------------------------------------------------ reading
 
