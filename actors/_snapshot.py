@@ -34,10 +34,11 @@ import msgspec
 
 from eventlog import Log, SnapshotError, SnapshotInfo, get_logger
 
-from ._jobrun import JobRunState
+from ._jobrun import JobRunState, JobRunStatus
 from ._partition import PartitionState
 from ._partition_set import PartitionSet
 from ._schedule import ScheduleState
+from ._taint import TaintState
 from ._want import WantState
 from ._world import World, rebuild
 
@@ -47,6 +48,7 @@ FORMAT_VERSION: Final = 1
 
 STATE_TYPES: dict[str, type[msgspec.Struct]] = {
     "want": WantState, "partition": PartitionState, "job_run": JobRunState, "schedule": ScheduleState,
+    "taint": TaintState,
 }
 """The state class of each kind a snapshot holds (a kind without one makes the runtime skip snapshots)."""
 
@@ -94,9 +96,9 @@ _DECODERS: dict[str, msgspec.msgpack.Decoder[Any]] = {
     **{k: msgspec.msgpack.Decoder(list[t]) for k, t in STATE_TYPES.items()  # type: ignore[valid-type]
        if k not in ("want", "job_run")},
 }
-_LISTS = {"want": "refs", "job_run": "partitions"}
+_LISTS = {"want": "refs", "job_run": "partitions", "taint": "refs"}
 """The field of a kind's states that lists refs (what makes a state big)."""
-_KEY = {"want": "want_id", "partition": "ref", "job_run": "job_run_id", "schedule": "name"}
+_KEY = {"want": "want_id", "partition": "ref", "job_run": "job_run_id", "schedule": "name", "taint": "taint_id"}
 
 
 class SnapshotSkipped(msgspec.Struct, frozen=True):
@@ -235,6 +237,13 @@ def _decode_world(data: bytes) -> World:
         raise SnapshotUnusable(f"its {kind} states do not decode ({e})") from e
     if pos != len(data):
         raise SnapshotUnusable(f"{len(data) - pos} bytes after its last chunk")
+    # The lineage index is derived from the Succeeded runs, in the order they ended (a replay adds each as it
+    # succeeds); runs that ended at the same instant keep the order they were created in.
+    done = [r for r in world.runs.values() if r.status is JobRunStatus.SUCCEEDED]
+    done.sort(key=lambda r: r.ended_at or 0.0)
+    add = world.lineage.add_run
+    for run in done:
+        add(run)
     world.last_seq, world.last_at = head.seq, head.at
     return world
 
