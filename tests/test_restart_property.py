@@ -75,6 +75,14 @@ def graph(jobs: Jobs) -> wantbuild.Graph:
     return g
 
 
+def lineage_of(world: Any) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """A World's lineage index (readers, builders), each ref's runs sorted (runs ending at one instant may be
+    indexed in another order from a snapshot)."""
+    def norm(index: dict[str, Any]) -> dict[str, list[str]]:
+        return {k: sorted([v] if isinstance(v, str) else v) for k, v in index.items()}
+    return norm(world.lineage.readers), norm(world.lineage.builders)
+
+
 class RestartMachine(RuleBasedStateMachine):
     """The runtime under wants, cancels, taints, job outcomes, snapshots, crashes and restarts."""
 
@@ -215,6 +223,7 @@ class RestartMachine(RuleBasedStateMachine):
         assert [str(v) for v in violations] == []
         assert full.diff(self.rt.world) == [], "I3: the live World differs from a full replay"
         assert full.diff(fast) == [], "a World from the newest snapshot differs from a full replay"
+        assert lineage_of(full) == lineage_of(fast), "the lineage index from a snapshot differs from a replay's"
 
     def teardown(self) -> None:
         try:
