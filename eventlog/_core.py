@@ -346,7 +346,8 @@ class LogCore:
         raise NotImplementedError
 
     async def _db_snapshot_head(self, row: SnapshotRow) -> None:
-        """Store a snapshot's head row, in its own transaction after all its pieces: only then is it listed."""
+        """Store a snapshot's head row, in its own transaction after all its pieces: only then is it listed.
+        Pieces of that seq numbered ``row[7]`` (its piece count) and up, left by an attempt that died, go too."""
         raise NotImplementedError
 
     async def _db_snapshot_list(self) -> list[SnapshotRow]:

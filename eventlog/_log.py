@@ -541,6 +541,7 @@ class EventLog(LogCore):
                                 (seq, piece, data))
 
     async def _db_snapshot_head(self, row: tuple[int, float, str, int, int, str, float, int]) -> None:
+        await self._snapshot_tx("DELETE FROM snapshot_pieces WHERE seq = ? AND piece >= ?", (row[0], row[7]))
         await self._snapshot_tx("INSERT OR REPLACE INTO snapshots (seq, at, format, size, stored, checksum, "
                                 "created_at, pieces) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
 

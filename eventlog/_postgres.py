@@ -773,6 +773,8 @@ class PostgresEventLog(LogCore):
             "ON CONFLICT (seq, piece) DO UPDATE SET data = EXCLUDED.data", seq, piece, data)
 
     async def _db_snapshot_head(self, row: tuple[int, float, str, int, int, str, float, int]) -> None:
+        await self._snapshot_write(f"DELETE FROM {self._quoted}.snapshot_pieces WHERE seq = $1 AND piece >= $2",
+                                   row[0], row[7])
         await self._snapshot_write(
             f"INSERT INTO {self._quoted}.snapshots (seq, at, format, size, stored, checksum, created_at, pieces) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (seq) DO UPDATE SET at = EXCLUDED.at, "

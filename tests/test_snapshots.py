@@ -127,11 +127,15 @@ async def test_damaged_snapshot_fails_its_checksum(log_target: str) -> None:
 
 
 async def test_unfinished_snapshot_is_invisible(log_target: str) -> None:
-    """A snapshot whose writer died after some pieces (no head row yet) is not listed."""
+    """A snapshot whose writer died after some pieces (no head row yet) is not listed; a later snapshot at the same
+    seq with fewer pieces is read back whole, without the dead attempt's extra pieces."""
     async with open_log(log_target) as log:
         await fill(log, 1)
-        await log._db_snapshot_piece(5, 0, b"half")  # type: ignore[attr-defined]
+        for i in range(3):
+            await log._db_snapshot_piece(5, i, b"half")  # type: ignore[attr-defined]
         assert await log.snapshots() == []
+        info = await log.write_snapshot(5, 1.0, "x/1", b"whole")
+        assert await log.read_snapshot(info) == b"whole"
 
 
 # -- the World's encoding ---------------------------------------------------------------------------------------
