@@ -7,7 +7,8 @@
   dispatcher, group commit, write-ahead release of replies and messages;
 - the entity actors (behaviours of the kernel) that persist their transitions, and the hooks that run after a
   commit;
-- replay: :class:`World` and :func:`rebuild` (time travel with ``until_seq`` / ``until_time``);
+- replay: :class:`World` and :func:`rebuild` (time travel with ``until_seq`` / ``until_time``), from the newest
+  snapshot (:class:`Snapshotter` takes them);
 - the invariants I1-I7;
 - lineage: what each generation was built from (:func:`lineage`, :func:`stale`), and the Taint entity.
 """
@@ -131,6 +132,18 @@ from ._schedule import (
     tick_want_id,
 )
 from ._schedule_actor import ChangeSchedule, CreateSchedule, RecordTick, ScheduleActor
+from ._snapshot import FORMAT as SNAPSHOT_FORMAT
+from ._snapshot import (
+    Compacted,
+    Restored,
+    SnapshotSkipped,
+    Snapshotter,
+    compact,
+    decode_world,
+    encode_world,
+    load_newest,
+    verify_snapshots,
+)
 from ._taint import (
     TAINT,
     TaintApplied,
@@ -181,6 +194,7 @@ __all__ = [
     "POLICIES",
     "RUNNING",
     "SCHEDULE",
+    "SNAPSHOT_FORMAT",
     "TAINT",
     "TAINT_MESSAGES",
     "WANT",
@@ -201,6 +215,7 @@ __all__ = [
     "Clock",
     "CollisionPolicy",
     "Committed",
+    "Compacted",
     "Completion",
     "CreateSchedule",
     "CreateTaint",
@@ -274,6 +289,7 @@ __all__ = [
     "RequestLease",
     "Restore",
     "RestoreTaints",
+    "Restored",
     "RetryLeases",
     "RunEnded",
     "ScheduleActor",
@@ -285,6 +301,8 @@ __all__ = [
     "ScheduleStatus",
     "ScheduleTicked",
     "SettleBuild",
+    "SnapshotSkipped",
+    "Snapshotter",
     "Stale",
     "StayedLive",
     "SystemClock",
@@ -325,11 +343,15 @@ __all__ = [
     "check_log",
     "check_records",
     "check_replay_fidelity",
+    "compact",
     "compile_pattern",
     "covered",
+    "decode_world",
+    "encode_world",
     "fold",
     "inputs_of",
     "lineage",
+    "load_newest",
     "newer_inputs",
     "outputs_of",
     "param_type",
@@ -343,4 +365,5 @@ __all__ = [
     "tick_want_id",
     "validate_ref",
     "validate_refs",
+    "verify_snapshots",
 ]

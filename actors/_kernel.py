@@ -714,6 +714,7 @@ class Kernel(FatalSink):
         batch: list[Committed] = []
         slow: list[tuple[Ctx, BaseException | None, list[tuple[Hook, Record, Any]] | None]] = []
         last, last_at = world.last_seq, world.last_at
+        adopted = 0  # committed records adopted: World.applied counts them (the Snapshotter's consistent point)
         for cell in flight:
             k = cell.kind
             # Set for every cell in a flight (entity kinds only persist): no asserts in this loop.
@@ -733,6 +734,7 @@ class Kernel(FatalSink):
                 rec = fut.result()
                 new = events[0][2]
                 table[key] = new
+                adopted += 1
                 if k.adopt is not None:
                     k.adopt(events[0][1], new)
                 if rec.seq > last:
@@ -774,6 +776,7 @@ class Kernel(FatalSink):
                     break
                 rec = fut.result()
                 table[key] = new
+                adopted += 1
                 if k.adopt is not None:
                     k.adopt(old, new)
                 if rec.seq > last:
@@ -791,6 +794,7 @@ class Kernel(FatalSink):
                     hooks.run(rec, old, new, waits)
             slow.append((cell, error, waits or None))
         world.last_seq, world.last_at = last, last_at
+        world.applied += adopted
         if batch and self.on_commit is not None:
             try:
                 self.on_commit(batch)

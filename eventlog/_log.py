@@ -18,8 +18,10 @@ from typing import Any, Final
 from urllib.parse import quote
 
 import aiosqlite
+import anyio
 
 from ._core import (
+    COMPACTED,
     DEFAULT_DURABILITY,
     Aborted,
     CommandsNotPending,
@@ -50,6 +52,7 @@ from ._schema import (
     COMMAND_STATE,
     COMPLETE_COMMAND,
     CREATE_SCHEMA,
+    CREATE_SNAPSHOTS,
     HIGH_WATER,
     INSERT_ENTITY,
     INSERT_EVENT,
@@ -118,8 +121,44 @@ def _write_batch_sync(
 
 
 def _fetch_sync(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
-    """A query on the writer's connection, run on the loop's thread (see ``_INLINE_ROWS``)."""
+    """A query on the writer's connection (on the loop's thread or the connection's: see ``_on_wconn``)."""
     return conn.execute(sql, params).fetchall()
+
+
+def _drop_events_sync(conn: sqlite3.Connection, entities: list[tuple[str, str]], through_seq: int) -> int:
+    """Delete these entities' events up to ``through_seq`` and raise the compaction mark, in one transaction.
+    One pass over the events up to that seq (a rowid range), each checked against a temporary table of keys."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS drop_keys (k INTEGER PRIMARY KEY)")
+        conn.execute("DELETE FROM drop_keys")
+        conn.executemany("INSERT OR IGNORE INTO drop_keys SELECT entity_key FROM entities WHERE kind = ? AND "
+                         "entity_id = ?", entities)
+        n = conn.execute("DELETE FROM events WHERE seq <= ? AND entity_key IN (SELECT k FROM drop_keys)",
+                         (through_seq,)).rowcount
+        conn.execute(f"INSERT INTO meta (key, value) VALUES ('{COMPACTED}', ?) ON CONFLICT (key) DO UPDATE SET "
+                     "value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))", (str(through_seq),))
+        conn.execute("DELETE FROM drop_keys")
+        conn.execute("COMMIT")
+        return int(n)
+    except BaseException:
+        if conn.in_transaction:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+def _execute_in_tx(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> None:
+    """One statement in its own transaction (a snapshot's piece, head row or deletion)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(sql, params)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
 
 
 async def _in_db_thread(db: Any, fn: Callable[..., Any], *args: Any) -> Any:
@@ -188,6 +227,9 @@ class EventLog(LogCore):
         self._wdb: Any = None  # aiosqlite.Connection of the writer
         self._rdb: Any = None  # aiosqlite.Connection for reads and the command inbox
         self._inline_rows = _INLINE_ROWS
+        self._wconn = asyncio.Lock()
+        """Held across a call on the writer connection's thread: the batches the writer commits on the loop's
+        thread, and the snapshot and compaction transactions, take turns on that one connection (see ``_on_wconn``)."""
 
     # ------------------------------------------------------------------ opening and closing
 
@@ -413,6 +455,9 @@ class EventLog(LogCore):
                     await db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                                          list(updates.items()))
             if self._writer:
+                for statement in CREATE_SNAPSHOTS.split(";"):  # logs made before snapshots get their tables
+                    if statement.strip():
+                        await db.execute(statement)
                 await db.execute("COMMIT")
         except BaseException:
             if self._writer:
@@ -463,27 +508,38 @@ class EventLog(LogCore):
 
     # ------------------------------------------------------------------ writing
 
+    async def _on_wconn(self, inline: bool, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(connection, *args)`` on the writer's connection: on the loop's thread (``inline``) or in one trip
+        to the connection's thread, never overlapping another such call.
+
+        A call on the loop's thread runs to its end without yielding, so it cannot overlap another inline call;
+        a call on the connection's thread holds ``_wconn`` while it runs, and everything else waits for it. (Two
+        transactions interleaved on one connection would be one transaction: a batch's rows committed by a
+        snapshot piece's COMMIT, or a BEGIN failing inside the other.)
+        """
+        if inline and not self._wconn.locked():  # the common case: no await, nothing can come in between
+            return fn(self._wdb._conn, *args)
+        async with self._wconn:
+            if inline:
+                return fn(self._wdb._conn, *args)
+            with anyio.CancelScope(shield=True):  # the thread goes on regardless: keep the connection till it ends
+                return await _in_db_thread(self._wdb, fn, *args)
+
     async def _db_lookup(self, keys: list[tuple[str, str]]) -> list[NewEntityRow]:
         out: list[NewEntityRow] = []
         for i in range(0, len(keys), LOOKUP_ENTITIES_CHUNK):
             chunk = keys[i : i + LOOKUP_ENTITIES_CHUNK]
             params = [x for pair in chunk for x in pair]
-            sql = lookup_entities_sql(len(chunk))
-            if len(chunk) <= self._inline_rows:
-                out.extend(_fetch_sync(self._wdb._conn, sql, params))
-            else:
-                out.extend(await self._wdb.execute_fetchall(sql, params))
+            out.extend(await self._on_wconn(len(chunk) <= self._inline_rows, _fetch_sync,
+                                            lookup_entities_sql(len(chunk)), params))
         return out
 
     async def _db_write(self, types: list[TypeRow], rows: list[EventRow], new: list[NewEntityRow],
                         upd: list[UpdateEntityRow], commands: list[tuple[float, str, int]], mark: int | None) -> None:
         # One call writes and commits the whole batch (or rolls it back): on the loop's thread up to
         # ``_inline_rows`` appends, else in one trip to the connection's thread.
-        if len(rows) <= self._inline_rows:
-            _write_batch_sync(self._wdb._conn, types, rows, new, upd, self._is_aborting, commands, mark)
-        else:
-            await _in_db_thread(self._wdb, _write_batch_sync, types, rows, new, upd, self._is_aborting, commands,
-                                mark)
+        await self._on_wconn(len(rows) <= self._inline_rows, _write_batch_sync, types, rows, new, upd,
+                             self._is_aborting, commands, mark)
 
     def _db(self) -> Any:
         return self._wdb if self._writer and self._wdb is not None else self._r()
@@ -514,6 +570,49 @@ class EventLog(LogCore):
                 f"WHERE entity_key IN ({','.join('?' * len(chunk))})", chunk
             ))
         return out
+
+    # ------------------------------------------------------------------ snapshots
+
+    async def _snapshot_tx(self, sql: str, params: Sequence[Any]) -> None:
+        """One statement in its own transaction on the writer's connection, between two batches: on the loop's
+        thread, like the batches (a piece is about a megabyte: a millisecond or two)."""
+        await self._on_wconn(True, _execute_in_tx, sql, params)
+
+    async def _db_snapshot_piece(self, seq: int, piece: int, data: bytes) -> None:
+        await self._snapshot_tx("INSERT OR REPLACE INTO snapshot_pieces (seq, piece, data) VALUES (?, ?, ?)",
+                                (seq, piece, data))
+
+    async def _db_snapshot_head(self, row: tuple[int, float, str, int, int, str, float, int]) -> None:
+        await self._snapshot_tx("DELETE FROM snapshot_pieces WHERE seq = ? AND piece >= ?", (row[0], row[7]))
+        await self._snapshot_tx("INSERT OR REPLACE INTO snapshots (seq, at, format, size, stored, checksum, "
+                                "created_at, pieces) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+
+    async def _db_snapshot_list(self) -> list[tuple[int, float, str, int, int, str, float, int]]:
+        try:
+            return list(await self._r().execute_fetchall(
+                "SELECT seq, at, format, size, stored, checksum, created_at, pieces FROM snapshots ORDER BY seq DESC"
+            ))
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return []  # a log no writer has opened since snapshots exist
+            raise
+
+    async def _db_snapshot_pieces(self, seq: int) -> list[tuple[int, bytes]]:
+        return list(await self._r().execute_fetchall(
+            "SELECT piece, CAST(data AS BLOB) FROM snapshot_pieces WHERE seq = ? ORDER BY piece", (seq,)
+        ))
+
+    async def _db_drop_events(self, entities: list[tuple[str, str]], through_seq: int) -> int:
+        # On the connection's thread (it may take seconds); the writer's batches wait for it.
+        return int(await self._on_wconn(False, _drop_events_sync, entities, through_seq))
+
+    async def _db_snapshot_delete(self, seqs: list[int]) -> None:
+        marks = ",".join("?" * len(seqs))
+        await self._snapshot_tx(f"DELETE FROM snapshots WHERE seq IN ({marks})", seqs)
+        pieces = await self._on_wconn(True, _fetch_sync,
+                                      f"SELECT seq, piece FROM snapshot_pieces WHERE seq IN ({marks})", seqs)
+        for seq, piece in pieces:  # a piece per transaction, as they were written: the writer's batches go between
+            await self._snapshot_tx("DELETE FROM snapshot_pieces WHERE seq = ? AND piece = ?", (seq, piece))
 
     # ------------------------------------------------------------------ reading
 
