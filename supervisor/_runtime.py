@@ -56,7 +56,6 @@ from actors import (
     WantCreated,
     WantState,
     World,
-    rebuild,
     validate_refs,
 )
 from actors._want import Anchor
@@ -72,7 +71,6 @@ from eventlog import (
     get_logger,
     is_postgres,
     log_label,
-    open_log,
 )
 
 from ._execution_glue import LocalExecution
@@ -83,6 +81,7 @@ from ._ids import IdSource
 from ._scheduler import Scheduler, created_event
 from ._schedules import Schedule, ScheduleError, check_schedule
 from ._sets import check_set, parse_partition_set
+from ._standby import open_log_and_world
 from ._supervisor import ActorCrashed, CommittedBatch, Drain, GaveUp, Pending, Recover, Supervisor
 from ._timers import Timers
 
@@ -491,6 +490,7 @@ async def open_runtime(
     durability: Durability | None = None,
     faults: Faults | None = None,
     executor: Executor | None = None,
+    standby: bool = False,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime on the log at ``path`` (created if missing) for ``graph``: ``async with`` it.
 
@@ -515,6 +515,9 @@ async def open_runtime(
     :param faults: drills only: the :class:`actors.Faults` to inject.
     :param executor: where jobs without an executor of their own run (``DaskExecutor(client)``,
         ``RayExecutor(...)``); default: the graph's ``[executor]``, else the runtime's own processes.
+    :param standby: if another runtime serves the log, wait (as long as it takes) to take over from it, replaying
+        and following its commits meanwhile; the block is entered once this runtime holds the writer lease (see
+        ``docs/deploy.md``, standby runtimes). Default: ``WriterLockedError`` at once.
 
     An exception raised in the ``async with`` body comes out as itself, not wrapped in an exception group by the
     runtime's task groups.
@@ -530,8 +533,8 @@ async def open_runtime(
         path = Path(path)
         logs = Path(log_dir) if log_dir is not None else path.parent / (path.name + ".logs")
     try:
-        async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit, durability) as elog:
-            world = await rebuild(elog)
+        async with open_log_and_world(event_log, path, graph.fingerprint(), clock, accept_graph_change, autocommit,
+                                      durability, standby) as (elog, world):
             ids = IdSource(world.wants, world.runs)
             with _gc_policy(tune_gc):
                 async with _running(elog, world, ids, graph, clock, policy, logs, passivate_after, serve_commands,
@@ -583,7 +586,9 @@ async def _running(elog: Log, world: World, ids: IdSource, graph: Graph, clock: 
         async with system, contextlib.AsyncExitStack() as stack:
             env = EntityEnv(elog, world, system, hooks, clock, faults)
             timers = Timers(tg, system, clock)
-            log_id = os.path.abspath(elog.path)  # noqa: ASYNC240 - the log jobs run for (WANTBUILD_LOG); no I/O
+            # The log jobs run for (WANTBUILD_LOG), the same from any process: a standby in another folder must
+            # find the jobs of the runtime it replaces.
+            log_id = elog.path if is_postgres(elog.path) else os.path.abspath(elog.path)  # noqa: ASYNC240 - no I/O
             local = LocalExecution(graph, clock, logs, system, faults, log_id=log_id)
             env_x = ExecutorEnv(graph, clock, system, _namespace(elog))
             execution = await stack.enter_async_context(ExecutionRouter.open(graph, local, env_x, default_executor))
@@ -654,18 +659,6 @@ def _namespace(elog: Log) -> str:
     a PostgreSQL log by its URL, password hidden, which names its server, database and schema)."""
     where = elog.path if is_postgres(elog.path) else str(Path(elog.path).resolve())
     return hashlib.sha256(where.encode()).hexdigest()[:10]
-
-
-@asynccontextmanager
-async def _maybe_log(given: Log | None, path: str | Path, graph: Graph, clock: Clock, accept: bool,
-                     autocommit: bool, durability: Durability | None) -> AsyncIterator[Log]:
-    if given is not None:
-        yield given
-        return
-    options = {} if durability is None else {"durability": durability}  # None: the backend's own default
-    async with open_log(path, fingerprint=graph.fingerprint(), accept_fingerprint_change=accept,
-                        now=clock.now, autocommit=autocommit, **options) as elog:
-        yield elog
 
 
 async def _shutdown(rt: Runtime, execution: ExecutionRouter, timers: Timers, grace: float) -> None:

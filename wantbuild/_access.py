@@ -21,7 +21,7 @@ import anyio
 import click
 
 from actors import World, rebuild
-from eventlog import Command, EventLog, Log, LogNotFoundError, is_postgres, open_log, redact
+from eventlog import Command, EventLog, Lease, Log, LogNotFoundError, is_postgres, open_log, redact
 
 
 class CliError(click.ClickException):
@@ -110,12 +110,19 @@ async def load_world(db: Db, *, until_seq: int | None = None, until_time: float 
 async def runtime_active(db: Db) -> bool:
     """Whether a runtime is running on the log at ``db`` (it holds the writer lock, or the writer lease)."""
     if isinstance(db, LogURL):
-        try:
-            async with open_log(db, writer=False) as log:
-                return await log.lease() is not None
-        except LogNotFoundError:
-            return False
+        return await current_lease(db) is not None
     return EventLog.writer_active(db)
+
+
+async def current_lease(db: Db) -> Lease | None:
+    """Who serves the log at ``db`` now (the holder of its writer lease or lock), or None."""
+    if isinstance(db, Path) and not db.exists():
+        return None
+    try:
+        async with open_log(db, writer=False) as log:
+            return await log.lease()
+    except LogNotFoundError:
+        return None
 
 
 @dataclass(frozen=True)
