@@ -739,7 +739,8 @@ async def _run_command(rt: Runtime, command_id: int, name: str,
         if payload.get("specs"):  # ranges, read against this runtime's graph
             refs = parse_partition_set(rt.graph, payload["specs"], refs=refs)
         await rt.want(refs, ttl=payload.get("ttl"), sla=payload.get("sla"),
-                      comment=payload.get("comment", ""), source="cli", command_id=command_id,
+                      comment=payload.get("comment", ""), source=str(payload.get("source", "cli")),
+                      command_id=command_id,
                       priority=int(payload.get("priority", 0)), anchor=payload.get("anchor", "created"),
                       data_time=payload.get("data_time"))
         return None
