@@ -5,6 +5,7 @@ PostgreSQL); ``reports`` waits for it through that log. Failure and cancellation
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -245,6 +246,11 @@ def test_two_graphs_served_by_two_processes(pg_server: str, tmp_path: Path) -> N
         assert (tmp_path / "builds.txt").read_text().splitlines() == [
             "events daily/2026-11-02", "reports report/2026-11-02"]
         assert anyio.run(upstream_commands) == ["graph:reports"]
+        every = wb("status", "--db", reports_url, "--all-graphs", "--json")
+        assert every.returncode == 0, every.stderr
+        ours = {d["db"].rsplit("schema=", 1)[1]: d for d in json.loads(every.stdout) if tag in d["db"]}
+        assert sorted(ours) == [f"ev_{tag}", f"rp_{tag}"]
+        assert all(d["runtime_running"] for d in ours.values())
         for url in (events_url, reports_url):
             verify = wb("replay", url, "--verify")
             assert verify.returncode == 0, verify.stdout + verify.stderr

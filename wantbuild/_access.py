@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import click
@@ -112,6 +113,28 @@ async def runtime_active(db: Db) -> bool:
     if isinstance(db, LogURL):
         return await current_lease(db) is not None
     return EventLog.writer_active(db)
+
+
+async def graph_logs(db: LogURL) -> list[LogURL]:
+    """The URL of every wantbuild log (one per graph: a schema each) in the PostgreSQL database of ``db``."""
+    import asyncpg
+
+    from eventlog._target import PgTarget
+
+    try:
+        conn = await asyncpg.connect(PgTarget(db).dsn, timeout=10)
+    except Exception as e:
+        raise CliError(f"{db}: cannot list its database's logs: {redact(PgTarget(db).scrub(str(e)))}") from None
+    try:
+        rows = await conn.fetch(
+            "SELECT table_schema FROM information_schema.tables WHERE table_name = 'writer_lease' "
+            "INTERSECT SELECT table_schema FROM information_schema.tables WHERE table_name = 'meta' ORDER BY 1")
+    finally:
+        await conn.close()
+    parts = urlsplit(str.__str__(db))
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "schema"]
+    return [LogURL(urlunsplit(parts._replace(query=urlencode([*query, ("schema", r[0])], safe="/:"))))
+            for r in rows]
 
 
 async def current_lease(db: Db) -> Lease | None:
