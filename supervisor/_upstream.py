@@ -27,7 +27,7 @@ from typing import Any, Final
 import anyio
 
 from actors import WantStatus, World
-from eventlog import Log, LogNotFoundError, get_logger, open_log, redact
+from eventlog import Log, LogNotFoundError, LogUnreachableError, get_logger, open_log, redact
 
 from ._execution import JobContext
 
@@ -73,17 +73,24 @@ class UpstreamRun:
 
     async def __call__(self, ctx: JobContext) -> None:
         refs = [split_upstream(ref)[1] for ref in ctx.partitions]
-        told = False
+        told: set[str] = set()
         while True:
+            opened = False
             try:
                 async with open_log(self.db, writer=False) as up:
+                    opened = True
                     await self._want(ctx, up, refs)
-                    return
-            except LogNotFoundError:  # that graph's runtime never ran yet: it creates the log when it first does
-                if not told:
-                    log.warning("upstream log not created yet; waiting for its runtime", graph=self.name,
-                                log=redact(self.db))
-                    told = True
+                return
+            except (LogNotFoundError, LogUnreachableError) as e:
+                if opened:
+                    raise
+                # Its runtime never ran yet (it creates the log when it first does), or its database is down for
+                # a while: wait, as for a build that takes long.
+                what = ("upstream log not created yet; waiting for its runtime" if isinstance(e, LogNotFoundError)
+                        else "upstream log unreachable; retrying")
+                if what not in told:
+                    log.warning(what, graph=self.name, log=redact(self.db), error=str(e))
+                    told.add(what)
                 await ctx.sleep(1.0)
 
     async def _want(self, ctx: JobContext, up: Log, refs: list[str]) -> None:

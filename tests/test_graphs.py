@@ -120,6 +120,18 @@ async def test_canceling_the_downstream_want_cancels_the_upstream_one(two_logs: 
         assert "run r-" in st.reason
 
 
+async def test_an_unreachable_upstream_log_is_waited_for_not_failed(tmp_path: Path) -> None:
+    """The upstream graph's database is down: the upstream run keeps trying (the report waits, nothing fails)
+    until the want is canceled."""
+    _, reports, _ = graphs("postgresql://nobody:pw@127.0.0.1:1/none?schema=events")
+    async with wantbuild.open(tmp_path / "reports.db", reports, log_dir=tmp_path / "r") as r:
+        handle = await r.want("report/2026-11-02")
+        await anyio.sleep(2.5)
+        run = next(x for x in r.runs() if x.job == "upstream.events")
+        assert (run.status, handle.state.status) == ("Running", "UpstreamBuilding")
+        assert (await r.cancel(handle.want_id)).status == "Canceled"
+
+
 def test_upstream_refs_are_never_ambiguous() -> None:
     """A graph whose own patterns could produce events:... refs cannot also name graph events; upstream names
     follow the rule; upstream refs up to MAX_SEGMENTS segments belong to the upstream job."""

@@ -217,7 +217,7 @@ def test_sigkill_mid_backfill_the_standby_takes_over_and_builds_each_partition_o
 def test_a_leader_stopped_past_its_lease_is_fenced_and_exits_when_it_resumes(setup: Setup) -> None:
     """SIGSTOP the serving runtime past its lease: the standby takes over and stops its jobs (fencing); on SIGCONT
     the old one's next write is refused, it stops and exits non-zero saying why; none of its writes landed."""
-    a, b = serving_and_standby(setup, setup.url + "&lease_ttl=1.5")
+    a, b = serving_and_standby(setup, setup.url + "&lease_ttl=3")
     held_pids = {int(pid) for what, ref, pid in setup.lines() if what == "start" and ref >= HOLD}
     a.proc.send_signal(signal.SIGSTOP)
     wait_until(lambda: "Took over" in b.stderr(), "B to take over")
