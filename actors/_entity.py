@@ -10,8 +10,9 @@ transition nobody was told about; a crash after it loses nothing.
 from __future__ import annotations
 
 import inspect
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
@@ -88,6 +89,9 @@ class EntityEnv:
     hooks: Hooks
     clock: Clock
     faults: Faults | None = None
+    leaving_live: Counter[str] = field(default_factory=Counter)
+    """Partitions about to leave Live (being tainted by a taint's wave, leased by a refresh run): a want does not
+    become Successful on them meanwhile (see ``WantActor``), whoever commits first."""
 
 
 class EntityActor(Actor[Any], Generic[St]):

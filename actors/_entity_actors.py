@@ -30,12 +30,14 @@ from ._jobrun import (
     JobRunStatus,
     JobRunSucceeded,
 )
+from ._lineage import TaintedInput, tainted_input
 from ._partition import (
     LEASABLE,
     PartitionBuilding,
     PartitionFailed,
     PartitionLive,
     PartitionMissing,
+    PartitionRestored,
     PartitionState,
     PartitionStatus,
     PartitionTainted,
@@ -102,6 +104,8 @@ class MarkSlaMissed(msgspec.Struct, frozen=True):
 
 class RequestLease(msgspec.Struct, frozen=True):
     job_run_id: str
+    refresh: bool = False
+    """The run refreshes stale partitions: a Live partition grants its lease too."""
 
 
 class LeaseReply(msgspec.Struct, frozen=True):
@@ -118,12 +122,14 @@ class ReleaseLease(msgspec.Struct, frozen=True):
 
 
 class SettleBuild(msgspec.Struct, frozen=True):
-    """A run's outcome for one partition it holds: live, failed, dep_miss or missing (canceled/lost)."""
+    """A run's outcome for one partition it holds: live, failed, dep_miss, missing (canceled/lost), or tainted
+    (built, from a generation tainted while the run ran: ``taint`` says which taint, depth and input)."""
 
     job_run_id: str
-    outcome: Literal["live", "failed", "dep_miss", "missing"]
+    outcome: Literal["live", "failed", "dep_miss", "missing", "tainted"]
     reason: str = ""
     final: bool = True
+    taint: TaintedInput | None = None
 
 
 class UpstreamReady(msgspec.Struct, frozen=True):
@@ -136,8 +142,22 @@ class FailUpstream(msgspec.Struct, frozen=True):
 
 
 class Taint(msgspec.Struct, frozen=True):
+    """Mark a Live partition Tainted. From a Taint entity: ``taint_id``, the ``depth`` below what it named, the
+    input it came through (``via``), and the ``generation`` meant (a partition rebuilt since is left alone)."""
+
     reason: str
-    command: Completion | None = None
+    taint_id: str | None = None
+    depth: int = 0
+    via: str | None = None
+    generation: int | None = None
+
+
+class Restore(msgspec.Struct, frozen=True):
+    """A Tainted partition whose taint was canceled, not rebuilt since (still ``generation``): Live again."""
+
+    taint_id: str
+    generation: int
+    reason: str = ""
 
 
 class PlanRun(msgspec.Struct, frozen=True):
@@ -200,13 +220,29 @@ class Outcome(Protocol):
     @property
     def exit_code(self) -> int | None: ...
 
+    # Optional (read with getattr): ``read`` (ref -> generation), ``into`` (input -> the partitions it fed),
+    # ``failed`` (ref -> reason: a succeeded batch's partitions that could not be built), ``retry_delay``.
+
+
+def _lineage(outcome: Outcome) -> dict[str, Any]:
+    """The lineage fields of a run's terminal event, from what its execution reported."""
+    fields: dict[str, Any] = {}
+    read = getattr(outcome, "read", None)
+    if read:
+        fields["read"] = dict(read)
+        into = getattr(outcome, "into", None)
+        if into:
+            fields["into"] = {k: tuple(v) for k, v in into.items()}
+    return fields
+
 
 MESSAGES: Final[dict[str, tuple[str, ...]]] = {
     "want": ("CreateWant", "MoveWant", "EndWant", "MarkSlaMissed", "GetState"),
     "partition": ("RequestLease", "ReleaseLease", "SettleBuild", "UpstreamReady", "FailUpstream", "Taint",
-                  "GetState"),
+                  "Restore", "GetState"),
     "job_run": ("PlanRun", "RetryLeases", "Finished", "Attached", "CancelRun", "MarkLost", "Abandon", "Reconcile",
                 "GetState"),
+    "taint": ("CreateTaint", "CancelTaint", "ApplyTaint", "RestoreTaints", "ReconcileTaint", "GetState"),
 }
 """The messages each entity actor kind handles, by type name (for fault drills naming one)."""
 
@@ -282,8 +318,22 @@ class WantActor(EntityActor[WantState]):
                 ev = cls(reason=msg.reason) if "reason" in cls.__struct_fields__ else cls()
             else:
                 ev = cls(reason=f"on the way to {msg.target}") if "reason" in cls.__struct_fields__ else cls()
+            if status is WantStatus.SUCCESSFUL and not self._all_live(st):
+                # A partition left Live (or is leaving it: a taint's wave, a refresh) since the supervisor decided:
+                # no success. The check and the append below run in one step of the loop, so whichever of this
+                # event and the partition's commits first, the log never shows a Successful want on a partition
+                # that is not Live. The supervisor decides again when the partition's change commits (or, if the
+                # partition stayed Live, when it is told the partition is no longer leaving).
+                return st
             st = await self.persist(ev)
         return st
+
+    def _all_live(self, st: WantState) -> bool:
+        world = self.env.world
+        leaving = self.env.leaving_live
+        live = PartitionStatus.LIVE
+        return all(world.partition(r).status is live and not leaving[r] for r in st.refs) if leaving else all(
+            world.partition(r).status is live for r in st.refs)
 
 
 # --- Partition ----------------------------------------------------------------------------------------
@@ -298,7 +348,7 @@ class PartitionActor(EntityActor[PartitionState]):
         if isinstance(msg, RequestLease):
             if cur.status is PartitionStatus.BUILDING and cur.lease == msg.job_run_id:
                 return LeaseReply(True, self.key, cur.status, cur.lease, cur.generation)
-            if cur.status in LEASABLE:
+            if cur.status in LEASABLE or (msg.refresh and cur.status is PartitionStatus.LIVE):
                 st = await self.persist(PartitionBuilding(job_run_id=msg.job_run_id))
                 return LeaseReply(True, self.key, st.status, msg.job_run_id, st.generation)
             return LeaseReply(False, self.key, cur.status, cur.lease, cur.generation)
@@ -314,6 +364,10 @@ class PartitionActor(EntityActor[PartitionState]):
                 ev = PartitionFailed(job_run_id=msg.job_run_id, reason=msg.reason, final=msg.final)
             elif msg.outcome == "dep_miss":
                 ev = PartitionUpstreamWaiting(job_run_id=msg.job_run_id)
+            elif msg.outcome == "tainted" and msg.taint is not None:
+                t = msg.taint
+                ev = PartitionTainted(reason=t.reason, taint_id=t.taint_id, depth=t.depth, via=t.via,
+                                      job_run_id=msg.job_run_id)
             else:
                 ev = PartitionMissing(reason=msg.reason, job_run_id=msg.job_run_id)
             return await self.persist(ev)
@@ -330,9 +384,15 @@ class PartitionActor(EntityActor[PartitionState]):
                 return await self.persist(PartitionUpstreamFailed(reason=msg.reason, upstream=msg.upstream))
             return cur
         if isinstance(msg, Taint):
-            if cur.status is PartitionStatus.LIVE:
-                return await self.persist(PartitionTainted(reason=msg.reason), msg.command)
-            return cur  # the runtime refuses to taint a partition that is not Live; a late race is a no-op
+            if cur.status is PartitionStatus.LIVE and msg.generation in (None, cur.generation):
+                return await self.persist(PartitionTainted(reason=msg.reason, taint_id=msg.taint_id, depth=msg.depth,
+                                                           via=msg.via))
+            return cur  # not Live (any more), or rebuilt since: a no-op (the caller sees the state)
+        if isinstance(msg, Restore):
+            if (cur.status is PartitionStatus.TAINTED and cur.tainted_by == msg.taint_id
+                    and cur.generation == msg.generation):
+                return await self.persist(PartitionRestored(taint_id=msg.taint_id, reason=msg.reason))
+            return cur
         if isinstance(msg, GetState):
             return self.state
         raise TypeError(f"partition {self.key}: unexpected message {msg!r}")
@@ -445,9 +505,9 @@ class JobRunActor(EntityActor[JobRunState]):
                 raise reply
         return replies
 
-    async def _lease(self, ref: str, run_id: str) -> LeaseReply:
+    async def _lease(self, ref: str, run_id: str, refresh: bool = False) -> LeaseReply:
         try:
-            reply: LeaseReply = await self.env.system.ask("partition", ref, RequestLease(run_id))
+            reply: LeaseReply = await self.env.system.ask("partition", ref, RequestLease(run_id, refresh))
         except ActorStopped as e:
             return LeaseReply(False, ref, PartitionStatus.MISSING, f"unavailable ({e.reason})")
         return reply
@@ -463,14 +523,15 @@ class JobRunActor(EntityActor[JobRunState]):
             # One lease at a time in ref order, stopping at the first refusal: two such runs never hold
             # leases the other waits for, so they cannot deadlock or livelock (shrink leases concurrently).
             for ref in refs:
-                reply = await self._lease(ref, run_id)
+                reply = await self._lease(ref, run_id, st.refresh)
                 if reply.granted:
                     granted.append(reply)
                 elif reply.status is not PartitionStatus.LIVE:
                     refused.append(reply)
                     break
         else:
-            for ref, got in zip(refs, await self._ask_all(refs, lambda _r: RequestLease(run_id)), strict=True):
+            lease = RequestLease(run_id, st.refresh)
+            for ref, got in zip(refs, await self._ask_all(refs, lambda _r: lease), strict=True):
                 reply = got if not isinstance(got, ActorStopped) else LeaseReply(
                     False, ref, PartitionStatus.MISSING, f"unavailable ({got.reason})")
                 if reply.granted:
@@ -513,7 +574,11 @@ class JobRunActor(EntityActor[JobRunState]):
             return st
         delay = float(getattr(outcome, "retry_delay", 0.0) or 0.0)
         if outcome.status == "succeeded":
-            await self.persist(JobRunSucceeded())
+            fields = _lineage(outcome)
+            failed = dict(getattr(outcome, "failed", None) or {})
+            if failed:  # some partitions of the batch failed: a retry builds only those
+                fields.update(failed=failed, will_retry=st.attempt < st.max_attempts, retry_delay=delay)
+            await self.persist(JobRunSucceeded(**fields))
         elif outcome.status == "dep_miss":
             stale = self._live_before_start(st, outcome.missing)
             if stale is not None:
@@ -529,7 +594,8 @@ class JobRunActor(EntityActor[JobRunState]):
             await self.persist(JobRunLost(reason=outcome.reason or "lost"))
         else:
             await self.persist(JobRunFailed(reason=outcome.reason, exit_code=outcome.exit_code,
-                                            will_retry=st.attempt < st.max_attempts, retry_delay=delay))
+                                            will_retry=st.attempt < st.max_attempts, retry_delay=delay,
+                                            **_lineage(outcome)))
         self.execution.release(self.key)
         return await self._settle_and_report()
 
@@ -567,8 +633,24 @@ class JobRunActor(EntityActor[JobRunState]):
         extra = SettleBuild(st.job_run_id, "missing", reason=f"run {st.job_run_id} started without it")
         holders = [ref for ref in dict.fromkeys((*st.partitions, *st.planned))
                    if world.partition(ref).lease == st.job_run_id]
+        failed = st.failed  # a Succeeded batch's partitions that the job reported failed
+        # Only a run that read something, while a taint is active, can have built from a tainted generation.
+        check_taints = bool(st.read) and msg.outcome == "live" and any(t.active for t in world.taints.values())
+
+        def settle(ref: str) -> SettleBuild:
+            if ref not in built:
+                return extra
+            if ref in failed:
+                return SettleBuild(st.job_run_id, "failed", reason=failed[ref], final=not st.will_retry)
+            if check_taints:
+                # Built from a generation tainted while the run ran: built, but must not be read.
+                bad = tainted_input(world, st, ref)
+                if bad is not None:
+                    return SettleBuild(st.job_run_id, "tainted", taint=bad)
+            return msg
+
         if holders:
-            replies = await self._ask_all(holders, lambda r: msg if r in built else extra)
+            replies = await self._ask_all(holders, settle)
             for ref, reply in zip(holders, replies, strict=True):
                 if isinstance(reply, ActorStopped):
                     log.error("partition not settled: its actor is stopped", ref=ref, run=st.job_run_id,

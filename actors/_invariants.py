@@ -8,7 +8,14 @@
   runtime exists (:func:`check_replay_fidelity`, the scenario runner's crash points).
 - I5 progress: at the end every want is terminal (checked when ``expect_all_terminal``).
 - I6 consistency: a want is Successful only when all its partitions are Live; a partition becomes Live only
-  through a Succeeded run that held its lease, so each generation is built by exactly one Succeeded run.
+  through a Succeeded run that held its lease (and did not report it failed), so each generation is built by
+  exactly one Succeeded run.
+- I7 lineage: no Live partition was built from a generation that is Tainted now, within that taint's reach,
+  unless it is stale (a newer generation of an input is Live). Tainting cascades through many commits, so I7
+  holds where the runtime is quiescent (:meth:`InvariantChecker.check_lineage` with ``strict=True``, as the
+  scenario runner and the tests check it); at the end of a log whose runtime may have died mid-cascade
+  (``replay --verify``), a partition is only reported when the taint had already recorded that wave as applied
+  (``TaintApplied``) after the partition became Live.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ from dataclasses import dataclass
 from eventlog import Log, Record
 
 from ._jobrun import JobRunStarted, JobRunStatus
-from ._partition import PartitionLive, PartitionStatus
+from ._lineage import tainted_reads
+from ._partition import PartitionLive, PartitionRestored, PartitionStatus
+from ._taint import TaintApplied, TaintStatus
 from ._want import WantSucceeded
 from ._world import ReplayError, World
 
@@ -44,6 +53,8 @@ class InvariantChecker:
         self.violations: list[Violation] = []
         self.stop_at_first = stop_at_first
         self._claims: dict[str, str] = {}
+        self._live_seq: dict[str, int] = {}  # partition -> seq at which it last became Live (I7)
+        self._applied_seq: dict[str, int] = {}  # taint -> seq of its last TaintApplied (I7)
 
     def _add(self, v: Violation) -> None:
         self.violations.append(v)
@@ -66,10 +77,19 @@ class InvariantChecker:
                                             f"{rec.entity_id}", (other, rec.entity_id, ref)))
                 self._claims[ref] = rec.entity_id
         elif isinstance(ev, PartitionLive):
+            self._live_seq[rec.entity_id] = rec.seq
             run = w.runs.get(ev.job_run_id)
             if run is None or run.status is not JobRunStatus.SUCCEEDED or rec.entity_id not in run.partitions:
                 self._add(Violation("I6", rec.seq, f"{rec.entity_id} became Live through run {ev.job_run_id}, "
                                     f"which is {run.status if run else 'unknown'}", (rec.entity_id, ev.job_run_id)))
+            elif rec.entity_id in run.failed:
+                self._add(Violation("I6", rec.seq, f"{rec.entity_id} became Live through run {ev.job_run_id}, which "
+                                    f"reported it failed: {run.failed[rec.entity_id]}", (rec.entity_id,
+                                                                                       ev.job_run_id)))
+        elif isinstance(ev, PartitionRestored):
+            self._live_seq[rec.entity_id] = rec.seq
+        elif isinstance(ev, TaintApplied):
+            self._applied_seq[rec.entity_id] = rec.seq
         elif isinstance(ev, WantSucceeded):
             want = w.wants.get(rec.entity_id)
             if want is not None:
@@ -91,7 +111,30 @@ class InvariantChecker:
                 if self._claims.get(ref) == rec.entity_id:
                     del self._claims[ref]
 
-    def finish(self, *, expect_all_terminal: bool = False) -> list[Violation]:
+    def check_lineage(self, *, strict: bool) -> list[Violation]:
+        """I7 over the World as fed so far (see the module docstring); the violations are also collected.
+
+        ``strict``: the runtime is quiescent, so every Live partition a taint should have reached is a violation.
+        Otherwise (the end of a log) only those the taint had recorded as applied after they became Live.
+        """
+        w = self.world
+        found: list[Violation] = []
+        for t in tainted_reads(w):
+            taint = w.taints.get(t.taint_id or "")
+            if not strict:
+                if taint is None or taint.status is TaintStatus.APPLYING:
+                    continue  # its cascade had not finished: a restarted runtime finishes it
+                if self._live_seq.get(t.ref, 0) > self._applied_seq.get(taint.taint_id, 0):
+                    continue  # became Live after the taint's last wave: the next wave taints it
+            found.append(Violation(
+                "I7", None, f"{t.ref} (generation {t.generation}, built by {t.built_by}) is Live, built from "
+                f"{t.input} generation {t.input_generation}, which {t.taint_id} tainted and whose cascade reaches "
+                f"below it", (t.ref, t.input, t.taint_id or "")))
+        self.violations.extend(found)
+        return found
+
+    def finish(self, *, expect_all_terminal: bool = False, quiescent: bool = False) -> list[Violation]:
+        """The end-of-log checks: I5 (``expect_all_terminal``), I6, I7 (strict when ``quiescent``)."""
         w = self.world
         if expect_all_terminal:
             for want in sorted(w.active_wants(), key=lambda x: x.want_id):
@@ -103,18 +146,20 @@ class InvariantChecker:
                 if run is None or run.status is not JobRunStatus.SUCCEEDED:
                     self._add(Violation("I6", None, f"{part.ref} is Live but its builder {part.built_by} is "
                                         f"{run.status if run else 'unknown'}", (part.ref,)))
+        self.check_lineage(strict=quiescent)
         return self.violations
 
 
-def check_records(records: Iterable[Record], *, expect_all_terminal: bool = False) -> list[Violation]:
-    """Check I1, I2, I5 (optional) and I6 over records in seq order."""
+def check_records(records: Iterable[Record], *, expect_all_terminal: bool = False,
+                  quiescent: bool = False) -> list[Violation]:
+    """Check I1, I2, I5 (optional), I6 and I7 over records in seq order."""
     checker = InvariantChecker()
     try:
         for rec in records:
             checker.feed(rec)
     except ReplayError:
         return checker.violations
-    return checker.finish(expect_all_terminal=expect_all_terminal)
+    return checker.finish(expect_all_terminal=expect_all_terminal, quiescent=quiescent)
 
 
 async def check_log(log: Log, *, expect_all_terminal: bool = False,

@@ -44,6 +44,8 @@ class JobRunQueued(Event, frozen=True):
     retry_of: str | None = None
     policy: str = "shrink"
     reason: str = ""
+    refresh: bool = False
+    """A refresh of stale partitions: the run may lease partitions that are Live (see ``RequestLease``)."""
 
 
 @event("JobRunDeferred", 1)
@@ -81,16 +83,30 @@ class JobRunAttached(Event, frozen=True):
 
 
 @event("JobRunSucceeded", 1)
-class JobRunSucceeded(Event, frozen=True):
-    pass
+class JobRunSucceeded(Event, frozen=True, omit_defaults=True):
+    """The job built its partitions, except those in ``failed`` (a batch with per-partition outcomes)."""
+
+    read: dict[str, int] = msgspec.field(default_factory=dict)
+    """What the run read, by generation: ``ctx.read``, the ``read`` protocol line and static dependencies."""
+    into: dict[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
+    """For an input read into only some of the run's partitions: ``input ref -> those partitions``. An input
+    not listed here was read into every partition the run built."""
+    failed: dict[str, str] = msgspec.field(default_factory=dict)
+    """Partitions the job reported failed (``ctx.fail``, the ``failed`` protocol line): ``ref -> reason``. The
+    others are built; a retry (``will_retry``) builds only these."""
+    will_retry: bool = False
+    retry_delay: float = 0.0
 
 
 @event("JobRunFailed", 1)
-class JobRunFailed(Event, frozen=True):
+class JobRunFailed(Event, frozen=True, omit_defaults=True):
     reason: str
     exit_code: int | None = None
     will_retry: bool = False
     retry_delay: float = 0.0
+    read: dict[str, int] = msgspec.field(default_factory=dict)
+    """What the run had read when it failed (as in :class:`JobRunSucceeded`), for diagnosis."""
+    into: dict[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
 
 
 @event("JobRunDepMiss", 1)
@@ -151,6 +167,7 @@ class JobRunState(msgspec.Struct, frozen=True, gc=False):
     entity_seq: int
     retry_of: str | None = None
     policy: str = "shrink"
+    refresh: bool = False
     planned: tuple[str, ...] = ()
     skipped: tuple[tuple[str, str], ...] = ()
     deferred_on: tuple[tuple[str, str], ...] = ()
@@ -170,6 +187,34 @@ class JobRunState(msgspec.Struct, frozen=True, gc=False):
     """Where the job runs and its identity there: from ``JobRunStarted`` (remote executors, recorded before the
     task is submitted) or ``JobRunAttached`` (a local process, once it runs)."""
     ignored_results: int = 0
+    read: dict[str, int] = msgspec.field(default_factory=dict)
+    """Succeeded or Failed: what the run read, ``ref -> generation`` (see :class:`JobRunSucceeded`)."""
+    into: dict[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
+    """Inputs read into only some partitions: ``input ref -> those partitions``; absent: into all it built."""
+    failed: dict[str, str] = msgspec.field(default_factory=dict)
+    """Succeeded: partitions the job reported failed, ``ref -> reason`` (not built)."""
+
+    def built(self) -> tuple[str, ...]:
+        """The partitions this run made Live: all of a Succeeded run's but those it reported failed."""
+        if self.status is not JobRunStatus.SUCCEEDED:
+            return ()
+        if not self.failed:
+            return self.partitions
+        return tuple(p for p in self.partitions if p not in self.failed)
+
+    def generation_of(self, ref: str) -> int | None:
+        """The generation of ``ref`` that this run built (or was building), None if it never held ``ref``."""
+        try:
+            return self.generations[self.partitions.index(ref)]
+        except (ValueError, IndexError):
+            return None
+
+    def read_into(self, ref: str) -> dict[str, int]:
+        """The inputs (``ref -> generation``) this run read into partition ``ref``."""
+        into = self.into
+        if not into:
+            return dict(self.read)
+        return {r: g for r, g in self.read.items() if r not in into or ref in into[r]}
 
     @property
     def terminal(self) -> bool:
@@ -185,11 +230,12 @@ def apply_job_run(state: JobRunState | None, ev: Event, run_id: str, at: float, 
             job_run_id=run_id, job=ev.job, status=R.QUEUED, partitions=ev.partitions, wants=ev.wants,
             attempt=ev.attempt, max_attempts=ev.max_attempts, created_at=at, updated_at=at,
             entity_seq=entity_seq, retry_of=ev.retry_of, policy=ev.policy, planned=ev.partitions,
-            reason=ev.reason,
+            reason=ev.reason, refresh=ev.refresh,
         )
     rep = msgspec.structs.replace
     if isinstance(ev, JobRunSucceeded):
-        return rep(state, status=target, updated_at=at, entity_seq=entity_seq, ended_at=at)
+        return rep(state, status=target, updated_at=at, entity_seq=entity_seq, ended_at=at, read=ev.read,
+                   into=ev.into, failed=ev.failed, will_retry=ev.will_retry, retry_delay=ev.retry_delay)
     if isinstance(ev, JobRunStarted):
         return rep(state, status=target, updated_at=at, entity_seq=entity_seq, partitions=ev.partitions,
                    skipped=ev.skipped, generations=ev.generations, started_at=at, stdout_path=ev.stdout_path,
@@ -202,7 +248,8 @@ def apply_job_run(state: JobRunState | None, ev: Event, run_id: str, at: float, 
         return rep(state, executor=ev.executor, handle=dict(ev.handle), updated_at=at, entity_seq=entity_seq)
     if isinstance(ev, JobRunFailed):
         return rep(state, status=target, updated_at=at, entity_seq=entity_seq, ended_at=at, reason=ev.reason,
-                   exit_code=ev.exit_code, will_retry=ev.will_retry, retry_delay=ev.retry_delay)
+                   exit_code=ev.exit_code, will_retry=ev.will_retry, retry_delay=ev.retry_delay, read=ev.read,
+                   into=ev.into)
     if isinstance(ev, JobRunDepMiss):
         return rep(state, status=target, updated_at=at, entity_seq=entity_seq, ended_at=at, missing=ev.missing,
                    reason="missing upstream partitions")

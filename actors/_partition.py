@@ -2,8 +2,11 @@
 
 ``Missing -> Building`` (lease granted to a job run); ``Building -> Live | UpstreamWaiting | Missing | Failed``;
 ``UpstreamWaiting -> Missing | UpstreamFailed``; ``Live -> Tainted``; ``Tainted | Failed | UpstreamFailed ->
-Building`` (a fresh attempt, new generation). A partition never mentioned in the log is ``Missing`` at
-generation 0: it has no creation event.
+Building`` (a fresh attempt, new generation); ``Tainted -> Live`` (``PartitionRestored``: the taint was
+canceled before the partition was rebuilt); ``Live -> Building`` only for a run refreshing stale partitions
+(``JobRunQueued.refresh``); ``Building -> Tainted`` for a run that succeeded having read a generation tainted
+while it ran (its output is built, and must not be read). A partition never mentioned in the log is
+``Missing`` at generation 0: it has no creation event.
 """
 
 from __future__ import annotations
@@ -69,8 +72,26 @@ class PartitionUpstreamFailed(Event, frozen=True):
 
 
 @event("PartitionTainted", 1)
-class PartitionTainted(Event, frozen=True):
+class PartitionTainted(Event, frozen=True, omit_defaults=True):
+    """"Do not read". ``taint_id``: the Taint entity that did it (None in logs from before taints were
+    entities); ``depth``: 0 for a partition the taint named, n for one n lineage levels below; ``via``: the
+    input (``ref@generation``) the taint reached it through; ``job_run_id``: set when the partition is tainted as
+    its build ends (``Building -> Tainted``): the Succeeded run that built it from a tainted generation."""
+
     reason: str
+    taint_id: str | None = None
+    depth: int = 0
+    via: str | None = None
+    job_run_id: str | None = None
+
+
+@event("PartitionRestored", 1)
+class PartitionRestored(Event, frozen=True):
+    """Tainted -> Live again: the taint that tainted it was canceled before the partition was rebuilt, and no
+    other active taint reaches it. The generation (and the run that built it) are unchanged."""
+
+    taint_id: str
+    reason: str = ""
 
 
 PARTITION = Machine(
@@ -79,13 +100,14 @@ PARTITION = Machine(
     initial=P.MISSING,
     terminal=frozenset(),
     table={
-        "PartitionBuilding": (sources(*LEASABLE), P.BUILDING),
+        "PartitionBuilding": (sources(*LEASABLE, P.LIVE), P.BUILDING),
         "PartitionLive": (sources(P.BUILDING), P.LIVE),
         "PartitionUpstreamWaiting": (sources(P.BUILDING), P.UPSTREAM_WAITING),
         "PartitionMissing": (sources(P.BUILDING, P.UPSTREAM_WAITING), P.MISSING),
         "PartitionFailed": (sources(P.BUILDING), P.FAILED),
         "PartitionUpstreamFailed": (sources(P.UPSTREAM_WAITING), P.UPSTREAM_FAILED),
-        "PartitionTainted": (sources(P.LIVE), P.TAINTED),
+        "PartitionTainted": (sources(P.LIVE, P.BUILDING), P.TAINTED),
+        "PartitionRestored": (sources(P.TAINTED), P.LIVE),
     },
 )
 
@@ -104,6 +126,10 @@ class PartitionState(msgspec.Struct, frozen=True, gc=False):
     """UpstreamWaiting: the DepMiss run whose missing refs this partition waits on (``World.needs``)."""
     reason: str = ""
     final: bool = False
+    tainted_by: str | None = None
+    """Tainted: the Taint entity that tainted it (None for a taint written before taints were entities)."""
+    taint_depth: int = 0
+    """Tainted: how many lineage levels below the taint's named partitions this one is (0: named)."""
 
     @staticmethod
     def missing(ref: str) -> PartitionState:
@@ -126,7 +152,8 @@ def apply_partition(
     rep = msgspec.structs.replace
     if isinstance(ev, PartitionBuilding):
         return rep(cur, status=target, entity_seq=entity_seq, updated_at=at, lease=ev.job_run_id,
-                   generation=cur.generation + 1, waiting_run=None, reason="", final=False)
+                   generation=cur.generation + 1, waiting_run=None, reason="", final=False, tainted_by=None,
+                   taint_depth=0)
     if isinstance(ev, PartitionLive):
         return rep(cur, status=target, entity_seq=entity_seq, updated_at=at, lease=None, built_by=ev.job_run_id,
                    reason="")
@@ -139,6 +166,18 @@ def apply_partition(
     if isinstance(ev, PartitionFailed):
         return rep(cur, status=target, entity_seq=entity_seq, updated_at=at, lease=None, reason=ev.reason,
                    final=ev.final)
-    if isinstance(ev, PartitionUpstreamFailed | PartitionTainted):
+    if isinstance(ev, PartitionTainted):
+        if status is P.BUILDING:  # tainted as its build ends: built by the lease holder (the guard above)
+            if ev.job_run_id is None:
+                raise IllegalTransition("partition", ref, status, ev.event_name,
+                                        "only the run holding the lease can end its build tainted")
+            return rep(cur, status=target, entity_seq=entity_seq, updated_at=at, reason=ev.reason, lease=None,
+                       built_by=ev.job_run_id, tainted_by=ev.taint_id, taint_depth=ev.depth)
+        return rep(cur, status=target, entity_seq=entity_seq, updated_at=at, reason=ev.reason,
+                   tainted_by=ev.taint_id, taint_depth=ev.depth)
+    if isinstance(ev, PartitionRestored):
+        return rep(cur, status=target, entity_seq=entity_seq, updated_at=at, reason="", tainted_by=None,
+                   taint_depth=0)
+    if isinstance(ev, PartitionUpstreamFailed):
         return rep(cur, status=target, entity_seq=entity_seq, updated_at=at, reason=ev.reason)
     raise IllegalTransition("partition", ref, status, ev.event_name)  # pragma: no cover - table covers it

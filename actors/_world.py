@@ -16,22 +16,27 @@ import anyio.abc
 from eventlog import CorruptLogError, Event, Log, Record
 
 from ._jobrun import JOB_RUN, JobRunState, JobRunStatus, apply_job_run
+from ._lineage import LineageIndex
 from ._machine import IllegalTransition, Machine
 from ._partition import PARTITION, PartitionState, PartitionStatus, apply_partition
 from ._schedule import SCHEDULE, ScheduleState, apply_schedule
+from ._taint import TAINT, TaintState, apply_taint
 from ._want import WANT, WantState, WantStatus, apply_want
 
-EntityKind: TypeAlias = Literal["want", "partition", "job_run", "schedule"]
-KINDS: tuple[EntityKind, ...] = ("want", "partition", "job_run", "schedule")
-EntityState: TypeAlias = WantState | PartitionState | JobRunState | ScheduleState
+EntityKind: TypeAlias = Literal["want", "partition", "job_run", "schedule", "taint"]
+KINDS: tuple[EntityKind, ...] = ("want", "partition", "job_run", "schedule", "taint")
+EntityState: TypeAlias = WantState | PartitionState | JobRunState | ScheduleState | TaintState
 
-MACHINES: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "job_run": JOB_RUN, "schedule": SCHEDULE}
+MACHINES: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "job_run": JOB_RUN, "schedule": SCHEDULE,
+                                     "taint": TAINT}
 APPLY: dict[str, Callable[[Any, Event, str, float, int], Any]] = {
     "want": apply_want,
     "partition": apply_partition,
     "job_run": apply_job_run,
     "schedule": apply_schedule,
+    "taint": apply_taint,
 }
+_SUCCEEDED = JobRunStatus.SUCCEEDED
 
 
 class ReplayError(CorruptLogError):
@@ -39,18 +44,22 @@ class ReplayError(CorruptLogError):
 
 
 class World:
-    """Every entity's committed state, with queries by id and by status."""
+    """Every entity's committed state, with queries by id and by status, and the lineage index
+    (:class:`~actors.LineageIndex`, fed as runs succeed)."""
 
     def __init__(self) -> None:
         self.wants: dict[str, WantState] = {}
         self.partitions: dict[str, PartitionState] = {}
         self.runs: dict[str, JobRunState] = {}
         self.schedules: dict[str, ScheduleState] = {}
+        self.taints: dict[str, TaintState] = {}
+        self.lineage = LineageIndex()
         self.last_seq = 0
         self.last_at = 0.0
         self.history: dict[tuple[str, str], list[Record]] | None = None
         self._tables: dict[str, dict[str, Any]] = {
             "want": self.wants, "partition": self.partitions, "job_run": self.runs, "schedule": self.schedules,
+            "taint": self.taints,
         }
 
     # -- folding ---------------------------------------------------------------------------------------
@@ -71,6 +80,8 @@ class World:
         except IllegalTransition as e:
             raise ReplayError(str(e), rec.seq) from e
         table[eid] = new
+        if new.status is _SUCCEEDED and kind == "job_run" and (old is None or old.status is not _SUCCEEDED):
+            self.lineage.add_run(new)
         self.last_seq = rec.seq
         self.last_at = rec.at
         if self.history is not None:
@@ -79,18 +90,15 @@ class World:
 
     def put(self, kind: str, entity_id: str, state: EntityState, seq: int, at: float) -> None:
         """Record a live actor's committed state (the runtime's write path; replay uses :meth:`apply`)."""
-        self._tables[kind][entity_id] = state
+        table = self._tables[kind]
+        if state.status is _SUCCEEDED and kind == "job_run":
+            old = table.get(entity_id)
+            if old is None or old.status is not _SUCCEEDED:
+                self.lineage.add_run(state)
+        table[entity_id] = state
         if seq > self.last_seq:
             self.last_seq = seq
             self.last_at = at
-
-    def copy(self) -> World:
-        """A shallow copy: the same (immutable) states in new tables."""
-        w = World()
-        for kind, table in self._tables.items():
-            w._tables[kind].update(table)
-        w.last_seq, w.last_at = self.last_seq, self.last_at
-        return w
 
     # -- queries ---------------------------------------------------------------------------------------
     def get(self, kind: str, entity_id: str) -> EntityState | None:
@@ -128,6 +136,16 @@ class World:
 
     def in_flight_runs(self) -> list[JobRunState]:
         return [r for r in self.runs.values() if r.status in (JobRunStatus.QUEUED, JobRunStatus.RUNNING)]
+
+    def copy(self) -> World:
+        """A World with the same states (shared: they are immutable) and its own tables and lineage index."""
+        w = World()
+        for kind, table in self._tables.items():
+            w._tables[kind].update(table)
+        w.lineage = self.lineage.copy()
+        w.last_seq = self.last_seq
+        w.last_at = self.last_at
+        return w
 
     def snapshot(self) -> dict[str, dict[str, EntityState]]:
         """Plain dicts of every state, for equality checks (I3)."""

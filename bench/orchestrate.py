@@ -5,10 +5,13 @@ log on disk. One want covers all daily partitions (a backfill).
 
 (a) one run per partition: 10,000 partitions (and 1,000 for the growth ratio)
 (b) batches of 500: 100,000 partitions (and 10,000)
+--reads: every daily partition declares that it reads its raw partition (``ctx.read_many``, recorded by
+generation in its run's terminal event: the lineage), instead of checking a set of built refs.
 chain: ``step/{i}`` needs ``step/{i-1}``, 1,000 deep, each link discovered as a missing dependency.
 
 growth = (time per partition at full size) / (time per partition at one tenth): 1.0 is linear.
-Usage: python bench/orchestrate.py [--scale 1.0] [--repeat 1] [--split] [--default-gc] [--db postgresql://...]
+Usage: python bench/orchestrate.py [--scale 1.0] [--repeat 1] [--split] [--default-gc] [--reads]
+                                   [--db postgresql://...]
 Last line: per_run_partitions_per_s=... batched_partitions_per_s=... peak_rss_mb=... growth_per_run=...
 growth_batched=... chain_ms_per_link=...
 
@@ -41,6 +44,7 @@ from supervisor import Graph, JobContext, MissingDeps, open_runtime
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 TUNE_GC = True  # as `wantbuild run` runs it; --default-gc measures with Python's default thresholds
+READS = False  # --reads: daily declares its raw input through ctx.read_many (lineage recorded)
 
 
 def two_level(batch: int) -> Graph:
@@ -53,6 +57,10 @@ def two_level(batch: int) -> Graph:
 
     @g.job("daily", outputs="daily/{i}", batch=batch)
     async def daily(ctx: JobContext) -> None:
+        if READS:  # MissingDeps for every raw partition that is not Live, else each read recorded
+            ctx.read_many({f"raw/{p['i']}": ref for ref, p in zip(ctx.partitions, ctx.params, strict=True)})
+            built.update(ctx.partitions)
+            return
         missing = [f"raw/{p['i']}" for p in ctx.params if f"raw/{p['i']}" not in built]
         if missing:
             raise MissingDeps(missing)
@@ -115,15 +123,18 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--only", choices=["per_run", "batched", "chain"], action="append")
     ap.add_argument("--default-gc", action="store_true", help="do not tune the GC (open_runtime(tune_gc=False))")
+    ap.add_argument("--reads", action="store_true", help="daily partitions declare their reads (lineage)")
     ap.add_argument("--split", action="store_true",
                     help="also run (b) at one tenth with commits resolved in memory, to say what the log costs "
                          "(diagnostic, never the headline)")
     ap.add_argument("--db", default=None, metavar="URL",
                     help="also run (b) with the log in PostgreSQL at this URL ('postgres': start a throwaway server)")
     a = ap.parse_args()
-    global TUNE_GC
+    global TUNE_GC, READS
     TUNE_GC = not a.default_gc
-    print(f"gc: {'tuned by the runtime (tune_gc=True)' if TUNE_GC else 'Python defaults'}")
+    READS = a.reads
+    print(f"gc: {'tuned by the runtime (tune_gc=True)' if TUNE_GC else 'Python defaults'}"
+          f"{'; daily partitions declare their reads' if READS else ''}")
     only = set(a.only or ["per_run", "batched", "chain"])
     out: dict[str, float] = {}
 

@@ -3,7 +3,7 @@
 A scenario file (TOML, see ``docs/scenarios.md``) describes simulated jobs, a timeline of wants, cancels,
 taints, kills and crashes at virtual times, a collision policy, a seed, and expectations. The runner runs
 the real runtime on a temporary event log, commits only at quiescent points so the same scenario and seed
-give the same log, checks the invariants I1-I6 throughout, and reports (text, JSON, self-contained HTML).
+give the same log, checks the invariants I1-I7 throughout, and reports (text, JSON, self-contained HTML).
 
 - :func:`load_scenario` / :func:`parse_scenario` / :func:`dump_scenario`: the file format;
 - :func:`run_scenario`: run one (on a fresh event loop); :class:`ScenarioResult` and :class:`Metrics`;

@@ -98,15 +98,16 @@ EVENT_TYPES: Final[tuple[str, ...]] = (
     "WantCreated", "WantIdle", "WantBuilding", "WantUpstreamBuilding", "WantSucceeded", "WantFailed",
     "WantUpstreamFailed", "WantCanceled", "WantExpired", "WantSlaMissed",
     "PartitionBuilding", "PartitionLive", "PartitionUpstreamWaiting", "PartitionMissing", "PartitionFailed",
-    "PartitionUpstreamFailed", "PartitionTainted",
+    "PartitionUpstreamFailed", "PartitionTainted", "PartitionRestored",
     "JobRunQueued", "JobRunDeferred", "JobRunStarted", "JobRunAttached", "JobRunSucceeded", "JobRunFailed",
     "JobRunDepMiss", "JobRunCanceled", "JobRunLost", "JobRunResultIgnored",
     "ScheduleCreated", "ScheduleTicked", "SchedulePaused", "ScheduleResumed", "ScheduleDeleted",
+    "TaintCreated", "TaintApplied", "TaintCanceled", "TaintRestored",
 )
 DEFAULT_HORIZON: Final[float] = 30 * 86400.0
 DEFAULT_LEASE_TTL: Final[float] = 10.0
 """A ``stall`` step's lease when it sets none: the PostgreSQL log's default (``docs/deploy.md``)."""
-INVARIANTS: Final[tuple[str, ...]] = ("I1", "I2", "I3", "I4", "I5", "I6")
+INVARIANTS: Final[tuple[str, ...]] = ("I1", "I2", "I3", "I4", "I5", "I6", "I7")
 
 
 class ScenarioError(WantbuildError, ValueError):
@@ -170,7 +171,8 @@ class JobSpec:
     build. ``only``: the behaviour applies only to runs that build one of these refs (others succeed).
     ``missing`` (missing_deps): ref templates reported missing while they are not Live.
     ``heartbeat``: the job heartbeats every so many seconds while it works (None: a third of
-    ``heartbeat_timeout`` if that is set, else never).
+    ``heartbeat_timeout`` if that is set, else never). ``bad_partitions``: partitions the job reports failed
+    (``ctx.fail``) while it builds the rest of their batch, their first ``bad_times`` builds (None: every build).
     """
 
     name: str
@@ -199,6 +201,8 @@ class JobSpec:
     script: Mapping[str, tuple[Attempt, ...]] = field(default_factory=dict)
     """Replayed builds (``scenario from-log``): for a ref, how its 1st, 2nd... build goes (the last repeats). A
     run follows the script of its first ref that has one; runs without one follow ``behaviour``."""
+    bad_partitions: tuple[str, ...] = ()
+    bad_times: int | None = None
     line: int | None = field(default=None, compare=False)
 
 
@@ -225,6 +229,9 @@ class Step:
     sla: float | None = None
     comment: str = ""
     want: str | None = None
+    taint: str | None = None
+    cascade: bool = True
+    depth: int | None = None
     reason: str = ""
     downtime: float = 0.0
     after_event: str | None = None
@@ -250,9 +257,11 @@ class Step:
         if self.action == "want":
             return f"{head} {self.name or '#' + str(self.index)} [{', '.join(self.refs)}]"
         if self.action == "cancel":
-            return f"{head} {self.want}"
+            return f"{head} {self.want if self.want is not None else 'taint ' + str(self.taint)}"
         if self.action == "taint":
-            return f"{head} [{', '.join(self.refs)}]"
+            reach = "" if self.cascade and self.depth is None else (
+                " (no cascade)" if not self.cascade else f" (depth {self.depth})")
+            return f"{head} {self.name + ' ' if self.name else ''}[{', '.join(self.refs)}]{reach}"
         if self.action == "crash":
             return f"{head}, down {_num(self.downtime)} s" if self.downtime else head
         if self.action == "stall":
@@ -415,19 +424,19 @@ _SCENARIO_FIELDS = ("name", "description", "seed", "policy", "horizon")
 _JOB_FIELDS = (
     "outputs", "deps", "batch", "concurrency", "retries", "backoff", "backoff_factor", "max_backoff", "timeout",
     "heartbeat_timeout", "collision_policy", "duration", "per_partition", "behaviour", "times", "rate", "missing",
-    "only", "heartbeat", "params", "pool", "script",
+    "only", "heartbeat", "params", "pool", "script", "bad_partitions", "bad_times",
 )
 _TRIGGER = ("after_event", "entity")
 _STEP_FIELDS: Mapping[str, tuple[str, ...]] = {
     "want": ("at", "action", "name", "refs", "ttl", "sla", "comment", "priority", *_TRIGGER),
-    "cancel": ("at", "action", "want", "reason", *_TRIGGER),
-    "taint": ("at", "action", "refs", "reason", *_TRIGGER),
+    "cancel": ("at", "action", "want", "taint", "reason", *_TRIGGER),
+    "taint": ("at", "action", "name", "refs", "reason", "cascade", "depth", *_TRIGGER),
     "crash": ("at", "action", "downtime", *_TRIGGER),
     "stall": ("at", "action", "downtime", "lease_ttl", *_TRIGGER),
     "kill": ("at", "action", "ref", "job", "reason", *_TRIGGER),
     "fault": ("at", "action", "point", "kind", "match", "skip", "times", *_TRIGGER),
 }
-_ENTITY_KINDS = ("want", "partition", "job_run")
+_ENTITY_KINDS = ("want", "partition", "job_run", "taint")
 _EXPECT_FIELDS = ("invariants", "all_terminal", *METRICS, "runs", "events", "wants", "partitions")
 _TOP = ("scenario", "job", "timeline", "expect", "explore", "pools", "schedule")
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
@@ -625,6 +634,8 @@ class _Parser:
             params=self.params(t, (*key, "params")),
             pool=self.string(t, (*key, "pool")),
             script=self.script(t, (*key, "script")),
+            bad_partitions=self.strings(t, (*key, "bad_partitions")),
+            bad_times=self.integer(t, (*key, "bad_times"), low=1),
             line=self.loc.line(key),
         )
 
@@ -687,6 +698,7 @@ class _Parser:
             raise self.error(("timeline",), f"must be an array of tables ([[timeline]] entries), got {toml_type(raw)}")
         steps: list[Step] = []
         names: set[str] = set()
+        taint_names: set[str] = set()
         for i, t in enumerate(raw):
             key: KeyPath = ("timeline", i)
             if not isinstance(t, dict):
@@ -726,17 +738,33 @@ class _Parser:
                 )
             elif action == "cancel":
                 want = self.string(t, (*key, "want"))
-                if want is None:
-                    raise self.error(key, "a cancel step needs want = \"NAME\" (the name of an earlier want step)")
-                if want not in names:
-                    known = ", ".join(sorted(names)) or "none yet"
-                    raise self.error((*key, "want"), f"no earlier want step is named {want!r} (named so far: {known})")
-                step = dataclasses.replace(step, want=want, reason=self.string(t, (*key, "reason"), default="") or "")
+                taint = self.string(t, (*key, "taint"))
+                if (want is None) == (taint is None):
+                    raise self.error(key, "a cancel step needs exactly one of want = \"NAME\" or taint = \"NAME\" "
+                                          "(the name of an earlier want or taint step)")
+                which, name = ("want", want) if want is not None else ("taint", taint)
+                assert name is not None
+                known_names = names if which == "want" else taint_names
+                if name not in known_names:
+                    known = ", ".join(sorted(known_names)) or "none yet"
+                    raise self.error((*key, which), f"no earlier {which} step is named {name!r} (named so far: "
+                                                    f"{known})")
+                step = dataclasses.replace(step, want=want, taint=taint,
+                                           reason=self.string(t, (*key, "reason"), default="") or "")
             elif action == "taint":
                 if "refs" not in t:
                     raise self.error(key, "a taint step needs refs = [\"...\"]")
-                step = dataclasses.replace(step, refs=self.strings(t, (*key, "refs"), nonempty=True),
-                                           reason=self.string(t, (*key, "reason"), default="") or "")
+                tname = self.string(t, (*key, "name"))
+                if tname is not None:
+                    if tname in taint_names:
+                        raise self.error((*key, "name"), f"the taint name {tname!r} is used twice; names are unique")
+                    taint_names.add(tname)
+                cascade = t.get("cascade", True)
+                if not isinstance(cascade, bool):
+                    raise self.error((*key, "cascade"), f"must be true or false, got {toml_type(cascade)}")
+                step = dataclasses.replace(step, name=tname, refs=self.strings(t, (*key, "refs"), nonempty=True),
+                                           reason=self.string(t, (*key, "reason"), default="") or "",
+                                           cascade=cascade, depth=self.integer(t, (*key, "depth")))
             elif action == "crash":
                 step = dataclasses.replace(step, downtime=self.number(t, (*key, "downtime"), default=0.0) or 0.0)
             elif action == "stall":
@@ -934,6 +962,8 @@ def _check_against_graph(sc: Scenario, parser: _Parser) -> None:
         key = ("job", job.name)
         for ref in job.only:
             check_ref(ref, (*key, "only"))
+        for ref in job.bad_partitions:
+            check_ref(ref, (*key, "bad_partitions"))
         out_names = {n for p in job.outputs for n in re.findall(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}", p)}
         for template in job.missing:
             used = set(re.findall(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}", template))
@@ -1037,6 +1067,14 @@ def dump_scenario(sc: Scenario, *, header: str = "") -> str:
         out.append(f"action = {_q(step.action)}")
         for name in _STEP_FIELDS[step.action][2:]:
             value = getattr(step, name)
+            if isinstance(value, bool):  # cascade: true unless said
+                if not value:
+                    out.append(f"{name} = false")
+                continue
+            if name == "depth":
+                if value is not None:
+                    out.append(f"depth = {value}")
+                continue
             if (value in (None, "", (), 0.0) and name != "refs") or (name == "times" and value == 1):
                 continue
             if isinstance(value, tuple):

@@ -80,7 +80,7 @@ def render_text(r: ScenarioResult, *, verbose: bool = False) -> str:
         for v in r.violations[:20]:
             out.append(f"  {v}")
     else:
-        out.append("invariants: I1-I6 hold")
+        out.append("invariants: I1-I7 hold")
     out.append("expectations:")
     if not r.checks:
         out.append("  (none)")
@@ -283,7 +283,7 @@ def render_html(r: ScenarioResult) -> str:
     legend += ('<span><b style="color:#d64545">✕</b> skipped (shrink collision)</span>'
                '<span><b style="color:#e39b2d">◇</b> deferred</span>'
                '<span><b style="color:#d64545">┆</b> crash</span>')
-    inv = ('<p class="ok">I1-I6 hold throughout (I3 checked at every crash and at the end).</p>' if not r.violations
+    inv = ('<p class="ok">I1-I7 hold throughout (I3 checked at every crash and at the end).</p>' if not r.violations
            else _table(["invariant", "seq", "message", "entities"],
                        [[v.invariant, str(v.seq or ""), v.message, ", ".join(v.entities)] for v in r.violations]))
     checks = _table(

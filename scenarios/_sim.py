@@ -130,6 +130,12 @@ class Simulation:
         for ref in refs:
             self.outputs[ref] = False
 
+    def restore(self, refs: tuple[str, ...]) -> None:
+        """A canceled taint: the data was never bad, the output is valid again (if it was built)."""
+        for ref in refs:
+            if ref in self.outputs:
+                self.outputs[ref] = True
+
     def kill(self, *, ref: str | None = None, job: str | None = None, reason: str = "") -> list[str]:
         """Kill the executing run(s) building ``ref`` or of ``job``; returns their ids (sorted)."""
         why = reason or "killed by the scenario"
@@ -174,14 +180,17 @@ class Simulation:
             return
         applies = not job.only or any(r in job.only for r in refs)
         if job.behaviour == "missing_deps" and applies:
-            wanted: dict[str, None] = {}
-            for p in params:
+            # Each partition reads its inputs (recorded as lineage); one that is not Live is a missing dependency.
+            reads: dict[str, list[str]] = {}
+            for ref, p in zip(refs, params, strict=True):
                 for template in job.missing:
-                    dep = fill(template, p)
-                    if not self.is_live(dep):
-                        wanted[dep] = None
-            if wanted:
-                raise MissingDeps(list(wanted))
+                    reads.setdefault(fill(template, p), []).append(ref)
+            if hasattr(ctx, "read_many"):
+                ctx.read_many(reads)
+            else:  # pragma: no cover - a context without reads
+                wanted = [dep for dep in reads if not self.is_live(dep)]
+                if wanted:
+                    raise MissingDeps(wanted)
         builds = [self.builds.get(r, 0) + 1 for r in refs]
         misbehave = False
         if applies and job.behaviour in ("fail", "hang"):
@@ -220,7 +229,10 @@ class Simulation:
             if failure is not None:
                 raise SimulatedFailure(failure)
             for ref in refs:
-                self.outputs[ref] = True
+                if ref in job.bad_partitions and (job.bad_times is None or self.builds[ref] <= job.bad_times):
+                    ctx.fail(ref, f"simulated bad partition {ref} (build {self.builds[ref]})")
+                else:
+                    self.outputs[ref] = True
         finally:
             self.switches.pop(run_id, None)
             for ref in refs:

@@ -1,6 +1,6 @@
 """The coordinating actor, the job graph, job execution, and the runtime that ties them together."""
 
-from ._execution import JobContext, MissingDeps, RunOutcome, run_callable, run_command
+from ._execution import JobContext, JobProtocolError, MissingDeps, RunOutcome, run_callable, run_command
 from ._executors import DaskExecutor, Executor, ExecutorError, LocalExecutor, RayExecutor
 from ._explain import Explanation, explain
 from ._graph import Graph, GraphError, Job, NoJobForRef, Pattern, Retry, UnknownJob
@@ -31,6 +31,7 @@ __all__ = [
     "GraphError",
     "Job",
     "JobContext",
+    "JobProtocolError",
     "LocalExecutor",
     "MissingDeps",
     "NoJobForRef",

@@ -6,7 +6,10 @@ The protocol a job follows is written up for job authors in ``docs/job-protocol.
 Errors::
 
     WantbuildError
-     └── MissingDeps        raised by an in-process job: "build these upstream refs first"
+     ├── MissingDeps        raised by an in-process job (or by ``ctx.read`` of a partition that is not Live):
+     │                      "build these upstream refs first"
+     └── JobProtocolError   a job used its context wrongly: read its own output, a malformed ref or one no job
+                            produces, or failed a partition it does not build (the run fails with it)
 
 Decisions worth knowing:
 
@@ -31,6 +34,11 @@ Decisions worth knowing:
   processes running. Processes that leave the group (``setsid``, daemons) are beyond reach. Grandchildren
   are reparented to init, which reaps them; "alive" below ignores zombies (Linux ``/proc``; elsewhere a
   zombie counts as alive until reaped).
+- **Reads are recorded, never guessed.** ``ctx.read(ref)`` (or a ``{"read": [...]}`` line) returns and records
+  the generation of a Live input; an input that is not Live is a missing dependency (``MissingDeps``), and a run
+  that went on regardless (it caught ``MissingDeps``, or a command printed the line and carried on) ends
+  ``dep_miss`` on it anyway: its output was built from data that must not be read. A protocol error (reading its
+  own output, a malformed ref, one no job produces) fails the run even if the job catches it.
 - **Log files are written synchronously.** Each chunk read from stdout is written and flushed to
   ``<log_dir>/<job_run_id>.stdout`` on the event loop: a local page-cache write is cheaper than a hop to a
   worker thread, and flushing per chunk lets ``tail -f`` follow a running job.
@@ -48,9 +56,9 @@ import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Literal, TypeAlias
+from typing import IO, Literal, NoReturn, TypeAlias
 
 import anyio
 import anyio.abc
@@ -60,7 +68,8 @@ from eventlog import LibraryLogger, WantbuildError, get_logger
 
 from ._graph import _is_async_callable
 
-__all__ = ["JobCallable", "JobContext", "MissingDeps", "RunOutcome", "run_callable", "run_command"]
+__all__ = ["JobCallable", "JobContext", "JobProtocolError", "MissingDeps", "ReadResolver", "RunOutcome",
+           "run_callable", "run_command"]
 
 _READ_SIZE = 65536
 _MAX_PROTOCOL_LINE = 1 << 20
@@ -104,6 +113,20 @@ class MissingDeps(WantbuildError):
         return (type(self), (self.refs,))
 
 
+class JobProtocolError(WantbuildError, ValueError):
+    """A job used its context (or the stdout protocol) wrongly: it read one of the partitions it builds, a
+    malformed ref or one that no job produces, or reported as failed a partition it does not build.
+
+    Raised by ``ctx.read`` / ``ctx.fail``; the run fails with this reason even if the job catches it (what it
+    built cannot be trusted to have the lineage it records).
+    """
+
+
+ReadResolver: TypeAlias = Callable[[str], tuple[str, int]]
+"""``resolve(ref) -> (status, generation)`` of a partition a job reads, now; raises :class:`JobProtocolError`
+for a ref it may not read (malformed, or produced by no job). The runtime gives one to every job's context."""
+
+
 def _refs_problem(refs: Sequence[object]) -> str | None:
     """Why ``refs`` is not a valid missing-dependency report, or None. Ref syntax is the supervisor's check."""
     if not refs:
@@ -116,7 +139,11 @@ def _refs_problem(refs: Sequence[object]) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
-    """How one job run ended. ``reason`` is for humans; ``missing`` is set for ``dep_miss`` only."""
+    """How one job run ended. ``reason`` is for humans; ``missing`` is set for ``dep_miss`` only.
+
+    ``read`` (``ref -> generation``) and ``into`` (inputs read into only some partitions) are what the job read;
+    ``failed`` (``ref -> reason``) the partitions a ``succeeded`` batch reported failed (the others are built).
+    """
 
     status: Status
     reason: str = ""
@@ -125,6 +152,9 @@ class RunOutcome:
     stdout_path: str | None = None
     stderr_path: str | None = None
     error_type: str | None = None
+    read: Mapping[str, int] = field(default_factory=dict)
+    into: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    failed: Mapping[str, str] = field(default_factory=dict)
 
 
 class JobContext:
@@ -144,6 +174,7 @@ class JobContext:
         params: Sequence[Mapping[str, str]] | None = None,
         clock: Clock | None = None,
         generations: Sequence[int] | None = None,
+        resolve_read: ReadResolver | None = None,
     ) -> None:
         self.job_run_id = job_run_id
         self.job_name = job_name
@@ -164,6 +195,13 @@ class JobContext:
         self._log: LibraryLogger | None = None
         self._started = self.clock.now()
         self._last_heartbeat = self._started
+        self._resolve = resolve_read
+        self._own: frozenset[str] | None = None
+        self._read: dict[str, int] = {}
+        self._into: dict[str, set[str] | None] = {}  # input -> the partitions it was read into (None: all)
+        self._not_live: dict[str, str] = {}  # inputs read while not Live -> their status then
+        self._failed: dict[str, str] = {}
+        self._problem: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -202,6 +240,165 @@ class JobContext:
     async def sleep(self, seconds: float) -> None:
         """Sleep on the run's clock (virtual in scenarios). Does not count as a heartbeat."""
         await self.clock.sleep(seconds)
+
+    # -- lineage and per-partition outcomes ----------------------------------------------------------------
+
+    @property
+    def reads(self) -> Mapping[str, int]:
+        """What this run has read so far: ``ref -> generation`` (the first read of each ref)."""
+        return dict(self._read)
+
+    @property
+    def failures(self) -> Mapping[str, str]:
+        """The partitions this run reported failed so far: ``ref -> reason``."""
+        return dict(self._failed)
+
+    def read(self, ref: str, *, into: str | Iterable[str] | None = None) -> int:
+        """Declare that the job reads partition ``ref``; returns the generation it reads (recorded in the run's
+        lineage: what each partition was built from).
+
+        Call it before reading the data. ``into``: the partitions of this run the input feeds (default: all of
+        them); a batch whose partitions each read their own input names it, so lineage and taints do not tie
+        every partition of the batch to every input. Raises :class:`MissingDeps` if ``ref`` is not Live (build
+        it first; the run ends DepMiss even if the job catches it) and :class:`JobProtocolError` for one of the
+        run's own partitions, a malformed ref, or a ref no job produces. Static dependencies are read for the
+        job before it starts.
+        """
+        return self.read_many((ref,), into=into)[ref]
+
+    def read_many(self, refs: Iterable[str] | Mapping[str, str | Iterable[str]], *,
+                  into: str | Iterable[str] | None = None) -> dict[str, int]:
+        """:meth:`read` for several refs at once; one :class:`MissingDeps` names every one that is not Live.
+
+        ``refs`` may map each input to the partitions it is read into (``{"raw/1": "daily/1", ...}``): a batch
+        reads every partition's own input in one call, and learns of all its missing inputs at once."""
+        if isinstance(refs, str):
+            self._protocol(f"read_many() takes a list of refs, got the str {refs!r}; use read() for one ref")
+        into_of = self._into_targets
+        pairs: list[tuple[str, set[str] | None]]
+        if isinstance(refs, Mapping):
+            pairs = [(ref, into_of(target)) for ref, target in refs.items()]
+        else:
+            targets = into_of(into)
+            pairs = [(ref, targets) for ref in refs]
+        # The hot path of lineage (a batch of 500 reads per run): locals, and the resolver's status compared as
+        # the str it is.
+        got: dict[str, int] = {}
+        missing: list[str] = []
+        read = self._read
+        into_map = self._into
+        resolve = self._resolve_one
+        for ref, targets in pairs:
+            status, generation = resolve(ref)
+            if status != "Live":
+                self._not_live.setdefault(ref, str(status))
+                missing.append(ref)
+                continue
+            got[ref] = read.setdefault(ref, generation)
+            if targets is None:
+                into_map[ref] = None
+            elif ref not in into_map:
+                into_map[ref] = set(targets)
+            else:
+                cur = into_map[ref]
+                if cur is not None:
+                    cur |= targets
+        if missing:
+            raise MissingDeps(missing)
+        return got
+
+    def fail(self, ref: str, reason: str) -> None:
+        """Report that partition ``ref`` of this run could not be built, for ``reason``; the run's other
+        partitions are built when the job returns. One bad day does not fail a batch: the retry policy then
+        concerns only the failed partitions. If every partition fails, the run fails."""
+        if ref not in self._own_refs():
+            self._protocol(f"fail({ref!r}): {ref!r} is not a partition of this run "
+                           f"({', '.join(self.partitions[:5])}{', ...' if len(self.partitions) > 5 else ''})")
+        if not isinstance(reason, str) or not reason.strip():
+            self._protocol(f"fail({ref!r}, {reason!r}): give the reason as a non-empty str")
+        self._failed.setdefault(ref, reason.strip())
+
+    def _own_refs(self) -> frozenset[str]:
+        if self._own is None:
+            self._own = frozenset(self.partitions)
+        return self._own
+
+    def _protocol(self, problem: str) -> NoReturn:
+        self._problem = self._problem or problem
+        raise JobProtocolError(f"job run {self.job_run_id}: {problem}")
+
+    def _into_targets(self, into: str | Iterable[str] | None) -> set[str] | None:
+        if into is None:
+            return None
+        if type(into) is str and into in (self._own if self._own is not None else self._own_refs()):
+            return {into}
+        targets = {into} if isinstance(into, str) else set(into)
+        stray = sorted(t for t in targets if t not in self._own_refs()) if all(
+            isinstance(t, str) for t in targets) else [repr(next(t for t in targets if not isinstance(t, str)))]
+        if stray:
+            self._protocol(f"into={into!r}: {stray[0]} is not a partition of this run; name the partitions the "
+                           f"input is read into")
+        if not targets:
+            self._protocol("into=[] names no partition; leave it out to read into every partition of the run")
+        return targets
+
+    def _resolve_one(self, ref: object) -> tuple[str, int]:
+        if type(ref) is not str and not isinstance(ref, str):
+            self._protocol(f"read({ref!r}): a partition ref is a str")
+        if ref in (self._own if self._own is not None else self._own_refs()):
+            self._protocol(f"read({ref!r}): {ref!r} is one of the partitions this run builds; a job cannot read "
+                           f"its own output (read its upstream partitions)")
+        if self._resolve is None:  # a context made outside a runtime: syntax only, generation unknown
+            from actors import InvalidRef, validate_ref
+
+            try:
+                validate_ref(ref)
+            except InvalidRef as e:
+                self._protocol(f"cannot read {ref!r}: {e}")
+            return "Live", 0
+        try:
+            return self._resolve(ref)
+        except JobProtocolError as e:
+            self._protocol(str(e))
+
+    def _outcome(self, outcome: RunOutcome, *, on_its_own: bool) -> RunOutcome:
+        """``outcome`` as the job's exit gave it, corrected by what the job did through this context, with what
+        it read attached.
+
+        A protocol error fails the run. A read of a partition that was not Live makes the run ``dep_miss`` on it
+        when the job ended ``on_its_own`` (it returned, raised MissingDeps, or a command exited by itself; not a
+        deadline kill or another exception of a callable): its output was built from data that must not be read.
+        Failed partitions make a success partial, or a failure if none is left.
+        """
+        read = dict(self._read)
+        into: dict[str, tuple[str, ...]] = {}
+        order: dict[str, int] | None = None
+        for ref, parts in self._into.items():
+            if parts is None or ref not in read:
+                continue
+            if len(parts) == 1:  # the usual case: an input read into its own partition
+                into[ref] = tuple(parts)
+                continue
+            if order is None:
+                order = {p: i for i, p in enumerate(self.partitions)}
+            into[ref] = tuple(sorted(parts, key=order.__getitem__))
+        if self._problem is not None:
+            return replace(outcome, status="failed", reason=f"job protocol error: {self._problem}", missing=(),
+                           error_type="JobProtocolError", read=read, into=into, failed={})
+        if self._not_live and on_its_own and outcome.status != "canceled":
+            missing = tuple(dict.fromkeys((*outcome.missing, *self._not_live)))
+            shown = ", ".join(f"{r} ({s})" for r, s in list(self._not_live.items())[:5])
+            return replace(outcome, status="dep_miss", missing=missing, read=read, into=into, failed={},
+                           reason=f"{_missing_reason(missing)} (it read {shown}: an input must be Live)")
+        if outcome.status == "succeeded" and self._failed:
+            failed = {p: self._failed[p] for p in self.partitions if p in self._failed}
+            if len(failed) == len(self.partitions):
+                first, why = next(iter(failed.items()))
+                more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+                return replace(outcome, status="failed", reason=f"every partition failed: {first}: {why}{more}",
+                               read=read, into=into, failed={})
+            return replace(outcome, read=read, into=into, failed=failed)
+        return replace(outcome, read=read, into=into)
 
     def _begin(self) -> None:
         self._started = self._last_heartbeat = self.clock.now()
@@ -261,10 +458,12 @@ async def run_callable(
 ) -> RunOutcome:
     """Run the async job ``fn(ctx)`` to its outcome.
 
-    Returns normally -> ``succeeded``; raises :class:`MissingDeps` -> ``dep_miss``; raises anything else ->
-    ``failed`` (traceback logged at info); outlives ``timeout`` or ``heartbeat_timeout`` without
-    ``ctx.heartbeat()`` (both measured on ``ctx.clock`` from now) -> cancelled, ``failed``. A cancellation of
-    the caller's scope cancels the job and propagates. Raises :class:`TypeError` if ``fn`` is not async.
+    Returns normally -> ``succeeded`` (partly, with the partitions it reported through ``ctx.fail``);
+    raises :class:`MissingDeps` -> ``dep_miss``; raises anything else -> ``failed`` (traceback logged at info);
+    outlives ``timeout`` or ``heartbeat_timeout`` without ``ctx.heartbeat()`` (both measured on ``ctx.clock``
+    from now) -> cancelled, ``failed``. What it did through ``ctx`` (reads, failures, protocol errors) then
+    corrects that, see :meth:`JobContext._outcome`. A cancellation of the caller's scope cancels the job and
+    propagates. Raises :class:`TypeError` if ``fn`` is not async.
     """
     if not _is_async_callable(fn):
         raise TypeError(
@@ -279,7 +478,7 @@ async def run_callable(
         # Nothing to watch: no watchdog task, no task group (a run of a no-op job costs half as much).
         outcome = await _call(fn, ctx, log)
         log.debug("job finished", status=outcome.status, reason=outcome.reason)
-        return outcome
+        return ctx._outcome(outcome, on_its_own=outcome.error_type in (None, "MissingDeps"))
     outcome = RunOutcome("succeeded")  # stays if the watchdog cancels the job first (then failed, below)
     async with anyio.create_task_group() as tg:
         with anyio.CancelScope() as job_scope:
@@ -288,11 +487,13 @@ async def run_callable(
                 outcome = await _call(fn, ctx, log)
             finally:
                 watchdog.stop()
+    on_its_own = outcome.error_type in (None, "MissingDeps")
     if watchdog.expired is not None:
         outcome = RunOutcome("failed", reason=watchdog.expired)
+        on_its_own = False
         log.info("job killed", reason=watchdog.expired)
     log.debug("job finished", status=outcome.status, reason=outcome.reason)
-    return outcome
+    return ctx._outcome(outcome, on_its_own=on_its_own)
 
 
 async def _call(fn: JobCallable, ctx: JobContext, log: LibraryLogger) -> RunOutcome:
@@ -458,8 +659,9 @@ async def run_command(
     else:
         reason = _exit_reason(code)
     log.debug("job finished", status=status, reason=reason, exit_code=code)
-    return RunOutcome(status, reason=reason, missing=missing, exit_code=code, stdout_path=str(stdout_path),
-                      stderr_path=str(stderr_path))
+    outcome = RunOutcome(status, reason=reason, missing=missing, exit_code=code, stdout_path=str(stdout_path),
+                         stderr_path=str(stderr_path))
+    return ctx._outcome(outcome, on_its_own=killed_for is None)
 
 
 _SETPRIV: str | None = shutil.which("setpriv") if sys.platform == "linux" else None
@@ -530,7 +732,8 @@ def _exit_reason(code: int | None) -> str:
 
 
 class _StdoutReader:
-    """Copies the job's stdout to its log file and acts on protocol lines (heartbeat, missing_deps).
+    """Copies the job's stdout to its log file and acts on protocol lines (heartbeat, missing_deps, read,
+    failed).
 
     Runs shielded: a cancelled caller still gets the output up to the kill. :meth:`finish_within` bounds how
     long it keeps reading once the job's process group is gone.
@@ -615,6 +818,35 @@ class _StdoutReader:
                 self.problem = self.problem or problem
             else:
                 self.missing.update(dict.fromkeys(refs))
+        if "read" in message:
+            self._read(message["read"], message.get("into"))
+        if "failed" in message:
+            self._fail(message["failed"])
+
+    def _read(self, refs: object, into: object) -> None:
+        """``{"read": ["raw/1", ...], "into": [...]}``: record the reads (``ctx.read_many``); a ref that is not
+        Live is recorded as such (the run ends dep_miss on it), a protocol error fails the run."""
+        ctx = self.ctx
+        try:
+            if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
+                ctx._protocol(f"invalid read line: expected a non-empty list of partition refs, got {refs!r}")
+            if into is not None and not isinstance(into, str) and (
+                    not isinstance(into, list) or not all(isinstance(r, str) for r in into)):
+                ctx._protocol(f"invalid read line: into must be a ref or a list of refs, got {into!r}")
+            ctx.read_many(refs, into=into)
+        except (MissingDeps, JobProtocolError):
+            pass  # recorded in ctx: the outcome says what it means
+
+    def _fail(self, failed: object) -> None:
+        """``{"failed": {"daily/3": "reason", ...}}``: these partitions of the batch could not be built."""
+        ctx = self.ctx
+        try:
+            if not isinstance(failed, dict) or not failed:
+                ctx._protocol(f"invalid failed line: expected an object of partition ref -> reason, got {failed!r}")
+            for ref, reason in failed.items():
+                ctx.fail(ref, reason)
+        except JobProtocolError:
+            pass  # recorded in ctx: the run fails with it
 
 
 async def _stop_group(

@@ -17,18 +17,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import anyio
 
-from actors import RUNNING, ActorSystem, ActorSystemClosed, Attached, Clock, Faults, Finished, JobRunState
+from actors import (
+    RUNNING,
+    ActorSystem,
+    ActorSystemClosed,
+    Attached,
+    Clock,
+    Faults,
+    Finished,
+    InvalidRef,
+    JobRunState,
+    World,
+)
 from eventlog import get_logger
 
-from ._execution import JobContext, RunOutcome, run_callable, run_command
+from ._execution import (
+    JobContext,
+    JobProtocolError,
+    MissingDeps,
+    ReadResolver,
+    RunOutcome,
+    _dep_miss_outcome,
+    run_callable,
+    run_command,
+)
 from ._fence import EXECUTOR, fence_local, process_handle
-from ._graph import Graph, Job
+from ._graph import Graph, Job, NoJobForRef
 
 log = get_logger("wantbuild.execution")
 
@@ -40,6 +60,9 @@ class _Outcome:
     missing: tuple[str, ...]
     exit_code: int | None
     retry_delay: float = 0.0
+    read: dict[str, int] = field(default_factory=dict)
+    into: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def job_params(job: Job, partitions: Sequence[str]) -> tuple[dict[str, str], ...]:
@@ -48,9 +71,11 @@ def job_params(job: Job, partitions: Sequence[str]) -> tuple[dict[str, str], ...
 
 
 def to_record(job: Job, attempt: int, outcome: RunOutcome) -> _Outcome:
-    """What the run's actor records for the job's ``outcome``: a failure carries its retry delay."""
-    delay = job.retry.delay(attempt) if outcome.status == "failed" else 0.0
-    return _Outcome(outcome.status, outcome.reason, tuple(outcome.missing), outcome.exit_code, delay)
+    """What the run's actor records for the job's ``outcome``: a failure (or a batch with failed partitions, to be
+    retried alone) carries its retry delay; the reads, what they fed and the failed partitions go with it."""
+    delay = job.retry.delay(attempt) if outcome.status == "failed" or outcome.failed else 0.0
+    return _Outcome(outcome.status, outcome.reason, tuple(outcome.missing), outcome.exit_code, delay,
+                    dict(outcome.read), dict(outcome.into), dict(outcome.failed))
 
 
 async def tell_finished(system: ActorSystem, job_run_id: str, outcome: _Outcome) -> None:
@@ -63,8 +88,10 @@ async def tell_finished(system: ActorSystem, job_run_id: str, outcome: _Outcome)
 
 class LocalExecution:
     def __init__(self, graph: Graph, clock: Clock, log_dir: Path, system: ActorSystem,
-                 faults: Faults | None = None, log_id: str = "") -> None:
+                 faults: Faults | None = None, world: World | None = None, log_id: str = "") -> None:
         self.graph = graph
+        self.world = world
+        self.resolve_read = _resolver(graph, world) if world is not None else None
         self.log_id = log_id
         """The log this runtime runs on (``WANTBUILD_LOG`` in each job's environment; see ``_fence.py``)."""
         self.faults = faults
@@ -148,14 +175,16 @@ class LocalExecution:
                     self.faults.check("job", run.job, rid, run.job)
                 ctx = JobContext(job_run_id=rid, job_name=run.job, partitions=run.partitions, attempt=run.attempt,
                                  params=job_params(job, run.partitions), clock=self.clock,
-                                 generations=run.generations)
-                if job.command is not None:
+                                 generations=run.generations, resolve_read=self.resolve_read)
+                # Static dependencies are read for the job; one that is not Live (any more) is a DepMiss.
+                outcome = _read_static_deps(self.graph, ctx) if job.deps is not None else None
+                if outcome is None and job.command is not None:
                     self.log_dir.mkdir(parents=True, exist_ok=True)
                     outcome = await run_command(job.command, ctx, log_dir=self.log_dir, timeout=job.timeout,
                                                 heartbeat_timeout=job.heartbeat_timeout,
                                                 env={"WANTBUILD_LOG": self.log_id} if self.log_id else None,
                                                 on_spawn=lambda pid: self._attached(rid, pid))
-                else:
+                elif outcome is None:
                     assert job.run is not None
                     outcome = await run_callable(job.run, ctx, timeout=job.timeout,
                                                  heartbeat_timeout=job.heartbeat_timeout)
@@ -183,3 +212,60 @@ class LocalExecution:
         with contextlib.suppress(ActorSystemClosed):
             await self.system.tell("job_run", job_run_id, msg)
 
+
+
+def _resolver(graph: Graph, world: World) -> ReadResolver:
+    """What ``ctx.read`` asks: the partition's status and generation in the World, now; a malformed ref or one no
+    job produces is a :class:`JobProtocolError` (the run fails with it)."""
+    partitions = world.partitions
+    job_of = graph.job_of
+
+    def resolve(ref: str) -> tuple[str, int]:
+        st = partitions.get(ref)
+        if st is not None:  # in the log: a valid ref some job produced (checked when it was first wanted)
+            return st.status, st.generation  # a PartitionStatus is a str
+        try:
+            job_of(ref)
+        except (InvalidRef, NoJobForRef) as e:
+            raise JobProtocolError(f"cannot read {ref!r}: {e}") from None
+        return "Missing", 0
+
+    return resolve
+
+
+def _read_static_deps(graph: Graph, ctx: JobContext) -> RunOutcome | None:
+    """Static dependencies count as read: each partition's are read into it before the job starts. None if they
+    are all Live; else the DepMiss outcome naming those that are not (tainted or rebuilt since it was planned)."""
+    missing: list[str] = []
+    for ref in ctx.partitions:
+        deps = graph.static_deps(ref)
+        if deps:
+            try:
+                ctx.read_many(deps, into=ref)
+            except MissingDeps as e:
+                missing.extend(e.refs)
+    if not missing:
+        return None
+    return ctx._outcome(_dep_miss_outcome(MissingDeps(list(dict.fromkeys(missing))), ctx.log), on_its_own=True)
+
+
+def resolve_remote_reads(outcome: RunOutcome, partitions: Sequence[str], resolve: ReadResolver) -> RunOutcome:
+    """The outcome of a job that ran on a cluster, its reads resolved now, when it arrives.
+
+    A worker cannot ask the World what it reads, so a remote job's ``ctx.read`` checks the ref's syntax and records
+    it; here each read gets the generation Live now, and the run's outcome becomes what it would have been locally
+    had the input been in that state: an input not Live makes a finished run ``dep_miss`` on it, a ref no job
+    produces fails it. The difference with a local run: an input rebuilt while the job ran is recorded at its new
+    generation (docs/executors.md).
+    """
+    if not outcome.read:
+        return outcome
+    ctx = JobContext(job_run_id="remote", job_name="remote", partitions=partitions, resolve_read=resolve)
+    for ref in outcome.read:
+        into = outcome.into.get(ref)
+        with contextlib.suppress(MissingDeps, JobProtocolError):  # recorded in ctx: _outcome says what it means
+            ctx.read_many({ref: list(into)} if into else [ref])
+    ctx._failed.update(outcome.failed)
+    on_its_own = outcome.status in ("succeeded", "dep_miss") or (outcome.status == "failed"
+                                                                and outcome.error_type in (None, "MissingDeps"))
+    return ctx._outcome(replace(outcome, failed={}), on_its_own=on_its_own)

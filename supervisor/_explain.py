@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from actors import JobRunState, JobRunStatus, PartitionStatus, World
+from actors import JobRunState, JobRunStatus, PartitionStatus, World, newer_inputs
 from eventlog import redact
 
 from ._graph import Graph, NoJobForRef
@@ -46,6 +46,20 @@ class Explanation:
     def to_dict(self) -> dict[str, Any]:
         return {"ref": self.ref, "status": self.status, "summary": self.summary, "details": self.details,
                 "wants": self.wants, "runs": self.runs, "upstream": [u.to_dict() for u in self.upstream]}
+
+
+def _built_from(world: World, run: JobRunState, ref: str, limit: int = 10) -> str:
+    """``built from raw/1@2, clean/1@3`` (the generations its run read into it), and which are stale."""
+    inputs = run.read_into(ref)
+    if not inputs:
+        return f"built from no recorded input (its job {run.job} declared no reads)"
+    shown = [f"{r}@{g}" for r, g in sorted(inputs.items())[:limit]]
+    more = f" and {len(inputs) - limit} more" if len(inputs) > limit else ""
+    text = f"built from {', '.join(shown)}{more}"
+    newer = newer_inputs(world, run, ref)
+    if newer:
+        text += "; stale: " + ", ".join(f"{r} is now @{now}" for r, (_, now) in sorted(newer.items())[:limit])
+    return text
 
 
 class ExplainIndex(Protocol):
@@ -103,6 +117,9 @@ async def explain(world: World, graph: Graph | None, ref: str, *, log_: Any = No
     s = st.status
     if s is P.LIVE:
         ex.summary = f"Live (generation {st.generation}, built by {st.built_by})"
+        builder = world.runs.get(st.built_by or "")
+        if builder is not None:
+            ex.details.append(_built_from(world, builder, ref))
     elif s is P.BUILDING:
         run = world.runs.get(st.lease or "")
         what = f"{run.job} attempt {run.attempt}/{run.max_attempts}, {run.status}" if run else "unknown run"
@@ -126,7 +143,11 @@ async def explain(world: World, graph: Graph | None, ref: str, *, log_: Any = No
     elif s is P.UPSTREAM_FAILED:
         ex.summary = f"an upstream partition failed: {st.reason}"
     elif s is P.TAINTED:
-        ex.summary = f"tainted ({st.reason}); rebuilt when next wanted"
+        by = f" by {st.tainted_by}" + (f", {st.taint_depth} level(s) below what it named" if st.taint_depth else "")
+        ex.summary = f"tainted{by if st.tainted_by else ''} ({st.reason}); rebuilt when next wanted"
+        builder = world.runs.get(st.built_by or "")
+        if builder is not None:
+            ex.details.append(_built_from(world, builder, ref))
     else:
         if no_job and graph is not None:
             ex.summary = f"Missing, and no job of graph {graph.name!r} produces it, so nothing can build it"

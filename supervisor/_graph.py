@@ -487,6 +487,9 @@ class Job:
     may run over, what a ref's value must look like, and where a partition's data time comes from."""
     pool: str | None = None
     """The concurrency pool this job's runs count against (``[pools]`` of the graph), across jobs."""
+    rebuild_stale: bool = False
+    """Keep its partitions fresh: while an active want covers one that is stale (an input rebuilt since), it is
+    rebuilt, at once when its input is rebuilt (see docs/lineage.md, "Staleness")."""
 
     @classmethod
     def create(
@@ -511,6 +514,7 @@ class Job:
         resources: Mapping[str, float] | None = None,
         params: Mapping[str, object] | None = None,
         pool: str | None = None,
+        rebuild_stale: bool = False,
     ) -> Job:
         """Build and check a job; raises :class:`GraphError` naming the job. ``retries`` = attempts - 1.
 
@@ -548,6 +552,7 @@ class Job:
             resources=dict(resources) if isinstance(resources, Mapping) else resources,
             param_types=MappingProxyType(typed),
             pool=pool,
+            rebuild_stale=rebuild_stale,
         )
         _check_job(job)
         return job
@@ -713,6 +718,8 @@ def _check_job(job: Job) -> None:
         or not job.command[0]
     ):
         raise fail(f"command must be a non-empty argv of str, e.g. ['python3', 'jobs/daily.py'], got {job.command!r}")
+    if not isinstance(job.rebuild_stale, bool):
+        raise fail(f"rebuild_stale must be true or false, got {job.rebuild_stale!r}")
     if job.collision_policy is not None and job.collision_policy not in POLICIES:
         raise fail(f"collision_policy must be one of {', '.join(POLICIES)}, got {job.collision_policy!r}")
 
@@ -815,6 +822,7 @@ class Graph:
         resources: Mapping[str, float] | None = None,
         params: Mapping[str, object] | None = None,
         pool: str | None = None,
+        rebuild_stale: bool = False,
     ) -> Callable[[F], F]:
         """Decorator: register a function as a job (named after the function unless ``name``).
 
@@ -844,6 +852,7 @@ class Graph:
                     resources=resources,
                     params=params,
                     pool=pool,
+                    rebuild_stale=rebuild_stale,
                 )
             )
             return run

@@ -27,6 +27,7 @@ The format (documented with examples in ``docs/graph-file.md``)::
     collision_policy = "defer"
     executor = "local"                        # optional: "local", or a table like [executor] for this job
     resources = { gpu = 1 }                   # optional placement hints for the cluster's scheduler
+    rebuild_stale = true                      # optional: rebuild a stale partition an active want covers
 
 Command resolution, at load time so that mistakes surface before anything runs:
 
@@ -94,6 +95,7 @@ _JOB_FIELDS = (
     "resources",
     "params",
     "pool",
+    "rebuild_stale",
 )
 _PYTHONS = ("python", "python3")
 
@@ -308,6 +310,9 @@ class _Loader:
                                           '(types: "date", "hour", "int", or an array of values)')
         if "pool" in table:
             kwargs["pool"] = self.field(name, table, "pool", _is_str, 'a pool\'s name (declared in [pools])')
+        if "rebuild_stale" in table:
+            kwargs["rebuild_stale"] = self.field(name, table, "rebuild_stale", lambda v: isinstance(v, bool),
+                                                 "true or false")
         if "resources" in table:
             kwargs["resources"] = self.field(name, table, "resources", _resources,
                                              "a table of resource names to numbers >= 0, e.g. { gpu = 1 }")

@@ -1,4 +1,4 @@
-"""Sortable, deterministic ids for wants and job runs: ``w-00000001``, ``r-00000001``.
+"""Sortable, deterministic ids for wants, job runs and taints: ``w-00000001``, ``r-00000001``, ``t-00000001``.
 
 Counters continue from the largest id in the World, so a restarted runtime (or a scenario replayed with the
 same seed) hands out exactly the same ids.
@@ -20,9 +20,11 @@ def _max_suffix(ids: Iterable[str], prefix: str) -> int:
 
 
 class IdSource:
-    def __init__(self, want_ids: Iterable[str] = (), run_ids: Iterable[str] = ()) -> None:
+    def __init__(self, want_ids: Iterable[str] = (), run_ids: Iterable[str] = (),
+                 taint_ids: Iterable[str] = ()) -> None:
         self._want = _max_suffix(want_ids, "w-")
         self._run = _max_suffix(run_ids, "r-")
+        self._taint = _max_suffix(taint_ids, "t-")
 
     def next_want(self) -> str:
         self._want += 1
@@ -31,3 +33,7 @@ class IdSource:
     def next_run(self) -> str:
         self._run += 1
         return f"r-{self._run:08d}"
+
+    def next_taint(self) -> str:
+        self._taint += 1
+        return f"t-{self._taint:08d}"

@@ -30,19 +30,24 @@ from actors import (
     ActorSystem,
     AskTimeout,
     CancelRun,
+    CancelTaint,
     Clock,
     CollisionPolicy,
     Committed,
     Completion,
     CreateSchedule,
+    CreateTaint,
     CreateWant,
     EndWant,
     EntityEnv,
+    EventFilter,
     Faults,
     Hooks,
     IllegalTransition,
     JobRunActor,
     JobRunState,
+    LineageDirection,
+    LineageGraph,
     MarkLost,
     PartitionActor,
     PartitionSet,
@@ -50,12 +55,18 @@ from actors import (
     PartitionStatus,
     ScheduleActor,
     ScheduleState,
+    Stale,
     SystemClock,
-    Taint,
+    TaintActor,
+    TaintCreated,
+    TaintState,
     WantActor,
     WantCreated,
     WantState,
     World,
+    lineage,
+    rebuild,
+    stale,
     validate_refs,
 )
 from actors._want import Anchor
@@ -148,6 +159,8 @@ class Runtime:
         self.crashed = False
         self.lease_lost: LeaseLost | None = None
         self._want_events: dict[str, anyio.Event] = {}
+        self._run_events: dict[str, anyio.Event] = {}
+        self._taint_events: dict[str, anyio.Event] = {}
         self._settled = anyio.Event()
         self._committed: list[Committed] = []
         self.failures: list[ActorFailure] = []
@@ -258,19 +271,96 @@ class Runtime:
         st: WantState = await self.system.ask("want", want_id, EndWant("cancel", reason, _command))
         return st
 
-    async def taint(self, refs: Iterable[str] | str, reason: str, *,
-                    _command: Completion | None = None) -> list[PartitionState]:
-        """Mark Live partitions Tainted ("do not read"); rebuilt now if an active want covers them."""
+    async def taint(self, refs: Iterable[str] | str, reason: str, *, cascade: bool = True, depth: int | None = None,
+                    wait: bool = True, timeout: float | None = None, command_id: int | None = None) -> TaintState:
+        """Taint Live partitions ("do not read") and, with ``cascade`` (the default), every Live partition built from
+        them through the lineage, ``depth`` levels down at most (None: all). Returns the Taint entity's state once
+        the first wave is applied (``wait=False``: once it is created; :meth:`wait_taint` waits for it).
+
+        One event creates the taint (``TaintCreated``; with ``command_id``, that inbox command completes in the
+        same transaction); its actor taints the partitions level by level, one event each. Active wants covering
+        tainted partitions rebuild them, upstream first. :class:`IllegalTransition` if a ref is not Live."""
         self._check_open()
-        refs_t = validate_refs([refs] if isinstance(refs, str) else refs)
+        refs_t = tuple(dict.fromkeys(validate_refs([refs] if isinstance(refs, str) else refs)))
+        if not refs_t:
+            raise ValueError("taint needs at least one partition ref")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValueError(f"a taint needs a reason (kept in the log), got {reason!r}")
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+            raise ValueError(f"depth must be a number of lineage levels >= 0 (or None: all), got {depth!r}")
+        gens = []
         for ref in refs_t:
             st = self.world.partition(ref)
             if st.status is not PartitionStatus.LIVE:
                 raise IllegalTransition("partition", ref, st.status, "PartitionTainted",
                                         "only a Live partition can be tainted")
-        last = len(refs_t) - 1  # an inbox command completes with the last one (see _run_command)
-        return [await self.system.ask("partition", ref, Taint(reason, _command if i == last else None))
-                for i, ref in enumerate(refs_t)]
+            gens.append(st.generation)
+        taint_id = self.ids.next_taint()
+        ev = TaintCreated(refs=refs_t, generations=tuple(gens), reason=reason.strip(), cascade=bool(cascade),
+                          depth=depth, command_id=command_id)
+        command = None if command_id is None else (command_id, {"ok": True, "taint_id": taint_id,
+                                                                "partitions": list(refs_t)})
+        created: TaintState = await self.system.ask("taint", taint_id, CreateTaint(ev, command))
+        if not wait:
+            return created
+        return await self.wait_taint(taint_id, timeout=timeout)
+
+    async def cancel_taint(self, taint_id: str, reason: str = "canceled by request", *, wait: bool = True,
+                           timeout: float | None = None, command_id: int | None = None) -> TaintState:
+        """Cancel a taint: the partitions it tainted that were not rebuilt meanwhile (and that no other active taint
+        reaches) go back to Live. Returns the state once that is done (``wait=False``: once it is canceled). A
+        canceled taint is returned as it is; :class:`UnknownEntity` if there is no such taint."""
+        self._check_open()
+        st = self.get_taint(taint_id)
+        if st.terminal:
+            return st
+        command = None if command_id is None else (command_id, {"ok": True, "taint_id": taint_id,
+                                                                "status": "Canceled"})
+        canceled: TaintState = await self.system.ask("taint", taint_id, CancelTaint(reason, command))
+        if not wait:
+            return canceled
+        return await self.wait_taint(taint_id, timeout=timeout)
+
+    async def wait_taint(self, taint_id: str, timeout: float | None = None) -> TaintState:
+        """Wait until the taint's work is done: its first wave applied (``Applied``), or, once canceled, its
+        partitions restored; return that state. ``TimeoutError`` after ``timeout`` seconds."""
+        with anyio.fail_after(timeout):
+            while True:
+                st = self.get_taint(taint_id)
+                if (st.active and st.waves > 0) or (not st.active and st.restored is not None):
+                    return st
+                ev = self._taint_events.setdefault(taint_id, anyio.Event())
+                await ev.wait()
+
+    def get_taint(self, taint_id: str) -> TaintState:
+        """The taint's state; :class:`UnknownEntity` if there is none."""
+        st = self.world.taints.get(taint_id)
+        if st is None:
+            raise UnknownEntity(f"no taint {taint_id!r} in {self.log.path}; list them with `wantbuild taint list`")
+        return st
+
+    def taints(self, *statuses: str) -> list[TaintState]:
+        return sorted((t for t in self.world.taints.values() if not statuses or t.status in statuses),
+                      key=lambda t: t.taint_id)
+
+    async def cancel_run(self, job_run_id: str, reason: str = "canceled by request",
+                         timeout: float | None = None) -> JobRunState:
+        """Cancel one job run (its process killed) and return its state once it is recorded ``Canceled``.
+
+        Its partitions go back to Missing; the wants it served stay active, so the supervisor plans those
+        partitions again in a new run (cancel the want to stop building them). A run that has already ended is
+        left as it is and its state returned (check ``.status``). :class:`UnknownEntity` if there is no such
+        run; ``TimeoutError`` after ``timeout`` seconds."""
+        self._check_open()
+        st = self.get_run(job_run_id)
+        if st.terminal:
+            return st
+        ev = self._run_events.setdefault(job_run_id, anyio.Event())
+        await self.system.ask("job_run", job_run_id, CancelRun(reason))
+        with anyio.fail_after(timeout):
+            if not self.get_run(job_run_id).terminal:
+                await ev.wait()
+        return self.get_run(job_run_id)
 
     async def wait_want(self, want_id: str, timeout: float | None = None) -> WantState:
         """Wait until the want is terminal and return that state (``handle.done()`` calls this); ``TimeoutError``
@@ -346,18 +436,66 @@ class Runtime:
         return sorted((r for r in self.world.runs.values() if not statuses or r.status in statuses),
                       key=lambda r: r.job_run_id)
 
-    async def history(self, kind: str, entity_id: str) -> list[Record]:
-        return await self.log.history(kind, entity_id)
+    async def history(self, kind: str | None = None, entity_id: str | None = None, *, refs: Iterable[str] = (),
+                      patterns: Iterable[str] = (), jobs: Iterable[str] = (), runs: Iterable[str] = (),
+                      wants: Iterable[str] = (), types: Collection[str] | None = None,
+                      until_seq: int | None = None) -> list[Record]:
+        """Committed events in ``seq`` order: one entity's (``kind``, ``entity_id``), or those the filters keep
+        (by partition ref or ref pattern, job, run, want, event type; see :class:`actors.EventFilter`).
+
+        ``rt.history("partition", "daily/1")`` is one entity's history; ``rt.history(refs=["daily/1"])`` adds
+        the events of the runs that built it and of the wants and taints that name it."""
+        flt = EventFilter(refs=refs, patterns=patterns, jobs=jobs, runs=runs, wants=wants, types=types)
+        if kind is not None and entity_id is not None and flt.empty:
+            return await self.log.history(kind, entity_id, until_seq=until_seq)
+        out: list[Record] = []
+        async for rec in self.log.read(1, until_seq=until_seq, kinds=None if kind is None else [kind],
+                                       entity_id=entity_id):
+            if flt(rec):
+                out.append(rec)
+        return out
 
     def events(self, from_seq: int | None = None, *, kinds: Collection[str] | None = None,
-               entity_id: str | None = None, types: Collection[str] | None = None) -> AsyncIterator[Record]:
+               entity_id: str | None = None, types: Collection[str] | None = None, refs: Iterable[str] = (),
+               patterns: Iterable[str] = (), jobs: Iterable[str] = (), runs: Iterable[str] = (),
+               wants: Iterable[str] = ()) -> AsyncIterator[Record]:
         """Committed events from ``from_seq`` on, following new ones as they commit (stop by breaking out).
 
         Without ``from_seq`` it starts after the last event committed when ``events()`` is *called*, not when
         iteration begins: ``it = rt.events()``, then ``await rt.want(...)``, then ``async for rec in it`` sees
-        that want's ``WantCreated``. ``from_seq=1`` replays the whole log first."""
+        that want's ``WantCreated``. ``from_seq=1`` replays the whole log first. ``refs``, ``patterns``,
+        ``jobs``, ``runs`` and ``wants`` filter as :class:`actors.EventFilter` says (``patterns=["daily/*"]``:
+        everything about the daily partitions, their runs included)."""
         start = self.log.last_seq + 1 if from_seq is None else from_seq
-        return self.log.follow(start, kinds=kinds, entity_id=entity_id, types=types)
+        flt = EventFilter(refs=refs, patterns=patterns, jobs=jobs, runs=runs, wants=wants)
+        if flt.empty:
+            return self.log.follow(start, kinds=kinds, entity_id=entity_id, types=types)
+        if start > 1:
+            flt.seed(self.world)  # what the runs and wants it has not seen build and name
+        return _filtered(self.log.follow(start, kinds=kinds, entity_id=entity_id, types=types), flt)
+
+    # -- lineage ----------------------------------------------------------------------------------------
+    async def lineage(self, ref: str, *, direction: LineageDirection = "up", depth: int | None = None,
+                      generation: int | None = None, until: int | float | None = None) -> LineageGraph:
+        """What ``ref`` was built from (``direction="up"``) or what was built from it (``"down"``), by generation,
+        ``depth`` levels at most (None: all): an :class:`actors.LineageGraph` (``.nodes``, ``.edges``,
+        ``.to_dict()``, ``.mermaid()``).
+
+        ``generation`` picks a past generation of ``ref`` (default: its current one). ``until``, a ``seq``
+        (int) or a clock time (float), answers from the World as it was then (replayed from the log). Raises
+        :class:`actors.NeverBuilt` for a generation no run built."""
+        ref = validate_refs([ref])[0]
+        world = self.world
+        if until is not None:
+            if isinstance(until, bool) or not isinstance(until, int | float):
+                raise TypeError(f"until is a seq (int) or a clock time (float), got {until!r}")
+            world = await rebuild(self.log, until_seq=until if isinstance(until, int) else None,
+                                  until_time=until if isinstance(until, float) else None)
+        return lineage(world, ref, direction=direction, depth=depth, generation=generation)
+
+    def stale(self) -> list[Stale]:
+        """Live partitions built from inputs that have since been rebuilt (a newer generation is Live)."""
+        return stale(self.world)
 
     async def explain(self, ref: str) -> Any:
         from ._explain import explain
@@ -392,9 +530,16 @@ class Runtime:
                 ev = self._want_events.pop(rec.entity_id, None)
                 if ev is not None:
                     ev.set()
+        elif kind == "taint":
+            taint_ev = self._taint_events.pop(rec.entity_id, None)
+            if taint_ev is not None:
+                taint_ev.set()
         elif kind == "job_run":
             if new.terminal:
                 self._settled.set()
+                run_ev = self._run_events.pop(rec.entity_id, None)
+                if run_ev is not None:
+                    run_ev.set()
             return  # the supervisor hears of runs through RunEnded, sent once partitions are settled
         # Buffered, and told as one batch from a callback queued now: it runs before any actor resumed by
         # this commit can tell the supervisor something else, so the order of notifications is kept.
@@ -445,6 +590,12 @@ class Runtime:
             self.system.try_tell(*SUPERVISOR, Recover())
         else:
             self.system.try_tell(*SUPERVISOR, GaveUp(kind, key, reason))
+
+
+async def _filtered(records: AsyncIterator[Record], flt: EventFilter) -> AsyncIterator[Record]:
+    async for rec in records:
+        if flt(rec):
+            yield rec
 
 
 async def _recover_runs(system: ActorSystem, world: World) -> tuple[list[str], list[str]]:
@@ -535,7 +686,7 @@ async def open_runtime(
     try:
         async with open_log_and_world(event_log, path, graph.fingerprint(), clock, accept_graph_change, autocommit,
                                       durability, standby) as (elog, world):
-            ids = IdSource(world.wants, world.runs)
+            ids = IdSource(world.wants, world.runs, world.taints)
             with _gc_policy(tune_gc):
                 async with _running(elog, world, ids, graph, clock, policy, logs, passivate_after, serve_commands,
                                     shutdown_grace, faults, executor) as rt:
@@ -589,8 +740,8 @@ async def _running(elog: Log, world: World, ids: IdSource, graph: Graph, clock: 
             # The log jobs run for (WANTBUILD_LOG), the same from any process: a standby in another folder must
             # find the jobs of the runtime it replaces.
             log_id = elog.path if is_postgres(elog.path) else os.path.abspath(elog.path)  # noqa: ASYNC240 - no I/O
-            local = LocalExecution(graph, clock, logs, system, faults, log_id=log_id)
-            env_x = ExecutorEnv(graph, clock, system, _namespace(elog))
+            local = LocalExecution(graph, clock, logs, system, faults, world, log_id=log_id)
+            env_x = ExecutorEnv(graph, clock, system, _namespace(elog), local.resolve_read)
             execution = await stack.enter_async_context(ExecutionRouter.open(graph, local, env_x, default_executor))
             pending = Pending()
             system.register("want", lambda key: WantActor(key, env))
@@ -599,6 +750,7 @@ async def _running(elog: Log, world: World, ids: IdSource, graph: Graph, clock: 
             system.register("partition", lambda key: PartitionActor(key, env), linger=False)
             system.register("job_run", lambda key: JobRunActor(key, env, execution))
             system.register("schedule", lambda key: ScheduleActor(key, env))
+            system.register("taint", lambda key: TaintActor(key, env))
             system.register("supervisor",
                             lambda key: Supervisor(key, env, graph, ids, timers, policy, pending),
                             passivate_after=None, mailbox_size=math.inf)
@@ -767,12 +919,18 @@ async def _run_command(rt: Runtime, command_id: int, name: str,
         # A want that ended meanwhile wrote nothing: the command is still pending, and the next pass completes it.
         return None
     if name == "taint":
-        refs = validate_refs(payload["refs"])
-        result = {"ok": True, "partitions": list(refs)}
-        live = [r for r in refs if rt.world.partition(r).status is PartitionStatus.LIVE]
-        # Redelivered after a crash between two of its taints: those already Tainted are done.
-        if not live and all(rt.world.partition(r).status is PartitionStatus.TAINTED for r in refs):
-            return result
-        await rt.taint(live or refs, payload.get("reason", "tainted from the CLI"), _command=(command_id, result))
-        return None
+        await rt.taint(payload["refs"], payload.get("reason", "tainted from the CLI"),
+                       cascade=payload.get("cascade", True), depth=payload.get("depth"), wait=False,
+                       command_id=command_id)
+        return None  # TaintCreated completed it
+    if name == "cancel_taint":
+        t = await rt.cancel_taint(payload["taint_id"], payload.get("reason", "canceled from the CLI"), wait=False,
+                                  command_id=command_id)
+        # A taint already canceled wrote nothing: the command is completed the ordinary way.
+        return None if t.cancel_command_id == command_id else {"ok": True, "taint_id": t.taint_id,
+                                                               "status": str(t.status)}
+    if name == "cancel_run":
+        run = await rt.cancel_run(payload["job_run_id"], payload.get("reason", "canceled from the CLI"),
+                                  timeout=payload.get("timeout"))
+        return {"ok": True, "job_run_id": run.job_run_id, "status": str(run.status)}
     return {"ok": False, "error": f"unknown command {name!r}"}

@@ -33,7 +33,7 @@ on its partitions Failed.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from enum import IntEnum
 from typing import Any
@@ -43,6 +43,7 @@ import msgspec
 from actors import (
     Abandon,
     Actor,
+    ApplyTaint,
     CancelRun,
     Committed,
     CreateWant,
@@ -59,8 +60,10 @@ from actors import (
     PartitionStatus,
     PlanRun,
     Reconcile,
+    ReconcileTaint,
     RetryLeases,
     RunEnded,
+    StayedLive,
     UpstreamReady,
     WantCreated,
     WantState,
@@ -72,6 +75,7 @@ from eventlog import get_logger
 from ._graph import Graph, Job, NoJobForRef
 from ._ids import IdSource
 from ._lazy import LazyPlanning
+from ._lineage_work import is_stale, late_taints, rebuild_inputs, stale_readers
 from ._timers import Timers
 
 log = get_logger("wantbuild.supervisor")
@@ -133,7 +137,7 @@ class GaveUp(msgspec.Struct, frozen=True):
 
 
 SUPERVISOR_MESSAGES: tuple[str, ...] = ("CommittedBatch", "RunEnded", "Due", "Recover", "Tick", "Drain",
-                                        "ActorCrashed", "GaveUp")
+                                        "ActorCrashed", "GaveUp", "StayedLive")
 """The messages the supervisor handles, by type name (for fault drills naming one)."""
 
 
@@ -167,6 +171,9 @@ class Supervisor(LazyPlanning, Actor[Any]):
         self.policy = policy
         self.pending = pending if pending is not None else Pending()
         self.tick_pending = False
+        # Staleness is looked at only if a job asked for it (a rebuild is then event-driven: see _refresh).
+        self.refresh_enabled = any(job.rebuild_stale for job in graph.jobs().values())
+        self.refreshing: set[str] = set()
         self._reset()
 
     def _reset(self) -> None:
@@ -192,6 +199,11 @@ class Supervisor(LazyPlanning, Actor[Any]):
         self.static_waiters: dict[str, set[str]] = {}
         self.static_failed: dict[str, str] = {}
         self.broken: dict[str, str] = {}  # wanted ref -> why the runtime gave up on it (GaveUp)
+        # staleness: Live refs of rebuild_stale jobs that a want covers and whose inputs were rebuilt
+        for ref in self.refreshing:  # a reconcile re-derives them: give back what they held
+            self._leave(ref, False)
+        self.refreshing = set()
+        self.refresh_queues: dict[str, deque[str]] = {}
         self.children: dict[str, set[str]] = {}  # active want -> its active derived wants
 
     # -- message loop ---------------------------------------------------------------------------------
@@ -211,6 +223,8 @@ class Supervisor(LazyPlanning, Actor[Any]):
             await self._on_crashed(msg)
         elif isinstance(msg, GaveUp):
             await self._on_gave_up(msg)
+        elif isinstance(msg, StayedLive):
+            self._decide_again(msg.refs)
         elif isinstance(msg, Tick):
             self.tick_pending = False
             if not self.pending.draining:
@@ -254,6 +268,9 @@ class Supervisor(LazyPlanning, Actor[Any]):
         if status is P.LIVE:
             await self._wake_waiters(ref)
             await self._wake_static(ref)
+            if self.refresh_enabled and st.generation > 1:
+                for stale_ref in stale_readers(self.world, self.graph, ref):
+                    self._refresh(stale_ref)
         elif (status is P.FAILED and st.final) or status is P.UPSTREAM_FAILED:
             await self._fail_waiters(ref, st)
             await self._fail_static(ref, st)
@@ -328,6 +345,8 @@ class Supervisor(LazyPlanning, Actor[Any]):
                 self._enqueue(ref, new_want=new)
             elif st.status is P.UPSTREAM_WAITING:
                 await self._ensure_upstream(st)
+            elif st.status is P.LIVE and self.refresh_enabled and is_stale(self.world, ref):
+                self._refresh(ref)
 
     async def _drop_want(self, want: WantState) -> None:
         wid = want.want_id
@@ -364,6 +383,8 @@ class Supervisor(LazyPlanning, Actor[Any]):
                     continue
                 self._dequeue(ref)
                 self._forget_static(ref)
+                if ref in self.refreshing:
+                    self._stop_refreshing(ref)
                 runs_to_check |= self.planned.get(ref, set())
         for run_id in sorted(runs_to_check):
             run = self.world.runs.get(run_id)
@@ -413,7 +434,7 @@ class Supervisor(LazyPlanning, Actor[Any]):
             return Cat.UPSTREAM_FAILED
         s = st.status
         if s is P.LIVE:
-            return Cat.LIVE
+            return Cat.BUILDING if ref in self.refreshing else Cat.LIVE
         if s is P.BUILDING or ref in self.retrying or ref in self.planned:
             return Cat.BUILDING
         if s is P.UPSTREAM_WAITING or ref in self.static_wait:
@@ -513,12 +534,17 @@ class Supervisor(LazyPlanning, Actor[Any]):
         if ref in self.queued:
             return
         deps = [d for d in self.graph.static_deps(ref) if self.world.partition(d).status is not P.LIVE]
-        if deps:
-            self.static_wait[ref] = set(deps)
-            for d in deps:
+        # A tainted partition is rebuilt after the inputs of its tainted build are Live again (upstream first).
+        inputs = [d for d in rebuild_inputs(self.world, ref) if d not in deps]
+        if deps or inputs:
+            self.static_wait[ref] = {*deps, *inputs}
+            for d in (*deps, *inputs):
                 self.static_waiters.setdefault(d, set()).add(ref)
             self._recat(ref)
-            self._want_refs(deps, source=f"static_deps:{ref}", for_refs=(ref,))
+            if deps:
+                self._want_refs(deps, source=f"static_deps:{ref}", for_refs=(ref,))
+            if inputs:
+                self._want_refs(inputs, source=f"rebuild:{ref}", for_refs=(ref,))
             return
         self._push(job.name, ref)
         self.queued.add(ref)
@@ -559,12 +585,72 @@ class Supervisor(LazyPlanning, Actor[Any]):
                     break
                 await self._plan(job.name, tuple(batch), attempt=1, retry_of=None,
                                  max_attempts=job.retry.max_attempts, policy=self._policy_of(job))
+        if self.refresh_queues:
+            await self._schedule_refreshes()
+
+    def _refresh(self, ref: str) -> None:
+        """A wanted Live partition of a ``rebuild_stale`` job is stale: rebuild it (a refresh run leases it Live);
+        its wants count it as building meanwhile."""
+        if ref not in self.wants_by_ref or ref in self.refreshing or ref in self.planned:
+            return
+        try:
+            job = self.graph.job_of(ref)
+        except NoJobForRef:
+            return
+        self.refreshing.add(ref)
+        self._leave(ref, True)
+        self.refresh_queues.setdefault(job.name, deque()).append(ref)
+        self._recat(ref)
+        self.to_schedule = True
+
+    def _leave(self, ref: str, on: bool) -> None:
+        """Mark ``ref`` as leaving Live (a refresh will lease it) for the want actors, or unmark it."""
+        leaving = self.env.leaving_live
+        if on:
+            leaving[ref] += 1
+        elif leaving[ref] > 0:
+            leaving[ref] -= 1
+            if not leaving[ref]:
+                del leaving[ref]
+
+    def _stop_refreshing(self, ref: str) -> None:
+        self.refreshing.discard(ref)
+        self._leave(ref, False)
+        self._recat(ref)
+        self._decide_again((ref,))
+
+    def _decide_again(self, refs: Iterable[str]) -> None:
+        """The wants on ``refs`` were maybe held back from success by their want actors (a partition was leaving
+        Live, and stayed): decide their status again."""
+        for ref in refs:
+            for wid in self.wants_by_ref.get(ref, ()):
+                if self.sent.get(wid) is W.SUCCESSFUL:
+                    del self.sent[wid]
+                    self.dirty.add(wid)
+
+    async def _schedule_refreshes(self) -> None:
+        for name in sorted(self.refresh_queues):
+            q = self.refresh_queues[name]
+            job = self.graph[name]
+            while q and self._free_slots(job)[0] > 0:
+                batch: list[str] = []
+                while q and len(batch) < job.batch:
+                    ref = q.popleft()
+                    if ref in self.wants_by_ref and ref in self.refreshing and is_stale(self.world, ref):
+                        batch.append(ref)
+                    elif ref in self.refreshing:  # no longer wanted, or fresh (rebuilt meanwhile)
+                        self._stop_refreshing(ref)
+                if batch:
+                    await self._plan(job.name, tuple(batch), attempt=1, retry_of=None,
+                                     max_attempts=job.retry.max_attempts, policy=self._policy_of(job), refresh=True)
+            if not q:
+                del self.refresh_queues[name]
 
     def _policy_of(self, job: Job) -> str:
         return job.collision_policy or self.graph.default_collision_policy or self.policy
 
     async def _plan(self, job: str, refs: tuple[str, ...], *, attempt: int, retry_of: str | None,
-                    max_attempts: int, policy: str) -> str:
+                    max_attempts: int, policy: str, refresh: bool = False) -> str:
         run_id = self.ids.next_run()
         wants = sorted({w for r in refs for w in self.wants_by_ref.get(r, ())})
         self.inflight.setdefault(job, set()).add(run_id)
@@ -574,8 +660,11 @@ class Supervisor(LazyPlanning, Actor[Any]):
         reason = f"serves {', '.join(wants[:5])}{' …' if len(wants) > 5 else ''}"
         if retry_of:
             reason = f"retry {attempt}/{max_attempts} of {retry_of}; " + reason
+        if refresh:
+            reason = "refreshes stale partitions; " + reason
         queued = JobRunQueued(job=job, partitions=refs, wants=tuple(wants), attempt=attempt,
-                              max_attempts=max_attempts, retry_of=retry_of, policy=policy, reason=reason)
+                              max_attempts=max_attempts, retry_of=retry_of, policy=policy, reason=reason,
+                              refresh=refresh)
         self.pending.runs[run_id] = queued
         await self.env.system.tell("job_run", run_id, PlanRun(queued))
         return run_id
@@ -607,10 +696,17 @@ class Supervisor(LazyPlanning, Actor[Any]):
                         self._enqueue(ref)
         for ref, _ in run.deferred_on:
             self.deferred.get(ref, set()).discard(rid)
+        if run.refresh:
+            for ref in run.planned:
+                if ref in self.refreshing:
+                    self._stop_refreshing(ref)
+        for taint_id in late_taints(self.world, run):  # settled Live although an input was tainted meanwhile
+            self._tell_soon("taint", taint_id, ApplyTaint())
         self.to_schedule = True
         if run.status is JobRunStatus.DEP_MISS:
             await self._on_dep_miss(run)
-        elif run.status is JobRunStatus.FAILED and run.will_retry:
+        elif run.will_retry and run.status in (JobRunStatus.FAILED, JobRunStatus.SUCCEEDED):
+            # A failed run, or a batch that reported some partitions failed: retry what failed, after backoff.
             # The partitions it failed and nothing has leased since (a second report finds them leased).
             waiting = [ref for ref in run.partitions if (p := self.world.partition(ref)).status is P.FAILED
                        and not p.final]
@@ -872,10 +968,12 @@ class Supervisor(LazyPlanning, Actor[Any]):
                 self.inflight.setdefault(run.job, set()).add(rid)
                 for ref in run.planned:
                     self.planned.setdefault(ref, set()).add(rid)
+                if run.refresh:
+                    self.refreshing.update(run.planned)
                 for ref, _holder in run.deferred_on:
                     self.deferred.setdefault(ref, set()).add(rid)
                 continue
-            if run.status is JobRunStatus.FAILED and run.will_retry and rid not in retried:
+            if run.will_retry and run.status in (JobRunStatus.FAILED, JobRunStatus.SUCCEEDED) and rid not in retried:
                 waiting = [ref for ref in run.partitions if world.partition(ref).status is P.FAILED
                            and not world.partition(ref).final]
                 if waiting:
@@ -908,6 +1006,9 @@ class Supervisor(LazyPlanning, Actor[Any]):
         for rid in stranded:  # ended without settling its partitions (a crash in between): settle them now
             if rid in world.runs:
                 self._tell_soon("job_run", rid, Reconcile())
+        for taint in sorted(world.taints.values(), key=lambda t: t.taint_id):  # its work, re-derived by its actor
+            if taint.active or taint.restored is None:
+                self._tell_soon("taint", taint.taint_id, ReconcileTaint())
         for kind in ("want", "job_run", "partition"):  # stopped while its GaveUp could not reach us
             for key, why in sorted(self.env.system.stopped(kind).items()):
                 await self._end_given_up(GaveUp(kind, key, f"wantbuild gave up on {kind} {key}: {why}"))

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 
 from actors import check_log, check_replay_fidelity
-from supervisor import Graph, JobContext, MissingDeps, Runtime
+from supervisor import Graph, JobContext, MissingDeps, Runtime, open_runtime
 from supervisor._executors import Executor
 
 TESTS = Path(__file__).resolve().parent
@@ -138,6 +138,29 @@ async def sound(rt: Runtime) -> None:
     world, violations = await check_log(rt.log)
     assert [str(v) for v in violations] == []
     assert check_replay_fidelity(rt.world, world) == []
+
+
+async def check_remote_reads_and_partial_failures(executor: Executor, name: str, db: Path) -> None:
+    """A batch on a worker reads each raw partition into its daily one and fails one day: the reads are resolved
+    to generations when the outcome arrives, the bad day alone is Failed, the rest Live (the body of the Dask and
+    Ray tests of issue 11)."""
+    from lineage_graphs import lineage_graph
+
+    from actors import WantStatus
+
+    g, k = lineage_graph(batch=3, executor=executor)
+    k.fail["daily/2"] = "an empty source"
+    async with open_runtime(db, g) as rt:
+        st = await (await rt.want(["daily/1", "daily/2", "daily/3"])).done(timeout=120)
+        assert st.status is WantStatus.FAILED
+        assert [str(rt.get_partition(f"daily/{i}").status) for i in (1, 2, 3)] == ["Live", "Failed", "Live"]
+        run = rt.get_run(rt.get_partition("daily/1").built_by or "")
+        assert run.executor == name
+        assert run.read == {"raw/1": 1, "raw/2": 1, "raw/3": 1}
+        assert run.into == {"raw/1": ("daily/1",), "raw/2": ("daily/2",), "raw/3": ("daily/3",)}
+        assert run.failed == {"daily/2": "an empty source"}
+        assert sorted((await rt.lineage("daily/3")).nodes) == ["daily/3@2", "raw/3@1"]
+        await sound(rt)
 
 
 def proc_stat(pid: int | str) -> list[str]:

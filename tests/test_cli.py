@@ -321,7 +321,7 @@ def test_explain_events_and_replay_until(demo_db: Path) -> None:
     assert at_t["last_seq"] == expected
     full = invoke("replay", demo_db, "--verify")
     assert full.exit_code == 0
-    assert "invariants I1, I2, I6: ok" in full.stdout
+    assert "invariants I1, I2, I6, I7: ok" in full.stdout
 
 
 @pytest.mark.parametrize("kind", ["want", "partition", "jobrun"])

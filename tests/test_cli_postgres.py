@@ -56,7 +56,8 @@ def pg_serving(graph_file: Path, tmp_path: Path, pg_url: str) -> Iterator[tuple[
 def test_every_command_works_on_a_served_postgres_log(pg_serving: tuple[subprocess.Popen[str], str],
                                                       tmp_path: Path) -> None:
     """Against ``run --serve`` on Postgres: want create (--wait) through the inbox, status, events --follow,
-    explain, want list/show, taint; SIGTERM; then replay --verify. No output shows the password."""
+    explain, want list/show, taint; SIGTERM; then replay --verify, lineage, runs list/show, events --ref, taint list.
+    No output shows the password."""
     proc, url = pg_serving
     follower = subprocess.Popen([*CLI, "events", "--db", url, "--follow", "--json", "--kind", "want",
                                  "--type", "WantSucceeded", "--limit", "2", "--from-seq", "1"],
@@ -102,11 +103,28 @@ def test_every_command_works_on_a_served_postgres_log(pg_serving: tuple[subproce
     assert "Traceback" not in err
     verified = wb("replay", url, "--verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert "invariants I1, I2, I6: ok" in verified.stdout
+    assert "invariants I1, I2, I6, I7: ok" in verified.stdout
     assert PASSWORD not in verified.stdout + verified.stderr
     after = json.loads(invoke("status", "--db", url, "--json").stdout)
     assert after["runtime_running"] is False
     assert after["counts"]["partition"]["Tainted"] == 1
+    # Lineage, runs, event filters and taints read a Postgres log as they read a SQLite one (issue 11).
+    up = json.loads(invoke("lineage", "daily/2", "--db", url, "--json").stdout)
+    (root,) = [n for n in up["nodes"] if n["ref"] == "daily/2"]
+    assert root["status"] == "Live"
+    never = invoke("lineage", "daily/99", "--db", url)
+    assert never.exit_code == 1
+    assert "daily/99 was never built" in never.stderr
+    (run,) = json.loads(invoke("runs", "list", "--job", "daily", "--status", "succeeded", "--db", url,
+                               "--json").stdout)[-1:]
+    shown = json.loads(invoke("runs", "show", run["job_run_id"], "--db", url, "--json").stdout)
+    assert shown["run"]["status"] == "Succeeded"
+    lines = invoke("events", "--db", url, "--json", "--ref", "raw/3").stdout.splitlines()
+    by_ref = [json.loads(line) for line in lines]
+    assert {e["entity_id"] for e in by_ref if e["entity_kind"] == "partition"} == {"raw/3"}
+    assert "PartitionTainted" in {e["type"] for e in by_ref}
+    (t,) = json.loads(invoke("taint", "list", "--db", url, "--json").stdout)
+    assert (t["refs"], t["tainted"]) == (["raw/3"], 1)
 
 
 def test_a_queued_want_is_applied_by_the_next_run(graph_file: Path, tmp_path: Path, pg_url: str) -> None:

@@ -143,7 +143,8 @@ def test_tour_graph_builds_with_command_jobs(tmp_path: Path) -> None:
     assert len(list((tmp_path / "tour-data").glob("*.txt"))) == 15
 
 
-@pytest.mark.parametrize("doc", ["concepts.md", "cli.md", "embedding.md", "web.md"])
+@pytest.mark.parametrize("doc", ["concepts.md", "cli.md", "embedding.md", "web.md", "lineage.md",
+                                 "job-protocol.md"])
 def test_relative_links_resolve(doc: str) -> None:
     """Every relative link in the docs points at a file that exists."""
     text = (DOCS / doc).read_text()

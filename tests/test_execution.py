@@ -508,3 +508,64 @@ async def test_command_leftover_processes_are_stopped_when_it_exits(tmp_path: Pa
     assert len(pids) == 1
     await assert_gone(pids)
 
+
+
+# -- lineage and per-partition outcomes in the protocol ----------------------------------------------------
+
+
+def resolver(status: dict[str, tuple[str, int]]) -> Any:
+    def resolve(ref: str) -> tuple[str, int]:
+        return status.get(ref, ("Missing", 0))
+
+    return resolve
+
+
+def lineage_ctx(**status: tuple[str, int]) -> JobContext:
+    return JobContext(job_run_id="r-00000001", job_name="daily", partitions=("daily/1", "daily/2"),
+                      resolve_read=resolver({k.replace("_", "/"): v for k, v in status.items()}))
+
+
+async def test_command_read_lines_record_generations(tmp_path: Path) -> None:
+    """{"read": [...]} lines record each Live input's generation; "into" narrows one to some partitions."""
+    ctx = lineage_ctx(raw_1=("Live", 3), raw_2=("Live", 1))
+    outcome = await command(tmp_path, job("protocol.py", "0", '{"read": ["raw/1"], "into": "daily/1"}',
+                                          '{"read": ["raw/2"]}', "--"), ctx)
+    assert (outcome.status, dict(outcome.read), dict(outcome.into)) == (
+        "succeeded", {"raw/1": 3, "raw/2": 1}, {"raw/1": ("daily/1",)})
+
+
+@pytest.mark.parametrize("code", ["0", "1"])
+async def test_command_read_of_a_partition_not_live_is_a_dep_miss(tmp_path: Path, code: str) -> None:
+    """A command that declares a read of a Tainted input ends dep_miss on it, whatever its exit status."""
+    ctx = lineage_ctx(raw_1=("Tainted", 2), raw_2=("Live", 1))
+    outcome = await command(tmp_path, job("protocol.py", code, '{"read": ["raw/1", "raw/2"]}', "--"), ctx)
+    assert (outcome.status, outcome.missing) == ("dep_miss", ("raw/1",))
+    assert "it read raw/1 (Tainted)" in outcome.reason
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    pytest.param('{"read": "raw/1"}', "invalid read line: expected a non-empty list", id="not-list"),
+    pytest.param('{"read": ["daily/1"]}', "one of the partitions this run builds", id="own-output"),
+    pytest.param('{"read": ["raw/1"], "into": ["daily/9"]}', "daily/9 is not a partition of this run", id="into"),
+    pytest.param('{"failed": {"daily/9": "x"}}', "'daily/9' is not a partition of this run", id="fail-stranger"),
+    pytest.param('{"failed": ["daily/1"]}', "invalid failed line", id="fail-not-object"),
+])
+async def test_command_protocol_error_fails_the_run(tmp_path: Path, line: str, problem: str) -> None:
+    """A read or failed line the job may not send fails the run, even when it exits 0."""
+    ctx = lineage_ctx(raw_1=("Live", 1))
+    outcome = await command(tmp_path, job("protocol.py", "0", line, "--"), ctx)
+    assert outcome.status == "failed"
+    assert outcome.reason.startswith("job protocol error: ")
+    assert problem in outcome.reason
+
+
+async def test_command_failed_line_is_a_partial_success(tmp_path: Path) -> None:
+    """{"failed": {...}} with exit 0: the run succeeded with those partitions failed; all of them: failed."""
+    outcome = await command(tmp_path, job("protocol.py", "0", '{"failed": {"daily/2": "empty source"}}', "--"),
+                            lineage_ctx())
+    assert (outcome.status, dict(outcome.failed)) == ("succeeded", {"daily/2": "empty source"})
+    every = await command(tmp_path, job("protocol.py", "0", '{"failed": {"daily/1": "a", "daily/2": "b"}}', "--"),
+                          lineage_ctx())
+    assert (every.status, every.reason) == ("failed", "every partition failed: daily/1: a (and 1 more)")
+    ignored = await command(tmp_path, job("protocol.py", "3", '{"failed": {"daily/2": "x"}}', "--"), lineage_ctx())
+    assert (ignored.status, ignored.reason, dict(ignored.failed)) == ("failed", "exit code 3", {})

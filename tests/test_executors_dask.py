@@ -24,6 +24,7 @@ from executor_jobs import (
     alive,
     assert_never_finished,
     cell,
+    check_remote_reads_and_partial_failures,
     graph,
     pids_in,
     read,
@@ -324,3 +325,9 @@ def _wait_port(port: int, timeout: float = 30.0) -> None:
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on port {port}")
+
+
+async def test_remote_jobs_record_their_reads_and_partial_failures(cluster: Any, tmp_path: Path) -> None:
+    """A batch on a Dask worker reads each raw partition into its daily one and fails one day: the reads are
+    resolved to generations when the outcome arrives, the bad day alone is Failed, the rest Live."""
+    await check_remote_reads_and_partial_failures(executor(cluster), "dask", tmp_path / "wb.db")

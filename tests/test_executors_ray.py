@@ -26,6 +26,7 @@ from executor_jobs import (
     alive,
     assert_never_finished,
     cell,
+    check_remote_reads_and_partial_failures,
     graph,
     pids_in,
     proc_stat,
@@ -259,3 +260,10 @@ async def test_a_ray_executor_naming_another_cluster_than_the_connected_one_is_r
     same = graph(tmp_path / "state", RayExecutor(address=f"localhost:{connected.rsplit(':', 1)[1]}"))
     async with open_runtime(tmp_path / "wb.db", same) as rt:
         assert (await (await rt.want("fast/1")).done(timeout=60)).status is WantStatus.SUCCESSFUL
+
+
+async def test_remote_jobs_record_their_reads_and_partial_failures(cluster: Any, tmp_path: Path) -> None:
+    """A batch in a Ray worker reads each raw partition into its daily one and fails one day: the reads are
+    resolved to generations when the outcome arrives, the bad day alone is Failed, the rest Live."""
+    await check_remote_reads_and_partial_failures(RayExecutor(log_dir=str(tmp_path / "logs")), "ray",
+                                                  tmp_path / "wb.db")

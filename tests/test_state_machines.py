@@ -28,10 +28,16 @@ from actors import (
     PartitionFailed,
     PartitionLive,
     PartitionMissing,
+    PartitionRestored,
     PartitionStatus,
     PartitionTainted,
     PartitionUpstreamFailed,
     PartitionUpstreamWaiting,
+    TaintApplied,
+    TaintCanceled,
+    TaintCreated,
+    TaintRestored,
+    TaintStatus,
     WantBuilding,
     WantCanceled,
     WantCreated,
@@ -45,6 +51,7 @@ from actors import (
     WantUpstreamFailed,
     apply_job_run,
     apply_partition,
+    apply_taint,
     apply_want,
 )
 from eventlog import Event
@@ -61,10 +68,13 @@ WANT_MODEL: dict[str | None, set[str]] = {
 }
 PARTITION_MODEL: dict[str, set[str]] = {
     "Missing": {"Building"},
-    "Building": {"Live", "UpstreamWaiting", "Missing", "Failed"},
+    "Building": {"Live", "UpstreamWaiting", "Missing", "Failed", "Tainted"},
     "UpstreamWaiting": {"Missing", "UpstreamFailed"},
-    "Live": {"Tainted"},
-    "Tainted": {"Building"},
+    # Three extensions (docs/decisions.md, "Lineage, taints..."): a canceled taint restores a partition it tainted
+    # that was not rebuilt (Tainted -> Live), a run refreshing a stale partition leases it Live, and a run that
+    # read a generation tainted while it ran ends its build Tainted.
+    "Live": {"Tainted", "Building"},
+    "Tainted": {"Building", "Live"},
     "Failed": {"Building"},
     "UpstreamFailed": {"Building"},
 }
@@ -132,9 +142,12 @@ PARTITION_EVENTS: dict[str, Any] = {
     "PartitionMissing": lambda run: PartitionMissing(reason="lost", job_run_id=run),
     "PartitionFailed": lambda run: PartitionFailed(job_run_id=run, reason="boom"),
     "PartitionUpstreamFailed": lambda run: PartitionUpstreamFailed(reason="upstream"),
-    "PartitionTainted": lambda run: PartitionTainted(reason="bad data"),
+    "PartitionTainted": lambda run: PartitionTainted(reason="bad data", taint_id="t-1", depth=1, via="raw/1@1",
+                                                     job_run_id=run),
+    "PartitionRestored": lambda run: PartitionRestored(taint_id="t-1"),
 }
 PARTITION_TARGET = {k: k.removeprefix("Partition") for k in PARTITION_EVENTS}
+PARTITION_TARGET["PartitionRestored"] = "Live"
 
 
 class PartitionMachine(RuleBasedStateMachine):
@@ -152,6 +165,8 @@ class PartitionMachine(RuleBasedStateMachine):
         before = "Missing" if self.state is None else str(self.state.status)
         target = PARTITION_TARGET[name]
         legal = target in PARTITION_MODEL[before]
+        if target == "Live":  # two events lead to Live: a build from Building, a restore from Tainted
+            legal = before == ("Tainted" if name == "PartitionRestored" else "Building")
         holder = None if self.state is None else self.state.lease
         if legal and before == "Building" and getattr(ev, "job_run_id", None) not in (None, holder):
             legal = False  # only the lease holder settles a build
@@ -163,6 +178,9 @@ class PartitionMachine(RuleBasedStateMachine):
                 self.generation += 1
                 assert self.state.lease == run
             assert self.state.generation == self.generation
+            assert (self.state.tainted_by is not None) == (target == "Tainted")
+            if before == "Building" and target == "Tainted":
+                assert self.state.built_by == run
         else:
             with pytest.raises(IllegalTransition) as info:
                 apply_partition(self.state, ev, "daily/1", 0.0, self.seq + 1)
@@ -178,7 +196,8 @@ RUN_EVENTS: dict[str, Any] = {
     "JobRunQueued": lambda: JobRunQueued(job="daily", partitions=("daily/1", "daily/2")),
     "JobRunDeferred": lambda: JobRunDeferred(refused=(("daily/1", "r-9"),)),
     "JobRunStarted": lambda: JobRunStarted(partitions=("daily/1",), skipped=(("daily/2", "r-9"),)),
-    "JobRunSucceeded": lambda: JobRunSucceeded(),
+    "JobRunSucceeded": lambda: JobRunSucceeded(read={"raw/1": 2}, into={"raw/1": ("daily/1",)},
+                                               failed={"daily/2": "bad day"}),
     "JobRunFailed": lambda: JobRunFailed(reason="exit code 3", exit_code=3),
     "JobRunDepMiss": lambda: JobRunDepMiss(missing=("raw/1",)),
     "JobRunCanceled": lambda: JobRunCanceled(reason="no want needs it"),
@@ -223,10 +242,60 @@ class JobRunMachine(RuleBasedStateMachine):
         assert self.state is None or self.state.status in set(JobRunStatus)
 
 
+TAINT_MODEL: dict[str | None, set[str]] = {
+    None: {"Applying"},
+    "Applying": {"Applied", "Canceled"},
+    "Applied": {"Applied", "Canceled"},
+}
+TAINT_EVENTS: dict[str, Any] = {
+    "TaintCreated": lambda: TaintCreated(refs=("raw/1",), generations=(1,), reason="bad rows"),
+    "TaintApplied": lambda: TaintApplied(partitions=3),
+    "TaintCanceled": lambda: TaintCanceled(reason="false alarm"),
+    "TaintRestored": lambda: TaintRestored(partitions=2),
+}
+TAINT_TARGET = {"TaintCreated": "Applying", "TaintApplied": "Applied", "TaintCanceled": "Canceled"}
+
+
+class TaintMachine(RuleBasedStateMachine):
+    """Random taint events: created once, applied in waves, canceled for good, restored only once canceled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state: Any = None
+        self.seq = 0
+        self.applied = 0
+
+    @rule(name=st.sampled_from(sorted(TAINT_EVENTS)))
+    def send(self, name: str) -> None:
+        ev = TAINT_EVENTS[name]()
+        before = None if self.state is None else str(self.state.status)
+        if name == "TaintRestored":
+            legal, target = before == "Canceled", before
+        else:
+            target = TAINT_TARGET[name]
+            legal = before in TAINT_MODEL and target in TAINT_MODEL[before]
+        if legal:
+            self.state = apply_taint(self.state, ev, "t-1", 0.0, self.seq + 1)
+            self.seq += 1
+            self.applied = 3 if name == "TaintApplied" else self.applied
+            assert str(self.state.status) == target
+            assert self.state.tainted == self.applied
+        else:
+            with pytest.raises(IllegalTransition, match="taint 't-1'"):
+                apply_taint(self.state, ev, "t-1", 0.0, self.seq + 1)
+
+    @invariant()
+    def active_until_canceled(self) -> None:
+        if self.state is not None:
+            assert self.state.active == (self.state.status is not TaintStatus.CANCELED)
+            assert self.state.restored is None or self.state.status is TaintStatus.CANCELED
+
+
 TestWantMachine = WantMachine.TestCase
 TestPartitionMachine = PartitionMachine.TestCase
 TestJobRunMachine = JobRunMachine.TestCase
-for case in (TestWantMachine, TestPartitionMachine, TestJobRunMachine):
+TestTaintMachine = TaintMachine.TestCase
+for case in (TestWantMachine, TestPartitionMachine, TestJobRunMachine, TestTaintMachine):
     case.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
 
 
@@ -302,6 +371,7 @@ def test_events_round_trip_through_the_registry() -> None:
     samples: list[Event] = [f() for f in WANT_EVENTS.values()]
     samples += [f("r-1") for f in PARTITION_EVENTS.values()]
     samples += [f() for f in RUN_EVENTS.values()]
+    samples += [f() for f in TAINT_EVENTS.values()]
     for ev in samples:
         cls = REGISTRY.lookup(ev.event_name, ev.event_version)
         assert REGISTRY.decode(cls, REGISTRY.encode(ev)) == ev

@@ -515,3 +515,25 @@ async def test_a_stream_resumed_from_too_far_back_names_the_gap(demo_log: Path) 
                             break
         assert events[0] == ("gap", json.dumps({"from_seq": last - 29, "until_seq": last - 10}))
         assert [json.loads(d)["seq"] for e, d in events if e == "record"] == list(range(last - 9, last + 1))
+
+
+async def test_lineage_by_generation_as_the_cli_gives_it(demo_log: Path) -> None:
+    """/api/lineage/{ref} answers what `wantbuild lineage --json` does; the partition page's lineage shows the
+    recorded reads; a ref never built is a 404 saying so, a bad direction a 400."""
+    world = await world_of(demo_log)
+    async with served(create_app(demo_log)) as client:
+        await wait_ready(client)
+        up = await get_ok(client, f"/api/lineage/{DEMO_WEEKLY}", "/api/lineage/{ref}")
+        assert up == wantbuild.lineage(world, DEMO_WEEKLY).to_dict()
+        assert len(up["nodes"]) == 22
+        down = await get_ok(client, "/api/lineage/raw/2026-11-04", "/api/lineage/{ref}", direction="down", depth=1)
+        assert [n["ref"] for n in down["nodes"]] == ["raw/2026-11-04", "clean/2026-11-04"]
+        assert down["truncated"] is True
+        page = await get_ok(client, "/api/partitions/daily/2026-11-04", "/api/partitions/{ref}")
+        kinds = {(e["upstream"], e["kind"]) for e in page["lineage"]["edges"] if e["downstream"] == "daily/2026-11-04"}
+        assert ("clean/2026-11-04", "missing-dependency") in kinds
+        never = await client.get("/api/lineage/daily/2027-01-01")
+        assert never.status_code == 404
+        assert "was never built" in never.json()["error"]
+        bad = await client.get(f"/api/lineage/{DEMO_WEEKLY}", params={"direction": "sideways"})
+        assert bad.status_code == 400

@@ -189,3 +189,18 @@ def test_a_wide_explanation_is_cut_breadth_first_and_says_so() -> None:
     assert level1[8]["details"] == ["… and 1 more upstream partition(s) not shown here"]
     assert level1[19]["details"] == ["… and 20 more upstream partition(s) not shown here"]
     assert bounded_explanation(wide, budget=10_000) == wide
+
+
+def test_recorded_reads_are_lineage_edges_of_their_own(logs: dict[str, list[Record]]) -> None:
+    """The demo's jobs record their reads: the read edges alone give the same chain as the missing-dependency
+    reports, each labelled with the Succeeded run that read it."""
+    from wantbuild._web._graphs import recorded_edges
+
+    obs = Observer("log.db")
+    obs._apply_batch(logs["demo"])
+    up = list(recorded_edges(obs, "daily/2026-11-04", "up"))
+    assert [(e.upstream, e.kind) for e in up] == [("clean/2026-11-04", "read")]
+    assert obs.world.runs[up[0].via].status == "Succeeded"
+    down = list(recorded_edges(obs, "daily/2026-11-04", "down"))
+    assert [(e.downstream, e.kind) for e in down] == [("weekly/2026-11-02", "read")]
+    assert list(recorded_edges(obs, "raw/2026-11-04", "up")) == []

@@ -3,7 +3,8 @@
 ``raw/{date}`` (ingest) -> ``clean/{date}`` (flaky: its first attempt fails for some dates, it retries) ->
 ``daily/{date}`` -> ``weekly/{week}`` (needs seven dailies). Jobs write a small file per partition under a
 data folder and discover their inputs the way real jobs do: an input whose file is missing is reported as a
-missing dependency, which the supervisor builds first.
+missing dependency, which the supervisor builds first. Each declares what it reads (``ctx.read_many``), so
+``wantbuild lineage weekly/2026-11-02`` shows what the report was built from.
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ def example_graph(data_dir: str | Path, *, work_seconds: float = 0.05) -> Graph:
     def path_of(ref: str) -> Path:
         return data / (ref.replace("/", "__") + ".txt")
 
-    def require(refs: list[str]) -> None:
-        missing = [r for r in refs if not path_of(r).exists()]
+    def require(ctx: JobContext, needs: dict[str, str]) -> None:
+        """Read each input into the partition that needs it (recorded as lineage); an input whose file is missing,
+        or that is not Live (``ctx.read_many`` raises), is a missing dependency."""
+        missing = [r for r in needs if not path_of(r).exists()]
         if missing:
             raise MissingDeps(missing)
+        ctx.read_many(needs)
 
     async def write(ctx: JobContext, ref: str, body: str) -> None:
         await ctx.sleep(work_seconds)
@@ -50,7 +54,7 @@ def example_graph(data_dir: str | Path, *, work_seconds: float = 0.05) -> Graph:
 
     @g.job("clean", outputs="clean/{date}", concurrency=3, retries=2, backoff=0.1)
     async def clean(ctx: JobContext) -> None:
-        require([f"raw/{p['date']}" for p in ctx.params])
+        require(ctx, {f"raw/{p['date']}": ref for ref, p in zip(ctx.partitions, ctx.params, strict=True)})
         for ref, p in zip(ctx.partitions, ctx.params, strict=True):
             flaky = int(hashlib.sha256(p["date"].encode()).hexdigest(), 16) % 3 == 0
             if flaky and ctx.attempt == 1:
@@ -59,7 +63,7 @@ def example_graph(data_dir: str | Path, *, work_seconds: float = 0.05) -> Graph:
 
     @g.job("daily", outputs="daily/{date}", concurrency=4)
     async def daily(ctx: JobContext) -> None:
-        require([f"clean/{p['date']}" for p in ctx.params])
+        require(ctx, {f"clean/{p['date']}": ref for ref, p in zip(ctx.partitions, ctx.params, strict=True)})
         for ref in ctx.partitions:
             await write(ctx, ref, f"daily aggregate {ref}\n")
 
@@ -67,7 +71,7 @@ def example_graph(data_dir: str | Path, *, work_seconds: float = 0.05) -> Graph:
     async def weekly(ctx: JobContext) -> None:
         for ref, p in zip(ctx.partitions, ctx.params, strict=True):
             start = dt.date.fromisoformat(p["week"])
-            require([f"daily/{d}" for d in week_dates(start)])
+            require(ctx, {f"daily/{d}": ref for d in week_dates(start)})
             await write(ctx, ref, f"weekly report {ref}\n")
 
     return g

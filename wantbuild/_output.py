@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from actors import MACHINES, JobRunState, PartitionSet, PartitionState, WantState, World
+from actors import MACHINES, JobRunState, PartitionSet, PartitionState, Stale, WantState, World
 from eventlog import Command, Lease, Record
 from supervisor import Explanation
 
@@ -164,6 +164,17 @@ def partitions_table(parts: Iterable[PartitionState], world: World, title: str |
         needs = world.needs(p.ref)
         reason = p.reason or (f"waiting on {short(needs)} (missing for {p.waiting_run})" if needs else "")
         t.add_row(p.ref, status_text(p.status), str(p.generation), holder, reason)
+    return t
+
+
+def stale_table(found: Iterable[Stale], title: str | None = None) -> Table:
+    """Stale partitions: which generation, built by which run, and which inputs are newer now."""
+    t = _table(title)
+    for col in ("partition", "generation", "built by", "job", "inputs rebuilt since (read -> now)"):
+        t.add_column(col, overflow="fold")
+    for s in found:
+        newer = ", ".join(f"{r} @{a} -> @{b}" for r, (a, b) in sorted(s.newer.items()))
+        t.add_row(s.ref, str(s.generation), s.built_by, s.job, newer)
     return t
 
 

@@ -40,8 +40,8 @@ import anyio
 from actors import RUNNING, ActorSystem, Clock, JobRunState
 from eventlog import WantbuildError, get_logger
 
-from .._execution import RunOutcome
-from .._execution_glue import _Outcome, job_params, tell_finished, to_record
+from .._execution import ReadResolver, RunOutcome
+from .._execution_glue import _Outcome, job_params, resolve_remote_reads, tell_finished, to_record
 from .._graph import Graph
 from .worker import RemoteJob
 
@@ -61,6 +61,9 @@ class ExecutorEnv:
     system: ActorSystem
     namespace: str
     """Distinguishes this log's tasks from another runtime's on a shared cluster (part of every key)."""
+    resolve_read: ReadResolver | None = None
+    """What a partition a remote job read is now (status, generation): its reads are resolved when its outcome
+    arrives (see :func:`~supervisor._execution_glue.resolve_remote_reads`)."""
 
 
 class Executor(ABC):
@@ -340,7 +343,10 @@ class RemoteExecution(ABC):
             return
         r.reported = True
         assert r.decided is not None
-        outcome = to_record(self.graph[r.run.job], r.run.attempt, r.decided)
+        d = r.decided
+        if self.env.resolve_read is not None:
+            d = resolve_remote_reads(d, r.run.partitions, self.env.resolve_read)
+        outcome = to_record(self.graph[r.run.job], r.run.attempt, d)
         self._outcomes[r.run.job_run_id] = outcome
         await tell_finished(self.system, r.run.job_run_id, outcome)
         await self._report_late(r)

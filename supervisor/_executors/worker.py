@@ -160,7 +160,10 @@ async def _poll_stops() -> None:
 
 def _outcome(o: RunOutcome, **extra: Any) -> dict[str, Any]:
     return {"status": o.status, "reason": o.reason, "missing": list(o.missing), "exit_code": o.exit_code,
-            "error_type": o.error_type, "stdout_path": o.stdout_path, "stderr_path": o.stderr_path, **extra}
+            "error_type": o.error_type, "stdout_path": o.stdout_path, "stderr_path": o.stderr_path,
+            # What the job read (no generations here: the orchestrator resolves them) and which partitions failed.
+            "read": list(o.read), "into": {k: list(v) for k, v in o.into.items()}, "failed": dict(o.failed),
+            **extra}
 
 
 async def run_remote(
@@ -265,9 +268,13 @@ def outcome_from(result: Mapping[str, Any]) -> RunOutcome:
     status = result.get("status")
     if status not in ("succeeded", "failed", "dep_miss", "canceled"):
         return RunOutcome("failed", reason=f"the worker returned an unreadable outcome: {result!r:.200}")
+    into = result.get("into") or {}
     return RunOutcome(status, reason=str(result.get("reason") or ""), missing=tuple(result.get("missing") or ()),
                       exit_code=result.get("exit_code"), stdout_path=result.get("stdout_path"),
-                      stderr_path=result.get("stderr_path"), error_type=result.get("error_type"))
+                      stderr_path=result.get("stderr_path"), error_type=result.get("error_type"),
+                      read=dict.fromkeys(result.get("read") or (), 0),
+                      into={str(k): tuple(v) for k, v in into.items()} if isinstance(into, dict) else {},
+                      failed=dict(result.get("failed") or {}))
 
 
 with contextlib.suppress(AttributeError):  # not CPython: plain-function jobs cannot be interrupted

@@ -19,9 +19,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .app import cli
+from .lineage import lineage_command
 from .publish import publish_command
 from .query import DIAGRAMS, diagram, events, explain, replay, status
 from .run import demo, restart, run
+from .runs import runs
 from .scenario import scenario_command
 from .schedule import schedule
 from .taint import taint
@@ -44,6 +46,8 @@ cli.add_command(diagram)
 cli.add_command(publish_command)
 cli.add_command(schedule)
 cli.add_command(ui)
+cli.add_command(lineage_command)
+cli.add_command(runs)
 if (_scenario := scenario_command()) is not None:
     cli.add_command(_scenario, "scenario")
 

@@ -9,7 +9,21 @@ from typing import Any
 import click
 from rich.text import Text
 
-from actors import JOB_RUN, KINDS, PARTITION, SCHEDULE, WANT, InvalidRef, Machine, check_log, rebuild, validate_refs
+from actors import (
+    JOB_RUN,
+    KINDS,
+    PARTITION,
+    SCHEDULE,
+    TAINT,
+    WANT,
+    EventFilter,
+    InvalidRef,
+    Machine,
+    check_log,
+    rebuild,
+    stale,
+    validate_refs,
+)
 from eventlog import REGISTRY, Command, CommandState, Record
 from supervisor import explain as explain_ref
 from supervisor import load_graph, valid_choices
@@ -24,22 +38,36 @@ from .._output import (
     explanation_text,
     fmt_time,
     print_summary,
+    stale_table,
     world_summary,
 )
 from .._signals import Interrupts
 from .app import db_option, emit_json, error, graph_option, json_option, run_async
 
-DIAGRAMS: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "jobrun": JOB_RUN, "schedule": SCHEDULE}
+DIAGRAMS: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "jobrun": JOB_RUN, "schedule": SCHEDULE,
+                                     "taint": TAINT}
 
 
 @click.command(short_help="Entities per status, active wants, runs in flight.")
+@click.option("--stale", "only_stale", is_flag=True,
+              help="List the stale partitions instead: Live, but an input has been rebuilt since.")
 @db_option
 @click.option("--all-graphs", is_flag=True,
               help="Every graph's log in the PostgreSQL database of --db (each graph is a schema), one after another.")
 @json_option
-def status(db: Db, all_graphs: bool, as_json: bool) -> None:
+def status(only_stale: bool, db: Db, all_graphs: bool, as_json: bool) -> None:
     """What the log holds now: entities per status, active wants, runs in flight, failures, and the inbox's
-    commands that have not taken effect: pending ones, and the last ones the runtime rejected."""
+    commands that have not taken effect: pending ones, and the last ones the runtime rejected. With --stale, the
+    Live partitions whose inputs have since been rebuilt (a newer generation is Live), and which input."""
+    if only_stale:
+        found = stale(run_async(lambda: load_world(db)))
+        if as_json:
+            emit_json({"db": str(db), "stale": [s.to_dict() for s in found]})
+        elif found:
+            console().print(stale_table(found))
+        else:
+            console(stderr=True).print(f"no stale partitions in {db}")
+        return
     if not all_graphs:
         _status(db, as_json)
         return
@@ -138,6 +166,17 @@ def _type_callback(ctx: click.Context, param: click.Parameter, value: Sequence[s
 @click.command(short_help="Committed events, filtered; --follow for new ones.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they commit (Ctrl-C stops).")
 @click.option("--entity", "entity_id", metavar="ID", help="Only this entity's events (a want id, a ref, a run id).")
+@click.option("--ref", "refs", multiple=True, metavar="REF", help="Events about this partition: its own, its "
+              "runs', and those of the wants and taints naming it (repeatable).")
+@click.option("--pattern", "patterns", multiple=True, metavar="PATTERN",
+              help="Like --ref for every partition matching a glob ('daily/2026-11-*') or a job pattern "
+                   "('daily/{date}') (repeatable).")
+@click.option("--job", "jobs", multiple=True, metavar="JOB", help="Events of this job's runs and partitions "
+              "(repeatable).")
+@click.option("--run", "runs", multiple=True, metavar="RUN", help="Events of this run and of the partitions it "
+              "leased (repeatable).")
+@click.option("--want", "wants", multiple=True, metavar="WANT", help="Events of this want and of the runs serving "
+              "it (repeatable).")
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(KINDS), help="Only this entity kind (repeatable).")
 @click.option("--type", "types", multiple=True, callback=_type_callback, metavar="TYPE",
               help="Only this event type, e.g. WantCreated (repeatable).")
@@ -146,15 +185,31 @@ def _type_callback(ctx: click.Context, param: click.Parameter, value: Sequence[s
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after this many events.")
 @db_option
 @json_option
-def events(follow: bool, entity_id: str | None, kinds: tuple[str, ...], types: tuple[str, ...], from_seq: int | None,
-           limit: int | None, db: Db, as_json: bool) -> int:
-    """Print committed events, filtered; --json prints one JSON object per line."""
+def events(follow: bool, entity_id: str | None, refs: tuple[str, ...], patterns: tuple[str, ...],
+           jobs: tuple[str, ...], runs: tuple[str, ...], wants: tuple[str, ...], kinds: tuple[str, ...],
+           types: tuple[str, ...], from_seq: int | None, limit: int | None, db: Db, as_json: bool) -> int:
+    """Print committed events, filtered; --json prints one JSON object per line.
+
+    Filters of different options must all hold; the values of one option are alternatives. --ref and --pattern
+    take in the runs, wants and taints that name a matching partition: `--pattern 'daily/*' --type
+    JobRunFailed` lists the failed runs of daily partitions.
+    """
     out = console()
+    try:
+        flt = EventFilter(refs=refs, patterns=patterns, jobs=jobs, runs=runs, wants=wants)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--pattern") from None
+    # With a filter that learns from earlier records (which run builds what), read them all and filter here.
+    scan_from = 1 if flt.needs_context else None
 
     async def read_all() -> list[Record]:
         got: list[Record] = []
         async with reader(db) as log:
-            async for rec in log.read(from_seq or 1, kinds=kinds or None, entity_id=entity_id, types=types or None):
+            async for rec in log.read(scan_from or from_seq or 1, kinds=None if scan_from else kinds or None,
+                                      entity_id=None if scan_from else entity_id,
+                                      types=None if scan_from else types or None):
+                if not flt(rec) or (scan_from and not _plain_match(rec, from_seq, kinds, entity_id, types)):
+                    continue
                 got.append(rec)
                 if limit is not None and len(got) >= limit:
                     break
@@ -164,7 +219,11 @@ def events(follow: bool, entity_id: str | None, kinds: tuple[str, ...], types: t
         n = 0
         async with reader(db) as log:
             start = from_seq if from_seq is not None else log.last_seq + 1
+            if flt.needs_context and start > 1:
+                flt.seed(await rebuild(log, until_seq=start - 1))
             async for rec in log.follow(start, kinds=kinds or None, entity_id=entity_id, types=types or None):
+                if not flt(rec):
+                    continue
                 if as_json:
                     click.echo(dumps(rec, indent=False))
                 else:
@@ -193,11 +252,18 @@ def events(follow: bool, entity_id: str | None, kinds: tuple[str, ...], types: t
     return 0
 
 
+def _plain_match(rec: Record, from_seq: int | None, kinds: Sequence[str], entity_id: str | None,
+                 types: Sequence[str]) -> bool:
+    """The filters the log applies itself, for records read unfiltered (so a context filter saw them all)."""
+    return ((from_seq is None or rec.seq >= from_seq) and (not kinds or rec.entity_kind in kinds)
+            and (entity_id is None or rec.entity_id == entity_id) and (not types or rec.type in types))
+
+
 @click.command(short_help="The state at any point; --verify checks invariants.")
 @click.argument("db", type=DbParam())
 @click.option("--until", metavar="SEQ|TIME",
               help="Stop at this seq (an integer) or time (seconds like 1762070400.5, or ISO 2026-11-02T10:15).")
-@click.option("--verify", is_flag=True, help="Check the log's structure and invariants I1, I2, I6 (and I5 with "
+@click.option("--verify", is_flag=True, help="Check the log's structure and invariants I1, I2, I6, I7 (and I5 with "
               "--expect-terminal); exit 1 naming the first offending seq.")
 @click.option("--expect-terminal", is_flag=True, help="With --verify: every want must be terminal (I5).")
 @json_option
@@ -243,7 +309,7 @@ def replay(db: Db, until: str | None, verify: bool, expect_terminal: bool, as_js
                 for v in violations:
                     out.print(f"  {v}")
             else:
-                checked = "I1, I2, I5, I6" if expect_terminal else "I1, I2, I6"
+                checked = "I1, I2, I5, I6, I7" if expect_terminal else "I1, I2, I6, I7"
                 out.print(Text(f"invariants {checked}: ok", style="green"))
     if violations:
         first = min(violations, key=lambda v: (v.seq is None, v.seq or 0))

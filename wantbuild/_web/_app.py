@@ -28,7 +28,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from actors import KINDS, MACHINES
+from actors import KINDS, MACHINES, NeverBuilt
+from actors import lineage as lineage_of
 from eventlog import REGISTRY, WantbuildError
 from supervisor import explain
 
@@ -563,6 +564,7 @@ def create_app(source: str | os.PathLike[str] | Any, *, allow_writes: bool = Fal
         Route("/api/partitions", api(_partitions), methods=["GET"]),
         Route("/api/partitions/{ref:path}", api(_partition), methods=["GET"]),
         Route("/api/explain/{ref:path}", api(_explain), methods=["GET"]),
+        Route("/api/lineage/{ref:path}", api(_lineage), methods=["GET"]),
         Route("/api/taint", api(_api_taint), methods=["POST"]),
         Route("/api/runs", api(_runs), methods=["GET"]),
         Route("/api/runs/{run_id}", api(_run), methods=["GET"]),
@@ -618,6 +620,28 @@ async def _explain(request: Request) -> dict[str, Any]:
     obs = require_ready(request)
     ex = await explain(obs.world, None, get_ref(request), index=obs)
     return ex.to_dict()
+
+
+async def _lineage(request: Request) -> dict[str, Any]:
+    """``wantbuild lineage --json`` over the observer's World (no replay)."""
+    obs = require_ready(request)
+    qp = request.query_params
+    direction = qp.get("direction", "up")
+    if direction not in ("up", "down"):
+        raise HttpProblem(400, f"direction={direction!r}: give up or down", title="Bad query parameter")
+    try:
+        depth = int(qp["depth"]) if qp.get("depth") else None
+        generation = int(qp["generation"]) if qp.get("generation") else None
+        if (depth is not None and depth < 0) or (generation is not None and generation < 1):
+            raise ValueError("depth must be >= 0 and generation >= 1")
+    except ValueError as e:
+        raise HttpProblem(400, f"depth and generation are integers: {e}", title="Bad query parameter") from None
+    try:
+        graph = lineage_of(obs.world, get_ref(request), direction=direction,  # type: ignore[arg-type]
+                           depth=depth, generation=generation, max_nodes=2000)
+    except NeverBuilt as e:
+        raise HttpProblem(404, str(e), title="Never built") from None
+    return graph.to_dict()
 
 
 async def _api_diagram(request: Request) -> dict[str, Any]:

@@ -7,9 +7,9 @@ and edges to show, bounded by depth and node count so a page never draws thousan
 
 - *discovered* (available now): a job run that ended ``DepMiss`` reported upstream refs missing for each of
   its partitions; each such pair is an edge ``upstream -> partition`` labelled with the run.
-- *recorded* (issue #11, runs record what they read): :func:`recorded_edges` is the extension point. It
-  returns nothing until the runtime records reads; when ``Runtime.lineage`` / the read records exist, it
-  yields ``upstream -> partition`` edges from them and the page draws them with the same code.
+- *recorded* (issue #11): what the run that built the partition's last generation read (``JobRunSucceeded.read``),
+  and what was built from that generation, from the World's lineage index (:func:`actors.lineage` answers the
+  same by generation, for ``wantbuild lineage`` and ``/api/lineage``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from actors import outputs_of
 
 from ._observer import Observer
 
@@ -49,12 +51,23 @@ def discovered_edges(obs: Observer, ref: str, direction: Literal["up", "down"]) 
 
 
 def recorded_edges(obs: Observer, ref: str, direction: Literal["up", "down"]) -> Iterable[Edge]:
-    """EXTENSION POINT (issue #11): edges from the partitions (and generations) runs recorded reading.
-
-    Returns nothing until the runtime records reads. When it does, yield ``Edge(upstream, downstream, run,
-    "read")`` for ``ref``'s inputs (``up``) or consumers (``down``); the page and the API draw them at once.
-    """
-    return ()
+    """Edges from what runs recorded reading: the inputs of ``ref``'s last built generation (``up``), or what was
+    built from that generation (``down``), each labelled with the run."""
+    world = obs.world
+    index = world.lineage
+    builders = index.builder_runs(ref)
+    if not builders:
+        return
+    builder = world.runs.get(builders[-1])
+    gen = index.generation_in(builder, ref) if builder is not None else None
+    if builder is None or gen is None:
+        return
+    if direction == "up":
+        for up in index.inputs_in(builder, ref):
+            yield Edge(up, ref, builder.job_run_id, "read")
+    else:
+        for down, _gen, run in outputs_of(world, ref, gen):
+            yield Edge(ref, down, run.job_run_id, "read")
 
 
 def lineage(obs: Observer, ref: str, direction: Direction = "both", depth: int = MAX_DEPTH,

@@ -255,7 +255,7 @@ class Observer:
     def _apply_batch(self, batch: list[Record]) -> None:
         world = self.world
         tables: dict[str, dict[str, Any]] = {"want": world.wants, "partition": world.partitions,
-                                             "job_run": world.runs}
+                                             "job_run": world.runs, "taint": world.taints}
         on = self.on_commit
         for rec in batch:
             table = tables.get(rec.entity_kind)
@@ -327,13 +327,17 @@ class Observer:
             if part.status is PartitionStatus.LIVE:
                 m = int(part.updated_at // minute)
                 live[m] = live.get(m, 0) + 1
+        taints = self.members["taint"]
+        for tid, taint in w.taints.items():
+            taints[taint.status][tid] = None
         self._new_refs = list(w.partitions)
         self.throughput.prune()
 
     def _index(self, kind: str, old: Any, new: Any, at: float) -> None:
         """A status changed (or an entity appeared): move it between status sets, and index what it adds."""
         members = self.members[kind]
-        key = new.ref if kind == "partition" else new.want_id if kind == "want" else new.job_run_id
+        key = (new.ref if kind == "partition" else new.want_id if kind == "want" else new.taint_id if kind == "taint"
+               else new.job_run_id)
         if old is not None:
             del members[old.status][key]
         members[new.status][key] = None

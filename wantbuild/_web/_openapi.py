@@ -80,6 +80,13 @@ def _components() -> dict[str, Any]:
         "WantSummary": want_summary,
         "Record": record,
         "Explanation": explanation,
+        "GenerationLineage": _obj({
+            "root": STR, "direction": {"enum": ["up", "down"]}, "depth": _nullable(INT), "truncated": BOOL,
+            "nodes": _array(_obj({"ref": STR, "generation": INT, "level": INT, "status": STR,
+                                  "current_generation": INT, "run": _nullable(STR), "job": _nullable(STR),
+                                  "built_at": _nullable(NUM), "stale": BOOL, "tainted_by": _nullable(STR)})),
+            "edges": _array(_obj({"from": STR, "to": STR}, required=["from", "to"]))},
+            required=["root", "direction", "nodes", "edges"]),
         "WantTree": tree,
         "Command": command,
         "Error": _obj({"error": STR, "status": INT, "title": STR, "asked": STR}, required=["error", "status"]),
@@ -242,6 +249,13 @@ def openapi_schema(server: str = "") -> dict[str, Any]:
                                       "PartitionDetail", [ref_param, *rpage], not_found=True),
         "/api/explain/{ref}": _get("Why a partition is not Live yet (as `wantbuild explain --json`)", "Explanation",
                                    [ref_param]),
+        "/api/lineage/{ref}": _get(
+            "What a partition was built from (up) or what was built from it (down), by generation (as `wantbuild "
+            "lineage --json`)", "GenerationLineage",
+            [ref_param, _param("direction", "query", {"enum": ["up", "down"]}, "up (default) or down"),
+             _param("depth", "query", {"type": "integer", "minimum": 0}, "at most this many levels (default: all)"),
+             _param("generation", "query", {"type": "integer", "minimum": 1},
+                    "a past generation (default: the current one)")], not_found=True),
         "/api/taint": _post("Mark Live partitions Tainted (through the command inbox)", "Taint"),
         "/api/runs": _get("Job runs, newest first", "RunsPage",
                           [*_list_params("job run"), _param("job", "query", STR, "only this job's runs")]),
