@@ -208,8 +208,9 @@ def test_sigkill_mid_backfill_the_standby_takes_over_and_builds_each_partition_o
     a, b = serving_and_standby(setup)
     a.proc.kill()
     a.proc.wait()
-    wait_until(lambda: "Took over" in b.stderr(), "B to take over")
-    assert "lost runs (in flight when the runtime died, marked Lost): 2" in b.stderr()
+    # B says it took over, then what it recovered (line by line: wait for the line, not just the first one)
+    wait_until(lambda: "lost runs (in flight when the runtime died, marked Lost): 2" in b.stderr(), "B to take over")
+    assert "Took over" in b.stderr()
     setup.gate.unlink()
     check_finished(setup, b)
 
@@ -220,8 +221,8 @@ def test_a_leader_stopped_past_its_lease_is_fenced_and_exits_when_it_resumes(set
     a, b = serving_and_standby(setup, setup.url + "&lease_ttl=3")
     held_pids = {int(pid) for what, ref, pid in setup.lines() if what == "start" and ref >= HOLD}
     a.proc.send_signal(signal.SIGSTOP)
-    wait_until(lambda: "Took over" in b.stderr(), "B to take over")
-    assert "fenced: " in b.stderr()
+    wait_until(lambda: "fenced: " in b.stderr(), "B to take over and fence A's jobs")
+    assert "Took over" in b.stderr()
     # A's jobs were stopped by B (zombies until A reaps them)
     wait_until(lambda: all(_gone(pid) for pid in held_pids), f"jobs {held_pids} to be fenced", timeout=10)
     setup.gate.unlink()
