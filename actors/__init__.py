@@ -4,7 +4,8 @@
 - the state machines: statuses, events, transition tables (:data:`WANT`, :data:`PARTITION`, :data:`JOB_RUN`)
   and pure transition functions, shared by live actors and replay;
 - the entity actors that persist their transitions write-ahead, and the hooks that run after a commit;
-- replay: :class:`World` and :func:`rebuild` (time travel with ``until_seq`` / ``until_time``);
+- replay: :class:`World` and :func:`rebuild` (time travel with ``until_seq`` / ``until_time``), from the newest
+  snapshot (:class:`Snapshotter` takes them);
 - the invariants I1-I7;
 - lineage: what each generation was built from (:func:`lineage`, :func:`stale`), and the Taint entity.
 """
@@ -127,6 +128,18 @@ from ._schedule import (
     tick_want_id,
 )
 from ._schedule_actor import ChangeSchedule, CreateSchedule, RecordTick, ScheduleActor
+from ._snapshot import FORMAT as SNAPSHOT_FORMAT
+from ._snapshot import (
+    Compacted,
+    Restored,
+    SnapshotSkipped,
+    Snapshotter,
+    compact,
+    decode_world,
+    encode_world,
+    load_newest,
+    verify_snapshots,
+)
 from ._taint import (
     TAINT,
     TaintApplied,
@@ -177,6 +190,7 @@ __all__ = [
     "POLICIES",
     "RUNNING",
     "SCHEDULE",
+    "SNAPSHOT_FORMAT",
     "TAINT",
     "TAINT_MESSAGES",
     "WANT",
@@ -196,6 +210,7 @@ __all__ = [
     "Clock",
     "CollisionPolicy",
     "Committed",
+    "Compacted",
     "Completion",
     "CreateSchedule",
     "CreateTaint",
@@ -267,6 +282,7 @@ __all__ = [
     "RequestLease",
     "Restore",
     "RestoreTaints",
+    "Restored",
     "RetryLeases",
     "RunEnded",
     "ScheduleActor",
@@ -278,6 +294,8 @@ __all__ = [
     "ScheduleStatus",
     "ScheduleTicked",
     "SettleBuild",
+    "SnapshotSkipped",
+    "Snapshotter",
     "Stale",
     "StayedLive",
     "SystemClock",
@@ -318,11 +336,15 @@ __all__ = [
     "check_log",
     "check_records",
     "check_replay_fidelity",
+    "compact",
     "compile_pattern",
     "covered",
+    "decode_world",
+    "encode_world",
     "fold",
     "inputs_of",
     "lineage",
+    "load_newest",
     "newer_inputs",
     "outputs_of",
     "param_type",
@@ -334,4 +356,5 @@ __all__ = [
     "tick_want_id",
     "validate_ref",
     "validate_refs",
+    "verify_snapshots",
 ]

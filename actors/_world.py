@@ -7,6 +7,7 @@ time (time travel). An event that does not apply stops replay with a :class:`Rep
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeAlias
 
@@ -57,6 +58,12 @@ class World:
         self.last_seq = 0
         self.last_at = 0.0
         self.history: dict[tuple[str, str], list[Record]] | None = None
+        self.applied = 0
+        """Committed records folded or put since this World was made (snapshots use it to find a point where the
+        World holds exactly the log's committed prefix)."""
+        self.restored: Any = None
+        """How :func:`rebuild` made this World (an ``actors.Restored``: the snapshot used, the tail, what was
+        skipped); None for a World made otherwise."""
         self._tables: dict[str, dict[str, Any]] = {
             "want": self.wants, "partition": self.partitions, "job_run": self.runs, "schedule": self.schedules,
             "taint": self.taints,
@@ -84,6 +91,7 @@ class World:
             self.lineage.add_run(new)
         self.last_seq = rec.seq
         self.last_at = rec.at
+        self.applied += 1
         if self.history is not None:
             self.history.setdefault((kind, eid), []).append(rec)
         return new  # type: ignore[no-any-return]
@@ -96,6 +104,7 @@ class World:
             if old is None or old.status is not _SUCCEEDED:
                 self.lineage.add_run(state)
         table[entity_id] = state
+        self.applied += 1
         if seq > self.last_seq:
             self.last_seq = seq
             self.last_at = at
@@ -186,18 +195,53 @@ async def rebuild(
     until_time: float | None = None,
     keep_history: bool = False,
     on_record: Callable[[World, Record, EntityState], None] | None = None,
+    snapshots: bool = True,
 ) -> World:
-    """Rebuild the World from the log, optionally stopping at a seq or a time (inclusive)."""
-    world = World()
+    """Rebuild the World from the log, optionally stopping at a seq or a time (inclusive).
+
+    With ``snapshots`` (the default) it starts from the newest usable snapshot at or before the bound and replays
+    only the records after it; ``on_record`` then sees those records only. ``keep_history`` always replays the
+    whole log. The World's ``restored`` says what was done (the snapshot used, the ones skipped and why).
+    """
+    from ._snapshot import Restored, load_newest  # the snapshot module builds on this one
+
+    t0 = time.perf_counter()
+    world: World | None = None
+    skipped: list[Any] = []
+    compacted = log.compacted_through
+    if compacted:  # events before it are gone: only a snapshot at or after it can start a replay
+        if until_seq is not None and until_seq < compacted:
+            raise ReplayError(f"{log.path}: the log was compacted through seq {compacted} (`wantbuild compact`): the "
+                              f"state at seq {until_seq} is gone; time travel starts at seq {compacted}", until_seq)
+        world, skipped = await load_newest(log, until_seq=until_seq, until_time=until_time, min_seq=compacted)
+        if world is None:
+            why = "; ".join(f"seq {s.seq}: {s.reason}" for s in skipped) or "none is stored"
+            raise ReplayError(f"{log.path}: the log was compacted through seq {compacted} (`wantbuild compact`) and no "
+                              f"usable snapshot at or after that seq is left ({why}): its state cannot be rebuilt; "
+                              "restore the log from a backup", compacted)
+    elif snapshots and not keep_history:
+        world, skipped = await load_newest(log, until_seq=until_seq, until_time=until_time)
+    snap_seq = None if world is None else world.last_seq
+    if world is None:
+        world = World()
+    t1 = time.perf_counter()
     if keep_history:
         world.history = {}
+    await _replay(log, world, world.last_seq + 1, until_seq, until_time, on_record)
+    world.restored = Restored(snap_seq, world.applied, tuple(skipped), round(t1 - t0, 4),
+                              round(time.perf_counter() - t1, 4))
+    return world
+
+
+async def _replay(log: Log, world: World, from_seq: int, until_seq: int | None, until_time: float | None,
+                  on_record: Callable[[World, Record, EntityState], None] | None) -> None:
     apply = world.apply
     batches: anyio.abc.ObjectSendStream[list[Record] | None]
     batches, incoming = anyio.create_memory_object_stream[list[Record] | None](2)
 
     async def read() -> None:  # the next batch is read while this one is folded
         async with batches:
-            async for batch in log.read_batches(1, until_seq=until_seq):
+            async for batch in log.read_batches(from_seq, until_seq=until_seq):
                 await batches.send(batch)
                 if until_time is not None and batch and batch[-1].at > until_time:
                     break
@@ -210,7 +254,7 @@ async def rebuild(
                 for rec in batch:
                     if rec.at > until_time:
                         tg.cancel_scope.cancel()
-                        return world
+                        return
                     st = apply(rec)
                     if on_record is not None:
                         on_record(world, rec, st)
@@ -221,7 +265,6 @@ async def rebuild(
             else:
                 for rec in batch:
                     on_record(world, rec, apply(rec))
-    return world
 
 
 __all__ = [

@@ -27,6 +27,7 @@ from ._errors import (
     LogUnreachableError,
     ReadOnlyLogError,
     SchemaVersionError,
+    SnapshotError,
     UnknownCommandError,
     WantbuildError,
     WriterFailedError,
@@ -37,7 +38,7 @@ from ._log import EventLog
 from ._logging import LibraryLogger, get_logger
 from ._open import Log, open_log
 from ._postgres import PostgresEventLog
-from ._records import Command, CommandState, Lease, Problem, Record, VerifyReport
+from ._records import Command, CommandState, Lease, Problem, Record, SnapshotInfo, VerifyReport
 from ._schema import SCHEMA_VERSION
 from ._target import is_postgres, log_label, redact
 
@@ -71,6 +72,8 @@ __all__ = [
     "ReadOnlyLogError",
     "Record",
     "SchemaVersionError",
+    "SnapshotError",
+    "SnapshotInfo",
     "UnknownCommandError",
     "VerifyReport",
     "WantbuildError",

@@ -8,7 +8,8 @@ The hierarchy (``wantbuild`` re-exports all of it)::
           ├── SchemaVersionError        the log was written by a newer wantbuild
           ├── FingerprintMismatch       the log belongs to another graph
           ├── CorruptLogError           a row that cannot be read back: unknown type, bad payload, gap
-          │    └── DamagedLogError      the log's structure is damaged: it is read, never written
+          │    ├── DamagedLogError      the log's structure is damaged: it is read, never written
+          │    └── SnapshotError        a stored snapshot is incomplete or fails its checksum (skipped)
           ├── CommitError               a batch could not commit (disk full, I/O error, locked)
           ├── WriterFailedError         the writer stopped on an unexpected error (a bug): no more appends
           ├── LogClosedError            the log is closed or was never opened
@@ -82,6 +83,13 @@ class DamagedLogError(CorruptLogError):
             f"To see every problem, check it with `wantbuild replay {path} --verify`; then restore it from a "
             "backup (or move it aside and start a new log). Reading it (status, events, replay) still works."
         )
+
+
+class SnapshotError(CorruptLogError):
+    """A stored snapshot cannot be used: pieces missing, bytes that do not decompress, or a checksum mismatch.
+
+    Never fatal: whoever loads snapshots skips this one (using an older snapshot or a full replay) and reports it.
+    ``seq`` is the snapshot's."""
 
 
 class CommitError(EventLogError):

@@ -20,6 +20,7 @@ from urllib.parse import quote
 import aiosqlite
 
 from ._core import (
+    COMPACTED,
     DEFAULT_DURABILITY,
     Aborted,
     CommandsNotPending,
@@ -50,6 +51,7 @@ from ._schema import (
     COMMAND_STATE,
     COMPLETE_COMMAND,
     CREATE_SCHEMA,
+    CREATE_SNAPSHOTS,
     HIGH_WATER,
     INSERT_ENTITY,
     INSERT_EVENT,
@@ -105,6 +107,41 @@ def _write_batch_sync(
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:  # SQLite rolls back by itself after some errors (e.g. SQLITE_FULL)
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+def _drop_events_sync(conn: sqlite3.Connection, entities: list[tuple[str, str]], through_seq: int) -> int:
+    """Delete these entities' events up to ``through_seq`` and raise the compaction mark, in one transaction.
+    One pass over the events up to that seq (a rowid range), each checked against a temporary table of keys."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS drop_keys (k INTEGER PRIMARY KEY)")
+        conn.execute("DELETE FROM drop_keys")
+        conn.executemany("INSERT OR IGNORE INTO drop_keys SELECT entity_key FROM entities WHERE kind = ? AND "
+                         "entity_id = ?", entities)
+        n = conn.execute("DELETE FROM events WHERE seq <= ? AND entity_key IN (SELECT k FROM drop_keys)",
+                         (through_seq,)).rowcount
+        conn.execute(f"INSERT INTO meta (key, value) VALUES ('{COMPACTED}', ?) ON CONFLICT (key) DO UPDATE SET "
+                     "value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))", (str(through_seq),))
+        conn.execute("DELETE FROM drop_keys")
+        conn.execute("COMMIT")
+        return int(n)
+    except BaseException:
+        if conn.in_transaction:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+def _execute_in_tx(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(sql, params)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
             with suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
         raise
@@ -402,6 +439,9 @@ class EventLog(LogCore):
                     await db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                                          list(updates.items()))
             if self._writer:
+                for statement in CREATE_SNAPSHOTS.split(";"):  # logs made before snapshots get their tables
+                    if statement.strip():
+                        await db.execute(statement)
                 await db.execute("COMMIT")
         except BaseException:
             if self._writer:
@@ -494,6 +534,47 @@ class EventLog(LogCore):
                 f"WHERE entity_key IN ({','.join('?' * len(chunk))})", chunk
             ))
         return out
+
+    # ------------------------------------------------------------------ snapshots
+
+    async def _snapshot_tx(self, sql: str, params: Sequence[Any]) -> None:
+        """One statement in its own transaction on the writer's connection (queued between batches)."""
+        await _in_db_thread(self._wdb, _execute_in_tx, sql, params)
+
+    async def _db_snapshot_piece(self, seq: int, piece: int, data: bytes) -> None:
+        await self._snapshot_tx("INSERT OR REPLACE INTO snapshot_pieces (seq, piece, data) VALUES (?, ?, ?)",
+                                (seq, piece, data))
+
+    async def _db_snapshot_head(self, row: tuple[int, float, str, int, int, str, float, int]) -> None:
+        await self._snapshot_tx("DELETE FROM snapshot_pieces WHERE seq = ? AND piece >= ?", (row[0], row[7]))
+        await self._snapshot_tx("INSERT OR REPLACE INTO snapshots (seq, at, format, size, stored, checksum, "
+                                "created_at, pieces) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+
+    async def _db_snapshot_list(self) -> list[tuple[int, float, str, int, int, str, float, int]]:
+        try:
+            return list(await self._r().execute_fetchall(
+                "SELECT seq, at, format, size, stored, checksum, created_at, pieces FROM snapshots ORDER BY seq DESC"
+            ))
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return []  # a log no writer has opened since snapshots exist
+            raise
+
+    async def _db_snapshot_pieces(self, seq: int) -> list[tuple[int, bytes]]:
+        return list(await self._r().execute_fetchall(
+            "SELECT piece, CAST(data AS BLOB) FROM snapshot_pieces WHERE seq = ? ORDER BY piece", (seq,)
+        ))
+
+    async def _db_drop_events(self, entities: list[tuple[str, str]], through_seq: int) -> int:
+        return int(await _in_db_thread(self._wdb, _drop_events_sync, entities, through_seq))
+
+    async def _db_snapshot_delete(self, seqs: list[int]) -> None:
+        marks = ",".join("?" * len(seqs))
+        await self._snapshot_tx(f"DELETE FROM snapshots WHERE seq IN ({marks})", seqs)
+        pieces = await self._wdb.execute_fetchall(
+            f"SELECT seq, piece FROM snapshot_pieces WHERE seq IN ({marks})", seqs)
+        for seq, piece in pieces:  # a piece per transaction, as they were written: the writer's batches go between
+            await self._snapshot_tx("DELETE FROM snapshot_pieces WHERE seq = ? AND piece = ?", (seq, piece))
 
     # ------------------------------------------------------------------ reading
 

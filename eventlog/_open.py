@@ -7,7 +7,7 @@ PostgreSQL log in that database (schema ``wantbuild`` unless ``?schema=NAME``). 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, runtime_checkable
 
@@ -16,7 +16,7 @@ from ._errors import LeaseLost
 from ._events import Event
 from ._log import EventLog
 from ._postgres import PostgresEventLog
-from ._records import Command, CommandState, Lease, Record, VerifyReport
+from ._records import Command, CommandState, Lease, Record, SnapshotInfo, VerifyReport
 from ._target import is_postgres
 
 _SQLITE_ONLY = frozenset({"busy_timeout"})
@@ -95,6 +95,23 @@ class Log(Protocol):
                        newest_first: bool = False) -> list[Command]: ...
 
     async def command_counts(self) -> dict[CommandState, int]: ...
+
+    async def write_snapshot(self, seq: int, at: float, format: str, data: bytes | Sequence[bytes]) -> SnapshotInfo:
+        """Store a snapshot covering events ``1..seq`` (the writer only); see ``LogCore.write_snapshot``."""
+
+    async def snapshots(self) -> list[SnapshotInfo]:
+        """The stored snapshots, newest first."""
+
+    async def read_snapshot(self, snapshot: SnapshotInfo) -> bytes:
+        """A snapshot's bytes, checked; :class:`SnapshotError` if they cannot be trusted."""
+
+    async def delete_snapshots(self, seqs: Collection[int]) -> None: ...
+
+    @property
+    def compacted_through(self) -> int:
+        """The seq through which events of terminal entities were dropped (0: never); see ``drop_events``."""
+
+    async def drop_events(self, entities: Collection[tuple[str, str]], through_seq: int) -> int: ...
 
     async def lease(self) -> Lease | None:
         """Who holds the writer lease (SQLite: the lock file) now; ``None`` when no writer runs."""

@@ -65,7 +65,29 @@ INSERT INTO {s}.writer_lease VALUES (1, '', 0, '-infinity', NULL, NULL, 0, 0, NU
 """``{s}`` is the quoted schema name. ``entities`` leaves room in each page (fillfactor 70) so the per-batch
 tip updates stay HOT updates (no index change, no new index entries)."""
 
-TABLES = frozenset({"meta", "events", "entities", "event_types", "commands", "writer_lease"})
+CREATE_SNAPSHOTS = """
+CREATE TABLE IF NOT EXISTS {s}.snapshots (
+    seq bigint PRIMARY KEY,
+    at double precision NOT NULL,
+    format text NOT NULL,
+    size bigint NOT NULL,
+    stored bigint NOT NULL,
+    checksum text NOT NULL,
+    created_at double precision NOT NULL,
+    pieces integer NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {s}.snapshot_pieces (
+    seq bigint NOT NULL,
+    piece integer NOT NULL,
+    data bytea NOT NULL,
+    PRIMARY KEY (seq, piece)
+);
+"""
+"""Snapshots of the World (as SQLite's ``_schema.CREATE_SNAPSHOTS``): made by a writer that opens a log without
+them, no schema version bump."""
+
+TABLES = frozenset({"meta", "events", "entities", "event_types", "commands", "writer_lease", "snapshots",
+                    "snapshot_pieces"})
 
 # A transaction-scoped advisory lock serialises two writers creating the same log's schema at once.
 CREATE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('wantbuild log ' || $1))"

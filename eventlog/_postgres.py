@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from . import _pg_schema as q
 from ._core import (
+    COMPACTED,
     Aborted,
     CommandsNotPending,
     Durability,
@@ -345,6 +346,8 @@ class PostgresEventLog(LogCore):
                             "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
                             list(updates.items()),
                         )
+                if self._writer and not {"snapshots", "snapshot_pieces"} <= tables:
+                    await conn.execute(q.CREATE_SNAPSHOTS.format(s=self._quoted))
         except EventLogError:
             raise
         except Exception as e:
@@ -756,6 +759,67 @@ class PostgresEventLog(LogCore):
     async def _db_command_counts(self) -> dict[str, int]:
         rows = await self._fetch(f"SELECT {q.COMMAND_STATE} AS state, count(*) FROM {self._quoted}.commands GROUP BY 1")
         return {str(state): int(n) for state, n in rows}
+
+    # ------------------------------------------------------------------ snapshots
+
+    async def _snapshot_write(self, sql: str, *args: Any) -> None:
+        """A snapshot write on a pooled connection: concurrent with the writer's batches, never holding them up.
+        Idempotent (a retry after a lost connection rewrites the same row)."""
+        await self._fetch(sql, *args)
+
+    async def _db_snapshot_piece(self, seq: int, piece: int, data: bytes) -> None:
+        await self._snapshot_write(
+            f"INSERT INTO {self._quoted}.snapshot_pieces (seq, piece, data) VALUES ($1, $2, $3) "
+            "ON CONFLICT (seq, piece) DO UPDATE SET data = EXCLUDED.data", seq, piece, data)
+
+    async def _db_snapshot_head(self, row: tuple[int, float, str, int, int, str, float, int]) -> None:
+        await self._snapshot_write(f"DELETE FROM {self._quoted}.snapshot_pieces WHERE seq = $1 AND piece >= $2",
+                                   row[0], row[7])
+        await self._snapshot_write(
+            f"INSERT INTO {self._quoted}.snapshots (seq, at, format, size, stored, checksum, created_at, pieces) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (seq) DO UPDATE SET at = EXCLUDED.at, "
+            "format = EXCLUDED.format, size = EXCLUDED.size, stored = EXCLUDED.stored, "
+            "checksum = EXCLUDED.checksum, created_at = EXCLUDED.created_at, pieces = EXCLUDED.pieces", *row)
+
+    async def _db_snapshot_list(self) -> list[tuple[int, float, str, int, int, str, float, int]]:
+        exists = await self._fetch("SELECT to_regclass($1)", f"{self._quoted}.snapshots")
+        if exists[0][0] is None:
+            return []  # a log no writer has opened since snapshots exist
+        rows = await self._fetch(f"SELECT seq, at, format, size, stored, checksum, created_at, pieces "
+                                 f"FROM {self._quoted}.snapshots ORDER BY seq DESC")
+        return [(int(a), float(b), str(c), int(d), int(e), str(f), float(g), int(h)) for a, b, c, d, e, f, g, h in rows]
+
+    async def _db_snapshot_pieces(self, seq: int) -> list[tuple[int, bytes]]:
+        rows = await self._fetch(
+            f"SELECT piece, data FROM {self._quoted}.snapshot_pieces WHERE seq = $1 ORDER BY piece", seq)
+        return [(int(i), bytes(d)) for i, d in rows]
+
+    async def _db_drop_events(self, entities: list[tuple[str, str]], through_seq: int) -> int:
+        s = self._quoted
+        async with self._wlock:
+            conn = await self._reconnect_writer(self._lease_valid_until)
+            try:
+                async with conn.transaction():
+                    held = await conn.fetchval(f"SELECT 1 FROM {s}.writer_lease WHERE id = 1 AND epoch = $1 AND "
+                                               "expires_at > clock_timestamp() FOR UPDATE", self._epoch)
+                    if held is None:
+                        raise await self._lease_lost_error("dropping events")
+                    status = await conn.execute(
+                        f"DELETE FROM {s}.events e USING {s}.entities n, unnest($2::text[], $3::text[]) AS v(k, i) "
+                        "WHERE e.entity_key = n.entity_key AND n.kind = v.k AND n.entity_id = v.i AND e.seq <= $1",
+                        through_seq, [k for k, _ in entities], [i for _, i in entities])
+                    await conn.execute(
+                        f"INSERT INTO {s}.meta (key, value) VALUES ('{COMPACTED}', $1) ON CONFLICT (key) DO UPDATE "
+                        "SET value = GREATEST(meta.value::bigint, EXCLUDED.value::bigint)::text", str(through_seq))
+            except EventLogError:
+                raise
+            except Exception as e:
+                raise self._error(e, "dropping events") from e
+        return int(status.split()[-1])
+
+    async def _db_snapshot_delete(self, seqs: list[int]) -> None:
+        await self._snapshot_write(f"DELETE FROM {self._quoted}.snapshots WHERE seq = ANY($1::bigint[])", seqs)
+        await self._snapshot_write(f"DELETE FROM {self._quoted}.snapshot_pieces WHERE seq = ANY($1::bigint[])", seqs)
 
     # ------------------------------------------------------------------ the open check's reads
 

@@ -115,3 +115,24 @@ class Lease(msgspec.Struct, frozen=True):
     owner: str
     epoch: int
     expires_in: float | None = None
+
+
+class SnapshotInfo(msgspec.Struct, frozen=True):
+    """A stored snapshot: the state of every entity after ``seq`` (its bytes are read with ``read_snapshot``).
+
+    The log stores a snapshot's bytes without knowing what they mean (``format`` names that, e.g.
+    ``wantbuild-world/1``); ``checksum`` is the BLAKE2b digest (hex, 16 bytes) of the uncompressed bytes, checked
+    on every read.
+    """
+
+    seq: int
+    """The last event the snapshot covers: it equals a replay of events ``1..seq``."""
+    at: float
+    """That event's ``at``."""
+    format: str
+    size: int
+    """Uncompressed bytes."""
+    stored: int
+    """Bytes as stored (compressed)."""
+    checksum: str
+    created_at: float

@@ -55,6 +55,28 @@ CREATE TABLE commands (
 CREATE INDEX commands_pending ON commands (id) WHERE completed_at IS NULL;
 """
 
+CREATE_SNAPSHOTS = """
+CREATE TABLE IF NOT EXISTS snapshots (
+    seq INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    format TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    stored INTEGER NOT NULL,
+    checksum TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    pieces INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshot_pieces (
+    seq INTEGER NOT NULL,
+    piece INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (seq, piece)
+) WITHOUT ROWID;
+"""
+"""Snapshots of the World (issue 15), beside the events. Added without a schema version bump: a writer creates
+the tables when it opens a log that lacks them, an older wantbuild ignores them, and a reader of a log without
+them finds no snapshot. A snapshot is listed once its head row (``snapshots``) is written, after its pieces."""
+
 INSERT_EVENT = (
     "INSERT INTO events (seq, entity_key, entity_seq, prev_seq, type_key, payload, at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )

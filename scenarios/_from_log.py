@@ -51,7 +51,7 @@ async def scenario_from_log(path: str | Path, *, graph: Any | None = None, start
             taints.append((rec.at, rec.entity_id, getattr(ev, "reason", "")))
 
     async with EventLog.open(path, writer=False) as log:
-        world = await rebuild(log, on_record=seen)
+        world = await rebuild(log, on_record=seen, snapshots=False)  # sees every record
     roots = sorted((w for w in world.wants.values() if not w.source.startswith(_DERIVED)
                     and (start is None or w.created_at >= start) and (end is None or w.created_at <= end)),
                    key=lambda w: (w.created_at, w.want_id))

@@ -53,8 +53,10 @@ from actors import (
     PartitionSet,
     PartitionState,
     PartitionStatus,
+    Restored,
     ScheduleActor,
     ScheduleState,
+    Snapshotter,
     Stale,
     SystemClock,
     TaintActor,
@@ -78,6 +80,7 @@ from eventlog import (
     Log,
     LogClosedError,
     Record,
+    SnapshotInfo,
     WantbuildError,
     get_logger,
     is_postgres,
@@ -122,6 +125,8 @@ class Recovery:
     requeued_partitions: tuple[str, ...]
     active_wants: tuple[str, ...]
     fenced: tuple[str, ...] = ()
+    restored: Restored | None = None
+    """How the World was rebuilt: from which snapshot (and which were skipped, why), how many events replayed."""
 
 
 class WantHandle:
@@ -155,6 +160,9 @@ class Runtime:
         self.hooks = hooks
         self.ids = ids
         self.recovery = recovery
+        self.snapshotter = Snapshotter(log_, world, every_events=None, every_seconds=None)
+        """Takes the World's snapshots (in the background when ``open`` was given ``snapshot_every`` or
+        ``snapshot_interval``)."""
         self.closing = False
         self.crashed = False
         self.lease_lost: LeaseLost | None = None
@@ -373,6 +381,18 @@ class Runtime:
             await ev.wait()
         return self.get_want(want_id)
 
+    async def snapshot(self, timeout: float = 10.0) -> SnapshotInfo:
+        """Take a snapshot of the World now (at the next point where it holds exactly the committed events) and
+        store it in the log; a restart then replays only the events after it. Keeps the newest two."""
+        self._check_open()
+        with anyio.fail_after(timeout):
+            while True:
+                await self.log.commit()
+                info = await self.snapshotter.take()
+                if info is not None:
+                    return info
+                await anyio.sleep(0.001)
+
     async def wait_idle(self, timeout: float | None = None) -> None:
         """Wait until every want is terminal."""
         with anyio.fail_after(timeout):
@@ -385,13 +405,19 @@ class Runtime:
     async def wait_quiescent(self, timeout: float | None = 30.0) -> None:
         """Wait until nothing is in flight: no run Queued or Running, nothing waiting to commit, no message
         waiting or being handled (observed twice in a row). The live World then equals the log's (I3)."""
+        await self.wait_settled(timeout, runs=True)
+
+    async def wait_settled(self, timeout: float | None = 30.0, *, runs: bool = False) -> None:
+        """Wait until nothing waits to commit and no message is waiting or being handled (observed twice in a
+        row), while job runs may still be executing (``runs=True``: until none is Queued or Running either).
+        The live World then equals the log's (I3)."""
         quiet = 0
         with anyio.fail_after(timeout):
             while quiet < 2:
                 await self.log.commit()
                 for _ in range(3):
                     await anyio.lowlevel.checkpoint()
-                busy = (self.log.pending() or self.world.in_flight_runs()
+                busy = (self.log.pending() or (runs and self.world.in_flight_runs())
                         or self.system.stats().mailbox_depth
                         or self.system.active_count() > self.system.active_count("supervisor"))
                 quiet = 0 if busy else quiet + 1
@@ -642,6 +668,9 @@ async def open_runtime(
     faults: Faults | None = None,
     executor: Executor | None = None,
     standby: bool = False,
+    snapshot_every: int | None = 100_000,
+    snapshot_interval: float | None = 600.0,
+    load_snapshot: bool = True,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime on the log at ``path`` (created if missing) for ``graph``: ``async with`` it.
 
@@ -669,6 +698,12 @@ async def open_runtime(
     :param standby: if another runtime serves the log, wait (as long as it takes) to take over from it, replaying
         and following its commits meanwhile; the block is entered once this runtime holds the writer lease (see
         ``docs/deploy.md``, standby runtimes). Default: ``WriterLockedError`` at once.
+    :param snapshot_every: take a snapshot of the World in the background every this many events (None: not by
+        count); a restart loads the newest and replays only the events after it (see ``docs/restart.md``).
+    :param snapshot_interval: also every this many seconds if any event came since the last one (None: not by
+        time). Both None: no background snapshots (``rt.snapshot()`` still takes one). With ``autocommit=False``
+        (the scenario runner) none are taken in the background.
+    :param load_snapshot: start from the newest usable snapshot (default); False replays the whole log.
 
     An exception raised in the ``async with`` body comes out as itself, not wrapped in an exception group by the
     runtime's task groups.
@@ -685,11 +720,12 @@ async def open_runtime(
         logs = Path(log_dir) if log_dir is not None else path.parent / (path.name + ".logs")
     try:
         async with open_log_and_world(event_log, path, graph.fingerprint(), clock, accept_graph_change, autocommit,
-                                      durability, standby) as (elog, world):
+                                      durability, standby, load_snapshot) as (elog, world):
             ids = IdSource(world.wants, world.runs, world.taints)
             with _gc_policy(tune_gc):
                 async with _running(elog, world, ids, graph, clock, policy, logs, passivate_after, serve_commands,
-                                    shutdown_grace, faults, executor) as rt:
+                                    shutdown_grace, faults, executor,
+                                    (snapshot_every, snapshot_interval) if autocommit else (None, None)) as rt:
                     yield rt
     except BaseExceptionGroup as eg:
         inner = sole_error(eg)
@@ -729,7 +765,8 @@ def _gc_policy(enabled: bool) -> Iterator[None]:
 async def _running(elog: Log, world: World, ids: IdSource, graph: Graph, clock: Clock,
                    policy: CollisionPolicy, logs: Path, passivate_after: float | None, serve_commands: bool,
                    shutdown_grace: float, faults: Faults | None,
-                   default_executor: Executor | None) -> AsyncIterator[Runtime]:
+                   default_executor: Executor | None,
+                   snapshots: tuple[int | None, float | None] = (None, None)) -> AsyncIterator[Runtime]:
     hooks = Hooks(faults)
     async with anyio.create_task_group() as tg:
         system = ActorSystem(passivate_after=passivate_after)
@@ -764,7 +801,7 @@ async def _running(elog: Log, world: World, ids: IdSource, graph: Graph, clock: 
             fenced = await execution.fence(world.in_flight_runs())
             lost, requeued = await _recover_runs(system, world)
             rt.recovery = Recovery(replayed, tuple(lost), tuple(requeued),
-                                   tuple(w.want_id for w in world.active_wants()), tuple(fenced))
+                                   tuple(w.want_id for w in world.active_wants()), tuple(fenced), world.restored)
             if lost:
                 log.info("recovered runs", lost=len(lost), requeued=len(requeued), fenced=len(fenced))
             await system.tell(*SUPERVISOR, Recover())
@@ -774,9 +811,14 @@ async def _running(elog: Log, world: World, ids: IdSource, graph: Graph, clock: 
                 await rt.scheduler.ensure(graph.schedules.values(), "graph")
             tg.start_soon(rt.scheduler.run)
             tg.start_soon(_stop_on_lease_lost, rt, tg.cancel_scope)
+            snapshot_scope = anyio.CancelScope()
+            if snapshots != (None, None):
+                rt.snapshotter.every_events, rt.snapshotter.every_seconds = snapshots
+                tg.start_soon(_take_snapshots, rt, snapshot_scope)
             try:
                 yield rt
             finally:
+                snapshot_scope.cancel()  # a snapshot half-written is invisible; the next runtime takes another
                 if not rt.crashed:
                     with anyio.CancelScope(shield=True):
                         await _shutdown(rt, execution, timers, shutdown_grace)
@@ -788,6 +830,11 @@ async def _running(elog: Log, world: World, ids: IdSource, graph: Graph, clock: 
         tg.cancel_scope.cancel()
     if rt.lease_lost is not None:
         raise rt.lease_lost
+
+
+async def _take_snapshots(rt: Runtime, scope: anyio.CancelScope) -> None:
+    with scope:
+        await rt.snapshotter.run()
 
 
 async def _stop_on_lease_lost(rt: Runtime, scope: anyio.CancelScope) -> None:

@@ -24,11 +24,12 @@ log = get_logger("wantbuild.runtime")
 
 @asynccontextmanager
 async def open_log_and_world(given: Log | None, path: str | Path, fingerprint: str, clock: Clock, accept: bool,
-                             autocommit: bool, durability: Durability | None,
-                             standby: bool) -> AsyncIterator[tuple[Log, World]]:
-    """The writable log at ``path`` (or ``given``) and the World replayed from it."""
+                             autocommit: bool, durability: Durability | None, standby: bool,
+                             snapshots: bool = True) -> AsyncIterator[tuple[Log, World]]:
+    """The writable log at ``path`` (or ``given``) and the World replayed from it (from its newest usable snapshot
+    on, unless ``snapshots`` is False)."""
     if given is not None:
-        yield given, await rebuild(given)
+        yield given, await rebuild(given, snapshots=snapshots)
         return
     options: dict[str, Any] = {"fingerprint": fingerprint, "accept_fingerprint_change": accept, "now": clock.now,
                                "autocommit": autocommit}
@@ -36,7 +37,7 @@ async def open_log_and_world(given: Log | None, path: str | Path, fingerprint: s
         options["durability"] = durability
     if not standby:
         async with open_log(path, **options) as elog:
-            yield elog, await rebuild(elog)
+            yield elog, await rebuild(elog, snapshots=snapshots)
         return
     async with AsyncExitStack() as stack:
         world: World | None = None
@@ -45,7 +46,7 @@ async def open_log_and_world(given: Log | None, path: str | Path, fingerprint: s
         except LogNotFoundError:  # nobody created the log yet: wait for the lease, then replay as usual
             reader = None
         if reader is not None:
-            world = await rebuild(reader)
+            world = await rebuild(reader, snapshots=snapshots)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_follow, reader, world)
                 elog = await stack.enter_async_context(open_log(path, lease_wait=None, **options))
@@ -58,7 +59,7 @@ async def open_log_and_world(given: Log | None, path: str | Path, fingerprint: s
             log.info("standby took the lease", path=elog.path, caught_up=n, last_seq=world.last_seq)
         else:
             elog = await stack.enter_async_context(open_log(path, lease_wait=None, **options))
-            world = await rebuild(elog)
+            world = await rebuild(elog, snapshots=snapshots)
         yield elog, world
 
 

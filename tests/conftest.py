@@ -6,6 +6,7 @@ missing: on a developer machine the test is skipped with a message that says how
 """
 
 import asyncio
+import logging
 import os
 import sys
 import threading
@@ -16,6 +17,8 @@ from typing import NoReturn
 
 import pytest
 import structlog
+import structlog.testing
+from structlog.typing import EventDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -108,6 +111,18 @@ def log_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "log.db")
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def logs() -> Iterator[list[EventDict]]:
+    """Structlog entries, whatever another test configured (a filtering wrapper would hide our warnings)."""
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with structlog.testing.capture_logs() as entries:
+            yield entries
+    finally:
+        structlog.configure(**saved)
 
 
 @pytest.fixture(autouse=True)

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import random
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import anyio
 import pytest
-import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.typing import EventDict
@@ -33,18 +31,6 @@ from eventlog import WantbuildError
 
 
 # -- helpers ------------------------------------------------------------------------------------------------------
-@pytest.fixture
-def logs() -> Iterator[list[EventDict]]:
-    """Structlog entries, whatever another test configured (a filtering wrapper would hide our warnings)."""
-    saved = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
-    try:
-        with structlog.testing.capture_logs() as entries:
-            yield entries
-    finally:
-        structlog.configure(**saved)
-
-
 async def settle(system: ActorSystem, *, rounds: int = 10_000) -> None:
     """Let the loop run until no actor of the system is active (or fail)."""
     for _ in range(rounds):

@@ -21,7 +21,8 @@ Errors all derive from :class:`WantbuildError`::
      │    ├── FingerprintMismatch       the log belongs to another graph
      │    ├── CorruptLogError           a stored event cannot be read back (names its seq)
      │    │    ├── ReplayError          an event that does not apply to its entity (names its seq)
-     │    │    └── DamagedLogError      the log's structure is damaged: read, never written
+     │    │    ├── DamagedLogError      the log's structure is damaged: read, never written
+     │    │    └── SnapshotError        a stored snapshot is incomplete or fails its checksum (skipped)
      │    ├── CommitError               a batch could not commit
      │    ├── WriterFailedError         the log's writer stopped on a bug (also a RuntimeError)
      │    ├── LogClosedError            the log is closed (also a RuntimeError)
@@ -88,6 +89,8 @@ from actors import (
     PartitionState,
     PartitionStatus,
     ReplayError,
+    Restored,
+    SnapshotSkipped,
     Stale,
     SystemClock,
     TaintState,
@@ -120,6 +123,8 @@ from eventlog import (
     ReadOnlyLogError,
     Record,
     SchemaVersionError,
+    SnapshotError,
+    SnapshotInfo,
     UnknownCommandError,
     WantbuildError,
     WriterFailedError,
@@ -235,12 +240,16 @@ __all__ = [
     "Record",
     "Recovery",
     "ReplayError",
+    "Restored",
     "Runtime",
     "RuntimeClosed",
     "ScenarioError",
     "Schedule",
     "ScheduleError",
     "SchemaVersionError",
+    "SnapshotError",
+    "SnapshotInfo",
+    "SnapshotSkipped",
     "Stale",
     "StaleFence",
     "SystemClock",

@@ -268,11 +268,19 @@ def world_summary(world: World) -> dict[str, Any]:
         "in_flight_runs": sorted(world.in_flight_runs(), key=lambda r: r.job_run_id),
         "failed_partitions": failed_parts,
         "failed_runs": failed_runs,
+        "restored": None if world.restored is None else world.restored.to_dict(),
     }
 
 
 def print_summary(out: Console, world: World, summary: Mapping[str, Any], *, heading: str) -> None:
     out.print(Text(heading, style="bold"))
+    restored = summary.get("restored")
+    if restored is not None:
+        if restored["snapshot_seq"] is not None:
+            out.print(Text(f"loaded the snapshot at seq {restored['snapshot_seq']}, then replayed "
+                           f"{restored['tail_events']} events", style="dim"))
+        for skip in restored["skipped"]:
+            out.print(Text(f"snapshot at seq {skip['seq']} skipped: {skip['reason']}", style="yellow"))
     out.print(counts_table(summary["counts"]))
     if summary["active_wants"]:
         out.print()

@@ -26,6 +26,7 @@ from .run import demo, restart, run
 from .runs import runs
 from .scenario import scenario_command
 from .schedule import schedule
+from .snapshot import compact_command, snapshot
 from .taint import taint
 from .ui import ui
 from .want import want
@@ -46,6 +47,8 @@ cli.add_command(diagram)
 cli.add_command(publish_command)
 cli.add_command(schedule)
 cli.add_command(ui)
+cli.add_command(snapshot)
+cli.add_command(compact_command, "compact")
 cli.add_command(lineage_command)
 cli.add_command(runs)
 if (_scenario := scenario_command()) is not None:

@@ -23,6 +23,7 @@ from actors import (
     rebuild,
     stale,
     validate_refs,
+    verify_snapshots,
 )
 from eventlog import REGISTRY, Command, CommandState, Record
 from supervisor import explain as explain_ref
@@ -271,25 +272,27 @@ def replay(db: Db, until: str | None, verify: bool, expect_terminal: bool, as_js
     """Rebuild the state recorded in DB (at any point with --until) and print a summary."""
     until_seq, until_time = parse_until(until) if until is not None else (None, None)
 
-    async def main() -> tuple[Any, list[Any], list[str]]:
+    async def main() -> tuple[Any, list[Any], list[str], list[str]]:
         async with reader(db) as log:
             if not verify:
-                return await rebuild(log, until_seq=until_seq, until_time=until_time), [], []
+                return await rebuild(log, until_seq=until_seq, until_time=until_time), [], [], []
             report = await log.verify()
             problems = [str(p) for p in report.problems]
             seq = until_seq
             if until_time is not None:
                 seq = (await rebuild(log, until_time=until_time)).last_seq
             world, violations = await check_log(log, expect_all_terminal=expect_terminal, until_seq=seq)
-            return world, violations, problems
+            world.restored = (await rebuild(log, until_seq=world.last_seq)).restored
+            return world, violations, problems, await verify_snapshots(log, until_seq=seq)
 
-    world, violations, problems = run_async(main)
+    world, violations, problems, snap_problems = run_async(main)
     summary = world_summary(world)
     at = f"seq {world.last_seq}" + (f" ({fmt_time(world.last_at)})" if world.last_seq else "")
     if as_json:
         doc: dict[str, Any] = {"db": str(db), "until": until, **summary}
         if verify:
-            doc["verify"] = {"ok": not violations and not problems, "problems": problems,
+            doc["verify"] = {"ok": not violations and not problems and not snap_problems, "problems": problems,
+                             "snapshots": snap_problems,
                              "violations": [{"invariant": v.invariant, "seq": v.seq, "message": v.message,
                                              "entities": list(v.entities)} for v in violations]}
         emit_json(doc)
@@ -311,6 +314,12 @@ def replay(db: Db, until: str | None, verify: bool, expect_terminal: bool, as_js
             else:
                 checked = "I1, I2, I5, I6, I7" if expect_terminal else "I1, I2, I6, I7"
                 out.print(Text(f"invariants {checked}: ok", style="green"))
+            if snap_problems:
+                out.print(Text(f"snapshots: {len(snap_problems)} problem(s)", style="bold red"))
+                for p in snap_problems:
+                    out.print(f"  {p}")
+            else:
+                out.print(Text("snapshots: each equals a replay up to its seq", style="green"))
     if violations:
         first = min(violations, key=lambda v: (v.seq is None, v.seq or 0))
         where = f"seq {first.seq}" if first.seq is not None else "the end of the log"
@@ -319,6 +328,10 @@ def replay(db: Db, until: str | None, verify: bool, expect_terminal: bool, as_js
         return 1
     if problems:
         error(f"{db} is damaged: {problems[0]}")
+        return 1
+    if snap_problems:
+        error(f"{db}: {snap_problems[0]} (restart skips an unusable snapshot; delete a wrong one with "
+              f"`wantbuild snapshot --db {db} --delete SEQ`)")
         return 1
     return 0
 

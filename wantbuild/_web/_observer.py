@@ -212,11 +212,10 @@ class Observer:
             await anyio.sleep(poll_interval)
 
     async def _load(self, log_: EventLog) -> World:
-        """The World at the log's end, replayed once.
-
-        EXTENSION POINT (issue #15, snapshots): start from the newest snapshot and replay only the records after
-        it; time to first page is then that of the tail, not of the whole log.
-        """
+        """The World at the log's end: the newest usable snapshot, then the records after it (all of them if there
+        is none). Time to first page is then that of the tail, not of the whole log; the events-per-minute chart
+        counts the tail's records (it shows recent minutes only). A snapshot skipped (checksum, format) is logged
+        and kept in ``world.restored``."""
         return await rebuild(log_, on_record=self._loading)
 
     def _loading(self, world: World, rec: Record, state: Any) -> None:

@@ -1,0 +1,461 @@
+"""Snapshots of the World: msgspec-encoded, stored in the log's database, loaded instead of replaying the head.
+
+A snapshot at ``seq`` S is the World a replay of events ``1..S`` gives, every entity's state. The log stores its
+bytes (compressed, with a checksum, see ``LogCore.write_snapshot``); this module says what the bytes are:
+
+    4-byte big-endian length | msgpack header | chunk | chunk | ...
+
+The header names the format version, S, its ``at`` and each chunk's kind and length; a chunk is a msgpack array of
+one kind's states. ``FORMAT`` carries a fingerprint of the state classes' fields and types, so a snapshot written
+by a wantbuild whose states differ (a field added, renamed, retyped) is ignored, never misread: a replay from an
+older snapshot or from the start gives the right World where decoding the old bytes with new defaults might not.
+
+Taking one (:class:`Snapshotter`) never stops the runtime for long: the tables are copied at a point where the
+World is exactly the log's committed prefix (the states are immutable, so a copy of the dicts is a consistent
+cut), then encoded a chunk at a time between other work, and written in pieces between the writer's batches.
+Restart (:func:`load_newest`) takes the newest snapshot that passes its checksum and decodes; one that does not is
+skipped, logged as a warning and reported in :attr:`World.restored`.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import itertools
+import json
+import struct
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+
+import anyio
+import anyio.lowlevel
+import msgspec
+
+from eventlog import Log, SnapshotError, SnapshotInfo, get_logger
+
+from ._jobrun import JobRunState, JobRunStatus
+from ._partition import PartitionState
+from ._partition_set import PartitionSet
+from ._schedule import ScheduleState
+from ._taint import TaintState
+from ._want import WantState
+from ._world import World, rebuild
+
+log = get_logger("wantbuild.actors")
+
+FORMAT_VERSION: Final = 1
+
+STATE_TYPES: dict[str, type[msgspec.Struct]] = {
+    "want": WantState, "partition": PartitionState, "job_run": JobRunState, "schedule": ScheduleState,
+    "taint": TaintState,
+}
+"""The state class of each kind a snapshot holds (a kind without one makes the runtime skip snapshots)."""
+
+CHUNK: Final = 2000
+"""Work per encoding step, in states plus the refs they list (a run's partitions, a want's refs): about a
+millisecond, then other tasks run."""
+
+
+class _WantRow(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A want in a snapshot: a range want's refs are its partition set (``parts``), not an expansion."""
+
+    state: WantState
+    parts: dict[str, Any] | None = None
+
+
+class _RunRow(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A job run in a snapshot: ``same`` when its planned partitions are its partitions (the usual case), which
+    are then written and read once, and share one tuple again after loading."""
+
+    state: JobRunState
+    same: bool = False
+
+
+class _Header(msgspec.Struct, frozen=True):
+    format: str
+    seq: int
+    at: float
+    chunks: list[tuple[str, int]]
+
+
+def _fingerprint() -> str:
+    """A digest of every snapshotted state class's fields and types (part of :data:`FORMAT`)."""
+    _, defs = msgspec.json.schema_components([*STATE_TYPES.values(), _WantRow, _RunRow])
+    return hashlib.blake2b(json.dumps(defs, sort_keys=True).encode(), digest_size=6).hexdigest()
+
+
+FORMAT: Final = f"wantbuild-world/{FORMAT_VERSION}+{_fingerprint()}"
+"""What this wantbuild writes and reads; another value (an older format, other state classes) is ignored."""
+
+_ENCODER = msgspec.msgpack.Encoder()
+_HEADER = msgspec.msgpack.Decoder(_Header)
+_DECODERS: dict[str, msgspec.msgpack.Decoder[Any]] = {
+    "want": msgspec.msgpack.Decoder(list[_WantRow]),
+    "job_run": msgspec.msgpack.Decoder(list[_RunRow]),
+    **{k: msgspec.msgpack.Decoder(list[t]) for k, t in STATE_TYPES.items()  # type: ignore[valid-type]
+       if k not in ("want", "job_run")},
+}
+_LISTS = {"want": "refs", "job_run": "partitions", "taint": "refs"}
+"""The field of a kind's states that lists refs (what makes a state big)."""
+_KEY = {"want": "want_id", "partition": "ref", "job_run": "job_run_id", "schedule": "name", "taint": "taint_id"}
+
+
+class SnapshotSkipped(msgspec.Struct, frozen=True):
+    """A snapshot restart did not use, and why (checksum, decoding, another format)."""
+
+    seq: int
+    reason: str
+
+
+class Restored(msgspec.Struct, frozen=True):
+    """How a World was rebuilt: from which snapshot (None: a full replay), the tail replayed, what was skipped."""
+
+    snapshot_seq: int | None
+    tail_events: int
+    skipped: tuple[SnapshotSkipped, ...] = ()
+    snapshot_seconds: float = 0.0
+    replay_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return msgspec.to_builtins(self)  # type: ignore[no-any-return]
+
+
+class SnapshotUnusable(ValueError):
+    """Internal: bytes that passed the checksum but do not decode as this format (a bug or a foreign writer)."""
+
+
+def _rows(kind: str, states: list[Any]) -> list[Any]:
+    if kind == "job_run":
+        return [_RunRow(msgspec.structs.replace(st, planned=()), True) if st.planned == st.partitions
+                else _RunRow(st) for st in states]
+    if kind != "want":
+        return states
+    out: list[Any] = []
+    for st in states:
+        if isinstance(st.refs, PartitionSet):
+            out.append(_WantRow(msgspec.structs.replace(st, refs=()), st.refs.to_json()))
+        else:
+            out.append(_WantRow(st))
+    return out
+
+
+def encode_chunks(tables: Mapping[str, Mapping[str, Any]], seq: int, at: float) -> Iterator[list[bytes] | None]:
+    """Encode a snapshot; yields ``None`` between chunks (a place to let other work run), then its bytes as a list
+    of parts (joined by whoever stores them: the log does it off the event loop)."""
+    chunks: list[bytes] = []
+    layout: list[tuple[str, int]] = []
+    for kind, table in tables.items():
+        if kind not in STATE_TYPES:
+            raise SnapshotUnusable(f"entity kind {kind!r} has no snapshot encoding")
+        field = _LISTS.get(kind)
+        values = iter(table.values())  # the caller's copy: nothing changes it meanwhile
+        while True:
+            if field is None:  # states of about the same size
+                batch = list(itertools.islice(values, CHUNK))
+            else:  # a want's refs or a run's partitions count too
+                batch, weight = [], 0
+                for st in values:
+                    batch.append(st)
+                    refs = getattr(st, field)
+                    weight += 1 + (len(refs) if type(refs) is tuple else 0)
+                    if weight >= CHUNK:
+                        break
+            if not batch:
+                break
+            blob = _ENCODER.encode(_rows(kind, batch))
+            chunks.append(blob)
+            layout.append((kind, len(blob)))
+            yield None
+    head = _ENCODER.encode(_Header(FORMAT, seq, at, layout))
+    yield [struct.pack(">I", len(head)), head, *chunks]
+
+
+def encode_world(world: World) -> bytes:
+    """The snapshot bytes of ``world`` at its ``last_seq`` (at once, for tests and offline tools)."""
+    out: list[bytes] = []
+    for part in encode_chunks(_tables(world), world.last_seq, world.last_at):
+        if part is not None:
+            out = part
+    return b"".join(out)
+
+
+def _tables(world: World) -> dict[str, dict[str, Any]]:
+    return world._tables
+
+
+def decode_world(data: bytes) -> World:
+    """The World a snapshot holds; :class:`SnapshotUnusable` if the bytes are not this format.
+
+    The cyclic garbage collector is paused meanwhile: millions of new containers, none of them garbage, would
+    otherwise trigger collections that walk them again and again (a fifth of the time at 10 million events)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _decode_world(data)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _decode_world(data: bytes) -> World:
+    try:
+        (n,) = struct.unpack_from(">I", data, 0)
+        head = _HEADER.decode(data[4:4 + n])
+    except (struct.error, msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise SnapshotUnusable(f"its header does not decode ({e})") from e
+    if head.format != FORMAT:
+        raise SnapshotUnusable(f"format {head.format}, this wantbuild reads {FORMAT}")
+    world = World()
+    tables = world._tables
+    pos = 4 + n
+    view = memoryview(data)
+    try:
+        for kind, length in head.chunks:
+            states = _DECODERS[kind].decode(view[pos:pos + length])
+            pos += length
+            table = tables.setdefault(kind, {})
+            if kind == "want":
+                for row in states:
+                    st = row.state
+                    if row.parts is not None:
+                        st = msgspec.structs.replace(st, refs=PartitionSet.from_json(row.parts))
+                    else:  # ``refs: Sequence[str]`` decodes as a list; the transition function keeps a tuple
+                        st = msgspec.structs.replace(st, refs=tuple(st.refs))
+                    table[st.want_id] = st
+            elif kind == "job_run":
+                for row in states:
+                    st = row.state
+                    if row.same:
+                        st = msgspec.structs.replace(st, planned=st.partitions)
+                    table[st.job_run_id] = st
+            else:
+                key = _KEY[kind]
+                for st in states:
+                    table[getattr(st, key)] = st
+    except (KeyError, TypeError, ValueError, msgspec.DecodeError) as e:
+        raise SnapshotUnusable(f"its {kind} states do not decode ({e})") from e
+    if pos != len(data):
+        raise SnapshotUnusable(f"{len(data) - pos} bytes after its last chunk")
+    # The lineage index is derived from the Succeeded runs, in the order they ended (a replay adds each as it
+    # succeeds); runs that ended at the same instant keep the order they were created in.
+    done = [r for r in world.runs.values() if r.status is JobRunStatus.SUCCEEDED]
+    done.sort(key=lambda r: r.ended_at or 0.0)
+    add = world.lineage.add_run
+    for run in done:
+        add(run)
+    world.last_seq, world.last_at = head.seq, head.at
+    return world
+
+
+async def load_newest(log_: Log, *, until_seq: int | None = None, until_time: float | None = None,
+                      min_seq: int = 0) -> tuple[World | None, list[SnapshotSkipped]]:
+    """The World of the newest usable snapshot at or before ``until_seq`` / ``until_time`` and at or after
+    ``min_seq`` (None: none usable), and the snapshots skipped on the way (each logged as a warning)."""
+    skipped: list[SnapshotSkipped] = []
+    for info in await log_.snapshots():
+        if (until_seq is not None and info.seq > until_seq) or (until_time is not None and info.at > until_time):
+            continue
+        if info.seq < min_seq:
+            break
+        if info.format != FORMAT:
+            # Another wantbuild's format: not damage, and not worth a warning each start; reported all the same.
+            skipped.append(SnapshotSkipped(info.seq, f"format {info.format}, this wantbuild reads {FORMAT}"))
+            continue
+        try:
+            data = await log_.read_snapshot(info)
+            world = decode_world(data)
+        except (SnapshotError, SnapshotUnusable) as e:
+            reason = str(e)
+            log.warning("snapshot skipped", db=log_.path, seq=info.seq, reason=reason)
+            skipped.append(SnapshotSkipped(info.seq, reason))
+            continue
+        if world.last_seq != info.seq:
+            reason = f"it says seq {world.last_seq}, its head row seq {info.seq}"
+            log.warning("snapshot skipped", db=log_.path, seq=info.seq, reason=reason)
+            skipped.append(SnapshotSkipped(info.seq, reason))
+            continue
+        return world, skipped
+    return None, skipped
+
+
+async def verify_snapshots(log_: Log, *, until_seq: int | None = None) -> list[str]:
+    """Check every stored snapshot (up to ``until_seq``) against a full replay up to its seq; the problems found."""
+    infos = sorted((i for i in await log_.snapshots() if until_seq is None or i.seq <= until_seq),
+                   key=lambda i: i.seq)
+    if not infos:
+        return []
+    problems: list[str] = []
+    world = World()
+    compacted = log_.compacted_through
+    if compacted:  # the events before the base snapshot are gone: check the later ones against base + replay
+        base = next((i for i in infos if i.seq >= compacted and i.format == FORMAT), None)
+        if base is None:
+            return [f"the log was compacted through seq {compacted} and no snapshot of this format at or after it "
+                    "is stored"]
+        try:
+            world = decode_world(await log_.read_snapshot(base))
+        except (SnapshotError, SnapshotUnusable) as e:
+            return [f"snapshot at seq {base.seq} (the compaction's base): unusable ({e})"]
+        infos = [i for i in infos if i.seq > base.seq]
+        if not infos:
+            return []
+    pending = list(infos)
+
+    async def check(info: SnapshotInfo) -> None:
+        if info.format != FORMAT:
+            return  # another format is ignored by restart: nothing to check it against
+        try:
+            snap = decode_world(await log_.read_snapshot(info))
+        except (SnapshotError, SnapshotUnusable) as e:
+            problems.append(f"snapshot at seq {info.seq}: unusable ({e}); restart skips it")
+            return
+        diff = world.diff(snap, limit=3)
+        if diff or snap.last_seq != world.last_seq:
+            problems.append(f"snapshot at seq {info.seq} differs from a replay up to that seq: " + "; ".join(diff))
+
+    async for batch in log_.read_batches(world.last_seq + 1, until_seq=pending[-1].seq):
+        for rec in batch:
+            world.apply(rec)
+            while pending and pending[0].seq == rec.seq:
+                await check(pending.pop(0))
+    for info in pending:  # snapshots past the log's end (the log lost events)
+        problems.append(f"snapshot at seq {info.seq} is beyond the log's last event (seq {world.last_seq})")
+    return problems
+
+
+class Compacted(msgspec.Struct, frozen=True):
+    """What :func:`compact` did."""
+
+    through_seq: int
+    snapshot_written: bool
+    entities: int
+    events_dropped: int
+
+
+async def compact(log_: Log, through_seq: int) -> Compacted:
+    """Retention: keep a snapshot at ``through_seq`` and drop the events up to it of the entities terminal there
+    (wants, runs, deleted schedules: their states never change again). Partitions are never terminal: their events
+    stay. Time travel then starts at ``through_seq``; a full replay is no longer possible (restart and queries
+    start from a snapshot at or after it). The log must be open as the writer, with no runtime on it."""
+    world = await rebuild(log_, until_seq=through_seq)
+    if world.last_seq != through_seq:
+        raise ValueError(f"{log_.path}: seq {through_seq} is past the log's last event (seq {world.last_seq})")
+    have = {s.seq for s in await log_.snapshots() if s.format == FORMAT}
+    written = through_seq not in have
+    if written:
+        await log_.write_snapshot(through_seq, world.last_at, FORMAT, encode_world(world))
+    done = [(k, eid) for k, table in world._tables.items() for eid, st in table.items()
+            if getattr(st, "terminal", False)]
+    dropped = await log_.drop_events(done, through_seq)
+    return Compacted(through_seq, written, len(done), dropped)
+
+
+class Snapshotter:
+    """Takes snapshots of a runtime's World in the background: every ``every_events`` committed events, or every
+    ``every_seconds`` if any event came since the last one; keeps the newest ``keep``.
+
+    A snapshot is taken only at a point where the World holds exactly the log's committed events (every commit
+    adopted: ``World.applied`` counts them); the copy of the tables is the only step that holds the event loop
+    (a dict copy: about 3 ms per 100,000 entities here), the encoding runs a chunk at a time.
+    """
+
+    def __init__(self, log_: Log, world: World, *, every_events: int | None = 100_000,
+                 every_seconds: float | None = 600.0, keep: int = 2, check_interval: float = 0.5) -> None:
+        self.log = log_
+        self.world = world
+        self.every_events = every_events
+        self.every_seconds = every_seconds
+        self.keep = max(1, keep)
+        self.check_interval = check_interval
+        self.base_seq = world.last_seq
+        self.base_applied = world.applied
+        self.last_seq = world.last_seq
+        self.last_time = time.monotonic()
+        self.taken: list[SnapshotInfo] = []
+        self.copy_seconds: list[float] = []
+        """How long each snapshot's copy of the tables held the event loop."""
+        self.max_step_seconds = 0.0
+        """The longest step of any snapshot that held the event loop (the copy, or encoding one chunk)."""
+        self.spans: list[tuple[float, float]] = []
+        """``time.perf_counter()`` at the start and end of each snapshot taken (for measuring what it cost)."""
+        self.failed: str | None = None
+
+    def consistent(self) -> bool:
+        """Whether the World holds exactly the log's committed events now."""
+        w = self.world
+        return (w.last_seq == self.log.last_seq
+                and w.applied - self.base_applied == w.last_seq - self.base_seq)
+
+    def due(self) -> bool:
+        behind = self.log.last_seq - self.last_seq
+        if behind <= 0:
+            return False
+        if self.every_events is not None and behind >= self.every_events:
+            return True
+        return self.every_seconds is not None and time.monotonic() - self.last_time >= self.every_seconds
+
+    async def run(self) -> None:
+        """Take snapshots when due, until cancelled. A failure is logged and retried at the next due point."""
+        while True:
+            await anyio.sleep(self.check_interval)
+            if not self.due():
+                continue
+            for _ in range(200):  # a consistent point comes within a loop iteration or two of a commit
+                if self.consistent():
+                    break
+                await anyio.lowlevel.checkpoint()
+            else:
+                continue
+            try:
+                await self.take()
+            except Exception as e:  # never fatal: restart replays more, that is all
+                self.failed = str(e)
+                log.warning("snapshot failed", db=self.log.path, error=f"{type(e).__name__}: {e}")
+                self.last_time = time.monotonic()
+
+    async def take(self) -> SnapshotInfo | None:
+        """Take a snapshot now if the World is at a consistent point (else None); prune old ones."""
+        if not self.consistent():
+            return None
+        w = self.world
+        t0 = time.perf_counter()
+        tables = {k: t.copy() for k, t in w._tables.items() if t}
+        seq, at = w.last_seq, w.last_at
+        t1 = time.perf_counter()
+        self.copy_seconds.append(t1 - t0)
+        step = t1 - t0
+        data: list[bytes] = []
+        for part in encode_chunks(tables, seq, at):
+            t2 = time.perf_counter()
+            step = max(step, t2 - t1)
+            if part is None:
+                await anyio.lowlevel.checkpoint()
+            else:
+                data = part
+            t1 = time.perf_counter()
+        del tables
+        self.max_step_seconds = max(self.max_step_seconds, step)
+        info = await self.log.write_snapshot(seq, at, FORMAT, data)
+        self.last_seq, self.last_time = seq, time.monotonic()
+        self.taken.append(info)
+        base = self.log.compacted_through  # the compaction's base: time travel starts there, it stays
+        old = [s.seq for s in (await self.log.snapshots())[self.keep:] if s.seq != base]
+        if old:
+            await self.log.delete_snapshots(old)
+        self.spans.append((t0, time.perf_counter()))
+        return info
+
+
+__all__ = [
+    "FORMAT",
+    "Compacted",
+    "Restored",
+    "SnapshotSkipped",
+    "Snapshotter",
+    "compact",
+    "decode_world",
+    "encode_world",
+    "load_newest",
+    "verify_snapshots",
+]
