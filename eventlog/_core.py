@@ -342,6 +342,10 @@ class LogCore:
     async def _db_lease(self) -> Lease | None:
         raise NotImplementedError
 
+    async def _wait_to_write(self) -> None:
+        """Before the (possibly shielded) open: wait for the right to write, where that is a separate step
+        (SQLite's writer lock). A backend whose open waits by itself (PostgreSQL's lease) does nothing here."""
+
     async def _db_snapshot_piece(self, seq: int, piece: int, data: bytes) -> None:
         """Store one piece of a snapshot being written (replacing a piece of an earlier, unfinished attempt)."""
         raise NotImplementedError
@@ -1629,6 +1633,7 @@ async def open_core(self: L) -> AsyncIterator[L]:
     # loop closed. A cancellation that arrives meanwhile is delivered at the checkpoint right after, with the log
     # open and closable. PostgreSQL's open may wait for the writer lease (a standby): it stays cancellable, and
     # its connections are simply dropped when cancelled.
+    await self._wait_to_write()  # may wait as long as lease_wait says (a standby): always cancellable
     with anyio.CancelScope(shield=self._shield_open):
         await self._start()
     try:

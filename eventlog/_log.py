@@ -388,7 +388,8 @@ class EventLog(LogCore):
     async def _db_start(self) -> None:
         try:
             if self._writer:
-                self._lock = await self._take_lock()
+                if self._lock is None:
+                    self._lock = await self._take_lock()
                 self._wdb = await self._connect("rwc", inline=True)
                 await self._init_or_check(self._wdb)
                 self._rdb = await self._connect("rw")
@@ -397,6 +398,10 @@ class EventLog(LogCore):
                 await self._init_or_check(self._rdb)
         except sqlite3.Error as e:
             raise self._corrupt_open_error(e) from e
+
+    async def _wait_to_write(self) -> None:
+        if self._writer and self._lease_wait != 0:  # waiting for another process's lock stays cancellable
+            self._lock = await self._take_lock()
 
     async def _take_lock(self) -> WriterLock:
         """The writer lock, waiting up to ``lease_wait`` seconds (None: as long as it takes) for its holder."""

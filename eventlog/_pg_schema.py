@@ -126,8 +126,13 @@ RETURNING epoch
 
 RELEASE_LEASE = "UPDATE {s}.writer_lease SET expires_at = clock_timestamp() WHERE id = 1 AND epoch = $1"
 
+# A lease never taken expires at -infinity (a fresh log, between its creation and its writer's first lease):
+# "seconds left" is then -Infinity, not an error (PostgreSQL cannot subtract infinite timestamps).
 LEASE_STATE = f"""
-SELECT owner, epoch, EXTRACT(EPOCH FROM expires_at - clock_timestamp())::float8, last_seq, last_batch,
+SELECT owner, epoch,
+       CASE WHEN isfinite(expires_at) THEN EXTRACT(EPOCH FROM expires_at - clock_timestamp())::float8
+            ELSE '-Infinity'::float8 END,
+       last_seq, last_batch,
        {HOLDER_ALIVE}
 FROM {{s}}.writer_lease AS l WHERE id = 1
 """

@@ -17,7 +17,7 @@ The format is documented with examples in ``docs/scenarios.md``; in short::
 
     [[timeline]]                      # actions at virtual times, in file order for equal times
     at = 0
-    action = "want"                   # want | cancel | taint | crash | kill | fault
+    action = "want"                   # want | cancel | taint | crash | kill | fault | stall
     name = "a"
     refs = ["daily/1"]
 
@@ -70,7 +70,7 @@ __all__ = [
 
 Behaviour: TypeAlias = Literal["succeed", "fail", "missing_deps", "hang", "flaky"]
 BEHAVIOURS: Final[tuple[Behaviour, ...]] = get_args(Behaviour)
-Action: TypeAlias = Literal["want", "cancel", "taint", "crash", "kill", "fault"]
+Action: TypeAlias = Literal["want", "cancel", "taint", "crash", "kill", "fault", "stall"]
 ACTIONS: Final[tuple[Action, ...]] = get_args(Action)
 
 METRICS: Final[tuple[str, ...]] = (
@@ -105,6 +105,8 @@ EVENT_TYPES: Final[tuple[str, ...]] = (
     "TaintCreated", "TaintApplied", "TaintCanceled", "TaintRestored",
 )
 DEFAULT_HORIZON: Final[float] = 30 * 86400.0
+DEFAULT_LEASE_TTL: Final[float] = 10.0
+"""A ``stall`` step's lease when it sets none: the PostgreSQL log's default (``docs/deploy.md``)."""
 INVARIANTS: Final[tuple[str, ...]] = ("I1", "I2", "I3", "I4", "I5", "I6", "I7")
 
 
@@ -242,6 +244,8 @@ class Step:
     skip: int = 0
     times: int = 1
     priority: int = 0
+    lease_ttl: float = DEFAULT_LEASE_TTL
+    """``stall``: the stalled runtime's lease; a standby takes over when it lapses (if the stall lasts longer)."""
     line: int | None = field(default=None, compare=False)
 
     def describe(self) -> str:
@@ -260,6 +264,8 @@ class Step:
             return f"{head} {self.name + ' ' if self.name else ''}[{', '.join(self.refs)}]{reach}"
         if self.action == "crash":
             return f"{head}, down {_num(self.downtime)} s" if self.downtime else head
+        if self.action == "stall":
+            return f"{head} for {_num(self.downtime)} s (lease {_num(self.lease_ttl)} s)"
         if self.action == "fault":
             what = " ".join(x for x in (self.kind, self.match) if x) or "anything"
             count = f"{self.times}x" + (f" after {self.skip}" if self.skip else "")
@@ -426,6 +432,7 @@ _STEP_FIELDS: Mapping[str, tuple[str, ...]] = {
     "cancel": ("at", "action", "want", "taint", "reason", *_TRIGGER),
     "taint": ("at", "action", "name", "refs", "reason", "cascade", "depth", *_TRIGGER),
     "crash": ("at", "action", "downtime", *_TRIGGER),
+    "stall": ("at", "action", "downtime", "lease_ttl", *_TRIGGER),
     "kill": ("at", "action", "ref", "job", "reason", *_TRIGGER),
     "fault": ("at", "action", "point", "kind", "match", "skip", "times", *_TRIGGER),
 }
@@ -760,6 +767,12 @@ class _Parser:
                                            cascade=cascade, depth=self.integer(t, (*key, "depth")))
             elif action == "crash":
                 step = dataclasses.replace(step, downtime=self.number(t, (*key, "downtime"), default=0.0) or 0.0)
+            elif action == "stall":
+                down = self.number(t, (*key, "downtime"), strict=True)
+                if down is None:
+                    raise self.error(key, "a stall step needs downtime = SECONDS (how long the runtime is frozen)")
+                ttl = self.number(t, (*key, "lease_ttl"), strict=True, default=DEFAULT_LEASE_TTL)
+                step = dataclasses.replace(step, downtime=down, lease_ttl=ttl or DEFAULT_LEASE_TTL)
             elif action == "fault":
                 step = self.fault_step(t, key, step, job_names)
             else:  # kill

@@ -42,6 +42,7 @@ from supervisor import sole_error
 
 from ._clock import VirtualClock, run_until_idle
 from ._format import Bound, Scenario, Step
+from ._lease import FencedLog, SimLease
 from ._result import (
     Check,
     CrashRow,
@@ -128,6 +129,12 @@ class _Runner:
 
         self.faults = Faults()  # armed by fault steps; outlives crashes, as a flaky disk would
         self.gave_up: list[str] = []
+        self.lease = SimLease()
+        self.flog: FencedLog | None = None  # the current runtime's view of the log
+        self.stale: list[tuple[Any, FencedLog]] = []  # runtimes whose lease was taken while they stalled
+        self.timed: list[tuple[float, int, str, Any]] = []  # (at, order, "takeover" | "resume", (rt, flog))
+        self._holders: Any = None
+        self._stop_holders: anyio.Event | None = None
 
     # -- the outside world -------------------------------------------------------------------------------
     def _is_live(self, ref: str) -> bool:
@@ -164,6 +171,7 @@ class _Runner:
             ready = anyio.Event()
             stop = anyio.Event()
             async with anyio.create_task_group() as tg:
+                self._holders, self._stop_holders = tg, stop
                 tg.start_soon(self._hold, elog, ready, stop)
                 async with anyio.create_task_group() as actions:
                     self._action_tg = actions
@@ -176,6 +184,11 @@ class _Runner:
                         # Stop at once, at this quiescent point: no await between here and the abort.
                         for _step, scope in self.actions.values():
                             scope.cancel()
+                        self.timed.clear()
+                        for old_rt, _flog in self.stale:  # frozen or stopping: they die with the segment
+                            if not old_rt.crashed:
+                                await self._stop_abruptly(old_rt)
+                        self.stale.clear()
                         if self.rt is not None:
                             live_world = _copy_world(self.rt.world)
                             last_seq = elog.last_seq
@@ -184,7 +197,9 @@ class _Runner:
                         stop.set()
                         actions.cancel_scope.cancel()
             self._action_tg = None
+            self._holders = self._stop_holders = None
         self.rt = None
+        self.flog = None
         self.elog = None
         self.clock.drop_all()
         if crash is not None and not self.stopped:
@@ -222,21 +237,28 @@ class _Runner:
             if text not in self.gave_up:
                 self.gave_up.append(text)
 
-    async def _hold(self, elog: Any, ready: anyio.Event, stop: anyio.Event) -> None:
+    async def _hold(self, elog: Any, ready: anyio.Event, stop: anyio.Event, took_over: bool = False) -> None:
+        from eventlog import LeaseLost
         from supervisor import open_runtime
 
-        async with open_runtime(
-            self.path, self.graph, clock=self.clock, policy=self.policy, autocommit=False,
-            serve_commands=False, event_log=elog, log_dir=self.workdir / "job-logs", shutdown_grace=1.0,
-            faults=self.faults,
-        ) as rt:
-            self.rt = rt
-            rt.add_hook(self._hook)
-            if rt.recovery.lost_runs:
-                self.notes.append(f"t={self.clock.now():g}: restart marked {len(rt.recovery.lost_runs)} "
-                                  f"run(s) Lost: {', '.join(rt.recovery.lost_runs)}")
-            ready.set()
-            await stop.wait()
+        flog = FencedLog(elog, self.lease, self.lease.take())
+        try:
+            async with open_runtime(
+                self.path, self.graph, clock=self.clock, policy=self.policy, autocommit=False,
+                serve_commands=False, event_log=flog, log_dir=self.workdir / "job-logs",
+                shutdown_grace=1.0, faults=self.faults,
+            ) as rt:
+                self.rt, self.flog = rt, flog
+                rt.add_hook(self._hook)
+                if rt.recovery.lost_runs:
+                    who = f"the standby (epoch {flog.epoch})" if took_over else "restart"
+                    self.notes.append(f"t={self.clock.now():g}: {who} marked {len(rt.recovery.lost_runs)} "
+                                      f"run(s) Lost: {', '.join(rt.recovery.lost_runs)}")
+                ready.set()
+                await stop.wait()
+        except LeaseLost:
+            self.notes.append(f"t={self.clock.now():g}: the runtime of epoch {flog.epoch} found its lease gone: "
+                              f"{flog.refused} write(s) refused, none landed; it stopped (LeaseLost)")
 
     def _hook(self, rec: Any, old: Any, new: Any) -> None:
         key = (rec.entity_kind, rec.entity_id)
@@ -246,11 +268,13 @@ class _Runner:
     # -- driving -----------------------------------------------------------------------------------------
     async def _drive(self) -> _Crash | None:
         while True:
+            await self._due_timed()
             self._start_due_steps()
             crash = await self._settle()
             if crash is not None:
                 return crash
-            nxt = [t for t in (self.steps[0].at if self.steps else None, self.clock.next_deadline())
+            nxt = [t for t in (self.steps[0].at if self.steps else None, self.clock.next_deadline(),
+                               self.timed[0][0] if self.timed else None)
                    if t is not None]
             if not nxt:
                 return None
@@ -279,12 +303,63 @@ class _Runner:
             hit = self.sim.kill(ref=step.ref, job=step.job, reason=step.reason)
             what = step.ref if step.ref is not None else f"job {step.job}"
             self.notes.append(f"t={now:g}: kill {what}: " + (", ".join(hit) if hit else "no run was executing"))
+        elif step.action == "stall":
+            self._stall(step)
         elif step.action == "fault":
             assert step.point is not None
             self.faults.add(step.point, step.kind, step.match, skip=step.skip, times=step.times)  # type: ignore[arg-type]
             self.notes.append(f"t={now:g}: armed {step.describe()}")
         else:
             self._spawn(step)
+
+    # -- stalls and takeovers (a simulated writer lease; see _lease.py) ------------------------------------------
+    def _stall(self, step: Step) -> None:
+        """Freeze the serving runtime for ``downtime`` s: its writes wait; past ``lease_ttl`` a standby takes the
+        lease (the lease lapses ``lease_ttl`` after the stall began: it was renewed just before)."""
+        now = self.clock.now()
+        flog = self.flog
+        if flog is None or flog.stalled:
+            self.notes.append(f"t={now:g}: {step.describe()} skipped: no runtime serving")
+            return
+        flog.stall()
+        self.notes.append(f"t={now:g}: the runtime of epoch {flog.epoch} stalls for {step.downtime:g} s "
+                          f"(lease {step.lease_ttl:g} s)")
+        order = len(self.timed) + step.index * 2
+        if step.downtime > step.lease_ttl:
+            self.timed.append((now + step.lease_ttl, order, "takeover", (self.rt, flog)))
+        self.timed.append((now + step.downtime, order + 1, "resume", (self.rt, flog)))
+        self.timed.sort(key=lambda e: (e[0], e[1]))
+
+    async def _due_timed(self) -> None:
+        now = self.clock.now()
+        while self.timed and self.timed[0][0] <= now:
+            _at, _order, what, (rt, flog) = self.timed.pop(0)
+            if what == "takeover":
+                await self._takeover(rt, flog)
+            else:
+                flog.resume()
+                if flog.current:
+                    self.notes.append(f"t={now:g}: the runtime of epoch {flog.epoch} resumes; its lease held")
+                else:
+                    self.notes.append(f"t={now:g}: the stalled runtime of epoch {flog.epoch} resumes, but epoch "
+                                      f"{self.lease.epoch} holds the lease now")
+
+    async def _takeover(self, old_rt: Any, old_flog: FencedLog) -> None:
+        """The stalled runtime's lease lapsed: a standby takes it, fences the old runtime's jobs (as on one
+        machine), replays the log and recovers (its runs Lost), while the old runtime stays frozen."""
+        now = self.clock.now()
+        world = self.checker.world  # the committed log
+        inflight = sorted(r.job_run_id for r in world.runs.values() if not r.terminal)
+        fenced = self.sim.fence(inflight, "fenced: the runtime that took over the log stopped it")
+        self.notes.append(f"t={now:g}: the lease of epoch {old_flog.epoch} lapsed; a standby takes over"
+                          + (f" and stops the jobs of {', '.join(fenced)}" if fenced else ""))
+        self.stale.append((old_rt, old_flog))
+        self.rt = self.flog = None  # the standby's, once it has replayed
+        ready = anyio.Event()
+        assert self._holders is not None
+        assert self._stop_holders is not None
+        self._holders.start_soon(self._hold, self.elog, ready, self._stop_holders, True)
+        await self._open_runtime(ready)
 
     def _spawn(self, step: Step) -> None:
         scope = anyio.CancelScope()

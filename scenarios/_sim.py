@@ -149,6 +149,16 @@ class Simulation:
                     sw.scope.cancel()
         return hit
 
+    def fence(self, run_ids: list[str], reason: str) -> list[str]:
+        """Stop the executing runs ``run_ids`` (a stalled runtime's, when a standby takes over); their ids."""
+        hit = sorted(rid for rid in run_ids if rid in self.switches and self.switches[rid].killed is None)
+        for rid in hit:
+            sw = self.switches[rid]
+            sw.killed = reason
+            if sw.scope is not None:
+                sw.scope.cancel()
+        return hit
+
     # -- a job run -----------------------------------------------------------------------------------------
     async def _run(self, job: JobSpec, ctx: Any) -> None:
         from supervisor import MissingDeps

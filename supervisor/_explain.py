@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from actors import JobRunState, JobRunStatus, PartitionStatus, World, newer_inputs
+from eventlog import redact
 
 from ._graph import Graph, NoJobForRef
 from ._lazy import waiting_reason
+from ._upstream import UpstreamRun, split_upstream
 
 P = PartitionStatus
 
@@ -97,10 +99,16 @@ async def explain(world: World, graph: Graph | None, ref: str, *, log_: Any = No
     no_job = False
     if graph is not None:
         try:
-            job_name = graph.job_for(ref)[0].name
+            job = graph.job_for(ref)[0]
+            job_name = job.name
         except NoJobForRef as e:
             no_job = True
             ex.details.append(str(e))
+        else:
+            if isinstance(job.run, UpstreamRun):  # another graph's partition: say where to look further
+                inner = split_upstream(ref)[1]
+                ex.details.append(f"partition {inner} of graph {job.run.name!r}, built by its runtime: "
+                                  f"`wantbuild explain {inner} --db {redact(job.run.db)}`")
     if active:
         ex.details.append(f"wanted by {', '.join(active)}")
     elif wants:

@@ -36,6 +36,7 @@ import hashlib
 import inspect
 import json
 import math
+import os
 import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -877,6 +878,26 @@ class Graph:
         self._found.clear()
         _log.debug("graph.job_added", graph=self.name, job=job.name, outputs=[p.text for p in job.outputs])
         return job
+
+    def upstream(self, name: str, *, db: str | os.PathLike[str], batch: int = 1000,
+                 concurrency: int | None = None) -> Job:
+        """Name another graph whose partitions this one's jobs may need: ``NAME:REF`` is partition ``REF`` of the
+        graph whose log is ``db`` (a SQLite file or a ``postgresql://`` URL), served by its own runtime.
+
+        Adds the job ``upstream.NAME`` that produces those refs by wanting them in that log and waiting for them
+        (see ``docs/graphs.md``); ``batch`` refs per upstream want, ``concurrency`` upstream wants at once."""
+        from ._upstream import UpstreamRun, check_upstream_name, upstream_patterns
+
+        try:
+            check_upstream_name(name)
+        except ValueError as e:
+            raise GraphError(f"graph {self.name!r}: {e}") from None
+        if not isinstance(db, str | os.PathLike) or not os.fspath(db):
+            raise GraphError(f"graph {self.name!r}: upstream {name!r} needs db=, the log of that graph (a file or a "
+                             f"postgresql:// URL), got {db!r}")
+        return self.add_job(Job.create(f"upstream.{name}", outputs=upstream_patterns(name),
+                                       run=UpstreamRun(name, os.fspath(db), self.name), batch=batch,
+                                       concurrency=concurrency))
 
     def add_pool(self, name: str, size: int) -> None:
         """Declare a concurrency pool: at most ``size`` runs of the jobs with ``pool=name`` at once."""

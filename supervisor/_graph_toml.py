@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from actors import POLICIES
-from eventlog import get_logger
+from eventlog import get_logger, is_postgres
 
 from ._graph import Graph, GraphError, Job, _is_async_callable
 from ._hints import valid_choices
@@ -72,7 +72,8 @@ __all__ = ["load_graph"]
 
 _log = get_logger("wantbuild.graph")
 
-_TOP_LEVEL = ("graph", "executor", "job", "pools", "schedule")
+_TOP_LEVEL = ("graph", "executor", "job", "pools", "schedule", "upstream")
+_UPSTREAM_FIELDS = ("db", "batch", "concurrency")
 _EXECUTOR_FIELDS = ("kind", "address", "lost_after", "kill_grace", "log_dir")
 _EXECUTOR_KINDS = ("local", "dask", "ray")
 _GRAPH_FIELDS = ("name", "default_collision_policy")
@@ -163,6 +164,7 @@ class _Loader:
                 graph.add_pool(pool, size)
             except GraphError as e:
                 raise self.error(f"[pools]: {e}") from e
+        self.upstreams(graph, data.get("upstream", {}))
         jobs = data.get("job", {})
         if not isinstance(jobs, dict):
             raise self.error(f"'job' must be a table of jobs ([job.NAME] sections), got {toml_type(jobs)}")
@@ -186,6 +188,37 @@ class _Loader:
         self.schedules(graph, data.get("schedule", {}))
         _log.debug("graph.loaded", path=str(self.path), graph=graph.name, jobs=len(graph))
         return graph
+
+    def upstreams(self, graph: Graph, tables: object) -> None:
+        """``[upstream.NAME]`` tables: other graphs' logs (``db = "postgresql://..."`` or a file, relative to this
+        file's folder), whose partitions this graph's jobs name as ``NAME:REF``."""
+        if not isinstance(tables, dict):
+            raise self.error(f"'upstream' must be a table of graphs ([upstream.NAME] sections with db = ...), got "
+                             f"{toml_type(tables)}")
+        for name, table in tables.items():
+            if not isinstance(table, dict):
+                raise self.error(f"upstream {name!r} must be a table ([upstream.{name}] with db = \"...\"), got "
+                                 f"{toml_type(table)}")
+            for key in table:
+                if key not in _UPSTREAM_FIELDS:
+                    raise self.error(f"upstream {name!r}: unknown field {key!r}; "
+                                     f"{valid_choices(key, _UPSTREAM_FIELDS)}")
+            db = table.get("db")
+            if not isinstance(db, str) or not db:
+                raise self.error(f"upstream {name!r}: db must be the log of graph {name!r} (a postgresql:// URL or a "
+                                 f"file), got {toml_type(db) if db is not None else 'nothing'}")
+            if not is_postgres(db) and not Path(db).is_absolute():
+                db = str(self.folder / db)
+            options: dict[str, Any] = {}
+            for key in ("batch", "concurrency"):
+                if key in table:
+                    if not _is_int(table[key]):
+                        raise self.error(f"upstream {name!r}: {key} must be an integer, got {toml_type(table[key])}")
+                    options[key] = table[key]
+            try:
+                graph.upstream(name, db=db, **options)
+            except GraphError as e:
+                raise self.error(str(e)) from e
 
     def schedules(self, graph: Graph, tables: object) -> None:
         """``[schedule.NAME]`` tables: checked against the graph now (cron, timezone, rendered template)."""

@@ -84,7 +84,6 @@ from eventlog import (
     get_logger,
     is_postgres,
     log_label,
-    open_log,
 )
 
 from ._execution_glue import LocalExecution
@@ -95,6 +94,7 @@ from ._ids import IdSource
 from ._scheduler import Scheduler, created_event
 from ._schedules import Schedule, ScheduleError, check_schedule
 from ._sets import check_set, parse_partition_set
+from ._standby import open_log_and_world
 from ._supervisor import ActorCrashed, CommittedBatch, Drain, GaveUp, Pending, Recover, Supervisor
 from ._timers import Timers
 
@@ -664,6 +664,7 @@ async def open_runtime(
     durability: Durability | None = None,
     faults: Faults | None = None,
     executor: Executor | None = None,
+    standby: bool = False,
     snapshot_every: int | None = 100_000,
     snapshot_interval: float | None = 600.0,
     load_snapshot: bool = True,
@@ -690,6 +691,9 @@ async def open_runtime(
     :param faults: drills only: the :class:`actors.Faults` to inject.
     :param executor: where jobs without an executor of their own run (``DaskExecutor(client)``,
         ``RayExecutor(...)``); default: the graph's ``[executor]``, else the runtime's own processes.
+    :param standby: if another runtime serves the log, wait (as long as it takes) to take over from it, replaying
+        and following its commits meanwhile; the block is entered once this runtime holds the writer lease (see
+        ``docs/deploy.md``, standby runtimes). Default: ``WriterLockedError`` at once.
     :param snapshot_every: take a snapshot of the World in the background every this many events (None: not by
         count); a restart loads the newest and replays only the events after it (see ``docs/restart.md``).
     :param snapshot_interval: also every this many seconds if any event came since the last one (None: not by
@@ -711,8 +715,8 @@ async def open_runtime(
         path = Path(path)
         logs = Path(log_dir) if log_dir is not None else path.parent / (path.name + ".logs")
     try:
-        async with _maybe_log(event_log, path, graph, clock, accept_graph_change, autocommit, durability) as elog:
-            world = await rebuild(elog, snapshots=load_snapshot)
+        async with open_log_and_world(event_log, path, graph.fingerprint(), clock, accept_graph_change, autocommit,
+                                      durability, standby, load_snapshot) as (elog, world):
             ids = IdSource(world.wants, world.runs, world.taints)
             with _gc_policy(tune_gc):
                 async with _running(elog, world, ids, graph, clock, policy, logs, serve_commands,
@@ -765,7 +769,9 @@ async def _running(elog: Log, world: World, ids: IdSource, graph: Graph, clock: 
         async with system, contextlib.AsyncExitStack() as stack:
             env = EntityEnv(elog, world, system, hooks, clock, faults)
             timers = Timers(tg, system, clock)
-            log_id = os.path.abspath(elog.path)  # noqa: ASYNC240 - the log jobs run for (WANTBUILD_LOG); no I/O
+            # The log jobs run for (WANTBUILD_LOG), the same from any process: a standby in another folder must
+            # find the jobs of the runtime it replaces.
+            log_id = elog.path if is_postgres(elog.path) else os.path.abspath(elog.path)  # noqa: ASYNC240 - no I/O
             local = LocalExecution(graph, clock, logs, system, faults, world, log_id=log_id)
             env_x = ExecutorEnv(graph, clock, system, _namespace(elog), local.resolve_read)
             execution = await stack.enter_async_context(ExecutionRouter.open(graph, local, env_x, default_executor))
@@ -846,18 +852,6 @@ def _namespace(elog: Log) -> str:
     return hashlib.sha256(where.encode()).hexdigest()[:10]
 
 
-@asynccontextmanager
-async def _maybe_log(given: Log | None, path: str | Path, graph: Graph, clock: Clock, accept: bool,
-                     autocommit: bool, durability: Durability | None) -> AsyncIterator[Log]:
-    if given is not None:
-        yield given
-        return
-    options = {} if durability is None else {"durability": durability}  # None: the backend's own default
-    async with open_log(path, fingerprint=graph.fingerprint(), accept_fingerprint_change=accept,
-                        now=clock.now, autocommit=autocommit, **options) as elog:
-        yield elog
-
-
 async def _shutdown(rt: Runtime, execution: ExecutionRouter, timers: Timers, grace: float) -> None:
     """Stop starting runs, cancel the ones in flight, and wait until they are recorded."""
     rt.closing = True
@@ -936,7 +930,8 @@ async def _run_command(rt: Runtime, command_id: int, name: str,
         if payload.get("specs"):  # ranges, read against this runtime's graph
             refs = parse_partition_set(rt.graph, payload["specs"], refs=refs)
         await rt.want(refs, ttl=payload.get("ttl"), sla=payload.get("sla"),
-                      comment=payload.get("comment", ""), source="cli", command_id=command_id,
+                      comment=payload.get("comment", ""), source=str(payload.get("source", "cli")),
+                      command_id=command_id,
                       priority=int(payload.get("priority", 0)), anchor=payload.get("anchor", "created"),
                       data_time=payload.get("data_time"))
         return None

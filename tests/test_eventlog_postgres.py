@@ -403,6 +403,20 @@ async def test_a_reader_of_an_empty_schema_is_told_there_is_no_log(pg_url: str) 
             pass  # pragma: no cover
 
 
+async def test_a_lease_never_taken_reads_as_no_lease(pg_url: str) -> None:
+    """A log created but never leased (its writer between creating the schema and taking the lease, a window
+    readers poll into): lease() is None, not an error about infinite timestamps; a writer then takes it."""
+    async with open_log(pg_url):
+        pass
+    await _sql(pg_url, "UPDATE {s}.writer_lease SET expires_at = '-infinity', owner = '', epoch = 0")
+    async with open_log(pg_url, writer=False) as reader:
+        assert await reader.lease() is None
+    async with open_log(pg_url) as writer:
+        lease = await writer.lease()
+        assert lease is not None
+        assert lease.epoch == 1
+
+
 async def test_a_log_of_a_newer_schema_is_refused_with_the_fix(pg_url: str) -> None:
     """A log written by a newer wantbuild: SchemaVersionError naming both versions and 'upgrade wantbuild'."""
     async with open_log(pg_url) as log:

@@ -16,12 +16,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import click
 
 from actors import World, rebuild
-from eventlog import Command, EventLog, Log, LogNotFoundError, is_postgres, open_log, redact
+from eventlog import Command, EventLog, Lease, Log, LogNotFoundError, is_postgres, open_log, redact
 
 
 class CliError(click.ClickException):
@@ -110,12 +111,41 @@ async def load_world(db: Db, *, until_seq: int | None = None, until_time: float 
 async def runtime_active(db: Db) -> bool:
     """Whether a runtime is running on the log at ``db`` (it holds the writer lock, or the writer lease)."""
     if isinstance(db, LogURL):
-        try:
-            async with open_log(db, writer=False) as log:
-                return await log.lease() is not None
-        except LogNotFoundError:
-            return False
+        return await current_lease(db) is not None
     return EventLog.writer_active(db)
+
+
+async def graph_logs(db: LogURL) -> list[LogURL]:
+    """The URL of every wantbuild log (one per graph: a schema each) in the PostgreSQL database of ``db``."""
+    import asyncpg
+
+    from eventlog._target import PgTarget
+
+    try:
+        conn = await asyncpg.connect(PgTarget(db).dsn, timeout=10)
+    except Exception as e:
+        raise CliError(f"{db}: cannot list its database's logs: {redact(PgTarget(db).scrub(str(e)))}") from None
+    try:
+        rows = await conn.fetch(
+            "SELECT table_schema FROM information_schema.tables WHERE table_name = 'writer_lease' "
+            "INTERSECT SELECT table_schema FROM information_schema.tables WHERE table_name = 'meta' ORDER BY 1")
+    finally:
+        await conn.close()
+    parts = urlsplit(str.__str__(db))
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "schema"]
+    return [LogURL(urlunsplit(parts._replace(query=urlencode([*query, ("schema", r[0])], safe="/:"))))
+            for r in rows]
+
+
+async def current_lease(db: Db) -> Lease | None:
+    """Who serves the log at ``db`` now (the holder of its writer lease or lock), or None."""
+    if isinstance(db, Path) and not db.exists():
+        return None
+    try:
+        async with open_log(db, writer=False) as log:
+            return await log.lease()
+    except LogNotFoundError:
+        return None
 
 
 @dataclass(frozen=True)

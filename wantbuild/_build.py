@@ -161,12 +161,15 @@ def print_recovery(out: Console, rt: Runtime) -> None:
               + (f" — {short(rec.requeued_partitions, 6)}" if rec.requeued_partitions else ""))
     out.print(f"  active wants to finish: {len(rec.active_wants)}"
               + (f" — {short(rec.active_wants, 6)}" if rec.active_wants else ""))
+    for line in rec.fenced:  # job processes the previous runtime left running: stopped, or out of reach
+        out.print(f"  fenced: {line}")
 
 
 def recovery_dict(rt: Runtime) -> dict[str, Any]:
     rec = rt.recovery
     return {"events_replayed": rec.events_replayed, "lost_runs": list(rec.lost_runs),
-            "requeued_partitions": list(rec.requeued_partitions), "active_wants": list(rec.active_wants)}
+            "requeued_partitions": list(rec.requeued_partitions), "active_wants": list(rec.active_wants),
+            "fenced": list(rec.fenced)}
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from actors import MACHINES, JobRunState, PartitionSet, PartitionState, Stale, WantState, World
-from eventlog import Command, Record
+from eventlog import Command, Lease, Record
 from supervisor import Explanation
 
 _STYLES = {
@@ -294,3 +294,11 @@ def print_summary(out: Console, world: World, summary: Mapping[str, Any], *, hea
     if summary["failed_runs"]:
         out.print()
         out.print(runs_table(summary["failed_runs"][-10:], title="failed runs (last 10)"))
+
+
+def lease_text(lease: Lease) -> str:
+    """``epoch 3, 7.2 s left``: a writer lease's state (empty for a SQLite lock, which lasts as long as its process)."""
+    parts = [f"epoch {lease.epoch}"] if lease.epoch else []
+    if lease.expires_in is not None:
+        parts.append(f"{lease.expires_in:.1f} s left unless renewed")
+    return ", ".join(parts)

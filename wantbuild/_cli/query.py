@@ -29,7 +29,7 @@ from eventlog import REGISTRY, Command, CommandState, Record
 from supervisor import explain as explain_ref
 from supervisor import load_graph, valid_choices
 
-from .._access import Db, DbParam, load_world, parse_until, reader, runtime_active
+from .._access import CliError, Db, DbParam, LogURL, graph_logs, load_world, parse_until, reader, runtime_active
 from .._output import (
     command_dict,
     commands_table,
@@ -53,8 +53,10 @@ DIAGRAMS: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "jobr
 @click.option("--stale", "only_stale", is_flag=True,
               help="List the stale partitions instead: Live, but an input has been rebuilt since.")
 @db_option
+@click.option("--all-graphs", is_flag=True,
+              help="Every graph's log in the PostgreSQL database of --db (each graph is a schema), one after another.")
 @json_option
-def status(only_stale: bool, db: Db, as_json: bool) -> None:
+def status(only_stale: bool, db: Db, all_graphs: bool, as_json: bool) -> None:
     """What the log holds now: entities per status, active wants, runs in flight, failures, and the inbox's
     commands that have not taken effect: pending ones, and the last ones the runtime rejected. With --stale, the
     Live partitions whose inputs have since been rebuilt (a newer generation is Live), and which input."""
@@ -67,21 +69,51 @@ def status(only_stale: bool, db: Db, as_json: bool) -> None:
         else:
             console(stderr=True).print(f"no stale partitions in {db}")
         return
+    if not all_graphs:
+        _status(db, as_json)
+        return
+    if not isinstance(db, LogURL):
+        raise CliError(f"--all-graphs lists the logs (schemas) of a PostgreSQL database, and {db} is a SQLite file, "
+                       "which holds one graph; run `wantbuild status --db FILE` for each file")
+    logs = run_async(lambda: graph_logs(db))
+    if not logs:
+        raise CliError(f"no wantbuild log in the database of {db}; a runtime creates one when it first runs "
+                       "(`wantbuild run GRAPH.toml --db URL`)")
+    if as_json:
+        emit_json([_status_dict(log) for log in logs])
+        return
+    for i, log in enumerate(logs):
+        if i:
+            console().print()
+        _status(log, False)
 
-    async def main() -> tuple[Any, list[Command], list[Command], dict[CommandState, int]]:
-        async with reader(db) as log:
-            world = await rebuild(log)
-            pending = await log.commands("pending")
-            failed = await log.commands("failed", newest_first=True, limit=FAILED_SHOWN)
-            return world, pending, failed[::-1], await log.command_counts()
 
-    world, pending, failed, counts = run_async(main)
+def _status_dict(db: Db) -> dict[str, Any]:
+    world, pending, failed, counts = run_async(lambda: _status_read(db))
+    return _as_dict(db, world, pending, failed, counts, run_async(lambda: runtime_active(db)))
+
+
+def _as_dict(db: Db, world: Any, pending: list[Command], failed: list[Command], counts: dict[CommandState, int],
+             running: bool) -> dict[str, Any]:
+    return {"db": str(db), "runtime_running": running, **world_summary(world),
+            "commands": {"counts": counts, "pending": [command_dict(c) for c in pending],
+                         "failed": [command_dict(c) for c in failed]}}
+
+
+async def _status_read(db: Db) -> tuple[Any, list[Command], list[Command], dict[CommandState, int]]:
+    async with reader(db) as log:
+        world = await rebuild(log)
+        pending = await log.commands("pending")
+        failed = await log.commands("failed", newest_first=True, limit=FAILED_SHOWN)
+        return world, pending, failed[::-1], await log.command_counts()
+
+
+def _status(db: Db, as_json: bool) -> None:
+    world, pending, failed, counts = run_async(lambda: _status_read(db))
     summary = world_summary(world)
     running = run_async(lambda: runtime_active(db))
     if as_json:
-        emit_json({"db": str(db), "runtime_running": running, **summary,
-                   "commands": {"counts": counts, "pending": [command_dict(c) for c in pending],
-                                "failed": [command_dict(c) for c in failed]}})
+        emit_json(_as_dict(db, world, pending, failed, counts, running))
         return
     out = console()
     state = "a runtime is running on it" if running else "no runtime is running on it"

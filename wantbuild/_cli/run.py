@@ -14,13 +14,13 @@ from rich.text import Text
 
 from actors import CollisionPolicy, PartitionStatus, WantStatus
 from actors._want import Anchor
-from eventlog import Command, Durability, Record
+from eventlog import Command, Durability, Lease, Record
 from supervisor import Graph, Runtime, load_graph, open_runtime
 
-from .._access import CliError, Db, DbParam, reader, require_log, runtime_active
+from .._access import CliError, Db, DbParam, current_lease, reader, require_log, runtime_active
 from .._build import Session, print_outcome, print_recovery, recovery_dict, root_ok, show_progress
 from .._example import example_graph, week_dates
-from .._output import command_dict, command_note, console, short, status_text
+from .._output import command_dict, command_note, console, lease_text, short, status_text
 from .._signals import EXIT_SIGNAL, Interrupts
 from .app import db_option, durability_option, emit_json, error, json_option, policy_option, refs_callback, run_async
 
@@ -46,14 +46,18 @@ async def build(db: Db, graph: Graph | Callable[[], Graph], *, interrupts: Inter
     with interrupts.stoppable():
         if callable(graph):
             graph = graph()
+        standby = await _standby_notice(db, err) if serve else None
         async with open_runtime(db, graph, policy=cast(CollisionPolicy, policy), tune_gc=True,
                                 durability=cast(Durability | None, durability),
-                                accept_graph_change=accept_graph_change) as rt:
+                                accept_graph_change=accept_graph_change, standby=serve) as rt:
             interrupts.leaving = lambda: _leaving(rt)
             session = Session.begin(rt)
             since = rt.clock.now()
             if show_recovery and not as_json:
                 print_recovery(out, rt)
+            elif standby is not None:
+                err.print(Text(f"Took over {db} from {standby.owner}.", style="bold"))
+                print_recovery(err, rt)
             already_live = bool(refs) and all(rt.get_partition(r).status is PartitionStatus.LIVE for r in refs)
             live_in_log = sum(1 for p in rt.world.partitions.values() if p.status is PartitionStatus.LIVE)
             handle = await rt.want(refs, ttl=ttl, sla=sla, comment=comment, source="cli", priority=priority,
@@ -116,6 +120,17 @@ async def build(db: Db, graph: Graph | Callable[[], Graph], *, interrupts: Inter
                   f"{f' ({w.reason})' if w.reason else ''}; see `wantbuild explain {w.refs[0]} --db {db}`")
             return 1
     return 0
+
+
+async def _standby_notice(db: Db, err: Any) -> Lease | None:
+    """``run --serve`` on a log another runtime serves: say that this one stands by (and for whom)."""
+    lease = await current_lease(db)
+    if lease is not None:
+        held = lease_text(lease)
+        err.print(Text(f"Standby: {lease.owner} serves {db}{f' ({held})' if held else ''}. This runtime replays the "
+                       "log, follows it, and takes over when that one stops or loses its lease; Ctrl-C stops "
+                       "waiting.", style="bold"))
+    return lease
 
 
 def _leaving(rt: Runtime) -> str:
