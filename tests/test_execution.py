@@ -84,11 +84,12 @@ def text(path: str | Path | None) -> str:
 
 
 def pids_in(path: str | Path | None) -> list[int]:
-    """The pids in the ``pid N`` lines of a job's stdout log (none while it does not exist)."""
+    """The pids in the ``pid N`` lines of a job's stdout log (none while it does not exist). The job, its shell and
+    its sleep print into one file at the same time, so lines can interleave (``pid 26546pid 26550``)."""
     assert path is not None
     if not Path(path).exists():
         return []
-    return [int(n) for n in re.findall(r"^pid (\d+)$", text(path), flags=re.MULTILINE)]
+    return [int(n) for n in re.findall(r"pid (\d+)", text(path))]
 
 
 async def wait_for_pids(path: Path, count: int) -> list[int]:

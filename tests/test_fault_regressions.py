@@ -353,13 +353,13 @@ def test_a_job_forked_before_its_death_signal_was_armed_is_fenced(project: Proje
     env = {"PATH": f"{slow}{os.pathsep}{os.environ.get('PATH', os.defpath)}"}
     rt = project.serve(env=env)
     assert project.wb("want", "create", "sleep/1", "--db", project.db).returncode == 0
-    wait_for(lambda: _processes_with(str(slow / "setpriv").encode()), "the runtime to fork the job", 10)
+    wait_for(lambda: _processes_with(str(slow / "setpriv").encode()), "the runtime to fork the job", 30)
     rt.kill()  # forked, not started yet: the slow setpriv has not armed the death signal
     rt.wait()
     project.serve(env=env)
-    time.sleep(1.5)  # the slow setpriv has long finished: the job runs now, if it was let through
+    wait_for(lambda: bool(events(project.db, "--type", "JobRunLost")), "the restart to mark the run Lost", 30)
     lost = {e["entity_id"] for e in events(project.db, "--type", "JobRunLost")}
-    assert lost, "the restart marked no run Lost"
+    time.sleep(1.5)  # the slow setpriv has long finished: the job runs now, if it was let through
     left = {pid: run for pid in _processes_with(b"sleeper.py") if (run := _run_of(pid)) in lost}
     assert not left, f"job process(es) of the killed runtime's Lost run still run after the restart: {left}"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -61,7 +62,7 @@ def wait_for_pids(stdout_file: Path, n: int, timeout: float = 20) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if stdout_file.exists():
-            pids = [int(line.split()[1]) for line in stdout_file.read_text().splitlines() if line.startswith("pid ")]
+            pids = [int(pid) for pid in re.findall(r"pid (\d+)", stdout_file.read_text())]  # lines may interleave
             if len(pids) >= n:
                 return pids
         time.sleep(0.02)
