@@ -17,6 +17,7 @@ from pathlib import Path
 import anyio
 import pytest
 from conftest import drop_schema, with_schema
+from pg_server import PASSWORD
 
 import wantbuild
 from eventlog import open_log
@@ -263,6 +264,23 @@ def test_two_graphs_served_by_two_processes(pg_server: str, tmp_path: Path) -> N
         ours = {d["db"].rsplit("schema=", 1)[1]: d for d in json.loads(every.stdout) if tag in d["db"]}
         assert sorted(ours) == [f"ev_{tag}", f"rp_{tag}"]
         assert all(d["runtime_running"] for d in ours.values())
+        # want list / explain --all-graphs: every graph's log of the database, each under its URL
+        listed = wb("want", "list", "--db", events_url, "--all-graphs", "--json")
+        assert listed.returncode == 0, listed.stderr
+        wants = {d["db"].rsplit("schema=", 1)[1]: d["wants"] for d in json.loads(listed.stdout) if tag in d["db"]}
+        assert sorted(wants) == [f"ev_{tag}", f"rp_{tag}"]
+        assert [(w["source"], w["status"]) for w in wants[f"ev_{tag}"]] == [("graph:reports", "Successful")]
+        assert [w["status"] for w in wants[f"rp_{tag}"]] == ["Successful"] * len(wants[f"rp_{tag}"])
+        assert any(w["source"] != "graph:reports" for w in wants[f"rp_{tag}"])
+        explained = wb("explain", "report/2026-11-02", "--db", reports_url, "--all-graphs", "--json")
+        assert explained.returncode == 0, explained.stderr
+        found = {d["db"].rsplit("schema=", 1)[1]: d for d in json.loads(explained.stdout) if tag in d["db"]}
+        assert {k: d["status"] for k, d in found.items()} == {f"ev_{tag}": "Missing", f"rp_{tag}": "Live"}
+        text = wb("want", "list", "--db", reports_url, "--all-graphs")
+        assert text.returncode == 0, text.stderr
+        for shown in (f"schema=ev_{tag}", f"schema=rp_{tag}", "graph:reports"):  # each log named, its wants
+            assert shown in text.stdout, text.stdout
+        assert PASSWORD not in text.stdout
         for url in (events_url, reports_url):
             verify = wb("replay", url, "--verify")
             assert verify.returncode == 0, verify.stdout + verify.stderr
@@ -278,3 +296,17 @@ def test_two_graphs_served_by_two_processes(pg_server: str, tmp_path: Path) -> N
                 p.wait()
         drop_schema(pg_server, f"ev_{tag}")
         drop_schema(pg_server, f"rp_{tag}")
+
+
+@pytest.mark.parametrize("command", [["status"], ["want", "list"], ["explain", "daily/1"]])
+def test_all_graphs_refuses_a_sqlite_file(command: list[str], tmp_path: Path) -> None:
+    """--all-graphs on a SQLite file (one graph per file) is one error naming the file and what to run instead."""
+    from click.testing import CliRunner
+
+    from wantbuild._cli import cli
+
+    db = tmp_path / "one.db"
+    result = CliRunner().invoke(cli, [*command, "--db", str(db), "--all-graphs"])
+    assert result.exit_code == 1, result.output
+    assert f"{db} is a SQLite file, which holds one graph" in result.output
+    assert f"wantbuild {' '.join(command[:2] if command[0] == 'want' else command[:1])} --db FILE" in result.output

@@ -49,12 +49,14 @@ DIAGRAMS: dict[str, Machine[Any]] = {"want": WANT, "partition": PARTITION, "jobr
                                      "taint": TAINT}
 
 
+ALL_GRAPHS_HELP = "Every graph's log in the PostgreSQL database of --db (each graph is a schema), one after another."
+
+
 @click.command(short_help="Entities per status, active wants, runs in flight.")
 @click.option("--stale", "only_stale", is_flag=True,
               help="List the stale partitions instead: Live, but an input has been rebuilt since.")
 @db_option
-@click.option("--all-graphs", is_flag=True,
-              help="Every graph's log in the PostgreSQL database of --db (each graph is a schema), one after another.")
+@click.option("--all-graphs", is_flag=True, help=ALL_GRAPHS_HELP)
 @json_option
 def status(only_stale: bool, db: Db, all_graphs: bool, as_json: bool) -> None:
     """What the log holds now: entities per status, active wants, runs in flight, failures, and the inbox's
@@ -72,13 +74,7 @@ def status(only_stale: bool, db: Db, all_graphs: bool, as_json: bool) -> None:
     if not all_graphs:
         _status(db, as_json)
         return
-    if not isinstance(db, LogURL):
-        raise CliError(f"--all-graphs lists the logs (schemas) of a PostgreSQL database, and {db} is a SQLite file, "
-                       "which holds one graph; run `wantbuild status --db FILE` for each file")
-    logs = run_async(lambda: graph_logs(db))
-    if not logs:
-        raise CliError(f"no wantbuild log in the database of {db}; a runtime creates one when it first runs "
-                       "(`wantbuild run GRAPH.toml --db URL`)")
+    logs = every_graph(db, "status")
     if as_json:
         emit_json([_status_dict(log) for log in logs])
         return
@@ -86,6 +82,19 @@ def status(only_stale: bool, db: Db, all_graphs: bool, as_json: bool) -> None:
         if i:
             console().print()
         _status(log, False)
+
+
+def every_graph(db: Db, command: str) -> list[LogURL]:
+    """``--all-graphs``: the log of every graph in the PostgreSQL database of ``db`` (a CliError for a SQLite file,
+    or a database without a wantbuild log)."""
+    if not isinstance(db, LogURL):
+        raise CliError(f"--all-graphs lists the logs (schemas) of a PostgreSQL database, and {db} is a SQLite file, "
+                       f"which holds one graph; run `wantbuild {command} --db FILE` for each file")
+    logs = run_async(lambda: graph_logs(db))
+    if not logs:
+        raise CliError(f"no wantbuild log in the database of {db}; a runtime creates one when it first runs "
+                       "(`wantbuild run GRAPH.toml --db URL`)")
+    return logs
 
 
 def _status_dict(db: Db) -> dict[str, Any]:
@@ -136,8 +145,10 @@ FAILED_SHOWN = 10
 @click.argument("ref")
 @graph_option("The graph file, to name the job that builds REF and its concurrency (optional).")
 @db_option
+@click.option("--all-graphs", is_flag=True, help="Explain REF in every graph's log in the PostgreSQL database of "
+              "--db (each graph is a schema), one after another.")
 @json_option
-def explain(ref: str, graph_path: Path | None, db: Db, as_json: bool) -> None:
+def explain(ref: str, graph_path: Path | None, db: Db, all_graphs: bool, as_json: bool) -> None:
     """Why partition REF is not Live yet (or how it became Live), as a chain through its upstream partitions."""
     try:
         ref = validate_refs([ref])[0]
@@ -145,14 +156,28 @@ def explain(ref: str, graph_path: Path | None, db: Db, as_json: bool) -> None:
         raise click.BadParameter(str(e), param_hint="REF") from None
     graph = load_graph(graph_path) if graph_path is not None else None
 
-    async def main() -> Any:
-        world = await load_world(db)
-        return await explain_ref(world, graph, ref)
+    def one(log: Db) -> Any:
+        async def main() -> Any:
+            world = await load_world(log)
+            return await explain_ref(world, graph, ref)
 
-    ex = run_async(main)
+        return run_async(main)
+
+    if not all_graphs:
+        ex = one(db)
+        if as_json:
+            emit_json(ex.to_dict())
+        else:
+            console().print(explanation_text(ex), end="")
+        return
+    found = [(log, one(log)) for log in every_graph(db, "explain")]
     if as_json:
-        emit_json(ex.to_dict())
-    else:
+        emit_json([{"db": str(log), **ex.to_dict()} for log, ex in found])
+        return
+    for i, (log, ex) in enumerate(found):
+        if i:
+            console().print()
+        console().print(Text(str(log), style="bold"))
         console().print(explanation_text(ex), end="")
 
 

@@ -42,6 +42,7 @@ from .._output import (
 from .._signals import Interrupts
 from .app import db_option, emit_json, graph_option, json_option, run_async
 from .changes import change
+from .query import ALL_GRAPHS_HELP, every_graph
 from .run import build
 
 T = TypeVar("T")
@@ -185,25 +186,46 @@ def unknown_want(db: Db, want_id: str) -> UnknownEntity:
               case_sensitive=False), help="Only wants in this status (repeatable).")
 @click.option("--active", is_flag=True, help="Only wants that are not terminal yet.")
 @db_option
+@click.option("--all-graphs", is_flag=True, help=ALL_GRAPHS_HELP)
 @json_option
-def want_list(statuses: tuple[str, ...], active: bool, db: Db, as_json: bool) -> None:
+def want_list(statuses: tuple[str, ...], active: bool, db: Db, all_graphs: bool, as_json: bool) -> None:
     """List wants (oldest first), then the want commands that have no want: queued, or rejected by the runtime."""
-
-    async def main() -> tuple[World, list[Command]]:
-        async with reader(db) as log:
-            world = await rebuild(log)
-            states: list[CommandState] = []
-            if not statuses or active:
-                states.append("pending")  # queued: becomes a want when a runtime takes it
-            if not active and (not statuses or "failed" in wanted):
-                states.append("failed")  # rejected: never became a want
-            commands = [c for state in states for c in await log.commands(state) if c.name == "want"]
-            return world, sorted(commands, key=lambda c: c.id)
-
     wanted = {s.lower() for s in statuses}
-    world, commands = run_async(main)
-    rows = [w for _, w in sorted(world.wants.items())
-            if (not wanted or str(w.status).lower() in wanted) and (not active or not w.terminal)]
+
+    def read(log_db: Db) -> tuple[list[WantState], list[Command]]:
+        async def main() -> tuple[World, list[Command]]:
+            async with reader(log_db) as log:
+                world = await rebuild(log)
+                states: list[CommandState] = []
+                if not statuses or active:
+                    states.append("pending")  # queued: becomes a want when a runtime takes it
+                if not active and (not statuses or "failed" in wanted):
+                    states.append("failed")  # rejected: never became a want
+                commands = [c for state in states for c in await log.commands(state) if c.name == "want"]
+                return world, sorted(commands, key=lambda c: c.id)
+
+        world, commands = run_async(main)
+        return [w for _, w in sorted(world.wants.items())
+                if (not wanted or str(w.status).lower() in wanted) and (not active or not w.terminal)], commands
+
+    if not all_graphs:
+        _want_list(db, *read(db), filtered=bool(statuses or active), as_json=as_json)
+        return
+    found = [(log, *read(log)) for log in every_graph(db, "want list")]
+    if as_json:
+        emit_json([{"db": str(log), "wants": rows} for log, rows, _ in found])
+        for log, _, commands in found:
+            for cmd in commands:
+                console(stderr=True).print(f"Note: {log}: {command_note(cmd)}")
+        return
+    for i, (log, rows, commands) in enumerate(found):
+        if i:
+            console().print()
+        console().print(Text(str(log), style="bold"))
+        _want_list(log, rows, commands, filtered=bool(statuses or active), as_json=False)
+
+
+def _want_list(db: Db, rows: list[WantState], commands: list[Command], *, filtered: bool, as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         for cmd in commands:
@@ -212,7 +234,7 @@ def want_list(statuses: tuple[str, ...], active: bool, db: Db, as_json: bool) ->
     if rows:
         console().print(wants_table(rows))
     elif not commands:
-        console(stderr=True).print(f"no wants{' matching' if statuses or active else ''} in {db}")
+        console(stderr=True).print(f"no wants{' matching' if filtered else ''} in {db}")
     if commands:
         if rows:
             console().print()
