@@ -92,7 +92,7 @@ from typing import Any, ClassVar, Final, Generic, TypeVar
 import anyio
 import anyio.abc
 
-from eventlog import WantbuildError, get_logger
+from eventlog import LeaseLost, WantbuildError, get_logger
 
 from ._faults import Faults
 
@@ -530,8 +530,15 @@ def note_crash(history: deque[float] | None, now: float, window: float, max_rest
     while history[0] < now - window:
         history.popleft()
     restart = len(history) <= max_restarts
-    log.error("actor crashed", actor_kind=kind, actor_key=key, message_type=None if msg is None else type(msg).__name__,
-              action="restart" if restart else "stop", crashes_in_window=len(history), exc_info=exc)
+    if isinstance(exc, LeaseLost):
+        # Not a fault of this actor: the runtime lost the log's writer lease and is stopping (it says why, once);
+        # an error with a traceback per actor and restart only buried that message.
+        log.info("actor stopped by a lost writer lease", actor_kind=kind, actor_key=key,
+                 action="restart" if restart else "stop", crashes_in_window=len(history))
+    else:
+        log.error("actor crashed", actor_kind=kind, actor_key=key,
+                  message_type=None if msg is None else type(msg).__name__,
+                  action="restart" if restart else "stop", crashes_in_window=len(history), exc_info=exc)
     if on_crash is not None:
         try:
             on_crash(kind, key, msg, exc)

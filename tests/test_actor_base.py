@@ -26,8 +26,9 @@ from actors._actor import (
     AskDeadlock,
     AskTimeout,
     UnknownActorKind,
+    note_crash,
 )
-from eventlog import WantbuildError
+from eventlog import LeaseLost, WantbuildError
 
 
 # -- helpers ------------------------------------------------------------------------------------------------------
@@ -940,3 +941,14 @@ async def test_linger_keeps_an_idle_actor_for_one_loop_round(linger: bool) -> No
         assert Recorder.log["a"] == [0, 1, 2, 3, 4]
         assert st.activations == (1 if linger else 5)
         assert st.passivations == st.activations
+
+
+def test_a_crash_from_a_lost_writer_lease_is_not_logged_as_an_actor_error(logs: list[EventDict]) -> None:
+    """A handler failing with LeaseLost (the runtime is stopping) is logged at info without a traceback; any other
+    exception is an error with its traceback."""
+    lost = LeaseLost("this writer (epoch 1) lost the lease: stop this runtime")
+    note_crash(None, 0.0, 60.0, 3, "jobrun", "r-1", None, lost, None)
+    note_crash(None, 0.0, 60.0, 3, "jobrun", "r-2", None, ValueError("boom"), None)
+    assert [(e["event"], e["log_level"], e["actor_key"], "exc_info" in e) for e in logs] == [
+        ("actor stopped by a lost writer lease", "info", "r-1", False),
+        ("actor crashed", "error", "r-2", True)]
