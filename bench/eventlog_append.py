@@ -35,7 +35,7 @@ import time
 import structlog
 from _baseline_rows import interleaved_batches  # bench/, the script's own folder
 
-from eventlog import Durability, Event, EventLog, EventRegistry, event
+from eventlog import Durability, Event, EventLog, EventRegistry, Log, event
 from eventlog._schema import CREATE_SCHEMA, INSERT_ENTITY, INSERT_EVENT, UPDATE_ENTITY
 
 BENCH_REGISTRY = EventRegistry()
@@ -56,23 +56,29 @@ def _fresh(path: str) -> None:
             os.remove(path + suffix)
 
 
-async def _run_log(path: str, n_events: int, n_entities: int, max_batch: int, durability: Durability) -> float:
+async def append_load(log: Log, n_events: int, n_entities: int) -> float:
+    """Events/s of ``n_entities`` concurrent actors each appending its share of ``n_events`` to ``log`` (empty);
+    shared by the SQLite and PostgreSQL append benchmarks."""
     per = n_events // n_entities
-    async with EventLog.open(path, registry=BENCH_REGISTRY, max_batch=max_batch, durability=durability) as log:
 
-        async def actor(i: int) -> None:
-            eid = f"daily/2026-11-{i:04d}"
-            run = f"run-{i}"
-            for k in range(per):
-                await log.append("partition", eid, k, BenchPartitionBuilt(ref=eid, generation=k, job_run_id=run))
+    async def actor(i: int) -> None:
+        eid = f"daily/2026-11-{i:04d}"
+        run = f"run-{i}"
+        for k in range(per):
+            await log.append("partition", eid, k, BenchPartitionBuilt(ref=eid, generation=k, job_run_id=run))
 
-        t0 = time.perf_counter()
-        async with asyncio.TaskGroup() as tg:
-            for i in range(n_entities):
-                tg.create_task(actor(i))
-        elapsed = time.perf_counter() - t0
-        assert log.last_seq == per * n_entities, log.last_seq
+    t0 = time.perf_counter()
+    async with asyncio.TaskGroup() as tg:
+        for i in range(n_entities):
+            tg.create_task(actor(i))
+    elapsed = time.perf_counter() - t0
+    assert log.last_seq == per * n_entities, log.last_seq
     return per * n_entities / elapsed
+
+
+async def _run_log(path: str, n_events: int, n_entities: int, max_batch: int, durability: Durability) -> float:
+    async with EventLog.open(path, registry=BENCH_REGISTRY, max_batch=max_batch, durability=durability) as log:
+        return await append_load(log, n_events, n_entities)
 
 
 async def _run_serial(path: str, n_events: int, durability: Durability) -> float:

@@ -33,41 +33,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _baseline_rows import interleaved_batches  # bench/, the script's own folder
 from _pg import drop_schema, schema_url, server
+from eventlog_append import BENCH_REGISTRY, BenchPartitionBuilt, append_load  # bench/, the script's own folder
 
-from eventlog import Event, EventRegistry, event, open_log
+from eventlog import open_log
 from eventlog._pg_schema import CREATE_SCHEMA
 from eventlog._target import PgTarget
 
-BENCH_REGISTRY = EventRegistry()
-
-
-@event("BenchPartitionBuilt", 1, registry=BENCH_REGISTRY)
-class BenchPartitionBuilt(Event, frozen=True):
-    """A small, typical payload: a ref, a generation, a run id."""
-
-    ref: str
-    generation: int
-    job_run_id: str
-
 
 async def _run_log(base: str, schema: str, n_events: int, n_entities: int, max_batch: int) -> float:
-    await drop_schema(base, schema)
-    per = n_events // n_entities
     async with open_log(schema_url(base, schema), registry=BENCH_REGISTRY, max_batch=max_batch) as log:
-
-        async def actor(i: int) -> None:
-            eid = f"daily/2026-11-{i:04d}"
-            run = f"run-{i}"
-            for k in range(per):
-                await log.append("partition", eid, k, BenchPartitionBuilt(ref=eid, generation=k, job_run_id=run))
-
-        t0 = time.perf_counter()
-        async with asyncio.TaskGroup() as tg:
-            for i in range(n_entities):
-                tg.create_task(actor(i))
-        elapsed = time.perf_counter() - t0
-        assert log.last_seq == per * n_entities, log.last_seq
-    return per * n_entities / elapsed
+        return await append_load(log, n_events, n_entities)
 
 
 async def _run_baseline(base: str, schema: str, n_events: int, n_entities: int, batch: int) -> float:
