@@ -311,6 +311,11 @@ class LogCore:
         """One entity's rows in seq order: seq, entity_seq, type_key, payload, at."""
         raise NotImplementedError
 
+    async def _db_histories(self, entity_kind: str,
+                            entity_ids: list[str]) -> list[tuple[str, int, int, int, bytes, float]]:
+        """``(entity_id, seq, entity_seq, type_key, payload, at)`` of every record of these entities, by seq."""
+        raise NotImplementedError
+
     async def _db_entity_seq(self, entity_kind: str, entity_id: str) -> int:
         raise NotImplementedError
 
@@ -1389,6 +1394,22 @@ class LogCore:
         if until_seq is not None:
             rows = [r for r in rows if r[0] <= until_seq]
         return await self._records([(s, entity_kind, entity_id, es, tk, p, at) for s, es, tk, p, at in rows])
+
+    async def histories(self, entity_kind: str, entity_ids: Collection[str]) -> dict[str, list[Record]]:
+        """Several entities' committed records, each entity's in order (a walk down its ``prev_seq`` chain), in one
+        query per few hundred ids: what the World folds an evicted entity back from. An id the log has never seen
+        maps to ``[]``. After ``compact`` an ended entity's chain starts past the cut (its state is in the
+        snapshot there)."""
+        self._check_readable()
+        ids = list(dict.fromkeys(entity_ids))
+        out: dict[str, list[Record]] = {eid: [] for eid in ids}
+        if not ids:
+            return out
+        rows = await self._db_histories(entity_kind, ids)
+        recs = await self._records([(s, entity_kind, eid, es, tk, p, at) for eid, s, es, tk, p, at in rows])
+        for rec in recs:
+            out[rec.entity_id].append(rec)
+        return out
 
     async def entity_seq(self, entity_kind: str, entity_id: str) -> int:
         """The entity's last committed ``entity_seq``; 0 if the log has never seen it."""

@@ -59,6 +59,7 @@ from ._schema import (
     INSERT_TYPE,
     LOOKUP_ENTITIES_CHUNK,
     SELECT_EVENTS,
+    SELECT_HISTORIES,
     SELECT_HISTORY,
     UPDATE_ENTITY,
     UPDATE_HIGH_WATER,
@@ -664,6 +665,15 @@ class EventLog(LogCore):
 
     async def _db_history(self, entity_kind: str, entity_id: str) -> list[tuple[int, int, int, bytes, float]]:
         return list(await self._r().execute_fetchall(SELECT_HISTORY, (entity_kind, entity_id)))
+
+    async def _db_histories(self, entity_kind: str,
+                            entity_ids: list[str]) -> list[tuple[str, int, int, int, bytes, float]]:
+        out: list[tuple[str, int, int, int, bytes, float]] = []
+        for i in range(0, len(entity_ids), LOOKUP_ENTITIES_CHUNK):
+            chunk = entity_ids[i:i + LOOKUP_ENTITIES_CHUNK]
+            sql = SELECT_HISTORIES.format(marks=",".join("?" * len(chunk)))
+            out.extend(await self._r().execute_fetchall(sql, (entity_kind, *chunk)))
+        return out
 
     async def _db_entity_seq(self, entity_kind: str, entity_id: str) -> int:
         rows = await self._r().execute_fetchall(

@@ -197,6 +197,17 @@ FROM chain c JOIN {s}.events e ON e.seq = c.seq
 ORDER BY e.seq
 """
 
+SELECT_HISTORIES = """
+WITH RECURSIVE chain(entity_id, seq) AS (
+    SELECT entity_id, last_seq FROM {s}.entities WHERE kind = $1 AND entity_id = ANY($2::text[])
+    UNION ALL
+    SELECT c.entity_id, e.prev_seq FROM {s}.events e JOIN chain c ON e.seq = c.seq WHERE e.prev_seq IS NOT NULL
+)
+SELECT c.entity_id, e.seq, e.entity_seq, e.type_key, e.payload, e.at
+FROM chain c JOIN {s}.events e ON e.seq = c.seq
+ORDER BY e.seq
+"""
+
 
 def channel(schema: str) -> str:
     """The NOTIFY channel a log's writer signals each commit on."""

@@ -678,6 +678,11 @@ class PostgresEventLog(LogCore):
     async def _db_history(self, entity_kind: str, entity_id: str) -> list[tuple[int, int, int, bytes, float]]:
         return [tuple(r) for r in await self._fetch(q.SELECT_HISTORY.format(s=self._quoted), entity_kind, entity_id)]
 
+    async def _db_histories(self, entity_kind: str,
+                            entity_ids: list[str]) -> list[tuple[str, int, int, int, bytes, float]]:
+        sql = q.SELECT_HISTORIES.format(s=self._quoted)
+        return [tuple(r) for r in await self._fetch(sql, entity_kind, entity_ids)]
+
     async def _db_entity_seq(self, entity_kind: str, entity_id: str) -> int:
         rows = await self._fetch(
             f"SELECT last_entity_seq FROM {self._quoted}.entities WHERE kind = $1 AND entity_id = $2",

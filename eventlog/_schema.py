@@ -118,6 +118,18 @@ FROM chain c JOIN events e ON e.seq = c.seq
 ORDER BY e.seq
 """
 
+SELECT_HISTORIES = """
+WITH RECURSIVE chain(entity_id, seq) AS (
+    SELECT entity_id, last_seq FROM entities WHERE kind = ? AND entity_id IN ({marks})
+    UNION ALL
+    SELECT c.entity_id, e.prev_seq FROM events e JOIN chain c ON e.seq = c.seq WHERE e.prev_seq IS NOT NULL
+)
+SELECT c.entity_id, e.seq, e.entity_seq, e.type_key, e.payload, e.at
+FROM chain c JOIN events e ON e.seq = c.seq
+ORDER BY e.seq
+"""
+"""Several entities' chains at once (``{marks}``: one ``?`` per id, at most :data:`LOOKUP_ENTITIES_CHUNK`)."""
+
 LOOKUP_ENTITIES_CHUNK = 400
 """How many (kind, id) pairs one batched entity lookup asks for (two bound parameters each)."""
 

@@ -127,6 +127,23 @@ class EventLogContract:
             assert await log.history("thing", "zzz") == []
             assert [r async for r in log.read(entity_id="b")] == hist
 
+    async def test_histories_are_each_entity_in_order(self, log_target: str) -> None:
+        """histories() returns each asked entity's records in order, [] for one never seen, across id chunks."""
+        async with self.create_log(log_target) as log:
+            ids = [f"e{i}" for i in range(450)]  # more than one SQLite chunk of 400 ids
+            for n in range(3):
+                for eid in ids:
+                    log.submit("thing", eid, n, ThingChanged(n=n, note=eid), new=n == 0)
+                await log.commit()
+            await log.append("other", "e1", 0, ThingCreated(name="not a thing"))
+            got = await log.histories("thing", [*reversed(ids), "never", "e7"])
+            assert list(got) == [*reversed(ids), "never"]
+            assert got["never"] == []
+            for eid in ids:
+                assert got[eid] == await log.history("thing", eid)
+                assert [r.entity_seq for r in got[eid]] == [1, 2, 3]
+            assert await log.histories("thing", []) == {}
+
     async def test_event_versions_round_trip(self, log_target: str) -> None:
         """Two versions of one event name are stored and decoded as their own classes."""
         path = log_target
