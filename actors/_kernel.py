@@ -71,6 +71,7 @@ from ._actor import (
     stopped_error,
 )
 from ._clock import Clock
+from ._evict import EntityEvicted, EvictingTable, settled
 from ._faults import Faults
 from ._world import APPLY, World
 
@@ -85,6 +86,7 @@ _FREE: Final = 0
 _COMMIT: Final = 1  # a persist is in flight
 _GATHER: Final = 2  # asks are out; the cell waits for every reply
 _HOOKS: Final = 3  # committed; the cell waits for its async user hooks
+_LOAD: Final = 4  # its entity was evicted: the cell waits for its state to be folded back from the log
 
 _BUDGET: Final = 4000
 """Handler steps one dispatcher pass runs before it lets the loop go round (the log's writer starts committing
@@ -192,7 +194,7 @@ class Behavior:
 
 class _Kind:
     __slots__ = ("activations", "adopt", "apply", "cells", "crash_log", "crash_log_swept", "crashes", "entity",
-                 "factory", "keep", "name", "reply_errors", "restarts", "shared", "stopped", "table")
+                 "evicted", "factory", "keep", "name", "reply_errors", "restarts", "shared", "stopped", "table")
 
     def __init__(self, name: str, factory: Callable[[str], Behavior], entity: bool, keep: bool,
                  table: dict[str, Any] | None, adopt: Callable[[Any, Any], None] | None = None) -> None:
@@ -209,6 +211,7 @@ class _Kind:
         self.crash_log_swept = 0
         self.apply = APPLY.get(name) if entity else None
         self.table = table
+        self.evicted: set[str] | None = table.evicted if isinstance(table, EvictingTable) else None
         self.adopt = adopt  # what the World also derives from an adopted state (World.on_adopt)
         self.activations = 0
         self.crashes = 0
@@ -381,6 +384,7 @@ class Kernel(FatalSink):
         self._state = _NEW
         self._loop: asyncio.AbstractEventLoop | None = None
         self._externals: set[asyncio.Future[Any]] = set()
+        self._loading: dict[str, list[Ctx]] = {}  # cells of evicted entities waiting for their state, by kind
         self._submit: Callable[..., asyncio.Future[Record]] = (
             log_.submit if log_ is not None else _no_log)
 
@@ -566,6 +570,10 @@ class Kernel(FatalSink):
             cell = k.cells[key] = Ctx(self, k, key)
             k.activations += 1
             cell.mbox.append((msg, target, idx))
+            evicted = k.evicted
+            if evicted and key in evicted:
+                self._load(cell)
+                return
             cell.queued = True
             self._ready.append(cell)
             return
@@ -832,6 +840,52 @@ class Kernel(FatalSink):
         self._release(cell)
         self._kick()
 
+    # -- evicted entities (actors/_evict.py) ---------------------------------------------------------------------
+    def _load(self, cell: Ctx) -> None:
+        """Hold a new cell of an evicted entity while its state is folded back from the log (one load, by kind, for
+        every cell that needed one in the same turn); its messages wait in its mailbox."""
+        cell.blocked = _LOAD
+        loading = self._loading
+        if not loading:
+            self._spawn(self._load_cells())
+        loading.setdefault(cell.kind.name, []).append(cell)
+
+    async def _load_cells(self) -> None:
+        while self._loading and self._state == _OPEN:
+            batch, self._loading = self._loading, {}
+            for kind, cells in batch.items():
+                error: Exception | None = None
+                try:
+                    if self.log is None:
+                        raise EntityEvicted(kind, cells[0].key)
+                    await self.world.load(self.log, kind, [c.key for c in cells])
+                except Exception as exc:
+                    log.error("loading evicted entities failed", actor_kind=kind, entities=len(cells), error=repr(exc))
+                    error = exc
+                if self._state != _OPEN:
+                    return
+                for cell in cells:
+                    cell.blocked = _FREE
+                    if error is not None:  # as a handler that raised: each message's asker gets the error
+                        for _msg, target, idx in cell.mbox:
+                            self._resolve_error(target, idx, error)
+                        cell.mbox.clear()
+                        self._drop(cell)
+                    elif cell.mbox and not cell.queued:
+                        cell.queued = True
+                        self._ready.append(cell)
+            self._kick()
+
+    def evict_settled(self) -> dict[str, int]:
+        """Evict from the World what :func:`~actors._evict.settled` finds settled and no cell is handling (a
+        message queued, a step in flight); return how many per kind (docs/restart.md)."""
+        out: dict[str, int] = {}
+        for kind, ids in settled(self.world).items():
+            k = self._kinds.get(kind)
+            cells = k.cells if k is not None else {}
+            out[kind] = self.world.evict(kind, [i for i in ids if i not in cells])
+        return out
+
     def _spawn(self, coro: Any) -> None:
         tg = self._tg
         if tg is None:  # pragma: no cover - the kernel runs inside its task group
@@ -885,7 +939,7 @@ class Kernel(FatalSink):
             self._gathered(gather)
             return
         faults = self.faults
-        if faults is not None or k.stopped:
+        if faults is not None or k.stopped or k.evicted:  # the slow path: _send for each (evicted: a load first)
             for i, (key, msg) in enumerate(requests):
                 if faults is not None and faults.hit("ask_timeout", kind, key, type(msg).__name__):
                     self._send(k, key, msg, None, 0)

@@ -8,7 +8,7 @@ time (time travel). An event that does not apply stops replay with a :class:`Rep
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, Literal, TypeAlias
 
 import anyio
@@ -16,6 +16,7 @@ import anyio.abc
 
 from eventlog import CorruptLogError, Event, Log, Record
 
+from ._evict import EntityEvicted, EvictingTable, fold_back, settled
 from ._jobrun import JOB_RUN, JobRunState, JobRunStatus, apply_job_run
 from ._lineage import LineageIndex
 from ._machine import IllegalTransition, Machine
@@ -54,6 +55,10 @@ def register_entity_kind(kind: str, machine: Machine[Any], apply: Callable[[Any,
     APPLY[kind] = apply
 
 
+def _plain(kind: str) -> dict[str, Any]:
+    return {}
+
+
 class ReplayError(CorruptLogError):
     """An event in the log that does not apply to its entity. ``seq`` names it."""
 
@@ -62,12 +67,16 @@ class World:
     """Every entity's committed state, with queries by id and by status, and the lineage index
     (:class:`~actors.LineageIndex`, fed as runs succeed)."""
 
-    def __init__(self) -> None:
-        self.wants: dict[str, WantState] = {}
-        self.partitions: dict[str, PartitionState] = {}
-        self.runs: dict[str, JobRunState] = {}
-        self.schedules: dict[str, ScheduleState] = {}
-        self.taints: dict[str, TaintState] = {}
+    def __init__(self, *, evicting: bool = False) -> None:
+        table: Callable[[str], dict[str, Any]] = EvictingTable if evicting else _plain
+        self.evicting = evicting
+        """Whether settled entities can be evicted (:meth:`evict`): the tables are then
+        :class:`~actors._evict.EvictingTable` (docs/restart.md, "Memory follows active work")."""
+        self.wants: dict[str, WantState] = table("want")
+        self.partitions: dict[str, PartitionState] = table("partition")
+        self.runs: dict[str, JobRunState] = table("job_run")
+        self.schedules: dict[str, ScheduleState] = table("schedule")
+        self.taints: dict[str, TaintState] = table("taint")
         self.lineage = LineageIndex()
         self.last_seq = 0
         self.last_at = 0.0
@@ -83,7 +92,10 @@ class World:
             "taint": self.taints,
         }
         for kind in APPLY:  # kinds added with register_entity_kind
-            self._tables.setdefault(kind, {})
+            if kind not in self._tables:
+                self._tables[kind] = table(kind)
+        self.evicted_counts: dict[str, dict[str, int]] = {}
+        """Evicted entities per status, per kind (what :meth:`counts` adds to the resident ones)."""
         self.on_adopt: dict[str, Callable[[Any, Any], None]] = {"job_run": self._run_adopted}
         """What else a live transition of a kind changes besides its table (the lineage index, fed as runs
         succeed): the actor kernel calls ``on_adopt[kind](old, new)`` as it adopts a committed state."""
@@ -158,14 +170,79 @@ class World:
         return [s for s in self._tables[kind].values() if s.status in wanted]
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Entities per status, per kind (every status listed, zeros included)."""
+        """Entities per status, per kind (every status listed, zeros included; evicted ones too)."""
         out: dict[str, dict[str, int]] = {}
         for kind, machine in MACHINES.items():
             c = {str(s): 0 for s in machine.statuses}
             for st in self._tables[kind].values():
                 c[str(st.status)] += 1
+            for status, n in self.evicted_counts.get(kind, {}).items():
+                c[status] += n
             out[kind] = c
         return out
+
+    # -- eviction (actors/_evict.py) -------------------------------------------------------------------
+    def evict(self, kind: str, ids: Iterable[str]) -> int:
+        """Drop these resident states from memory, keeping their ids in the table's index; return how many.
+        Only for a World made with ``evicting=True``, and only entities nothing in flight reads
+        (:func:`~actors._evict.settled` says which): the caller decides."""
+        table = self._tables[kind]
+        if not isinstance(table, EvictingTable):
+            raise ValueError("this World keeps every state in memory: make it with World(evicting=True) to evict")
+        counts = self.evicted_counts.setdefault(kind, {})
+        n = 0
+        pop = dict.pop
+        for eid in ids:
+            st = pop(table, eid, None)
+            if st is None:
+                continue
+            table.evicted.add(eid)
+            status = str(st.status)
+            counts[status] = counts.get(status, 0) + 1
+            n += 1
+        return n
+
+    def evict_settled(self) -> dict[str, int]:
+        """Evict every entity :func:`~actors._evict.settled` finds settled; return how many per kind."""
+        return {kind: self.evict(kind, ids) for kind, ids in settled(self).items()}
+
+    def is_evicted(self, kind: str, entity_id: str) -> bool:
+        table = self._tables.get(kind)
+        return isinstance(table, EvictingTable) and entity_id in table.evicted
+
+    def evicted(self, kind: str) -> Collection[str]:
+        """The evicted ids of ``kind`` (the index :meth:`load` reads back)."""
+        table = self._tables[kind]
+        return table.evicted if isinstance(table, EvictingTable) else ()
+
+    async def load(self, log: Log, kind: str, ids: Iterable[str]) -> None:
+        """Fold the evicted ones among ``ids`` back into memory from the log (the rest are left as they are)."""
+        table = self._tables[kind]
+        if not isinstance(table, EvictingTable):
+            return
+        want = [eid for eid in dict.fromkeys(ids) if eid in table.evicted]
+        if not want:
+            return
+        states = await fold_back(log, self, kind, want)
+        counts = self.evicted_counts.setdefault(kind, {})
+        for eid in want:
+            if eid not in table.evicted:  # loaded meanwhile by another caller
+                continue
+            st = states.get(eid)
+            if st is None:
+                raise ReplayError(f"{kind} {eid!r} is evicted but {log.path} has no events of it", self.last_seq)
+            table.evicted.discard(eid)
+            dict.__setitem__(table, eid, st)
+            status = str(st.status)
+            counts[status] -= 1
+
+    async def load_all(self, log: Log) -> None:
+        """Fold every evicted entity back (for whole-World checks: equality with a replay, a snapshot)."""
+        for kind, table in self._tables.items():
+            if isinstance(table, EvictingTable) and table.evicted:
+                ids = list(table.evicted)
+                for i in range(0, len(ids), 2000):
+                    await self.load(log, kind, ids[i:i + 2000])
 
     def active_wants(self) -> Iterator[WantState]:
         return (w for w in self.wants.values() if not w.terminal)
@@ -175,6 +252,7 @@ class World:
 
     def copy(self) -> World:
         """A World with the same states (shared: they are immutable) and its own tables and lineage index."""
+        self._check_resident()
         w = World()
         for kind, table in self._tables.items():
             w._tables[kind].update(table)
@@ -183,8 +261,15 @@ class World:
         w.last_at = self.last_at
         return w
 
+    def _check_resident(self) -> None:
+        """Whole-World operations need every state in memory (:meth:`load_all` first)."""
+        for kind, table in self._tables.items():
+            if isinstance(table, EvictingTable) and table.evicted:
+                raise EntityEvicted(kind, next(iter(table.evicted)))
+
     def snapshot(self) -> dict[str, dict[str, EntityState]]:
         """Plain dicts of every state, for equality checks (I3)."""
+        self._check_resident()
         return {k: dict(t) for k, t in self._tables.items()}
 
     def __eq__(self, other: object) -> bool:

@@ -3,9 +3,11 @@
 Hypothesis drives a real runtime on a SQLite log through wants, cancels, taints, job outcomes decided by the test
 (success, failure with a retry left or not, missing upstream partitions), snapshots, crashes and clean restarts.
 After every step it checks, against the log: I1, I2 and I6 over the whole history; I3, the live World equals a full
-replay; that a World rebuilt from the newest snapshot plus the tail equals the full replay; and after every crash I4
-(every transition a hook was told of is in the log) and that the restarted runtime's World (loaded from a snapshot
-when there is one) equals a full replay. At the end every run is let succeed and every want must end (I5).
+replay; that a World rebuilt from the newest snapshot plus the tail equals the full replay; that a World whose
+settled entities were evicted counts the same and, loaded back from the log, equals the full replay; and after
+every crash I4 (every transition a hook was told of is in the log) and that the restarted runtime's World (loaded
+from a snapshot when there is one) equals a full replay. At the end every run is let succeed and every want must
+end (I5).
 
 The runtime runs on a dedicated event loop kept between steps (``loop.run_until_complete``); a holder task keeps
 the ``wantbuild.open`` block open, as the scenario runner does, so a step can crash it from outside.
@@ -27,7 +29,8 @@ from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import wantbuild
-from actors import check_log, rebuild
+from actors import World, check_log, fold, rebuild
+from actors._evict import settled
 from eventlog import Record, open_log
 
 pytestmark = pytest.mark.timeout(600)
@@ -217,13 +220,27 @@ class RestartMachine(RuleBasedStateMachine):
         async def check() -> tuple[Any, list[Any], Any, Any]:
             async with open_log(str(self.path), writer=False) as log:
                 world, violations = await check_log(log)
-                return world, violations, await rebuild(log, snapshots=False), await rebuild(log)
+                full = await rebuild(log, snapshots=False)
+                await self._evict_and_load_back(log, full)
+                return world, violations, full, await rebuild(log)
 
         _, violations, full, fast = self.run(check())
         assert [str(v) for v in violations] == []
         assert full.diff(self.rt.world) == [], "I3: the live World differs from a full replay"
         assert full.diff(fast) == [], "a World from the newest snapshot differs from a full replay"
         assert lineage_of(full) == lineage_of(fast), "the lineage index from a snapshot differs from a replay's"
+
+    async def _evict_and_load_back(self, log: Any, full: Any) -> None:
+        """Eviction: a World folded from the log with its settled entities evicted counts the same, reads them
+        back from the log one kind at a time, and once all are back equals the full replay."""
+        world = fold([r async for r in log.read()], World(evicting=True))
+        gone = {kind: world.evict(kind, ids) for kind, ids in settled(world).items()}
+        note_event(f"evicted {sum(gone.values()) > 0}")
+        assert world.counts() == full.counts()
+        for kind in ("job_run", "partition"):
+            await world.load(log, kind, list(world.evicted(kind))[::2])
+        await world.load_all(log)
+        assert world.diff(full) == [], "a World with evicted entities loaded back differs from a full replay"
 
     def teardown(self) -> None:
         try:

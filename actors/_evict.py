@@ -1,0 +1,147 @@
+"""Eviction: settled entities leave memory and are folded back from the log on demand (issue 15).
+
+A World made with ``World(evicting=True)`` keeps its tables as :class:`EvictingTable`: the resident states in
+the dict, and the ids of the evicted ones in ``table.evicted`` (the index: an evicted id's events are in the log,
+reached by its ``prev_seq`` chain through :meth:`eventlog.Log.histories`). What may be evicted is what nothing in
+flight reads (:func:`settled`): terminal wants, terminal runs no resident partition waits on or holds a lease
+for, and Live partitions that no active want, active run or active taint names. :meth:`World.evict` drops them;
+:meth:`World.load` (async) folds them back. The actor kernel loads an evicted entity before it hands it a
+message (``Kernel._send``), so the entity actors never see the difference.
+
+A synchronous read of an evicted entity (``table.get``, ``table[id]``) is a bug in the caller, not a miss:
+it raises :class:`EntityEvicted` rather than answering "never written", which for a partition would mean
+"Missing" and a rebuild. ``id in table`` is true for an evicted id (the entity exists); ``len``, ``values()``
+and ``items()`` see the resident states only; :meth:`World.counts` counts both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING, Any
+
+from eventlog import Log, Record, WantbuildError
+
+if TYPE_CHECKING:
+    from ._world import World
+
+_MISS: Any = object()
+
+
+class EntityEvicted(WantbuildError, RuntimeError):
+    """An evicted entity was read synchronously: the caller must ``await world.load(log, kind, ids)`` first.
+    An internal error (a wantbuild bug), raised instead of answering "never written"."""
+
+    def __init__(self, kind: str, entity_id: str) -> None:
+        super().__init__(f"internal error: {kind} {entity_id!r} is evicted from memory and was read without being "
+                         f"loaded; await world.load(log, {kind!r}, [...]) before reading it (please report this)")
+        self.kind = kind
+        self.entity_id = entity_id
+
+
+class EvictingTable(dict[str, Any]):
+    """A World table whose settled entries can be evicted: resident states in the dict, evicted ids in
+    ``evicted``. Reading an evicted id raises :class:`EntityEvicted`; ``in`` says it exists."""
+
+    __slots__ = ("evicted", "kind")
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.evicted: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = dict.get(self, key, _MISS)
+        if value is _MISS:
+            if key in self.evicted:
+                raise EntityEvicted(self.kind, key)
+            return default
+        return value
+
+    def __missing__(self, key: str) -> Any:
+        if key in self.evicted:
+            raise EntityEvicted(self.kind, key)
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or key in self.evicted
+
+    def copy(self) -> dict[str, Any]:
+        if self.evicted:
+            raise EntityEvicted(self.kind, next(iter(self.evicted)))
+        return dict(self)
+
+
+def settled(world: World) -> dict[str, list[str]]:
+    """The resident entities nothing in flight reads, by kind: what :meth:`World.evict` may drop.
+
+    - wants: terminal;
+    - partitions: Live, and named by no non-terminal want, no non-terminal run (planned or leased) and no taint
+      and none at all while a taint is spreading or restoring;
+    - runs: terminal, and no partition that stays resident holds its lease or waits on it (``waiting_run``: the
+      supervisor reads the DepMiss run's missing refs for an UpstreamWaiting partition).
+    Schedules and taints stay (few, and read by their loops).
+    """
+    from ._partition import PartitionStatus
+    from ._taint import TaintStatus
+
+    busy: set[str] = set()
+    for w in world.wants.values():
+        if not w.terminal:
+            busy.update(w.refs)
+    for r in world.runs.values():
+        if not r.terminal:
+            busy.update(r.planned)
+            busy.update(r.partitions)
+    # A taint's wave and its restore read partitions by lineage, synchronously: none is evicted meanwhile.
+    spreading = any(t.status is TaintStatus.APPLYING or (t.status is TaintStatus.CANCELED and t.restored is None)
+                    for t in world.taints.values())
+    live = PartitionStatus.LIVE
+    parts = [] if spreading else [ref for ref, p in world.partitions.items() if p.status is live and ref not in busy]
+    gone = set(parts)
+    held: set[str] = set()
+    for ref, p in world.partitions.items():
+        if ref not in gone:
+            if p.lease:
+                held.add(p.lease)
+            if p.waiting_run:
+                held.add(p.waiting_run)
+    runs = [rid for rid, r in world.runs.items() if r.terminal and rid not in held]
+    wants = [wid for wid, w in world.wants.items() if w.terminal]
+    return {"want": wants, "partition": parts, "job_run": runs}
+
+
+async def fold_back(log: Log, world: World, kind: str, ids: Collection[str]) -> dict[str, Any]:
+    """The committed states of ``ids`` (of ``kind``), folded from their chains in the log; for an entity whose
+    chain was cut by ``compact`` (it does not start at entity_seq 1, or is gone), from the newest usable snapshot at or
+    before the World's seq plus the records after it."""
+    from ._world import APPLY
+
+    apply = APPLY[kind]
+    histories = await log.histories(kind, ids)
+    out: dict[str, Any] = {}
+    cut: dict[str, list[Record]] = {}
+    for eid, recs in histories.items():
+        recs = [r for r in recs if r.seq <= world.last_seq]
+        if (recs[0].entity_seq != 1) if recs else log.compacted_through:
+            cut[eid] = recs
+            continue
+        out[eid] = _fold(apply, None, recs)
+    if cut:
+        from ._snapshot import load_newest
+
+        snap, _skipped = await load_newest(log, until_seq=world.last_seq, min_seq=log.compacted_through)
+        if snap is None:
+            raise EntityEvicted(kind, next(iter(cut)))
+        table = snap.table(kind)
+        for eid, recs in cut.items():
+            out[eid] = _fold(apply, table.get(eid), [r for r in recs if r.seq > snap.last_seq])
+    return out
+
+
+def _fold(apply: Any, state: Any, recs: Iterable[Record]) -> Any:
+    for rec in recs:
+        state = apply(state, rec.event, rec.entity_id, rec.at, rec.entity_seq)
+    return state
+
+
+__all__ = ["EntityEvicted", "EvictingTable", "fold_back", "settled"]
