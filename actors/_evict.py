@@ -16,7 +16,7 @@ and ``items()`` see the resident states only; :meth:`World.counts` counts both.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
 from eventlog import Log, Record, WantbuildError
@@ -42,24 +42,31 @@ class EvictingTable(dict[str, Any]):
     """A World table whose settled entries can be evicted: resident states in the dict, evicted ids in
     ``evicted``. Reading an evicted id raises :class:`EntityEvicted`; ``in`` says it exists."""
 
-    __slots__ = ("evicted", "kind")
+    __slots__ = ("evicted", "kind", "loader")
 
     def __init__(self, kind: str) -> None:
         super().__init__()
         self.kind = kind
         self.evicted: set[str] = set()
+        self.loader: Callable[[str], Any] | None = None
+        """Folds one evicted entity back synchronously and returns its state (a SQLite log's point read,
+        ``World.load_now``); None: a synchronous read of an evicted entity raises :class:`EntityEvicted`."""
 
     def get(self, key: str, default: Any = None) -> Any:
         value = dict.get(self, key, _MISS)
         if value is _MISS:
             if key in self.evicted:
-                raise EntityEvicted(self.kind, key)
+                if self.loader is None:
+                    raise EntityEvicted(self.kind, key)
+                return self.loader(key)
             return default
         return value
 
     def __missing__(self, key: str) -> Any:
         if key in self.evicted:
-            raise EntityEvicted(self.kind, key)
+            if self.loader is None:
+                raise EntityEvicted(self.kind, key)
+            return self.loader(key)
         raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
@@ -75,19 +82,22 @@ def settled(world: World) -> dict[str, list[str]]:
     """The resident entities nothing in flight reads, by kind: what :meth:`World.evict` may drop.
 
     - wants: terminal;
-    - partitions: Live, and named by no non-terminal want, no non-terminal run (planned or leased) and no taint
-      and none at all while a taint is spreading or restoring;
-    - runs: terminal, and no partition that stays resident holds its lease or waits on it (``waiting_run``: the
-      supervisor reads the DepMiss run's missing refs for an UpstreamWaiting partition).
+    - partitions: Live, named by no non-terminal run (planned or leased) nor, unless the World loads on the spot
+      for synchronous readers (:meth:`World.load_now`), by a non-terminal want; none at all while a taint is
+      spreading or restoring;
+    - runs: terminal, not to be retried (``will_retry``), and no partition that stays resident holds its lease
+      or waits on it (``waiting_run``: the supervisor reads the DepMiss run's missing refs for an UpstreamWaiting
+      partition).
     Schedules and taints stay (few, and read by their loops).
     """
     from ._partition import PartitionStatus
     from ._taint import TaintStatus
 
     busy: set[str] = set()
-    for w in world.wants.values():
-        if not w.terminal:
-            busy.update(w.refs)
+    if world._read_now is None:  # readers cannot load on the spot: keep what an active want may read
+        for w in world.wants.values():
+            if not w.terminal:
+                busy.update(w.refs)
     for r in world.runs.values():
         if not r.terminal:
             busy.update(r.planned)
@@ -105,9 +115,25 @@ def settled(world: World) -> dict[str, list[str]]:
                 held.add(p.lease)
             if p.waiting_run:
                 held.add(p.waiting_run)
-    runs = [rid for rid, r in world.runs.items() if r.terminal and rid not in held]
+    # A run that will be retried stays: the supervisor's recovery finds the retries to arm by scanning the runs.
+    runs = [rid for rid, r in world.runs.items() if r.terminal and not r.will_retry and rid not in held]
     wants = [wid for wid, w in world.wants.items() if w.terminal]
     return {"want": wants, "partition": parts, "job_run": runs}
+
+
+def fold_now(histories: dict[str, list[Record]], world: World, kind: str) -> dict[str, Any]:
+    """:func:`fold_back` from histories read synchronously; a chain ``compact`` cut cannot be folded so (its
+    start is in a snapshot, which only an async load reads): :class:`EntityEvicted` for it."""
+    from ._world import APPLY
+
+    apply = APPLY[kind]
+    out: dict[str, Any] = {}
+    for eid, recs in histories.items():
+        recs = [r for r in recs if r.seq <= world.last_seq]
+        if not recs or recs[0].entity_seq != 1:
+            raise EntityEvicted(kind, eid)
+        out[eid] = _fold(apply, None, recs)
+    return out
 
 
 async def fold_back(log: Log, world: World, kind: str, ids: Collection[str]) -> dict[str, Any]:
@@ -144,4 +170,4 @@ def _fold(apply: Any, state: Any, recs: Iterable[Record]) -> Any:
     return state
 
 
-__all__ = ["EntityEvicted", "EvictingTable", "fold_back", "settled"]
+__all__ = ["EntityEvicted", "EvictingTable", "fold_back", "fold_now", "settled"]

@@ -16,7 +16,7 @@ import anyio.abc
 
 from eventlog import CorruptLogError, Event, Log, Record
 
-from ._evict import EntityEvicted, EvictingTable, fold_back, settled
+from ._evict import EntityEvicted, EvictingTable, fold_back, fold_now, settled
 from ._jobrun import JOB_RUN, JobRunState, JobRunStatus, apply_job_run
 from ._lineage import LineageIndex
 from ._machine import IllegalTransition, Machine
@@ -94,6 +94,7 @@ class World:
         for kind in APPLY:  # kinds added with register_entity_kind
             if kind not in self._tables:
                 self._tables[kind] = table(kind)
+        self._read_now: Callable[[str, list[str]], dict[str, list[Record]]] | None = None
         self.evicted_counts: dict[str, dict[str, int]] = {}
         """Evicted entities per status, per kind (what :meth:`counts` adds to the resident ones)."""
         self.on_adopt: dict[str, Callable[[Any, Any], None]] = {"job_run": self._run_adopted}
@@ -202,6 +203,54 @@ class World:
             n += 1
         return n
 
+    def make_evicting(self) -> None:
+        """Turn this World's tables into evicting ones, keeping every state (call it before anything holds a
+        table: a runtime does as it opens)."""
+        if self.evicting:
+            return
+        for kind, old in list(self._tables.items()):
+            table = EvictingTable(kind)
+            table.update(old)
+            self._tables[kind] = table
+        t = self._tables
+        self.wants, self.partitions, self.runs = t["want"], t["partition"], t["job_run"]
+        self.schedules, self.taints = t["schedule"], t["taint"]
+        self.evicting = True
+
+    def states(self, kind: str, *statuses: str) -> Iterator[Any]:
+        """Every state of ``kind`` (with one of ``statuses``, if given): the resident ones, then the evicted ones
+        read back from the log without keeping them (a listing must not fill memory again). Needs :meth:`load_now`."""
+        table = self._tables[kind]
+        wanted = set(statuses)
+        for st in list(table.values()):
+            if not wanted or st.status in wanted:
+                yield st
+        if not isinstance(table, EvictingTable) or not table.evicted:
+            return
+        counts = self.evicted_counts.get(kind, {})
+        if wanted and not any(counts.get(str(s), 0) for s in wanted):
+            return
+        if self._read_now is None:
+            raise EntityEvicted(kind, next(iter(table.evicted)))
+        ids = sorted(table.evicted)
+        for i in range(0, len(ids), 1000):
+            for st in fold_now(self._read_now(kind, ids[i:i + 1000]), self, kind).values():
+                if not wanted or st.status in wanted:
+                    yield st
+
+    def resolved(self) -> dict[str, dict[str, Any]]:
+        """Every state by kind and id, the evicted ones read back from the log without keeping them (what
+        :meth:`snapshot` gives for a World with nothing evicted). Needs :meth:`load_now` if anything is evicted."""
+        out: dict[str, dict[str, Any]] = {k: dict(t) for k, t in self._tables.items()}
+        for kind, table in self._tables.items():
+            if isinstance(table, EvictingTable) and table.evicted:
+                if self._read_now is None:
+                    raise EntityEvicted(kind, next(iter(table.evicted)))
+                ids = sorted(table.evicted)
+                for i in range(0, len(ids), 1000):
+                    out[kind].update(fold_now(self._read_now(kind, ids[i:i + 1000]), self, kind))
+        return out
+
     def evict_settled(self) -> dict[str, int]:
         """Evict every entity :func:`~actors._evict.settled` finds settled; return how many per kind."""
         return {kind: self.evict(kind, ids) for kind, ids in settled(self).items()}
@@ -224,17 +273,33 @@ class World:
         if not want:
             return
         states = await fold_back(log, self, kind, want)
-        counts = self.evicted_counts.setdefault(kind, {})
         for eid in want:
-            if eid not in table.evicted:  # loaded meanwhile by another caller
-                continue
-            st = states.get(eid)
-            if st is None:
-                raise ReplayError(f"{kind} {eid!r} is evicted but {log.path} has no events of it", self.last_seq)
-            table.evicted.discard(eid)
-            dict.__setitem__(table, eid, st)
-            status = str(st.status)
-            counts[status] -= 1
+            if eid in table.evicted:  # not loaded meanwhile by another caller
+                self._loaded(table, eid, states.get(eid), log)
+
+    def _loaded(self, table: EvictingTable, eid: str, st: Any, log: Log) -> Any:
+        if st is None:
+            raise ReplayError(f"{table.kind} {eid!r} is evicted but {log.path} has no events of it", self.last_seq)
+        table.evicted.discard(eid)
+        dict.__setitem__(table, eid, st)
+        self.evicted_counts[table.kind][str(st.status)] -= 1
+        return st
+
+    def load_now(self, log: Log) -> bool:
+        """Let synchronous readers load an evicted entity on the spot (a point read) when ``log`` can read
+        synchronously (SQLite's ``histories_now``); return whether it can. Otherwise such a read raises
+        :class:`~actors._evict.EntityEvicted` and every reader must ``await`` :meth:`load` first."""
+        read = getattr(log, "histories_now", None)
+        if read is None:
+            return False
+        self._read_now = read
+        for table in self._tables.values():
+            if isinstance(table, EvictingTable):
+                def load(eid: str, table: EvictingTable = table) -> Any:
+                    states = fold_now(read(table.kind, [eid]), self, table.kind)
+                    return self._loaded(table, eid, states.get(eid), log)
+                table.loader = load
+        return True
 
     async def load_all(self, log: Log) -> None:
         """Fold every evicted entity back (for whole-World checks: equality with a replay, a snapshot)."""

@@ -46,7 +46,7 @@ from ._errors import (
 from ._events import REGISTRY, EventRegistry
 from ._lock import WriterLock, lock_owner, writer_active
 from ._logging import get_logger
-from ._records import CommandState, Lease
+from ._records import CommandState, Lease, Record
 from ._schema import (
     APPLICATION_ID,
     COMMAND_STATE,
@@ -227,6 +227,7 @@ class EventLog(LogCore):
         self._lock: WriterLock | None = None
         self._wdb: Any = None  # aiosqlite.Connection of the writer
         self._rdb: Any = None  # aiosqlite.Connection for reads and the command inbox
+        self._now_db: sqlite3.Connection | None = None  # histories_now's own read connection, opened on first use
         self._inline_rows = _INLINE_ROWS
         self._wconn = asyncio.Lock()
         """Held across a call on the writer connection's thread: the batches the writer commits on the loop's
@@ -490,6 +491,9 @@ class EventLog(LogCore):
         return list(await db.execute_fetchall("SELECT type_key, name, version FROM event_types"))
 
     async def _db_close(self) -> None:
+        if self._now_db is not None:
+            self._now_db.close()
+            self._now_db = None
         for name in ("_rdb", "_wdb"):
             db = getattr(self, name)
             setattr(self, name, None)
@@ -673,6 +677,34 @@ class EventLog(LogCore):
             chunk = entity_ids[i:i + LOOKUP_ENTITIES_CHUNK]
             sql = SELECT_HISTORIES.format(marks=",".join("?" * len(chunk)))
             out.extend(await self._r().execute_fetchall(sql, (entity_kind, *chunk)))
+        return out
+
+    def histories_now(self, entity_kind: str, entity_ids: Collection[str]) -> dict[str, list[Record]]:
+        """:meth:`histories`, synchronously, on a read connection of its own (WAL: it sees every committed
+        batch). For a caller on the loop that cannot await (the World reading back an evicted entity for a
+        synchronous reader): a few entities' chains are a few point reads, tens of microseconds each."""
+        self._check_readable()
+        if not self._open:
+            raise LogClosedError(f"{self._path}: the event log is closed")
+        db = self._now_db
+        if db is None:
+            db = self._now_db = sqlite3.connect(_db_uri(self._path, "ro"), uri=True, isolation_level=None,
+                                                check_same_thread=False)
+            db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        ids = list(dict.fromkeys(entity_ids))
+        out: dict[str, list[Record]] = {eid: [] for eid in ids}
+        rows: list[tuple[int, str, str, int, int, bytes, float]] = []
+        for i in range(0, len(ids), LOOKUP_ENTITIES_CHUNK):
+            chunk = ids[i:i + LOOKUP_ENTITIES_CHUNK]
+            sql = SELECT_HISTORIES.format(marks=",".join("?" * len(chunk)))
+            rows.extend((s, entity_kind, eid, es, tk, p, at)
+                        for eid, s, es, tk, p, at in db.execute(sql, (entity_kind, *chunk)).fetchall())
+        try:
+            recs = self._decode_fast(rows)
+        except Exception:  # the slow path names the row that does not decode
+            recs = [self._decode_one(*row) for row in rows]
+        for rec in recs:
+            out[rec.entity_id].append(rec)
         return out
 
     async def _db_entity_seq(self, entity_kind: str, entity_id: str) -> int:

@@ -8,6 +8,7 @@ running ones are canceled (their processes killed), everything is committed, no 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import hashlib
@@ -449,16 +450,13 @@ class Runtime:
         return st
 
     def wants(self, *statuses: str) -> list[WantState]:
-        return sorted((w for w in self.world.wants.values() if not statuses or w.status in statuses),
-                      key=lambda w: w.want_id)
+        return sorted(self.world.states("want", *statuses), key=lambda w: w.want_id)
 
     def partitions(self, *statuses: str) -> list[PartitionState]:
-        return sorted((p for p in self.world.partitions.values() if not statuses or p.status in statuses),
-                      key=lambda p: p.ref)
+        return sorted(self.world.states("partition", *statuses), key=lambda p: p.ref)
 
     def runs(self, *statuses: str) -> list[JobRunState]:
-        return sorted((r for r in self.world.runs.values() if not statuses or r.status in statuses),
-                      key=lambda r: r.job_run_id)
+        return sorted(self.world.states("job_run", *statuses), key=lambda r: r.job_run_id)
 
     async def history(self, kind: str | None = None, entity_id: str | None = None, *, refs: Iterable[str] = (),
                       patterns: Iterable[str] = (), jobs: Iterable[str] = (), runs: Iterable[str] = (),
@@ -668,6 +666,7 @@ async def open_runtime(
     snapshot_every: int | None = 100_000,
     snapshot_interval: float | None = 600.0,
     load_snapshot: bool = True,
+    evict_every: int | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime on the log at ``path`` (created if missing) for ``graph``: ``async with`` it.
 
@@ -700,6 +699,10 @@ async def open_runtime(
         time). Both None: no background snapshots (``rt.snapshot()`` still takes one). With ``autocommit=False``
         (the scenario runner) none are taken in the background.
     :param load_snapshot: start from the newest usable snapshot (default); False replays the whole log.
+    :param evict_every: keep in memory what is in flight only: after every this many committed transitions, evict
+        the settled wants, runs and Live partitions from the World; they are read back from the log when something
+        reads them (``docs/restart.md``, memory follows active work). A SQLite log only, with no background
+        snapshots (``snapshot_every=None, snapshot_interval=None``) and not compacted. Default: off.
 
     An exception raised in the ``async with`` body comes out as itself, not wrapped in an exception group by the
     runtime's task groups.
@@ -717,17 +720,66 @@ async def open_runtime(
     try:
         async with open_log_and_world(event_log, path, graph.fingerprint(), clock, accept_graph_change, autocommit,
                                       durability, standby, load_snapshot) as (elog, world):
+            if evict_every is not None:
+                _check_evicting(elog, evict_every, autocommit and (snapshot_every, snapshot_interval) != (None, None))
+                world.make_evicting()  # before anything holds a table
+                world.load_now(elog)
             ids = IdSource(world.wants, world.runs, world.taints)
             with _gc_policy(tune_gc):
                 async with _running(elog, world, ids, graph, clock, policy, logs, serve_commands,
                                     shutdown_grace, faults, executor,
                                     (snapshot_every, snapshot_interval) if autocommit else (None, None)) as rt:
+                    if evict_every is not None:
+                        _evict_as_it_goes(rt, evict_every)
                     yield rt
     except BaseExceptionGroup as eg:
         inner = sole_error(eg)
         if inner is None:
             raise
         raise inner from None
+
+
+def _check_evicting(elog: Log, every: int, snapshots: bool) -> None:
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"evict_every must be a number of transitions >= 1 (or None: no eviction), not {every!r}")
+    if not hasattr(elog, "histories_now"):
+        raise ValueError(f"evict_every needs a SQLite log: {elog.path} cannot read an evicted entity back "
+                         "synchronously (eviction on PostgreSQL is not supported yet); drop evict_every")
+    if snapshots:
+        raise ValueError("evict_every cannot be combined with background snapshots yet (a snapshot needs every "
+                         "state in memory): pass snapshot_every=None, snapshot_interval=None, or drop evict_every")
+    if elog.compacted_through:
+        raise ValueError(f"evict_every cannot run on a compacted log yet ({elog.path} was compacted through seq "
+                         f"{elog.compacted_through}: an ended entity's state is in a snapshot); drop evict_every")
+
+
+def _evict_as_it_goes(rt: Runtime, every: int) -> None:
+    """Evict what is settled after every ``every`` committed transitions, at the loop's next turn (not inside
+    the commit's callback: the entities the commit's actors are about to handle still have their cells)."""
+    kernel = rt.kernel
+    inner = kernel.on_commit
+    loop = asyncio.get_running_loop()
+    count = 0
+    due = False
+
+    def sweep() -> None:
+        nonlocal due
+        due = False
+        if not rt.closing and not kernel.closed:
+            gone = kernel.evict_settled()
+            log.debug("evicted settled entities", **gone)
+
+    def on_commit(batch: list[Committed]) -> None:
+        nonlocal count, due
+        if inner is not None:
+            inner(batch)
+        count += len(batch)
+        if count >= every and not due:
+            count = 0
+            due = True
+            loop.call_soon(sweep)
+
+    kernel.on_commit = on_commit
 
 
 @contextmanager
