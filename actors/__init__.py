@@ -59,6 +59,7 @@ from ._entity_actors import (
     UpstreamReady,
     WantActor,
 )
+from ._evict import EntityEvicted
 from ._faults import FAULT_POINTS, FaultPoint, FaultRule, Faults, InjectedFault
 from ._filters import EventFilter, compile_pattern
 from ._invariants import InvariantChecker, Violation, check_log, check_records, check_replay_fidelity
@@ -223,6 +224,7 @@ __all__ = [
     "Ctx",
     "EndWant",
     "EntityEnv",
+    "EntityEvicted",
     "EntityState",
     "EventFilter",
     "Execution",

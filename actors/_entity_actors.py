@@ -343,11 +343,9 @@ class WantActor(Behavior):
         return st
 
     def _all_live(self, st: WantState) -> bool:
-        world = self.world
+        is_live = self.world.is_live  # an evicted partition is Live without being read back
         leaving = self.leaving_live
-        live = PartitionStatus.LIVE
-        return all(world.partition(r).status is live and not leaving[r] for r in st.refs) if leaving else all(
-            world.partition(r).status is live for r in st.refs)
+        return all(is_live(r) and not leaving[r] for r in st.refs) if leaving else all(is_live(r) for r in st.refs)
 
 
 # --- Partition ----------------------------------------------------------------------------------------

@@ -211,7 +211,7 @@ class _Kind:
         self.crash_log_swept = 0
         self.apply = APPLY.get(name) if entity else None
         self.table = table
-        self.evicted: set[str] | None = table.evicted if isinstance(table, EvictingTable) else None
+        self.evicted: EvictingTable | None = table if isinstance(table, EvictingTable) else None
         self.adopt = adopt  # what the World also derives from an adopted state (World.on_adopt)
         self.activations = 0
         self.crashes = 0
@@ -571,7 +571,7 @@ class Kernel(FatalSink):
             k.activations += 1
             cell.mbox.append((msg, target, idx))
             evicted = k.evicted
-            if evicted and key in evicted:
+            if evicted is not None and evicted.index and evicted.maybe_evicted(key):
                 self._load(cell)
                 return
             cell.queued = True
@@ -939,7 +939,7 @@ class Kernel(FatalSink):
             self._gathered(gather)
             return
         faults = self.faults
-        if faults is not None or k.stopped or k.evicted:  # the slow path: _send for each (evicted: a load first)
+        if faults is not None or k.stopped or (k.evicted is not None and k.evicted.index):  # _send: loads first
             for i, (key, msg) in enumerate(requests):
                 if faults is not None and faults.hit("ask_timeout", kind, key, type(msg).__name__):
                     self._send(k, key, msg, None, 0)

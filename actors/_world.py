@@ -8,7 +8,7 @@ time (time travel). An event that does not apply stops replay with a :class:`Rep
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeAlias
 
 import anyio
@@ -40,6 +40,7 @@ APPLY: dict[str, Callable[[Any, Event, str, float, int], Any]] = {
     "taint": apply_taint,
 }
 _SUCCEEDED = JobRunStatus.SUCCEEDED
+_LIVE = PartitionStatus.LIVE
 
 
 def register_entity_kind(kind: str, machine: Machine[Any], apply: Callable[[Any, Event, str, float, int], Any]) -> None:
@@ -95,6 +96,7 @@ class World:
             if kind not in self._tables:
                 self._tables[kind] = table(kind)
         self._read_now: Callable[[str, list[str]], dict[str, list[Record]]] | None = None
+        self._ids_now: Callable[[str], list[str]] | None = None
         self.evicted_counts: dict[str, dict[str, int]] = {}
         """Evicted entities per status, per kind (what :meth:`counts` adds to the resident ones)."""
         self.on_adopt: dict[str, Callable[[Any, Any], None]] = {"job_run": self._run_adopted}
@@ -158,6 +160,15 @@ class World:
         st = self.partitions.get(ref)
         return st if st is not None else PartitionState(ref=ref)
 
+    def is_live(self, ref: str) -> bool:
+        """Whether the partition is Live, without reading it back if it is evicted: only Live partitions are
+        evicted, and one changes only once loaded again (its actor's cell loads it first)."""
+        table = self.partitions
+        st = dict.get(table, ref)
+        if st is None:
+            return isinstance(table, EvictingTable) and table.maybe_evicted(ref)
+        return st.status is _LIVE
+
     def needs(self, ref: str) -> tuple[str, ...]:
         """The upstream refs an UpstreamWaiting partition waits on: its DepMiss run's missing refs."""
         st = self.partitions.get(ref)
@@ -184,20 +195,21 @@ class World:
 
     # -- eviction (actors/_evict.py) -------------------------------------------------------------------
     def evict(self, kind: str, ids: Iterable[str]) -> int:
-        """Drop these resident states from memory, keeping their ids in the table's index; return how many.
-        Only for a World made with ``evicting=True``, and only entities nothing in flight reads
+        """Drop these resident states from memory, keeping their ids' hashes in the table's index; return how
+        many. Only for a World made with ``evicting=True``, and only entities nothing in flight reads
         (:func:`~actors._evict.settled` says which): the caller decides."""
         table = self._tables[kind]
         if not isinstance(table, EvictingTable):
             raise ValueError("this World keeps every state in memory: make it with World(evicting=True) to evict")
         counts = self.evicted_counts.setdefault(kind, {})
+        index = table.index
         n = 0
         pop = dict.pop
         for eid in ids:
             st = pop(table, eid, None)
             if st is None:
                 continue
-            table.evicted.add(eid)
+            index.add(hash(eid))
             status = str(st.status)
             counts[status] = counts.get(status, 0) + 1
             n += 1
@@ -217,6 +229,21 @@ class World:
         self.schedules, self.taints = t["schedule"], t["taint"]
         self.evicting = True
 
+    def evicted_count(self, kind: str) -> int:
+        return sum(self.evicted_counts.get(kind, {}).values())
+
+    def is_evicted(self, kind: str, entity_id: str) -> bool:
+        """Whether ``entity_id`` may be evicted (not resident, its hash in the index; the log has the last word)."""
+        table = self._tables.get(kind)
+        return isinstance(table, EvictingTable) and table.maybe_evicted(entity_id)
+
+    def _evicted_ids(self, kind: str, known: Iterable[str]) -> list[str]:
+        """Of the ids the log knows for ``kind``, those not resident whose hash is in the index."""
+        table = self._tables[kind]
+        if not isinstance(table, EvictingTable) or not self.evicted_count(kind):
+            return []
+        return [eid for eid in known if table.maybe_evicted(eid)]
+
     def states(self, kind: str, *statuses: str) -> Iterator[Any]:
         """Every state of ``kind`` (with one of ``statuses``, if given): the resident ones, then the evicted ones
         read back from the log without keeping them (a listing must not fill memory again). Needs :meth:`load_now`."""
@@ -225,64 +252,53 @@ class World:
         for st in list(table.values()):
             if not wanted or st.status in wanted:
                 yield st
-        if not isinstance(table, EvictingTable) or not table.evicted:
-            return
         counts = self.evicted_counts.get(kind, {})
-        if wanted and not any(counts.get(str(s), 0) for s in wanted):
+        if not any(counts.get(str(s), 0) for s in (wanted or counts)):
             return
-        if self._read_now is None:
-            raise EntityEvicted(kind, next(iter(table.evicted)))
-        ids = sorted(table.evicted)
-        for i in range(0, len(ids), 1000):
-            for st in fold_now(self._read_now(kind, ids[i:i + 1000]), self, kind).values():
+        for states in self._read_evicted(kind):
+            for st in states.values():
                 if not wanted or st.status in wanted:
                     yield st
+
+    def _read_evicted(self, kind: str) -> Iterator[dict[str, Any]]:
+        if self._read_now is None or self._ids_now is None:
+            raise EntityEvicted(kind, "*")
+        ids = sorted(self._evicted_ids(kind, self._ids_now(kind)))
+        for i in range(0, len(ids), 1000):
+            yield fold_now(self._read_now(kind, ids[i:i + 1000]), self, kind)
 
     def resolved(self) -> dict[str, dict[str, Any]]:
         """Every state by kind and id, the evicted ones read back from the log without keeping them (what
         :meth:`snapshot` gives for a World with nothing evicted). Needs :meth:`load_now` if anything is evicted."""
         out: dict[str, dict[str, Any]] = {k: dict(t) for k, t in self._tables.items()}
-        for kind, table in self._tables.items():
-            if isinstance(table, EvictingTable) and table.evicted:
-                if self._read_now is None:
-                    raise EntityEvicted(kind, next(iter(table.evicted)))
-                ids = sorted(table.evicted)
-                for i in range(0, len(ids), 1000):
-                    out[kind].update(fold_now(self._read_now(kind, ids[i:i + 1000]), self, kind))
+        for kind in self._tables:
+            if self.evicted_count(kind):
+                for states in self._read_evicted(kind):
+                    out[kind].update(states)
         return out
 
     def evict_settled(self) -> dict[str, int]:
         """Evict every entity :func:`~actors._evict.settled` finds settled; return how many per kind."""
         return {kind: self.evict(kind, ids) for kind, ids in settled(self).items()}
 
-    def is_evicted(self, kind: str, entity_id: str) -> bool:
-        table = self._tables.get(kind)
-        return isinstance(table, EvictingTable) and entity_id in table.evicted
-
-    def evicted(self, kind: str) -> Collection[str]:
-        """The evicted ids of ``kind`` (the index :meth:`load` reads back)."""
-        table = self._tables[kind]
-        return table.evicted if isinstance(table, EvictingTable) else ()
-
     async def load(self, log: Log, kind: str, ids: Iterable[str]) -> None:
         """Fold the evicted ones among ``ids`` back into memory from the log (the rest are left as they are)."""
         table = self._tables[kind]
         if not isinstance(table, EvictingTable):
             return
-        want = [eid for eid in dict.fromkeys(ids) if eid in table.evicted]
+        want = [eid for eid in dict.fromkeys(ids) if table.maybe_evicted(eid)]
         if not want:
             return
         states = await fold_back(log, self, kind, want)
         for eid in want:
-            if eid in table.evicted:  # not loaded meanwhile by another caller
-                self._loaded(table, eid, states.get(eid), log)
+            if not dict.__contains__(table, eid):  # not loaded meanwhile by another caller
+                self._loaded(table, eid, states.get(eid))
 
-    def _loaded(self, table: EvictingTable, eid: str, st: Any, log: Log) -> Any:
-        if st is None:
-            raise ReplayError(f"{table.kind} {eid!r} is evicted but {log.path} has no events of it", self.last_seq)
-        table.evicted.discard(eid)
-        dict.__setitem__(table, eid, st)
-        self.evicted_counts[table.kind][str(st.status)] -= 1
+    def _loaded(self, table: EvictingTable, eid: str, st: Any) -> Any:
+        """Put a state read back in its table (None: the log has no such entity, its hash is another's)."""
+        if st is not None:
+            dict.__setitem__(table, eid, st)
+            self.evicted_counts[table.kind][str(st.status)] -= 1
         return st
 
     def load_now(self, log: Log) -> bool:
@@ -290,22 +306,23 @@ class World:
         synchronously (SQLite's ``histories_now``); return whether it can. Otherwise such a read raises
         :class:`~actors._evict.EntityEvicted` and every reader must ``await`` :meth:`load` first."""
         read = getattr(log, "histories_now", None)
-        if read is None:
+        ids = getattr(log, "entity_ids_now", None)
+        if read is None or ids is None:
             return False
-        self._read_now = read
+        self._read_now, self._ids_now = read, ids
         for table in self._tables.values():
             if isinstance(table, EvictingTable):
                 def load(eid: str, table: EvictingTable = table) -> Any:
                     states = fold_now(read(table.kind, [eid]), self, table.kind)
-                    return self._loaded(table, eid, states.get(eid), log)
+                    return self._loaded(table, eid, states.get(eid))
                 table.loader = load
         return True
 
     async def load_all(self, log: Log) -> None:
         """Fold every evicted entity back (for whole-World checks: equality with a replay, a snapshot)."""
-        for kind, table in self._tables.items():
-            if isinstance(table, EvictingTable) and table.evicted:
-                ids = list(table.evicted)
+        for kind in self._tables:
+            if self.evicted_count(kind):
+                ids = self._evicted_ids(kind, await log.entity_ids(kind))
                 for i in range(0, len(ids), 2000):
                     await self.load(log, kind, ids[i:i + 2000])
 
@@ -328,9 +345,9 @@ class World:
 
     def _check_resident(self) -> None:
         """Whole-World operations need every state in memory (:meth:`load_all` first)."""
-        for kind, table in self._tables.items():
-            if isinstance(table, EvictingTable) and table.evicted:
-                raise EntityEvicted(kind, next(iter(table.evicted)))
+        for kind in self._tables:
+            if self.evicted_count(kind):
+                raise EntityEvicted(kind, "*")
 
     def snapshot(self) -> dict[str, dict[str, EntityState]]:
         """Plain dicts of every state, for equality checks (I3)."""

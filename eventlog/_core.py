@@ -316,6 +316,9 @@ class LogCore:
         """``(entity_id, seq, entity_seq, type_key, payload, at)`` of every record of these entities, by seq."""
         raise NotImplementedError
 
+    async def _db_entity_ids(self, entity_kind: str) -> list[str]:
+        raise NotImplementedError
+
     async def _db_entity_seq(self, entity_kind: str, entity_id: str) -> int:
         raise NotImplementedError
 
@@ -1410,6 +1413,11 @@ class LogCore:
         for rec in recs:
             out[rec.entity_id].append(rec)
         return out
+
+    async def entity_ids(self, entity_kind: str) -> list[str]:
+        """The id of every entity of ``entity_kind`` the log has committed an event of (in no particular order)."""
+        self._check_readable()
+        return await self._db_entity_ids(entity_kind)
 
     async def entity_seq(self, entity_kind: str, entity_id: str) -> int:
         """The entity's last committed ``entity_seq``; 0 if the log has never seen it."""

@@ -178,6 +178,9 @@ def _with_conn(db: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     return fn(db._conn, *args)
 
 
+_ENTITY_IDS: Final = "SELECT entity_id FROM entities WHERE kind = ?"
+
+
 def _db_uri(path: str, mode: str) -> str:
     return f"file:{quote(os.path.abspath(path))}?mode={mode}"
 
@@ -679,10 +682,8 @@ class EventLog(LogCore):
             out.extend(await self._r().execute_fetchall(sql, (entity_kind, *chunk)))
         return out
 
-    def histories_now(self, entity_kind: str, entity_ids: Collection[str]) -> dict[str, list[Record]]:
-        """:meth:`histories`, synchronously, on a read connection of its own (WAL: it sees every committed
-        batch). For a caller on the loop that cannot await (the World reading back an evicted entity for a
-        synchronous reader): a few entities' chains are a few point reads, tens of microseconds each."""
+    def _sync_db(self) -> sqlite3.Connection:
+        """The synchronous reads' own connection (opened on first use, closed with the log)."""
         self._check_readable()
         if not self._open:
             raise LogClosedError(f"{self._path}: the event log is closed")
@@ -691,6 +692,13 @@ class EventLog(LogCore):
             db = self._now_db = sqlite3.connect(_db_uri(self._path, "ro"), uri=True, isolation_level=None,
                                                 check_same_thread=False)
             db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        return db
+
+    def histories_now(self, entity_kind: str, entity_ids: Collection[str]) -> dict[str, list[Record]]:
+        """:meth:`histories`, synchronously, on a read connection of its own (WAL: it sees every committed
+        batch). For a caller on the loop that cannot await (the World reading back an evicted entity for a
+        synchronous reader): a few entities' chains are a few point reads, tens of microseconds each."""
+        db = self._sync_db()
         ids = list(dict.fromkeys(entity_ids))
         out: dict[str, list[Record]] = {eid: [] for eid in ids}
         rows: list[tuple[int, str, str, int, int, bytes, float]] = []
@@ -706,6 +714,13 @@ class EventLog(LogCore):
         for rec in recs:
             out[rec.entity_id].append(rec)
         return out
+
+    async def _db_entity_ids(self, entity_kind: str) -> list[str]:
+        return [r[0] for r in await self._r().execute_fetchall(_ENTITY_IDS, (entity_kind,))]
+
+    def entity_ids_now(self, entity_kind: str) -> list[str]:
+        """:meth:`entity_ids`, synchronously (on :meth:`histories_now`'s connection)."""
+        return [r[0] for r in self._sync_db().execute(_ENTITY_IDS, (entity_kind,)).fetchall()]
 
     async def _db_entity_seq(self, entity_kind: str, entity_id: str) -> int:
         rows = await self._r().execute_fetchall(

@@ -683,6 +683,10 @@ class PostgresEventLog(LogCore):
         sql = q.SELECT_HISTORIES.format(s=self._quoted)
         return [tuple(r) for r in await self._fetch(sql, entity_kind, entity_ids)]
 
+    async def _db_entity_ids(self, entity_kind: str) -> list[str]:
+        return [r[0] for r in await self._fetch(f"SELECT entity_id FROM {self._quoted}.entities WHERE kind = $1",
+                                                entity_kind)]
+
     async def _db_entity_seq(self, entity_kind: str, entity_id: str) -> int:
         rows = await self._fetch(
             f"SELECT last_entity_seq FROM {self._quoted}.entities WHERE kind = $1 AND entity_id = $2",

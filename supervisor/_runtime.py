@@ -754,8 +754,9 @@ def _check_evicting(elog: Log, every: int, snapshots: bool) -> None:
 
 
 def _evict_as_it_goes(rt: Runtime, every: int) -> None:
-    """Evict what is settled after every ``every`` committed transitions, at the loop's next turn (not inside
-    the commit's callback: the entities the commit's actors are about to handle still have their cells)."""
+    """Evict what is settled after every ``every`` committed transitions and when a want ends, at the loop's next
+    turn (not inside the commit's callback: the entities the commit's actors are about to handle still have their
+    cells)."""
     kernel = rt.kernel
     inner = kernel.on_commit
     loop = asyncio.get_running_loop()
@@ -774,8 +775,10 @@ def _evict_as_it_goes(rt: Runtime, every: int) -> None:
         if inner is not None:
             inner(batch)
         count += len(batch)
-        if count >= every and not due:
-            count = 0
+        if due:
+            return
+        if count >= every or any(c.record.entity_kind == "want" and c.new.terminal for c in batch):
+            count = 0  # every N transitions, and as a want ends (what it held is settled now)
             due = True
             loop.call_soon(sweep)
 

@@ -73,14 +73,17 @@ def test_an_evicted_entity_is_never_read_as_missing() -> None:
     w.partitions["b"] = PartitionState("b", PartitionStatus.FAILED, 1, 2)
     assert w.evict("partition", ["a", "never"]) == 1
     for read in (lambda: w.partitions.get("a"), lambda: w.partitions["a"], lambda: w.partition("a"),
-                 w.snapshot, w.copy, w.partitions.copy):
+                 lambda: "a" in w.partitions):
         with pytest.raises(EntityEvicted, match="partition 'a' is evicted"):
             read()
-    assert "a" in w.partitions
+    for whole in (w.snapshot, w.copy, w.partitions.copy):
+        with pytest.raises(EntityEvicted, match="partition entities are evicted"):
+            whole()
     assert "never" not in w.partitions
     assert w.partitions.get("never") is None
     assert w.is_evicted("partition", "a")
     assert not w.is_evicted("partition", "b")
+    assert w.is_live("a")  # only Live partitions are evicted: no read needed
     assert (w.counts()["partition"]["Live"], w.counts()["partition"]["Failed"]) == (1, 1)
     with pytest.raises(ValueError, match="evicting=True"):
         World().evict("partition", ["a"])
@@ -103,7 +106,7 @@ async def test_messages_to_evicted_partitions_load_them_first(log_target: str) -
             replies = await drive(kernel, "r-3", again, refresh=True)  # one load for the 450 cells
             assert [(p.ref, p.status, p.generation) for p in replies] == [(r, "Live", 2) for r in again]
             assert len(world.partitions) == 450
-            assert len(world.evicted("partition")) == 150
+            assert world.evicted_count("partition") == 150
             await world.load_all(log)
             assert world == await rebuild(log, snapshots=False)
 

@@ -46,6 +46,7 @@ Errors all derive from :class:`WantbuildError`::
      ├── RuntimeClosed (RuntimeError)   the runtime is shutting down or closed
      ├── ExecutorError (RuntimeError)   an executor's engine is missing or its cluster cannot be reached
      ├── ActorStopped (RuntimeError)    an actor stopped after repeated crashes
+     ├── EntityEvicted (RuntimeError)   internal: an evicted entity was read without being loaded (a bug)
      ├── ActorSystemClosed (RuntimeError) the actor system is not running
      ├── AskDeadlock (RuntimeError)     an actor asked itself: it would wait for itself forever
      ├── UnknownActorKind (LookupError) no actor kind of that name is registered
@@ -74,6 +75,7 @@ from actors import (
     AskDeadlock,
     AskTimeout,
     Clock,
+    EntityEvicted,
     EventFilter,
     Faults,
     IllegalTransition,
@@ -203,6 +205,7 @@ __all__ = [
     "CorruptLogError",
     "DamagedLogError",
     "DaskExecutor",
+    "EntityEvicted",
     "EventFilter",
     "EventLog",
     "EventLogError",
