@@ -213,6 +213,7 @@ class World:
             status = str(st.status)
             counts[status] = counts.get(status, 0) + 1
             n += 1
+        index.settle()
         return n
 
     def make_evicting(self) -> None:

@@ -160,3 +160,38 @@ def test_evicting_during_a_history_keeps_the_world_a_replay(steps: list[tuple[li
                     assert world.diff(await rebuild(log, snapshots=False)) == []
 
     asyncio.run(go())
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.lists(st.integers(-2**63, 2**63 - 1), max_size=3000), max_size=6),
+       st.lists(st.integers(-2**63, 2**63 - 1), max_size=50))
+def test_the_hash_index_is_a_set(batches: list[list[int]], probes: list[int]) -> None:
+    """The compact index answers membership exactly as a set of the same hashes, across merges."""
+    from actors._evict import HashIndex
+
+    index, model = HashIndex(), set()
+    for batch in batches:
+        for h in batch:
+            index.add(h)
+        index.settle()
+        model.update(batch)
+        assert len(index) == len(model)
+        assert all(h in index for h in batch)
+        assert all((h in index) == (h in model) for h in probes)
+
+
+def test_the_hash_index_merges_what_it_holds() -> None:
+    """Past its merge point the index keeps its hashes in the sorted array and still finds every one."""
+    from actors._evict import HashIndex
+
+    index = HashIndex()
+    for h in range(0, 30_000, 3):
+        index.add(h * 7919)
+    index.settle()
+    assert len(index.merged) == 10_000
+    assert not index.recent
+    index.add(5)
+    assert all(h * 7919 in index for h in range(0, 30_000, 3))
+    assert 5 in index
+    assert 7919 not in index
+    assert len(index) == 10_001
