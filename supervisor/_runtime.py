@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import hashlib
 import math
@@ -384,6 +385,11 @@ class Runtime:
         """Take a snapshot of the World now (at the next point where it holds exactly the committed events) and
         store it in the log; a restart then replays only the events after it. Keeps the newest two."""
         self._check_open()
+        if self.world.evicting:
+            raise WantbuildError(
+                f"{self.log.path}: this runtime evicts settled entities (evict_every), and a snapshot needs every "
+                "state in memory: take one with `wantbuild snapshot --db` while no runtime runs, or open without "
+                "evict_every")
         with anyio.fail_after(timeout):
             while True:
                 await self.log.commit()
@@ -756,33 +762,53 @@ def _check_evicting(elog: Log, every: int, snapshots: bool) -> None:
 def _evict_as_it_goes(rt: Runtime, every: int) -> None:
     """Evict what is settled after every ``every`` committed transitions and when a want ends, at the loop's next
     turn (not inside the commit's callback: the entities the commit's actors are about to handle still have their
-    cells)."""
+    cells). After a want ends, freed heap pages also go back to the system (:func:`_trim_heap`)."""
     kernel = rt.kernel
     inner = kernel.on_commit
     loop = asyncio.get_running_loop()
     count = 0
     due = False
+    trim = False
 
     def sweep() -> None:
-        nonlocal due
+        nonlocal due, trim
         due = False
         if not rt.closing and not kernel.closed:
             gone = kernel.evict_settled()
             log.debug("evicted settled entities", **gone)
+            if trim:
+                _trim_heap()
+        trim = False
 
     def on_commit(batch: list[Committed]) -> None:
-        nonlocal count, due
+        nonlocal count, due, trim
         if inner is not None:
             inner(batch)
         count += len(batch)
-        if due:
-            return
-        if count >= every or any(c.record.entity_kind == "want" and c.new.terminal for c in batch):
-            count = 0  # every N transitions, and as a want ends (what it held is settled now)
+        ended = any(c.record.entity_kind == "want" and c.new.terminal for c in batch)
+        trim = trim or ended
+        if not due and (count >= every or ended):  # every N transitions, and as a want ends (what it held is settled)
+            count = 0
             due = True
             loop.call_soon(sweep)
 
     kernel.on_commit = on_commit
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; nothing elsewhere). CPython keeps
+    memory its objects freed unless whole arenas empty; after a sweep much of it is free (20 us here)."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            _MALLOC_TRIM = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None
 
 
 @contextmanager

@@ -195,3 +195,33 @@ def test_the_hash_index_merges_what_it_holds() -> None:
     assert 5 in index
     assert 7919 not in index
     assert len(index) == 10_001
+
+
+async def test_a_runtime_that_evicts_refuses_what_it_cannot_do(tmp_path: Any) -> None:
+    """evict_every with background snapshots, or a snapshot asked of an evicting runtime, fails naming why."""
+    import wantbuild
+
+    g = wantbuild.Graph("evict")
+
+    @g.job("daily", outputs="daily/{i}", batch=10)
+    async def daily(ctx: wantbuild.JobContext) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="background snapshots"):
+        async with wantbuild.open(tmp_path / "a.db", g, evict_every=10):
+            pass
+    with pytest.raises(ValueError, match="evict_every must be"):
+        async with wantbuild.open(tmp_path / "b.db", g, evict_every=0, snapshot_every=None, snapshot_interval=None):
+            pass
+    async with wantbuild.open(tmp_path / "c.db", g, evict_every=1, snapshot_every=None,
+                              snapshot_interval=None) as rt:
+        refs = [f"daily/{i}" for i in range(30)]
+        assert str((await (await rt.want(refs)).done()).status) == "Successful"
+        await asyncio.sleep(0.01)  # the sweep after the want ended
+        assert rt.world.evicted_count("partition") == 30
+        assert [p.ref for p in rt.partitions("Live")] == sorted(refs)  # read back, not kept
+        assert rt.world.evicted_count("partition") == 30
+        assert rt.get_partition("daily/7").status == "Live"  # a point read loads it
+        assert rt.world.evicted_count("partition") == 29
+        with pytest.raises(wantbuild.WantbuildError, match="needs every state in memory"):
+            await rt.snapshot()
