@@ -762,7 +762,8 @@ def _check_evicting(elog: Log, every: int, snapshots: bool) -> None:
 def _evict_as_it_goes(rt: Runtime, every: int) -> None:
     """Evict what is settled after every ``every`` committed transitions and when a want ends, at the loop's next
     turn (not inside the commit's callback: the entities the commit's actors are about to handle still have their
-    cells). After a want ends, freed heap pages also go back to the system (:func:`_trim_heap`)."""
+    cells), and once as the runtime opens. After a want ends, freed heap pages also go back to the system
+    (:func:`_trim_heap`)."""
     kernel = rt.kernel
     inner = kernel.on_commit
     loop = asyncio.get_running_loop()
@@ -793,6 +794,8 @@ def _evict_as_it_goes(rt: Runtime, every: int) -> None:
             loop.call_soon(sweep)
 
     kernel.on_commit = on_commit
+    due = trim = True  # and once as the runtime opens: a restart loaded every state
+    loop.call_soon(sweep)
 
 
 def _trim_heap() -> None:
