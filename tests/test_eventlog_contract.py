@@ -128,7 +128,8 @@ class EventLogContract:
             assert [r async for r in log.read(entity_id="b")] == hist
 
     async def test_histories_are_each_entity_in_order(self, log_target: str) -> None:
-        """histories() returns each asked entity's records in order, [] for one never seen, across id chunks."""
+        """histories() returns each asked entity's records in order, [] for one never seen, across id chunks;
+        entity_ids() lists a kind's entities."""
         async with self.create_log(log_target) as log:
             ids = [f"e{i}" for i in range(450)]  # more than one SQLite chunk of 400 ids
             for n in range(3):
@@ -143,6 +144,8 @@ class EventLogContract:
                 assert got[eid] == await log.history("thing", eid)
                 assert [r.entity_seq for r in got[eid]] == [1, 2, 3]
             assert await log.histories("thing", []) == {}
+            assert sorted(await log.entity_ids("thing")) == sorted(ids)
+            assert await log.entity_ids("other") == ["e1"]
 
     async def test_event_versions_round_trip(self, log_target: str) -> None:
         """Two versions of one event name are stored and decoded as their own classes."""
