@@ -19,6 +19,7 @@ from ._schedules import (
 )
 from ._sets import parse_partition_set, read_refs
 from ._supervisor import Supervisor
+from ._upstream import UpstreamLink
 
 __all__ = [
     "CATCH_UP",
@@ -47,6 +48,7 @@ __all__ = [
     "Supervisor",
     "UnknownEntity",
     "UnknownJob",
+    "UpstreamLink",
     "WantHandle",
     "check_schedule",
     "did_you_mean",
