@@ -82,6 +82,8 @@ def test_catalog_has_the_required_war_games() -> None:
         "identical-wants-racing", "partially-overlapping-batches", "want-arrives-while-building",
         "downstreams-missing-same-upstream", "cancel-while-shared-run-builds", "taint-during-downstream-build",
         "crash-between-lease-and-start", "crash-during-group-commit", "retry-storm-flaky", "dependency-cycle",
+        "failover-mid-backfill", "stalled-leader-resumes", "cross-graph-dependency-chain",
+        "two-graphs-colliding-on-a-shared-upstream",
     }
     assert required <= names
     for e in CATALOG:
@@ -113,7 +115,8 @@ def test_a_day_of_job_time_runs_in_seconds() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["crash-during-group-commit", "retry-storm-flaky", "downstreams-missing-same-upstream"]
+    "name", ["crash-during-group-commit", "retry-storm-flaky", "downstreams-missing-same-upstream",
+             "cross-graph-dependency-chain", "two-graphs-colliding-on-a-shared-upstream"]
 )
 def test_same_scenario_and_seed_give_the_same_log_and_report(name: str) -> None:
     """Two runs give identical (type, kind, id, entity_seq, at) sequences and identical reports."""
@@ -145,7 +148,8 @@ def test_determinism_across_processes_and_hash_seeds(tmp_path: Path) -> None:
             out[name] = hashlib.sha256(json.dumps(keys).encode()).hexdigest()
         print(json.dumps(out))
     """)
-    names = ["crash-between-lease-and-start", "retry-storm-flaky", "cancel-while-shared-run-builds"]
+    names = ["crash-between-lease-and-start", "retry-storm-flaky", "cancel-while-shared-run-builds",
+             "two-graphs-colliding-on-a-shared-upstream"]
     digests = []
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
