@@ -391,15 +391,26 @@ def test_dump_reads_back_to_the_same_scenario(path: Path) -> None:
     assert dataclasses.replace(again, path=None) == dataclasses.replace(sc, path=None)
 
 
-def test_the_docs_example_runs_and_passes() -> None:
-    """The complete example in docs/scenarios.md parses, runs and meets its expectations."""
+def _docs_example(start: str) -> Any:
+    """Run the ```toml block of docs/scenarios.md that starts with ``start``; it must meet its expectations."""
     text = (Path(__file__).resolve().parent.parent / "docs" / "scenarios.md").read_text(encoding="utf-8")
-    found = re.search(r"```toml\n(# docs-example.*?)```", text, re.S)
+    found = re.search(rf"```toml\n({re.escape(start)}.*?)```", text, re.S)
     assert found is not None
     r = run_scenario(parse_scenario(found.group(1), "docs/scenarios.md"))
     assert [c.name for c in r.failed_checks] == []
     assert r.ok
-    assert r.metrics.crashes == 1
+    return r
+
+
+def test_the_docs_example_runs_and_passes() -> None:
+    """The complete example in docs/scenarios.md parses, runs and meets its expectations."""
+    assert _docs_example("# docs-example").metrics.crashes == 1
+
+
+def test_the_docs_example_of_several_graphs_runs_and_passes() -> None:
+    """The example of docs/scenarios.md's "Several graphs" section parses, runs and meets its expectations."""
+    r = _docs_example('[scenario]\nname = "reports-on-events"')
+    assert r.partitions["reports:events:daily/2026-11-01"] == "Live"
 
 
 # -------------------------------------------------------------------------------------------------------- the clock

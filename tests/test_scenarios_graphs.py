@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import re
 import sys
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -134,26 +132,7 @@ outputs = "daily/{{day}}"
 params = {{ day = "int" }}
 duration = 100
 
-[graphs.reports]
-upstream = ["events"]
-
-[graphs.reports.job.report]
-outputs = "report/{{day}}"
-params = {{ day = "int" }}
-behaviour = "missing_deps"
-missing = ["events:daily/{{day}}"]
-duration = 10
-
-[graphs.billing]
-upstream = ["events"]
-
-[graphs.billing.job.bill]
-outputs = "bill/{{day}}"
-params = {{ day = "int" }}
-behaviour = "missing_deps"
-missing = ["events:daily/{{day}}"]
-duration = 10
-
+{readers}
 [[timeline]]
 at = {reports_at}
 action = "want"
@@ -171,9 +150,25 @@ refs = [{billing}]
 """
 
 
+READER = """\
+[graphs.{graph}]
+upstream = ["events"]
+
+[graphs.{graph}.job.{job}]
+outputs = "{job}/{{day}}"
+params = {{ day = "int" }}
+behaviour = "missing_deps"
+missing = ["events:daily/{{day}}"]
+duration = 10
+"""
+
+
 def _shared(reports: str = '"report/1"', billing: str = '"bill/1"', reports_at: float = 0, billing_at: float = 0,
             extra: str = "") -> str:
-    return SHARED.format(reports=reports, billing=billing, reports_at=reports_at, billing_at=billing_at, extra=extra)
+    """Graphs reports and billing, both reading graph events; their wants at the given times."""
+    readers = "\n".join(READER.format(graph=g, job=j) for g, j in (("reports", "report"), ("billing", "bill")))
+    return SHARED.format(reports=reports, billing=billing, reports_at=reports_at, billing_at=billing_at, extra=extra,
+                         readers=readers)
 
 
 def test_a_killed_upstream_build_fails_both_downstream_wants_with_a_reason() -> None:
@@ -321,7 +316,8 @@ refs = ["report/1"]
                      'expect.partitions."daily/1": in a scenario of several graphs a partition is GRAPH:REF',
                      id="partition-without-graph"),
         pytest.param(GOOD + '[expect.partitions]\n"events:report/1" = "Live"\n', 22,
-                     'expect.partitions."events:report/1": ', id="partition-of-the-wrong-graph"),
+                     'expect.partitions."events:report/1": no job of graph \'events\' produces \'report/1\'',
+                     id="partition-of-the-wrong-graph"),
         pytest.param(GOOD + '[[timeline]]\nat = 5\naction = "kill"\ngraph = "events"\njob = "report"\n', 25,
                      "timeline[1].job: graph 'events' has no job named 'report'", id="kill-job-of-another-graph"),
         pytest.param(GOOD + '[[timeline]]\nat = 5\naction = "cancel"\ngraph = "events"\nwant = "a"\n', 24,
@@ -360,17 +356,6 @@ def test_several_graphs_round_trip_through_the_dumper() -> None:
     assert 'graph = "billing"' in text
     again = parse_scenario(text, "again.toml")
     assert dataclasses.replace(again, path=None) == dataclasses.replace(sc, path=None)
-
-
-def test_the_docs_example_of_several_graphs_runs_and_passes() -> None:
-    """The example of docs/scenarios.md's "Several graphs" section parses, runs and meets its expectations."""
-    text = (Path(__file__).resolve().parent.parent / "docs" / "scenarios.md").read_text(encoding="utf-8")
-    found = re.search(r"```toml\n(\[scenario\]\nname = \"reports-on-events\".*?)```", text, re.S)
-    assert found is not None
-    r = run_scenario(parse_scenario(found.group(1), "docs/scenarios.md"))
-    assert [c.name for c in r.failed_checks] == []
-    assert r.ok
-    assert r.partitions["reports:events:daily/2026-11-01"] == "Live"
 
 
 def test_explore_refuses_several_graphs() -> None:
