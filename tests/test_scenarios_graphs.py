@@ -225,6 +225,26 @@ def test_any_arrival_of_two_graphs_wants_keeps_the_shared_upstream_built_once(
         assert len(built[f"events:daily/{d}"]) == 1
 
 
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+@given(
+    reports_at=st.sampled_from([0, 20, 60]),
+    billing_at=st.sampled_from([0, 40, 90]),
+    kill_at=st.sampled_from([1, 30, 70, 99, 120]),
+)
+def test_a_killed_shared_upstream_never_leaves_a_downstream_want_silent(reports_at: int, billing_at: int,
+                                                                         kill_at: int) -> None:
+    """Whenever the shared build is killed relative to the two graphs' wants: every want ends, X1-X2 hold, and a
+    downstream want that did not succeed names graph events in its reason."""
+    kill = f'[[timeline]]\nat = {kill_at}\naction = "kill"\ngraph = "events"\nref = "daily/1"\n'
+    r = run_scenario(parse_scenario(_shared(reports_at=reports_at, billing_at=billing_at, extra=kill), "kill.toml"))
+    assert [str(v) for v in r.violations] == []
+    assert r.stopped == ""
+    for w in r.wants:
+        assert w.ended_at is not None, w
+        if w.name is not None and w.status != "Successful":
+            assert "graph 'events'" in w.reason, w.reason
+
+
 # -------------------------------------------------------------------------------------------------------- X1, X2
 
 
