@@ -262,7 +262,10 @@ def cross_graph_checks(sc: Scenario, runners: Mapping[str, Any], runs: Sequence[
                                                     f"was built again by {d.job_run_id} ({d.why})",
                                         (_p(up, ref), _p(up, d.job_run_id)), d.at))
     readers = {g.name for g in sc.graphs if g.upstream}
-    failed_upstream: dict[str, set[str]] = {}  # downstream graph -> upstream graphs one of its runs waited on in vain
+    # Downstream graph -> upstream graphs one of its runs waited on in vain. "Ended so because of it" is taken
+    # conservatively: in such a graph, every want that failed must name one of them (a scenario that also fails a
+    # downstream job on its own gets a false alarm, never a missed silent end).
+    failed_upstream: dict[str, set[str]] = {}
     for run in runs:
         g, _, job = run.job.partition(":")
         if job.startswith("upstream.") and run.status == "Failed":
