@@ -3,9 +3,12 @@
 from ._execution import JobContext, JobProtocolError, MissingDeps, RunOutcome, run_callable, run_command
 from ._executors import DaskExecutor, Executor, ExecutorError, LocalExecutor, RayExecutor
 from ._explain import Explanation, explain
-from ._graph import Graph, GraphError, Job, NoJobForRef, Pattern, Retry, UnknownJob
+from ._graph import Graph
+from ._graph_errors import GraphError, NoJobForRef, UnknownJob
 from ._graph_toml import load_graph
 from ._hints import did_you_mean, sole_error, valid_choices
+from ._jobs import Job, Retry
+from ._pattern import Pattern
 from ._runtime import Recovery, Runtime, RuntimeClosed, UnknownEntity, WantHandle, open_runtime
 from ._schedules import (
     CATCH_UP,

@@ -66,7 +66,7 @@ import anyio.abc
 from actors import Clock, SystemClock
 from eventlog import LibraryLogger, WantbuildError, get_logger
 
-from ._graph import _is_async_callable
+from ._jobs import _is_async_callable
 
 __all__ = ["JobCallable", "JobContext", "JobProtocolError", "MissingDeps", "ReadResolver", "RunOutcome",
            "run_callable", "run_command"]

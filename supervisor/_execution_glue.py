@@ -48,7 +48,9 @@ from ._execution import (
     run_command,
 )
 from ._fence import EXECUTOR, fence_local, process_handle
-from ._graph import Graph, Job, NoJobForRef
+from ._graph import Graph
+from ._graph_errors import NoJobForRef
+from ._jobs import Job
 
 log = get_logger("wantbuild.execution")
 

@@ -15,7 +15,8 @@ from typing import Any, Protocol
 from actors import JobRunState, JobRunStatus, PartitionStatus, World, newer_inputs
 from eventlog import redact
 
-from ._graph import Graph, NoJobForRef
+from ._graph import Graph
+from ._graph_errors import NoJobForRef
 from ._lazy import waiting_reason
 from ._upstream import UpstreamRun, split_upstream
 

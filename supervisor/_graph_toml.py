@@ -46,7 +46,7 @@ A ``function`` is imported with the graph file's folder on ``sys.path`` (inserte
 left there, as ``python script.py`` does for the script's folder), so a ``jobs.py`` next to the graph file is
 importable as ``jobs:build_daily``.
 
-Every error is a :class:`~supervisor._graph.GraphError` whose message starts with the file's path, names the
+Every error is a :class:`~supervisor._graph_errors.GraphError` whose message starts with the file's path, names the
 job and the field, and says how to fix it.
 """
 
@@ -65,8 +65,10 @@ from typing import Any
 from actors import POLICIES
 from eventlog import get_logger, is_postgres
 
-from ._graph import Graph, GraphError, Job, _is_async_callable
+from ._graph import Graph
+from ._graph_errors import GraphError
 from ._hints import valid_choices
+from ._jobs import Job, _is_async_callable
 
 __all__ = ["load_graph"]
 
@@ -471,5 +473,5 @@ def _argv(value: object) -> bool:
 
 
 def load_graph(path: str | Path) -> Graph:
-    """Load and check a graph file; raises :class:`~supervisor._graph.GraphError` starting with the path."""
+    """Load and check a graph file; raises :class:`~supervisor._graph_errors.GraphError` starting with the path."""
     return _Loader(Path(path)).load()

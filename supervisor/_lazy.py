@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 from actors import PartitionStatus, WantState
 
 if TYPE_CHECKING:
-    from ._graph import Graph, Job
+    from ._graph import Graph
+    from ._jobs import Job
 
 P = PartitionStatus
 

@@ -26,7 +26,8 @@ from actors import (
     tainted_input,
 )
 
-from ._graph import Graph, NoJobForRef
+from ._graph import Graph
+from ._graph_errors import NoJobForRef
 
 P = PartitionStatus
 

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from actors._partition_set import ParamType, PartitionSet, PartitionSetError, Range
 from actors._refs import InvalidRef, validate_ref
 
-from ._graph import Graph, Job, Pattern, _Slot
+from ._graph import Graph
+from ._jobs import Job
+from ._pattern import Pattern, _Slot
 
 __all__ = ["parse_partition_set", "read_refs"]
 

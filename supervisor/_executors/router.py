@@ -17,7 +17,9 @@ from actors import JobRunState
 from eventlog import get_logger
 
 from .._execution_glue import LocalExecution
-from .._graph import Graph, GraphError, Job, _is_async_callable
+from .._graph import Graph
+from .._graph_errors import GraphError
+from .._jobs import Job, _is_async_callable
 from .base import Executor, ExecutorEnv, LocalExecutor, RemoteExecution
 
 log = get_logger("wantbuild.executors")

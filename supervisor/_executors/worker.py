@@ -43,7 +43,7 @@ import anyio
 from eventlog import get_logger
 
 from .._execution import JobContext, RunOutcome, run_callable, run_command
-from .._graph import _is_async_callable
+from .._jobs import _is_async_callable
 
 log = get_logger("wantbuild.executors.worker")
 
