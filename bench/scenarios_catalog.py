@@ -66,7 +66,7 @@ def main() -> None:
             times.append(r.wall_seconds)
         med = statistics.median(times)
         total += med
-        print(f"{entry.name:<36} {med * 1000:8.1f} ms  {len(r.events):5d} events  virtual {r.end_time:>8g} s")
+        print(f"{entry.name:<44} {med * 1000:8.1f} ms  {len(r.events):5d} events  virtual {r.end_time:>8g} s")
 
     sc = parse_scenario(days_scenario(args.days), "bench-days.toml")
     t = time.perf_counter()

@@ -24,6 +24,7 @@ from ._explore import ExploreResult, explore, load_explore_target
 from ._format import (
     Bound,
     Expectations,
+    GraphSpec,
     JobSpec,
     PartitionExpect,
     Scenario,
@@ -46,6 +47,7 @@ __all__ = [
     "EventRow",
     "Expectations",
     "ExploreResult",
+    "GraphSpec",
     "JobSpec",
     "Metrics",
     "NeverQuiet",

@@ -219,6 +219,10 @@ def explore(base: Scenario, *, runs: int = 50, seed: int = 0, out_dir: str | Pat
     adds ``base``'s scenario-wide bounds (metrics, runs, events); by default only when ``base`` has no
     timeline of its own, since bounds written for one timeline rarely hold for others.
     """
+    if base.graphs:
+        raise ScenarioError("explore runs one graph; this scenario has several ([graphs.NAME] tables): explore "
+                            "each graph's jobs in a one-graph scenario, or run this one with `scenario run`",
+                            path=base.path)
     if use_expectations is None:
         use_expectations = not base.timeline
     try:

@@ -26,6 +26,10 @@ The format is documented with examples in ``docs/scenarios.md``; in short::
     [expect.wants]
     a = "Successful"
 
+Several graphs (one log and runtime each, on one virtual clock) are ``[graphs.NAME]`` tables instead of
+``[job.NAME]`` ones: ``upstream = ["events"]`` and ``[graphs.NAME.job.JOB]``; every step then names its
+``graph``, and ``[expect.partitions]`` keys are ``GRAPH:REF``.
+
 Every error is a :class:`ScenarioError` whose message starts with ``FILE:LINE:`` and names the key
 (``timeline[2].refs``). ``tomllib`` reports no line numbers for keys, so the line is found by scanning the
 text for the key under its table header: good enough to point at the right line in any file we write.
@@ -57,6 +61,7 @@ __all__ = [
     "Attempt",
     "Bound",
     "Expectations",
+    "GraphSpec",
     "JobSpec",
     "PartitionExpect",
     "Scenario",
@@ -246,6 +251,8 @@ class Step:
     priority: int = 0
     lease_ttl: float = DEFAULT_LEASE_TTL
     """``stall``: the stalled runtime's lease; a standby takes over when it lapses (if the stall lasts longer)."""
+    graph: str | None = None
+    """The graph the step acts on, in a scenario of several graphs (None in a one-graph scenario)."""
     line: int | None = field(default=None, compare=False)
 
     def describe(self) -> str:
@@ -254,6 +261,8 @@ class Step:
         if self.after_event:
             head += f", after {self.after_event}" + (f" of {self.entity}" if self.entity else "") + ","
         head += f" {self.action}"
+        if self.graph is not None:
+            head += f" in {self.graph}"
         if self.action == "want":
             return f"{head} {self.name or '#' + str(self.index)} [{', '.join(self.refs)}]"
         if self.action == "cancel":
@@ -299,6 +308,16 @@ class Expectations:
 
 
 @dataclass(frozen=True)
+class GraphSpec:
+    """One graph of a scenario of several graphs: its jobs and the graphs it reads from (``GRAPH:REF`` refs)."""
+
+    name: str
+    jobs: tuple[JobSpec, ...]
+    upstream: tuple[str, ...] = ()
+    line: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     jobs: tuple[JobSpec, ...]
@@ -312,6 +331,10 @@ class Scenario:
     pools: Mapping[str, int] = field(default_factory=dict)
     schedules: tuple[Schedule, ...] = ()
     """``[schedule.NAME]`` tables: the schedules of a graph file (``supervisor.Schedule``)."""
+    graphs: tuple[GraphSpec, ...] = ()
+    """``[graphs.NAME]`` tables: several graphs, each with its own log and runtime (``jobs`` is then empty)."""
+    upstream: tuple[str, ...] = ()
+    """The graphs this one reads from: set on one graph of several (:meth:`graph_scenario`), never parsed."""
     path: str | None = field(default=None, compare=False)
 
     def job(self, name: str) -> JobSpec:
@@ -329,6 +352,19 @@ class Scenario:
     def ordered_timeline(self) -> list[Step]:
         """Steps by time, file order for equal times."""
         return sorted(self.timeline, key=lambda s: (s.at, s.index))
+
+    def graph_scenario(self, name: str) -> Scenario:
+        """Graph ``name`` of a scenario of several graphs, as a one-graph scenario: its jobs, its upstream graphs,
+        its steps (their ``index`` kept), and only the scenario-wide expectations (the rest is checked on the
+        whole)."""
+        spec = next((g for g in self.graphs if g.name == name), None)
+        if spec is None:
+            raise KeyError(name)
+        return dataclasses.replace(
+            self, name=name, jobs=spec.jobs, upstream=spec.upstream, graphs=(), explore_params={},
+            timeline=tuple(s for s in self.timeline if s.graph == name),
+            expect=Expectations(invariants=self.expect.invariants, all_terminal=self.expect.all_terminal),
+        )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -378,7 +414,8 @@ class Locator:
                     table = (*names, idx)
                 else:
                     table = self._resolve(names, counters)
-                self.lines.setdefault(table, no)
+                for n in range(1, len(table) + 1):  # [a.b.c] also places a and a.b, if nothing else did first
+                    self.lines.setdefault(table[:n], no)
                 continue
             km = _KEY_RE.match(line)
             if km:
@@ -436,9 +473,11 @@ _STEP_FIELDS: Mapping[str, tuple[str, ...]] = {
     "kill": ("at", "action", "ref", "job", "reason", *_TRIGGER),
     "fault": ("at", "action", "point", "kind", "match", "skip", "times", *_TRIGGER),
 }
+_STEP_FIELDS = {action: (*fields, "graph") for action, fields in _STEP_FIELDS.items()}
 _ENTITY_KINDS = ("want", "partition", "job_run", "taint")
 _EXPECT_FIELDS = ("invariants", "all_terminal", *METRICS, "runs", "events", "wants", "partitions")
-_TOP = ("scenario", "job", "timeline", "expect", "explore", "pools", "schedule")
+_TOP = ("scenario", "job", "timeline", "expect", "explore", "pools", "schedule", "graphs")
+_GRAPH_FIELDS = ("upstream", "job")
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 
 
@@ -554,10 +593,17 @@ class _Parser:
         if not _NAME_RE.fullmatch(name):
             raise self.error(("scenario", "name"), f"{name!r} is not a usable name: letters, digits, '_', '.' "
                                                     f"and '-', at most 128 characters")
-        jobs = self.jobs(data)
-        job_names = {j.name for j in jobs}
+        graphs = self.graphs(data)
+        jobs = self.jobs(data) if not graphs else ()
+        job_names = {j.name for j in jobs} | {j.name for g in graphs for j in g.jobs}
         horizon = self.number(head, ("scenario", "horizon"), default=DEFAULT_HORIZON, strict=True) or DEFAULT_HORIZON
         timeline = self.timeline(data, job_names, horizon)
+        if graphs:
+            self.graph_steps(timeline, graphs)
+        elif any(s.graph is not None for s in timeline):
+            step = next(s for s in timeline if s.graph is not None)
+            raise self.error(("timeline", step.index, "graph"), "only a scenario of several graphs ([graphs.NAME] "
+                                                                 "tables) names the graph of a step; remove it")
         expect = self.expect(data, timeline)
         explore = self.explore(data)
         pools = self.table(data, ("pools",))
@@ -576,8 +622,93 @@ class _Parser:
             timeline=timeline,
             expect=expect,
             explore_params=explore,
+            graphs=graphs,
             path=self.path,
         )
+
+    def graphs(self, data: Mapping[str, Any]) -> tuple[GraphSpec, ...]:
+        """``[graphs.NAME]`` tables: names, upstream graphs (declared, no cycle), jobs; and what they exclude."""
+        from supervisor._upstream import check_upstream_name
+
+        tables = self.table(data, ("graphs",))
+        if "graphs" not in data:
+            return ()
+        if not tables:
+            raise self.error(("graphs",), "declares no graph; add [graphs.NAME] tables with [graphs.NAME.job.JOB]")
+        for top in ("job", "pools", "schedule", "explore"):
+            if top in data:
+                what = ("its jobs go under [graphs.NAME.job.JOB]" if top == "job" else
+                        f"[{top}] is not supported in a scenario of several graphs yet; remove it")
+                raise self.error((top,), f"this scenario has [graphs.NAME] tables: {what}")
+        out = []
+        for name, t in tables.items():
+            key: KeyPath = ("graphs", name)
+            if not isinstance(t, dict):
+                raise self.error(key, f"must be a table ([graphs.{name}]), got {toml_type(t)}")
+            try:
+                check_upstream_name(name)
+            except ValueError as e:
+                raise self.error(key, str(e).replace("upstream graph name", "graph name")) from None
+            self.check_keys(t, key, _GRAPH_FIELDS, f"[graphs.{name}]")
+            if not self.table(t, (*key, "job")):
+                raise self.error(key, f"graph {name!r} defines no jobs; add a [graphs.{name}.job.NAME] table with "
+                                      f"outputs = ...")
+            jobs = []
+            for jname, jt in self.table(t, (*key, "job")).items():
+                jkey: KeyPath = (*key, "job", jname)
+                if not isinstance(jt, dict):
+                    raise self.error(jkey, f"must be a table ([graphs.{name}.job.{jname}]), got {toml_type(jt)}")
+                jobs.append(self.job(jname, jt, jkey))
+            ups = self.strings(t, (*key, "upstream"))
+            out.append(GraphSpec(name, tuple(jobs), ups, self.loc.line(key)))
+        names = [g.name for g in out]
+        for g in out:
+            for up in g.upstream:
+                if up == g.name:
+                    raise self.error(("graphs", g.name, "upstream"), f"graph {g.name!r} names itself as upstream; its "
+                                                                     f"own partitions need no prefix")
+                if up not in names:
+                    raise self.error(("graphs", g.name, "upstream"), f"no graph named {up!r} in this scenario; "
+                                                                     f"{valid_choices(up, names)}")
+        cycle = _graph_cycle({g.name: g.upstream for g in out})
+        if cycle:
+            raise self.error(("graphs", cycle[0], "upstream"), f"the graphs depend on each other in a cycle: "
+                                                                f"{' -> '.join(cycle)} (each reads the next one's "
+                                                                f"partitions); break it")
+        return tuple(out)
+
+    def graph_steps(self, timeline: Sequence[Step], graphs: Sequence[GraphSpec]) -> None:
+        """In a scenario of several graphs every step names a declared graph, and acts within it."""
+        names = [g.name for g in graphs]
+        jobs = {g.name: {j.name for j in g.jobs} for g in graphs}
+        want_graph: dict[str, str] = {}
+        taint_graph: dict[str, str] = {}
+        for s in timeline:
+            key: KeyPath = ("timeline", s.index)
+            if s.action in ("crash", "stall"):
+                raise self.error((*key, "action"), f"a {s.action} step is not supported in a scenario of several "
+                                                   f"graphs yet (see docs/scenarios.md); run it in a one-graph "
+                                                   f"scenario")
+            if s.graph is None:
+                raise self.error(key, f"in a scenario of several graphs every step names its graph; add graph = "
+                                      f"\"NAME\" ({', '.join(names)})")
+            if s.graph not in names:
+                raise self.error((*key, "graph"), f"no graph named {s.graph!r}; {valid_choices(s.graph, names)}")
+            if s.action == "want" and s.name is not None:
+                want_graph[s.name] = s.graph
+            if s.action == "taint" and s.name is not None:
+                taint_graph[s.name] = s.graph
+            named = (want_graph.get(s.want or "") if s.want is not None else
+                     taint_graph.get(s.taint or "") if s.taint is not None else None)
+            if s.action == "cancel" and named is not None and named != s.graph:
+                which = "want" if s.want is not None else "taint"
+                raise self.error((*key, "graph"), f"the {which} {s.want or s.taint!r} is in graph {named!r}, not "
+                                                  f"{s.graph!r}; a cancel acts in the graph of what it cancels")
+            job = s.job if s.action == "kill" else s.kind if s.action == "fault" and s.point == "job" else None
+            if job is not None and job not in jobs[s.graph]:
+                field_ = "job" if s.action == "kill" else "kind"
+                raise self.error((*key, field_), f"graph {s.graph!r} has no job named {job!r}; "
+                                                 f"{valid_choices(job, sorted(jobs[s.graph]))}")
 
     def jobs(self, data: Mapping[str, Any]) -> tuple[JobSpec, ...]:
         jobs = self.table(data, ("job",))
@@ -721,7 +852,7 @@ class _Parser:
             if "entity" in t and ev is None:
                 raise self.error((*key, "entity"), "only applies together with after_event")
             step = Step(at=at, action=action, index=i, line=self.loc.line(key),  # type: ignore[arg-type]
-                        after_event=ev, entity=self.string(t, (*key, "entity")))
+                        after_event=ev, entity=self.string(t, (*key, "entity")), graph=self.string(t, (*key, "graph")))
             if action == "want":
                 if "refs" not in t:
                     raise self.error(key, "a want step needs refs = [\"...\"]")
@@ -915,8 +1046,49 @@ def load_scenario(path: str | Path, *, check_graph: bool = True) -> Scenario:
     return parse_scenario(text, str(p), check_graph=check_graph)
 
 
+def _graph_cycle(upstream: Mapping[str, Sequence[str]]) -> list[str]:
+    """A cycle of graph names (first repeated last) in the "reads from" relation, or [] (first found, by name)."""
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    path: list[str] = []
+
+    def visit(name: str) -> list[str]:
+        state[name] = 1
+        path.append(name)
+        for up in sorted(upstream.get(name, ())):
+            if state.get(up) == 1:
+                return [*path[path.index(up):], up]
+            if up not in state and (found := visit(up)):
+                return found
+        path.pop()
+        state[name] = 2
+        return []
+
+    for name in sorted(upstream):
+        if name not in state and (found := visit(name)):
+            return found
+    return []
+
+
 def _check_against_graph(sc: Scenario, parser: _Parser) -> None:
-    """Build the real graph, then check refs, templates and names against it."""
+    """Build the real graph (each graph, for a scenario of several), then check refs, templates and names."""
+    if not sc.graphs:
+        _check_one_graph(sc, parser, (), sc.expect.partitions)
+        return
+    names = [g.name for g in sc.graphs]
+    parts: dict[str, dict[str, PartitionExpect]] = {name: {} for name in names}
+    for ref, pe in sc.expect.partitions.items():
+        gname, sep, inner = ref.partition(":")
+        if not sep or gname not in parts:
+            raise parser.error(("expect", "partitions", ref), f"in a scenario of several graphs a partition is "
+                                                              f"GRAPH:REF, with GRAPH one of {', '.join(names)}")
+        parts[gname][inner] = pe
+    for name in names:
+        _check_one_graph(sc.graph_scenario(name), parser, ("graphs", name), parts[name], label=f"{name}:")
+
+
+def _check_one_graph(sc: Scenario, parser: _Parser, prefix: KeyPath, partitions: Mapping[str, PartitionExpect],
+                     label: str = "") -> None:
+    """Build one real graph, then check the refs, templates and names of its steps and jobs against it."""
     from actors import InvalidRef, validate_ref
     from supervisor import GraphError, NoJobForRef
 
@@ -927,7 +1099,7 @@ def _check_against_graph(sc: Scenario, parser: _Parser) -> None:
     except GraphError as e:
         msg = str(e)
         m = re.match(r"jobs? '([^']+)'", msg)
-        raise parser.error(("job", m.group(1)) if m else ("job",), msg) from None
+        raise parser.error((*prefix, "job", m.group(1)) if m else (*prefix, "job"), msg) from None
 
     def check_ref(ref: str, key: KeyPath) -> None:
         try:
@@ -956,10 +1128,10 @@ def _check_against_graph(sc: Scenario, parser: _Parser) -> None:
             check_schedule(spec, now=0.0, graph=graph)
         except ScheduleError as e:
             raise parser.error(("schedule", spec.name), str(e)) from None
-    for ref in sc.expect.partitions:
-        check_ref(ref, ("expect", "partitions", ref))
+    for ref in partitions:
+        check_ref(ref, ("expect", "partitions", label + ref))
     for job in sc.jobs:
-        key = ("job", job.name)
+        key = (*prefix, "job", job.name)
         for ref in job.only:
             check_ref(ref, (*key, "only"))
         for ref in job.bad_partitions:
@@ -999,6 +1171,44 @@ def _key(name: str) -> str:
     return name if re.fullmatch(r"[A-Za-z0-9_\-]+", name) else _q(name)
 
 
+def _dump_jobs(out: list[str], jobs: Sequence[JobSpec], table: str) -> None:
+    """The ``[TABLE.JOB]`` tables of ``jobs`` (``table``: ``job`` or ``graphs.NAME.job``), then their scripts."""
+    defaults = JobSpec(name="x", outputs=("x",))
+    for job in jobs:
+        out.append("")
+        out.append(f"[{table}.{_key(job.name)}]")
+        out.append(f"outputs = {_list(job.outputs)}")
+        for f in dataclasses.fields(JobSpec):
+            if f.name in ("name", "outputs", "line", "script"):
+                continue
+            value = getattr(job, f.name)
+            if value == getattr(defaults, f.name):
+                continue
+            if f.name == "params":
+                out.append("params = { " + ", ".join(
+                    f"{_key(k)} = {_list(v) if isinstance(v, tuple) else _q(v)}" for k, v in value.items()) + " }")
+            elif isinstance(value, tuple):
+                out.append(f"{f.name} = {_list(value)}")
+            elif isinstance(value, str):
+                out.append(f"{f.name} = {_q(value)}")
+            else:
+                out.append(f"{f.name} = {_num(value)}")
+    for job in jobs:
+        if job.script:
+            out.append("")
+            out.append(f"[{table}.{_key(job.name)}.script]")
+            for ref, attempts in job.script.items():
+                items = []
+                for a in attempts:
+                    fields = [f"duration = {_num(a.duration)}"]
+                    if a.outcome != "succeed":
+                        fields.append(f"outcome = {_q(a.outcome)}")
+                    if a.missing:
+                        fields.append(f"missing = {_list(a.missing)}")
+                    items.append("{ " + ", ".join(fields) + " }")
+                out.append(f"{_q(ref)} = [{', '.join(items)}]")
+
+
 def dump_scenario(sc: Scenario, *, header: str = "") -> str:
     """The scenario as TOML text that :func:`parse_scenario` reads back into an equal :class:`Scenario`."""
     out: list[str] = []
@@ -1026,40 +1236,13 @@ def dump_scenario(sc: Scenario, *, header: str = "") -> str:
             if f.name == "name" or (f.name not in ("cron", "want") and value == getattr(unset, f.name)):
                 continue
             out.append(f"{f.name} = {_q(value) if isinstance(value, str) else _num(value)}")
-    defaults = JobSpec(name="x", outputs=("x",))
-    for job in sc.jobs:
+    _dump_jobs(out, sc.jobs, "job")
+    for g in sc.graphs:
         out.append("")
-        out.append(f"[job.{_key(job.name)}]")
-        out.append(f"outputs = {_list(job.outputs)}")
-        for f in dataclasses.fields(JobSpec):
-            if f.name in ("name", "outputs", "line", "script"):
-                continue
-            value = getattr(job, f.name)
-            if value == getattr(defaults, f.name):
-                continue
-            if f.name == "params":
-                out.append("params = { " + ", ".join(
-                    f"{_key(k)} = {_list(v) if isinstance(v, tuple) else _q(v)}" for k, v in value.items()) + " }")
-            elif isinstance(value, tuple):
-                out.append(f"{f.name} = {_list(value)}")
-            elif isinstance(value, str):
-                out.append(f"{f.name} = {_q(value)}")
-            else:
-                out.append(f"{f.name} = {_num(value)}")
-    for job in sc.jobs:
-        if job.script:
-            out.append("")
-            out.append(f"[job.{_key(job.name)}.script]")
-            for ref, attempts in job.script.items():
-                items = []
-                for a in attempts:
-                    fields = [f"duration = {_num(a.duration)}"]
-                    if a.outcome != "succeed":
-                        fields.append(f"outcome = {_q(a.outcome)}")
-                    if a.missing:
-                        fields.append(f"missing = {_list(a.missing)}")
-                    items.append("{ " + ", ".join(fields) + " }")
-                out.append(f"{_q(ref)} = [{', '.join(items)}]")
+        out.append(f"[graphs.{_key(g.name)}]")
+        if g.upstream:
+            out.append(f"upstream = {_list(g.upstream)}")
+        _dump_jobs(out, g.jobs, f"graphs.{_key(g.name)}.job")
     for step in sorted(sc.timeline, key=lambda s: s.index):
         out.append("")
         out.append("[[timeline]]")

@@ -30,7 +30,7 @@ import dataclasses
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,7 +41,7 @@ from eventlog import get_logger
 from supervisor import sole_error
 
 from ._clock import VirtualClock, run_until_idle
-from ._format import Bound, Scenario, Step
+from ._format import Bound, Expectations, Scenario, Step
 from ._lease import FencedLog, SimLease
 from ._result import (
     Check,
@@ -91,16 +91,18 @@ def _copy_world(world: Any) -> Any:
 
 class _Runner:
     def __init__(self, sc: Scenario, *, policy: CollisionPolicy | None, workdir: Path,
-                 checker_factory: CheckerFactory | None) -> None:
+                 checker_factory: CheckerFactory | None, clock: VirtualClock | None = None,
+                 upstream: Mapping[str, tuple[str, Any]] | None = None) -> None:
         from actors import InvariantChecker
 
         self.sc = sc
         self.policy: CollisionPolicy = policy or sc.policy
         self.workdir = workdir
-        self.path = workdir / "scenario.db"
-        self.clock = VirtualClock()
+        self.shared_clock = clock is not None  # one graph of several: the clock is not this runner's alone
+        self.path = workdir / (f"{sc.name}.db" if self.shared_clock else "scenario.db")
+        self.clock = clock if clock is not None else VirtualClock()
         self.sim = Simulation(sc, is_live=self._is_live, now=self.clock.now)
-        self.graph = build_graph(sc, self.sim.job_callable)
+        self.graph = build_graph(sc, self.sim.job_callable, upstream)
         self.checker: Checker = checker_factory() if checker_factory is not None else InvariantChecker()
         self.records: list[Any] = []
         self.steps: deque[Step] = deque(sc.ordered_timeline())
@@ -160,9 +162,22 @@ class _Runner:
 
     async def _segment(self) -> _Crash | None:
         """One runtime's life: open it, drive the scenario until the end or a crash, then stop it."""
+        crash: _Crash | None = None
+        async with self.serving() as box:
+            try:
+                crash = await self._drive()
+            except _Stop:
+                crash = None
+            box.append(crash)
+        return crash
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[list[_Crash | None]]:
+        """Open the log and the runtime; on the way out stop the runtime abruptly where it is and, if the body
+        put a crash in the yielded list, check the log against it (else keep the World for the final I3)."""
         from eventlog import open_log
 
-        crash: _Crash | None = None
+        box: list[_Crash | None] = []
         live_world: Any = None
         last_seq = 0
         async with open_log(self.path, fingerprint=self.graph.fingerprint(), now=self.clock.now,
@@ -177,9 +192,7 @@ class _Runner:
                     self._action_tg = actions
                     try:
                         await self._open_runtime(ready)
-                        crash = await self._drive()
-                    except _Stop:
-                        crash = None
+                        yield box
                     finally:
                         # Stop at once, at this quiescent point: no await between here and the abort.
                         for _step, scope in self.actions.values():
@@ -201,12 +214,13 @@ class _Runner:
         self.rt = None
         self.flog = None
         self.elog = None
-        self.clock.drop_all()
+        if not self.shared_clock:  # another graph's sleepers are not this runtime's to drop
+            self.clock.drop_all()
+        crash = box[0] if box else None
         if crash is not None and not self.stopped:
             await self._after_crash(crash, live_world, last_seq)
         else:
             self.final_world = live_world
-        return crash
 
     @staticmethod
     async def _stop_abruptly(rt: Any) -> None:
@@ -621,53 +635,73 @@ class _Runner:
         )
 
     def _checks(self, r: ScenarioResult, world: Any) -> list[Check]:
-        e = self.sc.expect
-        out: list[Check] = []
-        if e.invariants:
-            bad = sorted({v.invariant for v in r.violations})
-            out.append(Check("invariants", not bad, "I1-I7 hold", "hold" if not bad else
-                             f"{len(r.violations)} violation(s) of {', '.join(bad)}"))
-        if self.stopped and not e.invariants:
-            out.append(Check("completed", False, "the scenario runs to its end", self.stopped))
-
-        def bound(name: str, b: Bound, value: float | None) -> None:
-            shown = "none" if value is None else (f"{value:g}")
-            out.append(Check(name, value is not None and b.holds(value), str(b), shown))
-
-        for name, b in e.metrics.items():
-            bound(name, b, r.metrics.value(name))
-        for status, b in e.runs.items():
-            bound(f"runs.{status}", b, float(r.metrics.runs_by_status.get(status, 0)))
-        for typ, b in e.events.items():
-            bound(f"events.{typ}", b, float(r.metrics.events_by_type.get(typ, 0)))
-        rows = {w.want_id: w for w in r.wants}
-        for name, we in e.wants.items():
-            wid = self.want_ids.get(name)
-            row = rows.get(wid or "")
-            if we.status is not None:
-                out.append(Check(f"wants.{name}.status", row is not None and row.status == we.status,
-                                 we.status, row.status if row is not None else "never created"))
-            if we.latency is not None:
-                bound(f"wants.{name}.latency", we.latency, None if row is None else row.latency)
-        for ref, pe in e.partitions.items():
+        def partition(ref: str) -> tuple[str, int]:
             st = world.partitions.get(ref)
-            status = str(st.status) if st is not None else "Missing"
-            if pe.status is not None:
-                out.append(Check(f"partitions.{ref}.status", status == pe.status, pe.status, status))
-            if pe.generation is not None:
-                bound(f"partitions.{ref}.generation", pe.generation, float(st.generation if st is not None else 0))
-        if self.runtime_errors:
-            out.append(Check("runtime errors", False, "the runtime never fails", "; ".join(self.runtime_errors[:3])))
-        if self.gave_up and "gave_up" not in e.metrics:
-            out.append(Check("gave_up", False, "no actor given up on (bound gave_up to expect it)",
-                             "; ".join(self.gave_up[:3])))
-        return out
+            return (str(st.status), st.generation) if st is not None else ("Missing", 0)
+
+        return expectation_checks(self.sc.expect, r, self.want_ids, partition, self.runtime_errors, self.gave_up)
+
+
+def expectation_checks(e: Expectations, r: ScenarioResult, want_ids: Mapping[str, str],
+                       partition: Callable[[str], tuple[str, int]], runtime_errors: Sequence[str],
+                       gave_up: Sequence[str], invariants: str = "I1-I7 hold") -> list[Check]:
+    """The checks of ``[expect]`` on a result: ``want_ids`` maps want step names to ids, ``partition(ref)`` gives
+    ``(status, generation)`` at the end; ``invariants`` says which invariants the violations stand for."""
+    out: list[Check] = []
+    if e.invariants:
+        bad = sorted({v.invariant for v in r.violations})
+        out.append(Check("invariants", not bad, invariants, "hold" if not bad else
+                         f"{len(r.violations)} violation(s) of {', '.join(bad)}"))
+    if r.stopped and not e.invariants:
+        out.append(Check("completed", False, "the scenario runs to its end", r.stopped))
+
+    def bound(name: str, b: Bound, value: float | None) -> None:
+        shown = "none" if value is None else (f"{value:g}")
+        out.append(Check(name, value is not None and b.holds(value), str(b), shown))
+
+    for name, b in e.metrics.items():
+        bound(name, b, r.metrics.value(name))
+    for status, b in e.runs.items():
+        bound(f"runs.{status}", b, float(r.metrics.runs_by_status.get(status, 0)))
+    for typ, b in e.events.items():
+        bound(f"events.{typ}", b, float(r.metrics.events_by_type.get(typ, 0)))
+    rows = {w.want_id: w for w in r.wants}
+    for name, we in e.wants.items():
+        wid = want_ids.get(name)
+        row = rows.get(wid or "")
+        if we.status is not None:
+            out.append(Check(f"wants.{name}.status", row is not None and row.status == we.status,
+                             we.status, row.status if row is not None else "never created"))
+        if we.latency is not None:
+            bound(f"wants.{name}.latency", we.latency, None if row is None else row.latency)
+    for ref, pe in e.partitions.items():
+        status, generation = partition(ref)
+        if pe.status is not None:
+            out.append(Check(f"partitions.{ref}.status", status == pe.status, pe.status, status))
+        if pe.generation is not None:
+            bound(f"partitions.{ref}.generation", pe.generation, float(generation))
+    if runtime_errors:
+        out.append(Check("runtime errors", False, "the runtime never fails", "; ".join(runtime_errors[:3])))
+    if gave_up and "gave_up" not in e.metrics:
+        out.append(Check("gave_up", False, "no actor given up on (bound gave_up to expect it)",
+                         "; ".join(gave_up[:3])))
+    return out
 
 
 async def run_scenario_async(sc: Scenario, *, policy: CollisionPolicy | None = None, workdir: str | Path | None = None,
                              checker_factory: CheckerFactory | None = None) -> ScenarioResult:
     """Run ``sc`` on the current (asyncio) loop. Prefer :func:`run_scenario`, which uses a fresh loop."""
     started = time.perf_counter()
+    if sc.graphs:  # several graphs: one runner each, on one clock (_multi.py)
+        from ._multi import run_graphs
+
+        with tempfile.TemporaryDirectory(prefix="wantbuild-scenario-") as tmp:
+            result = await run_graphs(sc, policy=policy, workdir=Path(workdir) if workdir is not None else Path(tmp),
+                                      checker_factory=checker_factory)
+        log.info("scenario finished", scenario=sc.name, policy=result.policy, ok=result.ok, graphs=len(sc.graphs),
+                 events=len(result.events), virtual_seconds=result.end_time,
+                 wall_seconds=round(result.wall_seconds, 3))
+        return result
     with tempfile.TemporaryDirectory(prefix="wantbuild-scenario-") as tmp:
         runner = _Runner(sc, policy=policy, workdir=Path(workdir) if workdir is not None else Path(tmp),
                          checker_factory=checker_factory)

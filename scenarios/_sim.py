@@ -50,8 +50,12 @@ def fill(template: str, params: Mapping[str, str]) -> str:
     return out.replace("{{", "{").replace("}}", "}")
 
 
-def build_graph(sc: Scenario, make_run: Callable[[JobSpec], JobCallable | None]) -> Any:
-    """The scenario's ``supervisor.Graph``; ``make_run(job)`` gives each job's callable (None: a no-op)."""
+def build_graph(sc: Scenario, make_run: Callable[[JobSpec], JobCallable | None],
+                upstream: Mapping[str, tuple[str, Any]] | None = None) -> Any:
+    """The scenario's ``supervisor.Graph``; ``make_run(job)`` gives each job's callable (None: a no-op).
+
+    For one graph of several, ``upstream`` maps each graph it reads from to ``(db, link)`` (default: a placeholder
+    log and no link, enough to check refs against the graph)."""
     from supervisor import Graph
 
     g = Graph(sc.name)
@@ -75,6 +79,9 @@ def build_graph(sc: Scenario, make_run: Callable[[JobSpec], JobCallable | None])
             params={k: list(v) if isinstance(v, tuple) else v for k, v in job.params.items()} or None,
             pool=job.pool,
         )(run)
+    for up in sc.upstream:
+        db, link = (upstream or {}).get(up, (f"{up}.db", None))
+        g.upstream(up, db=db, link=link)
     for schedule in sc.schedules:
         g.schedules[schedule.name] = schedule
     return g

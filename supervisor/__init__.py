@@ -22,6 +22,7 @@ from ._schedules import (
 )
 from ._sets import parse_partition_set, read_refs
 from ._supervisor import Supervisor
+from ._upstream import UpstreamLink
 
 __all__ = [
     "CATCH_UP",
@@ -50,6 +51,7 @@ __all__ = [
     "Supervisor",
     "UnknownEntity",
     "UnknownJob",
+    "UpstreamLink",
     "WantHandle",
     "check_schedule",
     "did_you_mean",

@@ -50,6 +50,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from ._executors.base import Executor
+    from ._upstream import UpstreamLink
 
 _log = get_logger("wantbuild.graph")
 
@@ -186,12 +187,14 @@ class Graph:
         return job
 
     def upstream(self, name: str, *, db: str | os.PathLike[str], batch: int = 1000,
-                 concurrency: int | None = None) -> Job:
+                 concurrency: int | None = None, link: UpstreamLink | None = None) -> Job:
         """Name another graph whose partitions this one's jobs may need: ``NAME:REF`` is partition ``REF`` of the
         graph whose log is ``db`` (a SQLite file or a ``postgresql://`` URL), served by its own runtime.
 
         Adds the job ``upstream.NAME`` that produces those refs by wanting them in that log and waiting for them
-        (see ``docs/graphs.md``); ``batch`` refs per upstream want, ``concurrency`` upstream wants at once."""
+        (see ``docs/graphs.md``); ``batch`` refs per upstream want, ``concurrency`` upstream wants at once. ``link``
+        reaches that graph another way than through its log (an :class:`UpstreamLink`; the scenario runner wires
+        graphs' runtimes directly)."""
         from ._upstream import UpstreamRun, check_upstream_name, upstream_patterns
 
         try:
@@ -202,7 +205,7 @@ class Graph:
             raise GraphError(f"graph {self.name!r}: upstream {name!r} needs db=, the log of that graph (a file or a "
                              f"postgresql:// URL), got {db!r}")
         return self.add_job(Job.create(f"upstream.{name}", outputs=upstream_patterns(name),
-                                       run=UpstreamRun(name, os.fspath(db), self.name), batch=batch,
+                                       run=UpstreamRun(name, os.fspath(db), self.name, link), batch=batch,
                                        concurrency=concurrency))
 
     def add_pool(self, name: str, size: int) -> None:

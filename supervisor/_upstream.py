@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Any, Final
+from typing import Any, Final, Protocol, cast
 
 import anyio
 
@@ -30,6 +30,7 @@ from actors import WantStatus, World
 from eventlog import Log, LogNotFoundError, LogUnreachableError, get_logger, open_log, redact
 
 from ._execution import JobContext
+from ._hints import sole_error
 
 log = get_logger("wantbuild.upstream")
 
@@ -60,26 +61,52 @@ def split_upstream(ref: str) -> tuple[str, str]:
     return graph, inner
 
 
-class UpstreamRun:
-    """The run function of the upstream job for one graph: want the refs there, wait for that want."""
+class UpstreamLink(Protocol):
+    """How an upstream run reaches the graph it wants partitions of: want refs there, wait, cancel.
 
-    def __init__(self, name: str, db: str, downstream: str) -> None:
+    The default (:class:`LogLink`) goes through that graph's log (its command inbox, then following its commits);
+    another link may reach that graph's runtime directly (``scenarios`` wires graphs on one simulated clock so).
+    """
+
+    async def want(self, ctx: JobContext, refs: list[str], *, source: str, comment: str) -> object:
+        """Ask for ``refs`` there; returns a token for :meth:`wait` and :meth:`cancel`. Raises if refused."""
+        ...
+
+    async def wait(self, ctx: JobContext, token: object, refs: list[str]) -> None:
+        """Return when that want is Successful; raise (saying how it ended) when it ends otherwise."""
+        ...
+
+    async def cancel(self, token: object, reason: str) -> None:
+        """Cancel that want (best effort: this run was canceled)."""
+        ...
+
+
+class UpstreamRun:
+    """The run function of the upstream job for one graph: want the refs there, wait for that want.
+
+    ``link`` reaches the other graph; None (the default) goes through its log ``db`` (:class:`LogLink`)."""
+
+    def __init__(self, name: str, db: str, downstream: str, link: UpstreamLink | None = None) -> None:
         self.name = name
         self.db = db
         self.downstream = downstream
+        self.link = link
 
     def __repr__(self) -> str:
         return f"UpstreamRun({self.name!r})"
 
     async def __call__(self, ctx: JobContext) -> None:
         refs = [split_upstream(ref)[1] for ref in ctx.partitions]
+        if self.link is not None:
+            await self._want(ctx, self.link, refs)
+            return
         told: set[str] = set()
         while True:
             opened = False
             try:
                 async with open_log(self.db, writer=False) as up:
                     opened = True
-                    await self._want(ctx, up, refs)
+                    await self._want(ctx, LogLink(self.name, up), refs)
                 return
             except (LogNotFoundError, LogUnreachableError) as e:
                 if opened:
@@ -93,35 +120,52 @@ class UpstreamRun:
                     told.add(what)
                 await ctx.sleep(1.0)
 
-    async def _want(self, ctx: JobContext, up: Log, refs: list[str]) -> None:
-        """Queue the want in the upstream log, wait for it; if this run is canceled, cancel the want there too."""
-        payload = {"refs": refs, "source": f"graph:{self.downstream}",
-                   "comment": f"wanted by graph {self.downstream!r}, run {ctx.job_run_id}"}
-        command_id = await up.submit_command("want", payload)
-        log.info("upstream want queued", graph=self.name, log=up.path, command=command_id, refs=len(refs))
+    async def _want(self, ctx: JobContext, link: UpstreamLink, refs: list[str]) -> None:
+        """Want the refs through ``link``, wait for that want; if this run is canceled, cancel the want there too."""
+        token = await link.want(ctx, refs, source=f"graph:{self.downstream}",
+                                comment=f"wanted by graph {self.downstream!r}, run {ctx.job_run_id}")
         try:
-            await self._wait(up, command_id, refs)
+            await link.wait(ctx, token, refs)
         except anyio.get_cancelled_exc_class():
             with contextlib.suppress(Exception), anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                cmd = await up.command(command_id)
-                if cmd is not None and cmd.result and cmd.result.get("ok"):
-                    await up.submit_command("cancel", {"want_id": str(cmd.result["want_id"]), "reason": (
-                        f"its run {ctx.job_run_id} in graph {self.downstream!r} was canceled")})
+                await link.cancel(token, f"its run {ctx.job_run_id} in graph {self.downstream!r} was canceled")
             raise
 
-    async def _wait(self, up: Log, command_id: int, refs: list[str]) -> str:
-        """Wait until the upstream want of command ``command_id`` is Successful (return its id); raise if it is
-        refused or ends otherwise."""
+
+class LogLink:
+    """The default :class:`UpstreamLink`: through the upstream graph's log ``up`` (opened read-only): the want goes
+    into its command inbox, and the run follows its commits (LISTEN/NOTIFY on PostgreSQL, polling on SQLite, and
+    a look every few seconds of the runtime's clock in any case) until the want ends."""
+
+    def __init__(self, name: str, up: Log) -> None:
+        self.name = name
+        self.up = up
+
+    async def want(self, ctx: JobContext, refs: list[str], *, source: str, comment: str) -> object:
+        command_id = await self.up.submit_command("want", {"refs": refs, "source": source, "comment": comment})
+        log.info("upstream want queued", graph=self.name, log=self.up.path, command=command_id, refs=len(refs))
+        return (command_id, self.up.last_seq)  # the want is created after this seq (its command was just submitted)
+
+    async def cancel(self, token: object, reason: str) -> None:
+        command_id, _seq = cast(tuple[int, int], token)
+        cmd = await self.up.command(command_id)
+        if cmd is not None and cmd.result and cmd.result.get("ok"):
+            await self.up.submit_command("cancel", {"want_id": str(cmd.result["want_id"]), "reason": reason})
+
+    async def wait(self, ctx: JobContext, token: object, refs: list[str]) -> None:
+        """Wait until the upstream want of the token's command is Successful; raise if it is refused or ends
+        otherwise."""
+        up = self.up
+        command_id, seq = cast(tuple[int, int], token)
         want_id: str | None = None
-        seq = up.last_seq  # the want is created after this (its command was just submitted)
         while True:
             if want_id is None:
                 cmd = await up.command(command_id)
                 if cmd is not None and cmd.done:
                     result = cmd.result or {}
                     if not result.get("ok"):
-                        raise RuntimeError(f"graph {self.name!r} ({up.path}) refused the want for {_short(refs)}: "
-                                           f"{result.get('error', 'no reason given')}")
+                        raise RuntimeError(want_refused(self.name, up.path, refs,
+                                                        str(result.get("error", "no reason given"))))
                     want_id = str(result["want_id"])
             if want_id is not None:
                 history = await up.history("want", want_id)
@@ -132,17 +176,49 @@ class UpstreamRun:
                 st = world.wants[want_id]
                 if st.terminal:
                     if st.status is WantStatus.SUCCESSFUL:
-                        return want_id
-                    raise RuntimeError(f"graph {self.name!r}: want {want_id} for {_short(refs)} ended {st.status}"
-                                       f"{f' ({st.reason})' if st.reason else ''}; see `wantbuild explain "
-                                       f"{refs[0]} --db {up.path}`")
-            # Wait for the next commit that may concern it (the want's own events once it exists), or a while.
-            following: Any = up.follow(seq + 1, kinds=["want"], entity_id=want_id)  # an async generator
-            with anyio.move_on_after(_WAKE):
-                async with contextlib.aclosing(following):
-                    async for rec in following:
-                        seq = rec.seq
-                        break
+                        return
+                    raise RuntimeError(want_ended(self.name, want_id, refs, st.status, st.reason, up.path))
+            # Wait for the next commit that may concern it (the want's own events once it exists), or a while of
+            # the runtime's clock (a simulated clock drives it in scenarios).
+            found = await _next_commit(ctx, up.follow(seq + 1, kinds=["want"], entity_id=want_id))
+            if found is not None:
+                seq = found
+
+
+async def _next_commit(ctx: JobContext, following: Any) -> int | None:
+    """The seq of the next record ``following`` (an async generator) yields, or None after :data:`_WAKE` seconds
+    of the run's clock."""
+    got: list[int] = []
+    try:
+        async with anyio.create_task_group() as tg:
+
+            async def wake() -> None:
+                await ctx.sleep(_WAKE)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(wake)
+            async with contextlib.aclosing(following):
+                async for rec in following:
+                    got.append(rec.seq)
+                    break
+            tg.cancel_scope.cancel()
+    except BaseExceptionGroup as eg:  # the task group wraps what the follower raised: raise it as it was
+        one = sole_error(eg)
+        if one is None:
+            raise
+        raise one from None
+    return got[0] if got else None
+
+
+def want_refused(graph: str, db: str, refs: list[str], error: str) -> str:
+    """Why an upstream run failed: ``graph`` (log ``db``) refused its want."""
+    return f"graph {graph!r} ({db}) refused the want for {_short(refs)}: {error}"
+
+
+def want_ended(graph: str, want_id: str, refs: list[str], status: object, reason: str, db: str) -> str:
+    """Why an upstream run failed: the want it made in ``graph`` (log ``db``) ended ``status``, not Successful."""
+    return (f"graph {graph!r}: want {want_id} for {_short(refs)} ended {status}{f' ({reason})' if reason else ''}; "
+            f"see `wantbuild explain {refs[0]} --db {db}`")
 
 
 def _short(refs: list[str]) -> str:

@@ -82,6 +82,8 @@ def test_catalog_has_the_required_war_games() -> None:
         "identical-wants-racing", "partially-overlapping-batches", "want-arrives-while-building",
         "downstreams-missing-same-upstream", "cancel-while-shared-run-builds", "taint-during-downstream-build",
         "crash-between-lease-and-start", "crash-during-group-commit", "retry-storm-flaky", "dependency-cycle",
+        "failover-mid-backfill", "stalled-leader-resumes", "cross-graph-dependency-chain",
+        "two-graphs-colliding-on-a-shared-upstream",
     }
     assert required <= names
     for e in CATALOG:
@@ -113,7 +115,8 @@ def test_a_day_of_job_time_runs_in_seconds() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["crash-during-group-commit", "retry-storm-flaky", "downstreams-missing-same-upstream"]
+    "name", ["crash-during-group-commit", "retry-storm-flaky", "downstreams-missing-same-upstream",
+             "cross-graph-dependency-chain", "two-graphs-colliding-on-a-shared-upstream"]
 )
 def test_same_scenario_and_seed_give_the_same_log_and_report(name: str) -> None:
     """Two runs give identical (type, kind, id, entity_seq, at) sequences and identical reports."""
@@ -145,7 +148,8 @@ def test_determinism_across_processes_and_hash_seeds(tmp_path: Path) -> None:
             out[name] = hashlib.sha256(json.dumps(keys).encode()).hexdigest()
         print(json.dumps(out))
     """)
-    names = ["crash-between-lease-and-start", "retry-storm-flaky", "cancel-while-shared-run-builds"]
+    names = ["crash-between-lease-and-start", "retry-storm-flaky", "cancel-while-shared-run-builds",
+             "two-graphs-colliding-on-a-shared-upstream"]
     digests = []
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
@@ -387,15 +391,26 @@ def test_dump_reads_back_to_the_same_scenario(path: Path) -> None:
     assert dataclasses.replace(again, path=None) == dataclasses.replace(sc, path=None)
 
 
-def test_the_docs_example_runs_and_passes() -> None:
-    """The complete example in docs/scenarios.md parses, runs and meets its expectations."""
+def _docs_example(start: str) -> Any:
+    """Run the ```toml block of docs/scenarios.md that starts with ``start``; it must meet its expectations."""
     text = (Path(__file__).resolve().parent.parent / "docs" / "scenarios.md").read_text(encoding="utf-8")
-    found = re.search(r"```toml\n(# docs-example.*?)```", text, re.S)
+    found = re.search(rf"```toml\n({re.escape(start)}.*?)```", text, re.S)
     assert found is not None
     r = run_scenario(parse_scenario(found.group(1), "docs/scenarios.md"))
     assert [c.name for c in r.failed_checks] == []
     assert r.ok
-    assert r.metrics.crashes == 1
+    return r
+
+
+def test_the_docs_example_runs_and_passes() -> None:
+    """The complete example in docs/scenarios.md parses, runs and meets its expectations."""
+    assert _docs_example("# docs-example").metrics.crashes == 1
+
+
+def test_the_docs_example_of_several_graphs_runs_and_passes() -> None:
+    """The example of docs/scenarios.md's "Several graphs" section parses, runs and meets its expectations."""
+    r = _docs_example('[scenario]\nname = "reports-on-events"')
+    assert r.partitions["reports:events:daily/2026-11-01"] == "Live"
 
 
 # -------------------------------------------------------------------------------------------------------- the clock
