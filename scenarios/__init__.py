@@ -20,21 +20,10 @@ Errors::
 from ._catalog import CatalogEntry, catalog, catalog_dir, find_scenario, resolve
 from ._cli import scenario
 from ._clock import NeverQuiet, VirtualClock, run_until_idle
+from ._dumper import dump_scenario
 from ._explore import ExploreResult, explore, load_explore_target
-from ._format import (
-    Bound,
-    Expectations,
-    GraphSpec,
-    JobSpec,
-    PartitionExpect,
-    Scenario,
-    ScenarioError,
-    Step,
-    WantExpect,
-    dump_scenario,
-    load_scenario,
-    parse_scenario,
-)
+from ._model import Bound, Expectations, GraphSpec, JobSpec, PartitionExpect, Scenario, Step, WantExpect
+from ._parser import ScenarioError, load_scenario, parse_scenario
 from ._report import render_html, render_json, render_text
 from ._result import Check, CrashRow, EventRow, Metrics, RunSpan, ScenarioResult, ViolationRow, WantRow
 from ._runner import run_scenario, run_scenario_async

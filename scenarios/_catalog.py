@@ -8,7 +8,8 @@ from pathlib import Path
 
 from supervisor import did_you_mean
 
-from ._format import Scenario, ScenarioError, load_scenario
+from ._model import Scenario
+from ._parser import ScenarioError, load_scenario
 
 __all__ = ["CatalogEntry", "catalog", "catalog_dir", "find_scenario", "resolve"]
 

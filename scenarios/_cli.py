@@ -25,7 +25,8 @@ from rich.text import Text
 from actors import POLICIES, CollisionPolicy
 
 from ._catalog import catalog, resolve
-from ._format import Scenario, ScenarioError
+from ._model import Scenario
+from ._parser import ScenarioError
 from ._report import render_html, render_json, render_text
 from ._result import ScenarioResult
 from ._runner import run_scenario

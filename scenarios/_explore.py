@@ -25,17 +25,9 @@ from typing import Any
 from actors import POLICIES
 from eventlog import get_logger
 
-from ._format import (
-    Bound,
-    Expectations,
-    JobSpec,
-    Scenario,
-    ScenarioError,
-    Step,
-    dump_scenario,
-    load_scenario,
-    parse_scenario,
-)
+from ._dumper import dump_scenario
+from ._model import Bound, Expectations, JobSpec, Scenario, Step
+from ._parser import ScenarioError, load_scenario, parse_scenario
 from ._result import ScenarioResult
 from ._runner import CheckerFactory, run_scenario
 from ._sim import fill

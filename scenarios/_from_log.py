@@ -29,7 +29,8 @@ from typing import Any
 from actors import JobRunStatus, PartitionSet, WantState, World, rebuild
 from eventlog import EventLog, Record
 
-from ._format import Attempt, Expectations, JobSpec, Scenario, Step, WantExpect, dump_scenario
+from ._dumper import dump_scenario
+from ._model import Attempt, Expectations, JobSpec, Scenario, Step, WantExpect
 
 __all__ = ["scenario_from_log"]
 

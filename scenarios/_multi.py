@@ -19,7 +19,7 @@ Each graph's log is checked for I1-I7 as in a one-graph scenario, and across gra
   ends Successful or with a reason; one that ended so because a want it made in another graph did not succeed
   names that graph in its reason.
 
-Crash and stall steps are refused in such scenarios for now (``scenarios/_format.py``).
+Crash and stall steps are refused in such scenarios for now (``scenarios/_parser.py``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from eventlog import WantbuildError, get_logger
 from supervisor._upstream import want_ended, want_refused
 
 from ._clock import VirtualClock
-from ._format import Scenario
+from ._model import Scenario
 from ._result import EventRow, Metrics, RunSpan, ScenarioResult, ViolationRow, WantRow, percentile
 
 log = get_logger("wantbuild.scenarios")

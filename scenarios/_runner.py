@@ -41,8 +41,8 @@ from eventlog import get_logger
 from supervisor import sole_error
 
 from ._clock import VirtualClock, run_until_idle
-from ._format import Bound, Expectations, Scenario, Step
 from ._lease import FencedLog, SimLease
+from ._model import Bound, Expectations, Scenario, Step
 from ._result import (
     Check,
     CrashRow,

@@ -24,7 +24,7 @@ import anyio
 
 from eventlog import get_logger
 
-from ._format import JobSpec, Scenario
+from ._model import JobSpec, Scenario
 
 log = get_logger("wantbuild.scenarios")
 

@@ -18,9 +18,8 @@ from typing import Any
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from scenarios import Expectations, Scenario, Step, parse_scenario, run_scenario
+from scenarios import Bound, Expectations, Scenario, Step, parse_scenario, run_scenario
 from scenarios._explore import fault_choices
-from scenarios._format import Bound
 
 BASE = parse_scenario('''
 [scenario]
