@@ -153,13 +153,20 @@ class RunsByRef:
 
     def get(self, ref: str) -> tuple[str, ...]:
         """The run ids indexed under ``ref`` (or a ref sharing its hash), oldest first, each once."""
-        nums = self._numbers(hash(ref))
-        if not nums:
-            return ()
+        h = hash(ref) or 1
+        keys, mask = self._keys, self._mask
+        i = h & mask
+        k = keys[i]
+        while k != h:  # the probe, inlined: this is the lineage walks' inner loop
+            if k == _EMPTY:
+                return ()
+            i = (i + 1) & mask
+            k = keys[i]
+        head = self._heads[i]
         names = self.names
-        if len(nums) == 1:
-            return (names[nums[0]],)
-        return tuple(names[n] for n in dict.fromkeys(nums))
+        if head >= 0:
+            return (names[head],)
+        return tuple(names[n] for n in dict.fromkeys(self._numbers(h)))
 
     def __contains__(self, ref: object) -> bool:
         return isinstance(ref, str) and self._keys[self._slot(hash(ref) or 1)] != _EMPTY
