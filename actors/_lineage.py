@@ -169,7 +169,18 @@ class RunsByRef:
         return tuple(names[n] for n in dict.fromkeys(self._numbers(h)))
 
     def __contains__(self, ref: object) -> bool:
-        return isinstance(ref, str) and self._keys[self._slot(hash(ref) or 1)] != _EMPTY
+        if not isinstance(ref, str):
+            return False
+        h = hash(ref) or 1
+        keys, mask = self._keys, self._mask
+        i = h & mask
+        k = keys[i]
+        while k != h:
+            if k == _EMPTY:
+                return False
+            i = (i + 1) & mask
+            k = keys[i]
+        return True
 
     def __len__(self) -> int:
         """How many refs (hashes) have runs."""
@@ -298,7 +309,7 @@ class LineageIndex:
 def builder_of(world: World, ref: str, generation: int) -> JobRunState | None:
     """The Succeeded run that built generation ``generation`` of ``ref``, or None."""
     index = world.lineage
-    for rid in index.builder_runs(ref):
+    for rid in index.builders.get(ref):
         run = world.runs.get(rid)
         if run is not None and index.generation_in(run, ref) == generation:
             return run
@@ -314,7 +325,7 @@ def inputs_of(world: World, ref: str, generation: int) -> dict[str, int]:
 def outputs_of(world: World, ref: str, generation: int) -> Iterator[tuple[str, int, JobRunState]]:
     """``(output ref, its generation, the run)`` for every generation built from ``ref``'s ``generation``."""
     index = world.lineage
-    for rid in index.reader_runs(ref):
+    for rid in index.readers.get(ref):
         run = world.runs.get(rid)
         if run is None or run.read.get(ref) != generation:
             continue
