@@ -7,7 +7,9 @@ generation)``; an edge goes from an input generation to an output generation tha
 :class:`LineageIndex` is kept by the :class:`~actors.World` as runs succeed (replay and live alike): two
 reverse maps, ``readers`` (an input ref -> the Succeeded runs that read it) and ``builders`` (a ref -> the
 Succeeded runs that built it). Everything else (the generations, the ``into`` narrowing) is read from the
-runs themselves, so the index costs one entry per ref, not per edge. Queries walk it breadth-first:
+runs themselves, so the index costs one entry per ref and one per further run of it, not per edge: 12-24 bytes
+a ref, 8 a further run, the refs kept as their hashes in packed arrays (:class:`RunsByRef`): once eviction drops
+the states, a dict keyed by the refs would be the only holder of every ref string. Queries walk it breadth-first:
 
 - :func:`lineage` ``(world, ref, direction="up"|"down", depth=None)``: a :class:`LineageGraph`;
 - :func:`stale` ``(world)``: Live partitions whose inputs have since been rebuilt;
@@ -19,8 +21,10 @@ lineage as it was known then.
 
 from __future__ import annotations
 
+import sys
+from array import array
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -44,41 +48,189 @@ class NeverBuilt(WantbuildError, LookupError):
     """A lineage query on a partition (or generation) that no run ever built."""
 
 
-def _add(index: dict[str, str | list[str]], key: str, value: str) -> None:
-    cur = index.get(key)
-    if cur is None:
-        index[key] = value
-    elif isinstance(cur, str):
-        if cur != value:
-            index[key] = [cur, value]
-    elif value not in cur:
-        cur.append(value)
+_EMPTY = 0
+_MIN_SLOTS = 1024
 
 
-def _iter(value: str | list[str] | None) -> tuple[str, ...] | list[str]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    return value
+class RunsByRef:
+    """``ref -> the runs indexed under it`` (oldest first), in about 12-24 bytes a ref plus 8 a further run.
+
+    A ref is kept as its 64-bit ``hash``, never as its string: once eviction has dropped the states, a dict keyed by
+    the refs would be the only holder of a million ref strings (~65 bytes each, plus ~40 for the dict entry). The
+    table is open addressing over two arrays (``array('q')`` of hashes, linear probing, at most 70% full;
+    ``array('i')`` of heads): a head is the one run number indexed under the ref (an index into the
+    :class:`LineageIndex`'s run ids) or, for a ref with several, ``-(p + 1)`` for a chain of ``(run, next)`` pairs
+    in two more arrays, newest first.
+
+    Two refs that share a hash (about n²/2⁶⁵ for n refs: 3e-8 at a million) share an entry, so :meth:`get` may also
+    name a run of the other ref: every caller checks the run itself (``run.read``, :meth:`LineageIndex.generation_in`),
+    as :class:`~actors._evict.EvictingTable` checks the log for a hash it holds.
+    """
+
+    __slots__ = ("_count", "_heads", "_keys", "_mask", "_next", "_runs", "names")
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        """The run ids by run number (the :class:`LineageIndex`'s, shared by its two maps)."""
+        self._keys = array("q", bytes(8 * _MIN_SLOTS))
+        self._heads = array("i", bytes(4 * _MIN_SLOTS))
+        self._mask = _MIN_SLOTS - 1
+        self._runs = array("i")
+        self._next = array("i")
+        self._count = 0
+
+    def _slot(self, h: int) -> int:
+        """The slot holding ``h``, or the empty slot where it would go."""
+        keys, mask = self._keys, self._mask
+        i = h & mask
+        while True:
+            k = keys[i]
+            if k in (h, _EMPTY):
+                return i
+            i = (i + 1) & mask
+
+    def add(self, refs: Iterable[str], run: int) -> None:
+        """Index ``run`` (a run number) under each of ``refs``, after the runs already there."""
+        keys, heads, mask = self._keys, self._heads, self._mask
+        limit = (mask + 1) * 7 // 10
+        for ref in refs:
+            h = hash(ref) or 1  # 0 marks an empty slot (a ref hashing to 0 shares 1's entry)
+            i = h & mask
+            k = keys[i]
+            while k != h and k != _EMPTY:
+                i = (i + 1) & mask
+                k = keys[i]
+            if k == _EMPTY:
+                keys[i] = h
+                heads[i] = run
+                self._count += 1
+                if self._count > limit:
+                    self._grow()
+                    keys, heads, mask = self._keys, self._heads, self._mask
+                    limit = (mask + 1) * 7 // 10
+                continue
+            head = heads[i]
+            if head == run:
+                continue
+            runs, nxt = self._runs, self._next
+            if head >= 0:
+                runs.append(head)
+                nxt.append(-1)
+                head = -len(runs)
+            runs.append(run)
+            nxt.append(-head - 1)
+            heads[i] = -len(runs)
+
+    def _grow(self) -> None:
+        old_keys, old_heads = self._keys, self._heads
+        size = 2 * len(old_keys)
+        self._keys = keys = array("q", bytes(8 * size))
+        self._heads = heads = array("i", bytes(4 * size))
+        self._mask = mask = size - 1
+        for j, h in enumerate(old_keys):
+            if h != _EMPTY:
+                i = h & mask
+                while keys[i] != _EMPTY:
+                    i = (i + 1) & mask
+                keys[i] = h
+                heads[i] = old_heads[j]
+
+    def _numbers(self, h: int) -> list[int]:
+        i = self._slot(h or 1)
+        if self._keys[i] == _EMPTY:
+            return []
+        head = self._heads[i]
+        if head >= 0:
+            return [head]
+        out: list[int] = []
+        runs, nxt = self._runs, self._next
+        p = -head - 1
+        while p >= 0:
+            out.append(runs[p])
+            p = nxt[p]
+        out.reverse()
+        return out
+
+    def get(self, ref: str) -> tuple[str, ...]:
+        """The run ids indexed under ``ref`` (or a ref sharing its hash), oldest first, each once."""
+        h = hash(ref) or 1
+        keys, mask = self._keys, self._mask
+        i = h & mask
+        k = keys[i]
+        while k != h:  # the probe, inlined: this is the lineage walks' inner loop
+            if k == _EMPTY:
+                return ()
+            i = (i + 1) & mask
+            k = keys[i]
+        head = self._heads[i]
+        names = self.names
+        if head >= 0:
+            return (names[head],)
+        return tuple(names[n] for n in dict.fromkeys(self._numbers(h)))
+
+    def __contains__(self, ref: object) -> bool:
+        if not isinstance(ref, str):
+            return False
+        h = hash(ref) or 1
+        keys, mask = self._keys, self._mask
+        i = h & mask
+        k = keys[i]
+        while k != h:
+            if k == _EMPTY:
+                return False
+            i = (i + 1) & mask
+            k = keys[i]
+        return True
+
+    def __len__(self) -> int:
+        """How many refs (hashes) have runs."""
+        return self._count
+
+    def as_dict(self) -> dict[int, tuple[str, ...]]:
+        """Every entry: ``hash(ref) -> run ids``, oldest first (for comparing two indexes built in one process)."""
+        names = self.names
+        return {h: tuple(names[n] for n in dict.fromkeys(self._numbers(h)))
+                for h in self._keys if h != _EMPTY}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RunsByRef):
+            return NotImplemented
+        return self.as_dict() == other.as_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def copy(self, names: list[str]) -> RunsByRef:
+        out = RunsByRef(names)
+        out._keys, out._heads, out._mask = array("q", self._keys), array("i", self._heads), self._mask
+        out._runs, out._next = array("i", self._runs), array("i", self._next)
+        out._count = self._count
+        return out
+
+    def nbytes(self) -> int:
+        """The memory its arrays hold (not the run ids)."""
+        return sum(a.buffer_info()[1] * a.itemsize for a in (self._keys, self._heads, self._runs, self._next))
 
 
 class LineageIndex:
     """The reverse maps lineage queries walk; fed one Succeeded run at a time (:meth:`add_run`).
 
-    A value is a run id, or a list of them when several runs read (or built) the same ref: most refs have one,
-    and a million one-element lists would cost tens of MB.
+    ``readers`` and ``builders`` are :class:`RunsByRef`: packed arrays keyed by the refs' hashes, pointing at run
+    numbers; the run ids are kept once, in ``runs`` (docs/decisions.md, "A compact lineage index").
     """
 
-    __slots__ = ("_inputs", "_positions", "builders", "readers")
+    __slots__ = ("_inputs", "_positions", "builders", "readers", "runs")
 
     _CACHE = 4096
     """Runs whose per-partition views (positions, inputs per output) are kept; a run is immutable once it
     Succeeded, so nothing is ever stale in them."""
 
     def __init__(self) -> None:
-        self.readers: dict[str, str | list[str]] = {}
-        self.builders: dict[str, str | list[str]] = {}
+        self.runs: list[str] = []
+        """The Succeeded runs' ids by run number, in the order they were indexed."""
+        self.readers = RunsByRef(self.runs)
+        """An input ref -> the Succeeded runs that read it."""
+        self.builders = RunsByRef(self.runs)
+        """A ref -> the Succeeded runs that built it."""
         self._positions: dict[str, dict[str, int]] = {}
         self._inputs: dict[str, dict[str, dict[str, int]]] = {}
 
@@ -120,27 +272,32 @@ class LineageIndex:
 
     def add_run(self, run: JobRunState) -> None:
         """Index a run that has just Succeeded."""
-        rid = run.job_run_id
-        readers = self.readers
-        for ref in run.read:
-            _add(readers, ref, rid)
-        builders = self.builders
-        for ref in run.built():
-            _add(builders, ref, rid)
+        n = len(self.runs)
+        self.runs.append(run.job_run_id)
+        self.readers.add(run.read, n)
+        self.builders.add(run.built(), n)
 
     def copy(self) -> LineageIndex:
         out = LineageIndex()
-        out.readers = {k: v if isinstance(v, str) else list(v) for k, v in self.readers.items()}
-        out.builders = {k: v if isinstance(v, str) else list(v) for k, v in self.builders.items()}
+        out.runs.extend(self.runs)
+        out.readers = self.readers.copy(out.runs)
+        out.builders = self.builders.copy(out.runs)
         return out
 
-    def reader_runs(self, ref: str) -> tuple[str, ...] | list[str]:
-        """The Succeeded runs that read ``ref`` (any generation), in the order they ended."""
-        return _iter(self.readers.get(ref))
+    def reader_runs(self, ref: str) -> tuple[str, ...]:
+        """The Succeeded runs that read ``ref`` (any generation), in the order they ended. Rarely (a ref sharing
+        ``ref``'s hash, :class:`RunsByRef`) also a run that did not: check ``ref in run.read``."""
+        return self.readers.get(ref)
 
-    def builder_runs(self, ref: str) -> tuple[str, ...] | list[str]:
-        """The Succeeded runs that built ``ref``, oldest first."""
-        return _iter(self.builders.get(ref))
+    def builder_runs(self, ref: str) -> tuple[str, ...]:
+        """The Succeeded runs that built ``ref``, oldest first. Rarely (a ref sharing ``ref``'s hash) also a run
+        that did not: check :meth:`generation_in`."""
+        return self.builders.get(ref)
+
+    def nbytes(self) -> int:
+        """The memory the index holds: its arrays, its run ids, its caches' dicts (not what they share)."""
+        return (self.readers.nbytes() + self.builders.nbytes() + sys.getsizeof(self.runs)
+                + sum(sys.getsizeof(r) for r in self.runs))
 
     def __len__(self) -> int:
         return len(self.builders)
@@ -152,7 +309,7 @@ class LineageIndex:
 def builder_of(world: World, ref: str, generation: int) -> JobRunState | None:
     """The Succeeded run that built generation ``generation`` of ``ref``, or None."""
     index = world.lineage
-    for rid in index.builder_runs(ref):
+    for rid in index.builders.get(ref):
         run = world.runs.get(rid)
         if run is not None and index.generation_in(run, ref) == generation:
             return run
@@ -168,7 +325,7 @@ def inputs_of(world: World, ref: str, generation: int) -> dict[str, int]:
 def outputs_of(world: World, ref: str, generation: int) -> Iterator[tuple[str, int, JobRunState]]:
     """``(output ref, its generation, the run)`` for every generation built from ``ref``'s ``generation``."""
     index = world.lineage
-    for rid in index.reader_runs(ref):
+    for rid in index.readers.get(ref):
         run = world.runs.get(rid)
         if run is None or run.read.get(ref) != generation:
             continue

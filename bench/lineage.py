@@ -89,14 +89,6 @@ def baseline_down(world: World, ref: str, depth: int) -> int:
     return len(seen)
 
 
-def index_bytes(world: World) -> int:
-    total = 0
-    for index in (world.lineage.readers, world.lineage.builders):
-        total += sys.getsizeof(index)
-        total += sum(sys.getsizeof(v) for v in index.values() if isinstance(v, list))
-    return total
-
-
 def ms(f: object, *args: object, **kw: object) -> tuple[float, object]:
     t0 = time.perf_counter()
     out = f(*args, **kw)  # type: ignore[operator]
@@ -140,7 +132,7 @@ async def main() -> None:
     print(f"baseline (no index, a scan of every run's reads per level): {base:.0f} ms for the same down walk")
     figures = {"partitions": partitions, "down5_ms_p50": p50, "down5_ms_max": max(down_ms),
                "up_ms_p50": statistics.median(up_ms), "nodes_down5": statistics.median(nodes),
-               "baseline_down5_ms": base, "speedup": base / p50, "index_mb": index_bytes(world) / 2**20,
+               "baseline_down5_ms": base, "speedup": base / p50, "index_mb": world.lineage.nbytes() / 2**20,
                "write_s": write_s, "rebuild_s": rebuild_s}
     print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
 

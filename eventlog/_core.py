@@ -525,6 +525,18 @@ class LogCore:
         return self._path
 
     @property
+    def entity_cache_size(self) -> int:
+        """How many entity tips the writer keeps cached; past it, the older half goes and each reloads from the log
+        on its next append. Settable (a runtime that evicts settled entities keeps fewer: they will not move)."""
+        return self._entity_cache_size
+
+    @entity_cache_size.setter
+    def entity_cache_size(self, n: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"entity_cache_size must be a whole number of tips >= 1, not {n!r}")
+        self._entity_cache_size = n
+
+    @property
     def fingerprint(self) -> str | None:
         """The graph fingerprint the log is (now) recorded for."""
         return self._fingerprint

@@ -19,6 +19,7 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -59,9 +60,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 _FINGERPRINT_FORMAT = "wantbuild.graph-fingerprint/1"
 
 
-_FOUND_MAX = 1 << 19
-"""At most this many refs are remembered by :meth:`Graph.job_of` (a dict entry each: some 20 MB at the limit;
-the ref strings are the ones the runtime holds anyway)."""
+_FOUND_MAX = 1 << 16
+"""At most this many refs are remembered by :meth:`Graph.job_of` (the refs of the work in flight: the supervisor
+asks several times per partition while it plans and settles it). Not more: once eviction drops the states, this
+dict would be the only holder of the ref strings (at 1 << 19, ~60 MB after a million-partition backfill)."""
 
 
 def _is_executor(executor: object) -> bool:
@@ -286,8 +288,10 @@ class Graph:
                     problem = job.check_params(ref, params) if job.param_types else None
                     if problem is not None:
                         raise NoJobForRef(ref, f"no job of graph {self.name!r} produces {ref!r}: {problem}")
-                    if len(self._found) >= _FOUND_MAX:
-                        self._found.clear()
+                    found_ = self._found
+                    if len(found_) >= _FOUND_MAX:  # the older half goes (insertion order): the newer is in flight
+                        for old in list(itertools.islice(found_, len(found_) // 2)):
+                            del found_[old]
                     self._found[ref] = job
                     return job
         patterns = [f"{job.name}: {', '.join(_texts(job))}" for job in self._jobs.values()]

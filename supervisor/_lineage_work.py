@@ -63,7 +63,8 @@ def stale_readers(world: World, graph: Graph, ref: str) -> list[str]:
         return []
     out: dict[str, None] = {}
     older = sorted({g for rid in world.lineage.reader_runs(ref)
-                    if (run := world.runs.get(rid)) is not None and (g := run.read.get(ref, 0)) < part.generation})
+                    if (run := world.runs.get(rid)) is not None
+                    and (g := run.read.get(ref, part.generation)) < part.generation})
     for gen in older:
         for out_ref, out_gen, run in outputs_of(world, ref, gen):
             cur = world.partitions.get(out_ref)

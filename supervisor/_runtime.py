@@ -77,6 +77,7 @@ from eventlog import (
     CommandCompletedError,
     CommitError,
     Durability,
+    EventLog,
     LeaseLost,
     Log,
     LogClosedError,
@@ -729,6 +730,10 @@ async def open_runtime(
             if evict_every is not None:
                 _check_evicting(elog, evict_every, autocommit and (snapshot_every, snapshot_interval) != (None, None))
                 world.make_evicting()  # before anything holds a table
+                # The writer's tip cache need not outlast a sweep either: a settled entity's tip is read again
+                # only if the entity moves again (docs/restart.md).
+                if isinstance(elog, EventLog):
+                    elog.entity_cache_size = min(elog.entity_cache_size, max(2 * evict_every, _MIN_TIP_CACHE))
                 world.load_now(elog)
             ids = IdSource(world.wants, world.runs, world.taints)
             with _gc_policy(tune_gc):
@@ -743,6 +748,11 @@ async def open_runtime(
         if inner is None:
             raise
         raise inner from None
+
+
+_MIN_TIP_CACHE = 20_000
+"""The fewest entity tips an evicting runtime's log writer keeps cached (an ``evict_every`` of 1 must not make
+every append a lookup)."""
 
 
 def _check_evicting(elog: Log, every: int, snapshots: bool) -> None:

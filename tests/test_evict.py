@@ -225,3 +225,30 @@ async def test_a_runtime_that_evicts_refuses_what_it_cannot_do(tmp_path: Any) ->
         assert rt.world.evicted_count("partition") == 29
         with pytest.raises(wantbuild.WantbuildError, match="needs every state in memory"):
             await rt.snapshot()
+
+
+async def test_an_evicting_runtime_keeps_fewer_tips_in_its_log_writer(tmp_path: Any) -> None:
+    """evict_every bounds the log writer's tip cache to twice the sweep (at least 20,000); without it the log's own
+    bound stays; a bad size is refused by name."""
+    import wantbuild
+
+    g = wantbuild.Graph("evict")
+
+    @g.job("daily", outputs="daily/{i}", batch=10)
+    async def daily(ctx: wantbuild.JobContext) -> None:
+        return None
+
+    async with wantbuild.open(tmp_path / "a.db", g, evict_every=50_000, snapshot_every=None,
+                              snapshot_interval=None) as rt:
+        assert isinstance(rt.log, EventLog)
+        assert rt.log.entity_cache_size == 100_000
+    async with wantbuild.open(tmp_path / "b.db", g, evict_every=10, snapshot_every=None,
+                              snapshot_interval=None) as rt:
+        assert isinstance(rt.log, EventLog)
+        assert rt.log.entity_cache_size == 20_000
+        assert str((await (await rt.want([f"daily/{i}" for i in range(20)])).done()).status) == "Successful"
+    async with wantbuild.open(tmp_path / "c.db", g) as rt:
+        assert isinstance(rt.log, EventLog)
+        assert rt.log.entity_cache_size == 200_000
+        with pytest.raises(ValueError, match="entity_cache_size must be a whole number of tips >= 1, not 0"):
+            rt.log.entity_cache_size = 0

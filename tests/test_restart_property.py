@@ -78,11 +78,11 @@ def graph(jobs: Jobs) -> wantbuild.Graph:
     return g
 
 
-def lineage_of(world: Any) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """A World's lineage index (readers, builders), each ref's runs sorted (runs ending at one instant may be
-    indexed in another order from a snapshot)."""
-    def norm(index: dict[str, Any]) -> dict[str, list[str]]:
-        return {k: sorted([v] if isinstance(v, str) else v) for k, v in index.items()}
+def lineage_of(world: Any) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
+    """A World's lineage index (readers, builders, by ref hash), each ref's runs sorted (runs ending at one instant
+    may be indexed in another order from a snapshot)."""
+    def norm(index: Any) -> dict[int, list[str]]:
+        return {k: sorted(v) for k, v in index.as_dict().items()}
     return norm(world.lineage.readers), norm(world.lineage.builders)
 
 

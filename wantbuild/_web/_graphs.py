@@ -55,11 +55,12 @@ def recorded_edges(obs: Observer, ref: str, direction: Literal["up", "down"]) ->
     built from that generation (``down``), each labelled with the run."""
     world = obs.world
     index = world.lineage
-    builders = index.builder_runs(ref)
-    if not builders:
-        return
-    builder = world.runs.get(builders[-1])
-    gen = index.generation_in(builder, ref) if builder is not None else None
+    builder, gen = None, None
+    for rid in reversed(index.builder_runs(ref)):  # the last run that built it (a hash match may name another)
+        builder = world.runs.get(rid)
+        gen = index.generation_in(builder, ref) if builder is not None else None
+        if gen is not None:
+            break
     if builder is None or gen is None:
         return
     if direction == "up":
