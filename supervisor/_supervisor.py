@@ -78,6 +78,7 @@ from ._ids import IdSource
 from ._lazy import LazyPlanning
 from ._lineage_work import is_stale, late_taints, rebuild_inputs, stale_readers
 from ._timers import Timers
+from ._waits import WaitIndex
 
 log = get_logger("wantbuild.supervisor")
 P = PartitionStatus
@@ -206,11 +207,10 @@ class Supervisor(LazyPlanning, Behavior):
         self.retrying: dict[str, str] = {}
         self.to_schedule = False
         # dependencies: partitions of a DepMiss run wait together on the run's missing refs (a wait group)
-        self.groups: dict[str, set[str]] = {}  # DepMiss run -> its missing refs not yet Live
-        self.waiters: dict[str, set[str]] = {}  # upstream ref -> DepMiss runs waiting on it
+        self.groups = WaitIndex()  # DepMiss run -> its missing refs not yet Live
         self.deferred: dict[str, set[str]] = {}
-        self.static_wait: dict[str, set[str]] = {}
-        self.static_waiters: dict[str, set[str]] = {}
+        # static dependencies: a wanted ref waits for its job's static deps and its rebuild inputs to be Live
+        self.static = WaitIndex()  # ref -> its static deps / rebuild inputs not yet Live
         self.static_failed: dict[str, str] = {}
         self.broken: dict[str, str] = {}  # wanted ref -> why the runtime gave up on it (GaveUp)
         # staleness: Live refs of rebuild_stale jobs that a want covers and whose inputs were rebuilt
@@ -296,9 +296,9 @@ class Supervisor(LazyPlanning, Behavior):
             if status is building:
                 continue
             if status is live:
-                if self.waiters:
+                if self.groups.by_ref:
                     self._wake_waiters(ref)
-                if self.static_waiters:
+                if self.static.by_ref:
                     self._wake_static(ref)
                 if self.refresh_enabled and st.generation > 1:
                     for stale_ref in stale_readers(self.world, self.graph, ref):
@@ -449,12 +449,12 @@ class Supervisor(LazyPlanning, Behavior):
             return member in self.wants_by_ref or (member not in seen and bool(self._needed_by(member, seen)))
 
         out: list[tuple[str, list[str]]] = []
-        for rid in sorted(self.waiters.get(ref, ())):
+        for rid in sorted(self.groups.by_ref.get(ref, ())):
             run = self.world.runs.get(rid)
             members = self._group_members(run) if run is not None else []
             if any(wanted(m) for m in members):
                 out.append((f"job_run:{rid}", members))
-        for r in sorted(self.static_waiters.get(ref, ())):
+        for r in sorted(self.static.by_ref.get(ref, ())):
             if wanted(r):
                 out.append((f"static_deps:{r}", [r]))
         return out
@@ -471,7 +471,7 @@ class Supervisor(LazyPlanning, Behavior):
             return _CAT_BUILDING if self.refreshing and ref in self.refreshing else _CAT_LIVE
         if s is _BUILDING or ref in self.planned or (self.retrying and ref in self.retrying):
             return _CAT_BUILDING
-        if s is P.UPSTREAM_WAITING or (self.static_wait and ref in self.static_wait):
+        if s is P.UPSTREAM_WAITING or (self.static.missing and ref in self.static.missing):
             return Cat.WAITING
         if ref in self.queued:
             return Cat.IDLE
@@ -540,7 +540,7 @@ class Supervisor(LazyPlanning, Behavior):
         """The upstream refs that the waiting refs wait on (not yet Live), the first ``limit`` of them."""
         out: dict[str, None] = {}
         for ref in waiting:
-            for up in (*self.world.needs(ref), *sorted(self.static_wait.get(ref, ()))):
+            for up in (*self.world.needs(ref), *sorted(self.static.missing.get(ref, ()))):
                 if up not in out and self.world.partition(up).status is not P.LIVE:
                     out[up] = None
                     if len(out) >= limit:
@@ -564,7 +564,7 @@ class Supervisor(LazyPlanning, Behavior):
         a ref planned in a run that has not taken its lease yet is planned again and the Partition actor's
         lease decides (the collision policy). Other triggers never plan a ref twice.
         """
-        if ref in self.static_wait or ref in self.retrying or (ref in self.planned and not new_want):
+        if ref in self.static.missing or ref in self.retrying or (ref in self.planned and not new_want):
             return
         try:
             job = self.graph.job_of(ref)
@@ -577,9 +577,7 @@ class Supervisor(LazyPlanning, Behavior):
         # A tainted partition is rebuilt after the inputs of its tainted build are Live again (upstream first).
         inputs = [d for d in rebuild_inputs(self.world, ref) if d not in deps]
         if deps or inputs:
-            self.static_wait[ref] = {*deps, *inputs}
-            for d in (*deps, *inputs):
-                self.static_waiters.setdefault(d, set()).add(ref)
+            self.static.wait(ref, (*deps, *inputs))
             self._recat(ref)
             if deps:
                 self._want_refs(deps, source=f"static_deps:{ref}", for_refs=(ref,))
@@ -593,12 +591,7 @@ class Supervisor(LazyPlanning, Behavior):
     def _forget_static(self, ref: str) -> None:
         """Nothing wants ``ref`` any more: stop waiting for its static dependencies (a later want starts over)."""
         self.static_failed.pop(ref, None)
-        for dep in self.static_wait.pop(ref, ()):
-            waiting = self.static_waiters.get(dep)
-            if waiting is not None:
-                waiting.discard(ref)
-                if not waiting:
-                    del self.static_waiters[dep]
+        self.static.forget(ref)
 
     def _dequeue(self, ref: str) -> None:
         self.queued.discard(ref)  # the stale deque entry is skipped when planning
@@ -802,9 +795,7 @@ class Supervisor(LazyPlanning, Behavior):
             for p in members:
                 self._tell_partition(p, UpstreamReady())
             return
-        self.groups[rid] = left
-        for m in left:
-            self.waiters.setdefault(m, set()).add(rid)
+        self.groups.wait(rid, left)
 
     def _find_cycle(self, members: set[str], needs: Iterable[str]) -> list[str] | None:
         """A path member -> ... -> member through UpstreamWaiting partitions' needs, if there is one."""
@@ -858,44 +849,33 @@ class Supervisor(LazyPlanning, Behavior):
         return want_id
 
     def _wake_waiters(self, ref: str) -> None:
-        for rid in sorted(self.waiters.pop(ref, ())):
-            left = self.groups.get(rid)
-            if left is None:
-                continue
-            left.discard(ref)
-            if not left:
-                del self.groups[rid]
-                run = self.world.runs[rid]
-                for p in self._group_members(run):
-                    self._tell_soon("partition", p, UpstreamReady())
+        """``ref`` is Live: wake the partitions of every DepMiss run that now has all its missing refs."""
+        runs, tell_soon = self.world.runs, self._tell_soon
+        for rid in self.groups.arrived(ref):
+            for p in self._group_members(runs[rid]):
+                tell_soon("partition", p, UpstreamReady())
 
     def _fail_waiters(self, ref: str, st: PartitionState) -> None:
+        """``ref`` failed: the partitions of every DepMiss run that waited on it fail upstream."""
+        rids = self.groups.failed(ref)
+        if not rids:
+            return
         why = f"upstream {ref} {st.status}: {st.reason}"
-        for rid in sorted(self.waiters.pop(ref, ())):
-            left = self.groups.pop(rid, None)
-            if left is None:
-                continue
-            for m in left:
-                if m != ref:
-                    self.waiters.get(m, set()).discard(rid)
+        for rid in rids:
             for p in self._group_members(self.world.runs[rid]):
                 self._tell_partition(p, FailUpstream(why, (ref,)))
 
     def _wake_static(self, ref: str) -> None:
-        for r in sorted(self.static_waiters.pop(ref, ())):
-            deps = self.static_wait.get(r)
-            if deps is None:
-                continue
-            deps.discard(ref)
-            if not deps:
-                del self.static_wait[r]
-                self._recat(r)
-                if ref in self.wants_by_ref or r in self.wants_by_ref:
-                    self._enqueue(r)
+        """``ref`` is Live: recount, and plan if wanted, every ref whose static deps are now all Live."""
+        wants_by_ref = self.wants_by_ref
+        for r in self.static.arrived(ref):
+            self._recat(r)
+            if ref in wants_by_ref or r in wants_by_ref:
+                self._enqueue(r)
 
     def _fail_static(self, ref: str, st: PartitionState) -> None:
-        for r in sorted(self.static_waiters.pop(ref, ())):
-            self.static_wait.pop(r, None)
+        """``ref`` failed: every ref that waited on it as a static dependency is upstream-failed."""
+        for r in self.static.failed(ref):
             self.static_failed[r] = f"static dependency {ref} {st.status}: {st.reason}"
             self._recat(r)
 
