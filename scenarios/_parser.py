@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from actors import POLICIES
+from actors import POLICIES, InvalidRef, validate_ref
 from eventlog import WantbuildError
-from supervisor import CATCH_UP, Schedule, valid_choices
+from supervisor import CATCH_UP, GraphError, NoJobForRef, Schedule, valid_choices
 from supervisor._graph_toml import toml_type
 
 from ._model import (
@@ -48,6 +48,7 @@ from ._model import (
     WantExpect,
     _num,
 )
+from ._sim import build_graph
 
 __all__ = ["ScenarioError", "load_scenario", "parse_scenario"]
 
@@ -777,11 +778,6 @@ def _check_against_graph(sc: Scenario, parser: _Parser) -> None:
 def _check_one_graph(sc: Scenario, parser: _Parser, prefix: KeyPath, partitions: Mapping[str, PartitionExpect],
                      label: str = "") -> None:
     """Build one real graph, then check the refs, templates and names of its steps and jobs against it."""
-    from actors import InvalidRef, validate_ref
-    from supervisor import GraphError, NoJobForRef
-
-    from ._sim import build_graph
-
     try:
         graph = build_graph(sc, lambda job: None)
     except GraphError as e:
