@@ -452,7 +452,9 @@ class JobRunActor(Behavior):
         if isinstance(msg, PlanRun):
             if st is None:
                 ctx.persist(msg.queued)
-                ctx.then(self._lease_and_start)
+                # The lease asks go out once JobRunQueued is committed (asks are released after the step's
+                # commit), in this step: no continuation step of its own.
+                return self._lease_and_start(ctx, None)
             return st
         if isinstance(msg, RetryLeases):
             if st is not None and st.status is JobRunStatus.QUEUED:
@@ -511,6 +513,7 @@ class JobRunActor(Behavior):
                 ctx.then(self._settle_and_report)
                 return None
             return self._finish(ctx, polled)
+        self.execution.release(ctx.key)  # committed terminal: a crash may have come before the release
         return self._settle_and_report(ctx, None)
 
     def _abandon(self, ctx: Ctx, reason: str) -> Any:
@@ -649,8 +652,9 @@ class JobRunActor(Behavior):
             ctx.persist(JobRunFailed(reason=outcome.reason, exit_code=outcome.exit_code,
                                      will_retry=st.attempt < st.max_attempts, retry_delay=delay,
                                      **_lineage(outcome)))
-        ctx.then(self._release_and_settle)
-        return None
+        # The settle asks go out once the terminal event is committed, from this step; the execution forgets the
+        # outcome when they are answered (it is kept until then: a crash before the commit finds it with poll).
+        return self._settle(ctx, report=True, release=True)
 
     def _live_before_start(self, st: JobRunState, missing: Sequence[str]) -> str | None:
         """Why the run's missing-dependency report is wrong, if it names a partition Live since before it started."""
@@ -668,16 +672,26 @@ class JobRunActor(Behavior):
         self.execution.release(ctx.key)
         return self._settle_and_report(ctx, None)
 
+    def _release_and_report(self, ctx: Ctx, _: Any) -> Any:
+        """The terminal event of a run that held nothing any more is committed: forget the outcome, report."""
+        self.execution.release(ctx.key)
+        st: JobRunState = ctx.state
+        ctx.tell(*SUPERVISOR, RunEnded(st))
+        return st
+
     def _settle_quietly(self, ctx: Ctx, _: Any) -> Any:
         return self._settle(ctx, report=False)
 
     def _settle_and_report(self, ctx: Ctx, _: Any) -> Any:
         return self._settle(ctx, report=True)
 
-    def _settle(self, ctx: Ctx, *, report: bool) -> Any:
+    def _settle(self, ctx: Ctx, *, report: bool, release: bool = False) -> Any:
         """Settle every partition this terminal run still holds, then tell the supervisor.
 
         Idempotent: partitions already settled are skipped, and the supervisor ignores a second report.
+        ``release``: called in the step that persists the terminal event (not committed yet); the execution's
+        outcome is released after that commit, once the settles are answered (or at once if there is nothing to
+        settle), and then the supervisor is told.
         """
         st: JobRunState | None = ctx.state
         if st is None:
@@ -696,13 +710,15 @@ class JobRunActor(Behavior):
         built = set(st.partitions)
         # Every planned ref is checked: a lease granted after its ask timed out is held too, though the run
         # started without it; such a partition was not built by the run and goes back to Missing.
-        extra = SettleBuild(rid, "missing", reason=f"run {rid} started without it")
         holders = []
         for ref in dict.fromkeys((*st.partitions, *st.planned)):
             p = parts.get(ref)
             if p is not None and p.lease == rid:
                 holders.append(ref)
         if not holders:
+            if release:
+                ctx.then(self._release_and_report)
+                return None
             if report:
                 ctx.tell(*SUPERVISOR, RunEnded(st))
             return st
@@ -713,7 +729,7 @@ class JobRunActor(Behavior):
 
         def settle(ref: str) -> SettleBuild:
             if ref not in built:
-                return extra
+                return SettleBuild(rid, "missing", reason=f"run {rid} started without it")
             if ref in failed:
                 return SettleBuild(rid, "failed", reason=failed[ref], final=not st.will_retry)
             if check_taints:
@@ -725,8 +741,12 @@ class JobRunActor(Behavior):
 
         ctx.scratch = holders
         ctx.ask_many("partition", [(ref, settle(ref)) for ref in holders],
-                     self._settled_report if report else self._settled_quiet)
+                     self._settled_release if release else self._settled_report if report else self._settled_quiet)
         return None
+
+    def _settled_release(self, ctx: Ctx, replies: list[Any]) -> Any:
+        self.execution.release(ctx.key)
+        return self._settled(ctx, replies, report=True)
 
     def _settled_report(self, ctx: Ctx, replies: list[Any]) -> Any:
         return self._settled(ctx, replies, report=True)

@@ -45,6 +45,7 @@ class Machine(Generic[S]):
     terminal: frozenset[S]
     table: Mapping[str, tuple[frozenset[S | None], S | None]]
     _edges: dict[S, dict[S, str]] = field(init=False, repr=False, compare=False)
+    _paths: dict[tuple[S, S], tuple[tuple[str, S], ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         edges: dict[S, dict[S, str]] = {s: {} for s in self.statuses}
@@ -53,6 +54,7 @@ class Machine(Generic[S]):
                 if src is not None and target is not None and target != src:
                     edges[src].setdefault(target, name)
         object.__setattr__(self, "_edges", edges)
+        object.__setattr__(self, "_paths", {})  # path()'s answers without ``through`` (a want moves per partition)
 
     def target(self, entity_id: str, status: S | None, event: Event) -> S | None:
         """The status after ``event``, or raise :class:`IllegalTransition`. ``None``: unchanged."""
@@ -73,7 +75,14 @@ class Machine(Generic[S]):
         """
         if source == goal:
             return []
-        allowed = set(through) if through is not None else set(self.statuses)
+        if through is None:
+            known = self._paths.get((source, goal))
+            if known is None:
+                known = self._paths[(source, goal)] = tuple(self._path(source, goal, set(self.statuses)))
+            return list(known)
+        return self._path(source, goal, set(through))
+
+    def _path(self, source: S, goal: S, allowed: set[S]) -> list[tuple[str, S]]:
         prev: dict[S, tuple[S, str]] = {}
         queue: deque[S] = deque([source])
         while queue:

@@ -47,6 +47,19 @@ class LibraryLogger:
     def bind(self, **values: Any) -> LibraryLogger:
         return LibraryLogger(self._name, {**self._context, **values})
 
+    def enabled(self, method: str) -> bool:
+        """Whether a ``method`` call (``"debug"``, ...) would emit: check it before paying for what the event needs
+        (a logger bound per job run, say)."""
+        if structlog.is_configured():
+            level_of = getattr(structlog.get_config()["wrapper_class"], "get_effective_level", None)
+            if level_of is None:
+                return True
+            try:
+                return bool(_LEVELS[method] >= level_of(None))
+            except TypeError:  # a wrapper whose method needs its instance: let it decide
+                return True
+        return self._std.isEnabledFor(_LEVELS[method])
+
     def _log(self, method: str, event: str, values: dict[str, Any]) -> None:
         if structlog.is_configured():
             # A level the configured wrapper filters out (make_filtering_bound_logger) is dropped here: binding

@@ -370,6 +370,9 @@ class JobContext:
         deadline kill or another exception of a callable): its output was built from data that must not be read.
         Failed partitions make a success partial, or a failure if none is left.
         """
+        if not (self._read or self._into or self._failed or self._not_live or self._problem is not None
+                or outcome.read or outcome.into):
+            return outcome  # the job used nothing of its context: its outcome as it is (replace() costs 8 us)
         read = dict(self._read)
         into: dict[str, tuple[str, ...]] = {}
         order: dict[str, int] | None = None
@@ -475,43 +478,54 @@ async def run_callable(
             f"(wrap blocking code with anyio.to_thread.run_sync)"
         )
     _check_limits(timeout, heartbeat_timeout)
-    log = ctx.log
+    # The run's bound logger is made only for a line that is emitted (binding one costs as much as a no-op job).
+    debug = _JOB_LOG.enabled("debug")
     ctx._begin()
-    log.debug("job started", partitions=ctx.partitions, attempt=ctx.attempt)
+    if debug:
+        ctx.log.debug("job started", partitions=ctx.partitions, attempt=ctx.attempt)
     if timeout is None and heartbeat_timeout is None:
         # Nothing to watch: no watchdog (nor its cancel scope), no task group (a no-op job costs half as much).
-        outcome = await _call(fn, ctx, log)
-        log.debug("job finished", status=outcome.status, reason=outcome.reason)
+        outcome = await _call(fn, ctx)
+        if debug:
+            ctx.log.debug("job finished", status=outcome.status, reason=outcome.reason)
         return ctx._outcome(outcome, on_its_own=outcome.error_type in (None, "MissingDeps"))
     watchdog = _Watchdog(ctx, timeout, heartbeat_timeout)
-    outcome = RunOutcome("succeeded")  # stays if the watchdog cancels the job first (then failed, below)
+    outcome = _SUCCEEDED  # stays if the watchdog cancels the job first (then failed, below)
     async with anyio.create_task_group() as tg:
         with anyio.CancelScope() as job_scope:
             tg.start_soon(watchdog.run, job_scope)
             try:
-                outcome = await _call(fn, ctx, log)
+                outcome = await _call(fn, ctx)
             finally:
                 watchdog.stop()
     on_its_own = outcome.error_type in (None, "MissingDeps")
     if watchdog.expired is not None:
         outcome = RunOutcome("failed", reason=watchdog.expired)
         on_its_own = False
-        log.info("job killed", reason=watchdog.expired)
-    log.debug("job finished", status=outcome.status, reason=outcome.reason)
+        ctx.log.info("job killed", reason=watchdog.expired)
+    if debug:
+        ctx.log.debug("job finished", status=outcome.status, reason=outcome.reason)
     return ctx._outcome(outcome, on_its_own=on_its_own)
 
 
-async def _call(fn: JobCallable, ctx: JobContext, log: LibraryLogger) -> RunOutcome:
+_JOB_LOG = get_logger("wantbuild.job")
+"""The jobs' logger, unbound: asked whether a level is on before a run binds its own."""
+
+_SUCCEEDED = RunOutcome("succeeded")
+"""A plain success, shared (an outcome is frozen and its empty mappings are never written to)."""
+
+
+async def _call(fn: JobCallable, ctx: JobContext) -> RunOutcome:
     """``fn(ctx)``'s outcome from how it returned: normally, by MissingDeps, or by another exception."""
     try:
         await fn(ctx)
     except MissingDeps as e:
-        return _dep_miss_outcome(e, log)
+        return _dep_miss_outcome(e, ctx)
     except Exception as e:
         outcome = RunOutcome("failed", reason=_raised(e), error_type=type(e).__name__)
-        log.info("job failed", reason=outcome.reason, exc_info=e)
+        ctx.log.info("job failed", reason=outcome.reason, exc_info=e)
         return outcome
-    return RunOutcome("succeeded")
+    return _SUCCEEDED
 
 
 def _raised(e: BaseException) -> str:
@@ -521,10 +535,10 @@ def _raised(e: BaseException) -> str:
     return f"raised {type(e).__name__}: {message}" if message else f"raised {type(e).__name__}"
 
 
-def _dep_miss_outcome(e: MissingDeps, log: LibraryLogger) -> RunOutcome:
+def _dep_miss_outcome(e: MissingDeps, ctx: JobContext) -> RunOutcome:
     if e.problem is not None:
         reason = f"raised MissingDeps with an invalid list of refs: {e.problem}"
-        log.info("job failed", reason=reason, exc_info=e)
+        ctx.log.info("job failed", reason=reason, exc_info=e)
         return RunOutcome("failed", reason=reason, error_type="MissingDeps")
     missing = tuple(dict.fromkeys(e.refs))
     return RunOutcome("dep_miss", reason=_missing_reason(missing), missing=missing)

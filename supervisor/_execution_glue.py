@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 import anyio
+import msgspec
 
 from actors import (
     RUNNING,
@@ -55,16 +56,17 @@ from ._jobs import Job
 log = get_logger("wantbuild.execution")
 
 
-@dataclass(frozen=True)
-class _Outcome:
+class _Outcome(msgspec.Struct, frozen=True):
+    """What the run's actor records (a Struct: made once per run, a tenth of a frozen dataclass's cost)."""
+
     status: str
     reason: str
     missing: tuple[str, ...]
     exit_code: int | None
     retry_delay: float = 0.0
-    read: dict[str, int] = field(default_factory=dict)
-    into: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    failed: dict[str, str] = field(default_factory=dict)
+    read: dict[str, int] = msgspec.field(default_factory=dict)
+    into: dict[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
+    failed: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 def job_params(job: Job, partitions: Sequence[str]) -> tuple[dict[str, str], ...]:
@@ -241,7 +243,7 @@ def _read_static_deps(graph: Graph, ctx: JobContext) -> RunOutcome | None:
                 missing.extend(e.refs)
     if not missing:
         return None
-    return ctx._outcome(_dep_miss_outcome(MissingDeps(list(dict.fromkeys(missing))), ctx.log), on_its_own=True)
+    return ctx._outcome(_dep_miss_outcome(MissingDeps(list(dict.fromkeys(missing))), ctx), on_its_own=True)
 
 
 def resolve_remote_reads(outcome: RunOutcome, partitions: Sequence[str], resolve: ReadResolver) -> RunOutcome:

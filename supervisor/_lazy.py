@@ -135,6 +135,8 @@ class LazyPlanning:
     # -- pools -----------------------------------------------------------------------------------------------
     def _free_slots(self, job: Job) -> tuple[int, str]:
         """How many more runs of ``job`` may start now, and why not when none (``pool warehouse full: 4/4``)."""
+        if job.concurrency is None and job.pool is None:
+            return 1 << 30, ""  # no limit (the common case: asked once per planned run)
         running = len(self.inflight.get(job.name, ()))
         free = (job.concurrency - running) if job.concurrency is not None else 1 << 30
         why = f"job {job.name} at its concurrency limit: {running}/{job.concurrency}"

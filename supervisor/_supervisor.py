@@ -387,8 +387,10 @@ class Supervisor(LazyPlanning, Behavior):
             return
         self.sent.pop(wid, None)
         self.dirty.discard(wid)
-        self.timers.cancel(Due("ttl", wid))
-        self.timers.cancel(Due("sla", wid))
+        if want.ttl is not None:  # armed only then (_index_want)
+            self.timers.cancel(Due("ttl", wid))
+        if want.sla is not None:
+            self.timers.cancel(Due("sla", wid))
         for parent in want.parent_want_ids:
             siblings = self.children.get(parent)
             if siblings is not None:
@@ -442,6 +444,8 @@ class Supervisor(LazyPlanning, Behavior):
         """Why ``ref`` is still needed: ``(source, waiting partitions)`` for each DepMiss run or static
         dependency whose waiting partitions are still wanted (directly, or as the upstream of something
         wanted). Dropping a want must never strand a waiting partition (I5)."""
+        if ref not in self.groups.by_ref and ref not in self.static.by_ref:
+            return []  # nothing waits on it (the common case: a derived want's ref, built)
         seen = set() if seen is None else seen
         seen.add(ref)
 
