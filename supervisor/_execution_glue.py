@@ -126,15 +126,16 @@ class LocalExecution:
         self._scopes[run.job_run_id] = scope
         # A plain asyncio task, tracked here and awaited by :meth:`aclose` (anyio's start_soon costs three
         # times as much, and a runtime starts one per run); an unexpected error still fails the runtime.
-        task = asyncio.get_running_loop().create_task(self._run(run, scope), name=f"run {run.job_run_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
+        self._tasks.add(asyncio.get_running_loop().create_task(self._run(run, scope), name=f"run {run.job_run_id}"))
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        error = None if task.cancelled() else task.exception()
-        if error is not None:  # pragma: no cover - _run turns every Exception into an outcome
-            self.system._fatal(error)
+    async def _run(self, run: JobRunState, scope: anyio.CancelScope) -> None:
+        """The run's task: it leaves the set :meth:`aclose` waits on as it ends (no done callback per run)."""
+        try:
+            await self._execute(run, scope)
+        except Exception as e:  # pragma: no cover - _execute turns every Exception into an outcome
+            self.system._fatal(e)
+        finally:
+            self._tasks.discard(asyncio.current_task())
 
     def poll(self, job_run_id: str) -> _Outcome | Literal["running"] | None:
         if job_run_id in self._scopes:
@@ -169,7 +170,7 @@ class LocalExecution:
     def running(self) -> int:
         return len(self._scopes)
 
-    async def _run(self, run: JobRunState, scope: anyio.CancelScope) -> None:
+    async def _execute(self, run: JobRunState, scope: anyio.CancelScope) -> None:
         rid = run.job_run_id
         job = self.graph[run.job]
         outcome: RunOutcome | None = None
