@@ -57,3 +57,19 @@ def test_a_configured_structlog_gets_every_event() -> None:
     with structlog.testing.capture_logs() as logs:
         get_logger("wantbuild.test", run="r-1").bind(job="daily").info("started", attempt=2)
     assert logs == [{"event": "started", "run": "r-1", "job": "daily", "attempt": 2, "log_level": "info"}]
+
+
+def test_enabled_says_whether_a_level_would_emit(caplog: pytest.LogCaptureFixture) -> None:
+    """``enabled`` follows stdlib logging's level while structlog is unconfigured, and a filtering structlog
+    wrapper's level once it is configured (a job run binds its logger only when a line would be emitted)."""
+    log = get_logger("wantbuild.test_enabled")
+    with caplog.at_level(logging.INFO, logger="wantbuild.test_enabled"):
+        assert log.enabled("info")
+        assert not log.enabled("debug")
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    assert log.enabled("error")
+    assert log.enabled("warning")
+    assert not log.enabled("info")
+    assert not log.enabled("debug")
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    assert log.enabled("debug")

@@ -54,6 +54,20 @@ async def test_want_builds_its_partitions(db: Path) -> None:
         await assert_log_sound(rt)
 
 
+async def test_the_execution_forgets_each_outcome_once_its_run_is_settled(db: Path) -> None:
+    """Every run's outcome, kept by the execution until its terminal event and settles are done, is released
+    (succeeded, DepMiss and retried runs alike): nothing stays behind once the want is done."""
+    g, _ = chain_graph(fail_times={"raw/1": 1}, retries=1)
+    async with open_runtime(db, g) as rt:
+        st_ = await (await rt.want(["daily/1", "daily/2"])).done(timeout=10)
+        assert st_.status is WantStatus.SUCCESSFUL
+        execution = rt.kernel._kinds["job_run"].shared.execution  # type: ignore[union-attr]
+        await until(rt, lambda: not rt.kernel.busy())
+        runs = list(rt.world.runs)
+        assert {str(rt.world.runs[r].status) for r in runs} == {"Succeeded", "DepMiss", "Failed"}
+        assert [r for r in runs if execution.poll(r) is not None] == []
+
+
 async def test_missing_dependency_creates_a_derived_want(db: Path) -> None:
     """daily reports raw missing: a derived want builds raw, then daily is rebuilt and the want succeeds."""
     g, built = chain_graph()

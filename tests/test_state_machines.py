@@ -321,6 +321,16 @@ def test_partition_table_matches_the_semantics() -> None:
     assert from_table == PARTITION_MODEL
 
 
+def test_a_remembered_path_is_not_shared_with_its_caller() -> None:
+    """Machine.path remembers its answers; a caller changing the list it got does not change the next answer."""
+    first = WANT.path(WantStatus.IDLE, WantStatus.SUCCESSFUL)
+    assert first
+    assert first[-1][1] == WantStatus.SUCCESSFUL
+    expected = list(first)
+    first.clear()
+    assert WANT.path(WantStatus.IDLE, WantStatus.SUCCESSFUL) == expected
+
+
 @given(src=st.sampled_from([s for s in WantStatus if s not in WANT.terminal]), dst=st.sampled_from(list(WantStatus)))
 def test_want_paths_are_legal(src: WantStatus, dst: WantStatus) -> None:
     """A path found between two want statuses is a sequence of legal transitions ending at the goal."""
