@@ -5,8 +5,9 @@ a task of its own, tracked here and awaited when the runtime closes (so the JobR
 meanwhile), and its outcome is told back to the run's actor, which records it. Cancel kills the job (the
 whole process group for commands).
 
-The outcome is also kept here until the actor has committed it (:meth:`release`): ``Finished`` is a hint, and
-an actor that crashed while recording it finds it again with :meth:`poll`. A command's process is reported to
+The outcome is also kept here until the actor has committed it and settled the run's partitions
+(:meth:`release`): ``Finished`` is a hint, and an actor that crashed while recording it finds it again with
+:meth:`poll`. A command's process is reported to
 the actor (``Attached``) as soon as it runs, so the log names it, and :meth:`fence` stops what a dead runtime's
 jobs left running before a restarted runtime leases anything. An execution task that fails (a bug of ours, not
 the job's) ends its run Failed with the error, never the runtime.

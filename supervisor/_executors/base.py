@@ -155,7 +155,7 @@ class RemoteExecution(ABC):
         self._watch_scope: anyio.CancelScope | None = None
         self._pending: list[RemoteRun] = []
         self._flush_scheduled = False
-        self._outcomes: dict[str, _Outcome] = {}  # reported, until the run's terminal event commits (release)
+        self._outcomes: dict[str, _Outcome] = {}  # reported, until the run ended and settled (release)
         self.closed = False
 
     # -- the Execution protocol ---------------------------------------------------------------------
