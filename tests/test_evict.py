@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
+import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -228,8 +229,8 @@ async def test_a_runtime_that_evicts_refuses_what_it_cannot_do(tmp_path: Any) ->
 
 
 async def test_an_evicting_runtime_keeps_fewer_tips_in_its_log_writer(tmp_path: Any) -> None:
-    """evict_every bounds the log writer's tip cache to twice the sweep (at least 20,000); without it the log's own
-    bound stays; a bad size is refused by name."""
+    """evict_every bounds the log writer's tip cache to twice the sweep (at least 20,000) and drops the tips of what
+    a sweep evicts; without it the log's own bound stays; a bad size is refused by name."""
     import wantbuild
 
     g = wantbuild.Graph("evict")
@@ -247,8 +248,13 @@ async def test_an_evicting_runtime_keeps_fewer_tips_in_its_log_writer(tmp_path: 
         assert isinstance(rt.log, EventLog)
         assert rt.log.entity_cache_size == 20_000
         assert str((await (await rt.want([f"daily/{i}" for i in range(20)])).done()).status) == "Successful"
+        await anyio.sleep(0.05)  # the sweep after the want ended
+        evicted = [f"daily/{i}" for i in range(20) if rt.world.is_evicted("partition", f"daily/{i}")]
+        assert evicted
+        cached = set(rt.log._cache) | {(k, eid) for k, eid, _ in rt.log._packed.items()}
+        assert not cached & {("partition", r) for r in evicted}  # their tips left with them
     async with wantbuild.open(tmp_path / "c.db", g) as rt:
         assert isinstance(rt.log, EventLog)
-        assert rt.log.entity_cache_size == 200_000
+        assert rt.log.entity_cache_size == 1_000_000
         with pytest.raises(ValueError, match="entity_cache_size must be a whole number of tips >= 1, not 0"):
             rt.log.entity_cache_size = 0
