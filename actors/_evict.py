@@ -85,9 +85,10 @@ class HashIndex:
             b = h & (_BITS - 1)
             self.bits[b >> 3] |= 1 << (b & 7)
 
-    def settle(self) -> None:
-        """Merge the recent hashes in if there are enough of them (after each batch of additions)."""
-        if len(self.recent) > max(4096, len(self.merged) >> 2):
+    def settle(self, everything: bool = False) -> None:
+        """Merge the recent hashes in if there are enough of them (after each batch of additions), or if there are
+        any with ``everything`` (as a want ends: a set of ints, made as the backfill went, would hold its memory)."""
+        if len(self.recent) > (0 if everything else max(4096, len(self.merged) >> 2)):
             self.merged = array("q", sorted(itertools.chain(self.merged, self.recent)))
             self.recent = set()
 

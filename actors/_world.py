@@ -216,6 +216,12 @@ class World:
         index.settle()
         return n
 
+    def settle_evicted(self) -> None:
+        """Merge every table's recently evicted hashes into its packed index (a runtime does as a want ends)."""
+        for table in self._tables.values():
+            if isinstance(table, EvictingTable):
+                table.index.settle(everything=True)
+
     def make_evicting(self) -> None:
         """Turn this World's tables into evicting ones, keeping every state (call it before anything holds a
         table: a runtime does as it opens)."""

@@ -788,6 +788,8 @@ def _evict_as_it_goes(rt: Runtime, every: int) -> None:
             gone = kernel.evict_settled()
             log.debug("evicted settled entities", **gone)
             if trim:
+                rt.graph.forget_refs()
+                rt.world.settle_evicted()
                 _trim_heap()
         trim = False
 

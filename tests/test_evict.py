@@ -164,17 +164,19 @@ def test_evicting_during_a_history_keeps_the_world_a_replay(steps: list[tuple[li
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.lists(st.integers(-2**63, 2**63 - 1), max_size=3000), max_size=6),
+@given(st.lists(st.tuples(st.lists(st.integers(-2**63, 2**63 - 1), max_size=3000), st.booleans()), max_size=6),
        st.lists(st.integers(-2**63, 2**63 - 1), max_size=50))
-def test_the_hash_index_is_a_set(batches: list[list[int]], probes: list[int]) -> None:
-    """The compact index answers membership exactly as a set of the same hashes, across merges."""
+def test_the_hash_index_is_a_set(batches: list[tuple[list[int], bool]], probes: list[int]) -> None:
+    """The compact index answers membership exactly as a set of the same hashes, across merges (forced or not)."""
     from actors._evict import HashIndex
 
     index, model = HashIndex(), set()
-    for batch in batches:
+    for batch, everything in batches:
         for h in batch:
             index.add(h)
-        index.settle()
+        index.settle(everything)
+        if everything:
+            assert not index.recent  # all merged: no set of ints left behind
         model.update(batch)
         assert len(index) == len(model)
         assert all(h in index for h in batch)
@@ -230,7 +232,8 @@ async def test_a_runtime_that_evicts_refuses_what_it_cannot_do(tmp_path: Any) ->
 
 async def test_an_evicting_runtime_keeps_fewer_tips_in_its_log_writer(tmp_path: Any) -> None:
     """evict_every bounds the log writer's tip cache to twice the sweep (at least 20,000) and drops the tips of what
-    a sweep evicts; without it the log's own bound stays; a bad size is refused by name."""
+    a sweep evicts, and a want's end its refs' job answers and unmerged hashes; without it the log's own bound
+    stays; a bad size is refused by name."""
     import wantbuild
 
     g = wantbuild.Graph("evict")
@@ -253,6 +256,9 @@ async def test_an_evicting_runtime_keeps_fewer_tips_in_its_log_writer(tmp_path: 
         assert evicted
         cached = set(rt.log._cache) | {(k, eid) for k, eid, _ in rt.log._packed.items()}
         assert not cached & {("partition", r) for r in evicted}  # their tips left with them
+        # As the want ended, what the backfill left in small objects went too: job_of's answers, the recent hashes.
+        assert not rt.graph._found
+        assert not cast(EvictingTable, rt.world.partitions).index.recent
     async with wantbuild.open(tmp_path / "c.db", g) as rt:
         assert isinstance(rt.log, EventLog)
         assert rt.log.entity_cache_size == 1_000_000
