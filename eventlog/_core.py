@@ -67,9 +67,9 @@ READ_CHUNK: Final = 1000
 
 
 def hot_tips(entity_cache_size: int, least: int) -> int:
-    """How many of ``entity_cache_size`` tips the writer keeps as ``_Entity`` objects (the rest packed): a fifth, at
+    """How many of ``entity_cache_size`` tips the writer keeps as ``_Entity`` objects (the rest packed): half, at
     least ``least``."""
-    return min(entity_cache_size, max(least, entity_cache_size // 5))
+    return min(entity_cache_size, max(least, entity_cache_size // 2))
 
 
 HOT_TIPS_MIN: Final = 20_000
@@ -542,7 +542,7 @@ class LogCore:
 
     @property
     def entity_cache_size(self) -> int:
-        """How many entity tips the writer keeps cached: the entities moved lately as objects (a fifth, at least
+        """How many entity tips the writer keeps cached: the entities moved lately as objects (half, at least
         20,000), the rest packed (about 75 bytes a tip); past it, the older half goes and each reloads from the log
         on its next append. Settable (a runtime that evicts settled entities keeps fewer: they will not move)."""
         return self._entity_cache_size
