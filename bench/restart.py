@@ -15,7 +15,10 @@ once without snapshots and once with a snapshot every ``--snapshot-every`` event
 two commits while a snapshot was being taken against the longest with none, the longest copy of the tables, and the
 longest step of a snapshot holding the event loop (the copy or one chunk's encoding).
 
-Usage: python bench/restart.py [--events 1000000] [--repeat 3] [--load-seconds 10]
+``--evict N``: both restarts open an evicting runtime (``evict_every=N``): from the snapshot, its settled entities
+are left evicted, undecoded. ``--keep DIR``: the log is written once into DIR and reused by later runs.
+
+Usage: python bench/restart.py [--events 1000000] [--repeat 3] [--load-seconds 10] [--evict N] [--keep DIR]
 Last line: events=... restart_s=... full_replay_s=... ratio=... snapshot_load_s=... tail_events=...
 max_gap_ms=... (while snapshotting) max_gap_baseline_ms=... (whole run, no snapshots) max_copy_ms=... max_step_ms=...
 snapshots_taken=... rss_mb=...
@@ -29,6 +32,7 @@ import gc
 import itertools
 import logging
 import resource
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -121,11 +125,12 @@ async def snapshot_at(path: Path, seq: int) -> tuple[int, int]:
         return info.size, info.stored
 
 
-async def restart(path: Path, g: wantbuild.Graph, k: int, use_snapshot: bool) -> tuple[float, float, int]:
+async def restart(path: Path, g: wantbuild.Graph, k: int, use_snapshot: bool,
+                  evict: int | None = None) -> tuple[float, float, int]:
     """Seconds from ``wantbuild.open`` to a want accepted; the snapshot load's share; events replayed."""
     t0 = time.perf_counter()
     async with wantbuild.open(path, g, tune_gc=True, load_snapshot=use_snapshot, snapshot_every=None,
-                              snapshot_interval=None, shutdown_grace=1.0) as rt:
+                              snapshot_interval=None, shutdown_grace=1.0, evict_every=evict) as rt:
         await rt.want([f"daily/new-{k}-{int(use_snapshot)}"])
         serving = time.perf_counter() - t0
         restored = rt.recovery.restored
@@ -183,6 +188,41 @@ def longest_gap(times: list[float], spans: list[tuple[float, float]] | None = No
     return max((g[0] for g in gaps), default=0.0)
 
 
+def _copy_db(src: Path, dst: Path) -> None:
+    for extra in (dst.with_name(dst.name + "-wal"), dst.with_name(dst.name + "-shm")):
+        extra.unlink(missing_ok=True)
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+
+
+def prepare(a: argparse.Namespace, tmp: Path) -> tuple[Path, int]:
+    """The bench's log (and its last seq): written (and snapshotted) in ``tmp``, or kept in / reused from
+    ``--keep``."""
+    if a.keep is None:
+        path = tmp / "restart.db"
+    else:
+        a.keep.mkdir(parents=True, exist_ok=True)
+        path = a.keep / f"restart-{a.events}-{a.batch}-{a.tail}.db"
+        pristine = path.with_suffix(".pristine.db")
+        if pristine.exists():  # the log as written: copied over whatever the last run appended
+            with sqlite3.connect(pristine) as db:
+                (n,) = db.execute("SELECT max(seq) FROM events").fetchone()
+                formats = {f for (f,) in db.execute("SELECT format FROM snapshots")}
+            if SNAPSHOT_FORMAT not in formats:  # written by another wantbuild: its snapshot again, in this format
+                asyncio.run(snapshot_at(pristine, n - a.tail))
+            _copy_db(pristine, path)
+            print(f"reusing {pristine} ({n:,} events)", flush=True)
+            return path, int(n)
+    t0 = time.perf_counter()
+    n = write_log(path, a.events, a.batch)
+    size, stored = asyncio.run(snapshot_at(path, n - a.tail))
+    print(f"wrote {n:,} events in {time.perf_counter() - t0:.1f}s; snapshot at seq {n - a.tail:,}: "
+          f"{size / 1e6:.1f} MB ({stored / 1e6:.1f} MB stored)", flush=True)
+    if a.keep is not None:
+        _copy_db(path, path.with_suffix(".pristine.db"))
+    return path, n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
@@ -191,19 +231,20 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--load-seconds", type=float, default=10.0)
     ap.add_argument("--snapshot-every", type=int, default=20_000)
+    ap.add_argument("--evict", type=int, default=None,
+                    help="restart an evicting runtime (evict_every=N): from the snapshot, its settled entities stay "
+                         "evicted (docs/restart.md)")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="a folder to keep the log in and reuse it from (the same --events/--batch/--tail: its "
+                         "name says them; the restarts' new wants are removed first), instead of a temporary one")
     a = ap.parse_args()
     g = graph()
     with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "restart.db"
-        t0 = time.perf_counter()
-        n = write_log(path, a.events, a.batch)
-        size, stored = asyncio.run(snapshot_at(path, n - a.tail))
-        print(f"wrote {n:,} events in {time.perf_counter() - t0:.1f}s; snapshot at seq {n - a.tail:,}: "
-              f"{size / 1e6:.1f} MB ({stored / 1e6:.1f} MB stored)", flush=True)
+        path, n = prepare(a, Path(d))
         full, snap, loads, tails = [], [], [], []
         for k in range(a.repeat):
-            f, _, _ = asyncio.run(restart(path, g, k, False))
-            s, load, tail = asyncio.run(restart(path, g, k, True))
+            f, _, _ = asyncio.run(restart(path, g, k, False, a.evict))
+            s, load, tail = asyncio.run(restart(path, g, k, True, a.evict))
             full.append(f)
             snap.append(s)
             loads.append(load)
