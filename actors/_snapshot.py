@@ -497,6 +497,9 @@ class Snapshotter:
         self.spans: list[tuple[float, float]] = []
         """``time.perf_counter()`` at the start and end of each snapshot taken (for measuring what it cost)."""
         self.failed: str | None = None
+        self.phase = "idle"
+        """What the snapshot being taken is doing (``copy``, ``read back``, ``encode``, ``write``, ``prune``; ``idle``
+        between snapshots): for measuring which step holds the loop."""
 
     def consistent(self) -> bool:
         """Whether the World holds exactly the log's committed events now."""
@@ -557,7 +560,14 @@ class Snapshotter:
         """Take a snapshot now if the World is at a consistent point (else None); prune old ones."""
         if not self.consistent():
             return None
+        try:
+            return await self._take()
+        finally:
+            self.phase = "idle"
+
+    async def _take(self) -> SnapshotInfo:
         w = self.world
+        self.phase = "copy"
         t0 = time.perf_counter()
         tables = {k: dict.copy(t) for k, t in w._tables.items() if t or w.evicted_count(k)}
         seq, at = w.last_seq, w.last_at
@@ -565,8 +575,10 @@ class Snapshotter:
         self.copy_seconds.append(t1 - t0)
         step = t1 - t0
         if w.evicting:  # the evicted entities' states at seq, read back from the log without keeping them
+            self.phase = "read back"
             await self._read_back(tables, seq)
             t1 = time.perf_counter()
+        self.phase = "encode"
         data: list[bytes] = []
         for part in encode_chunks(tables, seq, at):
             t2 = time.perf_counter()
@@ -578,9 +590,11 @@ class Snapshotter:
             t1 = time.perf_counter()
         del tables
         self.max_step_seconds = max(self.max_step_seconds, step)
+        self.phase = "write"
         info = await self.log.write_snapshot(seq, at, FORMAT, data)
         self.last_seq, self.last_time = seq, time.monotonic()
         self.taken.append(info)
+        self.phase = "prune"
         with anyio.CancelScope(shield=True):  # a runtime closing meanwhile still keeps only the newest ``keep``
             base = self.log.compacted_through  # the compaction's base: time travel starts there, it stays
             old = [s.seq for s in (await self.log.snapshots())[self.keep:] if s.seq != base]

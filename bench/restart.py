@@ -140,12 +140,15 @@ async def restart(path: Path, g: wantbuild.Graph, k: int, use_snapshot: bool,
     return serving, restored.snapshot_seconds, restored.tail_events
 
 
-async def writer_load(path: Path, seconds: float, every: int | None) -> tuple[list[float], Snapshotter]:
+async def writer_load(path: Path, seconds: float, every: int | None
+                      ) -> tuple[list[float], Snapshotter, list[str]]:
     """Drive the log's writer flat out for ``seconds`` on the World of the log at ``path``: 200 tasks, each
     taking partitions through Live -> Tainted -> Building -> Live the way an entity actor does (append, commit,
     then ``World.put``), with a :class:`Snapshotter` taking snapshots every ``every`` events (None: never).
-    Returns the commit times (one per committed append, ``time.perf_counter()``) and the snapshotter."""
+    Returns the commit times (one per committed append, ``time.perf_counter()``), the snapshotter, and what the
+    snapshotter was doing at each commit (``Snapshotter.phase``)."""
     times: list[float] = []
+    phases: list[str] = []
     async with EventLog.open(path) as log:
         world = await rebuild(log)
         gc.collect()  # the runtime's tune_gc policy (the CLI's): the World frozen, young collections rare
@@ -167,6 +170,7 @@ async def writer_load(path: Path, seconds: float, every: int | None) -> tuple[li
                         rec = await log.append("partition", ref, st.entity_seq, ev, 0.0)
                         world.put("partition", ref, new, rec.seq, rec.at)
                         times.append(time.perf_counter())
+                        phases.append(snap.phase)
 
         async with anyio.create_task_group() as tg:
             if every is not None:
@@ -177,7 +181,7 @@ async def writer_load(path: Path, seconds: float, every: int | None) -> tuple[li
             tg.cancel_scope.cancel()
     gc.unfreeze()
     gc.set_threshold(700, 10, 10)
-    return times, snap
+    return times, snap, phases
 
 
 def longest_gap(times: list[float], spans: list[tuple[float, float]] | None = None) -> float:
@@ -234,6 +238,8 @@ def main() -> None:
     ap.add_argument("--evict", type=int, default=None,
                     help="restart an evicting runtime (evict_every=N): from the snapshot, its settled entities stay "
                          "evicted (docs/restart.md)")
+    ap.add_argument("--skip-full", action="store_true",
+                    help="time the restart from the snapshot only (for A/B runs; full_replay_s and ratio read 0)")
     ap.add_argument("--keep", type=Path, default=None,
                     help="a folder to keep the log in and reuse it from (the same --events/--batch/--tail: its "
                          "name says them; the restarts' new wants are removed first), instead of a temporary one")
@@ -243,7 +249,7 @@ def main() -> None:
         path, n = prepare(a, Path(d))
         full, snap, loads, tails = [], [], [], []
         for k in range(a.repeat):
-            f, _, _ = asyncio.run(restart(path, g, k, False, a.evict))
+            f = 0.0 if a.skip_full else asyncio.run(restart(path, g, k, False, a.evict))[0]
             s, load, tail = asyncio.run(restart(path, g, k, True, a.evict))
             full.append(f)
             snap.append(s)
@@ -251,13 +257,18 @@ def main() -> None:
             tails.append(tail)
             print(f"  pair {k + 1}: full replay {f:.2f}s, from snapshot {s:.2f}s (load {load:.2f}s, "
                   f"{tail:,} events replayed after it)", flush=True)
-        ratios = [f / s for f, s in zip(full, snap, strict=True)]
+        ratios = [f / s for f, s in zip(full, snap, strict=True)]  # 0 with --skip-full
         gap = gap_base = copy = step = 0.0
         taken = 0
         if a.load_seconds:
-            base_times, _ = anyio.run(writer_load, path, a.load_seconds, None)
-            times, snapper = anyio.run(writer_load, path, a.load_seconds, a.snapshot_every)
+            base_times, _, _ = anyio.run(writer_load, path, a.load_seconds, None)
+            times, snapper, phases = anyio.run(writer_load, path, a.load_seconds, a.snapshot_every)
             gap, gap_base = longest_gap(times, snapper.spans), longest_gap(base_times)
+            by_phase: dict[str, float] = {}
+            for (t0, p0), (t1, _) in itertools.pairwise(zip(times, phases, strict=True)):
+                by_phase[p0] = max(by_phase.get(p0, 0.0), t1 - t0)
+            print("longest gap between commits by what the snapshotter was doing as it began: "
+                  + ", ".join(f"{p} {g * 1e3:.1f} ms" for p, g in sorted(by_phase.items())), flush=True)
             copy, step, taken = max(snapper.copy_seconds, default=0.0), snapper.max_step_seconds, len(snapper.taken)
             print(f"writer under load for {a.load_seconds:.0f}s: {len(base_times) / a.load_seconds:,.0f} commits/s "
                   f"without snapshots, {len(times) / a.load_seconds:,.0f}/s with {taken} (every "
