@@ -491,6 +491,8 @@ async def rebuild(
     snap_seq = None if world is None else world.last_seq
     if world is None:
         world = World()
+    elif world.evicting:  # the tail's reads back are batched (_load_moved); a point read for a hash another id shares
+        world.load_now(log)
     t1 = time.perf_counter()
     if keep_history:
         world.history = {}
