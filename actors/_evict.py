@@ -139,7 +139,7 @@ class EvictingTable(dict[str, Any]):
         SQLite log's point read, ``World.load_now``); None: such a read raises :class:`EntityEvicted`."""
 
     def maybe_evicted(self, key: str) -> bool:
-        return hash(key) in self.index and not dict.__contains__(self, key)
+        return not dict.__contains__(self, key) and hash(key) in self.index
 
     def _read(self, key: str) -> Any:
         loader = self.loader

@@ -26,7 +26,8 @@ import json
 import operator
 import struct
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, Final, cast
 
 import anyio
@@ -106,7 +107,8 @@ _DECODERS: dict[str, msgspec.msgpack.Decoder[Any]] = {
 }
 _IDS_DECODER = msgspec.msgpack.Decoder(dict[str, list[str]])
 _ID_OF = {kind: operator.attrgetter(key) for kind, key in (("partition", "ref"), ("job_run", "job_run_id"),
-                                                        ("schedule", "name"), ("taint", "taint_id"))}
+                                                        ("schedule", "name"), ("taint", "taint_id"),
+                                                        ("want", "want_id"))}
 _LISTS = {"want": "refs", "job_run": "partitions", "taint": "refs"}
 """The field of a kind's states that lists refs (what makes a state big)."""
 _KEY = {"want": "want_id", "partition": "ref", "job_run": "job_run_id", "schedule": "name", "taint": "taint_id"}
@@ -236,20 +238,21 @@ def _tables(world: World) -> dict[str, dict[str, Any]]:
     return world._tables
 
 
-def decode_world(data: bytes, *, lazy: bool = False) -> World:
+def decode_world(data: bytes, *, lazy: bool = False, keep: Mapping[str, AbstractSet[str]] | None = None) -> World:
     """The World a snapshot holds; :class:`SnapshotUnusable` if the bytes are not this format.
 
     ``lazy``: an evicting World (``World(evicting=True)``) whose settled entities are left evicted, their chunks
     undecoded (their ids go to the tables' indexes: they are read back from the log when something reads them), as
-    an evicting runtime's restart wants. Either way the lineage index is built after the load, in steps
-    (:meth:`World.index_lineage`), or at once when something reads it first.
+    an evicting runtime's restart wants; those of them named in ``keep`` (by kind: what the tail after the snapshot
+    moves) are decoded and kept, saving a read back from the log each. Either way the lineage index is built after
+    the load, in steps (:meth:`World.index_lineage`), or at once when something reads it first.
 
     The cyclic garbage collector is paused meanwhile: millions of new containers, none of them garbage, would
     otherwise trigger collections that walk them again and again (a fifth of the time at 10 million events)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _decode_world(data, lazy)
+        return _decode_world(data, lazy, keep)
     finally:
         if enabled:
             gc.enable()
@@ -260,7 +263,7 @@ def _run_state(row: _RunRow) -> JobRunState:
     return msgspec.structs.replace(st, planned=st.partitions) if row.same else st
 
 
-def _decode_world(data: bytes, lazy: bool) -> World:
+def _decode_world(data: bytes, lazy: bool, keep: Mapping[str, AbstractSet[str]] | None) -> World:
     try:
         (n,) = struct.unpack_from(">I", data, 0)
         head = _HEADER.decode(data[4:4 + n])
@@ -276,38 +279,41 @@ def _decode_world(data: bytes, lazy: bool) -> World:
     """The Succeeded runs in table order, for the lineage index (a lazy load's settled run chunks as bytes)."""
     hashes: dict[str, list[int]] = {}
     kind = ""
+    chunks = head.chunks
+    i = 0
     try:
-        for kind, length in head.chunks:
+        while i < len(chunks):
+            kind, length = chunks[i]
             chunk = view[pos:pos + length]
             pos += length
+            i += 1
             base, _, part = kind.partition(":")
-            if part == _IDS[1:]:
-                if lazy:
-                    _index_settled(world, base, _IDS_DECODER.decode(chunk), hashes.setdefault(base, []))
+            if part == _IDS[1:]:  # a full load reads the states themselves
                 continue
             if part == _SETTLED[1:] and lazy:
+                ikind, ilen = chunks[i]
+                if ikind != base + _IDS:
+                    raise SnapshotUnusable(f"its {kind} chunk is followed by {ikind!r}, not its ids")
+                ids = _IDS_DECODER.decode(view[pos:pos + ilen])
+                pos += ilen
+                i += 1
+                wanted = keep.get(base) if keep else None
+                if wanted and any(not wanted.isdisjoint(these) for these in ids.values()):
+                    # settled, but the tail moves some: those are decoded and stay, the rest are left evicted
+                    states = [st for st in _states(base, chunk) if _ID_OF[base](st) in wanted]
+                    dict.update(tables[base], zip(map(_ID_OF[base], states), states, strict=True))
+                    ids = {status: [e for e in these if e not in wanted] for status, these in ids.items()}
+                _index_settled(world, base, ids, hashes.setdefault(base, []))
                 if base == "job_run":
                     done.append(bytes(chunk))
                 continue
             if part and part != _SETTLED[1:]:
                 raise SnapshotUnusable(f"chunk kind {kind!r} is not one this wantbuild writes")
-            states = _DECODERS[base].decode(chunk)
-            table = tables[base]
-            if base == "want":
-                for row in states:
-                    st = row.state
-                    if row.parts is not None:
-                        st = msgspec.structs.replace(st, refs=PartitionSet.from_json(row.parts))
-                    else:  # ``refs: Sequence[str]`` decodes as a list; the transition function keeps a tuple
-                        st = msgspec.structs.replace(st, refs=tuple(st.refs))
-                    dict.__setitem__(table, st.want_id, st)
-            elif base == "job_run":
-                runs = [_run_state(row) for row in states]
-                dict.update(table, zip(map(_ID_OF["job_run"], runs), runs, strict=True))
-                done.extend(r for r in runs if r.status is JobRunStatus.SUCCEEDED)
-            else:
-                dict.update(table, zip(map(_ID_OF[base], states), states, strict=True))
-    except (KeyError, TypeError, ValueError, msgspec.DecodeError) as e:
+            states = _states(base, chunk)
+            dict.update(tables[base], zip(map(_ID_OF[base], states), states, strict=True))
+            if base == "job_run":
+                done.extend(r for r in states if r.status is JobRunStatus.SUCCEEDED)
+    except (KeyError, IndexError, TypeError, ValueError, msgspec.DecodeError) as e:
         raise SnapshotUnusable(f"its {kind} states do not decode ({e})") from e
     if pos != len(data):
         raise SnapshotUnusable(f"{len(data) - pos} bytes after its last chunk")
@@ -316,6 +322,24 @@ def _decode_world(data: bytes, lazy: bool) -> World:
     world.defer_lineage(_index_lineage(world._lineage, done))
     world.last_seq, world.last_at = head.seq, head.at
     return world
+
+
+def _states(kind: str, chunk: memoryview) -> list[Any]:
+    """A chunk's states (a want's refs a tuple or its partition set, a run's planned partitions restored)."""
+    rows = _DECODERS[kind].decode(chunk)
+    if kind == "job_run":
+        return [_run_state(row) for row in rows]
+    if kind != "want":
+        return rows  # type: ignore[no-any-return]
+    out: list[Any] = []
+    for row in rows:
+        st = row.state
+        if row.parts is not None:
+            st = msgspec.structs.replace(st, refs=PartitionSet.from_json(row.parts))
+        else:  # ``refs: Sequence[str]`` decodes as a list; the transition function keeps a tuple
+            st = msgspec.structs.replace(st, refs=tuple(st.refs))
+        out.append(st)
+    return out
 
 
 def _index_settled(world: World, kind: str, ids: dict[str, list[str]], hashes: list[int]) -> None:
@@ -365,10 +389,12 @@ def _index_lineage(index: LineageIndex, done: list[JobRunState | bytes]) -> Iter
 
 
 async def load_newest(log_: Log, *, until_seq: int | None = None, until_time: float | None = None,
-                      min_seq: int = 0, lazy: bool = False) -> tuple[World | None, list[SnapshotSkipped]]:
+                      min_seq: int = 0, lazy: bool = False,
+                      keep: Callable[[int], Awaitable[Mapping[str, AbstractSet[str]]]] | None = None,
+                      ) -> tuple[World | None, list[SnapshotSkipped]]:
     """The World of the newest usable snapshot at or before ``until_seq`` / ``until_time`` and at or after
     ``min_seq`` (None: none usable), and the snapshots skipped on the way (each logged as a warning). ``lazy``:
-    an evicting World, its settled entities left evicted (:func:`decode_world`)."""
+    an evicting World, its settled entities left evicted but those ``keep(seq)`` names (:func:`decode_world`)."""
     skipped: list[SnapshotSkipped] = []
     for info in await log_.snapshots():
         if (until_seq is not None and info.seq > until_seq) or (until_time is not None and info.at > until_time):
@@ -381,7 +407,7 @@ async def load_newest(log_: Log, *, until_seq: int | None = None, until_time: fl
             continue
         try:
             data = await log_.read_snapshot(info)
-            world = decode_world(data, lazy=lazy)
+            world = decode_world(data, lazy=lazy, keep=await keep(info.seq) if lazy and keep is not None else None)
         except (SnapshotError, SnapshotUnusable) as e:
             reason = str(e)
             log.warning("snapshot skipped", db=log_.path, seq=info.seq, reason=reason)

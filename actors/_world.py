@@ -475,6 +475,7 @@ async def rebuild(
     t0 = time.perf_counter()
     world: World | None = None
     skipped: list[Any] = []
+    cached: list[Record] | None = None
     compacted = log.compacted_through
     if compacted:  # events before it are gone: only a snapshot at or after it can start a replay
         if until_seq is not None and until_seq < compacted:
@@ -487,7 +488,22 @@ async def rebuild(
                               f"usable snapshot at or after that seq is left ({why}): its state cannot be rebuilt; "
                               "restore the log from a backup", compacted)
     elif snapshots and not keep_history:
-        world, skipped = await load_newest(log, until_seq=until_seq, until_time=until_time, lazy=evicting)
+        tail: dict[int, list[Record]] = {}
+
+        async def moved(seq: int) -> dict[str, set[str]]:
+            """What the tail after ``seq`` moves (its records kept for the replay): a lazy load decodes those."""
+            tail.clear()
+            recs = tail[seq] = [rec async for batch in log.read_batches(seq + 1, until_seq=until_seq) for rec in batch]
+            out: dict[str, set[str]] = {}
+            for rec in recs:
+                out.setdefault(rec.entity_kind, set()).add(rec.entity_id)
+            return out
+
+        lazy = evicting and until_time is None and on_record is None
+        world, skipped = await load_newest(log, until_seq=until_seq, until_time=until_time, lazy=lazy,
+                                           keep=moved if lazy else None)
+        if world is not None:
+            cached = tail.pop(world.last_seq, None)
     snap_seq = None if world is None else world.last_seq
     if world is None:
         world = World()
@@ -496,6 +512,10 @@ async def rebuild(
     t1 = time.perf_counter()
     if keep_history:
         world.history = {}
+    if cached is not None:  # the tail the lazy load read: folded from memory (what it moves was decoded)
+        await _load_moved(log, world, cached)  # only a new id sharing a settled id's hash is still evicted
+        for rec in cached:
+            world.apply(rec)
     await _replay(log, world, world.last_seq + 1, until_seq, until_time, on_record)
     if world.evicted_count("partition") or world.evicted_count("job_run"):
         for kind, ids in pinned(world).items():

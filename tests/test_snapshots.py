@@ -254,6 +254,12 @@ def test_lazy_load_leaves_settled_entities_evicted() -> None:
     assert lazy.lineage.runs == full.lineage.runs == world.lineage.runs == ["r1", "r-00000009"]
     assert lazy.lineage.builders == world.lineage.builders
     assert lazy.lineage.readers == world.lineage.readers
+    kept = decode_world(data, lazy=True, keep={"partition": {"daily/2"}, "job_run": {"r1"}})  # the tail moves them
+    assert sorted(dict(kept.partitions)) == ["daily/1", "daily/2"]
+    assert sorted(dict(kept.runs)) == ["r1"]
+    assert kept.is_evicted("job_run", "r-00000009")
+    assert kept.counts() == full.counts()
+    assert kept.partitions["daily/2"] == world.partitions["daily/2"]
 
 
 def test_snapshot_of_another_format_is_not_misread() -> None:
