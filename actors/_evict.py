@@ -187,22 +187,13 @@ def settled(world: World) -> dict[str, list[str]]:
     Schedules and taints stay (few, and read by their loops).
     """
     from ._partition import PartitionStatus
-    from ._taint import TaintStatus
 
-    busy: set[str] = set()
-    if world._read_now is None:  # readers cannot load on the spot: keep what an active want may read
-        for w in world.wants.values():
-            if not w.terminal:
-                busy.update(w.refs)
-    for r in world.runs.values():
-        if not r.terminal:
-            busy.update(r.planned)
-            busy.update(r.partitions)
+    # Readers that cannot load on the spot: keep what an active want may read too.
+    busy = _in_flight_refs(world, wants=world._read_now is None)
     # A taint's wave and its restore read partitions by lineage, synchronously: none is evicted meanwhile.
-    spreading = any(t.status is TaintStatus.APPLYING or (t.status is TaintStatus.CANCELED and t.restored is None)
-                    for t in world.taints.values())
     live = PartitionStatus.LIVE
-    parts = [] if spreading else [ref for ref, p in world.partitions.items() if p.status is live and ref not in busy]
+    parts = [] if spreading(world.taints.values()) else [
+        ref for ref, p in world.partitions.items() if p.status is live and ref not in busy]
     gone = set(parts)
     held: set[str] = set()
     for ref, p in world.partitions.items():
@@ -217,18 +208,33 @@ def settled(world: World) -> dict[str, list[str]]:
     return {"want": wants, "partition": parts, "job_run": runs}
 
 
+def spreading(taints: Iterable[Any]) -> bool:
+    """Whether a taint is spreading or restoring (its wave reads partitions by lineage, synchronously)."""
+    from ._taint import TaintStatus
+
+    return any(t.status is TaintStatus.APPLYING or (t.status is TaintStatus.CANCELED and t.restored is None)
+               for t in taints)
+
+
+def _in_flight_refs(world: World, *, wants: bool) -> set[str]:
+    """The partitions the runs in flight plan or hold (and, with ``wants``, that the active wants name)."""
+    refs: set[str] = set()
+    if wants:
+        for w in world.wants.values():
+            if not w.terminal:
+                refs.update(w.refs)
+    for r in world.runs.values():
+        if not r.terminal:
+            refs.update(r.planned)
+            refs.update(r.partitions)
+    return refs
+
+
 def pinned(world: World) -> dict[str, set[str]]:
     """What a World loaded lazily from a snapshot (its settled entities left evicted) must read back before it
     serves: the partitions that a run in flight plans or holds and that an active want names (the supervisor's
     recovery plans them), and the runs that a resident partition holds a lease from or waits on."""
-    parts: set[str] = set()
-    for w in world.wants.values():
-        if not w.terminal:
-            parts.update(w.refs)
-    for r in world.runs.values():
-        if not r.terminal:
-            parts.update(r.planned)
-            parts.update(r.partitions)
+    parts = _in_flight_refs(world, wants=True)
     runs: set[str] = set()
     for p in world.partitions.values():
         if p.lease:
@@ -293,4 +299,4 @@ def _fold(apply: Any, state: Any, recs: Iterable[Record]) -> Any:
     return state
 
 
-__all__ = ["EntityEvicted", "EvictingTable", "HashIndex", "fold_back", "fold_now", "pinned", "settled"]
+__all__ = ["EntityEvicted", "EvictingTable", "HashIndex", "fold_back", "fold_now", "pinned", "settled", "spreading"]

@@ -36,13 +36,13 @@ import msgspec
 
 from eventlog import Log, SnapshotError, SnapshotInfo, get_logger
 
-from ._evict import EvictingTable, fold_back
+from ._evict import EvictingTable, fold_back, spreading
 from ._jobrun import JobRunState, JobRunStatus
 from ._lineage import LineageIndex
 from ._partition import PartitionState, PartitionStatus
 from ._partition_set import PartitionSet
 from ._schedule import ScheduleState
-from ._taint import TaintState, TaintStatus
+from ._taint import TaintState
 from ._want import WantState
 from ._world import World, rebuild
 
@@ -158,13 +158,11 @@ def _settled_test(tables: Mapping[str, Mapping[str, Any]]) -> dict[str, Callable
     runs that ended for good (not DepMiss, not to be retried, no retry: the supervisor's recovery reads those),
     Live partitions unless a taint is spreading or restoring (its wave reads partitions synchronously). A lazy load
     reads back, after the tail, whatever something in flight names (:func:`actors._evict.pinned`)."""
-    spreading = any(t.status is TaintStatus.APPLYING or (t.status is TaintStatus.CANCELED and t.restored is None)
-                    for t in tables.get("taint", {}).values())
     out: dict[str, Callable[[Any], bool]] = {
         "want": lambda st: st.terminal,
         "job_run": lambda st: st.status in _RUN_SETTLED and not st.will_retry and st.retry_of is None,
     }
-    if not spreading:
+    if not spreading(tables.get("taint", {}).values()):
         out["partition"] = lambda st: st.status is PartitionStatus.LIVE
     return out
 
