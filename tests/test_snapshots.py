@@ -251,7 +251,7 @@ def test_lazy_load_leaves_settled_entities_evicted() -> None:
     assert all(lazy.is_evicted(k, e) for k, e in [("job_run", "r1"), ("partition", "daily/2"), ("want", "w-00000007")])
     assert lazy.id_hints["job_run"] == ["r-00000009"]  # ("r1" is not numbered as the runtime numbers runs)
     assert lazy.id_hints["want"] == ["w-00000007"]
-    assert lazy.lineage.runs == full.lineage.runs == world.lineage.runs == ["r1", "r-00000009"]
+    assert list(lazy.lineage.runs) == list(full.lineage.runs) == list(world.lineage.runs) == ["r1", "r-00000009"]
     assert lazy.lineage.builders == world.lineage.builders
     assert lazy.lineage.readers == world.lineage.readers
     kept = decode_world(data, lazy=True, keep={"partition": {"daily/2"}, "job_run": {"r1"}})  # the tail moves them
