@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from eventlog import Log, Record, WantbuildError
@@ -85,9 +85,35 @@ class HashIndex:
             b = h & (_BITS - 1)
             self.bits[b >> 3] |= 1 << (b & 7)
 
-    def settle(self) -> None:
-        """Merge the recent hashes in if there are enough of them (after each batch of additions)."""
-        if len(self.recent) > max(4096, len(self.merged) >> 2):
+    def extend(self, hashes: list[int]) -> Iterator[None]:
+        """Add many hashes at once (a lazy snapshot load's settled entities), sorted straight into the array; the
+        filter is opened (every hash "maybe", answered by the array) and the returned steps build it back, a slice
+        at a time, for the caller to run when it has time (``World.defer``)."""
+        hashes.extend(self.merged)
+        hashes.extend(self.recent)
+        hashes.sort()
+        self.merged = array("q", hashes)
+        self.recent = set()
+        self.bits = bytearray(b"\xff" * (_BITS >> 3))
+        return self._refilter()
+
+    def _refilter(self) -> Iterator[None]:
+        bits, mask, merged = bytearray(_BITS >> 3), _BITS - 1, self.merged
+        for i in range(0, len(merged), 50_000):
+            for h in merged[i:i + 50_000]:
+                b = h & mask
+                bits[b >> 3] |= 1 << (b & 7)
+            yield None
+        if self.merged is merged:  # else a merge since made the array anew: the open filter stays right
+            for h in self.recent:
+                b = h & mask
+                bits[b >> 3] |= 1 << (b & 7)
+            self.bits = bits
+
+    def settle(self, everything: bool = False) -> None:
+        """Merge the recent hashes in if there are enough of them (after each batch of additions), or if there are
+        any with ``everything`` (as a want ends: a set of ints, made as the backfill went, would hold its memory)."""
+        if len(self.recent) > (0 if everything else max(4096, len(self.merged) >> 2)):
             self.merged = array("q", sorted(itertools.chain(self.merged, self.recent)))
             self.recent = set()
 
@@ -114,7 +140,7 @@ class EvictingTable(dict[str, Any]):
         SQLite log's point read, ``World.load_now``); None: such a read raises :class:`EntityEvicted`."""
 
     def maybe_evicted(self, key: str) -> bool:
-        return hash(key) in self.index and not dict.__contains__(self, key)
+        return not dict.__contains__(self, key) and hash(key) in self.index
 
     def _read(self, key: str) -> Any:
         loader = self.loader
@@ -162,22 +188,13 @@ def settled(world: World) -> dict[str, list[str]]:
     Schedules and taints stay (few, and read by their loops).
     """
     from ._partition import PartitionStatus
-    from ._taint import TaintStatus
 
-    busy: set[str] = set()
-    if world._read_now is None:  # readers cannot load on the spot: keep what an active want may read
-        for w in world.wants.values():
-            if not w.terminal:
-                busy.update(w.refs)
-    for r in world.runs.values():
-        if not r.terminal:
-            busy.update(r.planned)
-            busy.update(r.partitions)
+    # Readers that cannot load on the spot: keep what an active want may read too.
+    busy = _in_flight_refs(world, wants=world._read_now is None)
     # A taint's wave and its restore read partitions by lineage, synchronously: none is evicted meanwhile.
-    spreading = any(t.status is TaintStatus.APPLYING or (t.status is TaintStatus.CANCELED and t.restored is None)
-                    for t in world.taints.values())
     live = PartitionStatus.LIVE
-    parts = [] if spreading else [ref for ref, p in world.partitions.items() if p.status is live and ref not in busy]
+    parts = [] if spreading(world.taints.values()) else [
+        ref for ref, p in world.partitions.items() if p.status is live and ref not in busy]
     gone = set(parts)
     held: set[str] = set()
     for ref, p in world.partitions.items():
@@ -190,6 +207,42 @@ def settled(world: World) -> dict[str, list[str]]:
     runs = [rid for rid, r in world.runs.items() if r.terminal and not r.will_retry and rid not in held]
     wants = [wid for wid, w in world.wants.items() if w.terminal]
     return {"want": wants, "partition": parts, "job_run": runs}
+
+
+def spreading(taints: Iterable[Any]) -> bool:
+    """Whether a taint is spreading or restoring (its wave reads partitions by lineage, synchronously)."""
+    from ._taint import TaintStatus
+
+    return any(t.status is TaintStatus.APPLYING or (t.status is TaintStatus.CANCELED and t.restored is None)
+               for t in taints)
+
+
+def _in_flight_refs(world: World, *, wants: bool) -> set[str]:
+    """The partitions the runs in flight plan or hold (and, with ``wants``, that the active wants name)."""
+    refs: set[str] = set()
+    if wants:
+        for w in world.wants.values():
+            if not w.terminal:
+                refs.update(w.refs)
+    for r in world.runs.values():
+        if not r.terminal:
+            refs.update(r.planned)
+            refs.update(r.partitions)
+    return refs
+
+
+def pinned(world: World) -> dict[str, set[str]]:
+    """What a World loaded lazily from a snapshot (its settled entities left evicted) must read back before it
+    serves: the partitions that a run in flight plans or holds and that an active want names (the supervisor's
+    recovery plans them), and the runs that a resident partition holds a lease from or waits on."""
+    parts = _in_flight_refs(world, wants=True)
+    runs: set[str] = set()
+    for p in world.partitions.values():
+        if p.lease:
+            runs.add(p.lease)
+        if p.waiting_run:
+            runs.add(p.waiting_run)
+    return {"partition": parts, "job_run": runs}
 
 
 def fold_now(histories: dict[str, list[Record]], world: World, kind: str) -> dict[str, Any]:
@@ -209,18 +262,20 @@ def fold_now(histories: dict[str, list[Record]], world: World, kind: str) -> dic
     return out
 
 
-async def fold_back(log: Log, world: World, kind: str, ids: Collection[str]) -> dict[str, Any]:
-    """The committed states of ``ids`` (of ``kind``), folded from their chains in the log; for an entity whose
-    chain was cut by ``compact`` (it does not start at entity_seq 1, or is gone), from the newest usable snapshot at or
-    before the World's seq plus the records after it."""
+async def fold_back(log: Log, world: World, kind: str, ids: Collection[str], until_seq: int | None = None
+                    ) -> dict[str, Any]:
+    """The committed states of ``ids`` (of ``kind``) at the World's seq (or ``until_seq``), folded from their
+    chains in the log; for an entity whose chain was cut by ``compact`` (it does not start at entity_seq 1, or is
+    gone), from the newest usable snapshot at or before that seq plus the records after it."""
     from ._world import APPLY
 
     apply = APPLY[kind]
+    until = world.last_seq if until_seq is None else until_seq
     histories = await log.histories(kind, ids)
     out: dict[str, Any] = {}
     cut: dict[str, list[Record]] = {}
     for eid, recs in histories.items():
-        recs = [r for r in recs if r.seq <= world.last_seq]
+        recs = [r for r in recs if r.seq <= until]
         if (recs[0].entity_seq != 1) if recs else log.compacted_through:
             cut[eid] = recs
         elif recs:  # none: an id the log never saw (its hash is an evicted one's)
@@ -228,7 +283,7 @@ async def fold_back(log: Log, world: World, kind: str, ids: Collection[str]) -> 
     if cut:
         from ._snapshot import load_newest
 
-        snap, _skipped = await load_newest(log, until_seq=world.last_seq, min_seq=log.compacted_through)
+        snap, _skipped = await load_newest(log, until_seq=until, min_seq=log.compacted_through)
         if snap is None:
             raise EntityEvicted(kind, next(iter(cut)))
         table = snap.table(kind)
@@ -245,4 +300,4 @@ def _fold(apply: Any, state: Any, recs: Iterable[Record]) -> Any:
     return state
 
 
-__all__ = ["EntityEvicted", "EvictingTable", "HashIndex", "fold_back", "fold_now", "settled"]
+__all__ = ["EntityEvicted", "EvictingTable", "HashIndex", "fold_back", "fold_now", "pinned", "settled", "spreading"]

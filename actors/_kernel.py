@@ -883,7 +883,10 @@ class Kernel(FatalSink):
         for kind, ids in settled(self.world).items():
             k = self._kinds.get(kind)
             cells = k.cells if k is not None else {}
-            out[kind] = self.world.evict(kind, [i for i in ids if i not in cells])
+            gone = [i for i in ids if i not in cells]
+            out[kind] = self.world.evict(kind, gone)
+            if self.log is not None:  # their tips follow them out of memory (read from the log if they move again)
+                self.log.forget_tips(kind, gone)
         return out
 
     def _spawn(self, coro: Any) -> None:

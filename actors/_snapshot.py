@@ -23,10 +23,12 @@ import gc
 import hashlib
 import itertools
 import json
+import operator
 import struct
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
+from typing import Any, Final, cast
 
 import anyio
 import anyio.lowlevel
@@ -34,8 +36,10 @@ import msgspec
 
 from eventlog import Log, SnapshotError, SnapshotInfo, get_logger
 
+from ._evict import EvictingTable, fold_back, spreading
 from ._jobrun import JobRunState, JobRunStatus
-from ._partition import PartitionState
+from ._lineage import LineageIndex
+from ._partition import PartitionState, PartitionStatus
 from ._partition_set import PartitionSet
 from ._schedule import ScheduleState
 from ._taint import TaintState
@@ -44,7 +48,12 @@ from ._world import World, rebuild
 
 log = get_logger("wantbuild.actors")
 
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+"""1: chunks of every state; 2 (issue 15): a kind's settled states in chunks of their own, each followed by their
+ids, so an evicting runtime's restart leaves them undecoded (a format-1 snapshot is skipped, reported)."""
+_SETTLED: Final = ":settled"
+_IDS: Final = ":ids"
+_RUN_SETTLED = frozenset({JobRunStatus.SUCCEEDED, JobRunStatus.FAILED, JobRunStatus.CANCELED, JobRunStatus.LOST})
 
 STATE_TYPES: dict[str, type[msgspec.Struct]] = {
     "want": WantState, "partition": PartitionState, "job_run": JobRunState, "schedule": ScheduleState,
@@ -96,6 +105,10 @@ _DECODERS: dict[str, msgspec.msgpack.Decoder[Any]] = {
     **{k: msgspec.msgpack.Decoder(list[t]) for k, t in STATE_TYPES.items()  # type: ignore[valid-type]
        if k not in ("want", "job_run")},
 }
+_IDS_DECODER = msgspec.msgpack.Decoder(dict[str, list[str]])
+_ID_OF = {kind: operator.attrgetter(key) for kind, key in (("partition", "ref"), ("job_run", "job_run_id"),
+                                                        ("schedule", "name"), ("taint", "taint_id"),
+                                                        ("want", "want_id"))}
 _LISTS = {"want": "refs", "job_run": "partitions", "taint": "refs"}
 """The field of a kind's states that lists refs (what makes a state big)."""
 _KEY = {"want": "want_id", "partition": "ref", "job_run": "job_run_id", "schedule": "name", "taint": "taint_id"}
@@ -140,11 +153,30 @@ def _rows(kind: str, states: list[Any]) -> list[Any]:
     return out
 
 
+def _settled_test(tables: Mapping[str, Mapping[str, Any]]) -> dict[str, Callable[[Any], bool]]:
+    """Per kind, which states go in the snapshot's settled chunks (what a lazy load leaves evicted): terminal wants,
+    runs that ended for good (not DepMiss, not to be retried, no retry: the supervisor's recovery reads those),
+    Live partitions unless a taint is spreading or restoring (its wave reads partitions synchronously). A lazy load
+    reads back, after the tail, whatever something in flight names (:func:`actors._evict.pinned`)."""
+    out: dict[str, Callable[[Any], bool]] = {
+        "want": lambda st: st.terminal,
+        "job_run": lambda st: st.status in _RUN_SETTLED and not st.will_retry and st.retry_of is None,
+    }
+    if not spreading(tables.get("taint", {}).values()):
+        out["partition"] = lambda st: st.status is PartitionStatus.LIVE
+    return out
+
+
 def encode_chunks(tables: Mapping[str, Mapping[str, Any]], seq: int, at: float) -> Iterator[list[bytes] | None]:
     """Encode a snapshot; yields ``None`` between chunks (a place to let other work run), then its bytes as a list
-    of parts (joined by whoever stores them: the log does it off the event loop)."""
+    of parts (joined by whoever stores them: the log does it off the event loop).
+
+    A kind's states go in chunks in table order, each chunk either active states (kind ``want``) or settled ones
+    (``want:settled``, followed by ``want:ids``: their ids by status), so a lazy load can leave the settled ones
+    undecoded and evicted (:func:`decode_world` with ``lazy``)."""
     chunks: list[bytes] = []
     layout: list[tuple[str, int]] = []
+    tests = _settled_test(tables)
     for kind, table in tables.items():
         if not table:  # nothing to say (a kind added with register_entity_kind that has no states yet, say)
             continue
@@ -152,26 +184,43 @@ def encode_chunks(tables: Mapping[str, Mapping[str, Any]], seq: int, at: float) 
             raise SnapshotUnusable(f"entity kind {kind!r} has no snapshot encoding: a World holding its states is "
                                    "not snapshotted (restart replays from an older snapshot or the start)")
         field = _LISTS.get(kind)
-        values = iter(table.values())  # the caller's copy: nothing changes it meanwhile
-        while True:
-            if field is None:  # states of about the same size
-                batch = list(itertools.islice(values, CHUNK))
-            else:  # a want's refs or a run's partitions count too
+        test = tests.get(kind)
+        key = _KEY[kind]
+        batch: list[Any] = []
+        weight = 0
+        settled = False
+        for st in table.values():  # the caller's copy: nothing changes it meanwhile
+            s = test is not None and test(st)
+            if batch and (s is not settled or weight >= CHUNK):
+                chunks.extend(_chunk(kind, batch, settled, key, layout))
                 batch, weight = [], 0
-                for st in values:
-                    batch.append(st)
-                    refs = getattr(st, field)
-                    weight += 1 + (len(refs) if type(refs) is tuple else 0)
-                    if weight >= CHUNK:
-                        break
-            if not batch:
-                break
-            blob = _ENCODER.encode(_rows(kind, batch))
-            chunks.append(blob)
-            layout.append((kind, len(blob)))
+                yield None
+            settled = s
+            batch.append(st)
+            if field is None:
+                weight += 1
+            else:  # a want's refs or a run's partitions count too
+                refs = getattr(st, field)
+                weight += 1 + (len(refs) if type(refs) is tuple else 0)
+        if batch:
+            chunks.extend(_chunk(kind, batch, settled, key, layout))
             yield None
     head = _ENCODER.encode(_Header(FORMAT, seq, at, layout))
     yield [struct.pack(">I", len(head)), head, *chunks]
+
+
+def _chunk(kind: str, batch: list[Any], settled: bool, key: str, layout: list[tuple[str, int]]) -> list[bytes]:
+    blob = _ENCODER.encode(_rows(kind, batch))
+    if not settled:
+        layout.append((kind, len(blob)))
+        return [blob]
+    ids: dict[str, list[str]] = {}
+    for st in batch:
+        ids.setdefault(st.status, []).append(getattr(st, key))
+    index = _ENCODER.encode(ids)
+    layout.append((kind + _SETTLED, len(blob)))
+    layout.append((kind + _IDS, len(index)))
+    return [blob, index]
 
 
 def encode_world(world: World) -> bytes:
@@ -187,21 +236,32 @@ def _tables(world: World) -> dict[str, dict[str, Any]]:
     return world._tables
 
 
-def decode_world(data: bytes) -> World:
+def decode_world(data: bytes, *, lazy: bool = False, keep: Mapping[str, AbstractSet[str]] | None = None) -> World:
     """The World a snapshot holds; :class:`SnapshotUnusable` if the bytes are not this format.
+
+    ``lazy``: an evicting World (``World(evicting=True)``) whose settled entities are left evicted, their chunks
+    undecoded (their ids go to the tables' indexes: they are read back from the log when something reads them), as
+    an evicting runtime's restart wants; those of them named in ``keep`` (by kind: what the tail after the snapshot
+    moves) are decoded and kept, saving a read back from the log each. Either way the lineage index is built after
+    the load, in steps (:meth:`World.index_lineage`), or at once when something reads it first.
 
     The cyclic garbage collector is paused meanwhile: millions of new containers, none of them garbage, would
     otherwise trigger collections that walk them again and again (a fifth of the time at 10 million events)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _decode_world(data)
+        return _decode_world(data, lazy, keep)
     finally:
         if enabled:
             gc.enable()
 
 
-def _decode_world(data: bytes) -> World:
+def _run_state(row: _RunRow) -> JobRunState:
+    st = row.state
+    return msgspec.structs.replace(st, planned=st.partitions) if row.same else st
+
+
+def _decode_world(data: bytes, lazy: bool, keep: Mapping[str, AbstractSet[str]] | None) -> World:
     try:
         (n,) = struct.unpack_from(">I", data, 0)
         head = _HEADER.decode(data[4:4 + n])
@@ -209,52 +269,130 @@ def _decode_world(data: bytes) -> World:
         raise SnapshotUnusable(f"its header does not decode ({e})") from e
     if head.format != FORMAT:
         raise SnapshotUnusable(f"format {head.format}, this wantbuild reads {FORMAT}")
-    world = World()
+    world = World(evicting=lazy)
     tables = world._tables
     pos = 4 + n
     view = memoryview(data)
+    done: list[JobRunState | bytes] = []
+    """The Succeeded runs in table order, for the lineage index (a lazy load's settled run chunks as bytes)."""
+    hashes: dict[str, list[int]] = {}
+    kind = ""
+    chunks = head.chunks
+    i = 0
     try:
-        for kind, length in head.chunks:
-            states = _DECODERS[kind].decode(view[pos:pos + length])
+        while i < len(chunks):
+            kind, length = chunks[i]
+            chunk = view[pos:pos + length]
             pos += length
-            table = tables.setdefault(kind, {})
-            if kind == "want":
-                for row in states:
-                    st = row.state
-                    if row.parts is not None:
-                        st = msgspec.structs.replace(st, refs=PartitionSet.from_json(row.parts))
-                    else:  # ``refs: Sequence[str]`` decodes as a list; the transition function keeps a tuple
-                        st = msgspec.structs.replace(st, refs=tuple(st.refs))
-                    table[st.want_id] = st
-            elif kind == "job_run":
-                for row in states:
-                    st = row.state
-                    if row.same:
-                        st = msgspec.structs.replace(st, planned=st.partitions)
-                    table[st.job_run_id] = st
-            else:
-                key = _KEY[kind]
-                for st in states:
-                    table[getattr(st, key)] = st
-    except (KeyError, TypeError, ValueError, msgspec.DecodeError) as e:
+            i += 1
+            base, _, part = kind.partition(":")
+            if part == _IDS[1:]:  # a full load reads the states themselves
+                continue
+            if part == _SETTLED[1:] and lazy:
+                ikind, ilen = chunks[i]
+                if ikind != base + _IDS:
+                    raise SnapshotUnusable(f"its {kind} chunk is followed by {ikind!r}, not its ids")
+                ids = _IDS_DECODER.decode(view[pos:pos + ilen])
+                pos += ilen
+                i += 1
+                wanted = keep.get(base) if keep else None
+                if wanted and any(not wanted.isdisjoint(these) for these in ids.values()):
+                    # settled, but the tail moves some: those are decoded and stay, the rest are left evicted
+                    states = [st for st in _states(base, chunk) if _ID_OF[base](st) in wanted]
+                    dict.update(tables[base], zip(map(_ID_OF[base], states), states, strict=True))
+                    ids = {status: [e for e in these if e not in wanted] for status, these in ids.items()}
+                _index_settled(world, base, ids, hashes.setdefault(base, []))
+                if base == "job_run":
+                    done.append(bytes(chunk))
+                continue
+            if part and part != _SETTLED[1:]:
+                raise SnapshotUnusable(f"chunk kind {kind!r} is not one this wantbuild writes")
+            states = _states(base, chunk)
+            dict.update(tables[base], zip(map(_ID_OF[base], states), states, strict=True))
+            if base == "job_run":
+                done.extend(r for r in states if r.status is JobRunStatus.SUCCEEDED)
+    except (KeyError, IndexError, TypeError, ValueError, msgspec.DecodeError) as e:
         raise SnapshotUnusable(f"its {kind} states do not decode ({e})") from e
     if pos != len(data):
         raise SnapshotUnusable(f"{len(data) - pos} bytes after its last chunk")
-    # The lineage index is derived from the Succeeded runs, in the order they ended (a replay adds each as it
-    # succeeds); runs that ended at the same instant keep the order they were created in.
-    done = [r for r in world.runs.values() if r.status is JobRunStatus.SUCCEEDED]
-    done.sort(key=lambda r: r.ended_at or 0.0)
-    add = world.lineage.add_run
-    for run in done:
-        add(run)
+    for base, hs in hashes.items():
+        world.defer(cast(EvictingTable, tables[base]).index.extend(hs))
+    world.defer_lineage(_index_lineage(world._lineage, done))
     world.last_seq, world.last_at = head.seq, head.at
     return world
 
 
+def _states(kind: str, chunk: memoryview) -> list[Any]:
+    """A chunk's states (a want's refs a tuple or its partition set, a run's planned partitions restored)."""
+    rows = _DECODERS[kind].decode(chunk)
+    if kind == "job_run":
+        return [_run_state(row) for row in rows]
+    if kind != "want":
+        return rows  # type: ignore[no-any-return]
+    out: list[Any] = []
+    for row in rows:
+        st = row.state
+        if row.parts is not None:
+            st = msgspec.structs.replace(st, refs=PartitionSet.from_json(row.parts))
+        else:  # ``refs: Sequence[str]`` decodes as a list; the transition function keeps a tuple
+            st = msgspec.structs.replace(st, refs=tuple(st.refs))
+        out.append(st)
+    return out
+
+
+def _index_settled(world: World, kind: str, ids: dict[str, list[str]], hashes: list[int]) -> None:
+    """A lazy load's settled chunk: its entities counted as evicted, their ids' hashes kept for the index."""
+    counts = world.evicted_counts.setdefault(kind, {})
+    for status, these in ids.items():
+        counts[status] = counts.get(status, 0) + len(these)
+        hashes.extend(map(hash, these))
+        if kind in ("want", "job_run", "taint"):  # what a runtime's id counters continue after
+            hints = world.id_hints.setdefault(kind, [])
+            hints[:] = _highest(itertools.chain(hints, these))
+
+
+def _highest(ids: Iterable[str]) -> list[str]:
+    """The highest numbered id per prefix (``r-00000012``: prefix ``r-``, number 12) among ``ids``."""
+    best: dict[str, tuple[int, str]] = {}
+    for i in ids:
+        prefix, sep, tail = i.rpartition("-")
+        if sep and tail.isdigit():
+            n = int(tail)
+            if n >= best.get(prefix, (-1, ""))[0]:
+                best[prefix] = (n, i)
+    return [i for _, i in best.values()]
+
+
+def _index_lineage(index: LineageIndex, done: list[JobRunState | bytes]) -> Iterator[None]:
+    """Index a snapshot's Succeeded runs in the order a replay did, in steps of about :data:`CHUNK` refs.
+
+    A replay adds each run as it succeeds; runs that ended at the same instant keep the order they were created
+    in (the tables' order, which the chunks keep)."""
+    runs: list[JobRunState] = []
+    for item in done:
+        if isinstance(item, bytes):  # a lazy load's settled runs: decoded only for this, then dropped
+            runs.extend(_run_state(row) for row in _DECODERS["job_run"].decode(item)
+                        if row.state.status is JobRunStatus.SUCCEEDED)
+            yield None
+        else:
+            runs.append(item)
+    runs.sort(key=lambda r: r.ended_at or 0.0)
+    weight = 0
+    for run in runs:
+        index.add_run(run)
+        weight += 1 + len(run.partitions) + len(run.read)
+        if weight >= CHUNK:
+            weight = 0
+            yield None
+
+
 async def load_newest(log_: Log, *, until_seq: int | None = None, until_time: float | None = None,
-                      min_seq: int = 0) -> tuple[World | None, list[SnapshotSkipped]]:
+                      min_seq: int = 0, lazy: bool = False,
+                      keep: Callable[[int], Awaitable[Mapping[str, AbstractSet[str]]]] | None = None,
+                      ) -> tuple[World | None, list[SnapshotSkipped]]:
     """The World of the newest usable snapshot at or before ``until_seq`` / ``until_time`` and at or after
-    ``min_seq`` (None: none usable), and the snapshots skipped on the way (each logged as a warning)."""
+    ``min_seq`` (None: none usable), and the snapshots skipped on the way (each logged as a warning). ``lazy``:
+    an evicting World, its settled entities left evicted but those ``keep(seq)`` names (:func:`decode_world`)."""
     skipped: list[SnapshotSkipped] = []
     for info in await log_.snapshots():
         if (until_seq is not None and info.seq > until_seq) or (until_time is not None and info.at > until_time):
@@ -267,7 +405,7 @@ async def load_newest(log_: Log, *, until_seq: int | None = None, until_time: fl
             continue
         try:
             data = await log_.read_snapshot(info)
-            world = decode_world(data)
+            world = decode_world(data, lazy=lazy, keep=await keep(info.seq) if lazy and keep is not None else None)
         except (SnapshotError, SnapshotUnusable) as e:
             reason = str(e)
             log.warning("snapshot skipped", db=log_.path, seq=info.seq, reason=reason)
@@ -383,6 +521,9 @@ class Snapshotter:
         self.spans: list[tuple[float, float]] = []
         """``time.perf_counter()`` at the start and end of each snapshot taken (for measuring what it cost)."""
         self.failed: str | None = None
+        self.phase = "idle"
+        """What the snapshot being taken is doing (``copy``, ``read back``, ``encode``, ``write``, ``prune``; ``idle``
+        between snapshots): for measuring which step holds the loop."""
 
     def consistent(self) -> bool:
         """Whether the World holds exactly the log's committed events now."""
@@ -419,17 +560,49 @@ class Snapshotter:
                 # encoding would otherwise be copied and refused every check_interval).
                 self.last_seq, self.last_time = self.world.last_seq, time.monotonic()
 
+    async def _read_back(self, tables: dict[str, dict[str, Any]], seq: int) -> None:
+        """Add to a copy of an evicting World's tables (taken at ``seq``) the states of the entities it had evicted
+        then, folded from their chains in the log up to ``seq``: the ids the log knows that are not in the copy
+        and whose hash is in the table's index (an entity evicted after the copy is in it; one loaded back since
+        reads the same up to ``seq``; one created after ``seq`` has no event up to it, so it is left out)."""
+        w = self.world
+        for kind, copy in tables.items():
+            table = w._tables[kind]
+            if not isinstance(table, EvictingTable) or not w.evicted_count(kind):
+                continue
+            index = table.index
+            known = await self.log.entity_ids(kind)
+            ids: list[str] = []
+            for i in range(0, len(known), 20_000):
+                ids.extend(eid for eid in known[i:i + 20_000] if eid not in copy and hash(eid) in index)
+                await anyio.lowlevel.checkpoint()
+            ids.sort()
+            for i in range(0, len(ids), 200):
+                copy.update(await fold_back(self.log, w, kind, ids[i:i + 200], until_seq=seq))
+
     async def take(self) -> SnapshotInfo | None:
         """Take a snapshot now if the World is at a consistent point (else None); prune old ones."""
         if not self.consistent():
             return None
+        try:
+            return await self._take()
+        finally:
+            self.phase = "idle"
+
+    async def _take(self) -> SnapshotInfo:
         w = self.world
+        self.phase = "copy"
         t0 = time.perf_counter()
-        tables = {k: t.copy() for k, t in w._tables.items() if t}
+        tables = {k: dict.copy(t) for k, t in w._tables.items() if t or w.evicted_count(k)}
         seq, at = w.last_seq, w.last_at
         t1 = time.perf_counter()
         self.copy_seconds.append(t1 - t0)
         step = t1 - t0
+        if w.evicting:  # the evicted entities' states at seq, read back from the log without keeping them
+            self.phase = "read back"
+            await self._read_back(tables, seq)
+            t1 = time.perf_counter()
+        self.phase = "encode"
         data: list[bytes] = []
         for part in encode_chunks(tables, seq, at):
             t2 = time.perf_counter()
@@ -441,9 +614,11 @@ class Snapshotter:
             t1 = time.perf_counter()
         del tables
         self.max_step_seconds = max(self.max_step_seconds, step)
+        self.phase = "write"
         info = await self.log.write_snapshot(seq, at, FORMAT, data)
         self.last_seq, self.last_time = seq, time.monotonic()
         self.taken.append(info)
+        self.phase = "prune"
         with anyio.CancelScope(shield=True):  # a runtime closing meanwhile still keeps only the newest ``keep``
             base = self.log.compacted_through  # the compaction's base: time travel starts there, it stays
             old = [s.seq for s in (await self.log.snapshots())[self.keep:] if s.seq != base]

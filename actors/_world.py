@@ -7,6 +7,7 @@ time (time travel). An event that does not apply stops replay with a :class:`Rep
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeAlias
@@ -16,7 +17,7 @@ import anyio.abc
 
 from eventlog import CorruptLogError, Event, Log, Record
 
-from ._evict import EntityEvicted, EvictingTable, fold_back, fold_now, settled
+from ._evict import EntityEvicted, EvictingTable, fold_back, fold_now, pinned, settled
 from ._jobrun import JOB_RUN, JobRunState, JobRunStatus, apply_job_run
 from ._lineage import LineageIndex
 from ._machine import IllegalTransition, Machine
@@ -40,6 +41,7 @@ APPLY: dict[str, Callable[[Any, Event, str, float, int], Any]] = {
     "taint": apply_taint,
 }
 _SUCCEEDED = JobRunStatus.SUCCEEDED
+_DONE: Any = object()
 _LIVE = PartitionStatus.LIVE
 
 
@@ -78,7 +80,16 @@ class World:
         self.runs: dict[str, JobRunState] = table("job_run")
         self.schedules: dict[str, ScheduleState] = table("schedule")
         self.taints: dict[str, TaintState] = table("taint")
-        self.lineage = LineageIndex()
+        self._lineage = LineageIndex()
+        self._lineage_todo: Iterator[None] | None = None
+        """Work left before :attr:`lineage` may be read (a snapshot's Succeeded runs to index, done in steps by
+        :meth:`index_lineage` in the background or at once by the first reader), and the runs that succeeded
+        since, indexed after them in the order they came."""
+        self._lineage_later: list[JobRunState] = []
+        self._later: list[Iterator[None]] = []
+        self.id_hints: dict[str, list[str]] = {}
+        """Per kind, the highest numbered ids (one per ``prefix-``) among the entities a lazy snapshot load left
+        evicted: what a runtime's id counters must continue after (``supervisor.IdSource``)."""
         self.last_seq = 0
         self.last_at = 0.0
         self.history: dict[tuple[str, str], list[Record]] | None = None
@@ -122,7 +133,7 @@ class World:
             raise ReplayError(str(e), rec.seq) from e
         table[eid] = new
         if new.status is _SUCCEEDED and kind == "job_run" and (old is None or old.status is not _SUCCEEDED):
-            self.lineage.add_run(new)
+            self._index_run(new)
         self.last_seq = rec.seq
         self.last_at = rec.at
         self.applied += 1
@@ -132,7 +143,62 @@ class World:
 
     def _run_adopted(self, old: JobRunState | None, new: JobRunState) -> None:
         if new.status is _SUCCEEDED and (old is None or old.status is not _SUCCEEDED):
-            self.lineage.add_run(new)
+            self._index_run(new)
+
+    # -- the lineage index, built after a snapshot load ------------------------------------------------
+    @property
+    def lineage(self) -> LineageIndex:
+        """The lineage index (:class:`~actors.LineageIndex`). After a snapshot load it is built in the background
+        (:meth:`index_lineage`); reading it before that is done finishes it first."""
+        if self._lineage_todo is not None:
+            self.index_lineage(None)
+        return self._lineage
+
+    @lineage.setter
+    def lineage(self, index: LineageIndex) -> None:
+        self._lineage, self._lineage_todo, self._lineage_later = index, None, []
+
+    def _index_run(self, run: JobRunState) -> None:
+        if self._lineage_todo is None:
+            self._lineage.add_run(run)
+        else:
+            self._lineage_later.append(run)
+
+    def defer_lineage(self, steps: Iterator[None]) -> None:
+        """Build the lineage index by running ``steps`` (a generator that indexes runs into :attr:`_lineage`,
+        yielding between pieces of work) before it is read; runs that succeed meanwhile wait for it."""
+        self._lineage_todo = steps
+
+    def defer(self, steps: Iterator[None]) -> None:
+        """Work a load left for later that nothing waits for (an eviction index's filter): :meth:`background_step`
+        runs it."""
+        self._later.append(steps)
+
+    def background_step(self) -> bool:
+        """Do one piece of the work a snapshot load deferred (the lineage index first); whether all is done."""
+        if not self.index_lineage(1):
+            return False
+        while self._later:
+            if next(self._later[0], _DONE) is not _DONE:
+                return False
+            self._later.pop(0)
+        return True
+
+    def index_lineage(self, steps: int | None = 1) -> bool:
+        """Do ``steps`` pieces of the lineage index's deferred build (None: all of it); whether it is done."""
+        todo = self._lineage_todo
+        if todo is None:
+            return True
+        for _ in itertools.count() if steps is None else range(steps):
+            if next(todo, _DONE) is _DONE:
+                break
+        else:
+            return False
+        self._lineage_todo = None
+        for run in self._lineage_later:
+            self._lineage.add_run(run)
+        self._lineage_later = []
+        return True
 
     def put(self, kind: str, entity_id: str, state: EntityState, seq: int, at: float) -> None:
         """Record a live actor's committed state (the runtime's write path; replay uses :meth:`apply`)."""
@@ -140,7 +206,7 @@ class World:
         if state.status is _SUCCEEDED and kind == "job_run":
             old = table.get(entity_id)
             if old is None or old.status is not _SUCCEEDED:
-                self.lineage.add_run(state)
+                self._index_run(state)
         table[entity_id] = state
         self.applied += 1
         if seq > self.last_seq:
@@ -215,6 +281,12 @@ class World:
             n += 1
         index.settle()
         return n
+
+    def settle_evicted(self) -> None:
+        """Merge every table's recently evicted hashes into its packed index (a runtime does as a want ends)."""
+        for table in self._tables.values():
+            if isinstance(table, EvictingTable):
+                table.index.settle(everything=True)
 
     def make_evicting(self) -> None:
         """Turn this World's tables into evicting ones, keeping every state (call it before anything holds a
@@ -392,18 +464,24 @@ async def rebuild(
     keep_history: bool = False,
     on_record: Callable[[World, Record, EntityState], None] | None = None,
     snapshots: bool = True,
+    evicting: bool = False,
 ) -> World:
     """Rebuild the World from the log, optionally stopping at a seq or a time (inclusive).
 
     With ``snapshots`` (the default) it starts from the newest usable snapshot at or before the bound and replays
     only the records after it; ``on_record`` then sees those records only. ``keep_history`` always replays the
     whole log. The World's ``restored`` says what was done (the snapshot used, the ones skipped and why).
+
+    ``evicting`` (an evicting runtime's restart): a World made with ``evicting=True`` whose settled entities a
+    snapshot left evicted (read back from the log as the tail, or what is in flight, names them); a log that
+    cannot read an entity back (a compacted one) is rebuilt whole.
     """
     from ._snapshot import Restored, load_newest  # the snapshot module builds on this one
 
     t0 = time.perf_counter()
     world: World | None = None
     skipped: list[Any] = []
+    cached: list[Record] | None = None
     compacted = log.compacted_through
     if compacted:  # events before it are gone: only a snapshot at or after it can start a replay
         if until_seq is not None and until_seq < compacted:
@@ -416,14 +494,40 @@ async def rebuild(
                               f"usable snapshot at or after that seq is left ({why}): its state cannot be rebuilt; "
                               "restore the log from a backup", compacted)
     elif snapshots and not keep_history:
-        world, skipped = await load_newest(log, until_seq=until_seq, until_time=until_time)
+        tail: dict[int, list[Record]] = {}
+
+        async def moved(seq: int) -> dict[str, set[str]]:
+            """What the tail after ``seq`` moves (its records kept for the replay): a lazy load decodes those."""
+            tail.clear()
+            recs = tail[seq] = [rec async for batch in log.read_batches(seq + 1, until_seq=until_seq) for rec in batch]
+            out: dict[str, set[str]] = {}
+            for rec in recs:
+                out.setdefault(rec.entity_kind, set()).add(rec.entity_id)
+            return out
+
+        lazy = evicting and until_time is None and on_record is None
+        world, skipped = await load_newest(log, until_seq=until_seq, until_time=until_time, lazy=lazy,
+                                           keep=moved if lazy else None)
+        if world is not None:
+            cached = tail.pop(world.last_seq, None)
     snap_seq = None if world is None else world.last_seq
     if world is None:
         world = World()
+    elif world.evicting:  # the tail's reads back are batched (_load_moved); a point read for a hash another id shares
+        world.load_now(log)
     t1 = time.perf_counter()
     if keep_history:
         world.history = {}
+    if cached is not None:  # the tail the lazy load read: folded from memory (what it moves was decoded)
+        await _load_moved(log, world, cached)  # only a new id sharing a settled id's hash is still evicted
+        for rec in cached:
+            world.apply(rec)
     await _replay(log, world, world.last_seq + 1, until_seq, until_time, on_record)
+    if world.evicted_count("partition") or world.evicted_count("job_run"):
+        for kind, ids in pinned(world).items():
+            todo = sorted(ids)
+            for i in range(0, len(todo), 2000):
+                await world.load(log, kind, todo[i:i + 2000])
     world.restored = Restored(snap_seq, world.applied, tuple(skipped), round(t1 - t0, 4),
                               round(time.perf_counter() - t1, 4))
     return world
@@ -446,6 +550,8 @@ async def _replay(log: Log, world: World, from_seq: int, until_seq: int | None, 
         tg.start_soon(read)
         async for batch in incoming:
             assert batch is not None
+            if world.evicting:  # a lazy snapshot load's settled entities the batch moves are read back first
+                await _load_moved(log, world, batch)
             if until_time is not None and batch and batch[-1].at > until_time:
                 for rec in batch:
                     if rec.at > until_time:
@@ -461,6 +567,17 @@ async def _replay(log: Log, world: World, from_seq: int, until_seq: int | None, 
             else:
                 for rec in batch:
                     on_record(world, rec, apply(rec))
+
+
+async def _load_moved(log: Log, world: World, batch: list[Record]) -> None:
+    wanted: dict[str, list[str]] = {}
+    tables = world._tables
+    for rec in batch:
+        table = tables.get(rec.entity_kind)
+        if isinstance(table, EvictingTable) and table.maybe_evicted(rec.entity_id):
+            wanted.setdefault(rec.entity_kind, []).append(rec.entity_id)
+    for kind, ids in wanted.items():
+        await world.load(log, kind, ids)
 
 
 __all__ = [

@@ -11,7 +11,7 @@ chain: ``step/{i}`` needs ``step/{i-1}``, 1,000 deep, each link discovered as a 
 
 growth = (time per partition at full size) / (time per partition at one tenth): 1.0 is linear.
 The ``*_cpu_*`` figures are the process's CPU time for the full-size case (on a shared machine they move less
-than wall time; the job runs' threads are included).
+than wall time; the job runs' threads are included); ``growth_batched_cpu`` is (b)'s growth in CPU time.
 Usage: python bench/orchestrate.py [--scale 1.0] [--repeat 1] [--split] [--default-gc] [--reads]
                                    [--db postgresql://...]
 Last line: per_run_partitions_per_s=... batched_partitions_per_s=... peak_rss_mb=... growth_per_run=...
@@ -162,10 +162,13 @@ def main() -> None:
         print(f"(a) one run per partition: {n // 10} in {small:.2f}s, {n} in {full:.2f}s -> {n / full:,.0f}/s")
     if "batched" in only:
         n = int(100_000 * a.scale)
-        small, full = med(run_two_level, n // 10, 500), med(run_two_level, n, 500)
+        small = med(run_two_level, n // 10, 500)
+        small_cpu = cpu[0]
+        full = med(run_two_level, n, 500)
         out["batched_partitions_per_s"] = n / full
         out["batched_cpu_us_per_partition"] = cpu[0] * 1e6 / n
         out["growth_batched"] = (full / n) / (small / (n // 10))
+        out["growth_batched_cpu"] = (cpu[0] / n) / (small_cpu / (n // 10))  # the load of the minute moves it less
         print(f"(b) batches of 500: {n // 10} in {small:.2f}s, {n} in {full:.2f}s -> {n / full:,.0f}/s")
     if a.split and "batched" in only:
         n = int(10_000 * a.scale)
@@ -191,7 +194,8 @@ def main() -> None:
         print(f"chain of {depth}: {dt:.2f}s -> {dt * 1000 / depth:.2f} ms per link")
     out["peak_rss_mb"] = peak_rss_mb()
     keys = ["per_run_partitions_per_s", "batched_partitions_per_s", "peak_rss_mb", "growth_per_run",
-            "growth_batched", "chain_ms_per_link", "pg_batched_partitions_per_s", "pg_ratio_to_sqlite",
+            "growth_batched", "growth_batched_cpu", "chain_ms_per_link", "pg_batched_partitions_per_s",
+            "pg_ratio_to_sqlite",
             "per_run_cpu_us_per_partition", "batched_cpu_us_per_partition", "chain_cpu_ms_per_link"]
     print(" ".join(f"{k}={out[k]:.2f}" for k in keys if k in out))
 

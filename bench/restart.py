@@ -15,9 +15,14 @@ once without snapshots and once with a snapshot every ``--snapshot-every`` event
 two commits while a snapshot was being taken against the longest with none, the longest copy of the tables, and the
 longest step of a snapshot holding the event loop (the copy or one chunk's encoding).
 
-Usage: python bench/restart.py [--events 1000000] [--repeat 3] [--load-seconds 10]
+``--evict N``: both restarts open an evicting runtime (``evict_every=N``): from the snapshot, its settled entities
+are left evicted, undecoded. ``--keep DIR``: the log is written once into DIR and reused by later runs.
+
+Usage: python bench/restart.py [--events 1000000] [--repeat 3] [--load-seconds 10] [--evict N] [--keep DIR]
 Last line: events=... restart_s=... full_replay_s=... ratio=... snapshot_load_s=... tail_events=...
-max_gap_ms=... (while snapshotting) max_gap_baseline_ms=... (whole run, no snapshots) max_copy_ms=... max_step_ms=...
+max_gap_ms=... (while snapshotting) max_gap_baseline_ms=... (whole run, no snapshots) max_cpu_gap_ms=...
+max_cpu_gap_baseline_ms=... (the same in the loop thread's CPU time: robust to a busy machine) max_copy_ms=...
+max_step_ms=...
 snapshots_taken=... rss_mb=...
 """
 
@@ -29,6 +34,7 @@ import gc
 import itertools
 import logging
 import resource
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -121,11 +127,12 @@ async def snapshot_at(path: Path, seq: int) -> tuple[int, int]:
         return info.size, info.stored
 
 
-async def restart(path: Path, g: wantbuild.Graph, k: int, use_snapshot: bool) -> tuple[float, float, int]:
+async def restart(path: Path, g: wantbuild.Graph, k: int, use_snapshot: bool,
+                  evict: int | None = None) -> tuple[float, float, int]:
     """Seconds from ``wantbuild.open`` to a want accepted; the snapshot load's share; events replayed."""
     t0 = time.perf_counter()
     async with wantbuild.open(path, g, tune_gc=True, load_snapshot=use_snapshot, snapshot_every=None,
-                              snapshot_interval=None, shutdown_grace=1.0) as rt:
+                              snapshot_interval=None, shutdown_grace=1.0, evict_every=evict) as rt:
         await rt.want([f"daily/new-{k}-{int(use_snapshot)}"])
         serving = time.perf_counter() - t0
         restored = rt.recovery.restored
@@ -135,12 +142,17 @@ async def restart(path: Path, g: wantbuild.Graph, k: int, use_snapshot: bool) ->
     return serving, restored.snapshot_seconds, restored.tail_events
 
 
-async def writer_load(path: Path, seconds: float, every: int | None) -> tuple[list[float], Snapshotter]:
+async def writer_load(path: Path, seconds: float, every: int | None
+                      ) -> tuple[list[float], Snapshotter, list[str], list[float]]:
     """Drive the log's writer flat out for ``seconds`` on the World of the log at ``path``: 200 tasks, each
     taking partitions through Live -> Tainted -> Building -> Live the way an entity actor does (append, commit,
     then ``World.put``), with a :class:`Snapshotter` taking snapshots every ``every`` events (None: never).
-    Returns the commit times (one per committed append, ``time.perf_counter()``) and the snapshotter."""
+    Returns the commit times (one per committed append, ``time.perf_counter()``), the snapshotter, what the
+    snapshotter was doing at each commit (``Snapshotter.phase``) and the loop thread's CPU time at each commit
+    (``time.thread_time()``: a gap in it is work that held the loop, not time the machine gave another process)."""
     times: list[float] = []
+    phases: list[str] = []
+    cpu: list[float] = []
     async with EventLog.open(path) as log:
         world = await rebuild(log)
         gc.collect()  # the runtime's tune_gc policy (the CLI's): the World frozen, young collections rare
@@ -162,6 +174,8 @@ async def writer_load(path: Path, seconds: float, every: int | None) -> tuple[li
                         rec = await log.append("partition", ref, st.entity_seq, ev, 0.0)
                         world.put("partition", ref, new, rec.seq, rec.at)
                         times.append(time.perf_counter())
+                        cpu.append(time.thread_time())
+                        phases.append(snap.phase)
 
         async with anyio.create_task_group() as tg:
             if every is not None:
@@ -172,7 +186,7 @@ async def writer_load(path: Path, seconds: float, every: int | None) -> tuple[li
             tg.cancel_scope.cancel()
     gc.unfreeze()
     gc.set_threshold(700, 10, 10)
-    return times, snap
+    return times, snap, phases, cpu
 
 
 def longest_gap(times: list[float], spans: list[tuple[float, float]] | None = None) -> float:
@@ -183,6 +197,41 @@ def longest_gap(times: list[float], spans: list[tuple[float, float]] | None = No
     return max((g[0] for g in gaps), default=0.0)
 
 
+def _copy_db(src: Path, dst: Path) -> None:
+    for extra in (dst.with_name(dst.name + "-wal"), dst.with_name(dst.name + "-shm")):
+        extra.unlink(missing_ok=True)
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+
+
+def prepare(a: argparse.Namespace, tmp: Path) -> tuple[Path, int]:
+    """The bench's log (and its last seq): written (and snapshotted) in ``tmp``, or kept in / reused from
+    ``--keep``."""
+    if a.keep is None:
+        path = tmp / "restart.db"
+    else:
+        a.keep.mkdir(parents=True, exist_ok=True)
+        path = a.keep / f"restart-{a.events}-{a.batch}-{a.tail}.db"
+        pristine = path.with_suffix(".pristine.db")
+        if pristine.exists():  # the log as written: copied over whatever the last run appended
+            with sqlite3.connect(pristine) as db:
+                (n,) = db.execute("SELECT max(seq) FROM events").fetchone()
+                formats = {f for (f,) in db.execute("SELECT format FROM snapshots")}
+            if SNAPSHOT_FORMAT not in formats:  # written by another wantbuild: its snapshot again, in this format
+                asyncio.run(snapshot_at(pristine, n - a.tail))
+            _copy_db(pristine, path)
+            print(f"reusing {pristine} ({n:,} events)", flush=True)
+            return path, int(n)
+    t0 = time.perf_counter()
+    n = write_log(path, a.events, a.batch)
+    size, stored = asyncio.run(snapshot_at(path, n - a.tail))
+    print(f"wrote {n:,} events in {time.perf_counter() - t0:.1f}s; snapshot at seq {n - a.tail:,}: "
+          f"{size / 1e6:.1f} MB ({stored / 1e6:.1f} MB stored)", flush=True)
+    if a.keep is not None:
+        _copy_db(path, path.with_suffix(".pristine.db"))
+    return path, n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
@@ -191,32 +240,44 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--load-seconds", type=float, default=10.0)
     ap.add_argument("--snapshot-every", type=int, default=20_000)
+    ap.add_argument("--evict", type=int, default=None,
+                    help="restart an evicting runtime (evict_every=N): from the snapshot, its settled entities stay "
+                         "evicted (docs/restart.md)")
+    ap.add_argument("--skip-full", action="store_true",
+                    help="time the restart from the snapshot only (for A/B runs; full_replay_s and ratio read 0)")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="a folder to keep the log in and reuse it from (the same --events/--batch/--tail: its "
+                         "name says them; the restarts' new wants are removed first), instead of a temporary one")
     a = ap.parse_args()
     g = graph()
     with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "restart.db"
-        t0 = time.perf_counter()
-        n = write_log(path, a.events, a.batch)
-        size, stored = asyncio.run(snapshot_at(path, n - a.tail))
-        print(f"wrote {n:,} events in {time.perf_counter() - t0:.1f}s; snapshot at seq {n - a.tail:,}: "
-              f"{size / 1e6:.1f} MB ({stored / 1e6:.1f} MB stored)", flush=True)
+        path, n = prepare(a, Path(d))
         full, snap, loads, tails = [], [], [], []
         for k in range(a.repeat):
-            f, _, _ = asyncio.run(restart(path, g, k, False))
-            s, load, tail = asyncio.run(restart(path, g, k, True))
+            f = 0.0 if a.skip_full else asyncio.run(restart(path, g, k, False, a.evict))[0]
+            s, load, tail = asyncio.run(restart(path, g, k, True, a.evict))
             full.append(f)
             snap.append(s)
             loads.append(load)
             tails.append(tail)
             print(f"  pair {k + 1}: full replay {f:.2f}s, from snapshot {s:.2f}s (load {load:.2f}s, "
                   f"{tail:,} events replayed after it)", flush=True)
-        ratios = [f / s for f, s in zip(full, snap, strict=True)]
-        gap = gap_base = copy = step = 0.0
+        ratios = [f / s for f, s in zip(full, snap, strict=True)]  # 0 with --skip-full
+        gap = gap_base = copy = step = cpu_gap = cpu_gap_base = 0.0
         taken = 0
         if a.load_seconds:
-            base_times, _ = anyio.run(writer_load, path, a.load_seconds, None)
-            times, snapper = anyio.run(writer_load, path, a.load_seconds, a.snapshot_every)
+            base_times, _, _, base_cpu = anyio.run(writer_load, path, a.load_seconds, None)
+            times, snapper, phases, cpu = anyio.run(writer_load, path, a.load_seconds, a.snapshot_every)
             gap, gap_base = longest_gap(times, snapper.spans), longest_gap(base_times)
+            by_phase: dict[str, tuple[float, float]] = {}
+            for (t0, c0, p0), (t1, c1, _) in itertools.pairwise(zip(times, cpu, phases, strict=True)):
+                w, c = by_phase.get(p0, (0.0, 0.0))
+                by_phase[p0] = (max(w, t1 - t0), max(c, c1 - c0))
+            cpu_gap = max((g[1] for p, g in by_phase.items() if p != "idle"), default=0.0)
+            cpu_gap_base = max((c1 - c0 for c0, c1 in itertools.pairwise(base_cpu)), default=0.0)
+            print("longest gap between commits (wall / the loop thread's CPU) by what the snapshotter was doing as "
+                  "it began: " + ", ".join(f"{p} {w * 1e3:.1f} / {c * 1e3:.1f} ms"
+                                          for p, (w, c) in sorted(by_phase.items())), flush=True)
             copy, step, taken = max(snapper.copy_seconds, default=0.0), snapper.max_step_seconds, len(snapper.taken)
             print(f"writer under load for {a.load_seconds:.0f}s: {len(base_times) / a.load_seconds:,.0f} commits/s "
                   f"without snapshots, {len(times) / a.load_seconds:,.0f}/s with {taken} (every "
@@ -227,7 +288,8 @@ def main() -> None:
     print(f"events={n} restart_s={statistics.median(snap):.3f} full_replay_s={statistics.median(full):.3f} "
           f"ratio={statistics.median(ratios):.2f} snapshot_load_s={statistics.median(loads):.3f} "
           f"tail_events={statistics.median(tails):.0f} max_gap_ms={gap * 1e3:.1f} "
-          f"max_gap_baseline_ms={gap_base * 1e3:.1f} max_copy_ms={copy * 1e3:.2f} max_step_ms={step * 1e3:.2f} "
+          f"max_gap_baseline_ms={gap_base * 1e3:.1f} max_cpu_gap_ms={cpu_gap * 1e3:.1f} "
+          f"max_cpu_gap_baseline_ms={cpu_gap_base * 1e3:.1f} max_copy_ms={copy * 1e3:.2f} max_step_ms={step * 1e3:.2f} "
           f"snapshots_taken={taken} "
           f"rss_mb={rss:.0f}")
 

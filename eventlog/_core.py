@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import itertools
 import zlib
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal, TypeVar
 
@@ -45,6 +45,7 @@ from ._events import Event, EventRegistry
 from ._logging import get_logger
 from ._records import Command, CommandState, Lease, Problem, Record, SnapshotInfo, VerifyReport
 from ._schema import SCHEMA_VERSION
+from ._tips import PackedTips
 
 log = get_logger("wantbuild.eventlog")
 _Future = asyncio.Future
@@ -63,6 +64,16 @@ ReadRow = tuple[int, str, str, int, int, bytes, float]
 _MAX_PROBLEMS: Final = 1000
 L = TypeVar("L", bound="LogCore")
 READ_CHUNK: Final = 1000
+
+
+def hot_tips(entity_cache_size: int, least: int) -> int:
+    """How many of ``entity_cache_size`` tips the writer keeps as ``_Entity`` objects (the rest packed): half, at
+    least ``least``."""
+    return min(entity_cache_size, max(least, entity_cache_size // 2))
+
+
+HOT_TIPS_MIN: Final = 20_000
+"""The fewest tips kept as objects (what a batch or two moves), however small the cache."""
 
 
 class _Entity:
@@ -109,9 +120,10 @@ Durability = Literal["process", "power"]
 DEFAULT_DURABILITY: Final[Durability] = "process"
 """SQLite's default (``docs/eventlog.md`` says why); a PostgreSQL log defaults to ``"power"``."""
 
-SNAPSHOT_PIECE: Final = 1 << 20
+SNAPSHOT_PIECE: Final = 1 << 18
 """Stored bytes per snapshot piece: each piece is its own small transaction, so writing a snapshot of any size
-holds the database's write lock (and the log's writer) for about a millisecond at a time."""
+holds the database's write lock (and the log's writer) for about a millisecond at a time (a megabyte was up to 7 ms
+of the loop's CPU on a busy machine; reading does not depend on it)."""
 
 SnapshotRow = tuple[int, float, str, int, int, str, float, int]
 """seq, at, format, size, stored, checksum, created_at, pieces"""
@@ -165,6 +177,7 @@ class LogCore:
     """The backend-independent body of a log. Subclasses implement the storage hooks (``_db_*``)."""
 
     _shield_open = True
+    _hot_least = HOT_TIPS_MIN
 
     def __init__(
         self,
@@ -195,6 +208,7 @@ class LogCore:
         self._autocommit = autocommit
         self._registry = registry
         self._entity_cache_size = entity_cache_size
+        self._hot_tips = hot_tips(entity_cache_size, self._hot_least)
         self._poll_interval = poll_interval
         self._encode = registry.encoder.encode
         self._durability: Durability = DEFAULT_DURABILITY  # the backend sets what it was opened with
@@ -238,7 +252,10 @@ class LogCore:
         # Inbox completions riding on queued appends: their future -> (command id, result as JSON).
         self._commands: dict[asyncio.Future[Record], tuple[int, str]] = {}
         self._progress = asyncio.Event()
+        # The tip cache, two tiers: the entities moved lately as objects (pending and committed tips), and the
+        # committed tips shed from there packed, one int each (``_tips.py``). An entity is in one tier at most.
         self._cache: dict[tuple[str, str], _Entity] = {}
+        self._packed = PackedTips()
         self._fresh: set[tuple[str, str]] = set()  # entities submit() was told are new (not looked up)
         self._next_seq = 1
         self._committed_seq = 0
@@ -526,7 +543,8 @@ class LogCore:
 
     @property
     def entity_cache_size(self) -> int:
-        """How many entity tips the writer keeps cached; past it, the older half goes and each reloads from the log
+        """How many entity tips the writer keeps cached: the entities moved lately as objects (half, at least
+        20,000), the rest packed (about 75 bytes a tip); past it, the older half goes and each reloads from the log
         on its next append. Settable (a runtime that evicts settled entities keeps fewer: they will not move)."""
         return self._entity_cache_size
 
@@ -535,6 +553,35 @@ class LogCore:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"entity_cache_size must be a whole number of tips >= 1, not {n!r}")
         self._entity_cache_size = n
+        self._hot_tips = hot_tips(n, self._hot_least)
+        if len(self._packed) > n - self._hot_tips:  # the objects wait for the next batch's end (they may be pending)
+            self._packed.shed(n - self._hot_tips)
+
+    def forget_tips(self, entity_kind: str, entity_ids: Iterable[str]) -> None:
+        """Drop the cached tips of these entities: each is read from the log on its next append. For a caller that
+        knows they will not move soon (an evicting runtime's settled entities); safe at any time, as a tip an
+        append in flight holds is promoted all the same and the log has it once that commits."""
+        ids = entity_ids if isinstance(entity_ids, Collection) else list(entity_ids)
+        if self._cache:
+            pop = self._cache.pop
+            for eid in ids:
+                pop((entity_kind, eid), None)
+        if len(self._packed):
+            self._packed.discard(entity_kind, ids)
+
+    def _shed_tips(self) -> None:
+        """Between batches (nothing is pending, so any tip may go): move the older half of the objects to the packed
+        tier, then bound that. The older half (insertion order), not all of it: clearing everything made every
+        active entity miss at once, and a log just past the size paid a lookup per append from then on."""
+        cache = self._cache
+        packed = self._packed
+        put = packed.put
+        for key in list(itertools.islice(cache, len(cache) // 2)):
+            e = cache.pop(key)
+            if e.in_db:  # committed tips only: a writer that stopped on a bug may hold pending ones
+                put(e.kind, e.eid, e.key, e.cseq, e.ceseq)
+        if len(packed) > self._entity_cache_size - self._hot_tips:
+            packed.shed(self._entity_cache_size - self._hot_tips)
 
     @property
     def fingerprint(self) -> str | None:
@@ -888,6 +935,16 @@ class LogCore:
         ask = [k for k in keys if k not in fresh] if fresh else keys
         if fresh:
             fresh.difference_update(keys)
+        if ask and len(self._packed):
+            take = self._packed.take
+            unpacked = []
+            for k in ask:
+                tip = take(k[0], k[1])
+                if tip is None:
+                    unpacked.append(k)
+                else:
+                    missing[k] = _Entity(tip[0], k[0], k[1], tip[1], tip[2], True)
+            ask = unpacked
         if ask:
             for ek, kind, eid, last_seq, last_eseq in await self._db_lookup(ask):
                 missing[(kind, eid)] = _Entity(ek, kind, eid, last_seq, last_eseq, True)
@@ -913,13 +970,8 @@ class LogCore:
             raise
         finally:
             self._done += n
-            if len(self._cache) > self._entity_cache_size:
-                # Nothing is pending between batches, so any tip may go: it reloads on its next miss. The older
-                # half goes (insertion order), not all of it: clearing everything made every active entity miss
-                # at once, and a log just past the size paid a lookup per append from then on.
-                cache = self._cache
-                for key in list(itertools.islice(cache, len(cache) // 2)):
-                    del cache[key]
+            if len(self._cache) > self._hot_tips:
+                self._shed_tips()
             self._notify_progress()
 
     async def _write_items(self, items: list[_Item], lo: int,
@@ -1436,6 +1488,9 @@ class LogCore:
         ent = self._cache.get((entity_kind, entity_id))
         if ent is not None:
             return ent.ceseq
+        tip = self._packed.get(entity_kind, entity_id)
+        if tip is not None:
+            return tip[2]
         self._check_readable()
         return await self._db_entity_seq(entity_kind, entity_id)
 
@@ -1527,6 +1582,8 @@ class LogCore:
         for i in range(n):
             self._check_writable()
             await self._db_snapshot_piece(seq, i, stored[i * SNAPSHOT_PIECE:(i + 1) * SNAPSHOT_PIECE])
+            # A SQLite piece is written on the loop's thread without suspending: let the batches in between.
+            await anyio.lowlevel.checkpoint()
         row: SnapshotRow = (seq, at, format, size, len(stored), checksum, self._now(), n)
         await self._db_snapshot_head(row)
         log.info("eventlog snapshot written", path=self._path, seq=seq, format=format, size=size,

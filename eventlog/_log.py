@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import aiosqlite
 import anyio
+import anyio.lowlevel
 
 from ._core import (
     COMPACTED,
@@ -252,7 +253,7 @@ class EventLog(LogCore):
         autocommit: bool = True,
         registry: EventRegistry = REGISTRY,
         busy_timeout: float = 5.0,
-        entity_cache_size: int = 200_000,
+        entity_cache_size: int = 400_000,
         poll_interval: float = 0.1,
         lease_wait: float | None = 0.0,
         durability: Durability = DEFAULT_DURABILITY,
@@ -597,6 +598,7 @@ class EventLog(LogCore):
 
     async def _db_snapshot_head(self, row: tuple[int, float, str, int, int, str, float, int]) -> None:
         await self._snapshot_tx("DELETE FROM snapshot_pieces WHERE seq = ? AND piece >= ?", (row[0], row[7]))
+        await anyio.lowlevel.checkpoint()  # each transaction runs inline without suspending: batches go between
         await self._snapshot_tx("INSERT OR REPLACE INTO snapshots (seq, at, format, size, stored, checksum, "
                                 "created_at, pieces) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
 
@@ -626,6 +628,7 @@ class EventLog(LogCore):
                                       f"SELECT seq, piece FROM snapshot_pieces WHERE seq IN ({marks})", seqs)
         for seq, piece in pieces:  # a piece per transaction, as they were written: the writer's batches go between
             await self._snapshot_tx("DELETE FROM snapshot_pieces WHERE seq = ? AND piece = ?", (seq, piece))
+            await anyio.lowlevel.checkpoint()  # (an inline transaction does not suspend by itself)
 
     # ------------------------------------------------------------------ reading
 

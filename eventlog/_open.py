@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, runtime_checkable
 
@@ -67,6 +67,9 @@ class Log(Protocol):
         """:meth:`append` without waiting: queue it now, return the future of its record (the actor kernel's)."""
 
     async def commit(self) -> None: ...
+
+    def forget_tips(self, entity_kind: str, entity_ids: Iterable[str]) -> None:
+        """Drop the writer's cached tips of these entities (they will not move soon); safe at any time."""
 
     async def close(self) -> None: ...
 

@@ -270,6 +270,11 @@ class Graph:
         assert params is not None
         return job, params
 
+    def forget_refs(self) -> None:
+        """Drop :meth:`job_of`'s remembered answers (an evicting runtime does when a want ends: its refs are settled,
+        and the strings the answers keep would hold memory the backfill freed)."""
+        self._found = {}
+
     def job_of(self, ref: str) -> Job:
         """The one job that produces ``ref`` (remembered: the supervisor asks several times per partition).
 

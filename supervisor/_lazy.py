@@ -46,7 +46,7 @@ class LazyPlanning:
     queued: set[str]
     planned: dict[str, set[str]]
     inflight: dict[str, set[str]]
-    wants_by_ref: dict[str, list[str]]
+    wants_by_ref: dict[str, tuple[str, ...]]
 
     def _reset_lazy(self) -> None:
         self.cursors: dict[str, int] = {}  # set want -> refs activated so far (a prefix of its set)

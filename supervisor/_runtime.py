@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import gc
 import hashlib
+import itertools
 import math
 import os
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
@@ -384,13 +385,11 @@ class Runtime:
 
     async def snapshot(self, timeout: float = 10.0) -> SnapshotInfo:
         """Take a snapshot of the World now (at the next point where it holds exactly the committed events) and
-        store it in the log; a restart then replays only the events after it. Keeps the newest two."""
+        store it in the log; a restart then replays only the events after it. Keeps the newest two.
+
+        On a runtime that evicts (``evict_every``), the evicted entities' states are read back from the log for it
+        (not kept): its cost grows with the entities evicted, not with the events since the last snapshot."""
         self._check_open()
-        if self.world.evicting:
-            raise WantbuildError(
-                f"{self.log.path}: this runtime evicts settled entities (evict_every), and a snapshot needs every "
-                "state in memory: take one with `wantbuild snapshot --db` while no runtime runs, or open without "
-                "evict_every")
         with anyio.fail_after(timeout):
             while True:
                 await self.log.commit()
@@ -726,7 +725,7 @@ async def open_runtime(
         logs = Path(log_dir) if log_dir is not None else path.parent / (path.name + ".logs")
     try:
         async with open_log_and_world(event_log, path, graph.fingerprint(), clock, accept_graph_change, autocommit,
-                                      durability, standby, load_snapshot) as (elog, world):
+                                      durability, standby, load_snapshot, evict_every is not None) as (elog, world):
             if evict_every is not None:
                 _check_evicting(elog, evict_every, autocommit and (snapshot_every, snapshot_interval) != (None, None))
                 world.make_evicting()  # before anything holds a table
@@ -735,7 +734,10 @@ async def open_runtime(
                 if isinstance(elog, EventLog):
                     elog.entity_cache_size = min(elog.entity_cache_size, max(2 * evict_every, _MIN_TIP_CACHE))
                 world.load_now(elog)
-            ids = IdSource(world.wants, world.runs, world.taints)
+            hints = world.id_hints  # the highest ids among what a snapshot load left evicted
+            ids = IdSource(itertools.chain(world.wants, hints.get("want", ())),
+                           itertools.chain(world.runs, hints.get("job_run", ())),
+                           itertools.chain(world.taints, hints.get("taint", ())))
             with _gc_policy(tune_gc):
                 async with _running(elog, world, ids, graph, clock, policy, logs, serve_commands,
                                     shutdown_grace, faults, executor,
@@ -762,8 +764,9 @@ def _check_evicting(elog: Log, every: int, snapshots: bool) -> None:
         raise ValueError(f"evict_every needs a SQLite log: {elog.path} cannot read an evicted entity back "
                          "synchronously (eviction on PostgreSQL is not supported yet); drop evict_every")
     if snapshots:
-        raise ValueError("evict_every cannot be combined with background snapshots yet (a snapshot needs every "
-                         "state in memory): pass snapshot_every=None, snapshot_interval=None, or drop evict_every")
+        raise ValueError("evict_every cannot be combined with background snapshots yet (each would read every "
+                         "evicted entity back from the log): pass snapshot_every=None, snapshot_interval=None and take "
+                         "snapshots with rt.snapshot(), or drop evict_every")
     if elog.compacted_through:
         raise ValueError(f"evict_every cannot run on a compacted log yet ({elog.path} was compacted through seq "
                          f"{elog.compacted_through}: an ended entity's state is in a snapshot); drop evict_every")
@@ -788,6 +791,8 @@ def _evict_as_it_goes(rt: Runtime, every: int) -> None:
             gone = kernel.evict_settled()
             log.debug("evicted settled entities", **gone)
             if trim:
+                rt.graph.forget_refs()
+                rt.world.settle_evicted()
                 _trim_heap()
         trim = False
 
@@ -891,6 +896,7 @@ async def _running(elog: Log, world: World, ids: IdSource, graph: Graph, clock: 
             if lost:
                 log.info("recovered runs", lost=len(lost), requeued=len(requeued), fenced=len(fenced))
             system.tell(*SUPERVISOR, Recover())
+            tg.start_soon(_finish_load, world)
             if serve_commands:
                 tg.start_soon(_serve_commands, rt)
             if graph.schedules:
@@ -916,6 +922,13 @@ async def _running(elog: Log, world: World, ids: IdSource, graph: Graph, clock: 
         tg.cancel_scope.cancel()
     if rt.lease_lost is not None:
         raise rt.lease_lost
+
+
+async def _finish_load(world: World) -> None:
+    """Do what a snapshot load deferred (the lineage index, an eviction index's filter), a step (about a
+    millisecond) at a time between other work."""
+    while not world.background_step():
+        await anyio.lowlevel.checkpoint()
 
 
 async def _take_snapshots(rt: Runtime, scope: anyio.CancelScope) -> None:

@@ -25,11 +25,12 @@ log = get_logger("wantbuild.runtime")
 @asynccontextmanager
 async def open_log_and_world(given: Log | None, path: str | Path, fingerprint: str, clock: Clock, accept: bool,
                              autocommit: bool, durability: Durability | None, standby: bool,
-                             snapshots: bool = True) -> AsyncIterator[tuple[Log, World]]:
+                             snapshots: bool = True, evicting: bool = False) -> AsyncIterator[tuple[Log, World]]:
     """The writable log at ``path`` (or ``given``) and the World replayed from it (from its newest usable snapshot
-    on, unless ``snapshots`` is False)."""
+    on, unless ``snapshots`` is False; ``evicting``: its settled entities left evicted, for an evicting runtime on
+    a log that can read them back)."""
     if given is not None:
-        yield given, await rebuild(given, snapshots=snapshots)
+        yield given, await rebuild(given, snapshots=snapshots, evicting=evicting and _lazy_ok(given))
         return
     options: dict[str, Any] = {"fingerprint": fingerprint, "accept_fingerprint_change": accept, "now": clock.now,
                                "autocommit": autocommit}
@@ -37,7 +38,7 @@ async def open_log_and_world(given: Log | None, path: str | Path, fingerprint: s
         options["durability"] = durability
     if not standby:
         async with open_log(path, **options) as elog:
-            yield elog, await rebuild(elog, snapshots=snapshots)
+            yield elog, await rebuild(elog, snapshots=snapshots, evicting=evicting and _lazy_ok(elog))
         return
     async with AsyncExitStack() as stack:
         world: World | None = None
@@ -61,6 +62,12 @@ async def open_log_and_world(given: Log | None, path: str | Path, fingerprint: s
             elog = await stack.enter_async_context(open_log(path, lease_wait=None, **options))
             world = await rebuild(elog, snapshots=snapshots)
         yield elog, world
+
+
+def _lazy_ok(elog: Log) -> bool:
+    """Whether an evicting runtime on ``elog`` may leave a snapshot's settled entities evicted as it opens: its
+    readers can read them back synchronously, and their histories are whole (not compacted)."""
+    return hasattr(elog, "histories_now") and not elog.compacted_through
 
 
 async def _follow(reader: Log, world: World) -> None:

@@ -194,7 +194,10 @@ class Supervisor(LazyPlanning, Behavior):
     def _reset(self) -> None:
         """Empty every derived index (:meth:`_reconcile` rebuilds them from the World)."""
         # interest
-        self.wants_by_ref: dict[str, list[str]] = {}
+        # ref -> the active wants on it; a tuple, the one-want tuple shared by a want's refs (issue 15: a list per
+        # ref of a million-ref backfill was ~90 MB of small objects, whose arenas stayed pinned after it ended)
+        self.wants_by_ref: dict[str, tuple[str, ...]] = {}
+        self._one: dict[str, tuple[str]] = {}  # set want -> its one-want tuple, while it activates refs
         self.counts: dict[str, list[int]] = {}  # want -> how many of its refs are in each Cat (index: Cat)
         self.cat: dict[str, Cat] = {}
         self.sent: dict[str, W] = {}
@@ -330,8 +333,9 @@ class Supervisor(LazyPlanning, Behavior):
             self._index_set(want, counts, Cat.IDLE)
             self.to_schedule = True
         else:
+            one = (wid,)
             for ref in want.refs:
-                self._index_ref(wid, ref, counts)
+                self._index_ref(one, ref, counts)
         for parent in want.parent_want_ids:
             self.children.setdefault(parent, set()).add(wid)
         self.dirty.add(wid)
@@ -342,11 +346,14 @@ class Supervisor(LazyPlanning, Behavior):
             self.timers.call_at(want.anchored_at + want.sla, Due("sla", wid), now=now)
         return True
 
-    def _index_ref(self, wid: str, ref: str, counts: list[int]) -> None:
-        first = ref not in self.wants_by_ref
-        self.wants_by_ref.setdefault(ref, []).append(wid)
-        if first:
+    def _index_ref(self, one: tuple[str], ref: str, counts: list[int]) -> None:
+        """Index ``ref`` under the want ``one[0]`` (``one``: that want's shared one-want tuple)."""
+        wants = self.wants_by_ref.get(ref)
+        if wants is None:
+            self.wants_by_ref[ref] = one
             self.cat[ref] = self._category(ref)
+        else:
+            self.wants_by_ref[ref] = wants + one
         counts[self.cat[ref]] += 1
 
     def _activate_refs(self, want: WantState, refs: list[str]) -> None:
@@ -354,9 +361,12 @@ class Supervisor(LazyPlanning, Behavior):
         Never plans a ref planned already (a set's refs are not new: they may be planned before a restart)."""
         wid = want.want_id
         counts = self.counts[wid]
+        one = self._one.get(wid)
+        if one is None:
+            one = self._one[wid] = (wid,)
         for ref in refs:
             counts[Cat.IDLE] -= 1
-            self._index_ref(wid, ref, counts)
+            self._index_ref(one, ref, counts)
             st = self.world.partition(ref)
             if st.status in (P.MISSING, P.TAINTED) or (st.status in (P.FAILED, P.UPSTREAM_FAILED)
                                                       and ref not in self.retrying):
@@ -400,13 +410,15 @@ class Supervisor(LazyPlanning, Behavior):
         runs_to_check: set[str] = set()
         indexed = self._indexed_refs(want)
         self.cursors.pop(wid, None)
+        self._one.pop(wid, None)
         self.priority.pop(wid, None)
         for ref in indexed:
             lst = self.wants_by_ref.get(ref)
             if lst is None:
                 continue
             if wid in lst:
-                lst.remove(wid)
+                i = lst.index(wid)
+                lst = self.wants_by_ref[ref] = lst[:i] + lst[i + 1:]
             if not lst:
                 del self.wants_by_ref[ref]
                 self.cat.pop(ref, None)
@@ -485,7 +497,7 @@ class Supervisor(LazyPlanning, Behavior):
             return Cat.UPSTREAM_FAILED
         return Cat.IDLE
 
-    def _recat(self, ref: str, st: PartitionState | None = None, wants: list[str] | None = None) -> None:
+    def _recat(self, ref: str, st: PartitionState | None = None, wants: tuple[str, ...] | None = None) -> None:
         """Recount ``ref`` for the wants on it (``st``: its state, ``wants``: the wants on it, if the caller has
         them)."""
         if wants is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
+import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,6 +24,7 @@ from actors import (
     compact,
     rebuild,
     replies_ok,
+    verify_snapshots,
 )
 from actors._evict import EntityEvicted, EvictingTable, settled
 from actors._jobrun import JobRunResultIgnored
@@ -163,21 +165,52 @@ def test_evicting_during_a_history_keeps_the_world_a_replay(steps: list[tuple[li
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.lists(st.integers(-2**63, 2**63 - 1), max_size=3000), max_size=6),
+@given(st.lists(st.tuples(st.lists(st.integers(-2**63, 2**63 - 1), max_size=3000), st.booleans()), max_size=6),
        st.lists(st.integers(-2**63, 2**63 - 1), max_size=50))
-def test_the_hash_index_is_a_set(batches: list[list[int]], probes: list[int]) -> None:
-    """The compact index answers membership exactly as a set of the same hashes, across merges."""
+def test_the_hash_index_is_a_set(batches: list[tuple[list[int], bool]], probes: list[int]) -> None:
+    """The compact index answers membership exactly as a set of the same hashes, across merges (forced or not)."""
     from actors._evict import HashIndex
 
     index, model = HashIndex(), set()
-    for batch in batches:
+    for batch, everything in batches:
         for h in batch:
             index.add(h)
-        index.settle()
+        index.settle(everything)
+        if everything:
+            assert not index.recent  # all merged: no set of ints left behind
         model.update(batch)
         assert len(index) == len(model)
         assert all(h in index for h in batch)
         assert all((h in index) == (h in model) for h in probes)
+
+
+_H64 = st.integers(-(2**63), 2**63 - 1)
+
+
+@given(st.lists(_H64, max_size=300), st.lists(_H64, max_size=50), st.lists(_H64, max_size=300), st.integers(0, 3))
+@settings(max_examples=60, deadline=None)
+def test_a_bulk_load_answers_exactly_before_and_after_its_filter_is_built(
+        first: list[int], later: list[int], probes: list[int], steps: int) -> None:
+    """Hashes added at once (a lazy snapshot load's) are found at once, with the filter open; adds meanwhile and
+    after the filter is built back in steps are found too; nothing else is."""
+    from actors._evict import HashIndex
+
+    index, model = HashIndex(), set(first)
+    build = index.extend(list(first))
+    for _ in range(steps):
+        next(build, None)
+    for h in later:
+        index.add(h)
+        model.add(h)
+    assert all(h in index for h in model)
+    for _ in build:
+        pass
+    index.add(12345)
+    model.add(12345)
+    assert all(h in index for h in model)
+    assert all((h in index) == (h in model) for h in probes)
+    assert index.bits is not None
+    assert index.bits.count(0xFF) < len(index.bits)  # the real filter, not the open one
 
 
 def test_the_hash_index_merges_what_it_holds() -> None:
@@ -198,7 +231,8 @@ def test_the_hash_index_merges_what_it_holds() -> None:
 
 
 async def test_a_runtime_that_evicts_refuses_what_it_cannot_do(tmp_path: Any) -> None:
-    """evict_every with background snapshots, or a snapshot asked of an evicting runtime, fails naming why."""
+    """evict_every with background snapshots fails naming why; a snapshot asked of an evicting runtime equals a
+    full replay, and a restart from it leaves its settled entities evicted and carries on."""
     import wantbuild
 
     g = wantbuild.Graph("evict")
@@ -223,13 +257,30 @@ async def test_a_runtime_that_evicts_refuses_what_it_cannot_do(tmp_path: Any) ->
         assert rt.world.evicted_count("partition") == 30
         assert rt.get_partition("daily/7").status == "Live"  # a point read loads it
         assert rt.world.evicted_count("partition") == 29
-        with pytest.raises(wantbuild.WantbuildError, match="needs every state in memory"):
-            await rt.snapshot()
+        info = await rt.snapshot()  # the evicted states read back from the log for it, not kept
+        assert rt.world.evicted_count("partition") == 29
+        last_run = max(r.job_run_id for r in rt.runs())
+    async with EventLog.open(tmp_path / "c.db") as log:
+        assert await verify_snapshots(log) == []  # it equals a full replay up to its seq
+        full = await rebuild(log, snapshots=False)
+    async with wantbuild.open(tmp_path / "c.db", g, evict_every=1, snapshot_every=None,
+                              snapshot_interval=None) as rt:
+        assert rt.recovery.restored is not None
+        assert rt.recovery.restored.snapshot_seq == info.seq
+        assert rt.world.evicted_count("partition") == 30  # the snapshot's Live partitions left undecoded
+        assert rt.world.counts() == full.counts()
+        assert rt.world.resolved() == full.snapshot()
+        handle = await rt.want(["daily/7", "daily/30"])
+        assert str((await handle.done()).status) == "Successful"
+        runs = [r.job_run_id for r in rt.runs()]
+        assert len(set(runs)) == len(runs)
+        assert max(runs) > last_run  # ids continue after the evicted runs'
 
 
 async def test_an_evicting_runtime_keeps_fewer_tips_in_its_log_writer(tmp_path: Any) -> None:
-    """evict_every bounds the log writer's tip cache to twice the sweep (at least 20,000); without it the log's own
-    bound stays; a bad size is refused by name."""
+    """evict_every bounds the log writer's tip cache to twice the sweep (at least 20,000) and drops the tips of what
+    a sweep evicts, and a want's end its refs' job answers and unmerged hashes; without it the log's own bound
+    stays; a bad size is refused by name."""
     import wantbuild
 
     g = wantbuild.Graph("evict")
@@ -247,8 +298,16 @@ async def test_an_evicting_runtime_keeps_fewer_tips_in_its_log_writer(tmp_path: 
         assert isinstance(rt.log, EventLog)
         assert rt.log.entity_cache_size == 20_000
         assert str((await (await rt.want([f"daily/{i}" for i in range(20)])).done()).status) == "Successful"
+        await anyio.sleep(0.05)  # the sweep after the want ended
+        evicted = [f"daily/{i}" for i in range(20) if rt.world.is_evicted("partition", f"daily/{i}")]
+        assert evicted
+        cached = set(rt.log._cache) | {(k, eid) for k, eid, _ in rt.log._packed.items()}
+        assert not cached & {("partition", r) for r in evicted}  # their tips left with them
+        # As the want ended, what the backfill left in small objects went too: job_of's answers, the recent hashes.
+        assert not rt.graph._found
+        assert not cast(EvictingTable, rt.world.partitions).index.recent
     async with wantbuild.open(tmp_path / "c.db", g) as rt:
         assert isinstance(rt.log, EventLog)
-        assert rt.log.entity_cache_size == 200_000
+        assert rt.log.entity_cache_size == 400_000
         with pytest.raises(ValueError, match="entity_cache_size must be a whole number of tips >= 1, not 0"):
             rt.log.entity_cache_size = 0

@@ -97,3 +97,28 @@ def test_refs_sharing_a_hash_only_add_candidates_that_the_walks_check() -> None:
     assert built_b.job_run_id == "r2"
     assert [(o, g, r.job_run_id) for o, g, r in outputs_of(world, a, 1)] == [("daily/x", 1, "r3")]
     assert [(o, g, r.job_run_id) for o, g, r in outputs_of(world, b, 1)] == [("daily/y", 1, "r4")]
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(st.lists(st.lists(st.text(max_size=12), max_size=5), max_size=10), st.integers(-60, 60))
+def test_packed_run_ids_behave_as_a_list(chunks: list[list[str]], probe: int) -> None:
+    """RunIds (the lineage index's run ids in one buffer) index, iterate, count and copy as a list of the ids."""
+    ids, model = lin.RunIds(), []
+    for chunk in chunks:
+        if len(chunk) == 1:
+            ids.append(chunk[0])
+        else:
+            ids.extend(chunk)
+        model.extend(chunk)
+        assert len(ids) == len(model)
+        assert list(ids) == model
+        assert list(lin.RunIds(ids)) == model
+    if -len(model) <= probe < len(model):
+        assert ids[probe] == model[probe]
+    else:
+        try:
+            ids[probe]
+        except IndexError:
+            pass
+        else:
+            raise AssertionError(f"RunIds[{probe}] of {len(model)} ids did not raise IndexError")

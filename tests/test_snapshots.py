@@ -9,7 +9,11 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +35,9 @@ from actors import (
     PartitionTainted,
     ReplayError,
     ScheduleCreated,
+    WantBuilding,
     WantCreated,
+    WantSucceeded,
     World,
     check_log,
     compact,
@@ -39,6 +45,7 @@ from actors import (
     encode_world,
     fold,
     rebuild,
+    verify_snapshots,
 )
 from eventlog import (
     EventLog,
@@ -219,6 +226,42 @@ def test_world_encodes_and_decodes_equal() -> None:
     assert len(back.wants["w2"].refs) == 365
 
 
+def test_lazy_load_leaves_settled_entities_evicted() -> None:
+    """A lazy load (an evicting runtime's restart) decodes only what is in flight: the settled wants, runs and Live
+    partitions are left evicted yet counted, the id counters' hints name the highest evicted ids, and the lineage
+    index is the full load's."""
+    world = every_kind_world()
+    seq = world.last_seq
+    for i, (kind, eid, eseq, ev) in enumerate([
+            ("want", "w-00000007", 1, WantCreated(refs=("daily/2",))), ("want", "w-00000007", 2, WantBuilding()),
+            ("job_run", "r-00000009", 1, JobRunQueued(job="daily", partitions=("daily/2",), wants=("w-00000007",))),
+            ("partition", "daily/2", 1, PartitionBuilding(job_run_id="r-00000009")),
+            ("job_run", "r-00000009", 2, JobRunStarted(partitions=("daily/2",), generations=(1,))),
+            ("job_run", "r-00000009", 3, JobRunSucceeded(read={"daily/1": 1})),
+            ("partition", "daily/2", 2, PartitionLive(job_run_id="r-00000009")),
+            ("want", "w-00000007", 3, WantSucceeded())]):
+        world.apply(Record(seq + i + 1, kind, eid, eseq, ev, 200.0 + i))
+    data = encode_world(world)
+    full, lazy = decode_world(data), decode_world(data, lazy=True)
+    assert full == world
+    assert lazy.counts() == full.counts()
+    assert sorted(dict(lazy.runs)) == []  # both runs Succeeded: left evicted
+    assert sorted(dict(lazy.partitions)) == ["daily/1"]  # Tainted: in flight
+    assert sorted(dict(lazy.wants)) == ["w1", "w2"]  # active
+    assert all(lazy.is_evicted(k, e) for k, e in [("job_run", "r1"), ("partition", "daily/2"), ("want", "w-00000007")])
+    assert lazy.id_hints["job_run"] == ["r-00000009"]  # ("r1" is not numbered as the runtime numbers runs)
+    assert lazy.id_hints["want"] == ["w-00000007"]
+    assert list(lazy.lineage.runs) == list(full.lineage.runs) == list(world.lineage.runs) == ["r1", "r-00000009"]
+    assert lazy.lineage.builders == world.lineage.builders
+    assert lazy.lineage.readers == world.lineage.readers
+    kept = decode_world(data, lazy=True, keep={"partition": {"daily/2"}, "job_run": {"r1"}})  # the tail moves them
+    assert sorted(dict(kept.partitions)) == ["daily/1", "daily/2"]
+    assert sorted(dict(kept.runs)) == ["r1"]
+    assert kept.is_evicted("job_run", "r-00000009")
+    assert kept.counts() == full.counts()
+    assert kept.partitions["daily/2"] == world.partitions["daily/2"]
+
+
 def test_snapshot_of_another_format_is_not_misread() -> None:
     """Bytes of another format (an older wantbuild's states) are refused, not decoded with today's defaults."""
     data = bytearray(encode_world(every_kind_world()))
@@ -293,6 +336,24 @@ async def test_snapshot_of_older_format_ignored(tmp_path: Path) -> None:
     assert got.restored.snapshot_seq is None
     assert "format wantbuild-world/0" in got.restored.skipped[0].reason
     assert got.last_seq == 20
+
+
+async def test_snapshot_of_format_1_skipped_then_replaced(tmp_path: Path) -> None:
+    """A snapshot written before settled entities had chunks of their own (format 1) is skipped and reported: the
+    log replays in full, and a new snapshot (this format) is used from then on."""
+    path = str(tmp_path / "s.db")
+    old = SNAPSHOT_FORMAT.replace("wantbuild-world/2+", "wantbuild-world/1+")
+    assert old != SNAPSHOT_FORMAT
+    async with open_log(path) as log:
+        await fill(log, 4)
+        await log.write_snapshot(20, 0.0, old, b"a format-1 snapshot")
+        got = await rebuild(log)
+        assert got.restored.snapshot_seq is None
+        assert got.restored.skipped[0].reason.startswith("format wantbuild-world/1+")
+        await log.write_snapshot(20, got.last_at, SNAPSHOT_FORMAT, encode_world(got))
+        again = await rebuild(log)
+        assert again.restored.snapshot_seq == 20
+        assert again == got
 
 
 # -- the runtime ------------------------------------------------------------------------------------------------
@@ -486,3 +547,89 @@ def test_cli_compact_and_runtime_on_a_compacted_log(tmp_path: Path) -> None:
     early = runner.invoke(cli, ["replay", str(path), "--until", "5"])
     assert early.exit_code == 1
     assert f"compacted through seq {last}" in early.output
+
+
+# -- SIGKILL while snapshots are taken ---------------------------------------------------------------------------
+_SNAPSHOTTER = """
+import asyncio, sys
+import wantbuild
+
+g = wantbuild.Graph("snapshot-kill")
+
+
+@g.job("daily", outputs="daily/{i}", batch=5)
+async def daily(ctx):
+    return None
+
+
+async def main(path, evict):
+    async with wantbuild.open(path, g, evict_every=evict or None, snapshot_every=None, snapshot_interval=None,
+                              shutdown_grace=0.5) as rt:
+        for i in range(10_000):
+            refs = [f"daily/{(7 * i + j) % 120}" for j in range(10)]
+            if i % 3 == 2:
+                await rt.taint(refs[:3], "rebuilt by the drill")
+            await (await rt.want(refs)).done()
+            await rt.snapshot()
+            print("snapshot", flush=True)
+
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def _kill_while_snapshotting(path: str, evict: int, snapshots: int, delay: float) -> None:
+    """Run a runtime that builds, taints and snapshots in a loop; SIGKILL it ``delay`` s after its ``snapshots``-th
+    snapshot (mid-build or mid-snapshot)."""
+    proc = subprocess.Popen([sys.executable, "-c", _SNAPSHOTTER, path, str(evict)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    try:
+        for _ in range(snapshots):
+            assert proc.stdout.readline() == "snapshot\n"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+
+
+async def _check_after_kill(path: str, evict: int) -> None:
+    async with open_log(path, **({"lease_wait": 10} if path.startswith("postgresql") else {})) as log:
+        assert await verify_snapshots(log) == []  # every snapshot listed equals a full replay up to its seq
+        full = await rebuild(log, snapshots=False)
+        fast = await rebuild(log)
+        assert fast.restored.snapshot_seq is not None
+        assert full.diff(fast) == []
+        if evict:
+            lazy = await rebuild(log, evicting=True)
+            assert lazy.evicted_count("partition") > 0
+            assert lazy.load_now(log)
+            assert lazy.resolved() == full.snapshot()
+            assert lazy.counts() == full.counts()
+    g = wantbuild.Graph("snapshot-kill")
+    g.job("daily", outputs="daily/{i}", batch=5)(_noop)
+    async with wantbuild.open(path, g, evict_every=evict or None, snapshot_every=None, snapshot_interval=None,
+                              shutdown_grace=0.5) as rt:
+        assert rt.recovery.restored is not None
+        assert rt.recovery.restored.snapshot_seq is not None
+        assert str((await (await rt.want(["daily/0", "daily/500"])).done()).status) == "Successful"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("delay", [0.0, 0.03])
+async def test_sigkill_while_snapshotting(log_target: str, delay: float) -> None:
+    """SIGKILL of a runtime that snapshots as it builds: what is listed equals a replay, restart starts from it."""
+    await anyio.to_thread.run_sync(_kill_while_snapshotting, log_target, 0, 3, delay)
+    await _check_after_kill(log_target, 0)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("delay", [0.0, 0.03])
+async def test_sigkill_while_an_evicting_runtime_snapshots(tmp_path: Path, delay: float) -> None:
+    """SIGKILL of an evicting runtime as it snapshots (its evicted states read back from the log): every snapshot
+    listed equals a replay, and a restart leaves the snapshot's settled entities evicted and serves."""
+    path = str(tmp_path / "kill.db")
+    await anyio.to_thread.run_sync(_kill_while_snapshotting, path, 1, 3, delay)
+    await _check_after_kill(path, 1)
