@@ -608,11 +608,16 @@ class Kernel(FatalSink):
         steps = 0
         faults = self.faults
         table = cell.kind.table
+        # The state straight from the dict: an entity with a cell is resident (a cell of an evicted one was held
+        # until its state was folded back, and evict_settled skips entities with cells), so EvictingTable.get's
+        # look in the evicted index (a Python call per message) is never needed here.
+        get = dict.get if isinstance(table, dict) else None
+        key = cell.key
         while mbox and not cell.blocked:
             msg, target, idx = mbox.popleft()
             steps += 1
             if table is not None:
-                cell.state = table.get(cell.key)
+                cell.state = get(table, key) if get is not None else table.get(key)
             if msg is _CONT:  # the flow's next step: (_CONT, fn, arg), replying to the flow's asker
                 fn, arg, target, idx = target, idx, cell.ftarget, cell.fidx
                 msg = None
