@@ -557,9 +557,13 @@ class Runtime:
         released): wake waiters, and tell the supervisor of the wants' and partitions' transitions."""
         items: list[Committed] = []
         settled = False
+        append = items.append
         for item in batch:
             rec = item.record
             kind = rec.entity_kind
+            if kind == "partition":  # most of a batch: nothing to wake here
+                append(item)
+                continue
             if kind == "job_run":
                 if item.new.terminal:
                     settled = True
@@ -575,7 +579,7 @@ class Runtime:
                 taint_ev = self._taint_events.pop(rec.entity_id, None)
                 if taint_ev is not None:
                     taint_ev.set()
-            items.append(item)
+            append(item)
         if settled:
             self._settled.set()
         if items:
