@@ -575,18 +575,19 @@ class Supervisor(LazyPlanning, Behavior):
         a ref planned in a run that has not taken its lease yet is planned again and the Partition actor's
         lease decides (the collision policy). Other triggers never plan a ref twice.
         """
-        if ref in self.static.missing or ref in self.retrying or (ref in self.planned and not new_want):
+        if (ref in self.queued or ref in self.static.missing or ref in self.retrying
+                or (ref in self.planned and not new_want)):
             return
         try:
             job = self.graph.job_of(ref)
         except NoJobForRef:
             return
-        if ref in self.queued:
-            return
         deps = [] if job.deps is None else [d for d in self.graph.static_deps(ref)
                                             if self.world.partition(d).status is not _LIVE]
         # A tainted partition is rebuilt after the inputs of its tainted build are Live again (upstream first).
-        inputs = [d for d in rebuild_inputs(self.world, ref) if d not in deps]
+        inputs = rebuild_inputs(self.world, ref)  # [] unless the partition is Tainted
+        if inputs and deps:
+            inputs = [d for d in inputs if d not in deps]
         if deps or inputs:
             self.static.wait(ref, (*deps, *inputs))
             self._recat(ref)
