@@ -247,9 +247,9 @@ class Runtime:
         else:
             assert not isinstance(refs, PartitionSet)
             refs_t = validate_refs([refs] if isinstance(refs, str) else refs)
-            for ref in refs_t:
-                self.graph.job_of(ref)  # NoJobForRef names the ref and the patterns
-            derived = _data_time(self.graph, refs_t, None)
+            # Kept by job_of until the supervisor has planned them (it says so itself once the want is indexed).
+            self.graph.in_flight(self.graph.refs_in_flight + len(refs_t))
+            derived = _data_time(self.graph, refs_t, None)  # job_of of each: NoJobForRef names the ref and patterns
         for name, val in (("ttl", ttl), ("sla", sla)):
             if val is not None and (not math.isfinite(val) or val <= 0):
                 raise ValueError(f"{name} must be a positive number of seconds, got {val!r}")

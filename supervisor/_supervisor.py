@@ -346,6 +346,7 @@ class Supervisor(LazyPlanning, Behavior):
         for parent in want.parent_want_ids:
             self.children.setdefault(parent, set()).add(wid)
         self.dirty.add(wid)
+        self.graph.in_flight(len(self.wants_by_ref))
         now = self.env.clock.now()
         if want.ttl is not None:
             self.timers.call_at(want.anchored_at + want.ttl, Due("ttl", wid), now=now)
@@ -375,6 +376,7 @@ class Supervisor(LazyPlanning, Behavior):
             elif st.status is _UPSTREAM_WAITING:
                 self._ensure_upstream(st)
         self.dirty.add(wid)
+        self.graph.in_flight(len(self.wants_by_ref))
 
     def _plan_want(self, want: WantState, *, new: bool = True) -> None:
         """Queue the want's refs that need building; join or re-want the upstreams of those that wait.
@@ -437,6 +439,7 @@ class Supervisor(LazyPlanning, Behavior):
             if not any(r in self.wants_by_ref for r in run.partitions):
                 self.kernel.tell("job_run", run_id, CancelRun(f"no active want needs it any more "
                                                                         f"(want {wid} {want.status})"))
+        self.graph.in_flight(len(self.wants_by_ref))
         children = self.children.pop(wid, set())
         if want.status in (W.CANCELED, W.EXPIRED):
             for other_id in sorted(children):
