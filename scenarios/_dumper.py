@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from supervisor import Schedule
 
@@ -135,29 +135,29 @@ def dump_scenario(sc: Scenario, *, header: str = "") -> str:
     for section, table in (("runs", e.runs), ("events", e.events)):
         if table:
             out.append(f"{section} = {{ " + ", ".join(f"{k} = {b.to_toml()}" for k, b in table.items()) + " }")
-    if e.wants:
-        out.append("")
-        out.append("[expect.wants]")
-        for name, we in e.wants.items():
-            items = []
-            if we.status is not None:
-                items.append(f"status = {_q(we.status)}")
-            if we.latency is not None:
-                items.append(f"latency = {we.latency.to_toml()}")
-            out.append(f"{_key(name)} = {{ {', '.join(items)} }}")
-    if e.partitions:
-        out.append("")
-        out.append("[expect.partitions]")
-        for ref, pe in e.partitions.items():
-            items = []
-            if pe.status is not None:
-                items.append(f"status = {_q(pe.status)}")
-            if pe.generation is not None:
-                items.append(f"generation = {pe.generation.to_toml()}")
-            out.append(f"{_q(ref)} = {{ {', '.join(items)} }}")
+    blocks: tuple[tuple[str, Mapping[str, object], Callable[[str], str], tuple[str, ...]], ...] = (
+        ("[expect.wants]", e.wants, _key, ("status", "latency")),
+        ("[expect.partitions]", e.partitions, _q, ("status", "generation")),
+    )
+    for header, entries, key, fields in blocks:
+        if entries:
+            out.append("")
+            out.append(header)
+            for name, one in entries.items():
+                out.append(f"{key(name)} = {{ {_inline(one, fields)} }}")
     if sc.explore_params:
         out.append("")
         out.append("[explore.params]")
         for name, values in sc.explore_params.items():
             out.append(f"{_key(name)} = {_list(values)}")
     return "\n".join(out) + "\n"
+
+
+def _inline(expect: object, fields: tuple[str, ...]) -> str:
+    """The set fields of one want's or partition's expectation as an inline table's body (status quoted)."""
+    items = []
+    for f in fields:
+        v = getattr(expect, f)
+        if v is not None:
+            items.append(f"{f} = {_q(v) if f == 'status' else v.to_toml()}")
+    return ", ".join(items)

@@ -41,6 +41,7 @@ from actors import (
     rebuild,
 )
 from eventlog import EventLog, Record, WantbuildError
+from supervisor import sole_error
 
 from ._source import display_name, is_url
 
@@ -172,7 +173,7 @@ class Observer:
         try:
             world = await self._load(log_)
         except Exception as e:  # rebuild's task group wraps what it raises
-            err = _unwrap(e)
+            err = sole_error(e) or e
             if not isinstance(err, WantbuildError):
                 log.exception("web view could not load the log", db=self.db)
             self._fail(f"{self.db} cannot be read: {err}")
@@ -199,7 +200,7 @@ class Observer:
                 async for batch in log_.read_batches(self.world.last_seq + 1, batch_size=5000):
                     self._apply_batch(batch)
             except Exception as e:
-                err = _unwrap(e)
+                err = sole_error(e) or e
                 if not isinstance(err, WantbuildError):
                     log.exception("web view stopped following the log", db=self.db)
                 self.follow_error = f"following stopped after seq {self.world.last_seq}: {err}"
@@ -477,13 +478,6 @@ class Observer:
         end = now if last >= 1e8 and now - last < minutes * MINUTE else last
         end = (int(end // MINUTE) + 1) * MINUTE  # the end of its minute: the chart changes once a minute
         return end, self.throughput.window(end - 1, minutes)
-
-
-def _unwrap(e: BaseException) -> BaseException:
-    """The one error inside (nested) exception groups, or ``e`` itself."""
-    while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
-        e = e.exceptions[0]
-    return e
 
 
 def statuses_of(states: Iterable[WantState | PartitionState | JobRunState]) -> dict[str, int]:
