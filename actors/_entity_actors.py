@@ -349,6 +349,13 @@ class WantActor(Behavior):
 
 
 # --- Partition ----------------------------------------------------------------------------------------
+# Bound once: an enum member read through its class costs a metaclass lookup (~85 ns on Python 3.11), and these
+# are read for every partition message.
+_P_BUILDING: Final = PartitionStatus.BUILDING
+_P_LIVE: Final = PartitionStatus.LIVE
+_P_UPSTREAM_WAITING: Final = PartitionStatus.UPSTREAM_WAITING
+
+
 class PartitionActor(Behavior):
     """A partition: the authority over its build lease; settled by the run that holds it."""
 
@@ -359,14 +366,15 @@ class PartitionActor(Behavior):
         t = type(msg)
         if t is RequestLease:
             run_id = msg.job_run_id
-            if cur.status is PartitionStatus.BUILDING and cur.lease == run_id:
-                return LeaseReply(True, key, cur.status, cur.lease, cur.generation)
-            if cur.status in LEASABLE or (msg.refresh and cur.status is PartitionStatus.LIVE):
+            status = cur.status
+            if status is _P_BUILDING and cur.lease == run_id:
+                return LeaseReply(True, key, status, cur.lease, cur.generation)
+            if status in LEASABLE or (msg.refresh and status is _P_LIVE):
                 st = ctx.persist(PartitionBuilding(job_run_id=run_id))
                 return LeaseReply(True, key, st.status, run_id, st.generation)
-            return LeaseReply(False, key, cur.status, cur.lease, cur.generation)
+            return LeaseReply(False, key, status, cur.lease, cur.generation)
         if t is SettleBuild:
-            if cur.status is not PartitionStatus.BUILDING or cur.lease != msg.job_run_id:
+            if cur.status is not _P_BUILDING or cur.lease != msg.job_run_id:
                 log.warning("stale settle ignored", ref=key, run=msg.job_run_id, status=str(cur.status),
                             lease=cur.lease)
                 return cur
@@ -385,11 +393,11 @@ class PartitionActor(Behavior):
                 ev = PartitionMissing(reason=msg.reason, job_run_id=msg.job_run_id)
             return ctx.persist(ev)
         if t is ReleaseLease:
-            if cur.status is PartitionStatus.BUILDING and cur.lease == msg.job_run_id:
+            if cur.status is _P_BUILDING and cur.lease == msg.job_run_id:
                 return ctx.persist(PartitionMissing(reason=msg.reason, job_run_id=msg.job_run_id))
             return cur
         if t is UpstreamReady:
-            if cur.status is PartitionStatus.UPSTREAM_WAITING:
+            if cur.status is _P_UPSTREAM_WAITING:
                 return ctx.persist(PartitionMissing(reason="upstream partitions are live"))
             return cur
         if t is FailUpstream:
@@ -570,7 +578,7 @@ class JobRunActor(Behavior):
             reply = _lease_reply(ref, got)
             if reply.granted:
                 granted.append(reply)
-            elif reply.status is not PartitionStatus.LIVE:
+            elif reply.status is not _P_LIVE:
                 refused.append(reply)
         return self._decide(ctx, granted, refused)
 

@@ -70,7 +70,7 @@ from ._actor import (
     note_crash,
     stopped_error,
 )
-from ._clock import Clock
+from ._clock import Clock, SystemClock
 from ._evict import EntityEvicted, EvictingTable, settled
 from ._faults import Faults
 from ._world import APPLY, World
@@ -366,7 +366,8 @@ class Kernel(FatalSink):
         self.log = log_
         self.world = world
         self.clock = clock
-        self.now = clock.now
+        # The system clock's now() is time.time(): called directly, a Python frame less per persist.
+        self.now: Callable[[], float] = time.time if type(clock) is SystemClock else clock.now
         self.hooks = hooks if hooks is not None else Hooks(faults)
         self.faults = faults
         self.max_restarts = max_restarts
@@ -608,11 +609,16 @@ class Kernel(FatalSink):
         steps = 0
         faults = self.faults
         table = cell.kind.table
+        # The state straight from the dict: an entity with a cell is resident (a cell of an evicted one was held
+        # until its state was folded back, and evict_settled skips entities with cells), so EvictingTable.get's
+        # look in the evicted index (a Python call per message) is never needed here.
+        get = dict.get if isinstance(table, dict) else None
+        key = cell.key
         while mbox and not cell.blocked:
             msg, target, idx = mbox.popleft()
             steps += 1
             if table is not None:
-                cell.state = table.get(cell.key)
+                cell.state = get(table, key) if get is not None else table.get(key)
             if msg is _CONT:  # the flow's next step: (_CONT, fn, arg), replying to the flow's asker
                 fn, arg, target, idx = target, idx, cell.ftarget, cell.fidx
                 msg = None
@@ -638,9 +644,14 @@ class Kernel(FatalSink):
                 name, key = cell.kind.name, cell.key
                 try:
                     submit = self._submit
-                    cell.futs = [submit(name, key, seq, ev, at) if seq and cmd is None else
-                                 submit(name, key, seq, ev, at, command=cmd, new=old is None)
-                                 for ev, old, _n, at, seq, cmd in events]
+                    if len(events) == 1:  # the common case, without a comprehension's frame
+                        ev, old, _n, at, seq, cmd = events[0]
+                        cell.futs = [submit(name, key, seq, ev, at) if seq and cmd is None else
+                                     submit(name, key, seq, ev, at, command=cmd, new=old is None)]
+                    else:
+                        cell.futs = [submit(name, key, seq, ev, at) if seq and cmd is None else
+                                     submit(name, key, seq, ev, at, command=cmd, new=old is None)
+                                     for ev, old, _n, at, seq, cmd in events]
                 except Exception as exc:  # the log is closed or failed: as a commit that failed
                     cell.events = None
                     self._fail_step(cell, exc)

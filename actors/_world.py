@@ -223,7 +223,10 @@ class World:
 
     def partition(self, ref: str) -> PartitionState:
         """The partition's state; a ref never seen is Missing at generation 0."""
-        st = self.partitions.get(ref)
+        table = self.partitions
+        st = dict.get(table, ref)  # a resident state without EvictingTable.get's frame (the supervisor's hot read)
+        if st is None:
+            st = table.get(ref)  # evicted (read back) or never seen
         return st if st is not None else PartitionState(ref=ref)
 
     def is_live(self, ref: str) -> bool:

@@ -1023,6 +1023,10 @@ class LogCore:
         rows_append, recs_append, futs_append = rows.append, recs.append, futs.append
         record = Record
         conflicts: list[tuple[asyncio.Future[Record], _Entity, int, int]] | None = None
+        # Between batches every pending tip equals its committed tip, so an entity is touched (its tip moves)
+        # when an append of it is numbered while the two are still equal: the touched, each once, in order.
+        touched: list[_Entity] = []
+        touched_append = touched.append
         # zip(strict=False): ents was built from items, one for one; the strict check costs in this loop.
         for (kind, eid, expected, ev, tk, payload, at, fut), ent in zip(items, ents, strict=False):
             last = ent.peseq
@@ -1032,15 +1036,15 @@ class LogCore:
                 conflicts.append((fut, ent, expected, last))
                 continue
             last += 1
-            rows_append((seq, ent.key, last, ent.pseq or None, tk, payload, at))
+            prev = ent.pseq
+            if prev == ent.cseq:
+                touched_append(ent)
+            rows_append((seq, ent.key, last, prev or None, tk, payload, at))
             recs_append(record(seq, kind, eid, last, ev, at))
             futs_append(fut)
             ent.pseq = seq
             ent.peseq = last
             seq += 1
-        # Between batches every pending tip equals its committed tip, so the touched entities are exactly
-        # those whose tips moved.
-        touched = [e for e in dict.fromkeys(ents) if e.pseq != e.cseq]
         if conflicts is not None and await self._conflicts_reveal_damage(conflicts, touched, futs):
             return
         if not rows:

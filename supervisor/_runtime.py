@@ -248,9 +248,9 @@ class Runtime:
         else:
             assert not isinstance(refs, PartitionSet)
             refs_t = validate_refs([refs] if isinstance(refs, str) else refs)
-            for ref in refs_t:
-                self.graph.job_of(ref)  # NoJobForRef names the ref and the patterns
-            derived = _data_time(self.graph, refs_t, None)
+            # Kept by job_of until the supervisor has planned them (it says so itself once the want is indexed).
+            self.graph.in_flight(self.graph.refs_in_flight + len(refs_t))
+            derived = _data_time(self.graph, refs_t, None)  # job_of of each: NoJobForRef names the ref and patterns
         for name, val in (("ttl", ttl), ("sla", sla)):
             if val is not None and (not math.isfinite(val) or val <= 0):
                 raise ValueError(f"{name} must be a positive number of seconds, got {val!r}")
@@ -556,9 +556,13 @@ class Runtime:
         released): wake waiters, and tell the supervisor of the wants' and partitions' transitions."""
         items: list[Committed] = []
         settled = False
+        append = items.append
         for item in batch:
             rec = item.record
             kind = rec.entity_kind
+            if kind == "partition":  # most of a batch: nothing to wake here
+                append(item)
+                continue
             if kind == "job_run":
                 if item.new.terminal:
                     settled = True
@@ -574,7 +578,7 @@ class Runtime:
                 taint_ev = self._taint_events.pop(rec.entity_id, None)
                 if taint_ev is not None:
                     taint_ev.set()
-            items.append(item)
+            append(item)
         if settled:
             self._settled.set()
         if items:

@@ -89,8 +89,15 @@ _PLANNABLE = frozenset({P.MISSING, P.TAINTED, P.FAILED, P.UPSTREAM_FAILED})
 """Statuses a queued ref may be planned in (a ref never seen is Missing)."""
 
 
+# Enum members bound once, for the per-transition paths: a member read through its class is a metaclass lookup
+# (~85 ns on Python 3.11, against ~20 for a global).
 _LIVE: Final = P.LIVE
 _BUILDING: Final = P.BUILDING
+_MISSING: Final = P.MISSING
+_TAINTED: Final = P.TAINTED
+_FAILED: Final = P.FAILED
+_UPSTREAM_FAILED: Final = P.UPSTREAM_FAILED
+_UPSTREAM_WAITING: Final = P.UPSTREAM_WAITING
 
 
 class Cat(IntEnum):
@@ -104,8 +111,12 @@ class Cat(IntEnum):
     UPSTREAM_FAILED = 5
 
 
-_CAT_LIVE: Final = Cat.LIVE
+_CAT_IDLE: Final = Cat.IDLE
 _CAT_BUILDING: Final = Cat.BUILDING
+_CAT_WAITING: Final = Cat.WAITING
+_CAT_LIVE: Final = Cat.LIVE
+_CAT_FAILED: Final = Cat.FAILED
+_CAT_UPSTREAM_FAILED: Final = Cat.UPSTREAM_FAILED
 
 
 class Due(msgspec.Struct, frozen=True):
@@ -282,7 +293,7 @@ class Supervisor(LazyPlanning, Behavior):
         skipped; anything else goes through :meth:`_on_committed`."""
         wants_by_ref, planned, cat = self.wants_by_ref, self.planned, self.cat
         recat = self._recat
-        live, building, cat_building = P.LIVE, P.BUILDING, _CAT_BUILDING
+        live, building, cat_building = _LIVE, _BUILDING, _CAT_BUILDING
         for item in items:
             if item.record.entity_kind != "partition":
                 self._on_committed(item)
@@ -306,12 +317,12 @@ class Supervisor(LazyPlanning, Behavior):
                 if self.refresh_enabled and st.generation > 1:
                     for stale_ref in stale_readers(self.world, self.graph, ref):
                         self._refresh(stale_ref)
-            elif (status is P.FAILED and st.final) or status is P.UPSTREAM_FAILED:
+            elif (status is _FAILED and st.final) or status is _UPSTREAM_FAILED:
                 self._fail_waiters(ref, st)
                 self._fail_static(ref, st)
             if self.deferred:
                 self._wake_deferred(ref)
-            if wanted and (status is P.MISSING or status is P.TAINTED):
+            if wanted and (status is _MISSING or status is _TAINTED):
                 self._enqueue(ref)
 
 
@@ -330,7 +341,7 @@ class Supervisor(LazyPlanning, Behavior):
         if want.priority:
             self.priority[wid] = want.priority
         if want.is_set:
-            self._index_set(want, counts, Cat.IDLE)
+            self._index_set(want, counts, _CAT_IDLE)
             self.to_schedule = True
         else:
             one = (wid,)
@@ -339,6 +350,7 @@ class Supervisor(LazyPlanning, Behavior):
         for parent in want.parent_want_ids:
             self.children.setdefault(parent, set()).add(wid)
         self.dirty.add(wid)
+        self.graph.in_flight(len(self.wants_by_ref))
         now = self.env.clock.now()
         if want.ttl is not None:
             self.timers.call_at(want.anchored_at + want.ttl, Due("ttl", wid), now=now)
@@ -365,15 +377,16 @@ class Supervisor(LazyPlanning, Behavior):
         if one is None:
             one = self._one[wid] = (wid,)
         for ref in refs:
-            counts[Cat.IDLE] -= 1
+            counts[_CAT_IDLE] -= 1
             self._index_ref(one, ref, counts)
             st = self.world.partition(ref)
-            if st.status in (P.MISSING, P.TAINTED) or (st.status in (P.FAILED, P.UPSTREAM_FAILED)
+            if st.status in (_MISSING, _TAINTED) or (st.status in (_FAILED, _UPSTREAM_FAILED)
                                                       and ref not in self.retrying):
                 self._enqueue(ref)
-            elif st.status is P.UPSTREAM_WAITING:
+            elif st.status is _UPSTREAM_WAITING:
                 self._ensure_upstream(st)
         self.dirty.add(wid)
+        self.graph.in_flight(len(self.wants_by_ref))
 
     def _plan_want(self, want: WantState, *, new: bool = True) -> None:
         """Queue the want's refs that need building; join or re-want the upstreams of those that wait.
@@ -383,12 +396,12 @@ class Supervisor(LazyPlanning, Behavior):
         """
         for ref in self._indexed_refs(want):
             st = self.world.partition(ref)
-            if st.status in (P.MISSING, P.TAINTED) or (st.status in (P.FAILED, P.UPSTREAM_FAILED)
+            if st.status in (_MISSING, _TAINTED) or (st.status in (_FAILED, _UPSTREAM_FAILED)
                                                       and ref not in self.retrying):
                 self._enqueue(ref, new_want=new)
-            elif st.status is P.UPSTREAM_WAITING:
+            elif st.status is _UPSTREAM_WAITING:
                 self._ensure_upstream(st)
-            elif st.status is P.LIVE and self.refresh_enabled and is_stale(self.world, ref):
+            elif st.status is _LIVE and self.refresh_enabled and is_stale(self.world, ref):
                 self._refresh(ref)
 
     def _drop_want(self, want: WantState) -> None:
@@ -440,6 +453,7 @@ class Supervisor(LazyPlanning, Behavior):
             if not any(r in self.wants_by_ref for r in run.partitions):
                 self.kernel.tell("job_run", run_id, CancelRun(f"no active want needs it any more "
                                                                         f"(want {wid} {want.status})"))
+        self.graph.in_flight(len(self.wants_by_ref))
         children = self.children.pop(wid, set())
         if want.status in (W.CANCELED, W.EXPIRED):
             for other_id in sorted(children):
@@ -477,9 +491,9 @@ class Supervisor(LazyPlanning, Behavior):
 
     def _category(self, ref: str, st: PartitionState | None = None) -> Cat:
         if self.broken and ref in self.broken:
-            return Cat.FAILED
+            return _CAT_FAILED
         if self.static_failed and ref in self.static_failed:
-            return Cat.UPSTREAM_FAILED
+            return _CAT_UPSTREAM_FAILED
         if st is None:
             st = self.world.partition(ref)
         s = st.status
@@ -487,15 +501,15 @@ class Supervisor(LazyPlanning, Behavior):
             return _CAT_BUILDING if self.refreshing and ref in self.refreshing else _CAT_LIVE
         if s is _BUILDING or ref in self.planned or (self.retrying and ref in self.retrying):
             return _CAT_BUILDING
-        if s is P.UPSTREAM_WAITING or (self.static.missing and ref in self.static.missing):
-            return Cat.WAITING
+        if s is _UPSTREAM_WAITING or (self.static.missing and ref in self.static.missing):
+            return _CAT_WAITING
         if ref in self.queued:
-            return Cat.IDLE
-        if s is P.FAILED and st.final:
-            return Cat.FAILED
-        if s is P.UPSTREAM_FAILED:
-            return Cat.UPSTREAM_FAILED
-        return Cat.IDLE
+            return _CAT_IDLE
+        if s is _FAILED and st.final:
+            return _CAT_FAILED
+        if s is _UPSTREAM_FAILED:
+            return _CAT_UPSTREAM_FAILED
+        return _CAT_IDLE
 
     def _recat(self, ref: str, st: PartitionState | None = None, wants: tuple[str, ...] | None = None) -> None:
         """Recount ``ref`` for the wants on it (``st``: its state, ``wants``: the wants on it, if the caller has
@@ -524,15 +538,15 @@ class Supervisor(LazyPlanning, Behavior):
         if counts is None or want is None or want.terminal:
             return
         n = len(want.refs)
-        if counts[Cat.LIVE] == n:
+        if counts[_CAT_LIVE] == n:
             target = W.SUCCESSFUL
-        elif counts[Cat.FAILED]:
+        elif counts[_CAT_FAILED]:
             target = W.FAILED
-        elif counts[Cat.UPSTREAM_FAILED]:
+        elif counts[_CAT_UPSTREAM_FAILED]:
             target = W.UPSTREAM_FAILED
-        elif counts[Cat.WAITING]:
+        elif counts[_CAT_WAITING]:
             target = W.UPSTREAM_BUILDING
-        elif counts[Cat.BUILDING]:
+        elif counts[_CAT_BUILDING]:
             target = W.BUILDING
         else:
             target = W.IDLE
@@ -541,14 +555,14 @@ class Supervisor(LazyPlanning, Behavior):
         refs: tuple[str, ...] = ()
         reason = ""
         if target is W.FAILED:
-            refs = self._refs_in(want, Cat.FAILED)
+            refs = self._refs_in(want, _CAT_FAILED)
             reason = "; ".join(f"{r}: {self.broken.get(r) or self.world.partition(r).reason}" for r in refs[:3])
         elif target is W.UPSTREAM_FAILED:
-            refs = self._refs_in(want, Cat.UPSTREAM_FAILED)
+            refs = self._refs_in(want, _CAT_UPSTREAM_FAILED)
             reason = "; ".join(f"{r}: {self.static_failed.get(r) or self.world.partition(r).reason}"
                                for r in refs[:3])
         elif target is W.UPSTREAM_BUILDING:
-            refs = self._upstream_of(self._refs_in(want, Cat.WAITING))
+            refs = self._upstream_of(self._refs_in(want, _CAT_WAITING))
         self.sent[wid] = target
         self.kernel.tell("want", wid, MoveWant(target, reason, refs))
 
@@ -557,7 +571,7 @@ class Supervisor(LazyPlanning, Behavior):
         out: dict[str, None] = {}
         for ref in waiting:
             for up in (*self.world.needs(ref), *sorted(self.static.missing.get(ref, ()))):
-                if up not in out and self.world.partition(up).status is not P.LIVE:
+                if up not in out and self.world.partition(up).status is not _LIVE:
                     out[up] = None
                     if len(out) >= limit:
                         return tuple(out)
@@ -580,18 +594,19 @@ class Supervisor(LazyPlanning, Behavior):
         a ref planned in a run that has not taken its lease yet is planned again and the Partition actor's
         lease decides (the collision policy). Other triggers never plan a ref twice.
         """
-        if ref in self.static.missing or ref in self.retrying or (ref in self.planned and not new_want):
+        if (ref in self.queued or ref in self.static.missing or ref in self.retrying
+                or (ref in self.planned and not new_want)):
             return
         try:
             job = self.graph.job_of(ref)
         except NoJobForRef:
             return
-        if ref in self.queued:
-            return
         deps = [] if job.deps is None else [d for d in self.graph.static_deps(ref)
-                                            if self.world.partition(d).status is not P.LIVE]
+                                            if self.world.partition(d).status is not _LIVE]
         # A tainted partition is rebuilt after the inputs of its tainted build are Live again (upstream first).
-        inputs = [d for d in rebuild_inputs(self.world, ref) if d not in deps]
+        inputs = rebuild_inputs(self.world, ref)  # [] unless the partition is Tainted
+        if inputs and deps:
+            inputs = [d for d in inputs if d not in deps]
         if deps or inputs:
             self.static.wait(ref, (*deps, *inputs))
             self._recat(ref)
@@ -726,7 +741,7 @@ class Supervisor(LazyPlanning, Behavior):
             for ref, _holder in run.deferred_on:
                 self.deferred.setdefault(ref, set()).add(rid)
             for ref, _holder in run.deferred_on:
-                if self.world.partition(ref).status is not P.BUILDING:
+                if self.world.partition(ref).status is not _BUILDING:
                     self._wake_deferred(ref)
             return
         # Idempotent: a run may be reported twice (its actor recovered after a crash), or after a reconcile that
@@ -743,7 +758,7 @@ class Supervisor(LazyPlanning, Behavior):
                 if ref in wanted:
                     st = parts.get(ref)
                     self._recat(ref, st)
-                    if st is None or st.status is P.MISSING or st.status is P.TAINTED:
+                    if st is None or st.status is _MISSING or st.status is _TAINTED:
                         self._enqueue(ref)
         for ref, _ in run.deferred_on:
             self.deferred.get(ref, set()).discard(rid)
@@ -759,7 +774,7 @@ class Supervisor(LazyPlanning, Behavior):
         elif run.will_retry and run.status in (JobRunStatus.FAILED, JobRunStatus.SUCCEEDED):
             # A failed run, or a batch that reported some partitions failed: retry what failed, after backoff.
             # The partitions it failed and nothing has leased since (a second report finds them leased).
-            waiting = [ref for ref in run.partitions if (p := self.world.partition(ref)).status is P.FAILED
+            waiting = [ref for ref in run.partitions if (p := self.world.partition(ref)).status is _FAILED
                        and not p.final]
             if waiting:
                 for ref in waiting:
@@ -791,22 +806,22 @@ class Supervisor(LazyPlanning, Behavior):
         if cycle:
             text = " -> ".join(cycle)
             for member in dict.fromkeys(cycle):
-                if self.world.partition(member).status is P.UPSTREAM_WAITING:
+                if self.world.partition(member).status is _UPSTREAM_WAITING:
                     self._tell_partition(member, FailUpstream(f"dependency cycle: {text}", tuple(cycle)))
             return
         self._track_group(run, members)
         self._want_refs(run.missing, source=f"job_run:{rid}", parents=run.wants)
 
     def _group_members(self, run: JobRunState) -> list[str]:
-        return [p for p in run.partitions if self.world.partition(p).status is P.UPSTREAM_WAITING
-                and self.world.partition(p).waiting_run == run.job_run_id]
+        part, rid = self.world.partition, run.job_run_id
+        return [p for p in run.partitions if (st := part(p)).status is _UPSTREAM_WAITING and st.waiting_run == rid]
 
     def _track_group(self, run: JobRunState, members: list[str]) -> None:
         """Wait on the run's missing refs; wake its partitions at once if they are all Live already."""
         rid = run.job_run_id
         if rid in self.groups or not members:
             return
-        left = {m for m in run.missing if self.world.partition(m).status is not P.LIVE}
+        left = {m for m in run.missing if self.world.partition(m).status is not _LIVE}
         if not left:
             for p in members:
                 self._tell_partition(p, UpstreamReady())
@@ -845,7 +860,7 @@ class Supervisor(LazyPlanning, Behavior):
         creating = self.pending.creating
         need = [r for r in dict.fromkeys(refs)
                 if r not in self.wants_by_ref and r not in creating
-                and self.world.partition(r).status is not P.LIVE]
+                and self.world.partition(r).status is not _LIVE]
         if not need:
             return None
         parent_ids = [p for p in parents if p in self.counts]
@@ -927,12 +942,12 @@ class Supervisor(LazyPlanning, Behavior):
             if self.retrying.get(ref) == run_id:
                 del self.retrying[ref]
                 st = self.world.partition(ref)
-                if st.status is P.FAILED and ref in self.wants_by_ref and ref not in self.planned:
+                if st.status is _FAILED and ref in self.wants_by_ref and ref not in self.planned:
                     refs.append(ref)
                 self._recat(ref)
         if not refs or self.pending.draining:
             for ref in run.partitions:
-                if ref in self.wants_by_ref and self.world.partition(ref).status is P.FAILED:
+                if ref in self.wants_by_ref and self.world.partition(ref).status is _FAILED:
                     self._enqueue(ref)
             return
         job = self.graph[run.job]
@@ -1010,7 +1025,7 @@ class Supervisor(LazyPlanning, Behavior):
                     self.deferred.setdefault(ref, set()).add(rid)
                 continue
             if run.will_retry and run.status in (JobRunStatus.FAILED, JobRunStatus.SUCCEEDED) and rid not in retried:
-                waiting = [ref for ref in run.partitions if world.partition(ref).status is P.FAILED
+                waiting = [ref for ref in run.partitions if world.partition(ref).status is _FAILED
                            and not world.partition(ref).final]
                 if waiting:
                     for ref in waiting:
@@ -1029,15 +1044,15 @@ class Supervisor(LazyPlanning, Behavior):
         for want in active:
             self._plan_want(want, new=False)
         waiting_runs = sorted({p.waiting_run for p in world.partitions.values()
-                               if p.status is P.UPSTREAM_WAITING and p.waiting_run})
+                               if p.status is _UPSTREAM_WAITING and p.waiting_run})
         for rid in waiting_runs:
             dep_miss = world.runs.get(rid)
             if dep_miss is not None:
                 self._track_group(dep_miss, self._group_members(dep_miss))
         for ref in sorted(self.deferred):
-            if world.partition(ref).status is not P.BUILDING:
+            if world.partition(ref).status is not _BUILDING:
                 self._wake_deferred(ref)
-        stranded = sorted({p.lease for p in world.partitions.values() if p.status is P.BUILDING and p.lease
+        stranded = sorted({p.lease for p in world.partitions.values() if p.status is _BUILDING and p.lease
                            and (world.runs.get(p.lease) is None or world.runs[p.lease].terminal)})
         for rid in stranded:  # ended without settling its partitions (a crash in between): settle them now
             if rid in world.runs:

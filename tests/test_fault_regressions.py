@@ -325,12 +325,15 @@ def _processes_with(needle: bytes) -> list[int]:
     return found
 
 
-def _run_of(pid: int) -> str | None:
-    """The ``WANTBUILD_JOB_RUN_ID`` in the environment of process ``pid``."""
+def _run_of(pid: int, path: bytes) -> str | None:
+    """The ``WANTBUILD_JOB_RUN_ID`` in the environment of process ``pid``, if its ``PATH`` holds ``path`` (the
+    test's own jobs: other test runs on the machine number their runs the same way)."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
             env = dict(kv.partition(b"=")[::2] for kv in f.read().split(b"\0") if kv)
     except OSError:
+        return None
+    if path not in env.get(b"PATH", b"").split(os.pathsep.encode()):
         return None
     run = env.get(b"WANTBUILD_JOB_RUN_ID")
     return run.decode() if run is not None else None
@@ -353,14 +356,15 @@ def test_a_job_forked_before_its_death_signal_was_armed_is_fenced(project: Proje
     env = {"PATH": f"{slow}{os.pathsep}{os.environ.get('PATH', os.defpath)}"}
     rt = project.serve(env=env)
     assert project.wb("want", "create", "sleep/1", "--db", project.db).returncode == 0
-    wait_for(lambda: _processes_with(str(slow / "setpriv").encode()), "the runtime to fork the job", 30)
+    forked = wait_for(lambda: _processes_with(str(slow / "setpriv").encode()), "the runtime to fork the job", 30)
+    assert any(_run_of(pid, bytes(slow)) for pid in forked)  # the filter below recognises this test's jobs
     rt.kill()  # forked, not started yet: the slow setpriv has not armed the death signal
     rt.wait()
     project.serve(env=env)
     wait_for(lambda: bool(events(project.db, "--type", "JobRunLost")), "the restart to mark the run Lost", 30)
     lost = {e["entity_id"] for e in events(project.db, "--type", "JobRunLost")}
     time.sleep(1.5)  # the slow setpriv has long finished: the job runs now, if it was let through
-    left = {pid: run for pid in _processes_with(b"sleeper.py") if (run := _run_of(pid)) in lost}
+    left = {pid: run for pid in _processes_with(b"sleeper.py") if (run := _run_of(pid, bytes(slow))) in lost}
     assert not left, f"job process(es) of the killed runtime's Lost run still run after the restart: {left}"
 
 
