@@ -956,17 +956,27 @@ class Supervisor(LazyPlanning, Behavior):
 
     # -- recovery -------------------------------------------------------------------------------------
     def restarted(self, ctx: Ctx, failed: Any, error: Exception) -> None:
-        """The supervisor crashed: its indices may be half-updated. Rebuild them all from the World."""
+        """The supervisor crashed: its indices may be half-updated. Rebuild them all from the World.
+
+        A crash report it was handling is not lost with it: the intent the crashed actor dropped is known only
+        from the report (pending intents are not in the World), so no reconcile would find it again (a want then
+        waited for ever on a run that was never created: found by tests/test_fault_property.py)."""
+        if isinstance(failed, ActorCrashed):
+            self._forget_lost_intent(failed)
         self._reconcile()
         self._flush()
 
     def _on_crashed(self, msg: ActorCrashed) -> None:
+        self._forget_lost_intent(msg)
+        self._reconcile()
+
+    def _forget_lost_intent(self, msg: ActorCrashed) -> None:
+        """The crashed actor may have dropped what the supervisor asked of it and has not seen committed."""
         world = self.world
         if msg.kind == "want" and msg.key in self.pending.wants and msg.key not in world.wants:
             self.pending.forget_want(msg.key)  # its CreateWant was lost with the crash: want the refs again
         elif msg.kind == "job_run" and msg.key in self.pending.runs and msg.key not in world.runs:
             del self.pending.runs[msg.key]  # its PlanRun was lost: plan the refs again
-        self._reconcile()
 
     def _on_gave_up(self, msg: GaveUp) -> None:
         self._end_given_up(msg)

@@ -112,6 +112,11 @@ FOUND = [
            Step(at=0, action="fault", point="commit", kind="want", match="WantBuilding", times=6),
            Step(at=0, action="want", name="w1", refs=("raw/1",)),
            Step(at=0, action="crash")),
+    # the supervisor crashed handling the ActorCrashed of a run whose PlanRun was lost: the report went with it,
+    # the run stayed pending for ever and its want Building (I5)
+    _steps(Step(at=0, action="fault", point="handler", kind="job_run", match="PlanRun"),
+           Step(at=0, action="fault", point="handler", kind="supervisor", match="ActorCrashed"),
+           Step(at=0, action="want", name="w1", refs=("raw/1",))),
 ]
 
 
@@ -120,6 +125,7 @@ FOUND = [
 @example(FOUND[0])
 @example(FOUND[1])
 @example(FOUND[2])
+@example(FOUND[3])
 def test_every_want_ends_and_the_invariants_hold_whatever_fails(steps: tuple[Step, ...]) -> None:
     """Under random injected faults every want reaches a terminal state in bounded virtual time and I1-I6 hold."""
     r = run_scenario(scenario(steps))
