@@ -117,6 +117,11 @@ FOUND = [
     _steps(Step(at=0, action="fault", point="handler", kind="job_run", match="PlanRun"),
            Step(at=0, action="fault", point="handler", kind="supervisor", match="ActorCrashed"),
            Step(at=0, action="want", name="w1", refs=("raw/1",))),
+    # a cascade whose PartitionTainted failed to commit, again and again: the taint actor crashed with it until
+    # the system stopped it, and nothing revived it: daily/1 stayed Live, built from a tainted raw/1 (I7)
+    _steps(Step(at=0, action="fault", point="commit", kind="partition", match="PartitionTainted", skip=1, times=6),
+           Step(at=0, action="want", name="w1", refs=("raw/1", "daily/1")),
+           Step(at=51, action="taint", refs=("raw/1",))),
 ]
 
 
@@ -126,6 +131,7 @@ FOUND = [
 @example(FOUND[1])
 @example(FOUND[2])
 @example(FOUND[3])
+@example(FOUND[4])
 def test_every_want_ends_and_the_invariants_hold_whatever_fails(steps: tuple[Step, ...]) -> None:
     """Under random injected faults every want reaches a terminal state in bounded virtual time and I1-I6 hold."""
     r = run_scenario(scenario(steps))
@@ -136,3 +142,16 @@ def test_every_want_ends_and_the_invariants_hold_whatever_fails(steps: tuple[Ste
     failed = [f"{c.name}: expected {c.expected}, got {c.actual}" for c in r.failed_checks]
     assert failed == [], "\n".join([*failed, *(s.describe() for s in steps), *r.notes[-8:]])
     assert all(w.status in ("Successful", "Failed", "UpstreamFailed", "Canceled", "Expired") for w in r.wants)
+
+
+def test_a_taint_whose_partition_can_never_commit_is_revived_a_few_times_then_left() -> None:
+    """A taint stopped again and again (a partition whose PartitionTainted never commits) is revived a bounded
+    number of times, not in a loop: the run ends, the cascade incomplete (I7 names it), every want terminal."""
+    steps = _steps(Step(at=0, action="fault", point="commit", kind="partition", match="PartitionTainted", skip=1,
+                        times=100_000),
+                   Step(at=0, action="want", name="w1", refs=("raw/1", "daily/1")),
+                   Step(at=51, action="taint", refs=("raw/1",)))
+    r = run_scenario(scenario(steps))
+    assert [v.invariant for v in r.violations] == ["I7"]
+    assert r.metrics.faults < 100  # bounded: three revivals of the taint, each a few crashes
+    assert all(w.status == "Successful" for w in r.wants)
