@@ -81,8 +81,6 @@ from ._timers import Timers
 from ._waits import WaitIndex
 
 log = get_logger("wantbuild.supervisor")
-TAINT_REVIVALS: Final = 3
-"""How often the supervisor revives a taint actor the system stopped after repeated crashes."""
 P = PartitionStatus
 W = WantStatus
 
@@ -196,7 +194,6 @@ class Supervisor(LazyPlanning, Behavior):
         self.graph = graph
         self.ids = ids
         self.timers = timers
-        self.taint_revivals: dict[str, int] = {}  # taint -> times revived after the system gave up on it
         self.policy = policy
         self.pending = pending if pending is not None else Pending()
         self.tick_pending = False
@@ -1004,16 +1001,10 @@ class Supervisor(LazyPlanning, Behavior):
             system.revive("partition", msg.key)  # a later want gets a fresh actor
         elif msg.kind == "taint":
             # A taint has no terminal failure: its actor crashes when a partition it taints fails to commit
-            # (tests/test_fault_property.py found a cascade left half-applied, its actor stopped, I7). Revive it:
-            # the reconcile that follows tells it to re-derive its work. A few times only, so a partition that can
-            # never commit does not loop; then the reason is logged and the next start of the runtime retries.
-            revived = self.taint_revivals.get(msg.key, 0)
-            if revived < TAINT_REVIVALS:
-                self.taint_revivals[msg.key] = revived + 1
-                system.revive("taint", msg.key)
-            else:
-                log.error("taint given up on: its cascade stays incomplete until the runtime restarts",
-                          taint=msg.key, reason=msg.reason, revived=revived)
+            # (tests/test_fault_property.py found a cascade left half-applied, its actor stopped for good, I7).
+            # Revive it: the reconcile that follows tells it to re-derive its work. A lasting fault does not loop:
+            # the runtime passes a repeated give-up on only after its backoff (1 s ... 60 s).
+            system.revive("taint", msg.key)
         elif msg.kind == "want":
             want = self.world.wants.get(msg.key)
             system.revive("want", msg.key)
