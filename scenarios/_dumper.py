@@ -10,6 +10,7 @@ import dataclasses
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from supervisor import Schedule
 
@@ -24,6 +25,15 @@ def _q(value: str) -> str:
 
 def _list(values: Iterable[str]) -> str:
     return "[" + ", ".join(_q(v) for v in values) + "]"
+
+
+def _value(value: Any) -> str:
+    """A job's or a step's field value as TOML: a list, a quoted string, or a number."""
+    if isinstance(value, tuple):
+        return _list(value)
+    if isinstance(value, str):
+        return _q(value)
+    return _num(value)
 
 
 def _key(name: str) -> str:
@@ -46,12 +56,8 @@ def _dump_jobs(out: list[str], jobs: Sequence[JobSpec], table: str) -> None:
             if f.name == "params":
                 out.append("params = { " + ", ".join(
                     f"{_key(k)} = {_list(v) if isinstance(v, tuple) else _q(v)}" for k, v in value.items()) + " }")
-            elif isinstance(value, tuple):
-                out.append(f"{f.name} = {_list(value)}")
-            elif isinstance(value, str):
-                out.append(f"{f.name} = {_q(value)}")
             else:
-                out.append(f"{f.name} = {_num(value)}")
+                out.append(f"{f.name} = {_value(value)}")
     for job in jobs:
         if job.script:
             out.append("")
@@ -94,7 +100,7 @@ def dump_scenario(sc: Scenario, *, header: str = "") -> str:
             value = getattr(sched, f.name)
             if f.name == "name" or (f.name not in ("cron", "want") and value == getattr(unset, f.name)):
                 continue
-            out.append(f"{f.name} = {_q(value) if isinstance(value, str) else _num(value)}")
+            out.append(f"{f.name} = {_value(value)}")
     _dump_jobs(out, sc.jobs, "job")
     for g in sc.graphs:
         out.append("")
@@ -119,12 +125,7 @@ def dump_scenario(sc: Scenario, *, header: str = "") -> str:
                 continue
             if (value in (None, "", (), 0.0) and name != "refs") or (name == "times" and value == 1):
                 continue
-            if isinstance(value, tuple):
-                out.append(f"{name} = {_list(value)}")
-            elif isinstance(value, str):
-                out.append(f"{name} = {_q(value)}")
-            else:
-                out.append(f"{name} = {_num(value)}")
+            out.append(f"{name} = {_value(value)}")
     e = sc.expect
     out.append("")
     out.append("[expect]")
