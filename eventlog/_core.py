@@ -51,11 +51,13 @@ log = get_logger("wantbuild.eventlog")
 _Future = asyncio.Future
 
 _Decode = Callable[[bytes], Event]
-# A queued append: kind, id, expected entity_seq, event, type key, encoded payload, at, its future.
-_Item = tuple[str, str, int, Event, int, bytes, float, "asyncio.Future[Record]"]
+# A queued append: kind, id, expected entity_seq, event, type key, encoded payload, at, its future. The payload is a
+# bytearray: SQLite's module binds one without its adapter lookup (``_schema.INSERT_EVENT``).
+_Item = tuple[str, str, int, Event, int, bytearray, float, "asyncio.Future[Record]"]
 # Rows the writer hands to a backend per batch.
 TypeRow = tuple[int, str, int]  # type_key, name, version
-EventRow = tuple[int, int, int, int | None, int, bytes, float]  # seq, entity_key, entity_seq, prev, type_key, ...
+# seq, entity_key, entity_seq, prev_seq (0: the entity's first event, stored as NULL), type_key, payload, at.
+EventRow = tuple[int, int, int, int, int, bytes | bytearray, float]
 NewEntityRow = tuple[int, str, str, int, int]  # entity_key, kind, entity_id, last_seq, last_entity_seq
 UpdateEntityRow = tuple[int, int, int]  # last_seq, last_entity_seq, entity_key
 # Rows a backend hands back for reading: seq, kind, entity_id, entity_seq, type_key, payload, at.
@@ -722,7 +724,7 @@ class LogCore:
             self._commands[fut] = (command[0], self._result_json(command[0], command[1]))
         incoming = self._incoming
         incoming.append(
-            (entity_kind, entity_id, expected_entity_seq, event, tk, self._encode(event),
+            (entity_kind, entity_id, expected_entity_seq, event, tk, bytearray(self._encode(event)),
              self._now() if at is None else at, fut)
         )
         if (wake := self._wake) is not None and len(incoming) >= self._wake_at:
@@ -1039,7 +1041,7 @@ class LogCore:
             prev = ent.pseq
             if prev == ent.cseq:
                 touched_append(ent)
-            rows_append((seq, ent.key, last, prev or None, tk, payload, at))
+            rows_append((seq, ent.key, last, prev, tk, payload, at))
             recs_append(record(seq, kind, eid, last, ev, at))
             futs_append(fut)
             ent.pseq = seq

@@ -151,8 +151,9 @@ WITH fence AS (
     SELECT * FROM unnest($5::integer[], $6::text[], $7::integer[]) WHERE EXISTS (SELECT FROM fence)
 ), ev AS (
     INSERT INTO {s}.events (seq, entity_key, entity_seq, prev_seq, type_key, payload, at)
-    SELECT * FROM unnest($8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::integer[], $13::bytea[],
-                         $14::float8[])
+    SELECT s, k, es, NULLIF(p, 0), tk, pl, a
+    FROM unnest($8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::integer[], $13::bytea[],
+                $14::float8[]) AS u(s, k, es, p, tk, pl, a)
     WHERE EXISTS (SELECT FROM fence)
 ), ne AS (
     INSERT INTO {s}.entities (entity_key, kind, entity_id, last_seq, last_entity_seq)

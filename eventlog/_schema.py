@@ -78,8 +78,12 @@ the tables when it opens a log that lacks them, an older wantbuild ignores them,
 them finds no snapshot. A snapshot is listed once its head row (``snapshots``) is written, after its pieces."""
 
 INSERT_EVENT = (
-    "INSERT INTO events (seq, entity_key, entity_seq, prev_seq, type_key, payload, at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (seq, entity_key, entity_seq, prev_seq, type_key, payload, at) "
+    "VALUES (?, ?, ?, NULLIF(?, 0), ?, ?, ?)"
 )
+"""An event row; ``prev_seq`` 0 (or NULL) is stored as NULL, the entity's first event. The writer binds 0 and the
+payload as a ``bytearray``: the sqlite3 module binds an exact int, float, str or bytearray directly, but sends
+``None`` and ``bytes`` through its adapter lookup first (~0.2 us each per row, a third of the row's insert)."""
 INSERT_ENTITY = (
     "INSERT INTO entities (entity_key, kind, entity_id, last_seq, last_entity_seq) VALUES (?, ?, ?, ?, ?)"
 )
