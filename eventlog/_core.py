@@ -51,9 +51,10 @@ log = get_logger("wantbuild.eventlog")
 _Future = asyncio.Future
 
 _Decode = Callable[[bytes], Event]
-# A queued append: kind, id, expected entity_seq, event, type key, encoded payload, at, its future. The payload is a
-# bytearray: SQLite's module binds one without its adapter lookup (``_schema.INSERT_EVENT``).
-_Item = tuple[str, str, int, Event, int, bytearray, float, "asyncio.Future[Record]"]
+# A queued append: kind, id, expected entity_seq, event, type key, encoded payload, at, its future, and whether the
+# caller said the entity is new (``submit(new=True)``). The payload is a bytearray: SQLite's module binds one without
+# its adapter lookup (``_schema.INSERT_EVENT``).
+_Item = tuple[str, str, int, Event, int, bytearray, float, "asyncio.Future[Record]", bool]
 # Rows the writer hands to a backend per batch.
 TypeRow = tuple[int, str, int]  # type_key, name, version
 # seq, entity_key, entity_seq, prev_seq (0: the entity's first event, stored as NULL), type_key, payload, at.
@@ -258,7 +259,6 @@ class LogCore:
         # committed tips shed from there packed, one int each (``_tips.py``). An entity is in one tier at most.
         self._cache: dict[tuple[str, str], _Entity] = {}
         self._packed = PackedTips()
-        self._fresh: set[tuple[str, str]] = set()  # entities submit() was told are new (not looked up)
         self._next_seq = 1
         self._committed_seq = 0
         self._next_entity_key = 1
@@ -714,8 +714,6 @@ class LogCore:
         """
         if not self._appendable:
             self._check_writable()
-        if new and expected_entity_seq == 0 and (entity_kind, entity_id) not in self._cache:
-            self._fresh.add((entity_kind, entity_id))  # taken out again by the lookup of the append's batch
         tk = self._type_keys.get(type(event))
         if tk is None:
             tk = self._new_type_key(event)
@@ -725,7 +723,7 @@ class LogCore:
         incoming = self._incoming
         incoming.append(
             (entity_kind, entity_id, expected_entity_seq, event, tk, bytearray(self._encode(event)),
-             self._now() if at is None else at, fut)
+             self._now() if at is None else at, fut, new)
         )
         if (wake := self._wake) is not None and len(incoming) >= self._wake_at:
             self._wake = None
@@ -922,21 +920,23 @@ class LogCore:
             self._wake_at = 1
 
     async def _lookup(self, items: Sequence[_Item]) -> dict[tuple[str, str], _Entity | str]:
-        """Load the tips of entities missing from the cache, or mark them new."""
-        cache = self._cache
+        """Load the tips of these appends' entities (none of them in the cache), or mark them new: an entity whose
+        first append here was submitted with ``new=True`` (and expects 0) is not looked for."""
         missing: dict[tuple[str, str], _Entity | str] = {}
+        fresh: set[tuple[str, str]] | None = None
         for item in items:
             k = (item[0], item[1])
-            if k not in cache and k not in missing:
+            if k not in missing:
                 if type(k[0]) is not str or type(k[1]) is not str or not k[0] or not k[1]:
                     missing[k] = f"entity kind and id must be non-empty strings, got {k[0]!r}, {k[1]!r}"
                 else:
                     missing[k] = ""
+                    if item[8] and item[2] == 0:
+                        if fresh is None:
+                            fresh = set()
+                        fresh.add(k)
         keys = [k for k, v in missing.items() if not v]
-        fresh = self._fresh
         ask = [k for k in keys if k not in fresh] if fresh else keys
-        if fresh:
-            fresh.difference_update(keys)
         if ask and len(self._packed):
             take = self._packed.take
             unpacked = []
@@ -991,10 +991,13 @@ class LogCore:
             return
         cache = self._cache
         try:
-            ents = [cache[(it[0], it[1])] for it in items]
+            ents: list[_Entity] = [cache[(it[0], it[1])] for it in items]
         except KeyError:
+            # One pass over the batch for the cached tips; the lookup sees only the others.
+            get = cache.get
+            have = [get((it[0], it[1])) for it in items]
             try:
-                found = await self._lookup(items)
+                found = await self._lookup([it for it, e in zip(items, have, strict=True) if e is None])
             except LeaseLost as e:
                 self._fail_lease_lost(e, [it[7] for it in items])
                 return
@@ -1014,8 +1017,11 @@ class LogCore:
                     msg = bad.get((it[0], it[1]))
                     if msg is not None and not it[7].done():
                         it[7].set_exception(EventLogError(msg))
-                items = [it for it in items if (it[0], it[1]) not in bad]
-            ents = [cache[(it[0], it[1])] for it in items]
+                kept = [(it, e) for it, e in zip(items, have, strict=True) if (it[0], it[1]) not in bad]
+                items = [it for it, _ in kept]
+                have = [e for _, e in kept]
+            ents = [e if e is not None else found[(it[0], it[1])]  # type: ignore[misc]
+                    for it, e in zip(items, have, strict=True)]
 
         # Check and number the appends, in call order, against the pending tips.
         seq = first_seq = self._next_seq
@@ -1030,7 +1036,7 @@ class LogCore:
         touched: list[_Entity] = []
         touched_append = touched.append
         # zip(strict=False): ents was built from items, one for one; the strict check costs in this loop.
-        for (kind, eid, expected, ev, tk, payload, at, fut), ent in zip(items, ents, strict=False):
+        for (kind, eid, expected, ev, tk, payload, at, fut, _new), ent in zip(items, ents, strict=False):
             last = ent.peseq
             if expected != last:
                 if conflicts is None:
