@@ -57,7 +57,7 @@ from typing import Any, ClassVar, Final
 import anyio
 import anyio.abc
 
-from eventlog import CommitError, Event, Log, Record, WantbuildError, get_logger
+from eventlog import Append, CommitError, Event, Log, Record, WantbuildError, get_logger
 
 from ._actor import (
     ActorFailure,
@@ -249,7 +249,7 @@ class Ctx:
     events: list[tuple[Event, Any, Any, float, int, Any]] | None = None
     outbox: list[tuple[str, str, Any]] | None = None
     nxt: Any = None
-    futs: list[asyncio.Future[Record]] | None = None
+    futs: int = -1  # where the outcomes of the step's appends start in its pass's results (``_launch``)
     rvalue: Any = None
     rtarget: Any = None
     ridx: int = 0
@@ -386,8 +386,9 @@ class Kernel(FatalSink):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._externals: set[asyncio.Future[Any]] = set()
         self._loading: dict[str, list[Ctx]] = {}  # cells of evicted entities waiting for their state, by kind
-        self._submit: Callable[..., asyncio.Future[Record]] = (
-            log_.submit if log_ is not None else _no_log)
+        self._appends: list[Append] = []  # the pass's appends, submitted together when it ends (``_launch``)
+        self._submit_many: Callable[[list[Append]], asyncio.Future[list[Record | BaseException]]] = (
+            log_.submit_many if log_ is not None else _no_log)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def __aenter__(self) -> Kernel:
@@ -642,20 +643,14 @@ class Kernel(FatalSink):
                 cell.rtarget = target
                 cell.ridx = idx
                 name, key = cell.kind.name, cell.key
-                try:
-                    submit = self._submit
-                    if len(events) == 1:  # the common case, without a comprehension's frame
-                        ev, old, _n, at, seq, cmd = events[0]
-                        cell.futs = [submit(name, key, seq, ev, at) if seq and cmd is None else
-                                     submit(name, key, seq, ev, at, command=cmd, new=old is None)]
-                    else:
-                        cell.futs = [submit(name, key, seq, ev, at) if seq and cmd is None else
-                                     submit(name, key, seq, ev, at, command=cmd, new=old is None)
-                                     for ev, old, _n, at, seq, cmd in events]
-                except Exception as exc:  # the log is closed or failed: as a commit that failed
-                    cell.events = None
-                    self._fail_step(cell, exc)
-                    continue
+                appends = self._appends
+                cell.futs = len(appends)
+                if len(events) == 1:  # the common case, without a loop
+                    ev, old, _n, at, seq, cmd = events[0]
+                    appends.append((name, key, seq, ev, at, cmd, old is None))
+                else:
+                    appends.extend([(name, key, seq, ev, at, cmd, old is None)
+                                    for ev, old, _n, at, seq, cmd in events])
                 cell.blocked = _COMMIT
                 self._flight.append(cell)
                 break
@@ -703,28 +698,28 @@ class Kernel(FatalSink):
         self._crash(cell, msg, exc)
 
     def _launch(self) -> None:
-        """Watch for the commit of this pass's appends: one callback on the pass's last future."""
+        """Hand the pass's appends to the log together and watch for their outcome: one future for the pass."""
         flight, self._flight = self._flight, []
-        self._in_flight += len(flight)
-        last: list[asyncio.Future[Record]] = flight[-1].futs  # type: ignore[assignment]
-        last[-1].add_done_callback(lambda _f: self._landed(flight))
-
-    def _landed(self, flight: list[Ctx]) -> None:
-        """The commit holding a pass's appends has landed: adopt, tell the runtime, run hooks, then release.
-
-        The log resolves appends in order, a batch's all at once: once the pass's last future is done, every
-        earlier one is (the first one is checked too, for a failure that raced ahead).
-        """
-        first: list[asyncio.Future[Record]] = flight[0].futs  # type: ignore[assignment]
-        if not first[0].done():  # pragma: no cover - the writer resolves appends in order
-            first[0].add_done_callback(lambda _f: self._landed(flight))
-            return
-        self._in_flight -= len(flight)
-        if self._state != _OPEN:
+        appends, self._appends = self._appends, []
+        try:
+            done = self._submit_many(appends)
+        except Exception as exc:  # the log is closed or failed: as a commit that failed, for every step of the pass
             for cell in flight:
-                for fut in cell.futs or ():
-                    fut.exception()  # retrieved: a crash drops them
+                cell.events = None
+                cell.futs = -1
+                self._fail_step(cell, exc)
             return
+        self._in_flight += len(flight)
+        done.add_done_callback(lambda f: self._landed(flight, f))
+
+    def _landed(self, flight: list[Ctx], done: asyncio.Future[list[Record | BaseException]]) -> None:
+        """The commits holding a pass's appends have landed (or failed): adopt, tell the runtime, run hooks, then
+        release. ``done`` holds each append's record or error, in the order of the pass (``Ctx.futs`` says where a
+        step's start)."""
+        self._in_flight -= len(flight)
+        if self._state != _OPEN or done.cancelled():
+            return
+        results = done.result()
         world = self.world
         hooks = self.hooks if self.hooks else None
         faults = self.faults
@@ -738,19 +733,17 @@ class Kernel(FatalSink):
             k = cell.kind
             # Set for every cell in a flight (entity kinds only persist): no asserts in this loop.
             table: dict[str, Any] = k.table  # type: ignore[assignment]
-            futs: list[asyncio.Future[Record]] = cell.futs  # type: ignore[assignment]
+            at = cell.futs
             events: list[tuple[Event, Any, Any, float, int, Any]] = cell.events  # type: ignore[assignment]
             key = cell.key
-            cell.futs = None
+            cell.futs = -1
             cell.events = None
             cell.blocked = _FREE
-            if plain and len(futs) == 1:  # the common case, kept short
-                fut = futs[0]
-                error = fut.exception()
-                if error is not None:
-                    slow.append((cell, error, None))
+            if plain and len(events) == 1:  # the common case, kept short
+                rec = results[at]
+                if type(rec) is not Record:
+                    slow.append((cell, rec, None))  # type: ignore[arg-type]  # an exception
                     continue
-                rec = fut.result()
                 new = events[0][2]
                 table[key] = new
                 adopted += 1
@@ -784,16 +777,12 @@ class Kernel(FatalSink):
                     else:
                         del k.cells[key]
                 continue
-            error = None
+            error: BaseException | None = None
             waits: list[tuple[Hook, Record, Any]] = []
-            for i, (fut, (_ev, old, new, _at, _seq, _cmd)) in enumerate(zip(futs, events, strict=True)):
-                exc = fut.exception()
-                if exc is not None:
-                    error = exc
-                    for later in futs[i + 1:]:
-                        later.exception()  # retrieved: they failed with it (or after it)
+            for rec, (_ev, old, new, _at, _seq, _cmd) in zip(results[at:at + len(events)], events, strict=True):
+                if isinstance(rec, BaseException):
+                    error = rec
                     break
-                rec = fut.result()
                 table[key] = new
                 adopted += 1
                 if k.adopt is not None:
@@ -1070,7 +1059,7 @@ class Kernel(FatalSink):
             self._fatal(exc)
 
 
-def _no_log(*_args: Any) -> asyncio.Future[Record]:
+def _no_log(*_args: Any) -> asyncio.Future[list[Record | BaseException]]:
     raise TypeError("this kernel has no event log: its actors cannot persist")
 
 

@@ -6,9 +6,10 @@ Never a headline figure: nothing is durable with it, which the product never all
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
-from eventlog import Log, Record
+from eventlog import Append, Log, Record
 
 
 class MemoryCommits:
@@ -17,6 +18,7 @@ class MemoryCommits:
     def __init__(self) -> None:
         self.last_seq = 0
         self._pending: list[tuple[asyncio.Future[Record], str, str, int, Any, float]] = []
+        self._many: list[tuple[asyncio.Future[list[Record | BaseException]], Sequence[Append]]] = []
 
     async def append(self, kind: str, eid: str, expected: int, event: Any, at: float | None = None, *,
                      command: Any = None) -> Record:
@@ -32,11 +34,27 @@ class MemoryCommits:
         self._pending.append((fut, kind, eid, expected + 1, event, at or 0.0))
         return fut
 
+    def submit_many(self, appends: Sequence[Append]) -> asyncio.Future[list[Record | BaseException]]:
+        """Queue the appends with one future for all (``Log.submit_many``)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[Record | BaseException]] = loop.create_future()
+        if not self._pending and not self._many:
+            loop.call_soon(self._commit)
+        self._many.append((fut, appends))
+        return fut
+
     def _commit(self) -> None:
         pending, self._pending = self._pending, []
         for fut, kind, eid, eseq, event, at in pending:
             self.last_seq += 1
             fut.set_result(Record(self.last_seq, kind, eid, eseq, event, at))
+        many, self._many = self._many, []
+        for done, appends in many:
+            out: list[Record | BaseException] = []
+            for kind, eid, expected, event, when, _cmd, _new in appends:
+                self.last_seq += 1
+                out.append(Record(self.last_seq, kind, eid, expected + 1, event, when or 0.0))
+            done.set_result(out)
 
 
 def skip_durability(log: Log) -> MemoryCommits:
@@ -44,4 +62,5 @@ def skip_durability(log: Log) -> MemoryCommits:
     mem = MemoryCommits()
     log.append = mem.append  # type: ignore[method-assign,assignment]
     log.submit = mem.submit  # type: ignore[method-assign,assignment]
+    log.submit_many = mem.submit_many  # type: ignore[method-assign]
     return mem

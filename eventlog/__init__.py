@@ -11,7 +11,7 @@ See ``docs/eventlog.md`` for the schema, the group commit, the durability guaran
 :func:`get_logger` gives the loggers every wantbuild package logs through: quiet unless the embedder asks.
 """
 
-from ._core import DEFAULT_DURABILITY, Durability
+from ._core import DEFAULT_DURABILITY, Append, Durability
 from ._errors import (
     CommandCompletedError,
     CommitError,
@@ -46,6 +46,7 @@ __all__ = [
     "DEFAULT_DURABILITY",
     "REGISTRY",
     "SCHEMA_VERSION",
+    "Append",
     "Command",
     "CommandCompletedError",
     "CommandState",

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequen
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, runtime_checkable
 
-from ._core import Durability
+from ._core import Append, Durability
 from ._errors import LeaseLost
 from ._events import Event
 from ._log import EventLog
@@ -64,7 +64,11 @@ class Log(Protocol):
     def submit(self, entity_kind: str, entity_id: str, expected_entity_seq: int, event: Event,
                at: float | None = None, *, command: tuple[int, Mapping[str, Any]] | None = None,
                new: bool = False) -> asyncio.Future[Record]:
-        """:meth:`append` without waiting: queue it now, return the future of its record (the actor kernel's)."""
+        """:meth:`append` without waiting: queue it now, return the future of its record."""
+
+    def submit_many(self, appends: Sequence[Append]) -> asyncio.Future[list[Record | BaseException]]:
+        """:meth:`submit` for many appends with one future for all: each one's record or error, in order (the actor
+        kernel's, once per pass)."""
 
     async def commit(self) -> None: ...
 

@@ -11,11 +11,12 @@ real one does. Everything happens on the scenario's loop at its commit points, s
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
 
-from eventlog import Event, LeaseLost, Log, Record
+from eventlog import Append, Event, LeaseLost, Log, Record
 
 
 class SimLease:
@@ -43,7 +44,8 @@ class FencedLog:
         self._lost_event = anyio.Event()
         self.refused = 0
         """Appends refused because another runtime held the lease (a stale runtime's writes that did not land)."""
-        self._held: list[tuple[asyncio.Future[Record], tuple[Any, ...], dict[str, Any]]] = []
+        self._held: list[tuple[asyncio.Future[Any], Callable[..., asyncio.Future[Any]], tuple[Any, ...],
+                               dict[str, Any]]] = []
         """Submits made while stalled (the actor kernel's appends), handed on in order when it resumes."""
 
     def __getattr__(self, name: str) -> Any:
@@ -57,8 +59,8 @@ class FencedLog:
     def resume(self) -> None:
         self._running.set()
         held, self._held = self._held, []
-        for outer, args, kw in held:  # in the order they were made, before any later one
-            self._forward(outer, self.submit(*args, **kw))
+        for outer, submit, args, kw in held:  # in the order they were made, before any later one
+            self._forward(outer, submit(*args, **kw))
 
     @property
     def stalled(self) -> bool:
@@ -93,7 +95,7 @@ class FencedLog:
         future fails with :class:`LeaseLost`, as a real backend's batch does) once another runtime took the lease."""
         if not self._running.is_set():
             held: asyncio.Future[Record] = asyncio.get_running_loop().create_future()
-            self._held.append((held, args, kw))
+            self._held.append((held, self.submit, args, kw))
             return held
         try:
             self._check()
@@ -103,9 +105,25 @@ class FencedLog:
             return refused
         return self._log.submit(*args, **kw)
 
+    def submit_many(self, appends: Sequence[Append]) -> asyncio.Future[list[Record | BaseException]]:
+        """The kernel's appends of one pass (``Log.submit_many``), fenced as :meth:`submit` fences each of them: a
+        refused pass fails every append with :class:`LeaseLost` (each counted in ``refused``)."""
+        if not self._running.is_set():
+            held: asyncio.Future[list[Record | BaseException]] = asyncio.get_running_loop().create_future()
+            self._held.append((held, self.submit_many, (appends,), {}))
+            return held
+        try:
+            self._check()
+        except LeaseLost as e:
+            self.refused += len(appends) - 1  # _check counted one
+            refused: asyncio.Future[list[Record | BaseException]] = asyncio.get_running_loop().create_future()
+            refused.set_result([e] * len(appends))
+            return refused
+        return self._log.submit_many(appends)
+
     @staticmethod
-    def _forward(outer: asyncio.Future[Record], inner: asyncio.Future[Record]) -> None:
-        def done(f: asyncio.Future[Record]) -> None:
+    def _forward(outer: asyncio.Future[Any], inner: asyncio.Future[Any]) -> None:
+        def done(f: asyncio.Future[Any]) -> None:
             if outer.done():
                 return
             if f.cancelled():

@@ -8,6 +8,7 @@ fixture gives every test a SQLite file and then a PostgreSQL schema. Every behav
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
@@ -315,6 +316,58 @@ class EventLogContract:
             rec = await log.append("thing", "a", 1, ThingChanged(n=1))
             assert (rec.seq, rec.entity_seq) == (2 + b_written, 2)
             assert await log.entity_seq("thing", "b") == b_written
+
+    async def test_submit_many_resolves_once_with_each_appends_record_or_error(self, log_target: str) -> None:
+        """submit_many() queues its appends in order as submit() would and resolves once, with each append's record
+        or error in its place: a stale one fails alone (ConcurrencyError), an unregistered event type fails alone
+        (EventLogError), a command completion rides on its append, and the rest commit."""
+
+        @dataclasses.dataclass(frozen=True)
+        class NotAnEvent:
+            n: int
+
+        async with self.create_log(log_target) as log:
+            await log.append("thing", "a", 0, ThingCreated(name="a"))
+            cid = await log.submit_command("want", {"refs": ["a/1"]})
+            done = log.submit_many([
+                ("thing", "b", 0, ThingCreated(name="b"), None, None, True),
+                ("thing", "a", 5, ThingChanged(n=5), None, None, False),  # stale
+                ("thing", "a", 1, ThingChanged(n=1), 7.5, (cid, {"ok": True}), False),
+                ("thing", "c", 0, NotAnEvent(1), None, None, True),  # type: ignore[list-item]
+                ("thing", "b", 1, ThingChanged(n=2), None, (cid, {"ok": True}), False),  # completed just before
+            ])
+            out = await done
+            assert [type(o).__name__ for o in out] == ["Record", "ConcurrencyError", "Record", "EventLogError",
+                                                       "CommandCompletedError"], out
+            b, _, a, _, _ = out
+            assert isinstance(b, Record)
+            assert isinstance(a, Record)
+            assert [(b.seq, b.entity_id, b.entity_seq), (a.seq, a.entity_id, a.entity_seq, a.at)] == [
+                (2, "b", 1), (3, "a", 2, 7.5)]
+            command = await log.command(cid)
+            assert command is not None
+            assert command.state == "ok"
+            assert await log.submit_many([]) == []
+        async with self.create_log(log_target) as log:
+            assert [(r.seq, r.entity_id) async for r in log.read()] == [(1, "a"), (2, "b"), (3, "a")]
+
+    async def test_submit_many_fails_every_append_of_a_batch_that_did_not_commit(self, log_target: str) -> None:
+        """A batch that cannot commit (here: new=True for an entity the log has) fails each of its appends in the
+        submit_many result with CommitError, writes nothing of it, and the log goes on; a closed log refuses
+        submit_many at once."""
+        async with self.create_log(log_target) as log:
+            await log.append("thing", "a", 0, ThingCreated(name="a"))
+        async with self.create_log(log_target) as log:  # reopened: "a" only in the database
+            out = await log.submit_many([("thing", "a", 0, ThingCreated(name="again"), None, None, True),
+                                         ("thing", "b", 0, ThingCreated(name="b"), None, None, True)])
+            assert isinstance(out[0], CommitError), out
+            b_written = isinstance(out[1], Record)  # in the failed batch unless batches hold one append each
+            assert b_written or isinstance(out[1], CommitError), out
+            assert log.last_seq == 1 + b_written
+            again = await log.submit_many([("thing", "a", 1, ThingChanged(n=1), None, None, False)])
+            assert [(r.seq, r.entity_seq) for r in again if isinstance(r, Record)] == [(2 + b_written, 2)]
+        with pytest.raises(LogClosedError):
+            log.submit_many([("thing", "a", 2, ThingChanged(n=2), None, None, False)])
 
 
 class TestNaturalBatching(EventLogContract):
