@@ -38,7 +38,8 @@ supervisor) keeps its cell and behaviour instance.
 
 Design notes (measured, see ``docs/performance.md`` and ``docs/decisions.md``, "The actor kernel"): a task per
 activation cost ~10 us per message and a commit wait per persist; here a message costs a deque append and a
-handler call, a persist a future from the log, and a whole pass one callback when its commit lands.
+handler call, a persist an entry in the pass's list of appends, and a whole pass one hand-over to the log
+(``Log.submit_many``) and one callback when its commits land.
 """
 
 from __future__ import annotations
@@ -249,7 +250,7 @@ class Ctx:
     events: list[tuple[Event, Any, Any, float, int, Any]] | None = None
     outbox: list[tuple[str, str, Any]] | None = None
     nxt: Any = None
-    futs: int = -1  # where the outcomes of the step's appends start in its pass's results (``_launch``)
+    outcome: int = -1  # where the outcomes of the step's appends start in its pass's results (``_launch``)
     rvalue: Any = None
     rtarget: Any = None
     ridx: int = 0
@@ -429,6 +430,7 @@ class Kernel(FatalSink):
         self._externals.clear()
         self._ready.clear()
         self._flight.clear()
+        self._appends.clear()
         await anyio.lowlevel.checkpoint()
 
     @property
@@ -644,7 +646,7 @@ class Kernel(FatalSink):
                 cell.ridx = idx
                 name, key = cell.kind.name, cell.key
                 appends = self._appends
-                cell.futs = len(appends)
+                cell.outcome = len(appends)
                 if len(events) == 1:  # the common case, without a loop
                     ev, old, _n, at, seq, cmd = events[0]
                     appends.append((name, key, seq, ev, at, cmd, old is None))
@@ -706,7 +708,7 @@ class Kernel(FatalSink):
         except Exception as exc:  # the log is closed or failed: as a commit that failed, for every step of the pass
             for cell in flight:
                 cell.events = None
-                cell.futs = -1
+                cell.outcome = -1
                 self._fail_step(cell, exc)
             return
         self._in_flight += len(flight)
@@ -714,7 +716,7 @@ class Kernel(FatalSink):
 
     def _landed(self, flight: list[Ctx], done: asyncio.Future[list[Record | BaseException]]) -> None:
         """The commits holding a pass's appends have landed (or failed): adopt, tell the runtime, run hooks, then
-        release. ``done`` holds each append's record or error, in the order of the pass (``Ctx.futs`` says where a
+        release. ``done`` holds each append's record or error, in the order of the pass (``Ctx.outcome`` says where a
         step's start)."""
         self._in_flight -= len(flight)
         if self._state != _OPEN or done.cancelled():
@@ -733,14 +735,14 @@ class Kernel(FatalSink):
             k = cell.kind
             # Set for every cell in a flight (entity kinds only persist): no asserts in this loop.
             table: dict[str, Any] = k.table  # type: ignore[assignment]
-            at = cell.futs
+            off = cell.outcome
             events: list[tuple[Event, Any, Any, float, int, Any]] = cell.events  # type: ignore[assignment]
             key = cell.key
-            cell.futs = -1
+            cell.outcome = -1
             cell.events = None
             cell.blocked = _FREE
             if plain and len(events) == 1:  # the common case, kept short
-                rec = results[at]
+                rec = results[off]
                 if type(rec) is not Record:
                     slow.append((cell, rec, None))  # type: ignore[arg-type]  # an exception
                     continue
@@ -779,7 +781,7 @@ class Kernel(FatalSink):
                 continue
             error: BaseException | None = None
             waits: list[tuple[Hook, Record, Any]] = []
-            for rec, (_ev, old, new, _at, _seq, _cmd) in zip(results[at:at + len(events)], events, strict=True):
+            for rec, (_ev, old, new, _at, _seq, _cmd) in zip(results[off:off + len(events)], events, strict=True):
                 if isinstance(rec, BaseException):
                     error = rec
                     break
