@@ -1,9 +1,11 @@
-"""Runs job runs for the runtime: one task per running job, cancelable, reporting ``Finished`` to the run.
+"""Runs job runs for the runtime: cancelable, each in a task of its own once it awaits, reporting ``Finished`` to
+the run.
 
-The JobRun actor calls :meth:`LocalExecution.start` once its ``JobRunStarted`` is committed; the job runs in
-a task of its own, tracked here and awaited when the runtime closes (so the JobRun actor may be passivated
-meanwhile), and its outcome is told back to the run's actor, which records it. Cancel kills the job (the
-whole process group for commands).
+The JobRun actor calls :meth:`LocalExecution.start` once its ``JobRunStarted`` is committed; the job starts in a
+worker task (one for every run started at the same turn of the loop whose jobs do not await: a no-op or in-memory
+job costs no task of its own), keeps that task and its cancel scope from its first await on, and is awaited when
+the runtime closes (so the JobRun actor may be passivated meanwhile); its outcome is told back to the run's
+actor, which records it. Cancel kills the job (the whole process group for commands).
 
 The outcome is also kept here until the actor has committed it and settled the run's partitions
 (:meth:`release`): ``Finished`` is a hint, and an actor that crashed while recording it finds it again with
