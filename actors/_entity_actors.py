@@ -602,13 +602,13 @@ class JobRunActor(Behavior):
             return None
         out, err = self.execution.log_paths(st)
         where = self.execution.placement(st)
-        ctx.persist(JobRunStarted(
+        started: JobRunState = ctx.persist(JobRunStarted(
             partitions=tuple(g.ref for g in granted), skipped=why,
             generations=tuple(g.generation for g in granted), stdout_path=out, stderr_path=err,
             executor=None if where is None else where[0], handle=None if where is None else where[1],
         ))
-        ctx.then(self._start)
-        return None
+        ctx.after_commit(self.execution.start, started)  # the job starts once JobRunStarted is durable
+        return started
 
     def _released(self, ctx: Ctx, replies: list[Any]) -> Any:
         replies_ok(replies)
@@ -619,11 +619,6 @@ class JobRunActor(Behavior):
     def _defer(self, ctx: Ctx, why: tuple[tuple[str, str], ...]) -> JobRunState:
         st: JobRunState = ctx.persist(JobRunDeferred(refused=why))
         ctx.tell(*SUPERVISOR, RunEnded(st))
-        return st
-
-    def _start(self, ctx: Ctx, _: Any) -> JobRunState:
-        st: JobRunState = ctx.state
-        self.execution.start(st)
         return st
 
     # -- outcomes ----------------------------------------------------------------------------------------
