@@ -45,6 +45,7 @@ from actors import (
 from eventlog import get_logger
 
 from ._execution import (
+    _SUCCEEDED,
     JobContext,
     JobProtocolError,
     MissingDeps,
@@ -83,9 +84,15 @@ def job_params(job: Job, partitions: Sequence[str]) -> tuple[dict[str, str], ...
 def to_record(job: Job, attempt: int, outcome: RunOutcome) -> _Outcome:
     """What the run's actor records for the job's ``outcome``: a failure (or a batch with failed partitions, to be
     retried alone) carries its retry delay; the reads, what they fed and the failed partitions go with it."""
+    if outcome is _SUCCEEDED:
+        return _PLAIN_SUCCESS
     delay = job.retry.delay(attempt) if outcome.status == "failed" or outcome.failed else 0.0
     return _Outcome(outcome.status, outcome.reason, tuple(outcome.missing), outcome.exit_code, delay,
                     dict(outcome.read), dict(outcome.into), dict(outcome.failed))
+
+
+_PLAIN_SUCCESS = _Outcome("succeeded", "", (), None)
+"""The record of a job that succeeded and used nothing of its context, shared (nothing writes to its mappings)."""
 
 
 def tell_finished(system: Kernel, job_run_id: str, outcome: _Outcome) -> None:
