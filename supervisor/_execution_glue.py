@@ -220,7 +220,7 @@ class LocalExecution:
     def cancel(self, job_run_id: str, reason: str) -> bool:
         if job_run_id not in self._scopes:
             return False
-        self._cancel_reasons.setdefault(job_run_id, reason)
+        self._cancel_reasons[job_run_id] = reason
         scope = self._scopes[job_run_id]
         if scope is not None:  # it awaits in a task of its own (else it has not started: it never will)
             scope.cancel()

@@ -218,7 +218,8 @@ async def test_an_effect_after_commit_runs_once_the_step_is_durable(tmp_path: Pa
     async with running(tmp_path, autocommit=False, behavior=EffectActor(effect, restarts)) as (kernel, log, world):
         ask = asyncio.ensure_future(kernel.ask("kt_counter", "a", Set(5)))
         await settle()
-        assert effects == [] and not ask.done()
+        assert effects == []
+        assert not ask.done()
         await log.commit()
         assert await ask == 5
         assert effects == [5]
