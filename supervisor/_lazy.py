@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from actors import PartitionStatus, WantState
@@ -90,7 +90,7 @@ class LazyPlanning:
     def _activate_refs(self, want: WantState, refs: list[str]) -> None:
         raise NotImplementedError  # the supervisor's: index each ref, then plan it
 
-    def wants_on(self, ref: str) -> tuple[str, ...]:
+    def wants_on(self, ref: str) -> Collection[str]:
         raise NotImplementedError  # the supervisor's: the active wants on the ref
 
     # -- priorities ----------------------------------------------------------------------------------------------

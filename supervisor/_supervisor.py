@@ -34,7 +34,7 @@ on its partitions Failed.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from enum import IntEnum
 from typing import Any, Final
 
@@ -98,6 +98,10 @@ _TAINTED: Final = P.TAINTED
 _FAILED: Final = P.FAILED
 _UPSTREAM_FAILED: Final = P.UPSTREAM_FAILED
 _UPSTREAM_WAITING: Final = P.UPSTREAM_WAITING
+
+
+_READY: Final = UpstreamReady()  # frozen: one instance told to every partition woken (100,000 in a backfill)
+_NEVER: Final = PartitionState(ref="")  # the state of a ref never seen, for reads of its status only
 
 
 class Cat(IntEnum):
@@ -166,6 +170,10 @@ SUPERVISOR_MESSAGES: tuple[str, ...] = ("CommittedBatch", "RunEnded", "Due", "Re
 """The messages the supervisor handles, by type name (for fault drills naming one)."""
 
 
+_MANY: Final = 16
+"""Wants on one ref kept in a tuple; more go in a dict (a tuple copied per want added is quadratic)."""
+
+
 class Ref:
     """What the supervisor keeps of one ref: the wants on it, its category for them, the runs planned for it,
     whether it is queued. One record per ref, not four maps: a committed transition's bookkeeping reads one object
@@ -176,8 +184,9 @@ class Ref:
 
     def __init__(self) -> None:
         # the active wants on it; (): not wanted. A want's refs share its one-want tuple (issue 15: a list per ref
-        # of a million-ref backfill was ~90 MB of small objects, whose arenas stayed pinned after it ended)
-        self.wants: tuple[str, ...] = ()
+        # of a million-ref backfill was ~90 MB of small objects, whose arenas stayed pinned after it ended); past
+        # _MANY wants a dict, so that adding and removing one stays O(1) for a ref that thousands of wants share
+        self.wants: tuple[str, ...] | dict[str, None] = ()
         self.cat: Cat | None = None  # what it means for those wants (None while not wanted)
         self.runs: tuple[str, ...] = ()  # the non-terminal runs planned for it
         self.queued = False  # in its job's queue, to plan
@@ -217,6 +226,11 @@ class Supervisor(LazyPlanning, Behavior):
         # Staleness is looked at only if a job asked for it (a rebuild is then event-driven: see _refresh).
         self.refresh_enabled = any(job.rebuild_stale for job in graph.jobs().values())
         self.refreshing: set[str] = set()
+        world = self.world
+        # Whether a partition is Live, without making a Missing state for a ref never seen (a DepMiss run's missing
+        # refs, 500 a run); an evicting World reads an evicted state back, as World.partition does.
+        self._is_live: Any = world.is_live if not world.evicting else (
+            lambda ref: world.partition(ref).status is _LIVE)
         self._reset()
 
     def _reset(self) -> None:
@@ -252,8 +266,8 @@ class Supervisor(LazyPlanning, Behavior):
         self.children: dict[str, set[str]] = {}  # active want -> its active derived wants
 
     # -- per-ref records ------------------------------------------------------------------------------
-    def wants_on(self, ref: str) -> tuple[str, ...]:
-        """The active wants on ``ref`` (empty if none)."""
+    def wants_on(self, ref: str) -> Collection[str]:
+        """The active wants on ``ref`` (empty if none; read only)."""
         rec = self.refs.get(ref)
         return () if rec is None else rec.wants
 
@@ -351,6 +365,8 @@ class Supervisor(LazyPlanning, Behavior):
         refs = self.refs
         recat = self._recat
         live, building, cat_building = _LIVE, _BUILDING, _CAT_BUILDING
+        # Never replaced while a batch is handled (only a reconcile makes new ones).
+        groups_by_ref, static_by_ref, deferred = self.groups.by_ref, self.static.by_ref, self.deferred
         for item in items:
             if item.record.entity_kind != "partition":
                 self._on_committed(item)
@@ -370,9 +386,9 @@ class Supervisor(LazyPlanning, Behavior):
             if status is building:
                 continue
             if status is live:
-                if self.groups.by_ref:
+                if groups_by_ref and ref in groups_by_ref:
                     self._wake_waiters(ref)
-                if self.static.by_ref:
+                if static_by_ref and ref in static_by_ref:
                     self._wake_static(ref)
                 if self.refresh_enabled and st.generation > 1:
                     for stale_ref in stale_readers(self.world, self.graph, ref):
@@ -380,7 +396,7 @@ class Supervisor(LazyPlanning, Behavior):
             elif (status is _FAILED and st.final) or status is _UPSTREAM_FAILED:
                 self._fail_waiters(ref, st)
                 self._fail_static(ref, st)
-            if self.deferred:
+            if deferred and ref in deferred:
                 self._wake_deferred(ref)
             if wanted and (status is _MISSING or status is _TAINTED):
                 self._enqueue(ref)
@@ -405,8 +421,20 @@ class Supervisor(LazyPlanning, Behavior):
             self.to_schedule = True
         else:
             one = (wid,)
-            for ref in want.refs:
-                self._index_ref(one, ref, counts)
+            records, category = self.refs, self._category
+            added = 0
+            for ref in want.refs:  # _index_ref, inlined for its common case: a ref no other want is on
+                rec = records.get(ref)
+                if rec is None:
+                    rec = records[ref] = Ref()
+                elif rec.wants:
+                    self._index_ref(one, ref, counts)
+                    continue
+                rec.wants = one
+                rec.cat = cat = category(ref, None, rec)
+                counts[cat] += 1
+                added += 1
+            self.n_wanted += added
         for parent in want.parent_want_ids:
             self.children.setdefault(parent, set()).add(wid)
         self.dirty.add(wid)
@@ -423,8 +451,14 @@ class Supervisor(LazyPlanning, Behavior):
         rec = self.refs.get(ref)
         if rec is None:
             rec = self.refs[ref] = Ref()
-        if rec.wants:
-            rec.wants += one
+        wants = rec.wants
+        if wants:
+            if isinstance(wants, dict):
+                wants[one[0]] = None
+            elif len(wants) < _MANY:
+                rec.wants = wants + one
+            else:
+                rec.wants = dict.fromkeys((*wants, *one))
             cat = rec.cat
             assert cat is not None  # set while wanted
         else:
@@ -490,30 +524,41 @@ class Supervisor(LazyPlanning, Behavior):
         self.cursors.pop(wid, None)
         self._one.pop(wid, None)
         self.priority.pop(wid, None)
-        refs = self.refs
+        refs, broken, refreshing = self.refs, self.broken, self.refreshing
+        waited_on, static_missing, static_failed = self.groups.by_ref, self.static.missing, self.static_failed
+        static_waited_on = self.static.by_ref
         for ref in indexed:
             rec = refs.get(ref)
             if rec is None or not rec.wants:
                 continue
             lst = rec.wants
             if wid in lst:
-                i = lst.index(wid)
-                lst = rec.wants = lst[:i] + lst[i + 1:]
+                if isinstance(lst, dict):
+                    del lst[wid]
+                else:
+                    i = lst.index(wid)
+                    lst = rec.wants = lst[:i] + lst[i + 1:]
             if not lst:
                 rec.cat = None
                 self.n_wanted -= 1
-                self.broken.pop(ref, None)
-                needers = self._needed_by(ref)
-                if needers:  # still an upstream of a partition an active want waits for: want it again
-                    self._drop_ref(ref, rec)
-                    source, waiting = needers[0]
-                    self._want_refs([ref], source=source, for_refs=waiting)
-                    continue
-                self._dequeue(ref)
-                self._forget_static(ref)
-                if ref in self.refreshing:
+                if broken:
+                    broken.pop(ref, None)
+                if ref in waited_on or ref in static_waited_on:  # _needed_by's own first test, without its frame
+                    needers = self._needed_by(ref)
+                    if needers:  # still an upstream of a partition an active want waits for: want it again
+                        self._drop_ref(ref, rec)
+                        source, waiting = needers[0]
+                        self._want_refs([ref], source=source, for_refs=waiting)
+                        continue
+                if rec.queued:  # _dequeue
+                    rec.queued = False
+                    self.n_queued -= 1
+                if ref in static_missing or ref in static_failed:
+                    self._forget_static(ref)
+                if ref in refreshing:
                     self._stop_refreshing(ref)
-                runs_to_check.update(rec.runs)
+                if rec.runs:
+                    runs_to_check.update(rec.runs)
                 self._drop_ref(ref, rec)
         for run_id in sorted(runs_to_check):
             run = self.world.runs.get(run_id)
@@ -564,7 +609,9 @@ class Supervisor(LazyPlanning, Behavior):
         if self.static_failed and ref in self.static_failed:
             return _CAT_UPSTREAM_FAILED
         if st is None:
-            st = self.world.partition(ref)
+            st = self.world.partitions.get(ref)  # an evicting table's get reads an evicted state back
+            if st is None:
+                st = _NEVER
         s = st.status
         if rec is None:
             rec = self.refs.get(ref)
@@ -643,7 +690,7 @@ class Supervisor(LazyPlanning, Behavior):
         out: dict[str, None] = {}
         for ref in waiting:
             for up in (*self.world.needs(ref), *sorted(self.static.missing.get(ref, ()))):
-                if up not in out and self.world.partition(up).status is not _LIVE:
+                if up not in out and not self._is_live(up):
                     out[up] = None
                     if len(out) >= limit:
                         return tuple(out)
@@ -676,7 +723,7 @@ class Supervisor(LazyPlanning, Behavior):
         except NoJobForRef:
             return
         deps = [] if job.deps is None else [d for d in self.graph.static_deps(ref)
-                                            if self.world.partition(d).status is not _LIVE]
+                                            if not self._is_live(d)]
         # A tainted partition is rebuilt after the inputs of its tainted build are Live again (upstream first).
         inputs = rebuild_inputs(self.world, ref)  # [] unless the partition is Tainted
         if inputs and deps:
@@ -901,16 +948,21 @@ class Supervisor(LazyPlanning, Behavior):
         rid = run.job_run_id
         if rid in self.groups or not members:
             return
-        left = {m for m in run.missing if self.world.partition(m).status is not _LIVE}
+        is_live = self._is_live
+        left = {m for m in run.missing if not is_live(m)}
         if not left:
             for p in members:
-                self._tell_partition(p, UpstreamReady())
+                self._tell_partition(p, _READY)
             return
         self.groups.wait(rid, left)
 
     def _find_cycle(self, members: set[str], needs: Iterable[str]) -> list[str] | None:
         """A path member -> ... -> member through UpstreamWaiting partitions' needs, if there is one."""
         if not members:
+            return None
+        needs_of = self.world.needs
+        needs = tuple(needs)
+        if not any(m in members or needs_of(m) for m in needs):  # the common case: no missing ref waits itself
             return None
         start = min(members)
         stack: list[tuple[str, list[str]]] = [(m, [start, m]) for m in needs]
@@ -922,7 +974,7 @@ class Supervisor(LazyPlanning, Behavior):
             if ref in seen:
                 continue
             seen.add(ref)
-            for nxt in self.world.needs(ref):
+            for nxt in needs_of(ref):
                 stack.append((nxt, [*path, nxt]))
         return None
 
@@ -937,10 +989,9 @@ class Supervisor(LazyPlanning, Behavior):
     def _want_refs(self, refs: Iterable[str], *, source: str, parents: Iterable[str] = (),
                    for_refs: Iterable[str] = ()) -> str | None:
         """Create one derived want for the refs that are neither Live nor wanted yet."""
-        creating = self.pending.creating
+        creating, records, is_live = self.pending.creating, self.refs, self._is_live
         need = [r for r in dict.fromkeys(refs)
-                if not self.is_wanted(r) and r not in creating
-                and self.world.partition(r).status is not _LIVE]
+                if ((rec := records.get(r)) is None or not rec.wants) and r not in creating and not is_live(r)]
         if not need:
             return None
         parent_ids = [p for p in parents if p in self.counts]
@@ -961,10 +1012,10 @@ class Supervisor(LazyPlanning, Behavior):
 
     def _wake_waiters(self, ref: str) -> None:
         """``ref`` is Live: wake the partitions of every DepMiss run that now has all its missing refs."""
-        runs, tell_soon = self.world.runs, self._tell_soon
+        runs, tell = self.world.runs, self.kernel.tell
         for rid in self.groups.arrived(ref):
             for p in self._group_members(runs[rid]):
-                tell_soon("partition", p, UpstreamReady())
+                tell("partition", p, _READY)
 
     def _fail_waiters(self, ref: str, st: PartitionState) -> None:
         """``ref`` failed: the partitions of every DepMiss run that waited on it fail upstream."""
