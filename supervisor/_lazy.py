@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from actors import PartitionStatus, WantState
@@ -43,10 +43,9 @@ class LazyPlanning:
     graph: Graph
     world: Any
     counts: dict[str, list[int]]  # want -> refs per category (indexed by the supervisor's Cat)
-    queued: set[str]
-    planned: dict[str, set[str]]
+    n_queued: int  # refs queued
+    n_planned: int  # refs planned in a run not ended yet
     inflight: dict[str, set[str]]
-    wants_by_ref: dict[str, tuple[str, ...]]
 
     def _reset_lazy(self) -> None:
         self.cursors: dict[str, int] = {}  # set want -> refs activated so far (a prefix of its set)
@@ -76,7 +75,7 @@ class LazyPlanning:
                 self.cursors.pop(wid, None)
                 continue
             refs = want.refs
-            while len(self.queued) + len(self.planned) < WINDOW:
+            while self.n_queued + self.n_planned < WINDOW:
                 start = self.cursors[wid]
                 if start >= len(refs):
                     break
@@ -85,18 +84,21 @@ class LazyPlanning:
                 self._activate_refs(want, chunk)
             if self.cursors[wid] >= len(refs):
                 del self.cursors[wid]
-            if len(self.queued) + len(self.planned) >= WINDOW:
+            if self.n_queued + self.n_planned >= WINDOW:
                 return
 
     def _activate_refs(self, want: WantState, refs: list[str]) -> None:
         raise NotImplementedError  # the supervisor's: index each ref, then plan it
+
+    def wants_on(self, ref: str) -> Collection[str]:
+        raise NotImplementedError  # the supervisor's: the active wants on the ref
 
     # -- priorities ----------------------------------------------------------------------------------------------
     def _ref_priority(self, ref: str) -> int:
         prio = self.priority
         if not prio:
             return 0
-        return max((prio.get(w, 0) for w in self.wants_by_ref.get(ref, ())), default=0)
+        return max((prio.get(w, 0) for w in self.wants_on(ref)), default=0)
 
     def _push(self, job: str, ref: str) -> None:
         queues = self.pqueues.get(job)

@@ -34,7 +34,7 @@ on its partitions Failed.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from enum import IntEnum
 from typing import Any, Final
 
@@ -98,6 +98,10 @@ _TAINTED: Final = P.TAINTED
 _FAILED: Final = P.FAILED
 _UPSTREAM_FAILED: Final = P.UPSTREAM_FAILED
 _UPSTREAM_WAITING: Final = P.UPSTREAM_WAITING
+
+
+_READY: Final = UpstreamReady()  # frozen: one instance told to every partition woken (100,000 in a backfill)
+_NEVER: Final = PartitionState(ref="")  # the state of a ref never seen, for reads of its status only
 
 
 class Cat(IntEnum):
@@ -166,6 +170,28 @@ SUPERVISOR_MESSAGES: tuple[str, ...] = ("CommittedBatch", "RunEnded", "Due", "Re
 """The messages the supervisor handles, by type name (for fault drills naming one)."""
 
 
+_MANY: Final = 16
+"""Wants on one ref kept in a tuple; more go in a dict (a tuple copied per want added is quadratic)."""
+
+
+class Ref:
+    """What the supervisor keeps of one ref: the wants on it, its category for them, the runs planned for it,
+    whether it is queued. One record per ref, not four maps: a committed transition's bookkeeping reads one object
+    (issue 15: with 100,000 refs in flight each map's lookup is a cache miss, and case (b) paid four or five per
+    transition). A record lives while any of its fields says something (:meth:`Supervisor._drop_ref`)."""
+
+    __slots__ = ("cat", "queued", "runs", "wants")
+
+    def __init__(self) -> None:
+        # the active wants on it; (): not wanted. A want's refs share its one-want tuple (issue 15: a list per ref
+        # of a million-ref backfill was ~90 MB of small objects, whose arenas stayed pinned after it ended); past
+        # _MANY wants a dict, so that adding and removing one stays O(1) for a ref that thousands of wants share
+        self.wants: tuple[str, ...] | dict[str, None] = ()
+        self.cat: Cat | None = None  # what it means for those wants (None while not wanted)
+        self.runs: tuple[str, ...] = ()  # the non-terminal runs planned for it
+        self.queued = False  # in its job's queue, to plan
+
+
 class Pending:
     """What the supervisor asked for and has not seen committed yet; kept by the runtime, so it outlives a crash of
     the supervisor (reconciling must not ask for a derived want or a run a second time)."""
@@ -200,24 +226,29 @@ class Supervisor(LazyPlanning, Behavior):
         # Staleness is looked at only if a job asked for it (a rebuild is then event-driven: see _refresh).
         self.refresh_enabled = any(job.rebuild_stale for job in graph.jobs().values())
         self.refreshing: set[str] = set()
+        world = self.world
+        # Whether a partition is Live, without making a Missing state for a ref never seen (a DepMiss run's missing
+        # refs, 500 a run); an evicting World reads an evicted state back, as World.partition does.
+        self._is_live: Any = world.is_live if not world.evicting else (
+            lambda ref: world.partition(ref).status is _LIVE)
         self._reset()
 
     def _reset(self) -> None:
         """Empty every derived index (:meth:`_reconcile` rebuilds them from the World)."""
-        # interest
-        # ref -> the active wants on it; a tuple, the one-want tuple shared by a want's refs (issue 15: a list per
-        # ref of a million-ref backfill was ~90 MB of small objects, whose arenas stayed pinned after it ended)
-        self.wants_by_ref: dict[str, tuple[str, ...]] = {}
+        # per ref: the wants on it and its category for them (interest), the runs planned for it and whether it is
+        # queued (scheduling), in one record; the counters say how many refs are wanted, queued and planned
+        self.refs: dict[str, Ref] = {}
+        self.n_wanted = 0
+        self.n_queued = 0
+        self.n_planned = 0
+        # interest, per want
         self._one: dict[str, tuple[str]] = {}  # set want -> its one-want tuple, while it activates refs
         self.counts: dict[str, list[int]] = {}  # want -> how many of its refs are in each Cat (index: Cat)
-        self.cat: dict[str, Cat] = {}
         self.sent: dict[str, W] = {}
         self.dirty: set[str] = set()
         # scheduling (the queues of refs to plan, by job and priority, and set wants' cursors: _lazy.py)
         self._reset_lazy()
-        self.queued: set[str] = set()
         self.inflight: dict[str, set[str]] = {}
-        self.planned: dict[str, set[str]] = {}  # ref -> non-terminal runs planned for it
         self.retrying: dict[str, str] = {}
         self.to_schedule = False
         # dependencies: partitions of a DepMiss run wait together on the run's missing refs (a wait group)
@@ -233,6 +264,46 @@ class Supervisor(LazyPlanning, Behavior):
         self.refreshing = set()
         self.refresh_queues: dict[str, deque[str]] = {}
         self.children: dict[str, set[str]] = {}  # active want -> its active derived wants
+
+    # -- per-ref records ------------------------------------------------------------------------------
+    def wants_on(self, ref: str) -> Collection[str]:
+        """The active wants on ``ref`` (empty if none; read only)."""
+        rec = self.refs.get(ref)
+        return () if rec is None else rec.wants
+
+    def is_wanted(self, ref: str) -> bool:
+        rec = self.refs.get(ref)
+        return rec is not None and bool(rec.wants)
+
+    def is_planned(self, ref: str) -> bool:
+        rec = self.refs.get(ref)
+        return rec is not None and bool(rec.runs)
+
+    def _drop_ref(self, ref: str, rec: Ref) -> None:
+        """Forget ``ref``'s record if it says nothing any more."""
+        if not rec.wants and not rec.runs and not rec.queued and self.refs.get(ref) is rec:
+            del self.refs[ref]
+
+    def _add_run(self, ref: str, run_id: str) -> Ref:
+        """``run_id`` is planned for ``ref``: its record, which says so."""
+        rec = self.refs.get(ref)
+        if rec is None:
+            rec = self.refs[ref] = Ref()
+        runs = rec.runs
+        if not runs:
+            self.n_planned += 1
+            rec.runs = (run_id,)
+        elif run_id not in runs:
+            rec.runs = (*runs, run_id)
+        return rec
+
+    def _remove_run(self, ref: str, rec: Ref, run_id: str) -> None:
+        """``run_id`` (one of ``rec.runs``) ended."""
+        runs = rec.runs
+        rec.runs = () if len(runs) == 1 else tuple(r for r in runs if r != run_id)
+        if not rec.runs:
+            self.n_planned -= 1
+            self._drop_ref(ref, rec)
 
     # -- message loop ---------------------------------------------------------------------------------
     def receive(self, ctx: Ctx, msg: Any) -> Any:
@@ -291,9 +362,11 @@ class Supervisor(LazyPlanning, Behavior):
         """One commit's transitions, in commit order. Partitions are most of them (a backfill commits thousands
         per batch): their common case is handled here, with the indices held in locals and the empty ones
         skipped; anything else goes through :meth:`_on_committed`."""
-        wants_by_ref, planned, cat = self.wants_by_ref, self.planned, self.cat
+        refs = self.refs
         recat = self._recat
         live, building, cat_building = _LIVE, _BUILDING, _CAT_BUILDING
+        # Never replaced while a batch is handled (only a reconcile makes new ones).
+        groups_by_ref, static_by_ref, deferred = self.groups.by_ref, self.static.by_ref, self.deferred
         for item in items:
             if item.record.entity_kind != "partition":
                 self._on_committed(item)
@@ -301,18 +374,21 @@ class Supervisor(LazyPlanning, Behavior):
             st: PartitionState = item.new
             ref = st.ref
             status = st.status
-            wanted = wants_by_ref.get(ref)
-            # A planned ref counts as Building whatever it goes through before its run ends (a lease, a settle
-            # that is not Live): nothing to recount then (_category says so first; broken and static_failed
-            # refs keep their category too).
-            if wanted and not (status is not live and cat.get(ref) is cat_building and ref in planned):
-                recat(ref, st, wanted)
+            rec = refs.get(ref)
+            wanted = False
+            if rec is not None and rec.wants:
+                wanted = True
+                # A planned ref counts as Building whatever it goes through before its run ends (a lease, a settle
+                # that is not Live): nothing to recount then (_category says so first; broken and static_failed
+                # refs keep their category too).
+                if status is live or rec.cat is not cat_building or not rec.runs:
+                    recat(ref, st, rec)
             if status is building:
                 continue
             if status is live:
-                if self.groups.by_ref:
+                if groups_by_ref and ref in groups_by_ref:
                     self._wake_waiters(ref)
-                if self.static.by_ref:
+                if static_by_ref and ref in static_by_ref:
                     self._wake_static(ref)
                 if self.refresh_enabled and st.generation > 1:
                     for stale_ref in stale_readers(self.world, self.graph, ref):
@@ -320,7 +396,7 @@ class Supervisor(LazyPlanning, Behavior):
             elif (status is _FAILED and st.final) or status is _UPSTREAM_FAILED:
                 self._fail_waiters(ref, st)
                 self._fail_static(ref, st)
-            if self.deferred:
+            if deferred and ref in deferred:
                 self._wake_deferred(ref)
             if wanted and (status is _MISSING or status is _TAINTED):
                 self._enqueue(ref)
@@ -345,12 +421,24 @@ class Supervisor(LazyPlanning, Behavior):
             self.to_schedule = True
         else:
             one = (wid,)
-            for ref in want.refs:
-                self._index_ref(one, ref, counts)
+            records, category = self.refs, self._category
+            added = 0
+            for ref in want.refs:  # _index_ref, inlined for its common case: a ref no other want is on
+                rec = records.get(ref)
+                if rec is None:
+                    rec = records[ref] = Ref()
+                elif rec.wants:
+                    self._index_ref(one, ref, counts)
+                    continue
+                rec.wants = one
+                rec.cat = cat = category(ref, None, rec)
+                counts[cat] += 1
+                added += 1
+            self.n_wanted += added
         for parent in want.parent_want_ids:
             self.children.setdefault(parent, set()).add(wid)
         self.dirty.add(wid)
-        self.graph.in_flight(len(self.wants_by_ref))
+        self.graph.in_flight(self.n_wanted)
         now = self.env.clock.now()
         if want.ttl is not None:
             self.timers.call_at(want.anchored_at + want.ttl, Due("ttl", wid), now=now)
@@ -360,13 +448,24 @@ class Supervisor(LazyPlanning, Behavior):
 
     def _index_ref(self, one: tuple[str], ref: str, counts: list[int]) -> None:
         """Index ``ref`` under the want ``one[0]`` (``one``: that want's shared one-want tuple)."""
-        wants = self.wants_by_ref.get(ref)
-        if wants is None:
-            self.wants_by_ref[ref] = one
-            self.cat[ref] = self._category(ref)
+        rec = self.refs.get(ref)
+        if rec is None:
+            rec = self.refs[ref] = Ref()
+        wants = rec.wants
+        if wants:
+            if isinstance(wants, dict):
+                wants[one[0]] = None
+            elif len(wants) < _MANY:
+                rec.wants = wants + one
+            else:
+                rec.wants = dict.fromkeys((*wants, *one))
+            cat = rec.cat
+            assert cat is not None  # set while wanted
         else:
-            self.wants_by_ref[ref] = wants + one
-        counts[self.cat[ref]] += 1
+            rec.wants = one
+            rec.cat = cat = self._category(ref, None, rec)
+            self.n_wanted += 1
+        counts[cat] += 1
 
     def _activate_refs(self, want: WantState, refs: list[str]) -> None:
         """Index a chunk of a set want's refs (they counted as Idle so far) and queue those that need building.
@@ -386,7 +485,7 @@ class Supervisor(LazyPlanning, Behavior):
             elif st.status is _UPSTREAM_WAITING:
                 self._ensure_upstream(st)
         self.dirty.add(wid)
-        self.graph.in_flight(len(self.wants_by_ref))
+        self.graph.in_flight(self.n_wanted)
 
     def _plan_want(self, want: WantState, *, new: bool = True) -> None:
         """Queue the want's refs that need building; join or re-want the upstreams of those that wait.
@@ -425,35 +524,50 @@ class Supervisor(LazyPlanning, Behavior):
         self.cursors.pop(wid, None)
         self._one.pop(wid, None)
         self.priority.pop(wid, None)
+        refs, broken, refreshing = self.refs, self.broken, self.refreshing
+        waited_on, static_missing, static_failed = self.groups.by_ref, self.static.missing, self.static_failed
+        static_waited_on = self.static.by_ref
         for ref in indexed:
-            lst = self.wants_by_ref.get(ref)
-            if lst is None:
+            rec = refs.get(ref)
+            if rec is None or not rec.wants:
                 continue
+            lst = rec.wants
             if wid in lst:
-                i = lst.index(wid)
-                lst = self.wants_by_ref[ref] = lst[:i] + lst[i + 1:]
+                if isinstance(lst, dict):
+                    del lst[wid]
+                else:
+                    i = lst.index(wid)
+                    lst = rec.wants = lst[:i] + lst[i + 1:]
             if not lst:
-                del self.wants_by_ref[ref]
-                self.cat.pop(ref, None)
-                self.broken.pop(ref, None)
-                needers = self._needed_by(ref)
-                if needers:  # still an upstream of a partition an active want waits for: want it again
-                    source, waiting = needers[0]
-                    self._want_refs([ref], source=source, for_refs=waiting)
-                    continue
-                self._dequeue(ref)
-                self._forget_static(ref)
-                if ref in self.refreshing:
+                rec.cat = None
+                self.n_wanted -= 1
+                if broken:
+                    broken.pop(ref, None)
+                if ref in waited_on or ref in static_waited_on:  # _needed_by's own first test, without its frame
+                    needers = self._needed_by(ref)
+                    if needers:  # still an upstream of a partition an active want waits for: want it again
+                        self._drop_ref(ref, rec)
+                        source, waiting = needers[0]
+                        self._want_refs([ref], source=source, for_refs=waiting)
+                        continue
+                if rec.queued:  # _dequeue
+                    rec.queued = False
+                    self.n_queued -= 1
+                if ref in static_missing or ref in static_failed:
+                    self._forget_static(ref)
+                if ref in refreshing:
                     self._stop_refreshing(ref)
-                runs_to_check |= self.planned.get(ref, set())
+                if rec.runs:
+                    runs_to_check.update(rec.runs)
+                self._drop_ref(ref, rec)
         for run_id in sorted(runs_to_check):
             run = self.world.runs.get(run_id)
             if run is None or run.terminal:
                 continue
-            if not any(r in self.wants_by_ref for r in run.partitions):
+            if not any(self.is_wanted(r) for r in run.partitions):
                 self.kernel.tell("job_run", run_id, CancelRun(f"no active want needs it any more "
                                                                         f"(want {wid} {want.status})"))
-        self.graph.in_flight(len(self.wants_by_ref))
+        self.graph.in_flight(self.n_wanted)
         children = self.children.pop(wid, set())
         if want.status in (W.CANCELED, W.EXPIRED):
             for other_id in sorted(children):
@@ -476,7 +590,7 @@ class Supervisor(LazyPlanning, Behavior):
         seen.add(ref)
 
         def wanted(member: str) -> bool:
-            return member in self.wants_by_ref or (member not in seen and bool(self._needed_by(member, seen)))
+            return self.is_wanted(member) or (member not in seen and bool(self._needed_by(member, seen)))
 
         out: list[tuple[str, list[str]]] = []
         for rid in sorted(self.groups.by_ref.get(ref, ())):
@@ -489,21 +603,25 @@ class Supervisor(LazyPlanning, Behavior):
                 out.append((f"static_deps:{r}", [r]))
         return out
 
-    def _category(self, ref: str, st: PartitionState | None = None) -> Cat:
+    def _category(self, ref: str, st: PartitionState | None = None, rec: Ref | None = None) -> Cat:
         if self.broken and ref in self.broken:
             return _CAT_FAILED
         if self.static_failed and ref in self.static_failed:
             return _CAT_UPSTREAM_FAILED
         if st is None:
-            st = self.world.partition(ref)
+            st = self.world.partitions.get(ref)  # an evicting table's get reads an evicted state back
+            if st is None:
+                st = _NEVER
         s = st.status
+        if rec is None:
+            rec = self.refs.get(ref)
         if s is _LIVE:
             return _CAT_BUILDING if self.refreshing and ref in self.refreshing else _CAT_LIVE
-        if s is _BUILDING or ref in self.planned or (self.retrying and ref in self.retrying):
+        if s is _BUILDING or (rec is not None and rec.runs) or (self.retrying and ref in self.retrying):
             return _CAT_BUILDING
         if s is _UPSTREAM_WAITING or (self.static.missing and ref in self.static.missing):
             return _CAT_WAITING
-        if ref in self.queued:
+        if rec is not None and rec.queued:
             return _CAT_IDLE
         if s is _FAILED and st.final:
             return _CAT_FAILED
@@ -511,21 +629,22 @@ class Supervisor(LazyPlanning, Behavior):
             return _CAT_UPSTREAM_FAILED
         return _CAT_IDLE
 
-    def _recat(self, ref: str, st: PartitionState | None = None, wants: tuple[str, ...] | None = None) -> None:
-        """Recount ``ref`` for the wants on it (``st``: its state, ``wants``: the wants on it, if the caller has
-        them)."""
-        if wants is None:
-            wants = self.wants_by_ref.get(ref)
-            if not wants:
+    def _recat(self, ref: str, st: PartitionState | None = None, rec: Ref | None = None) -> None:
+        """Recount ``ref`` for the wants on it (``st``: its state, ``rec``: its record, if the caller has them)."""
+        if rec is None:
+            rec = self.refs.get(ref)
+            if rec is None:
                 return
-        new = self._category(ref, st)
-        old = self.cat.get(ref)
+        if not rec.wants:
+            return
+        new = self._category(ref, st, rec)
+        old = rec.cat
         if new == old:
             return
-        self.cat[ref] = new
+        rec.cat = new
         counts = self.counts
         dirty = self.dirty
-        for wid in wants:
+        for wid in rec.wants:
             c = counts[wid]
             if old is not None:
                 c[old] -= 1
@@ -571,7 +690,7 @@ class Supervisor(LazyPlanning, Behavior):
         out: dict[str, None] = {}
         for ref in waiting:
             for up in (*self.world.needs(ref), *sorted(self.static.missing.get(ref, ()))):
-                if up not in out and self.world.partition(up).status is not _LIVE:
+                if up not in out and not self._is_live(up):
                     out[up] = None
                     if len(out) >= limit:
                         return tuple(out)
@@ -579,8 +698,9 @@ class Supervisor(LazyPlanning, Behavior):
 
     def _refs_in(self, want: WantState, cat: Cat, limit: int = 50) -> tuple[str, ...]:
         out = []
+        refs = self.refs
         for r in self._indexed_refs(want):
-            if self.cat.get(r) == cat:
+            if (rec := refs.get(r)) is not None and rec.cat == cat:
                 out.append(r)
                 if len(out) >= limit:
                     break
@@ -594,15 +714,16 @@ class Supervisor(LazyPlanning, Behavior):
         a ref planned in a run that has not taken its lease yet is planned again and the Partition actor's
         lease decides (the collision policy). Other triggers never plan a ref twice.
         """
-        if (ref in self.queued or ref in self.static.missing or ref in self.retrying
-                or (ref in self.planned and not new_want)):
+        rec = self.refs.get(ref)
+        if ((rec is not None and (rec.queued or (rec.runs and not new_want)))
+                or ref in self.static.missing or ref in self.retrying):
             return
         try:
             job = self.graph.job_of(ref)
         except NoJobForRef:
             return
         deps = [] if job.deps is None else [d for d in self.graph.static_deps(ref)
-                                            if self.world.partition(d).status is not _LIVE]
+                                            if not self._is_live(d)]
         # A tainted partition is rebuilt after the inputs of its tainted build are Live again (upstream first).
         inputs = rebuild_inputs(self.world, ref)  # [] unless the partition is Tainted
         if inputs and deps:
@@ -616,7 +737,10 @@ class Supervisor(LazyPlanning, Behavior):
                 self._want_refs(inputs, source=f"rebuild:{ref}", for_refs=(ref,))
             return
         self._push(job.name, ref)
-        self.queued.add(ref)
+        if rec is None:
+            rec = self.refs[ref] = Ref()
+        rec.queued = True
+        self.n_queued += 1
         self.to_schedule = True
 
     def _forget_static(self, ref: str) -> None:
@@ -625,22 +749,29 @@ class Supervisor(LazyPlanning, Behavior):
         self.static.forget(ref)
 
     def _dequeue(self, ref: str) -> None:
-        self.queued.discard(ref)  # the stale deque entry is skipped when planning
+        rec = self.refs.get(ref)
+        if rec is not None and rec.queued:  # the stale deque entry is skipped when planning
+            rec.queued = False
+            self.n_queued -= 1
+            self._drop_ref(ref, rec)
 
     def _schedule(self) -> None:
         self._activate()
-        queued, wanted, parts = self.queued, self.wants_by_ref, self.world.partitions
+        records, parts = self.refs, self.world.partitions
         for name in self._jobs_in_order():
             job = self.graph[name]
             refs = self._pop_refs(name)
             while self._free_slots(job)[0] > 0:
                 batch: list[str] = []
                 for ref in refs:
-                    if ref not in queued:
+                    rec = records.get(ref)
+                    if rec is None or not rec.queued:
                         continue
-                    queued.discard(ref)
+                    rec.queued = False
+                    self.n_queued -= 1
                     st = parts.get(ref)
-                    if ref not in wanted or (st is not None and st.status not in _PLANNABLE):
+                    if not rec.wants or (st is not None and st.status not in _PLANNABLE):
+                        self._drop_ref(ref, rec)
                         continue
                     batch.append(ref)
                     if len(batch) >= job.batch:
@@ -655,7 +786,7 @@ class Supervisor(LazyPlanning, Behavior):
     def _refresh(self, ref: str) -> None:
         """A wanted Live partition of a ``rebuild_stale`` job is stale: rebuild it (a refresh run leases it Live);
         its wants count it as building meanwhile."""
-        if ref not in self.wants_by_ref or ref in self.refreshing or ref in self.planned:
+        if not self.is_wanted(ref) or ref in self.refreshing or self.is_planned(ref):
             return
         try:
             job = self.graph.job_of(ref)
@@ -687,7 +818,7 @@ class Supervisor(LazyPlanning, Behavior):
         """The wants on ``refs`` were maybe held back from success by their want actors (a partition was leaving
         Live, and stayed): decide their status again."""
         for ref in refs:
-            for wid in self.wants_by_ref.get(ref, ()):
+            for wid in self.wants_on(ref):
                 if self.sent.get(wid) is W.SUCCESSFUL:
                     del self.sent[wid]
                     self.dirty.add(wid)
@@ -700,7 +831,7 @@ class Supervisor(LazyPlanning, Behavior):
                 batch: list[str] = []
                 while q and len(batch) < job.batch:
                     ref = q.popleft()
-                    if ref in self.wants_by_ref and ref in self.refreshing and is_stale(self.world, ref):
+                    if self.is_wanted(ref) and ref in self.refreshing and is_stale(self.world, ref):
                         batch.append(ref)
                     elif ref in self.refreshing:  # no longer wanted, or fresh (rebuilt meanwhile)
                         self._stop_refreshing(ref)
@@ -716,11 +847,10 @@ class Supervisor(LazyPlanning, Behavior):
     def _plan(self, job: str, refs: tuple[str, ...], *, attempt: int, retry_of: str | None,
               max_attempts: int, policy: str, refresh: bool = False) -> str:
         run_id = self.ids.next_run()
-        wants = sorted({w for r in refs for w in self.wants_by_ref.get(r, ())})
+        wants = sorted({w for r in refs for w in self.wants_on(r)})
         self.inflight.setdefault(job, set()).add(run_id)
         for r in refs:
-            self.planned.setdefault(r, set()).add(run_id)
-            self._recat(r)
+            self._recat(r, None, self._add_run(r, run_id))
         reason = f"serves {', '.join(wants[:5])}{' …' if len(wants) > 5 else ''}"
         if retry_of:
             reason = f"retry {attempt}/{max_attempts} of {retry_of}; " + reason
@@ -748,16 +878,14 @@ class Supervisor(LazyPlanning, Behavior):
         # already dropped it from the indices; the bookkeeping below finds nothing to do then, and each effect
         # checks the committed state before acting.
         self.inflight.get(run.job, set()).discard(rid)
-        planned, wanted, parts = self.planned, self.wants_by_ref, self.world.partitions
+        records, parts = self.refs, self.world.partitions
         for ref in run.planned:
-            runs = planned.get(ref)
-            if runs is not None and rid in runs:
-                runs.discard(rid)
-                if not runs:
-                    del planned[ref]
-                if ref in wanted:
+            rec = records.get(ref)
+            if rec is not None and rid in rec.runs:
+                self._remove_run(ref, rec, rid)
+                if rec.wants:
                     st = parts.get(ref)
-                    self._recat(ref, st)
+                    self._recat(ref, st, rec)
                     if st is None or st.status is _MISSING or st.status is _TAINTED:
                         self._enqueue(ref)
         for ref, _ in run.deferred_on:
@@ -785,8 +913,7 @@ class Supervisor(LazyPlanning, Behavior):
                                     Due("retry", rid), now=self.env.clock.now())
         elif run.status is JobRunStatus.FAILED:
             for ref in run.partitions:
-                if ref in self.wants_by_ref:
-                    self._recat(ref)
+                self._recat(ref)
 
     def _on_dep_miss(self, run: JobRunState) -> None:
         rid = run.job_run_id
@@ -821,16 +948,21 @@ class Supervisor(LazyPlanning, Behavior):
         rid = run.job_run_id
         if rid in self.groups or not members:
             return
-        left = {m for m in run.missing if self.world.partition(m).status is not _LIVE}
+        is_live = self._is_live
+        left = {m for m in run.missing if not is_live(m)}
         if not left:
             for p in members:
-                self._tell_partition(p, UpstreamReady())
+                self._tell_partition(p, _READY)
             return
         self.groups.wait(rid, left)
 
     def _find_cycle(self, members: set[str], needs: Iterable[str]) -> list[str] | None:
         """A path member -> ... -> member through UpstreamWaiting partitions' needs, if there is one."""
         if not members:
+            return None
+        needs_of = self.world.needs
+        needs = tuple(needs)
+        if not any(m in members or needs_of(m) for m in needs):  # the common case: no missing ref waits itself
             return None
         start = min(members)
         stack: list[tuple[str, list[str]]] = [(m, [start, m]) for m in needs]
@@ -842,7 +974,7 @@ class Supervisor(LazyPlanning, Behavior):
             if ref in seen:
                 continue
             seen.add(ref)
-            for nxt in self.world.needs(ref):
+            for nxt in needs_of(ref):
                 stack.append((nxt, [*path, nxt]))
         return None
 
@@ -857,15 +989,14 @@ class Supervisor(LazyPlanning, Behavior):
     def _want_refs(self, refs: Iterable[str], *, source: str, parents: Iterable[str] = (),
                    for_refs: Iterable[str] = ()) -> str | None:
         """Create one derived want for the refs that are neither Live nor wanted yet."""
-        creating = self.pending.creating
+        creating, records, is_live = self.pending.creating, self.refs, self._is_live
         need = [r for r in dict.fromkeys(refs)
-                if r not in self.wants_by_ref and r not in creating
-                and self.world.partition(r).status is not _LIVE]
+                if ((rec := records.get(r)) is None or not rec.wants) and r not in creating and not is_live(r)]
         if not need:
             return None
         parent_ids = [p for p in parents if p in self.counts]
         if not parent_ids:
-            parent_ids = sorted({w for r in for_refs for w in self.wants_by_ref.get(r, ())})
+            parent_ids = sorted({w for r in for_refs for w in self.wants_on(r)})
         root = None
         if parent_ids:
             first = self.world.wants.get(parent_ids[0])
@@ -881,10 +1012,10 @@ class Supervisor(LazyPlanning, Behavior):
 
     def _wake_waiters(self, ref: str) -> None:
         """``ref`` is Live: wake the partitions of every DepMiss run that now has all its missing refs."""
-        runs, tell_soon = self.world.runs, self._tell_soon
+        runs, tell = self.world.runs, self.kernel.tell
         for rid in self.groups.arrived(ref):
             for p in self._group_members(runs[rid]):
-                tell_soon("partition", p, UpstreamReady())
+                tell("partition", p, _READY)
 
     def _fail_waiters(self, ref: str, st: PartitionState) -> None:
         """``ref`` failed: the partitions of every DepMiss run that waited on it fail upstream."""
@@ -898,10 +1029,10 @@ class Supervisor(LazyPlanning, Behavior):
 
     def _wake_static(self, ref: str) -> None:
         """``ref`` is Live: recount, and plan if wanted, every ref whose static deps are now all Live."""
-        wants_by_ref = self.wants_by_ref
+        is_wanted = self.is_wanted
         for r in self.static.arrived(ref):
             self._recat(r)
-            if ref in wants_by_ref or r in wants_by_ref:
+            if is_wanted(ref) or is_wanted(r):
                 self._enqueue(r)
 
     def _fail_static(self, ref: str, st: PartitionState) -> None:
@@ -942,12 +1073,12 @@ class Supervisor(LazyPlanning, Behavior):
             if self.retrying.get(ref) == run_id:
                 del self.retrying[ref]
                 st = self.world.partition(ref)
-                if st.status is _FAILED and ref in self.wants_by_ref and ref not in self.planned:
+                if st.status is _FAILED and self.is_wanted(ref) and not self.is_planned(ref):
                     refs.append(ref)
                 self._recat(ref)
         if not refs or self.pending.draining:
             for ref in run.partitions:
-                if ref in self.wants_by_ref and self.world.partition(ref).status is _FAILED:
+                if self.is_wanted(ref) and self.world.partition(ref).status is _FAILED:
                     self._enqueue(ref)
             return
         job = self.graph[run.job]
@@ -989,13 +1120,13 @@ class Supervisor(LazyPlanning, Behavior):
             run = self.world.runs.get(msg.key)
             if run is not None and not run.terminal:
                 for ref in run.planned:
-                    if ref in self.wants_by_ref:
+                    if self.is_wanted(ref):
                         self.broken[ref] = msg.reason
                         self._recat(ref)
             system.revive("job_run", msg.key)
             system.tell("job_run", msg.key, Abandon(msg.reason))
         elif msg.kind == "partition":
-            if msg.key in self.wants_by_ref:
+            if self.is_wanted(msg.key):
                 self.broken[msg.key] = msg.reason
                 self._recat(msg.key)
             system.revive("partition", msg.key)  # a later want gets a fresh actor
@@ -1034,7 +1165,7 @@ class Supervisor(LazyPlanning, Behavior):
             if not run.terminal:
                 self.inflight.setdefault(run.job, set()).add(rid)
                 for ref in run.planned:
-                    self.planned.setdefault(ref, set()).add(rid)
+                    self._add_run(ref, rid)
                 if run.refresh:
                     self.refreshing.update(run.planned)
                 for ref, _holder in run.deferred_on:
@@ -1051,7 +1182,7 @@ class Supervisor(LazyPlanning, Behavior):
         for rid, queued in pending.runs.items():
             self.inflight.setdefault(queued.job, set()).add(rid)
             for ref in queued.partitions:
-                self.planned.setdefault(ref, set()).add(rid)
+                self._add_run(ref, rid)
         # Every active want is indexed before any is planned: a ref that a derived want (a later id) already
         # wants must not be wanted again for its parent.
         active = sorted(world.active_wants(), key=lambda w: w.want_id)

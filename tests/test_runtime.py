@@ -162,6 +162,28 @@ async def test_new_want_joins_a_running_build(db: Path) -> None:
         await assert_log_sound(rt)
 
 
+async def test_many_wants_on_one_ref_each_come_and_go(db: Path) -> None:
+    """Forty wants on one building partition (past the supervisor's tuple of wants per ref): canceling all but
+    the last keeps the run, canceling that one too cancels it; a later want builds it once."""
+    g, built = chain_graph(slow=30)
+    async with open_runtime(db, g) as rt:
+        hs = [await rt.want("raw/1") for _ in range(40)]
+        await until(rt, lambda: rt.get_partition("raw/1").status is PartitionStatus.BUILDING)
+        for h in hs[:-1]:
+            await rt.cancel(h.want_id)
+        for h in hs[:-1]:
+            assert (await h.done(timeout=5)).status is WantStatus.CANCELED
+        assert [r.status for r in rt.runs()] == [JobRunStatus.RUNNING]
+        await rt.cancel(hs[-1].want_id)
+        await until(rt, lambda: rt.runs()[0].status is JobRunStatus.CANCELED)
+        assert built == {}
+    g, built = chain_graph()
+    async with open_runtime(db, g) as rt:
+        assert (await (await rt.want("raw/1")).done(timeout=5)).status is WantStatus.SUCCESSFUL
+        assert built == {"raw/1": 1}
+        await assert_log_sound(rt)
+
+
 @pytest.mark.parametrize("policy", ["shrink", "defer", "all_or_nothing"])
 async def test_collision_policies_keep_one_lease(db: Path, policy: Any) -> None:
     """Two wants whose batches overlap: never two live leases (I1), every partition built, the policy's outcome."""
