@@ -619,7 +619,7 @@ class Runtime:
         if kind == "supervisor":
             # Its messages went with it (a poison message among them): a fresh one rebuilds all from the World.
             self.kernel.revive(*SUPERVISOR)
-            self.kernel.tell(*SUPERVISOR, Recover())
+            self.kernel.tell(*SUPERVISOR, Recover(mailbox_lost=True))
         else:
             self.kernel.tell(*SUPERVISOR, GaveUp(kind, key, reason))
 

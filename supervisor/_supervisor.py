@@ -146,7 +146,10 @@ class Tick(msgspec.Struct, frozen=True):
 
 
 class Recover(msgspec.Struct, frozen=True):
-    """Rebuild the indices from the World and resume (sent once at start)."""
+    """Rebuild the indices from the World and resume (sent once at start, and to a supervisor revived after the
+    system gave up on it: ``mailbox_lost``, the messages it held were dropped with it)."""
+
+    mailbox_lost: bool = False
 
 
 class ActorCrashed(msgspec.Struct, frozen=True):
@@ -197,13 +200,14 @@ class Pending:
     the supervisor (reconciling must not ask for a derived want or a run a second time)."""
 
     def __init__(self) -> None:
-        self.wants: dict[str, tuple[str, ...]] = {}  # want id -> refs: CreateWant told, WantCreated not seen
+        self.wants: dict[str, WantCreated] = {}  # want id -> its event: CreateWant told, WantCreated not seen
         self.creating: dict[str, str] = {}  # ref -> the pending want that will want it
         self.runs: dict[str, JobRunQueued] = {}  # run id -> PlanRun told, the run not in the World yet
         self.draining = False  # the runtime is shutting down: plan nothing more
 
     def forget_want(self, want_id: str) -> None:
-        for ref in self.wants.pop(want_id, ()):
+        ev = self.wants.pop(want_id, None)
+        for ref in ev.refs if ev is not None else ():
             if self.creating.get(ref) == want_id:
                 del self.creating[ref]
 
@@ -316,6 +320,8 @@ class Supervisor(LazyPlanning, Behavior):
         elif isinstance(msg, Due):
             self._on_due(msg)
         elif isinstance(msg, Recover):
+            if msg.mailbox_lost:
+                self._recover_lost_mailbox()
             self._reconcile()
         elif isinstance(msg, ActorCrashed):
             self._on_crashed(msg)
@@ -1004,9 +1010,9 @@ class Supervisor(LazyPlanning, Behavior):
         want_id = self.ids.next_want()
         for r in need:
             creating[r] = want_id
-        self.pending.wants[want_id] = tuple(need)
         ev = WantCreated(refs=tuple(need), source=source, parent_want_ids=tuple(parent_ids), root_want_id=root,
                          comment=f"derived: needed by {', '.join(list(for_refs)[:3]) or source}")
+        self.pending.wants[want_id] = ev
         self._tell_soon("want", want_id, CreateWant(ev))
         return want_id
 
@@ -1108,6 +1114,25 @@ class Supervisor(LazyPlanning, Behavior):
             self.pending.forget_want(msg.key)  # its CreateWant was lost with the crash: want the refs again
         elif msg.kind == "job_run" and msg.key in self.pending.runs and msg.key not in world.runs:
             del self.pending.runs[msg.key]  # its PlanRun was lost: plan the refs again
+
+    def _recover_lost_mailbox(self) -> None:
+        """The system gave up on the supervisor and dropped its mailbox: crash reports (each may say an intent was
+        lost, see :meth:`restarted`) and give-ups it held went with it, and tells to it while it was stopped were
+        dropped too. Re-derive them from state instead of messages: every pending intent is asked for again
+        (``PlanRun`` and ``CreateWant`` are idempotent: an actor that already has its state ignores the second),
+        and a taint the system still holds stopped is revived (found by tests/test_fault_property.py:
+        a want left Building for ever, its run's PlanRun lost while the supervisor was stopped)."""
+        kernel, world, pending = self.kernel, self.world, self.pending
+        for rid, queued in list(pending.runs.items()):
+            if rid not in world.runs:
+                kernel.tell("job_run", rid, PlanRun(queued))
+        for wid, ev in list(pending.wants.items()):
+            if wid not in world.wants:
+                kernel.tell("want", wid, CreateWant(ev))
+        # The reconcile that follows gives up on stopped wants, runs and partitions; a taint's GaveUp (it is
+        # revived only then, at the runtime's backoff) may have been dropped with the mailbox: revive it now.
+        for key, why in sorted(kernel.stopped("taint").items()):
+            self._end_given_up(GaveUp("taint", key, f"wantbuild gave up on taint {key}: {why}"))
 
     def _on_gave_up(self, msg: GaveUp) -> None:
         self._end_given_up(msg)
