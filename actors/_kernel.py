@@ -669,7 +669,7 @@ class Kernel(FatalSink):
                         del k.cells[key]
                         free = k.free
                         if len(free) < _POOL and k.shared is not None:
-                            cell.scratch = None
+                            cell.scratch = cell.state = None  # it holds nothing of the entity
                             free.append(cell)
                     else:
                         self._drop(cell)
@@ -807,7 +807,7 @@ class Kernel(FatalSink):
                         if cell.crashes is None and not cell.queued and k.shared is not None:
                             free = k.free
                             if len(free) < _POOL:
-                                cell.scratch = None
+                                cell.scratch = cell.state = None  # it holds nothing of the entity
                                 free.append(cell)
                 continue
             error = None
