@@ -674,31 +674,25 @@ class _Parser:
         return out
 
     def want_expect(self, v: object, key: KeyPath) -> WantExpect:
-        if isinstance(v, str):
-            v = {"status": v}
-        if not isinstance(v, dict):
-            raise self.error(key, f"must be a status string or a table {{ status = ..., latency = ... }}, "
-                                  f"got {toml_type(v)}")
-        self.check_keys(v, key, ("status", "latency"), "a want expectation")
-        status = v.get("status")
-        if status is not None and status not in WANT_STATUSES:
-            raise self.error(key, f"unknown want status {status!r}; {valid_choices(str(status), WANT_STATUSES)}")
-        lat = self.bound(v["latency"], (*key, "latency")) if "latency" in v else None
-        return WantExpect(status, lat)
+        return WantExpect(*self.status_expect(v, key, "want", WANT_STATUSES, "latency"))
 
     def partition_expect(self, v: object, key: KeyPath) -> PartitionExpect:
+        return PartitionExpect(*self.status_expect(v, key, "partition", PARTITION_STATUSES, "generation"))
+
+    def status_expect(self, v: object, key: KeyPath, what: str, statuses: Sequence[str],
+                      measure: str) -> tuple[str | None, Bound | None]:
+        """A ``what`` expectation: a status string, or a table of an optional status and a ``measure`` bound."""
         if isinstance(v, str):
             v = {"status": v}
         if not isinstance(v, dict):
-            raise self.error(key, f"must be a status string or a table {{ status = ..., generation = ... }}, "
+            raise self.error(key, f"must be a status string or a table {{ status = ..., {measure} = ... }}, "
                                   f"got {toml_type(v)}")
-        self.check_keys(v, key, ("status", "generation"), "a partition expectation")
+        self.check_keys(v, key, ("status", measure), f"a {what} expectation")
         status = v.get("status")
-        if status is not None and status not in PARTITION_STATUSES:
-            raise self.error(key, f"unknown partition status {status!r}; "
-                                  f"{valid_choices(str(status), PARTITION_STATUSES)}")
-        gen = self.bound(v["generation"], (*key, "generation")) if "generation" in v else None
-        return PartitionExpect(status, gen)
+        if status is not None and status not in statuses:
+            raise self.error(key, f"unknown {what} status {status!r}; {valid_choices(str(status), statuses)}")
+        bound = self.bound(v[measure], (*key, measure)) if measure in v else None
+        return status, bound
 
     def explore(self, data: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
         t = self.table(data, ("explore",))
