@@ -585,7 +585,7 @@ class JobRunActor(Behavior):
     def _decide(self, ctx: Ctx, granted: list[LeaseReply], refused: list[LeaseReply]) -> Any:
         st: JobRunState = ctx.state
         ctx.scratch = None
-        why = tuple((r.ref, r.holder or str(r.status)) for r in refused)
+        why = tuple([(r.ref, r.holder or str(r.status)) for r in refused]) if refused else ()
         if refused and st.policy in ("defer", "all_or_nothing"):
             if granted:
                 release = ReleaseLease(ctx.key, f"deferred ({st.policy}): waiting for {why[0][1]}")
@@ -602,13 +602,13 @@ class JobRunActor(Behavior):
             return None
         out, err = self.execution.log_paths(st)
         where = self.execution.placement(st)
-        ctx.persist(JobRunStarted(
-            partitions=tuple(g.ref for g in granted), skipped=why,
-            generations=tuple(g.generation for g in granted), stdout_path=out, stderr_path=err,
+        started: JobRunState = ctx.persist(JobRunStarted(
+            partitions=tuple([g.ref for g in granted]), skipped=why,
+            generations=tuple([g.generation for g in granted]), stdout_path=out, stderr_path=err,
             executor=None if where is None else where[0], handle=None if where is None else where[1],
         ))
-        ctx.then(self._start)
-        return None
+        ctx.after_commit(self.execution.start, started)  # the job starts once JobRunStarted is durable
+        return started
 
     def _released(self, ctx: Ctx, replies: list[Any]) -> Any:
         replies_ok(replies)
@@ -619,11 +619,6 @@ class JobRunActor(Behavior):
     def _defer(self, ctx: Ctx, why: tuple[tuple[str, str], ...]) -> JobRunState:
         st: JobRunState = ctx.persist(JobRunDeferred(refused=why))
         ctx.tell(*SUPERVISOR, RunEnded(st))
-        return st
-
-    def _start(self, ctx: Ctx, _: Any) -> JobRunState:
-        st: JobRunState = ctx.state
-        self.execution.start(st)
         return st
 
     # -- outcomes ----------------------------------------------------------------------------------------
@@ -715,11 +710,11 @@ class JobRunActor(Behavior):
             msg = SettleBuild(st.job_run_id, "missing", reason=f"run {st.job_run_id} {st.status}: {st.reason}")
         parts = self.world.partitions
         rid = st.job_run_id
-        built = set(st.partitions)
         # Every planned ref is checked: a lease granted after its ask timed out is held too, though the run
         # started without it; such a partition was not built by the run and goes back to Missing.
+        partitions, planned = st.partitions, st.planned
         holders = []
-        for ref in dict.fromkeys((*st.partitions, *st.planned)):
+        for ref in partitions if planned == partitions else dict.fromkeys((*partitions, *planned)):
             p = parts.get(ref)
             if p is not None and p.lease == rid:
                 holders.append(ref)
@@ -730,10 +725,17 @@ class JobRunActor(Behavior):
             if report:
                 ctx.tell(*SUPERVISOR, RunEnded(st))
             return st
+        then = self._settled_release if release else self._settled_report if report else self._settled_quiet
         failed = st.failed  # a Succeeded batch's partitions that the job reported failed
         # Only a run that read something, while a taint is active, can have built from a tainted generation.
         world = self.world
         check_taints = bool(st.read) and msg.outcome == "live" and any(t.active for t in world.taints.values())
+        ctx.scratch = holders
+        if not failed and not check_taints and (holders == list(partitions) or planned == partitions):
+            # The common case: every holder was built by the run (or settles with the run's outcome): one message.
+            ctx.ask_many("partition", [(ref, msg) for ref in holders], then)
+            return None
+        built = set(partitions)
 
         def settle(ref: str) -> SettleBuild:
             if ref not in built:
@@ -747,9 +749,7 @@ class JobRunActor(Behavior):
                     return SettleBuild(rid, "tainted", taint=bad)
             return msg
 
-        ctx.scratch = holders
-        ctx.ask_many("partition", [(ref, settle(ref)) for ref in holders],
-                     self._settled_release if release else self._settled_report if report else self._settled_quiet)
+        ctx.ask_many("partition", [(ref, settle(ref)) for ref in holders], then)
         return None
 
     def _settled_release(self, ctx: Ctx, replies: list[Any]) -> Any:
@@ -766,11 +766,14 @@ class JobRunActor(Behavior):
         st: JobRunState = ctx.state
         holders: list[str] = ctx.scratch
         ctx.scratch = None
-        replies_ok(replies)
-        for ref, reply in zip(holders, replies, strict=True):
-            if isinstance(reply, ActorStopped):
-                log.error("partition not settled: its actor is stopped", ref=ref, run=st.job_run_id,
-                          reason=reply.reason)
+        for reply in replies:
+            if isinstance(reply, Exception):  # rare: an actor stopped (logged), or an error (the run crashes)
+                replies_ok(replies)
+                for ref, got in zip(holders, replies, strict=True):
+                    if isinstance(got, ActorStopped):
+                        log.error("partition not settled: its actor is stopped", ref=ref, run=st.job_run_id,
+                                  reason=got.reason)
+                break
         if report:
             ctx.tell(*SUPERVISOR, RunEnded(st))
         return st

@@ -252,7 +252,7 @@ class Ctx:
     """The entity's state for the step running: committed, or as the step's persists so far leave it (``None`` if it
     has none). Read afresh before every step."""
     events: list[tuple[Event, Any, Any, float, int, Any]] | None = None
-    outbox: list[tuple[str, str, Any]] | None = None
+    outbox: list[tuple[str | None, Any, Any]] | None = None
     nxt: Any = None
     futs: list[asyncio.Future[Record]] | None = None
     rvalue: Any = None
@@ -317,6 +317,15 @@ class Ctx:
             self.outbox = [(kind, key, msg)]
         else:
             self.outbox.append((kind, key, msg))
+
+    def after_commit(self, fn: Callable[[Any], object], arg: Any) -> None:
+        """Call ``fn(arg)`` once this step is over (after its commit), in order with its tells, without a step of its
+        own: an effect outside the actors that must wait until the step's events are durable (a job's start). If it
+        raises, the actor crashes (its tells after it are dropped, its next step does not run)."""
+        if self.outbox is None:
+            self.outbox = [(None, fn, arg)]
+        else:
+            self.outbox.append((None, fn, arg))
 
     def ask_many(self, kind: str, requests: Sequence[tuple[str, Any]], then: Callable[[Ctx, Any], Any]) -> None:
         """Ask each ``(key, message)`` once this step is over, then run ``then(ctx, replies)``: the replies in
@@ -949,6 +958,15 @@ class Kernel(FatalSink):
             out, cell.outbox = cell.outbox, None
             kinds = self._kinds
             for kind, key, msg in out:
+                if kind is None:  # Ctx.after_commit
+                    try:
+                        key(msg)
+                    except Exception as exc:
+                        cell.nxt = None
+                        self._resolve_error(target, idx, exc)
+                        self._crash(cell, None, exc)
+                        return
+                    continue
                 k = kinds.get(kind)
                 if k is None:
                     log.error("tell to an unknown actor kind dropped", actor_kind=kind, actor_key=key)

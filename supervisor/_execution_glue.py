@@ -1,9 +1,11 @@
-"""Runs job runs for the runtime: one task per running job, cancelable, reporting ``Finished`` to the run.
+"""Runs job runs for the runtime: cancelable, each in a task of its own once it awaits, reporting ``Finished`` to
+the run.
 
-The JobRun actor calls :meth:`LocalExecution.start` once its ``JobRunStarted`` is committed; the job runs in
-a task of its own, tracked here and awaited when the runtime closes (so the JobRun actor may be passivated
-meanwhile), and its outcome is told back to the run's actor, which records it. Cancel kills the job (the
-whole process group for commands).
+The JobRun actor calls :meth:`LocalExecution.start` once its ``JobRunStarted`` is committed; the job starts in a
+worker task (one for every run started at the same turn of the loop whose jobs do not await: a no-op or in-memory
+job costs no task of its own), keeps that task and its cancel scope from its first await on, and is awaited when
+the runtime closes (so the JobRun actor may be passivated meanwhile); its outcome is told back to the run's
+actor, which records it. Cancel kills the job (the whole process group for commands).
 
 The outcome is also kept here until the actor has committed it and settled the run's partitions
 (:meth:`release`): ``Finished`` is a hint, and an actor that crashed while recording it finds it again with
@@ -17,6 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import types
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -40,6 +45,7 @@ from actors import (
 from eventlog import get_logger
 
 from ._execution import (
+    _SUCCEEDED,
     JobContext,
     JobProtocolError,
     MissingDeps,
@@ -78,9 +84,15 @@ def job_params(job: Job, partitions: Sequence[str]) -> tuple[dict[str, str], ...
 def to_record(job: Job, attempt: int, outcome: RunOutcome) -> _Outcome:
     """What the run's actor records for the job's ``outcome``: a failure (or a batch with failed partitions, to be
     retried alone) carries its retry delay; the reads, what they fed and the failed partitions go with it."""
+    if outcome is _SUCCEEDED:
+        return _PLAIN_SUCCESS
     delay = job.retry.delay(attempt) if outcome.status == "failed" or outcome.failed else 0.0
     return _Outcome(outcome.status, outcome.reason, tuple(outcome.missing), outcome.exit_code, delay,
                     dict(outcome.read), dict(outcome.into), dict(outcome.failed))
+
+
+_PLAIN_SUCCESS = _Outcome("succeeded", "", (), None)
+"""The record of a job that succeeded and used nothing of its context, shared (nothing writes to its mappings)."""
 
 
 def tell_finished(system: Kernel, job_run_id: str, outcome: _Outcome) -> None:
@@ -103,7 +115,10 @@ class LocalExecution:
         self.clock = clock
         self.log_dir = log_dir
         self.system = system
-        self._scopes: dict[str, anyio.CancelScope] = {}
+        self._scopes: dict[str, anyio.CancelScope | None] = {}
+        """The runs started and not ended: the cancel scope of the task each awaits in, ``None`` until it awaits."""
+        self._pending: deque[JobRunState] = deque()
+        self._worker_free = False  # a worker task is there to start the pending runs (none of them awaits in it)
         self._cancel_reasons: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes: dict[str, _Outcome] = {}
@@ -119,24 +134,70 @@ class LocalExecution:
         return None  # the runtime's own tasks and processes
 
     def start(self, run: JobRunState) -> None:
-        if self._scope_cls is None:
-            # anyio.CancelScope() finds the running backend on every call (2.3 us, 6% of a no-op run); the
-            # backend's own class, taken from one instance, makes the same scope in 0.4 us.
-            self._scope_cls = type(anyio.CancelScope())
-        scope = self._scope_cls()
-        self._scopes[run.job_run_id] = scope
-        # A plain asyncio task, tracked here and awaited by :meth:`aclose` (anyio's start_soon costs three
-        # times as much, and a runtime starts one per run); an unexpected error still fails the runtime.
-        self._tasks.add(asyncio.get_running_loop().create_task(self._run(run, scope), name=f"run {run.job_run_id}"))
+        self._scopes[run.job_run_id] = None
+        self._pending.append(run)
+        if not self._worker_free:
+            self._spawn_worker()
 
-    async def _run(self, run: JobRunState, scope: anyio.CancelScope) -> None:
-        """The run's task: it leaves the set :meth:`aclose` waits on as it ends (no done callback per run)."""
+    def _spawn_worker(self) -> None:
+        # A plain asyncio task, tracked here and awaited by :meth:`aclose` (anyio's start_soon costs three times as
+        # much); an unexpected error still fails the runtime.
+        self._worker_free = True
+        self._tasks.add(asyncio.get_running_loop().create_task(self._worker(), name="job runs"))
+
+    async def _worker(self) -> None:
+        """Start the pending runs in order, each in a context of its own, in this one task and its cancel scope.
+
+        A job that finishes without awaiting anything (a no-op, a check, in-memory work) costs no task nor scope of
+        its own. The first run that awaits keeps this task and scope from then on (they are its own: canceling
+        the run cancels the scope), as a task per run did; another worker takes the runs still pending. Jobs run
+        one at a time and a run cannot be canceled before it first awaits, so sharing the task until then changes
+        nothing a job can see but :func:`asyncio.current_task` (a fresh context per run keeps its context
+        variables its own).
+        """
+        task = asyncio.current_task()
+        pending = self._pending
+        dedicated = False
+        outcome: RunOutcome | None = None
         try:
-            await self._execute(run, scope)
+            if self._scope_cls is None:
+                # anyio.CancelScope() finds the running backend on every call (2.3 us); the backend's own class,
+                # taken from one instance, makes the same scope in 0.4 us.
+                self._scope_cls = type(anyio.CancelScope())
+            scope = self._scope_cls()
+            with scope:
+                while pending:
+                    run = pending.popleft()
+                    rid = run.job_run_id
+                    if rid in self._cancel_reasons:  # canceled before it started: the job is not run
+                        self._ended(run, None)
+                        continue
+                    coro = self._execute(run)
+                    context = contextvars.copy_context()
+                    try:
+                        awaited = context.run(coro.send, None)
+                    except StopIteration as done:
+                        self._ended(run, done.value)
+                        continue
+                    except asyncio.CancelledError:  # raised by the job itself, not a cancel of ours
+                        self._ended(run, None)
+                        continue
+                    dedicated = True
+                    self._scopes[rid] = scope
+                    self._worker_free = False
+                    if pending:
+                        self._spawn_worker()
+                    break
+                if dedicated:
+                    outcome = await _resume(coro, awaited, context)
+            if dedicated:
+                self._ended(run, None if scope.cancel_called else outcome)
         except Exception as e:  # pragma: no cover - _execute turns every Exception into an outcome
             self.system._fatal(e)
         finally:
-            self._tasks.discard(asyncio.current_task())
+            if not dedicated:
+                self._worker_free = False
+            self._tasks.discard(task)
 
     def poll(self, job_run_id: str) -> _Outcome | Literal["running"] | None:
         if job_run_id in self._scopes:
@@ -157,11 +218,12 @@ class LocalExecution:
             await asyncio.wait(list(self._tasks))
 
     def cancel(self, job_run_id: str, reason: str) -> bool:
-        scope = self._scopes.get(job_run_id)
-        if scope is None:
+        if job_run_id not in self._scopes:
             return False
         self._cancel_reasons[job_run_id] = reason
-        scope.cancel()
+        scope = self._scopes[job_run_id]
+        if scope is not None:  # it awaits in a task of its own (else it has not started: it never will)
+            scope.cancel()
         return True
 
     def cancel_all(self, reason: str) -> None:
@@ -171,39 +233,41 @@ class LocalExecution:
     def running(self) -> int:
         return len(self._scopes)
 
-    async def _execute(self, run: JobRunState, scope: anyio.CancelScope) -> None:
+    async def _execute(self, run: JobRunState) -> RunOutcome:
+        """The run's job, to its outcome (the caller's scope cancels it)."""
         rid = run.job_run_id
         job = self.graph[run.job]
-        outcome: RunOutcome | None = None
         try:
-            with scope:
-                if self.faults is not None:
-                    self.faults.check("job", run.job, rid, run.job)
-                ctx = JobContext(job_run_id=rid, job_name=run.job, partitions=run.partitions, attempt=run.attempt,
-                                 params=job_params(job, run.partitions), clock=self.clock,
-                                 generations=run.generations, resolve_read=self.resolve_read)
-                # Static dependencies are read for the job; one that is not Live (any more) is a DepMiss.
-                outcome = _read_static_deps(self.graph, ctx) if job.deps is not None else None
-                if outcome is None and job.command is not None:
-                    self.log_dir.mkdir(parents=True, exist_ok=True)
-                    outcome = await run_command(job.command, ctx, log_dir=self.log_dir, timeout=job.timeout,
-                                                heartbeat_timeout=job.heartbeat_timeout,
-                                                env={"WANTBUILD_LOG": self.log_id} if self.log_id else None,
-                                                on_spawn=lambda pid: self._attached(rid, pid))
-                elif outcome is None:
-                    assert job.run is not None
-                    outcome = await run_callable(job.run, ctx, timeout=job.timeout,
-                                                 heartbeat_timeout=job.heartbeat_timeout)
+            if self.faults is not None:
+                self.faults.check("job", run.job, rid, run.job)
+            ctx = JobContext(job_run_id=rid, job_name=run.job, partitions=run.partitions, attempt=run.attempt,
+                             params=job_params(job, run.partitions), clock=self.clock,
+                             generations=run.generations, resolve_read=self.resolve_read)
+            # Static dependencies are read for the job; one that is not Live (any more) is a DepMiss.
+            outcome = _read_static_deps(self.graph, ctx) if job.deps is not None else None
+            if outcome is None and job.command is not None:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                return await run_command(job.command, ctx, log_dir=self.log_dir, timeout=job.timeout,
+                                         heartbeat_timeout=job.heartbeat_timeout,
+                                         env={"WANTBUILD_LOG": self.log_id} if self.log_id else None,
+                                         on_spawn=lambda pid: self._attached(rid, pid))
+            if outcome is None:
+                assert job.run is not None
+                return await run_callable(job.run, ctx, timeout=job.timeout, heartbeat_timeout=job.heartbeat_timeout)
+            return outcome
         except Exception as e:  # wantbuild's failure, not the job's: this run fails, the runtime goes on
             log.error("job execution failed", job_run_id=rid, exc_info=e)
-            outcome = RunOutcome("failed", reason=f"wantbuild could not execute the job: {type(e).__name__}: {e}",
-                                 error_type=type(e).__name__)
-        finally:
-            self._scopes.pop(rid, None)
+            return RunOutcome("failed", reason=f"wantbuild could not execute the job: {type(e).__name__}: {e}",
+                              error_type=type(e).__name__)
+
+    def _ended(self, run: JobRunState, outcome: RunOutcome | None) -> None:
+        """Record the run's outcome (``None``: canceled) until it is released, and tell the run's actor."""
+        rid = run.job_run_id
+        self._scopes.pop(rid, None)
         reason = self._cancel_reasons.pop(rid, None)
-        if outcome is None or scope.cancel_called:
+        if outcome is None or reason is not None:
             outcome = RunOutcome(status="canceled", reason=reason or "canceled")
-        result = to_record(job, run.attempt, outcome)
+        result = to_record(self.graph[run.job], run.attempt, outcome)
         self._outcomes[rid] = result
         tell_finished(self.system, rid, result)
 
@@ -211,6 +275,28 @@ class LocalExecution:
         with contextlib.suppress(ActorSystemClosed):
             self.system.tell("job_run", job_run_id, Attached(EXECUTOR, process_handle(pid)))
 
+
+
+@types.coroutine
+def _resume(coro: Any, awaited: Any, context: contextvars.Context) -> Any:
+    """``await coro`` for a coroutine already started (it yielded ``awaited``), each step run in ``context``."""
+    send, throw = coro.send, coro.throw
+    while True:
+        try:
+            value = yield awaited
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as e:  # a cancellation, thrown into the job where it awaits
+            try:
+                awaited = context.run(throw, e)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                awaited = context.run(send, value)
+            except StopIteration as done:
+                return done.value
 
 
 def _resolver(graph: Graph, world: World) -> ReadResolver:

@@ -18,8 +18,19 @@ import anyio.lowlevel
 import pytest
 import structlog.testing
 
-from actors import Clock, SystemClock
-from supervisor import JobContext, MissingDeps, RunOutcome, run_callable, run_command
+from actors import (
+    Behavior,
+    Clock,
+    Ctx,
+    Finished,
+    JobRunQueued,
+    JobRunStarted,
+    Kernel,
+    SystemClock,
+    World,
+    apply_job_run,
+)
+from supervisor import Graph, JobContext, MissingDeps, RunOutcome, run_callable, run_command
 
 JOBS = Path(__file__).parent / "jobs"
 
@@ -570,3 +581,60 @@ async def test_command_failed_line_is_a_partial_success(tmp_path: Path) -> None:
     assert (every.status, every.reason) == ("failed", "every partition failed: daily/1: a (and 1 more)")
     ignored = await command(tmp_path, job("protocol.py", "3", '{"failed": {"daily/2": "x"}}', "--"), lineage_ctx())
     assert (ignored.status, ignored.reason, dict(ignored.failed)) == ("failed", "exit code 3", {})
+
+
+# -- the runtime's local execution ---------------------------------------------------------------------------
+
+
+class _Outcomes(Behavior):
+    """Records the ``Finished`` outcome each run's actor is told."""
+
+    def __init__(self, seen: dict[str, str]) -> None:
+        self.seen = seen
+        self.arrived = anyio.Event()
+
+    def receive(self, ctx: Ctx, msg: Any) -> Any:
+        assert isinstance(msg, Finished)
+        self.seen[ctx.key] = f"{msg.outcome.status}: {msg.outcome.reason}"
+        self.arrived.set()
+
+    async def until(self, *run_ids: str) -> None:
+        with anyio.fail_after(5):
+            while not all(r in self.seen for r in run_ids):
+                await self.arrived.wait()
+                self.arrived = anyio.Event()
+
+
+async def test_local_runs_started_together_run_in_order_and_one_canceled_first_never_runs(tmp_path: Path) -> None:
+    """Runs started in one turn run in order (a job that awaits does not hold up the next); a run canceled
+    before its job began ends Canceled with its reason, its job never called; one canceled while it awaits too."""
+    from supervisor._execution_glue import LocalExecution
+
+    g = Graph("local")
+    called: list[str] = []
+
+    @g.job("part", outputs="part/{i}")
+    async def part(ctx: JobContext) -> None:
+        called.append(ctx.partitions[0])
+        if ctx.partitions[0] == "part/1":
+            await anyio.sleep_forever()
+
+    seen: dict[str, str] = {}
+    outcomes = _Outcomes(seen)
+    async with Kernel(None, World(), SystemClock()) as kernel:
+        kernel.register("job_run", lambda _key: outcomes, entity=False)
+        local = LocalExecution(g, SystemClock(), tmp_path, kernel)
+        for i in range(1, 5):
+            queued = apply_job_run(None, JobRunQueued(job="part", partitions=(f"part/{i}",)), f"r-{i}", 0.0, 1)
+            local.start(apply_job_run(queued, JobRunStarted(partitions=(f"part/{i}",)), f"r-{i}", 0.0, 2))
+        assert local.cancel("r-3", "not needed any more")
+        await outcomes.until("r-2", "r-3", "r-4")
+        assert called == ["part/1", "part/2", "part/4"]
+        assert seen == {"r-2": "succeeded: ", "r-3": "canceled: not needed any more", "r-4": "succeeded: "}
+        assert local.poll("r-1") == "running"
+        assert local.cancel("r-1", "stop")
+        await outcomes.until("r-1")
+        with anyio.fail_after(5):
+            await local.aclose("closing")
+        assert seen["r-1"] == "canceled: stop"
+        assert local.running() == 0

@@ -189,6 +189,51 @@ async def test_tells_of_a_step_wait_for_its_commit(tmp_path: Path) -> None:
         assert [k for k, _ in seen] == ["a", "b"]
 
 
+class EffectActor(CounterActor):
+    """Set persists the value and calls ``effect`` with the new state once it is committed (Ctx.after_commit)."""
+
+    def __init__(self, effect: Any, restarts: list[str]) -> None:
+        super().__init__(restarts=restarts)
+        self.effect = effect
+
+    def receive(self, ctx: Ctx, msg: Any) -> Any:
+        if isinstance(msg, Set):
+            new = ctx.persist(CounterSet(value=msg.value))
+            ctx.after_commit(self.effect, new)
+            return new.value
+        return super().receive(ctx, msg)
+
+
+async def test_an_effect_after_commit_runs_once_the_step_is_durable(tmp_path: Path) -> None:
+    """An after_commit effect runs once its step's commit lands, not before (nor at all if the step raised or
+    its commit failed); an effect that raises gives the asker its error and restarts the actor."""
+    effects: list[int] = []
+    restarts: list[str] = []
+
+    def effect(st: CounterState) -> None:
+        if st.value < 0:
+            raise ValueError(f"bad value {st.value}")
+        effects.append(st.value)
+
+    async with running(tmp_path, autocommit=False, behavior=EffectActor(effect, restarts)) as (kernel, log, world):
+        ask = asyncio.ensure_future(kernel.ask("kt_counter", "a", Set(5)))
+        await settle()
+        assert effects == []
+        assert not ask.done()
+        await log.commit()
+        assert await ask == 5
+        assert effects == [5]
+        failing = asyncio.ensure_future(kernel.ask("kt_counter", "a", Set(-1)))
+        await settle()
+        await log.commit()
+        with pytest.raises(ValueError, match="bad value -1"):
+            await failing
+        await settle()
+        assert restarts == ["a ValueError scratch=None"]
+        assert world.table("kt_counter")["a"].value == -1  # committed: the effect came after
+        assert effects == [5]
+
+
 async def test_an_actor_with_a_persist_in_flight_stashes_its_messages(tmp_path: Path) -> None:
     """Three adds to one key while commits are held: each runs after the previous one committed, on its state."""
     async with running(tmp_path, autocommit=False) as (kernel, log, _world):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import gc
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -372,6 +373,35 @@ async def test_a_crashed_runtime_still_waits_for_its_running_jobs(db: Path) -> N
     assert cleaned == ["slow/1"]
     async with open_runtime(db, g) as rt:
         assert rt.recovery.lost_runs == (rt.runs()[0].job_run_id,)
+
+
+async def test_runs_that_never_await_share_a_task_and_one_that_awaits_keeps_its_own(db: Path) -> None:
+    """Of runs started together, those whose jobs never await finish while one that awaits (inside a task group
+    opened before its first await) still runs, then finishes in its own task; each run sees its own context
+    variables."""
+    g = Graph("mixed")
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    seen: dict[str, str] = {}
+    release = anyio.Event()
+
+    @g.job("part", outputs="part/{i}")
+    async def part(ctx: JobContext) -> None:
+        ref = ctx.partitions[0]
+        seen[ref] = var.get()
+        var.set(ref)  # must not leak into the next run
+        if ref == "part/1":
+            async with anyio.create_task_group() as tg:  # a scope on the run's task before its first await
+                tg.start_soon(release.wait)
+
+    async with open_runtime(db, g) as rt:
+        h = await rt.want([f"part/{i}" for i in range(1, 7)])
+        await until(rt, lambda: all(rt.get_partition(f"part/{i}").status is PartitionStatus.LIVE
+                                    for i in range(2, 7)))
+        assert rt.get_partition("part/1").status is PartitionStatus.BUILDING
+        release.set()
+        assert (await h.done(timeout=5)).status is WantStatus.SUCCESSFUL
+        assert seen == {f"part/{i}": "unset" for i in range(1, 7)}
+        await assert_log_sound(rt)
 
 
 @pytest.mark.parametrize("tune", [True, False])
