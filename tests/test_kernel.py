@@ -7,8 +7,8 @@ and the runtime's Partition actor run on a real event log. Each test checks one 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -156,6 +156,30 @@ async def running(tmp_path: Path, *, autocommit: bool = True, faults: Faults | N
             kernel.register("kt_counter", lambda _key: actor)
             kernel.register("partition", lambda _key: PartitionActor())
             yield kernel, log, world
+
+
+@contextmanager
+def failing_batches(fail_at: list[int]) -> Iterator[None]:
+    """The event log's writer fails the batches numbered in ``fail_at`` (from 1) with a disk I/O error."""
+    import sqlite3
+
+    from eventlog import _log as log_module
+
+    original = log_module._write_batch_sync
+    calls = 0
+
+    def flaky(*args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls in fail_at:
+            raise sqlite3.OperationalError("disk I/O error")
+        original(*args)
+
+    log_module._write_batch_sync = flaky  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        log_module._write_batch_sync = original
 
 
 async def settle(rounds: int = 20) -> None:
@@ -480,21 +504,7 @@ def test_any_interleaving_keeps_the_world_equal_to_its_log(ops: list[tuple[str, 
     tmp = tmp_path_factory.mktemp("kernel")
 
     async def main() -> None:
-        from eventlog import _log as log_module
-
-        original = log_module._write_batch_sync
-        calls = 0
-
-        def flaky(*args: Any) -> None:
-            nonlocal calls
-            calls += 1
-            if calls in fail_at:
-                import sqlite3
-                raise sqlite3.OperationalError("disk I/O error")
-            original(*args)
-
-        log_module._write_batch_sync = flaky  # type: ignore[assignment]
-        try:
+        with failing_batches(fail_at):
             async with running(tmp, on_escalate=lambda failure: None) as (kernel, log, world):
                 futures = []
                 for key, op, n in ops:
@@ -514,8 +524,6 @@ def test_any_interleaving_keeps_the_world_equal_to_its_log(ops: list[tuple[str, 
                 for key, st_ in world.table("kt_counter").items():
                     history = await log.history("kt_counter", key)
                     assert [r.entity_seq for r in history] == list(range(1, st_.entity_seq + 1))
-        finally:
-            log_module._write_batch_sync = original
 
     asyncio.run(main())
 
@@ -542,3 +550,84 @@ def test_the_kernel_page_runs() -> None:
     from test_docs import DOCS, run_blocks
 
     run_blocks(DOCS / "kernel.md")
+
+
+
+_KEYS = ("a", "b", "c", "d", "e")
+
+
+class _Ticks:
+    """A clock that moves one second per read: two runs of one program give the same timestamps."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        self.t += 1.0
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(0)
+
+
+def _op_message(key: str, op: str, n: int) -> Any:
+    other = _KEYS[n % len(_KEYS)]
+    return {"set": Set(n), "add2": Add(n, twice=True), "boom": Boom(), "get": Get(),
+            "sum": Sum(tuple(k for k in _KEYS[: 1 + n % len(_KEYS)] if k > key)),  # no cycle of asks: none waits
+            "set_tell": Set(n, then_tell=("kt_counter", other)), "lease": RequestLease(f"run-{n % 3}")}[op]
+
+
+async def _run_program(tmp: Path, chunks: list[list[tuple[str, str, int]]], fail_at: list[int],
+                       pool: int) -> tuple[list[Any], list[tuple[str, Any]], list[Any], dict[str, Any]]:
+    """Run ``chunks`` (each chunk's asks concurrently, the chunks in turn) with ``_POOL = pool``, the writer's
+    batches in ``fail_at`` failing; return the replies, the handled messages in order, the log and the World."""
+    from actors import _kernel as kernel_module
+
+    original_pool = kernel_module._POOL
+
+    def shown(r: Any) -> Any:
+        return (type(r).__name__, str(r).replace(str(tmp), "")) if isinstance(r, BaseException) else r
+
+    kernel_module._POOL = pool  # type: ignore[misc]
+    seen: list[tuple[str, Any]] = []
+    try:
+        with failing_batches(fail_at):
+            async with EventLog.open(tmp / "k.db") as log:
+                world = World()
+                async with Kernel(log, world, _Ticks(), on_escalate=lambda failure: None) as kernel:
+                    actor = CounterActor(seen=seen)
+                    kernel.register("kt_counter", lambda _key: actor)
+                    kernel.register("partition", lambda _key: PartitionActor())
+                    replies: list[Any] = []
+                    for chunk in chunks:
+                        asks = [asyncio.ensure_future(kernel.ask("partition" if op == "lease" else "kt_counter",
+                                                                 f"p/{key}" if op == "lease" else key,
+                                                                 _op_message(key, op, n)))
+                                for key, op, n in chunk]
+                        replies += [shown(r) for r in await asyncio.gather(*asks, return_exceptions=True)]
+                    await settle()
+                    await log.commit()
+                    history = [(r.entity_kind, r.entity_id, r.entity_seq, r.event, r.at)
+                               for kind, keys in (("kt_counter", _KEYS), ("partition", [f"p/{k}" for k in _KEYS]))
+                               for key in keys for r in await log.history(kind, key)]
+                    assert world.diff(await rebuild(log)) == []
+                    assert kernel.active_count() == 0, "every idle cell was dropped"
+                    tables = {kind: dict(world.table(kind)) for kind in ("kt_counter", "partition")}
+                    return replies, seen, history, tables
+    finally:
+        kernel_module._POOL = original_pool  # type: ignore[misc]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chunks=st.lists(st.lists(st.tuples(st.sampled_from(_KEYS),
+                                          st.sampled_from(["set", "add2", "boom", "get", "sum", "set_tell", "lease"]),
+                                          st.integers(0, 9)), min_size=1, max_size=12), min_size=1, max_size=5),
+       fail_at=st.lists(st.integers(1, 30), max_size=4))
+def test_a_reused_idle_cell_behaves_as_a_new_one(chunks: list[list[tuple[str, str, int]]], fail_at: list[int],
+                                                 tmp_path_factory: Any) -> None:
+    """Idle cells reused from the kind's pool (_POOL) and cells made afresh give the same replies, the same
+    messages handled in the same order, the same log and the same World, under random interleavings, envelopes,
+    tells, stashing behind commits in flight, crashes (some past the restart limit) and failed commits."""
+    pooled = asyncio.run(_run_program(tmp_path_factory.mktemp("pooled"), chunks, fail_at, 2048))
+    fresh = asyncio.run(_run_program(tmp_path_factory.mktemp("fresh"), chunks, fail_at, 0))
+    assert pooled == fresh
