@@ -320,9 +320,7 @@ class Supervisor(LazyPlanning, Behavior):
         elif isinstance(msg, Due):
             self._on_due(msg)
         elif isinstance(msg, Recover):
-            if msg.mailbox_lost:
-                self._recover_lost_mailbox()
-            self._reconcile()
+            self._recover(msg.mailbox_lost)
         elif isinstance(msg, ActorCrashed):
             self._on_crashed(msg)
         elif isinstance(msg, GaveUp):
@@ -1115,24 +1113,30 @@ class Supervisor(LazyPlanning, Behavior):
         elif msg.kind == "job_run" and msg.key in self.pending.runs and msg.key not in world.runs:
             del self.pending.runs[msg.key]  # its PlanRun was lost: plan the refs again
 
-    def _recover_lost_mailbox(self) -> None:
-        """The system gave up on the supervisor and dropped its mailbox: crash reports (each may say an intent was
-        lost, see :meth:`restarted`) and give-ups it held went with it, and tells to it while it was stopped were
-        dropped too. Re-derive them from state instead of messages: every pending intent is asked for again
-        (``PlanRun`` and ``CreateWant`` are idempotent: an actor that already has its state ignores the second),
-        and a taint the system still holds stopped is revived (found by tests/test_fault_property.py:
-        a want left Building for ever, its run's PlanRun lost while the supervisor was stopped)."""
-        kernel, world, pending = self.kernel, self.world, self.pending
-        for rid, queued in list(pending.runs.items()):
-            if rid not in world.runs:
-                kernel.tell("job_run", rid, PlanRun(queued))
-        for wid, ev in list(pending.wants.items()):
-            if wid not in world.wants:
-                kernel.tell("want", wid, CreateWant(ev))
-        # The reconcile that follows gives up on stopped wants, runs and partitions; a taint's GaveUp (it is
-        # revived only then, at the runtime's backoff) may have been dropped with the mailbox: revive it now.
-        for key, why in sorted(kernel.stopped("taint").items()):
-            self._end_given_up(GaveUp("taint", key, f"wantbuild gave up on taint {key}: {why}"))
+    def _recover(self, mailbox_lost: bool) -> None:
+        """Reconcile; after a give-up on the supervisor (``mailbox_lost``) also re-derive what its dropped mailbox
+        held, from state instead of messages.
+
+        The mailbox held crash reports (each may say an intent was lost, see :meth:`restarted`) and give-ups, and
+        tells to the supervisor while it was stopped were dropped too (found by tests/test_fault_property.py: a
+        want left Building for ever, its run's PlanRun lost while the supervisor was stopped). So a taint still
+        stopped is revived first (its GaveUp is the only thing that revives it, and the reconcile tells it to
+        re-derive its cascade); the reconcile gives up on the wants, runs and partitions still stopped, reviving
+        them; then every pending intent is asked for again (``PlanRun`` and ``CreateWant`` are idempotent: an
+        actor that already has its state ignores the second)."""
+        kernel = self.kernel
+        if mailbox_lost:
+            for key, why in sorted(kernel.stopped("taint").items()):
+                self._end_given_up(GaveUp("taint", key, f"wantbuild gave up on taint {key}: {why}"))
+        self._reconcile()
+        if mailbox_lost:
+            world, pending = self.world, self.pending
+            for rid, queued in list(pending.runs.items()):
+                if rid not in world.runs:
+                    kernel.tell("job_run", rid, PlanRun(queued))
+            for wid, ev in list(pending.wants.items()):
+                if wid not in world.wants:
+                    kernel.tell("want", wid, CreateWant(ev))
 
     def _on_gave_up(self, msg: GaveUp) -> None:
         self._end_given_up(msg)
