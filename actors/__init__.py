@@ -17,7 +17,6 @@ from ._actor import (
     Actor,
     ActorFailure,
     ActorStopped,
-    ActorSystem,
     ActorSystemClosed,
     AskDeadlock,
     AskTimeout,
@@ -146,6 +145,7 @@ from ._snapshot import (
     load_newest,
     verify_snapshots,
 )
+from ._system import ActorSystem
 from ._taint import (
     TAINT,
     TaintApplied,

@@ -40,7 +40,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors._actor import Actor, ActorSystem
+from actors._actor import Actor
+from actors._system import ActorSystem
 
 MAILBOX = 256
 

@@ -21,13 +21,13 @@ from actors._actor import (
     ActorFailure,
     ActorRef,
     ActorStopped,
-    ActorSystem,
     ActorSystemClosed,
     AskDeadlock,
     AskTimeout,
     UnknownActorKind,
     note_crash,
 )
+from actors._system import ActorSystem
 from eventlog import LeaseLost, WantbuildError
 
 
