@@ -1126,8 +1126,8 @@ class Supervisor(LazyPlanning, Behavior):
         actor that already has its state ignores the second)."""
         kernel = self.kernel
         if mailbox_lost:
-            for key, why in sorted(kernel.stopped("taint").items()):
-                self._end_given_up(GaveUp("taint", key, f"wantbuild gave up on taint {key}: {why}"))
+            for key in sorted(kernel.stopped("taint")):
+                kernel.revive("taint", key)  # as _end_given_up does for a taint (it has no failed state)
         self._reconcile()
         if mailbox_lost:
             world, pending = self.world, self.pending
