@@ -244,30 +244,11 @@ class Ctx:
     if the step returns normally; if it persisted anything, only after that commit.
     """
 
-    # Class-level defaults rather than __slots__: a cell is made for every message to an idle actor, and four
-    # assignments cost half of twenty (measured); the rest are set when first used.
-    blocked: int = _FREE
-    queued: bool = False
-    epoch: int = 0
-    state: Any = None
-    """The entity's state for the step running: committed, or as the step's persists so far leave it (``None`` if it
-    has none). Read afresh before every step."""
-    # What the step persisted: its appends are in the kernel's list for the pass from ``outcome`` on (-1: none); the
-    # state before the first and after the last (``old``, ``new``); with more than one, ``states``: the state before
-    # each of them.
-    outcome: int = -1
-    old: Any = None
-    new: Any = None
-    states: list[Any] | None = None
-    outbox: list[tuple[str | None, Any, Any]] | None = None
-    nxt: Any = None
-    rvalue: Any = None
-    rtarget: Any = None
-    ridx: int = 0
-    ftarget: Any = None  # the reply target of the flow in progress (carried across continuations)
-    fidx: int = 0
-    scratch: Any = None
-    crashes: deque[float] | None = None
+    # Slots, every one set when the cell is made: a handler and the dispatcher read a dozen of them per message, and a
+    # slot is read without a dictionary lookup (class-level defaults cost a type lookup and a dict miss per read).
+    # Cells are reused (_POOL), so what a cell costs to make matters less than what it costs to use.
+    __slots__ = ("blocked", "crashes", "epoch", "fidx", "ftarget", "kernel", "key", "kind", "mbox", "new", "nxt", "obj",
+                 "old", "outbox", "outcome", "queued", "ridx", "rtarget", "rvalue", "scratch", "state", "states")
 
     def __init__(self, kernel: Kernel, kind: _Kind, key: str) -> None:
         self.kernel = kernel
@@ -276,8 +257,28 @@ class Ctx:
         shared = kind.shared
         self.obj: Behavior = shared if shared is not None else kind.factory(key)
         self.mbox: deque[tuple[Any, Any, Any]] = deque()
-        if kind.crash_log:
-            self.crashes = kind.crash_log.pop(key, None)
+        self.crashes: deque[float] | None = kind.crash_log.pop(key, None) if kind.crash_log else None
+        self.blocked = _FREE
+        self.queued = False
+        self.epoch = 0
+        self.state: Any = None
+        """The entity's state for the step running: committed, or as the step's persists so far leave it (``None`` if
+        it has none). Read afresh before every step."""
+        # What the step persisted: its appends are in the kernel's list for the pass from ``outcome`` on (-1: none);
+        # the state before the first and after the last (``old``, ``new``); with more than one, ``states``: the state
+        # before each of them.
+        self.outcome = -1
+        self.old: Any = None
+        self.new: Any = None
+        self.states: list[Any] | None = None
+        self.outbox: list[tuple[str | None, Any, Any]] | None = None
+        self.nxt: Any = None
+        self.rvalue: Any = None
+        self.rtarget: Any = None
+        self.ridx = 0
+        self.ftarget: Any = None  # the reply target of the flow in progress (carried across continuations)
+        self.fidx = 0
+        self.scratch: Any = None
 
     def __repr__(self) -> str:
         return f"<Ctx {self.kind.name} {self.key!r}>"
