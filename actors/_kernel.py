@@ -198,8 +198,8 @@ class Behavior:
 
 class _Kind:
     __slots__ = ("activations", "adopt", "apply", "cells", "crash_log", "crash_log_swept", "crashes", "entity",
-                 "evicted", "factory", "free", "keep", "name", "reply_errors", "restarts", "shared", "stopped",
-                 "table")
+                 "evicted", "factory", "free", "get", "keep", "name", "receive", "reply_errors", "restarts", "shared",
+                 "stopped", "table")
 
     def __init__(self, name: str, factory: Callable[[str], Behavior], entity: bool, keep: bool,
                  table: dict[str, Any] | None, adopt: Callable[[Any, Any], None] | None = None) -> None:
@@ -218,6 +218,12 @@ class _Kind:
         self.apply = APPLY.get(name) if entity else None
         self.table = table
         self.evicted: EvictingTable | None = table if isinstance(table, EvictingTable) else None
+        # The dispatcher's per-message calls, bound once: the shared behaviour's handler (None: one per key), and the
+        # table's read straight from the dict (an entity with a cell is resident: a cell of an evicted one is held
+        # until its state is folded back, and evict_settled skips entities with cells, so EvictingTable.get's look
+        # in the evicted index, a Python call per message, is never needed there).
+        self.receive: Callable[[Ctx, Any], Any] | None = self.shared.receive if self.shared is not None else None
+        self.get: Callable[[str], Any] | None = dict.get.__get__(table) if table is not None else None
         self.adopt = adopt  # what the World also derives from an adopted state (World.on_adopt)
         self.activations = 0
         self.crashes = 0
@@ -630,17 +636,14 @@ class Kernel(FatalSink):
                 cell.queued = False
                 mbox = cell.mbox
                 k = cell.kind
-                table = k.table
-                # The state straight from the dict: an entity with a cell is resident (a cell of an evicted one was
-                # held until its state was folded back, and evict_settled skips entities with cells), so
-                # EvictingTable.get's look in the evicted index (a Python call per message) is never needed here.
-                get = dict.get if isinstance(table, dict) else None
+                get = k.get  # the table's dict.get (_Kind)
+                receive = k.receive
                 key = cell.key
                 while mbox and not cell.blocked:
                     msg, target, idx = mbox.popleft()
                     budget -= 1
-                    if table is not None:
-                        cell.state = get(table, key) if get is not None else table.get(key)
+                    if get is not None:
+                        cell.state = get(key)
                     if msg is _CONT:  # the flow's next step: (_CONT, fn, arg), replying to the flow's asker
                         fn, arg, target, idx = target, idx, cell.ftarget, cell.fidx
                         msg = None
@@ -652,7 +655,7 @@ class Kernel(FatalSink):
                                 self._resolve_error(target, idx, exc)
                                 self._crash(cell, msg, exc)
                                 continue
-                        fn, arg = cell.obj.receive, msg
+                        fn, arg = receive if receive is not None else cell.obj.receive, msg
                     try:
                         value = fn(cell, arg)
                     except Exception as exc:
