@@ -1023,6 +1023,7 @@ class Kernel(FatalSink):
             return
         # One envelope to many actors: each gets its part in its own mailbox (_send, inlined).
         cells, ready, free, crash_log = k.cells, self._ready, k.free, k.crash_log
+        activated = len(cells)
         for i, (key, msg) in enumerate(requests):
             c = cells.get(key)
             if c is None:
@@ -1034,7 +1035,6 @@ class Kernel(FatalSink):
                 else:
                     c = Ctx(self, k, key)
                 cells[key] = c
-                k.activations += 1
                 c.mbox.append((msg, gather, i))
                 c.queued = True
                 ready.append(c)
@@ -1043,6 +1043,7 @@ class Kernel(FatalSink):
                 if not c.queued and not c.blocked:
                     c.queued = True
                     ready.append(c)
+        k.activations += len(cells) - activated  # the cells this envelope made (none is dropped meanwhile)
 
     def _resolve(self, target: Any, idx: int, value: Any) -> None:
         if type(target) is _Gather:
