@@ -22,6 +22,7 @@ from urllib.parse import quote
 import aiosqlite
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 
 from ._core import (
     COMPACTED,
@@ -598,9 +599,10 @@ class EventLog(LogCore):
         return list(await db.execute_fetchall("SELECT type_key, name, version FROM event_types"))
 
     async def _db_close(self) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer.close()  # waits for a checkpoint in progress (tens of ms at most)
-            self._checkpointer = None
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:  # waits for a checkpoint in progress: off the loop's thread
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(checkpointer.close)
         if self._now_db is not None:
             self._now_db.close()
             self._now_db = None
