@@ -353,7 +353,7 @@ class EventLog(LogCore):
         autocommit: bool = True,
         registry: EventRegistry = REGISTRY,
         busy_timeout: float = 5.0,
-        entity_cache_size: int = 400_000,
+        entity_cache_size: int = 600_000,
         poll_interval: float = 0.1,
         lease_wait: float | None = 0.0,
         durability: Durability = DEFAULT_DURABILITY,

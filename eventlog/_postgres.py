@@ -155,7 +155,7 @@ class PostgresEventLog(LogCore):
         max_wait: float = 0.0,
         autocommit: bool = True,
         registry: EventRegistry = REGISTRY,
-        entity_cache_size: int = 400_000,
+        entity_cache_size: int = 600_000,
         poll_interval: float = 0.1,
         lease_ttl: float | None = None,
         lease_wait: float | None = 0.0,

@@ -177,22 +177,24 @@ _MANY: Final = 16
 """Wants on one ref kept in a tuple; more go in a dict (a tuple copied per want added is quadratic)."""
 
 
-class Ref:
+class Ref(msgspec.Struct, gc=False):
     """What the supervisor keeps of one ref: the wants on it, its category for them, the runs planned for it,
     whether it is queued. One record per ref, not four maps: a committed transition's bookkeeping reads one object
     (issue 15: with 100,000 refs in flight each map's lookup is a cache miss, and case (b) paid four or five per
-    transition). A record lives while any of its fields says something (:meth:`Supervisor._drop_ref`)."""
+    transition). A record lives while any of its fields says something (:meth:`Supervisor._drop_ref`).
 
-    __slots__ = ("cat", "queued", "runs", "wants")
+    A msgspec Struct untracked by the cyclic GC (it refers to strings, tuples of strings and a dict of strings,
+    never back to anything): a backfill holds one per ref in flight (200,000 in case (b) at 100,000 partitions),
+    and as tracked objects they were a fifth of what made the GC's first collection come and what it walked."""
 
-    def __init__(self) -> None:
-        # the active wants on it; (): not wanted. A want's refs share its one-want tuple (issue 15: a list per ref
-        # of a million-ref backfill was ~90 MB of small objects, whose arenas stayed pinned after it ended); past
-        # _MANY wants a dict, so that adding and removing one stays O(1) for a ref that thousands of wants share
-        self.wants: tuple[str, ...] | dict[str, None] = ()
-        self.cat: Cat | None = None  # what it means for those wants (None while not wanted)
-        self.runs: tuple[str, ...] = ()  # the non-terminal runs planned for it
-        self.queued = False  # in its job's queue, to plan
+    # the active wants on it; (): not wanted. A want's refs share its one-want tuple (issue 15: a list per ref
+    # of a million-ref backfill was ~90 MB of small objects, whose arenas stayed pinned after it ended); past
+    # _MANY wants a dict, so that adding and removing one stays O(1) for a ref that thousands of wants share
+    wants: tuple[str, ...] | dict[str, None] = ()
+    cat: Cat | None = None  # what it means for those wants (None while not wanted)
+    # the non-terminal runs planned for it; a run's refs share its one-run tuple while it is their only run
+    runs: tuple[str, ...] = ()
+    queued: bool = False  # in its job's queue, to plan
 
 
 class Pending:
@@ -288,17 +290,18 @@ class Supervisor(LazyPlanning, Behavior):
         if not rec.wants and not rec.runs and not rec.queued and self.refs.get(ref) is rec:
             del self.refs[ref]
 
-    def _add_run(self, ref: str, run_id: str) -> Ref:
-        """``run_id`` is planned for ``ref``: its record, which says so."""
+    def _add_run(self, ref: str, one: tuple[str]) -> Ref:
+        """The run ``one[0]`` is planned for ``ref`` (``one``: that run's shared one-run tuple, so that a batch's
+        refs do not make a tuple each): its record, which says so."""
         rec = self.refs.get(ref)
         if rec is None:
             rec = self.refs[ref] = Ref()
         runs = rec.runs
         if not runs:
             self.n_planned += 1
-            rec.runs = (run_id,)
-        elif run_id not in runs:
-            rec.runs = (*runs, run_id)
+            rec.runs = one
+        elif one[0] not in runs:
+            rec.runs = (*runs, *one)
         return rec
 
     def _remove_run(self, ref: str, rec: Ref, run_id: str) -> None:
@@ -853,8 +856,9 @@ class Supervisor(LazyPlanning, Behavior):
         run_id = self.ids.next_run()
         wants = sorted({w for r in refs for w in self.wants_on(r)})
         self.inflight.setdefault(job, set()).add(run_id)
+        one = (run_id,)
         for r in refs:
-            self._recat(r, None, self._add_run(r, run_id))
+            self._recat(r, None, self._add_run(r, one))
         reason = f"serves {', '.join(wants[:5])}{' …' if len(wants) > 5 else ''}"
         if retry_of:
             reason = f"retry {attempt}/{max_attempts} of {retry_of}; " + reason
@@ -1193,8 +1197,9 @@ class Supervisor(LazyPlanning, Behavior):
             rid = run.job_run_id
             if not run.terminal:
                 self.inflight.setdefault(run.job, set()).add(rid)
+                one = (rid,)
                 for ref in run.planned:
-                    self._add_run(ref, rid)
+                    self._add_run(ref, one)
                 if run.refresh:
                     self.refreshing.update(run.planned)
                 for ref, _holder in run.deferred_on:
@@ -1210,8 +1215,9 @@ class Supervisor(LazyPlanning, Behavior):
                     self.timers.call_at((run.ended_at or now) + delay, Due("retry", rid), now=now)
         for rid, queued in pending.runs.items():
             self.inflight.setdefault(queued.job, set()).add(rid)
+            one = (rid,)
             for ref in queued.partitions:
-                self._add_run(ref, rid)
+                self._add_run(ref, one)
         # Every active want is indexed before any is planned: a ref that a derived want (a later id) already
         # wants must not be wanted again for its parent.
         active = sorted(world.active_wants(), key=lambda w: w.want_id)

@@ -308,6 +308,6 @@ async def test_an_evicting_runtime_keeps_fewer_tips_in_its_log_writer(tmp_path: 
         assert not cast(EvictingTable, rt.world.partitions).index.recent
     async with wantbuild.open(tmp_path / "c.db", g) as rt:
         assert isinstance(rt.log, EventLog)
-        assert rt.log.entity_cache_size == 400_000
+        assert rt.log.entity_cache_size == 600_000
         with pytest.raises(ValueError, match="entity_cache_size must be a whole number of tips >= 1, not 0"):
             rt.log.entity_cache_size = 0
