@@ -362,8 +362,11 @@ class PartitionActor(Behavior):
     def receive(self, ctx: Ctx, msg: Any) -> Any:
         key = ctx.key
         state: PartitionState | None = ctx.state
-        cur = state if state is not None else PartitionState(ref=key)
         t = type(msg)
+        if state is None and t is RequestLease:  # never mentioned: Missing at generation 0, so leasable
+            st = ctx.persist(PartitionBuilding(job_run_id=msg.job_run_id))
+            return LeaseReply(True, key, st.status, msg.job_run_id, st.generation)
+        cur = state if state is not None else PartitionState(ref=key)
         if t is RequestLease:
             run_id = msg.job_run_id
             status = cur.status

@@ -146,6 +146,9 @@ def apply_partition(
     state: PartitionState | None, ev: Event, ref: str, at: float, entity_seq: int
 ) -> PartitionState:
     """The pure transition function of a partition, with the lease guard."""
+    if state is None and type(ev) is PartitionBuilding:  # a partition's first event, nearly always: Missing ->
+        # Building, made at once (the general path below gives the same state for ~0.2 us more)
+        return PartitionState(ref, _BUILDING, 1, entity_seq, at, ev.job_run_id)
     cur = state if state is not None else PartitionState(ref=ref)
     status = cur.status
     name = ev.event_name

@@ -1062,6 +1062,35 @@ class LogCore:
                 self._shed_tips()
             self._notify_progress()
 
+    def _cached_or_fresh(self, items: list[_Item]) -> list[_Entity] | None:
+        """The batch's entities in one pass, if each is cached or new (its first append here submitted with
+        ``new=True``, expecting 0: made and cached now, as ``_lookup`` would); ``None`` (nothing made) if one is
+        neither, for ``_lookup`` to resolve."""
+        cache = self._cache
+        get = cache.get
+        ents: list[_Entity] = []
+        add = ents.append
+        made: list[tuple[str, str]] | None = None
+        for it in items:
+            k = (it[0], it[1])
+            e = get(k)
+            if e is None:
+                kind, eid = k
+                if not (it[8] and it[2] == 0 and type(kind) is str and type(eid) is str and kind and eid):
+                    if made is not None:  # undo: the lookup makes these (keys in the same order)
+                        self._next_entity_key -= len(made)
+                        for m in made:
+                            del cache[m]
+                    return None
+                e = cache[k] = _Entity(self._next_entity_key, kind, eid, 0, 0, False)
+                self._next_entity_key += 1
+                if made is None:
+                    made = [k]
+                else:
+                    made.append(k)
+            add(e)
+        return ents
+
     async def _write_items(self, items: list[_Item], lo: int,
                            cmds: dict[tuple[object, int], tuple[int, str]] | None = None) -> None:
         """Check, number and write one batch (appends ``lo ..``); a database error fails it with CommitError.
@@ -1075,10 +1104,10 @@ class LogCore:
                 _fail(it, self._lease_lost)
             return
         cache = self._cache
-        try:
-            ents: list[_Entity] = [cache[(it[0], it[1])] for it in items]
-        except KeyError:
-            # One pass over the batch for the cached tips; the lookup sees only the others.
+        ents = self._cached_or_fresh(items)
+        if ents is None:
+            # An entity neither cached nor new (``submit(new=True)``): one pass over the batch for the cached tips;
+            # the lookup sees only the others.
             get = cache.get
             have = [get((it[0], it[1])) for it in items]
             try:
@@ -1194,8 +1223,14 @@ class LogCore:
         self._next_seq = seq
         for it, rec in zip(oks, recs, strict=False):
             i = it[9]
-            if i >= 0:
-                it[7].put(i, rec)  # type: ignore[union-attr]
+            if i >= 0:  # _Group.put, inlined
+                group: _Group = it[7]  # type: ignore[assignment]
+                out = group.out
+                if out[i] is None:
+                    out[i] = rec
+                    group.left -= 1
+                    if not group.left and not group.future.done():
+                        group.future.set_result(out)  # type: ignore[arg-type]  # no None left
                 continue
             try:  # noqa: SIM105 - suppress() would cost a context manager per append in the hot loop
                 it[7].set_result(rec)  # type: ignore[union-attr]

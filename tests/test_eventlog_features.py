@@ -475,3 +475,53 @@ async def test_an_unknown_durability_is_refused_with_the_choices(tmp_path: Path)
         async with open_log(tmp_path / "log.db", durability="disk"):
             pass  # pragma: no cover
     assert not (tmp_path / "log.db").exists()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 255, 256, 257, 700])
+async def test_batch_rows_of_any_size(tmp_path: Path, n: int) -> None:
+    """A batch of n appends (new entities and moves, SQLite's multi-row inserts of 1..256 rows) stores each row."""
+    path = str(tmp_path / "log.db")
+    async with open_log(path, autocommit=False, max_batch=10_000) as log:
+        firsts = [log.submit("thing", f"t{i:04d}", 0, ThingCreated(name=f"t{i}"), new=i % 2 == 0) for i in range(n)]
+        await log.commit()
+        moves = [log.submit("thing", f"t{i:04d}", 1, ThingChanged(n=i)) for i in range(n)]
+        moves.append(log.submit("thing", "t0000", 2, ThingChanged(n=-1)))
+        await log.commit()
+        recs = [f.result() for f in firsts + moves]
+        assert [r.seq for r in recs] == list(range(1, 2 * n + 2))
+        report = await log.verify()
+        assert report.ok, report.problems
+        assert (report.events, report.entities) == (2 * n + 1, n)
+        assert [r async for r in log.read()] == recs
+    with raw(path) as db:
+        rows = db.execute("SELECT seq, entity_seq, prev_seq FROM events ORDER BY seq").fetchall()
+        tips = db.execute("SELECT entity_id, last_seq, last_entity_seq FROM entities ORDER BY entity_id").fetchall()
+    assert rows == ([(i + 1, 1, None) for i in range(n)] + [(n + i + 1, 2, i + 1) for i in range(n)]
+                    + [(2 * n + 1, 3, n + 1)])
+    assert tips == [(f"t{i:04d}", 2 * n + 1 if i == 0 else n + i + 1, 3 if i == 0 else 2) for i in range(n)]
+
+
+async def test_wal_checkpointed_off_the_loop(tmp_path: Path) -> None:
+    """The SQLite writer runs no checkpoint itself: its own thread checkpoints the WAL once enough is written."""
+    from eventlog._log import CHECKPOINT_UNITS, EventLog
+
+    path = str(tmp_path / "log.db")
+    async with open_log(path) as log:
+        assert isinstance(log, EventLog)
+        assert log._checkpointer is not None
+        assert await log._wdb.execute_fetchall("PRAGMA wal_autocheckpoint") == [(0,)]
+        before = Path(path).stat().st_size  # noqa: ASYNC240 - one stat
+        n = 0
+        while n < CHECKPOINT_UNITS:  # rows and commits add up to a checkpoint's worth
+            await asyncio.gather(*(log.append("thing", f"t{n + i}", 0, ThingCreated(name="x")) for i in range(500)))
+            n += 1100
+        for _ in range(200):
+            if log._checkpointer.done:
+                break
+            await asyncio.sleep(0.01)
+        assert log._checkpointer.done >= 1
+        # The pages went into the database file (nothing else checkpoints: only the writer's connection commits).
+        assert Path(path).stat().st_size > before + 500_000  # noqa: ASYNC240 - one stat
+        thread = log._checkpointer._thread
+        assert (await log.verify()).ok
+    assert not thread.is_alive()
