@@ -198,8 +198,8 @@ class Behavior:
 
 class _Kind:
     __slots__ = ("activations", "adopt", "apply", "cells", "crash_log", "crash_log_swept", "crashes", "entity",
-                 "evicted", "factory", "free", "keep", "name", "reply_errors", "restarts", "shared", "stopped",
-                 "table")
+                 "evicted", "factory", "free", "get", "keep", "name", "receive", "reply_errors", "restarts", "shared",
+                 "stopped", "table")
 
     def __init__(self, name: str, factory: Callable[[str], Behavior], entity: bool, keep: bool,
                  table: dict[str, Any] | None, adopt: Callable[[Any, Any], None] | None = None) -> None:
@@ -218,6 +218,12 @@ class _Kind:
         self.apply = APPLY.get(name) if entity else None
         self.table = table
         self.evicted: EvictingTable | None = table if isinstance(table, EvictingTable) else None
+        # The dispatcher's per-message calls, bound once: the shared behaviour's handler (None: one per key), and the
+        # table's read straight from the dict (an entity with a cell is resident: a cell of an evicted one is held
+        # until its state is folded back, and evict_settled skips entities with cells, so EvictingTable.get's look
+        # in the evicted index, a Python call per message, is never needed there).
+        self.receive: Callable[[Ctx, Any], Any] | None = self.shared.receive if self.shared is not None else None
+        self.get: Callable[[str], Any] | None = dict.get.__get__(table) if table is not None else None
         self.adopt = adopt  # what the World also derives from an adopted state (World.on_adopt)
         self.activations = 0
         self.crashes = 0
@@ -244,25 +250,11 @@ class Ctx:
     if the step returns normally; if it persisted anything, only after that commit.
     """
 
-    # Class-level defaults rather than __slots__: a cell is made for every message to an idle actor, and four
-    # assignments cost half of twenty (measured); the rest are set when first used.
-    blocked: int = _FREE
-    queued: bool = False
-    epoch: int = 0
-    state: Any = None
-    """The entity's state for the step running: committed, or as the step's persists so far leave it (``None`` if it
-    has none). Read afresh before every step."""
-    events: list[tuple[Event, Any, Any, float, int, Any]] | None = None
-    outbox: list[tuple[str | None, Any, Any]] | None = None
-    nxt: Any = None
-    outcome: int = -1  # where the outcomes of the step's appends start in its pass's results (``_launch``)
-    rvalue: Any = None
-    rtarget: Any = None
-    ridx: int = 0
-    ftarget: Any = None  # the reply target of the flow in progress (carried across continuations)
-    fidx: int = 0
-    scratch: Any = None
-    crashes: deque[float] | None = None
+    # Slots, every one set when the cell is made: a handler and the dispatcher read a dozen of them per message, and a
+    # slot is read without a dictionary lookup (class-level defaults cost a type lookup and a dict miss per read).
+    # Cells are reused (_POOL), so what a cell costs to make matters less than what it costs to use.
+    __slots__ = ("blocked", "crashes", "epoch", "fidx", "ftarget", "kernel", "key", "kind", "mbox", "new", "nxt", "obj",
+                 "old", "outbox", "outcome", "queued", "ridx", "rtarget", "rvalue", "scratch", "state", "states")
 
     def __init__(self, kernel: Kernel, kind: _Kind, key: str) -> None:
         self.kernel = kernel
@@ -271,8 +263,28 @@ class Ctx:
         shared = kind.shared
         self.obj: Behavior = shared if shared is not None else kind.factory(key)
         self.mbox: deque[tuple[Any, Any, Any]] = deque()
-        if kind.crash_log:
-            self.crashes = kind.crash_log.pop(key, None)
+        self.crashes: deque[float] | None = kind.crash_log.pop(key, None) if kind.crash_log else None
+        self.blocked = _FREE
+        self.queued = False
+        self.epoch = 0
+        self.state: Any = None
+        """The entity's state for the step running: committed, or as the step's persists so far leave it (``None`` if
+        it has none). Read afresh before every step."""
+        # What the step persisted: its appends are in the kernel's list for the pass from ``outcome`` on (-1: none);
+        # the state before the first and after the last (``old``, ``new``); with more than one, ``states``: the state
+        # before each of them.
+        self.outcome = -1
+        self.old: Any = None
+        self.new: Any = None
+        self.states: list[Any] | None = None
+        self.outbox: list[tuple[str | None, Any, Any]] | None = None
+        self.nxt: Any = None
+        self.rvalue: Any = None
+        self.rtarget: Any = None
+        self.ridx = 0
+        self.ftarget: Any = None  # the reply target of the flow in progress (carried across continuations)
+        self.fidx = 0
+        self.scratch: Any = None
 
     def __repr__(self) -> str:
         return f"<Ctx {self.kind.name} {self.key!r}>"
@@ -304,12 +316,17 @@ class Ctx:
         if faults is not None and faults.hit("commit", k.name, self.key, event.event_name):
             raise CommitError(f"injected fault: the batch holding {event.event_name} of {k.name} {self.key} "
                               f"did not commit")
-        events = self.events
-        if events is None:
-            self.events = [(event, old, new, at, seq, command)]
+        # Appended to the pass's list at once (a step that raises has its appends cut off again: _step_failed).
+        appends = kernel._appends
+        if self.outcome < 0:
+            self.outcome = len(appends)
+            self.old = old
+        elif self.states is None:
+            self.states = [self.old, old]
         else:
-            events.append((event, old, new, at, seq, command))
-        self.state = new
+            self.states.append(old)
+        appends.append((k.name, self.key, seq, event, at, command, old is None))
+        self.state = self.new = new
         return new
 
     def tell(self, kind: str, key: str, msg: Any) -> None:
@@ -613,23 +630,20 @@ class Kernel(FatalSink):
             ready = self._ready
             budget = _BUDGET
             faults = self.faults
-            appends = self._appends
+            flight = self._flight
             while ready and budget > 0:
                 cell = ready.popleft()
                 cell.queued = False
                 mbox = cell.mbox
                 k = cell.kind
-                table = k.table
-                # The state straight from the dict: an entity with a cell is resident (a cell of an evicted one was
-                # held until its state was folded back, and evict_settled skips entities with cells), so
-                # EvictingTable.get's look in the evicted index (a Python call per message) is never needed here.
-                get = dict.get if isinstance(table, dict) else None
+                get = k.get  # the table's dict.get (_Kind)
+                receive = k.receive
                 key = cell.key
                 while mbox and not cell.blocked:
                     msg, target, idx = mbox.popleft()
                     budget -= 1
-                    if table is not None:
-                        cell.state = get(table, key) if get is not None else table.get(key)
+                    if get is not None:
+                        cell.state = get(key)
                     if msg is _CONT:  # the flow's next step: (_CONT, fn, arg), replying to the flow's asker
                         fn, arg, target, idx = target, idx, cell.ftarget, cell.fidx
                         msg = None
@@ -641,27 +655,18 @@ class Kernel(FatalSink):
                                 self._resolve_error(target, idx, exc)
                                 self._crash(cell, msg, exc)
                                 continue
-                        fn, arg = cell.obj.receive, msg
+                        fn, arg = receive if receive is not None else cell.obj.receive, msg
                     try:
                         value = fn(cell, arg)
                     except Exception as exc:
                         self._step_failed(cell, msg, exc, target, idx)
                         continue
-                    events = cell.events
-                    if events:  # hand them to the log; the cell waits for their commit
+                    if cell.outcome >= 0:  # it persisted (its appends are in the pass's list): wait for the commit
                         cell.rvalue = value
                         cell.rtarget = target
                         cell.ridx = idx
-                        name = k.name
-                        cell.outcome = len(appends)
-                        if len(events) == 1:  # the common case, without a loop
-                            ev, old, _n, at, seq, cmd = events[0]
-                            appends.append((name, key, seq, ev, at, cmd, old is None))
-                        else:
-                            appends.extend([(name, key, seq, ev, at, cmd, old is None)
-                                            for ev, old, _n, at, seq, cmd in events])
                         cell.blocked = _COMMIT
-                        self._flight.append(cell)
+                        flight.append(cell)
                         break
                     if cell.outbox is not None or cell.nxt is not None:
                         self._after(cell, value, target, idx)
@@ -671,12 +676,16 @@ class Kernel(FatalSink):
                         if target is not None:
                             self._resolve(target, idx, value)
                 if not mbox and not cell.blocked and not k.keep:  # idle: memory follows the active actors
-                    if cell.crashes is None and not cell.queued and k.cells.get(key) is cell:
-                        del k.cells[key]
-                        free = k.free
-                        if len(free) < _POOL and k.shared is not None:
-                            cell.scratch = cell.state = None  # it holds nothing of the entity
-                            free.append(cell)
+                    if cell.crashes is None and not cell.queued:
+                        cells = k.cells
+                        got = cells.pop(key, None)  # one lookup (it is not in the table once it was stopped)
+                        if got is cell:
+                            free = k.free
+                            if len(free) < _POOL and k.shared is not None:
+                                cell.scratch = cell.state = cell.old = cell.new = None  # nothing of the entity
+                                free.append(cell)
+                        elif got is not None:
+                            cells[key] = got
                     else:
                         self._drop(cell)
         finally:
@@ -718,7 +727,10 @@ class Kernel(FatalSink):
     def _step_failed(self, cell: Ctx, msg: Any, exc: Exception, target: Any, idx: int) -> None:
         """A handler step raised: nothing it asked for happens; its asker gets the error; the actor crashes
         (unless ``exc`` is one of the kind's answers to a message)."""
-        cell.events = None
+        if cell.outcome >= 0:  # what it persisted leaves the pass's list (its appends are the list's last)
+            del self._appends[cell.outcome:]
+            cell.outcome = -1
+            cell.states = cell.old = cell.new = None
         cell.outbox = None
         cell.nxt = None
         self._resolve_error(target, idx, exc)
@@ -737,8 +749,8 @@ class Kernel(FatalSink):
             done = self._submit_many(appends)
         except Exception as exc:  # the log is closed or failed: as a commit that failed, for every step of the pass
             for cell in flight:
-                cell.events = None
                 cell.outcome = -1
+                cell.states = cell.old = cell.new = None
                 self._fail_step(cell, exc)
             return
         self._in_flight += len(flight)
@@ -766,25 +778,24 @@ class Kernel(FatalSink):
             # Set for every cell in a flight (entity kinds only persist): no asserts in this loop.
             table: dict[str, Any] = k.table  # type: ignore[assignment]
             off = cell.outcome
-            events: list[tuple[Event, Any, Any, float, int, Any]] = cell.events  # type: ignore[assignment]
             key = cell.key
             cell.outcome = -1
-            cell.events = None
             cell.blocked = _FREE
-            if plain and len(events) == 1:  # the common case, kept short
+            states = cell.states
+            if plain and states is None:  # the common case (one event), kept short
                 rec = results[off]
                 if type(rec) is not Record:
                     slow.append((cell, rec, None))  # type: ignore[arg-type]  # an exception
                     continue
-                new = events[0][2]
+                new = cell.new
                 table[key] = new
                 adopted += 1
                 if k.adopt is not None:
-                    k.adopt(events[0][1], new)
+                    k.adopt(cell.old, new)
                 if rec.seq > last:
                     last, last_at = rec.seq, rec.at
                 if notify:
-                    batch.append(Committed(rec, events[0][1], new))
+                    batch.append(Committed(rec, cell.old, new))
                 if cell.outbox is not None or cell.nxt is not None or cell.mbox or k.keep:
                     slow.append((cell, None, None))
                     continue
@@ -803,20 +814,34 @@ class Kernel(FatalSink):
                     elif not target.done():
                         target.set_result(value)
                 cell.ftarget = None
-                if k.cells.get(key) is cell:
-                    if cell.crashes:
+                crashes = cell.crashes
+                if crashes:
+                    if k.cells.get(key) is cell:
                         self._drop(cell)
-                    else:
-                        del k.cells[key]
-                        if cell.crashes is None and not cell.queued and k.shared is not None:
-                            free = k.free
-                            if len(free) < _POOL:
-                                cell.scratch = cell.state = None  # it holds nothing of the entity
-                                free.append(cell)
+                    continue
+                cells = k.cells
+                got = cells.pop(key, None)  # one lookup: the cell is in its kind's table (unless it was stopped)
+                if got is not cell:
+                    if got is not None:
+                        cells[key] = got
+                elif crashes is None and not cell.queued and k.shared is not None:
+                    free = k.free
+                    if len(free) < _POOL:
+                        cell.scratch = cell.state = cell.old = cell.new = None  # it holds nothing of the entity
+                        free.append(cell)
                 continue
             error: BaseException | None = None
             waits: list[tuple[Hook, Record, Any]] = []
-            for rec, (_ev, old, new, _at, _seq, _cmd) in zip(results[off:off + len(events)], events, strict=True):
+            if states is None:
+                olds: list[Any] = [cell.old]
+                news: list[Any] = [cell.new]
+            else:
+                olds = states
+                news = states[1:]
+                news.append(cell.new)
+            cell.states = None
+            n = len(olds)
+            for rec, old, new in zip(results[off:off + n], olds, news, strict=True):
                 if isinstance(rec, BaseException):
                     error = rec
                     break
@@ -998,6 +1023,7 @@ class Kernel(FatalSink):
             return
         # One envelope to many actors: each gets its part in its own mailbox (_send, inlined).
         cells, ready, free, crash_log = k.cells, self._ready, k.free, k.crash_log
+        activated = len(cells)
         for i, (key, msg) in enumerate(requests):
             c = cells.get(key)
             if c is None:
@@ -1009,7 +1035,6 @@ class Kernel(FatalSink):
                 else:
                     c = Ctx(self, k, key)
                 cells[key] = c
-                k.activations += 1
                 c.mbox.append((msg, gather, i))
                 c.queued = True
                 ready.append(c)
@@ -1018,6 +1043,7 @@ class Kernel(FatalSink):
                 if not c.queued and not c.blocked:
                     c.queued = True
                     ready.append(c)
+        k.activations += len(cells) - activated  # the cells this envelope made (none is dropped meanwhile)
 
     def _resolve(self, target: Any, idx: int, value: Any) -> None:
         if type(target) is _Gather:

@@ -291,6 +291,43 @@ async def test_two_events_of_one_step_are_adopted_together(tmp_path: Path) -> No
         assert world.table("kt_counter")["a"].entity_seq == 2
 
 
+
+class SetThenBoom(msgspec.Struct, frozen=True):
+    value: int
+
+
+class PersistThenRaise(CounterActor):
+    """Persists two events for SetThenBoom, then raises: the step fails after its persists."""
+
+    def receive(self, ctx: Ctx, msg: Any) -> Any:
+        if isinstance(msg, SetThenBoom):
+            ctx.persist(CounterSet(value=msg.value))
+            ctx.persist(CounterSet(value=msg.value + 1))
+            raise ValueError(f"boom after persisting in {ctx.key}")
+        return super().receive(ctx, msg)
+
+
+async def test_a_step_that_raises_after_persisting_writes_nothing(tmp_path: Path) -> None:
+    """In one pass, a step that persisted then raised writes nothing; the steps before and after it are written."""
+    async with running(tmp_path, autocommit=False, behavior=PersistThenRaise()) as (kernel, log, world):
+        before = asyncio.ensure_future(kernel.ask("kt_counter", "a", Add(1, twice=True)))
+        failed = asyncio.ensure_future(kernel.ask("kt_counter", "b", SetThenBoom(5)))
+        after = asyncio.ensure_future(kernel.ask("kt_counter", "c", Set(9)))
+        await settle()
+        assert log.pending() == 3  # a's two events and c's one, in one batch
+        await log.commit()
+        assert (await before, await after) == (2, 9)
+        with pytest.raises(ValueError, match="boom after persisting in b"):
+            await failed
+        assert sorted(world.table("kt_counter")) == ["a", "c"]
+        assert [r.event.value for r in await log.history("kt_counter", "a")] == [1, 2]  # type: ignore[attr-defined]
+        assert await log.history("kt_counter", "b") == []
+        again = asyncio.ensure_future(kernel.ask("kt_counter", "b", Set(4)))  # it restarted
+        await settle()
+        await log.commit()
+        assert await again == 4
+        assert world.table("kt_counter")["b"].entity_seq == 1  # its stream starts at 1: nothing of b was written
+
 # -- envelopes and gathers ---------------------------------------------------------------------------------
 async def test_an_ask_to_many_actors_replies_in_order(tmp_path: Path) -> None:
     """ask_many sends one envelope; each actor answers with its own state; the asker's next step gets them all."""
