@@ -304,7 +304,11 @@ class LogCore:
         self._progress = asyncio.Event()
         # The tip cache, two tiers: the entities moved lately as objects (pending and committed tips), and the
         # committed tips shed from there packed, one int each (``_tips.py``). An entity is in one tier at most.
-        self._cache: dict[tuple[str, str], _Entity] = {}
+        # The objects are held in a dict per kind keyed by the id string, not in one dict keyed by a (kind, id)
+        # tuple: no tuple is built, hashed and compared per append, nor kept per entity, and a hit compares the id
+        # string by identity (the caller's id is usually the very string cached) instead of reading the stored
+        # tuple and its strings: fewer cache misses in a table of 100,000s of tips (docs/performance.md).
+        self._cache: dict[str, dict[str, _Entity]] = {}
         self._packed = PackedTips()
         self._next_seq = 1
         self._committed_seq = 0
@@ -611,26 +615,57 @@ class LogCore:
         knows they will not move soon (an evicting runtime's settled entities); safe at any time, as a tip an
         append in flight holds is promoted all the same and the log has it once that commits."""
         ids = entity_ids if isinstance(entity_ids, Collection) else list(entity_ids)
-        if self._cache:
-            pop = self._cache.pop
+        d = self._cache.get(entity_kind)
+        if d:
+            pop = d.pop
             for eid in ids:
-                pop((entity_kind, eid), None)
+                pop(eid, None)
         if len(self._packed):
             self._packed.discard(entity_kind, ids)
 
     def _shed_tips(self) -> None:
         """Between batches (nothing is pending, so any tip may go): move the older half of the objects to the packed
-        tier, then bound that. The older half (insertion order), not all of it: clearing everything made every
-        active entity miss at once, and a log just past the size paid a lookup per append from then on."""
-        cache = self._cache
+        tier, then bound that. The older half of each kind (insertion order, rounded up), not all of it: clearing
+        everything made every active entity miss at once, and a log just past the size paid a lookup per append from
+        then on."""
         packed = self._packed
         put = packed.put
-        for key in list(itertools.islice(cache, len(cache) // 2)):
-            e = cache.pop(key)
-            if e.in_db:  # committed tips only: a writer that stopped on a bug may hold pending ones
-                put(e.kind, e.eid, e.key, e.cseq, e.ceseq)
+        cache = self._cache
+        for kind, d in list(cache.items()):
+            half = (len(d) + 1) // 2
+            for e in itertools.islice(d.values(), half):
+                if e.in_db:  # committed tips only: a writer that stopped on a bug may hold pending ones
+                    put(e.kind, e.eid, e.key, e.cseq, e.ceseq)
+            # The newer half in a dict of its own: a dict does not give back its table when entries are deleted.
+            kept = dict(itertools.islice(d.items(), half, None))
+            if kept:
+                cache[kind] = kept
+            else:
+                del cache[kind]
         if len(packed) > self._entity_cache_size - self._hot_tips:
             packed.shed(self._entity_cache_size - self._hot_tips)
+
+    def _hot_count(self) -> int:
+        """How many tips are held as objects (the first tier)."""
+        return sum(map(len, self._cache.values()))
+
+    def _cached(self, kind: str, eid: str) -> _Entity | None:
+        """The entity's tip object, if it is in the first tier."""
+        d = self._cache.get(kind)
+        return None if d is None else d.get(eid)
+
+    def _cache_put(self, e: _Entity) -> None:
+        d = self._cache.get(e.kind)
+        if d is None:
+            d = self._cache[e.kind] = {}
+        d[e.eid] = e
+
+    def _uncache(self, kind: str, eid: str) -> None:
+        d = self._cache.get(kind)
+        if d is not None:
+            d.pop(eid, None)
+            if not d:
+                del self._cache[kind]
 
     @property
     def fingerprint(self) -> str | None:
@@ -1058,7 +1093,7 @@ class LogCore:
             raise
         finally:
             self._done += n
-            if len(self._cache) > self._hot_tips:
+            if self._hot_count() > self._hot_tips:
                 self._shed_tips()
             self._notify_progress()
 
@@ -1067,27 +1102,33 @@ class LogCore:
         ``new=True``, expecting 0: made and cached now, as ``_lookup`` would); ``None`` (nothing made) if one is
         neither, for ``_lookup`` to resolve."""
         cache = self._cache
-        get = cache.get
         ents: list[_Entity] = []
         add = ents.append
-        made: list[tuple[str, str]] | None = None
+        made: list[_Entity] | None = None
+        last_kind: object = None
+        d: dict[str, _Entity] | None = None  # the last kind's dict: a batch is mostly of one or two kinds
         for it in items:
-            k = (it[0], it[1])
-            e = get(k)
+            kind = it[0]
+            eid = it[1]
+            if kind is not last_kind:
+                d = cache.get(kind)
+                last_kind = kind
+            e = None if d is None else d.get(eid)
             if e is None:
-                kind, eid = k
                 if not (it[8] and it[2] == 0 and type(kind) is str and type(eid) is str and kind and eid):
                     if made is not None:  # undo: the lookup makes these (keys in the same order)
                         self._next_entity_key -= len(made)
                         for m in made:
-                            del cache[m]
+                            self._uncache(m.kind, m.eid)
                     return None
-                e = cache[k] = _Entity(self._next_entity_key, kind, eid, 0, 0, False)
+                if d is None:
+                    d = cache[kind] = {}
+                e = d[eid] = _Entity(self._next_entity_key, kind, eid, 0, 0, False)
                 self._next_entity_key += 1
                 if made is None:
-                    made = [k]
+                    made = [e]
                 else:
-                    made.append(k)
+                    made.append(e)
             add(e)
         return ents
 
@@ -1103,13 +1144,12 @@ class LogCore:
             for it in items:
                 _fail(it, self._lease_lost)
             return
-        cache = self._cache
         ents = self._cached_or_fresh(items)
         if ents is None:
             # An entity neither cached nor new (``submit(new=True)``): one pass over the batch for the cached tips;
             # the lookup sees only the others.
-            get = cache.get
-            have = [get((it[0], it[1])) for it in items]
+            cached = self._cached
+            have = [cached(it[0], it[1]) for it in items]
             try:
                 found = await self._lookup([it for it, e in zip(items, have, strict=True) if e is None])
             except LeaseLost as e:
@@ -1123,7 +1163,7 @@ class LogCore:
             bad: dict[tuple[str, str], str] = {}
             for k, v in found.items():
                 if isinstance(v, _Entity):
-                    cache[k] = v
+                    self._cache_put(v)
                 else:
                     bad[k] = v
             if bad:
@@ -1404,7 +1444,7 @@ class LogCore:
                 e.pseq = e.cseq
                 e.peseq = e.ceseq
             else:
-                self._cache.pop((e.kind, e.eid), None)
+                self._uncache(e.kind, e.eid)
         self._next_seq = self._committed_seq + 1
 
     def _fail_lease_lost(self, error: LeaseLost, items: list[_Item]) -> None:
@@ -1617,7 +1657,7 @@ class LogCore:
 
     async def entity_seq(self, entity_kind: str, entity_id: str) -> int:
         """The entity's last committed ``entity_seq``; 0 if the log has never seen it."""
-        ent = self._cache.get((entity_kind, entity_id))
+        ent = self._cached(entity_kind, entity_id)
         if ent is not None:
             return ent.ceseq
         tip = self._packed.get(entity_kind, entity_id)

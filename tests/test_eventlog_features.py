@@ -409,7 +409,7 @@ async def test_a_small_entity_cache_evicts_old_tips_and_stays_correct(log_target
         for r in range(rounds):
             for i in range(n):  # one append per batch: the cache is trimmed after each
                 assert (await log.append("thing", f"t{i}", r, ThingChanged(n=r))).entity_seq == r + 1
-                assert len(log._cache) <= 10
+                assert log._hot_count() <= 10
         with pytest.raises(eventlog.ConcurrencyError):
             await log.append("thing", "t0", rounds - 1, ThingChanged(n=99))  # t0 (evicted early) is at `rounds`
         assert (await log.append("thing", "t0", rounds, ThingChanged(n=99))).entity_seq == rounds + 1

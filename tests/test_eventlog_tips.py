@@ -134,8 +134,9 @@ async def run_rounds(target: str, script: list[tuple[Any, ...]]) -> None:
 
 
 async def check_tips(log: LogCore, model: dict[tuple[str, str], int]) -> None:
-    hot = {k: (e.key, e.cseq, e.ceseq) for k, e in log._cache.items()}
-    assert all(e.in_db and (e.pseq, e.peseq) == (e.cseq, e.ceseq) for e in log._cache.values())
+    hot = {(k, eid): (e.key, e.cseq, e.ceseq) for k, d in log._cache.items() for eid, e in d.items()}
+    assert all(e.in_db and (e.pseq, e.peseq) == (e.cseq, e.ceseq) and (e.kind, e.eid) == (k, eid)
+               for k, d in log._cache.items() for eid, e in d.items())
     packed = {(k, eid): tip for k, eid, tip in log._packed.items()}
     assert not hot.keys() & packed.keys()
     assert len(packed) <= log.entity_cache_size - hot_tips(log.entity_cache_size, 2)

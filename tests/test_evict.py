@@ -301,7 +301,8 @@ async def test_an_evicting_runtime_keeps_fewer_tips_in_its_log_writer(tmp_path: 
         await anyio.sleep(0.05)  # the sweep after the want ended
         evicted = [f"daily/{i}" for i in range(20) if rt.world.is_evicted("partition", f"daily/{i}")]
         assert evicted
-        cached = set(rt.log._cache) | {(k, eid) for k, eid, _ in rt.log._packed.items()}
+        cached = {(k, eid) for k, d in rt.log._cache.items() for eid in d}
+        cached |= {(k, eid) for k, eid, _ in rt.log._packed.items()}
         assert not cached & {("partition", r) for r in evicted}  # their tips left with them
         # As the want ended, what the backfill left in small objects went too: job_of's answers, the recent hashes.
         assert not rt.graph._found
