@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, suppress
@@ -22,7 +21,6 @@ from urllib.parse import quote
 import aiosqlite
 import anyio
 import anyio.lowlevel
-import anyio.to_thread
 
 from ._core import (
     COMPACTED,
@@ -230,67 +228,6 @@ def _cannot_write_here(e: sqlite3.Error) -> bool:
     return name.startswith("SQLITE_READONLY") or name == "SQLITE_CANTOPEN"
 
 
-CHECKPOINT_UNITS: Final = 32_000
-"""When the writer's estimate of what it wrote to the WAL since the last checkpoint (a row 1 unit, a commit 100, a
-snapshot's megabyte 8,000) reaches this, it asks the checkpointer for one: about SQLite's own 1,000 pages
-(``wal_autocheckpoint``'s default) for a stream of 250-row batches, fewer pages for small ones."""
-
-
-class _Checkpointer:
-    """Checkpoints a writer's WAL from a thread and connection of its own, so the loop's thread never runs one.
-
-    The writer's connection has ``wal_autocheckpoint = 0``: SQLite's automatic checkpoint ran in the COMMIT that
-    crossed 1,000 WAL pages, on the loop's thread, copying those pages into the database file and syncing both
-    files (in ``bench/actors_scale.py``, 25 such commits of 1,600 cost ~180 ms of wall time, ~90 of CPU: ~0.45 us a
-    message). A ``PASSIVE`` checkpoint here does the same work beside the writer (it takes no lock the writer
-    needs; the sqlite3 module releases the GIL while it runs). Durability is unchanged: a commit is durable in
-    the WAL (``synchronous``), and a checkpoint, wherever it runs, only copies committed pages. If a checkpoint
-    fails (a full disk), it is logged and the next request tries again; the WAL grows meanwhile, as it does behind
-    a long reader."""
-
-    def __init__(self, uri: str, path: str) -> None:
-        self._uri = uri
-        self._path = path
-        self._wake = threading.Event()
-        self._stop = False
-        self.units = 0
-        self.done = 0  # checkpoints run (for tests)
-        self._thread = threading.Thread(target=self._run, name=f"eventlog checkpoint {path}", daemon=True)
-        self._thread.start()
-
-    def note(self, units: int) -> None:
-        """The writer wrote about ``units`` to the WAL: ask for a checkpoint once they add up."""
-        self.units += units
-        if self.units >= CHECKPOINT_UNITS:
-            self.units = 0
-            self._wake.set()
-
-    def _run(self) -> None:
-        conn: sqlite3.Connection | None = None
-        try:
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                if self._stop:
-                    return
-                try:
-                    if conn is None:
-                        conn = sqlite3.connect(self._uri, uri=True, isolation_level=None)
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                    self.done += 1
-                except sqlite3.Error as e:
-                    log.warning("eventlog checkpoint failed", path=self._path, error=str(e))
-        finally:
-            if conn is not None:
-                conn.close()
-
-    def close(self) -> None:
-        """Stop the thread (after the checkpoint it is running, if any) and close its connection."""
-        self._stop = True
-        self._wake.set()
-        self._thread.join()
-
-
 class EventLog(LogCore):
     """An append-only log of typed events in one SQLite file. Create it with :meth:`open`.
 
@@ -332,7 +269,6 @@ class EventLog(LogCore):
         self._rdb: Any = None  # aiosqlite.Connection for reads and the command inbox
         self._now_db: sqlite3.Connection | None = None  # histories_now's own read connection, opened on first use
         self._inline_rows = _INLINE_ROWS
-        self._checkpointer: _Checkpointer | None = None  # the writer's (``_Checkpointer``)
         self._wconn = asyncio.Lock()
         """Held across a call on the writer connection's thread: the batches the writer commits on the loop's
         thread, and the snapshot and compaction transactions, take turns on that one connection (see ``_on_wconn``)."""
@@ -499,10 +435,6 @@ class EventLog(LogCore):
                 self._wdb = await self._connect("rwc", inline=True)
                 await self._init_or_check(self._wdb)
                 self._rdb = await self._connect("rw")
-                # Checkpoints off the loop's thread (_Checkpointer); the reader connection keeps its own (it commits
-                # only the command inbox's rows).
-                await self._wdb.execute("PRAGMA wal_autocheckpoint = 0")
-                self._checkpointer = _Checkpointer(_db_uri(self._path, "rw"), self._path)
             else:
                 self._rdb = await self._connect_reader()
                 await self._init_or_check(self._rdb)
@@ -599,10 +531,6 @@ class EventLog(LogCore):
         return list(await db.execute_fetchall("SELECT type_key, name, version FROM event_types"))
 
     async def _db_close(self) -> None:
-        checkpointer, self._checkpointer = self._checkpointer, None
-        if checkpointer is not None:  # waits for a checkpoint in progress: off the loop's thread
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(checkpointer.close)
         if self._now_db is not None:
             self._now_db.close()
             self._now_db = None
@@ -662,8 +590,6 @@ class EventLog(LogCore):
         # ``_inline_rows`` appends, else in one trip to the connection's thread.
         await self._on_wconn(len(rows) <= self._inline_rows, _write_batch_sync, types, rows, new, upd,
                              self._is_aborting, commands, mark)
-        if self._checkpointer is not None:
-            self._checkpointer.note(100 + len(rows) + len(new) + len(upd))
 
     def _db(self) -> Any:
         return self._wdb if self._writer and self._wdb is not None else self._r()
@@ -701,8 +627,6 @@ class EventLog(LogCore):
         """One statement in its own transaction on the writer's connection, between two batches: on the loop's
         thread, like the batches (a piece is about a megabyte: a millisecond or two)."""
         await self._on_wconn(True, _execute_in_tx, sql, params)
-        if self._checkpointer is not None:
-            self._checkpointer.note(100 + sum(len(p) for p in params if isinstance(p, bytes)) // 128)
 
     async def _db_snapshot_piece(self, seq: int, piece: int, data: bytes) -> None:
         await self._snapshot_tx("INSERT OR REPLACE INTO snapshot_pieces (seq, piece, data) VALUES (?, ?, ?)",
@@ -731,10 +655,7 @@ class EventLog(LogCore):
 
     async def _db_drop_events(self, entities: list[tuple[str, str]], through_seq: int) -> int:
         # On the connection's thread (it may take seconds); the writer's batches wait for it.
-        dropped = int(await self._on_wconn(False, _drop_events_sync, entities, through_seq))
-        if self._checkpointer is not None:
-            self._checkpointer.note(100 + dropped)
-        return dropped
+        return int(await self._on_wconn(False, _drop_events_sync, entities, through_seq))
 
     async def _db_snapshot_delete(self, seqs: list[int]) -> None:
         marks = ",".join("?" * len(seqs))
