@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,6 +30,7 @@ from actors import (
     PartitionLive,
     PartitionMissing,
     PartitionRestored,
+    PartitionState,
     PartitionStatus,
     PartitionTainted,
     PartitionUpstreamFailed,
@@ -359,6 +361,17 @@ def test_lease_guard_names_the_holder() -> None:
     st0 = apply_partition(None, PartitionBuilding(job_run_id="r-1"), "daily/1", 0.0, 1)
     with pytest.raises(IllegalTransition, match="held by r-1, not r-2"):
         apply_partition(st0, PartitionLive(job_run_id="r-2"), "daily/1", 0.0, 2)
+
+
+def test_a_first_lease_from_no_state_equals_the_general_path() -> None:
+    """A partition's first Building (the short path for no state) is the state the general path makes from an
+    explicit Missing state, field for field."""
+    ev = PartitionBuilding(job_run_id="r-1")
+    short = apply_partition(None, ev, "daily/1", 12.5, 1)
+    general = apply_partition(PartitionState(ref="daily/1"), ev, "daily/1", 12.5, 1)
+    assert msgspec.structs.asdict(short) == msgspec.structs.asdict(general)
+    assert short.generation == 1
+    assert short.lease == "r-1"
 
 
 @pytest.mark.parametrize("machine", [pytest.param(m, id=m.kind) for m in (WANT, PARTITION, JOB_RUN)])
