@@ -231,16 +231,36 @@ class _Kind:
 
 
 class _Gather:
-    """One ask to many actors (or one): the replies in request order, then the asker's next step."""
+    """One ask to many actors (or one): the replies in request order, then the asker's next step. ``serial``
+    orders envelopes by when they were sent (``_Kernel._expand``)."""
 
-    __slots__ = ("cell", "epoch", "fn", "left", "replies")
+    __slots__ = ("cell", "epoch", "fn", "left", "replies", "serial")
 
-    def __init__(self, cell: Ctx, fn: Callable[[Ctx, Any], Any], n: int) -> None:
+    def __init__(self, cell: Ctx, fn: Callable[[Ctx, Any], Any], n: int, serial: int) -> None:
         self.cell = cell
         self.epoch = cell.epoch
         self.fn = fn
         self.left = n
         self.replies: list[Any] = [None] * n
+        self.serial = serial
+
+
+class _Env:
+    """The requests of an envelope to actors that had no cell when it was sent, waiting in the ready queue.
+
+    Their cells are made when the dispatcher reaches the envelope (``Kernel._expand``), at the place in the queue
+    where the envelope's cells would have been, and are handled right after: a burst of envelopes to 100,000 idle
+    actors makes no cell until each one's turn, so the cells alive are those of a pass or two, reused warm from the
+    kind's pool, instead of 100,000 cells and mailboxes made at once and read again cold when their turn comes.
+    ``skip``: the positions of requests already put in the mailbox of an actor that had a cell."""
+
+    __slots__ = ("gather", "kind", "requests", "skip")
+
+    def __init__(self, kind: _Kind, gather: _Gather, requests: list[tuple[str, Any]], skip: set[int] | None) -> None:
+        self.kind = kind
+        self.gather = gather
+        self.requests = requests
+        self.skip = skip
 
 
 class Ctx:
@@ -409,7 +429,7 @@ class Kernel(FatalSink):
         self.on_crash = on_crash
         self.on_escalate = on_escalate
         self._kinds: dict[str, _Kind] = {}
-        self._ready: deque[Ctx] = deque()
+        self._ready: deque[Ctx | _Env] = deque()  # cells to run, and envelopes' parts for idle actors (_Env)
         self._flight: list[Ctx] = []
         self._in_flight = 0  # cells whose commit has not landed
         self._running = False
@@ -419,6 +439,7 @@ class Kernel(FatalSink):
         self._externals: set[asyncio.Future[Any]] = set()
         self._loading: dict[str, list[Ctx]] = {}  # cells of evicted entities waiting for their state, by kind
         self._appends: list[Append] = []  # the pass's appends, submitted together when it ends (``_launch``)
+        self._serial = 0  # envelopes sent (_Gather.serial)
         self._submit_many: Callable[[list[Append]], asyncio.Future[list[Record | BaseException]]] = (
             log_.submit_many if log_ is not None else _no_log)
 
@@ -572,7 +593,8 @@ class Kernel(FatalSink):
 
     def stats(self) -> KernelStats:
         cells = [c for k in self._kinds.values() for c in k.cells.values()]
-        return KernelStats(len(cells), sum(len(c.mbox) for c in cells),
+        waiting = sum(len(e.requests) - len(e.skip or ()) for e in self._ready if isinstance(e, _Env))
+        return KernelStats(len(cells), sum(len(c.mbox) for c in cells) + waiting,
                            {n: k.activations for n, k in self._kinds.items()},
                            {n: k.crashes for n, k in self._kinds.items()},
                            {n: len(k.stopped) for n, k in self._kinds.items()})
@@ -633,6 +655,9 @@ class Kernel(FatalSink):
             flight = self._flight
             while ready and budget > 0:
                 cell = ready.popleft()
+                if isinstance(cell, _Env):  # an envelope's parts for idle actors: their cells go to the head of the queue
+                    self._expand(cell)
+                    continue
                 cell.queued = False
                 mbox = cell.mbox
                 k = cell.kind
@@ -945,10 +970,20 @@ class Kernel(FatalSink):
         for kind, ids in settled(self.world).items():
             k = self._kinds.get(kind)
             cells = k.cells if k is not None else {}
-            gone = [i for i in ids if i not in cells]
+            waiting = self._waiting(k) if k is not None else set()
+            gone = [i for i in ids if i not in cells and i not in waiting]
             out[kind] = self.world.evict(kind, gone)
             if self.log is not None:  # their tips follow them out of memory (read from the log if they move again)
                 self.log.forget_tips(kind, gone)
+        return out
+
+    def _waiting(self, k: _Kind) -> set[str]:
+        """The keys of ``k`` with an envelope's part waiting for their turn (no cell yet: _Env)."""
+        out: set[str] = set()
+        for env in self._ready:
+            if isinstance(env, _Env) and env.kind is k:
+                skip = env.skip
+                out.update(key for i, (key, _m) in enumerate(env.requests) if skip is None or i not in skip)
         return out
 
     def _spawn(self, coro: Any) -> None:
@@ -1007,7 +1042,8 @@ class Kernel(FatalSink):
         if k is None:
             self._crash(cell, None, UnknownActorKind(f"{cell!r} asked an unknown actor kind {kind!r}"))
             return
-        gather = _Gather(cell, fn, len(requests))
+        self._serial += 1
+        gather = _Gather(cell, fn, len(requests), self._serial)
         cell.blocked = _GATHER
         if not requests:
             self._gathered(gather)
@@ -1021,29 +1057,74 @@ class Kernel(FatalSink):
                     continue
                 self._send(k, key, msg, gather, i)
             return
-        # One envelope to many actors: each gets its part in its own mailbox (_send, inlined).
-        cells, ready, free, crash_log = k.cells, self._ready, k.free, k.crash_log
-        activated = len(cells)
+        # One envelope to many actors: an actor with a cell gets its part in its mailbox now (_send, inlined); the
+        # parts for idle actors wait in the envelope, in the ready queue, until the dispatcher reaches it (_Env).
+        cells, ready = k.cells, self._ready
+        skip: set[int] | None = None
         for i, (key, msg) in enumerate(requests):
             c = cells.get(key)
-            if c is None:
-                if free:  # a reused idle cell (_POOL), as _cell does
-                    c = free.pop()
-                    c.key = key
-                    if crash_log:
-                        c.crashes = crash_log.pop(key, None)
-                else:
-                    c = Ctx(self, k, key)
-                cells[key] = c
-                c.mbox.append((msg, gather, i))
-                c.queued = True
-                ready.append(c)
-            else:
+            if c is not None:
                 c.mbox.append((msg, gather, i))
                 if not c.queued and not c.blocked:
                     c.queued = True
                     ready.append(c)
-        k.activations += len(cells) - activated  # the cells this envelope made (none is dropped meanwhile)
+                if skip is None:
+                    skip = {i}
+                else:
+                    skip.add(i)
+        if skip is None or len(skip) < len(requests):
+            ready.append(_Env(k, gather, list(requests), skip))  # a copy: the step may reuse its list
+
+    def _expand(self, env: _Env) -> None:
+        """The dispatcher has reached an envelope's parts for idle actors: make their cells (reused from the kind's
+        pool while it lasts) and put them at the head of the ready queue, in request order, as if they had been made
+        when the envelope was sent. An actor that got a cell meanwhile (a message sent to it after the envelope) gets
+        its part in its mailbox before that message (``_insert``)."""
+        k, gather, skip = env.kind, env.gather, env.skip
+        cells, free, crash_log = k.cells, k.free, k.crash_log
+        slow = bool(k.stopped) or (k.evicted is not None and bool(k.evicted.index))
+        made: list[Ctx] = []
+        for i, (key, msg) in enumerate(env.requests):
+            if skip is not None and i in skip:
+                continue
+            c = cells.get(key)
+            if c is not None:
+                self._insert(c, (msg, gather, i), gather.serial)
+                continue
+            if slow:  # a stopped actor answers with an error, an evicted one is loaded first: as any message
+                self._send(k, key, msg, gather, i)
+                continue
+            if free:  # a reused idle cell (_POOL), as _cell does
+                c = free.pop()
+                c.key = key
+                if crash_log:
+                    c.crashes = crash_log.pop(key, None)
+            else:
+                c = Ctx(self, k, key)
+            cells[key] = c
+            c.mbox.append((msg, gather, i))
+            c.queued = True
+            made.append(c)
+        k.activations += len(made)
+        made.reverse()
+        self._ready.extendleft(made)
+
+    def _insert(self, cell: Ctx, entry: tuple[Any, Any, Any], serial: int) -> None:
+        """Put an envelope's part in the mailbox of an actor that got a cell after the envelope was sent: after the
+        flow it is in the middle of and the parts of envelopes sent before it, before what was sent after it (a
+        message that found the cell, or made it, came after the envelope: the envelope's part would have made the
+        cell first). Rare: an actor has no cell when the envelope is sent and a message reaches it before its turn."""
+        mbox = cell.mbox
+        at = 0
+        for msg, target, _idx in mbox:
+            if msg is _CONT or (type(target) is _Gather and target.serial < serial):
+                at += 1
+                continue
+            break
+        mbox.insert(at, entry)
+        if not cell.queued and not cell.blocked:
+            cell.queued = True
+            self._ready.append(cell)
 
     def _resolve(self, target: Any, idx: int, value: Any) -> None:
         if type(target) is _Gather:
