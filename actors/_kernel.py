@@ -95,6 +95,13 @@ _BUDGET: Final = 4000
 """Handler steps one dispatcher pass runs before it lets the loop go round (the log's writer starts committing
 what the pass persisted so far: the database works while the next pass computes)."""
 
+_FLIGHT: Final = 8192
+"""Steps whose commit is in flight past which the dispatcher waits for a commit to land before it starts another pass.
+The writer commits at most ~4,096 appends a batch, so this keeps it busy; what it bounds is the cells alive (a cell
+lives from its step to the commit's landing): with envelopes and tells to idle actors making their cells only when
+their turn comes (_Env), a burst to 100,000 idle actors keeps ~10,000 cells alive, warm in the caches, not 100,000
+read again cold at their landing."""
+
 _POOL: Final = 2048
 """Idle cells of an entity kind kept for reuse (per kind): a cell dropped clean (no crash history, nothing queued,
 referenced by nothing but its kind's table of cells) is reset and handed to the kind's next activation, instead of
@@ -257,15 +264,19 @@ class _Env:
     where the envelope's cells would have been, and are handled right after: a burst of envelopes to 100,000 idle
     actors makes no cell until each one's turn, so the cells alive are those of a pass or two, reused warm from the
     kind's pool, instead of 100,000 cells and mailboxes made at once and read again cold when their turn comes.
-    ``skip``: the positions of requests already put in the mailbox of an actor that had a cell."""
+    ``skip``: the positions of requests already put in the mailbox of an actor that had a cell. With no ``gather``,
+    the envelope holds tells (:meth:`Kernel.tell`, :meth:`Ctx.tell`) to actors that had no cell, in the order sent.
+    ``serial`` orders envelopes by when they were sent (``Kernel._insert``)."""
 
-    __slots__ = ("gather", "kind", "requests", "skip")
+    __slots__ = ("gather", "kind", "requests", "serial", "skip")
 
-    def __init__(self, kind: _Kind, gather: _Gather, requests: list[tuple[str, Any]], skip: set[int] | None) -> None:
+    def __init__(self, kind: _Kind, gather: _Gather | None, requests: list[tuple[str, Any]], skip: set[int] | None,
+                 serial: int) -> None:
         self.kind = kind
         self.gather = gather
         self.requests = requests
         self.skip = skip
+        self.serial = serial
 
 
 class Ctx:
@@ -522,7 +533,11 @@ class Kernel(FatalSink):
         stopped actor is dropped with a warning; ``ActorSystemClosed`` once the kernel is closed."""
         if self._state != _OPEN:
             raise self._closed_error()
-        self._send(self._kind(kind), key, msg, None, 0)
+        k = self._kind(kind)
+        if key in k.cells:
+            self._send(k, key, msg, None, 0)
+        else:
+            self._defer(k, key, msg)
         self._kick()
 
     def try_tell(self, kind: str, key: str, msg: Any) -> bool:
@@ -644,13 +659,25 @@ class Kernel(FatalSink):
             cell.queued = True
             self._ready.append(cell)
 
+    def _defer(self, k: _Kind, key: str, msg: Any) -> None:
+        """A tell to an actor with no cell waits in the ready queue, with the tells sent right before it to actors of
+        its kind that had none (one _Env), until the dispatcher reaches it (``_expand``): a burst of tells to idle
+        actors (the supervisor wakes 100,000 partitions) makes no cell until each one's turn."""
+        ready = self._ready
+        env = ready[-1] if ready else None
+        if type(env) is not _Env or env.gather is not None or env.kind is not k:
+            self._serial += 1
+            env = _Env(k, None, [], None, self._serial)
+            ready.append(env)
+        env.requests.append((key, msg))
+
     def _dispatch(self) -> None:
         """One pass: run the ready cells' steps (up to the budget), then hand the pass's appends to the log.
 
         Each ready cell's messages run until its mailbox is empty or it blocks; an idle cell is then dropped. (One
         function, not a call per cell: the frame of a call was ~5% of a message's cost in the kernel.)"""
         self._scheduled = False
-        if self._running or self._state != _OPEN:
+        if self._running or self._state != _OPEN or self._in_flight >= _FLIGHT:  # _landed dispatches again
             return
         self._running = True
         try:
@@ -722,7 +749,7 @@ class Kernel(FatalSink):
             self._running = False
             if self._flight:
                 self._launch()
-            if self._ready and self._state == _OPEN:
+            if self._ready and self._state == _OPEN and self._in_flight < _FLIGHT:
                 self._kick()
 
     def _cell(self, k: _Kind, key: str) -> Ctx:
@@ -1027,7 +1054,10 @@ class Kernel(FatalSink):
                 if k is None:
                     log.error("tell to an unknown actor kind dropped", actor_kind=kind, actor_key=key)
                     continue
-                self._send(k, key, msg, None, 0)
+                if key in k.cells:
+                    self._send(k, key, msg, None, 0)
+                else:
+                    self._defer(k, key, msg)
         nxt = cell.nxt
         if nxt is None:
             cell.ftarget = None
@@ -1067,7 +1097,7 @@ class Kernel(FatalSink):
         cells, ready = k.cells, self._ready
         skip: set[int] | None = None
         if cells.keys().isdisjoint(map(_first, requests)):  # the common case, tested in C: every actor is idle
-            ready.append(_Env(k, gather, list(requests), None))  # a copy: the step may reuse its list
+            ready.append(_Env(k, gather, list(requests), None, gather.serial))  # a copy: the step may reuse its list
             return
         for i, (key, msg) in enumerate(requests):
             c = cells.get(key)
@@ -1081,26 +1111,28 @@ class Kernel(FatalSink):
                 else:
                     skip.add(i)
         if skip is None or len(skip) < len(requests):
-            ready.append(_Env(k, gather, list(requests), skip))  # a copy: the step may reuse its list
+            ready.append(_Env(k, gather, list(requests), skip, gather.serial))  # a copy: the step may reuse its list
 
     def _expand(self, env: _Env) -> None:
         """The dispatcher has reached an envelope's parts for idle actors: make their cells (reused from the kind's
         pool while it lasts) and put them at the head of the ready queue, in request order, as if they had been made
         when the envelope was sent. An actor that got a cell meanwhile (a message sent to it after the envelope) gets
         its part in its mailbox before that message (``_insert``)."""
-        k, gather, skip = env.kind, env.gather, env.skip
+        k, gather, skip, serial = env.kind, env.gather, env.skip, env.serial
         cells, free, crash_log = k.cells, k.free, k.crash_log
         slow = bool(k.stopped) or (k.evicted is not None and bool(k.evicted.index))
         made: list[Ctx] = []
+        mark = -serial  # a tell's place in a mailbox has no index: it carries the envelope's serial (_insert)
         for i, (key, msg) in enumerate(env.requests):
             if skip is not None and i in skip:
                 continue
             c = cells.get(key)
+            idx = i if gather is not None else mark
             if c is not None:
-                self._insert(c, (msg, gather, i), gather.serial)
+                self._insert(c, (msg, gather, idx), serial)
                 continue
             if slow:  # a stopped actor answers with an error, an evicted one is loaded first: as any message
-                self._send(k, key, msg, gather, i)
+                self._send(k, key, msg, gather, 0 if gather is None else i)
                 continue
             if free:  # a reused idle cell (_POOL), as _cell does
                 c = free.pop()
@@ -1110,7 +1142,7 @@ class Kernel(FatalSink):
             else:
                 c = Ctx(self, k, key)
             cells[key] = c
-            c.mbox.append((msg, gather, i))
+            c.mbox.append((msg, gather, idx))
             c.queued = True
             made.append(c)
         k.activations += len(made)
@@ -1124,8 +1156,9 @@ class Kernel(FatalSink):
         cell first). Rare: an actor has no cell when the envelope is sent and a message reaches it before its turn."""
         mbox = cell.mbox
         at = 0
-        for msg, target, _idx in mbox:
-            if msg is _CONT or (type(target) is _Gather and target.serial < serial):
+        for msg, target, idx in mbox:
+            if msg is _CONT or (target is None and 0 > idx >= -serial) or (
+                    type(target) is _Gather and target.serial <= serial):
                 at += 1
                 continue
             break
