@@ -48,7 +48,6 @@ import asyncio
 import contextlib
 import inspect
 import math
-import operator
 import time
 import types
 from collections import deque
@@ -97,18 +96,15 @@ what the pass persisted so far: the database works while the next pass computes)
 
 _FLIGHT: Final = 8192
 """Steps whose commit is in flight past which the dispatcher waits for a commit to land before it starts another pass.
-The writer commits at most ~4,096 appends a batch, so this keeps it busy; what it bounds is the cells alive (a cell
-lives from its step to the commit's landing): with envelopes and tells to idle actors making their cells only when
-their turn comes (_Env), a burst to 100,000 idle actors keeps ~10,000 cells alive, warm in the caches, not 100,000
-read again cold at their landing."""
+The writer commits up to 4,096 appends a batch, so this keeps it busy; what it bounds is the cells alive (a cell lives
+from its step until its commit lands). With the cells of idle actors made only when their turn comes (_Env), a burst of
+messages to 100,000 idle actors then keeps ~12,000 cells alive, warm in the caches, instead of 100,000 cells made at
+once and read again cold at their turn and at their commit's landing."""
 
 _POOL: Final = 2048
 """Idle cells of an entity kind kept for reuse (per kind): a cell dropped clean (no crash history, nothing queued,
 referenced by nothing but its kind's table of cells) is reset and handed to the kind's next activation, instead of
 a new cell and mailbox made per message to an idle actor (seven per partition of a batched backfill)."""
-
-
-_first: Final = operator.itemgetter(0)
 
 
 class _Cont:
@@ -221,7 +217,7 @@ class _Kind:
         self.shared: Behavior | None = factory("") if entity else None
         self.reply_errors: tuple[type[Exception], ...] = (
             type(self.shared).reply_errors if self.shared is not None else ())
-        self.cells: dict[str, Ctx] = {}
+        self.cells: dict[str, Ctx | _Env] = {}  # an _Env: the actor's messages wait in the ready queue (a claim)
         self.free: list[Ctx] = []  # idle cells kept for reuse (_POOL): clean, mailbox empty, not in cells
         self.stopped: dict[str, tuple[str, ActorFailure | None]] = {}
         self.crash_log: dict[str, deque[float]] = {}
@@ -242,41 +238,49 @@ class _Kind:
 
 
 class _Gather:
-    """One ask to many actors (or one): the replies in request order, then the asker's next step. ``serial``
-    orders envelopes by when they were sent (``_Kernel._expand``)."""
+    """One ask to many actors (or one): the replies in request order, then the asker's next step."""
 
-    __slots__ = ("cell", "epoch", "fn", "left", "replies", "serial")
+    __slots__ = ("cell", "epoch", "fn", "left", "replies")
 
-    def __init__(self, cell: Ctx, fn: Callable[[Ctx, Any], Any], n: int, serial: int) -> None:
+    def __init__(self, cell: Ctx, fn: Callable[[Ctx, Any], Any], n: int) -> None:
         self.cell = cell
         self.epoch = cell.epoch
         self.fn = fn
         self.left = n
         self.replies: list[Any] = [None] * n
-        self.serial = serial
 
 
 @final
 class _Env:
-    """The requests of an envelope to actors that had no cell when it was sent, waiting in the ready queue.
+    """Messages to actors that had no cell when they were sent, in the ready queue where their cells would have been.
 
-    Their cells are made when the dispatcher reaches the envelope (``Kernel._expand``), at the place in the queue
-    where the envelope's cells would have been, and are handled right after: a burst of envelopes to 100,000 idle
-    actors makes no cell until each one's turn, so the cells alive are those of a pass or two, reused warm from the
-    kind's pool, instead of 100,000 cells and mailboxes made at once and read again cold when their turn comes.
-    ``skip``: the positions of requests already put in the mailbox of an actor that had a cell. With no ``gather``,
-    the envelope holds tells (:meth:`Kernel.tell`, :meth:`Ctx.tell`) to actors that had no cell, in the order sent.
-    ``serial`` orders envelopes by when they were sent (``Kernel._insert``)."""
+    An envelope's requests (``gather``), or tells sent in a row to actors of one kind (no ``gather``). Each such actor's
+    entry in its kind's table of cells is this object (a claim) until the dispatcher reaches it (``Kernel._expand``):
+    then the cells are made (reused warm from the kind's pool while it lasts), each with its message and then what
+    was sent to it meanwhile (``extra``, in order), and they go to the head of the queue, in request order. So the
+    actors handle what they are sent in the order it was sent and at the place in the queue they would have with a
+    cell made at once, and a burst to 100,000 idle actors makes no cell before each one's turn. ``skip``: positions
+    of requests given at once to an actor that had a cell."""
 
-    __slots__ = ("gather", "kind", "requests", "serial", "skip")
+    __slots__ = ("extra", "gather", "kind", "requests", "skip")
 
-    def __init__(self, kind: _Kind, gather: _Gather | None, requests: list[tuple[str, Any]], skip: set[int] | None,
-                 serial: int) -> None:
+    def __init__(self, kind: _Kind, gather: _Gather | None, requests: list[tuple[str, Any]]) -> None:
         self.kind = kind
         self.gather = gather
         self.requests = requests
-        self.skip = skip
-        self.serial = serial
+        self.skip: set[int] | None = None
+        self.extra: dict[str, list[tuple[Any, Any, int]]] | None = None
+
+    def later(self, key: str, entry: tuple[Any, Any, int]) -> None:
+        """A message to ``key`` sent after this one's: it follows it into the cell."""
+        if self.extra is None:
+            self.extra = {key: [entry]}
+        else:
+            self.extra.setdefault(key, []).append(entry)
+
+    def waiting(self, key: str) -> list[tuple[Any, Any, int]]:
+        """The messages to ``key`` sent after this one's (for ``Kernel.aclose`` and ``stats``)."""
+        return self.extra.get(key, []) if self.extra is not None else []
 
 
 class Ctx:
@@ -445,7 +449,7 @@ class Kernel(FatalSink):
         self.on_crash = on_crash
         self.on_escalate = on_escalate
         self._kinds: dict[str, _Kind] = {}
-        self._ready: deque[Ctx | _Env] = deque()  # cells to run, and envelopes' parts for idle actors (_Env)
+        self._ready: deque[Ctx | _Env] = deque()  # cells to run, and messages to actors with no cell yet (_Env)
         self._flight: list[Ctx] = []
         self._in_flight = 0  # cells whose commit has not landed
         self._running = False
@@ -455,7 +459,6 @@ class Kernel(FatalSink):
         self._externals: set[asyncio.Future[Any]] = set()
         self._loading: dict[str, list[Ctx]] = {}  # cells of evicted entities waiting for their state, by kind
         self._appends: list[Append] = []  # the pass's appends, submitted together when it ends (``_launch``)
-        self._serial = 0  # envelopes sent (_Gather.serial)
         self._submit_many: Callable[[list[Append]], asyncio.Future[list[Record | BaseException]]] = (
             log_.submit_many if log_ is not None else _no_log)
 
@@ -483,7 +486,12 @@ class Kernel(FatalSink):
         self._state = _CLOSED
         err = ActorSystemClosed("the actor kernel is closed (the runtime is shutting down or crashed)")
         for k in self._kinds.values():
-            for cell in k.cells.values():
+            for key, cell in k.cells.items():
+                if type(cell) is _Env:  # messages waiting for the actor's turn
+                    for _msg, target, _idx in cell.waiting(key):
+                        if isinstance(target, asyncio.Future) and not target.done():
+                            target.set_exception(err)
+                    continue
                 for _msg, target, _idx in cell.mbox:
                     if isinstance(target, asyncio.Future) and not target.done():
                         target.set_exception(err)
@@ -533,11 +541,7 @@ class Kernel(FatalSink):
         stopped actor is dropped with a warning; ``ActorSystemClosed`` once the kernel is closed."""
         if self._state != _OPEN:
             raise self._closed_error()
-        k = self._kind(kind)
-        if key in k.cells:
-            self._send(k, key, msg, None, 0)
-        else:
-            self._defer(k, key, msg)
+        self._send(self._kind(kind), key, msg, None, 0)
         self._kick()
 
     def try_tell(self, kind: str, key: str, msg: Any) -> bool:
@@ -609,12 +613,12 @@ class Kernel(FatalSink):
         """Whether anything is waiting: a message, a step, a commit, replies (the supervisor's idle cell aside)."""
         if self._ready or self._scheduled or self._running or self._in_flight or self._flight:
             return True
-        return any(c.mbox or c.blocked for k in self._kinds.values() for c in k.cells.values())
+        return any(type(c) is _Env or c.mbox or c.blocked for k in self._kinds.values() for c in k.cells.values())
 
     def stats(self) -> KernelStats:
-        cells = [c for k in self._kinds.values() for c in k.cells.values()]
-        waiting = sum(len(e.requests) - len(e.skip or ()) for e in self._ready if type(e) is _Env)
-        return KernelStats(len(cells), sum(len(c.mbox) for c in cells) + waiting,
+        cells = [(key, c) for k in self._kinds.values() for key, c in k.cells.items()]
+        return KernelStats(len(cells),
+                           sum(1 + len(c.waiting(key)) if type(c) is _Env else len(c.mbox) for key, c in cells),
                            {n: k.activations for n, k in self._kinds.items()},
                            {n: k.crashes for n, k in self._kinds.items()},
                            {n: len(k.stopped) for n, k in self._kinds.items()})
@@ -644,32 +648,34 @@ class Kernel(FatalSink):
                     else:
                         self._resolve_error(target, idx, _stopped_error(k, key, stopped))
                     return
+            evicted = k.evicted
+            if target is None and (evicted is None or not evicted.index or not evicted.maybe_evicted(key)):
+                # A tell to an idle actor: it waits in the queue with the tells sent before it to idle actors of its
+                # kind (one _Env at the queue's tail), its cell made when its turn comes (_expand).
+                ready = self._ready
+                env = ready[-1] if ready else None
+                if type(env) is not _Env or env.gather is not None or env.kind is not k:
+                    env = _Env(k, None, [])
+                    ready.append(env)
+                env.requests.append((key, msg))
+                k.cells[key] = env
+                return
             cell = k.cells[key] = self._cell(k, key)
             k.activations += 1
             cell.mbox.append((msg, target, idx))
-            evicted = k.evicted
             if evicted is not None and evicted.index and evicted.maybe_evicted(key):
                 self._load(cell)
                 return
             cell.queued = True
             self._ready.append(cell)
             return
+        if type(cell) is _Env:  # its first message waits in the queue: this one follows it
+            cell.later(key, (msg, target, idx))
+            return
         cell.mbox.append((msg, target, idx))
         if not cell.queued and not cell.blocked:
             cell.queued = True
             self._ready.append(cell)
-
-    def _defer(self, k: _Kind, key: str, msg: Any) -> None:
-        """A tell to an actor with no cell waits in the ready queue, with the tells sent right before it to actors of
-        its kind that had none (one _Env), until the dispatcher reaches it (``_expand``): a burst of tells to idle
-        actors (the supervisor wakes 100,000 partitions) makes no cell until each one's turn."""
-        ready = self._ready
-        env = ready[-1] if ready else None
-        if type(env) is not _Env or env.gather is not None or env.kind is not k:
-            self._serial += 1
-            env = _Env(k, None, [], None, self._serial)
-            ready.append(env)
-        env.requests.append((key, msg))
 
     def _dispatch(self) -> None:
         """One pass: run the ready cells' steps (up to the budget), then hand the pass's appends to the log.
@@ -687,7 +693,7 @@ class Kernel(FatalSink):
             flight = self._flight
             while ready and budget > 0:
                 cell = ready.popleft()
-                if type(cell) is _Env:  # an envelope's parts for idle actors: their cells go to the head of the queue
+                if type(cell) is _Env:  # messages to actors that had no cell: make their cells, at the queue's head
                     self._expand(cell)
                     continue
                 cell.queued = False
@@ -762,6 +768,35 @@ class Kernel(FatalSink):
         if k.crash_log:
             cell.crashes = k.crash_log.pop(key, None)
         return cell
+
+    def _expand(self, env: _Env) -> None:
+        """The dispatcher has reached messages to actors that had no cell (_Env): make their cells (reused from the
+        kind's pool while it lasts), each with its message and those sent to it since, and put them at the head of
+        the ready queue in the order sent, where cells made at once would be by now."""
+        k, gather, skip, extra = env.kind, env.gather, env.skip, env.extra
+        cells, free, crash_log = k.cells, k.free, k.crash_log
+        made: list[Ctx] = []
+        for i, (key, msg) in enumerate(env.requests):
+            if skip is not None and i in skip:
+                continue
+            if free:  # a reused idle cell (_POOL), as _cell does
+                c = free.pop()
+                c.key = key
+                if crash_log:
+                    c.crashes = crash_log.pop(key, None)
+            else:
+                c = Ctx(self, k, key)
+            cells[key] = c
+            c.mbox.append((msg, gather, i if gather is not None else 0))
+            if extra is not None:
+                more = extra.pop(key, None)
+                if more is not None:
+                    c.mbox.extend(more)
+            c.queued = True
+            made.append(c)
+        k.activations += len(made)
+        made.reverse()
+        self._ready.extendleft(made)
 
     def _drop(self, cell: Ctx) -> None:
         """Forget an idle cell (its state is in the World), keeping its recent crash times: a poison message
@@ -1002,20 +1037,10 @@ class Kernel(FatalSink):
         for kind, ids in settled(self.world).items():
             k = self._kinds.get(kind)
             cells = k.cells if k is not None else {}
-            waiting = self._waiting(k) if k is not None else set()
-            gone = [i for i in ids if i not in cells and i not in waiting]
+            gone = [i for i in ids if i not in cells]
             out[kind] = self.world.evict(kind, gone)
             if self.log is not None:  # their tips follow them out of memory (read from the log if they move again)
                 self.log.forget_tips(kind, gone)
-        return out
-
-    def _waiting(self, k: _Kind) -> set[str]:
-        """The keys of ``k`` with an envelope's part waiting for their turn (no cell yet: _Env)."""
-        out: set[str] = set()
-        for env in self._ready:
-            if type(env) is _Env and env.kind is k:
-                skip = env.skip
-                out.update(key for i, (key, _m) in enumerate(env.requests) if skip is None or i not in skip)
         return out
 
     def _spawn(self, coro: Any) -> None:
@@ -1054,10 +1079,7 @@ class Kernel(FatalSink):
                 if k is None:
                     log.error("tell to an unknown actor kind dropped", actor_kind=kind, actor_key=key)
                     continue
-                if key in k.cells:
-                    self._send(k, key, msg, None, 0)
-                else:
-                    self._defer(k, key, msg)
+                self._send(k, key, msg, None, 0)
         nxt = cell.nxt
         if nxt is None:
             cell.ftarget = None
@@ -1077,8 +1099,7 @@ class Kernel(FatalSink):
         if k is None:
             self._crash(cell, None, UnknownActorKind(f"{cell!r} asked an unknown actor kind {kind!r}"))
             return
-        self._serial += 1
-        gather = _Gather(cell, fn, len(requests), self._serial)
+        gather = _Gather(cell, fn, len(requests))
         cell.blocked = _GATHER
         if not requests:
             self._gathered(gather)
@@ -1092,80 +1113,30 @@ class Kernel(FatalSink):
                     continue
                 self._send(k, key, msg, gather, i)
             return
-        # One envelope to many actors: an actor with a cell gets its part in its mailbox now (_send, inlined); the
-        # parts for idle actors wait in the envelope, in the ready queue, until the dispatcher reaches it (_Env).
+        # One envelope to many actors (_send, inlined): an actor with a cell gets its part in its mailbox; the
+        # parts for idle actors wait in the envelope, in the ready queue, their cells made at its turn (_Env).
         cells, ready = k.cells, self._ready
+        env = _Env(k, gather, list(requests))  # a copy: the step may reuse its list
         skip: set[int] | None = None
-        if cells.keys().isdisjoint(map(_first, requests)):  # the common case, tested in C: every actor is idle
-            ready.append(_Env(k, gather, list(requests), None, gather.serial))  # a copy: the step may reuse its list
-            return
         for i, (key, msg) in enumerate(requests):
             c = cells.get(key)
-            if c is not None:
-                c.mbox.append((msg, gather, i))
-                if not c.queued and not c.blocked:
-                    c.queued = True
-                    ready.append(c)
-                if skip is None:
-                    skip = {i}
-                else:
-                    skip.add(i)
-        if skip is None or len(skip) < len(requests):
-            ready.append(_Env(k, gather, list(requests), skip, gather.serial))  # a copy: the step may reuse its list
-
-    def _expand(self, env: _Env) -> None:
-        """The dispatcher has reached an envelope's parts for idle actors: make their cells (reused from the kind's
-        pool while it lasts) and put them at the head of the ready queue, in request order, as if they had been made
-        when the envelope was sent. An actor that got a cell meanwhile (a message sent to it after the envelope) gets
-        its part in its mailbox before that message (``_insert``)."""
-        k, gather, skip, serial = env.kind, env.gather, env.skip, env.serial
-        cells, free, crash_log = k.cells, k.free, k.crash_log
-        slow = bool(k.stopped) or (k.evicted is not None and bool(k.evicted.index))
-        made: list[Ctx] = []
-        mark = -serial  # a tell's place in a mailbox has no index: it carries the envelope's serial (_insert)
-        for i, (key, msg) in enumerate(env.requests):
-            if skip is not None and i in skip:
+            if c is None:
+                cells[key] = env
                 continue
-            c = cells.get(key)
-            idx = i if gather is not None else mark
-            if c is not None:
-                self._insert(c, (msg, gather, idx), serial)
-                continue
-            if slow:  # a stopped actor answers with an error, an evicted one is loaded first: as any message
-                self._send(k, key, msg, gather, 0 if gather is None else i)
-                continue
-            if free:  # a reused idle cell (_POOL), as _cell does
-                c = free.pop()
-                c.key = key
-                if crash_log:
-                    c.crashes = crash_log.pop(key, None)
+            if skip is None:
+                skip = {i}
             else:
-                c = Ctx(self, k, key)
-            cells[key] = c
-            c.mbox.append((msg, gather, idx))
-            c.queued = True
-            made.append(c)
-        k.activations += len(made)
-        made.reverse()
-        self._ready.extendleft(made)
-
-    def _insert(self, cell: Ctx, entry: tuple[Any, Any, Any], serial: int) -> None:
-        """Put an envelope's part in the mailbox of an actor that got a cell after the envelope was sent: after the
-        flow it is in the middle of and the parts of envelopes sent before it, before what was sent after it (a
-        message that found the cell, or made it, came after the envelope: the envelope's part would have made the
-        cell first). Rare: an actor has no cell when the envelope is sent and a message reaches it before its turn."""
-        mbox = cell.mbox
-        at = 0
-        for msg, target, idx in mbox:
-            if msg is _CONT or (target is None and 0 > idx >= -serial) or (
-                    type(target) is _Gather and target.serial <= serial):
-                at += 1
+                skip.add(i)
+            if type(c) is _Env:  # its first message waits in the queue (this envelope's, for a key asked twice)
+                c.later(key, (msg, gather, i))
                 continue
-            break
-        mbox.insert(at, entry)
-        if not cell.queued and not cell.blocked:
-            cell.queued = True
-            self._ready.append(cell)
+            c.mbox.append((msg, gather, i))
+            if not c.queued and not c.blocked:
+                c.queued = True
+                ready.append(c)
+        if skip is None or len(skip) < len(requests):
+            env.skip = skip
+            ready.append(env)
 
     def _resolve(self, target: Any, idx: int, value: Any) -> None:
         if type(target) is _Gather:
