@@ -105,10 +105,12 @@ could overlap). What it bounds is the cells alive (a cell lives from its step un
 of idle actors made only when their turn comes (_Env), a burst of messages to 100,000 idle actors keeps ~8,000 cells
 alive, warm in the caches, instead of 100,000 made at once and read again cold at their turn and at their landing."""
 
-_POOL: Final = 2048
+_POOL: Final = 8192
 """Idle cells of an entity kind kept for reuse (per kind): a cell dropped clean (no crash history, nothing queued,
 referenced by nothing but its kind's table of cells) is reset and handed to the kind's next activation, instead of
-a new cell and mailbox made per message to an idle actor (seven per partition of a batched backfill)."""
+a new cell and mailbox made per message to an idle actor (seven per partition of a batched backfill). As many as
+can be alive at once under _FLIGHT (about two passes): every cell is reused while still warm, and an idle pool
+holds at most ~8 MB."""
 
 
 _first: Final = operator.itemgetter(0)
