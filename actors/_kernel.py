@@ -658,9 +658,11 @@ class Kernel(FatalSink):
                         self._resolve_error(target, idx, _stopped_error(k, key, stopped))
                     return
             evicted = k.evicted
-            if target is None and (evicted is None or not evicted.index or not evicted.maybe_evicted(key)):
-                # A tell to an idle actor: it waits in the queue with the tells sent before it to idle actors of its
-                # kind (one _Env at the queue's tail), its cell made when its turn comes (_expand).
+            if target is None and k.shared is not None and (
+                    evicted is None or not evicted.index or not evicted.maybe_evicted(key)):
+                # A tell to an idle actor (of a kind with a shared behaviour: making its cell calls nothing that could
+                # fail): it waits in the queue with the tells sent before it to idle actors of its kind (one _Env at
+                # the queue's tail), its cell made when its turn comes (_expand).
                 ready = self._ready
                 env = ready[-1] if ready else None
                 if type(env) is not _Env or env.gather is not None or env.kind is not k:
