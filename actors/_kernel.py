@@ -99,11 +99,12 @@ _BUDGET: Final = 4000
 what the pass persisted so far: the database works while the next pass computes)."""
 
 _FLIGHT: Final = 4096
-"""Steps whose commit is in flight past which the dispatcher waits for a commit to land before it starts another pass
-(about one pass: the writer commits up to 4,096 appends a batch, on the loop's thread, so nothing runs meanwhile that
-could overlap). What it bounds is the cells alive (a cell lives from its step until its commit lands): with the cells
-of idle actors made only when their turn comes (_Env), a burst of messages to 100,000 idle actors keeps ~8,000 cells
-alive, warm in the caches, instead of 100,000 made at once and read again cold at their turn and at their landing."""
+"""Steps whose commit is in flight past which the dispatcher waits for a commit to land before it starts another pass:
+a pass (up to _BUDGET steps) may run while the one before it commits, not while two do (the writer commits up to
+4,096 appends a batch; on PostgreSQL the next pass still overlaps the round trip of the one before). What it bounds
+is the cells alive (a cell lives from its step until its commit lands): with the cells of idle actors made only when
+their turn comes (_Env), a burst of messages to 100,000 idle actors keeps ~8,000 cells alive, warm in the caches,
+instead of 100,000 made at once and read again cold at their turn and at their landing."""
 
 _POOL: Final = 8192
 """Idle cells of an entity kind kept for reuse (per kind): a cell dropped clean (no crash history, nothing queued,
