@@ -866,6 +866,8 @@ class Kernel(FatalSink):
         step's start)."""
         self._in_flight -= len(flight)
         if self._state != _OPEN or done.cancelled():
+            if self._state == _OPEN and self._ready:  # what waited for this landing (_FLIGHT) goes on
+                self._kick()
             return
         results = done.result()
         world = self.world
