@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from array import array
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import msgspec
@@ -49,6 +50,8 @@ class NeverBuilt(WantbuildError, LookupError):
 
 _EMPTY = 0
 _MIN_SLOTS = 1024
+_ZERO_Q = (0,)
+_ZERO_I = (0,)
 
 
 class RunIds:
@@ -106,14 +109,12 @@ class RunsByRef:
     as :class:`~actors._evict.EvictingTable` checks the log for a hash it holds.
     """
 
-    __slots__ = ("_count", "_heads", "_keys", "_mask", "_next", "_runs", "names")
+    __slots__ = ("_count", "_heads", "_hv", "_keys", "_kv", "_limit", "_mask", "_next", "_runs", "names")
 
     def __init__(self, names: RunIds) -> None:
         self.names = names
         """The run ids by run number (the :class:`LineageIndex`'s, shared by its two maps)."""
-        self._keys = array("q", bytes(8 * _MIN_SLOTS))
-        self._heads = array("i", bytes(4 * _MIN_SLOTS))
-        self._mask = _MIN_SLOTS - 1
+        self._set_table(array("q", _ZERO_Q) * _MIN_SLOTS, array("i", _ZERO_I) * _MIN_SLOTS)
         self._runs = array("i")
         self._next = array("i")
         self._count = 0
@@ -128,51 +129,58 @@ class RunsByRef:
                 return i
             i = (i + 1) & mask
 
-    def add(self, refs: Iterable[str], run: int) -> None:
+    def add(self, refs: Collection[str], run: int) -> None:
         """Index ``run`` (a run number) under each of ``refs``, after the runs already there."""
-        keys, heads, mask = self._keys, self._heads, self._mask
-        limit = (mask + 1) * 7 // 10
+        if self._count + len(refs) > self._limit:  # room for the whole batch first: no check per new ref
+            self._grow(self._count + len(refs))
+        keys, heads, mask = self._kv, self._hv, self._mask
+        new = 0
         for ref in refs:
             h = hash(ref) or 1  # 0 marks an empty slot (a ref hashing to 0 shares 1's entry)
             i = h & mask
             k = keys[i]
-            while k != h and k != _EMPTY:
+            while k != h:
+                if k == _EMPTY:
+                    keys[i] = h
+                    heads[i] = run
+                    new += 1
+                    break
                 i = (i + 1) & mask
                 k = keys[i]
-            if k == _EMPTY:
-                keys[i] = h
-                heads[i] = run
-                self._count += 1
-                if self._count > limit:
-                    self._grow()
-                    keys, heads, mask = self._keys, self._heads, self._mask
-                    limit = (mask + 1) * 7 // 10
-                continue
-            head = heads[i]
-            if head == run:
-                continue
-            runs, nxt = self._runs, self._next
-            if head >= 0:
-                runs.append(head)
-                nxt.append(-1)
-                head = -len(runs)
-            runs.append(run)
-            nxt.append(-head - 1)
-            heads[i] = -len(runs)
+            else:  # the ref (or one sharing its hash) has runs already: chain this one in front
+                head = heads[i]
+                if head == run:
+                    continue
+                runs, nxt = self._runs, self._next
+                if head >= 0:
+                    runs.append(head)
+                    nxt.append(-1)
+                    head = -len(runs)
+                runs.append(run)
+                nxt.append(-head - 1)
+                heads[i] = -len(runs)
+        self._count += new
 
-    def _grow(self) -> None:
+    def _grow(self, need: int) -> None:
+        """Double the table until ``need`` refs fit under 70%, moving each entry once (the empty slots skipped in C)."""
         old_keys, old_heads = self._keys, self._heads
         size = 2 * len(old_keys)
-        self._keys = keys = array("q", bytes(8 * size))
-        self._heads = heads = array("i", bytes(4 * size))
-        self._mask = mask = size - 1
-        for j, h in enumerate(old_keys):
-            if h != _EMPTY:
-                i = h & mask
-                while keys[i] != _EMPTY:
-                    i = (i + 1) & mask
-                keys[i] = h
-                heads[i] = old_heads[j]
+        while need > size * 7 // 10:
+            size *= 2
+        self._set_table(array("q", _ZERO_Q) * size, array("i", _ZERO_I) * size)
+        keys, heads, mask = self._kv, self._hv, self._mask
+        for h, head in compress(zip(old_keys, old_heads, strict=True), old_keys):
+            i = h & mask
+            while keys[i]:
+                i = (i + 1) & mask
+            keys[i] = h
+            heads[i] = head
+
+    def _set_table(self, keys: array[int], heads: array[int]) -> None:
+        self._keys, self._heads = keys, heads
+        self._kv, self._hv = memoryview(keys), memoryview(heads)  # item writes without array's argument parsing
+        self._mask = len(keys) - 1
+        self._limit = len(keys) * 7 // 10
 
     def _numbers(self, h: int) -> list[int]:
         i = self._slot(h or 1)
@@ -240,7 +248,7 @@ class RunsByRef:
 
     def copy(self, names: RunIds) -> RunsByRef:
         out = RunsByRef(names)
-        out._keys, out._heads, out._mask = array("q", self._keys), array("i", self._heads), self._mask
+        out._set_table(array("q", self._keys), array("i", self._heads))
         out._runs, out._next = array("i", self._runs), array("i", self._next)
         out._count = self._count
         return out
