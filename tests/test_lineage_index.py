@@ -134,3 +134,24 @@ def test_packed_run_ids_behave_as_a_list(chunks: list[list[str]], probe: int) ->
             pass
         else:
             raise AssertionError(f"RunIds[{probe}] of {len(model)} ids did not raise IndexError")
+
+
+def test_a_world_that_starts_to_evict_keeps_its_lineage_as_hashes() -> None:
+    """A World that keeps its states indexes refs in dicts; make_evicting moves them to hashes, same answers."""
+    world = World()
+    runs = [run("r1", ["raw/1", "raw/2"], []), run("r2", ["daily/1"], ["raw/1"]), run("r3", ["raw/1"], [])]
+    for st_ in runs:
+        world.runs[st_.job_run_id] = st_
+        world.lineage.add_run(st_)
+    assert not world.lineage.compact
+    before = (world.lineage.builders.as_dict(), world.lineage.readers.as_dict())
+    world.make_evicting()
+    assert world.lineage.compact
+    assert (world.lineage.builders.as_dict(), world.lineage.readers.as_dict()) == before
+    assert world.lineage.builder_runs("raw/1") == ("r1", "r3")
+    assert world.lineage.reader_runs("raw/1") == ("r2",)
+    later = run("r4", ["raw/2"], ["raw/2"])
+    world.runs[later.job_run_id] = later
+    world.lineage.add_run(later)
+    assert world.lineage.builder_runs("raw/2") == ("r1", "r4")
+    assert World(evicting=True).lineage.compact
