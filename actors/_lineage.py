@@ -9,7 +9,10 @@ reverse maps, ``readers`` (an input ref -> the Succeeded runs that read it) and 
 Succeeded runs that built it). Everything else (the generations, the ``into`` narrowing) is read from the
 runs themselves, so the index costs one entry per ref and one per further run of it, not per edge: 12-24 bytes
 a ref, 8 a further run, the refs kept as their hashes in packed arrays (:class:`RunsByRef`): once eviction drops
-the states, a dict keyed by the refs would be the only holder of every ref string. Queries walk it breadth-first:
+the states, a dict keyed by the refs would be the only holder of every ref string. A World that keeps every state
+(one that does not evict) keeps the two maps as dicts keyed by the refs instead, whose strings its states hold
+anyway: filled in C, ~20 times cheaper a ref than the packed table's probe; it moves them into the packed arrays
+when it starts to evict (``World.make_evicting``). Queries walk it breadth-first:
 
 - :func:`lineage` ``(world, ref, direction="up"|"down", depth=None)``: a :class:`LineageGraph`;
 - :func:`stale` ``(world)``: Live partitions whose inputs have since been rebuilt;
@@ -21,10 +24,12 @@ lineage as it was known then.
 
 from __future__ import annotations
 
+import sys
 from array import array
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import compress, repeat
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import msgspec
@@ -49,6 +54,8 @@ class NeverBuilt(WantbuildError, LookupError):
 
 _EMPTY = 0
 _MIN_SLOTS = 1024
+_ZERO_Q = (0,)
+_ZERO_I = (0,)
 
 
 class RunIds:
@@ -104,16 +111,21 @@ class RunsByRef:
     Two refs that share a hash (about n²/2⁶⁵ for n refs: 3e-8 at a million) share an entry, so :meth:`get` may also
     name a run of the other ref: every caller checks the run itself (``run.read``, :meth:`LineageIndex.generation_in`),
     as :class:`~actors._evict.EvictingTable` checks the log for a hash it holds.
+
+    ``compact=False`` (a World that keeps every state, hence every ref string, in memory): the refs are kept in a
+    plain dict ``ref -> run number | (run numbers)`` instead, filled in C a batch at a time (a probe of the packed
+    table is ~9,000 instructions of interpreted 64-bit integer work a ref; the dict's ~200), its strings the very
+    ones the runs' states hold; :meth:`make_compact` moves it into the packed table for good (a World that starts
+    to evict). Every query answers the same either way.
     """
 
-    __slots__ = ("_count", "_heads", "_keys", "_mask", "_next", "_runs", "names")
+    __slots__ = ("_count", "_heads", "_hot", "_hv", "_keys", "_kv", "_limit", "_mask", "_next", "_runs", "names")
 
-    def __init__(self, names: RunIds) -> None:
+    def __init__(self, names: RunIds, *, compact: bool = True) -> None:
         self.names = names
         """The run ids by run number (the :class:`LineageIndex`'s, shared by its two maps)."""
-        self._keys = array("q", bytes(8 * _MIN_SLOTS))
-        self._heads = array("i", bytes(4 * _MIN_SLOTS))
-        self._mask = _MIN_SLOTS - 1
+        self._hot: dict[str, int | tuple[int, ...]] | None = None if compact else {}
+        self._set_table(array("q", _ZERO_Q) * _MIN_SLOTS, array("i", _ZERO_I) * _MIN_SLOTS)
         self._runs = array("i")
         self._next = array("i")
         self._count = 0
@@ -128,53 +140,95 @@ class RunsByRef:
                 return i
             i = (i + 1) & mask
 
-    def add(self, refs: Iterable[str], run: int) -> None:
+    @property
+    def compact(self) -> bool:
+        """Whether the refs are kept as hashes in the packed table (else in a dict keyed by the refs)."""
+        return self._hot is None
+
+    def make_compact(self) -> None:
+        """Move the dict's entries into the packed table, run by run in the order they were indexed (so the table
+        holds what indexing them there from the start would have), and keep every ref there from now on."""
+        hot = self._hot
+        if hot is None:
+            return
+        self._hot = None
+        by_run: dict[int, list[str]] = {}
+        for ref, got in hot.items():
+            for n in (got,) if type(got) is int else got:  # type: ignore[union-attr]
+                by_run.setdefault(n, []).append(ref)
+        for n in sorted(by_run):
+            self.add(by_run.pop(n), n)
+
+    def add(self, refs: Collection[str], run: int) -> None:
         """Index ``run`` (a run number) under each of ``refs``, after the runs already there."""
-        keys, heads, mask = self._keys, self._heads, self._mask
-        limit = (mask + 1) * 7 // 10
+        hot = self._hot
+        if hot is not None:
+            if hot.keys().isdisjoint(refs):  # the common case, new refs: both steps in C
+                hot.update(zip(refs, repeat(run), strict=False))
+                return
+            for ref in refs:
+                got = hot.get(ref)
+                if got is None:
+                    hot[ref] = run
+                elif type(got) is int:
+                    if got != run:
+                        hot[ref] = (got, run)
+                elif got[-1] != run:  # type: ignore[index]
+                    hot[ref] = (*got, run)  # type: ignore[misc]
+            return
+        if self._count + len(refs) > self._limit:  # room for the whole batch first: no check per new ref
+            self._grow(self._count + len(refs))
+        keys, heads, mask = self._kv, self._hv, self._mask
+        new = 0
         for ref in refs:
             h = hash(ref) or 1  # 0 marks an empty slot (a ref hashing to 0 shares 1's entry)
             i = h & mask
             k = keys[i]
-            while k != h and k != _EMPTY:
+            while k != h:
+                if k == _EMPTY:
+                    keys[i] = h
+                    heads[i] = run
+                    new += 1
+                    break
                 i = (i + 1) & mask
                 k = keys[i]
-            if k == _EMPTY:
-                keys[i] = h
-                heads[i] = run
-                self._count += 1
-                if self._count > limit:
-                    self._grow()
-                    keys, heads, mask = self._keys, self._heads, self._mask
-                    limit = (mask + 1) * 7 // 10
-                continue
-            head = heads[i]
-            if head == run:
-                continue
-            runs, nxt = self._runs, self._next
-            if head >= 0:
-                runs.append(head)
-                nxt.append(-1)
-                head = -len(runs)
-            runs.append(run)
-            nxt.append(-head - 1)
-            heads[i] = -len(runs)
+            else:  # the ref (or one sharing its hash) has runs already: chain this one in front
+                head = heads[i]
+                if head == run:
+                    continue
+                runs, nxt = self._runs, self._next
+                if head >= 0:
+                    runs.append(head)
+                    nxt.append(-1)
+                    head = -len(runs)
+                runs.append(run)
+                nxt.append(-head - 1)
+                heads[i] = -len(runs)
+        self._count += new
 
-    def _grow(self) -> None:
+    def _grow(self, need: int) -> None:
+        """Double the table until ``need`` refs fit under 70%, moving each entry once (the empty slots skipped in C)."""
         old_keys, old_heads = self._keys, self._heads
         size = 2 * len(old_keys)
-        self._keys = keys = array("q", bytes(8 * size))
-        self._heads = heads = array("i", bytes(4 * size))
-        self._mask = mask = size - 1
-        for j, h in enumerate(old_keys):
-            if h != _EMPTY:
-                i = h & mask
-                while keys[i] != _EMPTY:
-                    i = (i + 1) & mask
-                keys[i] = h
-                heads[i] = old_heads[j]
+        while need > size * 7 // 10:
+            size *= 2
+        self._set_table(array("q", _ZERO_Q) * size, array("i", _ZERO_I) * size)
+        keys, heads, mask = self._kv, self._hv, self._mask
+        for h, head in compress(zip(old_keys, old_heads, strict=True), old_keys):
+            i = h & mask
+            while keys[i]:
+                i = (i + 1) & mask
+            keys[i] = h
+            heads[i] = head
+
+    def _set_table(self, keys: array[int], heads: array[int]) -> None:
+        self._keys, self._heads = keys, heads
+        self._kv, self._hv = memoryview(keys), memoryview(heads)  # item writes without array's argument parsing
+        self._mask = len(keys) - 1
+        self._limit = len(keys) * 7 // 10
 
     def _numbers(self, h: int) -> list[int]:
+        """The run numbers in the packed table under hash ``h``, in the order they were added."""
         i = self._slot(h or 1)
         if self._keys[i] == _EMPTY:
             return []
@@ -192,6 +246,14 @@ class RunsByRef:
 
     def get(self, ref: str) -> tuple[str, ...]:
         """The run ids indexed under ``ref`` (or a ref sharing its hash), oldest first, each once."""
+        hot = self._hot
+        if hot is not None:
+            got = hot.get(ref)
+            if got is None:
+                return ()
+            if type(got) is int:
+                return (self.names[got],)
+            return tuple(map(self.names.__getitem__, got))  # type: ignore[arg-type]
         h = hash(ref) or 1
         keys, mask = self._keys, self._mask
         i = h & mask
@@ -210,6 +272,8 @@ class RunsByRef:
     def __contains__(self, ref: object) -> bool:
         if not isinstance(ref, str):
             return False
+        if self._hot is not None:
+            return ref in self._hot
         h = hash(ref) or 1
         keys, mask = self._keys, self._mask
         i = h & mask
@@ -222,12 +286,18 @@ class RunsByRef:
         return True
 
     def __len__(self) -> int:
-        """How many refs (hashes) have runs."""
-        return self._count
+        """How many refs (in the packed table: hashes) have runs."""
+        return self._count if self._hot is None else len(self._hot)
 
     def as_dict(self) -> dict[int, tuple[str, ...]]:
         """Every entry: ``hash(ref) -> run ids``, oldest first (for comparing two indexes built in one process)."""
         names = self.names
+        hot = self._hot
+        if hot is not None:  # refs sharing a hash merged, as the packed table keeps them
+            merged: dict[int, list[int]] = {}
+            for ref, got in hot.items():
+                merged.setdefault(hash(ref) or 1, []).extend((got,) if type(got) is int else got)  # type: ignore[arg-type]
+            return {h: tuple(names[n] for n in sorted(set(ns))) for h, ns in merged.items()}
         return {h: tuple(names[n] for n in dict.fromkeys(self._numbers(h)))
                 for h in self._keys if h != _EMPTY}
 
@@ -239,15 +309,18 @@ class RunsByRef:
     __hash__ = None  # type: ignore[assignment]
 
     def copy(self, names: RunIds) -> RunsByRef:
-        out = RunsByRef(names)
-        out._keys, out._heads, out._mask = array("q", self._keys), array("i", self._heads), self._mask
+        out = RunsByRef(names, compact=self._hot is None)
+        if self._hot is not None:
+            out._hot = dict(self._hot)  # its values are ints and tuples: nothing shared changes
+        out._set_table(array("q", self._keys), array("i", self._heads))
         out._runs, out._next = array("i", self._runs), array("i", self._next)
         out._count = self._count
         return out
 
     def nbytes(self) -> int:
-        """The memory its arrays hold (not the run ids)."""
-        return sum(a.buffer_info()[1] * a.itemsize for a in (self._keys, self._heads, self._runs, self._next))
+        """The memory its arrays (and its dict of refs, not the ref strings the states hold) take (not the run ids)."""
+        hot = 0 if self._hot is None else sys.getsizeof(self._hot)
+        return hot + sum(a.buffer_info()[1] * a.itemsize for a in (self._keys, self._heads, self._runs, self._next))
 
 
 class LineageIndex:
@@ -263,12 +336,12 @@ class LineageIndex:
     """Runs whose per-partition views (positions, inputs per output) are kept; a run is immutable once it
     Succeeded, so nothing is ever stale in them."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, compact: bool = True) -> None:
         self.runs = RunIds()
         """The Succeeded runs' ids by run number, in the order they were indexed."""
-        self.readers = RunsByRef(self.runs)
+        self.readers = RunsByRef(self.runs, compact=compact)
         """An input ref -> the Succeeded runs that read it."""
-        self.builders = RunsByRef(self.runs)
+        self.builders = RunsByRef(self.runs, compact=compact)
         """A ref -> the Succeeded runs that built it."""
         self._positions: dict[str, dict[str, int]] = {}
         self._inputs: dict[str, dict[str, dict[str, int]]] = {}
@@ -316,8 +389,18 @@ class LineageIndex:
         self.readers.add(run.read, n)
         self.builders.add(run.built(), n)
 
+    @property
+    def compact(self) -> bool:
+        """Whether the refs are kept as hashes in packed arrays (:class:`RunsByRef`), else in dicts keyed by them."""
+        return self.builders.compact
+
+    def make_compact(self) -> None:
+        """Keep the refs as hashes from now on (a World that starts to evict: its states may no longer hold them)."""
+        self.readers.make_compact()
+        self.builders.make_compact()
+
     def copy(self) -> LineageIndex:
-        out = LineageIndex()
+        out = LineageIndex(compact=self.compact)
         out.runs.extend(self.runs)
         out.readers = self.readers.copy(out.runs)
         out.builders = self.builders.copy(out.runs)

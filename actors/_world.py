@@ -80,7 +80,7 @@ class World:
         self.runs: dict[str, JobRunState] = table("job_run")
         self.schedules: dict[str, ScheduleState] = table("schedule")
         self.taints: dict[str, TaintState] = table("taint")
-        self._lineage = LineageIndex()
+        self._lineage = LineageIndex(compact=evicting)  # a World that keeps every state keeps its refs' strings
         self._lineage_todo: Iterator[None] | None = None
         """Work left before :attr:`lineage` may be read (a snapshot's Succeeded runs to index, done in steps by
         :meth:`index_lineage` in the background or at once by the first reader), and the runs that succeeded
@@ -296,6 +296,7 @@ class World:
         table: a runtime does as it opens)."""
         if self.evicting:
             return
+        self._lineage.make_compact()  # evicted states no longer hold the ref strings: the index keeps hashes
         for kind, old in list(self._tables.items()):
             table = EvictingTable(kind)
             table.update(old)

@@ -209,9 +209,12 @@ class Pending:
 
     def forget_want(self, want_id: str) -> None:
         ev = self.wants.pop(want_id, None)
-        for ref in ev.refs if ev is not None else ():
-            if self.creating.get(ref) == want_id:
-                del self.creating[ref]
+        creating = self.creating
+        if ev is None or not creating:  # nothing pending (a user's want: its 100,000 refs not walked for nothing)
+            return
+        for ref in ev.refs:
+            if creating.get(ref) == want_id:
+                del creating[ref]
 
 
 class Supervisor(LazyPlanning, Behavior):
@@ -255,6 +258,9 @@ class Supervisor(LazyPlanning, Behavior):
         # scheduling (the queues of refs to plan, by job and priority, and set wants' cursors: _lazy.py)
         self._reset_lazy()
         self.inflight: dict[str, set[str]] = {}
+        # the same runs, all jobs together: while a run is here each ref it planned has it in its record's runs,
+        # so a Building or UpstreamWaiting transition under it needs no recount (_on_batch skips the record)
+        self.open_runs: set[str] = set()
         self.retrying: dict[str, str] = {}
         self.to_schedule = False
         # dependencies: partitions of a DepMiss run wait together on the run's missing refs (a wait group)
@@ -371,9 +377,10 @@ class Supervisor(LazyPlanning, Behavior):
         skipped; anything else goes through :meth:`_on_committed`."""
         refs = self.refs
         recat = self._recat
-        live, building, cat_building = _LIVE, _BUILDING, _CAT_BUILDING
+        live, building, cat_building, waiting = _LIVE, _BUILDING, _CAT_BUILDING, _UPSTREAM_WAITING
         # Never replaced while a batch is handled (only a reconcile makes new ones).
         groups_by_ref, static_by_ref, deferred = self.groups.by_ref, self.static.by_ref, self.deferred
+        open_runs = self.open_runs
         for item in items:
             if item.record.entity_kind != "partition":
                 self._on_committed(item)
@@ -381,6 +388,17 @@ class Supervisor(LazyPlanning, Behavior):
             st: PartitionState = item.new
             ref = st.ref
             status = st.status
+            # Leased by, or left waiting by, a run planned here and not ended: the ref's record lists that run, so
+            # its category holds (a planned ref counts as Building) and there is nothing else to do for these two
+            # statuses. The record is not read: with a backfill's partitions all in flight it is a cold read
+            # (issue 15), and the run's end reads it anyway.
+            if status is building:
+                if st.lease in open_runs:
+                    continue
+            elif status is waiting and st.waiting_run in open_runs:
+                if deferred and ref in deferred:
+                    self._wake_deferred(ref)
+                continue
             rec = refs.get(ref)
             wanted = False
             if rec is not None and rec.wants:
@@ -500,8 +518,12 @@ class Supervisor(LazyPlanning, Behavior):
         ``new``: the want was just created (it plans from committed state, see :meth:`_enqueue`); a reconcile
         passes False, so a ref already planned in a run is not planned again.
         """
+        parts = self.world.partitions
         for ref in self._indexed_refs(want):
-            st = self.world.partition(ref)
+            st = parts.get(ref)  # an evicting table's get reads an evicted state back
+            if st is None:  # never seen: Missing (no state made for it)
+                self._enqueue(ref, new_want=new)
+                continue
             if st.status in (_MISSING, _TAINTED) or (st.status in (_FAILED, _UPSTREAM_FAILED)
                                                       and ref not in self.retrying):
                 self._enqueue(ref, new_want=new)
@@ -600,12 +622,12 @@ class Supervisor(LazyPlanning, Behavior):
             return self.is_wanted(member) or (member not in seen and bool(self._needed_by(member, seen)))
 
         out: list[tuple[str, list[str]]] = []
-        for rid in sorted(self.groups.by_ref.get(ref, ())):
+        for rid in sorted(self.groups.waiters(ref)):
             run = self.world.runs.get(rid)
             members = self._group_members(run) if run is not None else []
             if any(wanted(m) for m in members):
                 out.append((f"job_run:{rid}", members))
-        for r in sorted(self.static.by_ref.get(ref, ())):
+        for r in sorted(self.static.waiters(ref)):
             if wanted(r):
                 out.append((f"static_deps:{r}", [r]))
         return out
@@ -856,6 +878,7 @@ class Supervisor(LazyPlanning, Behavior):
         run_id = self.ids.next_run()
         wants = sorted({w for r in refs for w in self.wants_on(r)})
         self.inflight.setdefault(job, set()).add(run_id)
+        self.open_runs.add(run_id)
         one = (run_id,)
         for r in refs:
             self._recat(r, None, self._add_run(r, one))
@@ -886,6 +909,7 @@ class Supervisor(LazyPlanning, Behavior):
         # already dropped it from the indices; the bookkeeping below finds nothing to do then, and each effect
         # checks the committed state before acting.
         self.inflight.get(run.job, set()).discard(rid)
+        self.open_runs.discard(rid)
         records, parts = self.refs, self.world.partitions
         for ref in run.planned:
             rec = records.get(ref)
@@ -1197,6 +1221,7 @@ class Supervisor(LazyPlanning, Behavior):
             rid = run.job_run_id
             if not run.terminal:
                 self.inflight.setdefault(run.job, set()).add(rid)
+                self.open_runs.add(rid)
                 one = (rid,)
                 for ref in run.planned:
                     self._add_run(ref, one)
@@ -1215,6 +1240,7 @@ class Supervisor(LazyPlanning, Behavior):
                     self.timers.call_at((run.ended_at or now) + delay, Due("retry", rid), now=now)
         for rid, queued in pending.runs.items():
             self.inflight.setdefault(queued.job, set()).add(rid)
+            self.open_runs.add(rid)
             one = (rid,)
             for ref in queued.partitions:
                 self._add_run(ref, one)

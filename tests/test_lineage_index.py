@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,14 +35,16 @@ runs_drawn = st.lists(st.tuples(st.lists(st.sampled_from(REFS), min_size=1, max_
                       max_size=40)
 
 
-@settings(max_examples=150, deadline=None, database=None)
-@given(drawn=runs_drawn, slots=st.sampled_from([2, 4, 8, 1024]))
-def test_the_compact_index_answers_as_a_plain_dict_of_runs(drawn: list[Any], slots: int) -> None:
-    """Readers and builders of every ref (indexed or not), in order, counts, copies and equality match the model."""
+@settings(max_examples=200, deadline=None, database=None)
+@given(drawn=runs_drawn, slots=st.sampled_from([2, 4, 8, 1024]), mode=st.sampled_from(["compact", "dict", "switch"]))
+def test_the_compact_index_answers_as_a_plain_dict_of_runs(drawn: list[Any], slots: int, mode: str) -> None:
+    """Readers and builders of every ref (indexed or not), in order, counts, copies and equality match the model,
+    with the refs kept as hashes, in a dict (a World that keeps its states), or moved from the dict to the hashes
+    part way (a World that starts to evict)."""
     saved = lin._MIN_SLOTS
     lin._MIN_SLOTS = slots  # small: the table grows (rehashes) every few refs, and probes run into full slots
     try:
-        index = LineageIndex()
+        index = LineageIndex(compact=mode == "compact")
         readers: dict[str, list[str]] = {}
         builders: dict[str, list[str]] = {}
         half = None
@@ -54,6 +57,9 @@ def test_the_compact_index_answers_as_a_plain_dict_of_runs(drawn: list[Any], slo
                 model_add(builders, ref, r.job_run_id)
             if i == len(drawn) // 2:
                 half = (index.copy(), {k: list(v) for k, v in builders.items()})
+                if mode == "switch":
+                    index.make_compact()
+        assert index.compact == (mode == "compact" or (mode == "switch" and bool(drawn)))
         for ref in [*REFS, "never/1"]:
             assert index.reader_runs(ref) == tuple(readers.get(ref, ()))
             assert index.builder_runs(ref) == tuple(builders.get(ref, ()))
@@ -62,6 +68,7 @@ def test_the_compact_index_answers_as_a_plain_dict_of_runs(drawn: list[Any], slo
         assert len(index) == len(builders)
         assert len(index.readers) == len(readers)
         assert index.builders.as_dict() == {hash(k): tuple(v) for k, v in builders.items()}
+        assert index.readers.as_dict() == {hash(k): tuple(v) for k, v in readers.items()}
         if half is not None:  # a copy taken halfway is unchanged by what the original indexed since
             copied, then = half
             assert copied.builders.as_dict() == {hash(k): tuple(v) for k, v in then.items()}
@@ -82,14 +89,19 @@ class Clash(str):
         return 42
 
 
-def test_refs_sharing_a_hash_only_add_candidates_that_the_walks_check() -> None:
-    """Two refs with one hash share an entry; builder_of and outputs_of still answer each ref's own runs."""
-    world = World()
+@pytest.mark.parametrize("evicting", [True, False])
+def test_refs_sharing_a_hash_only_add_candidates_that_the_walks_check(evicting: bool) -> None:
+    """Two refs with one hash share an entry (refs kept as hashes, an evicting World); builder_of and outputs_of
+    still answer each ref's own runs."""
+    world = World(evicting=evicting)
     a, b = Clash("raw/a"), Clash("raw/b")
     for st_ in (run("r1", [a], []), run("r2", [b], []), run("r3", ["daily/x"], [a]), run("r4", ["daily/y"], [b])):
         world.runs[st_.job_run_id] = st_
         world.lineage.add_run(st_)
-    assert world.lineage.builder_runs(a) == ("r1", "r2")  # both candidates: the hash is all the index keeps
+    assert world.lineage.compact == evicting
+    # as hashes both are candidates (the hash is all the index keeps); in a dict keyed by the refs, each its own
+    assert world.lineage.builder_runs(a) == (("r1", "r2") if evicting else ("r1",))
+    assert world.lineage.builders.as_dict()[42] == ("r1", "r2")  # what equality between two indexes compares
     built_a, built_b = builder_of(world, a, 1), builder_of(world, b, 1)
     assert built_a is not None
     assert built_a.job_run_id == "r1"
@@ -122,3 +134,24 @@ def test_packed_run_ids_behave_as_a_list(chunks: list[list[str]], probe: int) ->
             pass
         else:
             raise AssertionError(f"RunIds[{probe}] of {len(model)} ids did not raise IndexError")
+
+
+def test_a_world_that_starts_to_evict_keeps_its_lineage_as_hashes() -> None:
+    """A World that keeps its states indexes refs in dicts; make_evicting moves them to hashes, same answers."""
+    world = World()
+    runs = [run("r1", ["raw/1", "raw/2"], []), run("r2", ["daily/1"], ["raw/1"]), run("r3", ["raw/1"], [])]
+    for st_ in runs:
+        world.runs[st_.job_run_id] = st_
+        world.lineage.add_run(st_)
+    assert not world.lineage.compact
+    before = (world.lineage.builders.as_dict(), world.lineage.readers.as_dict())
+    world.make_evicting()
+    assert world.lineage.compact
+    assert (world.lineage.builders.as_dict(), world.lineage.readers.as_dict()) == before
+    assert world.lineage.builder_runs("raw/1") == ("r1", "r3")
+    assert world.lineage.reader_runs("raw/1") == ("r2",)
+    later = run("r4", ["raw/2"], ["raw/2"])
+    world.runs[later.job_run_id] = later
+    world.lineage.add_run(later)
+    assert world.lineage.builder_runs("raw/2") == ("r1", "r4")
+    assert World(evicting=True).lineage.compact

@@ -69,7 +69,10 @@ class WaitIndexMachine(RuleBasedStateMachine):
         for w, left in self.model.items():
             for r in left:
                 expected.setdefault(r, set()).add(w)
-        assert expected == self.idx.by_ref  # no stale entry and no empty set left behind
+        # one waiter is held as itself, two or more as a set: no stale entry, no empty set, no set of one
+        assert {r: next(iter(ws)) if len(ws) == 1 else ws for r, ws in expected.items()} == self.idx.by_ref
+        assert all({r: set(self.idx.waiters(r)) for r in expected}.get(r) == ws for r, ws in expected.items())
+        assert self.idx.waiters("nowhere") == ()
 
 
 WaitIndexMachine.TestCase.settings = settings(max_examples=200, deadline=None, database=None)
@@ -82,7 +85,23 @@ def test_failed_waiter_leaves_its_other_refs() -> None:
     idx.wait("a", ["x", "y"])
     idx.wait("b", ["y"])
     assert idx.failed("x") == ["a"]
-    assert idx.by_ref == {"y": {"b"}}
+    assert idx.by_ref == {"y": "b"}
+    assert idx.waiters("y") == ("b",)
+    assert idx.arrived("y") == ["b"]
+    assert not idx.by_ref
+    assert not idx.missing
+
+
+def test_second_waiter_makes_a_set_and_one_left_goes_back() -> None:
+    """A ref two waiters wait for maps to a set of both; when one stops waiting it maps to the other alone."""
+    idx = WaitIndex()
+    idx.wait("a", ["x"])
+    assert idx.by_ref == {"x": "a"}
+    idx.wait("b", ["x", "y"])
+    assert idx.by_ref == {"x": {"a", "b"}, "y": "b"}
+    idx.forget("a")
+    assert idx.by_ref == {"x": "b", "y": "b"}
+    assert idx.arrived("x") == []
     assert idx.arrived("y") == ["b"]
     assert not idx.by_ref
     assert not idx.missing
