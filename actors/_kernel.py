@@ -34,7 +34,9 @@ asker gets the :class:`~eventlog.CommitError`) and restarts.
 
 Memory follows the active actors: a cell exists while it has messages, a commit in flight or asks out, and is
 dropped as soon as it is idle (its state stays in the World). Only a kind registered with ``keep=True`` (the
-supervisor) keeps its cell and behaviour instance.
+supervisor) keeps its cell and behaviour instance. A message to an idle actor waits in the ready queue, the actor's
+entry in its kind's table a claim (:class:`_Env`), and its cell is made when the dispatcher reaches it; with the
+steps in flight bounded (``_FLIGHT``), a burst to 100,000 idle actors keeps a few passes' worth of cells alive.
 
 Design notes (measured, see ``docs/performance.md`` and ``docs/decisions.md``, "The actor kernel"): a task per
 activation cost ~10 us per message and a commit wait per persist; here a message costs a deque append and a
@@ -48,12 +50,14 @@ import asyncio
 import contextlib
 import inspect
 import math
+import operator
 import time
 import types
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from itertools import repeat
+from typing import Any, ClassVar, Final, final
 
 import anyio
 import anyio.abc
@@ -94,10 +98,23 @@ _BUDGET: Final = 4000
 """Handler steps one dispatcher pass runs before it lets the loop go round (the log's writer starts committing
 what the pass persisted so far: the database works while the next pass computes)."""
 
-_POOL: Final = 2048
+_FLIGHT: Final = 4096
+"""Steps whose commit is in flight past which the dispatcher waits for a commit to land before it starts another pass:
+a pass (up to _BUDGET steps) may run while the one before it commits, not while two do (the writer commits up to
+4,096 appends a batch; on PostgreSQL the next pass still overlaps the round trip of the one before). What it bounds
+is the cells alive (a cell lives from its step until its commit lands): with the cells of idle actors made only when
+their turn comes (_Env), a burst of messages to 100,000 idle actors keeps ~8,000 cells alive, warm in the caches,
+instead of 100,000 made at once and read again cold at their turn and at their landing."""
+
+_POOL: Final = 8192
 """Idle cells of an entity kind kept for reuse (per kind): a cell dropped clean (no crash history, nothing queued,
 referenced by nothing but its kind's table of cells) is reset and handed to the kind's next activation, instead of
-a new cell and mailbox made per message to an idle actor (seven per partition of a batched backfill)."""
+a new cell and mailbox made per message to an idle actor (seven per partition of a batched backfill). As many as
+can be alive at once under _FLIGHT (about two passes): every cell is reused while still warm, and an idle pool
+holds at most ~8 MB."""
+
+
+_first: Final = operator.itemgetter(0)
 
 
 class _Cont:
@@ -210,7 +227,7 @@ class _Kind:
         self.shared: Behavior | None = factory("") if entity else None
         self.reply_errors: tuple[type[Exception], ...] = (
             type(self.shared).reply_errors if self.shared is not None else ())
-        self.cells: dict[str, Ctx] = {}
+        self.cells: dict[str, Ctx | _Env] = {}  # an _Env: the actor's messages wait in the ready queue (a claim)
         self.free: list[Ctx] = []  # idle cells kept for reuse (_POOL): clean, mailbox empty, not in cells
         self.stopped: dict[str, tuple[str, ActorFailure | None]] = {}
         self.crash_log: dict[str, deque[float]] = {}
@@ -241,6 +258,39 @@ class _Gather:
         self.fn = fn
         self.left = n
         self.replies: list[Any] = [None] * n
+
+
+@final
+class _Env:
+    """Messages to actors that had no cell when they were sent, in the ready queue where their cells would have been.
+
+    An envelope's requests (``gather``), or tells sent in a row to actors of one kind (no ``gather``). Each such actor's
+    entry in its kind's table of cells is this object (a claim) until the dispatcher reaches it (``Kernel._expand``):
+    then the cells are made (reused warm from the kind's pool while it lasts), each with its message and then what
+    was sent to it meanwhile (``extra``, in order), and they go to the head of the queue, in request order. So the
+    actors handle what they are sent in the order it was sent and at the place in the queue they would have with a
+    cell made at once, and a burst to 100,000 idle actors makes no cell before each one's turn. ``skip``: positions
+    of requests given at once to an actor that had a cell."""
+
+    __slots__ = ("extra", "gather", "kind", "requests", "skip")
+
+    def __init__(self, kind: _Kind, gather: _Gather | None, requests: list[tuple[str, Any]]) -> None:
+        self.kind = kind
+        self.gather = gather
+        self.requests = requests
+        self.skip: set[int] | None = None
+        self.extra: dict[str, list[tuple[Any, Any, int]]] | None = None
+
+    def later(self, key: str, entry: tuple[Any, Any, int]) -> None:
+        """A message to ``key`` sent after this one's: it follows it into the cell."""
+        if self.extra is None:
+            self.extra = {key: [entry]}
+        else:
+            self.extra.setdefault(key, []).append(entry)
+
+    def waiting(self, key: str) -> list[tuple[Any, Any, int]]:
+        """The messages to ``key`` sent after this one's (for ``Kernel.aclose`` and ``stats``)."""
+        return self.extra.get(key, []) if self.extra is not None else []
 
 
 class Ctx:
@@ -409,7 +459,7 @@ class Kernel(FatalSink):
         self.on_crash = on_crash
         self.on_escalate = on_escalate
         self._kinds: dict[str, _Kind] = {}
-        self._ready: deque[Ctx] = deque()
+        self._ready: deque[Ctx | _Env] = deque()  # cells to run, and messages to actors with no cell yet (_Env)
         self._flight: list[Ctx] = []
         self._in_flight = 0  # cells whose commit has not landed
         self._running = False
@@ -446,7 +496,12 @@ class Kernel(FatalSink):
         self._state = _CLOSED
         err = ActorSystemClosed("the actor kernel is closed (the runtime is shutting down or crashed)")
         for k in self._kinds.values():
-            for cell in k.cells.values():
+            for key, cell in k.cells.items():
+                if type(cell) is _Env:  # messages waiting for the actor's turn
+                    for _msg, target, _idx in cell.waiting(key):
+                        if isinstance(target, asyncio.Future) and not target.done():
+                            target.set_exception(err)
+                    continue
                 for _msg, target, _idx in cell.mbox:
                     if isinstance(target, asyncio.Future) and not target.done():
                         target.set_exception(err)
@@ -568,11 +623,12 @@ class Kernel(FatalSink):
         """Whether anything is waiting: a message, a step, a commit, replies (the supervisor's idle cell aside)."""
         if self._ready or self._scheduled or self._running or self._in_flight or self._flight:
             return True
-        return any(c.mbox or c.blocked for k in self._kinds.values() for c in k.cells.values())
+        return any(type(c) is _Env or c.mbox or c.blocked for k in self._kinds.values() for c in k.cells.values())
 
     def stats(self) -> KernelStats:
-        cells = [c for k in self._kinds.values() for c in k.cells.values()]
-        return KernelStats(len(cells), sum(len(c.mbox) for c in cells),
+        cells = [(key, c) for k in self._kinds.values() for key, c in k.cells.items()]
+        return KernelStats(len(cells),
+                           sum(1 + len(c.waiting(key)) if type(c) is _Env else len(c.mbox) for key, c in cells),
                            {n: k.activations for n, k in self._kinds.items()},
                            {n: k.crashes for n, k in self._kinds.items()},
                            {n: len(k.stopped) for n, k in self._kinds.items()})
@@ -602,15 +658,31 @@ class Kernel(FatalSink):
                     else:
                         self._resolve_error(target, idx, _stopped_error(k, key, stopped))
                     return
+            evicted = k.evicted
+            if target is None and k.shared is not None and (
+                    evicted is None or not evicted.index or not evicted.maybe_evicted(key)):
+                # A tell to an idle actor (of a kind with a shared behaviour: making its cell calls nothing that could
+                # fail): it waits in the queue with the tells sent before it to idle actors of its kind (one _Env at
+                # the queue's tail), its cell made when its turn comes (_expand).
+                ready = self._ready
+                env = ready[-1] if ready else None
+                if type(env) is not _Env or env.gather is not None or env.kind is not k:
+                    env = _Env(k, None, [])
+                    ready.append(env)
+                env.requests.append((key, msg))
+                k.cells[key] = env
+                return
             cell = k.cells[key] = self._cell(k, key)
             k.activations += 1
             cell.mbox.append((msg, target, idx))
-            evicted = k.evicted
             if evicted is not None and evicted.index and evicted.maybe_evicted(key):
                 self._load(cell)
                 return
             cell.queued = True
             self._ready.append(cell)
+            return
+        if type(cell) is _Env:  # its first message waits in the queue: this one follows it
+            cell.later(key, (msg, target, idx))
             return
         cell.mbox.append((msg, target, idx))
         if not cell.queued and not cell.blocked:
@@ -623,7 +695,7 @@ class Kernel(FatalSink):
         Each ready cell's messages run until its mailbox is empty or it blocks; an idle cell is then dropped. (One
         function, not a call per cell: the frame of a call was ~5% of a message's cost in the kernel.)"""
         self._scheduled = False
-        if self._running or self._state != _OPEN:
+        if self._running or self._state != _OPEN or self._in_flight >= _FLIGHT:  # _landed dispatches again
             return
         self._running = True
         try:
@@ -633,6 +705,9 @@ class Kernel(FatalSink):
             flight = self._flight
             while ready and budget > 0:
                 cell = ready.popleft()
+                if type(cell) is _Env:  # messages to actors that had no cell: make their cells, at the queue's head
+                    self._expand(cell)
+                    continue
                 cell.queued = False
                 mbox = cell.mbox
                 k = cell.kind
@@ -692,7 +767,7 @@ class Kernel(FatalSink):
             self._running = False
             if self._flight:
                 self._launch()
-            if self._ready and self._state == _OPEN:
+            if self._ready and self._state == _OPEN and self._in_flight < _FLIGHT:
                 self._kick()
 
     def _cell(self, k: _Kind, key: str) -> Ctx:
@@ -705,6 +780,35 @@ class Kernel(FatalSink):
         if k.crash_log:
             cell.crashes = k.crash_log.pop(key, None)
         return cell
+
+    def _expand(self, env: _Env) -> None:
+        """The dispatcher has reached messages to actors that had no cell (_Env): make their cells (reused from the
+        kind's pool while it lasts), each with its message and those sent to it since, and put them at the head of
+        the ready queue in the order sent, where cells made at once would be by now."""
+        k, gather, skip, extra = env.kind, env.gather, env.skip, env.extra
+        cells, free, crash_log = k.cells, k.free, k.crash_log
+        made: list[Ctx] = []
+        for i, (key, msg) in enumerate(env.requests):
+            if skip is not None and i in skip:
+                continue
+            if free:  # a reused idle cell (_POOL), as _cell does
+                c = free.pop()
+                c.key = key
+                if crash_log:
+                    c.crashes = crash_log.pop(key, None)
+            else:
+                c = Ctx(self, k, key)
+            cells[key] = c
+            c.mbox.append((msg, gather, i))  # (a tell's index is never read: it has no reply target)
+            if extra is not None:
+                more = extra.pop(key, None)
+                if more is not None:
+                    c.mbox.extend(more)
+            c.queued = True
+            made.append(c)
+        k.activations += len(made)
+        made.reverse()
+        self._ready.extendleft(made)
 
     def _drop(self, cell: Ctx) -> None:
         """Forget an idle cell (its state is in the World), keeping its recent crash times: a poison message
@@ -762,6 +866,8 @@ class Kernel(FatalSink):
         step's start)."""
         self._in_flight -= len(flight)
         if self._state != _OPEN or done.cancelled():
+            if self._state == _OPEN and self._ready:  # what waited for this landing (_FLIGHT) goes on
+                self._kick()
             return
         results = done.result()
         world = self.world
@@ -1021,29 +1127,39 @@ class Kernel(FatalSink):
                     continue
                 self._send(k, key, msg, gather, i)
             return
-        # One envelope to many actors: each gets its part in its own mailbox (_send, inlined).
-        cells, ready, free, crash_log = k.cells, self._ready, k.free, k.crash_log
-        activated = len(cells)
+        # One envelope to many actors (_send, inlined): an actor with a cell gets its part in its mailbox; the
+        # parts for idle actors wait in the envelope, in the ready queue, their cells made at its turn (_Env).
+        cells, ready = k.cells, self._ready
+        env = _Env(k, gather, list(requests))  # a copy: the step may reuse its list
+        keys = list(map(_first, requests))
+        if cells.keys().isdisjoint(keys):  # the common case, in C: every actor asked is idle; each gets its claim
+            had = len(cells)
+            cells.update(zip(keys, repeat(env)))
+            if len(cells) - had == len(keys):
+                ready.append(env)
+                return
+            for key in keys:  # a key asked twice: the claims are taken back, and the loop below places each part
+                cells.pop(key, None)
+        skip: set[int] | None = None
         for i, (key, msg) in enumerate(requests):
             c = cells.get(key)
             if c is None:
-                if free:  # a reused idle cell (_POOL), as _cell does
-                    c = free.pop()
-                    c.key = key
-                    if crash_log:
-                        c.crashes = crash_log.pop(key, None)
-                else:
-                    c = Ctx(self, k, key)
-                cells[key] = c
-                c.mbox.append((msg, gather, i))
+                cells[key] = env
+                continue
+            if skip is None:
+                skip = {i}
+            else:
+                skip.add(i)
+            if type(c) is _Env:  # its first message waits in the queue (this envelope's, for a key asked twice)
+                c.later(key, (msg, gather, i))
+                continue
+            c.mbox.append((msg, gather, i))
+            if not c.queued and not c.blocked:
                 c.queued = True
                 ready.append(c)
-            else:
-                c.mbox.append((msg, gather, i))
-                if not c.queued and not c.blocked:
-                    c.queued = True
-                    ready.append(c)
-        k.activations += len(cells) - activated  # the cells this envelope made (none is dropped meanwhile)
+        if skip is None or len(skip) < len(requests):
+            env.skip = skip
+            ready.append(env)
 
     def _resolve(self, target: Any, idx: int, value: Any) -> None:
         if type(target) is _Gather:

@@ -668,3 +668,131 @@ def test_a_reused_idle_cell_behaves_as_a_new_one(chunks: list[list[tuple[str, st
     pooled = asyncio.run(_run_program(tmp_path_factory.mktemp("pooled"), chunks, fail_at, 2048))
     fresh = asyncio.run(_run_program(tmp_path_factory.mktemp("fresh"), chunks, fail_at, 0))
     assert pooled == fresh
+
+
+# -- cells of idle actors made at their turn (_Env), commits in flight bounded (_FLIGHT) -------------------------
+class Stamped(msgspec.Struct, frozen=True):
+    """A message numbered when it is sent; its handler tells ``forward`` a new one each and persists if asked."""
+
+    stamp: int
+    forward: tuple[str, ...] = ()
+    persist: bool = False
+
+
+class AskAll(msgspec.Struct, frozen=True):
+    """Ask each ``(key, forward, persist)`` a numbered message, as one envelope."""
+
+    requests: tuple[tuple[str, tuple[str, ...], bool], ...]
+
+
+class StampRecorder(Behavior):
+    def __init__(self) -> None:
+        self.clock = 0
+        self.seen: dict[str, list[int]] = {}
+
+    def stamp(self) -> int:
+        self.clock += 1
+        return self.clock
+
+    def receive(self, ctx: Ctx, msg: Any) -> Any:
+        if isinstance(msg, Stamped):
+            self.seen.setdefault(ctx.key, []).append(msg.stamp)
+            if msg.persist:
+                ctx.persist(CounterSet(value=msg.stamp))
+            for key in msg.forward:  # numbered when sent: after the step's commit (a tell is sent then)
+                ctx.after_commit(self._forward, (ctx.kernel, key))
+            return msg.stamp
+        if isinstance(msg, AskAll):
+            ctx.ask_many("kt_counter", [(key, Stamped(self.stamp(), fwd, p)) for key, fwd, p in msg.requests],
+                         lambda _ctx, replies: replies_ok(replies))
+            return None
+        raise TypeError(msg)
+
+    def _forward(self, arg: tuple[Kernel, str]) -> None:
+        kernel, key = arg
+        kernel.tell("kt_counter", key, Stamped(self.stamp()))
+
+
+_TARGETS = ["t0", "t1", "t2", "t3"]
+_send_op = st.tuples(st.sampled_from(_TARGETS), st.lists(st.sampled_from(_TARGETS), max_size=2).map(tuple),
+                     st.booleans())
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(bursts=st.lists(st.lists(st.one_of(st.tuples(st.just("tell"), _send_op),
+                                          st.tuples(st.sampled_from(["a0", "a1"]),
+                                                    st.lists(_send_op, min_size=1, max_size=5).map(tuple))),
+                                min_size=1, max_size=8), min_size=1, max_size=4),
+       budget=st.sampled_from([1, 3, 4000]), flight=st.sampled_from([1, 2, 8192]))
+def test_every_actor_handles_its_messages_in_the_order_they_were_sent(
+        bursts: list[list[tuple[str, Any]]], budget: int, flight: int, tmp_path_factory: Any) -> None:
+    """Each actor handles its messages in the order they were sent (numbered at sending), whether it had a cell, its
+    first message waited in the queue for its cell (an envelope's part or a tell to an idle actor) while more came,
+    or its cell was made meanwhile; every message is handled once, with passes and commits in flight cut short."""
+    from actors import _kernel as kernel_module
+
+    async def run() -> tuple[StampRecorder, int]:
+        rec = StampRecorder()
+        sent = 0
+        async with (EventLog.open(tmp_path_factory.mktemp("order") / "k.db") as log,
+                    Kernel(log, World(), SystemClock()) as kernel):
+            kernel.register("kt_counter", lambda _key: rec)
+            for burst in bursts:  # each burst sent at once, while the one before may still be in flight
+                for who, what in burst:
+                    if who == "tell":
+                        key, fwd, persist = what
+                        kernel.tell("kt_counter", key, Stamped(rec.stamp(), fwd, persist))
+                        sent += 1 + len(fwd)
+                    else:
+                        kernel.tell("kt_counter", who, AskAll(what))
+                        sent += sum(1 + len(fwd) for _key, fwd, _p in what)
+                await asyncio.sleep(0)
+            for _ in range(2000):
+                if not kernel.busy():
+                    break
+                await asyncio.sleep(0.001)
+            assert not kernel.busy()
+            assert kernel.active_count() == 0, "every cell was dropped once idle"
+        return rec, sent
+
+    saved = kernel_module._BUDGET, kernel_module._FLIGHT
+    kernel_module._BUDGET, kernel_module._FLIGHT = budget, flight  # type: ignore[misc]
+    try:
+        rec, sent = asyncio.run(run())
+    finally:
+        kernel_module._BUDGET, kernel_module._FLIGHT = saved  # type: ignore[misc]
+    for key, stamps in rec.seen.items():
+        assert stamps == sorted(stamps), f"{key} handled {stamps}"
+    assert sum(len(s) for s in rec.seen.values()) == sent
+
+
+async def test_a_burst_to_idle_actors_keeps_few_cells_alive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Envelopes to 300 idle actors make their cells only as the dispatcher reaches them, and the dispatcher waits
+    for commits to land past _FLIGHT steps in flight: their cells alive stay within _FLIGHT, a pass and an envelope."""
+    from actors import _kernel as kernel_module
+
+    monkeypatch.setattr(kernel_module, "_BUDGET", 10)
+    monkeypatch.setattr(kernel_module, "_FLIGHT", 20)
+    rec = StampRecorder()
+    alive: list[int] = []
+    async with EventLog.open(tmp_path / "k.db") as log:
+        world = World()
+
+        def on_commit(batch: list[Committed]) -> None:
+            cells = kernel._kinds["kt_counter"].cells.values()
+            alive.append(sum(isinstance(c, Ctx) and c.key[0] == "k" for c in cells))
+
+        async with Kernel(log, world, SystemClock(), on_commit=on_commit) as kernel:
+            kernel.register("kt_counter", lambda _key: rec)
+            keys = [f"k{i:03d}" for i in range(300)]
+            for i in range(30):  # 30 envelopes of 10 at once
+                kernel.tell("kt_counter", f"a{i:02d}", AskAll(tuple((k, (), True) for k in keys[i * 10:i * 10 + 10])))
+            for _ in range(5000):
+                if len(world.table("kt_counter")) == 300 and not kernel.busy():
+                    break
+                await asyncio.sleep(0.001)
+            assert sorted(world.table("kt_counter")) == keys
+            assert [rec.seen[k] for k in keys] == [[i + 1] for i in range(300)]
+    assert alive
+    assert max(alive) <= 20 + 10 + 10, max(alive)
