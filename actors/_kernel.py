@@ -114,6 +114,12 @@ can be alive at once under _FLIGHT (about two passes): every cell is reused whil
 holds at most ~8 MB."""
 
 
+_SMALL: Final = 4
+"""An envelope of fewer requests (a run of one to three partitions) goes part by part through ``_send``, its cells
+made at once, as before claims (_Env): a claim saves cold cells only in a burst, and for a request or two its list,
+keys and expansion cost more than the cell they put off (case (a), one partition a run: 2.10 million instructions a
+partition with a claim for every envelope, 2.03 million without; cachegrind)."""
+
 _first: Final = operator.itemgetter(0)
 
 
@@ -1119,7 +1125,8 @@ class Kernel(FatalSink):
             self._gathered(gather)
             return
         faults = self.faults
-        if faults is not None or k.stopped or (k.evicted is not None and k.evicted.index):  # _send: loads first
+        if (len(requests) < _SMALL or faults is not None or k.stopped
+                or (k.evicted is not None and k.evicted.index)):  # _send: cells made at once; loads first
             for i, (key, msg) in enumerate(requests):
                 if faults is not None and faults.hit("ask_timeout", kind, key, type(msg).__name__):
                     self._send(k, key, msg, None, 0)
